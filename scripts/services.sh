@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# Local Kafka (single-node KRaft, from Maven Central jars) and Redis (Debian package), no Docker.
+#
+#   scripts/services.sh up      start both in the background (reusing any already answering), create topics
+#   scripts/services.sh down    stop what this script started
+#   scripts/services.sh status  say what answers
+#
+# Honours QUEUEGATE_KAFKA_BROKERS (default 127.0.0.1:9092) and QUEUEGATE_REDIS_URL
+# (default redis://127.0.0.1:6379). Everything it downloads or writes lives under .local/.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+LOCAL="$ROOT/.local"
+KAFKA_VERSION=${KAFKA_VERSION:-4.1.1}
+LOG4J_VERSION=2.24.3
+KAFKA_LIBS="$LOCAL/kafka-$KAFKA_VERSION/libs"
+RUN="$LOCAL/run"
+BROKERS=${QUEUEGATE_KAFKA_BROKERS:-127.0.0.1:9092}
+REDIS_URL=${QUEUEGATE_REDIS_URL:-redis://127.0.0.1:6379}
+TOPIC=${QUEUEGATE_KAFKA_TOPIC:-queue.entry}
+PARTITIONS=${QUEUEGATE_KAFKA_PARTITIONS:-12}
+
+first_broker=${BROKERS%%,*}
+KAFKA_HOST=${first_broker%:*}
+KAFKA_PORT=${first_broker##*:}
+redis_hostport=${REDIS_URL#redis://}
+redis_hostport=${redis_hostport##*@}
+redis_hostport=${redis_hostport%%/*}
+REDIS_HOST=${redis_hostport%:*}
+REDIS_PORT=${redis_hostport##*:}
+[ "$REDIS_PORT" = "$REDIS_HOST" ] && REDIS_PORT=6379
+
+log() { printf '[services] %s\n' "$*" >&2; }
+die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# --- Kafka -------------------------------------------------------------------------------------
+
+fetch_kafka() {
+  [ -f "$KAFKA_LIBS/.complete" ] && return 0
+  command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch Apache Kafka from Maven Central"
+  command -v java >/dev/null || die "Java 17+ is needed to run Apache Kafka"
+  log "fetching Apache Kafka $KAFKA_VERSION from Maven Central into ${KAFKA_LIBS#$ROOT/} (once)"
+  local pomdir="$LOCAL/kafka-pom"
+  mkdir -p "$pomdir" "$KAFKA_LIBS"
+  cat > "$pomdir/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.queuegate</groupId>
+  <artifactId>kafka-runtime</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>$LOG4J_VERSION</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>$LOG4J_VERSION</version></dependency>
+  </dependencies>
+  <build><pluginManagement><plugins>
+    <plugin><groupId>org.apache.maven.plugins</groupId><artifactId>maven-dependency-plugin</artifactId><version>3.8.1</version></plugin>
+  </plugins></pluginManagement></build>
+</project>
+POM
+  (cd "$pomdir" && mvn -B -q dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS") \
+    || die "mvn could not fetch Kafka $KAFKA_VERSION (see output above)"
+  # kafka-tools drags in an SLF4J 2 binding of its own; keep only the log4j2 one Kafka 4.1 expects.
+  rm -f "$KAFKA_LIBS"/slf4j-reload4j-*.jar "$KAFKA_LIBS"/log4j-slf4j2-impl-*.jar
+  touch "$KAFKA_LIBS/.complete"
+}
+
+kafka_java() {
+  local main=$1; shift
+  java -Xms256m -Xmx${KAFKA_HEAP:-512m} -XX:+UseSerialGC \
+    -Dlog4j2.configurationFile="$LOCAL/kafka/log4j2.properties" \
+    -cp "$KAFKA_LIBS/*" "$main" "$@"
+}
+
+write_kafka_config() {
+  local dir="$LOCAL/kafka"
+  mkdir -p "$dir/data"
+  cat > "$dir/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$KAFKA_HOST:$((KAFKA_PORT + 1))
+listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$((KAFKA_PORT + 1))
+advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=12
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=12
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+PROPS
+  cat > "$dir/log4j2.properties" <<'L4J'
+status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = warn
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.raft.name = kafka.server.KafkaRaftServer
+logger.raft.level = info
+L4J
+}
+
+start_kafka() {
+  if port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
+    log "Kafka already answers on $KAFKA_HOST:$KAFKA_PORT, reusing it"
+    return 0
+  fi
+  fetch_kafka
+  write_kafka_config
+  local dir="$LOCAL/kafka"
+  if [ ! -f "$dir/data/meta.properties" ]; then
+    local cluster_id
+    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    log "formatting KRaft storage (cluster id $cluster_id)"
+    kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
+      || { cat "$dir/format.log" >&2; die "kafka storage format failed"; }
+  fi
+  mkdir -p "$RUN"
+  log "starting Kafka on $KAFKA_HOST:$KAFKA_PORT (log: ${dir#$ROOT/}/server.log)"
+  nohup java -Xms256m -Xmx${KAFKA_HEAP:-768m} -XX:+UseSerialGC \
+    -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$dir/server.properties" >"$dir/server.log" 2>&1 &
+  echo $! > "$RUN/kafka.pid"
+  local i
+  for i in $(seq 1 120); do
+    if grep -q 'Kafka Server started' "$dir/server.log" 2>/dev/null && port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
+      log "Kafka is up"
+      return 0
+    fi
+    kill -0 "$(cat "$RUN/kafka.pid")" 2>/dev/null || { tail -30 "$dir/server.log" >&2; die "Kafka exited during start-up"; }
+    sleep 0.5
+  done
+  tail -30 "$dir/server.log" >&2
+  die "Kafka did not start within 60 s"
+}
+
+create_topics() {
+  local t
+  for t in "$TOPIC:$PARTITIONS" "$TOPIC.dlt:1"; do
+    log "topic ${t%%:*} (${t##*:} partitions)"
+    kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_HOST:$KAFKA_PORT" \
+      --create --if-not-exists --topic "${t%%:*}" --partitions "${t##*:}" --replication-factor 1 >/dev/null \
+      || die "could not create topic ${t%%:*}"
+  done
+}
+
+# --- Redis -------------------------------------------------------------------------------------
+
+redis_ping() { redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; }
+
+start_redis() {
+  if command -v redis-cli >/dev/null && redis_ping; then
+    log "Redis already answers on $REDIS_HOST:$REDIS_PORT, reusing it"
+    return 0
+  fi
+  if ! command -v redis-server >/dev/null; then
+    log "installing redis-server from Debian's packages"
+    local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+    $sudo apt-get update -qq >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null \
+      || die "apt-get install redis-server failed"
+  fi
+  # Debian's package starts a service of its own on 6379 where systemd runs; that one is reused above.
+  local dir="$LOCAL/redis"
+  mkdir -p "$dir" "$RUN"
+  log "starting Redis on $REDIS_HOST:$REDIS_PORT with AOF appendfsync always (dir ${dir#$ROOT/})"
+  redis-server --bind "$REDIS_HOST" --port "$REDIS_PORT" --dir "$dir" \
+    --appendonly yes --appendfsync always --save '' \
+    --daemonize yes --pidfile "$RUN/redis.pid" --logfile "$dir/redis.log" \
+    || die "redis-server failed to start"
+  local i
+  for i in $(seq 1 50); do redis_ping && { log "Redis is up"; return 0; }; sleep 0.1; done
+  die "Redis did not answer within 5 s (log: ${dir#$ROOT/}/redis.log)"
+}
+
+# --- commands ----------------------------------------------------------------------------------
+
+stop_pidfile() {
+  local name=$1 f="$RUN/$1.pid"
+  [ -f "$f" ] || return 0
+  local pid; pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping $name (pid $pid)"
+    kill "$pid"
+    local i; for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+  fi
+  rm -f "$f"
+}
+
+case "${1:-up}" in
+  up)
+    start_redis
+    start_kafka
+    create_topics
+    log "ready: Kafka $KAFKA_HOST:$KAFKA_PORT, Redis $REDIS_HOST:$REDIS_PORT"
+    ;;
+  down)
+    stop_pidfile kafka
+    stop_pidfile redis
+    ;;
+  status)
+    port_open "$KAFKA_HOST" "$KAFKA_PORT" && echo "kafka: up ($KAFKA_HOST:$KAFKA_PORT)" || echo "kafka: down"
+    redis_ping && echo "redis: up ($REDIS_HOST:$REDIS_PORT)" || echo "redis: down"
+    ;;
+  fetch) fetch_kafka ;;
+  *) die "usage: $0 up|down|status|fetch" ;;
+esac

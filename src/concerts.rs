@@ -1,0 +1,209 @@
+//! Concerts: their settings (stored in Redis) and the gateway's cache of their states.
+//!
+//! A join must learn whether its concert exists and is open without a Redis round trip, so each
+//! gateway keeps every concert's state in memory and refreshes it in the background
+//! ([`ConcertCache::run_refresh`]). The admin API of the same process updates the cache at once;
+//! other processes see a change within one refresh interval (`QUEUEGATE_CONCERT_REFRESH_MS`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::QueueStore;
+
+/// A concert queue's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConcertState {
+    /// Joins accepted, admission runs.
+    Open,
+    /// Joins refused (409), admission stopped, positions kept.
+    Paused,
+    /// Joins refused (409), queue kept for reading.
+    Closed,
+}
+
+impl ConcertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConcertState::Open => "open",
+            ConcertState::Paused => "paused",
+            ConcertState::Closed => "closed",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "open" => Some(ConcertState::Open),
+            "paused" => Some(ConcertState::Paused),
+            "closed" => Some(ConcertState::Closed),
+            _ => None,
+        }
+    }
+}
+
+/// Default admission-token lifetime when a concert does not set one.
+pub const DEFAULT_TOKEN_TTL_SECONDS: u32 = 600;
+
+/// What an operator sets on a concert (the body of `PUT /admin/v1/concerts/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConcertSettings {
+    pub state: ConcertState,
+    /// Fans admitted per second by automatic admission (0: manual admission only).
+    #[serde(default)]
+    pub admit_per_second: u32,
+    /// Admitted fans holding a slot at once (0: no limit).
+    #[serde(default)]
+    pub max_active: u32,
+    /// Lifetime of an admission token.
+    #[serde(default = "default_ttl")]
+    pub token_ttl_seconds: u32,
+}
+
+fn default_ttl() -> u32 {
+    DEFAULT_TOKEN_TTL_SECONDS
+}
+
+impl ConcertSettings {
+    /// An open concert with default settings.
+    pub fn open() -> Self {
+        ConcertSettings { state: ConcertState::Open, admit_per_second: 0, max_active: 0, token_ttl_seconds: DEFAULT_TOKEN_TTL_SECONDS }
+    }
+
+    /// Checks the numbers; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.admit_per_second > 100_000 {
+            return Err("admitPerSecond must be at most 100000".into());
+        }
+        if !(1..=86_400).contains(&self.token_ttl_seconds) {
+            return Err("tokenTtlSeconds must be between 1 and 86400".into());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn to_fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("state", self.state.as_str().to_owned()),
+            ("admitPerSecond", self.admit_per_second.to_string()),
+            ("maxActive", self.max_active.to_string()),
+            ("tokenTtlSeconds", self.token_ttl_seconds.to_string()),
+        ]
+    }
+}
+
+/// A concert as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Concert {
+    pub id: String,
+    pub settings: ConcertSettings,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+impl Concert {
+    /// Builds a concert from its Redis hash; unknown or broken fields fall back to defaults, and
+    /// an unreadable state reads as closed (never accidentally open).
+    pub(crate) fn from_fields(id: &str, fields: &[(String, String)]) -> Concert {
+        let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let num = |name: &str, default: u32| get(name).and_then(|v| v.parse().ok()).unwrap_or(default);
+        Concert {
+            id: id.to_owned(),
+            settings: ConcertSettings {
+                state: get("state").and_then(ConcertState::parse).unwrap_or(ConcertState::Closed),
+                admit_per_second: num("admitPerSecond", 0),
+                max_active: num("maxActive", 0),
+                token_ttl_seconds: num("tokenTtlSeconds", DEFAULT_TOKEN_TTL_SECONDS),
+            },
+            created_at_ms: get("createdAt").and_then(|v| v.parse().ok()).unwrap_or(0),
+            updated_at_ms: get("updatedAt").and_then(|v| v.parse().ok()).unwrap_or(0),
+        }
+    }
+}
+
+/// In-memory map of concert id → state, shared by every HTTP worker of a process.
+#[derive(Clone, Default)]
+pub struct ConcertCache {
+    states: Arc<RwLock<HashMap<String, ConcertState>>>,
+    loaded: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ConcertCache {
+    /// The cached state of `id`, or None when the concert is unknown.
+    pub fn state(&self, id: &str) -> Option<ConcertState> {
+        self.states.read().expect("concert cache lock poisoned").get(id).copied()
+    }
+
+    /// Whether the cache has been loaded from Redis at least once.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records a change made by this process, so it applies to the next join at once.
+    pub fn set(&self, id: &str, state: ConcertState) {
+        self.states.write().expect("concert cache lock poisoned").insert(id.to_owned(), state);
+    }
+
+    /// Replaces the whole map with what Redis holds.
+    pub async fn refresh(&self, store: &QueueStore) -> Result<(), crate::store::StoreError> {
+        let concerts = store.list_concerts().await?;
+        let map = concerts.into_iter().map(|c| (c.id, c.settings.state)).collect();
+        *self.states.write().expect("concert cache lock poisoned") = map;
+        self.loaded.store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Refreshes every `every` until cancelled. A failed refresh keeps the last known states
+    /// (joins go on being judged by them) and is logged once per outage, not once per tick.
+    pub async fn run_refresh(self, store: QueueStore, every: Duration, stop: CancellationToken) {
+        let mut failing = false;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self.refresh(&store).await {
+                Ok(()) if failing => {
+                    tracing::info!("concert cache refresh recovered");
+                    failing = false;
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "concert cache refresh failed; keeping last known states");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_round_trip_through_fields() {
+        let s = ConcertSettings { state: ConcertState::Paused, admit_per_second: 50, max_active: 7, token_ttl_seconds: 90 };
+        let fields: Vec<(String, String)> = s.to_fields().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        assert_eq!(Concert::from_fields("c", &fields).settings, s);
+    }
+
+    #[test]
+    fn an_unreadable_state_reads_as_closed() {
+        let c = Concert::from_fields("c", &[("state".into(), "??".into())]);
+        assert_eq!(c.settings.state, ConcertState::Closed);
+    }
+
+    #[test]
+    fn the_put_body_takes_camel_case_and_defaults() {
+        let s: ConcertSettings = serde_json::from_str(r#"{"state":"open","admitPerSecond":5}"#).unwrap();
+        assert_eq!(s.admit_per_second, 5);
+        assert_eq!(s.token_ttl_seconds, DEFAULT_TOKEN_TTL_SECONDS);
+        assert!(serde_json::from_str::<ConcertSettings>(r#"{"state":"ajar"}"#).is_err());
+    }
+}

@@ -1,0 +1,311 @@
+//! The consumer: moves joins from Kafka into the concerts' Redis queues, exactly once in effect.
+//!
+//! Each turn of the loop takes one batch (whatever is ready, up to `QUEUEGATE_CONSUMER_BATCH`
+//! records), applies it to Redis with one atomic Lua call per concert, and only then commits the
+//! batch's offsets. Delivery is at-least-once: a crash between the Redis write and the commit
+//! replays the batch, and the script's per-concert dedup makes the replay a no-op. That is the
+//! whole exactly-once argument, so two rules must hold:
+//!
+//! * offsets are committed only after every record at or below them was applied (or dead-lettered);
+//! * a passing Redis failure is retried, never skipped: the batch is not committed until it lands.
+//!
+//! Commits go through a Kafka transaction (`send_offsets_to_transaction`) together with any
+//! dead-letter records of the batch, so a record that can never be applied lands in
+//! `<topic>.dlt` exactly when its offset is committed, and is not retried forever. The
+//! transaction carries the consumer's group metadata, so after a rebalance a stale instance is
+//! fenced off instead of committing offsets it no longer owns.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::ids::{EntryRecord, InvalidRecord};
+use crate::metrics::Metrics;
+use crate::store::QueueStore;
+
+mod backoff;
+mod batch;
+
+use backoff::Backoff;
+pub use batch::Plan;
+
+/// Logs rebalances; the loop itself keeps them safe (see [`EntryConsumer::commit`]).
+pub struct RebalanceLogger;
+
+impl ClientContext for RebalanceLogger {}
+
+impl ConsumerContext for RebalanceLogger {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => tracing::info!(partitions = tpl.count(), "partitions revoked"),
+            Rebalance::Assign(tpl) => tracing::info!(partitions = tpl.count(), "partitions assigned"),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// The Kafka → Redis mover.
+pub struct EntryConsumer {
+    consumer: StreamConsumer<RebalanceLogger>,
+    txn_config: ClientConfig,
+    txn: Option<FutureProducer>,
+    store: QueueStore,
+    metrics: Metrics,
+    batch_max: usize,
+    dlt_topic: Arc<str>,
+}
+
+/// How long one Kafka transaction step may take before it is retried.
+const TXN_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl EntryConsumer {
+    /// Creates the consumer and subscribes it; the transactional producer is started in [`run`](Self::run).
+    pub fn new(settings: &Settings, store: QueueStore, metrics: Metrics) -> anyhow::Result<Self> {
+        let consumer: StreamConsumer<RebalanceLogger> = ClientConfig::new()
+            .set("bootstrap.servers", &settings.kafka_brokers)
+            .set("group.id", &settings.kafka_group)
+            .set("client.id", "queuegate-consumer")
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("fetch.wait.max.ms", "50")
+            .create_with_context(RebalanceLogger)
+            .map_err(|e| anyhow::anyhow!("creating the Kafka consumer: {e}"))?;
+        consumer
+            .subscribe(&[&settings.kafka_topic])
+            .map_err(|e| anyhow::anyhow!("subscribing to {}: {e}", settings.kafka_topic))?;
+        let mut txn_config = ClientConfig::new();
+        txn_config
+            .set("bootstrap.servers", &settings.kafka_brokers)
+            .set("client.id", "queuegate-consumer-txn")
+            // One id per process: fencing of stale instances comes from the group metadata
+            // sent with the offsets (KIP-447), not from a fixed transactional id.
+            .set("transactional.id", format!("{}-{}", settings.kafka_group, uuid::Uuid::new_v4()))
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("transaction.timeout.ms", "60000");
+        Ok(EntryConsumer {
+            consumer,
+            txn_config,
+            txn: None,
+            store,
+            metrics,
+            batch_max: settings.consumer_batch,
+            dlt_topic: settings.dlt_topic().into(),
+        })
+    }
+
+    /// Runs until `stop` is cancelled. A batch in progress when `stop` comes is finished and
+    /// committed first, unless Redis or Kafka is down; then it is left uncommitted and will be
+    /// replayed (harmlessly) by whoever owns its partitions next.
+    pub async fn run(mut self, stop: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(batch_max = self.batch_max, "consumer starting");
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                m = self.consumer.recv() => m.map(|m| m.detach()),
+            };
+            let mut msgs = match first {
+                Ok(m) => vec![m],
+                Err(e) => {
+                    tracing::warn!(error = %e, "consumer poll error");
+                    continue;
+                }
+            };
+            // Take whatever else is ready now, without waiting: a batch is "what arrived while
+            // the previous one was applied", which keeps latency low when idle and batches big
+            // under a burst.
+            while msgs.len() < self.batch_max {
+                match self.consumer.recv().now_or_never() {
+                    Some(Ok(m)) => msgs.push(m.detach()),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "consumer poll error");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if !self.process(msgs, &stop).await {
+                break;
+            }
+        }
+        tracing::info!("consumer stopped");
+        Ok(())
+    }
+
+    /// Applies and commits one batch. False when `stop` interrupted it before the commit.
+    async fn process(&mut self, msgs: Vec<OwnedMessage>, stop: &CancellationToken) -> bool {
+        self.metrics.consumer_batch_size.with_label_values(&[] as &[&str]).observe(msgs.len() as f64);
+        let plan = Plan::new(&msgs);
+        for group in &plan.groups {
+            let joins: Vec<(&str, i64)> = group.joins.iter().map(|(u, at)| (u.as_str(), *at)).collect();
+            let mut backoff = Backoff::new();
+            loop {
+                let started = Instant::now();
+                match self.store.apply(&group.concert, &joins).await {
+                    Ok(applied) => {
+                        self.metrics.redis_duration.with_label_values(&["apply"]).observe(started.elapsed().as_secs_f64());
+                        self.metrics.consumer_records.with_label_values(&["appended"]).inc_by(applied.appended);
+                        self.metrics.consumer_records.with_label_values(&["duplicate"]).inc_by(applied.duplicates);
+                        if backoff.attempts() > 0 {
+                            tracing::info!(concert = %group.concert, attempts = backoff.attempts(), "Redis write succeeded after retries");
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        self.metrics.consumer_retries.with_label_values(&["redis"]).inc();
+                        if backoff.attempts() == 0 {
+                            tracing::warn!(error = %e, concert = %group.concert, "Redis write failed; retrying with backoff, not committing");
+                        }
+                        if !backoff.wait(stop).await {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+        for (msg, why) in &plan.dead {
+            tracing::warn!(partition = msg.partition(), offset = msg.offset(), reason = why.code(), detail = %why,
+                "record can never be applied; sending it to the dead-letter topic");
+        }
+        self.commit(&msgs, &plan, stop).await
+    }
+
+    /// Commits the batch's offsets and dead letters in one transaction, retrying passing errors.
+    /// Partitions this instance no longer owns (a rebalance happened meanwhile) are left to
+    /// their new owner, who replays them; the Redis writes already made are idempotent.
+    async fn commit(&mut self, msgs: &[OwnedMessage], plan: &Plan<'_>, stop: &CancellationToken) -> bool {
+        let mut backoff = Backoff::new();
+        loop {
+            let owned = self.consumer.assignment().unwrap_or_default();
+            let owns = |m: &OwnedMessage| owned.find_partition(m.topic(), m.partition()).is_some();
+            let mut offsets = TopicPartitionList::new();
+            for ((topic, partition), next) in batch::next_offsets(msgs.iter().filter(|m| owns(m))) {
+                offsets
+                    .add_partition_offset(&topic, partition, Offset::Offset(next))
+                    .expect("a fresh list takes any partition");
+            }
+            let dead: Vec<(&OwnedMessage, &InvalidRecord)> =
+                plan.dead.iter().filter(|(m, _)| owns(m)).map(|(m, w)| (*m, w)).collect();
+            if offsets.count() == 0 {
+                if !msgs.is_empty() {
+                    tracing::info!("batch's partitions were revoked before commit; their new owner replays them");
+                }
+                return true;
+            }
+            match self.commit_once(offsets, &dead).await {
+                Ok(()) => {
+                    self.metrics.consumer_records.with_label_values(&["dead_lettered"]).inc_by(dead.len() as u64);
+                    return true;
+                }
+                Err(e) => {
+                    self.metrics.consumer_retries.with_label_values(&["commit"]).inc();
+                    tracing::warn!(error = format!("{e:#}"), "commit failed; retrying");
+                    if !backoff.wait(stop).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn commit_once(&mut self, offsets: TopicPartitionList, dead: &[(&OwnedMessage, &InvalidRecord)]) -> anyhow::Result<()> {
+        let txn = self.transactional_producer().await?;
+        let cgm = self.consumer.group_metadata().ok_or_else(|| anyhow::anyhow!("consumer has no group metadata"))?;
+        let dead: Vec<(OwnedMessage, InvalidRecord)> = dead.iter().map(|(m, w)| ((*m).clone(), (*w).clone())).collect();
+        let dlt = self.dlt_topic.clone();
+        let result = tokio::task::spawn_blocking(move || -> Result<(), rdkafka::error::KafkaError> {
+            txn.begin_transaction()?;
+            let run = || -> Result<(), rdkafka::error::KafkaError> {
+                for (m, why) in &dead {
+                    let headers = dead_letter_headers(m, why);
+                    let mut rec = FutureRecord::to(&dlt).headers(headers);
+                    if let Some(k) = m.key() {
+                        rec = rec.key(k);
+                    }
+                    if let Some(p) = m.payload() {
+                        rec = rec.payload(p);
+                    }
+                    // The delivery future is not awaited: commit_transaction flushes and fails
+                    // the transaction if any of its records failed.
+                    txn.send_result(rec).map_err(|(e, _)| e)?;
+                }
+                txn.send_offsets_to_transaction(&offsets, &cgm, TXN_TIMEOUT)?;
+                txn.commit_transaction(TXN_TIMEOUT)
+            };
+            run().inspect_err(|_| {
+                let _ = txn.abort_transaction(TXN_TIMEOUT);
+            })
+        })
+        .await?;
+        if let Err(e) = &result {
+            if let rdkafka::error::KafkaError::Transaction(rd) = e {
+                if rd.is_fatal() {
+                    // A fatal producer error (fenced, …) ends this producer; the next attempt makes a new one.
+                    self.txn = None;
+                }
+            }
+        }
+        Ok(result?)
+    }
+
+    /// The transactional producer, created and initialised on first use (and after a fatal error).
+    async fn transactional_producer(&mut self) -> anyhow::Result<FutureProducer> {
+        if let Some(p) = &self.txn {
+            return Ok(p.clone());
+        }
+        let p: FutureProducer = self.txn_config.create()?;
+        let init = p.clone();
+        tokio::task::spawn_blocking(move || init.init_transactions(TXN_TIMEOUT)).await??;
+        self.txn = Some(p.clone());
+        Ok(p)
+    }
+
+    /// Whether the broker answers a metadata request, for readiness. Blocking.
+    pub fn kafka_probe(&self) -> impl Fn(Duration) -> bool + Send + Sync + 'static {
+        let client: Arc<StreamConsumer<RebalanceLogger>> = Arc::new(
+            ClientConfig::new()
+                .set("bootstrap.servers", self.txn_config.get("bootstrap.servers").unwrap_or_default())
+                .set("group.id", "queuegate-readiness-probe")
+                .create_with_context(RebalanceLogger)
+                .expect("a probe client with a valid config"),
+        );
+        move |timeout| client.fetch_metadata(None, timeout).is_ok()
+    }
+}
+
+/// Headers of a dead-letter record: why it failed and where it came from.
+fn dead_letter_headers(m: &OwnedMessage, why: &InvalidRecord) -> OwnedHeaders {
+    let partition = m.partition().to_string();
+    let offset = m.offset().to_string();
+    let detail = why.to_string();
+    let mut h = OwnedHeaders::new_with_capacity(6)
+        .insert(Header { key: "qg-dlt-reason", value: Some(why.code()) })
+        .insert(Header { key: "qg-dlt-detail", value: Some(detail.as_str()) })
+        .insert(Header { key: "qg-source-topic", value: Some(m.topic()) })
+        .insert(Header { key: "qg-source-partition", value: Some(partition.as_str()) })
+        .insert(Header { key: "qg-source-offset", value: Some(offset.as_str()) });
+    if let Some(tp) = m.headers().and_then(|hs| hs.iter().find(|h| h.key == "traceparent")).and_then(|h| h.value) {
+        h = h.insert(Header { key: "traceparent", value: Some(tp) });
+    }
+    h
+}
+
+/// Decodes a record for the consumer (re-exported for tools and tests).
+pub fn decode(m: &OwnedMessage) -> Result<EntryRecord, InvalidRecord> {
+    EntryRecord::decode(m.key(), m.payload())
+}
+
+/// Kept here so tests can reach the offsets logic without a broker.
+pub use batch::next_offsets;

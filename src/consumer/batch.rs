@@ -1,0 +1,109 @@
+//! Turning one polled batch into Redis work: decode, validate, group by concert.
+
+use std::collections::HashMap;
+
+use rdkafka::message::{Message, OwnedMessage};
+
+use crate::ids::{EntryRecord, InvalidRecord};
+
+/// One concert's share of a batch, in the order the records were read.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConcertJoins {
+    pub concert: String,
+    /// (userId, joinedAt ms)
+    pub joins: Vec<(String, i64)>,
+}
+
+/// What a batch asks of Redis and of the dead-letter topic.
+#[derive(Debug)]
+pub struct Plan<'a> {
+    /// Concerts in order of first appearance; each gets one script call.
+    pub groups: Vec<ConcertJoins>,
+    /// Records that can never be applied, with the reason.
+    pub dead: Vec<(&'a OwnedMessage, InvalidRecord)>,
+}
+
+impl<'a> Plan<'a> {
+    pub fn new(msgs: &'a [OwnedMessage]) -> Self {
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut groups: Vec<ConcertJoins> = Vec::new();
+        let mut dead = Vec::new();
+        for m in msgs {
+            match EntryRecord::decode(m.key(), m.payload()) {
+                Ok(rec) => {
+                    let i = *index.entry(rec.concert_id.clone()).or_insert_with(|| {
+                        groups.push(ConcertJoins { concert: rec.concert_id.clone(), joins: Vec::new() });
+                        groups.len() - 1
+                    });
+                    groups[i].joins.push((rec.user_id, rec.joined_at_ms));
+                }
+                Err(why) => dead.push((m, why)),
+            }
+        }
+        Plan { groups, dead }
+    }
+}
+
+/// The offset to commit per (topic, partition): one past the highest offset seen.
+pub fn next_offsets<'a>(msgs: impl Iterator<Item = &'a OwnedMessage>) -> HashMap<(String, i32), i64> {
+    let mut next: HashMap<(String, i32), i64> = HashMap::new();
+    for m in msgs {
+        let e = next.entry((m.topic().to_owned(), m.partition())).or_insert(0);
+        *e = (*e).max(m.offset() + 1);
+    }
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::Timestamp;
+
+    fn msg(partition: i32, offset: i64, key: &str, value: &str) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(value.as_bytes().to_vec()),
+            Some(key.as_bytes().to_vec()),
+            "t".into(),
+            Timestamp::NotAvailable,
+            partition,
+            offset,
+            None,
+        )
+    }
+
+    fn join(user: &str, concert: &str) -> OwnedMessage {
+        let v = format!(r#"{{"entryId":"e","concertId":"{concert}","userId":"{user}","joinedAtMs":7}}"#);
+        msg(0, 0, &format!("{user}:{concert}"), &v)
+    }
+
+    #[test]
+    fn records_are_grouped_by_concert_in_read_order() {
+        let msgs = vec![join("a", "c1"), join("b", "c2"), join("c", "c1")];
+        let plan = Plan::new(&msgs);
+        assert_eq!(
+            plan.groups,
+            vec![
+                ConcertJoins { concert: "c1".into(), joins: vec![("a".into(), 7), ("c".into(), 7)] },
+                ConcertJoins { concert: "c2".into(), joins: vec![("b".into(), 7)] },
+            ]
+        );
+        assert!(plan.dead.is_empty());
+    }
+
+    #[test]
+    fn poison_records_are_set_aside_with_their_reason() {
+        let msgs = vec![msg(0, 1, "x", "not json"), join("a", "c1")];
+        let plan = Plan::new(&msgs);
+        assert_eq!(plan.dead.len(), 1);
+        assert_eq!(plan.dead[0].1.code(), "undecodable");
+        assert_eq!(plan.groups.len(), 1);
+    }
+
+    #[test]
+    fn the_commit_offset_is_one_past_the_highest_per_partition() {
+        let msgs = vec![msg(0, 5, "k", "v"), msg(1, 2, "k", "v"), msg(0, 9, "k", "v"), msg(0, 7, "k", "v")];
+        let next = next_offsets(msgs.iter());
+        assert_eq!(next[&("t".to_owned(), 0)], 10);
+        assert_eq!(next[&("t".to_owned(), 1)], 3);
+    }
+}

@@ -1,0 +1,202 @@
+//! The public front door: fans join a concert's queue and read where they stand.
+//!
+//! A join is validated, checked against the cached concert state (no Redis round trip), produced
+//! to Kafka and answered 202 only once the broker acknowledged it. Reading a status needs the
+//! entry token handed out with the 202.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Instant;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::{Deserialize, Serialize};
+
+use crate::concerts::{ConcertCache, ConcertState};
+use crate::ids::EntryRecord;
+use crate::metrics::Metrics;
+use crate::problem::{check_id, json_error, ApiError};
+use crate::producer::{EntryProducer, ProduceError};
+use crate::store::{QueueStore, Standing};
+use crate::token::EntryTokens;
+use crate::trace::TraceContext;
+
+/// Largest join body accepted (413 above it).
+pub const MAX_BODY_BYTES: usize = 4096;
+
+/// Everything the public handlers share; one per process.
+pub struct Gateway {
+    pub producer: EntryProducer,
+    pub store: QueueStore,
+    pub cache: ConcertCache,
+    pub tokens: EntryTokens,
+    pub metrics: Metrics,
+    limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+impl Gateway {
+    pub fn new(
+        producer: EntryProducer,
+        store: QueueStore,
+        cache: ConcertCache,
+        tokens: EntryTokens,
+        metrics: Metrics,
+        joins_per_ip_per_second: u32,
+    ) -> Self {
+        let limiter = NonZeroU32::new(joins_per_ip_per_second).map(|n| RateLimiter::keyed(Quota::per_second(n)));
+        Gateway { producer, store, cache, tokens, metrics, limiter }
+    }
+
+    /// 429 with the time until this client may join again.
+    fn check_rate(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        let (Some(limiter), Some(ip)) = (&self.limiter, ip) else { return Ok(()) };
+        limiter.check_key(&ip).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 }
+        })
+    }
+}
+
+/// Registers the public routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(MAX_BODY_BYTES)
+            .content_type_required(true)
+            .error_handler(|err, _| json_error(err, MAX_BODY_BYTES).into()),
+    )
+    .route("/", web::get().to(index))
+    .route("/v1/concerts/{concertId}/queue", web::post().to(join))
+    .route("/v1/concerts/{concertId}/queue/{userId}", web::get().to(status));
+}
+
+async fn index() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(include_str!("gateway/index.html"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JoinBody {
+    user_id: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JoinAccepted<'a> {
+    entry_id: &'a str,
+    concert_id: &'a str,
+    user_id: &'a str,
+    status: &'static str,
+    token: String,
+}
+
+/// `POST /v1/concerts/{concertId}/queue` — 202 once Kafka has the join.
+async fn join(
+    gw: web::Data<Gateway>,
+    req: HttpRequest,
+    concert_id: web::Path<String>,
+    body: web::Json<JoinBody>,
+) -> Result<HttpResponse, ApiError> {
+    let concert_id = concert_id.into_inner();
+    check_id("concertId", &concert_id)?;
+    check_id("userId", &body.user_id)?;
+    gw.check_rate(req.peer_addr().map(|a| a.ip()))?;
+    match gw.cache.state(&concert_id) {
+        Some(ConcertState::Open) => {}
+        Some(state) => {
+            return Err(ApiError::Conflict(format!("concert {concert_id} is {}; joins are not accepted", state.as_str())))
+        }
+        None if !gw.cache.is_loaded() => return Err(ApiError::unavailable("concerts are still loading; retry shortly")),
+        None => return Err(ApiError::NotFound(format!("no concert {concert_id}"))),
+    }
+
+    let trace = TraceContext::from_request(&req);
+    let rec = EntryRecord {
+        entry_id: uuid::Uuid::now_v7().to_string(),
+        concert_id,
+        user_id: body.into_inner().user_id,
+        joined_at_ms: crate::clock::now_ms(),
+    };
+    let started = Instant::now();
+    gw.metrics.produce_in_flight.inc();
+    let sent = gw.producer.send(&rec, &[("traceparent", &trace.header())]).await;
+    gw.metrics.produce_in_flight.dec();
+    let outcome = match &sent {
+        Ok(_) => "acked",
+        Err(ProduceError::Overloaded) => "overloaded",
+        Err(ProduceError::QueueFull) => "queue_full",
+        Err(ProduceError::Timeout) => "timeout",
+        Err(ProduceError::Kafka(_)) => "kafka_error",
+    };
+    gw.metrics.produce_duration.with_label_values(&[outcome]).observe(started.elapsed().as_secs_f64());
+    match sent {
+        Ok(d) => {
+            tracing::debug!(trace_id = %trace.trace_id, concert = %rec.concert_id, user = %rec.user_id,
+                partition = d.partition, offset = d.offset, "join accepted");
+        }
+        Err(e) => {
+            gw.metrics.produce_errors.with_label_values(&[outcome]).inc();
+            tracing::warn!(trace_id = %trace.trace_id, concert = %rec.concert_id, error = %e, "join not accepted");
+            return Err(ApiError::unavailable(format!("the join could not be made durable: {e}")));
+        }
+    }
+    let token = gw.tokens.issue(&rec.concert_id, &rec.user_id);
+    Ok(HttpResponse::Accepted()
+        .insert_header((header::LOCATION, format!("/v1/concerts/{}/queue/{}", rec.concert_id, rec.user_id)))
+        .json(JoinAccepted {
+            entry_id: &rec.entry_id,
+            concert_id: &rec.concert_id,
+            user_id: &rec.user_id,
+            status: "pending",
+            token,
+        }))
+}
+
+/// A fan's view of its place; the same object the admin single-user lookup builds on.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct FanStatus {
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_length: Option<u64>,
+}
+
+impl From<Standing> for FanStatus {
+    fn from(s: Standing) -> Self {
+        match s {
+            Standing::Unknown => FanStatus { status: "pending", position: None, queue_length: None },
+            Standing::Waiting { position, queue_length, .. } => {
+                FanStatus { status: "waiting", position: Some(position), queue_length: Some(queue_length) }
+            }
+            // Queued once and no longer waiting: only removal takes a fan out of the queue today.
+            Standing::Left { queue_length, .. } => {
+                FanStatus { status: "removed", position: None, queue_length: Some(queue_length) }
+            }
+        }
+    }
+}
+
+/// The token in `Authorization: Bearer …`, if any.
+pub fn bearer(req: &HttpRequest) -> Option<&str> {
+    req.headers().get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// `GET /v1/concerts/{concertId}/queue/{userId}` — the fan's status, with its entry token.
+async fn status(gw: web::Data<Gateway>, req: HttpRequest, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let (concert_id, user_id) = path.into_inner();
+    check_id("concertId", &concert_id)?;
+    check_id("userId", &user_id)?;
+    match bearer(&req) {
+        Some(t) if gw.tokens.verify(&concert_id, &user_id, t) => {}
+        _ => return Err(ApiError::Unauthorized("a valid entry token is required (Authorization: Bearer <token>)".into())),
+    }
+    let started = Instant::now();
+    let standing = gw.store.standing(&concert_id, &user_id).await?;
+    gw.metrics.redis_duration.with_label_values(&["status"]).observe(started.elapsed().as_secs_f64());
+    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(FanStatus::from(standing)))
+}
+

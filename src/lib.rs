@@ -1,0 +1,22 @@
+//! queuegate: a waiting-queue gateway for concert ticket on-sales.
+//!
+//! The data flow, one module per part: the front door ([`gateway`]) validates a join and hands
+//! it to the [`producer`], which answers only once Kafka has it; the [`consumer`] moves joins
+//! from Kafka into the Redis queue [`store`], exactly once in effect; [`admin`] lets operators
+//! run the [`concerts`]. [`startup`] wires the roles together. See `docs/` for the guarantees.
+
+pub mod admin;
+pub mod clock;
+pub mod concerts;
+pub mod config;
+pub mod consumer;
+pub mod gateway;
+pub mod ids;
+pub mod metrics;
+pub mod problem;
+pub mod producer;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod token;
+pub mod trace;

@@ -1,0 +1,40 @@
+//! The `queuegate` binary: parse the command line, set up logging, hand over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use queuegate::config::{Cli, Command};
+use queuegate::startup::{cancel_on_signal, Application};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = cli.settings.validate() {
+        eprintln!("queuegate: {e}");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = queuegate::telemetry::init(&cli.settings.log, cli.settings.log_format) {
+        eprintln!("queuegate: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("queuegate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let role = cli.command.unwrap_or(Command::Run);
+    let result = runtime.block_on(async move {
+        let app = Application::build(cli.settings, role).await?;
+        tokio::spawn(cancel_on_signal(app.stop_token()));
+        app.run().await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "queuegate failed");
+            eprintln!("queuegate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The one place where error kinds become HTTP statuses and RFC 9457 problem details.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// Everything a handler can answer besides success. Each variant is one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("request body must be application/json")]
+    UnsupportedMediaType,
+    #[error("too many requests")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("{detail}")]
+    Unavailable { detail: String, retry_after_secs: u64 },
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// 503 with Retry-After, for passing trouble with Kafka or Redis.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        ApiError::Unavailable { detail: detail.into(), retry_after_secs: 1 }
+    }
+
+    /// The problem `type` slug and `title` of this error.
+    fn kind(&self) -> (&'static str, &'static str) {
+        match self {
+            ApiError::BadRequest(_) => ("bad-request", "Bad request"),
+            ApiError::Unauthorized(_) => ("unauthorized", "Unauthorized"),
+            ApiError::NotFound(_) => ("not-found", "Not found"),
+            ApiError::Conflict(_) => ("conflict", "Conflict"),
+            ApiError::PayloadTooLarge { .. } => ("payload-too-large", "Payload too large"),
+            ApiError::UnsupportedMediaType => ("unsupported-media-type", "Unsupported media type"),
+            ApiError::RateLimited { .. } => ("rate-limited", "Too many requests"),
+            ApiError::Unavailable { .. } => ("unavailable", "Service unavailable"),
+            ApiError::Internal(_) => ("internal", "Internal server error"),
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited { retry_after_secs } | ApiError::Unavailable { retry_after_secs, .. } => {
+                Some(*retry_after_secs)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// RFC 9457 problem details body.
+#[derive(Debug, Serialize)]
+pub struct Problem<'a> {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: &'a str,
+    pub status: u16,
+    pub detail: String,
+}
+
+/// Problem type URIs are URNs under this prefix; docs/http.md lists them.
+pub const PROBLEM_TYPE_PREFIX: &str = "urn:queuegate:problem:";
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if let ApiError::Internal(e) = self {
+            // Logged here, once, with its cause chain; the client gets no internals.
+            tracing::error!(error = format!("{e:#}"), "request failed");
+        }
+        let (slug, title) = self.kind();
+        let body = Problem {
+            kind: format!("{PROBLEM_TYPE_PREFIX}{slug}"),
+            title,
+            status: status.as_u16(),
+            detail: match self {
+                ApiError::Internal(_) => "the request could not be completed; it is safe to retry".to_owned(),
+                other => other.to_string(),
+            },
+        };
+        let mut resp = HttpResponse::build(status);
+        resp.content_type("application/problem+json");
+        if let Some(secs) = self.retry_after() {
+            resp.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        if matches!(self, ApiError::Unauthorized(_)) {
+            resp.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        resp.json(body)
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::warn!(error = %e, "Redis unavailable");
+        ApiError::unavailable("the queue store is unavailable; retry shortly")
+    }
+}
+
+/// Maps actix's JSON extractor errors to problem details (413, 415 or 400 naming the problem).
+pub fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> ApiError {
+    use actix_web::error::JsonPayloadError as J;
+    match err {
+        J::Overflow { .. } | J::OverflowKnownLength { .. } => ApiError::PayloadTooLarge { limit },
+        J::ContentType => ApiError::UnsupportedMediaType,
+        J::Deserialize(e) => ApiError::BadRequest(format!("request body is not valid: {e}")),
+        other => ApiError::BadRequest(format!("request body could not be read: {other}")),
+    }
+}
+
+/// Maps query-string errors to 400.
+pub fn query_error(err: actix_web::error::QueryPayloadError) -> ApiError {
+    ApiError::BadRequest(format!("query string is not valid: {err}"))
+}
+
+/// Checks a path id against the contract; the 400 detail names the field.
+pub fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
+    if crate::ids::valid_id(value) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!("{field} must match ^[A-Za-z0-9_-]{{1,64}}$")))
+    }
+}
