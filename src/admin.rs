@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 use crate::concerts::{Concert, ConcertCache, ConcertSettings};
 use crate::gateway::{bearer, MAX_BODY_BYTES};
 use crate::metrics::Metrics;
-use crate::problem::{check_id, json_error, query_error, ApiError};
+use crate::problem::{check_id, json_error, parse_body, query_error, ApiError};
 use crate::producer::EntryProducer;
 use crate::store::{QueueStore, Standing};
 
@@ -162,10 +162,11 @@ async fn view(store: &QueueStore, c: Concert) -> Result<ConcertView, ApiError> {
 async fn put_concert(
     admin: web::Data<Admin>,
     id: web::Path<String>,
-    body: web::Json<ConcertSettings>,
+    body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     check_id("concertId", &id)?;
+    let body: ConcertSettings = parse_body(body.into_inner())?;
     body.validate().map_err(ApiError::BadRequest)?;
     let concert = admin.store.put_concert(&id, &body).await?;
     admin.cache.set(&id, concert.settings.state);

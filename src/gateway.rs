@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::concerts::{ConcertCache, ConcertState};
 use crate::ids::EntryRecord;
 use crate::metrics::Metrics;
-use crate::problem::{check_id, json_error, ApiError};
+use crate::problem::{check_id, json_error, parse_body, ApiError};
 use crate::producer::{EntryProducer, ProduceError};
 use crate::store::{QueueStore, Standing};
 use crate::token::EntryTokens;
@@ -97,10 +97,11 @@ async fn join(
     gw: web::Data<Gateway>,
     req: HttpRequest,
     concert_id: web::Path<String>,
-    body: web::Json<JoinBody>,
+    body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
     let concert_id = concert_id.into_inner();
     check_id("concertId", &concert_id)?;
+    let body: JoinBody = parse_body(body.into_inner())?;
     check_id("userId", &body.user_id)?;
     gw.check_rate(req.peer_addr().map(|a| a.ip()))?;
     match gw.cache.state(&concert_id) {
@@ -116,7 +117,7 @@ async fn join(
     let rec = EntryRecord {
         entry_id: uuid::Uuid::now_v7().to_string(),
         concert_id,
-        user_id: body.into_inner().user_id,
+        user_id: body.user_id,
         joined_at_ms: crate::clock::now_ms(),
     };
     let started = Instant::now();

@@ -132,6 +132,19 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> ApiE
     }
 }
 
+/// Deserialises a JSON body into `T`; the 400 detail names the offending field's path
+/// (`state: unknown variant ...`), which serde alone does not.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            ApiError::BadRequest(format!("request body is not valid: {}", e.inner()))
+        } else {
+            ApiError::BadRequest(format!("request body is not valid: {path}: {}", e.inner()))
+        }
+    })
+}
+
 /// Maps query-string errors to 400.
 pub fn query_error(err: actix_web::error::QueryPayloadError) -> ApiError {
     ApiError::BadRequest(format!("query string is not valid: {err}"))

@@ -1,0 +1,140 @@
+//! Joins end to end: HTTP → Kafka → consumer → Redis → positions.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use queuegate::config::Command;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use crate::helpers::{create_topics, poll_until, spawn_app, spawn_role, Names};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_fans_joining_at_once_all_wait_at_positions_one_to_a_thousand() {
+    let app = Arc::new(spawn_app().await);
+    app.open_concert("big").await;
+    let gate = Arc::new(Semaphore::new(200));
+    let joins = (0..1000).map(|i| {
+        let (app, gate) = (app.clone(), gate.clone());
+        async move {
+            let _p = gate.acquire().await.expect("semaphore");
+            app.join("big", &format!("fan-{i:04}")).await.status().as_u16()
+        }
+    });
+    let statuses = join_all(joins).await;
+    assert!(statuses.iter().all(|s| *s == 202), "every join accepted: {:?}", statuses.iter().filter(|s| **s != 202).collect::<Vec<_>>());
+    app.wait_for_records(1000).await;
+
+    let page = app.admin_json("/admin/v1/concerts/big/queue?offset=0&limit=1000").await;
+    assert_eq!(page["total"], 1000);
+    let entries = page["entries"].as_array().expect("entries");
+    let positions: Vec<u64> = entries.iter().map(|e| e["position"].as_u64().expect("position")).collect();
+    assert_eq!(positions, (1..=1000).collect::<Vec<u64>>());
+    let users: Vec<&str> = entries.iter().map(|e| e["userId"].as_str().expect("userId")).collect();
+    let distinct: HashSet<&str> = users.iter().copied().collect();
+    assert_eq!(distinct.len(), 1000, "no fan twice");
+    assert_eq!(distinct, (0..1000).map(|i| format!("fan-{i:04}")).collect::<HashSet<_>>().iter().map(String::as_str).collect());
+
+    // The concert's Redis LIST holds the same fans in the same order as the listing.
+    let list = app.store.waiting_list("big").await.expect("waiting list");
+    assert_eq!(list, users);
+    // And each fan's own lookup agrees with its row.
+    for e in entries.iter().step_by(97) {
+        let one = app.admin_json(&format!("/admin/v1/concerts/big/queue/{}", e["userId"].as_str().unwrap())).await;
+        assert_eq!(one["position"], e["position"]);
+        assert_eq!(one["status"], "waiting");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_fan_joining_fifty_times_at_once_is_queued_once() {
+    let app = Arc::new(spawn_app().await);
+    app.open_concert("c").await;
+    let joins = (0..50).map(|_| {
+        let app = app.clone();
+        async move { app.join("c", "eager-fan").await.status().as_u16() }
+    });
+    let statuses = join_all(joins).await;
+    assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
+    app.wait_for_records(50).await;
+    assert_eq!(app.consumer_records("appended").await, 1);
+    assert_eq!(app.consumer_records("duplicate").await, 49);
+    let page = app.admin_json("/admin/v1/concerts/c/queue").await;
+    assert_eq!(page["total"], 1);
+    assert_eq!(app.store.waiting_list("c").await.expect("list"), vec!["eager-fan".to_owned()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fans_status_goes_from_pending_to_waiting_at_the_position_the_admin_listing_shows() {
+    let names = Names::new();
+    create_topics(&names, 3).await;
+    // A gateway without a consumer: the join is durable in Kafka but not yet in Redis.
+    let gateway = spawn_role(&names, Command::Gateway, |_| {}).await;
+    gateway.open_concert("show").await;
+    for early in ["early-1", "early-2"] {
+        assert_eq!(gateway.join("show", early).await.status(), 202);
+    }
+    let r = gateway.join("show", "me").await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.headers()["location"], "/v1/concerts/show/queue/me");
+    let accepted: Value = r.json().await.expect("json");
+    assert_eq!(accepted["status"], "pending");
+    assert_eq!(accepted["concertId"], "show");
+    assert_eq!(accepted["userId"], "me");
+    assert!(accepted["entryId"].as_str().is_some_and(|s| s.len() == 36));
+    let token = accepted["token"].as_str().expect("token").to_owned();
+
+    let pending: Value = gateway.status("show", "me", &token).await.json().await.expect("json");
+    assert_eq!(pending["status"], "pending");
+    assert!(pending.get("position").is_none());
+
+    // Now a consumer joins the group and drains the topic.
+    let consumer = spawn_role(&names, Command::Consumer, |_| {}).await;
+    let mut last = Value::Null;
+    let became_waiting = poll_until(std::time::Duration::from_secs(60), async || {
+        last = gateway.status("show", "me", &token).await.json().await.expect("json");
+        last["status"] == "waiting"
+    })
+    .await;
+    assert!(became_waiting, "status stayed {last}");
+    let admin_view = gateway.admin_json("/admin/v1/concerts/show/queue/me").await;
+    assert_eq!(last["position"], admin_view["position"]);
+    let listing = gateway.admin_json("/admin/v1/concerts/show/queue").await;
+    let row = listing["entries"].as_array().unwrap().iter().find(|e| e["userId"] == "me").expect("listed").clone();
+    assert_eq!(row["position"], last["position"]);
+    assert!((1..=3).contains(&last["position"].as_u64().unwrap()));
+    consumer.shutdown().await.expect("consumer stops cleanly");
+    gateway.shutdown().await.expect("gateway stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_join_that_kafka_cannot_take_gets_503_with_retry_after_not_202() {
+    let names = Names::new();
+    // Nothing listens on port 1: the record can never be acknowledged.
+    let app = spawn_role(&names, Command::Gateway, |s| {
+        s.kafka_brokers = "127.0.0.1:1".into();
+        s.kafka_delivery_timeout_ms = 1000;
+    })
+    .await;
+    app.open_concert("c").await;
+    let started = std::time::Instant::now();
+    let r = app.join("c", "fan").await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    crate::helpers::assert_problem(r, 503, "durable").await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "answered, not hung");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_or_closed_concert_answers_409_and_an_unknown_one_404() {
+    let app = spawn_app().await;
+    app.put_concert("p", serde_json::json!({"state": "paused"})).await;
+    app.put_concert("x", serde_json::json!({"state": "closed"})).await;
+    crate::helpers::assert_problem(app.join("p", "fan").await, 409, "paused").await;
+    crate::helpers::assert_problem(app.join("x", "fan").await, 409, "closed").await;
+    crate::helpers::assert_problem(app.join("nope", "fan").await, 404, "nope").await;
+    // Reopening takes effect for the next join.
+    app.open_concert("p").await;
+    assert_eq!(app.join("p", "fan").await.status(), 202);
+}

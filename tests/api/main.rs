@@ -1,0 +1,8 @@
+//! Integration tests: the real application on port 0 against the real Kafka broker and Redis
+//! started by `make services`. Each test has its own topic, consumer group and key prefix.
+
+mod admin;
+mod bad_input;
+mod helpers;
+mod join;
+mod readiness;
