@@ -39,7 +39,13 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub fn new(store: QueueStore, cache: ConcertCache, metrics: Metrics, admin_token: Option<&str>, draining: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        store: QueueStore,
+        cache: ConcertCache,
+        metrics: Metrics,
+        admin_token: Option<&str>,
+        draining: Arc<AtomicBool>,
+    ) -> Self {
         Admin {
             store,
             cache,
@@ -83,7 +89,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/concerts/{concertId}", web::put().to(put_concert))
             .route("/concerts/{concertId}", web::get().to(get_concert))
             .route("/concerts/{concertId}/queue", web::get().to(queue_page))
-            .route("/concerts/{concertId}/queue/{userId}", web::get().to(queue_user)),
+            .route(
+                "/concerts/{concertId}/queue/{userId}",
+                web::get().to(queue_user),
+            ),
     );
 }
 
@@ -91,7 +100,10 @@ async fn require_admin_token(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    let admin = req.app_data::<web::Data<Admin>>().expect("admin state is registered").clone();
+    let admin = req
+        .app_data::<web::Data<Admin>>()
+        .expect("admin state is registered")
+        .clone();
     if !admin.authorized(bearer(req.request())) {
         return Err(ApiError::Unauthorized("the admin token is missing or wrong".into()).into());
     }
@@ -116,19 +128,34 @@ async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
     let redis = admin.store.ping().await.is_ok();
     let timeout = Duration::from_secs(1);
     let kafka = if let Some(p) = admin.producer.clone() {
-        tokio::task::spawn_blocking(move || p.kafka_reachable(timeout)).await.unwrap_or(false)
+        tokio::task::spawn_blocking(move || p.kafka_reachable(timeout))
+            .await
+            .unwrap_or(false)
     } else if let Some(probe) = admin.kafka_probe.clone() {
-        tokio::task::spawn_blocking(move || probe(timeout)).await.unwrap_or(false)
+        tokio::task::spawn_blocking(move || probe(timeout))
+            .await
+            .unwrap_or(false)
     } else {
         true
     };
     let ready = redis && kafka && !draining;
-    let body = Readiness { ready, redis, kafka, draining };
-    if ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+    let body = Readiness {
+        ready,
+        redis,
+        kafka,
+        draining,
+    };
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
 }
 
 async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(admin.metrics.render())
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(admin.metrics.render())
 }
 
 /// A concert with its counts, as the admin API shows it.
@@ -184,10 +211,17 @@ async fn list_concerts(admin: web::Data<Admin>) -> Result<HttpResponse, ApiError
 
 async fn existing(admin: &Admin, id: &str) -> Result<Concert, ApiError> {
     check_id("concertId", id)?;
-    admin.store.get_concert(id).await?.ok_or_else(|| ApiError::NotFound(format!("no concert {id}")))
+    admin
+        .store
+        .get_concert(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no concert {id}")))
 }
 
-async fn get_concert(admin: web::Data<Admin>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_concert(
+    admin: web::Data<Admin>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let c = existing(&admin, &id).await?;
     Ok(HttpResponse::Ok().json(view(&admin.store, c).await?))
 }
@@ -218,15 +252,22 @@ async fn queue_page(
     q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     if q.limit == 0 || q.limit > MAX_PAGE {
-        return Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_PAGE}")));
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
     }
     let c = existing(&admin, &id).await?;
     let (total, entries) = admin.store.page(&c.id, q.offset, q.limit).await?;
     let entries: Vec<EntryView> = entries
         .into_iter()
-        .map(|e| EntryView { position: e.position, user_id: e.user_id, joined_at: crate::clock::rfc3339(e.joined_at_ms) })
+        .map(|e| EntryView {
+            position: e.position,
+            user_id: e.user_id,
+            joined_at: crate::clock::rfc3339(e.joined_at_ms),
+        })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "total": total, "offset": q.offset, "entries": entries })))
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "total": total, "offset": q.offset, "entries": entries })))
 }
 
 #[derive(Serialize)]
@@ -239,18 +280,35 @@ struct UserView {
     joined_at: String,
 }
 
-async fn queue_user(admin: web::Data<Admin>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn queue_user(
+    admin: web::Data<Admin>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (concert_id, user_id) = path.into_inner();
     check_id("userId", &user_id)?;
     let c = existing(&admin, &concert_id).await?;
     let view = match admin.store.standing(&c.id, &user_id).await? {
-        Standing::Unknown => return Err(ApiError::NotFound(format!("{user_id} never joined concert {concert_id}"))),
-        Standing::Waiting { position, joined_at_ms, .. } => {
-            UserView { user_id, status: "waiting", position: Some(position), joined_at: crate::clock::rfc3339(joined_at_ms) }
+        Standing::Unknown => {
+            return Err(ApiError::NotFound(format!(
+                "{user_id} never joined concert {concert_id}"
+            )))
         }
-        Standing::Left { joined_at_ms, .. } => {
-            UserView { user_id, status: "removed", position: None, joined_at: crate::clock::rfc3339(joined_at_ms) }
-        }
+        Standing::Waiting {
+            position,
+            joined_at_ms,
+            ..
+        } => UserView {
+            user_id,
+            status: "waiting",
+            position: Some(position),
+            joined_at: crate::clock::rfc3339(joined_at_ms),
+        },
+        Standing::Left { joined_at_ms, .. } => UserView {
+            user_id,
+            status: "removed",
+            position: None,
+            joined_at: crate::clock::rfc3339(joined_at_ms),
+        },
     };
     Ok(HttpResponse::Ok().json(view))
 }

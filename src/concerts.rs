@@ -70,7 +70,12 @@ fn default_ttl() -> u32 {
 impl ConcertSettings {
     /// An open concert with default settings.
     pub fn open() -> Self {
-        ConcertSettings { state: ConcertState::Open, admit_per_second: 0, max_active: 0, token_ttl_seconds: DEFAULT_TOKEN_TTL_SECONDS }
+        ConcertSettings {
+            state: ConcertState::Open,
+            admit_per_second: 0,
+            max_active: 0,
+            token_ttl_seconds: DEFAULT_TOKEN_TTL_SECONDS,
+        }
     }
 
     /// Checks the numbers; the error names the field.
@@ -107,12 +112,20 @@ impl Concert {
     /// Builds a concert from its Redis hash; unknown or broken fields fall back to defaults, and
     /// an unreadable state reads as closed (never accidentally open).
     pub(crate) fn from_fields(id: &str, fields: &[(String, String)]) -> Concert {
-        let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-        let num = |name: &str, default: u32| get(name).and_then(|v| v.parse().ok()).unwrap_or(default);
+        let get = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let num =
+            |name: &str, default: u32| get(name).and_then(|v| v.parse().ok()).unwrap_or(default);
         Concert {
             id: id.to_owned(),
             settings: ConcertSettings {
-                state: get("state").and_then(ConcertState::parse).unwrap_or(ConcertState::Closed),
+                state: get("state")
+                    .and_then(ConcertState::parse)
+                    .unwrap_or(ConcertState::Closed),
                 admit_per_second: num("admitPerSecond", 0),
                 max_active: num("maxActive", 0),
                 token_ttl_seconds: num("tokenTtlSeconds", DEFAULT_TOKEN_TTL_SECONDS),
@@ -133,7 +146,11 @@ pub struct ConcertCache {
 impl ConcertCache {
     /// The cached state of `id`, or None when the concert is unknown.
     pub fn state(&self, id: &str) -> Option<ConcertState> {
-        self.states.read().expect("concert cache lock poisoned").get(id).copied()
+        self.states
+            .read()
+            .expect("concert cache lock poisoned")
+            .get(id)
+            .copied()
     }
 
     /// Whether the cache has been loaded from Redis at least once.
@@ -143,15 +160,22 @@ impl ConcertCache {
 
     /// Records a change made by this process, so it applies to the next join at once.
     pub fn set(&self, id: &str, state: ConcertState) {
-        self.states.write().expect("concert cache lock poisoned").insert(id.to_owned(), state);
+        self.states
+            .write()
+            .expect("concert cache lock poisoned")
+            .insert(id.to_owned(), state);
     }
 
     /// Replaces the whole map with what Redis holds.
     pub async fn refresh(&self, store: &QueueStore) -> Result<(), crate::store::StoreError> {
         let concerts = store.list_concerts().await?;
-        let map = concerts.into_iter().map(|c| (c.id, c.settings.state)).collect();
+        let map = concerts
+            .into_iter()
+            .map(|c| (c.id, c.settings.state))
+            .collect();
         *self.states.write().expect("concert cache lock poisoned") = map;
-        self.loaded.store(true, std::sync::atomic::Ordering::Release);
+        self.loaded
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
@@ -188,8 +212,17 @@ mod tests {
 
     #[test]
     fn settings_round_trip_through_fields() {
-        let s = ConcertSettings { state: ConcertState::Paused, admit_per_second: 50, max_active: 7, token_ttl_seconds: 90 };
-        let fields: Vec<(String, String)> = s.to_fields().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let s = ConcertSettings {
+            state: ConcertState::Paused,
+            admit_per_second: 50,
+            max_active: 7,
+            token_ttl_seconds: 90,
+        };
+        let fields: Vec<(String, String)> = s
+            .to_fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
         assert_eq!(Concert::from_fields("c", &fields).settings, s);
     }
 
@@ -201,7 +234,8 @@ mod tests {
 
     #[test]
     fn the_put_body_takes_camel_case_and_defaults() {
-        let s: ConcertSettings = serde_json::from_str(r#"{"state":"open","admitPerSecond":5}"#).unwrap();
+        let s: ConcertSettings =
+            serde_json::from_str(r#"{"state":"open","admitPerSecond":5}"#).unwrap();
         assert_eq!(s.admit_per_second, 5);
         assert_eq!(s.token_ttl_seconds, DEFAULT_TOKEN_TTL_SECONDS);
         assert!(serde_json::from_str::<ConcertSettings>(r#"{"state":"ajar"}"#).is_err());

@@ -44,8 +44,12 @@ impl ClientContext for RebalanceLogger {}
 impl ConsumerContext for RebalanceLogger {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            Rebalance::Revoke(tpl) => tracing::info!(partitions = tpl.count(), "partitions revoked"),
-            Rebalance::Assign(tpl) => tracing::info!(partitions = tpl.count(), "partitions assigned"),
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions revoked")
+            }
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions assigned")
+            }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
     }
@@ -90,7 +94,10 @@ impl EntryConsumer {
             .set("client.id", "queuegate-consumer-txn")
             // One id per process: fencing of stale instances comes from the group metadata
             // sent with the offsets (KIP-447), not from a fixed transactional id.
-            .set("transactional.id", format!("{}-{}", settings.kafka_group, uuid::Uuid::new_v4()))
+            .set(
+                "transactional.id",
+                format!("{}-{}", settings.kafka_group, uuid::Uuid::new_v4()),
+            )
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("transaction.timeout.ms", "60000");
@@ -146,25 +153,44 @@ impl EntryConsumer {
 
     /// Applies and commits one batch. False when `stop` interrupted it before the commit.
     async fn process(&mut self, msgs: Vec<OwnedMessage>, stop: &CancellationToken) -> bool {
-        self.metrics.consumer_batch_size.with_label_values(&[] as &[&str]).observe(msgs.len() as f64);
+        self.metrics
+            .consumer_batch_size
+            .with_label_values(&[] as &[&str])
+            .observe(msgs.len() as f64);
         let plan = Plan::new(&msgs);
         for group in &plan.groups {
-            let joins: Vec<(&str, i64)> = group.joins.iter().map(|(u, at)| (u.as_str(), *at)).collect();
+            let joins: Vec<(&str, i64)> = group
+                .joins
+                .iter()
+                .map(|(u, at)| (u.as_str(), *at))
+                .collect();
             let mut backoff = Backoff::new();
             loop {
                 let started = Instant::now();
                 match self.store.apply(&group.concert, &joins).await {
                     Ok(applied) => {
-                        self.metrics.redis_duration.with_label_values(&["apply"]).observe(started.elapsed().as_secs_f64());
-                        self.metrics.consumer_records.with_label_values(&["appended"]).inc_by(applied.appended);
-                        self.metrics.consumer_records.with_label_values(&["duplicate"]).inc_by(applied.duplicates);
+                        self.metrics
+                            .redis_duration
+                            .with_label_values(&["apply"])
+                            .observe(started.elapsed().as_secs_f64());
+                        self.metrics
+                            .consumer_records
+                            .with_label_values(&["appended"])
+                            .inc_by(applied.appended);
+                        self.metrics
+                            .consumer_records
+                            .with_label_values(&["duplicate"])
+                            .inc_by(applied.duplicates);
                         if backoff.attempts() > 0 {
                             tracing::info!(concert = %group.concert, attempts = backoff.attempts(), "Redis write succeeded after retries");
                         }
                         break;
                     }
                     Err(e) => {
-                        self.metrics.consumer_retries.with_label_values(&["redis"]).inc();
+                        self.metrics
+                            .consumer_retries
+                            .with_label_values(&["redis"])
+                            .inc();
                         if backoff.attempts() == 0 {
                             tracing::warn!(error = %e, concert = %group.concert, "Redis write failed; retrying with backoff, not committing");
                         }
@@ -185,7 +211,12 @@ impl EntryConsumer {
     /// Commits the batch's offsets and dead letters in one transaction, retrying passing errors.
     /// Partitions this instance no longer owns (a rebalance happened meanwhile) are left to
     /// their new owner, who replays them; the Redis writes already made are idempotent.
-    async fn commit(&mut self, msgs: &[OwnedMessage], plan: &Plan<'_>, stop: &CancellationToken) -> bool {
+    async fn commit(
+        &mut self,
+        msgs: &[OwnedMessage],
+        plan: &Plan<'_>,
+        stop: &CancellationToken,
+    ) -> bool {
         let mut backoff = Backoff::new();
         loop {
             let owned = self.consumer.assignment().unwrap_or_default();
@@ -196,8 +227,12 @@ impl EntryConsumer {
                     .add_partition_offset(&topic, partition, Offset::Offset(next))
                     .expect("a fresh list takes any partition");
             }
-            let dead: Vec<(&OwnedMessage, &InvalidRecord)> =
-                plan.dead.iter().filter(|(m, _)| owns(m)).map(|(m, w)| (*m, w)).collect();
+            let dead: Vec<(&OwnedMessage, &InvalidRecord)> = plan
+                .dead
+                .iter()
+                .filter(|(m, _)| owns(m))
+                .map(|(m, w)| (*m, w))
+                .collect();
             if offsets.count() == 0 {
                 if !msgs.is_empty() {
                     tracing::info!("batch's partitions were revoked before commit; their new owner replays them");
@@ -206,11 +241,17 @@ impl EntryConsumer {
             }
             match self.commit_once(offsets, &dead).await {
                 Ok(()) => {
-                    self.metrics.consumer_records.with_label_values(&["dead_lettered"]).inc_by(dead.len() as u64);
+                    self.metrics
+                        .consumer_records
+                        .with_label_values(&["dead_lettered"])
+                        .inc_by(dead.len() as u64);
                     return true;
                 }
                 Err(e) => {
-                    self.metrics.consumer_retries.with_label_values(&["commit"]).inc();
+                    self.metrics
+                        .consumer_retries
+                        .with_label_values(&["commit"])
+                        .inc();
                     tracing::warn!(error = format!("{e:#}"), "commit failed; retrying");
                     if !backoff.wait(stop).await {
                         return false;
@@ -220,41 +261,50 @@ impl EntryConsumer {
         }
     }
 
-    async fn commit_once(&mut self, offsets: TopicPartitionList, dead: &[(&OwnedMessage, &InvalidRecord)]) -> anyhow::Result<()> {
+    async fn commit_once(
+        &mut self,
+        offsets: TopicPartitionList,
+        dead: &[(&OwnedMessage, &InvalidRecord)],
+    ) -> anyhow::Result<()> {
         let txn = self.transactional_producer().await?;
-        let cgm = self.consumer.group_metadata().ok_or_else(|| anyhow::anyhow!("consumer has no group metadata"))?;
-        let dead: Vec<(OwnedMessage, InvalidRecord)> = dead.iter().map(|(m, w)| ((*m).clone(), (*w).clone())).collect();
+        let cgm = self
+            .consumer
+            .group_metadata()
+            .ok_or_else(|| anyhow::anyhow!("consumer has no group metadata"))?;
+        let dead: Vec<(OwnedMessage, InvalidRecord)> = dead
+            .iter()
+            .map(|(m, w)| ((*m).clone(), (*w).clone()))
+            .collect();
         let dlt = self.dlt_topic.clone();
-        let result = tokio::task::spawn_blocking(move || -> Result<(), rdkafka::error::KafkaError> {
-            txn.begin_transaction()?;
-            let run = || -> Result<(), rdkafka::error::KafkaError> {
-                for (m, why) in &dead {
-                    let headers = dead_letter_headers(m, why);
-                    let mut rec = FutureRecord::to(&dlt).headers(headers);
-                    if let Some(k) = m.key() {
-                        rec = rec.key(k);
+        let result =
+            tokio::task::spawn_blocking(move || -> Result<(), rdkafka::error::KafkaError> {
+                txn.begin_transaction()?;
+                let run = || -> Result<(), rdkafka::error::KafkaError> {
+                    for (m, why) in &dead {
+                        let headers = dead_letter_headers(m, why);
+                        let mut rec = FutureRecord::to(&dlt).headers(headers);
+                        if let Some(k) = m.key() {
+                            rec = rec.key(k);
+                        }
+                        if let Some(p) = m.payload() {
+                            rec = rec.payload(p);
+                        }
+                        // The delivery future is not awaited: commit_transaction flushes and fails
+                        // the transaction if any of its records failed.
+                        txn.send_result(rec).map_err(|(e, _)| e)?;
                     }
-                    if let Some(p) = m.payload() {
-                        rec = rec.payload(p);
-                    }
-                    // The delivery future is not awaited: commit_transaction flushes and fails
-                    // the transaction if any of its records failed.
-                    txn.send_result(rec).map_err(|(e, _)| e)?;
-                }
-                txn.send_offsets_to_transaction(&offsets, &cgm, TXN_TIMEOUT)?;
-                txn.commit_transaction(TXN_TIMEOUT)
-            };
-            run().inspect_err(|_| {
-                let _ = txn.abort_transaction(TXN_TIMEOUT);
+                    txn.send_offsets_to_transaction(&offsets, &cgm, TXN_TIMEOUT)?;
+                    txn.commit_transaction(TXN_TIMEOUT)
+                };
+                run().inspect_err(|_| {
+                    let _ = txn.abort_transaction(TXN_TIMEOUT);
+                })
             })
-        })
-        .await?;
-        if let Err(e) = &result {
-            if let rdkafka::error::KafkaError::Transaction(rd) = e {
-                if rd.is_fatal() {
-                    // A fatal producer error (fenced, …) ends this producer; the next attempt makes a new one.
-                    self.txn = None;
-                }
+            .await?;
+        if let Err(rdkafka::error::KafkaError::Transaction(rd)) = &result {
+            if rd.is_fatal() {
+                // A fatal producer error (fenced, …) ends this producer; the next attempt makes a new one.
+                self.txn = None;
             }
         }
         Ok(result?)
@@ -276,7 +326,10 @@ impl EntryConsumer {
     pub fn kafka_probe(&self) -> impl Fn(Duration) -> bool + Send + Sync + 'static {
         let client: Arc<StreamConsumer<RebalanceLogger>> = Arc::new(
             ClientConfig::new()
-                .set("bootstrap.servers", self.txn_config.get("bootstrap.servers").unwrap_or_default())
+                .set(
+                    "bootstrap.servers",
+                    self.txn_config.get("bootstrap.servers").unwrap_or_default(),
+                )
                 .set("group.id", "queuegate-readiness-probe")
                 .create_with_context(RebalanceLogger)
                 .expect("a probe client with a valid config"),
@@ -291,13 +344,35 @@ fn dead_letter_headers(m: &OwnedMessage, why: &InvalidRecord) -> OwnedHeaders {
     let offset = m.offset().to_string();
     let detail = why.to_string();
     let mut h = OwnedHeaders::new_with_capacity(6)
-        .insert(Header { key: "qg-dlt-reason", value: Some(why.code()) })
-        .insert(Header { key: "qg-dlt-detail", value: Some(detail.as_str()) })
-        .insert(Header { key: "qg-source-topic", value: Some(m.topic()) })
-        .insert(Header { key: "qg-source-partition", value: Some(partition.as_str()) })
-        .insert(Header { key: "qg-source-offset", value: Some(offset.as_str()) });
-    if let Some(tp) = m.headers().and_then(|hs| hs.iter().find(|h| h.key == "traceparent")).and_then(|h| h.value) {
-        h = h.insert(Header { key: "traceparent", value: Some(tp) });
+        .insert(Header {
+            key: "qg-dlt-reason",
+            value: Some(why.code()),
+        })
+        .insert(Header {
+            key: "qg-dlt-detail",
+            value: Some(detail.as_str()),
+        })
+        .insert(Header {
+            key: "qg-source-topic",
+            value: Some(m.topic()),
+        })
+        .insert(Header {
+            key: "qg-source-partition",
+            value: Some(partition.as_str()),
+        })
+        .insert(Header {
+            key: "qg-source-offset",
+            value: Some(offset.as_str()),
+        });
+    if let Some(tp) = m
+        .headers()
+        .and_then(|hs| hs.iter().find(|h| h.key == "traceparent"))
+        .and_then(|h| h.value)
+    {
+        h = h.insert(Header {
+            key: "traceparent",
+            value: Some(tp),
+        });
     }
     h
 }

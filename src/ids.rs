@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 /// the dead-letter topic), and it is what keeps ids safe inside Redis keys and Kafka keys: no
 /// `:`, no braces, no spaces.
 pub fn valid_id(s: &str) -> bool {
-    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The Kafka key of a join: `{userId}:{concertId}`. Every join of one fan for one concert has
@@ -97,7 +99,12 @@ mod tests {
     }
 
     fn rec() -> EntryRecord {
-        EntryRecord { entry_id: "e".into(), concert_id: "c1".into(), user_id: "u1".into(), joined_at_ms: 1 }
+        EntryRecord {
+            entry_id: "e".into(),
+            concert_id: "c1".into(),
+            user_id: "u1".into(),
+            joined_at_ms: 1,
+        }
     }
 
     #[test]
@@ -109,14 +116,28 @@ mod tests {
     #[test]
     fn a_key_that_disagrees_with_the_value_is_invalid() {
         let v = serde_json::to_vec(&rec()).unwrap();
-        assert_eq!(EntryRecord::decode(Some(b"u2:c1"), Some(&v)), Err(InvalidRecord::KeyMismatch));
-        assert_eq!(EntryRecord::decode(None, Some(&v)), Err(InvalidRecord::KeyMismatch));
+        assert_eq!(
+            EntryRecord::decode(Some(b"u2:c1"), Some(&v)),
+            Err(InvalidRecord::KeyMismatch)
+        );
+        assert_eq!(
+            EntryRecord::decode(None, Some(&v)),
+            Err(InvalidRecord::KeyMismatch)
+        );
     }
 
     #[test]
     fn garbage_is_undecodable() {
-        assert_eq!(EntryRecord::decode(Some(b"k"), Some(b"{")).unwrap_err().code(), "undecodable");
-        assert_eq!(EntryRecord::decode(Some(b"k"), None), Err(InvalidRecord::MissingValue));
+        assert_eq!(
+            EntryRecord::decode(Some(b"k"), Some(b"{"))
+                .unwrap_err()
+                .code(),
+            "undecodable"
+        );
+        assert_eq!(
+            EntryRecord::decode(Some(b"k"), None),
+            Err(InvalidRecord::MissingValue)
+        );
     }
 
     #[test]
@@ -124,6 +145,9 @@ mod tests {
         let mut r = rec();
         r.user_id = "a b".into();
         let v = serde_json::to_vec(&r).unwrap();
-        assert_eq!(EntryRecord::decode(Some(b"a b:c1"), Some(&v)), Err(InvalidRecord::InvalidUserId));
+        assert_eq!(
+            EntryRecord::decode(Some(b"a b:c1"), Some(&v)),
+            Err(InvalidRecord::InvalidUserId)
+        );
     }
 }

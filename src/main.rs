@@ -16,7 +16,10 @@ fn main() -> ExitCode {
         eprintln!("queuegate: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("queuegate: cannot start the async runtime: {e}");

@@ -22,56 +22,86 @@ pub struct Metrics {
     pub consumer_retries: IntCounterVec,
 }
 
-const LATENCY_BUCKETS: &[f64] =
-    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let m = Metrics {
             http_requests: IntCounterVec::new(
-                Opts::new("queuegate_http_requests_total", "HTTP requests answered, by listener, route and status"),
+                Opts::new(
+                    "queuegate_http_requests_total",
+                    "HTTP requests answered, by listener, route and status",
+                ),
                 &["listener", "route", "status"],
             )
             .expect("valid metric"),
             http_duration: HistogramVec::new(
-                HistogramOpts::new("queuegate_http_request_duration_seconds", "HTTP request duration, by listener and route")
-                    .buckets(LATENCY_BUCKETS.to_vec()),
+                HistogramOpts::new(
+                    "queuegate_http_request_duration_seconds",
+                    "HTTP request duration, by listener and route",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
                 &["listener", "route"],
             )
             .expect("valid metric"),
             produce_duration: HistogramVec::new(
-                HistogramOpts::new("queuegate_produce_duration_seconds", "Time from produce to broker acknowledgement, by outcome")
-                    .buckets(LATENCY_BUCKETS.to_vec()),
+                HistogramOpts::new(
+                    "queuegate_produce_duration_seconds",
+                    "Time from produce to broker acknowledgement, by outcome",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
                 &["outcome"],
             )
             .expect("valid metric"),
             produce_errors: IntCounterVec::new(
-                Opts::new("queuegate_produce_errors_total", "Joins that could not be produced, by reason"),
+                Opts::new(
+                    "queuegate_produce_errors_total",
+                    "Joins that could not be produced, by reason",
+                ),
                 &["reason"],
             )
             .expect("valid metric"),
-            produce_in_flight: IntGauge::new("queuegate_produce_in_flight", "Joins waiting for a broker acknowledgement")
-                .expect("valid metric"),
+            produce_in_flight: IntGauge::new(
+                "queuegate_produce_in_flight",
+                "Joins waiting for a broker acknowledgement",
+            )
+            .expect("valid metric"),
             consumer_records: IntCounterVec::new(
-                Opts::new("queuegate_consumer_records_total", "Records the consumer handled, by outcome (appended, duplicate, dead_lettered)"),
+                Opts::new(
+                    "queuegate_consumer_records_total",
+                    "Records the consumer handled, by outcome (appended, duplicate, dead_lettered)",
+                ),
                 &["outcome"],
             )
             .expect("valid metric"),
             consumer_batch_size: HistogramVec::new(
-                HistogramOpts::new("queuegate_consumer_batch_records", "Records per consumer batch")
-                    .buckets(vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0]),
+                HistogramOpts::new(
+                    "queuegate_consumer_batch_records",
+                    "Records per consumer batch",
+                )
+                .buckets(vec![
+                    1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+                ]),
                 &[],
             )
             .expect("valid metric"),
             redis_duration: HistogramVec::new(
-                HistogramOpts::new("queuegate_redis_call_duration_seconds", "Redis call duration, by operation")
-                    .buckets(LATENCY_BUCKETS.to_vec()),
+                HistogramOpts::new(
+                    "queuegate_redis_call_duration_seconds",
+                    "Redis call duration, by operation",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
                 &["op"],
             )
             .expect("valid metric"),
             consumer_retries: IntCounterVec::new(
-                Opts::new("queuegate_consumer_retries_total", "Consumer retries after a passing failure, by stage"),
+                Opts::new(
+                    "queuegate_consumer_retries_total",
+                    "Consumer retries after a passing failure, by stage",
+                ),
                 &["stage"],
             )
             .expect("valid metric"),
@@ -96,7 +126,9 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
         String::from_utf8(buf).expect("exposition is UTF-8")
     }
 }

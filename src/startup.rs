@@ -62,20 +62,38 @@ impl Application {
         let cache = ConcertCache::default();
         let draining = Arc::new(AtomicBool::new(false));
         let grace = settings.shutdown_grace_seconds;
-        let workers = if settings.http_workers == 0 { num_cpus() } else { settings.http_workers };
+        let workers = if settings.http_workers == 0 {
+            num_cpus()
+        } else {
+            settings.http_workers
+        };
 
         // Separate pools per part: actix workers run their own runtimes, and a Redis connection
         // lives on the runtime that opened it, so the consumer never shares one with a listener.
-        let new_store = || QueueStore::new(&settings.redis_url, &settings.redis_prefix, settings.redis_pool);
+        let new_store = || {
+            QueueStore::new(
+                &settings.redis_url,
+                &settings.redis_prefix,
+                settings.redis_pool,
+            )
+        };
         let admin_store = new_store()?;
 
-        let admin_listener = TcpListener::bind(settings.admin_addr)
-            .with_context(|| format!("binding the admin listener (QUEUEGATE_ADMIN_ADDR={})", settings.admin_addr))?;
+        let admin_listener = TcpListener::bind(settings.admin_addr).with_context(|| {
+            format!(
+                "binding the admin listener (QUEUEGATE_ADMIN_ADDR={})",
+                settings.admin_addr
+            )
+        })?;
         let admin_port = admin_listener.local_addr()?.port();
 
         let (public, http_port, producer) = if role.serves_public() {
-            let listener = TcpListener::bind(settings.http_addr)
-                .with_context(|| format!("binding the public listener (QUEUEGATE_HTTP_ADDR={})", settings.http_addr))?;
+            let listener = TcpListener::bind(settings.http_addr).with_context(|| {
+                format!(
+                    "binding the public listener (QUEUEGATE_HTTP_ADDR={})",
+                    settings.http_addr
+                )
+            })?;
             let port = listener.local_addr()?.port();
             let producer = EntryProducer::new(&settings)?;
             let gw = web::Data::new(Gateway::new(
@@ -108,7 +126,11 @@ impl Application {
         };
 
         let consumer = if role.consumes() {
-            Some(EntryConsumer::new(&settings, new_store()?, metrics.clone())?)
+            Some(EntryConsumer::new(
+                &settings,
+                new_store()?,
+                metrics.clone(),
+            )?)
         } else {
             None
         };
@@ -175,7 +197,19 @@ impl Application {
 
     /// Serves until the stop token is cancelled (or the consumer fails), then shuts down in order.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Application { role, settings, stop, draining, public, admin, producer, consumer, cache, admin_store, .. } = self;
+        let Application {
+            role,
+            settings,
+            stop,
+            draining,
+            public,
+            admin,
+            producer,
+            consumer,
+            cache,
+            admin_store,
+            ..
+        } = self;
         let grace = settings.shutdown_grace();
         let public_handle = public.map(|s| {
             let h = s.handle();
@@ -190,10 +224,19 @@ impl Application {
                 tracing::warn!(error = %e, "could not load concerts at start-up; joins answer 503 until Redis answers");
             }
             let every = Duration::from_millis(settings.concert_refresh_ms);
-            tokio::spawn(cache.clone().run_refresh(admin_store.clone(), every, stop.clone()));
+            tokio::spawn(
+                cache
+                    .clone()
+                    .run_refresh(admin_store.clone(), every, stop.clone()),
+            );
         }
         if let Some(id) = settings.demo_concert.clone() {
-            tokio::spawn(ensure_demo_concert(admin_store.clone(), cache.clone(), id, stop.clone()));
+            tokio::spawn(ensure_demo_concert(
+                admin_store.clone(),
+                cache.clone(),
+                id,
+                stop.clone(),
+            ));
         }
         let consumer_stop = CancellationToken::new();
         let mut consumer_task = consumer.map(|c| tokio::spawn(c.run(consumer_stop.clone())));
@@ -218,7 +261,10 @@ impl Application {
         stop.cancel();
         if let Some(h) = public_handle {
             h.stop(true).await;
-            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "public listener stopped");
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "public listener stopped"
+            );
         }
         if let Some(p) = producer {
             let flushed = tokio::task::spawn_blocking(move || p.flush(grace)).await;
@@ -232,13 +278,18 @@ impl Application {
         if let Some(t) = consumer_task {
             match tokio::time::timeout(grace, t).await {
                 Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => tracing::warn!(error = format!("{e:#}"), "consumer ended with an error"),
+                Ok(Ok(Err(e))) => {
+                    tracing::warn!(error = format!("{e:#}"), "consumer ended with an error")
+                }
                 Ok(Err(e)) => tracing::warn!(error = %e, "consumer task failed"),
                 Err(_) => tracing::warn!("consumer did not stop within the grace period"),
             }
         }
         admin_handle.stop(true).await;
-        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "queuegate stopped");
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "queuegate stopped"
+        );
         match failure {
             Some(e) => Err(e),
             None => Ok(()),
@@ -247,7 +298,12 @@ impl Application {
 }
 
 /// Creates the demo concert, open, if it does not exist; retries while Redis is unreachable.
-async fn ensure_demo_concert(store: QueueStore, cache: ConcertCache, id: String, stop: CancellationToken) {
+async fn ensure_demo_concert(
+    store: QueueStore,
+    cache: ConcertCache,
+    id: String,
+    stop: CancellationToken,
+) {
     loop {
         let result = match store.get_concert(&id).await {
             Ok(Some(c)) => Ok(c),
@@ -275,7 +331,10 @@ async fn observe(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
-    let listener = req.app_data::<web::Data<ListenerName>>().map(|l| l.0).unwrap_or("unknown");
+    let listener = req
+        .app_data::<web::Data<ListenerName>>()
+        .map(|l| l.0)
+        .unwrap_or("unknown");
     let route = req.match_pattern();
     let started = Instant::now();
     let res = next.call(req).await;
@@ -285,14 +344,20 @@ async fn observe(
             Err(e) => e.as_response_error().status_code(),
         };
         let route = route.as_deref().unwrap_or("unmatched");
-        m.http_requests.with_label_values(&[listener, route, status.as_str()]).inc();
-        m.http_duration.with_label_values(&[listener, route]).observe(started.elapsed().as_secs_f64());
+        m.http_requests
+            .with_label_values(&[listener, route, status.as_str()])
+            .inc();
+        m.http_duration
+            .with_label_values(&[listener, route])
+            .observe(started.elapsed().as_secs_f64());
     }
     res
 }
 
 fn num_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
 }
 
 /// Cancels `stop` on Ctrl-C or SIGTERM.

@@ -42,9 +42,16 @@ pub enum Standing {
     /// Not in Redis (yet): the join is on its way through Kafka, or never happened.
     Unknown,
     /// Waiting at `position` (1-based) of `queue_length`.
-    Waiting { position: u64, queue_length: u64, joined_at_ms: i64 },
+    Waiting {
+        position: u64,
+        queue_length: u64,
+        joined_at_ms: i64,
+    },
     /// Was queued, is no longer waiting.
-    Left { queue_length: u64, joined_at_ms: i64 },
+    Left {
+        queue_length: u64,
+        joined_at_ms: i64,
+    },
 }
 
 /// One row of the admin listing.
@@ -110,7 +117,10 @@ impl QueueStore {
         Ok(self.pool.get().await?)
     }
 
-    async fn timed<T>(&self, f: impl std::future::Future<Output = Result<T, redis::RedisError>>) -> Result<T, StoreError> {
+    async fn timed<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, redis::RedisError>>,
+    ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.timeout, f).await {
             Ok(r) => Ok(r?),
             Err(_) => Err(StoreError::Timeout),
@@ -121,7 +131,11 @@ impl QueueStore {
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
         let pong: String = self.timed(redis::cmd("PING").query_async(&mut c)).await?;
-        if pong == "PONG" { Ok(()) } else { Err(StoreError::Reply(pong)) }
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(StoreError::Reply(pong))
+        }
     }
 
     /// Appends the fans in `joins` (userId, joinedAt ms, in read order) who were never queued
@@ -140,32 +154,55 @@ impl QueueStore {
         }
         let mut c = self.conn().await?;
         let (appended, duplicates): (u64, u64) = self.timed(inv.invoke_async(&mut c)).await?;
-        Ok(Applied { appended, duplicates })
+        Ok(Applied {
+            appended,
+            duplicates,
+        })
     }
 
     /// Where `user` stands in `concert`'s queue: O(log n).
     pub async fn standing(&self, concert: &str, user: &str) -> Result<Standing, StoreError> {
         let mut inv = self.scripts.status.prepare_invoke();
-        inv.key(self.key(concert, "joined")).key(self.key(concert, "rank")).arg(user);
+        inv.key(self.key(concert, "joined"))
+            .key(self.key(concert, "rank"))
+            .arg(user);
         let mut c = self.conn().await?;
         let reply: Vec<redis::Value> = self.timed(inv.invoke_async(&mut c)).await?;
         let int = |i: usize| -> Result<i64, StoreError> {
             match reply.get(i) {
-                Some(v) => redis::from_redis_value_ref::<i64>(v).map_err(|e| StoreError::Reply(e.to_string())),
-                None => Err(StoreError::Reply(format!("status reply too short: {reply:?}"))),
+                Some(v) => redis::from_redis_value_ref::<i64>(v)
+                    .map_err(|e| StoreError::Reply(e.to_string())),
+                None => Err(StoreError::Reply(format!(
+                    "status reply too short: {reply:?}"
+                ))),
             }
         };
         Ok(match int(0)? {
             0 => Standing::Unknown,
-            1 => Standing::Waiting { position: int(1)? as u64, queue_length: int(2)? as u64, joined_at_ms: int(3)? },
-            _ => Standing::Left { queue_length: int(2)? as u64, joined_at_ms: int(3)? },
+            1 => Standing::Waiting {
+                position: int(1)? as u64,
+                queue_length: int(2)? as u64,
+                joined_at_ms: int(3)?,
+            },
+            _ => Standing::Left {
+                queue_length: int(2)? as u64,
+                joined_at_ms: int(3)?,
+            },
         })
     }
 
     /// One page of the queue in order: (total waiting, entries). O(log n + limit).
-    pub async fn page(&self, concert: &str, offset: u64, limit: u64) -> Result<(u64, Vec<QueueEntry>), StoreError> {
+    pub async fn page(
+        &self,
+        concert: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(u64, Vec<QueueEntry>), StoreError> {
         let mut inv = self.scripts.page.prepare_invoke();
-        inv.key(self.key(concert, "rank")).key(self.key(concert, "joined")).arg(offset).arg(limit.max(1));
+        inv.key(self.key(concert, "rank"))
+            .key(self.key(concert, "joined"))
+            .arg(offset)
+            .arg(limit.max(1));
         let mut c = self.conn().await?;
         let reply: Vec<redis::Value> = self.timed(inv.invoke_async(&mut c)).await?;
         let mut it = reply.iter();
@@ -177,9 +214,15 @@ impl QueueStore {
             .unwrap_or(0);
         let mut entries = Vec::new();
         while let (Some(u), Some(at)) = (it.next(), it.next()) {
-            let user_id: String = redis::from_redis_value_ref(u).map_err(|e| StoreError::Reply(e.to_string()))?;
-            let joined_at_ms: i64 = redis::from_redis_value_ref(at).map_err(|e| StoreError::Reply(e.to_string()))?;
-            entries.push(QueueEntry { position: offset + entries.len() as u64 + 1, user_id, joined_at_ms });
+            let user_id: String =
+                redis::from_redis_value_ref(u).map_err(|e| StoreError::Reply(e.to_string()))?;
+            let joined_at_ms: i64 =
+                redis::from_redis_value_ref(at).map_err(|e| StoreError::Reply(e.to_string()))?;
+            entries.push(QueueEntry {
+                position: offset + entries.len() as u64 + 1,
+                user_id,
+                joined_at_ms,
+            });
         }
         Ok((total, entries))
     }
@@ -187,17 +230,33 @@ impl QueueStore {
     /// Fans waiting in `concert`'s queue: O(1).
     pub async fn waiting_count(&self, concert: &str) -> Result<u64, StoreError> {
         let mut c = self.conn().await?;
-        self.timed(redis::cmd("ZCARD").arg(self.key(concert, "rank")).query_async(&mut c)).await
+        self.timed(
+            redis::cmd("ZCARD")
+                .arg(self.key(concert, "rank"))
+                .query_async(&mut c),
+        )
+        .await
     }
 
     /// The raw waiting LIST, head first (tests and tools; O(n)).
     pub async fn waiting_list(&self, concert: &str) -> Result<Vec<String>, StoreError> {
         let mut c = self.conn().await?;
-        self.timed(redis::cmd("LRANGE").arg(self.key(concert, "waiting")).arg(0).arg(-1).query_async(&mut c)).await
+        self.timed(
+            redis::cmd("LRANGE")
+                .arg(self.key(concert, "waiting"))
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut c),
+        )
+        .await
     }
 
     /// Creates or updates a concert's settings; returns what is stored.
-    pub async fn put_concert(&self, id: &str, settings: &ConcertSettings) -> Result<Concert, StoreError> {
+    pub async fn put_concert(
+        &self,
+        id: &str,
+        settings: &ConcertSettings,
+    ) -> Result<Concert, StoreError> {
         let mut c = self.conn().await?;
         let now = crate::clock::now_ms();
         let fields = settings.to_fields();
@@ -212,23 +271,46 @@ impl QueueStore {
         self.timed(pipe.query_async::<()>(&mut c)).await?;
         // The registry is a separate key (another slot in a cluster); written after the concert
         // itself so a listed concert always has settings.
-        self.timed(redis::cmd("SADD").arg(self.concerts_key()).arg(id).query_async::<()>(&mut c)).await?;
+        self.timed(
+            redis::cmd("SADD")
+                .arg(self.concerts_key())
+                .arg(id)
+                .query_async::<()>(&mut c),
+        )
+        .await?;
         drop(c);
-        self.get_concert(id).await?.ok_or_else(|| StoreError::Reply("concert vanished after write".into()))
+        self.get_concert(id)
+            .await?
+            .ok_or_else(|| StoreError::Reply("concert vanished after write".into()))
     }
 
     /// One concert's settings, or None when it does not exist.
     pub async fn get_concert(&self, id: &str) -> Result<Option<Concert>, StoreError> {
         let mut c = self.conn().await?;
-        let fields: Vec<(String, String)> =
-            self.timed(redis::cmd("HGETALL").arg(self.key(id, "concert")).query_async(&mut c)).await?;
-        Ok(if fields.is_empty() { None } else { Some(Concert::from_fields(id, &fields)) })
+        let fields: Vec<(String, String)> = self
+            .timed(
+                redis::cmd("HGETALL")
+                    .arg(self.key(id, "concert"))
+                    .query_async(&mut c),
+            )
+            .await?;
+        Ok(if fields.is_empty() {
+            None
+        } else {
+            Some(Concert::from_fields(id, &fields))
+        })
     }
 
     /// Every concert's settings, sorted by id; one pipelined round trip after SMEMBERS.
     pub async fn list_concerts(&self) -> Result<Vec<Concert>, StoreError> {
         let mut c = self.conn().await?;
-        let mut ids: Vec<String> = self.timed(redis::cmd("SMEMBERS").arg(self.concerts_key()).query_async(&mut c)).await?;
+        let mut ids: Vec<String> = self
+            .timed(
+                redis::cmd("SMEMBERS")
+                    .arg(self.concerts_key())
+                    .query_async(&mut c),
+            )
+            .await?;
         ids.sort();
         if ids.is_empty() {
             return Ok(Vec::new());

@@ -11,9 +11,15 @@ pub fn init(filter: &str, format: LogFormat) -> Result<(), crate::config::Config
         setting: "QUEUEGATE_LOG",
         reason: e.to_string(),
     })?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let result = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };
     // A second init (tests spawn many apps in one process) keeps the first subscriber.
