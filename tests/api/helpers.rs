@@ -79,6 +79,7 @@ fn init_logs() {
 
 /// A running application and what a test needs to talk to it.
 pub struct TestApp {
+    pub names: Names,
     pub http: Option<String>,
     pub admin: String,
     pub client: reqwest::Client,
@@ -112,6 +113,7 @@ pub async fn spawn_role(
     let stop = app.stop_token();
     let task = tokio::spawn(app.run());
     TestApp {
+        names: names.clone(),
         http,
         admin,
         client: reqwest::Client::builder()

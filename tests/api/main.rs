@@ -3,6 +3,7 @@
 
 mod admin;
 mod bad_input;
+mod dead_letters;
 mod helpers;
 mod join;
 mod readiness;

@@ -1,0 +1,92 @@
+//! Records that can never be applied go to the dead-letter topic, once, with the reason.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+use crate::helpers::{brokers, spawn_app};
+
+async fn produce_raw(topic: &str, key: &str, value: &str) {
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("producer");
+    p.send(
+        FutureRecord::to(topic).key(key).payload(value),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("produced");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_land_in_the_dead_letter_topic_with_their_reason_and_the_rest_are_applied() {
+    let app = spawn_app().await;
+    app.open_concert("c").await;
+    let topic = app.names.topic.clone();
+    produce_raw(&topic, "x:c", "this is not json").await;
+    produce_raw(
+        &topic,
+        "someone-else:c",
+        r#"{"entryId":"e","concertId":"c","userId":"fan","joinedAtMs":1}"#,
+    )
+    .await;
+    produce_raw(
+        &topic,
+        "bad id:c",
+        r#"{"entryId":"e","concertId":"c","userId":"bad id","joinedAtMs":1}"#,
+    )
+    .await;
+    assert_eq!(app.join("c", "good-fan").await.status(), 202);
+    app.wait_for_records(4).await;
+    assert_eq!(app.consumer_records("dead_lettered").await, 3);
+    assert_eq!(app.consumer_records("appended").await, 1);
+    assert_eq!(
+        app.store.waiting_list("c").await.unwrap(),
+        vec!["good-fan".to_owned()]
+    );
+
+    let reader: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", format!("{}-dlt-reader", app.names.group))
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("reader");
+    reader.subscribe(&[&format!("{topic}.dlt")]).unwrap();
+    let mut reasons = Vec::new();
+    for _ in 0..3 {
+        let m = tokio::time::timeout(Duration::from_secs(30), reader.recv())
+            .await
+            .expect("a dead letter arrives")
+            .unwrap();
+        let h = m.headers().expect("headers");
+        let get = |k: &str| {
+            h.iter()
+                .find(|x| x.key == k)
+                .and_then(|x| x.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        assert_eq!(get("qg-source-topic"), topic);
+        assert!(get("qg-source-offset").parse::<i64>().is_ok());
+        assert!(get("qg-source-partition").parse::<i32>().is_ok());
+        assert!(!get("qg-dlt-detail").is_empty());
+        reasons.push(get("qg-dlt-reason"));
+    }
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        vec!["invalid-user-id", "key-mismatch", "undecodable"]
+    );
+    // Exactly once: nothing more arrives.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), reader.recv())
+            .await
+            .is_err(),
+        "no duplicate dead letters"
+    );
+}

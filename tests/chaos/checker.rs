@@ -1,0 +1,190 @@
+//! Drives joins and compares the set that got 202 with what is in Redis.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use crate::procs::Gateway;
+
+/// Outcome of a burst of joins.
+#[derive(Debug, Default)]
+pub struct Burst {
+    /// Fans that got 202 at least once.
+    pub accepted: HashSet<String>,
+    /// Count of answers by status (0: the request itself failed).
+    pub statuses: HashMap<u16, usize>,
+}
+
+/// Sends one join per entry of `users` (repeats allowed), spread round-robin over `gateways`,
+/// at most `concurrency` at once.
+pub async fn join_all(
+    gateways: &[Arc<Gateway>],
+    concert: &str,
+    users: Vec<String>,
+    concurrency: usize,
+) -> Burst {
+    let gate = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = Vec::with_capacity(users.len());
+    for (i, user) in users.into_iter().enumerate() {
+        let gw = gateways[i % gateways.len()].clone();
+        let permit = gate.clone().acquire_owned().await.unwrap();
+        let url = format!("{}/v1/concerts/{concert}/queue", gw.http);
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let status = match gw
+                .client
+                .post(url)
+                .json(&serde_json::json!({ "userId": user }))
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+            {
+                Ok(r) => r.status().as_u16(),
+                Err(_) => 0,
+            };
+            (user, status)
+        }));
+    }
+    let mut burst = Burst::default();
+    for t in tasks {
+        let (user, status) = t.await.unwrap();
+        *burst.statuses.entry(status).or_default() += 1;
+        if status == 202 {
+            burst.accepted.insert(user);
+        }
+    }
+    burst
+}
+
+/// What Redis holds for a concert, compared with what was accepted.
+#[derive(Debug)]
+pub struct Report {
+    pub accepted: usize,
+    pub in_redis: usize,
+    pub missing: usize,
+    pub duplicated: usize,
+    /// In Redis without a 202 (possible only where a join was answered 503 after the broker
+    /// had in fact written it).
+    pub unacknowledged: usize,
+    /// LIST order and ZSET ranks agree and ranks are 1..n without gaps.
+    pub positions_ok: bool,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "accepted={} in_redis={} missing={} duplicated={} unacknowledged={} positions_1_to_n={}",
+            self.accepted, self.in_redis, self.missing, self.duplicated, self.unacknowledged, self.positions_ok
+        )
+    }
+}
+
+pub async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection")
+}
+
+fn key(prefix: &str, concert: &str, what: &str) -> String {
+    format!("{prefix}:{{{concert}}}:{what}")
+}
+
+/// Waits (up to `deadline`) until every accepted fan is in Redis, then compares.
+pub async fn check(
+    redis_url: &str,
+    prefix: &str,
+    concert: &str,
+    accepted: &HashSet<String>,
+    deadline: Duration,
+) -> Report {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let report = compare(redis_url, prefix, concert, accepted).await;
+        if report.missing == 0 || tokio::time::Instant::now() >= until {
+            return report;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn compare(
+    redis_url: &str,
+    prefix: &str,
+    concert: &str,
+    accepted: &HashSet<String>,
+) -> Report {
+    let mut c = match tokio::time::timeout(Duration::from_secs(2), redis_conn(redis_url)).await {
+        Ok(c) => c,
+        Err(_) => panic!("redis at {redis_url} does not answer"),
+    };
+    let list: Vec<String> = redis::cmd("LRANGE")
+        .arg(key(prefix, concert, "waiting"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut c)
+        .await
+        .unwrap_or_default();
+    let ranked: Vec<String> = redis::cmd("ZRANGE")
+        .arg(key(prefix, concert, "rank"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut c)
+        .await
+        .unwrap_or_default();
+    let distinct: HashSet<&String> = list.iter().collect();
+    Report {
+        accepted: accepted.len(),
+        in_redis: list.len(),
+        missing: accepted.iter().filter(|u| !distinct.contains(u)).count(),
+        duplicated: list.len() - distinct.len(),
+        unacknowledged: distinct.iter().filter(|u| !accepted.contains(**u)).count(),
+        positions_ok: list == ranked,
+    }
+}
+
+/// Number of fans in Redis for a concert right now.
+pub async fn waiting(redis_url: &str, prefix: &str, concert: &str) -> usize {
+    match tokio::time::timeout(Duration::from_secs(1), redis_conn(redis_url)).await {
+        Ok(mut c) => redis::cmd("ZCARD")
+            .arg(key(prefix, concert, "rank"))
+            .query_async(&mut c)
+            .await
+            .unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+/// Waits until at least `n` fans are in Redis; false at the deadline.
+pub async fn wait_for_waiting(
+    redis_url: &str,
+    prefix: &str,
+    concert: &str,
+    n: usize,
+    deadline: Duration,
+) -> bool {
+    let until = tokio::time::Instant::now() + deadline;
+    while tokio::time::Instant::now() < until {
+        if waiting(redis_url, prefix, concert).await >= n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// Polls `f` every 100 ms until true or `deadline`; returns whether it became true.
+pub async fn wait_until(deadline: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let until = tokio::time::Instant::now() + deadline;
+    while tokio::time::Instant::now() < until {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}

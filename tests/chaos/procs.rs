@@ -1,0 +1,236 @@
+//! Processes a scenario starts and kills: queuegate roles and a private Redis.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use queuegate::config::Command as Role;
+use queuegate::startup::Application;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN_TOKEN: &str = "chaos-admin-token-0123456789";
+pub const TOKEN_SECRET: &str = "chaos-token-secret-0123456789-0123456789";
+
+pub fn brokers() -> String {
+    std::env::var("QUEUEGATE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn shared_redis() -> String {
+    std::env::var("QUEUEGATE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One scenario's private names and the Redis it uses.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub topic: String,
+    pub group: String,
+    pub prefix: String,
+    pub redis_url: String,
+}
+
+impl Scenario {
+    pub async fn new(partitions: i32, redis_url: String) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let s = Scenario {
+            topic: format!("qgchaos-{id}"),
+            group: format!("qgchaos-{id}"),
+            prefix: format!("qgchaos-{id}"),
+            redis_url,
+        };
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .create()
+            .expect("admin client");
+        let dlt = format!("{}.dlt", s.topic);
+        let topics = [
+            NewTopic::new(&s.topic, partitions, TopicReplication::Fixed(1)),
+            NewTopic::new(&dlt, 1, TopicReplication::Fixed(1)),
+        ];
+        for r in admin
+            .create_topics(&topics, &AdminOptions::new())
+            .await
+            .expect("create topics")
+        {
+            r.expect("topic created");
+        }
+        s
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("QUEUEGATE_KAFKA_BROKERS", brokers()),
+            ("QUEUEGATE_KAFKA_TOPIC", self.topic.clone()),
+            ("QUEUEGATE_KAFKA_GROUP", self.group.clone()),
+            ("QUEUEGATE_REDIS_URL", self.redis_url.clone()),
+            ("QUEUEGATE_REDIS_PREFIX", self.prefix.clone()),
+            ("QUEUEGATE_ADMIN_TOKEN", ADMIN_TOKEN.into()),
+            ("QUEUEGATE_TOKEN_SECRET", TOKEN_SECRET.into()),
+            ("QUEUEGATE_HTTP_ADDR", "127.0.0.1:0".into()),
+            ("QUEUEGATE_ADMIN_ADDR", "127.0.0.1:0".into()),
+            (
+                "QUEUEGATE_LOG",
+                std::env::var("CHAOS_LOG").unwrap_or_else(|_| "warn".into()),
+            ),
+            ("QUEUEGATE_SHUTDOWN_GRACE_SECONDS", "5".into()),
+        ]
+    }
+
+    /// `queuegate consumer` as a separate process (the thing a kill -9 hits).
+    pub fn spawn_consumer(&self, batch: usize) -> Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_queuegate"));
+        cmd.arg("consumer")
+            .env("QUEUEGATE_CONSUMER_BATCH", batch.to_string());
+        for (k, v) in self.env() {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::null())
+            .stderr(if std::env::var("CHAOS_LOG").is_ok() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
+        cmd.spawn().expect("spawn queuegate consumer")
+    }
+
+    /// An in-process gateway (front door + admin) on port 0.
+    pub async fn spawn_gateway(
+        &self,
+        tweak: impl FnOnce(&mut queuegate::config::Settings),
+    ) -> Gateway {
+        let mut s = queuegate::config::Settings::for_test(&self.topic, &self.group, &self.prefix);
+        s.kafka_brokers = brokers();
+        s.redis_url = self.redis_url.clone();
+        s.admin_token = Some(ADMIN_TOKEN.into());
+        tweak(&mut s);
+        let app = Application::build(s, Role::Gateway)
+            .await
+            .expect("gateway builds");
+        let http = format!("http://127.0.0.1:{}", app.http_port().unwrap());
+        let admin = format!("http://127.0.0.1:{}", app.admin_port());
+        let stop = app.stop_token();
+        tokio::spawn(app.run());
+        Gateway {
+            http,
+            admin,
+            stop,
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(512)
+                .build()
+                .unwrap(),
+        }
+    }
+}
+
+/// An in-process gateway.
+pub struct Gateway {
+    pub http: String,
+    pub admin: String,
+    pub stop: CancellationToken,
+    pub client: reqwest::Client,
+}
+
+impl Gateway {
+    pub async fn open_concert(&self, id: &str) {
+        let r = self
+            .client
+            .put(format!("{}/admin/v1/concerts/{id}", self.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({"state": "open"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// kill -9.
+pub fn kill9(child: &mut Child) {
+    let _ = child.kill(); // SIGKILL on Unix
+    let _ = child.wait();
+}
+
+/// A private redis-server with AOF `appendfsync always`, restartable on the same port and data.
+pub struct PrivateRedis {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("qgchaos-redis-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = PrivateRedis {
+            port,
+            dir,
+            child: None,
+        };
+        r.spawn();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (make services installs it)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("private redis did not start on {}", self.port);
+    }
+
+    /// SIGKILL: no chance to flush anything beyond what AOF already has.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill9(&mut c);
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
