@@ -15,7 +15,7 @@ async fn kill_9_of_the_consumer_mid_drain_loses_and_doubles_nobody() {
     let sc = Scenario::new(12, shared_redis()).await;
     let gw = Arc::new(sc.spawn_gateway(|_| {}).await);
     gw.open_concert("k9").await;
-    let burst = join_all(&[gw.clone()], "k9", fans(50_000, "fan"), 256).await;
+    let burst = join_all(std::slice::from_ref(&gw), "k9", fans(50_000, "fan"), 256).await;
     assert_eq!(
         burst.accepted.len(),
         50_000,
@@ -67,7 +67,7 @@ async fn sigkill_of_redis_during_the_drain_loses_and_doubles_nobody() {
     let sc = Scenario::new(6, redis.url()).await;
     let gw = Arc::new(sc.spawn_gateway(|_| {}).await);
     gw.open_concert("rk").await;
-    let burst = join_all(&[gw.clone()], "rk", fans(20_000, "fan"), 256).await;
+    let burst = join_all(std::slice::from_ref(&gw), "rk", fans(20_000, "fan"), 256).await;
     assert_eq!(
         burst.accepted.len(),
         20_000,
@@ -116,7 +116,7 @@ async fn rebalances_under_load_lose_and_double_nobody() {
     let sc = Scenario::new(12, shared_redis()).await;
     let gw = Arc::new(sc.spawn_gateway(|_| {}).await);
     gw.open_concert("rb").await;
-    let burst = join_all(&[gw.clone()], "rb", fans(30_000, "fan"), 256).await;
+    let burst = join_all(std::slice::from_ref(&gw), "rb", fans(30_000, "fan"), 256).await;
     assert_eq!(
         burst.accepted.len(),
         30_000,
