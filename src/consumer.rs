@@ -64,6 +64,8 @@ pub struct EntryConsumer {
     metrics: Metrics,
     batch_max: usize,
     dlt_topic: Arc<str>,
+    /// Grows while commits keep failing, so a persistent failure does not spin the loop.
+    commit_backoff: Backoff,
 }
 
 /// How long one Kafka transaction step may take before it is retried.
@@ -109,6 +111,7 @@ impl EntryConsumer {
             metrics,
             batch_max: settings.consumer_batch,
             dlt_topic: settings.dlt_topic().into(),
+            commit_backoff: Backoff::new(),
         })
     }
 
@@ -208,55 +211,89 @@ impl EntryConsumer {
         self.commit(&msgs, &plan, stop).await
     }
 
-    /// Commits the batch's offsets and dead letters in one transaction, retrying passing errors.
+    /// Commits the batch's offsets and dead letters in one transaction.
+    ///
     /// Partitions this instance no longer owns (a rebalance happened meanwhile) are left to
     /// their new owner, who replays them; the Redis writes already made are idempotent.
+    ///
+    /// When the commit fails, the batch is *not* retried in a loop here: a failed commit is
+    /// often a lost group membership (after a broker restart the coordinator answers "unknown
+    /// member"), and only polling the consumer lets it rejoin. So the batch's partitions are
+    /// rewound to the batch's first offsets and the main loop polls again: it receives the same
+    /// records, applies them (deduplicated to no-ops) and commits them once the group is whole.
+    /// Nothing is skipped, because no later offset of these partitions can be committed before
+    /// this batch is read again.
     async fn commit(
         &mut self,
         msgs: &[OwnedMessage],
         plan: &Plan<'_>,
         stop: &CancellationToken,
     ) -> bool {
-        let mut backoff = Backoff::new();
-        loop {
-            let owned = self.consumer.assignment().unwrap_or_default();
-            let owns = |m: &OwnedMessage| owned.find_partition(m.topic(), m.partition()).is_some();
-            let mut offsets = TopicPartitionList::new();
-            for ((topic, partition), next) in batch::next_offsets(msgs.iter().filter(|m| owns(m))) {
-                offsets
-                    .add_partition_offset(&topic, partition, Offset::Offset(next))
-                    .expect("a fresh list takes any partition");
+        let owned = self.consumer.assignment().unwrap_or_default();
+        let owns = |m: &OwnedMessage| owned.find_partition(m.topic(), m.partition()).is_some();
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), next) in batch::next_offsets(msgs.iter().filter(|m| owns(m))) {
+            offsets
+                .add_partition_offset(&topic, partition, Offset::Offset(next))
+                .expect("a fresh list takes any partition");
+        }
+        let dead: Vec<(&OwnedMessage, &InvalidRecord)> = plan
+            .dead
+            .iter()
+            .filter(|(m, _)| owns(m))
+            .map(|(m, w)| (*m, w))
+            .collect();
+        if offsets.count() == 0 {
+            if !msgs.is_empty() {
+                tracing::info!(
+                    "batch's partitions were revoked before commit; their new owner replays them"
+                );
             }
-            let dead: Vec<(&OwnedMessage, &InvalidRecord)> = plan
-                .dead
-                .iter()
-                .filter(|(m, _)| owns(m))
-                .map(|(m, w)| (*m, w))
-                .collect();
-            if offsets.count() == 0 {
-                if !msgs.is_empty() {
-                    tracing::info!("batch's partitions were revoked before commit; their new owner replays them");
-                }
-                return true;
+            return true;
+        }
+        match self.commit_once(offsets, &dead).await {
+            Ok(()) => {
+                self.metrics
+                    .consumer_records
+                    .with_label_values(&["dead_lettered"])
+                    .inc_by(dead.len() as u64);
+                self.commit_backoff = Backoff::new();
+                true
             }
-            match self.commit_once(offsets, &dead).await {
-                Ok(()) => {
-                    self.metrics
-                        .consumer_records
-                        .with_label_values(&["dead_lettered"])
-                        .inc_by(dead.len() as u64);
-                    return true;
-                }
-                Err(e) => {
-                    self.metrics
-                        .consumer_retries
-                        .with_label_values(&["commit"])
-                        .inc();
-                    tracing::warn!(error = format!("{e:#}"), "commit failed; retrying");
-                    if !backoff.wait(stop).await {
-                        return false;
-                    }
-                }
+            Err(e) => {
+                self.metrics
+                    .consumer_retries
+                    .with_label_values(&["commit"])
+                    .inc();
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "commit failed; rewinding the batch to replay it"
+                );
+                self.rewind(msgs);
+                self.commit_backoff.wait(stop).await
+            }
+        }
+    }
+
+    /// Seeks every partition of `msgs` that is still assigned back to the batch's first offset.
+    fn rewind(&self, msgs: &[OwnedMessage]) {
+        let mut first: std::collections::HashMap<(&str, i32), i64> =
+            std::collections::HashMap::new();
+        for m in msgs {
+            let e = first
+                .entry((m.topic(), m.partition()))
+                .or_insert(m.offset());
+            *e = (*e).min(m.offset());
+        }
+        for ((topic, partition), offset) in first {
+            if let Err(e) = self.consumer.seek(
+                topic,
+                partition,
+                Offset::Offset(offset),
+                Duration::from_secs(5),
+            ) {
+                // Not assigned any more: its next owner starts from the committed offset.
+                tracing::info!(partition, offset, error = %e, "rewind skipped");
             }
         }
     }

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::checker::{check, join_all, wait_for_waiting, waiting};
-use crate::procs::{kill9, shared_redis, PrivateRedis, Scenario};
+use crate::checker::{check, join_all, wait_for_waiting, wait_until, waiting};
+use crate::procs::{kill9, shared_redis, PrivateKafka, PrivateRedis, Scenario};
 
 fn fans(n: usize, tag: &str) -> Vec<String> {
     (0..n).map(|i| format!("{tag}-{i:06}")).collect()
@@ -217,5 +217,83 @@ async fn the_same_fans_joining_twenty_times_through_two_gateways_are_queued_once
         (0, 0, 0),
         "{report}"
     );
+    assert!(report.positions_ok, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_restart_during_a_join_burst_answers_503_meanwhile_and_keeps_every_202() {
+    let mut kafka = PrivateKafka::start();
+    let sc = Scenario::with_brokers(6, shared_redis(), kafka.brokers()).await;
+    let gw = Arc::new(
+        sc.spawn_gateway(|s| s.kafka_delivery_timeout_ms = 2000)
+            .await,
+    );
+    gw.open_concert("br").await;
+    let mut consumer = sc.spawn_consumer(500);
+
+    let before = join_all(std::slice::from_ref(&gw), "br", fans(5_000, "before"), 128).await;
+    assert_eq!(
+        before.accepted.len(),
+        5_000,
+        "statuses before the outage: {:?}",
+        before.statuses
+    );
+
+    // The burst goes on while the broker stops, stays down, and comes back.
+    let burst = {
+        let gw = gw.clone();
+        tokio::spawn(async move { join_all(&[gw], "br", fans(15_000, "during"), 64).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::task::block_in_place(|| kafka.stop());
+    let outage = join_all(std::slice::from_ref(&gw), "br", fans(200, "outage"), 32).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::task::block_in_place(|| kafka.spawn());
+    let during = burst.await.unwrap();
+
+    // Once the broker is back the gateway recovers on its own.
+    let mut after = Default::default();
+    let recovered = wait_until(Duration::from_secs(120), async || {
+        after = join_all(std::slice::from_ref(&gw), "br", fans(1_000, "after"), 64).await;
+        after.accepted.len() == 1_000
+    })
+    .await;
+    assert!(recovered, "joins after the restart: {:?}", after.statuses);
+
+    let mut accepted = before.accepted.clone();
+    accepted.extend(during.accepted.iter().cloned());
+    accepted.extend(outage.accepted.iter().cloned());
+    accepted.extend(after.accepted.iter().cloned());
+    let report = check(
+        &sc.redis_url,
+        &sc.prefix,
+        "br",
+        &accepted,
+        Duration::from_secs(180),
+    )
+    .await;
+    kill9(&mut consumer);
+    println!(
+        "chaos broker-restart: during-burst statuses {:?}, while-down statuses {:?}; {report}",
+        during.statuses, outage.statuses
+    );
+    assert_eq!(
+        outage.statuses.get(&202),
+        None,
+        "no 202 while the broker is down: {:?}",
+        outage.statuses
+    );
+    assert!(
+        outage.statuses.get(&503).copied().unwrap_or(0) > 0,
+        "503 while the broker is down: {:?}",
+        outage.statuses
+    );
+    assert_eq!(
+        during.statuses.get(&0),
+        None,
+        "no join hung or failed without an answer: {:?}",
+        during.statuses
+    );
+    assert_eq!((report.missing, report.duplicated), (0, 0), "{report}");
     assert!(report.positions_ok, "{report}");
 }
