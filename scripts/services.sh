@@ -202,6 +202,9 @@ stop_pidfile() {
 
 case "${1:-up}" in
   up)
+    # Fetched even when a running broker is reused: the fault-injection tests start private
+    # brokers from these jars.
+    fetch_kafka
     start_redis
     start_kafka
     create_topics
