@@ -190,3 +190,30 @@ async fn a_paused_or_closed_concert_answers_409_and_an_unknown_one_404() {
     app.open_concert("p").await;
     assert_eq!(app.join("p", "fan").await.status(), 202);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_join_rate_gets_429_with_retry_after() {
+    let names = Names::new();
+    create_topics(&names, 1).await;
+    let app = spawn_role(&names, Command::Run, |s| s.rate_limit_per_ip = 3).await;
+    app.open_concert("c").await;
+    let mut limited = None;
+    for i in 0..10 {
+        let r = app.join("c", &format!("f{i}")).await;
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), 202);
+    }
+    let r = limited.expect("the burst of 10 exceeds 3 per second");
+    assert!(
+        r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    crate::helpers::assert_problem(r, 429, "too many").await;
+}

@@ -7,3 +7,4 @@ mod dead_letters;
 mod helpers;
 mod join;
 mod readiness;
+mod store_model;
