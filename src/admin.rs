@@ -14,9 +14,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::concerts::{Concert, ConcertCache, ConcertSettings};
-use crate::gateway::{bearer, MAX_BODY_BYTES};
+use crate::gateway::bearer;
 use crate::metrics::Metrics;
-use crate::problem::{check_id, json_error, parse_body, query_error, ApiError};
+use crate::problem::{check_id, json_config, parse_body, query_error, ApiError};
 use crate::producer::EntryProducer;
 use crate::store::{QueueStore, Standing};
 
@@ -72,28 +72,23 @@ impl Admin {
 
 /// Registers the admin routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(
-        web::JsonConfig::default()
-            .limit(MAX_BODY_BYTES)
-            .content_type_required(true)
-            .error_handler(|err, _| json_error(err, MAX_BODY_BYTES).into()),
-    )
-    .app_data(web::QueryConfig::default().error_handler(|err, _| query_error(err).into()))
-    .route("/healthz", web::get().to(healthz))
-    .route("/readyz", web::get().to(readyz))
-    .route("/metrics", web::get().to(metrics))
-    .service(
-        web::scope("/admin/v1")
-            .wrap(actix_web::middleware::from_fn(require_admin_token))
-            .route("/concerts", web::get().to(list_concerts))
-            .route("/concerts/{concertId}", web::put().to(put_concert))
-            .route("/concerts/{concertId}", web::get().to(get_concert))
-            .route("/concerts/{concertId}/queue", web::get().to(queue_page))
-            .route(
-                "/concerts/{concertId}/queue/{userId}",
-                web::get().to(queue_user),
-            ),
-    );
+    cfg.app_data(json_config())
+        .app_data(web::QueryConfig::default().error_handler(|err, _| query_error(err).into()))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics))
+        .service(
+            web::scope("/admin/v1")
+                .wrap(actix_web::middleware::from_fn(require_admin_token))
+                .route("/concerts", web::get().to(list_concerts))
+                .route("/concerts/{concertId}", web::put().to(put_concert))
+                .route("/concerts/{concertId}", web::get().to(get_concert))
+                .route("/concerts/{concertId}/queue", web::get().to(queue_page))
+                .route(
+                    "/concerts/{concertId}/queue/{userId}",
+                    web::get().to(queue_user),
+                ),
+        );
 }
 
 async fn require_admin_token(

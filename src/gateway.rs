@@ -17,14 +17,11 @@ use serde::{Deserialize, Serialize};
 use crate::concerts::{ConcertCache, ConcertState};
 use crate::ids::EntryRecord;
 use crate::metrics::Metrics;
-use crate::problem::{check_id, json_error, parse_body, ApiError};
+use crate::problem::{check_id, json_config, parse_body, ApiError};
 use crate::producer::{EntryProducer, ProduceError};
 use crate::store::{QueueStore, Standing};
 use crate::token::EntryTokens;
 use crate::trace::TraceContext;
-
-/// Largest join body accepted (413 above it).
-pub const MAX_BODY_BYTES: usize = 4096;
 
 /// Everything the public handlers share; one per process.
 pub struct Gateway {
@@ -73,18 +70,13 @@ impl Gateway {
 
 /// Registers the public routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(
-        web::JsonConfig::default()
-            .limit(MAX_BODY_BYTES)
-            .content_type_required(true)
-            .error_handler(|err, _| json_error(err, MAX_BODY_BYTES).into()),
-    )
-    .route("/", web::get().to(index))
-    .route("/v1/concerts/{concertId}/queue", web::post().to(join))
-    .route(
-        "/v1/concerts/{concertId}/queue/{userId}",
-        web::get().to(status),
-    );
+    cfg.app_data(json_config())
+        .route("/", web::get().to(index))
+        .route("/v1/concerts/{concertId}/queue", web::post().to(join))
+        .route(
+            "/v1/concerts/{concertId}/queue/{userId}",
+            web::get().to(status),
+        );
 }
 
 async fn index() -> HttpResponse {

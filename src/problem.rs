@@ -130,6 +130,18 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+/// Largest request body accepted on either listener (413 above it).
+pub const MAX_BODY_BYTES: usize = 4096;
+
+/// The JSON extractor settings both listeners use: 4 KiB, `application/json` only, and its
+/// errors as problem details.
+pub fn json_config() -> actix_web::web::JsonConfig {
+    actix_web::web::JsonConfig::default()
+        .limit(MAX_BODY_BYTES)
+        .content_type_required(true)
+        .error_handler(|err, _| json_error(err, MAX_BODY_BYTES).into())
+}
+
 /// Maps actix's JSON extractor errors to problem details (413, 415 or 400 naming the problem).
 pub fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> ApiError {
     use actix_web::error::JsonPayloadError as J;

@@ -72,6 +72,18 @@ pub struct Report {
     pub positions_ok: bool,
 }
 
+impl Report {
+    /// Nobody missing, nobody twice, nobody without a 202, positions 1..n.
+    pub fn assert_exact(&self) {
+        assert_eq!(
+            (self.missing, self.duplicated, self.unacknowledged),
+            (0, 0, 0),
+            "{self}"
+        );
+        assert!(self.positions_ok, "{self}");
+    }
+}
+
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

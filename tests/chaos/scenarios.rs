@@ -53,12 +53,7 @@ async fn kill_9_of_the_consumer_mid_drain_loses_and_doubles_nobody() {
     .await;
     kill9(&mut consumer);
     println!("chaos kill-9-consumer: killed at {at_kill} applied; {report}");
-    assert_eq!(
-        (report.missing, report.duplicated, report.unacknowledged),
-        (0, 0, 0),
-        "{report}"
-    );
-    assert!(report.positions_ok, "{report}");
+    report.assert_exact();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -103,12 +98,7 @@ async fn sigkill_of_redis_during_the_drain_loses_and_doubles_nobody() {
     kill9(&mut consumer);
     println!("chaos sigkill-redis: {at_restart} in Redis after restart; {report}");
     assert!(at_restart < 20_000, "the kill came mid-drain");
-    assert_eq!(
-        (report.missing, report.duplicated, report.unacknowledged),
-        (0, 0, 0),
-        "{report}"
-    );
-    assert!(report.positions_ok, "{report}");
+    report.assert_exact();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -160,12 +150,7 @@ async fn rebalances_under_load_lose_and_double_nobody() {
     kill9(&mut second);
     kill9(&mut third);
     println!("chaos rebalance: first consumer killed at {at_kill} applied; {report}");
-    assert_eq!(
-        (report.missing, report.duplicated, report.unacknowledged),
-        (0, 0, 0),
-        "{report}"
-    );
-    assert!(report.positions_ok, "{report}");
+    report.assert_exact();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -212,12 +197,7 @@ async fn the_same_fans_joining_twenty_times_through_two_gateways_are_queued_once
         burst.accepted.len()
     );
     assert_eq!(report.accepted, 2_001);
-    assert_eq!(
-        (report.missing, report.duplicated, report.unacknowledged),
-        (0, 0, 0),
-        "{report}"
-    );
-    assert!(report.positions_ok, "{report}");
+    report.assert_exact();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
