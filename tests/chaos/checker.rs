@@ -33,17 +33,25 @@ pub async fn join_all(
         let url = format!("{}/v1/concerts/{concert}/queue", gw.http);
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
-            let status = match gw
-                .client
-                .post(url)
-                .json(&serde_json::json!({ "userId": user }))
-                .timeout(Duration::from_secs(30))
-                .send()
-                .await
-            {
-                Ok(r) => r.status().as_u16(),
-                Err(_) => 0,
-            };
+            // A transport error (no answer at all) is retried like a browser would; a join is
+            // idempotent. Only answers count as statuses.
+            let mut status = 0;
+            for _ in 0..3 {
+                let sent = gw
+                    .client
+                    .post(&url)
+                    .json(&serde_json::json!({ "userId": user }))
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) => {
+                        status = r.status().as_u16();
+                        break;
+                    }
+                    Err(e) => eprintln!("join of {user} got no answer ({e}); retrying"),
+                }
+            }
             (user, status)
         }));
     }
@@ -94,10 +102,14 @@ impl std::fmt::Display for Report {
     }
 }
 
+/// A connection without the client's default response timeout: a full LRANGE of 50,000 fans
+/// on a loaded two-core machine can take longer than that.
 pub async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
+    let cfg =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
     redis::Client::open(url)
         .unwrap()
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&cfg)
         .await
         .expect("redis connection")
 }
@@ -130,24 +142,33 @@ async fn compare(
     concert: &str,
     accepted: &HashSet<String>,
 ) -> Report {
-    let mut c = match tokio::time::timeout(Duration::from_secs(2), redis_conn(redis_url)).await {
-        Ok(c) => c,
-        Err(_) => panic!("redis at {redis_url} does not answer"),
+    // Reads that fail (a busy machine, a Redis restarting) are retried, never read as empty.
+    let (list, ranked) = loop {
+        if let Ok(mut c) = tokio::time::timeout(Duration::from_secs(5), redis_conn(redis_url)).await
+        {
+            let list: redis::RedisResult<Vec<String>> = redis::cmd("LRANGE")
+                .arg(key(prefix, concert, "waiting"))
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut c)
+                .await;
+            let ranked: redis::RedisResult<Vec<String>> = redis::cmd("ZRANGE")
+                .arg(key(prefix, concert, "rank"))
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut c)
+                .await;
+            match (list, ranked) {
+                (Ok(l), Ok(r)) => break (l, r),
+                (l, r) => eprintln!(
+                    "checker read failed ({:?} / {:?}); retrying",
+                    l.err(),
+                    r.err()
+                ),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let list: Vec<String> = redis::cmd("LRANGE")
-        .arg(key(prefix, concert, "waiting"))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut c)
-        .await
-        .unwrap_or_default();
-    let ranked: Vec<String> = redis::cmd("ZRANGE")
-        .arg(key(prefix, concert, "rank"))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut c)
-        .await
-        .unwrap_or_default();
     let distinct: HashSet<&String> = list.iter().collect();
     Report {
         accepted: accepted.len(),
