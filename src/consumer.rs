@@ -338,16 +338,20 @@ impl EntryConsumer {
                 })
             })
             .await?;
-        if let Err(rdkafka::error::KafkaError::Transaction(rd)) = &result {
-            if rd.is_fatal() {
-                // A fatal producer error (fenced, …) ends this producer; the next attempt makes a new one.
-                self.txn = None;
+        if result.is_err() {
+            // Any failed transaction retires this producer. A failed abort (the broker was away)
+            // leaves librdkafka's transaction state needing an abort that may never succeed, and
+            // then every begin_transaction fails: the consumer would replay one batch forever.
+            // A fresh producer's init_transactions bumps the epoch of the same transactional id,
+            // which aborts whatever the old one left open and fences it.
+            if let Some(old) = self.txn.take() {
+                tokio::task::spawn_blocking(move || drop(old));
             }
         }
         Ok(result?)
     }
 
-    /// The transactional producer, created and initialised on first use (and after a fatal error).
+    /// The transactional producer, created and initialised on first use (and after a failed transaction).
     async fn transactional_producer(&mut self) -> anyhow::Result<FutureProducer> {
         if let Some(p) = &self.txn {
             return Ok(p.clone());

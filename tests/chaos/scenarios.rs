@@ -200,9 +200,6 @@ async fn the_same_fans_joining_twenty_times_through_two_gateways_are_queued_once
     report.assert_exact();
 }
 
-// Known open bug (issue 3): in some runs the consumer stops draining after the broker restart
-// even with the rewind-on-failed-commit fix (1 of 3 runs here); run it with `--ignored`.
-#[ignore = "intermittent: the consumer can stall after a broker restart (issue 3)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_restart_during_a_join_burst_answers_503_meanwhile_and_keeps_every_202() {
     let mut kafka = PrivateKafka::start();
