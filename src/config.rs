@@ -134,6 +134,17 @@ pub struct Settings {
     )]
     pub max_in_flight: usize,
 
+    /// Longest the consumer may go without polling Kafka before it is dropped from the group (ms).
+    /// The consumer keeps polling (with its partitions paused) while it retries Redis, so a
+    /// Redis outage does not trip this.
+    #[arg(
+        long,
+        env = "QUEUEGATE_KAFKA_MAX_POLL_INTERVAL_MS",
+        default_value_t = 300_000,
+        global = true
+    )]
+    pub kafka_max_poll_interval_ms: u64,
+
     /// Records the consumer applies to Redis per batch at most.
     #[arg(
         long,
@@ -301,6 +312,12 @@ impl Settings {
         }
         if self.kafka_linger_ms > 1000 {
             return Err(bad("QUEUEGATE_KAFKA_LINGER_MS", "must be at most 1000"));
+        }
+        if !(10_000..=86_400_000).contains(&self.kafka_max_poll_interval_ms) {
+            return Err(bad(
+                "QUEUEGATE_KAFKA_MAX_POLL_INTERVAL_MS",
+                "must be between 10000 (the session timeout) and 86400000",
+            ));
         }
         if self.max_in_flight == 0 {
             return Err(bad("QUEUEGATE_MAX_IN_FLIGHT", "must be at least 1"));

@@ -36,21 +36,34 @@ mod batch;
 use backoff::Backoff;
 pub use batch::Plan;
 
-/// Logs rebalances; the loop itself keeps them safe (see [`EntryConsumer::commit`]).
-pub struct RebalanceLogger;
+/// Logs and counts rebalances; the loop itself keeps them safe (see [`EntryConsumer::commit`]).
+/// Rebalance events are delivered inside `recv()`, which the loop calls only between batches
+/// (or while a batch waits for Redis with its partitions paused), so a revocation never lands
+/// between a batch's Redis write and its commit unnoticed: the commit filters by assignment.
+pub struct RebalanceLogger {
+    counter: Option<prometheus::IntCounterVec>,
+}
 
 impl ClientContext for RebalanceLogger {}
 
 impl ConsumerContext for RebalanceLogger {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
+        let kind = match rebalance {
             Rebalance::Revoke(tpl) => {
-                tracing::info!(partitions = tpl.count(), "partitions revoked")
+                tracing::info!(partitions = tpl.count(), "partitions revoked");
+                "revoke"
             }
             Rebalance::Assign(tpl) => {
-                tracing::info!(partitions = tpl.count(), "partitions assigned")
+                tracing::info!(partitions = tpl.count(), "partitions assigned");
+                "assign"
             }
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+            Rebalance::Error(e) => {
+                tracing::warn!(error = %e, "rebalance error");
+                "error"
+            }
+        };
+        if let Some(c) = &self.counter {
+            c.with_label_values(&[kind]).inc();
         }
     }
 }
@@ -66,6 +79,8 @@ pub struct EntryConsumer {
     dlt_topic: Arc<str>,
     /// Grows while commits keep failing, so a persistent failure does not spin the loop.
     commit_backoff: Backoff,
+    /// Records received while a batch was held up (see `wait_polling`); they start the next batch.
+    carry: Vec<OwnedMessage>,
 }
 
 /// How long one Kafka transaction step may take before it is retried.
@@ -83,9 +98,15 @@ impl EntryConsumer {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
+            .set(
+                "max.poll.interval.ms",
+                settings.kafka_max_poll_interval_ms.to_string(),
+            )
             .set("heartbeat.interval.ms", "1000")
             .set("fetch.wait.max.ms", "50")
-            .create_with_context(RebalanceLogger)
+            .create_with_context(RebalanceLogger {
+                counter: Some(metrics.consumer_rebalances.clone()),
+            })
             .map_err(|e| anyhow::anyhow!("creating the Kafka consumer: {e}"))?;
         consumer
             .subscribe(&[&settings.kafka_topic])
@@ -112,6 +133,7 @@ impl EntryConsumer {
             batch_max: settings.consumer_batch,
             dlt_topic: settings.dlt_topic().into(),
             commit_backoff: Backoff::new(),
+            carry: Vec::new(),
         })
     }
 
@@ -121,18 +143,21 @@ impl EntryConsumer {
     pub async fn run(mut self, stop: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(batch_max = self.batch_max, "consumer starting");
         loop {
-            let first = tokio::select! {
-                biased;
-                _ = stop.cancelled() => break,
-                m = self.consumer.recv() => m.map(|m| m.detach()),
-            };
-            let mut msgs = match first {
-                Ok(m) => vec![m],
-                Err(e) => {
-                    tracing::warn!(error = %e, "consumer poll error");
-                    continue;
+            let mut msgs = std::mem::take(&mut self.carry);
+            if msgs.is_empty() {
+                let first = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break,
+                    m = self.consumer.recv() => m.map(|m| m.detach()),
+                };
+                match first {
+                    Ok(m) => msgs.push(m),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "consumer poll error");
+                        continue;
+                    }
                 }
-            };
+            }
             // Take whatever else is ready now, without waiting: a batch is "what arrived while
             // the previous one was applied", which keeps latency low when idle and batches big
             // under a burst.
@@ -168,6 +193,7 @@ impl EntryConsumer {
                 .map(|(u, at)| (u.as_str(), *at))
                 .collect();
             let mut backoff = Backoff::new();
+            let mut paused = None;
             loop {
                 let started = Instant::now();
                 match self.store.apply(&group.concert, &joins).await {
@@ -187,6 +213,9 @@ impl EntryConsumer {
                         if backoff.attempts() > 0 {
                             tracing::info!(concert = %group.concert, attempts = backoff.attempts(), "Redis write succeeded after retries");
                         }
+                        if let Some(tpl) = paused.take() {
+                            self.resume(&tpl);
+                        }
                         break;
                     }
                     Err(e) => {
@@ -195,9 +224,10 @@ impl EntryConsumer {
                             .with_label_values(&["redis"])
                             .inc();
                         if backoff.attempts() == 0 {
-                            tracing::warn!(error = %e, concert = %group.concert, "Redis write failed; retrying with backoff, not committing");
+                            tracing::warn!(error = %e, concert = %group.concert, "Redis write failed; pausing partitions and retrying with backoff, not committing");
+                            paused = self.pause();
                         }
-                        if !backoff.wait(stop).await {
+                        if !self.wait_polling(&mut backoff, stop).await {
                             return false;
                         }
                     }
@@ -275,8 +305,56 @@ impl EntryConsumer {
         }
     }
 
-    /// Seeks every partition of `msgs` that is still assigned back to the batch's first offset.
-    fn rewind(&self, msgs: &[OwnedMessage]) {
+    /// Pauses every assigned partition: while Redis is retried nothing new is fetched, but the
+    /// consumer keeps polling (see [`wait_polling`](Self::wait_polling)) so it stays in the group
+    /// however long the outage lasts. Returns what was paused.
+    fn pause(&self) -> Option<TopicPartitionList> {
+        let tpl = self.consumer.assignment().ok()?;
+        match self.consumer.pause(&tpl) {
+            Ok(()) => Some(tpl),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not pause partitions");
+                None
+            }
+        }
+    }
+
+    fn resume(&self, tpl: &TopicPartitionList) {
+        // Partitions revoked meanwhile are skipped by librdkafka; the rest fetch from where the
+        // application left off.
+        if let Err(e) = self.consumer.resume(tpl) {
+            tracing::warn!(error = %e, "could not resume partitions");
+        }
+    }
+
+    /// Waits out the next backoff delay while polling the consumer, so heartbeats, rebalances and
+    /// `max.poll.interval.ms` are served during a long Redis outage. A record that still arrives
+    /// (a partition assigned meanwhile is not paused) is kept for the next batch. False when
+    /// `stop` was cancelled.
+    async fn wait_polling(&mut self, backoff: &mut Backoff, stop: &CancellationToken) -> bool {
+        let until = tokio::time::Instant::now() + backoff.advance();
+        loop {
+            let polled = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return false,
+                _ = tokio::time::sleep_until(until) => return true,
+                m = self.consumer.recv() => m.map(|m| m.detach()),
+            };
+            match polled {
+                Ok(m) => self.carry.push(m),
+                Err(e) => tracing::debug!(error = %e, "consumer poll error while paused"),
+            }
+        }
+    }
+
+    /// Seeks every partition of `msgs` that is still assigned back to the batch's first offset,
+    /// and forgets carried records of those partitions (they come again after the seek).
+    fn rewind(&mut self, msgs: &[OwnedMessage]) {
+        self.carry.retain(|c| {
+            !msgs
+                .iter()
+                .any(|m| m.topic() == c.topic() && m.partition() == c.partition())
+        });
         let mut first: std::collections::HashMap<(&str, i32), i64> =
             std::collections::HashMap::new();
         for m in msgs {
@@ -372,7 +450,7 @@ impl EntryConsumer {
                     self.txn_config.get("bootstrap.servers").unwrap_or_default(),
                 )
                 .set("group.id", "queuegate-readiness-probe")
-                .create_with_context(RebalanceLogger)
+                .create_with_context(RebalanceLogger { counter: None })
                 .expect("a probe client with a valid config"),
         );
         move |timeout| client.fetch_metadata(None, timeout).is_ok()

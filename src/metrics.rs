@@ -20,6 +20,7 @@ pub struct Metrics {
     pub consumer_batch_size: HistogramVec,
     pub redis_duration: HistogramVec,
     pub consumer_retries: IntCounterVec,
+    pub consumer_rebalances: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -105,6 +106,14 @@ impl Metrics {
                 &["stage"],
             )
             .expect("valid metric"),
+            consumer_rebalances: IntCounterVec::new(
+                Opts::new(
+                    "queuegate_consumer_rebalance_events_total",
+                    "Partition assignments and revocations seen by the consumer, by kind (assign, revoke, error)",
+                ),
+                &["kind"],
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in [
@@ -117,6 +126,7 @@ impl Metrics {
             Box::new(m.consumer_batch_size.clone()),
             Box::new(m.redis_duration.clone()),
             Box::new(m.consumer_retries.clone()),
+            Box::new(m.consumer_rebalances.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }

@@ -28,10 +28,16 @@ impl Backoff {
         FIRST.saturating_mul(1u32 << self.attempts.min(10)).min(CAP)
     }
 
-    /// Sleeps for the next delay; false when `stop` was cancelled meanwhile.
-    pub async fn wait(&mut self, stop: &CancellationToken) -> bool {
+    /// Counts an attempt and returns the delay to wait before the next one.
+    pub fn advance(&mut self) -> Duration {
         let d = self.next_delay();
         self.attempts += 1;
+        d
+    }
+
+    /// Sleeps for the next delay; false when `stop` was cancelled meanwhile.
+    pub async fn wait(&mut self, stop: &CancellationToken) -> bool {
+        let d = self.advance();
         tokio::select! {
             _ = stop.cancelled() => false,
             _ = tokio::time::sleep(d) => true,

@@ -95,18 +95,26 @@ impl Scenario {
 
     /// `queuegate consumer` as a separate process (the thing a kill -9 hits).
     pub fn spawn_consumer(&self, batch: usize) -> Child {
+        self.spawn_consumer_with(batch, &[])
+    }
+
+    /// The same with extra environment (which overrides the scenario's).
+    pub fn spawn_consumer_with(&self, batch: usize, extra: &[(&str, String)]) -> Child {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_queuegate"));
         cmd.arg("consumer")
             .env("QUEUEGATE_CONSUMER_BATCH", batch.to_string());
         for (k, v) in self.env() {
             cmd.env(k, v);
         }
-        cmd.stdout(Stdio::null())
-            .stderr(if std::env::var("CHAOS_LOG").is_ok() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            });
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let logs = std::env::var("CHAOS_LOG").is_ok();
+        cmd.stdout(Stdio::null()).stderr(if logs {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        });
         cmd.spawn().expect("spawn queuegate consumer")
     }
 

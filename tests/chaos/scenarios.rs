@@ -277,3 +277,77 @@ async fn a_broker_restart_during_a_join_burst_answers_503_meanwhile_and_keeps_ev
     assert_eq!((report.missing, report.duplicated), (0, 0), "{report}");
     assert!(report.positions_ok, "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_outage_longer_than_the_poll_interval_keeps_the_consumer_in_its_group() {
+    let mut redis = PrivateRedis::start();
+    let sc = Scenario::new(3, redis.url()).await;
+    let gw = Arc::new(sc.spawn_gateway(|_| {}).await);
+    gw.open_concert("lo").await;
+    let burst = join_all(std::slice::from_ref(&gw), "lo", fans(6_000, "fan"), 128).await;
+    assert_eq!(
+        burst.accepted.len(),
+        6_000,
+        "statuses: {:?}",
+        burst.statuses
+    );
+
+    let admin_port = crate::procs::free_port();
+    let mut consumer = sc.spawn_consumer_with(
+        100,
+        &[
+            ("QUEUEGATE_ADMIN_ADDR", format!("127.0.0.1:{admin_port}")),
+            // The smallest librdkafka allows (= the session timeout): a consumer that stopped
+            // polling during the outage would be dropped from the group after 10 s.
+            ("QUEUEGATE_KAFKA_MAX_POLL_INTERVAL_MS", "10000".into()),
+        ],
+    );
+    let metrics = format!("http://127.0.0.1:{admin_port}/metrics");
+    let rebalances = |kind: &'static str| {
+        let metrics = metrics.clone();
+        async move {
+            let text = reqwest::get(&metrics).await.ok()?.text().await.ok()?;
+            let prefix = format!("queuegate_consumer_rebalance_events_total{{kind=\"{kind}\"}} ");
+            Some(
+                text.lines()
+                    .find_map(|l| l.strip_prefix(&prefix))
+                    .map(|v| v.trim().parse::<u64>().unwrap())
+                    .unwrap_or(0),
+            )
+        }
+    };
+    assert!(
+        wait_for_waiting(
+            &sc.redis_url,
+            &sc.prefix,
+            "lo",
+            500,
+            Duration::from_secs(120)
+        )
+        .await
+    );
+    assert_eq!(rebalances("assign").await, Some(1));
+    redis.kill9();
+    // Twice the poll interval, and more than the session timeout.
+    tokio::time::sleep(Duration::from_secs(22)).await;
+    let revoked_during_outage = rebalances("revoke").await;
+    redis.spawn();
+    let report = check(
+        &sc.redis_url,
+        &sc.prefix,
+        "lo",
+        &burst.accepted,
+        Duration::from_secs(120),
+    )
+    .await;
+    let revoked_after = rebalances("revoke").await;
+    kill9(&mut consumer);
+    println!("chaos long-redis-outage: revocations during {revoked_during_outage:?}, after {revoked_after:?}; {report}");
+    assert_eq!(
+        revoked_during_outage,
+        Some(0),
+        "the consumer kept its partitions through a 22 s Redis outage"
+    );
+    assert_eq!(revoked_after, Some(0));
+    report.assert_exact();
+}
