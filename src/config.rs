@@ -21,8 +21,8 @@ pub struct Cli {
     pub settings: Settings,
 }
 
-/// The roles one `queuegate` process can take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+/// What the `queuegate` binary is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Every role in one process: front door, consumer and admin API (the default).
     Run,
@@ -30,16 +30,48 @@ pub enum Command {
     Gateway,
     /// Only the Kafka consumer that moves joins into Redis, plus the admin listener.
     Consumer,
+    /// Work with the dead-letter topic.
+    #[command(subcommand)]
+    Dlt(DltCommand),
 }
 
-impl Command {
+/// `queuegate dlt …`
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum DltCommand {
+    /// Re-publish dead letters to the entry topic, once each, and exit at the end of the topic.
+    ///
+    /// By default only records that are valid now are re-published (those dead-lettered by an
+    /// older, stricter or buggier version); the others are listed and stay. Progress is kept in
+    /// the consumer group "<group>-dlt-replay", so a second run continues where the first ended.
+    Replay {
+        /// List what would be re-published, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Re-publish invalid records too (the consumer will dead-letter them again).
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// The parts of the data flow one process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Front door, consumer and admin API.
+    Run,
+    /// Front door and admin API.
+    Gateway,
+    /// Consumer and admin listener.
+    Consumer,
+}
+
+impl Role {
     /// Whether this role serves the public (fan-facing) listener.
     pub fn serves_public(self) -> bool {
-        matches!(self, Command::Run | Command::Gateway)
+        matches!(self, Role::Run | Role::Gateway)
     }
     /// Whether this role runs the Kafka → Redis consumer.
     pub fn consumes(self) -> bool {
-        matches!(self, Command::Run | Command::Consumer)
+        matches!(self, Role::Run | Role::Consumer)
     }
 }
 

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod concerts;
 pub mod config;
 pub mod consumer;
+pub mod dlt;
 pub mod gateway;
 pub mod ids;
 pub mod metrics;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use queuegate::config::{Cli, Command};
+use queuegate::config::{Cli, Command, DltCommand, Role};
 use queuegate::startup::{cancel_on_signal, Application};
 
 fn main() -> ExitCode {
@@ -16,6 +16,34 @@ fn main() -> ExitCode {
         eprintln!("queuegate: {e}");
         return ExitCode::from(2);
     }
+    let role = match cli.command.unwrap_or(Command::Run) {
+        Command::Run => Role::Run,
+        Command::Gateway => Role::Gateway,
+        Command::Consumer => Role::Consumer,
+        Command::Dlt(DltCommand::Replay { dry_run, all }) => {
+            let opts = queuegate::dlt::ReplayOptions { dry_run, all };
+            return match queuegate::dlt::replay(&cli.settings, opts, |line| eprintln!("{line}")) {
+                Ok(s) => {
+                    println!(
+                        "dead letters read: {}, re-published: {}, still invalid and left: {}{}",
+                        s.read,
+                        s.republished,
+                        s.still_invalid,
+                        if dry_run {
+                            " (dry run: nothing changed)"
+                        } else {
+                            ""
+                        }
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("queuegate: dlt replay failed: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -26,7 +54,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let role = cli.command.unwrap_or(Command::Run);
     let result = runtime.block_on(async move {
         let app = Application::build(cli.settings, role).await?;
         tokio::spawn(cancel_on_signal(app.stop_token()));

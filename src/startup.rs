@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin};
 use crate::concerts::{ConcertCache, ConcertSettings};
-use crate::config::{Command, Settings};
+use crate::config::{Role, Settings};
 use crate::consumer::EntryConsumer;
 use crate::gateway::{self, Gateway};
 use crate::metrics::Metrics;
@@ -36,7 +36,7 @@ use crate::token::EntryTokens;
 
 /// A built, not yet running, queuegate process.
 pub struct Application {
-    role: Command,
+    role: Role,
     settings: Settings,
     http_port: Option<u16>,
     admin_port: u16,
@@ -56,7 +56,7 @@ struct ListenerName(&'static str);
 
 impl Application {
     /// Validates `settings`, binds the listeners the `role` needs and creates its clients.
-    pub async fn build(settings: Settings, role: Command) -> anyhow::Result<Self> {
+    pub async fn build(settings: Settings, role: Role) -> anyhow::Result<Self> {
         settings.validate()?;
         let metrics = Metrics::new();
         let cache = ConcertCache::default();

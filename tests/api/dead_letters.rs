@@ -90,3 +90,75 @@ async fn poison_records_land_in_the_dead_letter_topic_with_their_reason_and_the_
         "no duplicate dead letters"
     );
 }
+
+fn replay(
+    names: &crate::helpers::Names,
+    opts: queuegate::dlt::ReplayOptions,
+) -> (queuegate::dlt::ReplaySummary, Vec<String>) {
+    let mut lines = Vec::new();
+    let summary = queuegate::dlt::replay(&names.settings(), opts, |l| lines.push(l.to_owned()))
+        .expect("replay runs");
+    (summary, lines)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlt_replay_republishes_valid_dead_letters_once_and_leaves_invalid_ones() {
+    let app = spawn_app().await;
+    app.open_concert("c").await;
+    let dlt = format!("{}.dlt", app.names.topic);
+    // A dead letter an older version refused although it is a valid join, and real garbage.
+    produce_raw(
+        &dlt,
+        "rescued:c",
+        r#"{"entryId":"e","concertId":"c","userId":"rescued","joinedAtMs":5}"#,
+    )
+    .await;
+    produce_raw(&dlt, "junk", "still not json").await;
+
+    let names = app.names.clone();
+    let (dry, _) = tokio::task::spawn_blocking({
+        let names = names.clone();
+        move || {
+            replay(
+                &names,
+                queuegate::dlt::ReplayOptions {
+                    dry_run: true,
+                    all: false,
+                },
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!((dry.read, dry.republished, dry.still_invalid), (2, 1, 1));
+
+    let (first, lines) = tokio::task::spawn_blocking({
+        let names = names.clone();
+        move || replay(&names, queuegate::dlt::ReplayOptions::default())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (first.read, first.republished, first.still_invalid),
+        (2, 1, 1),
+        "a dry run changes nothing"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("still invalid") && l.contains("left in the DLT")),
+        "{lines:?}"
+    );
+    app.wait_for_records(1).await;
+    assert_eq!(
+        app.store.waiting_list("c").await.unwrap(),
+        vec!["rescued".to_owned()]
+    );
+
+    let (again, _) = tokio::task::spawn_blocking(move || {
+        replay(&names, queuegate::dlt::ReplayOptions::default())
+    })
+    .await
+    .unwrap();
+    assert_eq!(again.read, 0, "a second replay continues after the first");
+}

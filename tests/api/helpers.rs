@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use queuegate::config::{Command, Settings};
+use queuegate::config::{Role, Settings};
 use queuegate::startup::Application;
 use queuegate::store::QueueStore;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -92,15 +92,11 @@ pub struct TestApp {
 pub async fn spawn_app() -> TestApp {
     let names = Names::new();
     create_topics(&names, 6).await;
-    spawn_role(&names, Command::Run, |_| {}).await
+    spawn_role(&names, Role::Run, |_| {}).await
 }
 
 /// One role of the app with the given names and settings changes.
-pub async fn spawn_role(
-    names: &Names,
-    role: Command,
-    tweak: impl FnOnce(&mut Settings),
-) -> TestApp {
+pub async fn spawn_role(names: &Names, role: Role, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     init_logs();
     let mut settings = names.settings();
     tweak(&mut settings);

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures_util::future::join_all;
-use queuegate::config::Command;
+use queuegate::config::Role;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
@@ -101,7 +101,7 @@ async fn a_fans_status_goes_from_pending_to_waiting_at_the_position_the_admin_li
     let names = Names::new();
     create_topics(&names, 3).await;
     // A gateway without a consumer: the join is durable in Kafka but not yet in Redis.
-    let gateway = spawn_role(&names, Command::Gateway, |_| {}).await;
+    let gateway = spawn_role(&names, Role::Gateway, |_| {}).await;
     gateway.open_concert("show").await;
     for early in ["early-1", "early-2"] {
         assert_eq!(gateway.join("show", early).await.status(), 202);
@@ -126,7 +126,7 @@ async fn a_fans_status_goes_from_pending_to_waiting_at_the_position_the_admin_li
     assert!(pending.get("position").is_none());
 
     // Now a consumer joins the group and drains the topic.
-    let consumer = spawn_role(&names, Command::Consumer, |_| {}).await;
+    let consumer = spawn_role(&names, Role::Consumer, |_| {}).await;
     let mut last = Value::Null;
     let became_waiting = poll_until(std::time::Duration::from_secs(60), async || {
         last = gateway
@@ -159,7 +159,7 @@ async fn a_fans_status_goes_from_pending_to_waiting_at_the_position_the_admin_li
 async fn a_join_that_kafka_cannot_take_gets_503_with_retry_after_not_202() {
     let names = Names::new();
     // Nothing listens on port 1: the record can never be acknowledged.
-    let app = spawn_role(&names, Command::Gateway, |s| {
+    let app = spawn_role(&names, Role::Gateway, |s| {
         s.kafka_brokers = "127.0.0.1:1".into();
         s.kafka_delivery_timeout_ms = 1000;
     })
@@ -195,7 +195,7 @@ async fn a_paused_or_closed_concert_answers_409_and_an_unknown_one_404() {
 async fn a_client_over_its_join_rate_gets_429_with_retry_after() {
     let names = Names::new();
     create_topics(&names, 1).await;
-    let app = spawn_role(&names, Command::Run, |s| s.rate_limit_per_ip = 3).await;
+    let app = spawn_role(&names, Role::Run, |s| s.rate_limit_per_ip = 3).await;
     app.open_concert("c").await;
     let mut limited = None;
     for i in 0..10 {

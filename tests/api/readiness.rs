@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command as Proc, Stdio};
 use std::time::Duration;
 
-use queuegate::config::Command;
+use queuegate::config::Role;
 
 use crate::helpers::{create_topics, poll_until, spawn_role, Names};
 
@@ -75,7 +75,7 @@ async fn readyz_turns_503_while_redis_is_down_and_200_when_it_is_back() {
     let names = Names::new();
     create_topics(&names, 1).await;
     let port = redis.port;
-    let app = spawn_role(&names, Command::Run, |s| {
+    let app = spawn_role(&names, Role::Run, |s| {
         s.redis_url = format!("redis://127.0.0.1:{port}")
     })
     .await;
@@ -145,7 +145,7 @@ async fn readyz_turns_503_while_redis_is_down_and_200_when_it_is_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_503_when_kafka_is_unreachable() {
     let names = Names::new();
-    let app = spawn_role(&names, Command::Gateway, |s| {
+    let app = spawn_role(&names, Role::Gateway, |s| {
         s.kafka_brokers = "127.0.0.1:1".into()
     })
     .await;
