@@ -10,7 +10,7 @@ up:
 
 ## test: start Kafka and Redis (reusing running ones), then every test
 test: services
-	$(CARGO) test --all-targets --locked
+	$(CARGO) test --all-targets --locked -- --test-threads=2
 
 ## services: Kafka (KRaft, single node) and Redis (AOF always) in the background
 services:

@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::concerts::{Concert, ConcertCache, ConcertSettings};
-use crate::gateway::bearer;
+use crate::admission::AdmissionKeys;
+use crate::concerts::{Concert, ConcertCache, ConcertSettings, ConcertState};
+use crate::gateway::{bearer, FanStatus};
 use crate::metrics::Metrics;
 use crate::problem::{check_id, json_config, parse_body, query_error, ApiError};
 use crate::producer::EntryProducer;
@@ -28,6 +29,8 @@ pub struct Admin {
     pub store: QueueStore,
     pub cache: ConcertCache,
     pub metrics: Metrics,
+    /// Signs the admission tokens manual admission hands out.
+    pub keys: AdmissionKeys,
     /// SHA-256 of the admin token; None under --insecure-dev without a token.
     token_hash: Option<[u8; 32]>,
     /// Present when this process produces (gateway roles): readiness then includes Kafka.
@@ -43,6 +46,7 @@ impl Admin {
         store: QueueStore,
         cache: ConcertCache,
         metrics: Metrics,
+        keys: AdmissionKeys,
         admin_token: Option<&str>,
         draining: Arc<AtomicBool>,
     ) -> Self {
@@ -50,6 +54,7 @@ impl Admin {
             store,
             cache,
             metrics,
+            keys,
             token_hash: admin_token.map(|t| Sha256::digest(t.as_bytes()).into()),
             producer: None,
             kafka_probe: None,
@@ -84,10 +89,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/concerts/{concertId}", web::put().to(put_concert))
                 .route("/concerts/{concertId}", web::get().to(get_concert))
                 .route("/concerts/{concertId}/queue", web::get().to(queue_page))
-                .route(
-                    "/concerts/{concertId}/queue/{userId}",
-                    web::get().to(queue_user),
-                ),
+                .route("/concerts/{concertId}/queue/{userId}", web::get().to(queue_user))
+                .route("/concerts/{concertId}/queue/{userId}", web::delete().to(remove))
+                .route("/concerts/{concertId}/admit", web::post().to(admit)),
         );
 }
 
@@ -95,10 +99,7 @@ async fn require_admin_token(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    let admin = req
-        .app_data::<web::Data<Admin>>()
-        .expect("admin state is registered")
-        .clone();
+    let admin = req.app_data::<web::Data<Admin>>().expect("admin state is registered").clone();
     if !admin.authorized(bearer(req.request())) {
         return Err(ApiError::Unauthorized("the admin token is missing or wrong".into()).into());
     }
@@ -123,23 +124,14 @@ async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
     let redis = admin.store.ping().await.is_ok();
     let timeout = Duration::from_secs(1);
     let kafka = if let Some(p) = admin.producer.clone() {
-        tokio::task::spawn_blocking(move || p.kafka_reachable(timeout))
-            .await
-            .unwrap_or(false)
+        tokio::task::spawn_blocking(move || p.kafka_reachable(timeout)).await.unwrap_or(false)
     } else if let Some(probe) = admin.kafka_probe.clone() {
-        tokio::task::spawn_blocking(move || probe(timeout))
-            .await
-            .unwrap_or(false)
+        tokio::task::spawn_blocking(move || probe(timeout)).await.unwrap_or(false)
     } else {
         true
     };
     let ready = redis && kafka && !draining;
-    let body = Readiness {
-        ready,
-        redis,
-        kafka,
-        draining,
-    };
+    let body = Readiness { ready, redis, kafka, draining };
     if ready {
         HttpResponse::Ok().json(body)
     } else {
@@ -148,9 +140,7 @@ async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
 }
 
 async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(admin.metrics.render())
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(admin.metrics.render())
 }
 
 /// A concert with its counts, as the admin API shows it.
@@ -161,19 +151,25 @@ struct ConcertView {
     #[serde(flatten)]
     settings: ConcertSettings,
     waiting: u64,
+    /// Admitted since the concert began.
     admitted: u64,
+    /// Admitted fans holding a slot now (token neither expired nor completed).
     active: u64,
+    /// Skipped at admission because they stopped polling.
+    abandoned: u64,
+    removed: u64,
     created_at: String,
     updated_at: String,
 }
 
 async fn view(store: &QueueStore, c: Concert) -> Result<ConcertView, ApiError> {
-    let waiting = store.waiting_count(&c.id).await?;
+    let counts = store.counts(&c.id).await?;
     Ok(ConcertView {
-        waiting,
-        // Admission does not exist yet: nobody has been admitted.
-        admitted: 0,
-        active: 0,
+        waiting: counts.waiting,
+        admitted: counts.admitted,
+        active: counts.active,
+        abandoned: counts.abandoned,
+        removed: counts.removed,
         created_at: crate::clock::rfc3339(c.created_at_ms),
         updated_at: crate::clock::rfc3339(c.updated_at_ms),
         concert_id: c.id,
@@ -191,7 +187,7 @@ async fn put_concert(
     let body: ConcertSettings = parse_body(body.into_inner())?;
     body.validate().map_err(ApiError::BadRequest)?;
     let concert = admin.store.put_concert(&id, &body).await?;
-    admin.cache.set(&id, concert.settings.state);
+    admin.cache.set(&id, concert.settings.clone());
     tracing::info!(concert = %id, state = concert.settings.state.as_str(), "concert updated");
     Ok(HttpResponse::Ok().json(view(&admin.store, concert).await?))
 }
@@ -206,17 +202,10 @@ async fn list_concerts(admin: web::Data<Admin>) -> Result<HttpResponse, ApiError
 
 async fn existing(admin: &Admin, id: &str) -> Result<Concert, ApiError> {
     check_id("concertId", id)?;
-    admin
-        .store
-        .get_concert(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no concert {id}")))
+    admin.store.get_concert(id).await?.ok_or_else(|| ApiError::NotFound(format!("no concert {id}")))
 }
 
-async fn get_concert(
-    admin: web::Data<Admin>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+async fn get_concert(admin: web::Data<Admin>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let c = existing(&admin, &id).await?;
     Ok(HttpResponse::Ok().json(view(&admin.store, c).await?))
 }
@@ -247,9 +236,7 @@ async fn queue_page(
     q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     if q.limit == 0 || q.limit > MAX_PAGE {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
+        return Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_PAGE}")));
     }
     let c = existing(&admin, &id).await?;
     let (total, entries) = admin.store.page(&c.id, q.offset, q.limit).await?;
@@ -261,8 +248,7 @@ async fn queue_page(
             joined_at: crate::clock::rfc3339(e.joined_at_ms),
         })
         .collect();
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "total": total, "offset": q.offset, "entries": entries })))
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "total": total, "offset": q.offset, "entries": entries })))
 }
 
 #[derive(Serialize)]
@@ -275,35 +261,89 @@ struct UserView {
     joined_at: String,
 }
 
-async fn queue_user(
-    admin: web::Data<Admin>,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+async fn queue_user(admin: web::Data<Admin>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
     let (concert_id, user_id) = path.into_inner();
     check_id("userId", &user_id)?;
     let c = existing(&admin, &concert_id).await?;
-    let view = match admin.store.standing(&c.id, &user_id).await? {
-        Standing::Unknown => {
-            return Err(ApiError::NotFound(format!(
-                "{user_id} never joined concert {concert_id}"
-            )))
-        }
-        Standing::Waiting {
-            position,
-            joined_at_ms,
-            ..
-        } => UserView {
-            user_id,
-            status: "waiting",
-            position: Some(position),
-            joined_at: crate::clock::rfc3339(joined_at_ms),
-        },
-        Standing::Left { joined_at_ms, .. } => UserView {
-            user_id,
-            status: "removed",
-            position: None,
-            joined_at: crate::clock::rfc3339(joined_at_ms),
-        },
+    let standing = admin.store.standing(&c.id, &user_id, false).await?;
+    let joined_at_ms = match &standing {
+        Standing::Unknown => return Err(ApiError::NotFound(format!("{user_id} never joined concert {concert_id}"))),
+        Standing::Waiting { joined_at_ms, .. } | Standing::Left { joined_at_ms, .. } => *joined_at_ms,
     };
-    Ok(HttpResponse::Ok().json(view))
+    let status = FanStatus::new(standing, crate::clock::now_ms(), &c.id, &user_id, None);
+    Ok(HttpResponse::Ok().json(UserView {
+        user_id,
+        status: status.status,
+        position: status.position,
+        joined_at: crate::clock::rfc3339(joined_at_ms),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdmitBody {
+    count: u32,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AdmittedView {
+    user_id: String,
+    admission_token: String,
+    expires_at: String,
+}
+
+/// `POST /admin/v1/concerts/{concertId}/admit {"count":n}` — admits up to n fans from the head
+/// now, whatever the rate, within `maxActive` when the concert sets it.
+async fn admit(
+    admin: web::Data<Admin>,
+    id: web::Path<String>,
+    body: web::Json<serde_json::Value>,
+) -> Result<HttpResponse, ApiError> {
+    let c = existing(&admin, &id).await?;
+    let body: AdmitBody = parse_body(body.into_inner())?;
+    if !(1..=MAX_PAGE as u32).contains(&body.count) {
+        return Err(ApiError::BadRequest(format!("count must be between 1 and {MAX_PAGE}")));
+    }
+    if c.settings.state != ConcertState::Open {
+        return Err(ApiError::Conflict(format!(
+            "concert {} is {}; admission is stopped",
+            c.id,
+            c.settings.state.as_str()
+        )));
+    }
+    let req = crate::store::AdmitRequest {
+        max: body.count,
+        ttl_ms: i64::from(c.settings.token_ttl_seconds) * 1000,
+        max_active: c.settings.max_active,
+        abandon_after_ms: i64::from(c.settings.abandon_after_seconds) * 1000,
+        per_second: 0,
+        lease: None,
+    };
+    let admitted = admin.store.admit(&c.id, req).await?.expect("manual admission holds no lease to lose");
+    admin.metrics.admissions.with_label_values(&["manual"]).inc_by(admitted.fans.len() as u64);
+    let views: Vec<AdmittedView> = admitted
+        .fans
+        .into_iter()
+        .map(|(user, exp)| AdmittedView {
+            admission_token: admin.keys.issue(&c.id, &user, admitted.iat_ms, exp),
+            expires_at: crate::clock::rfc3339(exp),
+            user_id: user,
+        })
+        .collect();
+    tracing::info!(concert = %c.id, admitted = views.len(), "manual admission");
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "admitted": views })))
+}
+
+/// `DELETE /admin/v1/concerts/{concertId}/queue/{userId}` — 204, or 404 when not waiting.
+async fn remove(admin: web::Data<Admin>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+    let (concert_id, user_id) = path.into_inner();
+    check_id("userId", &user_id)?;
+    let c = existing(&admin, &concert_id).await?;
+    if admin.store.remove(&c.id, &user_id).await? {
+        tracing::info!(concert = %c.id, user = %user_id, "fan removed from the queue");
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound(format!("{user_id} is not waiting in concert {concert_id}")))
+    }
 }

@@ -61,6 +61,10 @@ pub struct ConcertSettings {
     /// Lifetime of an admission token.
     #[serde(default = "default_ttl")]
     pub token_ttl_seconds: u32,
+    /// Waiting fans who have not polled their status for this long are skipped at admission
+    /// and see `expired` (0: never).
+    #[serde(default)]
+    pub abandon_after_seconds: u32,
 }
 
 fn default_ttl() -> u32 {
@@ -75,6 +79,7 @@ impl ConcertSettings {
             admit_per_second: 0,
             max_active: 0,
             token_ttl_seconds: DEFAULT_TOKEN_TTL_SECONDS,
+            abandon_after_seconds: 0,
         }
     }
 
@@ -86,6 +91,9 @@ impl ConcertSettings {
         if !(1..=86_400).contains(&self.token_ttl_seconds) {
             return Err("tokenTtlSeconds must be between 1 and 86400".into());
         }
+        if self.abandon_after_seconds > 86_400 {
+            return Err("abandonAfterSeconds must be at most 86400".into());
+        }
         Ok(())
     }
 
@@ -95,6 +103,7 @@ impl ConcertSettings {
             ("admitPerSecond", self.admit_per_second.to_string()),
             ("maxActive", self.max_active.to_string()),
             ("tokenTtlSeconds", self.token_ttl_seconds.to_string()),
+            ("abandonAfterSeconds", self.abandon_after_seconds.to_string()),
         ]
     }
 }
@@ -112,23 +121,16 @@ impl Concert {
     /// Builds a concert from its Redis hash; unknown or broken fields fall back to defaults, and
     /// an unreadable state reads as closed (never accidentally open).
     pub(crate) fn from_fields(id: &str, fields: &[(String, String)]) -> Concert {
-        let get = |name: &str| {
-            fields
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
-        let num =
-            |name: &str, default: u32| get(name).and_then(|v| v.parse().ok()).unwrap_or(default);
+        let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let num = |name: &str, default: u32| get(name).and_then(|v| v.parse().ok()).unwrap_or(default);
         Concert {
             id: id.to_owned(),
             settings: ConcertSettings {
-                state: get("state")
-                    .and_then(ConcertState::parse)
-                    .unwrap_or(ConcertState::Closed),
+                state: get("state").and_then(ConcertState::parse).unwrap_or(ConcertState::Closed),
                 admit_per_second: num("admitPerSecond", 0),
                 max_active: num("maxActive", 0),
                 token_ttl_seconds: num("tokenTtlSeconds", DEFAULT_TOKEN_TTL_SECONDS),
+                abandon_after_seconds: num("abandonAfterSeconds", 0),
             },
             created_at_ms: get("createdAt").and_then(|v| v.parse().ok()).unwrap_or(0),
             updated_at_ms: get("updatedAt").and_then(|v| v.parse().ok()).unwrap_or(0),
@@ -136,21 +138,22 @@ impl Concert {
     }
 }
 
-/// In-memory map of concert id → state, shared by every HTTP worker of a process.
+/// In-memory map of concert id → settings, shared by every HTTP worker and the admitter.
 #[derive(Clone, Default)]
 pub struct ConcertCache {
-    states: Arc<RwLock<HashMap<String, ConcertState>>>,
+    states: Arc<RwLock<HashMap<String, ConcertSettings>>>,
     loaded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ConcertCache {
     /// The cached state of `id`, or None when the concert is unknown.
     pub fn state(&self, id: &str) -> Option<ConcertState> {
-        self.states
-            .read()
-            .expect("concert cache lock poisoned")
-            .get(id)
-            .copied()
+        self.states.read().expect("concert cache lock poisoned").get(id).map(|s| s.state)
+    }
+
+    /// Every cached concert with its settings.
+    pub fn snapshot(&self) -> Vec<(String, ConcertSettings)> {
+        self.states.read().expect("concert cache lock poisoned").iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     /// Whether the cache has been loaded from Redis at least once.
@@ -159,23 +162,16 @@ impl ConcertCache {
     }
 
     /// Records a change made by this process, so it applies to the next join at once.
-    pub fn set(&self, id: &str, state: ConcertState) {
-        self.states
-            .write()
-            .expect("concert cache lock poisoned")
-            .insert(id.to_owned(), state);
+    pub fn set(&self, id: &str, settings: ConcertSettings) {
+        self.states.write().expect("concert cache lock poisoned").insert(id.to_owned(), settings);
     }
 
     /// Replaces the whole map with what Redis holds.
     pub async fn refresh(&self, store: &QueueStore) -> Result<(), crate::store::StoreError> {
         let concerts = store.list_concerts().await?;
-        let map = concerts
-            .into_iter()
-            .map(|c| (c.id, c.settings.state))
-            .collect();
+        let map = concerts.into_iter().map(|c| (c.id, c.settings)).collect();
         *self.states.write().expect("concert cache lock poisoned") = map;
-        self.loaded
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.loaded.store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
@@ -217,12 +213,9 @@ mod tests {
             admit_per_second: 50,
             max_active: 7,
             token_ttl_seconds: 90,
+            abandon_after_seconds: 30,
         };
-        let fields: Vec<(String, String)> = s
-            .to_fields()
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
+        let fields: Vec<(String, String)> = s.to_fields().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         assert_eq!(Concert::from_fields("c", &fields).settings, s);
     }
 
@@ -234,8 +227,7 @@ mod tests {
 
     #[test]
     fn the_put_body_takes_camel_case_and_defaults() {
-        let s: ConcertSettings =
-            serde_json::from_str(r#"{"state":"open","admitPerSecond":5}"#).unwrap();
+        let s: ConcertSettings = serde_json::from_str(r#"{"state":"open","admitPerSecond":5}"#).unwrap();
         assert_eq!(s.admit_per_second, 5);
         assert_eq!(s.token_ttl_seconds, DEFAULT_TOKEN_TTL_SECONDS);
         assert!(serde_json::from_str::<ConcertSettings>(r#"{"state":"ajar"}"#).is_err());

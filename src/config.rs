@@ -86,167 +86,91 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Public listener (joins, fan status).
-    #[arg(
-        long,
-        env = "QUEUEGATE_HTTP_ADDR",
-        default_value = "127.0.0.1:8080",
-        global = true
-    )]
+    #[arg(long, env = "QUEUEGATE_HTTP_ADDR", default_value = "127.0.0.1:8080", global = true)]
     pub http_addr: SocketAddr,
 
     /// Admin listener (/admin/*, /healthz, /readyz, /metrics).
-    #[arg(
-        long,
-        env = "QUEUEGATE_ADMIN_ADDR",
-        default_value = "127.0.0.1:8081",
-        global = true
-    )]
+    #[arg(long, env = "QUEUEGATE_ADMIN_ADDR", default_value = "127.0.0.1:8081", global = true)]
     pub admin_addr: SocketAddr,
 
     /// Kafka bootstrap servers, comma separated.
-    #[arg(
-        long,
-        env = "QUEUEGATE_KAFKA_BROKERS",
-        default_value = "127.0.0.1:9092",
-        global = true
-    )]
+    #[arg(long, env = "QUEUEGATE_KAFKA_BROKERS", default_value = "127.0.0.1:9092", global = true)]
     pub kafka_brokers: String,
 
     /// Topic that carries queue entries; dead letters go to "<topic>.dlt".
-    #[arg(
-        long,
-        env = "QUEUEGATE_KAFKA_TOPIC",
-        default_value = "queue.entry",
-        global = true
-    )]
+    #[arg(long, env = "QUEUEGATE_KAFKA_TOPIC", default_value = "queue.entry", global = true)]
     pub kafka_topic: String,
 
     /// Consumer group of the Kafka → Redis consumer.
-    #[arg(
-        long,
-        env = "QUEUEGATE_KAFKA_GROUP",
-        default_value = "queuegate-entry",
-        global = true
-    )]
+    #[arg(long, env = "QUEUEGATE_KAFKA_GROUP", default_value = "queuegate-entry", global = true)]
     pub kafka_group: String,
 
     /// How long a join waits for the broker's acknowledgement before it is answered 503 (ms).
-    #[arg(
-        long,
-        env = "QUEUEGATE_KAFKA_DELIVERY_TIMEOUT_MS",
-        default_value_t = 5000,
-        global = true
-    )]
+    #[arg(long, env = "QUEUEGATE_KAFKA_DELIVERY_TIMEOUT_MS", default_value_t = 5000, global = true)]
     pub kafka_delivery_timeout_ms: u64,
 
     /// Producer linger: how long records wait to be batched (ms).
-    #[arg(
-        long,
-        env = "QUEUEGATE_KAFKA_LINGER_MS",
-        default_value_t = 5,
-        global = true
-    )]
+    #[arg(long, env = "QUEUEGATE_KAFKA_LINGER_MS", default_value_t = 5, global = true)]
     pub kafka_linger_ms: u64,
 
     /// Producer compression codec (none, gzip, snappy, lz4, zstd).
-    #[arg(
-        long,
-        env = "QUEUEGATE_KAFKA_COMPRESSION",
-        default_value = "lz4",
-        global = true
-    )]
+    #[arg(long, env = "QUEUEGATE_KAFKA_COMPRESSION", default_value = "lz4", global = true)]
     pub kafka_compression: String,
 
     /// Joins that may wait for a broker acknowledgement at once, per process; past it joins get 503.
-    #[arg(
-        long,
-        env = "QUEUEGATE_MAX_IN_FLIGHT",
-        default_value_t = 20_000,
-        global = true
-    )]
+    #[arg(long, env = "QUEUEGATE_MAX_IN_FLIGHT", default_value_t = 20_000, global = true)]
     pub max_in_flight: usize,
 
     /// Longest the consumer may go without polling Kafka before it is dropped from the group (ms).
     /// The consumer keeps polling (with its partitions paused) while it retries Redis, so a
     /// Redis outage does not trip this.
-    #[arg(
-        long,
-        env = "QUEUEGATE_KAFKA_MAX_POLL_INTERVAL_MS",
-        default_value_t = 300_000,
-        global = true
-    )]
+    #[arg(long, env = "QUEUEGATE_KAFKA_MAX_POLL_INTERVAL_MS", default_value_t = 300_000, global = true)]
     pub kafka_max_poll_interval_ms: u64,
 
     /// Records the consumer applies to Redis per batch at most.
-    #[arg(
-        long,
-        env = "QUEUEGATE_CONSUMER_BATCH",
-        default_value_t = 2000,
-        global = true
-    )]
+    #[arg(long, env = "QUEUEGATE_CONSUMER_BATCH", default_value_t = 2000, global = true)]
     pub consumer_batch: usize,
 
     /// Redis URL.
-    #[arg(
-        long,
-        env = "QUEUEGATE_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        global = true
-    )]
+    #[arg(long, env = "QUEUEGATE_REDIS_URL", default_value = "redis://127.0.0.1:6379", global = true)]
     pub redis_url: String,
 
     /// Prefix of every Redis key queuegate writes.
-    #[arg(
-        long,
-        env = "QUEUEGATE_REDIS_PREFIX",
-        default_value = "qg",
-        global = true
-    )]
+    #[arg(long, env = "QUEUEGATE_REDIS_PREFIX", default_value = "qg", global = true)]
     pub redis_prefix: String,
 
     /// Redis connections per process at most.
-    #[arg(
-        long,
-        env = "QUEUEGATE_REDIS_POOL",
-        default_value_t = 32,
-        global = true
-    )]
+    #[arg(long, env = "QUEUEGATE_REDIS_POOL", default_value_t = 32, global = true)]
     pub redis_pool: usize,
 
     /// Bearer token of the admin API. Required unless --insecure-dev.
-    #[arg(
-        long,
-        env = "QUEUEGATE_ADMIN_TOKEN",
-        hide_env_values = true,
-        global = true
-    )]
+    #[arg(long, env = "QUEUEGATE_ADMIN_TOKEN", hide_env_values = true, global = true)]
     pub admin_token: Option<String>,
 
     /// Secret (32+ bytes) that signs fans' entry tokens; the same on every instance. Required unless --insecure-dev.
-    #[arg(
-        long,
-        env = "QUEUEGATE_TOKEN_SECRET",
-        hide_env_values = true,
-        global = true
-    )]
+    #[arg(long, env = "QUEUEGATE_TOKEN_SECRET", hide_env_values = true, global = true)]
     pub token_secret: Option<String>,
 
+    /// PKCS#8 PEM file with the Ed25519 private key that signs admission tokens
+    /// (`openssl genpkey -algorithm ed25519 -out key.pem`); the same on every instance.
+    /// Required unless --insecure-dev (then a random per-process key is used).
+    #[arg(long, env = "QUEUEGATE_ADMISSION_KEY_FILE", global = true)]
+    pub admission_key_file: Option<std::path::PathBuf>,
+
+    /// How often each instance's admitter runs its admission round (ms).
+    #[arg(long, env = "QUEUEGATE_ADMISSION_TICK_MS", default_value_t = 200, global = true)]
+    pub admission_tick_ms: u64,
+
+    /// Lease time of a concert's admitter; a dead holder is replaced within it (ms).
+    #[arg(long, env = "QUEUEGATE_ADMISSION_LEASE_MS", default_value_t = 3000, global = true)]
+    pub admission_lease_ms: u64,
+
     /// Joins per second one client IP may make (0: no limit).
-    #[arg(
-        long,
-        env = "QUEUEGATE_RATE_LIMIT_PER_IP",
-        default_value_t = 0,
-        global = true
-    )]
+    #[arg(long, env = "QUEUEGATE_RATE_LIMIT_PER_IP", default_value_t = 0, global = true)]
     pub rate_limit_per_ip: u32,
 
     /// How often the gateway refreshes its cache of concert states (ms).
-    #[arg(
-        long,
-        env = "QUEUEGATE_CONCERT_REFRESH_MS",
-        default_value_t = 1000,
-        global = true
-    )]
+    #[arg(long, env = "QUEUEGATE_CONCERT_REFRESH_MS", default_value_t = 1000, global = true)]
     pub concert_refresh_ms: u64,
 
     /// Create this concert, open, at start-up if it does not exist (for demos and `make up`).
@@ -254,21 +178,11 @@ pub struct Settings {
     pub demo_concert: Option<String>,
 
     /// HTTP worker threads per listener (0: one per core).
-    #[arg(
-        long,
-        env = "QUEUEGATE_HTTP_WORKERS",
-        default_value_t = 0,
-        global = true
-    )]
+    #[arg(long, env = "QUEUEGATE_HTTP_WORKERS", default_value_t = 0, global = true)]
     pub http_workers: usize,
 
     /// Grace period for in-flight work at shutdown (s).
-    #[arg(
-        long,
-        env = "QUEUEGATE_SHUTDOWN_GRACE_SECONDS",
-        default_value_t = 15,
-        global = true
-    )]
+    #[arg(long, env = "QUEUEGATE_SHUTDOWN_GRACE_SECONDS", default_value_t = 15, global = true)]
     pub shutdown_grace_seconds: u64,
 
     /// Tracing filter, e.g. "info" or "queuegate=debug,rdkafka=warn".
@@ -276,13 +190,7 @@ pub struct Settings {
     pub log: String,
 
     /// Log format.
-    #[arg(
-        long,
-        env = "QUEUEGATE_LOG_FORMAT",
-        value_enum,
-        default_value = "json",
-        global = true
-    )]
+    #[arg(long, env = "QUEUEGATE_LOG_FORMAT", value_enum, default_value = "json", global = true)]
     pub log_format: LogFormat,
 
     /// Allow running without an admin token or token secret (local development only).
@@ -299,10 +207,7 @@ pub struct ConfigError {
 }
 
 fn bad(setting: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        setting,
-        reason: reason.into(),
-    }
+    ConfigError { setting, reason: reason.into() }
 }
 
 /// The fixed secret used under --insecure-dev when none is configured, so that several dev
@@ -313,34 +218,19 @@ impl Settings {
     /// Checks everything that can be checked without the network.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.kafka_brokers.trim().is_empty() {
-            return Err(bad(
-                "QUEUEGATE_KAFKA_BROKERS",
-                "must name at least one broker",
-            ));
+            return Err(bad("QUEUEGATE_KAFKA_BROKERS", "must name at least one broker"));
         }
         if !valid_topic(&self.kafka_topic) {
-            return Err(bad(
-                "QUEUEGATE_KAFKA_TOPIC",
-                "must be 1-200 characters of [A-Za-z0-9._-]",
-            ));
+            return Err(bad("QUEUEGATE_KAFKA_TOPIC", "must be 1-200 characters of [A-Za-z0-9._-]"));
         }
         if self.kafka_group.trim().is_empty() {
             return Err(bad("QUEUEGATE_KAFKA_GROUP", "must not be empty"));
         }
-        if !matches!(
-            self.kafka_compression.as_str(),
-            "none" | "gzip" | "snappy" | "lz4" | "zstd"
-        ) {
-            return Err(bad(
-                "QUEUEGATE_KAFKA_COMPRESSION",
-                "must be one of none, gzip, snappy, lz4, zstd",
-            ));
+        if !matches!(self.kafka_compression.as_str(), "none" | "gzip" | "snappy" | "lz4" | "zstd") {
+            return Err(bad("QUEUEGATE_KAFKA_COMPRESSION", "must be one of none, gzip, snappy, lz4, zstd"));
         }
         if !(100..=300_000).contains(&self.kafka_delivery_timeout_ms) {
-            return Err(bad(
-                "QUEUEGATE_KAFKA_DELIVERY_TIMEOUT_MS",
-                "must be between 100 and 300000",
-            ));
+            return Err(bad("QUEUEGATE_KAFKA_DELIVERY_TIMEOUT_MS", "must be between 100 and 300000"));
         }
         if self.kafka_linger_ms > 1000 {
             return Err(bad("QUEUEGATE_KAFKA_LINGER_MS", "must be at most 1000"));
@@ -355,22 +245,13 @@ impl Settings {
             return Err(bad("QUEUEGATE_MAX_IN_FLIGHT", "must be at least 1"));
         }
         if !(1..=10_000).contains(&self.consumer_batch) {
-            return Err(bad(
-                "QUEUEGATE_CONSUMER_BATCH",
-                "must be between 1 and 10000",
-            ));
+            return Err(bad("QUEUEGATE_CONSUMER_BATCH", "must be between 1 and 10000"));
         }
         if !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://")) {
-            return Err(bad(
-                "QUEUEGATE_REDIS_URL",
-                "must start with redis:// or rediss://",
-            ));
+            return Err(bad("QUEUEGATE_REDIS_URL", "must start with redis:// or rediss://"));
         }
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(['{', '}', ' ']) {
-            return Err(bad(
-                "QUEUEGATE_REDIS_PREFIX",
-                "must be non-empty without braces or spaces",
-            ));
+            return Err(bad("QUEUEGATE_REDIS_PREFIX", "must be non-empty without braces or spaces"));
         }
         if self.redis_pool == 0 {
             return Err(bad("QUEUEGATE_REDIS_POOL", "must be at least 1"));
@@ -379,38 +260,31 @@ impl Settings {
             return Err(bad("QUEUEGATE_CONCERT_REFRESH_MS", "must be at least 1"));
         }
         match &self.admin_token {
-            Some(t) if t.len() < 16 => {
-                return Err(bad(
-                    "QUEUEGATE_ADMIN_TOKEN",
-                    "must be at least 16 characters",
-                ))
-            }
+            Some(t) if t.len() < 16 => return Err(bad("QUEUEGATE_ADMIN_TOKEN", "must be at least 16 characters")),
             None if !self.insecure_dev => {
-                return Err(bad(
-                    "QUEUEGATE_ADMIN_TOKEN",
-                    "is required (or pass --insecure-dev for local use)",
-                ))
+                return Err(bad("QUEUEGATE_ADMIN_TOKEN", "is required (or pass --insecure-dev for local use)"))
             }
             _ => {}
         }
         match &self.token_secret {
-            Some(s) if s.len() < 32 => {
-                return Err(bad("QUEUEGATE_TOKEN_SECRET", "must be at least 32 bytes"))
-            }
+            Some(s) if s.len() < 32 => return Err(bad("QUEUEGATE_TOKEN_SECRET", "must be at least 32 bytes")),
             None if !self.insecure_dev => {
-                return Err(bad(
-                    "QUEUEGATE_TOKEN_SECRET",
-                    "is required (or pass --insecure-dev for local use)",
-                ))
+                return Err(bad("QUEUEGATE_TOKEN_SECRET", "is required (or pass --insecure-dev for local use)"))
             }
             _ => {}
         }
+        if self.admission_key_file.is_none() && !self.insecure_dev {
+            return Err(bad("QUEUEGATE_ADMISSION_KEY_FILE", "is required (or pass --insecure-dev for local use)"));
+        }
+        if !(10..=10_000).contains(&self.admission_tick_ms) {
+            return Err(bad("QUEUEGATE_ADMISSION_TICK_MS", "must be between 10 and 10000"));
+        }
+        if self.admission_lease_ms < 3 * self.admission_tick_ms || self.admission_lease_ms > 600_000 {
+            return Err(bad("QUEUEGATE_ADMISSION_LEASE_MS", "must be at least 3 ticks and at most 600000"));
+        }
         if let Some(c) = &self.demo_concert {
             if !crate::ids::valid_id(c) {
-                return Err(bad(
-                    "QUEUEGATE_DEMO_CONCERT",
-                    "must match ^[A-Za-z0-9_-]{1,64}$",
-                ));
+                return Err(bad("QUEUEGATE_DEMO_CONCERT", "must match ^[A-Za-z0-9_-]{1,64}$"));
             }
         }
         Ok(())
@@ -418,11 +292,16 @@ impl Settings {
 
     /// The secret that signs entry tokens (the dev secret only under --insecure-dev).
     pub fn token_secret_bytes(&self) -> Vec<u8> {
-        self.token_secret
-            .as_deref()
-            .unwrap_or(DEV_TOKEN_SECRET)
-            .as_bytes()
-            .to_vec()
+        self.token_secret.as_deref().unwrap_or(DEV_TOKEN_SECRET).as_bytes().to_vec()
+    }
+
+    /// The admission-token keys: from the configured file, or random under --insecure-dev.
+    pub fn admission_keys(&self) -> Result<crate::admission::AdmissionKeys, ConfigError> {
+        match &self.admission_key_file {
+            Some(path) => crate::admission::AdmissionKeys::from_pem_file(path)
+                .map_err(|e| bad("QUEUEGATE_ADMISSION_KEY_FILE", format!("{e:#}"))),
+            None => Ok(crate::admission::AdmissionKeys::ephemeral()),
+        }
     }
 
     /// Dead-letter topic for records that can never be applied.
@@ -456,9 +335,7 @@ impl Settings {
 }
 
 fn valid_topic(t: &str) -> bool {
-    (1..=200).contains(&t.len())
-        && t.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    (1..=200).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 #[cfg(test)]
@@ -473,7 +350,7 @@ mod tests {
 
     #[test]
     fn a_missing_admin_token_names_the_setting() {
-        let s = parse(&["--token-secret", &"x".repeat(32)]);
+        let s = parse(&["--token-secret", &"x".repeat(32), "--admission-key-file", "k.pem"]);
         let err = s.validate().unwrap_err();
         assert_eq!(err.setting, "QUEUEGATE_ADMIN_TOKEN");
     }
@@ -485,12 +362,8 @@ mod tests {
 
     #[test]
     fn a_short_token_secret_is_refused() {
-        let s = parse(&[
-            "--admin-token",
-            "0123456789abcdef",
-            "--token-secret",
-            "short",
-        ]);
+        let s =
+            parse(&["--admin-token", "0123456789abcdef", "--token-secret", "short", "--admission-key-file", "k.pem"]);
         assert_eq!(s.validate().unwrap_err().setting, "QUEUEGATE_TOKEN_SECRET");
     }
 
@@ -504,5 +377,27 @@ mod tests {
     fn a_topic_with_spaces_is_refused() {
         let s = parse(&["--insecure-dev", "--kafka-topic", "a b"]);
         assert_eq!(s.validate().unwrap_err().setting, "QUEUEGATE_KAFKA_TOPIC");
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_admission_key_names_the_setting() {
+        let s =
+            Cli::try_parse_from(["queuegate", "--admin-token", "0123456789abcdef", "--token-secret", &"x".repeat(32)])
+                .unwrap()
+                .settings;
+        assert_eq!(s.validate().unwrap_err().setting, "QUEUEGATE_ADMISSION_KEY_FILE");
+    }
+
+    #[test]
+    fn an_unreadable_admission_key_names_the_setting() {
+        let mut s = Cli::try_parse_from(["queuegate", "--insecure-dev"]).unwrap().settings;
+        s.admission_key_file = Some("/nonexistent/key.pem".into());
+        let err = s.admission_keys().err().expect("refused");
+        assert_eq!(err.setting, "QUEUEGATE_ADMISSION_KEY_FILE");
     }
 }

@@ -98,15 +98,10 @@ impl EntryConsumer {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
-            .set(
-                "max.poll.interval.ms",
-                settings.kafka_max_poll_interval_ms.to_string(),
-            )
+            .set("max.poll.interval.ms", settings.kafka_max_poll_interval_ms.to_string())
             .set("heartbeat.interval.ms", "1000")
             .set("fetch.wait.max.ms", "50")
-            .create_with_context(RebalanceLogger {
-                counter: Some(metrics.consumer_rebalances.clone()),
-            })
+            .create_with_context(RebalanceLogger { counter: Some(metrics.consumer_rebalances.clone()) })
             .map_err(|e| anyhow::anyhow!("creating the Kafka consumer: {e}"))?;
         consumer
             .subscribe(&[&settings.kafka_topic])
@@ -117,10 +112,7 @@ impl EntryConsumer {
             .set("client.id", "queuegate-consumer-txn")
             // One id per process: fencing of stale instances comes from the group metadata
             // sent with the offsets (KIP-447), not from a fixed transactional id.
-            .set(
-                "transactional.id",
-                format!("{}-{}", settings.kafka_group, uuid::Uuid::new_v4()),
-            )
+            .set("transactional.id", format!("{}-{}", settings.kafka_group, uuid::Uuid::new_v4()))
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("transaction.timeout.ms", "60000");
@@ -181,17 +173,10 @@ impl EntryConsumer {
 
     /// Applies and commits one batch. False when `stop` interrupted it before the commit.
     async fn process(&mut self, msgs: Vec<OwnedMessage>, stop: &CancellationToken) -> bool {
-        self.metrics
-            .consumer_batch_size
-            .with_label_values(&[] as &[&str])
-            .observe(msgs.len() as f64);
+        self.metrics.consumer_batch_size.with_label_values(&[] as &[&str]).observe(msgs.len() as f64);
         let plan = Plan::new(&msgs);
         for group in &plan.groups {
-            let joins: Vec<(&str, i64)> = group
-                .joins
-                .iter()
-                .map(|(u, at)| (u.as_str(), *at))
-                .collect();
+            let joins: Vec<(&str, i64)> = group.joins.iter().map(|(u, at)| (u.as_str(), *at)).collect();
             let mut backoff = Backoff::new();
             let mut paused = None;
             loop {
@@ -202,14 +187,8 @@ impl EntryConsumer {
                             .redis_duration
                             .with_label_values(&["apply"])
                             .observe(started.elapsed().as_secs_f64());
-                        self.metrics
-                            .consumer_records
-                            .with_label_values(&["appended"])
-                            .inc_by(applied.appended);
-                        self.metrics
-                            .consumer_records
-                            .with_label_values(&["duplicate"])
-                            .inc_by(applied.duplicates);
+                        self.metrics.consumer_records.with_label_values(&["appended"]).inc_by(applied.appended);
+                        self.metrics.consumer_records.with_label_values(&["duplicate"]).inc_by(applied.duplicates);
                         if backoff.attempts() > 0 {
                             tracing::info!(concert = %group.concert, attempts = backoff.attempts(), "Redis write succeeded after retries");
                         }
@@ -219,10 +198,7 @@ impl EntryConsumer {
                         break;
                     }
                     Err(e) => {
-                        self.metrics
-                            .consumer_retries
-                            .with_label_values(&["redis"])
-                            .inc();
+                        self.metrics.consumer_retries.with_label_values(&["redis"]).inc();
                         if backoff.attempts() == 0 {
                             tracing::warn!(error = %e, concert = %group.concert, "Redis write failed; pausing partitions and retrying with backoff, not committing");
                             paused = self.pause();
@@ -253,12 +229,7 @@ impl EntryConsumer {
     /// records, applies them (deduplicated to no-ops) and commits them once the group is whole.
     /// Nothing is skipped, because no later offset of these partitions can be committed before
     /// this batch is read again.
-    async fn commit(
-        &mut self,
-        msgs: &[OwnedMessage],
-        plan: &Plan<'_>,
-        stop: &CancellationToken,
-    ) -> bool {
+    async fn commit(&mut self, msgs: &[OwnedMessage], plan: &Plan<'_>, stop: &CancellationToken) -> bool {
         let owned = self.consumer.assignment().unwrap_or_default();
         let owns = |m: &OwnedMessage| owned.find_partition(m.topic(), m.partition()).is_some();
         let mut offsets = TopicPartitionList::new();
@@ -267,38 +238,23 @@ impl EntryConsumer {
                 .add_partition_offset(&topic, partition, Offset::Offset(next))
                 .expect("a fresh list takes any partition");
         }
-        let dead: Vec<(&OwnedMessage, &InvalidRecord)> = plan
-            .dead
-            .iter()
-            .filter(|(m, _)| owns(m))
-            .map(|(m, w)| (*m, w))
-            .collect();
+        let dead: Vec<(&OwnedMessage, &InvalidRecord)> =
+            plan.dead.iter().filter(|(m, _)| owns(m)).map(|(m, w)| (*m, w)).collect();
         if offsets.count() == 0 {
             if !msgs.is_empty() {
-                tracing::info!(
-                    "batch's partitions were revoked before commit; their new owner replays them"
-                );
+                tracing::info!("batch's partitions were revoked before commit; their new owner replays them");
             }
             return true;
         }
         match self.commit_once(offsets, &dead).await {
             Ok(()) => {
-                self.metrics
-                    .consumer_records
-                    .with_label_values(&["dead_lettered"])
-                    .inc_by(dead.len() as u64);
+                self.metrics.consumer_records.with_label_values(&["dead_lettered"]).inc_by(dead.len() as u64);
                 self.commit_backoff = Backoff::new();
                 true
             }
             Err(e) => {
-                self.metrics
-                    .consumer_retries
-                    .with_label_values(&["commit"])
-                    .inc();
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    "commit failed; rewinding the batch to replay it"
-                );
+                self.metrics.consumer_retries.with_label_values(&["commit"]).inc();
+                tracing::warn!(error = format!("{e:#}"), "commit failed; rewinding the batch to replay it");
                 self.rewind(msgs);
                 self.commit_backoff.wait(stop).await
             }
@@ -350,26 +306,14 @@ impl EntryConsumer {
     /// Seeks every partition of `msgs` that is still assigned back to the batch's first offset,
     /// and forgets carried records of those partitions (they come again after the seek).
     fn rewind(&mut self, msgs: &[OwnedMessage]) {
-        self.carry.retain(|c| {
-            !msgs
-                .iter()
-                .any(|m| m.topic() == c.topic() && m.partition() == c.partition())
-        });
-        let mut first: std::collections::HashMap<(&str, i32), i64> =
-            std::collections::HashMap::new();
+        self.carry.retain(|c| !msgs.iter().any(|m| m.topic() == c.topic() && m.partition() == c.partition()));
+        let mut first: std::collections::HashMap<(&str, i32), i64> = std::collections::HashMap::new();
         for m in msgs {
-            let e = first
-                .entry((m.topic(), m.partition()))
-                .or_insert(m.offset());
+            let e = first.entry((m.topic(), m.partition())).or_insert(m.offset());
             *e = (*e).min(m.offset());
         }
         for ((topic, partition), offset) in first {
-            if let Err(e) = self.consumer.seek(
-                topic,
-                partition,
-                Offset::Offset(offset),
-                Duration::from_secs(5),
-            ) {
+            if let Err(e) = self.consumer.seek(topic, partition, Offset::Offset(offset), Duration::from_secs(5)) {
                 // Not assigned any more: its next owner starts from the committed offset.
                 tracing::info!(partition, offset, error = %e, "rewind skipped");
             }
@@ -382,40 +326,33 @@ impl EntryConsumer {
         dead: &[(&OwnedMessage, &InvalidRecord)],
     ) -> anyhow::Result<()> {
         let txn = self.transactional_producer().await?;
-        let cgm = self
-            .consumer
-            .group_metadata()
-            .ok_or_else(|| anyhow::anyhow!("consumer has no group metadata"))?;
-        let dead: Vec<(OwnedMessage, InvalidRecord)> = dead
-            .iter()
-            .map(|(m, w)| ((*m).clone(), (*w).clone()))
-            .collect();
+        let cgm = self.consumer.group_metadata().ok_or_else(|| anyhow::anyhow!("consumer has no group metadata"))?;
+        let dead: Vec<(OwnedMessage, InvalidRecord)> = dead.iter().map(|(m, w)| ((*m).clone(), (*w).clone())).collect();
         let dlt = self.dlt_topic.clone();
-        let result =
-            tokio::task::spawn_blocking(move || -> Result<(), rdkafka::error::KafkaError> {
-                txn.begin_transaction()?;
-                let run = || -> Result<(), rdkafka::error::KafkaError> {
-                    for (m, why) in &dead {
-                        let headers = dead_letter_headers(m, why);
-                        let mut rec = FutureRecord::to(&dlt).headers(headers);
-                        if let Some(k) = m.key() {
-                            rec = rec.key(k);
-                        }
-                        if let Some(p) = m.payload() {
-                            rec = rec.payload(p);
-                        }
-                        // The delivery future is not awaited: commit_transaction flushes and fails
-                        // the transaction if any of its records failed.
-                        txn.send_result(rec).map_err(|(e, _)| e)?;
+        let result = tokio::task::spawn_blocking(move || -> Result<(), rdkafka::error::KafkaError> {
+            txn.begin_transaction()?;
+            let run = || -> Result<(), rdkafka::error::KafkaError> {
+                for (m, why) in &dead {
+                    let headers = dead_letter_headers(m, why);
+                    let mut rec = FutureRecord::to(&dlt).headers(headers);
+                    if let Some(k) = m.key() {
+                        rec = rec.key(k);
                     }
-                    txn.send_offsets_to_transaction(&offsets, &cgm, TXN_TIMEOUT)?;
-                    txn.commit_transaction(TXN_TIMEOUT)
-                };
-                run().inspect_err(|_| {
-                    let _ = txn.abort_transaction(TXN_TIMEOUT);
-                })
+                    if let Some(p) = m.payload() {
+                        rec = rec.payload(p);
+                    }
+                    // The delivery future is not awaited: commit_transaction flushes and fails
+                    // the transaction if any of its records failed.
+                    txn.send_result(rec).map_err(|(e, _)| e)?;
+                }
+                txn.send_offsets_to_transaction(&offsets, &cgm, TXN_TIMEOUT)?;
+                txn.commit_transaction(TXN_TIMEOUT)
+            };
+            run().inspect_err(|_| {
+                let _ = txn.abort_transaction(TXN_TIMEOUT);
             })
-            .await?;
+        })
+        .await?;
         if result.is_err() {
             // Any failed transaction retires this producer. A failed abort (the broker was away)
             // leaves librdkafka's transaction state needing an abort that may never succeed, and
@@ -445,10 +382,7 @@ impl EntryConsumer {
     pub fn kafka_probe(&self) -> impl Fn(Duration) -> bool + Send + Sync + 'static {
         let client: Arc<StreamConsumer<RebalanceLogger>> = Arc::new(
             ClientConfig::new()
-                .set(
-                    "bootstrap.servers",
-                    self.txn_config.get("bootstrap.servers").unwrap_or_default(),
-                )
+                .set("bootstrap.servers", self.txn_config.get("bootstrap.servers").unwrap_or_default())
                 .set("group.id", "queuegate-readiness-probe")
                 .create_with_context(RebalanceLogger { counter: None })
                 .expect("a probe client with a valid config"),
@@ -463,35 +397,13 @@ fn dead_letter_headers(m: &OwnedMessage, why: &InvalidRecord) -> OwnedHeaders {
     let offset = m.offset().to_string();
     let detail = why.to_string();
     let mut h = OwnedHeaders::new_with_capacity(6)
-        .insert(Header {
-            key: "qg-dlt-reason",
-            value: Some(why.code()),
-        })
-        .insert(Header {
-            key: "qg-dlt-detail",
-            value: Some(detail.as_str()),
-        })
-        .insert(Header {
-            key: "qg-source-topic",
-            value: Some(m.topic()),
-        })
-        .insert(Header {
-            key: "qg-source-partition",
-            value: Some(partition.as_str()),
-        })
-        .insert(Header {
-            key: "qg-source-offset",
-            value: Some(offset.as_str()),
-        });
-    if let Some(tp) = m
-        .headers()
-        .and_then(|hs| hs.iter().find(|h| h.key == "traceparent"))
-        .and_then(|h| h.value)
-    {
-        h = h.insert(Header {
-            key: "traceparent",
-            value: Some(tp),
-        });
+        .insert(Header { key: "qg-dlt-reason", value: Some(why.code()) })
+        .insert(Header { key: "qg-dlt-detail", value: Some(detail.as_str()) })
+        .insert(Header { key: "qg-source-topic", value: Some(m.topic()) })
+        .insert(Header { key: "qg-source-partition", value: Some(partition.as_str()) })
+        .insert(Header { key: "qg-source-offset", value: Some(offset.as_str()) });
+    if let Some(tp) = m.headers().and_then(|hs| hs.iter().find(|h| h.key == "traceparent")).and_then(|h| h.value) {
+        h = h.insert(Header { key: "traceparent", value: Some(tp) });
     }
     h
 }

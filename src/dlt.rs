@@ -43,11 +43,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Replays the DLT up to its current end. Blocking (run it from `spawn_blocking` in async code).
 /// `report` is called with a line per still-invalid record and every 1,000 records read.
-pub fn replay(
-    settings: &Settings,
-    opts: ReplayOptions,
-    mut report: impl FnMut(&str),
-) -> anyhow::Result<ReplaySummary> {
+pub fn replay(settings: &Settings, opts: ReplayOptions, mut report: impl FnMut(&str)) -> anyhow::Result<ReplaySummary> {
     let dlt = settings.dlt_topic();
     let group = format!("{}-dlt-replay", settings.kafka_group);
     let consumer: BaseConsumer = ClientConfig::new()
@@ -59,23 +55,17 @@ pub fn replay(
         .set("enable.partition.eof", "true")
         .create()
         .context("creating the DLT consumer")?;
-    consumer
-        .subscribe(&[&dlt])
-        .with_context(|| format!("subscribing to {dlt}"))?;
+    consumer.subscribe(&[&dlt]).with_context(|| format!("subscribing to {dlt}"))?;
     let producer: Option<ThreadedProducer<_>> = if opts.dry_run {
         None
     } else {
         let p: ThreadedProducer<rdkafka::producer::DefaultProducerContext> = ClientConfig::new()
             .set("bootstrap.servers", &settings.kafka_brokers)
-            .set(
-                "transactional.id",
-                format!("{group}-{}", uuid::Uuid::new_v4()),
-            )
+            .set("transactional.id", format!("{group}-{}", uuid::Uuid::new_v4()))
             .set("enable.idempotence", "true")
             .create()
             .context("creating the replay producer")?;
-        p.init_transactions(TIMEOUT)
-            .context("initialising transactions")?;
+        p.init_transactions(TIMEOUT).context("initialising transactions")?;
         Some(p)
     };
 
@@ -84,21 +74,11 @@ pub fn replay(
     let mut chunk: Vec<OwnedMessage> = Vec::new();
     let started = Instant::now();
     loop {
-        let assigned: Vec<i32> = consumer
-            .assignment()
-            .map(|a| a.elements().iter().map(|e| e.partition()).collect())
-            .unwrap_or_default();
+        let assigned: Vec<i32> =
+            consumer.assignment().map(|a| a.elements().iter().map(|e| e.partition()).collect()).unwrap_or_default();
         let done = !assigned.is_empty() && assigned.iter().all(|p| at_eof.contains(p));
         if done || chunk.len() >= CHUNK {
-            flush_chunk(
-                &consumer,
-                producer.as_ref(),
-                settings,
-                opts,
-                &mut chunk,
-                &mut summary,
-                &mut report,
-            )?;
+            flush_chunk(&consumer, producer.as_ref(), settings, opts, &mut chunk, &mut summary, &mut report)?;
         }
         if done {
             return Ok(summary);
@@ -150,11 +130,7 @@ fn flush_chunk(
                 m.partition(),
                 m.offset(),
                 why,
-                if opts.all {
-                    "; re-publishing anyway"
-                } else {
-                    "; left in the DLT"
-                }
+                if opts.all { "; re-publishing anyway" } else { "; left in the DLT" }
             ));
             if !opts.all {
                 summary.still_invalid += 1;
@@ -166,26 +142,13 @@ fn flush_chunk(
             let partition = m.partition().to_string();
             let offset = m.offset().to_string();
             let mut headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "qg-replayed-from-partition",
-                    value: Some(partition.as_str()),
-                })
-                .insert(Header {
-                    key: "qg-replayed-from-offset",
-                    value: Some(offset.as_str()),
-                });
-            if let Some(tp) = m
-                .headers()
-                .and_then(|h| h.iter().find(|h| h.key == "traceparent"))
-                .and_then(|h| h.value)
+                .insert(Header { key: "qg-replayed-from-partition", value: Some(partition.as_str()) })
+                .insert(Header { key: "qg-replayed-from-offset", value: Some(offset.as_str()) });
+            if let Some(tp) = m.headers().and_then(|h| h.iter().find(|h| h.key == "traceparent")).and_then(|h| h.value)
             {
-                headers = headers.insert(Header {
-                    key: "traceparent",
-                    value: Some(tp),
-                });
+                headers = headers.insert(Header { key: "traceparent", value: Some(tp) });
             }
-            let mut rec: BaseRecord<'_, [u8], [u8]> =
-                BaseRecord::to(&settings.kafka_topic).headers(headers);
+            let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&settings.kafka_topic).headers(headers);
             if let Some(k) = m.key() {
                 rec = rec.key(k);
             }
@@ -196,17 +159,12 @@ fn flush_chunk(
         }
     }
     if let Some(p) = producer {
-        let cgm = consumer
-            .group_metadata()
-            .context("replay consumer has no group metadata")?;
-        let committed = p
-            .send_offsets_to_transaction(&offsets, &cgm, TIMEOUT)
-            .and_then(|()| p.commit_transaction(TIMEOUT));
+        let cgm = consumer.group_metadata().context("replay consumer has no group metadata")?;
+        let committed =
+            p.send_offsets_to_transaction(&offsets, &cgm, TIMEOUT).and_then(|()| p.commit_transaction(TIMEOUT));
         if let Err(e) = committed {
             let _ = p.abort_transaction(TIMEOUT);
-            return Err(e).context(
-                "committing the replay transaction (nothing of this chunk was re-published)",
-            );
+            return Err(e).context("committing the replay transaction (nothing of this chunk was re-published)");
         }
     }
     chunk.clear();

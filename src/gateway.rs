@@ -14,14 +14,19 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 
+use crate::admission::AdmissionKeys;
 use crate::concerts::{ConcertCache, ConcertState};
 use crate::ids::EntryRecord;
 use crate::metrics::Metrics;
 use crate::problem::{check_id, json_config, parse_body, ApiError};
 use crate::producer::{EntryProducer, ProduceError};
-use crate::store::{QueueStore, Standing};
+use crate::store::QueueStore;
 use crate::token::EntryTokens;
 use crate::trace::TraceContext;
+
+mod status;
+
+pub use status::{bearer, FanStatus};
 
 /// Everything the public handlers share; one per process.
 pub struct Gateway {
@@ -29,6 +34,7 @@ pub struct Gateway {
     pub store: QueueStore,
     pub cache: ConcertCache,
     pub tokens: EntryTokens,
+    pub keys: AdmissionKeys,
     pub metrics: Metrics,
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
@@ -39,19 +45,12 @@ impl Gateway {
         store: QueueStore,
         cache: ConcertCache,
         tokens: EntryTokens,
+        keys: AdmissionKeys,
         metrics: Metrics,
         joins_per_ip_per_second: u32,
     ) -> Self {
-        let limiter = NonZeroU32::new(joins_per_ip_per_second)
-            .map(|n| RateLimiter::keyed(Quota::per_second(n)));
-        Gateway {
-            producer,
-            store,
-            cache,
-            tokens,
-            metrics,
-            limiter,
-        }
+        let limiter = NonZeroU32::new(joins_per_ip_per_second).map(|n| RateLimiter::keyed(Quota::per_second(n)));
+        Gateway { producer, store, cache, tokens, keys, metrics, limiter }
     }
 
     /// 429 with the time until this client may join again.
@@ -61,9 +60,7 @@ impl Gateway {
         };
         limiter.check_key(&ip).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
-            ApiError::RateLimited {
-                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-            }
+            ApiError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 }
         })
     }
 }
@@ -73,16 +70,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(json_config())
         .route("/", web::get().to(index))
         .route("/v1/concerts/{concertId}/queue", web::post().to(join))
-        .route(
-            "/v1/concerts/{concertId}/queue/{userId}",
-            web::get().to(status),
-        );
+        .route("/v1/concerts/{concertId}/queue/{userId}", web::get().to(status::status))
+        .route("/v1/concerts/{concertId}/admission/complete", web::post().to(status::complete))
+        .route("/.well-known/jwks.json", web::get().to(status::jwks));
 }
 
 async fn index() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(include_str!("gateway/index.html"))
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(include_str!("gateway/index.html"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,9 +116,7 @@ async fn join(
             )))
         }
         None if !gw.cache.is_loaded() => {
-            return Err(ApiError::unavailable(
-                "concerts are still loading; retry shortly",
-            ))
+            return Err(ApiError::unavailable("concerts are still loading; retry shortly"))
         }
         None => return Err(ApiError::NotFound(format!("no concert {concert_id}"))),
     }
@@ -138,10 +130,7 @@ async fn join(
     };
     let started = Instant::now();
     gw.metrics.produce_in_flight.inc();
-    let sent = gw
-        .producer
-        .send(&rec, &[("traceparent", &trace.header())])
-        .await;
+    let sent = gw.producer.send(&rec, &[("traceparent", &trace.header())]).await;
     gw.metrics.produce_in_flight.dec();
     let outcome = match &sent {
         Ok(_) => "acked",
@@ -150,32 +139,21 @@ async fn join(
         Err(ProduceError::Timeout) => "timeout",
         Err(ProduceError::Kafka(_)) => "kafka_error",
     };
-    gw.metrics
-        .produce_duration
-        .with_label_values(&[outcome])
-        .observe(started.elapsed().as_secs_f64());
+    gw.metrics.produce_duration.with_label_values(&[outcome]).observe(started.elapsed().as_secs_f64());
     match sent {
         Ok(d) => {
             tracing::debug!(trace_id = %trace.trace_id, concert = %rec.concert_id, user = %rec.user_id,
                 partition = d.partition, offset = d.offset, "join accepted");
         }
         Err(e) => {
-            gw.metrics
-                .produce_errors
-                .with_label_values(&[outcome])
-                .inc();
+            gw.metrics.produce_errors.with_label_values(&[outcome]).inc();
             tracing::warn!(trace_id = %trace.trace_id, concert = %rec.concert_id, error = %e, "join not accepted");
-            return Err(ApiError::unavailable(format!(
-                "the join could not be made durable: {e}"
-            )));
+            return Err(ApiError::unavailable(format!("the join could not be made durable: {e}")));
         }
     }
     let token = gw.tokens.issue(&rec.concert_id, &rec.user_id);
     Ok(HttpResponse::Accepted()
-        .insert_header((
-            header::LOCATION,
-            format!("/v1/concerts/{}/queue/{}", rec.concert_id, rec.user_id),
-        ))
+        .insert_header((header::LOCATION, format!("/v1/concerts/{}/queue/{}", rec.concert_id, rec.user_id)))
         .json(JoinAccepted {
             entry_id: &rec.entry_id,
             concert_id: &rec.concert_id,
@@ -183,80 +161,4 @@ async fn join(
             status: "pending",
             token,
         }))
-}
-
-/// A fan's view of its place; the same object the admin single-user lookup builds on.
-#[derive(Debug, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct FanStatus {
-    pub status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub position: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub queue_length: Option<u64>,
-}
-
-impl From<Standing> for FanStatus {
-    fn from(s: Standing) -> Self {
-        match s {
-            Standing::Unknown => FanStatus {
-                status: "pending",
-                position: None,
-                queue_length: None,
-            },
-            Standing::Waiting {
-                position,
-                queue_length,
-                ..
-            } => FanStatus {
-                status: "waiting",
-                position: Some(position),
-                queue_length: Some(queue_length),
-            },
-            // Queued once and no longer waiting: only removal takes a fan out of the queue today.
-            Standing::Left { queue_length, .. } => FanStatus {
-                status: "removed",
-                position: None,
-                queue_length: Some(queue_length),
-            },
-        }
-    }
-}
-
-/// The token in `Authorization: Bearer …`, if any.
-pub fn bearer(req: &HttpRequest) -> Option<&str> {
-    req.headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-}
-
-/// `GET /v1/concerts/{concertId}/queue/{userId}` — the fan's status, with its entry token.
-async fn status(
-    gw: web::Data<Gateway>,
-    req: HttpRequest,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
-    let (concert_id, user_id) = path.into_inner();
-    check_id("concertId", &concert_id)?;
-    check_id("userId", &user_id)?;
-    match bearer(&req) {
-        Some(t) if gw.tokens.verify(&concert_id, &user_id, t) => {}
-        _ => {
-            return Err(ApiError::Unauthorized(
-                "a valid entry token is required (Authorization: Bearer <token>)".into(),
-            ))
-        }
-    }
-    let started = Instant::now();
-    let standing = gw.store.standing(&concert_id, &user_id).await?;
-    gw.metrics
-        .redis_duration
-        .with_label_values(&["status"])
-        .observe(started.elapsed().as_secs_f64());
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(FanStatus::from(standing)))
 }

@@ -8,9 +8,7 @@ use serde::{Deserialize, Serialize};
 /// the dead-letter topic), and it is what keeps ids safe inside Redis keys and Kafka keys: no
 /// `:`, no braces, no spaces.
 pub fn valid_id(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The Kafka key of a join: `{userId}:{concertId}`. Every join of one fan for one concert has
@@ -67,8 +65,7 @@ impl EntryRecord {
     /// Decodes and checks a record as the consumer receives it.
     pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<EntryRecord, InvalidRecord> {
         let value = value.ok_or(InvalidRecord::MissingValue)?;
-        let rec: EntryRecord =
-            serde_json::from_slice(value).map_err(|e| InvalidRecord::Undecodable(e.to_string()))?;
+        let rec: EntryRecord = serde_json::from_slice(value).map_err(|e| InvalidRecord::Undecodable(e.to_string()))?;
         if !valid_id(&rec.concert_id) {
             return Err(InvalidRecord::InvalidConcertId);
         }
@@ -99,12 +96,7 @@ mod tests {
     }
 
     fn rec() -> EntryRecord {
-        EntryRecord {
-            entry_id: "e".into(),
-            concert_id: "c1".into(),
-            user_id: "u1".into(),
-            joined_at_ms: 1,
-        }
+        EntryRecord { entry_id: "e".into(), concert_id: "c1".into(), user_id: "u1".into(), joined_at_ms: 1 }
     }
 
     #[test]
@@ -116,28 +108,14 @@ mod tests {
     #[test]
     fn a_key_that_disagrees_with_the_value_is_invalid() {
         let v = serde_json::to_vec(&rec()).unwrap();
-        assert_eq!(
-            EntryRecord::decode(Some(b"u2:c1"), Some(&v)),
-            Err(InvalidRecord::KeyMismatch)
-        );
-        assert_eq!(
-            EntryRecord::decode(None, Some(&v)),
-            Err(InvalidRecord::KeyMismatch)
-        );
+        assert_eq!(EntryRecord::decode(Some(b"u2:c1"), Some(&v)), Err(InvalidRecord::KeyMismatch));
+        assert_eq!(EntryRecord::decode(None, Some(&v)), Err(InvalidRecord::KeyMismatch));
     }
 
     #[test]
     fn garbage_is_undecodable() {
-        assert_eq!(
-            EntryRecord::decode(Some(b"k"), Some(b"{"))
-                .unwrap_err()
-                .code(),
-            "undecodable"
-        );
-        assert_eq!(
-            EntryRecord::decode(Some(b"k"), None),
-            Err(InvalidRecord::MissingValue)
-        );
+        assert_eq!(EntryRecord::decode(Some(b"k"), Some(b"{")).unwrap_err().code(), "undecodable");
+        assert_eq!(EntryRecord::decode(Some(b"k"), None), Err(InvalidRecord::MissingValue));
     }
 
     #[test]
@@ -145,9 +123,6 @@ mod tests {
         let mut r = rec();
         r.user_id = "a b".into();
         let v = serde_json::to_vec(&r).unwrap();
-        assert_eq!(
-            EntryRecord::decode(Some(b"a b:c1"), Some(&v)),
-            Err(InvalidRecord::InvalidUserId)
-        );
+        assert_eq!(EntryRecord::decode(Some(b"a b:c1"), Some(&v)), Err(InvalidRecord::InvalidUserId));
     }
 }

@@ -6,6 +6,8 @@
 //! run the [`concerts`]. [`startup`] wires the roles together. See `docs/` for the guarantees.
 
 pub mod admin;
+pub mod admission;
+pub mod admitter;
 pub mod clock;
 pub mod concerts;
 pub mod config;

@@ -29,11 +29,7 @@ fn main() -> ExitCode {
                         s.read,
                         s.republished,
                         s.still_invalid,
-                        if dry_run {
-                            " (dry run: nothing changed)"
-                        } else {
-                            ""
-                        }
+                        if dry_run { " (dry run: nothing changed)" } else { "" }
                     );
                     ExitCode::SUCCESS
                 }
@@ -44,10 +40,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("queuegate: cannot start the async runtime: {e}");

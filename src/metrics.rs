@@ -3,9 +3,7 @@
 //! Names carry the `queuegate_` prefix and their unit; labels are bounded (routes are the
 //! matched route patterns, never raw paths; statuses and outcomes are small fixed sets).
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// Every metric of one process.
 #[derive(Clone)]
@@ -21,21 +19,17 @@ pub struct Metrics {
     pub redis_duration: HistogramVec,
     pub consumer_retries: IntCounterVec,
     pub consumer_rebalances: IntCounterVec,
+    pub admissions: IntCounterVec,
 }
 
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let m = Metrics {
             http_requests: IntCounterVec::new(
-                Opts::new(
-                    "queuegate_http_requests_total",
-                    "HTTP requests answered, by listener, route and status",
-                ),
+                Opts::new("queuegate_http_requests_total", "HTTP requests answered, by listener, route and status"),
                 &["listener", "route", "status"],
             )
             .expect("valid metric"),
@@ -58,10 +52,7 @@ impl Metrics {
             )
             .expect("valid metric"),
             produce_errors: IntCounterVec::new(
-                Opts::new(
-                    "queuegate_produce_errors_total",
-                    "Joins that could not be produced, by reason",
-                ),
+                Opts::new("queuegate_produce_errors_total", "Joins that could not be produced, by reason"),
                 &["reason"],
             )
             .expect("valid metric"),
@@ -79,30 +70,19 @@ impl Metrics {
             )
             .expect("valid metric"),
             consumer_batch_size: HistogramVec::new(
-                HistogramOpts::new(
-                    "queuegate_consumer_batch_records",
-                    "Records per consumer batch",
-                )
-                .buckets(vec![
-                    1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
-                ]),
+                HistogramOpts::new("queuegate_consumer_batch_records", "Records per consumer batch")
+                    .buckets(vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0]),
                 &[],
             )
             .expect("valid metric"),
             redis_duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "queuegate_redis_call_duration_seconds",
-                    "Redis call duration, by operation",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
+                HistogramOpts::new("queuegate_redis_call_duration_seconds", "Redis call duration, by operation")
+                    .buckets(LATENCY_BUCKETS.to_vec()),
                 &["op"],
             )
             .expect("valid metric"),
             consumer_retries: IntCounterVec::new(
-                Opts::new(
-                    "queuegate_consumer_retries_total",
-                    "Consumer retries after a passing failure, by stage",
-                ),
+                Opts::new("queuegate_consumer_retries_total", "Consumer retries after a passing failure, by stage"),
                 &["stage"],
             )
             .expect("valid metric"),
@@ -112,6 +92,11 @@ impl Metrics {
                     "Partition assignments and revocations seen by the consumer, by kind (assign, revoke, error)",
                 ),
                 &["kind"],
+            )
+            .expect("valid metric"),
+            admissions: IntCounterVec::new(
+                Opts::new("queuegate_admissions_total", "Fans admitted by this process, by mode (auto, manual)"),
+                &["mode"],
             )
             .expect("valid metric"),
             registry,
@@ -127,6 +112,7 @@ impl Metrics {
             Box::new(m.redis_duration.clone()),
             Box::new(m.consumer_retries.clone()),
             Box::new(m.consumer_rebalances.clone()),
+            Box::new(m.admissions.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }
@@ -136,9 +122,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding cannot fail");
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
         String::from_utf8(buf).expect("exposition is UTF-8")
     }
 }

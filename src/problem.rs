@@ -22,10 +22,7 @@ pub enum ApiError {
     #[error("too many requests")]
     RateLimited { retry_after_secs: u64 },
     #[error("{detail}")]
-    Unavailable {
-        detail: String,
-        retry_after_secs: u64,
-    },
+    Unavailable { detail: String, retry_after_secs: u64 },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -33,10 +30,7 @@ pub enum ApiError {
 impl ApiError {
     /// 503 with Retry-After, for passing trouble with Kafka or Redis.
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        ApiError::Unavailable {
-            detail: detail.into(),
-            retry_after_secs: 1,
-        }
+        ApiError::Unavailable { detail: detail.into(), retry_after_secs: 1 }
     }
 
     /// The problem `type` slug and `title` of this error.
@@ -56,10 +50,9 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<u64> {
         match self {
-            ApiError::RateLimited { retry_after_secs }
-            | ApiError::Unavailable {
-                retry_after_secs, ..
-            } => Some(*retry_after_secs),
+            ApiError::RateLimited { retry_after_secs } | ApiError::Unavailable { retry_after_secs, .. } => {
+                Some(*retry_after_secs)
+            }
             _ => None,
         }
     }
@@ -105,9 +98,7 @@ impl ResponseError for ApiError {
             title,
             status: status.as_u16(),
             detail: match self {
-                ApiError::Internal(_) => {
-                    "the request could not be completed; it is safe to retry".to_owned()
-                }
+                ApiError::Internal(_) => "the request could not be completed; it is safe to retry".to_owned(),
                 other => other.to_string(),
             },
         };
@@ -176,8 +167,6 @@ pub fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
     if crate::ids::valid_id(value) {
         Ok(())
     } else {
-        Err(ApiError::BadRequest(format!(
-            "{field} must match ^[A-Za-z0-9_-]{{1,64}}$"
-        )))
+        Err(ApiError::BadRequest(format!("{field} must match ^[A-Za-z0-9_-]{{1,64}}$")))
     }
 }

@@ -63,14 +63,8 @@ impl EntryProducer {
             .set("linger.ms", settings.kafka_linger_ms.to_string())
             .set("compression.type", &settings.kafka_compression)
             .set("batch.num.messages", "10000")
-            .set(
-                "queue.buffering.max.messages",
-                (settings.max_in_flight * 2).max(1000).to_string(),
-            )
-            .set(
-                "message.timeout.ms",
-                settings.kafka_delivery_timeout_ms.to_string(),
-            )
+            .set("queue.buffering.max.messages", (settings.max_in_flight * 2).max(1000).to_string())
+            .set("message.timeout.ms", settings.kafka_delivery_timeout_ms.to_string())
             .set("socket.keepalive.enable", "true")
             .create()
             .map_err(|e| anyhow::anyhow!("creating the Kafka producer: {e}"))?;
@@ -85,29 +79,16 @@ impl EntryProducer {
 
     /// Produces `rec` keyed `{userId}:{concertId}` and waits for the broker's acknowledgement.
     /// `headers` go along with the record (trace context).
-    pub async fn send(
-        &self,
-        rec: &EntryRecord,
-        headers: &[(&str, &str)],
-    ) -> Result<Delivered, ProduceError> {
+    pub async fn send(&self, rec: &EntryRecord, headers: &[(&str, &str)]) -> Result<Delivered, ProduceError> {
         // Held until the delivery report arrives (or the caller goes away).
-        let _permit = self
-            .permits
-            .try_acquire()
-            .map_err(|_| ProduceError::Overloaded)?;
+        let _permit = self.permits.try_acquire().map_err(|_| ProduceError::Overloaded)?;
         let key = entry_key(&rec.user_id, &rec.concert_id);
         let payload = serde_json::to_vec(rec).expect("an entry record always serialises");
         let mut h = OwnedHeaders::new_with_capacity(headers.len());
         for (k, v) in headers {
-            h = h.insert(Header {
-                key: k,
-                value: Some(*v),
-            });
+            h = h.insert(Header { key: k, value: Some(*v) });
         }
-        let record = FutureRecord::to(&self.topic)
-            .key(&key)
-            .payload(&payload)
-            .headers(h);
+        let record = FutureRecord::to(&self.topic).key(&key).payload(&payload).headers(h);
         let delivery = match self.producer.send_result(record) {
             Ok(f) => f,
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
@@ -118,10 +99,7 @@ impl EntryProducer {
         // librdkafka fails the report after message.timeout.ms; the extra second only guards
         // against a report that never comes.
         match tokio::time::timeout(self.delivery_timeout + Duration::from_secs(1), delivery).await {
-            Ok(Ok(Ok(d))) => Ok(Delivered {
-                partition: d.partition,
-                offset: d.offset,
-            }),
+            Ok(Ok(Ok(d))) => Ok(Delivered { partition: d.partition, offset: d.offset }),
             Ok(Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _)))) => {
                 Err(ProduceError::Timeout)
             }
@@ -145,9 +123,6 @@ impl EntryProducer {
     /// Whether the broker answers a metadata request for the entry topic within `timeout`.
     /// Blocking: call it from `spawn_blocking`.
     pub fn kafka_reachable(&self, timeout: Duration) -> bool {
-        self.producer
-            .client()
-            .fetch_metadata(Some(&self.topic), timeout)
-            .is_ok()
+        self.producer.client().fetch_metadata(Some(&self.topic), timeout).is_ok()
     }
 }

@@ -25,6 +25,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, Admin};
+use crate::admitter::Admitter;
 use crate::concerts::{ConcertCache, ConcertSettings};
 use crate::config::{Role, Settings};
 use crate::consumer::EntryConsumer;
@@ -48,6 +49,7 @@ pub struct Application {
     consumer: Option<EntryConsumer>,
     cache: ConcertCache,
     admin_store: QueueStore,
+    metrics: Metrics,
 }
 
 /// Which listener a request came in on, for metric labels.
@@ -58,42 +60,25 @@ impl Application {
     /// Validates `settings`, binds the listeners the `role` needs and creates its clients.
     pub async fn build(settings: Settings, role: Role) -> anyhow::Result<Self> {
         settings.validate()?;
+        let keys = settings.admission_keys()?;
         let metrics = Metrics::new();
         let cache = ConcertCache::default();
         let draining = Arc::new(AtomicBool::new(false));
         let grace = settings.shutdown_grace_seconds;
-        let workers = if settings.http_workers == 0 {
-            num_cpus()
-        } else {
-            settings.http_workers
-        };
+        let workers = if settings.http_workers == 0 { num_cpus() } else { settings.http_workers };
 
         // Separate pools per part: actix workers run their own runtimes, and a Redis connection
         // lives on the runtime that opened it, so the consumer never shares one with a listener.
-        let new_store = || {
-            QueueStore::new(
-                &settings.redis_url,
-                &settings.redis_prefix,
-                settings.redis_pool,
-            )
-        };
+        let new_store = || QueueStore::new(&settings.redis_url, &settings.redis_prefix, settings.redis_pool);
         let admin_store = new_store()?;
 
-        let admin_listener = TcpListener::bind(settings.admin_addr).with_context(|| {
-            format!(
-                "binding the admin listener (QUEUEGATE_ADMIN_ADDR={})",
-                settings.admin_addr
-            )
-        })?;
+        let admin_listener = TcpListener::bind(settings.admin_addr)
+            .with_context(|| format!("binding the admin listener (QUEUEGATE_ADMIN_ADDR={})", settings.admin_addr))?;
         let admin_port = admin_listener.local_addr()?.port();
 
         let (public, http_port, producer) = if role.serves_public() {
-            let listener = TcpListener::bind(settings.http_addr).with_context(|| {
-                format!(
-                    "binding the public listener (QUEUEGATE_HTTP_ADDR={})",
-                    settings.http_addr
-                )
-            })?;
+            let listener = TcpListener::bind(settings.http_addr)
+                .with_context(|| format!("binding the public listener (QUEUEGATE_HTTP_ADDR={})", settings.http_addr))?;
             let port = listener.local_addr()?.port();
             let producer = EntryProducer::new(&settings)?;
             let gw = web::Data::new(Gateway::new(
@@ -101,6 +86,7 @@ impl Application {
                 new_store()?,
                 cache.clone(),
                 EntryTokens::new(&settings.token_secret_bytes()),
+                keys.clone(),
                 metrics.clone(),
                 settings.rate_limit_per_ip,
             ));
@@ -116,6 +102,9 @@ impl Application {
             .listen(listener)?
             .workers(workers)
             .backlog(4096)
+            // actix's 5 s default for reading a request head answers 408 to fans whose
+            // connection waited in the accept queue during a burst; 15 s still bounds slow clients.
+            .client_request_timeout(Duration::from_secs(15))
             .max_connections(50_000)
             .disable_signals()
             .shutdown_timeout(grace)
@@ -125,20 +114,14 @@ impl Application {
             (None, None, None)
         };
 
-        let consumer = if role.consumes() {
-            Some(EntryConsumer::new(
-                &settings,
-                new_store()?,
-                metrics.clone(),
-            )?)
-        } else {
-            None
-        };
+        let consumer =
+            if role.consumes() { Some(EntryConsumer::new(&settings, new_store()?, metrics.clone())?) } else { None };
 
         let mut admin_state = Admin::new(
             admin_store.clone(),
             cache.clone(),
             metrics.clone(),
+            keys,
             settings.admin_token.as_deref(),
             draining.clone(),
         );
@@ -177,6 +160,7 @@ impl Application {
             consumer,
             cache,
             admin_store,
+            metrics,
         })
     }
 
@@ -208,6 +192,7 @@ impl Application {
             consumer,
             cache,
             admin_store,
+            metrics,
             ..
         } = self;
         let grace = settings.shutdown_grace();
@@ -219,24 +204,24 @@ impl Application {
         let admin_handle = admin.handle();
         tokio::spawn(admin);
 
-        if role.serves_public() {
-            if let Err(e) = cache.refresh(&admin_store).await {
-                tracing::warn!(error = %e, "could not load concerts at start-up; joins answer 503 until Redis answers");
-            }
-            let every = Duration::from_millis(settings.concert_refresh_ms);
-            tokio::spawn(
-                cache
-                    .clone()
-                    .run_refresh(admin_store.clone(), every, stop.clone()),
-            );
+        // Gateways judge joins by the cache; admitters find the concerts to admit in it.
+        if let Err(e) = cache.refresh(&admin_store).await {
+            tracing::warn!(error = %e, "could not load concerts at start-up; joins answer 503 until Redis answers");
         }
-        if let Some(id) = settings.demo_concert.clone() {
-            tokio::spawn(ensure_demo_concert(
+        let every = Duration::from_millis(settings.concert_refresh_ms);
+        tokio::spawn(cache.clone().run_refresh(admin_store.clone(), every, stop.clone()));
+        if role.consumes() {
+            let admitter = Admitter::new(
                 admin_store.clone(),
                 cache.clone(),
-                id,
-                stop.clone(),
-            ));
+                metrics.clone(),
+                Duration::from_millis(settings.admission_tick_ms),
+                settings.admission_lease_ms,
+            );
+            tokio::spawn(admitter.run(stop.clone()));
+        }
+        if let Some(id) = settings.demo_concert.clone() {
+            tokio::spawn(ensure_demo_concert(admin_store.clone(), cache.clone(), id, stop.clone()));
         }
         let consumer_stop = CancellationToken::new();
         let mut consumer_task = consumer.map(|c| tokio::spawn(c.run(consumer_stop.clone())));
@@ -261,10 +246,7 @@ impl Application {
         stop.cancel();
         if let Some(h) = public_handle {
             h.stop(true).await;
-            tracing::info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "public listener stopped"
-            );
+            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "public listener stopped");
         }
         if let Some(p) = producer {
             let flushed = tokio::task::spawn_blocking(move || p.flush(grace)).await;
@@ -286,10 +268,7 @@ impl Application {
             }
         }
         admin_handle.stop(true).await;
-        tracing::info!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "queuegate stopped"
-        );
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "queuegate stopped");
         match failure {
             Some(e) => Err(e),
             None => Ok(()),
@@ -298,12 +277,7 @@ impl Application {
 }
 
 /// Creates the demo concert, open, if it does not exist; retries while Redis is unreachable.
-async fn ensure_demo_concert(
-    store: QueueStore,
-    cache: ConcertCache,
-    id: String,
-    stop: CancellationToken,
-) {
+async fn ensure_demo_concert(store: QueueStore, cache: ConcertCache, id: String, stop: CancellationToken) {
     loop {
         let result = match store.get_concert(&id).await {
             Ok(Some(c)) => Ok(c),
@@ -312,7 +286,7 @@ async fn ensure_demo_concert(
         };
         match result {
             Ok(c) => {
-                cache.set(&id, c.settings.state);
+                cache.set(&id, c.settings.clone());
                 tracing::info!(concert = %id, state = c.settings.state.as_str(), "demo concert ready");
                 return;
             }
@@ -331,10 +305,7 @@ async fn observe(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
-    let listener = req
-        .app_data::<web::Data<ListenerName>>()
-        .map(|l| l.0)
-        .unwrap_or("unknown");
+    let listener = req.app_data::<web::Data<ListenerName>>().map(|l| l.0).unwrap_or("unknown");
     let route = req.match_pattern();
     let started = Instant::now();
     let res = next.call(req).await;
@@ -344,20 +315,14 @@ async fn observe(
             Err(e) => e.as_response_error().status_code(),
         };
         let route = route.as_deref().unwrap_or("unmatched");
-        m.http_requests
-            .with_label_values(&[listener, route, status.as_str()])
-            .inc();
-        m.http_duration
-            .with_label_values(&[listener, route])
-            .observe(started.elapsed().as_secs_f64());
+        m.http_requests.with_label_values(&[listener, route, status.as_str()]).inc();
+        m.http_duration.with_label_values(&[listener, route]).observe(started.elapsed().as_secs_f64());
     }
     res
 }
 
 fn num_cpus() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
 }
 
 /// Cancels `stop` on Ctrl-C or SIGTERM.

@@ -37,21 +37,74 @@ pub struct Applied {
 }
 
 /// Where a fan stands in a concert's queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Standing {
     /// Not in Redis (yet): the join is on its way through Kafka, or never happened.
     Unknown,
-    /// Waiting at `position` (1-based) of `queue_length`.
-    Waiting {
-        position: u64,
-        queue_length: u64,
-        joined_at_ms: i64,
-    },
+    /// Waiting at `position` (1-based) of `queue_length`; `observed_rate` is the concert's
+    /// recent admission rate (admits/s, decayed over ~30 s).
+    Waiting { position: u64, queue_length: u64, joined_at_ms: i64, observed_rate: f64 },
     /// Was queued, is no longer waiting.
-    Left {
-        queue_length: u64,
-        joined_at_ms: i64,
-    },
+    Left { queue_length: u64, joined_at_ms: i64, outcome: Outcome },
+}
+
+/// How a fan left the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Admitted at `iat_ms`; the admission token expires at `exp_ms`.
+    Admitted { iat_ms: i64, exp_ms: i64 },
+    /// Skipped at admission because it stopped polling (abandoned).
+    Abandoned { at_ms: i64 },
+    /// Removed by an operator.
+    Removed { at_ms: i64 },
+}
+
+impl Outcome {
+    /// Parses the state written by admit.lua / remove.lua.
+    fn parse(s: &str) -> Option<Outcome> {
+        let mut parts = s.split(':');
+        let kind = parts.next()?;
+        let a: i64 = parts.next()?.parse().ok()?;
+        match kind {
+            "a" => Some(Outcome::Admitted { iat_ms: a, exp_ms: parts.next()?.parse().ok()? }),
+            "x" => Some(Outcome::Abandoned { at_ms: a }),
+            "r" => Some(Outcome::Removed { at_ms: a }),
+            _ => None,
+        }
+    }
+}
+
+/// A concert's counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub waiting: u64,
+    /// Admitted since the concert began.
+    pub admitted: u64,
+    /// Admitted fans whose token has not expired nor been completed (the slots in use).
+    pub active: u64,
+    /// Skipped at admission as abandoned.
+    pub abandoned: u64,
+    pub removed: u64,
+}
+
+/// What one admission call asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmitRequest<'a> {
+    pub max: u32,
+    pub ttl_ms: i64,
+    pub max_active: u32,
+    pub abandon_after_ms: i64,
+    /// 0: no rate bucket (manual admission, or concurrency mode alone).
+    pub per_second: u32,
+    /// The lease value held by an automatic admitter; None for manual admission.
+    pub lease: Option<&'a str>,
+}
+
+/// Fans admitted by one call: (userId, token expiry ms), issued at `iat_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    pub iat_ms: i64,
+    pub fans: Vec<(String, i64)>,
 }
 
 /// One row of the admin listing.
@@ -67,6 +120,10 @@ struct Scripts {
     apply: Script,
     status: Script,
     page: Script,
+    admit: Script,
+    remove: Script,
+    lease: Script,
+    counts: Script,
 }
 
 /// Handle on the Redis queue store; cheap to clone.
@@ -98,6 +155,10 @@ impl QueueStore {
                 apply: Script::new(include_str!("store/apply.lua")),
                 status: Script::new(include_str!("store/status.lua")),
                 page: Script::new(include_str!("store/page.lua")),
+                admit: Script::new(include_str!("store/admit.lua")),
+                remove: Script::new(include_str!("store/remove.lua")),
+                lease: Script::new(include_str!("store/lease.lua")),
+                counts: Script::new(include_str!("store/counts.lua")),
             }),
             timeout: CALL_TIMEOUT,
         })
@@ -154,28 +215,31 @@ impl QueueStore {
         }
         let mut c = self.conn().await?;
         let (appended, duplicates): (u64, u64) = self.timed(inv.invoke_async(&mut c)).await?;
-        Ok(Applied {
-            appended,
-            duplicates,
-        })
+        Ok(Applied { appended, duplicates })
     }
 
-    /// Where `user` stands in `concert`'s queue: O(log n).
-    pub async fn standing(&self, concert: &str, user: &str) -> Result<Standing, StoreError> {
+    /// Where `user` stands in `concert`'s queue: O(log n). `touch` records the read as the
+    /// fan's last poll (abandonment is judged by it); operators' reads pass false.
+    pub async fn standing(&self, concert: &str, user: &str, touch: bool) -> Result<Standing, StoreError> {
+        let now = crate::clock::now_ms();
         let mut inv = self.scripts.status.prepare_invoke();
         inv.key(self.key(concert, "joined"))
             .key(self.key(concert, "rank"))
-            .arg(user);
+            .key(self.key(concert, "state"))
+            .key(self.key(concert, "seen"))
+            .key(self.key(concert, "adm"))
+            .arg(user)
+            .arg(now)
+            .arg(if touch { "1" } else { "0" });
         let mut c = self.conn().await?;
         let reply: Vec<redis::Value> = self.timed(inv.invoke_async(&mut c)).await?;
+        let get =
+            |i: usize| reply.get(i).ok_or_else(|| StoreError::Reply(format!("status reply too short: {reply:?}")));
         let int = |i: usize| -> Result<i64, StoreError> {
-            match reply.get(i) {
-                Some(v) => redis::from_redis_value_ref::<i64>(v)
-                    .map_err(|e| StoreError::Reply(e.to_string())),
-                None => Err(StoreError::Reply(format!(
-                    "status reply too short: {reply:?}"
-                ))),
-            }
+            redis::from_redis_value_ref::<i64>(get(i)?).map_err(|e| StoreError::Reply(e.to_string()))
+        };
+        let text = |i: usize| -> Result<String, StoreError> {
+            redis::from_redis_value_ref::<String>(get(i)?).map_err(|e| StoreError::Reply(e.to_string()))
         };
         Ok(match int(0)? {
             0 => Standing::Unknown,
@@ -183,26 +247,21 @@ impl QueueStore {
                 position: int(1)? as u64,
                 queue_length: int(2)? as u64,
                 joined_at_ms: int(3)?,
+                observed_rate: text(4)?.parse().unwrap_or(0.0),
             },
-            _ => Standing::Left {
-                queue_length: int(2)? as u64,
-                joined_at_ms: int(3)?,
-            },
+            _ => {
+                let state = text(4)?;
+                let outcome =
+                    Outcome::parse(&state).ok_or_else(|| StoreError::Reply(format!("unknown fan state {state:?}")))?;
+                Standing::Left { queue_length: int(2)? as u64, joined_at_ms: int(3)?, outcome }
+            }
         })
     }
 
     /// One page of the queue in order: (total waiting, entries). O(log n + limit).
-    pub async fn page(
-        &self,
-        concert: &str,
-        offset: u64,
-        limit: u64,
-    ) -> Result<(u64, Vec<QueueEntry>), StoreError> {
+    pub async fn page(&self, concert: &str, offset: u64, limit: u64) -> Result<(u64, Vec<QueueEntry>), StoreError> {
         let mut inv = self.scripts.page.prepare_invoke();
-        inv.key(self.key(concert, "rank"))
-            .key(self.key(concert, "joined"))
-            .arg(offset)
-            .arg(limit.max(1));
+        inv.key(self.key(concert, "rank")).key(self.key(concert, "joined")).arg(offset).arg(limit.max(1));
         let mut c = self.conn().await?;
         let reply: Vec<redis::Value> = self.timed(inv.invoke_async(&mut c)).await?;
         let mut it = reply.iter();
@@ -214,49 +273,95 @@ impl QueueStore {
             .unwrap_or(0);
         let mut entries = Vec::new();
         while let (Some(u), Some(at)) = (it.next(), it.next()) {
-            let user_id: String =
-                redis::from_redis_value_ref(u).map_err(|e| StoreError::Reply(e.to_string()))?;
-            let joined_at_ms: i64 =
-                redis::from_redis_value_ref(at).map_err(|e| StoreError::Reply(e.to_string()))?;
-            entries.push(QueueEntry {
-                position: offset + entries.len() as u64 + 1,
-                user_id,
-                joined_at_ms,
-            });
+            let user_id: String = redis::from_redis_value_ref(u).map_err(|e| StoreError::Reply(e.to_string()))?;
+            let joined_at_ms: i64 = redis::from_redis_value_ref(at).map_err(|e| StoreError::Reply(e.to_string()))?;
+            entries.push(QueueEntry { position: offset + entries.len() as u64 + 1, user_id, joined_at_ms });
         }
         Ok((total, entries))
     }
 
-    /// Fans waiting in `concert`'s queue: O(1).
-    pub async fn waiting_count(&self, concert: &str) -> Result<u64, StoreError> {
+    /// A concert's counts: O(log n).
+    pub async fn counts(&self, concert: &str) -> Result<Counts, StoreError> {
+        let mut inv = self.scripts.counts.prepare_invoke();
+        inv.key(self.key(concert, "rank"))
+            .key(self.key(concert, "adm"))
+            .key(self.key(concert, "active"))
+            .arg(crate::clock::now_ms());
         let mut c = self.conn().await?;
-        self.timed(
-            redis::cmd("ZCARD")
-                .arg(self.key(concert, "rank"))
-                .query_async(&mut c),
-        )
-        .await
+        let (waiting, admitted, active, abandoned, removed): (u64, u64, u64, u64, u64) =
+            self.timed(inv.invoke_async(&mut c)).await?;
+        Ok(Counts { waiting, admitted, active, abandoned, removed })
+    }
+
+    /// Admits fans from the head of `concert`'s queue (see `admit.lua`). None when `req.lease`
+    /// is no longer the concert's current lease.
+    pub async fn admit(&self, concert: &str, req: AdmitRequest<'_>) -> Result<Option<Admitted>, StoreError> {
+        let mut inv = self.scripts.admit.prepare_invoke();
+        for k in ["waiting", "rank", "state", "active", "seen", "joined", "adm", "lease"] {
+            inv.key(self.key(concert, k));
+        }
+        inv.arg(crate::clock::now_ms())
+            .arg(req.max)
+            .arg(req.ttl_ms)
+            .arg(req.max_active)
+            .arg(req.abandon_after_ms)
+            .arg(req.per_second)
+            .arg(req.lease.unwrap_or(""));
+        let mut c = self.conn().await?;
+        let reply: Vec<redis::Value> = self.timed(inv.invoke_async(&mut c)).await?;
+        let parse = |v: &redis::Value| -> Result<String, StoreError> {
+            redis::from_redis_value_ref::<String>(v).map_err(|e| StoreError::Reply(e.to_string()))
+        };
+        let mut it = reply.iter();
+        match it.next().map(parse).transpose()?.as_deref() {
+            Some("1") => {}
+            Some("0") => return Ok(None),
+            other => return Err(StoreError::Reply(format!("admit reply starts with {other:?}"))),
+        }
+        let iat_ms: i64 = it.next().map(parse).transpose()?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        let mut fans = Vec::new();
+        while let (Some(u), Some(exp)) = (it.next(), it.next()) {
+            fans.push((parse(u)?, parse(exp)?.parse().map_err(|_| StoreError::Reply("bad expiry".into()))?));
+        }
+        Ok(Some(Admitted { iat_ms, fans }))
+    }
+
+    /// Removes a waiting fan; false when the fan was not waiting. O(n) (LREM), an operator action.
+    pub async fn remove(&self, concert: &str, user: &str) -> Result<bool, StoreError> {
+        let mut inv = self.scripts.remove.prepare_invoke();
+        for k in ["waiting", "rank", "state", "adm"] {
+            inv.key(self.key(concert, k));
+        }
+        inv.arg(user).arg(crate::clock::now_ms());
+        let mut c = self.conn().await?;
+        let removed: i64 = self.timed(inv.invoke_async(&mut c)).await?;
+        Ok(removed == 1)
+    }
+
+    /// Frees an admitted fan's slot early (the booking site finished); idempotent.
+    pub async fn complete(&self, concert: &str, user: &str) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let n: i64 =
+            self.timed(redis::cmd("ZREM").arg(self.key(concert, "active")).arg(user).query_async(&mut c)).await?;
+        Ok(n == 1)
+    }
+
+    /// Takes or renews the concert's admitter lease for `instance`; the lease value when held.
+    pub async fn lease(&self, concert: &str, instance: &str, ttl_ms: u64) -> Result<Option<String>, StoreError> {
+        let mut inv = self.scripts.lease.prepare_invoke();
+        inv.key(self.key(concert, "lease")).key(self.key(concert, "fence")).arg(instance).arg(ttl_ms);
+        let mut c = self.conn().await?;
+        self.timed(inv.invoke_async(&mut c)).await
     }
 
     /// The raw waiting LIST, head first (tests and tools; O(n)).
     pub async fn waiting_list(&self, concert: &str) -> Result<Vec<String>, StoreError> {
         let mut c = self.conn().await?;
-        self.timed(
-            redis::cmd("LRANGE")
-                .arg(self.key(concert, "waiting"))
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut c),
-        )
-        .await
+        self.timed(redis::cmd("LRANGE").arg(self.key(concert, "waiting")).arg(0).arg(-1).query_async(&mut c)).await
     }
 
     /// Creates or updates a concert's settings; returns what is stored.
-    pub async fn put_concert(
-        &self,
-        id: &str,
-        settings: &ConcertSettings,
-    ) -> Result<Concert, StoreError> {
+    pub async fn put_concert(&self, id: &str, settings: &ConcertSettings) -> Result<Concert, StoreError> {
         let mut c = self.conn().await?;
         let now = crate::clock::now_ms();
         let fields = settings.to_fields();
@@ -271,46 +376,24 @@ impl QueueStore {
         self.timed(pipe.query_async::<()>(&mut c)).await?;
         // The registry is a separate key (another slot in a cluster); written after the concert
         // itself so a listed concert always has settings.
-        self.timed(
-            redis::cmd("SADD")
-                .arg(self.concerts_key())
-                .arg(id)
-                .query_async::<()>(&mut c),
-        )
-        .await?;
+        self.timed(redis::cmd("SADD").arg(self.concerts_key()).arg(id).query_async::<()>(&mut c)).await?;
         drop(c);
-        self.get_concert(id)
-            .await?
-            .ok_or_else(|| StoreError::Reply("concert vanished after write".into()))
+        self.get_concert(id).await?.ok_or_else(|| StoreError::Reply("concert vanished after write".into()))
     }
 
     /// One concert's settings, or None when it does not exist.
     pub async fn get_concert(&self, id: &str) -> Result<Option<Concert>, StoreError> {
         let mut c = self.conn().await?;
-        let fields: Vec<(String, String)> = self
-            .timed(
-                redis::cmd("HGETALL")
-                    .arg(self.key(id, "concert"))
-                    .query_async(&mut c),
-            )
-            .await?;
-        Ok(if fields.is_empty() {
-            None
-        } else {
-            Some(Concert::from_fields(id, &fields))
-        })
+        let fields: Vec<(String, String)> =
+            self.timed(redis::cmd("HGETALL").arg(self.key(id, "concert")).query_async(&mut c)).await?;
+        Ok(if fields.is_empty() { None } else { Some(Concert::from_fields(id, &fields)) })
     }
 
     /// Every concert's settings, sorted by id; one pipelined round trip after SMEMBERS.
     pub async fn list_concerts(&self) -> Result<Vec<Concert>, StoreError> {
         let mut c = self.conn().await?;
-        let mut ids: Vec<String> = self
-            .timed(
-                redis::cmd("SMEMBERS")
-                    .arg(self.concerts_key())
-                    .query_async(&mut c),
-            )
-            .await?;
+        let mut ids: Vec<String> =
+            self.timed(redis::cmd("SMEMBERS").arg(self.concerts_key()).query_async(&mut c)).await?;
         ids.sort();
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -320,11 +403,6 @@ impl QueueStore {
             pipe.cmd("HGETALL").arg(self.key(id, "concert"));
         }
         let all: Vec<Vec<(String, String)>> = self.timed(pipe.query_async(&mut c)).await?;
-        Ok(ids
-            .iter()
-            .zip(all)
-            .filter(|(_, f)| !f.is_empty())
-            .map(|(id, f)| Concert::from_fields(id, &f))
-            .collect())
+        Ok(ids.iter().zip(all).filter(|(_, f)| !f.is_empty()).map(|(id, f)| Concert::from_fields(id, &f)).collect())
     }
 }

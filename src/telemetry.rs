@@ -7,19 +7,11 @@ use crate::config::LogFormat;
 /// Installs the global subscriber. `filter` is a tracing filter such as `info` or
 /// `queuegate=debug,rdkafka=warn`; a bad filter is a configuration error naming `QUEUEGATE_LOG`.
 pub fn init(filter: &str, format: LogFormat) -> Result<(), crate::config::ConfigError> {
-    let filter = EnvFilter::try_new(filter).map_err(|e| crate::config::ConfigError {
-        setting: "QUEUEGATE_LOG",
-        reason: e.to_string(),
-    })?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = EnvFilter::try_new(filter)
+        .map_err(|e| crate::config::ConfigError { setting: "QUEUEGATE_LOG", reason: e.to_string() })?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };
     // A second init (tests spawn many apps in one process) keeps the first subscriber.

@@ -19,9 +19,7 @@ pub struct EntryTokens {
 
 impl EntryTokens {
     pub fn new(secret: &[u8]) -> Self {
-        EntryTokens {
-            mac: HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length"),
-        }
+        EntryTokens { mac: HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length") }
     }
 
     fn mac_for(&self, concert: &str, user: &str) -> HmacSha256 {

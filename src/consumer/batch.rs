@@ -32,10 +32,7 @@ impl<'a> Plan<'a> {
             match EntryRecord::decode(m.key(), m.payload()) {
                 Ok(rec) => {
                     let i = *index.entry(rec.concert_id.clone()).or_insert_with(|| {
-                        groups.push(ConcertJoins {
-                            concert: rec.concert_id.clone(),
-                            joins: Vec::new(),
-                        });
+                        groups.push(ConcertJoins { concert: rec.concert_id.clone(), joins: Vec::new() });
                         groups.len() - 1
                     });
                     groups[i].joins.push((rec.user_id, rec.joined_at_ms));
@@ -48,14 +45,10 @@ impl<'a> Plan<'a> {
 }
 
 /// The offset to commit per (topic, partition): one past the highest offset seen.
-pub fn next_offsets<'a>(
-    msgs: impl Iterator<Item = &'a OwnedMessage>,
-) -> HashMap<(String, i32), i64> {
+pub fn next_offsets<'a>(msgs: impl Iterator<Item = &'a OwnedMessage>) -> HashMap<(String, i32), i64> {
     let mut next: HashMap<(String, i32), i64> = HashMap::new();
     for m in msgs {
-        let e = next
-            .entry((m.topic().to_owned(), m.partition()))
-            .or_insert(0);
+        let e = next.entry((m.topic().to_owned(), m.partition())).or_insert(0);
         *e = (*e).max(m.offset() + 1);
     }
     next
@@ -79,9 +72,7 @@ mod tests {
     }
 
     fn join(user: &str, concert: &str) -> OwnedMessage {
-        let v = format!(
-            r#"{{"entryId":"e","concertId":"{concert}","userId":"{user}","joinedAtMs":7}}"#
-        );
+        let v = format!(r#"{{"entryId":"e","concertId":"{concert}","userId":"{user}","joinedAtMs":7}}"#);
         msg(0, 0, &format!("{user}:{concert}"), &v)
     }
 
@@ -92,14 +83,8 @@ mod tests {
         assert_eq!(
             plan.groups,
             vec![
-                ConcertJoins {
-                    concert: "c1".into(),
-                    joins: vec![("a".into(), 7), ("c".into(), 7)]
-                },
-                ConcertJoins {
-                    concert: "c2".into(),
-                    joins: vec![("b".into(), 7)]
-                },
+                ConcertJoins { concert: "c1".into(), joins: vec![("a".into(), 7), ("c".into(), 7)] },
+                ConcertJoins { concert: "c2".into(), joins: vec![("b".into(), 7)] },
             ]
         );
         assert!(plan.dead.is_empty());
@@ -116,12 +101,7 @@ mod tests {
 
     #[test]
     fn the_commit_offset_is_one_past_the_highest_per_partition() {
-        let msgs = [
-            msg(0, 5, "k", "v"),
-            msg(1, 2, "k", "v"),
-            msg(0, 9, "k", "v"),
-            msg(0, 7, "k", "v"),
-        ];
+        let msgs = [msg(0, 5, "k", "v"), msg(1, 2, "k", "v"), msg(0, 9, "k", "v"), msg(0, 7, "k", "v")];
         let next = next_offsets(msgs.iter());
         assert_eq!(next[&("t".to_owned(), 0)], 10);
         assert_eq!(next[&("t".to_owned(), 1)], 3);

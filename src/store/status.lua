@@ -1,19 +1,24 @@
--- Reads one fan's place in a concert's queue without scanning it.
+-- Reads one fan's standing without scanning the queue; optionally records that the fan polled.
 --
--- KEYS[1] joined  HASH userId -> joinedAt (ms)
--- KEYS[2] rank    ZSET userId -> sequence number
--- ARGV[1] userId
+-- KEYS[1] joined HASH   KEYS[2] rank ZSET   KEYS[3] state HASH   KEYS[4] seen HASH   KEYS[5] adm HASH
+-- ARGV[1] userId  ARGV[2] now (ms)  ARGV[3] "1" to record the poll in `seen` (fans), "0" (operators)
 --
 -- Returns {0} when the fan was never queued (or the record is still on its way),
--- {1, position, queueLength, joinedAt} while waiting (position 1-based, from ZRANK: O(log n)),
--- {2, 0, queueLength, joinedAt} when queued once but no longer waiting.
+-- {1, position, queueLength, joinedAt, observedRate} while waiting (position from ZRANK: O(log n);
+-- observedRate in admits/s as text, decayed to now), {2, 0, queueLength, joinedAt, state} after.
 local joined = redis.call('HGET', KEYS[1], ARGV[1])
 if not joined then
   return {0}
 end
+local now = tonumber(ARGV[2])
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[4], ARGV[1], now)
+end
 local len = redis.call('ZCARD', KEYS[2])
 local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
 if rank then
-  return {1, rank + 1, len, joined}
+  local r = tonumber(redis.call('HGET', KEYS[5], 'obsRate') or '0')
+  local t = tonumber(redis.call('HGET', KEYS[5], 'obsAt') or now)
+  return {1, rank + 1, len, joined, tostring(r * math.exp(-(now - t) / 30000))}
 end
-return {2, 0, len, joined}
+return {2, 0, len, joined, redis.call('HGET', KEYS[3], ARGV[1]) or ''}

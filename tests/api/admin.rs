@@ -5,7 +5,12 @@ use crate::helpers::spawn_app;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_concert_is_created_updated_listed_and_counted() {
     let app = spawn_app().await;
-    let r = app.put_concert("tour-1", serde_json::json!({"state": "open", "admitPerSecond": 50, "maxActive": 200, "tokenTtlSeconds": 300})).await;
+    let r = app
+        .put_concert(
+            "tour-1",
+            serde_json::json!({"state": "open", "admitPerSecond": 50, "maxActive": 200, "tokenTtlSeconds": 300}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let c: serde_json::Value = r.json().await.unwrap();
     assert_eq!(c["concertId"], "tour-1");
@@ -27,12 +32,7 @@ async fn a_concert_is_created_updated_listed_and_counted() {
     app.open_concert("tour-2").await;
 
     let all = app.admin_json("/admin/v1/concerts").await;
-    let ids: Vec<&str> = all["concerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["concertId"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = all["concerts"].as_array().unwrap().iter().map(|c| c["concertId"].as_str().unwrap()).collect();
     assert_eq!(ids, vec!["tour-1", "tour-2"]);
 
     for i in 0..3 {
@@ -52,37 +52,15 @@ async fn the_queue_listing_pages_in_order() {
         assert_eq!(app.join("c", &format!("f{i:02}")).await.status(), 202);
         app.wait_for_records(i + 1).await;
     }
-    let page = app
-        .admin_json("/admin/v1/concerts/c/queue?offset=10&limit=5")
-        .await;
+    let page = app.admin_json("/admin/v1/concerts/c/queue?offset=10&limit=5").await;
     assert_eq!(page["total"], 25);
     let rows = page["entries"].as_array().unwrap();
-    let got: Vec<(u64, &str)> = rows
-        .iter()
-        .map(|e| {
-            (
-                e["position"].as_u64().unwrap(),
-                e["userId"].as_str().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        got,
-        vec![
-            (11, "f10"),
-            (12, "f11"),
-            (13, "f12"),
-            (14, "f13"),
-            (15, "f14")
-        ]
-    );
+    let got: Vec<(u64, &str)> =
+        rows.iter().map(|e| (e["position"].as_u64().unwrap(), e["userId"].as_str().unwrap())).collect();
+    assert_eq!(got, vec![(11, "f10"), (12, "f11"), (13, "f12"), (14, "f13"), (15, "f14")]);
     assert!(rows[0]["joinedAt"].as_str().unwrap().ends_with('Z'));
-    let tail = app
-        .admin_json("/admin/v1/concerts/c/queue?offset=24&limit=100")
-        .await;
+    let tail = app.admin_json("/admin/v1/concerts/c/queue?offset=24&limit=100").await;
     assert_eq!(tail["entries"].as_array().unwrap().len(), 1);
-    let past = app
-        .admin_json("/admin/v1/concerts/c/queue?offset=100")
-        .await;
+    let past = app.admin_json("/admin/v1/concerts/c/queue?offset=100").await;
     assert_eq!(past["entries"].as_array().unwrap().len(), 0);
 }

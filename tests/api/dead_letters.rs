@@ -10,16 +10,8 @@ use rdkafka::ClientConfig;
 use crate::helpers::{brokers, spawn_app};
 
 async fn produce_raw(topic: &str, key: &str, value: &str) {
-    let p: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .expect("producer");
-    p.send(
-        FutureRecord::to(topic).key(key).payload(value),
-        Duration::from_secs(10),
-    )
-    .await
-    .expect("produced");
+    let p: FutureProducer = ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("producer");
+    p.send(FutureRecord::to(topic).key(key).payload(value), Duration::from_secs(10)).await.expect("produced");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,26 +20,13 @@ async fn poison_records_land_in_the_dead_letter_topic_with_their_reason_and_the_
     app.open_concert("c").await;
     let topic = app.names.topic.clone();
     produce_raw(&topic, "x:c", "this is not json").await;
-    produce_raw(
-        &topic,
-        "someone-else:c",
-        r#"{"entryId":"e","concertId":"c","userId":"fan","joinedAtMs":1}"#,
-    )
-    .await;
-    produce_raw(
-        &topic,
-        "bad id:c",
-        r#"{"entryId":"e","concertId":"c","userId":"bad id","joinedAtMs":1}"#,
-    )
-    .await;
+    produce_raw(&topic, "someone-else:c", r#"{"entryId":"e","concertId":"c","userId":"fan","joinedAtMs":1}"#).await;
+    produce_raw(&topic, "bad id:c", r#"{"entryId":"e","concertId":"c","userId":"bad id","joinedAtMs":1}"#).await;
     assert_eq!(app.join("c", "good-fan").await.status(), 202);
     app.wait_for_records(4).await;
     assert_eq!(app.consumer_records("dead_lettered").await, 3);
     assert_eq!(app.consumer_records("appended").await, 1);
-    assert_eq!(
-        app.store.waiting_list("c").await.unwrap(),
-        vec!["good-fan".to_owned()]
-    );
+    assert_eq!(app.store.waiting_list("c").await.unwrap(), vec!["good-fan".to_owned()]);
 
     let reader: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
@@ -59,10 +38,8 @@ async fn poison_records_land_in_the_dead_letter_topic_with_their_reason_and_the_
     reader.subscribe(&[&format!("{topic}.dlt")]).unwrap();
     let mut reasons = Vec::new();
     for _ in 0..3 {
-        let m = tokio::time::timeout(Duration::from_secs(30), reader.recv())
-            .await
-            .expect("a dead letter arrives")
-            .unwrap();
+        let m =
+            tokio::time::timeout(Duration::from_secs(30), reader.recv()).await.expect("a dead letter arrives").unwrap();
         let h = m.headers().expect("headers");
         let get = |k: &str| {
             h.iter()
@@ -78,17 +55,9 @@ async fn poison_records_land_in_the_dead_letter_topic_with_their_reason_and_the_
         reasons.push(get("qg-dlt-reason"));
     }
     reasons.sort();
-    assert_eq!(
-        reasons,
-        vec!["invalid-user-id", "key-mismatch", "undecodable"]
-    );
+    assert_eq!(reasons, vec!["invalid-user-id", "key-mismatch", "undecodable"]);
     // Exactly once: nothing more arrives.
-    assert!(
-        tokio::time::timeout(Duration::from_secs(2), reader.recv())
-            .await
-            .is_err(),
-        "no duplicate dead letters"
-    );
+    assert!(tokio::time::timeout(Duration::from_secs(2), reader.recv()).await.is_err(), "no duplicate dead letters");
 }
 
 fn replay(
@@ -96,8 +65,7 @@ fn replay(
     opts: queuegate::dlt::ReplayOptions,
 ) -> (queuegate::dlt::ReplaySummary, Vec<String>) {
     let mut lines = Vec::new();
-    let summary = queuegate::dlt::replay(&names.settings(), opts, |l| lines.push(l.to_owned()))
-        .expect("replay runs");
+    let summary = queuegate::dlt::replay(&names.settings(), opts, |l| lines.push(l.to_owned())).expect("replay runs");
     (summary, lines)
 }
 
@@ -107,26 +75,13 @@ async fn dlt_replay_republishes_valid_dead_letters_once_and_leaves_invalid_ones(
     app.open_concert("c").await;
     let dlt = format!("{}.dlt", app.names.topic);
     // A dead letter an older version refused although it is a valid join, and real garbage.
-    produce_raw(
-        &dlt,
-        "rescued:c",
-        r#"{"entryId":"e","concertId":"c","userId":"rescued","joinedAtMs":5}"#,
-    )
-    .await;
+    produce_raw(&dlt, "rescued:c", r#"{"entryId":"e","concertId":"c","userId":"rescued","joinedAtMs":5}"#).await;
     produce_raw(&dlt, "junk", "still not json").await;
 
     let names = app.names.clone();
     let (dry, _) = tokio::task::spawn_blocking({
         let names = names.clone();
-        move || {
-            replay(
-                &names,
-                queuegate::dlt::ReplayOptions {
-                    dry_run: true,
-                    all: false,
-                },
-            )
-        }
+        move || replay(&names, queuegate::dlt::ReplayOptions { dry_run: true, all: false })
     })
     .await
     .unwrap();
@@ -138,27 +93,12 @@ async fn dlt_replay_republishes_valid_dead_letters_once_and_leaves_invalid_ones(
     })
     .await
     .unwrap();
-    assert_eq!(
-        (first.read, first.republished, first.still_invalid),
-        (2, 1, 1),
-        "a dry run changes nothing"
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("still invalid") && l.contains("left in the DLT")),
-        "{lines:?}"
-    );
+    assert_eq!((first.read, first.republished, first.still_invalid), (2, 1, 1), "a dry run changes nothing");
+    assert!(lines.iter().any(|l| l.contains("still invalid") && l.contains("left in the DLT")), "{lines:?}");
     app.wait_for_records(1).await;
-    assert_eq!(
-        app.store.waiting_list("c").await.unwrap(),
-        vec!["rescued".to_owned()]
-    );
+    assert_eq!(app.store.waiting_list("c").await.unwrap(), vec!["rescued".to_owned()]);
 
-    let (again, _) = tokio::task::spawn_blocking(move || {
-        replay(&names, queuegate::dlt::ReplayOptions::default())
-    })
-    .await
-    .unwrap();
+    let (again, _) =
+        tokio::task::spawn_blocking(move || replay(&names, queuegate::dlt::ReplayOptions::default())).await.unwrap();
     assert_eq!(again.read, 0, "a second replay continues after the first");
 }

@@ -33,11 +33,7 @@ pub struct Names {
 impl Names {
     pub fn new() -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        Names {
-            topic: format!("qgtest-{id}"),
-            group: format!("qgtest-{id}"),
-            prefix: format!("qgtest-{id}"),
-        }
+        Names { topic: format!("qgtest-{id}"), group: format!("qgtest-{id}"), prefix: format!("qgtest-{id}") }
     }
 
     pub fn settings(&self) -> Settings {
@@ -50,19 +46,14 @@ impl Names {
 
 /// Creates the entry topic (with `partitions`) and its dead-letter topic.
 pub async fn create_topics(names: &Names, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .expect("admin client");
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("admin client");
     let dlt = format!("{}.dlt", names.topic);
     let topics = [
         NewTopic::new(&names.topic, partitions, TopicReplication::Fixed(1)),
         NewTopic::new(&dlt, 1, TopicReplication::Fixed(1)),
     ];
-    let results = admin
-        .create_topics(&topics, &AdminOptions::new())
-        .await
-        .expect("create topics");
+    let results = admin.create_topics(&topics, &AdminOptions::new()).await.expect("create topics");
     for r in results {
         r.expect("topic created");
     }
@@ -70,10 +61,7 @@ pub async fn create_topics(names: &Names, partitions: i32) {
 
 fn init_logs() {
     if std::env::var("TEST_LOG").is_ok() {
-        let _ = queuegate::telemetry::init(
-            "info,queuegate=debug",
-            queuegate::config::LogFormat::Pretty,
-        );
+        let _ = queuegate::telemetry::init("info,queuegate=debug", queuegate::config::LogFormat::Pretty);
     }
 }
 
@@ -101,9 +89,7 @@ pub async fn spawn_role(names: &Names, role: Role, tweak: impl FnOnce(&mut Setti
     let mut settings = names.settings();
     tweak(&mut settings);
     let store = QueueStore::new(&settings.redis_url, &settings.redis_prefix, 4).expect("store");
-    let app = Application::build(settings, role)
-        .await
-        .expect("app builds");
+    let app = Application::build(settings, role).await.expect("app builds");
     let http = app.http_port().map(|p| format!("http://127.0.0.1:{p}"));
     let admin = format!("http://127.0.0.1:{}", app.admin_port());
     let stop = app.stop_token();
@@ -112,10 +98,7 @@ pub async fn spawn_role(names: &Names, role: Role, tweak: impl FnOnce(&mut Setti
         names: names.clone(),
         http,
         admin,
-        client: reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .build()
-            .expect("client"),
+        client: reqwest::Client::builder().pool_max_idle_per_host(64).build().expect("client"),
         store,
         stop,
         task: Some(task),
@@ -124,9 +107,7 @@ pub async fn spawn_role(names: &Names, role: Role, tweak: impl FnOnce(&mut Setti
 
 impl TestApp {
     pub fn http(&self) -> &str {
-        self.http
-            .as_deref()
-            .expect("this role serves the public listener")
+        self.http.as_deref().expect("this role serves the public listener")
     }
 
     /// Graceful shutdown; returns what `run` returned.
@@ -146,9 +127,7 @@ impl TestApp {
     }
 
     pub async fn open_concert(&self, id: &str) {
-        let r = self
-            .put_concert(id, serde_json::json!({"state": "open"}))
-            .await;
+        let r = self.put_concert(id, serde_json::json!({"state": "open"})).await;
         assert_eq!(r.status(), 200, "opening concert {id}");
     }
 
@@ -162,12 +141,7 @@ impl TestApp {
     }
 
     pub async fn admin_get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{}{path}", self.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .expect("admin GET")
+        self.client.get(format!("{}{path}", self.admin)).bearer_auth(ADMIN_TOKEN).send().await.expect("admin GET")
     }
 
     pub async fn admin_json(&self, path: &str) -> Value {
@@ -178,10 +152,7 @@ impl TestApp {
 
     pub async fn status(&self, concert: &str, user: &str, token: &str) -> reqwest::Response {
         self.client
-            .get(format!(
-                "{}/v1/concerts/{concert}/queue/{user}",
-                self.http()
-            ))
+            .get(format!("{}/v1/concerts/{concert}/queue/{user}", self.http()))
             .bearer_auth(token)
             .send()
             .await
@@ -216,10 +187,7 @@ impl TestApp {
             handled >= n
         })
         .await;
-        assert!(
-            done,
-            "consumer handled {handled} of {n} records within 60 s"
-        );
+        assert!(done, "consumer handled {handled} of {n} records within 60 s");
     }
 }
 
@@ -240,29 +208,13 @@ pub async fn poll_until(deadline: Duration, mut f: impl AsyncFnMut() -> bool) ->
 /// Asserts a problem-details response with `status`, and that its detail contains `detail_has`.
 pub async fn assert_problem(r: reqwest::Response, status: u16, detail_has: &str) -> Value {
     assert_eq!(r.status(), status, "status of {}", r.url());
-    let ct = r
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let ct = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     assert_eq!(ct, "application/problem+json", "content type");
     let body: Value = r.json().await.expect("problem body is JSON");
     assert_eq!(body["status"], status);
-    assert!(
-        body["type"]
-            .as_str()
-            .is_some_and(|t| t.starts_with("urn:queuegate:problem:")),
-        "type: {body}"
-    );
-    assert!(
-        body["title"].as_str().is_some_and(|t| !t.is_empty()),
-        "title: {body}"
-    );
+    assert!(body["type"].as_str().is_some_and(|t| t.starts_with("urn:queuegate:problem:")), "type: {body}");
+    assert!(body["title"].as_str().is_some_and(|t| !t.is_empty()), "title: {body}");
     let detail = body["detail"].as_str().expect("detail");
-    assert!(
-        detail.contains(detail_has),
-        "detail {detail:?} should mention {detail_has:?}"
-    );
+    assert!(detail.contains(detail_has), "detail {detail:?} should mention {detail_has:?}");
     body
 }

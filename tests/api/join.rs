@@ -19,10 +19,7 @@ async fn a_thousand_fans_joining_at_once_all_wait_at_positions_one_to_a_thousand
         let (app, gate) = (app.clone(), gate.clone());
         async move {
             let _p = gate.acquire().await.expect("semaphore");
-            app.join("big", &format!("fan-{i:04}"))
-                .await
-                .status()
-                .as_u16()
+            app.join("big", &format!("fan-{i:04}")).await.status().as_u16()
         }
     });
     let statuses = join_all(joins).await;
@@ -33,30 +30,17 @@ async fn a_thousand_fans_joining_at_once_all_wait_at_positions_one_to_a_thousand
     );
     app.wait_for_records(1000).await;
 
-    let page = app
-        .admin_json("/admin/v1/concerts/big/queue?offset=0&limit=1000")
-        .await;
+    let page = app.admin_json("/admin/v1/concerts/big/queue?offset=0&limit=1000").await;
     assert_eq!(page["total"], 1000);
     let entries = page["entries"].as_array().expect("entries");
-    let positions: Vec<u64> = entries
-        .iter()
-        .map(|e| e["position"].as_u64().expect("position"))
-        .collect();
+    let positions: Vec<u64> = entries.iter().map(|e| e["position"].as_u64().expect("position")).collect();
     assert_eq!(positions, (1..=1000).collect::<Vec<u64>>());
-    let users: Vec<&str> = entries
-        .iter()
-        .map(|e| e["userId"].as_str().expect("userId"))
-        .collect();
+    let users: Vec<&str> = entries.iter().map(|e| e["userId"].as_str().expect("userId")).collect();
     let distinct: HashSet<&str> = users.iter().copied().collect();
     assert_eq!(distinct.len(), 1000, "no fan twice");
     assert_eq!(
         distinct,
-        (0..1000)
-            .map(|i| format!("fan-{i:04}"))
-            .collect::<HashSet<_>>()
-            .iter()
-            .map(String::as_str)
-            .collect()
+        (0..1000).map(|i| format!("fan-{i:04}")).collect::<HashSet<_>>().iter().map(String::as_str).collect()
     );
 
     // The concert's Redis LIST holds the same fans in the same order as the listing.
@@ -64,12 +48,7 @@ async fn a_thousand_fans_joining_at_once_all_wait_at_positions_one_to_a_thousand
     assert_eq!(list, users);
     // And each fan's own lookup agrees with its row.
     for e in entries.iter().step_by(97) {
-        let one = app
-            .admin_json(&format!(
-                "/admin/v1/concerts/big/queue/{}",
-                e["userId"].as_str().unwrap()
-            ))
-            .await;
+        let one = app.admin_json(&format!("/admin/v1/concerts/big/queue/{}", e["userId"].as_str().unwrap())).await;
         assert_eq!(one["position"], e["position"]);
         assert_eq!(one["status"], "waiting");
     }
@@ -90,10 +69,7 @@ async fn one_fan_joining_fifty_times_at_once_is_queued_once() {
     assert_eq!(app.consumer_records("duplicate").await, 49);
     let page = app.admin_json("/admin/v1/concerts/c/queue").await;
     assert_eq!(page["total"], 1);
-    assert_eq!(
-        app.store.waiting_list("c").await.expect("list"),
-        vec!["eager-fan".to_owned()]
-    );
+    assert_eq!(app.store.waiting_list("c").await.expect("list"), vec!["eager-fan".to_owned()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -116,12 +92,7 @@ async fn a_fans_status_goes_from_pending_to_waiting_at_the_position_the_admin_li
     assert!(accepted["entryId"].as_str().is_some_and(|s| s.len() == 36));
     let token = accepted["token"].as_str().expect("token").to_owned();
 
-    let pending: Value = gateway
-        .status("show", "me", &token)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let pending: Value = gateway.status("show", "me", &token).await.json().await.expect("json");
     assert_eq!(pending["status"], "pending");
     assert!(pending.get("position").is_none());
 
@@ -129,12 +100,7 @@ async fn a_fans_status_goes_from_pending_to_waiting_at_the_position_the_admin_li
     let consumer = spawn_role(&names, Role::Consumer, |_| {}).await;
     let mut last = Value::Null;
     let became_waiting = poll_until(std::time::Duration::from_secs(60), async || {
-        last = gateway
-            .status("show", "me", &token)
-            .await
-            .json()
-            .await
-            .expect("json");
+        last = gateway.status("show", "me", &token).await.json().await.expect("json");
         last["status"] == "waiting"
     })
     .await;
@@ -142,13 +108,7 @@ async fn a_fans_status_goes_from_pending_to_waiting_at_the_position_the_admin_li
     let admin_view = gateway.admin_json("/admin/v1/concerts/show/queue/me").await;
     assert_eq!(last["position"], admin_view["position"]);
     let listing = gateway.admin_json("/admin/v1/concerts/show/queue").await;
-    let row = listing["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["userId"] == "me")
-        .expect("listed")
-        .clone();
+    let row = listing["entries"].as_array().unwrap().iter().find(|e| e["userId"] == "me").expect("listed").clone();
     assert_eq!(row["position"], last["position"]);
     assert!((1..=3).contains(&last["position"].as_u64().unwrap()));
     consumer.shutdown().await.expect("consumer stops cleanly");
@@ -170,19 +130,14 @@ async fn a_join_that_kafka_cannot_take_gets_503_with_retry_after_not_202() {
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "1");
     crate::helpers::assert_problem(r, 503, "durable").await;
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(10),
-        "answered, not hung"
-    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "answered, not hung");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_or_closed_concert_answers_409_and_an_unknown_one_404() {
     let app = spawn_app().await;
-    app.put_concert("p", serde_json::json!({"state": "paused"}))
-        .await;
-    app.put_concert("x", serde_json::json!({"state": "closed"}))
-        .await;
+    app.put_concert("p", serde_json::json!({"state": "paused"})).await;
+    app.put_concert("x", serde_json::json!({"state": "closed"})).await;
     crate::helpers::assert_problem(app.join("p", "fan").await, 409, "paused").await;
     crate::helpers::assert_problem(app.join("x", "fan").await, 409, "closed").await;
     crate::helpers::assert_problem(app.join("nope", "fan").await, 404, "nope").await;
@@ -207,13 +162,6 @@ async fn a_client_over_its_join_rate_gets_429_with_retry_after() {
         assert_eq!(r.status(), 202);
     }
     let r = limited.expect("the burst of 10 exceeds 3 per second");
-    assert!(
-        r.headers()["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            >= 1
-    );
+    assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
     crate::helpers::assert_problem(r, 429, "too many").await;
 }

@@ -17,34 +17,17 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = std::env::temp_dir().join(format!("qgtest-redis-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut r = PrivateRedis {
-            port,
-            dir,
-            child: None,
-        };
+        let mut r = PrivateRedis { port, dir, child: None };
         r.spawn();
         r
     }
 
     fn spawn(&mut self) {
         let child = Proc::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &self.port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -75,86 +58,39 @@ async fn readyz_turns_503_while_redis_is_down_and_200_when_it_is_back() {
     let names = Names::new();
     create_topics(&names, 1).await;
     let port = redis.port;
-    let app = spawn_role(&names, Role::Run, |s| {
-        s.redis_url = format!("redis://127.0.0.1:{port}")
-    })
-    .await;
+    let app = spawn_role(&names, Role::Run, |s| s.redis_url = format!("redis://127.0.0.1:{port}")).await;
     let ready = |want: u16| {
         let (client, url) = (app.client.clone(), format!("{}/readyz", app.admin));
         move || {
             let (client, url) = (client.clone(), url.clone());
-            async move {
-                client
-                    .get(url)
-                    .send()
-                    .await
-                    .map(|r| r.status() == want)
-                    .unwrap_or(false)
-            }
+            async move { client.get(url).send().await.map(|r| r.status() == want).unwrap_or(false) }
         }
     };
-    assert!(
-        poll_until(Duration::from_secs(30), ready(200)).await,
-        "ready with Redis up"
-    );
-    assert_eq!(
-        app.client
-            .get(format!("{}/healthz", app.admin))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert!(poll_until(Duration::from_secs(30), ready(200)).await, "ready with Redis up");
+    assert_eq!(app.client.get(format!("{}/healthz", app.admin)).send().await.unwrap().status(), 200);
 
     redis.kill();
-    assert!(
-        poll_until(Duration::from_secs(30), ready(503)).await,
-        "not ready with Redis down"
-    );
-    let body: serde_json::Value = app
-        .client
-        .get(format!("{}/readyz", app.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert!(poll_until(Duration::from_secs(30), ready(503)).await, "not ready with Redis down");
+    let body: serde_json::Value =
+        app.client.get(format!("{}/readyz", app.admin)).send().await.unwrap().json().await.unwrap();
     assert_eq!(body["redis"], false);
     assert_eq!(body["kafka"], true);
     assert_eq!(
-        app.client
-            .get(format!("{}/healthz", app.admin))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        app.client.get(format!("{}/healthz", app.admin)).send().await.unwrap().status(),
         200,
         "alive all the same"
     );
 
     redis.spawn();
-    assert!(
-        poll_until(Duration::from_secs(30), ready(200)).await,
-        "ready again once Redis is back"
-    );
+    assert!(poll_until(Duration::from_secs(30), ready(200)).await, "ready again once Redis is back");
     app.shutdown().await.expect("clean shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_503_when_kafka_is_unreachable() {
     let names = Names::new();
-    let app = spawn_role(&names, Role::Gateway, |s| {
-        s.kafka_brokers = "127.0.0.1:1".into()
-    })
-    .await;
-    let r = app
-        .client
-        .get(format!("{}/readyz", app.admin))
-        .send()
-        .await
-        .unwrap();
+    let app = spawn_role(&names, Role::Gateway, |s| s.kafka_brokers = "127.0.0.1:1".into()).await;
+    let r = app.client.get(format!("{}/readyz", app.admin)).send().await.unwrap();
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["kafka"], false);

@@ -1,71 +1,122 @@
-//! Property test: the Redis apply script against a model, on the real Redis.
+//! Property test: the Redis scripts against a model, on the real Redis.
 //!
-//! Any sequence of joins (with repeats), split into consumer batches any way and replayed any
-//! number of times, must leave the queue equal to the model: each fan once, in order of first
-//! join, positions 1..n, and every fan's position lookup equal to its index in the model.
+//! Random interleavings of joins (in batches of any size, with repeats and replayed batches),
+//! admissions and removals must leave the queue equal to a simple model: each fan queued once,
+//! in order of first join, never again after being admitted or removed; positions 1..n; every
+//! fan's lookup equal to the model's answer.
+
+use std::collections::HashSet;
 
 use proptest::prelude::*;
-use queuegate::store::{QueueStore, Standing};
+use queuegate::store::{AdmitRequest, Outcome, QueueStore, Standing};
 
 use crate::helpers::{redis_url, Names};
 
-fn model(joins: &[u8]) -> Vec<String> {
-    let mut q: Vec<String> = Vec::new();
-    for j in joins {
-        let u = format!("u{j}");
-        if !q.contains(&u) {
-            q.push(u);
-        }
-    }
-    q
+#[derive(Debug, Clone)]
+enum Op {
+    /// A consumer batch of joins (user numbers); `replay` applies it twice (a redelivery).
+    Joins { users: Vec<u8>, replay: bool },
+    Admit(u32),
+    Remove(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (proptest::collection::vec(0u8..30, 1..12), any::<bool>()).prop_map(|(users, replay)| Op::Joins { users, replay }),
+        1 => (1u32..5).prop_map(Op::Admit),
+        1 => (0u8..30).prop_map(Op::Remove),
+    ]
+}
+
+#[derive(Default)]
+struct Model {
+    waiting: Vec<String>,
+    ever: HashSet<String>,
+    admitted: HashSet<String>,
+    removed: HashSet<String>,
+}
+
+fn name(u: u8) -> String {
+    format!("u{u}")
+}
+
+fn admit_all(max: u32) -> AdmitRequest<'static> {
+    AdmitRequest { max, ttl_ms: 600_000, max_active: 0, abandon_after_ms: 0, per_second: 0, lease: None }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 40, .. ProptestConfig::default() })]
 
     #[test]
-    fn applied_batches_match_a_first_join_order_model(
-        joins in proptest::collection::vec(0u8..40, 1..120),
-        cuts in proptest::collection::vec(1usize..20, 1..10),
-        replay in 0usize..3,
-    ) {
+    fn scripts_match_the_model_under_any_interleaving(ops in proptest::collection::vec(op(), 1..40)) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let names = Names::new();
             let store = QueueStore::new(&redis_url(), &names.prefix, 2).unwrap();
-            let users: Vec<String> = joins.iter().map(|j| format!("u{j}")).collect();
-            // Split into batches of the sizes in `cuts` (cycled), then replay the first `replay` batches.
-            let mut batches: Vec<&[String]> = Vec::new();
-            let (mut i, mut k) = (0, 0);
-            while i < users.len() {
-                let n = cuts[k % cuts.len()].min(users.len() - i);
-                batches.push(&users[i..i + n]);
-                i += n;
-                k += 1;
-            }
-            let replays: Vec<&[String]> = batches.iter().take(replay).copied().collect();
-            for b in batches.iter().chain(replays.iter()) {
-                let args: Vec<(&str, i64)> = b.iter().map(|u| (u.as_str(), 1)).collect();
-                store.apply("c", &args).await.unwrap();
-            }
-            let want = model(&joins);
-            prop_assert_eq!(store.waiting_list("c").await.unwrap(), want.clone());
-            let (total, page) = store.page("c", 0, 1000).await.unwrap();
-            prop_assert_eq!(total as usize, want.len());
-            for (idx, e) in page.iter().enumerate() {
-                prop_assert_eq!(e.position as usize, idx + 1);
-                prop_assert_eq!(&e.user_id, &want[idx]);
-            }
-            for (idx, u) in want.iter().enumerate() {
-                match store.standing("c", u).await.unwrap() {
-                    Standing::Waiting { position, queue_length, .. } => {
-                        prop_assert_eq!(position as usize, idx + 1);
-                        prop_assert_eq!(queue_length as usize, want.len());
+            let mut m = Model::default();
+            for op in &ops {
+                match op {
+                    Op::Joins { users, replay } => {
+                        let users: Vec<String> = users.iter().map(|u| name(*u)).collect();
+                        let args: Vec<(&str, i64)> = users.iter().map(|u| (u.as_str(), 1)).collect();
+                        store.apply("c", &args).await.unwrap();
+                        if *replay {
+                            store.apply("c", &args).await.unwrap();
+                        }
+                        for u in users {
+                            if m.ever.insert(u.clone()) {
+                                m.waiting.push(u);
+                            }
+                        }
                     }
-                    other => prop_assert!(false, "{} should be waiting, is {:?}", u, other),
+                    Op::Admit(k) => {
+                        let got = store.admit("c", admit_all(*k)).await.unwrap().expect("no lease involved");
+                        let n = (*k as usize).min(m.waiting.len());
+                        let want: Vec<String> = m.waiting.drain(..n).collect();
+                        let got_users: Vec<String> = got.fans.iter().map(|(u, _)| u.clone()).collect();
+                        prop_assert_eq!(&got_users, &want);
+                        m.admitted.extend(want);
+                    }
+                    Op::Remove(u) => {
+                        let u = name(*u);
+                        let was_waiting = m.waiting.contains(&u);
+                        prop_assert_eq!(store.remove("c", &u).await.unwrap(), was_waiting);
+                        if was_waiting {
+                            m.waiting.retain(|w| *w != u);
+                            m.removed.insert(u);
+                        }
+                    }
                 }
             }
-            prop_assert_eq!(store.standing("c", "never").await.unwrap(), Standing::Unknown);
+            prop_assert_eq!(store.waiting_list("c").await.unwrap(), m.waiting.clone());
+            let (total, page) = store.page("c", 0, 1000).await.unwrap();
+            prop_assert_eq!(total as usize, m.waiting.len());
+            for (idx, e) in page.iter().enumerate() {
+                prop_assert_eq!(e.position as usize, idx + 1);
+                prop_assert_eq!(&e.user_id, &m.waiting[idx]);
+            }
+            for u in (0u8..30).map(name) {
+                let got = store.standing("c", &u, false).await.unwrap();
+                if let Some(idx) = m.waiting.iter().position(|w| *w == u) {
+                    match got {
+                        Standing::Waiting { position, queue_length, .. } => {
+                            prop_assert_eq!(position as usize, idx + 1);
+                            prop_assert_eq!(queue_length as usize, m.waiting.len());
+                        }
+                        other => prop_assert!(false, "{} should be waiting, is {:?}", u, other),
+                    }
+                } else if m.admitted.contains(&u) {
+                    prop_assert!(matches!(got, Standing::Left { outcome: Outcome::Admitted { .. }, .. }), "{} admitted: {:?}", u, got);
+                } else if m.removed.contains(&u) {
+                    prop_assert!(matches!(got, Standing::Left { outcome: Outcome::Removed { .. }, .. }), "{} removed: {:?}", u, got);
+                } else {
+                    prop_assert_eq!(got, Standing::Unknown);
+                }
+            }
+            let counts = store.counts("c").await.unwrap();
+            prop_assert_eq!(counts.waiting as usize, m.waiting.len());
+            prop_assert_eq!(counts.admitted as usize, m.admitted.len());
+            prop_assert_eq!(counts.removed as usize, m.removed.len());
             Ok(())
         })?;
     }

@@ -19,12 +19,7 @@ pub struct Burst {
 
 /// Sends one join per entry of `users` (repeats allowed), spread round-robin over `gateways`,
 /// at most `concurrency` at once.
-pub async fn join_all(
-    gateways: &[Arc<Gateway>],
-    concert: &str,
-    users: Vec<String>,
-    concurrency: usize,
-) -> Burst {
+pub async fn join_all(gateways: &[Arc<Gateway>], concert: &str, users: Vec<String>, concurrency: usize) -> Burst {
     let gate = Arc::new(Semaphore::new(concurrency));
     let mut tasks = Vec::with_capacity(users.len());
     for (i, user) in users.into_iter().enumerate() {
@@ -33,8 +28,8 @@ pub async fn join_all(
         let url = format!("{}/v1/concerts/{concert}/queue", gw.http);
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
-            // A transport error (no answer at all) is retried like a browser would; a join is
-            // idempotent. Only answers count as statuses.
+            // A transport error (no answer at all) or a 408 is retried like a browser would; a join
+            // is idempotent. Only answers count as statuses.
             let mut status = 0;
             for _ in 0..3 {
                 let sent = gw
@@ -45,6 +40,8 @@ pub async fn join_all(
                     .send()
                     .await;
                 match sent {
+                    // 408: the server timed out reading the request head and did nothing with it.
+                    Ok(r) if r.status() == 408 => eprintln!("join of {user} got 408; retrying"),
                     Ok(r) => {
                         status = r.status().as_u16();
                         break;
@@ -83,11 +80,7 @@ pub struct Report {
 impl Report {
     /// Nobody missing, nobody twice, nobody without a 202, positions 1..n.
     pub fn assert_exact(&self) {
-        assert_eq!(
-            (self.missing, self.duplicated, self.unacknowledged),
-            (0, 0, 0),
-            "{self}"
-        );
+        assert_eq!((self.missing, self.duplicated, self.unacknowledged), (0, 0, 0), "{self}");
         assert!(self.positions_ok, "{self}");
     }
 }
@@ -105,8 +98,7 @@ impl std::fmt::Display for Report {
 /// A connection without the client's default response timeout: a full LRANGE of 50,000 fans
 /// on a loaded two-core machine can take longer than that.
 pub async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
-    let cfg =
-        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
+    let cfg = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
     redis::Client::open(url)
         .unwrap()
         .get_multiplexed_async_connection_with_config(&cfg)
@@ -136,35 +128,17 @@ pub async fn check(
     }
 }
 
-async fn compare(
-    redis_url: &str,
-    prefix: &str,
-    concert: &str,
-    accepted: &HashSet<String>,
-) -> Report {
+async fn compare(redis_url: &str, prefix: &str, concert: &str, accepted: &HashSet<String>) -> Report {
     // Reads that fail (a busy machine, a Redis restarting) are retried, never read as empty.
     let (list, ranked) = loop {
-        if let Ok(mut c) = tokio::time::timeout(Duration::from_secs(5), redis_conn(redis_url)).await
-        {
-            let list: redis::RedisResult<Vec<String>> = redis::cmd("LRANGE")
-                .arg(key(prefix, concert, "waiting"))
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut c)
-                .await;
-            let ranked: redis::RedisResult<Vec<String>> = redis::cmd("ZRANGE")
-                .arg(key(prefix, concert, "rank"))
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut c)
-                .await;
+        if let Ok(mut c) = tokio::time::timeout(Duration::from_secs(5), redis_conn(redis_url)).await {
+            let list: redis::RedisResult<Vec<String>> =
+                redis::cmd("LRANGE").arg(key(prefix, concert, "waiting")).arg(0).arg(-1).query_async(&mut c).await;
+            let ranked: redis::RedisResult<Vec<String>> =
+                redis::cmd("ZRANGE").arg(key(prefix, concert, "rank")).arg(0).arg(-1).query_async(&mut c).await;
             match (list, ranked) {
                 (Ok(l), Ok(r)) => break (l, r),
-                (l, r) => eprintln!(
-                    "checker read failed ({:?} / {:?}); retrying",
-                    l.err(),
-                    r.err()
-                ),
+                (l, r) => eprintln!("checker read failed ({:?} / {:?}); retrying", l.err(), r.err()),
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -183,23 +157,13 @@ async fn compare(
 /// Number of fans in Redis for a concert right now.
 pub async fn waiting(redis_url: &str, prefix: &str, concert: &str) -> usize {
     match tokio::time::timeout(Duration::from_secs(1), redis_conn(redis_url)).await {
-        Ok(mut c) => redis::cmd("ZCARD")
-            .arg(key(prefix, concert, "rank"))
-            .query_async(&mut c)
-            .await
-            .unwrap_or(0),
+        Ok(mut c) => redis::cmd("ZCARD").arg(key(prefix, concert, "rank")).query_async(&mut c).await.unwrap_or(0),
         Err(_) => 0,
     }
 }
 
 /// Waits until at least `n` fans are in Redis; false at the deadline.
-pub async fn wait_for_waiting(
-    redis_url: &str,
-    prefix: &str,
-    concert: &str,
-    n: usize,
-    deadline: Duration,
-) -> bool {
+pub async fn wait_for_waiting(redis_url: &str, prefix: &str, concert: &str, n: usize, deadline: Duration) -> bool {
     let until = tokio::time::Instant::now() + deadline;
     while tokio::time::Instant::now() < until {
         if waiting(redis_url, prefix, concert).await >= n {

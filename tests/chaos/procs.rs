@@ -23,12 +23,21 @@ pub fn shared_redis() -> String {
     std::env::var("QUEUEGATE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// A PKCS#8 PEM Ed25519 key file for the spawned processes (written once per test binary).
+pub fn admission_key_file() -> String {
+    use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePrivateKey};
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("qgchaos-admission-{}.pem", std::process::id()));
+        let pem = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]).to_pkcs8_pem(LineEnding::LF).expect("encodes");
+        std::fs::write(&path, pem.as_bytes()).expect("key file written");
+        path.display().to_string()
+    })
+    .clone()
+}
+
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// One scenario's private names and the Redis it uses.
@@ -55,20 +64,14 @@ impl Scenario {
             redis_url,
             brokers,
         };
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &s.brokers)
-            .create()
-            .expect("admin client");
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &s.brokers).create().expect("admin client");
         let dlt = format!("{}.dlt", s.topic);
         let topics = [
             NewTopic::new(&s.topic, partitions, TopicReplication::Fixed(1)),
             NewTopic::new(&dlt, 1, TopicReplication::Fixed(1)),
         ];
-        for r in admin
-            .create_topics(&topics, &AdminOptions::new())
-            .await
-            .expect("create topics")
-        {
+        for r in admin.create_topics(&topics, &AdminOptions::new()).await.expect("create topics") {
             r.expect("topic created");
         }
         s
@@ -85,11 +88,9 @@ impl Scenario {
             ("QUEUEGATE_TOKEN_SECRET", TOKEN_SECRET.into()),
             ("QUEUEGATE_HTTP_ADDR", "127.0.0.1:0".into()),
             ("QUEUEGATE_ADMIN_ADDR", "127.0.0.1:0".into()),
-            (
-                "QUEUEGATE_LOG",
-                std::env::var("CHAOS_LOG").unwrap_or_else(|_| "warn".into()),
-            ),
+            ("QUEUEGATE_LOG", std::env::var("CHAOS_LOG").unwrap_or_else(|_| "warn".into())),
             ("QUEUEGATE_SHUTDOWN_GRACE_SECONDS", "5".into()),
+            ("QUEUEGATE_ADMISSION_KEY_FILE", admission_key_file()),
         ]
     }
 
@@ -101,8 +102,7 @@ impl Scenario {
     /// The same with extra environment (which overrides the scenario's).
     pub fn spawn_consumer_with(&self, batch: usize, extra: &[(&str, String)]) -> Child {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_queuegate"));
-        cmd.arg("consumer")
-            .env("QUEUEGATE_CONSUMER_BATCH", batch.to_string());
+        cmd.arg("consumer").env("QUEUEGATE_CONSUMER_BATCH", batch.to_string());
         for (k, v) in self.env() {
             cmd.env(k, v);
         }
@@ -110,40 +110,23 @@ impl Scenario {
             cmd.env(k, v);
         }
         let logs = std::env::var("CHAOS_LOG").is_ok();
-        cmd.stdout(Stdio::null()).stderr(if logs {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        });
+        cmd.stdout(Stdio::null()).stderr(if logs { Stdio::inherit() } else { Stdio::null() });
         cmd.spawn().expect("spawn queuegate consumer")
     }
 
     /// An in-process gateway (front door + admin) on port 0.
-    pub async fn spawn_gateway(
-        &self,
-        tweak: impl FnOnce(&mut queuegate::config::Settings),
-    ) -> Gateway {
+    pub async fn spawn_gateway(&self, tweak: impl FnOnce(&mut queuegate::config::Settings)) -> Gateway {
         let mut s = queuegate::config::Settings::for_test(&self.topic, &self.group, &self.prefix);
         s.kafka_brokers = self.brokers.clone();
         s.redis_url = self.redis_url.clone();
         s.admin_token = Some(ADMIN_TOKEN.into());
         tweak(&mut s);
-        let app = Application::build(s, Role::Gateway)
-            .await
-            .expect("gateway builds");
+        let app = Application::build(s, Role::Gateway).await.expect("gateway builds");
         let http = format!("http://127.0.0.1:{}", app.http_port().unwrap());
         let admin = format!("http://127.0.0.1:{}", app.admin_port());
         let stop = app.stop_token();
         tokio::spawn(app.run());
-        Gateway {
-            http,
-            admin,
-            stop,
-            client: reqwest::Client::builder()
-                .pool_max_idle_per_host(512)
-                .build()
-                .unwrap(),
-        }
+        Gateway { http, admin, stop, client: reqwest::Client::builder().pool_max_idle_per_host(512).build().unwrap() }
     }
 }
 
@@ -194,11 +177,7 @@ impl PrivateRedis {
         let dir = std::env::temp_dir().join(format!("qgchaos-redis-{port}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut r = PrivateRedis {
-            port,
-            dir,
-            child: None,
-        };
+        let mut r = PrivateRedis { port, dir, child: None };
         r.spawn();
         r
     }
@@ -209,14 +188,7 @@ impl PrivateRedis {
 
     pub fn spawn(&mut self) {
         let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &self.port.to_string(),
-                "--save",
-                "",
-            ])
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
             .arg(&self.dir)
@@ -261,9 +233,7 @@ pub struct PrivateKafka {
 fn kafka_libs() -> PathBuf {
     std::env::var_os("QUEUEGATE_KAFKA_LIBS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".local/kafka-4.1.1/libs")
-        })
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".local/kafka-4.1.1/libs"))
 }
 
 impl PrivateKafka {
@@ -286,24 +256,13 @@ impl PrivateKafka {
         std::fs::write(dir.join("server.properties"), props).unwrap();
         std::fs::write(dir.join("log4j2.properties"), "rootLogger.level = warn\n").unwrap();
         let status = Self::java(&dir)
-            .args([
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                "qgchaosAAAAAAAAAAAAAAAA",
-                "-c",
-            ])
+            .args(["kafka.tools.StorageTool", "format", "-t", "qgchaosAAAAAAAAAAAAAAAA", "-c"])
             .arg(dir.join("server.properties"))
             .stdout(Stdio::null())
             .status()
             .expect("java runs");
         assert!(status.success(), "kafka storage format failed");
-        let mut k = PrivateKafka {
-            port,
-            controller_port,
-            dir,
-            child: None,
-        };
+        let mut k = PrivateKafka { port, controller_port, dir, child: None };
         k.spawn();
         k
     }
@@ -311,10 +270,7 @@ impl PrivateKafka {
     fn java(dir: &std::path::Path) -> Command {
         let mut c = Command::new("java");
         c.args(["-Xms128m", "-Xmx384m", "-XX:+UseSerialGC"])
-            .arg(format!(
-                "-Dlog4j2.configurationFile={}",
-                dir.join("log4j2.properties").display()
-            ))
+            .arg(format!("-Dlog4j2.configurationFile={}", dir.join("log4j2.properties").display()))
             .arg("-cp")
             .arg(format!("{}/*", kafka_libs().display()));
         c
@@ -339,19 +295,13 @@ impl PrivateKafka {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!(
-            "private Kafka did not start on {} (controller {})",
-            self.port, self.controller_port
-        );
+        panic!("private Kafka did not start on {} (controller {})", self.port, self.controller_port);
     }
 
     /// SIGTERM and wait: a controlled broker shutdown.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
             for _ in 0..300 {
                 if c.try_wait().ok().flatten().is_some() {
                     return;

@@ -16,41 +16,19 @@ async fn kill_9_of_the_consumer_mid_drain_loses_and_doubles_nobody() {
     let gw = Arc::new(sc.spawn_gateway(|_| {}).await);
     gw.open_concert("k9").await;
     let burst = join_all(std::slice::from_ref(&gw), "k9", fans(50_000, "fan"), 256).await;
-    assert_eq!(
-        burst.accepted.len(),
-        50_000,
-        "statuses: {:?}",
-        burst.statuses
-    );
+    assert_eq!(burst.accepted.len(), 50_000, "statuses: {:?}", burst.statuses);
 
     let mut consumer = sc.spawn_consumer(500);
     assert!(
-        wait_for_waiting(
-            &sc.redis_url,
-            &sc.prefix,
-            "k9",
-            10_000,
-            Duration::from_secs(120)
-        )
-        .await,
+        wait_for_waiting(&sc.redis_url, &sc.prefix, "k9", 10_000, Duration::from_secs(120)).await,
         "consumer made progress"
     );
     kill9(&mut consumer);
     let at_kill = waiting(&sc.redis_url, &sc.prefix, "k9").await;
-    assert!(
-        at_kill < 50_000,
-        "the kill came mid-drain ({at_kill} applied)"
-    );
+    assert!(at_kill < 50_000, "the kill came mid-drain ({at_kill} applied)");
 
     let mut consumer = sc.spawn_consumer(500);
-    let report = check(
-        &sc.redis_url,
-        &sc.prefix,
-        "k9",
-        &burst.accepted,
-        Duration::from_secs(180),
-    )
-    .await;
+    let report = check(&sc.redis_url, &sc.prefix, "k9", &burst.accepted, Duration::from_secs(180)).await;
     kill9(&mut consumer);
     println!("chaos kill-9-consumer: killed at {at_kill} applied; {report}");
     report.assert_exact();
@@ -63,23 +41,11 @@ async fn sigkill_of_redis_during_the_drain_loses_and_doubles_nobody() {
     let gw = Arc::new(sc.spawn_gateway(|_| {}).await);
     gw.open_concert("rk").await;
     let burst = join_all(std::slice::from_ref(&gw), "rk", fans(20_000, "fan"), 256).await;
-    assert_eq!(
-        burst.accepted.len(),
-        20_000,
-        "statuses: {:?}",
-        burst.statuses
-    );
+    assert_eq!(burst.accepted.len(), 20_000, "statuses: {:?}", burst.statuses);
 
     let mut consumer = sc.spawn_consumer(200);
     assert!(
-        wait_for_waiting(
-            &sc.redis_url,
-            &sc.prefix,
-            "rk",
-            3_000,
-            Duration::from_secs(120)
-        )
-        .await,
+        wait_for_waiting(&sc.redis_url, &sc.prefix, "rk", 3_000, Duration::from_secs(120)).await,
         "consumer made progress"
     );
     redis.kill9();
@@ -87,14 +53,7 @@ async fn sigkill_of_redis_during_the_drain_loses_and_doubles_nobody() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     redis.spawn();
     let at_restart = waiting(&sc.redis_url, &sc.prefix, "rk").await;
-    let report = check(
-        &sc.redis_url,
-        &sc.prefix,
-        "rk",
-        &burst.accepted,
-        Duration::from_secs(180),
-    )
-    .await;
+    let report = check(&sc.redis_url, &sc.prefix, "rk", &burst.accepted, Duration::from_secs(180)).await;
     kill9(&mut consumer);
     println!("chaos sigkill-redis: {at_restart} in Redis after restart; {report}");
     assert!(at_restart < 20_000, "the kill came mid-drain");
@@ -107,46 +66,16 @@ async fn rebalances_under_load_lose_and_double_nobody() {
     let gw = Arc::new(sc.spawn_gateway(|_| {}).await);
     gw.open_concert("rb").await;
     let burst = join_all(std::slice::from_ref(&gw), "rb", fans(30_000, "fan"), 256).await;
-    assert_eq!(
-        burst.accepted.len(),
-        30_000,
-        "statuses: {:?}",
-        burst.statuses
-    );
+    assert_eq!(burst.accepted.len(), 30_000, "statuses: {:?}", burst.statuses);
 
     let mut first = sc.spawn_consumer(300);
     let mut second = sc.spawn_consumer(300);
-    assert!(
-        wait_for_waiting(
-            &sc.redis_url,
-            &sc.prefix,
-            "rb",
-            5_000,
-            Duration::from_secs(120)
-        )
-        .await
-    );
+    assert!(wait_for_waiting(&sc.redis_url, &sc.prefix, "rb", 5_000, Duration::from_secs(120)).await);
     let mut third = sc.spawn_consumer(300);
-    assert!(
-        wait_for_waiting(
-            &sc.redis_url,
-            &sc.prefix,
-            "rb",
-            12_000,
-            Duration::from_secs(120)
-        )
-        .await
-    );
+    assert!(wait_for_waiting(&sc.redis_url, &sc.prefix, "rb", 12_000, Duration::from_secs(120)).await);
     kill9(&mut first);
     let at_kill = waiting(&sc.redis_url, &sc.prefix, "rb").await;
-    let report = check(
-        &sc.redis_url,
-        &sc.prefix,
-        "rb",
-        &burst.accepted,
-        Duration::from_secs(180),
-    )
-    .await;
+    let report = check(&sc.redis_url, &sc.prefix, "rb", &burst.accepted, Duration::from_secs(180)).await;
     kill9(&mut second);
     kill9(&mut third);
     println!("chaos rebalance: first consumer killed at {at_kill} applied; {report}");
@@ -177,25 +106,10 @@ async fn the_same_fans_joining_twenty_times_through_two_gateways_are_queued_once
     users.push("probe".into());
     // Interleave the repeats: fan-0, fan-1, …, fan-1999, fan-0, … spread over both gateways.
     let burst = join_all(&[a.clone(), b.clone()], "rj", users, 256).await;
-    assert_eq!(
-        burst.statuses.get(&202).copied(),
-        Some(40_001),
-        "statuses: {:?}",
-        burst.statuses
-    );
-    let report = check(
-        &sc.redis_url,
-        &sc.prefix,
-        "rj",
-        &burst.accepted,
-        Duration::from_secs(180),
-    )
-    .await;
+    assert_eq!(burst.statuses.get(&202).copied(), Some(40_001), "statuses: {:?}", burst.statuses);
+    let report = check(&sc.redis_url, &sc.prefix, "rj", &burst.accepted, Duration::from_secs(180)).await;
     kill9(&mut consumer);
-    println!(
-        "chaos repeated-joins: 40001 joins of {} fans; {report}",
-        burst.accepted.len()
-    );
+    println!("chaos repeated-joins: 40001 joins of {} fans; {report}", burst.accepted.len());
     assert_eq!(report.accepted, 2_001);
     report.assert_exact();
 }
@@ -204,20 +118,12 @@ async fn the_same_fans_joining_twenty_times_through_two_gateways_are_queued_once
 async fn a_broker_restart_during_a_join_burst_answers_503_meanwhile_and_keeps_every_202() {
     let mut kafka = PrivateKafka::start();
     let sc = Scenario::with_brokers(6, shared_redis(), kafka.brokers()).await;
-    let gw = Arc::new(
-        sc.spawn_gateway(|s| s.kafka_delivery_timeout_ms = 2000)
-            .await,
-    );
+    let gw = Arc::new(sc.spawn_gateway(|s| s.kafka_delivery_timeout_ms = 2000).await);
     gw.open_concert("br").await;
     let mut consumer = sc.spawn_consumer(500);
 
     let before = join_all(std::slice::from_ref(&gw), "br", fans(5_000, "before"), 128).await;
-    assert_eq!(
-        before.accepted.len(),
-        5_000,
-        "statuses before the outage: {:?}",
-        before.statuses
-    );
+    assert_eq!(before.accepted.len(), 5_000, "statuses before the outage: {:?}", before.statuses);
 
     // The burst goes on while the broker stops, stays down, and comes back.
     let burst = {
@@ -244,36 +150,15 @@ async fn a_broker_restart_during_a_join_burst_answers_503_meanwhile_and_keeps_ev
     accepted.extend(during.accepted.iter().cloned());
     accepted.extend(outage.accepted.iter().cloned());
     accepted.extend(after.accepted.iter().cloned());
-    let report = check(
-        &sc.redis_url,
-        &sc.prefix,
-        "br",
-        &accepted,
-        Duration::from_secs(180),
-    )
-    .await;
+    let report = check(&sc.redis_url, &sc.prefix, "br", &accepted, Duration::from_secs(180)).await;
     kill9(&mut consumer);
     println!(
         "chaos broker-restart: during-burst statuses {:?}, while-down statuses {:?}; {report}",
         during.statuses, outage.statuses
     );
-    assert_eq!(
-        outage.statuses.get(&202),
-        None,
-        "no 202 while the broker is down: {:?}",
-        outage.statuses
-    );
-    assert!(
-        outage.statuses.get(&503).copied().unwrap_or(0) > 0,
-        "503 while the broker is down: {:?}",
-        outage.statuses
-    );
-    assert_eq!(
-        during.statuses.get(&0),
-        None,
-        "no join hung or failed without an answer: {:?}",
-        during.statuses
-    );
+    assert_eq!(outage.statuses.get(&202), None, "no 202 while the broker is down: {:?}", outage.statuses);
+    assert!(outage.statuses.get(&503).copied().unwrap_or(0) > 0, "503 while the broker is down: {:?}", outage.statuses);
+    assert_eq!(during.statuses.get(&0), None, "no join hung or failed without an answer: {:?}", during.statuses);
     assert_eq!((report.missing, report.duplicated), (0, 0), "{report}");
     assert!(report.positions_ok, "{report}");
 }
@@ -285,12 +170,7 @@ async fn a_redis_outage_longer_than_the_poll_interval_keeps_the_consumer_in_its_
     let gw = Arc::new(sc.spawn_gateway(|_| {}).await);
     gw.open_concert("lo").await;
     let burst = join_all(std::slice::from_ref(&gw), "lo", fans(6_000, "fan"), 128).await;
-    assert_eq!(
-        burst.accepted.len(),
-        6_000,
-        "statuses: {:?}",
-        burst.statuses
-    );
+    assert_eq!(burst.accepted.len(), 6_000, "statuses: {:?}", burst.statuses);
 
     let admin_port = crate::procs::free_port();
     let mut consumer = sc.spawn_consumer_with(
@@ -316,38 +196,20 @@ async fn a_redis_outage_longer_than_the_poll_interval_keeps_the_consumer_in_its_
             )
         }
     };
-    assert!(
-        wait_for_waiting(
-            &sc.redis_url,
-            &sc.prefix,
-            "lo",
-            500,
-            Duration::from_secs(120)
-        )
-        .await
-    );
+    assert!(wait_for_waiting(&sc.redis_url, &sc.prefix, "lo", 500, Duration::from_secs(120)).await);
     assert_eq!(rebalances("assign").await, Some(1));
     redis.kill9();
     // Twice the poll interval, and more than the session timeout.
     tokio::time::sleep(Duration::from_secs(22)).await;
     let revoked_during_outage = rebalances("revoke").await;
     redis.spawn();
-    let report = check(
-        &sc.redis_url,
-        &sc.prefix,
-        "lo",
-        &burst.accepted,
-        Duration::from_secs(120),
-    )
-    .await;
+    let report = check(&sc.redis_url, &sc.prefix, "lo", &burst.accepted, Duration::from_secs(120)).await;
     let revoked_after = rebalances("revoke").await;
     kill9(&mut consumer);
-    println!("chaos long-redis-outage: revocations during {revoked_during_outage:?}, after {revoked_after:?}; {report}");
-    assert_eq!(
-        revoked_during_outage,
-        Some(0),
-        "the consumer kept its partitions through a 22 s Redis outage"
+    println!(
+        "chaos long-redis-outage: revocations during {revoked_during_outage:?}, after {revoked_after:?}; {report}"
     );
+    assert_eq!(revoked_during_outage, Some(0), "the consumer kept its partitions through a 22 s Redis outage");
     assert_eq!(revoked_after, Some(0));
     report.assert_exact();
 }

@@ -1,0 +1,122 @@
+//! What a fan reads: its status (with the admission token once admitted), the public key that
+//! verifies admission tokens, and the booking site's "done, free the slot" call.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+
+use super::Gateway;
+use crate::admission::AdmissionKeys;
+use crate::problem::{check_id, ApiError};
+use crate::store::{Outcome, Standing};
+
+/// A fan's status, as the contract defines it.
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FanStatus {
+    /// pending | waiting | admitted | expired | removed
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_length: Option<u64>,
+    /// Position divided by the admission rate observed over the last ~30 s, rounded up;
+    /// absent while nobody is being admitted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admission_token: Option<String>,
+    /// When the admission token expires (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admission_expires_at: Option<String>,
+}
+
+impl FanStatus {
+    fn bare(status: &'static str) -> Self {
+        FanStatus {
+            status,
+            position: None,
+            queue_length: None,
+            eta_seconds: None,
+            admission_token: None,
+            admission_expires_at: None,
+        }
+    }
+
+    /// Builds the status from where the fan stands. `keys` re-creates the admission token
+    /// (deterministic, see [`AdmissionKeys`]); None leaves it out (operators' views).
+    pub fn new(standing: Standing, now_ms: i64, concert: &str, user: &str, keys: Option<&AdmissionKeys>) -> Self {
+        match standing {
+            Standing::Unknown => FanStatus::bare("pending"),
+            Standing::Waiting { position, queue_length, observed_rate, .. } => FanStatus {
+                position: Some(position),
+                queue_length: Some(queue_length),
+                eta_seconds: (observed_rate > 0.01).then(|| (position as f64 / observed_rate).ceil() as u64),
+                ..FanStatus::bare("waiting")
+            },
+            Standing::Left { outcome: Outcome::Admitted { iat_ms, exp_ms }, .. } if exp_ms > now_ms => FanStatus {
+                admission_token: keys.map(|k| k.issue(concert, user, iat_ms, exp_ms)),
+                admission_expires_at: Some(crate::clock::rfc3339(exp_ms)),
+                ..FanStatus::bare("admitted")
+            },
+            Standing::Left { outcome: Outcome::Admitted { .. } | Outcome::Abandoned { .. }, .. } => {
+                FanStatus::bare("expired")
+            }
+            Standing::Left { outcome: Outcome::Removed { .. }, .. } => FanStatus::bare("removed"),
+        }
+    }
+}
+
+/// The token in `Authorization: Bearer …`, if any.
+pub fn bearer(req: &HttpRequest) -> Option<&str> {
+    req.headers().get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// `GET /v1/concerts/{concertId}/queue/{userId}` — the fan's status, with its entry token.
+pub(super) async fn status(
+    gw: web::Data<Gateway>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (concert_id, user_id) = path.into_inner();
+    check_id("concertId", &concert_id)?;
+    check_id("userId", &user_id)?;
+    match bearer(&req) {
+        Some(t) if gw.tokens.verify(&concert_id, &user_id, t) => {}
+        _ => {
+            return Err(ApiError::Unauthorized(
+                "a valid entry token is required (Authorization: Bearer <token>)".into(),
+            ))
+        }
+    }
+    let started = std::time::Instant::now();
+    let standing = gw.store.standing(&concert_id, &user_id, true).await?;
+    gw.metrics.redis_duration.with_label_values(&["status"]).observe(started.elapsed().as_secs_f64());
+    let body = FanStatus::new(standing, crate::clock::now_ms(), &concert_id, &user_id, Some(&gw.keys));
+    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(body))
+}
+
+/// `POST /v1/concerts/{concertId}/admission/complete` with the admission token: the booking site
+/// is done with this fan, so the slot is freed for the next one (concurrency mode). Idempotent.
+pub(super) async fn complete(
+    gw: web::Data<Gateway>,
+    req: HttpRequest,
+    concert_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let concert_id = concert_id.into_inner();
+    check_id("concertId", &concert_id)?;
+    let token = bearer(&req).ok_or_else(|| {
+        ApiError::Unauthorized("an admission token is required (Authorization: Bearer <token>)".into())
+    })?;
+    let claims = gw.keys.verify(token, crate::clock::now_ms()).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    if claims.concert != concert_id {
+        return Err(ApiError::Unauthorized(format!("the admission token is for concert {}", claims.concert)));
+    }
+    gw.store.complete(&concert_id, &claims.sub).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /.well-known/jwks.json` — the public key that verifies admission tokens.
+pub(super) async fn jwks(gw: web::Data<Gateway>) -> HttpResponse {
+    HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "public, max-age=300")).json(gw.keys.jwks())
+}

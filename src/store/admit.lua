@@ -1,0 +1,79 @@
+-- Admits fans from the head of a concert's queue, atomically.
+--
+-- KEYS[1] waiting LIST   KEYS[2] rank ZSET    KEYS[3] state HASH  (userId -> "a:<iat>:<exp>" | "x:<ms>" | "r:<ms>")
+-- KEYS[4] active  ZSET userId -> token expiry (ms): the slots in use (concurrency mode)
+-- KEYS[5] seen    HASH userId -> last status poll (ms)    KEYS[6] joined HASH userId -> joinedAt (ms)
+-- KEYS[7] adm     HASH admitted, skipped, removed counts; rate bucket (bucketAt, bucketCarry);
+--                      observed rate (obsRate admits/s, decayed to obsAt)
+-- KEYS[8] lease   STRING the automatic admitter's lease, "<instance>:<fence>"
+-- ARGV[1] now (ms)  ARGV[2] most fans to admit  ARGV[3] token ttl (ms)  ARGV[4] maxActive (0: none)
+-- ARGV[5] abandonAfter (ms, 0: off)  ARGV[6] admitPerSecond (0: no rate bucket)
+-- ARGV[7] lease value the caller holds ("" for manual admission: no lease needed)
+--
+-- Returns {0} when the caller's lease is not the current one (a stale admitter is fenced off),
+-- else {1, now, user1, exp1, user2, exp2, ...}. Fans whose last poll is older than abandonAfter
+-- are taken off the queue as expired and do not count. At most 1000 fans are looked at per call.
+local now = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
+local max_active = tonumber(ARGV[4])
+local abandon = tonumber(ARGV[5])
+local rate = tonumber(ARGV[6])
+if ARGV[7] ~= '' and redis.call('GET', KEYS[8]) ~= ARGV[7] then
+  return {0}
+end
+
+-- Expired tokens free their slots.
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+if max_active > 0 then
+  local free = max_active - redis.call('ZCARD', KEYS[4])
+  if free < n then n = free end
+end
+local allowance = 0
+if rate > 0 then
+  local at = tonumber(redis.call('HGET', KEYS[7], 'bucketAt') or now)
+  local carry = tonumber(redis.call('HGET', KEYS[7], 'bucketCarry') or '0')
+  allowance = carry + rate * (now - at) / 1000
+  if allowance > rate then allowance = rate end -- at most one second's worth is banked
+  local whole = math.floor(allowance)
+  if whole < n then n = whole end
+end
+
+local out = {1, now}
+local admitted, scanned = 0, 0
+while admitted < n and scanned < 1000 do
+  local user = redis.call('LPOP', KEYS[1])
+  if not user then break end
+  scanned = scanned + 1
+  redis.call('ZREM', KEYS[2], user)
+  local abandoned = false
+  if abandon > 0 then
+    local seen = tonumber(redis.call('HGET', KEYS[5], user) or redis.call('HGET', KEYS[6], user) or now)
+    abandoned = now - seen > abandon
+  end
+  if abandoned then
+    redis.call('HSET', KEYS[3], user, 'x:' .. now)
+    redis.call('HINCRBY', KEYS[7], 'skipped', 1)
+  else
+    local exp = now + ttl
+    redis.call('HSET', KEYS[3], user, 'a:' .. now .. ':' .. exp)
+    redis.call('ZADD', KEYS[4], exp, user)
+    admitted = admitted + 1
+    out[#out + 1] = user
+    out[#out + 1] = exp
+  end
+end
+
+if rate > 0 then
+  redis.call('HSET', KEYS[7], 'bucketAt', now, 'bucketCarry', tostring(allowance - admitted))
+end
+if admitted > 0 then
+  redis.call('HINCRBY', KEYS[7], 'admitted', admitted)
+end
+-- Observed admission rate: an exponentially decaying count with a 30 s time constant.
+local tau = 30000
+local r = tonumber(redis.call('HGET', KEYS[7], 'obsRate') or '0')
+local t = tonumber(redis.call('HGET', KEYS[7], 'obsAt') or now)
+r = r * math.exp(-(now - t) / tau) + admitted * 1000 / tau
+redis.call('HSET', KEYS[7], 'obsRate', tostring(r), 'obsAt', now)
+return out
