@@ -2,6 +2,7 @@
 //! started by `make services`. Each test has its own topic, consumer group and key prefix.
 
 mod admin;
+mod admission;
 mod bad_input;
 mod dead_letters;
 mod helpers;

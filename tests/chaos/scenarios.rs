@@ -213,3 +213,61 @@ async fn a_redis_outage_longer_than_the_poll_interval_keeps_the_consumer_in_its_
     assert_eq!(revoked_after, Some(0));
     report.assert_exact();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_admitter_lease_is_taken_over_after_kill_9_of_its_holder_and_nobody_is_admitted_twice() {
+    let sc = Scenario::new(3, shared_redis()).await;
+    let gw = Arc::new(sc.spawn_gateway(|_| {}).await);
+    gw.open_concert("lt").await;
+    let burst = join_all(std::slice::from_ref(&gw), "lt", fans(2_000, "fan"), 128).await;
+    assert_eq!(burst.accepted.len(), 2_000);
+    let mut holder = sc.spawn_consumer(500);
+    assert!(wait_for_waiting(&sc.redis_url, &sc.prefix, "lt", 2_000, Duration::from_secs(120)).await);
+
+    let mut redis = crate::checker::redis_conn(&sc.redis_url).await;
+    let key = |k: &str| format!("{}:{{lt}}:{k}", sc.prefix);
+    let admitted = async |c: &mut redis::aio::MultiplexedConnection| -> u64 {
+        redis::cmd("HGET").arg(key("adm")).arg("admitted").query_async::<Option<u64>>(c).await.unwrap().unwrap_or(0)
+    };
+    gw.client
+        .put(format!("{}/admin/v1/concerts/lt", gw.admin))
+        .bearer_auth(crate::procs::ADMIN_TOKEN)
+        .json(&serde_json::json!({"state": "open", "admitPerSecond": 100}))
+        .send()
+        .await
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(30), async || admitted(&mut redis).await > 100).await, "the first consumer admits");
+    let first_lease: String = redis::cmd("GET").arg(key("lease")).query_async(&mut redis).await.unwrap();
+
+    let mut successor = sc.spawn_consumer(500);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    kill9(&mut holder);
+    let killed_at = std::time::Instant::now();
+    let at_kill = admitted(&mut redis).await;
+    assert!(
+        wait_until(Duration::from_secs(30), async || admitted(&mut redis).await > at_kill + 100).await,
+        "the successor goes on admitting"
+    );
+    let takeover = killed_at.elapsed();
+    let second_lease: String = redis::cmd("GET").arg(key("lease")).query_async(&mut redis).await.unwrap();
+    let fence = |v: &str| v.rsplit(':').next().unwrap().parse::<u64>().unwrap();
+
+    // Nobody twice: admitted fans are distinct, none of them still waits, counters agree.
+    kill9(&mut successor);
+    let states: Vec<(String, String)> = redis::cmd("HGETALL").arg(key("state")).query_async(&mut redis).await.unwrap();
+    let total = admitted(&mut redis).await;
+    let admitted_fans: std::collections::HashSet<&str> =
+        states.iter().filter(|(_, s)| s.starts_with("a:")).map(|(u, _)| u.as_str()).collect();
+    let waiting: Vec<String> = redis::cmd("LRANGE").arg(key("waiting")).arg(0).arg(-1).query_async(&mut redis).await.unwrap();
+    println!(
+        "chaos lease-takeover: lease {first_lease} -> {second_lease}, admissions resumed {:.1} s after the kill; admitted={total} distinct={} still-waiting={}",
+        takeover.as_secs_f64(),
+        admitted_fans.len(),
+        waiting.len()
+    );
+    assert!(fence(&second_lease) > fence(&first_lease), "a new holding has a higher fence");
+    assert!(takeover < Duration::from_secs(10), "taken over within the 3 s lease (+ rounds): {takeover:?}");
+    assert_eq!(admitted_fans.len() as u64, total, "each admission counted once");
+    assert!(waiting.iter().all(|w| !admitted_fans.contains(w.as_str())), "an admitted fan is still waiting");
+    assert_eq!(admitted_fans.len() + waiting.len(), 2_000, "every fan is either admitted once or waiting");
+}

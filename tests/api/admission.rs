@@ -1,0 +1,265 @@
+//! Admission: manual and automatic, rate and concurrency modes, tokens, removal, abandonment.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use jsonwebtoken::{jwk::JwkSet, Algorithm, DecodingKey, Validation};
+use queuegate::config::Role;
+use serde_json::{json, Value};
+
+use crate::helpers::{create_topics, poll_until, spawn_app, spawn_role, Names, TestApp, ADMIN_TOKEN};
+
+#[derive(Debug, serde::Deserialize)]
+struct Claims {
+    sub: String,
+    concert: String,
+    iat: i64,
+    exp: i64,
+}
+
+/// Verifies an admission token the way a booking site would: with the published JWKS only.
+async fn verify_with_jwks(app: &TestApp, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
+    let jwks: JwkSet = app.client.get(format!("{}/.well-known/jwks.json", app.http())).send().await.unwrap().json().await.unwrap();
+    let key = DecodingKey::from_jwk(&jwks.keys[0]).unwrap();
+    let mut v = Validation::new(Algorithm::EdDSA);
+    v.leeway = 0;
+    v.set_issuer(&["queuegate"]);
+    jsonwebtoken::decode::<Claims>(token, &key, &v).map(|d| d.claims)
+}
+
+/// Joins `n` fans one at a time (so queue order is join order) and returns their entry tokens.
+async fn join_in_order(app: &TestApp, concert: &str, n: usize) -> Vec<String> {
+    let mut tokens = Vec::new();
+    for i in 0..n {
+        let r: Value = app.join(concert, &format!("f{i}")).await.json().await.unwrap();
+        tokens.push(r["token"].as_str().unwrap().to_owned());
+        app.wait_for_records(i as u64 + 1).await;
+    }
+    tokens
+}
+
+async fn admit(app: &TestApp, concert: &str, count: u32) -> reqwest::Response {
+    app.client
+        .post(format!("{}/admin/v1/concerts/{concert}/admit", app.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "count": count }))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_admission_lets_the_head_through_with_tokens_that_verify_with_the_jwks() {
+    let app = spawn_app().await;
+    app.open_concert("c").await;
+    let tokens = join_in_order(&app, "c", 5).await;
+
+    let r = admit(&app, "c", 2).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let admitted = body["admitted"].as_array().unwrap();
+    let users: Vec<&str> = admitted.iter().map(|a| a["userId"].as_str().unwrap()).collect();
+    assert_eq!(users, vec!["f0", "f1"]);
+
+    let token = admitted[0]["admissionToken"].as_str().unwrap();
+    let claims = verify_with_jwks(&app, token).await.expect("verifies with the JWKS");
+    assert_eq!((claims.sub.as_str(), claims.concert.as_str()), ("f0", "c"));
+    assert_eq!(claims.exp - claims.iat, 600);
+
+    // The fan sees the same token in its status; the rest moved up by two.
+    let s: Value = app.status("c", "f0", &tokens[0]).await.json().await.unwrap();
+    assert_eq!(s["status"], "admitted");
+    assert_eq!(s["admissionToken"], token);
+    let s: Value = app.status("c", "f2", &tokens[2]).await.json().await.unwrap();
+    assert_eq!((s["status"].as_str(), s["position"].as_u64(), s["queueLength"].as_u64()), (Some("waiting"), Some(1), Some(3)));
+    let c = app.admin_json("/admin/v1/concerts/c").await;
+    assert_eq!((c["waiting"].as_u64(), c["admitted"].as_u64(), c["active"].as_u64()), (Some(3), Some(2), Some(2)));
+
+    // A re-join of an admitted fan does not queue it again.
+    assert_eq!(app.join("c", "f0").await.status(), 202);
+    app.wait_for_records(6).await;
+    assert_eq!(app.admin_json("/admin/v1/concerts/c").await["waiting"], 3);
+
+    // Tampered tokens fail.
+    let mut bad = token.to_owned();
+    let last = bad.pop().unwrap();
+    bad.push(if last == 'A' { 'B' } else { 'A' });
+    assert!(verify_with_jwks(&app, &bad).await.is_err());
+    crate::helpers::assert_problem(admit(&app, "c", 0).await, 400, "count").await;
+    crate::helpers::assert_problem(admit(&app, "nope", 1).await, 404, "nope").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admission_token_expires_and_the_fan_then_sees_expired() {
+    let app = spawn_app().await;
+    app.put_concert("c", json!({"state": "open", "tokenTtlSeconds": 1})).await;
+    let tokens = join_in_order(&app, "c", 1).await;
+    let body: Value = admit(&app, "c", 1).await.json().await.unwrap();
+    let token = body["admitted"][0]["admissionToken"].as_str().unwrap().to_owned();
+    assert!(verify_with_jwks(&app, &token).await.is_ok());
+    let expired = poll_until(Duration::from_secs(10), async || {
+        let s: Value = app.status("c", "f0", &tokens[0]).await.json().await.unwrap();
+        s["status"] == "expired"
+    })
+    .await;
+    assert!(expired);
+    let err = verify_with_jwks(&app, &token).await.expect_err("expired");
+    assert_eq!(*err.kind(), jsonwebtoken::errors::ErrorKind::ExpiredSignature);
+    // The booking site cannot release a slot with an expired token either.
+    let r = app.client.post(format!("{}/v1/concerts/c/admission/complete", app.http())).bearer_auth(&token).send().await.unwrap();
+    crate::helpers::assert_problem(r, 401, "expired").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_waiting_fan_moves_everyone_behind_up_by_one() {
+    let app = spawn_app().await;
+    app.open_concert("c").await;
+    let tokens = join_in_order(&app, "c", 4).await;
+    let r = app.client.delete(format!("{}/admin/v1/concerts/c/queue/f1", app.admin)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let page = app.admin_json("/admin/v1/concerts/c/queue").await;
+    let got: Vec<(u64, &str)> =
+        page["entries"].as_array().unwrap().iter().map(|e| (e["position"].as_u64().unwrap(), e["userId"].as_str().unwrap())).collect();
+    assert_eq!(got, vec![(1, "f0"), (2, "f2"), (3, "f3")]);
+    let s: Value = app.status("c", "f1", &tokens[1]).await.json().await.unwrap();
+    assert_eq!(s["status"], "removed");
+    let s: Value = app.status("c", "f3", &tokens[3]).await.json().await.unwrap();
+    assert_eq!(s["position"], 3);
+    let r = app.client.delete(format!("{}/admin/v1/concerts/c/queue/f1", app.admin)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    crate::helpers::assert_problem(r, 404, "not waiting").await;
+    assert_eq!(app.admin_json("/admin/v1/concerts/c").await["removed"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_mode_keeps_active_within_max_active_as_tokens_expire_and_slots_refill() {
+    let app = spawn_app().await;
+    app.put_concert("c", json!({"state": "paused", "maxActive": 3, "tokenTtlSeconds": 1})).await;
+    crate::helpers::assert_problem(app.join("c", "late").await, 409, "paused").await;
+    app.put_concert("c", json!({"state": "open", "maxActive": 3, "tokenTtlSeconds": 1})).await;
+    for i in 0..9 {
+        assert_eq!(app.join("c", &format!("f{i}")).await.status(), 202);
+    }
+    let mut max_seen = 0;
+    let drained = poll_until(Duration::from_secs(30), async || {
+        let c = app.admin_json("/admin/v1/concerts/c").await;
+        max_seen = max_seen.max(c["active"].as_u64().unwrap());
+        c["admitted"] == 9
+    })
+    .await;
+    assert!(drained, "all nine admitted as slots refilled");
+    assert!(max_seen <= 3, "active peaked at {max_seen}");
+    assert!(max_seen >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completing_an_admission_frees_its_slot_for_the_next_fan() {
+    let app = spawn_app().await;
+    app.put_concert("c", json!({"state": "open", "maxActive": 1, "tokenTtlSeconds": 600})).await;
+    let tokens = join_in_order(&app, "c", 2).await;
+    // The admitter lets f0 in and then nobody: one slot, held for ten minutes.
+    let mut first = Value::Null;
+    assert!(poll_until(Duration::from_secs(10), async || {
+        first = app.status("c", "f0", &tokens[0]).await.json().await.unwrap();
+        first["status"] == "admitted"
+    })
+    .await);
+    tokio::time::sleep(Duration::from_millis(600)).await; // three admission rounds
+    let s: Value = app.status("c", "f1", &tokens[1]).await.json().await.unwrap();
+    assert_eq!(s["status"], "waiting", "the only slot is taken");
+    let admission = first["admissionToken"].as_str().unwrap();
+    let r = app.client.post(format!("{}/v1/concerts/other/admission/complete", app.http())).bearer_auth(admission).send().await.unwrap();
+    assert_eq!(r.status(), 401, "a token of concert c does not complete concert other");
+    let r = app.client.post(format!("{}/v1/concerts/c/admission/complete", app.http())).bearer_auth(admission).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(poll_until(Duration::from_secs(10), async || {
+        let s: Value = app.status("c", "f1", &tokens[1]).await.json().await.unwrap();
+        s["status"] == "admitted"
+    })
+    .await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fans_who_stopped_polling_are_skipped_and_see_expired() {
+    let app = spawn_app().await;
+    app.put_concert("c", json!({"state": "open", "abandonAfterSeconds": 1})).await;
+    let tokens = join_in_order(&app, "c", 3).await;
+    // f1 keeps polling; f0 and f2 went away.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(2500);
+    while tokio::time::Instant::now() < deadline {
+        app.status("c", "f1", &tokens[1]).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let body: Value = admit(&app, "c", 1).await.json().await.unwrap();
+    let users: Vec<&str> = body["admitted"].as_array().unwrap().iter().map(|a| a["userId"].as_str().unwrap()).collect();
+    assert_eq!(users, vec!["f1"], "f0 was skipped as abandoned");
+    let s: Value = app.status("c", "f0", &tokens[0]).await.json().await.unwrap();
+    assert_eq!(s["status"], "expired");
+    let c = app.admin_json("/admin/v1/concerts/c").await;
+    assert_eq!((c["abandoned"].as_u64(), c["waiting"].as_u64()), (Some(1), Some(1)), "f2 is still waiting behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_admitters_hold_the_rate_and_admit_nobody_twice() {
+    let names = Names::new();
+    create_topics(&names, 3).await;
+    let gateway = spawn_role(&names, Role::Gateway, |_| {}).await;
+    gateway.open_concert("r").await;
+    let fans: Vec<String> = (0..400).map(|i| format!("f{i:03}")).collect();
+    for chunk in fans.chunks(50) {
+        let joins = chunk.iter().map(|f| gateway.join("r", f));
+        assert!(futures_util::future::join_all(joins).await.iter().all(|r| r.status() == 202));
+    }
+    let consumers = [
+        spawn_role(&names, Role::Consumer, |_| {}).await,
+        spawn_role(&names, Role::Consumer, |_| {}).await,
+        spawn_role(&names, Role::Consumer, |_| {}).await,
+    ];
+    assert!(poll_until(Duration::from_secs(60), async || gateway.admin_json("/admin/v1/concerts/r").await["waiting"] == 400).await);
+
+    // 40 per second, with three instances competing for the lease every 200 ms.
+    gateway.put_concert("r", json!({"state": "open", "admitPerSecond": 40})).await;
+    let started = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let admitted = gateway.admin_json("/admin/v1/concerts/r").await["admitted"].as_u64().unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    // The bucket allows at most one second's worth on top of the rate.
+    assert!(admitted as f64 <= 40.0 * elapsed + 40.0, "{admitted} admitted in {elapsed:.1} s at 40/s");
+    assert!(admitted as f64 >= 40.0 * (elapsed - 2.0), "{admitted} admitted in {elapsed:.1} s: admission runs");
+
+    // Nobody twice: every admitted fan appears once in the state hash, and the counters agree.
+    let mut c = redis::Client::open(crate::helpers::redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let states: Vec<(String, String)> = redis::cmd("HGETALL").arg(format!("{}:{{r}}:state", names.prefix)).query_async(&mut c).await.unwrap();
+    let admitted_now = gateway.admin_json("/admin/v1/concerts/r").await["admitted"].as_u64().unwrap();
+    let distinct: HashSet<&str> = states.iter().filter(|(_, s)| s.starts_with("a:")).map(|(u, _)| u.as_str()).collect();
+    assert!(distinct.len() as u64 >= admitted, "states {} vs counter {admitted}", distinct.len());
+    assert!(distinct.len() as u64 <= admitted_now);
+    let page = gateway.admin_json("/admin/v1/concerts/r/queue?limit=1000").await;
+    let waiting: HashSet<&str> = page["entries"].as_array().unwrap().iter().map(|e| e["userId"].as_str().unwrap()).collect();
+    assert!(waiting.is_disjoint(&distinct), "an admitted fan is still waiting");
+    drop(consumers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_and_closed_concerts_stop_admission_and_keep_positions() {
+    let app = spawn_app().await;
+    app.open_concert("c").await;
+    let tokens = join_in_order(&app, "c", 5).await;
+    for state in ["paused", "closed"] {
+        app.put_concert("c", json!({"state": state, "admitPerSecond": 100})).await;
+        tokio::time::sleep(Duration::from_millis(800)).await; // four admission rounds
+        let c = app.admin_json("/admin/v1/concerts/c").await;
+        assert_eq!((c["admitted"].as_u64(), c["waiting"].as_u64()), (Some(0), Some(5)), "{state}: nobody admitted");
+        crate::helpers::assert_problem(admit(&app, "c", 1).await, 409, state).await;
+        let s: Value = app.status("c", "f4", &tokens[4]).await.json().await.unwrap();
+        assert_eq!(s["position"], 5, "{state}: positions kept");
+        assert_eq!(app.admin_json("/admin/v1/concerts/c/queue").await["total"], 5, "{state}: the queue stays readable");
+    }
+    // Reopened at 2 per second: admission resumes and waiting fans get an estimate.
+    app.put_concert("c", json!({"state": "open", "admitPerSecond": 2})).await;
+    let mut s = Value::Null;
+    assert!(poll_until(Duration::from_secs(10), async || {
+        s = app.status("c", "f4", &tokens[4]).await.json().await.unwrap();
+        s["status"] == "waiting" && s["etaSeconds"].as_u64().is_some() && s["position"].as_u64() < Some(5)
+    })
+    .await, "status {s}");
+}
