@@ -14,6 +14,12 @@ if [ -z "${QUEUEGATE_TOKEN_SECRET:-}" ]; then
   QUEUEGATE_TOKEN_SECRET=$(cat .local/dev-token-secret)
 fi
 export QUEUEGATE_TOKEN_SECRET
+if [ -z "${QUEUEGATE_ADMISSION_KEY_FILE:-}" ]; then
+  # A dev Ed25519 key for admission tokens, made once (production brings its own PEM file).
+  [ -s .local/admission-key.pem ] || openssl genpkey -algorithm ed25519 -out .local/admission-key.pem
+  QUEUEGATE_ADMISSION_KEY_FILE="$ROOT/.local/admission-key.pem"
+fi
+export QUEUEGATE_ADMISSION_KEY_FILE
 export QUEUEGATE_ADMIN_TOKEN=${QUEUEGATE_ADMIN_TOKEN:-dev-admin-token-change-me}
 export QUEUEGATE_DEMO_CONCERT=${QUEUEGATE_DEMO_CONCERT:-demo}
 export QUEUEGATE_LOG_FORMAT=${QUEUEGATE_LOG_FORMAT:-pretty}
@@ -49,6 +55,8 @@ cat <<MSG
   Join:                curl -i -X POST http://$HTTP/v1/concerts/$C/queue -H 'Content-Type: application/json' -d '{"userId":"fan-1"}'
   Admin listing:       curl -H 'Authorization: Bearer $QUEUEGATE_ADMIN_TOKEN' http://$ADMIN/admin/v1/concerts/$C/queue
   Concerts:            curl -H 'Authorization: Bearer $QUEUEGATE_ADMIN_TOKEN' http://$ADMIN/admin/v1/concerts
+  Admit two fans:      curl -X POST -H 'Authorization: Bearer $QUEUEGATE_ADMIN_TOKEN' -H 'Content-Type: application/json' -d '{"count":2}' http://$ADMIN/admin/v1/concerts/$C/admit
+  Token public key:    http://$HTTP/.well-known/jwks.json
   Readiness, metrics:  http://$ADMIN/readyz  http://$ADMIN/metrics
 
 MSG
