@@ -41,10 +41,16 @@ pub use batch::Plan;
 /// (or while a batch waits for Redis with its partitions paused), so a revocation never lands
 /// between a batch's Redis write and its commit unnoticed: the commit filters by assignment.
 pub struct RebalanceLogger {
-    counter: Option<prometheus::IntCounterVec>,
+    metrics: Option<Metrics>,
 }
 
-impl ClientContext for RebalanceLogger {}
+impl ClientContext for RebalanceLogger {
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        if let Some(m) = &self.metrics {
+            m.record_kafka_stats("consumer", &statistics);
+        }
+    }
+}
 
 impl ConsumerContext for RebalanceLogger {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -62,8 +68,8 @@ impl ConsumerContext for RebalanceLogger {
                 "error"
             }
         };
-        if let Some(c) = &self.counter {
-            c.with_label_values(&[kind]).inc();
+        if let Some(m) = &self.metrics {
+            m.consumer_rebalances.with_label_values(&[kind]).inc();
         }
     }
 }
@@ -99,9 +105,10 @@ impl EntryConsumer {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("max.poll.interval.ms", settings.kafka_max_poll_interval_ms.to_string())
+            .set("statistics.interval.ms", "5000")
             .set("heartbeat.interval.ms", "1000")
             .set("fetch.wait.max.ms", "50")
-            .create_with_context(RebalanceLogger { counter: Some(metrics.consumer_rebalances.clone()) })
+            .create_with_context(RebalanceLogger { metrics: Some(metrics.clone()) })
             .map_err(|e| anyhow::anyhow!("creating the Kafka consumer: {e}"))?;
         consumer
             .subscribe(&[&settings.kafka_topic])
@@ -191,6 +198,10 @@ impl EntryConsumer {
                         self.metrics.consumer_records.with_label_values(&["duplicate"]).inc_by(applied.duplicates);
                         if backoff.attempts() > 0 {
                             tracing::info!(concert = %group.concert, attempts = backoff.attempts(), "Redis write succeeded after retries");
+                        }
+                        for ((user, _), trace) in group.joins.iter().zip(&group.traces) {
+                            tracing::debug!(trace_id = trace.as_deref().unwrap_or("-"), concert = %group.concert, user = %user,
+                                "join applied to Redis");
                         }
                         if let Some(tpl) = paused.take() {
                             self.resume(&tpl);
@@ -384,7 +395,7 @@ impl EntryConsumer {
             ClientConfig::new()
                 .set("bootstrap.servers", self.txn_config.get("bootstrap.servers").unwrap_or_default())
                 .set("group.id", "queuegate-readiness-probe")
-                .create_with_context(RebalanceLogger { counter: None })
+                .create_with_context(RebalanceLogger { metrics: None })
                 .expect("a probe client with a valid config"),
         );
         move |timeout| client.fetch_metadata(None, timeout).is_ok()

@@ -3,7 +3,10 @@
 //! Names carry the `queuegate_` prefix and their unit; labels are bounded (routes are the
 //! matched route patterns, never raw paths; statuses and outcomes are small fixed sets).
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use rdkafka::statistics::Statistics;
 
 /// Every metric of one process.
 #[derive(Clone)]
@@ -20,6 +23,10 @@ pub struct Metrics {
     pub consumer_retries: IntCounterVec,
     pub consumer_rebalances: IntCounterVec,
     pub admissions: IntCounterVec,
+    pub concert_fans: IntGaugeVec,
+    pub consumer_lag: IntGaugeVec,
+    pub kafka_queued: IntGaugeVec,
+    pub kafka_broker_rtt: GaugeVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -99,6 +106,29 @@ impl Metrics {
                 &["mode"],
             )
             .expect("valid metric"),
+            concert_fans: IntGaugeVec::new(
+                Opts::new(
+                    "queuegate_concert_fans",
+                    "Fans per concert by kind: waiting, active (holding a slot), admitted, abandoned, removed (refreshed every 5 s)",
+                ),
+                &["concert", "kind"],
+            )
+            .expect("valid metric"),
+            consumer_lag: IntGaugeVec::new(
+                Opts::new("queuegate_consumer_lag_records", "Records behind the partition's end, per assigned partition (librdkafka statistics)"),
+                &["topic", "partition"],
+            )
+            .expect("valid metric"),
+            kafka_queued: IntGaugeVec::new(
+                Opts::new("queuegate_kafka_client_queued_messages", "Messages in a Kafka client's queues, by client role (librdkafka statistics)"),
+                &["client"],
+            )
+            .expect("valid metric"),
+            kafka_broker_rtt: GaugeVec::new(
+                Opts::new("queuegate_kafka_broker_rtt_seconds", "Average broker round-trip time seen by a Kafka client, by client role (librdkafka statistics)"),
+                &["client"],
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in [
@@ -113,6 +143,10 @@ impl Metrics {
             Box::new(m.consumer_retries.clone()),
             Box::new(m.consumer_rebalances.clone()),
             Box::new(m.admissions.clone()),
+            Box::new(m.concert_fans.clone()),
+            Box::new(m.consumer_lag.clone()),
+            Box::new(m.kafka_queued.clone()),
+            Box::new(m.kafka_broker_rtt.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }
@@ -124,6 +158,39 @@ impl Metrics {
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
         String::from_utf8(buf).expect("exposition is UTF-8")
+    }
+}
+
+impl Metrics {
+    /// Feeds librdkafka's statistics (every `statistics.interval.ms`) into the gauges.
+    pub fn record_kafka_stats(&self, client: &str, stats: &Statistics) {
+        self.kafka_queued.with_label_values(&[client]).set(stats.msg_cnt as i64);
+        let rtts: Vec<f64> =
+            stats.brokers.values().filter_map(|b| b.rtt.as_ref()).map(|w| w.avg as f64 / 1e6).collect();
+        if !rtts.is_empty() {
+            self.kafka_broker_rtt.with_label_values(&[client]).set(rtts.iter().sum::<f64>() / rtts.len() as f64);
+        }
+        for (topic, t) in &stats.topics {
+            for (id, p) in &t.partitions {
+                // librdkafka reports -1 for partitions this client does not consume.
+                if *id >= 0 && p.consumer_lag >= 0 {
+                    self.consumer_lag.with_label_values(&[topic, &id.to_string()]).set(p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+/// A Kafka client context that feeds librdkafka statistics into [`Metrics`].
+#[derive(Clone)]
+pub struct KafkaStats {
+    pub client: &'static str,
+    pub metrics: Metrics,
+}
+
+impl rdkafka::ClientContext for KafkaStats {
+    fn stats(&self, statistics: Statistics) {
+        self.metrics.record_kafka_stats(self.client, &statistics);
     }
 }
 

@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::Settings;
 use crate::ids::{entry_key, EntryRecord};
+use crate::metrics::{KafkaStats, Metrics};
 
 /// Why a join could not be made durable. All of them are answered 503 with Retry-After.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +45,7 @@ pub struct Delivered {
 /// Produces queue entries; cheap to clone, shared by every HTTP worker.
 #[derive(Clone)]
 pub struct EntryProducer {
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaStats>,
     topic: Arc<str>,
     permits: Arc<Semaphore>,
     max_in_flight: usize,
@@ -53,8 +54,8 @@ pub struct EntryProducer {
 
 impl EntryProducer {
     /// Creates the producer. No connection is made until the first record or metadata call.
-    pub fn new(settings: &Settings) -> anyhow::Result<Self> {
-        let producer: FutureProducer = ClientConfig::new()
+    pub fn new(settings: &Settings, metrics: &Metrics) -> anyhow::Result<Self> {
+        let producer: FutureProducer<KafkaStats> = ClientConfig::new()
             .set("bootstrap.servers", &settings.kafka_brokers)
             .set("client.id", "queuegate-gateway")
             .set("enable.idempotence", "true")
@@ -66,7 +67,8 @@ impl EntryProducer {
             .set("queue.buffering.max.messages", (settings.max_in_flight * 2).max(1000).to_string())
             .set("message.timeout.ms", settings.kafka_delivery_timeout_ms.to_string())
             .set("socket.keepalive.enable", "true")
-            .create()
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(KafkaStats { client: "producer", metrics: metrics.clone() })
             .map_err(|e| anyhow::anyhow!("creating the Kafka producer: {e}"))?;
         Ok(EntryProducer {
             producer,

@@ -80,7 +80,7 @@ impl Application {
             let listener = TcpListener::bind(settings.http_addr)
                 .with_context(|| format!("binding the public listener (QUEUEGATE_HTTP_ADDR={})", settings.http_addr))?;
             let port = listener.local_addr()?.port();
-            let producer = EntryProducer::new(&settings)?;
+            let producer = EntryProducer::new(&settings, &metrics)?;
             let gw = web::Data::new(Gateway::new(
                 producer.clone(),
                 new_store()?,
@@ -210,6 +210,7 @@ impl Application {
         }
         let every = Duration::from_millis(settings.concert_refresh_ms);
         tokio::spawn(cache.clone().run_refresh(admin_store.clone(), every, stop.clone()));
+        tokio::spawn(publish_concert_gauges(admin_store.clone(), cache.clone(), metrics.clone(), stop.clone()));
         if role.consumes() {
             let admitter = Admitter::new(
                 admin_store.clone(),
@@ -295,6 +296,31 @@ async fn ensure_demo_concert(store: QueueStore, cache: ConcertCache, id: String,
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Every 5 s, sets `queuegate_concert_fans` from each concert's counts (one O(log n) script
+/// call per concert). Series per concert: concerts are few, fans are not labels.
+async fn publish_concert_gauges(store: QueueStore, cache: ConcertCache, metrics: Metrics, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for (id, _) in cache.snapshot() {
+            let Ok(c) = store.counts(&id).await else { continue };
+            for (kind, v) in [
+                ("waiting", c.waiting),
+                ("active", c.active),
+                ("admitted", c.admitted),
+                ("abandoned", c.abandoned),
+                ("removed", c.removed),
+            ] {
+                metrics.concert_fans.with_label_values(&[id.as_str(), kind]).set(v as i64);
+            }
         }
     }
 }

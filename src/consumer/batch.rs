@@ -12,6 +12,9 @@ pub struct ConcertJoins {
     pub concert: String,
     /// (userId, joinedAt ms)
     pub joins: Vec<(String, i64)>,
+    /// The trace id of each join (from its `traceparent` header), collected only when debug
+    /// logging is on, so one join can be followed from the HTTP request to the Redis write.
+    pub traces: Vec<Option<String>>,
 }
 
 /// What a batch asks of Redis and of the dead-letter topic.
@@ -32,16 +35,31 @@ impl<'a> Plan<'a> {
             match EntryRecord::decode(m.key(), m.payload()) {
                 Ok(rec) => {
                     let i = *index.entry(rec.concert_id.clone()).or_insert_with(|| {
-                        groups.push(ConcertJoins { concert: rec.concert_id.clone(), joins: Vec::new() });
+                        groups.push(ConcertJoins {
+                            concert: rec.concert_id.clone(),
+                            joins: Vec::new(),
+                            traces: Vec::new(),
+                        });
                         groups.len() - 1
                     });
                     groups[i].joins.push((rec.user_id, rec.joined_at_ms));
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        groups[i].traces.push(trace_id(m));
+                    }
                 }
                 Err(why) => dead.push((m, why)),
             }
         }
         Plan { groups, dead }
     }
+}
+
+/// The trace id in a record's `traceparent` header.
+fn trace_id(m: &OwnedMessage) -> Option<String> {
+    use rdkafka::message::Headers;
+    let h = m.headers()?.iter().find(|h| h.key == "traceparent")?;
+    let tp = std::str::from_utf8(h.value?).ok()?;
+    crate::trace::TraceContext::parse(tp).map(|t| t.trace_id)
 }
 
 /// The offset to commit per (topic, partition): one past the highest offset seen.
@@ -83,8 +101,8 @@ mod tests {
         assert_eq!(
             plan.groups,
             vec![
-                ConcertJoins { concert: "c1".into(), joins: vec![("a".into(), 7), ("c".into(), 7)] },
-                ConcertJoins { concert: "c2".into(), joins: vec![("b".into(), 7)] },
+                ConcertJoins { concert: "c1".into(), joins: vec![("a".into(), 7), ("c".into(), 7)], traces: vec![] },
+                ConcertJoins { concert: "c2".into(), joins: vec![("b".into(), 7)], traces: vec![] },
             ]
         );
         assert!(plan.dead.is_empty());

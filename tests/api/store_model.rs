@@ -15,7 +15,10 @@ use crate::helpers::{redis_url, Names};
 #[derive(Debug, Clone)]
 enum Op {
     /// A consumer batch of joins (user numbers); `replay` applies it twice (a redelivery).
-    Joins { users: Vec<u8>, replay: bool },
+    Joins {
+        users: Vec<u8>,
+        replay: bool,
+    },
     Admit(u32),
     Remove(u8),
 }

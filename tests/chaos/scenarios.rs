@@ -236,7 +236,10 @@ async fn the_admitter_lease_is_taken_over_after_kill_9_of_its_holder_and_nobody_
         .send()
         .await
         .unwrap();
-    assert!(wait_until(Duration::from_secs(30), async || admitted(&mut redis).await > 100).await, "the first consumer admits");
+    assert!(
+        wait_until(Duration::from_secs(30), async || admitted(&mut redis).await > 100).await,
+        "the first consumer admits"
+    );
     let first_lease: String = redis::cmd("GET").arg(key("lease")).query_async(&mut redis).await.unwrap();
 
     let mut successor = sc.spawn_consumer(500);
@@ -258,7 +261,8 @@ async fn the_admitter_lease_is_taken_over_after_kill_9_of_its_holder_and_nobody_
     let total = admitted(&mut redis).await;
     let admitted_fans: std::collections::HashSet<&str> =
         states.iter().filter(|(_, s)| s.starts_with("a:")).map(|(u, _)| u.as_str()).collect();
-    let waiting: Vec<String> = redis::cmd("LRANGE").arg(key("waiting")).arg(0).arg(-1).query_async(&mut redis).await.unwrap();
+    let waiting: Vec<String> =
+        redis::cmd("LRANGE").arg(key("waiting")).arg(0).arg(-1).query_async(&mut redis).await.unwrap();
     println!(
         "chaos lease-takeover: lease {first_lease} -> {second_lease}, admissions resumed {:.1} s after the kill; admitted={total} distinct={} still-waiting={}",
         takeover.as_secs_f64(),
