@@ -8,8 +8,9 @@ CARGO ?= cargo
 up:
 	@scripts/up.sh
 
-## test: start Kafka and Redis (reusing running ones), then every test
+## test: start Kafka and Redis (reusing running ones), install test tools, then every test
 test: services
+	@scripts/services.sh tools
 	$(CARGO) test --all-targets --locked -- --test-threads=2
 
 ## services: Kafka (KRaft, single node) and Redis (AOF always) in the background

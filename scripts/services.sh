@@ -4,6 +4,7 @@
 #   scripts/services.sh up      start both in the background (reusing any already answering), create topics
 #   scripts/services.sh down    stop what this script started
 #   scripts/services.sh status  say what answers
+#   scripts/services.sh tools   install what the tests need besides the services (prometheus)
 #
 # Honours QUEUEGATE_KAFKA_BROKERS (default 127.0.0.1:9092) and QUEUEGATE_REDIS_URL
 # (default redis://127.0.0.1:6379). Everything it downloads or writes lives under .local/.
@@ -185,6 +186,20 @@ start_redis() {
   die "Redis did not answer within 5 s (log: ${dir#$ROOT/}/redis.log)"
 }
 
+# --- test tools --------------------------------------------------------------------------------
+
+# Prometheus (and promtool) from Debian's packages: the observability test runs a real
+# Prometheus against the dashboards and alert rules in grafana/.
+install_tools() {
+  if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
+    return 0
+  fi
+  log "installing prometheus from Debian's packages (for the observability test)"
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -qq >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null \
+    || die "apt-get install prometheus failed"
+}
+
 # --- commands ----------------------------------------------------------------------------------
 
 stop_pidfile() {
@@ -219,5 +234,6 @@ case "${1:-up}" in
     redis_ping && echo "redis: up ($REDIS_HOST:$REDIS_PORT)" || echo "redis: down"
     ;;
   fetch) fetch_kafka ;;
-  *) die "usage: $0 up|down|status|fetch" ;;
+  tools) install_tools ;;
+  *) die "usage: $0 up|down|status|fetch|tools" ;;
 esac

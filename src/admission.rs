@@ -64,6 +64,22 @@ impl AdmissionKeys {
         Ok(Self::from_signing_key(signing))
     }
 
+    /// Writes a new random key as PKCS#8 PEM to `path` (mode 0600), refusing to overwrite.
+    pub fn generate_pem_file(path: &Path) -> anyhow::Result<()> {
+        use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePrivateKey};
+        use std::io::Write;
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
+        let pem = SigningKey::from_bytes(&seed).to_pkcs8_pem(LineEnding::LF).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(path).with_context(|| format!("creating {}", path.display()))?;
+        f.write_all(pem.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+
     /// A random key that lives as long as the process (development only: tokens of different
     /// instances do not verify with each other's JWKS).
     pub fn ephemeral() -> Self {
@@ -161,6 +177,16 @@ mod tests {
         tampered.replace_range(mid..mid + 1, if &t[mid..mid + 1] == "A" { "B" } else { "A" });
         assert!(k.verify(&tampered, 1_000_500).is_err());
         assert_eq!(AdmissionKeys::ephemeral().verify(&t, 1_000_500), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn a_generated_key_file_loads_and_is_never_overwritten() {
+        let path = std::env::temp_dir().join(format!("qg-key-{}.pem", uuid::Uuid::new_v4()));
+        AdmissionKeys::generate_pem_file(&path).expect("written");
+        let k = AdmissionKeys::from_pem_file(&path).expect("loads");
+        assert!(k.verify(&k.issue("c", "u", 0, i64::MAX / 2), 1).is_ok());
+        assert!(AdmissionKeys::generate_pem_file(&path).is_err(), "refuses to overwrite");
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

@@ -33,6 +33,11 @@ pub enum Command {
     /// Work with the dead-letter topic.
     #[command(subcommand)]
     Dlt(DltCommand),
+    /// Write a new Ed25519 admission-token key (PKCS#8 PEM, mode 0600) to PATH; never overwrites.
+    Keygen {
+        /// Where to write the key.
+        path: std::path::PathBuf,
+    },
 }
 
 /// `queuegate dlt …`

@@ -8,6 +8,19 @@ use queuegate::startup::{cancel_on_signal, Application};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Needs no configuration: handled before the settings are checked.
+    if let Some(Command::Keygen { path }) = &cli.command {
+        return match queuegate::admission::AdmissionKeys::generate_pem_file(path) {
+            Ok(()) => {
+                println!("wrote a new Ed25519 admission key to {}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("queuegate: keygen failed: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Err(e) = cli.settings.validate() {
         eprintln!("queuegate: {e}");
         return ExitCode::from(2);
@@ -20,6 +33,7 @@ fn main() -> ExitCode {
         Command::Run => Role::Run,
         Command::Gateway => Role::Gateway,
         Command::Consumer => Role::Consumer,
+        Command::Keygen { .. } => unreachable!("handled above"),
         Command::Dlt(DltCommand::Replay { dry_run, all }) => {
             let opts = queuegate::dlt::ReplayOptions { dry_run, all };
             return match queuegate::dlt::replay(&cli.settings, opts, |line| eprintln!("{line}")) {

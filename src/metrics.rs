@@ -131,6 +131,22 @@ impl Metrics {
             .expect("valid metric"),
             registry,
         };
+        // Known label values start at zero, so rates and alerts have a series before the first event.
+        for outcome in ["appended", "duplicate", "dead_lettered"] {
+            m.consumer_records.with_label_values(&[outcome]);
+        }
+        for stage in ["redis", "commit"] {
+            m.consumer_retries.with_label_values(&[stage]);
+        }
+        for reason in ["overloaded", "queue_full", "timeout", "kafka_error"] {
+            m.produce_errors.with_label_values(&[reason]);
+        }
+        for mode in ["auto", "manual"] {
+            m.admissions.with_label_values(&[mode]);
+        }
+        for kind in ["assign", "revoke", "error"] {
+            m.consumer_rebalances.with_label_values(&[kind]);
+        }
         for c in [
             Box::new(m.http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(m.http_duration.clone()),
@@ -172,9 +188,14 @@ impl Metrics {
         }
         for (topic, t) in &stats.topics {
             for (id, p) in &t.partitions {
-                // librdkafka reports -1 for partitions this client does not consume.
-                if *id >= 0 && p.consumer_lag >= 0 {
-                    self.consumer_lag.with_label_values(&[topic, &id.to_string()]).set(p.consumer_lag);
+                // Records on the broker (up to the last stable offset: the consumer reads
+                // committed records only) that this consumer has not yet taken. librdkafka's own
+                // consumer_lag is measured from the consumer's committed offset, which it does
+                // not know: offsets are committed through the transactional producer.
+                if *id >= 0 && p.ls_offset >= 0 && p.app_offset >= 0 {
+                    self.consumer_lag
+                        .with_label_values(&[topic, &id.to_string()])
+                        .set((p.ls_offset - p.app_offset).max(0));
                 }
             }
         }

@@ -1,0 +1,116 @@
+//! Dockerfile and docker-compose.yml agree with the binary and with each other.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use crate::{env_names_of_the_binary, read, repo};
+
+fn queuegate_names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (i, _) in text.match_indices("QUEUEGATE_") {
+        let name: String = text[i..].chars().take_while(|c| c.is_ascii_uppercase() || *c == '_').collect();
+        out.insert(name);
+    }
+    out
+}
+
+#[test]
+fn every_environment_name_in_the_deploy_files_is_one_queuegate_reads() {
+    let known = env_names_of_the_binary();
+    assert!(known.contains("QUEUEGATE_KAFKA_BROKERS") && known.len() > 20, "parsed --help: {known:?}");
+    for file in ["docker-compose.yml", "Dockerfile", "scripts/up.sh"] {
+        let unknown: Vec<String> = queuegate_names(&read(file)).difference(&known).cloned().collect();
+        assert!(unknown.is_empty(), "{file} sets {unknown:?}, which queuegate does not read");
+    }
+}
+
+#[test]
+fn every_file_the_compose_file_mounts_exists() {
+    let compose = read("docker-compose.yml");
+    let mounts: Vec<&str> =
+        compose.lines().filter_map(|l| l.trim().strip_prefix("- ./")).map(|m| m.split(':').next().unwrap()).collect();
+    assert!(mounts.len() >= 4, "found mounts {mounts:?}");
+    for m in mounts {
+        assert!(repo(m).exists(), "docker-compose.yml mounts ./{m}, which does not exist");
+    }
+}
+
+#[test]
+fn ports_agree_between_the_image_the_compose_file_and_prometheus() {
+    let dockerfile = read("Dockerfile");
+    let compose = read("docker-compose.yml");
+    let prom = read("grafana/prometheus.yml");
+    assert!(
+        dockerfile.contains("QUEUEGATE_HTTP_ADDR=0.0.0.0:8080")
+            && dockerfile.contains("QUEUEGATE_ADMIN_ADDR=0.0.0.0:8081")
+    );
+    assert!(dockerfile.contains("EXPOSE 8080 8081"));
+    assert!(dockerfile.contains("http://127.0.0.1:8081/healthz"), "the healthcheck asks the admin listener");
+    assert!(
+        compose.contains("QUEUEGATE_HTTP_ADDR: 0.0.0.0:8080") && compose.contains("QUEUEGATE_ADMIN_ADDR: 0.0.0.0:8081")
+    );
+    for published in ["\"8080:8080\"", "\"8081:8081\"", "\"8082:8081\""] {
+        assert!(compose.contains(published), "compose publishes {published}");
+    }
+    assert!(prom.contains("gateway:8081") && prom.contains("consumer:8081"), "Prometheus scrapes the admin listeners");
+    assert!(compose.contains("/etc/prometheus/alerts.yml") && prom.contains("/etc/prometheus/alerts.yml"));
+}
+
+#[test]
+fn the_image_runs_the_binary_the_build_produces_with_real_subcommands() {
+    let dockerfile = read("Dockerfile");
+    let cargo = read("Cargo.toml");
+    assert!(cargo.contains("name = \"queuegate\""), "the package (and so the binary) is queuegate");
+    assert!(dockerfile.contains("cargo build --release --locked --bin queuegate"));
+    assert!(dockerfile.contains("COPY --from=build /src/target/release/queuegate /usr/local/bin/queuegate"));
+    assert!(dockerfile.contains("ENTRYPOINT [\"/usr/local/bin/queuegate\"]"));
+    assert!(dockerfile.contains("USER 10001"), "runs as non-root");
+    let compose = read("docker-compose.yml");
+    // The `command:` of every service that runs the queuegate image.
+    let mut blocks: Vec<String> = Vec::new();
+    for line in compose.lines() {
+        let is_service = line.starts_with("  ") && !line.starts_with("   ") && line.trim_end().ends_with(':');
+        if is_service || blocks.is_empty() {
+            blocks.push(String::new());
+        }
+        let last = blocks.last_mut().unwrap();
+        last.push_str(line);
+        last.push('\n');
+    }
+    let mut commands: Vec<String> = Vec::new();
+    for block in blocks.iter().filter(|b| b.contains("image: queuegate:local")) {
+        if let Some(c) = block.lines().find_map(|l| l.trim().strip_prefix("command: [\"")) {
+            commands.push(c.split('"').next().unwrap().to_owned());
+        }
+    }
+    commands.push("run".into()); // the image's default CMD
+    commands.push("keygen".into()); // the keygen service's entrypoint
+    assert!(commands.contains(&"gateway".to_owned()) && commands.contains(&"consumer".to_owned()), "{commands:?}");
+    for c in commands {
+        let ok = Command::new(env!("CARGO_BIN_EXE_queuegate"))
+            .args([c.as_str(), "--help"])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "`queuegate {c}` is not a subcommand");
+    }
+}
+
+#[test]
+fn the_compose_stack_creates_the_topics_and_persists_redis_as_documented() {
+    let compose = read("docker-compose.yml");
+    assert!(compose.contains("--topic queue.entry --partitions 12"));
+    assert!(compose.contains("--topic queue.entry.dlt"));
+    assert!(compose.contains("QUEUEGATE_KAFKA_TOPIC: queue.entry"));
+    assert!(compose.contains("\"--appendonly\", \"yes\", \"--appendfsync\", \"always\""));
+    assert!(compose.contains("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR: 1"), "transactions work on one broker");
+    let ds = read("grafana/provisioning/datasources/prometheus.yml");
+    let dash = read("grafana/dashboards/queuegate.json");
+    assert!(
+        ds.contains("uid: prometheus") && dash.contains("\"uid\": \"prometheus\""),
+        "the dashboard uses the provisioned data source"
+    );
+    assert!(read("grafana/provisioning/dashboards/queuegate.yml").contains("/var/lib/grafana/dashboards"));
+    assert!(compose.contains("./grafana/dashboards:/var/lib/grafana/dashboards"));
+}
