@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: up test services services-down build check fmt lint clean-local
+.PHONY: up test bench services services-down build check fmt
 
 ## up: start Kafka and Redis, build, run `queuegate run` with a demo concert; Ctrl-C stops all
 up:
@@ -12,6 +12,10 @@ up:
 test: services
 	@scripts/services.sh tools
 	$(CARGO) test --all-targets --locked -- --test-threads=2
+
+## bench: measure on this machine (run by hand); writes docs/benchmarks.md and docs/bench-latency.png
+bench:
+	@scripts/bench.sh
 
 ## services: Kafka (KRaft, single node) and Redis (AOF always) in the background
 services:

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# oha recipes against a local queuegate (loopback only). Install oha with `cargo install oha`.
+#
+#   loadtest/oha.sh status   [rate]   # status polling of one fan at a fixed rate (default 10000/s) for 20 s
+#   loadtest/oha.sh rejoin   [rate]   # one fan re-joining at a fixed rate: exercises the durable path
+#                                     # (every request is produced to Kafka and deduplicated later)
+#   loadtest/oha.sh ceiling  [rate]   # the same join against the ceiling example (no Kafka, no Redis)
+#
+# oha sends the same body on every request, so it cannot make unique fans; for unique-fan joins
+# use k6 (loadtest/spike.js, loadtest/rate.js) or wrk (loadtest/wrk-join.lua).
+set -euo pipefail
+BASE=${BASE:-http://127.0.0.1:8080}
+CONCERT=${CONCERT:-bench}
+what=${1:-status}
+rate=${2:-10000}
+case "$what" in
+  status)
+    token=$(curl -fsS -X POST "$BASE/v1/concerts/$CONCERT/queue" -H 'Content-Type: application/json' \
+      -d '{"userId":"oha-poller"}' | sed -E 's/.*"token":"([^"]+)".*/\1/')
+    sleep 1
+    oha --no-tui -z 20s -c 64 -q "$rate" -H "Authorization: Bearer $token" "$BASE/v1/concerts/$CONCERT/queue/oha-poller"
+    ;;
+  rejoin)
+    oha --no-tui -z 20s -c 128 -q "$rate" -m POST -T application/json -d '{"userId":"oha-rejoiner"}' \
+      "$BASE/v1/concerts/$CONCERT/queue"
+    ;;
+  ceiling)
+    oha --no-tui -z 20s -c 128 -q "$rate" -m POST -T application/json -d '{"userId":"oha-rejoiner"}' \
+      "${CEILING:-http://127.0.0.1:18080}/v1/concerts/$CONCERT/queue"
+    ;;
+  *) echo "usage: $0 status|rejoin|ceiling [rate]" >&2; exit 2 ;;
+esac
