@@ -265,7 +265,7 @@ async fn queue_user(admin: web::Data<Admin>, path: web::Path<(String, String)>) 
     let (concert_id, user_id) = path.into_inner();
     check_id("userId", &user_id)?;
     let c = existing(&admin, &concert_id).await?;
-    let standing = admin.store.standing(&c.id, &user_id, false).await?;
+    let standing = admin.store.standing(&c.id, &user_id, 0).await?;
     let joined_at_ms = match &standing {
         Standing::Unknown => return Err(ApiError::NotFound(format!("{user_id} never joined concert {concert_id}"))),
         Standing::Waiting { joined_at_ms, .. } | Standing::Left { joined_at_ms, .. } => *joined_at_ms,

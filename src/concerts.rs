@@ -151,6 +151,11 @@ impl ConcertCache {
         self.states.read().expect("concert cache lock poisoned").get(id).map(|s| s.state)
     }
 
+    /// The cached settings of `id`.
+    pub fn settings(&self, id: &str) -> Option<ConcertSettings> {
+        self.states.read().expect("concert cache lock poisoned").get(id).cloned()
+    }
+
     /// Every cached concert with its settings.
     pub fn snapshot(&self) -> Vec<(String, ConcertSettings)> {
         self.states.read().expect("concert cache lock poisoned").iter().map(|(k, v)| (k.clone(), v.clone())).collect()

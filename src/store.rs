@@ -218,9 +218,10 @@ impl QueueStore {
         Ok(Applied { appended, duplicates })
     }
 
-    /// Where `user` stands in `concert`'s queue: O(log n). `touch` records the read as the
-    /// fan's last poll (abandonment is judged by it); operators' reads pass false.
-    pub async fn standing(&self, concert: &str, user: &str, touch: bool) -> Result<Standing, StoreError> {
+    /// Where `user` stands in `concert`'s queue: O(log n). With `record_poll_every_ms` > 0 the
+    /// read also records the fan's last poll (abandonment is judged by it) when the recorded one
+    /// is at least that old; operators' reads pass 0.
+    pub async fn standing(&self, concert: &str, user: &str, record_poll_every_ms: u64) -> Result<Standing, StoreError> {
         let now = crate::clock::now_ms();
         let mut inv = self.scripts.status.prepare_invoke();
         inv.key(self.key(concert, "joined"))
@@ -230,7 +231,7 @@ impl QueueStore {
             .key(self.key(concert, "adm"))
             .arg(user)
             .arg(now)
-            .arg(if touch { "1" } else { "0" });
+            .arg(record_poll_every_ms);
         let mut c = self.conn().await?;
         let reply: Vec<redis::Value> = self.timed(inv.invoke_async(&mut c)).await?;
         let get =

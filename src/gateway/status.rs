@@ -90,7 +90,10 @@ pub(super) async fn status(
         }
     }
     let started = std::time::Instant::now();
-    let standing = gw.store.standing(&concert_id, &user_id, true).await?;
+    // Polls matter only where abandonment is on; recorded a few times per abandonment window.
+    let abandon_ms = gw.cache.settings(&concert_id).map_or(0, |s| u64::from(s.abandon_after_seconds) * 1000);
+    let record_every = if abandon_ms == 0 { 0 } else { (abandon_ms / 4).clamp(1, 5000) };
+    let standing = gw.store.standing(&concert_id, &user_id, record_every).await?;
     gw.metrics.redis_duration.with_label_values(&["status"]).observe(started.elapsed().as_secs_f64());
     let body = FanStatus::new(standing, crate::clock::now_ms(), &concert_id, &user_id, Some(&gw.keys));
     Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(body))

@@ -1,7 +1,12 @@
 -- Reads one fan's standing without scanning the queue; optionally records that the fan polled.
 --
 -- KEYS[1] joined HASH   KEYS[2] rank ZSET   KEYS[3] state HASH   KEYS[4] seen HASH   KEYS[5] adm HASH
--- ARGV[1] userId  ARGV[2] now (ms)  ARGV[3] "1" to record the poll in `seen` (fans), "0" (operators)
+-- ARGV[1] userId  ARGV[2] now (ms)
+-- ARGV[3] record the poll in `seen` when the recorded one is at least this old (ms); "0": never
+--         (operators' reads, and concerts without abandonment)
+--
+-- The poll is written only now and then: with AOF `appendfsync always` every write is an
+-- fsync, so a status read should usually be read-only.
 --
 -- Returns {0} when the fan was never queued (or the record is still on its way),
 -- {1, position, queueLength, joinedAt, observedRate} while waiting (position from ZRANK: O(log n);
@@ -11,8 +16,12 @@ if not joined then
   return {0}
 end
 local now = tonumber(ARGV[2])
-if ARGV[3] == '1' then
-  redis.call('HSET', KEYS[4], ARGV[1], now)
+local every = tonumber(ARGV[3])
+if every > 0 then
+  local last = tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0')
+  if now - last >= every then
+    redis.call('HSET', KEYS[4], ARGV[1], now)
+  end
 end
 local len = redis.call('ZCARD', KEYS[2])
 local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
