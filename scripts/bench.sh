@@ -46,8 +46,21 @@ wrk_join() { # url seconds connections -> wrk output
 log "warm-up (5 s)"
 wrk_join http://127.0.0.1:8080 5 64 > "$OUT/warmup.txt"
 
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+declare -A PIDS=([queuegate]=$QG)
+[ -f .local/run/kafka.pid ] && PIDS[kafka-broker]=$(cat .local/run/kafka.pid)
+[ -f .local/run/redis.pid ] && PIDS[redis]=$(cat .local/run/redis.pid)
+declare -A BEFORE
+for n in "${!PIDS[@]}"; do BEFORE[$n]=$(cpu_ticks "${PIDS[$n]}"); done
+T0=$(date +%s.%N)
 log "max join throughput, queuegate (30 s, 128 connections)"
 wrk_join http://127.0.0.1:8080 30 128 > "$OUT/wrk-queuegate.txt"
+T1=$(date +%s.%N)
+: > "$OUT/cpu-split.txt"
+for n in "${!PIDS[@]}"; do
+  after=$(cpu_ticks "${PIDS[$n]}")
+  python3 -c "print('$n', round(($after - ${BEFORE[$n]}) / $(getconf CLK_TCK) / ($T1 - $T0) * 100))" >> "$OUT/cpu-split.txt"
+done
 grep -E 'Requests/sec|non-202|Non-2xx' "$OUT/wrk-queuegate.txt" >&2 || true
 
 log "max join throughput, ceiling (30 s, 128 connections)"
