@@ -2,6 +2,11 @@
 
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc malloc: a profile of the join path under load showed ~10% of the
+/// gateway's CPU in glibc's malloc and free.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use queuegate::config::{Cli, Command, DltCommand, Role};
 use queuegate::startup::{cancel_on_signal, Application};

@@ -332,7 +332,7 @@ async fn observe(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
     let listener = req.app_data::<web::Data<ListenerName>>().map(|l| l.0).unwrap_or("unknown");
-    let route = req.match_pattern();
+    let route = crate::metrics::route_label(req.path());
     let started = Instant::now();
     let res = next.call(req).await;
     if let Some(m) = metrics {
@@ -340,7 +340,6 @@ async fn observe(
             Ok(r) => r.status(),
             Err(e) => e.as_response_error().status_code(),
         };
-        let route = route.as_deref().unwrap_or("unmatched");
         m.http_requests.with_label_values(&[listener, route, status.as_str()]).inc();
         m.http_duration.with_label_values(&[listener, route]).observe(started.elapsed().as_secs_f64());
     }
