@@ -132,6 +132,10 @@ pub struct Settings {
     #[arg(long, env = "QUEUEGATE_KAFKA_MAX_POLL_INTERVAL_MS", default_value_t = 300_000, global = true)]
     pub kafka_max_poll_interval_ms: u64,
 
+    /// Server-Sent Events status streams open at once per process; past it fans get 503 and poll.
+    #[arg(long, env = "QUEUEGATE_MAX_EVENT_STREAMS", default_value_t = 10_000, global = true)]
+    pub max_event_streams: usize,
+
     /// Records the consumer applies to Redis per batch at most.
     #[arg(long, env = "QUEUEGATE_CONSUMER_BATCH", default_value_t = 2000, global = true)]
     pub consumer_batch: usize,

@@ -24,6 +24,7 @@ use crate::store::QueueStore;
 use crate::token::EntryTokens;
 use crate::trace::TraceContext;
 
+mod events;
 mod status;
 
 pub use status::{bearer, FanStatus};
@@ -37,6 +38,10 @@ pub struct Gateway {
     pub keys: AdmissionKeys,
     pub metrics: Metrics,
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Permits for open status streams (SSE).
+    pub streams: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Cancelled at shutdown: ends the status streams.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 impl Gateway {
@@ -50,7 +55,24 @@ impl Gateway {
         joins_per_ip_per_second: u32,
     ) -> Self {
         let limiter = NonZeroU32::new(joins_per_ip_per_second).map(|n| RateLimiter::keyed(Quota::per_second(n)));
-        Gateway { producer, store, cache, tokens, keys, metrics, limiter }
+        Gateway {
+            producer,
+            store,
+            cache,
+            tokens,
+            keys,
+            metrics,
+            limiter,
+            streams: std::sync::Arc::new(tokio::sync::Semaphore::new(10_000)),
+            stop: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+
+    /// Bounds the open status streams and ends them when `stop` is cancelled.
+    pub fn with_streams(mut self, max: usize, stop: tokio_util::sync::CancellationToken) -> Self {
+        self.streams = std::sync::Arc::new(tokio::sync::Semaphore::new(max));
+        self.stop = stop;
+        self
     }
 
     /// 429 with the time until this client may join again.
@@ -71,6 +93,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/", web::get().to(index))
         .route("/v1/concerts/{concertId}/queue", web::post().to(join))
         .route("/v1/concerts/{concertId}/queue/{userId}", web::get().to(status::status))
+        .route("/v1/concerts/{concertId}/queue/{userId}/events", web::get().to(events::events))
         .route("/v1/concerts/{concertId}/admission/complete", web::post().to(status::complete))
         .route("/.well-known/jwks.json", web::get().to(status::jwks));
 }

@@ -220,6 +220,7 @@ const ROUTES: &[&str] = &[
     "/",
     "/v1/concerts/{concertId}/queue",
     "/v1/concerts/{concertId}/queue/{userId}",
+    "/v1/concerts/{concertId}/queue/{userId}/events",
     "/v1/concerts/{concertId}/admission/complete",
     "/.well-known/jwks.json",
     "/healthz",
@@ -240,14 +241,15 @@ const ROUTES: &[&str] = &[
 pub fn route_label(path: &str) -> &'static str {
     let mut norm = String::with_capacity(path.len() + 16);
     let mut prev = "";
-    for seg in path.split('/').skip(1) {
+    for (i, seg) in path.split('/').skip(1).enumerate() {
         norm.push('/');
         match prev {
             "concerts" => norm.push_str("{concertId}"),
-            "queue" => norm.push_str("{userId}"),
+            // `queue/{userId}`, but not the literal segment after it (`events`).
+            "queue" if i > 0 => norm.push_str("{userId}"),
             _ => norm.push_str(seg),
         }
-        prev = seg;
+        prev = if prev == "queue" { "" } else { seg };
     }
     if path == "/" {
         norm = "/".into();
@@ -274,6 +276,7 @@ mod tests {
         assert_eq!(route_label("/admin/v1/concerts"), "/admin/v1/concerts");
         assert_eq!(route_label("/"), "/");
         assert_eq!(route_label("/readyz"), "/readyz");
+        assert_eq!(route_label("/v1/concerts/c/queue/u/events"), "/v1/concerts/{concertId}/queue/{userId}/events");
         assert_eq!(route_label("/wp-login.php"), "unmatched");
         assert_eq!(route_label("/v1/concerts/x/queue/y/z"), "unmatched");
     }

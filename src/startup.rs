@@ -64,6 +64,7 @@ impl Application {
         let metrics = Metrics::new();
         let cache = ConcertCache::default();
         let draining = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
         let grace = settings.shutdown_grace_seconds;
         let workers = if settings.http_workers == 0 { num_cpus() } else { settings.http_workers };
 
@@ -89,7 +90,8 @@ impl Application {
                 keys.clone(),
                 metrics.clone(),
                 settings.rate_limit_per_ip,
-            ));
+            )
+            .with_streams(settings.max_event_streams, stop.clone()));
             let m = web::Data::new(metrics.clone());
             let server = HttpServer::new(move || {
                 App::new()
@@ -152,7 +154,7 @@ impl Application {
             settings,
             http_port,
             admin_port,
-            stop: CancellationToken::new(),
+            stop,
             draining,
             public,
             admin,

@@ -89,14 +89,20 @@ pub(super) async fn status(
             ))
         }
     }
+    let body = read_status(&gw, &concert_id, &user_id).await?;
+    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(body))
+}
+
+/// A fan's status as the fan sees it (with the admission token), recording the poll where the
+/// concert judges abandonment.
+pub(super) async fn read_status(gw: &Gateway, concert_id: &str, user_id: &str) -> Result<FanStatus, ApiError> {
     let started = std::time::Instant::now();
     // Polls matter only where abandonment is on; recorded a few times per abandonment window.
-    let abandon_ms = gw.cache.settings(&concert_id).map_or(0, |s| u64::from(s.abandon_after_seconds) * 1000);
+    let abandon_ms = gw.cache.settings(concert_id).map_or(0, |s| u64::from(s.abandon_after_seconds) * 1000);
     let record_every = if abandon_ms == 0 { 0 } else { (abandon_ms / 4).clamp(1, 5000) };
-    let standing = gw.store.standing(&concert_id, &user_id, record_every).await?;
+    let standing = gw.store.standing(concert_id, user_id, record_every).await?;
     gw.metrics.redis_duration.with_label_values(&["status"]).observe(started.elapsed().as_secs_f64());
-    let body = FanStatus::new(standing, crate::clock::now_ms(), &concert_id, &user_id, Some(&gw.keys));
-    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(body))
+    Ok(FanStatus::new(standing, crate::clock::now_ms(), concert_id, user_id, Some(&gw.keys)))
 }
 
 /// `POST /v1/concerts/{concertId}/admission/complete` with the admission token: the booking site

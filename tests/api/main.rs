@@ -5,6 +5,7 @@ mod admin;
 mod admission;
 mod bad_input;
 mod dead_letters;
+mod events;
 mod helpers;
 mod join;
 mod readiness;

@@ -1,0 +1,106 @@
+//! `GET /v1/concerts/{concertId}/queue/{userId}/events`: the fan's status as Server-Sent Events,
+//! pushed when it changes.
+//!
+//! Browsers' `EventSource` cannot set headers, so the entry token may come as `?token=` as well
+//! as in `Authorization`. Streams are bounded (`QUEUEGATE_MAX_EVENT_STREAMS`): past the bound a
+//! fan gets 503 with Retry-After and falls back to polling. Each stream reads the fan's standing
+//! once a second (one O(log n) script call), sends it when it differs from the last one sent,
+//! and a comment line every 15 s so proxies keep the connection open. A stream ends when the
+//! status can no longer change (expired, removed), or at shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::web::Bytes;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::stream;
+use serde::Deserialize;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::status::bearer;
+use super::Gateway;
+use crate::problem::{check_id, ApiError};
+
+const EVERY: Duration = Duration::from_secs(1);
+const HEARTBEAT_TICKS: u32 = 15;
+
+#[derive(Deserialize)]
+pub(super) struct TokenQuery {
+    token: Option<String>,
+}
+
+struct StreamState {
+    gw: web::Data<Gateway>,
+    concert: String,
+    user: String,
+    last: Option<String>,
+    ticks: u32,
+    done: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+pub(super) async fn events(
+    gw: web::Data<Gateway>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    query: web::Query<TokenQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (concert, user) = path.into_inner();
+    check_id("concertId", &concert)?;
+    check_id("userId", &user)?;
+    let token = bearer(&req).map(str::to_owned).or_else(|| query.into_inner().token);
+    match token {
+        Some(t) if gw.tokens.verify(&concert, &user, &t) => {}
+        _ => {
+            return Err(ApiError::Unauthorized(
+                "a valid entry token is required (Authorization: Bearer <token>, or ?token=)".into(),
+            ))
+        }
+    }
+    let permit = Arc::clone(&gw.streams)
+        .try_acquire_owned()
+        .map_err(|_| ApiError::unavailable("too many open status streams; poll the status instead"))?;
+    let state = StreamState { gw: gw.clone(), concert, user, last: None, ticks: 0, done: false, _permit: permit };
+    let body = stream::unfold(state, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            if st.ticks > 0 {
+                tokio::select! {
+                    _ = st.gw.stop.cancelled() => return None,
+                    _ = tokio::time::sleep(EVERY) => {}
+                }
+            }
+            st.ticks += 1;
+            let frame = match super::status::read_status(&st.gw, &st.concert, &st.user).await {
+                Ok(status) => {
+                    let json = serde_json::to_string(&status).expect("a status serialises");
+                    if st.last.as_deref() != Some(json.as_str()) {
+                        st.done = matches!(status.status, "expired" | "removed");
+                        let frame = format!("event: status\ndata: {json}\n\n");
+                        st.last = Some(json);
+                        Some(frame)
+                    } else {
+                        None
+                    }
+                }
+                // Redis trouble: say nothing new, keep the connection; the next tick retries.
+                Err(_) => None,
+            };
+            if let Some(f) = frame {
+                return Some((Ok::<_, actix_web::Error>(Bytes::from(f)), st));
+            }
+            if st.ticks % HEARTBEAT_TICKS == 0 {
+                return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), st));
+            }
+        }
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}
+
