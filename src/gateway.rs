@@ -95,7 +95,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/concerts/{concertId}/queue/{userId}", web::get().to(status::status))
         .route("/v1/concerts/{concertId}/queue/{userId}/events", web::get().to(events::events))
         .route("/v1/concerts/{concertId}/admission/complete", web::post().to(status::complete))
-        .route("/.well-known/jwks.json", web::get().to(status::jwks));
+        .route("/.well-known/jwks.json", web::get().to(status::jwks))
+        .route("/openapi.json", web::get().to(openapi));
+}
+
+/// The OpenAPI 3 description of both listeners.
+pub const OPENAPI: &str = include_str!("gateway/openapi.json");
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(OPENAPI)
 }
 
 async fn index() -> HttpResponse {

@@ -216,13 +216,14 @@ impl rdkafka::ClientContext for KafkaStats {
 }
 
 /// The route patterns queuegate serves, as metric labels.
-const ROUTES: &[&str] = &[
+pub const ROUTES: &[&str] = &[
     "/",
     "/v1/concerts/{concertId}/queue",
     "/v1/concerts/{concertId}/queue/{userId}",
     "/v1/concerts/{concertId}/queue/{userId}/events",
     "/v1/concerts/{concertId}/admission/complete",
     "/.well-known/jwks.json",
+    "/openapi.json",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -279,5 +280,20 @@ mod tests {
         assert_eq!(route_label("/v1/concerts/c/queue/u/events"), "/v1/concerts/{concertId}/queue/{userId}/events");
         assert_eq!(route_label("/wp-login.php"), "unmatched");
         assert_eq!(route_label("/v1/concerts/x/queue/y/z"), "unmatched");
+    }
+}
+
+#[cfg(test)]
+mod openapi_tests {
+    #[test]
+    fn the_openapi_document_describes_exactly_the_routes_served() {
+        let doc: serde_json::Value = serde_json::from_str(crate::gateway::OPENAPI).expect("valid JSON");
+        assert_eq!(doc["openapi"], "3.0.3");
+        let mut documented: Vec<&str> = doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
+        documented.push("/openapi.json");
+        documented.sort();
+        let mut served: Vec<&str> = super::ROUTES.to_vec();
+        served.sort();
+        assert_eq!(documented, served);
     }
 }

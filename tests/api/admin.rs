@@ -64,3 +64,16 @@ async fn the_queue_listing_pages_in_order() {
     let past = app.admin_json("/admin/v1/concerts/c/queue?offset=100").await;
     assert_eq!(past["entries"].as_array().unwrap().len(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_listener_serves_the_openapi_description_and_the_page() {
+    let app = spawn_app().await;
+    let r = app.client.get(format!("{}/openapi.json", app.http())).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: serde_json::Value = r.json().await.unwrap();
+    assert!(doc["paths"]["/v1/concerts/{concertId}/queue"]["post"]["responses"]["202"].is_object());
+    assert!(doc["paths"]["/admin/v1/concerts/{concertId}/admit"]["post"].is_object());
+    let page = app.client.get(format!("{}/", app.http())).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("EventSource"));
+}
