@@ -34,7 +34,8 @@ async fn main() -> anyhow::Result<()> {
     let mut tasks = Vec::with_capacity(fans);
     for i in 0..fans {
         let permit = gate.clone().acquire_owned().await?;
-        let (client, url, user) = (client.clone(), format!("{base}/v1/concerts/{concert}/queue"), format!("burst-{run}-{i}"));
+        let (client, url, user) =
+            (client.clone(), format!("{base}/v1/concerts/{concert}/queue"), format!("burst-{run}-{i}"));
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
             let t0 = Instant::now();
@@ -58,11 +59,14 @@ async fn main() -> anyhow::Result<()> {
     }
     let send_secs = started.elapsed().as_secs_f64();
     latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
+    let pct =
+        |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
 
     // Wait for the drain: every accepted fan in the concert's Redis LIST, exactly once.
     let mut redis = redis::Client::open(redis_url)?
-        .get_multiplexed_async_connection_with_config(&redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30))))
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30))),
+        )
         .await?;
     let key = format!("{prefix}:{{{concert}}}:waiting");
     let deadline = Instant::now() + Duration::from_secs(120);

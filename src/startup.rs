@@ -82,16 +82,18 @@ impl Application {
                 .with_context(|| format!("binding the public listener (QUEUEGATE_HTTP_ADDR={})", settings.http_addr))?;
             let port = listener.local_addr()?.port();
             let producer = EntryProducer::new(&settings, &metrics)?;
-            let gw = web::Data::new(Gateway::new(
-                producer.clone(),
-                new_store()?,
-                cache.clone(),
-                EntryTokens::new(&settings.token_secret_bytes()),
-                keys.clone(),
-                metrics.clone(),
-                settings.rate_limit_per_ip,
-            )
-            .with_streams(settings.max_event_streams, stop.clone()));
+            let gw = web::Data::new(
+                Gateway::new(
+                    producer.clone(),
+                    new_store()?,
+                    cache.clone(),
+                    EntryTokens::new(&settings.token_secret_bytes()),
+                    keys.clone(),
+                    metrics.clone(),
+                    settings.rate_limit_per_ip,
+                )
+                .with_streams(settings.max_event_streams, stop.clone()),
+            );
             let m = web::Data::new(metrics.clone());
             let server = HttpServer::new(move || {
                 App::new()

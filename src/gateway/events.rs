@@ -103,4 +103,3 @@ pub(super) async fn events(
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(body))
 }
-

@@ -8,7 +8,12 @@ use serde_json::{json, Value};
 use crate::helpers::{create_topics, spawn_app, spawn_role, Names, ADMIN_TOKEN};
 
 /// Reads SSE frames until one satisfies `want`, or fails after `deadline`.
-async fn next_status(r: &mut reqwest::Response, buf: &mut String, deadline: Duration, want: impl Fn(&Value) -> bool) -> Value {
+async fn next_status(
+    r: &mut reqwest::Response,
+    buf: &mut String,
+    deadline: Duration,
+    want: impl Fn(&Value) -> bool,
+) -> Value {
     let until = tokio::time::Instant::now() + deadline;
     loop {
         while let Some(end) = buf.find("\n\n") {
@@ -20,7 +25,8 @@ async fn next_status(r: &mut reqwest::Response, buf: &mut String, deadline: Dura
                 }
             }
         }
-        let chunk = tokio::time::timeout_at(until, r.chunk()).await.expect("a frame in time").unwrap().expect("stream open");
+        let chunk =
+            tokio::time::timeout_at(until, r.chunk()).await.expect("a frame in time").unwrap().expect("stream open");
         buf.push_str(std::str::from_utf8(&chunk).unwrap());
     }
 }
@@ -32,7 +38,8 @@ async fn the_status_stream_pushes_waiting_then_admitted() {
     let accepted: Value = app.join("c", "fan").await.json().await.unwrap();
     let token = accepted["token"].as_str().unwrap();
     // EventSource cannot set headers: the token may come in the query string.
-    let mut r = app.client.get(format!("{}/v1/concerts/c/queue/fan/events?token={token}", app.http())).send().await.unwrap();
+    let mut r =
+        app.client.get(format!("{}/v1/concerts/c/queue/fan/events?token={token}", app.http())).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "text/event-stream");
     let mut buf = String::new();

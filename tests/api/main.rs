@@ -8,5 +8,7 @@ mod dead_letters;
 mod events;
 mod helpers;
 mod join;
+#[path = "../common/private_redis.rs"]
+mod private_redis;
 mod readiness;
 mod store_model;

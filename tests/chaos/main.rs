@@ -5,5 +5,7 @@
 //! Redis), so the suite runs beside the other tests. Every wait has a deadline.
 
 mod checker;
+#[path = "../common/private_redis.rs"]
+mod private_redis;
 mod procs;
 mod scenarios;

@@ -3,6 +3,8 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+
+pub use crate::private_redis::PrivateRedis;
 use std::time::Duration;
 
 use queuegate::config::Role;
@@ -162,63 +164,6 @@ impl Drop for Gateway {
 pub fn kill9(child: &mut Child) {
     let _ = child.kill(); // SIGKILL on Unix
     let _ = child.wait();
-}
-
-/// A private redis-server with AOF `appendfsync always`, restartable on the same port and data.
-pub struct PrivateRedis {
-    pub port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    pub fn start() -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("qgchaos-redis-{port}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut r = PrivateRedis { port, dir, child: None };
-        r.spawn();
-        r
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    pub fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (make services installs it)");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("private redis did not start on {}", self.port);
-    }
-
-    /// SIGKILL: no chance to flush anything beyond what AOF already has.
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            kill9(&mut c);
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill9();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// A private single-node KRaft broker from the jars `make services` fetched, on free ports,
