@@ -181,9 +181,10 @@ start_redis() {
     --appendonly yes --appendfsync always --save '' \
     --daemonize yes --pidfile "$RUN/redis.pid" --logfile "$dir/redis.log" \
     || die "redis-server failed to start"
+  # Loading a large AOF at start can take a while; PING answers LOADING until it is done.
   local i
-  for i in $(seq 1 50); do redis_ping && { log "Redis is up"; return 0; }; sleep 0.1; done
-  die "Redis did not answer within 5 s (log: ${dir#$ROOT/}/redis.log)"
+  for i in $(seq 1 600); do redis_ping && { log "Redis is up"; return 0; }; sleep 0.1; done
+  die "Redis did not answer within 60 s (log: ${dir#$ROOT/}/redis.log)"
 }
 
 # --- test tools --------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ pub struct ConcertJoins {
     pub concert: String,
     /// (userId, joinedAt ms)
     pub joins: Vec<(String, i64)>,
-    /// The trace id of each join (from its `traceparent` header), collected only when debug
-    /// logging is on, so one join can be followed from the HTTP request to the Redis write.
+    /// The trace id of each join (from its `traceparent` header), so one join can be followed
+    /// from the HTTP request to the Redis write in the logs.
     pub traces: Vec<Option<String>>,
 }
 
@@ -43,9 +43,7 @@ impl<'a> Plan<'a> {
                         groups.len() - 1
                     });
                     groups[i].joins.push((rec.user_id, rec.joined_at_ms));
-                    if tracing::enabled!(tracing::Level::DEBUG) {
-                        groups[i].traces.push(trace_id(m));
-                    }
+                    groups[i].traces.push(trace_id(m));
                 }
                 Err(why) => dead.push((m, why)),
             }
@@ -101,11 +99,26 @@ mod tests {
         assert_eq!(
             plan.groups,
             vec![
-                ConcertJoins { concert: "c1".into(), joins: vec![("a".into(), 7), ("c".into(), 7)], traces: vec![] },
-                ConcertJoins { concert: "c2".into(), joins: vec![("b".into(), 7)], traces: vec![] },
+                ConcertJoins {
+                    concert: "c1".into(),
+                    joins: vec![("a".into(), 7), ("c".into(), 7)],
+                    traces: vec![None, None]
+                },
+                ConcertJoins { concert: "c2".into(), joins: vec![("b".into(), 7)], traces: vec![None] },
             ]
         );
         assert!(plan.dead.is_empty());
+    }
+
+    #[test]
+    fn a_joins_trace_id_comes_from_its_traceparent_header() {
+        use rdkafka::message::{Header, OwnedHeaders};
+        let mut m = join("a", "c1");
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        m = m.replace_headers(Some(OwnedHeaders::new().insert(Header { key: "traceparent", value: Some(tp) })));
+        let msgs = [m, join("b", "c1")];
+        let plan = Plan::new(&msgs);
+        assert_eq!(plan.groups[0].traces, vec![Some("4bf92f3577b34da6a3ce929d0e0e4736".to_owned()), None]);
     }
 
     #[test]

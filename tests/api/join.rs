@@ -165,3 +165,34 @@ async fn a_client_over_its_join_rate_gets_429_with_retry_after() {
     assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
     crate::helpers::assert_problem(r, 429, "too many").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_trace_id_travels_with_the_join_through_kafka() {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::{Headers, Message};
+    let app = spawn_app().await;
+    app.open_concert("c").await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = app
+        .client
+        .post(format!("{}/v1/concerts/c/queue", app.http()))
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .json(&serde_json::json!({"userId": "traced"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let reader: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", crate::helpers::brokers())
+        .set("group.id", format!("{}-trace-reader", app.names.group))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    reader.subscribe(&[&app.names.topic]).unwrap();
+    let m = tokio::time::timeout(std::time::Duration::from_secs(30), reader.recv()).await.expect("the record").unwrap();
+    assert_eq!(m.key(), Some(&b"traced:c"[..]));
+    let tp = m.headers().unwrap().iter().find(|h| h.key == "traceparent").and_then(|h| h.value).unwrap();
+    let tp = std::str::from_utf8(tp).unwrap();
+    assert!(tp.starts_with(&format!("00-{trace}-")), "{tp}");
+    assert!(!tp.contains("00f067aa0ba902b7"), "the gateway's own span id is the parent of the next hop");
+}
