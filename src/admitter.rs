@@ -39,27 +39,12 @@ impl Admitter {
 
     /// Runs admission rounds until `stop` is cancelled.
     pub async fn run(self, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(self.tick);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            match self.round().await {
-                Ok(()) if failing => {
-                    tracing::info!("admission recovered");
-                    failing = false;
-                }
-                Ok(()) => {}
-                Err(e) if !failing => {
-                    tracing::warn!(error = %e, "admission round failed; retrying every tick");
-                    failing = true;
-                }
-                Err(_) => {}
-            }
-        }
+        let this = std::sync::Arc::new(self);
+        crate::periodic::every(this.tick, stop, "admission round", || {
+            let this = this.clone();
+            async move { this.round().await }
+        })
+        .await
     }
 
     /// One round over every open concert with automatic admission configured.

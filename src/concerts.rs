@@ -183,27 +183,12 @@ impl ConcertCache {
     /// Refreshes every `every` until cancelled. A failed refresh keeps the last known states
     /// (joins go on being judged by them) and is logged once per outage, not once per tick.
     pub async fn run_refresh(self, store: QueueStore, every: Duration, stop: CancellationToken) {
-        let mut failing = false;
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            match self.refresh(&store).await {
-                Ok(()) if failing => {
-                    tracing::info!("concert cache refresh recovered");
-                    failing = false;
-                }
-                Ok(()) => {}
-                Err(e) if !failing => {
-                    tracing::warn!(error = %e, "concert cache refresh failed; keeping last known states");
-                    failing = true;
-                }
-                Err(_) => {}
-            }
-        }
+        // On failure the last known states stay in force: joins go on being judged by them.
+        crate::periodic::every(every, stop, "concert cache refresh", || {
+            let (cache, store) = (self.clone(), store.clone());
+            async move { cache.refresh(&store).await }
+        })
+        .await
     }
 }
 

@@ -16,6 +16,7 @@ pub mod dlt;
 pub mod gateway;
 pub mod ids;
 pub mod metrics;
+pub mod periodic;
 pub mod problem;
 pub mod producer;
 pub mod startup;
