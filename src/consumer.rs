@@ -26,7 +26,7 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::ids::{EntryRecord, InvalidRecord};
+use crate::ids::InvalidRecord;
 use crate::metrics::Metrics;
 use crate::store::QueueStore;
 
@@ -34,7 +34,7 @@ mod backoff;
 mod batch;
 
 use backoff::Backoff;
-pub use batch::Plan;
+use batch::Plan;
 
 /// Logs and counts rebalances; the loop itself keeps them safe (see [`EntryConsumer::commit`]).
 /// Rebalance events are delivered inside `recv()`, which the loop calls only between batches
@@ -418,11 +418,3 @@ fn dead_letter_headers(m: &OwnedMessage, why: &InvalidRecord) -> OwnedHeaders {
     }
     h
 }
-
-/// Decodes a record for the consumer (re-exported for tools and tests).
-pub fn decode(m: &OwnedMessage) -> Result<EntryRecord, InvalidRecord> {
-    EntryRecord::decode(m.key(), m.payload())
-}
-
-/// Kept here so tests can reach the offsets logic without a broker.
-pub use batch::next_offsets;

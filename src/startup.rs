@@ -307,26 +307,26 @@ async fn ensure_demo_concert(store: QueueStore, cache: ConcertCache, id: String,
 /// Every 5 s, sets `queuegate_concert_fans` from each concert's counts (one O(log n) script
 /// call per concert). Series per concert: concerts are few, fans are not labels.
 async fn publish_concert_gauges(store: QueueStore, cache: ConcertCache, metrics: Metrics, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        for (id, _) in cache.snapshot() {
-            let Ok(c) = store.counts(&id).await else { continue };
-            for (kind, v) in [
-                ("waiting", c.waiting),
-                ("active", c.active),
-                ("admitted", c.admitted),
-                ("abandoned", c.abandoned),
-                ("removed", c.removed),
-            ] {
-                metrics.concert_fans.with_label_values(&[id.as_str(), kind]).set(v as i64);
+    crate::periodic::every(Duration::from_secs(5), stop, "concert gauges", || {
+        let (store, cache, metrics) = (store.clone(), cache.clone(), metrics.clone());
+        async move {
+            // A concert whose counts cannot be read keeps its last values until the next round.
+            for (id, _) in cache.snapshot() {
+                let Ok(c) = store.counts(&id).await else { continue };
+                for (kind, v) in [
+                    ("waiting", c.waiting),
+                    ("active", c.active),
+                    ("admitted", c.admitted),
+                    ("abandoned", c.abandoned),
+                    ("removed", c.removed),
+                ] {
+                    metrics.concert_fans.with_label_values(&[id.as_str(), kind]).set(v as i64);
+                }
             }
+            Ok::<(), std::convert::Infallible>(())
         }
-    }
+    })
+    .await
 }
 
 /// Counts every response by listener, matched route and status, and times it.
