@@ -140,6 +140,17 @@ pub struct Settings {
     #[arg(long, env = "QUEUEGATE_CONSUMER_BATCH", default_value_t = 2000, global = true)]
     pub consumer_batch: usize,
 
+    /// How long a consumer batch waits for more records after its first one (ms). Each batch is
+    /// one Kafka transaction, so a few ms here cut the broker's work under load; 0: take only
+    /// what is already fetched.
+    #[arg(long, env = "QUEUEGATE_CONSUMER_LINGER_MS", default_value_t = 25, global = true)]
+    pub consumer_linger_ms: u64,
+
+    /// Kafka records the consumer prefetches into memory at most (KiB; librdkafka's
+    /// queued.max.messages.kbytes). A backlog beyond it stays in Kafka.
+    #[arg(long, env = "QUEUEGATE_CONSUMER_PREFETCH_KB", default_value_t = 8192, global = true)]
+    pub consumer_prefetch_kb: usize,
+
     /// Redis URL.
     #[arg(long, env = "QUEUEGATE_REDIS_URL", default_value = "redis://127.0.0.1:6379", global = true)]
     pub redis_url: String,
@@ -255,6 +266,12 @@ impl Settings {
         }
         if !(1..=10_000).contains(&self.consumer_batch) {
             return Err(bad("QUEUEGATE_CONSUMER_BATCH", "must be between 1 and 10000"));
+        }
+        if self.consumer_linger_ms > 1000 {
+            return Err(bad("QUEUEGATE_CONSUMER_LINGER_MS", "must be at most 1000"));
+        }
+        if !(1024..=2_097_151).contains(&self.consumer_prefetch_kb) {
+            return Err(bad("QUEUEGATE_CONSUMER_PREFETCH_KB", "must be between 1024 and 2097151"));
         }
         if !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://")) {
             return Err(bad("QUEUEGATE_REDIS_URL", "must start with redis:// or rediss://"));
