@@ -9,9 +9,12 @@
 //! ZRANK, O(log n); a page of the admin listing is ZRANGE by index + HMGET, O(log n + limit);
 //! counts are ZCARD, O(1). Nothing on a request path scans the queue.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
+use redis::aio::MultiplexedConnection;
 use redis::Script;
 
 use crate::concerts::{Concert, ConcertSettings};
@@ -126,12 +129,71 @@ struct Scripts {
     counts: Script,
 }
 
+/// Multiplexed Redis connections for fans' status reads: one per thread that reads.
+///
+/// Fans poll: tens of thousands of small reads a second, each one EVALSHA. Through the pool each
+/// read is its own write and read syscall on both ends; through a multiplexed connection the
+/// reads that arrive together go out in one write and Redis answers them from one read (redis-rs
+/// pipelines whatever is queued). Writes and admin calls keep using the pool, so a large
+/// consumer batch never queues fans' reads behind it.
+///
+/// Each HTTP worker thread runs its own single-threaded runtime, so each gets its own connection,
+/// whose driver task runs on that same runtime: no cross-thread wake-up per read. Measured with
+/// wrk on this machine (docs/benchmarks.md): pool 15,900 reads/s; one connection driven from the
+/// main runtime 21,700/s; one per worker 33,400/s. A connection that failed is dropped and that
+/// thread's next read connects again.
+#[derive(Clone)]
+struct SharedConnections {
+    client: redis::Client,
+    by_thread: Arc<Mutex<HashMap<std::thread::ThreadId, MultiplexedConnection>>>,
+}
+
+impl SharedConnections {
+    fn new(url: &str) -> Result<Self, redis::RedisError> {
+        Ok(SharedConnections { client: redis::Client::open(url)?, by_thread: Default::default() })
+    }
+
+    /// This thread's connection (made now if it has none), and the key to [`check`](Self::check) with.
+    async fn get(&self) -> Result<(std::thread::ThreadId, MultiplexedConnection), StoreError> {
+        let me = std::thread::current().id();
+        if let Some(c) = self.by_thread.lock().expect("never poisoned").get(&me) {
+            return Ok((me, c.clone()));
+        }
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(CALL_TIMEOUT));
+        let c =
+            match tokio::time::timeout(CALL_TIMEOUT, self.client.get_multiplexed_async_connection_with_config(&config))
+                .await
+            {
+                Ok(c) => c?,
+                Err(_) => return Err(StoreError::Timeout),
+            };
+        self.by_thread.lock().expect("never poisoned").insert(me, c.clone());
+        Ok((me, c))
+    }
+
+    /// Passes `r` through; forgets connection `id` when `r` says it is broken or hung.
+    fn check<T>(&self, id: std::thread::ThreadId, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        let broken = match &r {
+            Err(StoreError::Redis(e)) => e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error(),
+            Err(StoreError::Timeout) => true,
+            _ => false,
+        };
+        if broken {
+            self.by_thread.lock().expect("never poisoned").remove(&id);
+        }
+        r
+    }
+}
+
 /// Handle on the Redis queue store; cheap to clone.
 #[derive(Clone)]
 pub struct QueueStore {
     pool: Pool,
-    prefix: std::sync::Arc<str>,
-    scripts: std::sync::Arc<Scripts>,
+    shared: SharedConnections,
+    prefix: Arc<str>,
+    scripts: Arc<Scripts>,
     timeout: Duration,
 }
 
@@ -150,8 +212,9 @@ impl QueueStore {
         let pool = cfg.create_pool(Some(Runtime::Tokio1))?;
         Ok(QueueStore {
             pool,
+            shared: SharedConnections::new(url)?,
             prefix: prefix.into(),
-            scripts: std::sync::Arc::new(Scripts {
+            scripts: Arc::new(Scripts {
                 apply: Script::new(include_str!("store/apply.lua")),
                 status: Script::new(include_str!("store/status.lua")),
                 page: Script::new(include_str!("store/page.lua")),
@@ -232,8 +295,8 @@ impl QueueStore {
             .arg(user)
             .arg(now)
             .arg(record_poll_every_ms);
-        let mut c = self.conn().await?;
-        let reply: Vec<redis::Value> = self.timed(inv.invoke_async(&mut c)).await?;
+        let (id, mut c) = self.shared.get().await?;
+        let reply: Vec<redis::Value> = self.shared.check(id, self.timed(inv.invoke_async(&mut c)).await)?;
         let get =
             |i: usize| reply.get(i).ok_or_else(|| StoreError::Reply(format!("status reply too short: {reply:?}")));
         let int = |i: usize| -> Result<i64, StoreError> {
