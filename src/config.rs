@@ -118,6 +118,10 @@ pub struct Settings {
     #[arg(long, env = "QUEUEGATE_KAFKA_LINGER_MS", default_value_t = 5, global = true)]
     pub kafka_linger_ms: u64,
 
+    /// Largest producer batch per partition (bytes; librdkafka's batch.size).
+    #[arg(long, env = "QUEUEGATE_KAFKA_BATCH_BYTES", default_value_t = 1_000_000, global = true)]
+    pub kafka_batch_bytes: u32,
+
     /// Producer compression codec (none, gzip, snappy, lz4, zstd).
     #[arg(long, env = "QUEUEGATE_KAFKA_COMPRESSION", default_value = "lz4", global = true)]
     pub kafka_compression: String,
@@ -260,6 +264,9 @@ impl Settings {
                 "QUEUEGATE_KAFKA_MAX_POLL_INTERVAL_MS",
                 "must be between 10000 (the session timeout) and 86400000",
             ));
+        }
+        if !(1_000..=100_000_000).contains(&self.kafka_batch_bytes) {
+            return Err(bad("QUEUEGATE_KAFKA_BATCH_BYTES", "must be between 1000 and 100000000"));
         }
         if self.max_in_flight == 0 {
             return Err(bad("QUEUEGATE_MAX_IN_FLIGHT", "must be at least 1"));

@@ -64,6 +64,7 @@ impl EntryProducer {
             .set("linger.ms", settings.kafka_linger_ms.to_string())
             .set("compression.type", &settings.kafka_compression)
             .set("batch.num.messages", "10000")
+            .set("batch.size", settings.kafka_batch_bytes.to_string())
             .set("queue.buffering.max.messages", (settings.max_in_flight * 2).max(1000).to_string())
             .set("message.timeout.ms", settings.kafka_delivery_timeout_ms.to_string())
             .set("socket.keepalive.enable", "true")
