@@ -7,7 +7,8 @@
 #   loadtest/oha.sh ceiling  [rate]   # the same join against the ceiling example (no Kafka, no Redis)
 #
 # oha sends the same body on every request, so it cannot make unique fans; for unique-fan joins
-# use k6 (loadtest/spike.js, loadtest/rate.js) or wrk (loadtest/wrk-join.lua).
+# use k6 (loadtest/spike.js, loadtest/rate.js), wrk (loadtest/wrk-join.lua) or, for latency at
+# a fixed rate beyond what k6 can offer, examples/loadgen.rs (open loop, unique fans).
 set -euo pipefail
 BASE=${BASE:-http://127.0.0.1:8080}
 CONCERT=${CONCERT:-bench}

@@ -139,7 +139,7 @@ struct Scripts {
 ///
 /// Each HTTP worker thread runs its own single-threaded runtime, so each gets its own connection,
 /// whose driver task runs on that same runtime: no cross-thread wake-up per read. Measured with
-/// wrk on this machine (docs/benchmarks.md): pool 15,900 reads/s; one connection driven from the
+/// wrk on the benchmark machine (docs/benchmarks.md): pool 15,900 reads/s; one connection driven from the
 /// main runtime 21,700/s; one per worker 33,400/s. A connection that failed is dropped and that
 /// thread's next read connects again.
 #[derive(Clone)]
