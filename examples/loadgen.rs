@@ -165,36 +165,37 @@ async fn connection(
 async fn exchange(s: &mut TcpStream, req: &[u8], buf: &mut Vec<u8>) -> std::io::Result<u16> {
     s.write_all(req).await?;
     let mut filled = 0;
-    loop {
-        if filled == buf.len() {
-            buf.resize(buf.len() * 2, 0);
+    let end = loop {
+        read_more(s, buf, &mut filled).await?;
+        if let Some(end) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
         }
-        let n = s.read(&mut buf[filled..]).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
+    };
+    let head = std::str::from_utf8(&buf[..end]).map_err(|_| std::io::ErrorKind::InvalidData)?;
+    let status: u16 = head.get(9..12).and_then(|c| c.parse().ok()).ok_or(std::io::ErrorKind::InvalidData)?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while filled < end + 4 + length {
+        read_more(s, buf, &mut filled).await?;
+    }
+    Ok(status)
+}
+
+/// Appends what the socket has to `buf[..filled]`, growing `buf` when full; EOF is an error.
+async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>, filled: &mut usize) -> std::io::Result<()> {
+    if *filled == buf.len() {
+        buf.resize(buf.len() * 2, 0);
+    }
+    match s.read(&mut buf[*filled..]).await? {
+        0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
+        n => {
+            *filled += n;
+            Ok(())
         }
-        filled += n;
-        let Some(end) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") else { continue };
-        let head = std::str::from_utf8(&buf[..end]).map_err(|_| std::io::ErrorKind::InvalidData)?;
-        let status: u16 = head.get(9..12).and_then(|c| c.parse().ok()).ok_or(std::io::ErrorKind::InvalidData)?;
-        let length: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
-            })
-            .unwrap_or(0);
-        let want = end + 4 + length;
-        while filled < want {
-            if filled == buf.len() {
-                buf.resize(buf.len() * 2, 0);
-            }
-            let n = s.read(&mut buf[filled..]).await?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            filled += n;
-        }
-        return Ok(status);
     }
 }
