@@ -66,6 +66,30 @@ for rate in 2500 5000 10000 15000 20000 25000; do concert "lg$rate"; done
 for rate in 2000 5000; do concert "k6$rate"; done
 sleep 2 # the gateway's concert cache refreshes every second
 
+REDIS_PORT=${REDIS_PORT:-6379}
+rcli() { redis-cli -p "$REDIS_PORT" "$@" | tr -d '\r'; }
+# Redis rewrites its AOF by itself when it has doubled (a fork and a child busy for seconds, on
+# the same two cores). Each timed step starts with no rewrite running, and the report says which
+# steps had one start during them.
+aof_rewrites() { rcli INFO persistence | awk -F: '/^aof_rewrites:|^aof_rewrite_in_progress:/ {n += $2} END {print n + 0}'; }
+settle() {
+  local i
+  for i in $(seq 1 120); do
+    rcli INFO persistence | grep -q '^aof_rewrite_in_progress:1' || return 0
+    [ "$i" = 1 ] && log "waiting for Redis's AOF rewrite to finish"
+    sleep 1
+  done
+}
+timed() { # name command... : runs the command after settle, records AOF rewrites during it
+  local name=$1 before
+  shift
+  settle
+  before=$(aof_rewrites)
+  "$@"
+  echo "$name $(( $(aof_rewrites) - before ))" >> "$OUT/aof-rewrites.txt"
+}
+: > "$OUT/aof-rewrites.txt"
+
 wrk_join() { # url seconds connections concert -> wrk output
   wrk -t2 -c"$3" -d"$2"s --latency -s loadtest/wrk-join.lua "$1" -- "$4"
 }
@@ -80,10 +104,11 @@ declare -A PIDS=([gateway]=$GW [consumer]=$CO)
 [ -f .local/run/kafka.pid ] && PIDS[kafka-broker]=$(cat .local/run/kafka.pid)
 [ -f .local/run/redis.pid ] && PIDS[redis]=$(cat .local/run/redis.pid)
 declare -A BEFORE
+settle
 for n in "${!PIDS[@]}"; do BEFORE[$n]=$(cpu_ticks "${PIDS[$n]}"); done
 T0=$(date +%s.%N)
 log "max join throughput, queuegate (wrk, 30 s, 256 connections)"
-wrk_join http://127.0.0.1:8080 30 256 wrk > "$OUT/wrk-queuegate.txt"
+timed wrk wrk_join http://127.0.0.1:8080 30 256 wrk > "$OUT/wrk-queuegate.txt"
 T1=$(date +%s.%N)
 : > "$OUT/cpu-split.txt"
 for n in "${!PIDS[@]}"; do
@@ -104,7 +129,7 @@ grep -E 'Requests/sec' "$OUT/wrk-ceiling.txt" >&2 || true
 for rate in 2500 5000 10000 15000 20000 25000; do
   secs=20; [ "$rate" = 25000 ] && secs=30
   log "fixed rate $rate joins/s (loadgen, open loop, $secs s)"
-  ./target/release/examples/loadgen --concert "lg$rate" --rate "$rate" --seconds "$secs" --connections 512 \
+  timed "lg$rate" ./target/release/examples/loadgen --concert "lg$rate" --rate "$rate" --seconds "$secs" --connections 512 \
     --threads 2 > "$OUT/loadgen-$rate.json"
   cat "$OUT/loadgen-$rate.json" >&2
   sleep 3
@@ -112,26 +137,24 @@ done
 
 for rate in 2000 5000; do
   log "fixed rate $rate joins/s (k6, 20 s)"
-  "$K6" run --quiet -e RATE=$rate -e DURATION=20s -e CONCERT="k6$rate" -e RUN="$RUN-$rate" \
+  timed "k6$rate" "$K6" run --quiet -e RATE=$rate -e DURATION=20s -e CONCERT="k6$rate" -e RUN="$RUN-$rate" \
     --summary-export "$OUT/k6-$rate.json" loadtest/rate.js > "$OUT/k6-$rate.txt" 2>&1 || true
   sleep 3
 done
 
 log "burst of 100,000 unique fans"
-./target/release/examples/burst --fans 100000 --connections 256 --concert burst --prefix "$PREFIX" > "$OUT/burst.json"
+timed burst ./target/release/examples/burst --fans 100000 --connections 256 --concert burst --prefix "$PREFIX" > "$OUT/burst.json"
 cat "$OUT/burst.json" >&2
 
 log "status lookups (wrk, 15 s, 64 connections)"
 TOKEN=$(curl -fsS -X POST http://127.0.0.1:8080/v1/concerts/status/queue -H 'Content-Type: application/json' \
   -d '{"userId":"bench-poller"}' | sed -E 's/.*"token":"([^"]+)".*/\1/')
 sleep 1
-wrk -t2 -c64 -d15s --latency -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/v1/concerts/status/queue/bench-poller \
+timed status wrk -t2 -c64 -d15s --latency -H "Authorization: Bearer $TOKEN" http://127.0.0.1:8080/v1/concerts/status/queue/bench-poller \
   > "$OUT/wrk-status.txt"
 grep -E 'Requests/sec' "$OUT/wrk-status.txt" >&2 || true
 
 log "checking every concert's queue in Redis"
-REDIS_PORT=${REDIS_PORT:-6379}
-rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
 : > "$OUT/redis-check.txt"
 while read -r c; do
   prev=-1
