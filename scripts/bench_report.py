@@ -188,7 +188,8 @@ queuegate reaches **{qg['rps'] / ceil['rps'] * 100:.0f}%** of the ceiling on thi
 between runs: fifteen 15 s wrk runs of the same build by hand, gateway and consumer freshly started
 each time, gave between 23,500 and 33,000 joins/s with the same CPU split — the gateway's CPU per
 join moves between ~26 and ~33 µs from one process start to the next on this VM, and a topic's
-first ~15 s of heavy load are slower (hence the 20 s warm-up). wrk is closed loop:
+first ~15 s of heavy load are slower (hence the 20 s warm-up). The last three `make bench` runs
+of this build measured 26,022, 28,215 and 34,194 joins/s here. wrk is closed loop:
 with the producer's 5 ms linger a join takes ≥ 5 ms, so 128 connections cannot ask for more than
 ~21,000 joins/s whatever the server does; hence 256.
 
