@@ -141,24 +141,42 @@ impl Concert {
 /// In-memory map of concert id → settings, shared by every HTTP worker and the admitter.
 #[derive(Clone, Default)]
 pub struct ConcertCache {
-    states: Arc<RwLock<HashMap<String, ConcertSettings>>>,
+    inner: Arc<RwLock<CacheInner>>,
     loaded: Arc<std::sync::atomic::AtomicBool>,
 }
 
+#[derive(Default)]
+struct CacheInner {
+    states: HashMap<String, ConcertSettings>,
+    /// Counts this process's own changes ([`ConcertCache::set`]).
+    generation: u64,
+    /// Concerts this process changed, with the generation of the change: a refresh that read
+    /// Redis before such a change must not put the older state back.
+    local: HashMap<String, u64>,
+}
+
 impl ConcertCache {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, CacheInner> {
+        self.inner.read().expect("concert cache lock poisoned")
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, CacheInner> {
+        self.inner.write().expect("concert cache lock poisoned")
+    }
+
     /// The cached state of `id`, or None when the concert is unknown.
     pub fn state(&self, id: &str) -> Option<ConcertState> {
-        self.states.read().expect("concert cache lock poisoned").get(id).map(|s| s.state)
+        self.read().states.get(id).map(|s| s.state)
     }
 
     /// The cached settings of `id`.
     pub fn settings(&self, id: &str) -> Option<ConcertSettings> {
-        self.states.read().expect("concert cache lock poisoned").get(id).cloned()
+        self.read().states.get(id).cloned()
     }
 
     /// Every cached concert with its settings.
     pub fn snapshot(&self) -> Vec<(String, ConcertSettings)> {
-        self.states.read().expect("concert cache lock poisoned").iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.read().states.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     /// Whether the cache has been loaded from Redis at least once.
@@ -166,18 +184,37 @@ impl ConcertCache {
         self.loaded.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Records a change made by this process, so it applies to the next join at once.
+    /// Records a change made by this process (already written to Redis), so it applies to the
+    /// next join at once.
     pub fn set(&self, id: &str, settings: ConcertSettings) {
-        self.states.write().expect("concert cache lock poisoned").insert(id.to_owned(), settings);
+        let mut inner = self.write();
+        inner.generation += 1;
+        let generation = inner.generation;
+        inner.local.insert(id.to_owned(), generation);
+        inner.states.insert(id.to_owned(), settings);
     }
 
     /// Replaces the whole map with what Redis holds.
     pub async fn refresh(&self, store: &QueueStore) -> Result<(), crate::store::StoreError> {
+        let read_after = self.read().generation;
         let concerts = store.list_concerts().await?;
-        let map = concerts.into_iter().map(|c| (c.id, c.settings)).collect();
-        *self.states.write().expect("concert cache lock poisoned") = map;
-        self.loaded.store(true, std::sync::atomic::Ordering::Release);
+        self.replace(read_after, concerts.into_iter().map(|c| (c.id, c.settings)).collect());
         Ok(())
+    }
+
+    /// Installs `fresh`, read from Redis after this process's change number `read_after`; the
+    /// changes this process made since then (which `fresh` may predate) are kept.
+    fn replace(&self, read_after: u64, mut fresh: HashMap<String, ConcertSettings>) {
+        let mut inner = self.write();
+        let inner = &mut *inner;
+        inner.local.retain(|_, generation| *generation > read_after);
+        for id in inner.local.keys() {
+            if let Some(s) = inner.states.get(id) {
+                fresh.insert(id.clone(), s.clone());
+            }
+        }
+        inner.states = fresh;
+        self.loaded.store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Refreshes every `every` until cancelled. A failed refresh keeps the last known states
@@ -195,6 +232,25 @@ impl ConcertCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn open() -> ConcertSettings {
+        Concert::from_fields("c", &[("state".to_owned(), "open".to_owned())]).settings
+    }
+
+    #[test]
+    fn a_refresh_read_before_a_local_change_does_not_undo_it() {
+        let cache = ConcertCache::default();
+        let read_after = cache.read().generation; // the refresh reads Redis now ...
+        cache.set("c", open()); // ... the admin API creates the concert meanwhile ...
+        cache.replace(read_after, HashMap::new()); // ... and the stale snapshot lands
+        assert_eq!(cache.state("c"), Some(ConcertState::Open), "the local change survives");
+
+        // A snapshot read after the change is the truth again (here: the concert was deleted
+        // by another process).
+        let read_after = cache.read().generation;
+        cache.replace(read_after, HashMap::new());
+        assert_eq!(cache.state("c"), None);
+    }
 
     #[test]
     fn settings_round_trip_through_fields() {
