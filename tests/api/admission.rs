@@ -132,13 +132,7 @@ async fn removing_a_waiting_fan_moves_everyone_behind_up_by_one() {
     let app = spawn_app().await;
     app.open_concert("c").await;
     let tokens = join_in_order(&app, "c", 4).await;
-    let r = app
-        .client
-        .delete(format!("{}/admin/v1/concerts/c/queue/f1", app.admin))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let r = app.admin_delete("/admin/v1/concerts/c/queue/f1").await;
     assert_eq!(r.status(), 204);
     let page = app.admin_json("/admin/v1/concerts/c/queue").await;
     let got: Vec<(u64, &str)> = page["entries"]
@@ -152,13 +146,7 @@ async fn removing_a_waiting_fan_moves_everyone_behind_up_by_one() {
     assert_eq!(s["status"], "removed");
     let s: Value = app.status("c", "f3", &tokens[3]).await.json().await.unwrap();
     assert_eq!(s["position"], 3);
-    let r = app
-        .client
-        .delete(format!("{}/admin/v1/concerts/c/queue/f1", app.admin))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let r = app.admin_delete("/admin/v1/concerts/c/queue/f1").await;
     crate::helpers::assert_problem(r, 404, "not waiting").await;
     assert_eq!(app.admin_json("/admin/v1/concerts/c").await["removed"], 1);
 }

@@ -144,6 +144,10 @@ impl TestApp {
         self.client.get(format!("{}{path}", self.admin)).bearer_auth(ADMIN_TOKEN).send().await.expect("admin GET")
     }
 
+    pub async fn admin_delete(&self, path: &str) -> reqwest::Response {
+        self.client.delete(format!("{}{path}", self.admin)).bearer_auth(ADMIN_TOKEN).send().await.expect("admin DELETE")
+    }
+
     pub async fn admin_json(&self, path: &str) -> Value {
         let r = self.admin_get(path).await;
         assert_eq!(r.status(), 200, "GET {path}");

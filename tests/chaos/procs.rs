@@ -4,6 +4,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+use crate::private_redis::wait_for_port;
 pub use crate::private_redis::PrivateRedis;
 use std::time::Duration;
 
@@ -234,13 +235,12 @@ impl PrivateKafka {
             .spawn()
             .expect("java runs");
         self.child = Some(child);
-        for _ in 0..600 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("private Kafka did not start on {} (controller {})", self.port, self.controller_port);
+        assert!(
+            wait_for_port(self.port, Duration::from_secs(60)),
+            "private Kafka did not start on {} (controller {})",
+            self.port,
+            self.controller_port
+        );
     }
 
     /// SIGTERM and wait: a controlled broker shutdown.

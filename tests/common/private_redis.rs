@@ -38,13 +38,7 @@ impl PrivateRedis {
             .spawn()
             .expect("redis-server is installed (make services installs it)");
         self.child = Some(child);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("private redis did not start on {}", self.port);
+        assert!(wait_for_port(self.port, Duration::from_secs(5)), "private redis did not start on {}", self.port);
     }
 
     /// SIGKILL: no chance to flush anything beyond what AOF already has.
@@ -53,6 +47,20 @@ impl PrivateRedis {
             let _ = c.kill(); // SIGKILL on Unix
             let _ = c.wait();
         }
+    }
+}
+
+/// Whether something accepts connections on 127.0.0.1:`port` within `timeout`.
+pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let until = std::time::Instant::now() + timeout;
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
