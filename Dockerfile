@@ -4,7 +4,7 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# rdkafka's default features build the bundled librdkafka with gcc and make (in the image).
+# rdkafka builds the bundled librdkafka with gcc and make, with TLS against the image's OpenSSL.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir src \
  && echo 'fn main() {}' > src/main.rs \
@@ -16,7 +16,7 @@ RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin queuega
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl \
+ && apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home queuegate \
  && mkdir /keys && chown 10001:10001 /keys

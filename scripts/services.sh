@@ -191,6 +191,20 @@ start_redis() {
   die "Redis did not answer within 60 s (log: ${dir#$ROOT/}/redis.log)"
 }
 
+# --- build dependencies ------------------------------------------------------------------------
+
+# rdkafka builds its bundled librdkafka with TLS (and SASL/SCRAM) against the system OpenSSL:
+# its headers and pkg-config must be there before cargo runs.
+build_deps() {
+  if pkg-config --exists openssl 2>/dev/null; then
+    return 0
+  fi
+  log "installing OpenSSL headers and pkg-config from Debian's packages (for rdkafka's TLS)"
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -qq >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev pkg-config >/dev/null \
+    || die "apt-get install libssl-dev pkg-config failed"
+}
+
 # --- test tools --------------------------------------------------------------------------------
 
 # Prometheus (and promtool) from Debian's packages: the observability test runs a real
@@ -222,6 +236,7 @@ stop_pidfile() {
 
 case "${1:-up}" in
   up)
+    build_deps
     # Fetched even when a running broker is reused: the fault-injection tests start private
     # brokers from these jars.
     fetch_kafka
