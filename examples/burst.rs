@@ -68,7 +68,8 @@ async fn main() -> anyhow::Result<()> {
             &redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30))),
         )
         .await?;
-    let key = format!("{prefix}:{{{concert}}}:waiting");
+    let key = queuegate::store::keys::Keys::new(&prefix)
+        .concert(&queuegate::ids::ConcertId::parse(concert.as_str())?, queuegate::store::keys::Part::Waiting);
     let deadline = Instant::now() + Duration::from_secs(120);
     let (mut missing, mut duplicated, drained_after, drained_since_start);
     loop {

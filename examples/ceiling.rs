@@ -15,7 +15,9 @@ struct Join {
 }
 
 async fn join(concert: web::Path<String>, body: web::Json<Join>) -> HttpResponse {
-    if !queuegate::ids::valid_id(&body.user_id) || !queuegate::ids::valid_id(&concert) {
+    if queuegate::ids::UserId::parse(body.user_id.as_str()).is_err()
+        || queuegate::ids::ConcertId::parse(concert.as_str()).is_err()
+    {
         return HttpResponse::BadRequest().finish();
     }
     HttpResponse::Accepted().json(serde_json::json!({

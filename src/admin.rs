@@ -1,12 +1,12 @@
 //! The admin listener: operators create and watch concert queues; probes and Prometheus read
 //! health and metrics. Everything under `/admin/` needs `Authorization: Bearer $QUEUEGATE_ADMIN_TOKEN`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -15,14 +15,21 @@ use subtle::ConstantTimeEq;
 
 use crate::admission::AdmissionKeys;
 use crate::concerts::{Concert, ConcertCache, ConcertSettings, ConcertState};
+use crate::config::Secret;
 use crate::gateway::{bearer, FanStatus};
+use crate::ids::{ConcertId, UserId};
+use crate::kafka::KafkaProbe;
 use crate::metrics::Metrics;
-use crate::problem::{check_id, json_config, parse_body, query_error, ApiError};
-use crate::producer::EntryProducer;
+use crate::problem::{parse_body, ApiError};
+use crate::routes::Endpoint;
 use crate::store::{QueueStore, Standing};
+use crate::supervisor::Health;
 
 /// Largest page of the queue listing.
 pub const MAX_PAGE: u64 = 1000;
+
+/// Largest `offset` of the queue listing (documented as the schema's maximum).
+pub const MAX_OFFSET: u64 = 1_000_000_000;
 
 /// Everything the admin handlers share.
 pub struct Admin {
@@ -33,12 +40,10 @@ pub struct Admin {
     pub keys: AdmissionKeys,
     /// SHA-256 of the admin token; None under --insecure-dev without a token.
     token_hash: Option<[u8; 32]>,
-    /// Present when this process produces (gateway roles): readiness then includes Kafka.
-    pub producer: Option<EntryProducer>,
-    /// A Kafka metadata probe for roles without a producer (the consumer).
-    pub kafka_probe: Option<Arc<dyn Fn(Duration) -> bool + Send + Sync>>,
-    /// Set when shutdown begins: /readyz answers 503 from then on.
-    pub draining: Arc<AtomicBool>,
+    /// Asks Kafka for metadata, for readiness.
+    kafka: KafkaProbe,
+    /// Draining and failed tasks: /readyz answers 503 on either.
+    health: Arc<Health>,
 }
 
 impl Admin {
@@ -47,18 +52,18 @@ impl Admin {
         cache: ConcertCache,
         metrics: Metrics,
         keys: AdmissionKeys,
-        admin_token: Option<&str>,
-        draining: Arc<AtomicBool>,
+        admin_token: Option<&Secret>,
+        kafka: KafkaProbe,
+        health: Arc<Health>,
     ) -> Self {
         Admin {
             store,
             cache,
             metrics,
             keys,
-            token_hash: admin_token.map(|t| Sha256::digest(t.as_bytes()).into()),
-            producer: None,
-            kafka_probe: None,
-            draining,
+            token_hash: admin_token.map(|t| Sha256::digest(t.expose().as_bytes()).into()),
+            kafka,
+            health,
         }
     }
 
@@ -75,63 +80,75 @@ impl Admin {
     }
 }
 
+/// The admin listener's endpoints: the router, the metrics' route labels and the OpenAPI test
+/// all read this table. Everything under `/admin/` needs the admin token ([`require_admin_token`]).
+pub static ROUTES: &[Endpoint] = &[
+    Endpoint { method: Method::GET, path: "/healthz", handler: |r| r.to(healthz) },
+    Endpoint { method: Method::GET, path: "/readyz", handler: |r| r.to(readyz) },
+    Endpoint { method: Method::GET, path: "/metrics", handler: |r| r.to(metrics) },
+    Endpoint { method: Method::GET, path: "/admin/v1/concerts", handler: |r| r.to(list_concerts) },
+    Endpoint { method: Method::PUT, path: "/admin/v1/concerts/{concertId}", handler: |r| r.to(put_concert) },
+    Endpoint { method: Method::GET, path: "/admin/v1/concerts/{concertId}", handler: |r| r.to(get_concert) },
+    Endpoint { method: Method::GET, path: "/admin/v1/concerts/{concertId}/queue", handler: |r| r.to(queue_page) },
+    Endpoint {
+        method: Method::GET,
+        path: "/admin/v1/concerts/{concertId}/queue/{userId}",
+        handler: |r| r.to(queue_user),
+    },
+    Endpoint {
+        method: Method::DELETE,
+        path: "/admin/v1/concerts/{concertId}/queue/{userId}",
+        handler: |r| r.to(remove),
+    },
+    Endpoint { method: Method::POST, path: "/admin/v1/concerts/{concertId}/admit", handler: |r| r.to(admit) },
+];
+
 /// Registers the admin routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(json_config())
-        .app_data(web::QueryConfig::default().error_handler(|err, _| query_error(err).into()))
-        .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics))
-        .service(
-            web::scope("/admin/v1")
-                .wrap(actix_web::middleware::from_fn(require_admin_token))
-                .route("/concerts", web::get().to(list_concerts))
-                .route("/concerts/{concertId}", web::put().to(put_concert))
-                .route("/concerts/{concertId}", web::get().to(get_concert))
-                .route("/concerts/{concertId}/queue", web::get().to(queue_page))
-                .route("/concerts/{concertId}/queue/{userId}", web::get().to(queue_user))
-                .route("/concerts/{concertId}/queue/{userId}", web::delete().to(remove))
-                .route("/concerts/{concertId}/admit", web::post().to(admit)),
-        );
+    crate::problem::configure_extractors(cfg);
+    crate::routes::register(cfg, ROUTES);
 }
 
-async fn require_admin_token(
+/// Refuses every request under `/admin/` without the admin token, before routing (so unknown
+/// admin paths do not reveal which ones exist).
+pub async fn require_admin_token(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    let admin = req.app_data::<web::Data<Admin>>().expect("admin state is registered").clone();
-    if !admin.authorized(bearer(req.request())) {
-        return Err(ApiError::Unauthorized("the admin token is missing or wrong".into()).into());
+    if req.path().starts_with("/admin/") {
+        let admin = req.app_data::<web::Data<Admin>>().expect("admin state is registered").clone();
+        if !admin.authorized(bearer(req.request())) {
+            return Err(ApiError::Unauthorized("the admin token is missing or wrong".into()).into());
+        }
     }
     Ok(next.call(req).await?.map_into_boxed_body())
 }
-
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Readiness {
     ready: bool,
     redis: bool,
     kafka: bool,
     draining: bool,
+    /// The background task that failed, when one did: the process is shutting down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed_task: Option<crate::supervisor::TaskFailure>,
 }
 
-/// 200 when Redis and Kafka both answer (within a second each) and the process is not draining.
+/// 200 when Redis and Kafka both answer (within a second each), no background task has failed
+/// and the process is not draining.
 async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
-    let draining = admin.draining.load(Ordering::Acquire);
+    let draining = admin.health.is_draining();
+    let failed_task = admin.health.failure();
     let redis = admin.store.ping().await.is_ok();
-    let timeout = Duration::from_secs(1);
-    let kafka = if let Some(p) = admin.producer.clone() {
-        tokio::task::spawn_blocking(move || p.kafka_reachable(timeout)).await.unwrap_or(false)
-    } else if let Some(probe) = admin.kafka_probe.clone() {
-        tokio::task::spawn_blocking(move || probe(timeout)).await.unwrap_or(false)
-    } else {
-        true
-    };
-    let ready = redis && kafka && !draining;
-    let body = Readiness { ready, redis, kafka, draining };
+    let probe = admin.kafka.clone();
+    let kafka = tokio::task::spawn_blocking(move || probe.reachable(Duration::from_secs(1))).await.unwrap_or(false);
+    let ready = redis && kafka && !draining && failed_task.is_none();
+    let body = Readiness { ready, redis, kafka, draining, failed_task };
     if ready {
         HttpResponse::Ok().json(body)
     } else {
@@ -147,7 +164,7 @@ async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ConcertView {
-    concert_id: String,
+    concert_id: ConcertId,
     #[serde(flatten)]
     settings: ConcertSettings,
     waiting: u64,
@@ -179,11 +196,10 @@ async fn view(store: &QueueStore, c: Concert) -> Result<ConcertView, ApiError> {
 
 async fn put_concert(
     admin: web::Data<Admin>,
-    id: web::Path<String>,
+    id: web::Path<ConcertId>,
     body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    check_id("concertId", &id)?;
     let body: ConcertSettings = parse_body(body.into_inner())?;
     body.validate().map_err(ApiError::BadRequest)?;
     let concert = admin.store.put_concert(&id, &body).await?;
@@ -200,12 +216,11 @@ async fn list_concerts(admin: web::Data<Admin>) -> Result<HttpResponse, ApiError
     Ok(HttpResponse::Ok().json(serde_json::json!({ "concerts": out })))
 }
 
-async fn existing(admin: &Admin, id: &str) -> Result<Concert, ApiError> {
-    check_id("concertId", id)?;
+async fn existing(admin: &Admin, id: &ConcertId) -> Result<Concert, ApiError> {
     admin.store.get_concert(id).await?.ok_or_else(|| ApiError::NotFound(format!("no concert {id}")))
 }
 
-async fn get_concert(admin: web::Data<Admin>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_concert(admin: web::Data<Admin>, id: web::Path<ConcertId>) -> Result<HttpResponse, ApiError> {
     let c = existing(&admin, &id).await?;
     Ok(HttpResponse::Ok().json(view(&admin.store, c).await?))
 }
@@ -226,17 +241,20 @@ fn default_limit() -> u64 {
 #[serde(rename_all = "camelCase")]
 struct EntryView {
     position: u64,
-    user_id: String,
+    user_id: UserId,
     joined_at: String,
 }
 
 async fn queue_page(
     admin: web::Data<Admin>,
-    id: web::Path<String>,
+    id: web::Path<ConcertId>,
     q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     if q.limit == 0 || q.limit > MAX_PAGE {
         return Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    if q.offset > MAX_OFFSET {
+        return Err(ApiError::BadRequest(format!("offset must be between 0 and {MAX_OFFSET}")));
     }
     let c = existing(&admin, &id).await?;
     let (total, entries) = admin.store.page(&c.id, q.offset, q.limit).await?;
@@ -254,16 +272,15 @@ async fn queue_page(
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct UserView {
-    user_id: String,
+    user_id: UserId,
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     position: Option<u64>,
     joined_at: String,
 }
 
-async fn queue_user(admin: web::Data<Admin>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn queue_user(admin: web::Data<Admin>, path: web::Path<(ConcertId, UserId)>) -> Result<HttpResponse, ApiError> {
     let (concert_id, user_id) = path.into_inner();
-    check_id("userId", &user_id)?;
     let c = existing(&admin, &concert_id).await?;
     let standing = admin.store.standing(&c.id, &user_id, 0).await?;
     let joined_at_ms = match &standing {
@@ -288,7 +305,7 @@ struct AdmitBody {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct AdmittedView {
-    user_id: String,
+    user_id: UserId,
     admission_token: String,
     expires_at: String,
 }
@@ -297,7 +314,7 @@ struct AdmittedView {
 /// now, whatever the rate, within `maxActive` when the concert sets it.
 async fn admit(
     admin: web::Data<Admin>,
-    id: web::Path<String>,
+    id: web::Path<ConcertId>,
     body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
     let c = existing(&admin, &id).await?;
@@ -336,9 +353,8 @@ async fn admit(
 }
 
 /// `DELETE /admin/v1/concerts/{concertId}/queue/{userId}` — 204, or 404 when not waiting.
-async fn remove(admin: web::Data<Admin>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn remove(admin: web::Data<Admin>, path: web::Path<(ConcertId, UserId)>) -> Result<HttpResponse, ApiError> {
     let (concert_id, user_id) = path.into_inner();
-    check_id("userId", &user_id)?;
     let c = existing(&admin, &concert_id).await?;
     if admin.store.remove(&c.id, &user_id).await? {
         tracing::info!(concert = %c.id, user = %user_id, "fan removed from the queue");

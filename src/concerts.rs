@@ -2,17 +2,15 @@
 //!
 //! A join must learn whether its concert exists and is open without a Redis round trip, so each
 //! gateway keeps every concert's state in memory and refreshes it in the background
-//! ([`ConcertCache::run_refresh`]). The admin API of the same process updates the cache at once;
+//! (the "concert cache refresh" task in [`crate::startup`]). The admin API of the same process updates the cache at once;
 //! other processes see a change within one refresh interval (`QUEUEGATE_CONCERT_REFRESH_MS`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 
-use crate::store::QueueStore;
+use crate::ids::ConcertId;
 
 /// A concert queue's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +41,9 @@ impl ConcertState {
         }
     }
 }
+
+/// Largest `maxActive` (the OpenAPI schema states the same bound).
+pub const MAX_ACTIVE: u32 = 1_000_000;
 
 /// Default admission-token lifetime when a concert does not set one.
 pub const DEFAULT_TOKEN_TTL_SECONDS: u32 = 600;
@@ -88,6 +89,9 @@ impl ConcertSettings {
         if self.admit_per_second > 100_000 {
             return Err("admitPerSecond must be at most 100000".into());
         }
+        if self.max_active > MAX_ACTIVE {
+            return Err(format!("maxActive must be at most {MAX_ACTIVE}"));
+        }
         if !(1..=86_400).contains(&self.token_ttl_seconds) {
             return Err("tokenTtlSeconds must be between 1 and 86400".into());
         }
@@ -111,7 +115,7 @@ impl ConcertSettings {
 /// A concert as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Concert {
-    pub id: String,
+    pub id: ConcertId,
     pub settings: ConcertSettings,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
@@ -120,11 +124,11 @@ pub struct Concert {
 impl Concert {
     /// Builds a concert from its Redis hash; unknown or broken fields fall back to defaults, and
     /// an unreadable state reads as closed (never accidentally open).
-    pub(crate) fn from_fields(id: &str, fields: &[(String, String)]) -> Concert {
+    pub(crate) fn from_fields(id: &ConcertId, fields: &[(String, String)]) -> Concert {
         let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let num = |name: &str, default: u32| get(name).and_then(|v| v.parse().ok()).unwrap_or(default);
         Concert {
-            id: id.to_owned(),
+            id: id.clone(),
             settings: ConcertSettings {
                 state: get("state").and_then(ConcertState::parse).unwrap_or(ConcertState::Closed),
                 admit_per_second: num("admitPerSecond", 0),
@@ -147,12 +151,12 @@ pub struct ConcertCache {
 
 #[derive(Default)]
 struct CacheInner {
-    states: HashMap<String, ConcertSettings>,
+    states: HashMap<ConcertId, ConcertSettings>,
     /// Counts this process's own changes ([`ConcertCache::set`]).
     generation: u64,
     /// Concerts this process changed, with the generation of the change: a refresh that read
     /// Redis before such a change must not put the older state back.
-    local: HashMap<String, u64>,
+    local: HashMap<ConcertId, u64>,
 }
 
 impl ConcertCache {
@@ -165,17 +169,17 @@ impl ConcertCache {
     }
 
     /// The cached state of `id`, or None when the concert is unknown.
-    pub fn state(&self, id: &str) -> Option<ConcertState> {
+    pub fn state(&self, id: &ConcertId) -> Option<ConcertState> {
         self.read().states.get(id).map(|s| s.state)
     }
 
     /// The cached settings of `id`.
-    pub fn settings(&self, id: &str) -> Option<ConcertSettings> {
+    pub fn settings(&self, id: &ConcertId) -> Option<ConcertSettings> {
         self.read().states.get(id).cloned()
     }
 
     /// Every cached concert with its settings.
-    pub fn snapshot(&self) -> Vec<(String, ConcertSettings)> {
+    pub fn snapshot(&self) -> Vec<(ConcertId, ConcertSettings)> {
         self.read().states.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
@@ -186,25 +190,28 @@ impl ConcertCache {
 
     /// Records a change made by this process (already written to Redis), so it applies to the
     /// next join at once.
-    pub fn set(&self, id: &str, settings: ConcertSettings) {
+    pub fn set(&self, id: &ConcertId, settings: ConcertSettings) {
         let mut inner = self.write();
         inner.generation += 1;
         let generation = inner.generation;
-        inner.local.insert(id.to_owned(), generation);
-        inner.states.insert(id.to_owned(), settings);
+        inner.local.insert(id.clone(), generation);
+        inner.states.insert(id.clone(), settings);
     }
 
-    /// Replaces the whole map with what Redis holds.
-    pub async fn refresh(&self, store: &QueueStore) -> Result<(), crate::store::StoreError> {
+    /// Replaces the whole map with what `read` (a read of every concert from Redis) returns.
+    /// The read starts only when awaited here, after this process's change number is noted, so
+    /// changes this process makes meanwhile are kept (see [`replace`](Self::replace)). On
+    /// failure the last known states stay in force: joins go on being judged by them.
+    pub async fn refresh<E>(&self, read: impl std::future::Future<Output = Result<Vec<Concert>, E>>) -> Result<(), E> {
         let read_after = self.read().generation;
-        let concerts = store.list_concerts().await?;
+        let concerts = read.await?;
         self.replace(read_after, concerts.into_iter().map(|c| (c.id, c.settings)).collect());
         Ok(())
     }
 
     /// Installs `fresh`, read from Redis after this process's change number `read_after`; the
     /// changes this process made since then (which `fresh` may predate) are kept.
-    fn replace(&self, read_after: u64, mut fresh: HashMap<String, ConcertSettings>) {
+    fn replace(&self, read_after: u64, mut fresh: HashMap<ConcertId, ConcertSettings>) {
         let mut inner = self.write();
         let inner = &mut *inner;
         inner.local.retain(|_, generation| *generation > read_after);
@@ -216,40 +223,33 @@ impl ConcertCache {
         inner.states = fresh;
         self.loaded.store(true, std::sync::atomic::Ordering::Release);
     }
-
-    /// Refreshes every `every` until cancelled. A failed refresh keeps the last known states
-    /// (joins go on being judged by them) and is logged once per outage, not once per tick.
-    pub async fn run_refresh(self, store: QueueStore, every: Duration, stop: CancellationToken) {
-        // On failure the last known states stay in force: joins go on being judged by them.
-        crate::periodic::every(every, stop, "concert cache refresh", || {
-            let (cache, store) = (self.clone(), store.clone());
-            async move { cache.refresh(&store).await }
-        })
-        .await
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn c() -> ConcertId {
+        ConcertId::parse("c").unwrap()
+    }
+
     fn open() -> ConcertSettings {
-        Concert::from_fields("c", &[("state".to_owned(), "open".to_owned())]).settings
+        Concert::from_fields(&c(), &[("state".to_owned(), "open".to_owned())]).settings
     }
 
     #[test]
     fn a_refresh_read_before_a_local_change_does_not_undo_it() {
         let cache = ConcertCache::default();
         let read_after = cache.read().generation; // the refresh reads Redis now ...
-        cache.set("c", open()); // ... the admin API creates the concert meanwhile ...
+        cache.set(&c(), open()); // ... the admin API creates the concert meanwhile ...
         cache.replace(read_after, HashMap::new()); // ... and the stale snapshot lands
-        assert_eq!(cache.state("c"), Some(ConcertState::Open), "the local change survives");
+        assert_eq!(cache.state(&c()), Some(ConcertState::Open), "the local change survives");
 
         // A snapshot read after the change is the truth again (here: the concert was deleted
         // by another process).
         let read_after = cache.read().generation;
         cache.replace(read_after, HashMap::new());
-        assert_eq!(cache.state("c"), None);
+        assert_eq!(cache.state(&c()), None);
     }
 
     #[test]
@@ -262,12 +262,12 @@ mod tests {
             abandon_after_seconds: 30,
         };
         let fields: Vec<(String, String)> = s.to_fields().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-        assert_eq!(Concert::from_fields("c", &fields).settings, s);
+        assert_eq!(Concert::from_fields(&c(), &fields).settings, s);
     }
 
     #[test]
     fn an_unreadable_state_reads_as_closed() {
-        let c = Concert::from_fields("c", &[("state".into(), "??".into())]);
+        let c = Concert::from_fields(&c(), &[("state".into(), "??".into())]);
         assert_eq!(c.settings.state, ConcertState::Closed);
     }
 

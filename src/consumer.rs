@@ -19,14 +19,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
-use crate::ids::InvalidRecord;
+use crate::config::ConsumerSettings;
+use crate::ids::{InvalidRecord, UserId};
+use crate::kafka::{ClientRole, KafkaClients, KafkaContext};
 use crate::metrics::Metrics;
 use crate::store::QueueStore;
 
@@ -36,49 +37,12 @@ mod batch;
 use backoff::Backoff;
 use batch::Plan;
 
-/// Logs and counts rebalances; the loop itself keeps them safe (see [`EntryConsumer::commit`]).
-/// Rebalance events are delivered inside `recv()`, which the loop calls only between batches
-/// (or while a batch waits for Redis with its partitions paused), so a revocation never lands
-/// between a batch's Redis write and its commit unnoticed: the commit filters by assignment.
-pub struct RebalanceLogger {
-    metrics: Option<Metrics>,
-}
-
-impl ClientContext for RebalanceLogger {
-    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
-        if let Some(m) = &self.metrics {
-            m.record_kafka_stats("consumer", &statistics);
-        }
-    }
-}
-
-impl ConsumerContext for RebalanceLogger {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let kind = match rebalance {
-            Rebalance::Revoke(tpl) => {
-                tracing::info!(partitions = tpl.count(), "partitions revoked");
-                "revoke"
-            }
-            Rebalance::Assign(tpl) => {
-                tracing::info!(partitions = tpl.count(), "partitions assigned");
-                "assign"
-            }
-            Rebalance::Error(e) => {
-                tracing::warn!(error = %e, "rebalance error");
-                "error"
-            }
-        };
-        if let Some(m) = &self.metrics {
-            m.consumer_rebalances.with_label_values(&[kind]).inc();
-        }
-    }
-}
-
 /// The Kafka → Redis mover.
 pub struct EntryConsumer {
-    consumer: StreamConsumer<RebalanceLogger>,
-    txn_config: ClientConfig,
-    txn: Option<FutureProducer>,
+    consumer: StreamConsumer<KafkaContext>,
+    /// Makes the transactional producer (again, after a failed transaction).
+    kafka: KafkaClients,
+    txn: Option<FutureProducer<KafkaContext>>,
     store: QueueStore,
     metrics: Metrics,
     batch_max: usize,
@@ -95,51 +59,29 @@ pub struct EntryConsumer {
 const TXN_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl EntryConsumer {
-    /// Creates the consumer and subscribes it; the transactional producer is started in [`run`](Self::run).
-    pub fn new(settings: &Settings, store: QueueStore, metrics: Metrics) -> anyhow::Result<Self> {
-        let consumer: StreamConsumer<RebalanceLogger> = ClientConfig::new()
-            .set("bootstrap.servers", &settings.kafka_brokers)
-            .set("group.id", &settings.kafka_group)
-            .set("client.id", "queuegate-consumer")
-            .set("isolation.level", "read_committed")
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            .set("max.poll.interval.ms", settings.kafka_max_poll_interval_ms.to_string())
-            .set("statistics.interval.ms", "5000")
-            .set("heartbeat.interval.ms", "1000")
-            // The broker answers a fetch when 64 KB are ready or after 50 ms: under load that
-            // is a few fetches a second instead of one per produce request.
-            .set("fetch.min.bytes", "65536")
-            .set("fetch.wait.max.ms", "50")
-            // Bounds what librdkafka prefetches while the loop is busy with Redis (default 64 MB):
-            // a backlog waits in Kafka, not in this process's memory.
-            .set("queued.max.messages.kbytes", settings.consumer_prefetch_kb.to_string())
-            .create_with_context(RebalanceLogger { metrics: Some(metrics.clone()) })
+    /// Creates the consumer from the Kafka and consumer sections and subscribes it; the
+    /// transactional producer is started in [`run`](Self::run).
+    pub fn new(
+        kafka: &KafkaClients,
+        settings: &ConsumerSettings,
+        store: QueueStore,
+        metrics: Metrics,
+    ) -> anyhow::Result<Self> {
+        let topic = &kafka.settings().kafka_topic;
+        let consumer: StreamConsumer<KafkaContext> = kafka
+            .consumer(settings)
+            .create_with_context(kafka.context(ClientRole::Consumer))
             .map_err(|e| anyhow::anyhow!("creating the Kafka consumer: {e}"))?;
-        consumer
-            .subscribe(&[&settings.kafka_topic])
-            .map_err(|e| anyhow::anyhow!("subscribing to {}: {e}", settings.kafka_topic))?;
-        let mut txn_config = ClientConfig::new();
-        txn_config
-            .set("bootstrap.servers", &settings.kafka_brokers)
-            .set("client.id", "queuegate-consumer-txn")
-            // One id per process: fencing of stale instances comes from the group metadata
-            // sent with the offsets (KIP-447), not from a fixed transactional id.
-            .set("transactional.id", format!("{}-{}", settings.kafka_group, uuid::Uuid::new_v4()))
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("transaction.timeout.ms", "60000");
+        consumer.subscribe(&[topic]).map_err(|e| anyhow::anyhow!("subscribing to {topic}: {e}"))?;
         Ok(EntryConsumer {
             consumer,
-            txn_config,
+            kafka: kafka.clone(),
             txn: None,
             store,
             metrics,
             batch_max: settings.consumer_batch,
             linger: Duration::from_millis(settings.consumer_linger_ms),
-            dlt_topic: settings.dlt_topic().into(),
+            dlt_topic: kafka.settings().dlt_topic().into(),
             commit_backoff: Backoff::new(),
             carry: Vec::new(),
         })
@@ -203,7 +145,7 @@ impl EntryConsumer {
         self.metrics.consumer_batch_size.with_label_values(&[] as &[&str]).observe(msgs.len() as f64);
         let plan = Plan::new(&msgs);
         for group in &plan.groups {
-            let joins: Vec<(&str, i64)> = group.joins.iter().map(|(u, at)| (u.as_str(), *at)).collect();
+            let joins: Vec<(&UserId, i64)> = group.joins.iter().map(|(u, at)| (u, *at)).collect();
             let mut backoff = Backoff::new();
             let mut paused = None;
             loop {
@@ -398,27 +340,19 @@ impl EntryConsumer {
     }
 
     /// The transactional producer, created and initialised on first use (and after a failed transaction).
-    async fn transactional_producer(&mut self) -> anyhow::Result<FutureProducer> {
+    async fn transactional_producer(&mut self) -> anyhow::Result<FutureProducer<KafkaContext>> {
         if let Some(p) = &self.txn {
             return Ok(p.clone());
         }
-        let p: FutureProducer = self.txn_config.create()?;
+        let group = &self.kafka.settings().kafka_group;
+        let p: FutureProducer<KafkaContext> = self
+            .kafka
+            .transactional(ClientRole::Transactions, group)
+            .create_with_context(self.kafka.context(ClientRole::Transactions))?;
         let init = p.clone();
         tokio::task::spawn_blocking(move || init.init_transactions(TXN_TIMEOUT)).await??;
         self.txn = Some(p.clone());
         Ok(p)
-    }
-
-    /// Whether the broker answers a metadata request, for readiness. Blocking.
-    pub fn kafka_probe(&self) -> impl Fn(Duration) -> bool + Send + Sync + 'static {
-        let client: Arc<StreamConsumer<RebalanceLogger>> = Arc::new(
-            ClientConfig::new()
-                .set("bootstrap.servers", self.txn_config.get("bootstrap.servers").unwrap_or_default())
-                .set("group.id", "queuegate-readiness-probe")
-                .create_with_context(RebalanceLogger { metrics: None })
-                .expect("a probe client with a valid config"),
-        );
-        move |timeout| client.fetch_metadata(None, timeout).is_ok()
     }
 }
 

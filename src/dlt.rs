@@ -15,10 +15,12 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
-use crate::config::Settings;
+use crate::config::KafkaSettings;
 use crate::ids::EntryRecord;
+use crate::kafka::{ClientRole, KafkaClients, KafkaContext};
+use crate::metrics::Metrics;
 
 /// What `dlt replay` is asked to do.
 #[derive(Debug, Clone, Copy, Default)]
@@ -43,27 +45,25 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Replays the DLT up to its current end. Blocking (run it from `spawn_blocking` in async code).
 /// `report` is called with a line per still-invalid record and every 1,000 records read.
-pub fn replay(settings: &Settings, opts: ReplayOptions, mut report: impl FnMut(&str)) -> anyhow::Result<ReplaySummary> {
+pub fn replay(
+    settings: &KafkaSettings,
+    opts: ReplayOptions,
+    mut report: impl FnMut(&str),
+) -> anyhow::Result<ReplaySummary> {
+    let kafka = KafkaClients::new(settings, Metrics::new());
     let dlt = settings.dlt_topic();
     let group = format!("{}-dlt-replay", settings.kafka_group);
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &settings.kafka_brokers)
-        .set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .create()
+    let consumer: BaseConsumer<KafkaContext> = kafka
+        .replay_consumer(&group)
+        .create_with_context(kafka.context(ClientRole::Replay))
         .context("creating the DLT consumer")?;
     consumer.subscribe(&[&dlt]).with_context(|| format!("subscribing to {dlt}"))?;
-    let producer: Option<ThreadedProducer<_>> = if opts.dry_run {
+    let producer: Option<ThreadedProducer<KafkaContext>> = if opts.dry_run {
         None
     } else {
-        let p: ThreadedProducer<rdkafka::producer::DefaultProducerContext> = ClientConfig::new()
-            .set("bootstrap.servers", &settings.kafka_brokers)
-            .set("transactional.id", format!("{group}-{}", uuid::Uuid::new_v4()))
-            .set("enable.idempotence", "true")
-            .create()
+        let p: ThreadedProducer<KafkaContext> = kafka
+            .transactional(ClientRole::Replay, &group)
+            .create_with_context(kafka.context(ClientRole::Replay))
             .context("creating the replay producer")?;
         p.init_transactions(TIMEOUT).context("initialising transactions")?;
         Some(p)
@@ -106,9 +106,9 @@ pub fn replay(settings: &Settings, opts: ReplayOptions, mut report: impl FnMut(&
 
 /// Re-publishes (or reports) one chunk, and commits its offsets in the same transaction.
 fn flush_chunk(
-    consumer: &BaseConsumer,
-    producer: Option<&ThreadedProducer<rdkafka::producer::DefaultProducerContext>>,
-    settings: &Settings,
+    consumer: &BaseConsumer<KafkaContext>,
+    producer: Option<&ThreadedProducer<KafkaContext>>,
+    settings: &KafkaSettings,
     opts: ReplayOptions,
     chunk: &mut Vec<OwnedMessage>,
     summary: &mut ReplaySummary,

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Instant;
 
-use actix_web::http::header;
+use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -16,10 +16,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::admission::AdmissionKeys;
 use crate::concerts::{ConcertCache, ConcertState};
-use crate::ids::EntryRecord;
+use crate::ids::{ConcertId, EntryRecord, UserId};
 use crate::metrics::Metrics;
-use crate::problem::{check_id, json_config, parse_body, ApiError};
+use crate::problem::{parse_body, ApiError};
 use crate::producer::{EntryProducer, ProduceError};
+use crate::routes::Endpoint;
 use crate::store::QueueStore;
 use crate::token::EntryTokens;
 use crate::trace::TraceContext;
@@ -45,6 +46,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// The front door's shared state. `max_streams` bounds the open status streams; `stop` ends
+    /// them at shutdown.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         producer: EntryProducer,
         store: QueueStore,
@@ -52,9 +56,10 @@ impl Gateway {
         tokens: EntryTokens,
         keys: AdmissionKeys,
         metrics: Metrics,
-        joins_per_ip_per_second: u32,
+        http: &crate::config::HttpSettings,
+        stop: tokio_util::sync::CancellationToken,
     ) -> Self {
-        let limiter = NonZeroU32::new(joins_per_ip_per_second).map(|n| RateLimiter::keyed(Quota::per_second(n)));
+        let limiter = NonZeroU32::new(http.rate_limit_per_ip).map(|n| RateLimiter::keyed(Quota::per_second(n)));
         Gateway {
             producer,
             store,
@@ -63,16 +68,9 @@ impl Gateway {
             keys,
             metrics,
             limiter,
-            streams: std::sync::Arc::new(tokio::sync::Semaphore::new(10_000)),
-            stop: tokio_util::sync::CancellationToken::new(),
+            streams: std::sync::Arc::new(tokio::sync::Semaphore::new(http.max_event_streams)),
+            stop,
         }
-    }
-
-    /// Bounds the open status streams and ends them when `stop` is cancelled.
-    pub fn with_streams(mut self, max: usize, stop: tokio_util::sync::CancellationToken) -> Self {
-        self.streams = std::sync::Arc::new(tokio::sync::Semaphore::new(max));
-        self.stop = stop;
-        self
     }
 
     /// 429 with the time until this client may join again.
@@ -87,16 +85,34 @@ impl Gateway {
     }
 }
 
+/// The public listener's endpoints: the router, the metrics' route labels and the OpenAPI
+/// test all read this table.
+pub static ROUTES: &[Endpoint] = &[
+    Endpoint { method: Method::GET, path: "/", handler: |r| r.to(index) },
+    Endpoint { method: Method::POST, path: "/v1/concerts/{concertId}/queue", handler: |r| r.to(join) },
+    Endpoint {
+        method: Method::GET,
+        path: "/v1/concerts/{concertId}/queue/{userId}",
+        handler: |r| r.to(status::status),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/v1/concerts/{concertId}/queue/{userId}/events",
+        handler: |r| r.to(events::events),
+    },
+    Endpoint {
+        method: Method::POST,
+        path: "/v1/concerts/{concertId}/admission/complete",
+        handler: |r| r.to(status::complete),
+    },
+    Endpoint { method: Method::GET, path: "/.well-known/jwks.json", handler: |r| r.to(status::jwks) },
+    Endpoint { method: Method::GET, path: "/openapi.json", handler: |r| r.to(openapi) },
+];
+
 /// Registers the public routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(json_config())
-        .route("/", web::get().to(index))
-        .route("/v1/concerts/{concertId}/queue", web::post().to(join))
-        .route("/v1/concerts/{concertId}/queue/{userId}", web::get().to(status::status))
-        .route("/v1/concerts/{concertId}/queue/{userId}/events", web::get().to(events::events))
-        .route("/v1/concerts/{concertId}/admission/complete", web::post().to(status::complete))
-        .route("/.well-known/jwks.json", web::get().to(status::jwks))
-        .route("/openapi.json", web::get().to(openapi));
+    crate::problem::configure_extractors(cfg);
+    crate::routes::register(cfg, ROUTES);
 }
 
 /// The OpenAPI 3 description of both listeners.
@@ -113,15 +129,15 @@ async fn index() -> HttpResponse {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct JoinBody {
-    user_id: String,
+    user_id: UserId,
 }
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct JoinAccepted<'a> {
     entry_id: &'a str,
-    concert_id: &'a str,
-    user_id: &'a str,
+    concert_id: &'a ConcertId,
+    user_id: &'a UserId,
     status: &'static str,
     token: String,
 }
@@ -130,13 +146,11 @@ struct JoinAccepted<'a> {
 async fn join(
     gw: web::Data<Gateway>,
     req: HttpRequest,
-    concert_id: web::Path<String>,
+    concert_id: web::Path<ConcertId>,
     body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
     let concert_id = concert_id.into_inner();
-    check_id("concertId", &concert_id)?;
     let body: JoinBody = parse_body(body.into_inner())?;
-    check_id("userId", &body.user_id)?;
     gw.check_rate(req.peer_addr().map(|a| a.ip()))?;
     match gw.cache.state(&concert_id) {
         Some(ConcertState::Open) => {}

@@ -8,14 +8,12 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
-use queuegate::config::{Cli, Command, DltCommand, Role};
+use queuegate::config::{Cli, DltCommand, Invocation};
 use queuegate::startup::{cancel_on_signal, Application};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    // Needs no configuration: handled before the settings are checked.
-    if let Some(Command::Keygen { path }) = &cli.command {
-        return match queuegate::admission::AdmissionKeys::generate_pem_file(path) {
+    match Cli::parse().invocation() {
+        Invocation::Keygen(path) => match queuegate::admission::AdmissionKeys::generate_pem_file(&path) {
             Ok(()) => {
                 println!("wrote a new Ed25519 admission key to {}", path.display());
                 ExitCode::SUCCESS
@@ -24,31 +22,21 @@ fn main() -> ExitCode {
                 eprintln!("queuegate: keygen failed: {e:#}");
                 ExitCode::FAILURE
             }
-        };
-    }
-    if let Err(e) = cli.settings.validate() {
-        eprintln!("queuegate: {e}");
-        return ExitCode::from(2);
-    }
-    if let Err(e) = queuegate::telemetry::init(&cli.settings.log, cli.settings.log_format) {
-        eprintln!("queuegate: {e}");
-        return ExitCode::from(2);
-    }
-    let role = match cli.command.unwrap_or(Command::Run) {
-        Command::Run => Role::Run,
-        Command::Gateway => Role::Gateway,
-        Command::Consumer => Role::Consumer,
-        Command::Keygen { .. } => unreachable!("handled above"),
-        Command::Dlt(DltCommand::Replay { dry_run, all }) => {
-            let opts = queuegate::dlt::ReplayOptions { dry_run, all };
-            return match queuegate::dlt::replay(&cli.settings, opts, |line| eprintln!("{line}")) {
+        },
+        Invocation::Dlt(DltCommand::Replay(args)) => {
+            if let Err(e) = args.kafka.validate().and_then(|()| queuegate::telemetry::init(&args.telemetry)) {
+                eprintln!("queuegate: {e}");
+                return ExitCode::from(2);
+            }
+            let opts = queuegate::dlt::ReplayOptions { dry_run: args.dry_run, all: args.all };
+            match queuegate::dlt::replay(&args.kafka, opts, |line| eprintln!("{line}")) {
                 Ok(s) => {
                     println!(
                         "dead letters read: {}, re-published: {}, still invalid and left: {}{}",
                         s.read,
                         s.republished,
                         s.still_invalid,
-                        if dry_run { " (dry run: nothing changed)" } else { "" }
+                        if args.dry_run { " (dry run: nothing changed)" } else { "" }
                     );
                     ExitCode::SUCCESS
                 }
@@ -56,9 +44,19 @@ fn main() -> ExitCode {
                     eprintln!("queuegate: dlt replay failed: {e:#}");
                     ExitCode::FAILURE
                 }
-            };
+            }
         }
-    };
+        Invocation::Serve(role, settings) => {
+            if let Err(e) = settings.validate().and_then(|()| queuegate::telemetry::init(&settings.telemetry)) {
+                eprintln!("queuegate: {e}");
+                return ExitCode::from(2);
+            }
+            serve(role, *settings)
+        }
+    }
+}
+
+fn serve(role: queuegate::config::Role, settings: queuegate::config::Settings) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -67,7 +65,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let app = Application::build(cli.settings, role).await?;
+        let app = Application::build(settings, role).await?;
         tokio::spawn(cancel_on_signal(app.stop_token()));
         app.run().await
     });

@@ -1,7 +1,7 @@
 //! Prometheus metrics, served on the admin listener at `/metrics`.
 //!
 //! Names carry the `queuegate_` prefix and their unit; labels are bounded (routes are the
-//! matched route patterns, never raw paths; statuses and outcomes are small fixed sets).
+//! route patterns of the listeners' route tables ([`crate::routes::label`]), never raw paths; statuses and outcomes are small fixed sets).
 
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -202,98 +202,8 @@ impl Metrics {
     }
 }
 
-/// A Kafka client context that feeds librdkafka statistics into [`Metrics`].
-#[derive(Clone)]
-pub struct KafkaStats {
-    pub client: &'static str,
-    pub metrics: Metrics,
-}
-
-impl rdkafka::ClientContext for KafkaStats {
-    fn stats(&self, statistics: Statistics) {
-        self.metrics.record_kafka_stats(self.client, &statistics);
-    }
-}
-
-/// The route patterns queuegate serves, as metric labels.
-pub const ROUTES: &[&str] = &[
-    "/",
-    "/v1/concerts/{concertId}/queue",
-    "/v1/concerts/{concertId}/queue/{userId}",
-    "/v1/concerts/{concertId}/queue/{userId}/events",
-    "/v1/concerts/{concertId}/admission/complete",
-    "/.well-known/jwks.json",
-    "/openapi.json",
-    "/healthz",
-    "/readyz",
-    "/metrics",
-    "/admin/v1/concerts",
-    "/admin/v1/concerts/{concertId}",
-    "/admin/v1/concerts/{concertId}/queue",
-    "/admin/v1/concerts/{concertId}/queue/{userId}",
-    "/admin/v1/concerts/{concertId}/admit",
-];
-
-/// The route label of a request path: its pattern when it is one of [`ROUTES`], else
-/// "unmatched" (so label values stay bounded whatever paths clients send).
-///
-/// Done by hand because actix's `match_pattern()` runs the router's regexes again; a profile
-/// of the join path showed ~6% of the gateway's CPU in that second match.
-pub fn route_label(path: &str) -> &'static str {
-    let mut norm = String::with_capacity(path.len() + 16);
-    let mut prev = "";
-    for (i, seg) in path.split('/').skip(1).enumerate() {
-        norm.push('/');
-        match prev {
-            "concerts" => norm.push_str("{concertId}"),
-            // `queue/{userId}`, but not the literal segment after it (`events`).
-            "queue" if i > 0 => norm.push_str("{userId}"),
-            _ => norm.push_str(seg),
-        }
-        prev = if prev == "queue" { "" } else { seg };
-    }
-    if path == "/" {
-        norm = "/".into();
-    }
-    ROUTES.iter().find(|r| **r == norm).copied().unwrap_or("unmatched")
-}
-
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::route_label;
-
-    #[test]
-    fn paths_map_to_their_route_patterns_and_nothing_else_leaks_into_labels() {
-        assert_eq!(route_label("/v1/concerts/tour-1/queue"), "/v1/concerts/{concertId}/queue");
-        assert_eq!(route_label("/v1/concerts/tour-1/queue/fan-9"), "/v1/concerts/{concertId}/queue/{userId}");
-        assert_eq!(route_label("/admin/v1/concerts/c/queue/u"), "/admin/v1/concerts/{concertId}/queue/{userId}");
-        assert_eq!(route_label("/admin/v1/concerts/c/admit"), "/admin/v1/concerts/{concertId}/admit");
-        assert_eq!(route_label("/admin/v1/concerts"), "/admin/v1/concerts");
-        assert_eq!(route_label("/"), "/");
-        assert_eq!(route_label("/readyz"), "/readyz");
-        assert_eq!(route_label("/v1/concerts/c/queue/u/events"), "/v1/concerts/{concertId}/queue/{userId}/events");
-        assert_eq!(route_label("/wp-login.php"), "unmatched");
-        assert_eq!(route_label("/v1/concerts/x/queue/y/z"), "unmatched");
-    }
-}
-
-#[cfg(test)]
-mod openapi_tests {
-    #[test]
-    fn the_openapi_document_describes_exactly_the_routes_served() {
-        let doc: serde_json::Value = serde_json::from_str(crate::gateway::OPENAPI).expect("valid JSON");
-        assert_eq!(doc["openapi"], "3.0.3");
-        let mut documented: Vec<&str> = doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
-        documented.push("/openapi.json");
-        documented.sort();
-        let mut served: Vec<&str> = super::ROUTES.to_vec();
-        served.sort();
-        assert_eq!(documented, served);
     }
 }

@@ -15,6 +15,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("this endpoint answers {allow} only")]
+    MethodNotAllowed { allow: String },
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("request body must be application/json")]
@@ -40,6 +42,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => ("unauthorized", "Unauthorized"),
             ApiError::NotFound(_) => ("not-found", "Not found"),
             ApiError::Conflict(_) => ("conflict", "Conflict"),
+            ApiError::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
             ApiError::PayloadTooLarge { .. } => ("payload-too-large", "Payload too large"),
             ApiError::UnsupportedMediaType => ("unsupported-media-type", "Unsupported media type"),
             ApiError::RateLimited { .. } => ("rate-limited", "Too many requests"),
@@ -78,6 +81,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -107,8 +111,14 @@ impl ResponseError for ApiError {
         if let Some(secs) = self.retry_after() {
             resp.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
-        if matches!(self, ApiError::Unauthorized(_)) {
-            resp.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        match self {
+            ApiError::Unauthorized(_) => {
+                resp.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                resp.insert_header((header::ALLOW, allow.as_str()));
+            }
+            _ => {}
         }
         resp.json(body)
     }
@@ -162,11 +172,17 @@ pub fn query_error(err: actix_web::error::QueryPayloadError) -> ApiError {
     ApiError::BadRequest(format!("query string is not valid: {err}"))
 }
 
-/// Checks a path id against the contract; the 400 detail names the field.
-pub fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
-    if crate::ids::valid_id(value) {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(format!("{field} must match ^[A-Za-z0-9_-]{{1,64}}$")))
-    }
+/// The extractor settings both listeners use for paths and query strings: their errors (a bad
+/// id in the path names the field; a query value out of range) are 400 problem details.
+pub fn configure_extractors(cfg: &mut actix_web::web::ServiceConfig) {
+    use actix_web::error::PathError;
+    cfg.app_data(json_config())
+        .app_data(actix_web::web::PathConfig::default().error_handler(|err, _| {
+            let detail = match err {
+                PathError::Deserialize(e) => e.to_string(),
+                other => other.to_string(),
+            };
+            ApiError::BadRequest(detail).into()
+        }))
+        .app_data(actix_web::web::QueryConfig::default().error_handler(|err, _| query_error(err).into()));
 }

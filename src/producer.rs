@@ -15,12 +15,10 @@ use std::time::Duration;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::ClientConfig;
 use tokio::sync::Semaphore;
 
-use crate::config::Settings;
-use crate::ids::{entry_key, EntryRecord};
-use crate::metrics::{KafkaStats, Metrics};
+use crate::ids::EntryRecord;
+use crate::kafka::{ClientRole, KafkaClients, KafkaContext};
 
 /// Why a join could not be made durable. All of them are answered 503 with Retry-After.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +43,7 @@ pub struct Delivered {
 /// Produces queue entries; cheap to clone, shared by every HTTP worker.
 #[derive(Clone)]
 pub struct EntryProducer {
-    producer: FutureProducer<KafkaStats>,
+    producer: FutureProducer<KafkaContext>,
     topic: Arc<str>,
     permits: Arc<Semaphore>,
     max_in_flight: usize,
@@ -53,23 +51,13 @@ pub struct EntryProducer {
 }
 
 impl EntryProducer {
-    /// Creates the producer. No connection is made until the first record or metadata call.
-    pub fn new(settings: &Settings, metrics: &Metrics) -> anyhow::Result<Self> {
-        let producer: FutureProducer<KafkaStats> = ClientConfig::new()
-            .set("bootstrap.servers", &settings.kafka_brokers)
-            .set("client.id", "queuegate-gateway")
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("max.in.flight.requests.per.connection", "5")
-            .set("linger.ms", settings.kafka_linger_ms.to_string())
-            .set("compression.type", &settings.kafka_compression)
-            .set("batch.num.messages", "10000")
-            .set("batch.size", settings.kafka_batch_bytes.to_string())
-            .set("queue.buffering.max.messages", (settings.max_in_flight * 2).max(1000).to_string())
-            .set("message.timeout.ms", settings.kafka_delivery_timeout_ms.to_string())
-            .set("socket.keepalive.enable", "true")
-            .set("statistics.interval.ms", "5000")
-            .create_with_context(KafkaStats { client: "producer", metrics: metrics.clone() })
+    /// Creates the producer from the Kafka section ([`KafkaClients::producer`]). No connection
+    /// is made until the first record or metadata call.
+    pub fn new(kafka: &KafkaClients) -> anyhow::Result<Self> {
+        let settings = kafka.settings();
+        let producer: FutureProducer<KafkaContext> = kafka
+            .producer()
+            .create_with_context(kafka.context(ClientRole::Producer))
             .map_err(|e| anyhow::anyhow!("creating the Kafka producer: {e}"))?;
         Ok(EntryProducer {
             producer,
@@ -85,7 +73,7 @@ impl EntryProducer {
     pub async fn send(&self, rec: &EntryRecord, headers: &[(&str, &str)]) -> Result<Delivered, ProduceError> {
         // Held until the delivery report arrives (or the caller goes away).
         let _permit = self.permits.try_acquire().map_err(|_| ProduceError::Overloaded)?;
-        let key = entry_key(&rec.user_id, &rec.concert_id);
+        let key = rec.key();
         let payload = serde_json::to_vec(rec).expect("an entry record always serialises");
         let mut h = OwnedHeaders::new_with_capacity(headers.len());
         for (k, v) in headers {

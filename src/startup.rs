@@ -7,13 +7,16 @@
 //! 1. `/readyz` turns 503 (load balancers stop sending),
 //! 2. the public listener stops accepting and finishes in-flight joins,
 //! 3. the producer is flushed (dropping it would purge queued records),
-//! 4. the consumer finishes and commits its batch,
+//! 4. the consumer finishes and commits its batch, and the other background tasks end,
 //! 5. the admin listener stops.
 //!
 //! Each step is bounded by the grace period (`QUEUEGATE_SHUTDOWN_GRACE_SECONDS`).
+//!
+//! Every long-running task — both listeners, the consumer, the admitter, the concert cache
+//! refresh, the concert gauges and the demo set-up — runs under the [`Supervisor`]: when one
+//! fails, `/readyz` names it and the process shuts down the same way and exits non-zero.
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,9 +33,13 @@ use crate::concerts::{ConcertCache, ConcertSettings};
 use crate::config::{Role, Settings};
 use crate::consumer::EntryConsumer;
 use crate::gateway::{self, Gateway};
+use crate::ids::ConcertId;
+use crate::kafka::{KafkaClients, KafkaProbe};
 use crate::metrics::Metrics;
 use crate::producer::EntryProducer;
+use crate::routes::Endpoint;
 use crate::store::QueueStore;
+use crate::supervisor::{Health, Supervisor, TaskFailure};
 use crate::token::EntryTokens;
 
 /// A built, not yet running, queuegate process.
@@ -42,7 +49,8 @@ pub struct Application {
     http_port: Option<u16>,
     admin_port: u16,
     stop: CancellationToken,
-    draining: Arc<AtomicBool>,
+    health: Arc<Health>,
+    tasks: Supervisor,
     public: Option<Server>,
     admin: Server,
     producer: Option<EntryProducer>,
@@ -52,54 +60,58 @@ pub struct Application {
     metrics: Metrics,
 }
 
-/// Which listener a request came in on, for metric labels.
+/// The listener a request came in on: its metric label and its route table.
 #[derive(Clone, Copy)]
-struct ListenerName(&'static str);
+struct Listener {
+    name: &'static str,
+    routes: &'static [Endpoint],
+}
 
 impl Application {
     /// Validates `settings`, binds the listeners the `role` needs and creates its clients.
     pub async fn build(settings: Settings, role: Role) -> anyhow::Result<Self> {
         settings.validate()?;
-        let keys = settings.admission_keys()?;
+        let keys = settings.admission.keys()?;
         let metrics = Metrics::new();
+        let kafka = KafkaClients::new(&settings.kafka, metrics.clone());
         let cache = ConcertCache::default();
-        let draining = Arc::new(AtomicBool::new(false));
+        let health = Arc::new(Health::default());
         let stop = CancellationToken::new();
-        let grace = settings.shutdown_grace_seconds;
-        let workers = if settings.http_workers == 0 { num_cpus() } else { settings.http_workers };
+        let http = &settings.http;
+        let grace = http.shutdown_grace_seconds;
+        let workers = if http.http_workers == 0 { num_cpus() } else { http.http_workers };
 
         // Separate pools per part: actix workers run their own runtimes, and a Redis connection
         // lives on the runtime that opened it, so the consumer never shares one with a listener.
-        let new_store = || QueueStore::new(&settings.redis_url, &settings.redis_prefix, settings.redis_pool);
+        let new_store = || QueueStore::new(&settings.redis);
         let admin_store = new_store()?;
 
-        let admin_listener = TcpListener::bind(settings.admin_addr)
-            .with_context(|| format!("binding the admin listener (QUEUEGATE_ADMIN_ADDR={})", settings.admin_addr))?;
+        let admin_listener = TcpListener::bind(http.admin_addr)
+            .with_context(|| format!("binding the admin listener (QUEUEGATE_ADMIN_ADDR={})", http.admin_addr))?;
         let admin_port = admin_listener.local_addr()?.port();
 
         let (public, http_port, producer) = if role.serves_public() {
-            let listener = TcpListener::bind(settings.http_addr)
-                .with_context(|| format!("binding the public listener (QUEUEGATE_HTTP_ADDR={})", settings.http_addr))?;
+            let listener = TcpListener::bind(http.http_addr)
+                .with_context(|| format!("binding the public listener (QUEUEGATE_HTTP_ADDR={})", http.http_addr))?;
             let port = listener.local_addr()?.port();
-            let producer = EntryProducer::new(&settings, &metrics)?;
-            let gw = web::Data::new(
-                Gateway::new(
-                    producer.clone(),
-                    new_store()?,
-                    cache.clone(),
-                    EntryTokens::new(&settings.token_secret_bytes()),
-                    keys.clone(),
-                    metrics.clone(),
-                    settings.rate_limit_per_ip,
-                )
-                .with_streams(settings.max_event_streams, stop.clone()),
-            );
+            let producer = EntryProducer::new(&kafka)?;
+            let gw = web::Data::new(Gateway::new(
+                producer.clone(),
+                new_store()?,
+                cache.clone(),
+                EntryTokens::new(settings.security.token_secret_bytes()),
+                keys.clone(),
+                metrics.clone(),
+                http,
+                stop.clone(),
+            ));
             let m = web::Data::new(metrics.clone());
+            let listener_info = Listener { name: "public", routes: gateway::ROUTES };
             let server = HttpServer::new(move || {
                 App::new()
                     .app_data(gw.clone())
                     .app_data(m.clone())
-                    .app_data(web::Data::new(ListenerName("public")))
+                    .app_data(listener_info)
                     .wrap(actix_web::middleware::from_fn(observe))
                     .configure(gateway::routes)
             })
@@ -118,30 +130,37 @@ impl Application {
             (None, None, None)
         };
 
-        let consumer =
-            if role.consumes() { Some(EntryConsumer::new(&settings, new_store()?, metrics.clone())?) } else { None };
+        let consumer = if role.consumes() {
+            Some(EntryConsumer::new(&kafka, &settings.consumer, new_store()?, metrics.clone())?)
+        } else {
+            None
+        };
 
-        let mut admin_state = Admin::new(
+        // Readiness asks Kafka through the producer where there is one, else through a probe.
+        let kafka_probe = match &producer {
+            Some(p) => {
+                let p = p.clone();
+                KafkaProbe::new(move |timeout| p.kafka_reachable(timeout))
+            }
+            None => kafka.readiness_probe()?,
+        };
+        let admin_state = web::Data::new(Admin::new(
             admin_store.clone(),
             cache.clone(),
             metrics.clone(),
             keys,
-            settings.admin_token.as_deref(),
-            draining.clone(),
-        );
-        admin_state.producer = producer.clone();
-        if producer.is_none() {
-            if let Some(c) = &consumer {
-                admin_state.kafka_probe = Some(Arc::new(c.kafka_probe()));
-            }
-        }
-        let admin_state = web::Data::new(admin_state);
+            settings.security.admin_token.as_ref(),
+            kafka_probe,
+            health.clone(),
+        ));
         let m = web::Data::new(metrics.clone());
+        let listener_info = Listener { name: "admin", routes: admin::ROUTES };
         let admin = HttpServer::new(move || {
             App::new()
                 .app_data(admin_state.clone())
                 .app_data(m.clone())
-                .app_data(web::Data::new(ListenerName("admin")))
+                .app_data(listener_info)
+                .wrap(actix_web::middleware::from_fn(admin::require_admin_token))
                 .wrap(actix_web::middleware::from_fn(observe))
                 .configure(admin::routes)
         })
@@ -157,7 +176,8 @@ impl Application {
             http_port,
             admin_port,
             stop,
-            draining,
+            tasks: Supervisor::new(health.clone()),
+            health,
             public,
             admin,
             producer,
@@ -183,13 +203,25 @@ impl Application {
         self.stop.clone()
     }
 
-    /// Serves until the stop token is cancelled (or the consumer fails), then shuts down in order.
+    /// Runs `work` as a supervised task of this process, like its own background tasks: if it
+    /// fails, panics or ends before shutdown, `/readyz` names it and the process shuts down
+    /// with an error. For embedding queuegate with work of one's own.
+    pub fn spawn_supervised<F>(&mut self, name: &'static str, work: F)
+    where
+        F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.tasks.spawn(name, work);
+    }
+
+    /// Serves until the stop token is cancelled or a supervised task fails, then shuts down in
+    /// order. Returns the failure, if there was one.
     pub async fn run(self) -> anyhow::Result<()> {
         let Application {
             role,
             settings,
             stop,
-            draining,
+            health,
+            mut tasks,
             public,
             admin,
             producer,
@@ -199,55 +231,69 @@ impl Application {
             metrics,
             ..
         } = self;
-        let grace = settings.shutdown_grace();
-        let public_handle = public.map(|s| {
-            let h = s.handle();
-            tokio::spawn(s);
-            h
+        let grace = settings.http.shutdown_grace();
+        let public_handle = public.map(|server| {
+            let handle = server.handle();
+            tasks.spawn("public listener", async move { Ok(server.await?) });
+            handle
         });
         let admin_handle = admin.handle();
-        tokio::spawn(admin);
+        tasks.spawn("admin listener", async move { Ok(admin.await?) });
 
         // Gateways judge joins by the cache; admitters find the concerts to admit in it.
-        if let Err(e) = cache.refresh(&admin_store).await {
+        if let Err(e) = cache.refresh(admin_store.list_concerts()).await {
             tracing::warn!(error = %e, "could not load concerts at start-up; joins answer 503 until Redis answers");
         }
-        let every = Duration::from_millis(settings.concert_refresh_ms);
-        tokio::spawn(cache.clone().run_refresh(admin_store.clone(), every, stop.clone()));
-        tokio::spawn(publish_concert_gauges(admin_store.clone(), cache.clone(), metrics.clone(), stop.clone()));
+        let every = Duration::from_millis(settings.http.concert_refresh_ms);
+        let (c, st) = (cache.clone(), admin_store.clone());
+        tasks.spawn(
+            "concert cache refresh",
+            periodic_task(every, stop.clone(), "concert cache refresh", move || {
+                let (cache, store) = (c.clone(), st.clone());
+                async move { cache.refresh(store.list_concerts()).await }
+            }),
+        );
+        let (c, st, m) = (cache.clone(), admin_store.clone(), metrics.clone());
+        tasks.spawn(
+            "concert gauges",
+            periodic_task(Duration::from_secs(5), stop.clone(), "concert gauges", move || {
+                publish_concert_gauges(st.clone(), c.clone(), m.clone())
+            }),
+        );
         if role.consumes() {
             let admitter = Admitter::new(
                 admin_store.clone(),
                 cache.clone(),
                 metrics.clone(),
-                Duration::from_millis(settings.admission_tick_ms),
-                settings.admission_lease_ms,
+                Duration::from_millis(settings.admission.admission_tick_ms),
+                settings.admission.admission_lease_ms,
             );
-            tokio::spawn(admitter.run(stop.clone()));
+            let stop = stop.clone();
+            tasks.spawn("admitter", async move {
+                admitter.run(stop).await;
+                Ok(())
+            });
         }
-        if let Some(id) = settings.demo_concert.clone() {
-            tokio::spawn(ensure_demo_concert(admin_store.clone(), cache.clone(), id, stop.clone()));
+        if let Some(id) = &settings.admission.demo_concert {
+            let id = ConcertId::parse(id.as_str()).context("QUEUEGATE_DEMO_CONCERT")?;
+            tasks.spawn_once("demo concert", ensure_demo_concert(admin_store.clone(), cache.clone(), id, stop.clone()));
         }
         let consumer_stop = CancellationToken::new();
-        let mut consumer_task = consumer.map(|c| tokio::spawn(c.run(consumer_stop.clone())));
-        tracing::info!(role = ?role, http = ?settings.http_addr, admin = %settings.admin_addr, "queuegate started");
-
-        let mut failure = None;
-        tokio::select! {
-            _ = stop.cancelled() => {}
-            r = async { consumer_task.as_mut().expect("guarded").await }, if consumer_task.is_some() => {
-                consumer_task = None;
-                failure = Some(match r {
-                    Ok(Ok(())) => anyhow::anyhow!("the consumer stopped on its own"),
-                    Ok(Err(e)) => e.context("the consumer failed"),
-                    Err(e) => anyhow::anyhow!("the consumer panicked: {e}"),
-                });
-            }
+        if let Some(c) = consumer {
+            tasks.spawn("consumer", c.run(consumer_stop.clone()));
         }
+        tracing::info!(role = ?role, http = ?settings.http.http_addr, admin = %settings.http.admin_addr, "queuegate started");
+
+        // Biased: once stop is cancelled the periodic tasks end on their own, which is not a failure.
+        let failure: Option<TaskFailure> = tokio::select! {
+            biased;
+            _ = stop.cancelled() => None,
+            f = tasks.failure() => Some(f),
+        };
 
         tracing::info!("shutting down");
         let started = Instant::now();
-        draining.store(true, Ordering::Release);
+        health.start_draining();
         stop.cancel();
         if let Some(h) = public_handle {
             h.stop(true).await;
@@ -261,28 +307,46 @@ impl Application {
                 Err(e) => tracing::warn!(error = %e, "producer flush task failed"),
             }
         }
+        // The consumer finishes and commits its batch; every other task ends on the stop token.
+        // The admin listener stays up until they are done, so probes and scrapes see the whole
+        // shutdown (and `/readyz` names a failed task meanwhile).
         consumer_stop.cancel();
-        if let Some(t) = consumer_task {
-            match tokio::time::timeout(grace, t).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => {
-                    tracing::warn!(error = format!("{e:#}"), "consumer ended with an error")
-                }
-                Ok(Err(e)) => tracing::warn!(error = %e, "consumer task failed"),
-                Err(_) => tracing::warn!("consumer did not stop within the grace period"),
-            }
+        if !tasks.drain_to(1, grace).await {
+            tracing::warn!("background tasks did not stop within the grace period");
         }
         admin_handle.stop(true).await;
+        tasks.drain(grace).await;
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "queuegate stopped");
         match failure {
-            Some(e) => Err(e),
+            Some(f) => Err(anyhow::anyhow!("the {} task failed: {}", f.task, f.cause)),
             None => Ok(()),
         }
     }
 }
 
+/// A periodic round as a supervised task: runs `round` every `every` until `stop`.
+async fn periodic_task<E, F, Fut>(
+    every: Duration,
+    stop: CancellationToken,
+    what: &'static str,
+    round: F,
+) -> anyhow::Result<()>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+{
+    crate::periodic::every(every, stop, what, round).await;
+    Ok(())
+}
+
 /// Creates the demo concert, open, if it does not exist; retries while Redis is unreachable.
-async fn ensure_demo_concert(store: QueueStore, cache: ConcertCache, id: String, stop: CancellationToken) {
+async fn ensure_demo_concert(
+    store: QueueStore,
+    cache: ConcertCache,
+    id: ConcertId,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     loop {
         let result = match store.get_concert(&id).await {
             Ok(Some(c)) => Ok(c),
@@ -293,40 +357,38 @@ async fn ensure_demo_concert(store: QueueStore, cache: ConcertCache, id: String,
             Ok(c) => {
                 cache.set(&id, c.settings.clone());
                 tracing::info!(concert = %id, state = c.settings.state.as_str(), "demo concert ready");
-                return;
+                return Ok(());
             }
             Err(e) => tracing::warn!(error = %e, "demo concert not created yet; retrying"),
         }
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => return Ok(()),
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }
 
-/// Every 5 s, sets `queuegate_concert_fans` from each concert's counts (one O(log n) script
-/// call per concert). Series per concert: concerts are few, fans are not labels.
-async fn publish_concert_gauges(store: QueueStore, cache: ConcertCache, metrics: Metrics, stop: CancellationToken) {
-    crate::periodic::every(Duration::from_secs(5), stop, "concert gauges", || {
-        let (store, cache, metrics) = (store.clone(), cache.clone(), metrics.clone());
-        async move {
-            // A concert whose counts cannot be read keeps its last values until the next round.
-            for (id, _) in cache.snapshot() {
-                let Ok(c) = store.counts(&id).await else { continue };
-                for (kind, v) in [
-                    ("waiting", c.waiting),
-                    ("active", c.active),
-                    ("admitted", c.admitted),
-                    ("abandoned", c.abandoned),
-                    ("removed", c.removed),
-                ] {
-                    metrics.concert_fans.with_label_values(&[id.as_str(), kind]).set(v as i64);
-                }
-            }
-            Ok::<(), std::convert::Infallible>(())
+/// One round of `queuegate_concert_fans` (every 5 s): each concert's counts, one O(log n)
+/// script call per concert. Series per concert: concerts are few, fans are not labels. A
+/// concert whose counts cannot be read keeps its last values until the next round.
+async fn publish_concert_gauges(
+    store: QueueStore,
+    cache: ConcertCache,
+    metrics: Metrics,
+) -> Result<(), std::convert::Infallible> {
+    for (id, _) in cache.snapshot() {
+        let Ok(c) = store.counts(&id).await else { continue };
+        for (kind, v) in [
+            ("waiting", c.waiting),
+            ("active", c.active),
+            ("admitted", c.admitted),
+            ("abandoned", c.abandoned),
+            ("removed", c.removed),
+        ] {
+            metrics.concert_fans.with_label_values(&[id.as_str(), kind]).set(v as i64);
         }
-    })
-    .await
+    }
+    Ok(())
 }
 
 /// Counts every response by listener, matched route and status, and times it.
@@ -335,8 +397,10 @@ async fn observe(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
-    let listener = req.app_data::<web::Data<ListenerName>>().map(|l| l.0).unwrap_or("unknown");
-    let route = crate::metrics::route_label(req.path());
+    let (listener, route) = match req.app_data::<Listener>() {
+        Some(l) => (l.name, crate::routes::label(l.routes, req.path())),
+        None => ("unknown", "unmatched"),
+    };
     let started = Instant::now();
     let res = next.call(req).await;
     if let Some(m) = metrics {

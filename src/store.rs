@@ -18,6 +18,12 @@ use redis::aio::MultiplexedConnection;
 use redis::Script;
 
 use crate::concerts::{Concert, ConcertSettings};
+use crate::config::RedisSettings;
+use crate::ids::{ConcertId, UserId};
+
+pub mod keys;
+
+use keys::{Keys, Part};
 
 /// Why the store could not answer. Every variant is passing: callers retry or answer 503.
 #[derive(Debug, thiserror::Error)]
@@ -107,14 +113,14 @@ pub struct AdmitRequest<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admitted {
     pub iat_ms: i64,
-    pub fans: Vec<(String, i64)>,
+    pub fans: Vec<(UserId, i64)>,
 }
 
 /// One row of the admin listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueEntry {
     pub position: u64,
-    pub user_id: String,
+    pub user_id: UserId,
     pub joined_at_ms: i64,
 }
 
@@ -186,8 +192,14 @@ impl SharedConnections {
 pub struct QueueStore {
     pool: Pool,
     shared: SharedConnections,
-    prefix: Arc<str>,
+    keys: Keys,
     scripts: Arc<Scripts>,
+}
+
+/// A userId read back from Redis: written by this code, so a bad one means a corrupted store.
+fn stored_user(v: &redis::Value) -> Result<UserId, StoreError> {
+    let s: String = redis::from_redis_value_ref(v).map_err(|e| StoreError::Reply(e.to_string()))?;
+    UserId::parse(s).map_err(|e| StoreError::Reply(e.to_string()))
 }
 
 /// Upper bound on any single Redis call, so a hung server turns into an error, not a hung request.
@@ -202,19 +214,23 @@ async fn timed<T>(f: impl std::future::Future<Output = Result<T, redis::RedisErr
 }
 
 impl QueueStore {
-    /// Creates the pool (no connection is made until first use).
-    pub fn new(url: &str, prefix: &str, pool_size: usize) -> anyhow::Result<Self> {
+    /// Creates the pool from the Redis section (no connection is made until first use).
+    pub fn new(settings: &RedisSettings) -> anyhow::Result<Self> {
+        let url = settings.redis_url.as_str();
         let mut cfg = PoolConfig::from_url(url);
-        let mut pc = deadpool_redis::PoolConfig::new(pool_size);
+        let mut pc = deadpool_redis::PoolConfig::new(settings.redis_pool);
         pc.timeouts.wait = Some(Duration::from_secs(2));
         pc.timeouts.create = Some(Duration::from_secs(2));
         pc.timeouts.recycle = Some(Duration::from_secs(2));
         cfg.pool = Some(pc);
-        let pool = cfg.create_pool(Some(Runtime::Tokio1))?;
+        let pool = cfg
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| anyhow::anyhow!("QUEUEGATE_REDIS_URL ({}): {e}", settings.redacted_url()))?;
         Ok(QueueStore {
             pool,
-            shared: SharedConnections::new(url)?,
-            prefix: prefix.into(),
+            shared: SharedConnections::new(url)
+                .map_err(|e| anyhow::anyhow!("QUEUEGATE_REDIS_URL ({}): {e}", settings.redacted_url()))?,
+            keys: Keys::new(&settings.redis_prefix),
             scripts: Arc::new(Scripts {
                 apply: Script::new(include_str!("store/apply.lua")),
                 status: Script::new(include_str!("store/status.lua")),
@@ -227,14 +243,13 @@ impl QueueStore {
         })
     }
 
-    /// `{prefix}:{{concertId}}:{what}`
-    pub fn key(&self, concert: &str, what: &str) -> String {
-        format!("{}:{{{}}}:{}", self.prefix, concert, what)
+    /// The key scheme this store uses.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
-    /// The set of every concert id.
-    fn concerts_key(&self) -> String {
-        format!("{}:concerts", self.prefix)
+    fn key(&self, concert: &ConcertId, part: Part) -> String {
+        self.keys.concert(concert, part)
     }
 
     async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
@@ -254,17 +269,17 @@ impl QueueStore {
 
     /// Appends the fans in `joins` (userId, joinedAt ms, in read order) who were never queued
     /// for `concert` to its queue, in one atomic script call.
-    pub async fn apply(&self, concert: &str, joins: &[(&str, i64)]) -> Result<Applied, StoreError> {
+    pub async fn apply(&self, concert: &ConcertId, joins: &[(&UserId, i64)]) -> Result<Applied, StoreError> {
         if joins.is_empty() {
             return Ok(Applied::default());
         }
         let mut inv = self.scripts.apply.prepare_invoke();
-        inv.key(self.key(concert, "joined"))
-            .key(self.key(concert, "waiting"))
-            .key(self.key(concert, "rank"))
-            .key(self.key(concert, "seq"));
+        inv.key(self.key(concert, Part::Joined))
+            .key(self.key(concert, Part::Waiting))
+            .key(self.key(concert, Part::Rank))
+            .key(self.key(concert, Part::Seq));
         for (user, at) in joins {
-            inv.arg(*user).arg(*at);
+            inv.arg(user.as_str()).arg(*at);
         }
         let mut c = self.conn().await?;
         let (appended, duplicates): (u64, u64) = timed(inv.invoke_async(&mut c)).await?;
@@ -274,15 +289,20 @@ impl QueueStore {
     /// Where `user` stands in `concert`'s queue: O(log n). With `record_poll_every_ms` > 0 the
     /// read also records the fan's last poll (abandonment is judged by it) when the recorded one
     /// is at least that old; operators' reads pass 0.
-    pub async fn standing(&self, concert: &str, user: &str, record_poll_every_ms: u64) -> Result<Standing, StoreError> {
+    pub async fn standing(
+        &self,
+        concert: &ConcertId,
+        user: &UserId,
+        record_poll_every_ms: u64,
+    ) -> Result<Standing, StoreError> {
         let now = crate::clock::now_ms();
         let mut inv = self.scripts.status.prepare_invoke();
-        inv.key(self.key(concert, "joined"))
-            .key(self.key(concert, "rank"))
-            .key(self.key(concert, "state"))
-            .key(self.key(concert, "seen"))
-            .key(self.key(concert, "adm"))
-            .arg(user)
+        inv.key(self.key(concert, Part::Joined))
+            .key(self.key(concert, Part::Rank))
+            .key(self.key(concert, Part::State))
+            .key(self.key(concert, Part::Seen))
+            .key(self.key(concert, Part::Adm))
+            .arg(user.as_str())
             .arg(now)
             .arg(record_poll_every_ms);
         let (id, mut c) = self.shared.get().await?;
@@ -313,9 +333,14 @@ impl QueueStore {
     }
 
     /// One page of the queue in order: (total waiting, entries). O(log n + limit).
-    pub async fn page(&self, concert: &str, offset: u64, limit: u64) -> Result<(u64, Vec<QueueEntry>), StoreError> {
+    pub async fn page(
+        &self,
+        concert: &ConcertId,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(u64, Vec<QueueEntry>), StoreError> {
         let mut inv = self.scripts.page.prepare_invoke();
-        inv.key(self.key(concert, "rank")).key(self.key(concert, "joined")).arg(offset).arg(limit.max(1));
+        inv.key(self.key(concert, Part::Rank)).key(self.key(concert, Part::Joined)).arg(offset).arg(limit.max(1));
         let mut c = self.conn().await?;
         let reply: Vec<redis::Value> = timed(inv.invoke_async(&mut c)).await?;
         let mut it = reply.iter();
@@ -327,7 +352,7 @@ impl QueueStore {
             .unwrap_or(0);
         let mut entries = Vec::new();
         while let (Some(u), Some(at)) = (it.next(), it.next()) {
-            let user_id: String = redis::from_redis_value_ref(u).map_err(|e| StoreError::Reply(e.to_string()))?;
+            let user_id = stored_user(u)?;
             let joined_at_ms: i64 = redis::from_redis_value_ref(at).map_err(|e| StoreError::Reply(e.to_string()))?;
             entries.push(QueueEntry { position: offset + entries.len() as u64 + 1, user_id, joined_at_ms });
         }
@@ -335,11 +360,11 @@ impl QueueStore {
     }
 
     /// A concert's counts: O(log n).
-    pub async fn counts(&self, concert: &str) -> Result<Counts, StoreError> {
+    pub async fn counts(&self, concert: &ConcertId) -> Result<Counts, StoreError> {
         let mut inv = self.scripts.counts.prepare_invoke();
-        inv.key(self.key(concert, "rank"))
-            .key(self.key(concert, "adm"))
-            .key(self.key(concert, "active"))
+        inv.key(self.key(concert, Part::Rank))
+            .key(self.key(concert, Part::Adm))
+            .key(self.key(concert, Part::Active))
             .arg(crate::clock::now_ms());
         let mut c = self.conn().await?;
         let (waiting, admitted, active, abandoned, removed): (u64, u64, u64, u64, u64) =
@@ -349,10 +374,12 @@ impl QueueStore {
 
     /// Admits fans from the head of `concert`'s queue (see `admit.lua`). None when `req.lease`
     /// is no longer the concert's current lease.
-    pub async fn admit(&self, concert: &str, req: AdmitRequest<'_>) -> Result<Option<Admitted>, StoreError> {
+    pub async fn admit(&self, concert: &ConcertId, req: AdmitRequest<'_>) -> Result<Option<Admitted>, StoreError> {
         let mut inv = self.scripts.admit.prepare_invoke();
-        for k in ["waiting", "rank", "state", "active", "seen", "joined", "adm", "lease"] {
-            inv.key(self.key(concert, k));
+        for part in
+            [Part::Waiting, Part::Rank, Part::State, Part::Active, Part::Seen, Part::Joined, Part::Adm, Part::Lease]
+        {
+            inv.key(self.key(concert, part));
         }
         inv.arg(crate::clock::now_ms())
             .arg(req.max)
@@ -375,84 +402,88 @@ impl QueueStore {
         let iat_ms: i64 = it.next().map(parse).transpose()?.and_then(|v| v.parse().ok()).unwrap_or(0);
         let mut fans = Vec::new();
         while let (Some(u), Some(exp)) = (it.next(), it.next()) {
-            fans.push((parse(u)?, parse(exp)?.parse().map_err(|_| StoreError::Reply("bad expiry".into()))?));
+            fans.push((stored_user(u)?, parse(exp)?.parse().map_err(|_| StoreError::Reply("bad expiry".into()))?));
         }
         Ok(Some(Admitted { iat_ms, fans }))
     }
 
     /// Removes a waiting fan; false when the fan was not waiting. O(n) (LREM), an operator action.
-    pub async fn remove(&self, concert: &str, user: &str) -> Result<bool, StoreError> {
+    pub async fn remove(&self, concert: &ConcertId, user: &UserId) -> Result<bool, StoreError> {
         let mut inv = self.scripts.remove.prepare_invoke();
-        for k in ["waiting", "rank", "state", "adm"] {
-            inv.key(self.key(concert, k));
+        for part in [Part::Waiting, Part::Rank, Part::State, Part::Adm] {
+            inv.key(self.key(concert, part));
         }
-        inv.arg(user).arg(crate::clock::now_ms());
+        inv.arg(user.as_str()).arg(crate::clock::now_ms());
         let mut c = self.conn().await?;
         let removed: i64 = timed(inv.invoke_async(&mut c)).await?;
         Ok(removed == 1)
     }
 
     /// Frees an admitted fan's slot early (the booking site finished); idempotent.
-    pub async fn complete(&self, concert: &str, user: &str) -> Result<bool, StoreError> {
+    pub async fn complete(&self, concert: &ConcertId, user: &UserId) -> Result<bool, StoreError> {
         let mut c = self.conn().await?;
-        let n: i64 = timed(redis::cmd("ZREM").arg(self.key(concert, "active")).arg(user).query_async(&mut c)).await?;
+        let n: i64 =
+            timed(redis::cmd("ZREM").arg(self.key(concert, Part::Active)).arg(user.as_str()).query_async(&mut c))
+                .await?;
         Ok(n == 1)
     }
 
     /// Takes or renews the concert's admitter lease for `instance`; the lease value when held.
-    pub async fn lease(&self, concert: &str, instance: &str, ttl_ms: u64) -> Result<Option<String>, StoreError> {
+    pub async fn lease(&self, concert: &ConcertId, instance: &str, ttl_ms: u64) -> Result<Option<String>, StoreError> {
         let mut inv = self.scripts.lease.prepare_invoke();
-        inv.key(self.key(concert, "lease")).key(self.key(concert, "fence")).arg(instance).arg(ttl_ms);
+        inv.key(self.key(concert, Part::Lease)).key(self.key(concert, Part::Fence)).arg(instance).arg(ttl_ms);
         let mut c = self.conn().await?;
         timed(inv.invoke_async(&mut c)).await
     }
 
     /// The raw waiting LIST, head first (tests and tools; O(n)).
-    pub async fn waiting_list(&self, concert: &str) -> Result<Vec<String>, StoreError> {
+    pub async fn waiting_list(&self, concert: &ConcertId) -> Result<Vec<String>, StoreError> {
         let mut c = self.conn().await?;
-        timed(redis::cmd("LRANGE").arg(self.key(concert, "waiting")).arg(0).arg(-1).query_async(&mut c)).await
+        timed(redis::cmd("LRANGE").arg(self.key(concert, Part::Waiting)).arg(0).arg(-1).query_async(&mut c)).await
     }
 
     /// Creates or updates a concert's settings; returns what is stored.
-    pub async fn put_concert(&self, id: &str, settings: &ConcertSettings) -> Result<Concert, StoreError> {
+    pub async fn put_concert(&self, id: &ConcertId, settings: &ConcertSettings) -> Result<Concert, StoreError> {
         let mut c = self.conn().await?;
         let now = crate::clock::now_ms();
         let fields = settings.to_fields();
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .hset_nx(self.key(id, "concert"), "createdAt", now)
+            .hset_nx(self.key(id, Part::Concert), "createdAt", now)
             .ignore()
-            .hset_multiple(self.key(id, "concert"), &fields)
+            .hset_multiple(self.key(id, Part::Concert), &fields)
             .ignore()
-            .hset(self.key(id, "concert"), "updatedAt", now)
+            .hset(self.key(id, Part::Concert), "updatedAt", now)
             .ignore();
         timed(pipe.query_async::<()>(&mut c)).await?;
         // The registry is a separate key (another slot in a cluster); written after the concert
         // itself so a listed concert always has settings.
-        timed(redis::cmd("SADD").arg(self.concerts_key()).arg(id).query_async::<()>(&mut c)).await?;
+        timed(redis::cmd("SADD").arg(self.keys.registry()).arg(id.as_str()).query_async::<()>(&mut c)).await?;
         drop(c);
         self.get_concert(id).await?.ok_or_else(|| StoreError::Reply("concert vanished after write".into()))
     }
 
     /// One concert's settings, or None when it does not exist.
-    pub async fn get_concert(&self, id: &str) -> Result<Option<Concert>, StoreError> {
+    pub async fn get_concert(&self, id: &ConcertId) -> Result<Option<Concert>, StoreError> {
         let mut c = self.conn().await?;
         let fields: Vec<(String, String)> =
-            timed(redis::cmd("HGETALL").arg(self.key(id, "concert")).query_async(&mut c)).await?;
+            timed(redis::cmd("HGETALL").arg(self.key(id, Part::Concert)).query_async(&mut c)).await?;
         Ok(if fields.is_empty() { None } else { Some(Concert::from_fields(id, &fields)) })
     }
 
     /// Every concert's settings, sorted by id; one pipelined round trip after SMEMBERS.
     pub async fn list_concerts(&self) -> Result<Vec<Concert>, StoreError> {
         let mut c = self.conn().await?;
-        let mut ids: Vec<String> = timed(redis::cmd("SMEMBERS").arg(self.concerts_key()).query_async(&mut c)).await?;
+        let ids: Vec<String> = timed(redis::cmd("SMEMBERS").arg(self.keys.registry()).query_async(&mut c)).await?;
+        // Only ids this code wrote are in the registry; anything else is skipped, not trusted.
+        let mut ids: Vec<ConcertId> = ids.into_iter().filter_map(|id| ConcertId::parse(id).ok()).collect();
         ids.sort();
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         for id in &ids {
-            pipe.cmd("HGETALL").arg(self.key(id, "concert"));
+            pipe.cmd("HGETALL").arg(self.key(id, Part::Concert));
         }
         let all: Vec<Vec<(String, String)>> = timed(pipe.query_async(&mut c)).await?;
         Ok(ids.iter().zip(all).filter(|(_, f)| !f.is_empty()).map(|(id, f)| Concert::from_fields(id, &f)).collect())

@@ -2,12 +2,14 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+use crate::config::{LogFormat, TelemetrySettings};
 
-/// Installs the global subscriber. `filter` is a tracing filter such as `info` or
-/// `queuegate=debug,rdkafka=warn`; a bad filter is a configuration error naming `QUEUEGATE_LOG`.
-pub fn init(filter: &str, format: LogFormat) -> Result<(), crate::config::ConfigError> {
-    let filter = EnvFilter::try_new(filter)
+/// Installs the global subscriber from the telemetry section. The filter is a tracing filter
+/// such as `info` or `queuegate=debug,rdkafka=warn`; a bad filter is a configuration error
+/// naming `QUEUEGATE_LOG`.
+pub fn init(settings: &TelemetrySettings) -> Result<(), crate::config::ConfigError> {
+    let format = settings.log_format;
+    let filter = EnvFilter::try_new(&settings.log)
         .map_err(|e| crate::config::ConfigError { setting: "QUEUEGATE_LOG", reason: e.to_string() })?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match format {

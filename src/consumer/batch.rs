@@ -4,14 +4,14 @@ use std::collections::HashMap;
 
 use rdkafka::message::{Message, OwnedMessage};
 
-use crate::ids::{EntryRecord, InvalidRecord};
+use crate::ids::{ConcertId, EntryRecord, InvalidRecord, UserId};
 
 /// One concert's share of a batch, in the order the records were read.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ConcertJoins {
-    pub concert: String,
+    pub concert: ConcertId,
     /// (userId, joinedAt ms)
-    pub joins: Vec<(String, i64)>,
+    pub joins: Vec<(UserId, i64)>,
     /// The trace id of each join (from its `traceparent` header), so one join can be followed
     /// from the HTTP request to the Redis write in the logs.
     pub traces: Vec<Option<String>>,
@@ -28,7 +28,7 @@ pub struct Plan<'a> {
 
 impl<'a> Plan<'a> {
     pub fn new(msgs: &'a [OwnedMessage]) -> Self {
-        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut index: HashMap<ConcertId, usize> = HashMap::new();
         let mut groups: Vec<ConcertJoins> = Vec::new();
         let mut dead = Vec::new();
         for m in msgs {
@@ -87,6 +87,14 @@ mod tests {
         )
     }
 
+    fn cid(s: &str) -> ConcertId {
+        ConcertId::parse(s).unwrap()
+    }
+
+    fn uid(s: &str) -> UserId {
+        UserId::parse(s).unwrap()
+    }
+
     fn join(user: &str, concert: &str) -> OwnedMessage {
         let v = format!(r#"{{"entryId":"e","concertId":"{concert}","userId":"{user}","joinedAtMs":7}}"#);
         msg(0, 0, &format!("{user}:{concert}"), &v)
@@ -100,11 +108,11 @@ mod tests {
             plan.groups,
             vec![
                 ConcertJoins {
-                    concert: "c1".into(),
-                    joins: vec![("a".into(), 7), ("c".into(), 7)],
+                    concert: cid("c1"),
+                    joins: vec![(uid("a"), 7), (uid("c"), 7)],
                     traces: vec![None, None]
                 },
-                ConcertJoins { concert: "c2".into(), joins: vec![("b".into(), 7)], traces: vec![None] },
+                ConcertJoins { concert: cid("c2"), joins: vec![(uid("b"), 7)], traces: vec![None] },
             ]
         );
         assert!(plan.dead.is_empty());

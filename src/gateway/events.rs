@@ -20,7 +20,8 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::status::bearer;
 use super::Gateway;
-use crate::problem::{check_id, ApiError};
+use crate::ids::{ConcertId, UserId};
+use crate::problem::ApiError;
 
 const EVERY: Duration = Duration::from_secs(1);
 const HEARTBEAT_TICKS: u32 = 15;
@@ -32,8 +33,8 @@ pub(super) struct TokenQuery {
 
 struct StreamState {
     gw: web::Data<Gateway>,
-    concert: String,
-    user: String,
+    concert: ConcertId,
+    user: UserId,
     last: Option<String>,
     ticks: u32,
     done: bool,
@@ -43,12 +44,10 @@ struct StreamState {
 pub(super) async fn events(
     gw: web::Data<Gateway>,
     req: HttpRequest,
-    path: web::Path<(String, String)>,
+    path: web::Path<(ConcertId, UserId)>,
     query: web::Query<TokenQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (concert, user) = path.into_inner();
-    check_id("concertId", &concert)?;
-    check_id("userId", &user)?;
     let token = bearer(&req).map(str::to_owned).or_else(|| query.into_inner().token);
     match token {
         Some(t) if gw.tokens.verify(&concert, &user, &t) => {}

@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use super::Gateway;
 use crate::admission::AdmissionKeys;
-use crate::problem::{check_id, ApiError};
+use crate::ids::{ConcertId, UserId};
+use crate::problem::ApiError;
 use crate::store::{Outcome, Standing};
 
 /// A fan's status, as the contract defines it.
@@ -76,11 +77,9 @@ pub fn bearer(req: &HttpRequest) -> Option<&str> {
 pub(super) async fn status(
     gw: web::Data<Gateway>,
     req: HttpRequest,
-    path: web::Path<(String, String)>,
+    path: web::Path<(ConcertId, UserId)>,
 ) -> Result<HttpResponse, ApiError> {
     let (concert_id, user_id) = path.into_inner();
-    check_id("concertId", &concert_id)?;
-    check_id("userId", &user_id)?;
     match bearer(&req) {
         Some(t) if gw.tokens.verify(&concert_id, &user_id, t) => {}
         _ => {
@@ -95,7 +94,7 @@ pub(super) async fn status(
 
 /// A fan's status as the fan sees it (with the admission token), recording the poll where the
 /// concert judges abandonment.
-pub(super) async fn read_status(gw: &Gateway, concert_id: &str, user_id: &str) -> Result<FanStatus, ApiError> {
+pub(super) async fn read_status(gw: &Gateway, concert_id: &ConcertId, user_id: &UserId) -> Result<FanStatus, ApiError> {
     let started = std::time::Instant::now();
     // Polls matter only where abandonment is on; recorded a few times per abandonment window.
     let abandon_ms = gw.cache.settings(concert_id).map_or(0, |s| u64::from(s.abandon_after_seconds) * 1000);
@@ -110,18 +109,19 @@ pub(super) async fn read_status(gw: &Gateway, concert_id: &str, user_id: &str) -
 pub(super) async fn complete(
     gw: web::Data<Gateway>,
     req: HttpRequest,
-    concert_id: web::Path<String>,
+    concert_id: web::Path<ConcertId>,
 ) -> Result<HttpResponse, ApiError> {
     let concert_id = concert_id.into_inner();
-    check_id("concertId", &concert_id)?;
     let token = bearer(&req).ok_or_else(|| {
         ApiError::Unauthorized("an admission token is required (Authorization: Bearer <token>)".into())
     })?;
     let claims = gw.keys.verify(token, crate::clock::now_ms()).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
-    if claims.concert != concert_id {
+    if claims.concert != concert_id.as_str() {
         return Err(ApiError::Unauthorized(format!("the admission token is for concert {}", claims.concert)));
     }
-    gw.store.complete(&concert_id, &claims.sub).await?;
+    // A token we signed carries a subject we wrote; anything else is not ours to trust.
+    let user = UserId::parse(claims.sub).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    gw.store.complete(&concert_id, &user).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -26,7 +26,7 @@ async fn poison_records_land_in_the_dead_letter_topic_with_their_reason_and_the_
     app.wait_for_records(4).await;
     assert_eq!(app.consumer_records("dead_lettered").await, 3);
     assert_eq!(app.consumer_records("appended").await, 1);
-    assert_eq!(app.store.waiting_list("c").await.unwrap(), vec!["good-fan".to_owned()]);
+    assert_eq!(app.waiting_list("c").await, vec!["good-fan".to_owned()]);
 
     let reader: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
@@ -65,7 +65,8 @@ fn replay(
     opts: queuegate::dlt::ReplayOptions,
 ) -> (queuegate::dlt::ReplaySummary, Vec<String>) {
     let mut lines = Vec::new();
-    let summary = queuegate::dlt::replay(&names.settings(), opts, |l| lines.push(l.to_owned())).expect("replay runs");
+    let summary =
+        queuegate::dlt::replay(&names.settings().kafka, opts, |l| lines.push(l.to_owned())).expect("replay runs");
     (summary, lines)
 }
 
@@ -96,7 +97,7 @@ async fn dlt_replay_republishes_valid_dead_letters_once_and_leaves_invalid_ones(
     assert_eq!((first.read, first.republished, first.still_invalid), (2, 1, 1), "a dry run changes nothing");
     assert!(lines.iter().any(|l| l.contains("still invalid") && l.contains("left in the DLT")), "{lines:?}");
     app.wait_for_records(1).await;
-    assert_eq!(app.store.waiting_list("c").await.unwrap(), vec!["rescued".to_owned()]);
+    assert_eq!(app.waiting_list("c").await, vec!["rescued".to_owned()]);
 
     let (again, _) =
         tokio::task::spawn_blocking(move || replay(&names, queuegate::dlt::ReplayOptions::default())).await.unwrap();

@@ -65,7 +65,7 @@ async fn the_status_stream_pushes_waiting_then_admitted() {
 async fn status_streams_are_bounded_and_the_next_one_gets_503() {
     let names = Names::new();
     create_topics(&names, 1).await;
-    let app = spawn_role(&names, Role::Run, |s| s.max_event_streams = 1).await;
+    let app = spawn_role(&names, Role::Run, |s| s.http.max_event_streams = 1).await;
     app.open_concert("c").await;
     let accepted: Value = app.join("c", "fan").await.json().await.unwrap();
     let token = accepted["token"].as_str().unwrap();

@@ -44,7 +44,7 @@ async fn a_thousand_fans_joining_at_once_all_wait_at_positions_one_to_a_thousand
     );
 
     // The concert's Redis LIST holds the same fans in the same order as the listing.
-    let list = app.store.waiting_list("big").await.expect("waiting list");
+    let list = app.waiting_list("big").await;
     assert_eq!(list, users);
     // And each fan's own lookup agrees with its row.
     for e in entries.iter().step_by(97) {
@@ -69,7 +69,7 @@ async fn one_fan_joining_fifty_times_at_once_is_queued_once() {
     assert_eq!(app.consumer_records("duplicate").await, 49);
     let page = app.admin_json("/admin/v1/concerts/c/queue").await;
     assert_eq!(page["total"], 1);
-    assert_eq!(app.store.waiting_list("c").await.expect("list"), vec!["eager-fan".to_owned()]);
+    assert_eq!(app.waiting_list("c").await, vec!["eager-fan".to_owned()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -120,8 +120,8 @@ async fn a_join_that_kafka_cannot_take_gets_503_with_retry_after_not_202() {
     let names = Names::new();
     // Nothing listens on port 1: the record can never be acknowledged.
     let app = spawn_role(&names, Role::Gateway, |s| {
-        s.kafka_brokers = "127.0.0.1:1".into();
-        s.kafka_delivery_timeout_ms = 1000;
+        s.kafka.kafka_brokers = "127.0.0.1:1".into();
+        s.kafka.kafka_delivery_timeout_ms = 1000;
     })
     .await;
     app.open_concert("c").await;
@@ -150,7 +150,7 @@ async fn a_paused_or_closed_concert_answers_409_and_an_unknown_one_404() {
 async fn a_client_over_its_join_rate_gets_429_with_retry_after() {
     let names = Names::new();
     create_topics(&names, 1).await;
-    let app = spawn_role(&names, Role::Run, |s| s.rate_limit_per_ip = 3).await;
+    let app = spawn_role(&names, Role::Run, |s| s.http.rate_limit_per_ip = 3).await;
     app.open_concert("c").await;
     let mut limited = None;
     for i in 0..10 {

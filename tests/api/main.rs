@@ -4,11 +4,12 @@
 mod admin;
 mod admission;
 mod bad_input;
+#[path = "../common/mod.rs"]
+mod common;
 mod dead_letters;
 mod events;
 mod helpers;
 mod join;
-#[path = "../common/private_redis.rs"]
-mod private_redis;
+mod openapi;
 mod readiness;
 mod store_model;

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use queuegate::config::Role;
 
-use crate::helpers::{create_topics, poll_until, spawn_role, Names};
-use crate::private_redis::PrivateRedis;
+use crate::common::private_redis::PrivateRedis;
+use crate::helpers::{create_topics, poll_until, spawn_role, spawn_with, Names};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_and_status_reads_turn_503_while_redis_is_down_and_recover_when_it_is_back() {
@@ -13,7 +13,7 @@ async fn readyz_and_status_reads_turn_503_while_redis_is_down_and_recover_when_i
     let names = Names::new();
     create_topics(&names, 1).await;
     let url = redis.url();
-    let app = spawn_role(&names, Role::Run, |s| s.redis_url = url).await;
+    let app = spawn_role(&names, Role::Run, |s| s.redis.redis_url = url).await;
     let ready = |want: u16| {
         let (client, url) = (app.client.clone(), format!("{}/readyz", app.admin));
         move || {
@@ -67,10 +67,62 @@ async fn readyz_and_status_reads_turn_503_while_redis_is_down_and_recover_when_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_503_when_kafka_is_unreachable() {
     let names = Names::new();
-    let app = spawn_role(&names, Role::Gateway, |s| s.kafka_brokers = "127.0.0.1:1".into()).await;
+    let app = spawn_role(&names, Role::Gateway, |s| s.kafka.kafka_brokers = "127.0.0.1:1".into()).await;
     let r = app.client.get(format!("{}/readyz", app.admin)).send().await.unwrap();
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["kafka"], false);
     assert_eq!(body["redis"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_background_task_turns_readyz_503_naming_it_and_stops_the_process_with_an_error() {
+    let names = Names::new();
+    create_topics(&names, 1).await;
+    let (fire, fired) = tokio::sync::oneshot::channel::<()>();
+    let mut app = spawn_with(
+        &names,
+        Role::Run,
+        |_| {},
+        |app| {
+            // A task that fails on cue, and one that takes a while to stop (as a consumer finishing
+            // its batch would), so the shutdown is long enough to be seen from outside.
+            app.spawn_supervised("doomed", async move {
+                let _ = fired.await;
+                Err(anyhow::anyhow!("its connection was lost").context("the doomed task gave up"))
+            });
+            let stop = app.stop_token();
+            app.spawn_supervised("slow to stop", async move {
+                stop.cancelled().await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                Ok(())
+            });
+        },
+    )
+    .await;
+    let readyz = async || -> (u16, serde_json::Value) {
+        let r = app.client.get(format!("{}/readyz", app.admin)).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    };
+    assert!(poll_until(Duration::from_secs(30), async || readyz().await.0 == 200).await, "ready before the failure");
+    assert!(readyz().await.1.get("failedTask").is_none());
+
+    fire.send(()).unwrap();
+    let mut seen = serde_json::Value::Null;
+    assert!(
+        poll_until(Duration::from_secs(10), async || {
+            let (status, body) = readyz().await;
+            seen = body;
+            status == 503 && seen["failedTask"]["task"] == "doomed"
+        })
+        .await,
+        "readyz names the failed task: {seen}"
+    );
+    assert_eq!(seen["failedTask"]["cause"], "the doomed task gave up: its connection was lost");
+    assert_eq!(seen["ready"], false);
+
+    let ended = tokio::time::timeout(Duration::from_secs(30), app.finished()).await.expect("the process stops");
+    let err = ended.expect_err("the process ends with an error");
+    assert!(err.to_string().contains("the doomed task failed"), "{err:#}");
+    assert!(app.client.get(format!("{}/healthz", app.admin)).send().await.is_err(), "the listeners are closed");
 }

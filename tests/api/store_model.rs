@@ -8,9 +8,10 @@
 use std::collections::HashSet;
 
 use proptest::prelude::*;
-use queuegate::store::{AdmitRequest, Outcome, QueueStore, Standing};
+use queuegate::ids::{ConcertId, UserId};
+use queuegate::store::{AdmitRequest, Outcome, Standing};
 
-use crate::helpers::{redis_url, Names};
+use crate::helpers::Names;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -33,14 +34,14 @@ fn op() -> impl Strategy<Value = Op> {
 
 #[derive(Default)]
 struct Model {
-    waiting: Vec<String>,
-    ever: HashSet<String>,
-    admitted: HashSet<String>,
-    removed: HashSet<String>,
+    waiting: Vec<UserId>,
+    ever: HashSet<UserId>,
+    admitted: HashSet<UserId>,
+    removed: HashSet<UserId>,
 }
 
-fn name(u: u8) -> String {
-    format!("u{u}")
+fn name(u: u8) -> UserId {
+    UserId::parse(format!("u{u}")).unwrap()
 }
 
 fn admit_all(max: u32) -> AdmitRequest<'static> {
@@ -55,16 +56,17 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let names = Names::new();
-            let store = QueueStore::new(&redis_url(), &names.prefix, 2).unwrap();
+            let store = names.store();
+            let c = ConcertId::parse("c").unwrap();
             let mut m = Model::default();
             for op in &ops {
                 match op {
                     Op::Joins { users, replay } => {
-                        let users: Vec<String> = users.iter().map(|u| name(*u)).collect();
-                        let args: Vec<(&str, i64)> = users.iter().map(|u| (u.as_str(), 1)).collect();
-                        store.apply("c", &args).await.unwrap();
+                        let users: Vec<UserId> = users.iter().map(|u| name(*u)).collect();
+                        let args: Vec<(&UserId, i64)> = users.iter().map(|u| (u, 1)).collect();
+                        store.apply(&c, &args).await.unwrap();
                         if *replay {
-                            store.apply("c", &args).await.unwrap();
+                            store.apply(&c, &args).await.unwrap();
                         }
                         for u in users {
                             if m.ever.insert(u.clone()) {
@@ -73,17 +75,17 @@ proptest! {
                         }
                     }
                     Op::Admit(k) => {
-                        let got = store.admit("c", admit_all(*k)).await.unwrap().expect("no lease involved");
+                        let got = store.admit(&c, admit_all(*k)).await.unwrap().expect("no lease involved");
                         let n = (*k as usize).min(m.waiting.len());
-                        let want: Vec<String> = m.waiting.drain(..n).collect();
-                        let got_users: Vec<String> = got.fans.iter().map(|(u, _)| u.clone()).collect();
+                        let want: Vec<UserId> = m.waiting.drain(..n).collect();
+                        let got_users: Vec<UserId> = got.fans.iter().map(|(u, _)| u.clone()).collect();
                         prop_assert_eq!(&got_users, &want);
                         m.admitted.extend(want);
                     }
                     Op::Remove(u) => {
                         let u = name(*u);
                         let was_waiting = m.waiting.contains(&u);
-                        prop_assert_eq!(store.remove("c", &u).await.unwrap(), was_waiting);
+                        prop_assert_eq!(store.remove(&c, &u).await.unwrap(), was_waiting);
                         if was_waiting {
                             m.waiting.retain(|w| *w != u);
                             m.removed.insert(u);
@@ -91,15 +93,16 @@ proptest! {
                     }
                 }
             }
-            prop_assert_eq!(store.waiting_list("c").await.unwrap(), m.waiting.clone());
-            let (total, page) = store.page("c", 0, 1000).await.unwrap();
+            let model_list: Vec<&str> = m.waiting.iter().map(|u| u.as_str()).collect();
+            prop_assert_eq!(store.waiting_list(&c).await.unwrap(), model_list);
+            let (total, page) = store.page(&c, 0, 1000).await.unwrap();
             prop_assert_eq!(total as usize, m.waiting.len());
             for (idx, e) in page.iter().enumerate() {
                 prop_assert_eq!(e.position as usize, idx + 1);
                 prop_assert_eq!(&e.user_id, &m.waiting[idx]);
             }
             for u in (0u8..30).map(name) {
-                let got = store.standing("c", &u, 0).await.unwrap();
+                let got = store.standing(&c, &u, 0).await.unwrap();
                 if let Some(idx) = m.waiting.iter().position(|w| *w == u) {
                     match got {
                         Standing::Waiting { position, queue_length, .. } => {
@@ -116,7 +119,7 @@ proptest! {
                     prop_assert_eq!(got, Standing::Unknown);
                 }
             }
-            let counts = store.counts("c").await.unwrap();
+            let counts = store.counts(&c).await.unwrap();
             prop_assert_eq!(counts.waiting as usize, m.waiting.len());
             prop_assert_eq!(counts.admitted as usize, m.admitted.len());
             prop_assert_eq!(counts.removed as usize, m.removed.len());

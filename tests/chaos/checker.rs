@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::procs::Gateway;
+use queuegate::store::keys::Part;
+
+use crate::common::{Names, TestApp};
 
 /// Outcome of a burst of joins.
 #[derive(Debug, Default)]
@@ -19,13 +21,13 @@ pub struct Burst {
 
 /// Sends one join per entry of `users` (repeats allowed), spread round-robin over `gateways`,
 /// at most `concurrency` at once.
-pub async fn join_all(gateways: &[Arc<Gateway>], concert: &str, users: Vec<String>, concurrency: usize) -> Burst {
+pub async fn join_all(gateways: &[Arc<TestApp>], concert: &str, users: Vec<String>, concurrency: usize) -> Burst {
     let gate = Arc::new(Semaphore::new(concurrency));
     let mut tasks = Vec::with_capacity(users.len());
     for (i, user) in users.into_iter().enumerate() {
         let gw = gateways[i % gateways.len()].clone();
         let permit = gate.clone().acquire_owned().await.unwrap();
-        let url = format!("{}/v1/concerts/{concert}/queue", gw.http);
+        let url = format!("{}/v1/concerts/{concert}/queue", gw.http());
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
             // A transport error (no answer at all) or a 408 is retried like a browser would; a join
@@ -106,21 +108,11 @@ pub async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
         .expect("redis connection")
 }
 
-fn key(prefix: &str, concert: &str, what: &str) -> String {
-    format!("{prefix}:{{{concert}}}:{what}")
-}
-
 /// Waits (up to `deadline`) until every accepted fan is in Redis, then compares.
-pub async fn check(
-    redis_url: &str,
-    prefix: &str,
-    concert: &str,
-    accepted: &HashSet<String>,
-    deadline: Duration,
-) -> Report {
+pub async fn check(names: &Names, concert: &str, accepted: &HashSet<String>, deadline: Duration) -> Report {
     let until = tokio::time::Instant::now() + deadline;
     loop {
-        let report = compare(redis_url, prefix, concert, accepted).await;
+        let report = compare(names, concert, accepted).await;
         if report.missing == 0 || tokio::time::Instant::now() >= until {
             return report;
         }
@@ -128,14 +120,14 @@ pub async fn check(
     }
 }
 
-async fn compare(redis_url: &str, prefix: &str, concert: &str, accepted: &HashSet<String>) -> Report {
+async fn compare(names: &Names, concert: &str, accepted: &HashSet<String>) -> Report {
     // Reads that fail (a busy machine, a Redis restarting) are retried, never read as empty.
     let (list, ranked) = loop {
-        if let Ok(mut c) = tokio::time::timeout(Duration::from_secs(5), redis_conn(redis_url)).await {
+        if let Ok(mut c) = tokio::time::timeout(Duration::from_secs(5), redis_conn(&names.redis_url)).await {
             let list: redis::RedisResult<Vec<String>> =
-                redis::cmd("LRANGE").arg(key(prefix, concert, "waiting")).arg(0).arg(-1).query_async(&mut c).await;
+                redis::cmd("LRANGE").arg(names.key(concert, Part::Waiting)).arg(0).arg(-1).query_async(&mut c).await;
             let ranked: redis::RedisResult<Vec<String>> =
-                redis::cmd("ZRANGE").arg(key(prefix, concert, "rank")).arg(0).arg(-1).query_async(&mut c).await;
+                redis::cmd("ZRANGE").arg(names.key(concert, Part::Rank)).arg(0).arg(-1).query_async(&mut c).await;
             match (list, ranked) {
                 (Ok(l), Ok(r)) => break (l, r),
                 (l, r) => eprintln!("checker read failed ({:?} / {:?}); retrying", l.err(), r.err()),
@@ -155,18 +147,18 @@ async fn compare(redis_url: &str, prefix: &str, concert: &str, accepted: &HashSe
 }
 
 /// Number of fans in Redis for a concert right now.
-pub async fn waiting(redis_url: &str, prefix: &str, concert: &str) -> usize {
-    match tokio::time::timeout(Duration::from_secs(1), redis_conn(redis_url)).await {
-        Ok(mut c) => redis::cmd("ZCARD").arg(key(prefix, concert, "rank")).query_async(&mut c).await.unwrap_or(0),
+pub async fn waiting(names: &Names, concert: &str) -> usize {
+    match tokio::time::timeout(Duration::from_secs(1), redis_conn(&names.redis_url)).await {
+        Ok(mut c) => redis::cmd("ZCARD").arg(names.key(concert, Part::Rank)).query_async(&mut c).await.unwrap_or(0),
         Err(_) => 0,
     }
 }
 
 /// Waits until at least `n` fans are in Redis; false at the deadline.
-pub async fn wait_for_waiting(redis_url: &str, prefix: &str, concert: &str, n: usize, deadline: Duration) -> bool {
+pub async fn wait_for_waiting(names: &Names, concert: &str, n: usize, deadline: Duration) -> bool {
     let until = tokio::time::Instant::now() + deadline;
     while tokio::time::Instant::now() < until {
-        if waiting(redis_url, prefix, concert).await >= n {
+        if waiting(names, concert).await >= n {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

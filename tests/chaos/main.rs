@@ -5,7 +5,7 @@
 //! Redis), so the suite runs beside the other tests. Every wait has a deadline.
 
 mod checker;
-#[path = "../common/private_redis.rs"]
-mod private_redis;
+#[path = "../common/mod.rs"]
+mod common;
 mod procs;
 mod scenarios;

@@ -4,7 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::checker::{check, join_all, wait_for_waiting, wait_until, waiting};
-use crate::procs::{kill9, shared_redis, PrivateKafka, PrivateRedis, Scenario};
+use queuegate::store::keys::Part;
+
+use crate::common::redis_url as shared_redis;
+use crate::procs::{kill9, PrivateKafka, PrivateRedis, Scenario};
 
 fn fans(n: usize, tag: &str) -> Vec<String> {
     (0..n).map(|i| format!("{tag}-{i:06}")).collect()
@@ -19,16 +22,13 @@ async fn kill_9_of_the_consumer_mid_drain_loses_and_doubles_nobody() {
     assert_eq!(burst.accepted.len(), 50_000, "statuses: {:?}", burst.statuses);
 
     let mut consumer = sc.spawn_consumer(500);
-    assert!(
-        wait_for_waiting(&sc.redis_url, &sc.prefix, "k9", 10_000, Duration::from_secs(120)).await,
-        "consumer made progress"
-    );
+    assert!(wait_for_waiting(&sc.names, "k9", 10_000, Duration::from_secs(120)).await, "consumer made progress");
     kill9(&mut consumer);
-    let at_kill = waiting(&sc.redis_url, &sc.prefix, "k9").await;
+    let at_kill = waiting(&sc.names, "k9").await;
     assert!(at_kill < 50_000, "the kill came mid-drain ({at_kill} applied)");
 
     let mut consumer = sc.spawn_consumer(500);
-    let report = check(&sc.redis_url, &sc.prefix, "k9", &burst.accepted, Duration::from_secs(180)).await;
+    let report = check(&sc.names, "k9", &burst.accepted, Duration::from_secs(180)).await;
     kill9(&mut consumer);
     println!("chaos kill-9-consumer: killed at {at_kill} applied; {report}");
     report.assert_exact();
@@ -44,16 +44,13 @@ async fn sigkill_of_redis_during_the_drain_loses_and_doubles_nobody() {
     assert_eq!(burst.accepted.len(), 20_000, "statuses: {:?}", burst.statuses);
 
     let mut consumer = sc.spawn_consumer(200);
-    assert!(
-        wait_for_waiting(&sc.redis_url, &sc.prefix, "rk", 3_000, Duration::from_secs(120)).await,
-        "consumer made progress"
-    );
+    assert!(wait_for_waiting(&sc.names, "rk", 3_000, Duration::from_secs(120)).await, "consumer made progress");
     redis.kill9();
     // Down long enough for the consumer to hit it and back off at least once.
     tokio::time::sleep(Duration::from_secs(2)).await;
     redis.spawn();
-    let at_restart = waiting(&sc.redis_url, &sc.prefix, "rk").await;
-    let report = check(&sc.redis_url, &sc.prefix, "rk", &burst.accepted, Duration::from_secs(180)).await;
+    let at_restart = waiting(&sc.names, "rk").await;
+    let report = check(&sc.names, "rk", &burst.accepted, Duration::from_secs(180)).await;
     kill9(&mut consumer);
     println!("chaos sigkill-redis: {at_restart} in Redis after restart; {report}");
     assert!(at_restart < 20_000, "the kill came mid-drain");
@@ -70,12 +67,12 @@ async fn rebalances_under_load_lose_and_double_nobody() {
 
     let mut first = sc.spawn_consumer(300);
     let mut second = sc.spawn_consumer(300);
-    assert!(wait_for_waiting(&sc.redis_url, &sc.prefix, "rb", 5_000, Duration::from_secs(120)).await);
+    assert!(wait_for_waiting(&sc.names, "rb", 5_000, Duration::from_secs(120)).await);
     let mut third = sc.spawn_consumer(300);
-    assert!(wait_for_waiting(&sc.redis_url, &sc.prefix, "rb", 12_000, Duration::from_secs(120)).await);
+    assert!(wait_for_waiting(&sc.names, "rb", 12_000, Duration::from_secs(120)).await);
     kill9(&mut first);
-    let at_kill = waiting(&sc.redis_url, &sc.prefix, "rb").await;
-    let report = check(&sc.redis_url, &sc.prefix, "rb", &burst.accepted, Duration::from_secs(180)).await;
+    let at_kill = waiting(&sc.names, "rb").await;
+    let report = check(&sc.names, "rb", &burst.accepted, Duration::from_secs(180)).await;
     kill9(&mut second);
     kill9(&mut third);
     println!("chaos rebalance: first consumer killed at {at_kill} applied; {report}");
@@ -92,7 +89,7 @@ async fn the_same_fans_joining_twenty_times_through_two_gateways_are_queued_once
     assert!(
         crate::checker::wait_until(Duration::from_secs(10), async || {
             b.client
-                .post(format!("{}/v1/concerts/rj/queue", b.http))
+                .post(format!("{}/v1/concerts/rj/queue", b.http()))
                 .json(&serde_json::json!({"userId": "probe"}))
                 .send()
                 .await
@@ -107,7 +104,7 @@ async fn the_same_fans_joining_twenty_times_through_two_gateways_are_queued_once
     // Interleave the repeats: fan-0, fan-1, …, fan-1999, fan-0, … spread over both gateways.
     let burst = join_all(&[a.clone(), b.clone()], "rj", users, 256).await;
     assert_eq!(burst.statuses.get(&202).copied(), Some(40_001), "statuses: {:?}", burst.statuses);
-    let report = check(&sc.redis_url, &sc.prefix, "rj", &burst.accepted, Duration::from_secs(180)).await;
+    let report = check(&sc.names, "rj", &burst.accepted, Duration::from_secs(180)).await;
     kill9(&mut consumer);
     println!("chaos repeated-joins: 40001 joins of {} fans; {report}", burst.accepted.len());
     assert_eq!(report.accepted, 2_001);
@@ -118,7 +115,7 @@ async fn the_same_fans_joining_twenty_times_through_two_gateways_are_queued_once
 async fn a_broker_restart_during_a_join_burst_answers_503_meanwhile_and_keeps_every_202() {
     let mut kafka = PrivateKafka::start();
     let sc = Scenario::with_brokers(6, shared_redis(), kafka.brokers()).await;
-    let gw = Arc::new(sc.spawn_gateway(|s| s.kafka_delivery_timeout_ms = 2000).await);
+    let gw = Arc::new(sc.spawn_gateway(|s| s.kafka.kafka_delivery_timeout_ms = 2000).await);
     gw.open_concert("br").await;
     let mut consumer = sc.spawn_consumer(500);
 
@@ -150,7 +147,7 @@ async fn a_broker_restart_during_a_join_burst_answers_503_meanwhile_and_keeps_ev
     accepted.extend(during.accepted.iter().cloned());
     accepted.extend(outage.accepted.iter().cloned());
     accepted.extend(after.accepted.iter().cloned());
-    let report = check(&sc.redis_url, &sc.prefix, "br", &accepted, Duration::from_secs(180)).await;
+    let report = check(&sc.names, "br", &accepted, Duration::from_secs(180)).await;
     kill9(&mut consumer);
     println!(
         "chaos broker-restart: during-burst statuses {:?}, while-down statuses {:?}; {report}",
@@ -172,7 +169,7 @@ async fn a_redis_outage_longer_than_the_poll_interval_keeps_the_consumer_in_its_
     let burst = join_all(std::slice::from_ref(&gw), "lo", fans(6_000, "fan"), 128).await;
     assert_eq!(burst.accepted.len(), 6_000, "statuses: {:?}", burst.statuses);
 
-    let admin_port = crate::procs::free_port();
+    let admin_port = crate::common::free_port();
     let mut consumer = sc.spawn_consumer_with(
         100,
         &[
@@ -196,14 +193,14 @@ async fn a_redis_outage_longer_than_the_poll_interval_keeps_the_consumer_in_its_
             )
         }
     };
-    assert!(wait_for_waiting(&sc.redis_url, &sc.prefix, "lo", 500, Duration::from_secs(120)).await);
+    assert!(wait_for_waiting(&sc.names, "lo", 500, Duration::from_secs(120)).await);
     assert_eq!(rebalances("assign").await, Some(1));
     redis.kill9();
     // Twice the poll interval, and more than the session timeout.
     tokio::time::sleep(Duration::from_secs(22)).await;
     let revoked_during_outage = rebalances("revoke").await;
     redis.spawn();
-    let report = check(&sc.redis_url, &sc.prefix, "lo", &burst.accepted, Duration::from_secs(120)).await;
+    let report = check(&sc.names, "lo", &burst.accepted, Duration::from_secs(120)).await;
     let revoked_after = rebalances("revoke").await;
     kill9(&mut consumer);
     println!(
@@ -222,16 +219,16 @@ async fn the_admitter_lease_is_taken_over_after_kill_9_of_its_holder_and_nobody_
     let burst = join_all(std::slice::from_ref(&gw), "lt", fans(2_000, "fan"), 128).await;
     assert_eq!(burst.accepted.len(), 2_000);
     let mut holder = sc.spawn_consumer(500);
-    assert!(wait_for_waiting(&sc.redis_url, &sc.prefix, "lt", 2_000, Duration::from_secs(120)).await);
+    assert!(wait_for_waiting(&sc.names, "lt", 2_000, Duration::from_secs(120)).await);
 
-    let mut redis = crate::checker::redis_conn(&sc.redis_url).await;
-    let key = |k: &str| format!("{}:{{lt}}:{k}", sc.prefix);
+    let mut redis = crate::checker::redis_conn(sc.redis_url()).await;
+    let adm_key = sc.names.key("lt", Part::Adm);
     let admitted = async |c: &mut redis::aio::MultiplexedConnection| -> u64 {
-        redis::cmd("HGET").arg(key("adm")).arg("admitted").query_async::<Option<u64>>(c).await.unwrap().unwrap_or(0)
+        redis::cmd("HGET").arg(&adm_key).arg("admitted").query_async::<Option<u64>>(c).await.unwrap().unwrap_or(0)
     };
     gw.client
         .put(format!("{}/admin/v1/concerts/lt", gw.admin))
-        .bearer_auth(crate::procs::ADMIN_TOKEN)
+        .bearer_auth(crate::common::ADMIN_TOKEN)
         .json(&serde_json::json!({"state": "open", "admitPerSecond": 100}))
         .send()
         .await
@@ -240,7 +237,8 @@ async fn the_admitter_lease_is_taken_over_after_kill_9_of_its_holder_and_nobody_
         wait_until(Duration::from_secs(30), async || admitted(&mut redis).await > 100).await,
         "the first consumer admits"
     );
-    let first_lease: String = redis::cmd("GET").arg(key("lease")).query_async(&mut redis).await.unwrap();
+    let first_lease: String =
+        redis::cmd("GET").arg(sc.names.key("lt", Part::Lease)).query_async(&mut redis).await.unwrap();
 
     let mut successor = sc.spawn_consumer(500);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -252,17 +250,24 @@ async fn the_admitter_lease_is_taken_over_after_kill_9_of_its_holder_and_nobody_
         "the successor goes on admitting"
     );
     let takeover = killed_at.elapsed();
-    let second_lease: String = redis::cmd("GET").arg(key("lease")).query_async(&mut redis).await.unwrap();
+    let second_lease: String =
+        redis::cmd("GET").arg(sc.names.key("lt", Part::Lease)).query_async(&mut redis).await.unwrap();
     let fence = |v: &str| v.rsplit(':').next().unwrap().parse::<u64>().unwrap();
 
     // Nobody twice: admitted fans are distinct, none of them still waits, counters agree.
     kill9(&mut successor);
-    let states: Vec<(String, String)> = redis::cmd("HGETALL").arg(key("state")).query_async(&mut redis).await.unwrap();
+    let states: Vec<(String, String)> =
+        redis::cmd("HGETALL").arg(sc.names.key("lt", Part::State)).query_async(&mut redis).await.unwrap();
     let total = admitted(&mut redis).await;
     let admitted_fans: std::collections::HashSet<&str> =
         states.iter().filter(|(_, s)| s.starts_with("a:")).map(|(u, _)| u.as_str()).collect();
-    let waiting: Vec<String> =
-        redis::cmd("LRANGE").arg(key("waiting")).arg(0).arg(-1).query_async(&mut redis).await.unwrap();
+    let waiting: Vec<String> = redis::cmd("LRANGE")
+        .arg(sc.names.key("lt", Part::Waiting))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
     println!(
         "chaos lease-takeover: lease {first_lease} -> {second_lease}, admissions resumed {:.1} s after the kill; admitted={total} distinct={} still-waiting={}",
         takeover.as_secs_f64(),

@@ -1,9 +1,11 @@
-//! A private redis-server for tests that stop, kill or restart Redis, shared by the test
-//! binaries (`#[path]`-included), so stopping it never disturbs other tests.
+//! A private redis-server for tests that stop, kill or restart Redis, so stopping it never
+//! disturbs other tests.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use super::wait_for_port;
 
 /// A private redis-server with AOF `appendfsync always`, restartable on the same port and data.
 pub struct PrivateRedis {
@@ -47,20 +49,6 @@ impl PrivateRedis {
             let _ = c.kill(); // SIGKILL on Unix
             let _ = c.wait();
         }
-    }
-}
-
-/// Whether something accepts connections on 127.0.0.1:`port` within `timeout`.
-pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
-    let until = std::time::Instant::now() + timeout;
-    loop {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        if std::time::Instant::now() >= until {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

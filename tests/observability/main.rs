@@ -2,6 +2,8 @@
 //! running queuegate, and the Dockerfile and docker-compose.yml checked for consistency (there is
 //! no Docker engine here to run them).
 
+#[path = "../common/mod.rs"]
+mod common;
 mod deploy;
 mod prometheus;
 

@@ -4,17 +4,13 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use queuegate::config::{Role, Settings};
-use queuegate::startup::Application;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use queuegate::config::Role;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::Value;
 
+use crate::common::{free_port, spawn_role, Names, ADMIN_TOKEN as ADMIN};
 use crate::{read, repo};
-
-const ADMIN: &str = "obs-admin-token-0123456789";
 
 struct Prometheus {
     child: Child,
@@ -28,10 +24,6 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn start_prometheus(target: &str) -> Prometheus {
@@ -78,33 +70,15 @@ fn metric_names(expr: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_dashboard_panel_and_alert_expression_returns_data_from_a_live_queuegate() {
     // The application, on its own topic and key prefix.
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let brokers = std::env::var("QUEUEGATE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    let (topic, prefix) = (format!("qgobs-{id}"), format!("qgobs-{id}"));
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
-    let dlt = format!("{topic}.dlt");
-    for r in admin
-        .create_topics(
-            &[NewTopic::new(&topic, 3, TopicReplication::Fixed(1)), NewTopic::new(&dlt, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap()
-    {
-        r.unwrap();
-    }
-    let mut s = Settings::for_test(&topic, &topic, &prefix);
-    s.kafka_brokers = brokers.clone();
-    if let Ok(url) = std::env::var("QUEUEGATE_REDIS_URL") {
-        s.redis_url = url;
-    }
-    s.admin_token = Some(ADMIN.into());
-    let app = Application::build(s, Role::Run).await.unwrap();
-    let (http, admin_addr) =
-        (format!("http://127.0.0.1:{}", app.http_port().unwrap()), format!("127.0.0.1:{}", app.admin_port()));
-    let stop = app.stop_token();
-    tokio::spawn(app.run());
+    let names = Names::new();
+    names.create_topics(3).await;
+    let app = spawn_role(&names, Role::Run, |_| {}).await;
+    let (http, admin_addr, topic, brokers) = (
+        app.http().to_owned(),
+        app.admin.trim_start_matches("http://").to_owned(),
+        names.topic.clone(),
+        names.brokers.clone(),
+    );
     let client = reqwest::Client::new();
     let r = client
         .put(format!("http://{admin_addr}/admin/v1/concerts/obs"))
@@ -208,7 +182,7 @@ async fn every_dashboard_panel_and_alert_expression_returns_data_from_a_live_que
     let rules: Value = client.get(format!("{}/api/v1/rules", prom.url)).send().await.unwrap().json().await.unwrap();
     let loaded: Vec<&Value> =
         rules["data"]["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()).collect();
-    stop.cancel();
+    app.shutdown().await.expect("clean shutdown");
     assert!(missing.is_empty(), "queries without data after 120 s:\n{}", missing.join("\n"));
     assert_eq!(loaded.len(), alerts.len(), "Prometheus loaded every alert rule");
     assert!(loaded.iter().all(|r| r["health"] == "ok"), "rules evaluate: {loaded:?}");

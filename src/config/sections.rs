@@ -1,0 +1,444 @@
+//! The settings sections. Each part of queuegate is built from its own section only: the
+//! listeners from [`HttpSettings`], every Kafka client from [`KafkaSettings`] (through
+//! [`crate::kafka::KafkaClients`]), the consumer from [`ConsumerSettings`], the store from
+//! [`RedisSettings`], admission from [`AdmissionSettings`], the secrets in [`SecuritySettings`]
+//! and logging from [`TelemetrySettings`]. Each section checks its own values (`validate`).
+
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use super::{bad, ConfigError, Secret};
+
+/// Checks that `value` lies in `range`; the error names `setting` and states the range itself,
+/// so the message and the check can never disagree.
+pub(crate) fn check_range<T>(setting: &'static str, value: T, range: RangeInclusive<T>) -> Result<(), ConfigError>
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(bad(setting, format!("must be between {} and {} (got {value})", range.start(), range.end())))
+    }
+}
+
+/// The listeners and the process's lifecycle.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "HTTP")]
+pub struct HttpSettings {
+    /// Public listener (joins, fan status).
+    #[arg(long, env = "QUEUEGATE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Admin listener (/admin/*, /healthz, /readyz, /metrics).
+    #[arg(long, env = "QUEUEGATE_ADMIN_ADDR", default_value = "127.0.0.1:8081")]
+    pub admin_addr: SocketAddr,
+
+    /// HTTP worker threads of the public listener (0: one per core).
+    #[arg(long, env = "QUEUEGATE_HTTP_WORKERS", default_value_t = 0)]
+    pub http_workers: usize,
+
+    /// Server-Sent Events status streams open at once per process; past it fans get 503 and poll.
+    #[arg(long, env = "QUEUEGATE_MAX_EVENT_STREAMS", default_value_t = 10_000)]
+    pub max_event_streams: usize,
+
+    /// Joins per second one client IP may make (0: no limit).
+    #[arg(long, env = "QUEUEGATE_RATE_LIMIT_PER_IP", default_value_t = 0)]
+    pub rate_limit_per_ip: u32,
+
+    /// How often the gateway refreshes its cache of concert states (ms).
+    #[arg(long, env = "QUEUEGATE_CONCERT_REFRESH_MS", default_value_t = 1000)]
+    pub concert_refresh_ms: u64,
+
+    /// Grace period for in-flight work at shutdown (s).
+    #[arg(long, env = "QUEUEGATE_SHUTDOWN_GRACE_SECONDS", default_value_t = 15)]
+    pub shutdown_grace_seconds: u64,
+}
+
+impl HttpSettings {
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_range("QUEUEGATE_HTTP_WORKERS", self.http_workers, 0..=1024)?;
+        check_range("QUEUEGATE_MAX_EVENT_STREAMS", self.max_event_streams, 1..=1_000_000)?;
+        check_range("QUEUEGATE_CONCERT_REFRESH_MS", self.concert_refresh_ms, 1..=600_000)?;
+        check_range("QUEUEGATE_SHUTDOWN_GRACE_SECONDS", self.shutdown_grace_seconds, 0..=3600)
+    }
+}
+
+/// One `key=value` librdkafka property passed through to every Kafka client. The value is
+/// held as a [`Secret`]: pass-through properties carry SASL passwords and key passphrases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaProperty {
+    pub key: String,
+    pub value: Secret,
+}
+
+impl std::str::FromStr for KafkaProperty {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (key, value) = s.split_once('=').ok_or_else(|| "expected key=value".to_owned())?;
+        let key = key.trim();
+        if key.is_empty()
+            || !key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_')
+        {
+            return Err(format!("{key:?} is not a librdkafka property name"));
+        }
+        Ok(KafkaProperty { key: key.to_owned(), value: Secret::new(value.trim()) })
+    }
+}
+
+/// The consumer group session timeout (ms). `QUEUEGATE_KAFKA_MAX_POLL_INTERVAL_MS` may not be
+/// shorter (librdkafka refuses it), which the consumer section checks against this constant.
+pub const SESSION_TIMEOUT_MS: u64 = 10_000;
+
+/// Pass-through properties that are refused, with the reason named in the start-up error.
+const OWNED: &[(&str, &str)] = &[
+    ("bootstrap.servers", "set it with QUEUEGATE_KAFKA_BROKERS"),
+    ("metadata.broker.list", "set it with QUEUEGATE_KAFKA_BROKERS"),
+    ("group.id", "set it with QUEUEGATE_KAFKA_GROUP"),
+    ("message.timeout.ms", "set it with QUEUEGATE_KAFKA_DELIVERY_TIMEOUT_MS"),
+    ("delivery.timeout.ms", "set it with QUEUEGATE_KAFKA_DELIVERY_TIMEOUT_MS"),
+    ("linger.ms", "set it with QUEUEGATE_KAFKA_LINGER_MS"),
+    ("queue.buffering.max.ms", "set it with QUEUEGATE_KAFKA_LINGER_MS"),
+    ("batch.size", "set it with QUEUEGATE_KAFKA_BATCH_BYTES"),
+    ("compression.type", "set it with QUEUEGATE_KAFKA_COMPRESSION"),
+    ("compression.codec", "set it with QUEUEGATE_KAFKA_COMPRESSION"),
+    ("max.poll.interval.ms", "set it with QUEUEGATE_KAFKA_MAX_POLL_INTERVAL_MS"),
+    ("queued.max.messages.kbytes", "set it with QUEUEGATE_CONSUMER_PREFETCH_KB"),
+    ("session.timeout.ms", "queuegate's poll-interval check depends on it"),
+    ("enable.idempotence", "accepted means durable, exactly once: queuegate sets it"),
+    ("acks", "accepted means durable: queuegate sets it"),
+    ("request.required.acks", "accepted means durable: queuegate sets it"),
+    ("transactional.id", "queuegate sets it per process"),
+    ("isolation.level", "the consumer must read committed records only"),
+    ("enable.auto.commit", "the consumer commits only after Redis has the records"),
+    ("enable.auto.offset.store", "the consumer commits only after Redis has the records"),
+    ("statistics.interval.ms", "the metrics depend on it"),
+];
+
+/// Checks pass-through properties before any client is made (the builder in [`crate::kafka`]
+/// sets them on every client): a property queuegate owns is
+/// refused with the setting to use instead; an unknown name or bad value is refused with
+/// librdkafka's reason. The value is never part of the message (it may be a password).
+pub fn check_properties(props: &[KafkaProperty]) -> Result<(), ConfigError> {
+    use rdkafka::ClientConfig;
+    const SETTING: &str = "QUEUEGATE_KAFKA_PROPERTIES";
+    for p in props {
+        if let Some((_, why)) = OWNED.iter().find(|(k, _)| *k == p.key) {
+            return Err(bad(SETTING, format!("{} may not be passed through: {why}", p.key)));
+        }
+        let mut one = ClientConfig::new();
+        one.set(&p.key, p.value.expose());
+        if let Err(e) = one.create_native_config() {
+            let reason = match e {
+                rdkafka::error::KafkaError::ClientConfig(_, desc, _, _) => desc,
+                other => other.to_string(),
+            };
+            return Err(bad(SETTING, format!("{}: {reason}", p.key)));
+        }
+    }
+    Ok(())
+}
+
+/// Kafka: where the brokers are, the topic, and how the gateway's producer batches.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Kafka")]
+pub struct KafkaSettings {
+    /// Kafka bootstrap servers, comma separated.
+    #[arg(long, env = "QUEUEGATE_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+
+    /// Topic that carries queue entries; dead letters go to "<topic>.dlt".
+    #[arg(long, env = "QUEUEGATE_KAFKA_TOPIC", default_value = "queue.entry")]
+    pub kafka_topic: String,
+
+    /// Consumer group of the Kafka → Redis consumer (dead-letter replay uses "<group>-dlt-replay").
+    #[arg(long, env = "QUEUEGATE_KAFKA_GROUP", default_value = "queuegate-entry")]
+    pub kafka_group: String,
+
+    /// How long a join waits for the broker's acknowledgement before it is answered 503 (ms).
+    #[arg(long, env = "QUEUEGATE_KAFKA_DELIVERY_TIMEOUT_MS", default_value_t = 5000)]
+    pub kafka_delivery_timeout_ms: u64,
+
+    /// Producer linger: how long records wait to be batched (ms).
+    #[arg(long, env = "QUEUEGATE_KAFKA_LINGER_MS", default_value_t = 5)]
+    pub kafka_linger_ms: u64,
+
+    /// Largest producer batch per partition (bytes; librdkafka's batch.size).
+    #[arg(long, env = "QUEUEGATE_KAFKA_BATCH_BYTES", default_value_t = 1_000_000)]
+    pub kafka_batch_bytes: u32,
+
+    /// Producer compression codec.
+    #[arg(long, env = "QUEUEGATE_KAFKA_COMPRESSION", default_value = "lz4", value_parser = ["none", "gzip", "snappy", "lz4", "zstd"])]
+    pub kafka_compression: String,
+
+    /// Joins that may wait for a broker acknowledgement at once, per process; past it joins get 503.
+    #[arg(long, env = "QUEUEGATE_MAX_IN_FLIGHT", default_value_t = 20_000)]
+    pub max_in_flight: usize,
+
+    /// librdkafka properties for every Kafka client queuegate makes (SASL, TLS, tuning), as
+    /// key=value; repeat the flag, or separate them with commas in the environment variable.
+    /// Properties queuegate sets for its guarantees, or that have a setting of their own, are refused.
+    #[arg(long = "kafka-property", env = "QUEUEGATE_KAFKA_PROPERTIES", value_delimiter = ',', hide_env_values = true)]
+    pub kafka_properties: Vec<KafkaProperty>,
+}
+
+impl KafkaSettings {
+    /// Dead-letter topic for records that can never be applied.
+    pub fn dlt_topic(&self) -> String {
+        format!("{}.dlt", self.kafka_topic)
+    }
+
+    pub fn delivery_timeout(&self) -> Duration {
+        Duration::from_millis(self.kafka_delivery_timeout_ms)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.kafka_brokers.split(',').all(|b| b.trim().is_empty()) {
+            return Err(bad("QUEUEGATE_KAFKA_BROKERS", "must name at least one broker"));
+        }
+        if !valid_topic(&self.kafka_topic) {
+            return Err(bad("QUEUEGATE_KAFKA_TOPIC", "must be 1-200 characters of [A-Za-z0-9._-]"));
+        }
+        if self.kafka_group.trim().is_empty() {
+            return Err(bad("QUEUEGATE_KAFKA_GROUP", "must not be empty"));
+        }
+        check_range("QUEUEGATE_KAFKA_DELIVERY_TIMEOUT_MS", self.kafka_delivery_timeout_ms, 100..=300_000)?;
+        check_range("QUEUEGATE_KAFKA_LINGER_MS", self.kafka_linger_ms, 0..=1000)?;
+        check_range("QUEUEGATE_KAFKA_BATCH_BYTES", self.kafka_batch_bytes, 1_000..=100_000_000)?;
+        check_range("QUEUEGATE_MAX_IN_FLIGHT", self.max_in_flight, 1..=1_000_000)?;
+        check_properties(&self.kafka_properties)
+    }
+}
+
+fn valid_topic(t: &str) -> bool {
+    (1..=200).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// The Kafka → Redis consumer.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Consumer")]
+pub struct ConsumerSettings {
+    /// Records the consumer applies to Redis per batch at most.
+    #[arg(long, env = "QUEUEGATE_CONSUMER_BATCH", default_value_t = 2000)]
+    pub consumer_batch: usize,
+
+    /// How long a consumer batch waits for more records after its first one (ms). Each batch is
+    /// one Kafka transaction, so a few ms here cut the broker's work under load; 0: take only
+    /// what is already fetched.
+    #[arg(long, env = "QUEUEGATE_CONSUMER_LINGER_MS", default_value_t = 25)]
+    pub consumer_linger_ms: u64,
+
+    /// Kafka records the consumer prefetches into memory at most (KiB; librdkafka's
+    /// queued.max.messages.kbytes). A backlog beyond it stays in Kafka.
+    #[arg(long, env = "QUEUEGATE_CONSUMER_PREFETCH_KB", default_value_t = 8192)]
+    pub consumer_prefetch_kb: usize,
+
+    /// Longest the consumer may go without polling Kafka before it is dropped from the group (ms).
+    /// The consumer keeps polling (with its partitions paused) while it retries Redis, so a
+    /// Redis outage does not trip this.
+    #[arg(long, env = "QUEUEGATE_KAFKA_MAX_POLL_INTERVAL_MS", default_value_t = 300_000)]
+    pub kafka_max_poll_interval_ms: u64,
+}
+
+impl ConsumerSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_range("QUEUEGATE_CONSUMER_BATCH", self.consumer_batch, 1..=10_000)?;
+        check_range("QUEUEGATE_CONSUMER_LINGER_MS", self.consumer_linger_ms, 0..=1000)?;
+        check_range("QUEUEGATE_CONSUMER_PREFETCH_KB", self.consumer_prefetch_kb, 1024..=2_097_151)?;
+        // librdkafka refuses a poll interval shorter than the group session timeout.
+        check_range(
+            "QUEUEGATE_KAFKA_MAX_POLL_INTERVAL_MS",
+            self.kafka_max_poll_interval_ms,
+            SESSION_TIMEOUT_MS..=86_400_000,
+        )
+    }
+}
+
+/// The Redis queue store.
+#[derive(Clone, Args)]
+#[command(next_help_heading = "Redis")]
+pub struct RedisSettings {
+    /// Redis URL (redis:// or rediss://; a password in it is never logged).
+    #[arg(long, env = "QUEUEGATE_REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
+    pub redis_url: String,
+
+    /// Prefix of every Redis key queuegate writes.
+    #[arg(long, env = "QUEUEGATE_REDIS_PREFIX", default_value = "qg")]
+    pub redis_prefix: String,
+
+    /// Redis connections per pool at most (each role part has its own pool).
+    #[arg(long, env = "QUEUEGATE_REDIS_POOL", default_value_t = 32)]
+    pub redis_pool: usize,
+}
+
+impl RedisSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://")) {
+            return Err(bad("QUEUEGATE_REDIS_URL", "must start with redis:// or rediss://"));
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(['{', '}', ' ', ':']) {
+            return Err(bad("QUEUEGATE_REDIS_PREFIX", "must be non-empty without braces, colons or spaces"));
+        }
+        check_range("QUEUEGATE_REDIS_POOL", self.redis_pool, 1..=10_000)
+    }
+
+    /// The URL with any password replaced by `***`, for logs and errors.
+    pub fn redacted_url(&self) -> String {
+        match (self.redis_url.split_once("://"), self.redis_url.rfind('@')) {
+            (Some((scheme, rest)), Some(at)) => {
+                let creds = &rest[..at - scheme.len() - 3];
+                let user = creds.split_once(':').map_or("", |(u, _)| u);
+                format!("{scheme}://{user}:***{}", &self.redis_url[at..])
+            }
+            _ => self.redis_url.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("redis_url", &self.redacted_url())
+            .field("redis_prefix", &self.redis_prefix)
+            .field("redis_pool", &self.redis_pool)
+            .finish()
+    }
+}
+
+/// Concerts and admission.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Admission")]
+pub struct AdmissionSettings {
+    /// PKCS#8 PEM file with the Ed25519 private key that signs admission tokens
+    /// (`queuegate keygen PATH`, or `openssl genpkey -algorithm ed25519 -out key.pem`); the same
+    /// on every instance. Required unless --insecure-dev (then a random per-process key is used).
+    #[arg(long, env = "QUEUEGATE_ADMISSION_KEY_FILE")]
+    pub admission_key_file: Option<PathBuf>,
+
+    /// How often each instance's admitter runs its admission round (ms).
+    #[arg(long, env = "QUEUEGATE_ADMISSION_TICK_MS", default_value_t = 200)]
+    pub admission_tick_ms: u64,
+
+    /// Lease time of a concert's admitter; a dead holder is replaced within it (ms).
+    #[arg(long, env = "QUEUEGATE_ADMISSION_LEASE_MS", default_value_t = 3000)]
+    pub admission_lease_ms: u64,
+
+    /// Create this concert, open, at start-up if it does not exist (for demos and `make up`).
+    #[arg(long, env = "QUEUEGATE_DEMO_CONCERT")]
+    pub demo_concert: Option<String>,
+}
+
+impl AdmissionSettings {
+    pub fn validate(&self, insecure_dev: bool) -> Result<(), ConfigError> {
+        if self.admission_key_file.is_none() && !insecure_dev {
+            return Err(bad("QUEUEGATE_ADMISSION_KEY_FILE", "is required (or pass --insecure-dev for local use)"));
+        }
+        check_range("QUEUEGATE_ADMISSION_TICK_MS", self.admission_tick_ms, 10..=10_000)?;
+        check_range("QUEUEGATE_ADMISSION_LEASE_MS", self.admission_lease_ms, 3 * self.admission_tick_ms..=600_000)?;
+        if let Some(c) = &self.demo_concert {
+            crate::ids::ConcertId::parse(c.as_str()).map_err(|e| bad("QUEUEGATE_DEMO_CONCERT", e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The admission-token keys: from the configured file, or random under --insecure-dev.
+    pub fn keys(&self) -> Result<crate::admission::AdmissionKeys, ConfigError> {
+        match &self.admission_key_file {
+            Some(path) => crate::admission::AdmissionKeys::from_pem_file(path)
+                .map_err(|e| bad("QUEUEGATE_ADMISSION_KEY_FILE", format!("{e:#}"))),
+            None => Ok(crate::admission::AdmissionKeys::ephemeral()),
+        }
+    }
+}
+
+/// The fixed secret used under --insecure-dev when none is configured, so that several dev
+/// instances agree on entry tokens. Never accepted without --insecure-dev.
+const DEV_TOKEN_SECRET: &str = "queuegate-insecure-dev-secret-do-not-use-in-production";
+
+/// Who may call the admin API, and the secret behind fans' entry tokens.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Security")]
+pub struct SecuritySettings {
+    /// Bearer token of the admin API (16+ characters). Required unless --insecure-dev.
+    #[arg(long, env = "QUEUEGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+
+    /// Secret (32+ bytes) that signs fans' entry tokens; the same on every instance. Required unless --insecure-dev.
+    #[arg(long, env = "QUEUEGATE_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<Secret>,
+
+    /// Allow running without an admin token, token secret or admission key (local development only).
+    #[arg(long, env = "QUEUEGATE_INSECURE_DEV")]
+    pub insecure_dev: bool,
+}
+
+impl SecuritySettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let required = "is required (or pass --insecure-dev for local use)";
+        match &self.admin_token {
+            Some(t) if t.expose().len() < 16 => {
+                return Err(bad("QUEUEGATE_ADMIN_TOKEN", "must be at least 16 characters"))
+            }
+            None if !self.insecure_dev => return Err(bad("QUEUEGATE_ADMIN_TOKEN", required)),
+            _ => {}
+        }
+        match &self.token_secret {
+            Some(s) if s.expose().len() < 32 => return Err(bad("QUEUEGATE_TOKEN_SECRET", "must be at least 32 bytes")),
+            None if !self.insecure_dev => return Err(bad("QUEUEGATE_TOKEN_SECRET", required)),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The secret that signs entry tokens (the dev secret only under --insecure-dev).
+    pub fn token_secret_bytes(&self) -> &[u8] {
+        self.token_secret.as_ref().map_or(DEV_TOKEN_SECRET, Secret::expose).as_bytes()
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Telemetry")]
+pub struct TelemetrySettings {
+    /// Tracing filter, e.g. "info" or "queuegate=debug,rdkafka=warn".
+    #[arg(long, env = "QUEUEGATE_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Log format.
+    #[arg(long, env = "QUEUEGATE_LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prop(key: &str, value: &str) -> KafkaProperty {
+        KafkaProperty { key: key.into(), value: Secret::new(value) }
+    }
+
+    #[test]
+    fn owned_and_unknown_properties_are_refused_without_echoing_the_value() {
+        let err = check_properties(&[prop("enable.idempotence", "false")]).unwrap_err();
+        assert_eq!(err.setting, "QUEUEGATE_KAFKA_PROPERTIES");
+        assert!(err.reason.contains("enable.idempotence"), "{err}");
+        let err = check_properties(&[prop("sasl.pasword", "top-secret-value")]).unwrap_err();
+        assert!(err.reason.contains("sasl.pasword") && !err.reason.contains("top-secret-value"), "{err}");
+        check_properties(&[prop("security.protocol", "SASL_SSL"), prop("sasl.password", "x")]).expect("valid");
+    }
+}

@@ -1,0 +1,266 @@
+//! Every Kafka client queuegate makes is configured here, from the Kafka settings section.
+//!
+//! [`KafkaClients`] starts each configuration from the same base (bootstrap servers, a client id
+//! naming the client's job, statistics every 5 s) and the operator's pass-through librdkafka
+//! properties (`QUEUEGATE_KAFKA_PROPERTIES`, `--kafka-property`), so SASL, TLS or any other
+//! client option reaches every client without a code change. Then each client's own settings
+//! are set on top: those carry queuegate's guarantees (idempotence, `acks=all`, read-committed
+//! isolation, manual commits), which is why a pass-through property may not name them
+//! ([`crate::config::check_properties`] refuses it at start-up).
+//!
+//! One client context, [`KafkaContext`], serves them all: it feeds librdkafka's statistics into
+//! the metrics under the client's role and, for consumers, logs and counts rebalances.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientConfig, ClientContext};
+
+use crate::config::{ConsumerSettings, KafkaSettings, SESSION_TIMEOUT_MS};
+use crate::metrics::Metrics;
+
+/// Builds the configuration of every Kafka client from one settings section.
+#[derive(Clone)]
+pub struct KafkaClients {
+    settings: KafkaSettings,
+    metrics: Metrics,
+}
+
+/// The job of a client: its `client.id` and the `client` label of its metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientRole {
+    /// The gateway's entry producer.
+    Producer,
+    /// The Kafka → Redis consumer.
+    Consumer,
+    /// The consumer's transactional producer (offsets and dead letters).
+    Transactions,
+    /// `dlt replay`'s consumer and transactional producer.
+    Replay,
+    /// Metadata requests for `/readyz`.
+    Probe,
+    /// Topic administration (tools and tests).
+    Admin,
+}
+
+impl ClientRole {
+    /// The metrics label and the suffix of `client.id`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientRole::Producer => "producer",
+            ClientRole::Consumer => "consumer",
+            ClientRole::Transactions => "transactions",
+            ClientRole::Replay => "replay",
+            ClientRole::Probe => "probe",
+            ClientRole::Admin => "admin",
+        }
+    }
+}
+
+impl KafkaClients {
+    pub fn new(settings: &KafkaSettings, metrics: Metrics) -> Self {
+        KafkaClients { settings: settings.clone(), metrics }
+    }
+
+    /// The section the clients are built from.
+    pub fn settings(&self) -> &KafkaSettings {
+        &self.settings
+    }
+
+    /// The client context for `role`: statistics into the metrics, rebalances logged.
+    pub fn context(&self, role: ClientRole) -> KafkaContext {
+        KafkaContext { role, metrics: self.metrics.clone() }
+    }
+
+    /// What every client shares: brokers, client id, statistics, and the pass-through properties.
+    fn base(&self, role: ClientRole) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.settings.kafka_brokers)
+            .set("client.id", format!("queuegate-{}", role.as_str()))
+            .set("statistics.interval.ms", "5000")
+            .set("socket.keepalive.enable", "true");
+        for p in &self.settings.kafka_properties {
+            c.set(&p.key, p.value.expose());
+        }
+        c
+    }
+
+    /// The gateway's entry producer: idempotent (so `acks=all`), batched and compressed, with
+    /// the delivery timeout after which a join is answered 503.
+    pub fn producer(&self) -> ClientConfig {
+        let s = &self.settings;
+        let mut c = self.base(ClientRole::Producer);
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("max.in.flight.requests.per.connection", "5")
+            .set("linger.ms", s.kafka_linger_ms.to_string())
+            .set("compression.type", &s.kafka_compression)
+            .set("batch.num.messages", "10000")
+            .set("batch.size", s.kafka_batch_bytes.to_string())
+            .set("queue.buffering.max.messages", (s.max_in_flight * 2).max(1000).to_string())
+            .set("message.timeout.ms", s.kafka_delivery_timeout_ms.to_string());
+        c
+    }
+
+    /// The entry consumer: read-committed, manual offsets, bounded prefetch.
+    pub fn consumer(&self, consumer: &ConsumerSettings) -> ClientConfig {
+        let mut c = self.base(ClientRole::Consumer);
+        c.set("group.id", &self.settings.kafka_group)
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
+            .set("heartbeat.interval.ms", "1000")
+            .set("max.poll.interval.ms", consumer.kafka_max_poll_interval_ms.to_string())
+            // The broker answers a fetch when 64 KB are ready or after 50 ms: under load that
+            // is a few fetches a second instead of one per produce request.
+            .set("fetch.min.bytes", "65536")
+            .set("fetch.wait.max.ms", "50")
+            // Bounds what librdkafka prefetches while the loop is busy with Redis (default 64 MB):
+            // a backlog waits in Kafka, not in this process's memory.
+            .set("queued.max.messages.kbytes", consumer.consumer_prefetch_kb.to_string());
+        c
+    }
+
+    /// A transactional producer with a fresh transactional id under `prefix`. One id per
+    /// process: fencing of stale instances comes from the consumer group metadata sent with the
+    /// offsets (KIP-447), not from a fixed transactional id.
+    pub fn transactional(&self, role: ClientRole, prefix: &str) -> ClientConfig {
+        let mut c = self.base(role);
+        c.set("transactional.id", format!("{prefix}-{}", uuid::Uuid::new_v4()))
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("transaction.timeout.ms", "60000");
+        c
+    }
+
+    /// `dlt replay`'s consumer of the dead-letter topic, in group `group`, reporting the end of
+    /// each partition.
+    pub fn replay_consumer(&self, group: &str) -> ClientConfig {
+        let mut c = self.base(ClientRole::Replay);
+        c.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true");
+        c
+    }
+
+    /// A client for metadata requests only (readiness of roles without a producer).
+    pub fn probe(&self) -> ClientConfig {
+        self.base(ClientRole::Probe)
+    }
+
+    /// An admin client (creating topics).
+    pub fn admin(&self) -> ClientConfig {
+        self.base(ClientRole::Admin)
+    }
+
+    /// A readiness probe: whether the brokers answer a metadata request within the timeout.
+    /// Blocking when called: run it from `spawn_blocking`.
+    pub fn readiness_probe(&self) -> anyhow::Result<KafkaProbe> {
+        let client: rdkafka::producer::BaseProducer<KafkaContext> = self
+            .probe()
+            .create_with_context(self.context(ClientRole::Probe))
+            .map_err(|e| anyhow::anyhow!("creating the Kafka readiness probe: {e}"))?;
+        Ok(KafkaProbe::new(move |timeout| {
+            use rdkafka::producer::Producer;
+            client.client().fetch_metadata(None, timeout).is_ok()
+        }))
+    }
+}
+
+/// Asks the brokers for metadata, for `/readyz`: through the entry producer where the process
+/// has one, else through a client of its own ([`KafkaClients::readiness_probe`]).
+#[derive(Clone)]
+pub struct KafkaProbe(std::sync::Arc<dyn Fn(Duration) -> bool + Send + Sync>);
+
+impl KafkaProbe {
+    pub fn new(probe: impl Fn(Duration) -> bool + Send + Sync + 'static) -> Self {
+        KafkaProbe(std::sync::Arc::new(probe))
+    }
+
+    /// Whether a metadata request is answered within `timeout`. Blocking: call it from
+    /// `spawn_blocking`.
+    pub fn reachable(&self, timeout: Duration) -> bool {
+        (self.0)(timeout)
+    }
+}
+
+/// The one client context: statistics into [`Metrics`] by client role, rebalances logged and
+/// counted. Rebalance events are delivered inside the consumer's `recv()`, which the consumer
+/// loop calls only between batches (or while a batch waits for Redis with its partitions
+/// paused), so a revocation never lands between a batch's Redis write and its commit unnoticed:
+/// the commit filters by assignment.
+#[derive(Clone)]
+pub struct KafkaContext {
+    role: ClientRole,
+    metrics: Metrics,
+}
+
+impl ClientContext for KafkaContext {
+    fn stats(&self, statistics: Statistics) {
+        self.metrics.record_kafka_stats(self.role.as_str(), &statistics);
+    }
+}
+
+/// Delivery reports of the producers that use this context directly (the replay and the probe)
+/// need no handling: a failed record fails its transaction's commit.
+impl rdkafka::producer::ProducerContext for KafkaContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+impl ConsumerContext for KafkaContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let kind = match rebalance {
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions revoked");
+                "revoke"
+            }
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions assigned");
+                "assign"
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(error = %e, "rebalance error");
+                "error"
+            }
+        };
+        self.metrics.consumer_rebalances.with_label_values(&[kind]).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{KafkaProperty, Secret};
+
+    fn prop(key: &str, value: &str) -> KafkaProperty {
+        KafkaProperty { key: key.into(), value: Secret::new(value) }
+    }
+
+    #[test]
+    fn every_client_gets_the_brokers_and_the_pass_through_properties() {
+        let mut s = crate::config::Settings::for_test("t", "g", "p");
+        s.kafka.kafka_properties = vec![prop("socket.timeout.ms", "12345")];
+        let k = KafkaClients::new(&s.kafka, Metrics::new());
+        let all = [
+            k.producer(),
+            k.consumer(&s.consumer),
+            k.transactional(ClientRole::Transactions, "g"),
+            k.replay_consumer("g-dlt-replay"),
+            k.probe(),
+            k.admin(),
+        ];
+        for c in &all {
+            assert_eq!(c.get("bootstrap.servers"), Some(s.kafka.kafka_brokers.as_str()));
+            assert_eq!(c.get("socket.timeout.ms"), Some("12345"));
+        }
+        assert_eq!(all[0].get("acks"), Some("all"));
+        assert_eq!(all[1].get("isolation.level"), Some("read_committed"));
+        assert_eq!(all[1].get("session.timeout.ms"), Some("10000"));
+    }
+}

@@ -1,0 +1,90 @@
+//! The Redis key scheme, in one place: the store, the tests and the tools build keys here.
+//!
+//! Every key of one concert is `{prefix}:{{concertId}}:{part}`: the hash tag `{concertId}`
+//! puts all of a concert's keys in one Redis Cluster slot, so each script touches one slot.
+//! The registry of concert ids is the only key outside any concert (its own slot).
+
+use std::sync::Arc;
+
+use crate::ids::ConcertId;
+
+/// One of a concert's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// HASH userId → joinedAt (ms); presence means "has ever been queued" (dedup).
+    Joined,
+    /// LIST of userIds in queue order (the concert's waiting list).
+    Waiting,
+    /// ZSET userId → sequence number; ZRANK gives the exact position in O(log n).
+    Rank,
+    /// STRING: the concert's last sequence number.
+    Seq,
+    /// HASH userId → how the fan left the queue (`a:<iat>:<exp>`, `x:<ms>`, `r:<ms>`).
+    State,
+    /// HASH userId → last status poll (ms), for abandonment.
+    Seen,
+    /// HASH of admission counters and the rate bucket.
+    Adm,
+    /// ZSET userId → admission token expiry (ms): the slots in use.
+    Active,
+    /// STRING: the automatic admitter's lease, `<instance>:<fence>`.
+    Lease,
+    /// STRING: the lease's fencing counter.
+    Fence,
+    /// HASH: the concert's settings.
+    Concert,
+}
+
+impl Part {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Part::Joined => "joined",
+            Part::Waiting => "waiting",
+            Part::Rank => "rank",
+            Part::Seq => "seq",
+            Part::State => "state",
+            Part::Seen => "seen",
+            Part::Adm => "adm",
+            Part::Active => "active",
+            Part::Lease => "lease",
+            Part::Fence => "fence",
+            Part::Concert => "concert",
+        }
+    }
+}
+
+/// Builds the keys under one prefix (`QUEUEGATE_REDIS_PREFIX`).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: Arc<str>,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Keys { prefix: prefix.into() }
+    }
+
+    /// `{prefix}:{{concertId}}:{part}`
+    pub fn concert(&self, concert: &ConcertId, part: Part) -> String {
+        format!("{}:{{{}}}:{}", self.prefix, concert, part.as_str())
+    }
+
+    /// The SET of every concert id.
+    pub fn registry(&self) -> String {
+        format!("{}:concerts", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_concerts_keys_share_its_hash_tag() {
+        let k = Keys::new("qg");
+        let c = ConcertId::parse("tour-1").unwrap();
+        assert_eq!(k.concert(&c, Part::Waiting), "qg:{tour-1}:waiting");
+        assert_eq!(k.concert(&c, Part::Rank), "qg:{tour-1}:rank");
+        assert_eq!(k.registry(), "qg:concerts");
+    }
+}

@@ -1,0 +1,326 @@
+//! The one test harness, shared by every test binary (`#[path]`-included as `common`): the test
+//! environment, names private to one test, topics, the application spawned on port 0, polls
+//! with deadlines, and private Redis and Kafka servers for tests that break them.
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+pub mod private_kafka;
+pub mod private_redis;
+
+use std::time::Duration;
+
+use queuegate::config::{Role, Secret, Settings};
+use queuegate::ids::ConcertId;
+use queuegate::kafka::KafkaClients;
+use queuegate::metrics::Metrics;
+use queuegate::startup::Application;
+use queuegate::store::keys::{Keys, Part};
+use queuegate::store::QueueStore;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const TOKEN_SECRET: &str = "test-token-secret-0123456789-0123456789";
+
+/// Brokers of the test environment (the Makefile's default unless overridden).
+pub fn brokers() -> String {
+    std::env::var("QUEUEGATE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// Redis of the test environment (the Makefile's default unless overridden).
+pub fn redis_url() -> String {
+    std::env::var("QUEUEGATE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Names private to one test: topic, consumer group and Redis key prefix, plus the Kafka and
+/// Redis it talks to.
+#[derive(Clone, Debug)]
+pub struct Names {
+    pub topic: String,
+    pub group: String,
+    pub prefix: String,
+    pub brokers: String,
+    pub redis_url: String,
+}
+
+impl Names {
+    /// Fresh names on the shared services.
+    pub fn new() -> Self {
+        Self::on(brokers(), redis_url())
+    }
+
+    /// Fresh names on the given Kafka and Redis.
+    pub fn on(brokers: String, redis_url: String) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let name = format!("qgtest-{id}");
+        Names { topic: name.clone(), group: name.clone(), prefix: name, brokers, redis_url }
+    }
+
+    /// Settings for an in-process application with these names.
+    pub fn settings(&self) -> Settings {
+        let mut s = Settings::for_test(&self.topic, &self.group, &self.prefix);
+        s.kafka.kafka_brokers = self.brokers.clone();
+        s.redis.redis_url = self.redis_url.clone();
+        s.security.admin_token = Some(Secret::new(ADMIN_TOKEN));
+        s
+    }
+
+    /// The environment of a `queuegate` process with these names (for spawned binaries).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("QUEUEGATE_KAFKA_BROKERS", self.brokers.clone()),
+            ("QUEUEGATE_KAFKA_TOPIC", self.topic.clone()),
+            ("QUEUEGATE_KAFKA_GROUP", self.group.clone()),
+            ("QUEUEGATE_REDIS_URL", self.redis_url.clone()),
+            ("QUEUEGATE_REDIS_PREFIX", self.prefix.clone()),
+            ("QUEUEGATE_ADMIN_TOKEN", ADMIN_TOKEN.into()),
+            ("QUEUEGATE_TOKEN_SECRET", TOKEN_SECRET.into()),
+            ("QUEUEGATE_HTTP_ADDR", "127.0.0.1:0".into()),
+            ("QUEUEGATE_ADMIN_ADDR", "127.0.0.1:0".into()),
+            ("QUEUEGATE_SHUTDOWN_GRACE_SECONDS", "5".into()),
+            ("QUEUEGATE_ADMISSION_KEY_FILE", admission_key_file()),
+        ]
+    }
+
+    /// A store on these names' Redis and prefix.
+    pub fn store(&self) -> QueueStore {
+        let mut redis = self.settings().redis;
+        redis.redis_pool = 4;
+        QueueStore::new(&redis).expect("store")
+    }
+
+    /// The Redis key of `part` of `concert` under these names' prefix.
+    pub fn key(&self, concert: &str, part: Part) -> String {
+        Keys::new(&self.prefix).concert(&ConcertId::parse(concert).expect("a valid concert id"), part)
+    }
+
+    /// Creates the entry topic (with `partitions`) and its dead-letter topic.
+    pub async fn create_topics(&self, partitions: i32) {
+        let kafka = KafkaClients::new(&self.settings().kafka, Metrics::new());
+        let admin: AdminClient<DefaultClientContext> = kafka.admin().create().expect("admin client");
+        let dlt = format!("{}.dlt", self.topic);
+        let topics = [
+            NewTopic::new(&self.topic, partitions, TopicReplication::Fixed(1)),
+            NewTopic::new(&dlt, 1, TopicReplication::Fixed(1)),
+        ];
+        for r in admin.create_topics(&topics, &AdminOptions::new()).await.expect("create topics") {
+            r.expect("topic created");
+        }
+    }
+}
+
+/// Creates `names`' topics (kept for the tests' vocabulary: `create_topics(&names, n)`).
+pub async fn create_topics(names: &Names, partitions: i32) {
+    names.create_topics(partitions).await
+}
+
+/// A PKCS#8 PEM Ed25519 key file for spawned processes (written once per test binary).
+pub fn admission_key_file() -> String {
+    use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePrivateKey};
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("qgtest-admission-{}.pem", std::process::id()));
+        let pem = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]).to_pkcs8_pem(LineEnding::LF).expect("encodes");
+        std::fs::write(&path, pem.as_bytes()).expect("key file written");
+        path.display().to_string()
+    })
+    .clone()
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Whether something accepts connections on 127.0.0.1:`port` within `timeout`.
+pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let until = std::time::Instant::now() + timeout;
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `f` every 50 ms until it is true or `deadline` passes; returns whether it became true.
+pub async fn poll_until(deadline: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn init_logs() {
+    if std::env::var("TEST_LOG").is_ok() {
+        let mut s = Settings::for_test("t", "g", "p").telemetry;
+        s.log = "info,queuegate=debug".into();
+        s.log_format = queuegate::config::LogFormat::Pretty;
+        let _ = queuegate::telemetry::init(&s);
+    }
+}
+
+/// A running application and what a test needs to talk to it.
+pub struct TestApp {
+    pub names: Names,
+    pub http: Option<String>,
+    pub admin: String,
+    pub client: reqwest::Client,
+    pub store: QueueStore,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// The full app (`queuegate run`) on fresh topics.
+pub async fn spawn_app() -> TestApp {
+    let names = Names::new();
+    names.create_topics(6).await;
+    spawn_role(&names, Role::Run, |_| {}).await
+}
+
+/// One role of the app with the given names and settings changes.
+pub async fn spawn_role(names: &Names, role: Role, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_with(names, role, tweak, |_| {}).await
+}
+
+/// The same, with `before_run` given the built application (to add supervised work) first.
+pub async fn spawn_with(
+    names: &Names,
+    role: Role,
+    tweak: impl FnOnce(&mut Settings),
+    before_run: impl FnOnce(&mut Application),
+) -> TestApp {
+    init_logs();
+    let mut settings = names.settings();
+    tweak(&mut settings);
+    let mut app = Application::build(settings, role).await.expect("app builds");
+    before_run(&mut app);
+    let http = app.http_port().map(|p| format!("http://127.0.0.1:{p}"));
+    let admin = format!("http://127.0.0.1:{}", app.admin_port());
+    let stop = app.stop_token();
+    let task = tokio::spawn(app.run());
+    TestApp {
+        names: names.clone(),
+        http,
+        admin,
+        client: reqwest::Client::builder().pool_max_idle_per_host(512).build().expect("client"),
+        store: names.store(),
+        stop,
+        task: Some(task),
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl TestApp {
+    pub fn http(&self) -> &str {
+        self.http.as_deref().expect("this role serves the public listener")
+    }
+
+    /// Graceful shutdown; returns what `run` returned.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.finished().await
+    }
+
+    /// Waits for `run` to return by itself (a failed task shuts the app down); what it returned.
+    pub async fn finished(&mut self) -> anyhow::Result<()> {
+        self.task.take().expect("running").await.expect("app task")
+    }
+
+    pub async fn put_concert(&self, id: &str, body: Value) -> reqwest::Response {
+        self.client
+            .put(format!("{}/admin/v1/concerts/{id}", self.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("admin PUT")
+    }
+
+    pub async fn open_concert(&self, id: &str) {
+        let r = self.put_concert(id, serde_json::json!({"state": "open"})).await;
+        assert_eq!(r.status(), 200, "opening concert {id}");
+    }
+
+    pub async fn join(&self, concert: &str, user: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/concerts/{concert}/queue", self.http()))
+            .json(&serde_json::json!({ "userId": user }))
+            .send()
+            .await
+            .expect("join request")
+    }
+
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.client.get(format!("{}{path}", self.admin)).bearer_auth(ADMIN_TOKEN).send().await.expect("admin GET")
+    }
+
+    pub async fn admin_delete(&self, path: &str) -> reqwest::Response {
+        self.client.delete(format!("{}{path}", self.admin)).bearer_auth(ADMIN_TOKEN).send().await.expect("admin DELETE")
+    }
+
+    pub async fn admin_json(&self, path: &str) -> Value {
+        let r = self.admin_get(path).await;
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().await.expect("json")
+    }
+
+    pub async fn status(&self, concert: &str, user: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}/v1/concerts/{concert}/queue/{user}", self.http()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("status request")
+    }
+
+    /// The raw waiting LIST of `concert`, head first.
+    pub async fn waiting_list(&self, concert: &str) -> Vec<String> {
+        let c = ConcertId::parse(concert).expect("a valid concert id");
+        self.store.waiting_list(&c).await.expect("waiting list")
+    }
+
+    /// A counter or gauge of this app's /metrics (summed over `labels`-matching series).
+    pub async fn metric(&self, name_and_labels: &str) -> u64 {
+        let text = self.client.get(format!("{}/metrics", self.admin)).send().await.expect("metrics").text().await;
+        let prefix = format!("{name_and_labels} ");
+        text.expect("text")
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(|v| v.trim().parse::<f64>().expect("a number") as u64)
+            .unwrap_or(0)
+    }
+
+    /// Sum of `queuegate_consumer_records_total` for one outcome, from this app's /metrics.
+    pub async fn consumer_records(&self, outcome: &str) -> u64 {
+        self.metric(&format!("queuegate_consumer_records_total{{outcome=\"{outcome}\"}}")).await
+    }
+
+    /// Waits until the consumer has handled `n` records (appended, duplicate or dead-lettered).
+    pub async fn wait_for_records(&self, n: u64) {
+        let mut handled = 0;
+        let done = poll_until(Duration::from_secs(60), async || {
+            handled = self.consumer_records("appended").await
+                + self.consumer_records("duplicate").await
+                + self.consumer_records("dead_lettered").await;
+            handled >= n
+        })
+        .await;
+        assert!(done, "consumer handled {handled} of {n} records within 60 s");
+    }
+}
