@@ -21,6 +21,9 @@ if [ -z "${QUEUEGATE_ADMISSION_KEY_FILE:-}" ]; then
 fi
 export QUEUEGATE_ADMISSION_KEY_FILE
 export QUEUEGATE_ADMIN_TOKEN=${QUEUEGATE_ADMIN_TOKEN:-dev-admin-token-change-me}
+# A laptop loop: loopback listeners, the example admin token, and (unless
+# QUEUEGATE_FAN_IDENTITY says otherwise) fans who name themselves (body mode).
+export QUEUEGATE_INSECURE_DEV=${QUEUEGATE_INSECURE_DEV:-true}
 export QUEUEGATE_DEMO_CONCERT=${QUEUEGATE_DEMO_CONCERT:-demo}
 export QUEUEGATE_LOG_FORMAT=${QUEUEGATE_LOG_FORMAT:-pretty}
 HTTP=${QUEUEGATE_HTTP_ADDR:-127.0.0.1:8080}

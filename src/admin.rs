@@ -10,13 +10,12 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::admission::AdmissionKeys;
 use crate::concerts::{Concert, ConcertCache, ConcertSettings, ConcertState};
 use crate::config::Secret;
-use crate::gateway::{bearer, FanStatus};
+use crate::gateway::FanStatus;
+use crate::identity::{bearer, Credentials};
 use crate::ids::{ConcertId, UserId};
 use crate::kafka::KafkaProbe;
 use crate::metrics::Metrics;
@@ -38,8 +37,8 @@ pub struct Admin {
     pub metrics: Metrics,
     /// Signs the admission tokens manual admission hands out.
     pub keys: AdmissionKeys,
-    /// SHA-256 of the admin token; None under --insecure-dev without a token.
-    token_hash: Option<[u8; 32]>,
+    /// The admin token (none configured under --insecure-dev without a token: open).
+    admin_token: Credentials,
     /// Asks Kafka for metadata, for readiness.
     kafka: KafkaProbe,
     /// Draining and failed tasks: /readyz answers 503 on either.
@@ -56,27 +55,12 @@ impl Admin {
         kafka: KafkaProbe,
         health: Arc<Health>,
     ) -> Self {
-        Admin {
-            store,
-            cache,
-            metrics,
-            keys,
-            token_hash: admin_token.map(|t| Sha256::digest(t.expose().as_bytes()).into()),
-            kafka,
-            health,
-        }
+        Admin { store, cache, metrics, keys, admin_token: Credentials::new(admin_token), kafka, health }
     }
 
-    /// Constant-time check of a presented token (hashes first, so length leaks nothing either).
+    /// Whether the presented bearer token is the admin token (constant time).
     fn authorized(&self, presented: Option<&str>) -> bool {
-        match (&self.token_hash, presented) {
-            (None, _) => true,
-            (Some(want), Some(got)) => {
-                let got: [u8; 32] = Sha256::digest(got.as_bytes()).into();
-                bool::from(want.ct_eq(&got))
-            }
-            (Some(_), None) => false,
-        }
+        self.admin_token.accepts(presented)
     }
 }
 

@@ -1,10 +1,15 @@
 //! Admission tokens: Ed25519-signed JWTs (`alg: EdDSA`) that a booking site verifies offline
 //! with the public key from `GET /.well-known/jwks.json`.
 //!
-//! Claims: `iss` ("queuegate"), `sub` (the userId), `concert`, `iat` and `exp` (seconds), `jti`.
-//! Ed25519 signatures are deterministic, so a token is a pure function of (concert, user, issue
-//! and expiry time): Redis keeps only those times, and every instance with the same key
-//! re-creates the identical token when a fan reads its status.
+//! Claims: `iss` ("queuegate"), `sub` (the userId), `aud` (`QUEUEGATE_ADMISSION_AUDIENCE`),
+//! `concert`, `iat`, `nbf` (= `iat`) and `exp` (seconds), `jti`. Ed25519 signatures are
+//! deterministic, so a token is a pure function of (concert, user, issue and expiry time): Redis
+//! keeps only those times, and every instance with the same key re-creates the identical token
+//! when a fan reads its status.
+//!
+//! Several keys may be configured (`QUEUEGATE_ADMISSION_KEY_FILE=new.pem,old.pem`): the first
+//! signs, all are published in the JWKS and accepted when verifying, so a key rotation does not
+//! invalidate tokens already issued.
 
 use std::path::Path;
 
@@ -24,8 +29,10 @@ pub const ISSUER: &str = "queuegate";
 pub struct Claims {
     pub iss: String,
     pub sub: String,
+    pub aud: String,
     pub concert: String,
     pub iat: i64,
+    pub nbf: i64,
     pub exp: i64,
     pub jti: String,
 }
@@ -39,13 +46,24 @@ pub enum TokenError {
     BadSignature,
     #[error("the admission token has expired")]
     Expired,
+    #[error("the admission token is not valid yet")]
+    NotYetValid,
+    #[error("the admission token is for another audience")]
+    WrongAudience,
 }
 
-/// The signing key and its public half.
+/// One key: the signing half and its id.
 #[derive(Clone)]
-pub struct AdmissionKeys {
+struct Key {
     signing: SigningKey,
     kid: String,
+}
+
+/// The admission keys (the first signs; all verify and are published) and the audience.
+#[derive(Clone)]
+pub struct AdmissionKeys {
+    keys: Vec<Key>,
+    audience: String,
 }
 
 #[derive(Serialize)]
@@ -56,12 +74,19 @@ struct Header<'a> {
 }
 
 impl AdmissionKeys {
-    /// Loads a PKCS#8 PEM Ed25519 private key (`openssl genpkey -algorithm ed25519`).
-    pub fn from_pem_file(path: &Path) -> anyhow::Result<Self> {
-        let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let signing = SigningKey::from_pkcs8_pem(&pem)
-            .map_err(|e| anyhow::anyhow!("{} is not a PKCS#8 PEM Ed25519 private key: {e}", path.display()))?;
-        Ok(Self::from_signing_key(signing))
+    /// Loads PKCS#8 PEM Ed25519 private keys (`openssl genpkey -algorithm ed25519`); the first
+    /// signs. Tokens carry `aud: audience`.
+    pub fn from_pem_files(paths: &[impl AsRef<Path>], audience: &str) -> anyhow::Result<Self> {
+        anyhow::ensure!(!paths.is_empty(), "no key file given");
+        let mut keys = Vec::new();
+        for path in paths {
+            let path = path.as_ref();
+            let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let signing = SigningKey::from_pkcs8_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("{} is not a PKCS#8 PEM Ed25519 private key: {e}", path.display()))?;
+            keys.push(Key::new(signing));
+        }
+        Ok(AdmissionKeys { keys, audience: audience.to_owned() })
     }
 
     /// Writes a new random key as PKCS#8 PEM to `path` (mode 0600), refusing to overwrite.
@@ -82,35 +107,39 @@ impl AdmissionKeys {
 
     /// A random key that lives as long as the process (development only: tokens of different
     /// instances do not verify with each other's JWKS).
-    pub fn ephemeral() -> Self {
+    pub fn ephemeral(audience: &str) -> Self {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).expect("the OS random source works");
-        Self::from_signing_key(SigningKey::from_bytes(&seed))
+        AdmissionKeys { keys: vec![Key::new(SigningKey::from_bytes(&seed))], audience: audience.to_owned() }
     }
 
-    fn from_signing_key(signing: SigningKey) -> Self {
-        let digest = Sha256::digest(signing.verifying_key().as_bytes());
-        let kid = URL_SAFE_NO_PAD.encode(&digest[..12]);
-        AdmissionKeys { signing, kid }
-    }
-
-    /// The key id (`kid`): a hash of the public key.
+    /// The key id (`kid`) of the signing key: a hash of its public key.
     pub fn kid(&self) -> &str {
-        &self.kid
+        &self.keys[0].kid
     }
 
-    /// The JSON Web Key Set publishing the public key.
+    /// The audience every token carries.
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    /// The JSON Web Key Set publishing every public key, the signing one first.
     pub fn jwks(&self) -> serde_json::Value {
-        serde_json::json!({
-            "keys": [{
-                "kty": "OKP",
-                "crv": "Ed25519",
-                "alg": "EdDSA",
-                "use": "sig",
-                "kid": self.kid,
-                "x": URL_SAFE_NO_PAD.encode(self.signing.verifying_key().as_bytes()),
-            }]
-        })
+        let keys: Vec<serde_json::Value> = self
+            .keys
+            .iter()
+            .map(|k| {
+                serde_json::json!({
+                    "kty": "OKP",
+                    "crv": "Ed25519",
+                    "alg": "EdDSA",
+                    "use": "sig",
+                    "kid": k.kid,
+                    "x": URL_SAFE_NO_PAD.encode(k.signing.verifying_key().as_bytes()),
+                })
+            })
+            .collect();
+        serde_json::json!({ "keys": keys })
     }
 
     /// The token admitting `user` to `concert`, issued at `iat_ms`, expiring at `exp_ms`.
@@ -122,22 +151,26 @@ impl AdmissionKeys {
         let claims = Claims {
             iss: ISSUER.to_owned(),
             sub: user.to_owned(),
+            aud: self.audience.clone(),
             concert: concert.to_owned(),
             iat: iat_ms.div_euclid(1000),
+            nbf: iat_ms.div_euclid(1000),
             exp: exp_ms.div_euclid(1000),
             jti,
         };
-        let header = Header { alg: "EdDSA", typ: "JWT", kid: &self.kid };
+        let signer = &self.keys[0];
+        let header = Header { alg: "EdDSA", typ: "JWT", kid: &signer.kid };
         let mut out = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("header serialises"));
         out.push('.');
         out.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).expect("claims serialise")));
-        let sig = self.signing.sign(out.as_bytes());
+        let sig = signer.signing.sign(out.as_bytes());
         out.push('.');
         out.push_str(&URL_SAFE_NO_PAD.encode(sig.to_bytes()));
         out
     }
 
-    /// Checks a token's signature and expiry (against `now_ms`) and returns its claims.
+    /// Checks a token's signature (by any configured key, chosen by `kid`), audience, `nbf` and
+    /// expiry (against `now_ms`) and returns its claims.
     pub fn verify(&self, token: &str, now_ms: i64) -> Result<Claims, TokenError> {
         let (signed, sig) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
         let (header, claims) = signed.split_once('.').ok_or(TokenError::Malformed)?;
@@ -149,7 +182,8 @@ impl AdmissionKeys {
         }
         let sig: [u8; 64] =
             URL_SAFE_NO_PAD.decode(sig).ok().and_then(|b| b.try_into().ok()).ok_or(TokenError::Malformed)?;
-        let key: VerifyingKey = self.signing.verifying_key();
+        let key = self.keys.iter().find(|k| header["kid"] == k.kid.as_str()).ok_or(TokenError::BadSignature)?;
+        let key: VerifyingKey = key.signing.verifying_key();
         key.verify(signed.as_bytes(), &Signature::from_bytes(&sig)).map_err(|_| TokenError::BadSignature)?;
         let claims: Claims =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).map_err(|_| TokenError::Malformed)?)
@@ -157,7 +191,20 @@ impl AdmissionKeys {
         if claims.exp * 1000 <= now_ms {
             return Err(TokenError::Expired);
         }
+        if claims.nbf * 1000 > now_ms {
+            return Err(TokenError::NotYetValid);
+        }
+        if claims.aud != self.audience {
+            return Err(TokenError::WrongAudience);
+        }
         Ok(claims)
+    }
+}
+
+impl Key {
+    fn new(signing: SigningKey) -> Self {
+        let digest = Sha256::digest(signing.verifying_key().as_bytes());
+        Key { kid: URL_SAFE_NO_PAD.encode(&digest[..12]), signing }
     }
 }
 
@@ -167,23 +214,47 @@ mod tests {
 
     #[test]
     fn a_token_verifies_until_it_expires_and_not_after_tampering() {
-        let k = AdmissionKeys::ephemeral();
+        let k = AdmissionKeys::ephemeral("booking");
         let t = k.issue("c1", "u1", 1_000_000, 1_060_000);
         let claims = k.verify(&t, 1_000_500).expect("valid");
         assert_eq!((claims.sub.as_str(), claims.concert.as_str(), claims.iat, claims.exp), ("u1", "c1", 1000, 1060));
+        assert_eq!((claims.aud.as_str(), claims.nbf), ("booking", 1000));
         assert_eq!(k.verify(&t, 1_060_000), Err(TokenError::Expired));
+        assert_eq!(k.verify(&t, 999_000), Err(TokenError::NotYetValid));
         let mut tampered = t.clone();
         let mid = tampered.find('.').unwrap() + 3;
         tampered.replace_range(mid..mid + 1, if &t[mid..mid + 1] == "A" { "B" } else { "A" });
         assert!(k.verify(&tampered, 1_000_500).is_err());
-        assert_eq!(AdmissionKeys::ephemeral().verify(&t, 1_000_500), Err(TokenError::BadSignature));
+        assert_eq!(AdmissionKeys::ephemeral("booking").verify(&t, 1_000_500), Err(TokenError::BadSignature));
+        let other_audience = AdmissionKeys { keys: k.keys.clone(), audience: "elsewhere".into() };
+        assert_eq!(other_audience.verify(&t, 1_000_500), Err(TokenError::WrongAudience));
+    }
+
+    #[test]
+    fn after_a_rotation_the_new_key_signs_and_tokens_of_the_old_one_still_verify() {
+        let dir = std::env::temp_dir();
+        let (old, new) = (
+            dir.join(format!("qg-old-{}.pem", uuid::Uuid::new_v4())),
+            dir.join(format!("qg-new-{}.pem", uuid::Uuid::new_v4())),
+        );
+        AdmissionKeys::generate_pem_file(&old).unwrap();
+        AdmissionKeys::generate_pem_file(&new).unwrap();
+        let before = AdmissionKeys::from_pem_files(&[&old], "booking").unwrap();
+        let issued_before = before.issue("c", "u", 0, i64::MAX / 2);
+        let after = AdmissionKeys::from_pem_files(&[&new, &old], "booking").unwrap();
+        assert_ne!(after.kid(), before.kid(), "the new key signs");
+        assert!(after.verify(&issued_before, 1).is_ok(), "a token of the old key still verifies");
+        assert_eq!(after.jwks()["keys"].as_array().unwrap().len(), 2, "both keys are published");
+        assert_eq!(after.jwks()["keys"][1]["kid"], before.kid());
+        std::fs::remove_file(old).unwrap();
+        std::fs::remove_file(new).unwrap();
     }
 
     #[test]
     fn a_generated_key_file_loads_and_is_never_overwritten() {
         let path = std::env::temp_dir().join(format!("qg-key-{}.pem", uuid::Uuid::new_v4()));
         AdmissionKeys::generate_pem_file(&path).expect("written");
-        let k = AdmissionKeys::from_pem_file(&path).expect("loads");
+        let k = AdmissionKeys::from_pem_files(&[&path], "booking").expect("loads");
         assert!(k.verify(&k.issue("c", "u", 0, i64::MAX / 2), 1).is_ok());
         assert!(AdmissionKeys::generate_pem_file(&path).is_err(), "refuses to overwrite");
         std::fs::remove_file(&path).unwrap();
@@ -191,7 +262,7 @@ mod tests {
 
     #[test]
     fn tokens_are_deterministic_so_any_instance_recreates_them() {
-        let k = AdmissionKeys::ephemeral();
+        let k = AdmissionKeys::ephemeral("booking");
         assert_eq!(k.issue("c", "u", 5, 6_000), k.issue("c", "u", 5, 6_000));
     }
 }

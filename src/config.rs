@@ -9,9 +9,11 @@
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod identity;
 mod secret;
 pub mod sections;
 
+pub use identity::{FanIdentityMode, IdentitySettings};
 pub use secret::Secret;
 pub use sections::{
     check_properties, AdmissionSettings, ConsumerSettings, HttpSettings, KafkaProperty, KafkaSettings, LogFormat,
@@ -138,6 +140,8 @@ pub struct Settings {
     #[command(flatten)]
     pub security: SecuritySettings,
     #[command(flatten)]
+    pub identity: IdentitySettings,
+    #[command(flatten)]
     pub telemetry: TelemetrySettings,
 }
 
@@ -154,14 +158,22 @@ pub(crate) fn bad(setting: &'static str, reason: impl Into<String>) -> ConfigErr
 }
 
 impl Settings {
-    /// Checks everything that can be checked without the network, section by section.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.http.validate()?;
+    /// Checks everything that can be checked without the network, section by section, for a
+    /// process in `role`.
+    pub fn validate_for(&self, role: Role) -> Result<(), ConfigError> {
+        let insecure_dev = self.security.insecure_dev;
+        self.http.validate(insecure_dev)?;
         self.kafka.validate()?;
         self.consumer.validate()?;
         self.redis.validate()?;
         self.security.validate()?;
-        self.admission.validate(self.security.insecure_dev)
+        self.identity.validate(insecure_dev, role.serves_public())?;
+        self.admission.validate(insecure_dev)
+    }
+
+    /// The fan identity mode in force (None for roles that serve no fans and set none).
+    pub fn fan_identity(&self) -> Option<FanIdentityMode> {
+        self.identity.mode(self.security.insecure_dev)
     }
 
     /// Settings for tests and embedding: loopback listeners on port 0 and local services,
@@ -173,10 +185,13 @@ impl Settings {
         s.http.concert_refresh_ms = 200;
         s.http.http_workers = 2;
         s.http.shutdown_grace_seconds = 5;
+        // Tests drive thousands of joins from one address.
+        s.http.rate_limit_per_ip = 0;
         s.kafka.kafka_topic = topic.to_owned();
         s.kafka.kafka_group = group.to_owned();
         s.redis.redis_prefix = prefix.to_owned();
         s.security.admin_token = Some(Secret::new("test-admin-token-0123456789"));
+        s.security.token_secret = Some(Secret::new("test-token-secret-0123456789-0123456789"));
         s
     }
 }
@@ -206,7 +221,7 @@ mod tests {
     }
 
     fn setting_refused(args: &[&str]) -> &'static str {
-        parse(args).validate().expect_err("refused").setting
+        parse(args).validate_for(Role::Run).expect_err("refused").setting
     }
 
     #[test]
@@ -219,9 +234,9 @@ mod tests {
 
     #[test]
     fn insecure_dev_runs_without_secrets() {
-        parse(&["--insecure-dev"]).validate().expect("valid");
-        let args = secure(&[]);
-        parse(&args.iter().map(String::as_str).collect::<Vec<_>>()).validate().expect("valid");
+        parse(&["--insecure-dev"]).validate_for(Role::Run).expect("valid");
+        let args = secure(&["--fan-identity", "anonymous"]);
+        parse(&args.iter().map(String::as_str).collect::<Vec<_>>()).validate_for(Role::Run).expect("valid");
     }
 
     #[test]
@@ -230,16 +245,66 @@ mod tests {
         assert_eq!(setting_refused(&s), "QUEUEGATE_TOKEN_SECRET");
     }
 
+    fn refused_for(role: Role, extra: &[&str]) -> Option<&'static str> {
+        let args = secure(extra);
+        parse(&args.iter().map(String::as_str).collect::<Vec<_>>()).validate_for(role).err().map(|e| e.setting)
+    }
+
+    #[test]
+    fn a_gateway_must_say_how_it_knows_who_a_fan_is() {
+        assert_eq!(refused_for(Role::Gateway, &[]), Some("QUEUEGATE_FAN_IDENTITY"));
+        assert_eq!(refused_for(Role::Consumer, &[]), None, "a consumer serves no fans");
+        assert_eq!(refused_for(Role::Run, &["--fan-identity", "body"]), Some("QUEUEGATE_FAN_IDENTITY"));
+        assert_eq!(refused_for(Role::Run, &["--fan-identity", "body", "--allow-unauthenticated-fans"]), None);
+        assert_eq!(refused_for(Role::Run, &["--fan-identity", "jwt"]), Some("QUEUEGATE_FAN_JWT_JWKS"));
+        let jwt = ["--fan-identity", "jwt", "--fan-jwt-secret", "0123456789abcdef0123456789abcdef"];
+        assert_eq!(refused_for(Role::Run, &jwt), Some("QUEUEGATE_FAN_JWT_ISSUER"));
+        let full =
+            [&jwt[..], &["--fan-jwt-issuer", "https://tickets.example", "--fan-jwt-audience", "queuegate"]].concat();
+        assert_eq!(refused_for(Role::Run, &full), None);
+        assert_eq!(refused_for(Role::Run, &["--fan-identity", "trusted-header"]), Some("QUEUEGATE_FAN_ID_HEADER"));
+        let header = ["--fan-identity", "trusted-header", "--fan-id-header", "x-fan-id"];
+        assert_eq!(refused_for(Role::Run, &header), Some("QUEUEGATE_TRUSTED_PROXIES"));
+        let with_proxies = [&header[..], &["--trusted-proxies", "10.0.0.0/8,::1/128"]].concat();
+        assert_eq!(refused_for(Role::Run, &with_proxies), None);
+    }
+
+    #[test]
+    fn example_secrets_and_half_configured_secrets_are_refused() {
+        let s = [
+            "--fan-identity",
+            "anonymous",
+            "--admission-key-file",
+            "k.pem",
+            "--token-secret",
+            "compose-token-secret-change-me-0123456789",
+            "--admin-token",
+            "0123456789abcdef",
+        ];
+        assert_eq!(setting_refused(&s), "QUEUEGATE_TOKEN_SECRET");
+        let dev = ["--insecure-dev", "--admin-token", "0123456789abcdef"];
+        assert_eq!(setting_refused(&dev), "QUEUEGATE_TOKEN_SECRET", "an admin token needs a token secret");
+        let dev_examples =
+            ["--insecure-dev", "--admin-token", "dev-admin-token-change-me", "--token-secret", &"change-me".repeat(4)];
+        parse(&dev_examples).validate_for(Role::Run).expect("examples are fine on a laptop");
+    }
+
+    #[test]
+    fn insecure_dev_listens_on_loopback_only() {
+        assert_eq!(setting_refused(&["--insecure-dev", "--http-addr", "0.0.0.0:8080"]), "QUEUEGATE_HTTP_ADDR");
+        assert_eq!(setting_refused(&["--insecure-dev", "--admin-addr", "192.0.2.1:8081"]), "QUEUEGATE_ADMIN_ADDR");
+    }
+
     #[test]
     fn a_missing_admission_key_names_the_setting() {
-        let s = ["--admin-token", "0123456789abcdef", "--token-secret", &"x".repeat(32)];
+        let s = ["--admin-token", "0123456789abcdef", "--token-secret", &"x".repeat(32), "--fan-identity", "anonymous"];
         assert_eq!(setting_refused(&s), "QUEUEGATE_ADMISSION_KEY_FILE");
     }
 
     #[test]
     fn an_unreadable_admission_key_names_the_setting() {
         let mut s = parse(&["--insecure-dev"]);
-        s.admission.admission_key_file = Some("/nonexistent/key.pem".into());
+        s.admission.admission_key_file = vec!["/nonexistent/key.pem".into()];
         assert_eq!(s.admission.keys().err().expect("refused").setting, "QUEUEGATE_ADMISSION_KEY_FILE");
     }
 
@@ -247,7 +312,7 @@ mod tests {
     fn bad_values_name_their_setting_and_the_range() {
         assert_eq!(setting_refused(&["--insecure-dev", "--redis-url", "http://x"]), "QUEUEGATE_REDIS_URL");
         assert_eq!(setting_refused(&["--insecure-dev", "--kafka-topic", "a b"]), "QUEUEGATE_KAFKA_TOPIC");
-        let err = parse(&["--insecure-dev", "--consumer-batch", "0"]).validate().unwrap_err();
+        let err = parse(&["--insecure-dev", "--consumer-batch", "0"]).validate_for(Role::Run).unwrap_err();
         assert_eq!(
             err.to_string(),
             "invalid configuration: QUEUEGATE_CONSUMER_BATCH: must be between 1 and 10000 (got 0)"
@@ -285,7 +350,7 @@ mod tests {
         ]);
         let keys: Vec<&str> = s.kafka.kafka_properties.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["security.protocol", "sasl.mechanism"]);
-        s.validate().expect("valid");
+        s.validate_for(Role::Run).expect("valid");
         let one = Cli::try_parse_from(["queuegate", "--kafka-property", "a.b=1,c.d=2"]).unwrap().run;
         assert_eq!(one.kafka.kafka_properties.len(), 2);
         assert!(Cli::try_parse_from(["queuegate", "--kafka-property", "novalue"]).is_err());

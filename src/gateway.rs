@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::admission::AdmissionKeys;
 use crate::concerts::{ConcertCache, ConcertState};
+use crate::identity::FanIdentity;
 use crate::ids::{ConcertId, EntryRecord, UserId};
 use crate::metrics::Metrics;
-use crate::problem::{parse_body, ApiError};
+use crate::problem::{parse_json, ApiError};
 use crate::producer::{EntryProducer, ProduceError};
 use crate::routes::Endpoint;
 use crate::store::QueueStore;
@@ -28,7 +29,7 @@ use crate::trace::TraceContext;
 mod events;
 mod status;
 
-pub use status::{bearer, FanStatus};
+pub use status::FanStatus;
 
 /// Everything the public handlers share; one per process.
 pub struct Gateway {
@@ -38,7 +39,13 @@ pub struct Gateway {
     pub tokens: EntryTokens,
     pub keys: AdmissionKeys,
     pub metrics: Metrics,
+    /// Who a joining fan is.
+    pub identity: FanIdentity,
+    /// Who may complete an admission: the booking site's token (and the admin token).
+    pub site: crate::identity::Credentials,
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Open status streams per fan (at most [`events::MAX_STREAMS_PER_FAN`] each).
+    fan_streams: std::sync::Mutex<std::collections::HashMap<(ConcertId, UserId), u8>>,
     /// Permits for open status streams (SSE).
     pub streams: std::sync::Arc<tokio::sync::Semaphore>,
     /// Cancelled at shutdown: ends the status streams.
@@ -56,6 +63,7 @@ impl Gateway {
         tokens: EntryTokens,
         keys: AdmissionKeys,
         metrics: Metrics,
+        identity: FanIdentity,
         http: &crate::config::HttpSettings,
         stop: tokio_util::sync::CancellationToken,
     ) -> Self {
@@ -67,10 +75,35 @@ impl Gateway {
             tokens,
             keys,
             metrics,
+            identity,
+            site: Default::default(),
             limiter,
+            fan_streams: Default::default(),
             streams: std::sync::Arc::new(tokio::sync::Semaphore::new(http.max_event_streams)),
             stop,
         }
+    }
+
+    /// Sets who may complete admissions (the booking site's token and the admin token).
+    pub fn with_site_credentials(mut self, site: crate::identity::Credentials) -> Self {
+        self.site = site;
+        self
+    }
+
+    /// Forgets clients whose rate state is back to full, and gives the memory back: the limiter
+    /// holds one entry per client address seen, so without this a million made-up addresses
+    /// behind a trusted proxy (or a day of real ones) would stay in memory. Called every few
+    /// seconds by the supervised task "rate limiter pruning".
+    pub fn prune_limits(&self) {
+        if let Some(l) = &self.limiter {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+
+    /// Clients the join limiter holds state for.
+    pub fn limited_clients(&self) -> usize {
+        self.limiter.as_ref().map_or(0, |l| l.len())
     }
 
     /// 429 with the time until this client may join again.
@@ -78,7 +111,7 @@ impl Gateway {
         let (Some(limiter), Some(ip)) = (&self.limiter, ip) else {
             return Ok(());
         };
-        limiter.check_key(&ip).map_err(|not_until| {
+        limiter.check_key(&crate::identity::limit_key(ip)).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             ApiError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 }
         })
@@ -126,10 +159,51 @@ async fn index() -> HttpResponse {
     HttpResponse::Ok().content_type("text/html; charset=utf-8").body(include_str!("gateway/index.html"))
 }
 
-#[derive(Debug, Deserialize)]
+/// A join's body: empty, `{}`, or `{"userId"}` (required in body mode, an optional restatement
+/// of the identity in jwt and trusted-header mode, refused in anonymous mode).
+#[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct JoinBody {
-    user_id: UserId,
+    #[serde(default)]
+    user_id: Option<UserId>,
+}
+
+/// How long a join's body may take to arrive: a client that trickles its body holds a
+/// connection and a worker's attention, so it gets 408 instead.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads a join's body: at most 4 KiB (413), within [`BODY_READ_TIMEOUT`] (408), JSON when not
+/// empty (415). Read by hand instead of by the JSON extractor, which has no read timeout.
+async fn join_body(req: &HttpRequest, mut payload: web::Payload) -> Result<JoinBody, ApiError> {
+    use futures_util::StreamExt;
+    let limit = crate::problem::MAX_BODY_BYTES;
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("request body could not be read: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    let body = tokio::time::timeout(BODY_READ_TIMEOUT, read).await.map_err(|_| ApiError::RequestTimeout)??;
+    if body.is_empty() {
+        return Ok(JoinBody::default());
+    }
+    let json = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        essence.eq_ignore_ascii_case("application/json") || essence.to_ascii_lowercase().ends_with("+json")
+    });
+    if !json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    parse_json(&body)
 }
 
 #[derive(Debug, Serialize)]
@@ -147,11 +221,13 @@ async fn join(
     gw: web::Data<Gateway>,
     req: HttpRequest,
     concert_id: web::Path<ConcertId>,
-    body: web::Json<serde_json::Value>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let concert_id = concert_id.into_inner();
-    let body: JoinBody = parse_body(body.into_inner())?;
-    gw.check_rate(req.peer_addr().map(|a| a.ip()))?;
+    let body = join_body(&req, payload).await?;
+    gw.check_rate(gw.identity.proxies().client_ip(&req))?;
+    let now_ms = crate::clock::now_ms();
+    let user_id = gw.identity.identify(&req, body.user_id, &concert_id, &gw.tokens, now_ms)?;
     match gw.cache.state(&concert_id) {
         Some(ConcertState::Open) => {}
         Some(state) => {
@@ -167,12 +243,7 @@ async fn join(
     }
 
     let trace = TraceContext::from_request(&req);
-    let rec = EntryRecord {
-        entry_id: uuid::Uuid::now_v7().to_string(),
-        concert_id,
-        user_id: body.user_id,
-        joined_at_ms: crate::clock::now_ms(),
-    };
+    let rec = EntryRecord { entry_id: uuid::Uuid::now_v7().to_string(), concert_id, user_id, joined_at_ms: now_ms };
     let started = Instant::now();
     gw.metrics.produce_in_flight.inc();
     let sent = gw.producer.send(&rec, &[("traceparent", &trace.header())]).await;
@@ -196,7 +267,7 @@ async fn join(
             return Err(ApiError::unavailable(format!("the join could not be made durable: {e}")));
         }
     }
-    let token = gw.tokens.issue(&rec.concert_id, &rec.user_id);
+    let token = gw.tokens.issue(&rec.concert_id, &rec.user_id, now_ms);
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("/v1/concerts/{}/queue/{}", rec.concert_id, rec.user_id)))
         .json(JoinAccepted {

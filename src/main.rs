@@ -47,7 +47,7 @@ fn main() -> ExitCode {
             }
         }
         Invocation::Serve(role, settings) => {
-            if let Err(e) = settings.validate().and_then(|()| queuegate::telemetry::init(&settings.telemetry)) {
+            if let Err(e) = settings.validate_for(role).and_then(|()| queuegate::telemetry::init(&settings.telemetry)) {
                 eprintln!("queuegate: {e}");
                 return ExitCode::from(2);
             }

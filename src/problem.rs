@@ -14,7 +14,11 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     Conflict(String),
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("this endpoint answers {allow} only")]
     MethodNotAllowed { allow: String },
     #[error("request body is larger than {limit} bytes")]
@@ -41,7 +45,9 @@ impl ApiError {
             ApiError::BadRequest(_) => ("bad-request", "Bad request"),
             ApiError::Unauthorized(_) => ("unauthorized", "Unauthorized"),
             ApiError::NotFound(_) => ("not-found", "Not found"),
+            ApiError::Forbidden(_) => ("forbidden", "Forbidden"),
             ApiError::Conflict(_) => ("conflict", "Conflict"),
+            ApiError::RequestTimeout => ("request-timeout", "Request timeout"),
             ApiError::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
             ApiError::PayloadTooLarge { .. } => ("payload-too-large", "Payload too large"),
             ApiError::UnsupportedMediaType => ("unsupported-media-type", "Unsupported media type"),
@@ -80,7 +86,9 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -157,14 +165,22 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> ApiE
 /// Deserialises a JSON body into `T`; the 400 detail names the offending field's path
 /// (`state: unknown variant ...`), which serde alone does not.
 pub fn parse_body<T: serde::de::DeserializeOwned>(body: serde_json::Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(body).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." {
-            ApiError::BadRequest(format!("request body is not valid: {}", e.inner()))
-        } else {
-            ApiError::BadRequest(format!("request body is not valid: {path}: {}", e.inner()))
-        }
-    })
+    serde_path_to_error::deserialize(body).map_err(body_error)
+}
+
+/// Deserialises a JSON body from its bytes, like [`parse_body`] (the 400 names the field).
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body)).map_err(body_error)
+}
+
+/// The 400 of a body that does not deserialise, naming the field's path where there is one.
+fn body_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    if path == "." {
+        ApiError::BadRequest(format!("request body is not valid: {}", e.inner()))
+    } else {
+        ApiError::BadRequest(format!("request body is not valid: {path}: {}", e.inner()))
+    }
 }
 
 /// Maps query-string errors to 400.

@@ -33,6 +33,7 @@ use crate::concerts::{ConcertCache, ConcertSettings};
 use crate::config::{Role, Settings};
 use crate::consumer::EntryConsumer;
 use crate::gateway::{self, Gateway};
+use crate::identity::FanIdentity;
 use crate::ids::ConcertId;
 use crate::kafka::{KafkaClients, KafkaProbe};
 use crate::metrics::Metrics;
@@ -70,12 +71,13 @@ struct Listener {
 impl Application {
     /// Validates `settings`, binds the listeners the `role` needs and creates its clients.
     pub async fn build(settings: Settings, role: Role) -> anyhow::Result<Self> {
-        settings.validate()?;
+        settings.validate_for(role)?;
         let keys = settings.admission.keys()?;
         let metrics = Metrics::new();
         let kafka = KafkaClients::new(&settings.kafka, metrics.clone());
         let cache = ConcertCache::default();
         let health = Arc::new(Health::default());
+        let mut tasks = Supervisor::new(health.clone());
         let stop = CancellationToken::new();
         let http = &settings.http;
         let grace = http.shutdown_grace_seconds;
@@ -95,16 +97,39 @@ impl Application {
                 .with_context(|| format!("binding the public listener (QUEUEGATE_HTTP_ADDR={})", http.http_addr))?;
             let port = listener.local_addr()?.port();
             let producer = EntryProducer::new(&kafka)?;
-            let gw = web::Data::new(Gateway::new(
-                producer.clone(),
-                new_store()?,
-                cache.clone(),
-                EntryTokens::new(settings.security.token_secret_bytes()),
-                keys.clone(),
-                metrics.clone(),
-                http,
-                stop.clone(),
-            ));
+            let mode = settings.fan_identity().context("QUEUEGATE_FAN_IDENTITY is required")?;
+            let identity = FanIdentity::new(mode, &settings.identity).await?;
+            if let Some(verifier) = identity.jwt() {
+                let stop = stop.clone();
+                tasks.spawn("fan JWKS refresh", async move { verifier.run_refresh(stop).await });
+            }
+            let tokens = EntryTokens::new(
+                settings.security.token_secret_bytes(),
+                mode,
+                settings.identity.entry_token_ttl_seconds,
+            );
+            let gw = web::Data::new(
+                Gateway::new(
+                    producer.clone(),
+                    new_store()?,
+                    cache.clone(),
+                    tokens,
+                    keys.clone(),
+                    metrics.clone(),
+                    identity,
+                    http,
+                    stop.clone(),
+                )
+                .with_site_credentials(crate::identity::Credentials::new(
+                    settings.security.site_token.iter().chain(settings.security.admin_token.iter()),
+                )),
+            );
+            let pruned = gw.clone();
+            let prune = periodic_task(Duration::from_secs(10), stop.clone(), "rate limiter pruning", move || {
+                pruned.prune_limits();
+                std::future::ready(Ok::<(), std::convert::Infallible>(()))
+            });
+            tasks.spawn("rate limiter pruning", prune);
             let m = web::Data::new(metrics.clone());
             let listener_info = Listener { name: "public", routes: gateway::ROUTES };
             let server = HttpServer::new(move || {
@@ -176,7 +201,7 @@ impl Application {
             http_port,
             admin_port,
             stop,
-            tasks: Supervisor::new(health.clone()),
+            tasks,
             health,
             public,
             admin,
@@ -282,7 +307,14 @@ impl Application {
         if let Some(c) = consumer {
             tasks.spawn("consumer", c.run(consumer_stop.clone()));
         }
-        tracing::info!(role = ?role, http = ?settings.http.http_addr, admin = %settings.http.admin_addr, "queuegate started");
+        tracing::info!(role = ?role, http = ?settings.http.http_addr, admin = %settings.http.admin_addr,
+            fan_identity = settings.fan_identity().map(|m| m.as_str()), "queuegate started");
+        if settings.security.insecure_dev {
+            tracing::warn!("--insecure-dev: development settings, loopback only; never run an on-sale like this");
+        }
+        if role.serves_public() && settings.fan_identity() == Some(crate::config::FanIdentityMode::Body) {
+            tracing::warn!("fan identity is body mode: anyone can join as anyone; for demos and load tests only");
+        }
 
         // Biased: once stop is cancelled the periodic tasks end on their own, which is not a failure.
         let failure: Option<TaskFailure> = tokio::select! {

@@ -62,6 +62,8 @@ pub enum Standing {
 pub enum Outcome {
     /// Admitted at `iat_ms`; the admission token expires at `exp_ms`.
     Admitted { iat_ms: i64, exp_ms: i64 },
+    /// Admitted, and the booking site said it is done with the fan at `at_ms` (slot freed).
+    Completed { at_ms: i64 },
     /// Skipped at admission because it stopped polling (abandoned).
     Abandoned { at_ms: i64 },
     /// Removed by an operator.
@@ -76,6 +78,10 @@ impl Outcome {
         let a: i64 = parts.next()?.parse().ok()?;
         match kind {
             "a" => Some(Outcome::Admitted { iat_ms: a, exp_ms: parts.next()?.parse().ok()? }),
+            "c" => {
+                let _exp = parts.next()?;
+                Some(Outcome::Completed { at_ms: parts.next()?.parse().ok()? })
+            }
             "x" => Some(Outcome::Abandoned { at_ms: a }),
             "r" => Some(Outcome::Removed { at_ms: a }),
             _ => None,
@@ -133,6 +139,7 @@ struct Scripts {
     remove: Script,
     lease: Script,
     counts: Script,
+    complete: Script,
 }
 
 /// Multiplexed Redis connections for fans' status reads: one per thread that reads.
@@ -239,6 +246,7 @@ impl QueueStore {
                 remove: Script::new(include_str!("store/remove.lua")),
                 lease: Script::new(include_str!("store/lease.lua")),
                 counts: Script::new(include_str!("store/counts.lua")),
+                complete: Script::new(include_str!("store/complete.lua")),
             }),
         })
     }
@@ -419,13 +427,15 @@ impl QueueStore {
         Ok(removed == 1)
     }
 
-    /// Frees an admitted fan's slot early (the booking site finished); idempotent.
+    /// Records that the booking site is done with an admitted fan and frees its slot (see
+    /// `complete.lua`); idempotent. False when the fan was never admitted.
     pub async fn complete(&self, concert: &ConcertId, user: &UserId) -> Result<bool, StoreError> {
+        let mut inv = self.scripts.complete.prepare_invoke();
+        inv.key(self.key(concert, Part::State)).key(self.key(concert, Part::Active));
+        inv.arg(user.as_str()).arg(crate::clock::now_ms());
         let mut c = self.conn().await?;
-        let n: i64 =
-            timed(redis::cmd("ZREM").arg(self.key(concert, Part::Active)).arg(user.as_str()).query_async(&mut c))
-                .await?;
-        Ok(n == 1)
+        let done: i64 = timed(inv.invoke_async(&mut c)).await?;
+        Ok(done > 0)
     }
 
     /// Takes or renews the concert's admitter lease for `instance`; the lease value when held.

@@ -1,13 +1,24 @@
 //! Entry tokens: what a fan presents to read its own status.
 //!
-//! A token is HMAC-SHA256 over the concert and user ids with `QUEUEGATE_TOKEN_SECRET`,
-//! base64url without padding. It holds no state, so every gateway instance with the same secret
-//! can check it, and it is compared in constant time.
+//! A token is `base64url(claims) "." base64url(HMAC-SHA256(claims))` with the claims
+//! `"{mode}:{concertId}:{userId}:{expires}"`: the identity mode that made it, the concert, the
+//! fan, and the expiry in seconds since the epoch (ids contain no `:`, so the text is
+//! unambiguous). The secret is `QUEUEGATE_TOKEN_SECRET`, so every gateway instance with the same
+//! secret checks it without any shared state, and the MAC is compared in constant time.
+//!
+//! What binds it: a token reads one fan's status in one concert, only while it is valid, and
+//! only under the identity mode that issued it (a token minted by a development `body`-mode
+//! gateway does not work once the deployment moves to `jwt`). Who may obtain a token for a fan
+//! is the identity mode's business ([`crate::identity`]): in `jwt` and `trusted-header` mode only
+//! the authenticated fan, in `anonymous` mode only the holder of the minted id.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+use crate::config::FanIdentityMode;
+use crate::ids::{ConcertId, UserId};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -15,34 +26,54 @@ type HmacSha256 = Hmac<Sha256>;
 #[derive(Clone)]
 pub struct EntryTokens {
     mac: HmacSha256,
+    mode: &'static str,
+    ttl_secs: i64,
 }
 
 impl EntryTokens {
-    pub fn new(secret: &[u8]) -> Self {
-        EntryTokens { mac: HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length") }
+    /// Tokens of `mode`, signed with `secret`, valid for `ttl_secs`.
+    pub fn new(secret: &[u8], mode: FanIdentityMode, ttl_secs: u64) -> Self {
+        EntryTokens {
+            mac: HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length"),
+            mode: mode.as_str(),
+            ttl_secs: ttl_secs as i64,
+        }
     }
 
-    fn mac_for(&self, concert: &str, user: &str) -> HmacSha256 {
+    fn mac_of(&self, claims: &str) -> HmacSha256 {
         let mut m = self.mac.clone();
-        // Domain-separated and unambiguous: ids cannot contain NUL.
-        m.update(b"queuegate-entry\0");
-        m.update(concert.as_bytes());
-        m.update(b"\0");
-        m.update(user.as_bytes());
+        m.update(b"queuegate-entry-v2\0");
+        m.update(claims.as_bytes());
         m
     }
 
-    /// The token of (`concert`, `user`).
-    pub fn issue(&self, concert: &str, user: &str) -> String {
-        URL_SAFE_NO_PAD.encode(self.mac_for(concert, user).finalize().into_bytes())
+    /// The token of (`concert`, `user`), issued at `now_ms`.
+    pub fn issue(&self, concert: &ConcertId, user: &UserId, now_ms: i64) -> String {
+        let expires = now_ms.div_euclid(1000) + self.ttl_secs;
+        let claims = format!("{}:{concert}:{user}:{expires}", self.mode);
+        let mac = self.mac_of(&claims).finalize().into_bytes();
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(claims), URL_SAFE_NO_PAD.encode(mac))
     }
 
-    /// Whether `token` is the token of (`concert`, `user`), in constant time.
-    pub fn verify(&self, concert: &str, user: &str, token: &str) -> bool {
-        match URL_SAFE_NO_PAD.decode(token) {
-            Ok(raw) => self.mac_for(concert, user).verify_slice(&raw).is_ok(),
-            Err(_) => false,
+    /// The fan a valid token of `concert` was issued to, if `token` is one (signature first, in
+    /// constant time; then mode, concert and expiry against `now_ms`).
+    pub fn holder(&self, concert: &ConcertId, token: &str, now_ms: i64) -> Option<UserId> {
+        let (claims, mac) = token.split_once('.')?;
+        let claims = String::from_utf8(URL_SAFE_NO_PAD.decode(claims).ok()?).ok()?;
+        let mac = URL_SAFE_NO_PAD.decode(mac).ok()?;
+        self.mac_of(&claims).verify_slice(&mac).ok()?;
+        let mut parts = claims.split(':');
+        let (mode, c, u, expires) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let expires: i64 = expires.parse().ok()?;
+        if parts.next().is_some() || mode != self.mode || c != concert.as_str() || expires * 1000 <= now_ms {
+            return None;
         }
+        UserId::parse(u).ok()
+    }
+
+    /// Whether `token` lets its holder read `user`'s status in `concert` at `now_ms`.
+    pub fn verify(&self, concert: &ConcertId, user: &UserId, token: &str, now_ms: i64) -> bool {
+        self.holder(concert, token, now_ms).is_some_and(|u| u == *user)
     }
 }
 
@@ -50,14 +81,40 @@ impl EntryTokens {
 mod tests {
     use super::*;
 
+    fn c(s: &str) -> ConcertId {
+        ConcertId::parse(s).unwrap()
+    }
+    fn u(s: &str) -> UserId {
+        UserId::parse(s).unwrap()
+    }
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
     #[test]
-    fn a_token_verifies_only_for_its_own_fan_and_concert() {
-        let t = EntryTokens::new(b"0123456789abcdef0123456789abcdef");
-        let tok = t.issue("c1", "u1");
-        assert!(t.verify("c1", "u1", &tok));
-        assert!(!t.verify("c1", "u2", &tok));
-        assert!(!t.verify("c2", "u1", &tok));
-        assert!(!t.verify("c1", "u1", "not-base64!"));
-        assert!(!EntryTokens::new(b"another-secret-another-secret-xx").verify("c1", "u1", &tok));
+    fn a_token_verifies_only_for_its_own_fan_concert_and_mode_until_it_expires() {
+        let t = EntryTokens::new(SECRET, FanIdentityMode::Jwt, 60);
+        let tok = t.issue(&c("c1"), &u("u1"), 1_000_000);
+        assert!(t.verify(&c("c1"), &u("u1"), &tok, 1_000_000));
+        assert!(t.verify(&c("c1"), &u("u1"), &tok, 1_059_999));
+        assert!(!t.verify(&c("c1"), &u("u1"), &tok, 1_060_000), "expired");
+        assert!(!t.verify(&c("c1"), &u("u2"), &tok, 1_000_000));
+        assert!(!t.verify(&c("c2"), &u("u1"), &tok, 1_000_000));
+        assert!(!t.verify(&c("c1"), &u("u1"), "not-a-token", 1_000_000));
+        assert!(!EntryTokens::new(b"another-secret-another-secret-xx", FanIdentityMode::Jwt, 60).verify(
+            &c("c1"),
+            &u("u1"),
+            &tok,
+            1_000_000
+        ));
+        assert!(!EntryTokens::new(SECRET, FanIdentityMode::Body, 60).verify(&c("c1"), &u("u1"), &tok, 1_000_000));
+        assert_eq!(t.holder(&c("c1"), &tok, 1_000_000), Some(u("u1")));
+    }
+
+    #[test]
+    fn a_token_with_edited_claims_is_refused() {
+        let t = EntryTokens::new(SECRET, FanIdentityMode::Anonymous, 60);
+        let tok = t.issue(&c("c1"), &u("victim"), 0);
+        let (_, mac) = tok.split_once('.').unwrap();
+        let forged = format!("{}.{mac}", URL_SAFE_NO_PAD.encode("anonymous:c1:attacker:99999999999"));
+        assert_eq!(t.holder(&c("c1"), &forged, 0), None);
     }
 }

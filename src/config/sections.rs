@@ -46,8 +46,9 @@ pub struct HttpSettings {
     #[arg(long, env = "QUEUEGATE_MAX_EVENT_STREAMS", default_value_t = 10_000)]
     pub max_event_streams: usize,
 
-    /// Joins per second one client IP may make (0: no limit).
-    #[arg(long, env = "QUEUEGATE_RATE_LIMIT_PER_IP", default_value_t = 0)]
+    /// Joins per second one client may make, by IP address (IPv6: by /64; behind
+    /// QUEUEGATE_TRUSTED_PROXIES: the forwarded address); 0: no limit.
+    #[arg(long, env = "QUEUEGATE_RATE_LIMIT_PER_IP", default_value_t = 20)]
     pub rate_limit_per_ip: u32,
 
     /// How often the gateway refreshes its cache of concert states (ms).
@@ -64,7 +65,20 @@ impl HttpSettings {
         Duration::from_secs(self.shutdown_grace_seconds)
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Under --insecure-dev both listeners must be on loopback: development settings (an open
+    /// admin API, example secrets, unauthenticated fans) never face a network.
+    pub fn validate(&self, insecure_dev: bool) -> Result<(), ConfigError> {
+        if insecure_dev {
+            for (setting, addr) in [("QUEUEGATE_HTTP_ADDR", self.http_addr), ("QUEUEGATE_ADMIN_ADDR", self.admin_addr)]
+            {
+                if !addr.ip().is_loopback() {
+                    return Err(bad(
+                        setting,
+                        format!("{addr} is not loopback; --insecure-dev listens on loopback only"),
+                    ));
+                }
+            }
+        }
         check_range("QUEUEGATE_HTTP_WORKERS", self.http_workers, 0..=1024)?;
         check_range("QUEUEGATE_MAX_EVENT_STREAMS", self.max_event_streams, 1..=1_000_000)?;
         check_range("QUEUEGATE_CONCERT_REFRESH_MS", self.concert_refresh_ms, 1..=600_000)?;
@@ -317,11 +331,16 @@ impl std::fmt::Debug for RedisSettings {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Admission")]
 pub struct AdmissionSettings {
-    /// PKCS#8 PEM file with the Ed25519 private key that signs admission tokens
-    /// (`queuegate keygen PATH`, or `openssl genpkey -algorithm ed25519 -out key.pem`); the same
-    /// on every instance. Required unless --insecure-dev (then a random per-process key is used).
-    #[arg(long, env = "QUEUEGATE_ADMISSION_KEY_FILE")]
-    pub admission_key_file: Option<PathBuf>,
+    /// PKCS#8 PEM files with the Ed25519 private keys of admission tokens, comma separated
+    /// (`queuegate keygen PATH`, or `openssl genpkey -algorithm ed25519 -out key.pem`): the first
+    /// signs, all are published in the JWKS and verify, so rotating is "new.pem,old.pem". The
+    /// same on every instance. Required unless --insecure-dev (then a random per-process key).
+    #[arg(long, env = "QUEUEGATE_ADMISSION_KEY_FILE", value_delimiter = ',')]
+    pub admission_key_file: Vec<PathBuf>,
+
+    /// The `aud` of admission tokens: what the booking site checks they are meant for.
+    #[arg(long, env = "QUEUEGATE_ADMISSION_AUDIENCE", default_value = "booking")]
+    pub admission_audience: String,
 
     /// How often each instance's admitter runs its admission round (ms).
     #[arg(long, env = "QUEUEGATE_ADMISSION_TICK_MS", default_value_t = 200)]
@@ -338,8 +357,11 @@ pub struct AdmissionSettings {
 
 impl AdmissionSettings {
     pub fn validate(&self, insecure_dev: bool) -> Result<(), ConfigError> {
-        if self.admission_key_file.is_none() && !insecure_dev {
+        if self.admission_key_file.is_empty() && !insecure_dev {
             return Err(bad("QUEUEGATE_ADMISSION_KEY_FILE", "is required (or pass --insecure-dev for local use)"));
+        }
+        if self.admission_audience.trim().is_empty() {
+            return Err(bad("QUEUEGATE_ADMISSION_AUDIENCE", "must not be empty"));
         }
         check_range("QUEUEGATE_ADMISSION_TICK_MS", self.admission_tick_ms, 10..=10_000)?;
         check_range("QUEUEGATE_ADMISSION_LEASE_MS", self.admission_lease_ms, 3 * self.admission_tick_ms..=600_000)?;
@@ -349,13 +371,14 @@ impl AdmissionSettings {
         Ok(())
     }
 
-    /// The admission-token keys: from the configured file, or random under --insecure-dev.
+    /// The admission-token keys: from the configured files, or random under --insecure-dev.
     pub fn keys(&self) -> Result<crate::admission::AdmissionKeys, ConfigError> {
-        match &self.admission_key_file {
-            Some(path) => crate::admission::AdmissionKeys::from_pem_file(path)
-                .map_err(|e| bad("QUEUEGATE_ADMISSION_KEY_FILE", format!("{e:#}"))),
-            None => Ok(crate::admission::AdmissionKeys::ephemeral()),
+        let audience = &self.admission_audience;
+        if self.admission_key_file.is_empty() {
+            return Ok(crate::admission::AdmissionKeys::ephemeral(audience));
         }
+        crate::admission::AdmissionKeys::from_pem_files(&self.admission_key_file, audience)
+            .map_err(|e| bad("QUEUEGATE_ADMISSION_KEY_FILE", format!("{e:#}")))
     }
 }
 
@@ -375,14 +398,40 @@ pub struct SecuritySettings {
     #[arg(long, env = "QUEUEGATE_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<Secret>,
 
+    /// Bearer credential of the booking site for `POST …/admission/complete` (16+ characters);
+    /// the admin token is accepted there too.
+    #[arg(long, env = "QUEUEGATE_SITE_TOKEN", hide_env_values = true)]
+    pub site_token: Option<Secret>,
+
     /// Allow running without an admin token, token secret or admission key (local development only).
     #[arg(long, env = "QUEUEGATE_INSECURE_DEV")]
     pub insecure_dev: bool,
 }
 
+/// Secrets shipped as examples (docker-compose.yml, scripts/up.sh) contain this; they are
+/// refused without --insecure-dev, so an example never guards a real on-sale.
+const EXAMPLE_MARK: &str = "change-me";
+
 impl SecuritySettings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let required = "is required (or pass --insecure-dev for local use)";
+        if !self.insecure_dev {
+            for (setting, secret) in [
+                ("QUEUEGATE_ADMIN_TOKEN", &self.admin_token),
+                ("QUEUEGATE_TOKEN_SECRET", &self.token_secret),
+                ("QUEUEGATE_SITE_TOKEN", &self.site_token),
+            ] {
+                if secret.as_ref().is_some_and(|s| s.expose().contains(EXAMPLE_MARK)) {
+                    return Err(bad(setting, "is an example value (it says change-me); set a secret of your own"));
+                }
+            }
+        }
+        if self.site_token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+            return Err(bad("QUEUEGATE_SITE_TOKEN", "must be at least 16 characters"));
+        }
+        if self.admin_token.is_some() && self.token_secret.is_none() {
+            return Err(bad("QUEUEGATE_TOKEN_SECRET", "is required whenever QUEUEGATE_ADMIN_TOKEN is set"));
+        }
         match &self.admin_token {
             Some(t) if t.expose().len() < 16 => {
                 return Err(bad("QUEUEGATE_ADMIN_TOKEN", "must be at least 16 characters"))

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::Gateway;
 use crate::admission::AdmissionKeys;
+use crate::identity::bearer;
 use crate::ids::{ConcertId, UserId};
 use crate::problem::ApiError;
 use crate::store::{Outcome, Standing};
@@ -15,7 +16,7 @@ use crate::store::{Outcome, Standing};
 #[derive(Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct FanStatus {
-    /// pending | waiting | admitted | expired | removed
+    /// pending | waiting | admitted | completed | expired | removed
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<u64>,
@@ -64,13 +65,10 @@ impl FanStatus {
                 FanStatus::bare("expired")
             }
             Standing::Left { outcome: Outcome::Removed { .. }, .. } => FanStatus::bare("removed"),
+            // The booking site is done with the fan: the token is not handed out again.
+            Standing::Left { outcome: Outcome::Completed { .. }, .. } => FanStatus::bare("completed"),
         }
     }
-}
-
-/// The token in `Authorization: Bearer …`, if any.
-pub fn bearer(req: &HttpRequest) -> Option<&str> {
-    req.headers().get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }
 
 /// `GET /v1/concerts/{concertId}/queue/{userId}` — the fan's status, with its entry token.
@@ -81,7 +79,7 @@ pub(super) async fn status(
 ) -> Result<HttpResponse, ApiError> {
     let (concert_id, user_id) = path.into_inner();
     match bearer(&req) {
-        Some(t) if gw.tokens.verify(&concert_id, &user_id, t) => {}
+        Some(t) if gw.tokens.verify(&concert_id, &user_id, t, crate::clock::now_ms()) => {}
         _ => {
             return Err(ApiError::Unauthorized(
                 "a valid entry token is required (Authorization: Bearer <token>)".into(),
@@ -104,24 +102,44 @@ pub(super) async fn read_status(gw: &Gateway, concert_id: &ConcertId, user_id: &
     Ok(FanStatus::new(standing, crate::clock::now_ms(), concert_id, user_id, Some(&gw.keys)))
 }
 
-/// `POST /v1/concerts/{concertId}/admission/complete` with the admission token: the booking site
-/// is done with this fan, so the slot is freed for the next one (concurrency mode). Idempotent.
+/// What the booking site sends to `complete`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct CompleteBody {
+    admission_token: String,
+}
+
+/// `POST /v1/concerts/{concertId}/admission/complete` `{"admissionToken"}`, called by the booking
+/// site with its own credential (`QUEUEGATE_SITE_TOKEN`, or the admin token): the site is done
+/// with this fan, so the slot is freed for the next one (concurrency mode) and the fan's status
+/// turns `completed`, no longer carrying the admission token. A fan cannot call it: it holds no
+/// site credential. Idempotent; 404 when the fan was never admitted.
 pub(super) async fn complete(
     gw: web::Data<Gateway>,
     req: HttpRequest,
     concert_id: web::Path<ConcertId>,
+    body: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
     let concert_id = concert_id.into_inner();
-    let token = bearer(&req).ok_or_else(|| {
-        ApiError::Unauthorized("an admission token is required (Authorization: Bearer <token>)".into())
-    })?;
-    let claims = gw.keys.verify(token, crate::clock::now_ms()).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    if !gw.site.accepts(bearer(&req)) {
+        return Err(ApiError::Unauthorized(
+            "the booking site's credential is required (Authorization: Bearer <QUEUEGATE_SITE_TOKEN>)".into(),
+        ));
+    }
+    let body: CompleteBody = crate::problem::parse_body(body.into_inner())?;
+    let claims = gw
+        .keys
+        .verify(&body.admission_token, crate::clock::now_ms())
+        .map_err(|e| ApiError::BadRequest(format!("admissionToken: {e}")))?;
     if claims.concert != concert_id.as_str() {
-        return Err(ApiError::Unauthorized(format!("the admission token is for concert {}", claims.concert)));
+        return Err(ApiError::BadRequest(format!("admissionToken: it is for concert {}", claims.concert)));
     }
     // A token we signed carries a subject we wrote; anything else is not ours to trust.
-    let user = UserId::parse(claims.sub).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
-    gw.store.complete(&concert_id, &user).await?;
+    let user = UserId::parse(claims.sub).map_err(|e| ApiError::BadRequest(format!("admissionToken: {e}")))?;
+    if !gw.store.complete(&concert_id, &user).await? {
+        return Err(ApiError::NotFound(format!("{user} was not admitted to concert {concert_id}")));
+    }
+    tracing::info!(concert = %concert_id, user = %user, "admission completed by the booking site");
     Ok(HttpResponse::NoContent().finish())
 }
 

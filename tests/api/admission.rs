@@ -25,7 +25,21 @@ async fn verify_with_jwks(app: &TestApp, token: &str) -> Result<Claims, jsonwebt
     let mut v = Validation::new(Algorithm::EdDSA);
     v.leeway = 0;
     v.set_issuer(&["queuegate"]);
+    v.set_audience(&["booking"]);
+    v.set_required_spec_claims(&["exp", "nbf", "sub", "iss", "aud"]);
     jsonwebtoken::decode::<Claims>(token, &key, &v).map(|d| d.claims)
+}
+
+/// The booking site's `complete` call, with `credential` as its bearer token.
+async fn complete(app: &TestApp, concert: &str, credential: Option<&str>, admission: &str) -> reqwest::Response {
+    let mut r = app
+        .client
+        .post(format!("{}/v1/concerts/{concert}/admission/complete", app.http()))
+        .json(&json!({ "admissionToken": admission }));
+    if let Some(c) = credential {
+        r = r.bearer_auth(c);
+    }
+    r.send().await.unwrap()
 }
 
 /// Joins `n` fans one at a time (so queue order is join order) and returns their entry tokens.
@@ -117,14 +131,7 @@ async fn an_admission_token_expires_and_the_fan_then_sees_expired() {
     assert!(rejected);
     assert_eq!(last, Some(jsonwebtoken::errors::ErrorKind::ExpiredSignature));
     // The booking site cannot release a slot with an expired token either.
-    let r = app
-        .client
-        .post(format!("{}/v1/concerts/c/admission/complete", app.http()))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    crate::helpers::assert_problem(r, 401, "expired").await;
+    crate::helpers::assert_problem(complete(&app, "c", Some(ADMIN_TOKEN), &token).await, 400, "expired").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,22 +197,18 @@ async fn completing_an_admission_frees_its_slot_for_the_next_fan() {
     let s: Value = app.status("c", "f1", &tokens[1]).await.json().await.unwrap();
     assert_eq!(s["status"], "waiting", "the only slot is taken");
     let admission = first["admissionToken"].as_str().unwrap();
-    let r = app
-        .client
-        .post(format!("{}/v1/concerts/other/admission/complete", app.http()))
-        .bearer_auth(admission)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401, "a token of concert c does not complete concert other");
-    let r = app
-        .client
-        .post(format!("{}/v1/concerts/c/admission/complete", app.http()))
-        .bearer_auth(admission)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    // The fan itself cannot free its slot (and keep booking beyond maxActive): it has no site
+    // credential, neither with its admission token nor without.
+    crate::helpers::assert_problem(complete(&app, "c", Some(admission), admission).await, 401, "site").await;
+    crate::helpers::assert_problem(complete(&app, "c", None, admission).await, 401, "site").await;
+    let r = complete(&app, "other", Some(ADMIN_TOKEN), admission).await;
+    crate::helpers::assert_problem(r, 400, "for concert c").await;
+    assert_eq!(complete(&app, "c", Some(ADMIN_TOKEN), admission).await.status(), 204);
+    assert_eq!(complete(&app, "c", Some(ADMIN_TOKEN), admission).await.status(), 204, "idempotent");
+    // Recorded: the fan's status no longer hands out the token.
+    let after: Value = app.status("c", "f0", &tokens[0]).await.json().await.unwrap();
+    assert_eq!(after["status"], "completed");
+    assert!(after.get("admissionToken").is_none(), "{after}");
     assert!(
         poll_until(Duration::from_secs(10), async || {
             let s: Value = app.status("c", "f1", &tokens[1]).await.json().await.unwrap();

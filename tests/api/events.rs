@@ -84,3 +84,32 @@ async fn status_streams_are_bounded_and_the_next_one_gets_503() {
         .await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_fan_holds_two_streams_at_most_while_another_fan_still_gets_one() {
+    let app = spawn_app().await;
+    app.open_concert("c").await;
+    let fan: Value = app.join("c", "greedy").await.json().await.unwrap();
+    let other: Value = app.join("c", "modest").await.json().await.unwrap();
+    let open = async |user: &str, token: &str| {
+        app.client
+            .get(format!("{}/v1/concerts/c/queue/{user}/events", app.http()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    };
+    let token = fan["token"].as_str().unwrap();
+    let (a, b) = (open("greedy", token).await, open("greedy", token).await);
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200), "two tabs are fine");
+    let third = open("greedy", token).await;
+    assert!(third.headers().contains_key("retry-after"));
+    crate::helpers::assert_problem(third, 429, "too many").await;
+    assert_eq!(open("modest", other["token"].as_str().unwrap()).await.status(), 200, "another fan is not affected");
+    drop(a);
+    assert!(
+        crate::helpers::poll_until(Duration::from_secs(10), async || open("greedy", token).await.status() == 200).await,
+        "a closed stream gives its slot back"
+    );
+    drop(b);
+}

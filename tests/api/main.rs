@@ -9,6 +9,7 @@ mod common;
 mod dead_letters;
 mod events;
 mod helpers;
+mod identity;
 mod join;
 mod openapi;
 mod readiness;

@@ -49,9 +49,16 @@ fn ports_agree_between_the_image_the_compose_file_and_prometheus() {
     assert!(
         compose.contains("QUEUEGATE_HTTP_ADDR: 0.0.0.0:8080") && compose.contains("QUEUEGATE_ADMIN_ADDR: 0.0.0.0:8081")
     );
-    for published in ["\"8080:8080\"", "\"8081:8081\"", "\"8082:8081\""] {
+    for published in ["\"8080:8080\"", "\"127.0.0.1:8081:8081\"", "\"127.0.0.1:8082:8081\""] {
         assert!(compose.contains(published), "compose publishes {published}");
     }
+    for secret in ["QUEUEGATE_ADMIN_TOKEN", "QUEUEGATE_TOKEN_SECRET"] {
+        assert!(
+            compose.contains(&format!("{secret}: ${{{secret}:?")),
+            "compose requires {secret} from the environment"
+        );
+    }
+    assert!(!compose.contains("change-me"), "no example secret ships as a default");
     assert!(prom.contains("gateway:8081") && prom.contains("consumer:8081"), "Prometheus scrapes the admin listeners");
     assert!(compose.contains("/etc/prometheus/alerts.yml") && prom.contains("/etc/prometheus/alerts.yml"));
 }

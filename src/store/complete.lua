@@ -1,0 +1,24 @@
+-- The booking site is done with an admitted fan: free the fan's slot and record it, so the
+-- fan's status stops handing out the admission token (a fan cannot free its own slot and keep
+-- booking beyond maxActive).
+--
+-- KEYS[1] state HASH  KEYS[2] active ZSET
+-- ARGV[1] userId  ARGV[2] now (ms)
+--
+-- Returns 1 when the fan was admitted and is now completed, 2 when it was completed already,
+-- 0 when the fan was never admitted (nothing is written). Nothing fails after the first write:
+-- the state is read and checked first.
+local state = redis.call('HGET', KEYS[1], ARGV[1])
+if not state then
+  return 0
+end
+local kind, iat, exp = string.match(state, '^(%a):(%d+):(%d+)')
+if kind == 'c' then
+  return 2
+end
+if kind ~= 'a' then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], 'c:' .. iat .. ':' .. exp .. ':' .. ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
