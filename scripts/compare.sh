@@ -22,7 +22,7 @@ one() { # label binary round
   local label=$1 bin=$2 round=$3 tag="$RUN-$1-$3"
   QUEUEGATE_KAFKA_TOPIC=qgcmp-$tag QUEUEGATE_KAFKA_PARTITIONS=12 scripts/services.sh up >/dev/null 2>&1
   export QUEUEGATE_LOG=warn QUEUEGATE_REDIS_PREFIX=qgcmp-$tag QUEUEGATE_ADMIN_TOKEN=$ADMIN_TOKEN \
-    QUEUEGATE_TOKEN_SECRET=compare-token-secret-0123456789-0123456789 QUEUEGATE_INSECURE_DEV=true QUEUEGATE_RATE_LIMIT_PER_IP=0 \
+    QUEUEGATE_TOKEN_SECRET=compare-token-secret-0123456789-0123456789 QUEUEGATE_INSECURE_DEV=true QUEUEGATE_RATE_LIMIT_PER_IP=0 QUEUEGATE_FAN_JOINS_PER_SECOND=0 QUEUEGATE_FAN_STATUS_PER_SECOND=0 \
     QUEUEGATE_KAFKA_TOPIC=qgcmp-$tag QUEUEGATE_KAFKA_GROUP=qgcmp-$tag
   "$bin" gateway > "$OUT/$label-$round-gateway.log" 2>&1 &
   local gw=$!

@@ -45,6 +45,27 @@ impl ConcertState {
 /// Largest `maxActive` (the OpenAPI schema states the same bound).
 pub const MAX_ACTIVE: u32 = 1_000_000;
 
+/// Largest `powDifficulty` (the OpenAPI schema states the same bound): 24 bits is minutes.
+pub const MAX_POW_DIFFICULTY: u8 = 24;
+
+/// Largest `maxWaiting` (the OpenAPI schema states the same bound).
+pub const MAX_WAITING: u32 = 100_000_000;
+
+/// What the cache says about a join to a concert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinCheck {
+    /// Open, with room.
+    Open,
+    /// Open, but `maxWaiting` fans were waiting at the last refresh.
+    Full { max_waiting: u32 },
+    /// Not open.
+    Refused(ConcertState),
+    /// No such concert.
+    Unknown,
+    /// The cache has not been loaded from Redis yet.
+    NotLoaded,
+}
+
 /// Default admission-token lifetime when a concert does not set one.
 pub const DEFAULT_TOKEN_TTL_SECONDS: u32 = 600;
 
@@ -66,6 +87,15 @@ pub struct ConcertSettings {
     /// and see `expired` (0: never).
     #[serde(default)]
     pub abandon_after_seconds: u32,
+    /// Fans waiting at most; joins beyond it get 409 "queue full" (0: no cap). Judged against
+    /// the count each gateway refreshed last (`QUEUEGATE_CONCERT_REFRESH_MS`), so a burst can
+    /// overshoot it by what arrives within one refresh plus the consumer's lag.
+    #[serde(default)]
+    pub max_waiting: u32,
+    /// Leading zero bits of SHA-256 a new anonymous fan must find before joining (0: none; each
+    /// bit doubles the work, 16 is about a second in a browser).
+    #[serde(default)]
+    pub pow_difficulty: u8,
 }
 
 fn default_ttl() -> u32 {
@@ -81,6 +111,8 @@ impl ConcertSettings {
             max_active: 0,
             token_ttl_seconds: DEFAULT_TOKEN_TTL_SECONDS,
             abandon_after_seconds: 0,
+            max_waiting: 0,
+            pow_difficulty: 0,
         }
     }
 
@@ -95,6 +127,12 @@ impl ConcertSettings {
         if !(1..=86_400).contains(&self.token_ttl_seconds) {
             return Err("tokenTtlSeconds must be between 1 and 86400".into());
         }
+        if self.pow_difficulty > MAX_POW_DIFFICULTY {
+            return Err(format!("powDifficulty must be at most {MAX_POW_DIFFICULTY}"));
+        }
+        if self.max_waiting > MAX_WAITING {
+            return Err(format!("maxWaiting must be at most {MAX_WAITING}"));
+        }
         if self.abandon_after_seconds > 86_400 {
             return Err("abandonAfterSeconds must be at most 86400".into());
         }
@@ -108,6 +146,8 @@ impl ConcertSettings {
             ("maxActive", self.max_active.to_string()),
             ("tokenTtlSeconds", self.token_ttl_seconds.to_string()),
             ("abandonAfterSeconds", self.abandon_after_seconds.to_string()),
+            ("maxWaiting", self.max_waiting.to_string()),
+            ("powDifficulty", self.pow_difficulty.to_string()),
         ]
     }
 }
@@ -135,6 +175,8 @@ impl Concert {
                 max_active: num("maxActive", 0),
                 token_ttl_seconds: num("tokenTtlSeconds", DEFAULT_TOKEN_TTL_SECONDS),
                 abandon_after_seconds: num("abandonAfterSeconds", 0),
+                max_waiting: num("maxWaiting", 0),
+                pow_difficulty: get("powDifficulty").and_then(|v| v.parse().ok()).unwrap_or(0),
             },
             created_at_ms: get("createdAt").and_then(|v| v.parse().ok()).unwrap_or(0),
             updated_at_ms: get("updatedAt").and_then(|v| v.parse().ok()).unwrap_or(0),
@@ -152,6 +194,8 @@ pub struct ConcertCache {
 #[derive(Default)]
 struct CacheInner {
     states: HashMap<ConcertId, ConcertSettings>,
+    /// Fans waiting at the last refresh, for the concerts that cap it (`maxWaiting`).
+    waiting: HashMap<ConcertId, u64>,
     /// Counts this process's own changes ([`ConcertCache::set`]).
     generation: u64,
     /// Concerts this process changed, with the generation of the change: a refresh that read
@@ -171,6 +215,30 @@ impl ConcertCache {
     /// The cached state of `id`, or None when the concert is unknown.
     pub fn state(&self, id: &ConcertId) -> Option<ConcertState> {
         self.read().states.get(id).map(|s| s.state)
+    }
+
+    /// Whether a join to `id` may go ahead, by the cached state and waiting count.
+    pub fn join_check(&self, id: &ConcertId) -> JoinCheck {
+        let inner = self.read();
+        match inner.states.get(id) {
+            Some(s) if s.state != ConcertState::Open => JoinCheck::Refused(s.state),
+            Some(s) if s.max_waiting > 0 && inner.waiting.get(id).is_some_and(|w| *w >= u64::from(s.max_waiting)) => {
+                JoinCheck::Full { max_waiting: s.max_waiting }
+            }
+            Some(_) => JoinCheck::Open,
+            None if !self.is_loaded() => JoinCheck::NotLoaded,
+            None => JoinCheck::Unknown,
+        }
+    }
+
+    /// Records the waiting counts of the concerts that cap them (read after a refresh).
+    pub fn set_waiting(&self, waiting: HashMap<ConcertId, u64>) {
+        self.write().waiting = waiting;
+    }
+
+    /// The concerts whose waiting count matters to joins (`maxWaiting` set).
+    pub fn capped(&self) -> Vec<ConcertId> {
+        self.read().states.iter().filter(|(_, s)| s.max_waiting > 0).map(|(id, _)| id.clone()).collect()
     }
 
     /// The cached settings of `id`.
@@ -260,6 +328,8 @@ mod tests {
             max_active: 7,
             token_ttl_seconds: 90,
             abandon_after_seconds: 30,
+            max_waiting: 1_000,
+            pow_difficulty: 12,
         };
         let fields: Vec<(String, String)> = s.to_fields().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         assert_eq!(Concert::from_fields(&c(), &fields).settings, s);

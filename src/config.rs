@@ -185,8 +185,11 @@ impl Settings {
         s.http.concert_refresh_ms = 200;
         s.http.http_workers = 2;
         s.http.shutdown_grace_seconds = 5;
-        // Tests drive thousands of joins from one address.
+        // Tests drive thousands of joins from one address and poll as fast as they like; the
+        // tests of the limits turn them on.
         s.http.rate_limit_per_ip = 0;
+        s.http.fan_joins_per_second = 0;
+        s.http.fan_status_per_second = 0;
         s.kafka.kafka_topic = topic.to_owned();
         s.kafka.kafka_group = group.to_owned();
         s.redis.redis_prefix = prefix.to_owned();

@@ -4,18 +4,14 @@
 //! to Kafka and answered 202 only once the broker acknowledged it. Reading a status needs the
 //! entry token handed out with the 202.
 
-use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::time::Instant;
 
 use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse};
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 
 use crate::admission::AdmissionKeys;
-use crate::concerts::{ConcertCache, ConcertState};
+use crate::concerts::{ConcertCache, JoinCheck};
 use crate::identity::FanIdentity;
 use crate::ids::{ConcertId, EntryRecord, UserId};
 use crate::metrics::Metrics;
@@ -26,7 +22,9 @@ use crate::store::QueueStore;
 use crate::token::EntryTokens;
 use crate::trace::TraceContext;
 
+pub mod challenge;
 mod events;
+pub mod limits;
 mod status;
 
 pub use status::FanStatus;
@@ -43,9 +41,12 @@ pub struct Gateway {
     pub identity: FanIdentity,
     /// Who may complete an admission: the booking site's token (and the admin token).
     pub site: crate::identity::Credentials,
-    limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Proof-of-work challenges for anonymous joins.
+    pub challenges: challenge::Challenges,
+    /// Joins per client and per fan, status reads per fan.
+    pub limits: limits::Limits,
     /// Open status streams per fan (at most [`events::MAX_STREAMS_PER_FAN`] each).
-    fan_streams: std::sync::Mutex<std::collections::HashMap<(ConcertId, UserId), u8>>,
+    fan_streams: limits::FanStreams,
     /// Permits for open status streams (SSE).
     pub streams: std::sync::Arc<tokio::sync::Semaphore>,
     /// Cancelled at shutdown: ends the status streams.
@@ -67,7 +68,6 @@ impl Gateway {
         http: &crate::config::HttpSettings,
         stop: tokio_util::sync::CancellationToken,
     ) -> Self {
-        let limiter = NonZeroU32::new(http.rate_limit_per_ip).map(|n| RateLimiter::keyed(Quota::per_second(n)));
         Gateway {
             producer,
             store,
@@ -77,44 +77,24 @@ impl Gateway {
             metrics,
             identity,
             site: Default::default(),
-            limiter,
+            challenges: challenge::Challenges::new(b""),
+            limits: limits::Limits::new(http),
             fan_streams: Default::default(),
             streams: std::sync::Arc::new(tokio::sync::Semaphore::new(http.max_event_streams)),
             stop,
         }
     }
 
+    /// Signs proof-of-work challenges with `secret` (the token secret: the same on every gateway).
+    pub fn with_challenge_secret(mut self, secret: &[u8]) -> Self {
+        self.challenges = challenge::Challenges::new(secret);
+        self
+    }
+
     /// Sets who may complete admissions (the booking site's token and the admin token).
     pub fn with_site_credentials(mut self, site: crate::identity::Credentials) -> Self {
         self.site = site;
         self
-    }
-
-    /// Forgets clients whose rate state is back to full, and gives the memory back: the limiter
-    /// holds one entry per client address seen, so without this a million made-up addresses
-    /// behind a trusted proxy (or a day of real ones) would stay in memory. Called every few
-    /// seconds by the supervised task "rate limiter pruning".
-    pub fn prune_limits(&self) {
-        if let Some(l) = &self.limiter {
-            l.retain_recent();
-            l.shrink_to_fit();
-        }
-    }
-
-    /// Clients the join limiter holds state for.
-    pub fn limited_clients(&self) -> usize {
-        self.limiter.as_ref().map_or(0, |l| l.len())
-    }
-
-    /// 429 with the time until this client may join again.
-    fn check_rate(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
-        let (Some(limiter), Some(ip)) = (&self.limiter, ip) else {
-            return Ok(());
-        };
-        limiter.check_key(&crate::identity::limit_key(ip)).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            ApiError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 }
-        })
     }
 }
 
@@ -138,6 +118,11 @@ pub static ROUTES: &[Endpoint] = &[
         path: "/v1/concerts/{concertId}/admission/complete",
         handler: |r| r.to(status::complete),
     },
+    Endpoint {
+        method: Method::GET,
+        path: "/v1/concerts/{concertId}/challenge",
+        handler: |r| r.to(challenge::challenge),
+    },
     Endpoint { method: Method::GET, path: "/.well-known/jwks.json", handler: |r| r.to(status::jwks) },
     Endpoint { method: Method::GET, path: "/openapi.json", handler: |r| r.to(openapi) },
 ];
@@ -159,6 +144,30 @@ async fn index() -> HttpResponse {
     HttpResponse::Ok().content_type("text/html; charset=utf-8").body(include_str!("gateway/index.html"))
 }
 
+/// A new anonymous fan's proof of work, where the concert asks for one: a valid solution of a
+/// challenge of this concert, used once (403 otherwise).
+async fn check_proof_of_work(
+    gw: &Gateway,
+    concert: &ConcertId,
+    solved: Option<&challenge::Solved>,
+    now_ms: i64,
+) -> Result<(), ApiError> {
+    let difficulty = gw.cache.settings(concert).map_or(0, |s| s.pow_difficulty);
+    if difficulty == 0 {
+        return Ok(());
+    }
+    let solved = solved.ok_or_else(|| {
+        ApiError::Forbidden(format!(
+            "proof of work: concert {concert} asks for one; solve GET /v1/concerts/{concert}/challenge and send it as pow"
+        ))
+    })?;
+    let verified = gw.challenges.verify(concert, solved, difficulty, now_ms)?;
+    if !gw.store.claim_pow_nonce(concert, &verified.nonce, verified.expires_ms).await? {
+        return Err(ApiError::Forbidden("proof of work: this challenge was used already; fetch a new one".into()));
+    }
+    Ok(())
+}
+
 /// A join's body: empty, `{}`, or `{"userId"}` (required in body mode, an optional restatement
 /// of the identity in jwt and trusted-header mode, refused in anonymous mode).
 #[derive(Debug, Default, Deserialize)]
@@ -166,6 +175,9 @@ async fn index() -> HttpResponse {
 struct JoinBody {
     #[serde(default)]
     user_id: Option<UserId>,
+    /// A solved proof-of-work challenge, where the concert asks for one.
+    #[serde(default)]
+    pow: Option<challenge::Solved>,
 }
 
 /// How long a join's body may take to arrive: a client that trickles its body holds a
@@ -225,21 +237,28 @@ async fn join(
 ) -> Result<HttpResponse, ApiError> {
     let concert_id = concert_id.into_inner();
     let body = join_body(&req, payload).await?;
-    gw.check_rate(gw.identity.proxies().client_ip(&req))?;
+    gw.limits.join_from(gw.identity.proxies().client_ip(&req))?;
     let now_ms = crate::clock::now_ms();
-    let user_id = gw.identity.identify(&req, body.user_id, &concert_id, &gw.tokens, now_ms)?;
-    match gw.cache.state(&concert_id) {
-        Some(ConcertState::Open) => {}
-        Some(state) => {
+    let joiner = gw.identity.identify(&req, body.user_id, &concert_id, &gw.tokens, now_ms)?;
+    let user_id = joiner.user;
+    gw.limits.join_of(&concert_id, &user_id)?;
+    match gw.cache.join_check(&concert_id) {
+        JoinCheck::Open => {}
+        JoinCheck::Refused(state) => {
             return Err(ApiError::Conflict(format!(
                 "concert {concert_id} is {}; joins are not accepted",
                 state.as_str()
             )))
         }
-        None if !gw.cache.is_loaded() => {
-            return Err(ApiError::unavailable("concerts are still loading; retry shortly"))
+        JoinCheck::Full { max_waiting } => {
+            return Err(ApiError::Conflict(format!("concert {concert_id}'s queue is full ({max_waiting} waiting)")))
         }
-        None => return Err(ApiError::NotFound(format!("no concert {concert_id}"))),
+        JoinCheck::NotLoaded => return Err(ApiError::unavailable("concerts are still loading; retry shortly")),
+        JoinCheck::Unknown => return Err(ApiError::NotFound(format!("no concert {concert_id}"))),
+    }
+
+    if joiner.new_anonymous {
+        check_proof_of_work(&gw, &concert_id, body.pow.as_ref(), now_ms).await?;
     }
 
     let trace = TraceContext::from_request(&req);

@@ -70,49 +70,74 @@ impl FanIdentity {
         concert: &ConcertId,
         tokens: &EntryTokens,
         now_ms: i64,
-    ) -> Result<UserId, ApiError> {
+    ) -> Result<Joiner, ApiError> {
+        let known = |user| Ok(Joiner { user, new_anonymous: false });
         match self.mode {
-            FanIdentityMode::Body => {
-                claimed.ok_or_else(|| ApiError::BadRequest("request body is not valid: userId is required".into()))
-            }
-            FanIdentityMode::Jwt => {
-                let token = bearer(req).ok_or_else(|| {
-                    ApiError::Unauthorized("an identity token is required (Authorization: Bearer <JWT>)".into())
-                })?;
-                let verifier = self.jwt.as_ref().expect("jwt mode has a verifier");
-                let user = verifier.verify(token)?;
-                same_as_claimed(user, claimed, "the identity token's subject")
-            }
-            FanIdentityMode::TrustedHeader => {
-                if !req.peer_addr().is_some_and(|p| self.proxies.trusts(p.ip())) {
-                    return Err(ApiError::Unauthorized(
-                        "fan identity is accepted from the trusted proxies only".into(),
-                    ));
-                }
-                let name = self.header.as_ref().expect("trusted-header mode has a header");
-                let value = req.headers().get(name).and_then(|v| v.to_str().ok()).ok_or_else(|| {
-                    ApiError::Unauthorized(format!("the proxy did not send the fan id header {name}"))
-                })?;
-                let user = UserId::parse(value.trim())
-                    .map_err(|e| ApiError::BadRequest(format!("{name} from the proxy: {e}")))?;
-                same_as_claimed(user, claimed, "the proxy's fan id")
-            }
-            FanIdentityMode::Anonymous => {
-                if claimed.is_some() {
-                    return Err(ApiError::BadRequest(
-                        "userId is assigned by the gateway in anonymous mode; send {} (and the entry token to rejoin)"
-                            .into(),
-                    ));
-                }
-                // A returning fan: the same entry, never a second place. A stale or foreign
-                // token is no identity at all, so that join is a new fan.
-                if let Some(user) = bearer(req).and_then(|t| tokens.holder(concert, t, now_ms)) {
-                    return Ok(user);
-                }
-                Ok(UserId::parse(uuid::Uuid::now_v7().simple().to_string()).expect("a UUID is a valid id"))
-            }
+            FanIdentityMode::Anonymous => Self::anonymous(req, claimed, concert, tokens, now_ms),
+            FanIdentityMode::Body => known(
+                claimed.ok_or_else(|| ApiError::BadRequest("request body is not valid: userId is required".into()))?,
+            ),
+            FanIdentityMode::Jwt => known(self.jwt_fan(req, claimed)?),
+            FanIdentityMode::TrustedHeader => known(self.header_fan(req, claimed)?),
         }
     }
+
+    /// anonymous: a rejoin with a valid entry token is the same fan (never a second place); a
+    /// stale or foreign token is no identity at all, so that join is a new fan.
+    fn anonymous(
+        req: &HttpRequest,
+        claimed: Option<UserId>,
+        concert: &ConcertId,
+        tokens: &EntryTokens,
+        now_ms: i64,
+    ) -> Result<Joiner, ApiError> {
+        if claimed.is_some() {
+            return Err(ApiError::BadRequest(
+                "userId is assigned by the gateway in anonymous mode; send {} (and the entry token to rejoin)".into(),
+            ));
+        }
+        Ok(match bearer(req).and_then(|t| tokens.holder(concert, t, now_ms)) {
+            Some(user) => Joiner { user, new_anonymous: false },
+            None => Joiner {
+                user: UserId::parse(uuid::Uuid::now_v7().simple().to_string()).expect("a UUID is a valid id"),
+                new_anonymous: true,
+            },
+        })
+    }
+
+    /// jwt: the `sub` of a valid identity token.
+    fn jwt_fan(&self, req: &HttpRequest, claimed: Option<UserId>) -> Result<UserId, ApiError> {
+        let token = bearer(req).ok_or_else(|| {
+            ApiError::Unauthorized("an identity token is required (Authorization: Bearer <JWT>)".into())
+        })?;
+        let verifier = self.jwt.as_ref().expect("jwt mode has a verifier");
+        same_as_claimed(verifier.verify(token)?, claimed, "the identity token's subject")
+    }
+
+    /// trusted-header: the header, from a trusted proxy only.
+    fn header_fan(&self, req: &HttpRequest, claimed: Option<UserId>) -> Result<UserId, ApiError> {
+        if !req.peer_addr().is_some_and(|p| self.proxies.trusts(p.ip())) {
+            return Err(ApiError::Unauthorized("fan identity is accepted from the trusted proxies only".into()));
+        }
+        let name = self.header.as_ref().expect("trusted-header mode has a header");
+        let value = req
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ApiError::Unauthorized(format!("the proxy did not send the fan id header {name}")))?;
+        let user =
+            UserId::parse(value.trim()).map_err(|e| ApiError::BadRequest(format!("{name} from the proxy: {e}")))?;
+        same_as_claimed(user, claimed, "the proxy's fan id")
+    }
+}
+
+/// Who joins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joiner {
+    pub user: UserId,
+    /// An anonymous fan the gateway has just named (not a rejoin with an entry token): the one
+    /// a concert's proof of work applies to.
+    pub new_anonymous: bool,
 }
 
 /// The token in `Authorization: Bearer …`, if any.

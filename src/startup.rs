@@ -88,6 +88,17 @@ impl Application {
         let new_store = || QueueStore::new(&settings.redis);
         let admin_store = new_store()?;
 
+        let budget = ConnectionBudget::of_this_process();
+        let mut http = http.clone();
+        if http.max_event_streams > budget.connections {
+            tracing::warn!(
+                configured = http.max_event_streams,
+                allowed = budget.connections,
+                "QUEUEGATE_MAX_EVENT_STREAMS is more than the open-file limit allows; using the limit"
+            );
+            http.max_event_streams = budget.connections;
+        }
+        let http = &http;
         let admin_listener = TcpListener::bind(http.admin_addr)
             .with_context(|| format!("binding the admin listener (QUEUEGATE_ADMIN_ADDR={})", http.admin_addr))?;
         let admin_port = admin_listener.local_addr()?.port();
@@ -120,13 +131,14 @@ impl Application {
                     http,
                     stop.clone(),
                 )
+                .with_challenge_secret(settings.security.token_secret_bytes())
                 .with_site_credentials(crate::identity::Credentials::new(
                     settings.security.site_token.iter().chain(settings.security.admin_token.iter()),
                 )),
             );
             let pruned = gw.clone();
             let prune = periodic_task(Duration::from_secs(10), stop.clone(), "rate limiter pruning", move || {
-                pruned.prune_limits();
+                pruned.limits.prune();
                 std::future::ready(Ok::<(), std::convert::Infallible>(()))
             });
             tasks.spawn("rate limiter pruning", prune);
@@ -146,7 +158,7 @@ impl Application {
             // actix's 5 s default for reading a request head answers 408 to fans whose
             // connection waited in the accept queue during a burst; 15 s still bounds slow clients.
             .client_request_timeout(Duration::from_secs(15))
-            .max_connections(50_000)
+            .max_connections(budget.per_worker(workers))
             .disable_signals()
             .shutdown_timeout(grace)
             .run();
@@ -275,7 +287,14 @@ impl Application {
             "concert cache refresh",
             periodic_task(every, stop.clone(), "concert cache refresh", move || {
                 let (cache, store) = (c.clone(), st.clone());
-                async move { cache.refresh(store.list_concerts()).await }
+                async move {
+                    cache.refresh(store.list_concerts()).await?;
+                    // Waiting counts only where a concert caps them (maxWaiting).
+                    let capped = cache.capped();
+                    let counts = store.waiting_counts(&capped).await?;
+                    cache.set_waiting(capped.into_iter().zip(counts).collect());
+                    Ok::<(), crate::store::StoreError>(())
+                }
             }),
         );
         let (c, st, m) = (cache.clone(), admin_store.clone(), metrics.clone());
@@ -354,6 +373,40 @@ impl Application {
             None => Ok(()),
         }
     }
+}
+
+/// What the process's open-file limit leaves for client connections.
+///
+/// Every connection is a file descriptor, and accept() failing with EMFILE stalls a listener,
+/// so the public listener's connection limit and the status-stream bound are derived from the
+/// soft `RLIMIT_NOFILE` (20,000 per process on the benchmark machines): a tenth of it, at least
+/// 256, stays for Kafka and Redis connections, the admin listener and files.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionBudget {
+    /// Client connections the public listener may hold in all.
+    connections: usize,
+}
+
+impl ConnectionBudget {
+    fn of_this_process() -> Self {
+        let limit = open_file_limit().unwrap_or(20_000);
+        let reserved = (limit / 10).max(256).min(limit / 2);
+        let budget = ConnectionBudget { connections: (limit - reserved) as usize };
+        tracing::info!(open_file_limit = limit, client_connections = budget.connections, "connection budget");
+        budget
+    }
+
+    /// actix's `max_connections` is per worker.
+    fn per_worker(self, workers: usize) -> usize {
+        (self.connections / workers.max(1)).max(1)
+    }
+}
+
+/// The soft limit on open files (Linux: "Max open files" in /proc/self/limits).
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// A periodic round as a supervised task: runs `round` every `every` until `stop`.

@@ -481,6 +481,36 @@ impl QueueStore {
         Ok(if fields.is_empty() { None } else { Some(Concert::from_fields(id, &fields)) })
     }
 
+    /// Claims a proof-of-work nonce of `concert` until `expires_ms` (SET NX PXAT): true the
+    /// first time, false for a replay, on any gateway.
+    pub async fn claim_pow_nonce(&self, concert: &ConcertId, nonce: &str, expires_ms: i64) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let set: Option<String> = timed(
+            redis::cmd("SET")
+                .arg(self.keys.pow_nonce(concert, nonce))
+                .arg(1)
+                .arg("NX")
+                .arg("PXAT")
+                .arg(expires_ms)
+                .query_async(&mut c),
+        )
+        .await?;
+        Ok(set.is_some())
+    }
+
+    /// How many fans wait in each of `concerts`: one pipelined round trip of ZCARDs, O(1) each.
+    pub async fn waiting_counts(&self, concerts: &[ConcertId]) -> Result<Vec<u64>, StoreError> {
+        if concerts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in concerts {
+            pipe.cmd("ZCARD").arg(self.key(id, Part::Rank));
+        }
+        let mut c = self.conn().await?;
+        timed(pipe.query_async(&mut c)).await
+    }
+
     /// Every concert's settings, sorted by id; one pipelined round trip after SMEMBERS.
     pub async fn list_concerts(&self) -> Result<Vec<Concert>, StoreError> {
         let mut c = self.conn().await?;

@@ -51,6 +51,16 @@ pub struct HttpSettings {
     #[arg(long, env = "QUEUEGATE_RATE_LIMIT_PER_IP", default_value_t = 20)]
     pub rate_limit_per_ip: u32,
 
+    /// Joins per second one fan (one concert and userId) may make; a rejoin is harmless but
+    /// costs a Kafka record. 0: no limit.
+    #[arg(long, env = "QUEUEGATE_FAN_JOINS_PER_SECOND", default_value_t = 2)]
+    pub fan_joins_per_second: u32,
+
+    /// Status reads (and stream openings) per second one fan may make; the page polls every few
+    /// seconds or holds a stream. 0: no limit.
+    #[arg(long, env = "QUEUEGATE_FAN_STATUS_PER_SECOND", default_value_t = 5)]
+    pub fan_status_per_second: u32,
+
     /// How often the gateway refreshes its cache of concert states (ms).
     #[arg(long, env = "QUEUEGATE_CONCERT_REFRESH_MS", default_value_t = 1000)]
     pub concert_refresh_ms: u64,

@@ -40,31 +40,23 @@ pub const MAX_STREAM_LIFETIME: Duration = Duration::from_secs(30 * 60);
 /// One fan's claim on one of its [`MAX_STREAMS_PER_FAN`] streams; released when dropped.
 struct FanStreamSlot {
     gw: web::Data<Gateway>,
-    key: (ConcertId, UserId),
+    concert: ConcertId,
+    user: UserId,
 }
 
 impl FanStreamSlot {
     fn take(gw: &web::Data<Gateway>, concert: &ConcertId, user: &UserId) -> Option<Self> {
-        let key = (concert.clone(), user.clone());
-        let mut open = gw.fan_streams.lock().expect("never poisoned");
-        let n = open.entry(key.clone()).or_default();
-        if *n >= MAX_STREAMS_PER_FAN {
-            return None;
-        }
-        *n += 1;
-        Some(FanStreamSlot { gw: gw.clone(), key })
+        gw.fan_streams.take(concert, user, MAX_STREAMS_PER_FAN).then(|| FanStreamSlot {
+            gw: gw.clone(),
+            concert: concert.clone(),
+            user: user.clone(),
+        })
     }
 }
 
 impl Drop for FanStreamSlot {
     fn drop(&mut self) {
-        let mut open = self.gw.fan_streams.lock().expect("never poisoned");
-        if let Some(n) = open.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.key);
-            }
-        }
+        self.gw.fan_streams.give_back(&self.concert, &self.user);
     }
 }
 
@@ -101,6 +93,7 @@ pub(super) async fn events(
             ))
         }
     }
+    gw.limits.status_of(&concert, &user)?;
     let slot = FanStreamSlot::take(&gw, &concert, &user).ok_or(ApiError::RateLimited { retry_after_secs: 5 })?;
     let permit = Arc::clone(&gw.streams)
         .try_acquire_owned()

@@ -86,6 +86,8 @@ pub(super) async fn status(
             ))
         }
     }
+    // Counted after the token check, so nobody but the fan can spend the fan's budget.
+    gw.limits.status_of(&concert_id, &user_id)?;
     let body = read_status(&gw, &concert_id, &user_id).await?;
     Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(body))
 }

@@ -69,6 +69,11 @@ impl Keys {
         format!("{}:{{{}}}:{}", self.prefix, concert, part.as_str())
     }
 
+    /// A used proof-of-work challenge of `concert` (the nonce is hex, from a signed challenge).
+    pub fn pow_nonce(&self, concert: &ConcertId, nonce: &str) -> String {
+        format!("{}:{{{}}}:pow:{}", self.prefix, concert, nonce)
+    }
+
     /// The SET of every concert id.
     pub fn registry(&self) -> String {
         format!("{}:concerts", self.prefix)

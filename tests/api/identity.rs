@@ -265,7 +265,7 @@ async fn slow_bodies_are_cut_off_while_a_normal_join_goes_through() {
     let app = spawn_mode(FanIdentityMode::Body, |_| {}).await;
     let addr = app.http().trim_start_matches("http://").to_owned();
     let mut slow = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..1000 {
         let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
         s.write_all(b"POST /v1/concerts/c/queue HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"userId\"")
             .await
@@ -274,7 +274,7 @@ async fn slow_bodies_are_cut_off_while_a_normal_join_goes_through() {
     }
     let r = tokio::time::timeout(Duration::from_secs(10), join_with(&app, "c", None, json!({"userId": "punctual"})))
         .await
-        .expect("a normal join is answered while 200 bodies trickle");
+        .expect("a normal join is answered while 1,000 bodies trickle");
     assert_eq!(r.status(), 202);
     // Each trickling client gets 408 once the body read timeout passes, and is closed.
     let mut timed_out = 0;
@@ -287,5 +287,108 @@ async fn slow_bodies_are_cut_off_while_a_normal_join_goes_through() {
             }
         }
     }
-    assert_eq!(timed_out, 200, "every slow body got 408");
+    assert_eq!(timed_out, 1000, "every slow body got 408");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_inventing_ten_thousand_ids_gets_a_few_places_per_second_at_most() {
+    use futures_util::StreamExt;
+    let app = spawn_mode(FanIdentityMode::Body, |s| s.http.rate_limit_per_ip = 20).await;
+    let started = std::time::Instant::now();
+    let statuses: Vec<u16> = futures_util::stream::iter(0..10_000)
+        .map(|i| {
+            let r = join_with(&app, "c", None, json!({"userId": format!("invented-{i}")}));
+            async move { r.await.status().as_u16() }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let secs = started.elapsed().as_secs_f64();
+    let accepted = statuses.iter().filter(|s| **s == 202).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(accepted + limited, 10_000, "only 202 or 429: {:?}", statuses.iter().find(|s| ![202, 429].contains(*s)));
+    // A burst of 20, then 20 a second.
+    assert!(accepted as f64 <= 20.0 + 20.0 * secs + 1.0, "{accepted} accepted in {secs:.1} s");
+    assert!(accepted >= 20, "the budget itself is granted: {accepted}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_fan_polling_or_rejoining_past_its_budget_gets_429_while_another_fan_does_not() {
+    let app = spawn_mode(FanIdentityMode::Body, |s| {
+        s.http.fan_status_per_second = 2;
+        s.http.fan_joins_per_second = 2;
+    })
+    .await;
+    let a = accepted(join_with(&app, "c", None, json!({"userId": "eager"})).await).await;
+    let b = accepted(join_with(&app, "c", None, json!({"userId": "calm"})).await).await;
+    assert_eq!(join_with(&app, "c", None, json!({"userId": "eager"})).await.status(), 202, "a second join fits");
+    assert_problem(join_with(&app, "c", None, json!({"userId": "eager"})).await, 429, "too many").await;
+    let token = a["token"].as_str().unwrap();
+    let reads = [
+        app.status("c", "eager", token).await.status().as_u16(),
+        app.status("c", "eager", token).await.status().as_u16(),
+        app.status("c", "eager", token).await.status().as_u16(),
+    ];
+    assert_eq!(reads, [200, 200, 429]);
+    // Without the fan's token nobody can spend the fan's budget: a forged read is 401, not 429.
+    assert_problem(app.status("c", "calm", token).await, 401, "entry token").await;
+    assert_eq!(app.status("c", "calm", b["token"].as_str().unwrap()).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concert_with_max_waiting_turns_joins_away_as_queue_full_once_that_many_wait() {
+    let app = spawn_mode(FanIdentityMode::Body, |_| {}).await;
+    assert_eq!(app.put_concert("c", json!({"state": "open", "maxWaiting": 3})).await.status(), 200);
+    for i in 0..3 {
+        accepted(join_with(&app, "c", None, json!({"userId": format!("early-{i}")})).await).await;
+    }
+    app.wait_for_records(3).await;
+    // Within a refresh interval (200 ms in tests) the gateway sees three waiting.
+    let mut last = 0;
+    assert!(
+        poll_until(Duration::from_secs(10), async || {
+            let r = join_with(&app, "c", None, json!({"userId": "late"})).await;
+            last = r.status().as_u16();
+            last == 409
+        })
+        .await,
+        "last answer {last}"
+    );
+    assert_problem(join_with(&app, "c", None, json!({"userId": "later"})).await, 409, "queue is full").await;
+    let waiting = app.waiting_list("c").await;
+    assert!(waiting.len() <= 4, "at most one join slipped in before the refresh: {waiting:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concert_asking_for_proof_of_work_takes_each_solution_once_and_a_returning_fan_needs_none() {
+    use queuegate::gateway::challenge::solve;
+    let app = spawn_mode(FanIdentityMode::Anonymous, |_| {}).await;
+    assert_eq!(app.put_concert("c", json!({"state": "open", "powDifficulty": 10})).await.status(), 200);
+    assert_problem(join_with(&app, "c", None, json!({})).await, 403, "proof of work").await;
+
+    let challenge = async || -> Value {
+        app.client.get(format!("{}/v1/concerts/c/challenge", app.http())).send().await.unwrap().json().await.unwrap()
+    };
+    let ch = challenge().await;
+    assert_eq!(ch["difficulty"], 10);
+    let text = ch["challenge"].as_str().unwrap();
+    let solution = solve(text, 10);
+    let pow = json!({"pow": {"challenge": text, "solution": solution}});
+    let fan = accepted(join_with(&app, "c", None, pow.clone()).await).await;
+    // The same solution again (a bot sharing one solved challenge): refused.
+    assert_problem(join_with(&app, "c", None, pow).await, 403, "used already").await;
+    // A wrong solution, and a challenge of another concert.
+    let fresh = challenge().await;
+    let wrong = json!({"pow": {"challenge": fresh["challenge"], "solution": "definitely-not-it"}});
+    let wrong_answer = join_with(&app, "c", None, wrong).await;
+    if wrong_answer.status() != 202 {
+        assert_problem(wrong_answer, 403, "does not solve").await;
+    }
+    assert_eq!(app.put_concert("d", json!({"state": "open", "powDifficulty": 10})).await.status(), 200);
+    let other =
+        json!({"pow": {"challenge": fresh["challenge"], "solution": solve(fresh["challenge"].as_str().unwrap(), 10)}});
+    assert_problem(join_with(&app, "d", None, other).await, 403, "another concert").await;
+    // The fan who solved it once rejoins with its entry token: no new work, the same place.
+    let again = accepted(join_with(&app, "c", Some(fan["token"].as_str().unwrap()), json!({})).await).await;
+    assert_eq!(again["userId"], fan["userId"]);
 }

@@ -1,0 +1,154 @@
+//! How much one client and one fan may take from the front door.
+//!
+//! Three keyed rate limits (governor's GCRA, one small entry per key): joins per client address
+//! (IPv6 by /64, the address behind trusted proxies), joins per fan, and status reads per fan.
+//! Their memory is bounded by [`Limits::prune`], which the supervised task "rate limiter
+//! pruning" calls every few seconds: a key whose budget is full again is indistinguishable from
+//! one never seen, so it is dropped. Streams per fan are counted in [`FanStreams`].
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::config::HttpSettings;
+use crate::ids::{ConcertId, UserId};
+use crate::problem::ApiError;
+
+type FanKey = (ConcertId, UserId);
+
+/// The front door's rate limits; a limit of 0 is off.
+pub struct Limits {
+    joins_per_client: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    joins_per_fan: Option<DefaultKeyedRateLimiter<FanKey>>,
+    status_per_fan: Option<DefaultKeyedRateLimiter<FanKey>>,
+}
+
+fn keyed<K: std::hash::Hash + Eq + Clone>(per_second: u32) -> Option<DefaultKeyedRateLimiter<K>> {
+    NonZeroU32::new(per_second).map(|n| RateLimiter::keyed(Quota::per_second(n)))
+}
+
+/// 429 with the whole seconds until `limiter` lets `key` through again.
+fn check<K: std::hash::Hash + Eq + Clone>(
+    limiter: &Option<DefaultKeyedRateLimiter<K>>,
+    key: K,
+) -> Result<(), ApiError> {
+    let Some(limiter) = limiter else { return Ok(()) };
+    limiter.check_key(&key).map_err(|not_until| {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        ApiError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 }
+    })
+}
+
+impl Limits {
+    pub fn new(http: &HttpSettings) -> Self {
+        Limits {
+            joins_per_client: keyed(http.rate_limit_per_ip),
+            joins_per_fan: keyed(http.fan_joins_per_second),
+            status_per_fan: keyed(http.fan_status_per_second),
+        }
+    }
+
+    /// A join from `client` (the address the limit counts, see [`crate::identity::limit_key`]).
+    pub fn join_from(&self, client: Option<IpAddr>) -> Result<(), ApiError> {
+        match client {
+            Some(ip) => check(&self.joins_per_client, crate::identity::limit_key(ip)),
+            None => Ok(()),
+        }
+    }
+
+    /// A join of `user` (after its identity is known).
+    pub fn join_of(&self, concert: &ConcertId, user: &UserId) -> Result<(), ApiError> {
+        check(&self.joins_per_fan, (concert.clone(), user.clone()))
+    }
+
+    /// A status read (or stream opening) of `user`.
+    pub fn status_of(&self, concert: &ConcertId, user: &UserId) -> Result<(), ApiError> {
+        check(&self.status_per_fan, (concert.clone(), user.clone()))
+    }
+
+    /// Drops the keys whose budget is full again and gives their memory back.
+    pub fn prune(&self) {
+        fn prune_one<K: std::hash::Hash + Eq + Clone>(l: &Option<DefaultKeyedRateLimiter<K>>) {
+            if let Some(l) = l {
+                l.retain_recent();
+                l.shrink_to_fit();
+            }
+        }
+        prune_one(&self.joins_per_client);
+        prune_one(&self.joins_per_fan);
+        prune_one(&self.status_per_fan);
+    }
+
+    /// Keys held right now, over all three limits (for tests and metrics).
+    pub fn keys_held(&self) -> usize {
+        self.joins_per_client.as_ref().map_or(0, |l| l.len())
+            + self.joins_per_fan.as_ref().map_or(0, |l| l.len())
+            + self.status_per_fan.as_ref().map_or(0, |l| l.len())
+    }
+}
+
+/// Open status streams per fan.
+#[derive(Default)]
+pub struct FanStreams(Mutex<HashMap<FanKey, u8>>);
+
+impl FanStreams {
+    /// Takes one of the fan's `max` stream slots; false when it has none left.
+    pub fn take(&self, concert: &ConcertId, user: &UserId, max: u8) -> bool {
+        let mut open = self.0.lock().expect("never poisoned");
+        let n = open.entry((concert.clone(), user.clone())).or_default();
+        if *n >= max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// Gives a slot back.
+    pub fn give_back(&self, concert: &ConcertId, user: &UserId) {
+        let mut open = self.0.lock().expect("never poisoned");
+        let key = (concert.clone(), user.clone());
+        if let Some(n) = open.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_forgets_clients_whose_budget_is_full_again() {
+        let mut http = crate::config::Settings::for_test("t", "g", "p").http;
+        http.rate_limit_per_ip = 1000;
+        let limits = Limits::new(&http);
+        for i in 0..5000u32 {
+            limits.join_from(Some(IpAddr::from(i.to_be_bytes()))).unwrap();
+        }
+        assert_eq!(limits.keys_held(), 5000);
+        std::thread::sleep(std::time::Duration::from_millis(20)); // > 1 ms, the refill of one join
+        limits.prune();
+        assert_eq!(limits.keys_held(), 0, "a made-up address costs memory only while it is limited");
+    }
+
+    #[test]
+    fn one_fan_cannot_rejoin_or_poll_past_its_budget_while_others_can() {
+        let mut http = crate::config::Settings::for_test("t", "g", "p").http;
+        (http.fan_joins_per_second, http.fan_status_per_second) = (2, 3);
+        let limits = Limits::new(&http);
+        let (c, fan, other) =
+            (ConcertId::parse("c").unwrap(), UserId::parse("fan").unwrap(), UserId::parse("o").unwrap());
+        let joins: Vec<bool> = (0..3).map(|_| limits.join_of(&c, &fan).is_ok()).collect();
+        assert_eq!(joins, [true, true, false]);
+        let reads: Vec<bool> = (0..4).map(|_| limits.status_of(&c, &fan).is_ok()).collect();
+        assert_eq!(reads, [true, true, true, false]);
+        assert!(limits.join_of(&c, &other).is_ok() && limits.status_of(&c, &other).is_ok());
+    }
+}
