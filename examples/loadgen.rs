@@ -5,7 +5,10 @@
 //! * open loop: join i is due at start + i/rate, whatever happened to the ones before it;
 //! * latency is measured from when the join was *due*, not from when a connection got free, so
 //!   a stall is counted in full (no coordinated omission);
-//! * every join is a fan never seen before (`lg-<run>-<i>`);
+//! * every join is a fan never seen before (`lg-<run>-<i>`), in the gateway's identity mode:
+//!   `--identity body` (the default) names it in the body, `anonymous` sends `{}` and lets the
+//!   gateway name it, `jwt` signs an HS256 identity token per join with `--jwt-secret`
+//!   (`--jwt-iss`, `--jwt-aud`), as a booking site would have;
 //! * plain HTTP/1.1 on keep-alive connections, one request in flight per connection (like a
 //!   browser), hand-written so that the generator's CPU goes to the kernel, not to a framework.
 //!
@@ -13,7 +16,7 @@
 //!
 //! ```text
 //! cargo run --release --example loadgen -- --addr 127.0.0.1:8080 --concert bench \
-//!     --rate 10000 --seconds 30 --connections 512
+//!     --rate 10000 --seconds 30 --connections 512 [--identity jwt --jwt-secret S --jwt-iss I --jwt-aud A]
 //! ```
 //!
 //! Prints one JSON object: offered and achieved rate, answers by status, latency percentiles (ms).
@@ -51,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         rate > 0.0 && seconds > 0.0 && connections > 0 && threads > 0,
         "rate, seconds, connections and threads must be positive"
     );
+    let fans = Arc::new(Fans::from_args()?);
     let total = (rate * seconds).round() as u64;
     let run = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis());
 
@@ -65,9 +69,9 @@ fn main() -> anyhow::Result<()> {
         let prefix: Arc<str> = format!("lg-{run}-").into();
         let mut tasks = Vec::with_capacity(connections);
         for _ in 0..connections {
-            let (next, head, prefix) = (next.clone(), head.clone(), prefix.clone());
+            let (next, head, prefix, fans) = (next.clone(), head.clone(), prefix.clone(), fans.clone());
             tasks.push(tokio::spawn(async move {
-                connection(addr, start, rate, total, &next, &head, &prefix).await
+                connection(addr, start, rate, total, &next, &head, &prefix, &fans).await
             }));
         }
         let mut all = Tally::default();
@@ -108,8 +112,45 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
+/// How each join says who the fan is (the gateway's `QUEUEGATE_FAN_IDENTITY`).
+enum Fans {
+    Body,
+    Anonymous,
+    Jwt { key: jsonwebtoken::EncodingKey, iss: String, aud: String },
+}
+
+impl Fans {
+    fn from_args() -> anyhow::Result<Self> {
+        Ok(match arg("--identity", "body").as_str() {
+            "body" => Fans::Body,
+            "anonymous" => Fans::Anonymous,
+            "jwt" => Fans::Jwt {
+                key: jsonwebtoken::EncodingKey::from_secret(arg("--jwt-secret", "").as_bytes()),
+                iss: arg("--jwt-iss", "https://tickets.example"),
+                aud: arg("--jwt-aud", "queuegate"),
+            },
+            other => anyhow::bail!("--identity must be body, anonymous or jwt, not {other}"),
+        })
+    }
+
+    /// The extra header lines and the body of fan `name`'s join.
+    fn join(&self, name: &str) -> (String, String) {
+        match self {
+            Fans::Body => (String::new(), format!("{{\"userId\":\"{name}\"}}")),
+            Fans::Anonymous => (String::new(), "{}".to_owned()),
+            Fans::Jwt { key, iss, aud } => {
+                let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+                let claims = serde_json::json!({"sub": name, "iss": iss, "aud": aud, "exp": exp});
+                let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, key).expect("HS256 signs");
+                (format!("Authorization: Bearer {token}\r\n"), "{}".to_owned())
+            }
+        }
+    }
+}
+
 /// One keep-alive connection: takes the next due join, waits for its time, sends it, reads the
 /// answer; reconnects after an error.
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     addr: SocketAddr,
     start: Instant,
@@ -118,6 +159,7 @@ async fn connection(
     next: &AtomicU64,
     head: &str,
     prefix: &str,
+    fans: &Fans,
 ) -> Tally {
     let mut tally = Tally::default();
     let mut stream: Option<TcpStream> = None;
@@ -143,9 +185,10 @@ async fn connection(
             }
         }
         let s = stream.as_mut().expect("connected above");
-        let body = format!("{{\"userId\":\"{prefix}{i}\"}}");
+        let (auth, body) = fans.join(&format!("{prefix}{i}"));
         req.clear();
         req.extend_from_slice(head.as_bytes());
+        req.extend_from_slice(auth.as_bytes());
         req.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
         req.extend_from_slice(body.as_bytes());
         let status = match exchange(s, &req, &mut buf).await {

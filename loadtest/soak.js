@@ -6,6 +6,7 @@
 import http from 'k6/http';
 import { check } from 'k6';
 import exec from 'k6/execution';
+import { joinRequest } from './identity.js';
 import { Counter } from 'k6/metrics';
 
 const BASE = __ENV.BASE || 'http://127.0.0.1:8080';
@@ -33,13 +34,11 @@ export const options = {
 
 export function step() {
   const user = `soak-${RUN}-${exec.scenario.iterationInTest}`;
-  const r = http.post(`${BASE}/v1/concerts/${CONCERT}/queue`, JSON.stringify({ userId: user }), {
-    headers: { 'Content-Type': 'application/json' },
-    tags: { name: 'join' },
-  });
+  const req = joinRequest(user);
+  const r = http.post(`${BASE}/v1/concerts/${CONCERT}/queue`, req.body, { headers: req.headers, tags: { name: 'join' } });
   if (r.status >= 500) server_errors.add(1);
   if (!check(r, { 'join 202': (x) => x.status === 202 })) return;
-  const s = http.get(`${BASE}/v1/concerts/${CONCERT}/queue/${user}`, {
+  const s = http.get(`${BASE}/v1/concerts/${CONCERT}/queue/${r.json('userId')}`, {
     headers: { Authorization: `Bearer ${r.json('token')}` },
     tags: { name: 'status' },
   });

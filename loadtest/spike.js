@@ -7,6 +7,7 @@
 import http from 'k6/http';
 import { check, sleep } from 'k6';
 import exec from 'k6/execution';
+import { joinRequest } from './identity.js';
 import { Counter } from 'k6/metrics';
 
 const BASE = __ENV.BASE || 'http://127.0.0.1:8080';
@@ -43,18 +44,17 @@ export const options = {
 export function join() {
   // Unique per iteration across the whole test: run id + scenario iteration number.
   const user = `k6-${RUN}-${exec.scenario.iterationInTest}`;
-  const r = http.post(`${BASE}/v1/concerts/${CONCERT}/queue`, JSON.stringify({ userId: user }), {
-    headers: { 'Content-Type': 'application/json' },
-    tags: { name: 'join' },
-  });
+  const req = joinRequest(user);
+  const r = http.post(`${BASE}/v1/concerts/${CONCERT}/queue`, req.body, { headers: req.headers, tags: { name: 'join' } });
   if (r.status >= 500) server_errors.add(1);
   if (!check(r, { 'join 202': (x) => x.status === 202 })) return;
   accepted.add(1);
   const token = r.json('token');
+  const fan = r.json('userId'); // the gateway's name for the fan (anonymous mode mints one)
   // Poll twice, a few seconds apart, like the page does.
   for (let i = 0; i < 2; i++) {
     sleep(2 + Math.random() * 2);
-    const s = http.get(`${BASE}/v1/concerts/${CONCERT}/queue/${user}`, {
+    const s = http.get(`${BASE}/v1/concerts/${CONCERT}/queue/${fan}`, {
       headers: { Authorization: `Bearer ${token}` },
       tags: { name: 'status' },
     });

@@ -10,7 +10,8 @@
 #   ceiling example; fixed join rates, open loop (examples/loadgen), 25,000/s for 30 s among
 #   them; the same rates with k6 where k6 can offer them; a burst of 100,000 unique fans
 #   (examples/burst); status lookups (wrk); then every concert's Redis queue is checked
-#   against the 202s counted, and the processes' peak RSS is read.
+#   against the 202s counted, and the processes' peak RSS is read; last, joins/s in each fan
+#   identity mode (scripts/bench_identity.sh) and what each verification costs.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -176,6 +177,11 @@ done
 nproc > "$OUT/nproc.txt"
 grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- > "$OUT/cpu.txt"
 free -g | awk '/Mem:/ {print $2}' > "$OUT/mem.txt"
+
+log "joins/s per fan identity mode (scripts/bench_identity.sh)"
+kill "$GW" "$CO" 2>/dev/null || true
+wait "$GW" "$CO" 2>/dev/null || true
+scripts/bench_identity.sh "$OUT"
 
 log "writing docs/benchmarks.md"
 .local/bench-venv/bin/python scripts/bench_report.py "$OUT"

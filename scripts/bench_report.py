@@ -302,5 +302,37 @@ The settings that matter for this run, all at their defaults (docs/configuration
 
 Peak resident set over the whole run (VmHWM): gateway {hwm['gateway']:.0f} MB, consumer {hwm['consumer']:.0f} MB.
 """
+identity_file = out / "identity-summary.json"
+if identity_file.exists():
+    ids = json.loads(identity_file.read_text())
+    cost = json.loads((out / "identity-cost.json").read_text())
+    identity_section = f"""## Joins/s per fan identity mode (issue 11)
+
+`scripts/bench_identity.sh` (run by `make bench`): the same gateway binary restarted in each
+`QUEUEGATE_FAN_IDENTITY` mode against one consumer, `wrk -t2 -c256 -d20s` after a 5 s warm-up
+(`loadtest/wrk-join.lua -- <concert> <mode> [tokens]`), three rounds in rotating order, medians. jwt mode uses HS256 identity tokens made
+by `examples/fan_tokens.rs` (20,000 accounts, each coming round again as a rejoin: the gateway
+verifies and produces every one).
+
+| mode | joins/s (median) | runs | non-2xx | vs body | target | |
+|---|---|---|---|---|---|---|
+| body | {ids['body']:,.0f} | {', '.join(f'{r:,.0f}' for r in ids['body_runs'])} | {ids['body_non2xx']} | 1.00 | — | |
+| anonymous | {ids['anonymous']:,.0f} | {', '.join(f'{r:,.0f}' for r in ids['anonymous_runs'])} | {ids['anonymous_non2xx']} | {ids['anonymous_ratio']:.2f} | ≥ 0.95 | {ok(ids['anonymous_ratio'] >= 0.95)} |
+| jwt (HS256) | {ids['jwt']:,.0f} | {', '.join(f'{r:,.0f}' for r in ids['jwt_runs'])} | {ids['jwt_non2xx']} | {ids['jwt_ratio']:.2f} | ≥ 0.8 | {ok(ids['jwt_ratio'] >= 0.8)} |
+
+What each verification costs per join (`examples/identity_cost.rs`: release, one thread, best of
+three passes over 20,000 distinct tokens, on the library's own code):
+
+| work | µs per join |
+|---|---|
+| jwt: verify an HS256 identity token | {cost['jwt_hs256_verify_us']:.1f} |
+| jwt: verify an EdDSA identity token (JWKS) | {cost['jwt_eddsa_verify_us']:.1f} |
+| anonymous: mint the fan's id (UUID v7) | {cost['anonymous_mint_us']:.2f} |
+| every mode: issue the entry token | {cost['entry_token_issue_us']:.2f} |
+| every status read: check the entry token | {cost['entry_token_verify_us']:.2f} |
+
+"""
+    doc = doc.replace("## Settings the benchmark ran with", identity_section + "## Settings the benchmark ran with")
+
 (root / "docs" / "benchmarks.md").write_text(doc)
 print(doc)
