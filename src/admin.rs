@@ -266,12 +266,12 @@ struct UserView {
 async fn queue_user(admin: web::Data<Admin>, path: web::Path<(ConcertId, UserId)>) -> Result<HttpResponse, ApiError> {
     let (concert_id, user_id) = path.into_inner();
     let c = existing(&admin, &concert_id).await?;
-    let standing = admin.store.standing(&c.id, &user_id, 0).await?;
+    let (standing, now_ms) = admin.store.standing(&c.id, &user_id, 0).await?;
     let joined_at_ms = match &standing {
         Standing::Unknown => return Err(ApiError::NotFound(format!("{user_id} never joined concert {concert_id}"))),
         Standing::Waiting { joined_at_ms, .. } | Standing::Left { joined_at_ms, .. } => *joined_at_ms,
     };
-    let status = FanStatus::new(standing, crate::clock::now_ms(), &c.id, &user_id, None);
+    let status = FanStatus::new(standing, now_ms, &c.id, &user_id, None);
     Ok(HttpResponse::Ok().json(UserView {
         user_id,
         status: status.status,

@@ -55,6 +55,11 @@ pub struct EntryConsumer {
     carry: Vec<OwnedMessage>,
 }
 
+/// Attempts a concert's write gets when Redis refuses it for good (a wrong-typed key, a script
+/// error) before its records are parked: a few, in case the refusal was an operator's fix in
+/// progress.
+const PERMANENT_ATTEMPTS: u32 = 3;
+
 /// How long one Kafka transaction step may take before it is retried.
 const TXN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -143,7 +148,8 @@ impl EntryConsumer {
     /// Applies and commits one batch. False when `stop` interrupted it before the commit.
     async fn process(&mut self, msgs: Vec<OwnedMessage>, stop: &CancellationToken) -> bool {
         self.metrics.consumer_batch_size.with_label_values(&[] as &[&str]).observe(msgs.len() as f64);
-        let plan = Plan::new(&msgs);
+        let mut plan = Plan::new(&msgs);
+        let mut parked = Vec::new();
         for group in &plan.groups {
             let joins: Vec<(&UserId, i64)> = group.joins.iter().map(|(u, at)| (u, *at)).collect();
             let mut backoff = Backoff::new();
@@ -170,6 +176,20 @@ impl EntryConsumer {
                         }
                         break;
                     }
+                    Err(e) if e.is_permanent() && backoff.attempts() + 1 >= PERMANENT_ATTEMPTS => {
+                        // This concert's writes are refused for good; the others must not wait
+                        // for an operator. Its records go to the dead-letter topic with the
+                        // reason, committed with the batch, and come back with `dlt replay`.
+                        tracing::error!(concert = %group.concert, records = group.records.len(), error = %e,
+                            "Redis refuses this concert's writes; parking its records in the dead-letter topic");
+                        self.metrics.consumer_quarantined.inc_by(group.records.len() as u64);
+                        let why = InvalidRecord::StoreRejected(e.to_string());
+                        parked.extend(group.records.iter().map(|&i| (&msgs[i], why.clone())));
+                        if let Some(tpl) = paused.take() {
+                            self.resume(&tpl);
+                        }
+                        break;
+                    }
                     Err(e) => {
                         self.metrics.consumer_retries.with_label_values(&["redis"]).inc();
                         if backoff.attempts() == 0 {
@@ -183,6 +203,7 @@ impl EntryConsumer {
                 }
             }
         }
+        plan.dead.extend(parked);
         for (msg, why) in &plan.dead {
             tracing::warn!(partition = msg.partition(), offset = msg.offset(), reason = why.code(), detail = %why,
                 "record can never be applied; sending it to the dead-letter topic");

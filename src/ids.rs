@@ -176,6 +176,11 @@ pub enum InvalidRecord {
     InvalidUserId,
     #[error("key does not match the value's userId:concertId")]
     KeyMismatch,
+    /// Valid, but Redis refuses the concert's writes for good (a key of the wrong type, a
+    /// script error): the concert is parked here until the cause is fixed and the dead letters
+    /// are replayed (`queuegate dlt replay`).
+    #[error("Redis refuses this concert's writes: {0}")]
+    StoreRejected(String),
 }
 
 impl InvalidRecord {
@@ -187,6 +192,7 @@ impl InvalidRecord {
             InvalidRecord::InvalidConcertId => "invalid-concert-id",
             InvalidRecord::InvalidUserId => "invalid-user-id",
             InvalidRecord::KeyMismatch => "key-mismatch",
+            InvalidRecord::StoreRejected(_) => "store-rejected",
         }
     }
 }

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub redis_duration: HistogramVec,
     pub consumer_retries: IntCounterVec,
     pub consumer_rebalances: IntCounterVec,
+    pub consumer_quarantined: prometheus::IntCounter,
     pub admissions: IntCounterVec,
     pub concert_fans: IntGaugeVec,
     pub consumer_lag: IntGaugeVec,
@@ -101,6 +102,11 @@ impl Metrics {
                 &["kind"],
             )
             .expect("valid metric"),
+            consumer_quarantined: prometheus::IntCounter::new(
+                "queuegate_consumer_quarantined_records_total",
+                "Records of concerts whose Redis writes were refused for good, parked in the dead-letter topic (also counted as dead_lettered)",
+            )
+            .expect("valid metric"),
             admissions: IntCounterVec::new(
                 Opts::new("queuegate_admissions_total", "Fans admitted by this process, by mode (auto, manual)"),
                 &["mode"],
@@ -158,6 +164,7 @@ impl Metrics {
             Box::new(m.redis_duration.clone()),
             Box::new(m.consumer_retries.clone()),
             Box::new(m.consumer_rebalances.clone()),
+            Box::new(m.consumer_quarantined.clone()),
             Box::new(m.admissions.clone()),
             Box::new(m.concert_fans.clone()),
             Box::new(m.consumer_lag.clone()),

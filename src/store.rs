@@ -38,6 +38,20 @@ pub enum StoreError {
     Reply(String),
 }
 
+impl StoreError {
+    /// Whether retrying cannot help: Redis refused the command itself (a key of the wrong type,
+    /// an error inside a script, a missing ACL permission), as opposed to a connection, a
+    /// timeout, a loading or out-of-memory server, which pass. Out of memory is deliberately
+    /// passing: it is not one concert's fault, and parking every concert would turn a memory
+    /// alarm into a replay job.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            StoreError::Redis(e) => matches!(e.code(), Some("WRONGTYPE" | "ERR" | "NOPERM")),
+            _ => false,
+        }
+    }
+}
+
 /// Outcome of applying one concert's batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -285,7 +299,9 @@ impl QueueStore {
         inv.key(self.key(concert, Part::Joined))
             .key(self.key(concert, Part::Waiting))
             .key(self.key(concert, Part::Rank))
-            .key(self.key(concert, Part::Seq));
+            .key(self.key(concert, Part::Seq))
+            .key(self.key(concert, Part::Concert))
+            .key(self.key(concert, Part::Seen));
         for (user, at) in joins {
             inv.arg(user.as_str()).arg(*at);
         }
@@ -294,7 +310,7 @@ impl QueueStore {
         Ok(Applied { appended, duplicates })
     }
 
-    /// Where `user` stands in `concert`'s queue: O(log n). With `record_poll_every_ms` > 0 the
+    /// Where `user` stands in `concert`'s queue, and Redis's time (ms): O(log n). With `record_poll_every_ms` > 0 the
     /// read also records the fan's last poll (abandonment is judged by it) when the recorded one
     /// is at least that old; operators' reads pass 0.
     pub async fn standing(
@@ -302,8 +318,7 @@ impl QueueStore {
         concert: &ConcertId,
         user: &UserId,
         record_poll_every_ms: u64,
-    ) -> Result<Standing, StoreError> {
-        let now = crate::clock::now_ms();
+    ) -> Result<(Standing, i64), StoreError> {
         let mut inv = self.scripts.status.prepare_invoke();
         inv.key(self.key(concert, Part::Joined))
             .key(self.key(concert, Part::Rank))
@@ -311,7 +326,6 @@ impl QueueStore {
             .key(self.key(concert, Part::Seen))
             .key(self.key(concert, Part::Adm))
             .arg(user.as_str())
-            .arg(now)
             .arg(record_poll_every_ms);
         let (id, mut c) = self.shared.get().await?;
         let reply: Vec<redis::Value> = self.shared.check(id, timed(inv.invoke_async(&mut c)).await)?;
@@ -323,7 +337,9 @@ impl QueueStore {
         let text = |i: usize| -> Result<String, StoreError> {
             redis::from_redis_value_ref::<String>(get(i)?).map_err(|e| StoreError::Reply(e.to_string()))
         };
-        Ok(match int(0)? {
+        // The last element is Redis's time: token expiry is judged by it, not this instance's clock.
+        let now_ms = int(reply.len().saturating_sub(1))?;
+        let standing = match int(0)? {
             0 => Standing::Unknown,
             1 => Standing::Waiting {
                 position: int(1)? as u64,
@@ -337,7 +353,8 @@ impl QueueStore {
                     Outcome::parse(&state).ok_or_else(|| StoreError::Reply(format!("unknown fan state {state:?}")))?;
                 Standing::Left { queue_length: int(2)? as u64, joined_at_ms: int(3)?, outcome }
             }
-        })
+        };
+        Ok((standing, now_ms))
     }
 
     /// One page of the queue in order: (total waiting, entries). O(log n + limit).
@@ -370,10 +387,7 @@ impl QueueStore {
     /// A concert's counts: O(log n).
     pub async fn counts(&self, concert: &ConcertId) -> Result<Counts, StoreError> {
         let mut inv = self.scripts.counts.prepare_invoke();
-        inv.key(self.key(concert, Part::Rank))
-            .key(self.key(concert, Part::Adm))
-            .key(self.key(concert, Part::Active))
-            .arg(crate::clock::now_ms());
+        inv.key(self.key(concert, Part::Rank)).key(self.key(concert, Part::Adm)).key(self.key(concert, Part::Active));
         let mut c = self.conn().await?;
         let (waiting, admitted, active, abandoned, removed): (u64, u64, u64, u64, u64) =
             timed(inv.invoke_async(&mut c)).await?;
@@ -389,8 +403,7 @@ impl QueueStore {
         {
             inv.key(self.key(concert, part));
         }
-        inv.arg(crate::clock::now_ms())
-            .arg(req.max)
+        inv.arg(req.max)
             .arg(req.ttl_ms)
             .arg(req.max_active)
             .arg(req.abandon_after_ms)
@@ -421,7 +434,7 @@ impl QueueStore {
         for part in [Part::Waiting, Part::Rank, Part::State, Part::Adm] {
             inv.key(self.key(concert, part));
         }
-        inv.arg(user.as_str()).arg(crate::clock::now_ms());
+        inv.arg(user.as_str());
         let mut c = self.conn().await?;
         let removed: i64 = timed(inv.invoke_async(&mut c)).await?;
         Ok(removed == 1)
@@ -432,7 +445,7 @@ impl QueueStore {
     pub async fn complete(&self, concert: &ConcertId, user: &UserId) -> Result<bool, StoreError> {
         let mut inv = self.scripts.complete.prepare_invoke();
         inv.key(self.key(concert, Part::State)).key(self.key(concert, Part::Active));
-        inv.arg(user.as_str()).arg(crate::clock::now_ms());
+        inv.arg(user.as_str());
         let mut c = self.conn().await?;
         let done: i64 = timed(inv.invoke_async(&mut c)).await?;
         Ok(done > 0)

@@ -15,6 +15,8 @@ pub struct ConcertJoins {
     /// The trace id of each join (from its `traceparent` header), so one join can be followed
     /// from the HTTP request to the Redis write in the logs.
     pub traces: Vec<Option<String>>,
+    /// Where each join's record is in the batch (to dead-letter the group if it must be parked).
+    pub records: Vec<usize>,
 }
 
 /// What a batch asks of Redis and of the dead-letter topic.
@@ -31,7 +33,7 @@ impl<'a> Plan<'a> {
         let mut index: HashMap<ConcertId, usize> = HashMap::new();
         let mut groups: Vec<ConcertJoins> = Vec::new();
         let mut dead = Vec::new();
-        for m in msgs {
+        for (at, m) in msgs.iter().enumerate() {
             match EntryRecord::decode(m.key(), m.payload()) {
                 Ok(rec) => {
                     let i = *index.entry(rec.concert_id.clone()).or_insert_with(|| {
@@ -39,11 +41,13 @@ impl<'a> Plan<'a> {
                             concert: rec.concert_id.clone(),
                             joins: Vec::new(),
                             traces: Vec::new(),
+                            records: Vec::new(),
                         });
                         groups.len() - 1
                     });
                     groups[i].joins.push((rec.user_id, rec.joined_at_ms));
                     groups[i].traces.push(trace_id(m));
+                    groups[i].records.push(at);
                 }
                 Err(why) => dead.push((m, why)),
             }
@@ -110,9 +114,10 @@ mod tests {
                 ConcertJoins {
                     concert: cid("c1"),
                     joins: vec![(uid("a"), 7), (uid("c"), 7)],
-                    traces: vec![None, None]
+                    traces: vec![None, None],
+                    records: vec![0, 2]
                 },
-                ConcertJoins { concert: cid("c2"), joins: vec![(uid("b"), 7)], traces: vec![None] },
+                ConcertJoins { concert: cid("c2"), joins: vec![(uid("b"), 7)], traces: vec![None], records: vec![1] },
             ]
         );
         assert!(plan.dead.is_empty());

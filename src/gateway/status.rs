@@ -99,9 +99,9 @@ pub(super) async fn read_status(gw: &Gateway, concert_id: &ConcertId, user_id: &
     // Polls matter only where abandonment is on; recorded a few times per abandonment window.
     let abandon_ms = gw.cache.settings(concert_id).map_or(0, |s| u64::from(s.abandon_after_seconds) * 1000);
     let record_every = if abandon_ms == 0 { 0 } else { (abandon_ms / 4).clamp(1, 5000) };
-    let standing = gw.store.standing(concert_id, user_id, record_every).await?;
+    let (standing, now_ms) = gw.store.standing(concert_id, user_id, record_every).await?;
     gw.metrics.redis_duration.with_label_values(&["status"]).observe(started.elapsed().as_secs_f64());
-    Ok(FanStatus::new(standing, crate::clock::now_ms(), concert_id, user_id, Some(&gw.keys)))
+    Ok(FanStatus::new(standing, now_ms, concert_id, user_id, Some(&gw.keys)))
 }
 
 /// What the booking site sends to `complete`.

@@ -6,20 +6,24 @@
 -- KEYS[7] adm     HASH admitted, skipped, removed counts; rate bucket (bucketAt, bucketCarry);
 --                      observed rate (obsRate admits/s, decayed to obsAt)
 -- KEYS[8] lease   STRING the automatic admitter's lease, "<instance>:<fence>"
--- ARGV[1] now (ms)  ARGV[2] most fans to admit  ARGV[3] token ttl (ms)  ARGV[4] maxActive (0: none)
--- ARGV[5] abandonAfter (ms, 0: off)  ARGV[6] admitPerSecond (0: no rate bucket)
--- ARGV[7] lease value the caller holds ("" for manual admission: no lease needed)
+-- ARGV[1] most fans to admit  ARGV[2] token ttl (ms)  ARGV[3] maxActive (0: none)
+-- ARGV[4] abandonAfter (ms, 0: off)  ARGV[5] admitPerSecond (0: no rate bucket)
+-- ARGV[6] lease value the caller holds ("" for manual admission: no lease needed)
+-- Time (token issue and expiry, the rate bucket, abandonment) is Redis's: an admitter whose
+-- clock is behind or ahead admits at the configured rate all the same.
 --
 -- Returns {0} when the caller's lease is not the current one (a stale admitter is fenced off),
--- else {1, now, user1, exp1, user2, exp2, ...}. Fans whose last poll is older than abandonAfter
+-- else {1, now, user1, exp1, user2, exp2, ...}. Fans who have neither reached the queue nor
+-- polled within abandonAfter (`seen` holds the later of the two; apply.lua writes the arrival)
 -- are taken off the queue as expired and do not count. At most 1000 fans are looked at per call.
-local now = tonumber(ARGV[1])
-local n = tonumber(ARGV[2])
-local ttl = tonumber(ARGV[3])
-local max_active = tonumber(ARGV[4])
-local abandon = tonumber(ARGV[5])
-local rate = tonumber(ARGV[6])
-if ARGV[7] ~= '' and redis.call('GET', KEYS[8]) ~= ARGV[7] then
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local n = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local max_active = tonumber(ARGV[3])
+local abandon = tonumber(ARGV[4])
+local rate = tonumber(ARGV[5])
+if ARGV[6] ~= '' and redis.call('GET', KEYS[8]) ~= ARGV[6] then
   return {0}
 end
 

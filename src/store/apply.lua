@@ -4,16 +4,37 @@
 -- KEYS[2] waiting  LIST  userIds in queue order (the concert's waiting list)
 -- KEYS[3] rank     ZSET  userId -> sequence number; ZRANK gives the exact position in O(log n)
 -- KEYS[4] seq      STRING the concert's last sequence number
+-- KEYS[5] concert  HASH  the concert's settings (read: abandonAfterSeconds)
+-- KEYS[6] seen     HASH  userId -> when the fan last showed life (ms): its arrival, then its polls
 -- ARGV    pairs of userId, joinedAt (ms), in the order the consumer read them
+--
+-- Where the concert judges abandonment, each new fan's arrival (Redis's time) goes into `seen`:
+-- abandonment then counts from when the fan reached the queue or last polled, whichever is
+-- later, never from when the gateway accepted it, so consumer lag cannot make a faithful
+-- poller look abandoned.
 --
 -- Returns {appended, duplicates}. A user already in `joined` (or earlier in this batch) is
 -- skipped, so applying the same records twice (a redelivery after a crash, a repeated join)
 -- leaves one entry.
 --
+-- Redis does not undo a script's earlier writes when a later command fails, so everything that
+-- can fail is checked before the first write: a key of the wrong type (an operator's mistake, a
+-- clash of prefixes) makes the script return a WRONGTYPE error having written nothing. Were
+-- `joined` written and the RPUSH then refused, the retry would see every fan as a duplicate
+-- and they would be lost.
+--
 -- The batch is written with a fixed number of commands (one HSET, RPUSH, ZADD and SET per
 -- chunk of CHUNK new fans) rather than four per fan: with AOF `appendfsync always` every write
 -- command is appended to the AOF, so fewer, larger commands are most of the script's cost.
 local CHUNK = 500 -- keeps unpack() far below Lua's C-stack limit
+
+local expected = {'hash', 'list', 'zset', 'string', 'hash', 'hash'}
+for i = 1, 6 do
+  local t = redis.call('TYPE', KEYS[i]).ok
+  if t ~= 'none' and t ~= expected[i] then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is a ' .. t .. ', not a ' .. expected[i] .. '; nothing was written')
+  end
+end
 
 local users = {}
 for i = 1, #ARGV, 2 do
@@ -33,14 +54,22 @@ for first = 1, #users, CHUNK do
 end
 
 local seq = tonumber(redis.call('GET', KEYS[4]) or '0')
+local arrival = nil
+if tonumber(redis.call('HGET', KEYS[5], 'abandonAfterSeconds') or '0') > 0 then
+  local clock = redis.call('TIME')
+  arrival = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+end
 local appended, duplicates = 0, 0
-local hset, list, zadd = {}, {}, {}
+local hset, list, zadd, seen = {}, {}, {}, {}
 local function flush()
   if #list > 0 then
     redis.call('HSET', KEYS[1], unpack(hset))
     redis.call('RPUSH', KEYS[2], unpack(list))
     redis.call('ZADD', KEYS[3], unpack(zadd))
-    hset, list, zadd = {}, {}, {}
+    if arrival then
+      redis.call('HSET', KEYS[6], unpack(seen))
+    end
+    hset, list, zadd, seen = {}, {}, {}, {}
   end
 end
 
@@ -57,6 +86,8 @@ for i = 1, #ARGV, 2 do
     list[#list + 1] = user
     zadd[#zadd + 1] = seq
     zadd[#zadd + 1] = user
+    seen[#seen + 1] = user
+    seen[#seen + 1] = arrival
     if #list >= CHUNK then
       flush()
     end

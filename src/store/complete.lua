@@ -3,11 +3,14 @@
 -- booking beyond maxActive).
 --
 -- KEYS[1] state HASH  KEYS[2] active ZSET
--- ARGV[1] userId  ARGV[2] now (ms)
+-- ARGV[1] userId
 --
 -- Returns 1 when the fan was admitted and is now completed, 2 when it was completed already,
 -- 0 when the fan was never admitted (nothing is written). Nothing fails after the first write:
 -- the state is read and checked first.
+-- Time comes from Redis, not from the calling instance, so instances with skewed clocks agree.
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local state = redis.call('HGET', KEYS[1], ARGV[1])
 if not state then
   return 0
@@ -19,6 +22,6 @@ end
 if kind ~= 'a' then
   return 0
 end
-redis.call('HSET', KEYS[1], ARGV[1], 'c:' .. iat .. ':' .. exp .. ':' .. ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], 'c:' .. iat .. ':' .. exp .. ':' .. now)
 redis.call('ZREM', KEYS[2], ARGV[1])
 return 1

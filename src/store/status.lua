@@ -1,22 +1,25 @@
 -- Reads one fan's standing without scanning the queue; optionally records that the fan polled.
 --
 -- KEYS[1] joined HASH   KEYS[2] rank ZSET   KEYS[3] state HASH   KEYS[4] seen HASH   KEYS[5] adm HASH
--- ARGV[1] userId  ARGV[2] now (ms)
--- ARGV[3] record the poll in `seen` when the recorded one is at least this old (ms); "0": never
+-- ARGV[1] userId
+-- ARGV[2] record the poll in `seen` when the recorded one is at least this old (ms); "0": never
 --         (operators' reads, and concerts without abandonment)
 --
 -- The poll is written only now and then: with AOF `appendfsync always` every write is an
 -- fsync, so a status read should usually be read-only.
 --
--- Returns {0} when the fan was never queued (or the record is still on its way),
--- {1, position, queueLength, joinedAt, observedRate} while waiting (position from ZRANK: O(log n);
--- observedRate in admits/s as text, decayed to now), {2, 0, queueLength, joinedAt, state} after.
+-- Returns {0, now} when the fan was never queued (or the record is still on its way),
+-- {1, position, queueLength, joinedAt, observedRate, now} while waiting (position from ZRANK:
+-- O(log n); observedRate in admits/s as text, decayed to now), {2, 0, queueLength, joinedAt,
+-- state, now} after; `now` is Redis's time (ms), which the caller judges token expiry by.
+-- Time comes from Redis, not from the calling instance, so instances with skewed clocks agree.
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local joined = redis.call('HGET', KEYS[1], ARGV[1])
 if not joined then
-  return {0}
+  return {0, now}
 end
-local now = tonumber(ARGV[2])
-local every = tonumber(ARGV[3])
+local every = tonumber(ARGV[2])
 if every > 0 then
   local last = tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0')
   if now - last >= every then
@@ -28,6 +31,6 @@ local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
 if rank then
   local r = tonumber(redis.call('HGET', KEYS[5], 'obsRate') or '0')
   local t = tonumber(redis.call('HGET', KEYS[5], 'obsAt') or now)
-  return {1, rank + 1, len, joined, tostring(r * math.exp(-(now - t) / 30000))}
+  return {1, rank + 1, len, joined, tostring(r * math.exp(-(now - t) / 30000)), now}
 end
-return {2, 0, len, joined, redis.call('HGET', KEYS[3], ARGV[1]) or ''}
+return {2, 0, len, joined, redis.call('HGET', KEYS[3], ARGV[1]) or '', now}

@@ -316,3 +316,35 @@ async fn paused_and_closed_concerts_stop_admission_and_keep_positions() {
         "status {s}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_who_polls_while_pending_through_consumer_lag_is_admitted_not_skipped_as_abandoned() {
+    let names = Names::new();
+    create_topics(&names, 1).await;
+    // The gateway alone: joins wait in Kafka, as under consumer lag.
+    let gateway = spawn_role(&names, Role::Gateway, |_| {}).await;
+    gateway.put_concert("c", json!({"state": "open", "abandonAfterSeconds": 1})).await;
+    let joined: Value = gateway.join("c", "faithful").await.json().await.unwrap();
+    let token = joined["token"].as_str().unwrap().to_owned();
+    // Three times the abandonment window of lag, the fan polling faithfully all along.
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < until {
+        let s: Value = gateway.status("c", "faithful", &token).await.json().await.unwrap();
+        assert_eq!(s["status"], "pending");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The consumer catches up; admission runs as soon as the fan is in the queue.
+    let consumer = spawn_role(&names, Role::Consumer, |_| {}).await;
+    assert!(
+        poll_until(Duration::from_secs(60), async || gateway
+            .admin_get("/admin/v1/concerts/c/queue/faithful")
+            .await
+            .status()
+            == 200)
+        .await
+    );
+    let body: Value = admit(&gateway, "c", 1).await.json().await.unwrap();
+    let users: Vec<&str> = body["admitted"].as_array().unwrap().iter().map(|a| a["userId"].as_str().unwrap()).collect();
+    assert_eq!(users, ["faithful"], "abandonment counts from arrival, not from the join: {body}");
+    consumer.shutdown().await.unwrap();
+}

@@ -103,3 +103,41 @@ async fn dlt_replay_republishes_valid_dead_letters_once_and_leaves_invalid_ones(
         tokio::task::spawn_blocking(move || replay(&names, queuegate::dlt::ReplayOptions::default())).await.unwrap();
     assert_eq!(again.read, 0, "a second replay continues after the first");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concert_whose_redis_keys_are_broken_is_parked_while_others_drain_and_replay_brings_every_fan_back() {
+    use queuegate::store::keys::Part;
+    let app = spawn_app().await;
+    app.open_concert("c1").await;
+    app.open_concert("c2").await;
+    // An operator's mistake: c1's waiting list is a string.
+    let waiting = app.names.key("c1", Part::Waiting);
+    let mut redis =
+        redis::Client::open(app.names.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("SET").arg(&waiting).arg("x").query_async::<()>(&mut redis).await.unwrap();
+
+    for i in 0..60 {
+        assert_eq!(app.join("c1", &format!("one-{i}")).await.status(), 202);
+        assert_eq!(app.join("c2", &format!("two-{i}")).await.status(), 202);
+    }
+    // c2 drains; c1's sixty are parked, not lost and not half-written.
+    app.wait_for_records(120).await;
+    assert_eq!(app.waiting_list("c2").await.len(), 60, "the other concert kept draining");
+    assert_eq!(app.consumer_records("dead_lettered").await, 60);
+    assert_eq!(app.metric("queuegate_consumer_quarantined_records_total").await, 60);
+    let joined: u64 = redis::cmd("HLEN").arg(app.names.key("c1", Part::Joined)).query_async(&mut redis).await.unwrap();
+    assert_eq!(joined, 0, "apply.lua wrote nothing for c1 (no fan marked as queued but missing)");
+
+    // Fixed, and replayed: every one of the sixty is queued, once.
+    redis::cmd("DEL").arg(&waiting).query_async::<()>(&mut redis).await.unwrap();
+    let names = app.names.clone();
+    let (summary, _) =
+        tokio::task::spawn_blocking(move || replay(&names, queuegate::dlt::ReplayOptions::default())).await.unwrap();
+    assert_eq!(summary.republished, 60, "{summary:?}");
+    app.wait_for_records(180).await;
+    let mut queued = app.waiting_list("c1").await;
+    queued.sort();
+    let mut want: Vec<String> = (0..60).map(|i| format!("one-{i}")).collect();
+    want.sort();
+    assert_eq!(queued, want, "every parked fan queued exactly once");
+}

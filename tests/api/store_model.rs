@@ -102,7 +102,7 @@ proptest! {
                 prop_assert_eq!(&e.user_id, &m.waiting[idx]);
             }
             for u in (0u8..30).map(name) {
-                let got = store.standing(&c, &u, 0).await.unwrap();
+                let (got, _) = store.standing(&c, &u, 0).await.unwrap();
                 if let Some(idx) = m.waiting.iter().position(|w| *w == u) {
                     match got {
                         Standing::Waiting { position, queue_length, .. } => {
