@@ -16,7 +16,7 @@ use crate::concerts::{Concert, ConcertCache, ConcertSettings, ConcertState};
 use crate::config::Secret;
 use crate::gateway::FanStatus;
 use crate::identity::{bearer, Credentials};
-use crate::ids::{ConcertId, UserId};
+use crate::ids::{ConcertId, RequestId, UserId};
 use crate::kafka::KafkaProbe;
 use crate::metrics::Metrics;
 use crate::problem::{parse_body, ApiError};
@@ -281,9 +281,12 @@ async fn queue_user(admin: web::Data<Admin>, path: web::Path<(ConcertId, UserId)
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct AdmitBody {
     count: u32,
+    /// Makes the call safe to retry: the same request id returns the same fans and tokens.
+    #[serde(default)]
+    request_id: Option<RequestId>,
 }
 
 #[derive(Serialize)]
@@ -320,6 +323,7 @@ async fn admit(
         abandon_after_ms: i64::from(c.settings.abandon_after_seconds) * 1000,
         per_second: 0,
         lease: None,
+        request: body.request_id.as_ref(),
     };
     let admitted = admin.store.admit(&c.id, req).await?.expect("manual admission holds no lease to lose");
     admin.metrics.admissions.with_label_values(&["manual"]).inc_by(admitted.fans.len() as u64);

@@ -61,6 +61,7 @@ impl Admitter {
                 abandon_after_ms: i64::from(s.abandon_after_seconds) * 1000,
                 per_second: s.admit_per_second,
                 lease: Some(&lease),
+                request: None,
             };
             match self.store.admit(&id, req).await? {
                 Some(a) if !a.fans.is_empty() => {

@@ -47,6 +47,8 @@ pub struct Gateway {
     pub limits: limits::Limits,
     /// Open status streams per fan (at most [`events::MAX_STREAMS_PER_FAN`] each).
     fan_streams: limits::FanStreams,
+    /// Status reads waiting for Redis at once ([`MAX_STATUS_READS_IN_FLIGHT`]).
+    pub status_reads: tokio::sync::Semaphore,
     /// Permits for open status streams (SSE).
     pub streams: std::sync::Arc<tokio::sync::Semaphore>,
     /// Cancelled at shutdown: ends the status streams.
@@ -80,6 +82,7 @@ impl Gateway {
             challenges: challenge::Challenges::new(b""),
             limits: limits::Limits::new(http),
             fan_streams: Default::default(),
+            status_reads: tokio::sync::Semaphore::new(MAX_STATUS_READS_IN_FLIGHT),
             streams: std::sync::Arc::new(tokio::sync::Semaphore::new(http.max_event_streams)),
             stop,
         }
@@ -167,6 +170,11 @@ async fn check_proof_of_work(
     }
     Ok(())
 }
+
+/// Status reads one process lets wait for Redis at once. A healthy Redis answers in well under
+/// a millisecond, so even 45,000 reads/s keep a few dozen in flight; a thousand waiting means
+/// Redis is slow, and more would only queue behind it.
+pub const MAX_STATUS_READS_IN_FLIGHT: usize = 1024;
 
 /// A join's body: empty, `{}`, or `{"userId"}` (required in body mode, an optional restatement
 /// of the identity in jwt and trusted-header mode, refused in anonymous mode).
@@ -264,9 +272,12 @@ async fn join(
     let trace = TraceContext::from_request(&req);
     let rec = EntryRecord { entry_id: uuid::Uuid::now_v7().to_string(), concert_id, user_id, joined_at_ms: now_ms };
     let started = Instant::now();
-    gw.metrics.produce_in_flight.inc();
-    let sent = gw.producer.send(&rec, &[("traceparent", &trace.header())]).await;
-    gw.metrics.produce_in_flight.dec();
+    let sent = {
+        // Decremented when dropped, also when the client goes away mid-join (actix drops the
+        // handler's future then), so the gauge cannot leak.
+        let _in_flight = crate::metrics::GaugeGuard::inc(&gw.metrics.produce_in_flight);
+        gw.producer.send(&rec, &[("traceparent", &trace.header())]).await
+    };
     let outcome = match &sent {
         Ok(_) => "acked",
         Err(ProduceError::Overloaded) => "overloaded",

@@ -37,6 +37,13 @@ impl IdKind for User {
     const FIELD: &'static str = "userId";
 }
 
+/// Marker for the request ids that make an operator's admission idempotent.
+#[derive(Debug)]
+pub enum Request {}
+impl IdKind for Request {
+    const FIELD: &'static str = "requestId";
+}
+
 /// An id that matched `^[A-Za-z0-9_-]{1,64}$` when it was made; the only way to make one is
 /// [`Id::parse`] (or deserialising, which calls it).
 pub struct Id<K> {
@@ -48,6 +55,8 @@ pub struct Id<K> {
 pub type ConcertId = Id<Concert>;
 /// A fan's id.
 pub type UserId = Id<User>;
+/// The id of an operator's admit request (retrying it admits nobody twice).
+pub type RequestId = Id<Request>;
 
 /// An id that does not match the contract; its message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -209,6 +209,23 @@ impl Metrics {
     }
 }
 
+/// Holds one unit of a gauge: incremented when made, decremented when dropped, whatever path
+/// the work leaves by.
+pub struct GaugeGuard<'a>(&'a IntGauge);
+
+impl<'a> GaugeGuard<'a> {
+    pub fn inc(gauge: &'a IntGauge) -> Self {
+        gauge.inc();
+        GaugeGuard(gauge)
+    }
+}
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()

@@ -39,6 +39,13 @@ impl ApiError {
         ApiError::Unavailable { detail: detail.into(), retry_after_secs: 1 }
     }
 
+    /// 503 with a Retry-After of 1 to 5 s, at random: when many fans are turned away at once (a
+    /// slow Redis, a full status budget), they do not all come back in the same second.
+    pub fn shed(detail: impl Into<String>) -> Self {
+        let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 5);
+        ApiError::Unavailable { detail: detail.into(), retry_after_secs: 1 + jitter }
+    }
+
     /// The problem `type` slug and `title` of this error.
     fn kind(&self) -> (&'static str, &'static str) {
         match self {
@@ -135,7 +142,7 @@ impl ResponseError for ApiError {
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         tracing::warn!(error = %e, "Redis unavailable");
-        ApiError::unavailable("the queue store is unavailable; retry shortly")
+        ApiError::shed("the queue store is unavailable; retry shortly")
     }
 }
 

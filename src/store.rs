@@ -13,13 +13,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
+use deadpool_redis::{Pool, Runtime};
 use redis::aio::MultiplexedConnection;
 use redis::Script;
 
 use crate::concerts::{Concert, ConcertSettings};
 use crate::config::RedisSettings;
-use crate::ids::{ConcertId, UserId};
+use crate::ids::{ConcertId, RequestId, UserId};
 
 pub mod keys;
 
@@ -127,6 +127,9 @@ pub struct AdmitRequest<'a> {
     pub per_second: u32,
     /// The lease value held by an automatic admitter; None for manual admission.
     pub lease: Option<&'a str>,
+    /// Makes the call idempotent: a call with a request id seen in the last hour returns that
+    /// call's answer and admits nobody.
+    pub request: Option<&'a RequestId>,
 }
 
 /// Fans admitted by one call: (userId, token expiry ms), issued at `iat_ms`.
@@ -186,10 +189,7 @@ impl SharedConnections {
         if let Some(c) = self.by_thread.lock().expect("never poisoned").get(&me) {
             return Ok((me, c.clone()));
         }
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(CALL_TIMEOUT));
-        let c = timed(self.client.get_multiplexed_async_connection_with_config(&config)).await?;
+        let c = timed(self.client.get_multiplexed_async_connection_with_config(&connection_config())).await?;
         self.by_thread.lock().expect("never poisoned").insert(me, c.clone());
         Ok((me, c))
     }
@@ -217,6 +217,13 @@ pub struct QueueStore {
     scripts: Arc<Scripts>,
 }
 
+/// Every Redis connection's settings: 2 s to connect, [`CALL_TIMEOUT`] for any reply.
+fn connection_config() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(CALL_TIMEOUT))
+}
+
 /// A userId read back from Redis: written by this code, so a bad one means a corrupted store.
 fn stored_user(v: &redis::Value) -> Result<UserId, StoreError> {
     let s: String = redis::from_redis_value_ref(v).map_err(|e| StoreError::Reply(e.to_string()))?;
@@ -238,19 +245,23 @@ impl QueueStore {
     /// Creates the pool from the Redis section (no connection is made until first use).
     pub fn new(settings: &RedisSettings) -> anyhow::Result<Self> {
         let url = settings.redis_url.as_str();
-        let mut cfg = PoolConfig::from_url(url);
-        let mut pc = deadpool_redis::PoolConfig::new(settings.redis_pool);
-        pc.timeouts.wait = Some(Duration::from_secs(2));
-        pc.timeouts.create = Some(Duration::from_secs(2));
-        pc.timeouts.recycle = Some(Duration::from_secs(2));
-        cfg.pool = Some(pc);
-        let pool = cfg
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| anyhow::anyhow!("QUEUEGATE_REDIS_URL ({}): {e}", settings.redacted_url()))?;
+        let bad_url =
+            |e: &dyn std::fmt::Display| anyhow::anyhow!("QUEUEGATE_REDIS_URL ({}): {e}", settings.redacted_url());
+        // The pooled connections (writes, admission, admin reads) get the same explicit bound as
+        // every other call: the redis client's default response timeout is 500 ms, under which a
+        // pause of an AOF-always Redis failed an admission that Redis then carried out.
+        let manager = deadpool_redis::Manager::new_with_config(url, connection_config()).map_err(|e| bad_url(&e))?;
+        let pool = Pool::builder(manager)
+            .max_size(settings.redis_pool)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(2)))
+            .create_timeout(Some(Duration::from_secs(2)))
+            .recycle_timeout(Some(Duration::from_secs(2)))
+            .build()
+            .map_err(|e| bad_url(&e))?;
         Ok(QueueStore {
             pool,
-            shared: SharedConnections::new(url)
-                .map_err(|e| anyhow::anyhow!("QUEUEGATE_REDIS_URL ({}): {e}", settings.redacted_url()))?,
+            shared: SharedConnections::new(url).map_err(|e| bad_url(&e))?,
             keys: Keys::new(&settings.redis_prefix),
             scripts: Arc::new(Scripts {
                 apply: Script::new(include_str!("store/apply.lua")),
@@ -403,12 +414,14 @@ impl QueueStore {
         {
             inv.key(self.key(concert, part));
         }
+        inv.key(self.keys.admit_request(concert, req.request));
         inv.arg(req.max)
             .arg(req.ttl_ms)
             .arg(req.max_active)
             .arg(req.abandon_after_ms)
             .arg(req.per_second)
-            .arg(req.lease.unwrap_or(""));
+            .arg(req.lease.unwrap_or(""))
+            .arg(req.request.map_or("", |r| r.as_str()));
         let mut c = self.conn().await?;
         let reply: Vec<redis::Value> = timed(inv.invoke_async(&mut c)).await?;
         let parse = |v: &redis::Value| -> Result<String, StoreError> {

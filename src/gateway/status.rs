@@ -95,6 +95,12 @@ pub(super) async fn status(
 /// A fan's status as the fan sees it (with the admission token), recording the poll where the
 /// concert judges abandonment.
 pub(super) async fn read_status(gw: &Gateway, concert_id: &ConcertId, user_id: &UserId) -> Result<FanStatus, ApiError> {
+    // Bounded reads in flight: when Redis slows down, fans are turned away early (503 with a
+    // jittered Retry-After) instead of piling up requests and connections behind it.
+    let _reading = gw
+        .status_reads
+        .try_acquire()
+        .map_err(|_| ApiError::shed("too many status reads waiting for the queue store; retry shortly"))?;
     let started = std::time::Instant::now();
     // Polls matter only where abandonment is on; recorded a few times per abandonment window.
     let abandon_ms = gw.cache.settings(concert_id).map_or(0, |s| u64::from(s.abandon_after_seconds) * 1000);

@@ -6,9 +6,12 @@
 -- KEYS[7] adm     HASH admitted, skipped, removed counts; rate bucket (bucketAt, bucketCarry);
 --                      observed rate (obsRate admits/s, decayed to obsAt)
 -- KEYS[8] lease   STRING the automatic admitter's lease, "<instance>:<fence>"
+-- KEYS[9] request STRING the remembered answer of this admit request (when ARGV[7] is set)
 -- ARGV[1] most fans to admit  ARGV[2] token ttl (ms)  ARGV[3] maxActive (0: none)
 -- ARGV[4] abandonAfter (ms, 0: off)  ARGV[5] admitPerSecond (0: no rate bucket)
 -- ARGV[6] lease value the caller holds ("" for manual admission: no lease needed)
+-- ARGV[7] request id ("" for none): an operator's retried admit returns the first answer and
+--         admits nobody again (the answer is kept for an hour)
 -- Time (token issue and expiry, the rate bucket, abandonment) is Redis's: an admitter whose
 -- clock is behind or ahead admits at the configured rate all the same.
 --
@@ -25,6 +28,12 @@ local abandon = tonumber(ARGV[4])
 local rate = tonumber(ARGV[5])
 if ARGV[6] ~= '' and redis.call('GET', KEYS[8]) ~= ARGV[6] then
   return {0}
+end
+if ARGV[7] ~= '' then
+  local done = redis.call('GET', KEYS[9])
+  if done then
+    return cjson.decode(done)
+  end
 end
 
 -- Expired tokens free their slots.
@@ -80,4 +89,7 @@ local r = tonumber(redis.call('HGET', KEYS[7], 'obsRate') or '0')
 local t = tonumber(redis.call('HGET', KEYS[7], 'obsAt') or now)
 r = r * math.exp(-(now - t) / tau) + admitted * 1000 / tau
 redis.call('HSET', KEYS[7], 'obsRate', tostring(r), 'obsAt', now)
+if ARGV[7] ~= '' then
+  redis.call('SET', KEYS[9], cjson.encode(out), 'PX', 3600000)
+end
 return out

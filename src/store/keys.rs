@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::ids::ConcertId;
+use crate::ids::{ConcertId, RequestId};
 
 /// One of a concert's keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +67,11 @@ impl Keys {
     /// `{prefix}:{{concertId}}:{part}`
     pub fn concert(&self, concert: &ConcertId, part: Part) -> String {
         format!("{}:{{{}}}:{}", self.prefix, concert, part.as_str())
+    }
+
+    /// The remembered answer of an admit request of `concert` (an empty id: no request id).
+    pub fn admit_request(&self, concert: &ConcertId, request: Option<&RequestId>) -> String {
+        format!("{}:{{{}}}:admitreq:{}", self.prefix, concert, request.map_or("", |r| r.as_str()))
     }
 
     /// A used proof-of-work challenge of `concert` (the nonce is hex, from a signed challenge).

@@ -348,3 +348,56 @@ async fn a_fan_who_polls_while_pending_through_consumer_lag_is_admitted_not_skip
     assert_eq!(users, ["faithful"], "abandonment counts from arrival, not from the join: {body}");
     consumer.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admit_retried_with_its_request_id_after_a_redis_pause_admits_nobody_twice() {
+    let redis = crate::common::private_redis::PrivateRedis::start();
+    let names = Names::on(crate::common::brokers(), redis.url());
+    create_topics(&names, 1).await;
+    let app = spawn_role(&names, Role::Run, |_| {}).await;
+    app.open_concert("c").await;
+    join_in_order(&app, "c", 6).await;
+
+    // Redis stops taking writes for longer than any call may wait (3 s): the admission is queued
+    // in Redis, the operator's call times out.
+    let mut conn = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("CLIENT").arg("PAUSE").arg(4500).arg("WRITE").query_async::<()>(&mut conn).await.unwrap();
+    let admit_once = async || {
+        app.client
+            .post(format!("{}/admin/v1/concerts/c/admit", app.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"count": 2, "requestId": "op-1"}))
+            .send()
+            .await
+            .unwrap()
+    };
+    let paused_at = tokio::time::Instant::now();
+    let first = admit_once().await;
+    assert_eq!(first.status(), 503, "the call could not learn its outcome in time");
+    // Whether Redis carried the first call out after the pause or dropped it with its
+    // connection, the operator's retry of the same request admits exactly once.
+    tokio::time::sleep_until(paused_at + Duration::from_millis(5000)).await;
+    let admitted_after_pause = app.admin_json("/admin/v1/concerts/c").await["admitted"].as_u64().unwrap();
+    assert!(admitted_after_pause == 0 || admitted_after_pause == 2, "all or nothing: {admitted_after_pause}");
+    let retried: Value = admit_once().await.json().await.unwrap();
+    let again: Value = admit_once().await.json().await.unwrap();
+    let users = |v: &Value| -> Vec<String> {
+        v["admitted"].as_array().unwrap().iter().map(|a| a["userId"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(users(&retried), ["f0", "f1"], "the retry returns the fans the first call admitted");
+    assert_eq!(retried, again, "the same fans and the same tokens, every time");
+    assert_eq!(app.admin_json("/admin/v1/concerts/c").await["admitted"], 2, "nobody admitted twice");
+    // A new request id is a new admission.
+    let next: Value = app
+        .client
+        .post(format!("{}/admin/v1/concerts/c/admit", app.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"count": 2, "requestId": "op-2"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(users(&next), ["f2", "f3"]);
+}

@@ -45,7 +45,7 @@ fn name(u: u8) -> UserId {
 }
 
 fn admit_all(max: u32) -> AdmitRequest<'static> {
-    AdmitRequest { max, ttl_ms: 600_000, max_active: 0, abandon_after_ms: 0, per_second: 0, lease: None }
+    AdmitRequest { max, ttl_ms: 600_000, max_active: 0, abandon_after_ms: 0, per_second: 0, lease: None, request: None }
 }
 
 proptest! {
