@@ -99,6 +99,7 @@ impl EntryConsumer {
         tracing::info!(batch_max = self.batch_max, linger_ms = self.linger.as_millis() as u64, "consumer starting");
         loop {
             let mut msgs = std::mem::take(&mut self.carry);
+            self.metrics.consumer_carried.set(0);
             if msgs.is_empty() {
                 let first = tokio::select! {
                     biased;
@@ -171,8 +172,8 @@ impl EntryConsumer {
                             tracing::debug!(trace_id = trace.as_deref().unwrap_or("-"), concert = %group.concert, user = %user,
                                 "join applied to Redis");
                         }
-                        if let Some(tpl) = paused.take() {
-                            self.resume(&tpl);
+                        if paused.take().is_some() {
+                            self.resume();
                         }
                         break;
                     }
@@ -185,8 +186,8 @@ impl EntryConsumer {
                         self.metrics.consumer_quarantined.inc_by(group.records.len() as u64);
                         let why = InvalidRecord::StoreRejected(e.to_string());
                         parked.extend(group.records.iter().map(|&i| (&msgs[i], why.clone())));
-                        if let Some(tpl) = paused.take() {
-                            self.resume(&tpl);
+                        if paused.take().is_some() {
+                            self.resume();
                         }
                         break;
                     }
@@ -269,18 +270,23 @@ impl EntryConsumer {
         }
     }
 
-    fn resume(&self, tpl: &TopicPartitionList) {
-        // Partitions revoked meanwhile are skipped by librdkafka; the rest fetch from where the
-        // application left off.
-        if let Err(e) = self.consumer.resume(tpl) {
+    /// Resumes every partition assigned now, including those assigned while Redis was failing
+    /// (they were paused as they arrived, see [`wait_polling`](Self::wait_polling)); they fetch
+    /// from where the application left off.
+    fn resume(&self) {
+        let Ok(tpl) = self.consumer.assignment() else { return };
+        if let Err(e) = self.consumer.resume(&tpl) {
             tracing::warn!(error = %e, "could not resume partitions");
         }
     }
 
     /// Waits out the next backoff delay while polling the consumer, so heartbeats, rebalances and
     /// `max.poll.interval.ms` are served during a long Redis outage. A record that still arrives
-    /// (a partition assigned meanwhile is not paused) is kept for the next batch. False when
-    /// `stop` was cancelled.
+    /// comes from a partition assigned meanwhile (a rebalance during the outage), which is then
+    /// paused too. The record is kept for the next batch while the carry-over holds less than a
+    /// batch; beyond that its partition is sought back to it, so Kafka keeps it, not this
+    /// process: memory stays bounded however long Redis is away and however often the group
+    /// rebalances. False when `stop` was cancelled.
     async fn wait_polling(&mut self, backoff: &mut Backoff, stop: &CancellationToken) -> bool {
         let until = tokio::time::Instant::now() + backoff.advance();
         loop {
@@ -291,7 +297,18 @@ impl EntryConsumer {
                 m = self.consumer.recv() => m.map(|m| m.detach()),
             };
             match polled {
-                Ok(m) => self.carry.push(m),
+                Ok(m) => {
+                    if self.carry.len() < self.batch_max {
+                        self.carry.push(m);
+                    } else if let Err(e) =
+                        self.consumer.seek(m.topic(), m.partition(), Offset::Offset(m.offset()), Duration::from_secs(5))
+                    {
+                        tracing::info!(partition = m.partition(), error = %e, "could not give a record back; its partition's next owner reads it");
+                    }
+                    self.metrics.consumer_carried.set(self.carry.len() as i64);
+                    // Whatever was assigned since the pause is paused now.
+                    let _ = self.pause();
+                }
                 Err(e) => tracing::debug!(error = %e, "consumer poll error while paused"),
             }
         }

@@ -23,6 +23,7 @@ pub struct Metrics {
     pub consumer_retries: IntCounterVec,
     pub consumer_rebalances: IntCounterVec,
     pub consumer_quarantined: prometheus::IntCounter,
+    pub consumer_carried: IntGauge,
     pub admissions: IntCounterVec,
     pub concert_fans: IntGaugeVec,
     pub consumer_lag: IntGaugeVec,
@@ -107,6 +108,11 @@ impl Metrics {
                 "Records of concerts whose Redis writes were refused for good, parked in the dead-letter topic (also counted as dead_lettered)",
             )
             .expect("valid metric"),
+            consumer_carried: IntGauge::new(
+                "queuegate_consumer_carried_records",
+                "Records the consumer holds for its next batch while Redis is failing (at most one batch)",
+            )
+            .expect("valid metric"),
             admissions: IntCounterVec::new(
                 Opts::new("queuegate_admissions_total", "Fans admitted by this process, by mode (auto, manual)"),
                 &["mode"],
@@ -165,6 +171,7 @@ impl Metrics {
             Box::new(m.consumer_retries.clone()),
             Box::new(m.consumer_rebalances.clone()),
             Box::new(m.consumer_quarantined.clone()),
+            Box::new(m.consumer_carried.clone()),
             Box::new(m.admissions.clone()),
             Box::new(m.concert_fans.clone()),
             Box::new(m.consumer_lag.clone()),

@@ -280,3 +280,61 @@ async fn the_admitter_lease_is_taken_over_after_kill_9_of_its_holder_and_nobody_
     assert!(waiting.iter().all(|w| !admitted_fans.contains(w.as_str())), "an admitted fan is still waiting");
     assert_eq!(admitted_fans.len() + waiting.len(), 2_000, "every fan is either admitted once or waiting");
 }
+
+/// Resident memory of a process (VmRSS, KiB).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The bound the surviving consumer's memory (a debug build) must stay under while 200,000
+/// joins wait: its prefetch (8 MB), one batch and the process itself; the backlog stays in
+/// Kafka. Measured: ~120 MiB.
+const CONSUMER_RSS_BOUND_MIB: u64 = 250;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_outage_with_a_rebalance_keeps_consumer_memory_bounded_and_loses_nobody() {
+    let mut redis = PrivateRedis::start();
+    let sc = Scenario::new(6, redis.url()).await;
+    let gw = Arc::new(sc.spawn_gateway(|_| {}).await);
+    gw.open_concert("mb").await;
+    let mut first = sc.spawn_consumer(2000);
+    let admin_port = crate::common::free_port();
+    let mut survivor = sc.spawn_consumer_with(2000, &[("QUEUEGATE_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))]);
+    let carried = async || -> Option<u64> {
+        let text = reqwest::get(format!("http://127.0.0.1:{admin_port}/metrics")).await.ok()?.text().await.ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("queuegate_consumer_carried_records "))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let warm = join_all(std::slice::from_ref(&gw), "mb", fans(2_000, "warm"), 128).await;
+    assert!(wait_for_waiting(&sc.names, "mb", 2_000, Duration::from_secs(120)).await, "both consumers drain");
+
+    redis.kill9();
+    let backlog = join_all(std::slice::from_ref(&gw), "mb", fans(200_000, "fan"), 256).await;
+    // The survivor takes the killed consumer's partitions in the middle of the outage (after the
+    // session timeout); those arrive unpaused.
+    kill9(&mut first);
+    let (mut peak_kib, mut peak_carried) = (0, 0);
+    for _ in 0..50 {
+        peak_kib = peak_kib.max(rss_kib(survivor.id()));
+        peak_carried = peak_carried.max(carried().await.unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    redis.spawn();
+    let mut accepted = warm.accepted.clone();
+    accepted.extend(backlog.accepted.iter().cloned());
+    let report = check(&sc.names, "mb", &accepted, Duration::from_secs(300)).await;
+    peak_kib = peak_kib.max(rss_kib(survivor.id()));
+    kill9(&mut survivor);
+    println!(
+        "chaos memory-bound: survivor peak RSS {} MiB, peak carried {peak_carried} records during the outage; {report}",
+        peak_kib / 1024
+    );
+    assert_eq!(backlog.accepted.len(), 200_000, "statuses: {:?}", backlog.statuses);
+    report.assert_exact();
+    assert!(peak_carried <= 2000, "the survivor held {peak_carried} records; at most one batch (2,000)");
+    assert!(peak_kib / 1024 < CONSUMER_RSS_BOUND_MIB, "survivor peaked at {} MiB", peak_kib / 1024);
+}
