@@ -188,8 +188,9 @@ queuegate reaches **{qg['rps'] / ceil['rps'] * 100:.0f}%** of the ceiling on thi
 between runs: fifteen 15 s wrk runs of the same build by hand, gateway and consumer freshly started
 each time, gave between 23,500 and 33,000 joins/s with the same CPU split — the gateway's CPU per
 join moves between ~26 and ~33 µs from one process start to the next on this VM, and a topic's
-first ~15 s of heavy load are slower (hence the 20 s warm-up). The last three `make bench` runs
-of this build measured 26,022, 28,215 and 34,194 joins/s here. wrk is closed loop:
+first ~15 s of heavy load are slower (hence the 20 s warm-up). The same machine kind has given
+from 22,000 to 34,000 joins/s on different days for the same code, so compare builds in one
+sitting: `scripts/compare.sh A B` runs two binaries alternately and reports medians. wrk is closed loop:
 with the producer's 5 ms linger a join takes ≥ 5 ms, so 128 connections cannot ask for more than
 ~21,000 joins/s whatever the server does; hence 256.
 
@@ -232,7 +233,7 @@ twice {burst['duplicated_in_redis']}; the last one was there {burst['last_in_red
 
 `wrk -t2 -c64 -d15s --latency -H 'Authorization: Bearer <token>' <url>/v1/concerts/status/queue/<fan>`:
 {status['rps']:,.0f} lookups/s, p50 {status['lat'].get('50', 0):.2f} ms, p99 {status['lat'].get('99', 0):.2f} ms.
-Each is one EVALSHA (HGET + ZCARD + ZRANK, O(log n)) sent over the HTTP worker's multiplexed Redis
+Each is one EVALSHA (TIME + HGET + ZCARD + ZRANK, O(log n)) sent over the HTTP worker's multiplexed Redis
 connection, so the lookups that arrive together share one write and one read.
 
 ## Every accepted join in Redis, exactly once

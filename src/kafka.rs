@@ -236,16 +236,12 @@ impl ConsumerContext for KafkaContext {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{KafkaProperty, Secret};
-
-    fn prop(key: &str, value: &str) -> KafkaProperty {
-        KafkaProperty { key: key.into(), value: Secret::new(value) }
-    }
+    use crate::config::KafkaProperty;
 
     #[test]
     fn every_client_gets_the_brokers_and_the_pass_through_properties() {
         let mut s = crate::config::Settings::for_test("t", "g", "p");
-        s.kafka.kafka_properties = vec![prop("socket.timeout.ms", "12345")];
+        s.kafka.kafka_properties = vec![KafkaProperty::new("socket.timeout.ms", "12345")];
         let k = KafkaClients::new(&s.kafka, Metrics::new());
         let all = [
             k.producer(),

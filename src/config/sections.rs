@@ -104,6 +104,12 @@ pub struct KafkaProperty {
     pub value: Secret,
 }
 
+impl KafkaProperty {
+    pub fn new(key: &str, value: &str) -> Self {
+        KafkaProperty { key: key.to_owned(), value: Secret::new(value) }
+    }
+}
+
 impl std::str::FromStr for KafkaProperty {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -488,7 +494,7 @@ mod tests {
     use super::*;
 
     fn prop(key: &str, value: &str) -> KafkaProperty {
-        KafkaProperty { key: key.into(), value: Secret::new(value) }
+        KafkaProperty::new(key, value)
     }
 
     #[test]

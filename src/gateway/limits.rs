@@ -31,13 +31,14 @@ fn keyed<K: std::hash::Hash + Eq + Clone>(per_second: u32) -> Option<DefaultKeye
     NonZeroU32::new(per_second).map(|n| RateLimiter::keyed(Quota::per_second(n)))
 }
 
-/// 429 with the whole seconds until `limiter` lets `key` through again.
+/// 429 with the whole seconds until `limiter` lets the key through again. The key is built
+/// only when the limit is on: the status path is hot, and a limit that is off costs nothing.
 fn check<K: std::hash::Hash + Eq + Clone>(
     limiter: &Option<DefaultKeyedRateLimiter<K>>,
-    key: K,
+    key: impl FnOnce() -> K,
 ) -> Result<(), ApiError> {
     let Some(limiter) = limiter else { return Ok(()) };
-    limiter.check_key(&key).map_err(|not_until| {
+    limiter.check_key(&key()).map_err(|not_until| {
         let wait = not_until.wait_time_from(DefaultClock::default().now());
         ApiError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 }
     })
@@ -55,19 +56,19 @@ impl Limits {
     /// A join from `client` (the address the limit counts, see [`crate::identity::limit_key`]).
     pub fn join_from(&self, client: Option<IpAddr>) -> Result<(), ApiError> {
         match client {
-            Some(ip) => check(&self.joins_per_client, crate::identity::limit_key(ip)),
+            Some(ip) => check(&self.joins_per_client, || crate::identity::limit_key(ip)),
             None => Ok(()),
         }
     }
 
     /// A join of `user` (after its identity is known).
     pub fn join_of(&self, concert: &ConcertId, user: &UserId) -> Result<(), ApiError> {
-        check(&self.joins_per_fan, (concert.clone(), user.clone()))
+        check(&self.joins_per_fan, || (concert.clone(), user.clone()))
     }
 
     /// A status read (or stream opening) of `user`.
     pub fn status_of(&self, concert: &ConcertId, user: &UserId) -> Result<(), ApiError> {
-        check(&self.status_per_fan, (concert.clone(), user.clone()))
+        check(&self.status_per_fan, || (concert.clone(), user.clone()))
     }
 
     /// Drops the keys whose budget is full again and gives their memory back.

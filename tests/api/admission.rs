@@ -54,10 +54,15 @@ async fn join_in_order(app: &TestApp, concert: &str, n: usize) -> Vec<String> {
 }
 
 async fn admit(app: &TestApp, concert: &str, count: u32) -> reqwest::Response {
+    admit_with(app, concert, json!({ "count": count })).await
+}
+
+/// `POST /admin/v1/concerts/{concert}/admit` with `body`.
+async fn admit_with(app: &TestApp, concert: &str, body: Value) -> reqwest::Response {
     app.client
         .post(format!("{}/admin/v1/concerts/{concert}/admit", app.admin))
         .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({ "count": count }))
+        .json(&body)
         .send()
         .await
         .unwrap()
@@ -362,15 +367,7 @@ async fn an_admit_retried_with_its_request_id_after_a_redis_pause_admits_nobody_
     // in Redis, the operator's call times out.
     let mut conn = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
     redis::cmd("CLIENT").arg("PAUSE").arg(4500).arg("WRITE").query_async::<()>(&mut conn).await.unwrap();
-    let admit_once = async || {
-        app.client
-            .post(format!("{}/admin/v1/concerts/c/admit", app.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({"count": 2, "requestId": "op-1"}))
-            .send()
-            .await
-            .unwrap()
-    };
+    let admit_once = async || admit_with(&app, "c", json!({"count": 2, "requestId": "op-1"})).await;
     let paused_at = tokio::time::Instant::now();
     let first = admit_once().await;
     assert_eq!(first.status(), 503, "the call could not learn its outcome in time");
@@ -388,16 +385,6 @@ async fn an_admit_retried_with_its_request_id_after_a_redis_pause_admits_nobody_
     assert_eq!(retried, again, "the same fans and the same tokens, every time");
     assert_eq!(app.admin_json("/admin/v1/concerts/c").await["admitted"], 2, "nobody admitted twice");
     // A new request id is a new admission.
-    let next: Value = app
-        .client
-        .post(format!("{}/admin/v1/concerts/c/admit", app.admin))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"count": 2, "requestId": "op-2"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let next: Value = admit_with(&app, "c", json!({"count": 2, "requestId": "op-2"})).await.json().await.unwrap();
     assert_eq!(users(&next), ["f2", "f3"]);
 }
