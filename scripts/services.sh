@@ -207,16 +207,17 @@ build_deps() {
 
 # --- test tools --------------------------------------------------------------------------------
 
-# Prometheus (and promtool) from Debian's packages: the observability test runs a real
-# Prometheus against the dashboards and alert rules in grafana/.
+# From Debian's packages: Prometheus (and promtool), so the observability test runs a real
+# Prometheus against the dashboards and alert rules in grafana/; libfaketime (faketime), so the
+# clock-skew scenario runs an instance whose clock is wrong.
 install_tools() {
-  if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
+  if command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v faketime >/dev/null; then
     return 0
   fi
-  log "installing prometheus from Debian's packages (for the observability test)"
+  log "installing prometheus and faketime from Debian's packages (for the observability and clock-skew tests)"
   local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
-  $sudo apt-get update -qq >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null \
-    || die "apt-get install prometheus failed"
+  $sudo apt-get update -qq >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus faketime >/dev/null \
+    || die "apt-get install prometheus faketime failed"
 }
 
 # --- commands ----------------------------------------------------------------------------------

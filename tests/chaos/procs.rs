@@ -56,3 +56,29 @@ impl Scenario {
         spawn_role(&self.names, Role::Gateway, tweak).await
     }
 }
+
+/// libfaketime from Debian's `faketime` package (`make test` installs it): an instance whose
+/// clock is wrong, for the clock-skew scenario.
+pub fn libfaketime() -> String {
+    ["/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1"]
+        .iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("libfaketime is installed (make test installs Debian's faketime package)")
+        .to_string()
+}
+
+impl Scenario {
+    /// `queuegate consumer` with its wall clock `offset` off (e.g. "-30s"; monotonic time is
+    /// left alone), logging at info as JSON to `log`.
+    pub fn spawn_skewed_consumer(&self, batch: usize, offset: &str, log: &std::path::Path) -> Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_queuegate"));
+        cmd.arg("consumer").env("QUEUEGATE_CONSUMER_BATCH", batch.to_string());
+        for (k, v) in self.names.env() {
+            cmd.env(k, v);
+        }
+        cmd.env("QUEUEGATE_LOG", "info").env("QUEUEGATE_LOG_FORMAT", "json");
+        cmd.env("LD_PRELOAD", libfaketime()).env("FAKETIME", offset).env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        cmd.stdout(Stdio::null()).stderr(std::fs::File::create(log).expect("log file"));
+        cmd.spawn().expect("spawn queuegate consumer")
+    }
+}

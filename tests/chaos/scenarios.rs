@@ -338,3 +338,64 @@ async fn a_redis_outage_with_a_rebalance_keeps_consumer_memory_bounded_and_loses
     assert!(peak_carried <= 2000, "the survivor held {peak_carried} records; at most one batch (2,000)");
     assert!(peak_kib / 1024 < CONSUMER_RSS_BOUND_MIB, "survivor peaked at {} MiB", peak_kib / 1024);
 }
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// Seconds since midnight (UTC) of the first log line's RFC 3339 `timestamp`.
+fn logged_second_of_day(log: &std::path::Path) -> Option<i64> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let ts = text.lines().next()?.split("\"timestamp\":\"").nth(1)?;
+    let hms: Vec<i64> = ts.get(11..19)?.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    Some(hms[0] * 3600 + hms[1] * 60 + hms[2])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_admitter_whose_clock_is_30_s_behind_admits_at_the_rate_and_stamps_tokens_on_time() {
+    let started_ms = now_ms();
+    let sc = Scenario::new(3, shared_redis()).await;
+    let gw = Arc::new(sc.spawn_gateway(|_| {}).await);
+    gw.open_concert("sk").await;
+    let burst = join_all(std::slice::from_ref(&gw), "sk", fans(2_000, "sk"), 128).await;
+    assert_eq!(burst.accepted.len(), 2_000);
+    let mut holder = sc.spawn_consumer(500);
+    assert!(wait_for_waiting(&sc.names, "sk", 2_000, Duration::from_secs(120)).await);
+
+    let mut redis = crate::checker::redis_conn(sc.redis_url()).await;
+    let adm_key = sc.names.key("sk", Part::Adm);
+    let admitted = async |c: &mut redis::aio::MultiplexedConnection| -> u64 {
+        redis::cmd("HGET").arg(&adm_key).arg("admitted").query_async::<Option<u64>>(c).await.unwrap().unwrap_or(0)
+    };
+    let r = gw.put_concert("sk", serde_json::json!({"state": "open", "admitPerSecond": 50})).await;
+    assert_eq!(r.status(), 200);
+    assert!(wait_until(Duration::from_secs(30), async || admitted(&mut redis).await > 50).await, "the holder admits");
+
+    // An instance 30 s behind takes the lease over. With the instance's time in the scripts, the
+    // rate bucket (stamped by the holder) would lie 30 s in its future and admission would stall.
+    let log = std::env::temp_dir().join(format!("qgchaos-skewed-{}.log", uuid::Uuid::new_v4()));
+    let mut skewed = sc.spawn_skewed_consumer(500, "-30s", &log);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    kill9(&mut holder);
+    let killed = std::time::Instant::now();
+    let at_kill = admitted(&mut redis).await;
+    let resumed = wait_until(Duration::from_secs(20), async || admitted(&mut redis).await >= at_kill + 200).await;
+    let took = killed.elapsed();
+    let states: Vec<(String, String)> =
+        redis::cmd("HGETALL").arg(sc.names.key("sk", Part::State)).query_async(&mut redis).await.unwrap();
+    kill9(&mut skewed);
+    // The skew was real: the instance logged a time about 30 s behind.
+    let real = (now_ms() / 1000).rem_euclid(86_400);
+    let behind = logged_second_of_day(&log).map(|logged| (real - logged).rem_euclid(86_400));
+    let _ = std::fs::remove_file(&log);
+    println!("chaos clock-skew: the skewed instance logged {behind:?} s behind; 200 more admitted in {took:?}");
+    assert!(behind.is_some_and(|b| (25..=60).contains(&b)), "libfaketime put the instance behind: {behind:?}");
+    assert!(resumed, "admission went on at the configured rate under the skewed instance");
+    // Every admission was stamped with Redis's time: issued during this test, valid for 600 s.
+    for (user, state) in states.iter().filter(|(_, s)| s.starts_with("a:")) {
+        let mut parts = state.split(':').skip(1).map(|p| p.parse::<i64>().unwrap());
+        let (iat, exp) = (parts.next().unwrap(), parts.next().unwrap());
+        assert!(iat >= started_ms - 1_000 && iat <= now_ms() + 1_000, "{user} stamped {iat}, test began {started_ms}");
+        assert_eq!(exp - iat, 600_000, "{user}'s token lives the concert's 600 s");
+    }
+}
