@@ -56,8 +56,10 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// The front door's shared state. `max_streams` bounds the open status streams; `stop` ends
-    /// them at shutdown.
+    /// The front door's shared state. `site` is who may complete admissions (the booking site's
+    /// token and the admin token); `challenges` signs proof-of-work challenges (with the token
+    /// secret, the same on every gateway). Both are required: there is no open default.
+    /// `http` bounds the streams and sets the limits; `stop` ends the streams at shutdown.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         producer: EntryProducer,
@@ -67,6 +69,8 @@ impl Gateway {
         keys: AdmissionKeys,
         metrics: Metrics,
         identity: FanIdentity,
+        site: crate::identity::Credentials,
+        challenges: challenge::Challenges,
         http: &crate::config::HttpSettings,
         stop: tokio_util::sync::CancellationToken,
     ) -> Self {
@@ -78,26 +82,14 @@ impl Gateway {
             keys,
             metrics,
             identity,
-            site: Default::default(),
-            challenges: challenge::Challenges::new(b""),
+            site,
+            challenges,
             limits: limits::Limits::new(http),
             fan_streams: Default::default(),
             status_reads: tokio::sync::Semaphore::new(MAX_STATUS_READS_IN_FLIGHT),
             streams: std::sync::Arc::new(tokio::sync::Semaphore::new(http.max_event_streams)),
             stop,
         }
-    }
-
-    /// Signs proof-of-work challenges with `secret` (the token secret: the same on every gateway).
-    pub fn with_challenge_secret(mut self, secret: &[u8]) -> Self {
-        self.challenges = challenge::Challenges::new(secret);
-        self
-    }
-
-    /// Sets who may complete admissions (the booking site's token and the admin token).
-    pub fn with_site_credentials(mut self, site: crate::identity::Credentials) -> Self {
-        self.site = site;
-        self
     }
 }
 

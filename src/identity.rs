@@ -148,7 +148,7 @@ pub fn bearer(req: &HttpRequest) -> Option<&str> {
 
 /// Bearer credentials (the admin token, the booking site's token), compared in constant time
 /// after hashing, so neither the content nor the length of a secret leaks through timing.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Credentials(Vec<[u8; 32]>);
 
 impl Credentials {

@@ -119,23 +119,21 @@ impl Application {
                 mode,
                 settings.identity.entry_token_ttl_seconds,
             );
-            let gw = web::Data::new(
-                Gateway::new(
-                    producer.clone(),
-                    new_store()?,
-                    cache.clone(),
-                    tokens,
-                    keys.clone(),
-                    metrics.clone(),
-                    identity,
-                    http,
-                    stop.clone(),
-                )
-                .with_challenge_secret(settings.security.token_secret_bytes())
-                .with_site_credentials(crate::identity::Credentials::new(
+            let gw = web::Data::new(Gateway::new(
+                producer.clone(),
+                new_store()?,
+                cache.clone(),
+                tokens,
+                keys.clone(),
+                metrics.clone(),
+                identity,
+                crate::identity::Credentials::new(
                     settings.security.site_token.iter().chain(settings.security.admin_token.iter()),
-                )),
-            );
+                ),
+                gateway::challenge::Challenges::new(settings.security.token_secret_bytes()),
+                http,
+                stop.clone(),
+            ));
             let pruned = gw.clone();
             let prune = periodic_task(Duration::from_secs(10), stop.clone(), "rate limiter pruning", move || {
                 pruned.limits.prune();
