@@ -54,8 +54,8 @@ pub const MAX_WAITING: u32 = 100_000_000;
 /// What the cache says about a join to a concert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinCheck {
-    /// Open, with room.
-    Open,
+    /// Open, with room; new anonymous fans must show `pow_difficulty` bits of work (0: none).
+    Open { pow_difficulty: u8 },
     /// Open, but `maxWaiting` fans were waiting at the last refresh.
     Full { max_waiting: u32 },
     /// Not open.
@@ -225,7 +225,7 @@ impl ConcertCache {
             Some(s) if s.max_waiting > 0 && inner.waiting.get(id).is_some_and(|w| *w >= u64::from(s.max_waiting)) => {
                 JoinCheck::Full { max_waiting: s.max_waiting }
             }
-            Some(_) => JoinCheck::Open,
+            Some(s) => JoinCheck::Open { pow_difficulty: s.pow_difficulty },
             None if !self.is_loaded() => JoinCheck::NotLoaded,
             None => JoinCheck::Unknown,
         }

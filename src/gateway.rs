@@ -139,18 +139,15 @@ async fn index() -> HttpResponse {
     HttpResponse::Ok().content_type("text/html; charset=utf-8").body(include_str!("gateway/index.html"))
 }
 
-/// A new anonymous fan's proof of work, where the concert asks for one: a valid solution of a
-/// challenge of this concert, used once (403 otherwise).
+/// A new anonymous fan's proof of work for a concert that asks for `difficulty` bits: a valid
+/// solution of a challenge of this concert, used once (403 otherwise).
 async fn check_proof_of_work(
     gw: &Gateway,
     concert: &ConcertId,
+    difficulty: u8,
     solved: Option<&challenge::Solved>,
     now_ms: i64,
 ) -> Result<(), ApiError> {
-    let difficulty = gw.cache.settings(concert).map_or(0, |s| s.pow_difficulty);
-    if difficulty == 0 {
-        return Ok(());
-    }
     let solved = solved.ok_or_else(|| {
         ApiError::Forbidden(format!(
             "proof of work: concert {concert} asks for one; solve GET /v1/concerts/{concert}/challenge and send it as pow"
@@ -242,8 +239,8 @@ async fn join(
     let joiner = gw.identity.identify(&req, body.user_id, &concert_id, &gw.tokens, now_ms)?;
     let user_id = joiner.user;
     gw.limits.join_of(&concert_id, &user_id)?;
-    match gw.cache.join_check(&concert_id) {
-        JoinCheck::Open => {}
+    let pow_difficulty = match gw.cache.join_check(&concert_id) {
+        JoinCheck::Open { pow_difficulty } => pow_difficulty,
         JoinCheck::Refused(state) => {
             return Err(ApiError::Conflict(format!(
                 "concert {concert_id} is {}; joins are not accepted",
@@ -255,10 +252,10 @@ async fn join(
         }
         JoinCheck::NotLoaded => return Err(ApiError::unavailable("concerts are still loading; retry shortly")),
         JoinCheck::Unknown => return Err(ApiError::NotFound(format!("no concert {concert_id}"))),
-    }
+    };
 
-    if joiner.new_anonymous {
-        check_proof_of_work(&gw, &concert_id, body.pow.as_ref(), now_ms).await?;
+    if joiner.new_anonymous && pow_difficulty > 0 {
+        check_proof_of_work(&gw, &concert_id, pow_difficulty, body.pow.as_ref(), now_ms).await?;
     }
 
     let trace = TraceContext::from_request(&req);
