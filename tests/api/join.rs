@@ -196,3 +196,44 @@ async fn a_callers_trace_id_travels_with_the_join_through_kafka() {
     assert!(tp.starts_with(&format!("00-{trace}-")), "{tp}");
     assert!(!tp.contains("00f067aa0ba902b7"), "the gateway's own span id is the parent of the next hop");
 }
+
+/// Redis stops taking writes (`CLIENT PAUSE … WRITE`) for longer than the consumer's 3 s call
+/// timeout while joins keep coming. The consumer's batch call times out and is retried; Redis
+/// then runs both the timed-out call and the retry. Every fan is queued exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_pause_during_a_consumer_batch_queues_every_fan_once() {
+    let redis = crate::common::private_redis::PrivateRedis::start();
+    let names = Names::on(crate::common::brokers(), redis.url());
+    create_topics(&names, 1).await;
+    let app = Arc::new(spawn_role(&names, Role::Run, |_| {}).await);
+    app.open_concert("c").await;
+    let join_range = |range: std::ops::Range<usize>| {
+        let app = app.clone();
+        async move {
+            for i in range {
+                assert_eq!(app.join("c", &format!("f{i}")).await.status(), 202);
+            }
+        }
+    };
+    join_range(0..20).await;
+    app.wait_for_records(20).await;
+
+    let mut conn = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("CLIENT").arg("PAUSE").arg(4500).arg("WRITE").query_async::<()>(&mut conn).await.unwrap();
+    // Joins during the pause reach Kafka (202) and wait in the consumer's batch.
+    join_range(20..60).await;
+    app.wait_for_records(60).await;
+
+    let waiting = app.waiting_list("c").await;
+    let distinct: HashSet<&String> = waiting.iter().collect();
+    assert_eq!(waiting.len(), 60, "nobody lost, nobody doubled: {waiting:?}");
+    assert_eq!(distinct.len(), 60);
+    assert_eq!(waiting[..20], (0..20).map(|i| format!("f{i}")).collect::<Vec<_>>()[..]);
+    assert!(
+        app.metric("queuegate_consumer_retries_total{stage=\"redis\"}").await >= 1,
+        "the pause hit a batch, which was retried"
+    );
+    // The timed-out call may have landed after the pause: its fans count as duplicates of
+    // themselves on the retry, never as second places.
+    assert_eq!(app.consumer_records("appended").await + app.consumer_records("duplicate").await, 60);
+}
