@@ -312,6 +312,35 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_url_names_seed_nodes_carrying_the_credentials_and_asks_one_replica_by_default() {
+        let s = parse(&["--redis-url", "redis+cluster://app:pw@10.0.0.1:7000,10.0.0.2:7001/"]);
+        assert_eq!(
+            s.redis.cluster_nodes().unwrap(),
+            ["redis://app:pw@10.0.0.1:7000", "redis://app:pw@10.0.0.2:7001"]
+        );
+        assert_eq!(s.redis.min_replicas(), 1);
+        assert_eq!(s.redis.redacted_url(), "redis+cluster://app:***@10.0.0.1:7000,10.0.0.2:7001/");
+        let tls = parse(&["--redis-url", "rediss+cluster://h:7000", "--redis-min-replicas", "2"]);
+        assert_eq!(tls.redis.cluster_nodes().unwrap(), ["rediss://h:7000"]);
+        assert_eq!(tls.redis.min_replicas(), 2);
+        let single = parse(&[]);
+        assert_eq!((single.redis.cluster_nodes(), single.redis.min_replicas()), (None, 0));
+        // A node without a port, and more replicas than any Redis deployment has, are refused.
+        let refused = setting_refused(&["--insecure-dev", "--redis-url", "redis+cluster://a:pw@h1:7000,h2"]);
+        assert_eq!(refused, "QUEUEGATE_REDIS_URL");
+        let err = parse(&["--insecure-dev", "--redis-url", "redis+cluster://u:secret@h1:7000,h2"])
+            .validate_for(Role::Run)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"h2\"") && !err.contains("secret"), "{err}");
+        assert_eq!(setting_refused(&["--insecure-dev", "--redis-min-replicas", "9"]), "QUEUEGATE_REDIS_MIN_REPLICAS");
+        assert_eq!(
+            setting_refused(&["--insecure-dev", "--redis-replica-timeout-ms", "5000"]),
+            "QUEUEGATE_REDIS_REPLICA_TIMEOUT_MS"
+        );
+    }
+
+    #[test]
     fn bad_values_name_their_setting_and_the_range() {
         assert_eq!(setting_refused(&["--insecure-dev", "--redis-url", "http://x"]), "QUEUEGATE_REDIS_URL");
         assert_eq!(setting_refused(&["--insecure-dev", "--kafka-topic", "a b"]), "QUEUEGATE_KAFKA_TOPIC");

@@ -9,20 +9,19 @@
 //! ZRANK, O(log n); a page of the admin listing is ZRANGE by index + HMGET, O(log n + limit);
 //! counts are ZCARD, O(1). Nothing on a request path scans the queue.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_redis::{Pool, Runtime};
-use redis::aio::MultiplexedConnection;
 use redis::Script;
 
 use crate::concerts::{Concert, ConcertSettings};
 use crate::config::RedisSettings;
 use crate::ids::{ConcertId, RequestId, UserId};
 
+mod conn;
 pub mod keys;
 
+use conn::{timed, Backend};
 use keys::{Keys, Part};
 
 /// Why the store could not answer. Every variant is passing: callers retry or answer 503.
@@ -36,6 +35,9 @@ pub enum StoreError {
     Timeout,
     #[error("unexpected reply from Redis: {0}")]
     Reply(String),
+    /// `WAIT` counted fewer replicas than `QUEUEGATE_REDIS_MIN_REPLICAS` within the timeout.
+    #[error("writes reached {acked} replica(s) of the {wanted} QUEUEGATE_REDIS_MIN_REPLICAS asks for")]
+    Replicas { wanted: u32, acked: u32 },
 }
 
 impl StoreError {
@@ -159,69 +161,15 @@ struct Scripts {
     complete: Script,
 }
 
-/// Multiplexed Redis connections for fans' status reads: one per thread that reads.
-///
-/// Fans poll: tens of thousands of small reads a second, each one EVALSHA. Through the pool each
-/// read is its own write and read syscall on both ends; through a multiplexed connection the
-/// reads that arrive together go out in one write and Redis answers them from one read (redis-rs
-/// pipelines whatever is queued). Writes and admin calls keep using the pool, so a large
-/// consumer batch never queues fans' reads behind it.
-///
-/// Each HTTP worker thread runs its own single-threaded runtime, so each gets its own connection,
-/// whose driver task runs on that same runtime: no cross-thread wake-up per read. Measured with
-/// wrk on the benchmark machine (docs/benchmarks.md): pool 15,900 reads/s; one connection driven
-/// from the main runtime 21,700/s; one per worker 44,000/s. A connection that failed is dropped
-/// and that thread's next read connects again.
-#[derive(Clone)]
-struct SharedConnections {
-    client: redis::Client,
-    by_thread: Arc<Mutex<HashMap<std::thread::ThreadId, MultiplexedConnection>>>,
-}
-
-impl SharedConnections {
-    fn new(url: &str) -> Result<Self, redis::RedisError> {
-        Ok(SharedConnections { client: redis::Client::open(url)?, by_thread: Default::default() })
-    }
-
-    /// This thread's connection (made now if it has none), and the key to [`check`](Self::check) with.
-    async fn get(&self) -> Result<(std::thread::ThreadId, MultiplexedConnection), StoreError> {
-        let me = std::thread::current().id();
-        if let Some(c) = self.by_thread.lock().expect("never poisoned").get(&me) {
-            return Ok((me, c.clone()));
-        }
-        let c = timed(self.client.get_multiplexed_async_connection_with_config(&connection_config())).await?;
-        self.by_thread.lock().expect("never poisoned").insert(me, c.clone());
-        Ok((me, c))
-    }
-
-    /// Passes `r` through; forgets connection `id` when `r` says it is broken or hung.
-    fn check<T>(&self, id: std::thread::ThreadId, r: Result<T, StoreError>) -> Result<T, StoreError> {
-        let broken = match &r {
-            Err(StoreError::Redis(e)) => e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error(),
-            Err(StoreError::Timeout) => true,
-            _ => false,
-        };
-        if broken {
-            self.by_thread.lock().expect("never poisoned").remove(&id);
-        }
-        r
-    }
-}
-
 /// Handle on the Redis queue store; cheap to clone.
 #[derive(Clone)]
 pub struct QueueStore {
-    pool: Pool,
-    shared: SharedConnections,
+    backend: Backend,
     keys: Keys,
     scripts: Arc<Scripts>,
-}
-
-/// Every Redis connection's settings: 2 s to connect, [`CALL_TIMEOUT`] for any reply.
-fn connection_config() -> redis::AsyncConnectionConfig {
-    redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(CALL_TIMEOUT))
+    /// Replicas a batch of joins must reach before [`QueueStore::apply`] returns (0: none).
+    min_replicas: u32,
+    replica_timeout: Duration,
 }
 
 /// A userId read back from Redis: written by this code, so a bad one means a corrupted store.
@@ -230,38 +178,13 @@ fn stored_user(v: &redis::Value) -> Result<UserId, StoreError> {
     UserId::parse(s).map_err(|e| StoreError::Reply(e.to_string()))
 }
 
-/// Upper bound on any single Redis call, so a hung server turns into an error, not a hung request.
-const CALL_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Runs one Redis call (or connection set-up) within [`CALL_TIMEOUT`].
-async fn timed<T>(f: impl std::future::Future<Output = Result<T, redis::RedisError>>) -> Result<T, StoreError> {
-    match tokio::time::timeout(CALL_TIMEOUT, f).await {
-        Ok(r) => Ok(r?),
-        Err(_) => Err(StoreError::Timeout),
-    }
-}
-
 impl QueueStore {
-    /// Creates the pool from the Redis section (no connection is made until first use).
+    /// Creates the connection pools from the Redis section (no connection is made until first use).
     pub fn new(settings: &RedisSettings) -> anyhow::Result<Self> {
-        let url = settings.redis_url.as_str();
-        let bad_url =
-            |e: &dyn std::fmt::Display| anyhow::anyhow!("QUEUEGATE_REDIS_URL ({}): {e}", settings.redacted_url());
-        // The pooled connections (writes, admission, admin reads) get the same explicit bound as
-        // every other call: the redis client's default response timeout is 500 ms, under which a
-        // pause of an AOF-always Redis failed an admission that Redis then carried out.
-        let manager = deadpool_redis::Manager::new_with_config(url, connection_config()).map_err(|e| bad_url(&e))?;
-        let pool = Pool::builder(manager)
-            .max_size(settings.redis_pool)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(2)))
-            .create_timeout(Some(Duration::from_secs(2)))
-            .recycle_timeout(Some(Duration::from_secs(2)))
-            .build()
-            .map_err(|e| bad_url(&e))?;
         Ok(QueueStore {
-            pool,
-            shared: SharedConnections::new(url).map_err(|e| bad_url(&e))?,
+            backend: Backend::new(settings)?,
+            min_replicas: settings.min_replicas(),
+            replica_timeout: Duration::from_millis(settings.redis_replica_timeout_ms),
             keys: Keys::new(&settings.redis_prefix),
             scripts: Arc::new(Scripts {
                 apply: Script::new(include_str!("store/apply.lua")),
@@ -285,19 +208,31 @@ impl QueueStore {
         self.keys.concert(concert, part)
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
-        Ok(self.pool.get().await?)
+    async fn conn(&self) -> Result<conn::Conn, StoreError> {
+        self.backend.pooled().await
+    }
+
+    /// Whether the store talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.backend.is_cluster()
     }
 
     /// PING, for readiness.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
         let pong: String = timed(redis::cmd("PING").query_async(&mut c)).await?;
-        if pong == "PONG" {
-            Ok(())
-        } else {
-            Err(StoreError::Reply(pong))
+        if pong != "PONG" {
+            return Err(StoreError::Reply(pong));
         }
+        // `WAIT 0 0` answers at once with the replicas in sync (on a cluster: the fewest any
+        // primary has). Fewer than the consumer needs would stall it; readiness says so.
+        if self.min_replicas > 0 {
+            let replicas: u32 = timed(redis::cmd("WAIT").arg(0).arg(0).query_async(&mut c)).await?;
+            if replicas < self.min_replicas {
+                return Err(StoreError::Replicas { wanted: self.min_replicas, acked: replicas });
+            }
+        }
+        Ok(())
     }
 
     /// Appends the fans in `joins` (userId, joinedAt ms, in read order) who were never queued
@@ -318,6 +253,18 @@ impl QueueStore {
         }
         let mut c = self.conn().await?;
         let (appended, duplicates): (u64, u64) = timed(inv.invoke_async(&mut c)).await?;
+        // Replication is asynchronous: a primary that fails before its replicas have the batch
+        // loses it at failover, after the consumer committed its offsets. So the caller learns
+        // of success only once the writes reached enough replicas; otherwise it retries the
+        // (idempotent) batch. Duplicates are waited for too: their first write may be the one
+        // an earlier, timed-out attempt left unreplicated.
+        if self.min_replicas > 0 {
+            let key = self.key(concert, Part::Joined);
+            let acked = c.wait_replicas(&key, self.min_replicas, self.replica_timeout).await?;
+            if acked < self.min_replicas {
+                return Err(StoreError::Replicas { wanted: self.min_replicas, acked });
+            }
+        }
         Ok(Applied { appended, duplicates })
     }
 
@@ -338,8 +285,7 @@ impl QueueStore {
             .key(self.key(concert, Part::Adm))
             .arg(user.as_str())
             .arg(record_poll_every_ms);
-        let (id, mut c) = self.shared.get().await?;
-        let reply: Vec<redis::Value> = self.shared.check(id, timed(inv.invoke_async(&mut c)).await)?;
+        let reply: Vec<redis::Value> = self.backend.shared(async |c| timed(inv.invoke_async(c)).await).await?;
         let get =
             |i: usize| reply.get(i).ok_or_else(|| StoreError::Reply(format!("status reply too short: {reply:?}")));
         let int = |i: usize| -> Result<i64, StoreError> {
@@ -524,20 +470,13 @@ impl QueueStore {
         Ok(set.is_some())
     }
 
-    /// How many fans wait in each of `concerts`: one pipelined round trip of ZCARDs, O(1) each.
+    /// How many fans wait in each of `concerts`: ZCARDs, O(1) each, in one round trip (see [`Backend::each`]).
     pub async fn waiting_counts(&self, concerts: &[ConcertId]) -> Result<Vec<u64>, StoreError> {
-        if concerts.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for id in concerts {
-            pipe.cmd("ZCARD").arg(self.key(id, Part::Rank));
-        }
-        let mut c = self.conn().await?;
-        timed(pipe.query_async(&mut c)).await
+        let cmds = concerts.iter().map(|id| redis::cmd("ZCARD").arg(self.key(id, Part::Rank)).clone()).collect();
+        self.backend.each(cmds).await
     }
 
-    /// Every concert's settings, sorted by id; one pipelined round trip after SMEMBERS.
+    /// Every concert's settings, sorted by id; one round trip after SMEMBERS (see [`Backend::each`]).
     pub async fn list_concerts(&self) -> Result<Vec<Concert>, StoreError> {
         let mut c = self.conn().await?;
         let ids: Vec<String> = timed(redis::cmd("SMEMBERS").arg(self.keys.registry()).query_async(&mut c)).await?;
@@ -547,11 +486,9 @@ impl QueueStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.cmd("HGETALL").arg(self.key(id, Part::Concert));
-        }
-        let all: Vec<Vec<(String, String)>> = timed(pipe.query_async(&mut c)).await?;
+        drop(c);
+        let cmds = ids.iter().map(|id| redis::cmd("HGETALL").arg(self.key(id, Part::Concert)).clone()).collect();
+        let all: Vec<Vec<(String, String)>> = self.backend.each(cmds).await?;
         Ok(ids.iter().zip(all).filter(|(_, f)| !f.is_empty()).map(|(id, f)| Concert::from_fields(id, &f)).collect())
     }
 }

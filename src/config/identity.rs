@@ -129,10 +129,10 @@ impl IdentitySettings {
             }
             _ => {}
         }
-        if self.fan_jwt_issuer.as_deref().map_or(true, str::is_empty) {
+        if self.fan_jwt_issuer.as_deref().is_none_or(str::is_empty) {
             return Err(bad("QUEUEGATE_FAN_JWT_ISSUER", "is required in jwt mode (the iss tokens must carry)"));
         }
-        if self.fan_jwt_audience.as_deref().map_or(true, str::is_empty) {
+        if self.fan_jwt_audience.as_deref().is_none_or(str::is_empty) {
             return Err(bad("QUEUEGATE_FAN_JWT_AUDIENCE", "is required in jwt mode (the aud tokens must carry)"));
         }
         Ok(())

@@ -296,7 +296,8 @@ impl ConsumerSettings {
 #[derive(Clone, Args)]
 #[command(next_help_heading = "Redis")]
 pub struct RedisSettings {
-    /// Redis URL (redis:// or rediss://; a password in it is never logged).
+    /// Redis URL: redis:// or rediss:// (TLS) for one server; redis+cluster://host:port,host:port,...
+    /// (or rediss+cluster://) for a Redis Cluster, naming seed nodes. A password in it is never logged.
     #[arg(long, env = "QUEUEGATE_REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
     pub redis_url: String,
 
@@ -307,17 +308,60 @@ pub struct RedisSettings {
     /// Redis connections per pool at most (each role part has its own pool).
     #[arg(long, env = "QUEUEGATE_REDIS_POOL", default_value_t = 32)]
     pub redis_pool: usize,
+
+    /// Replicas a consumer batch's Redis writes must reach (WAIT) before its offsets are
+    /// committed [default: 1 on a cluster, 0 on a single server].
+    #[arg(long, env = "QUEUEGATE_REDIS_MIN_REPLICAS")]
+    pub redis_min_replicas: Option<u32>,
+
+    /// How long (ms) a batch waits for those replicas before it is retried.
+    #[arg(long, env = "QUEUEGATE_REDIS_REPLICA_TIMEOUT_MS", default_value_t = 1000)]
+    pub redis_replica_timeout_ms: u64,
 }
 
 impl RedisSettings {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://")) {
-            return Err(bad("QUEUEGATE_REDIS_URL", "must start with redis:// or rediss://"));
+        let schemes = ["redis://", "rediss://", "redis+cluster://", "rediss+cluster://"];
+        if !schemes.iter().any(|s| self.redis_url.starts_with(s)) {
+            return Err(bad(
+                "QUEUEGATE_REDIS_URL",
+                "must start with redis://, rediss://, redis+cluster:// or rediss+cluster://",
+            ));
         }
+        if let Some(nodes) = self.cluster_nodes() {
+            if let Some(n) =
+                nodes.iter().find(|n| n.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()))
+            {
+                let shown = n.rsplit_once('@').map_or(n.as_str(), |(_, host)| host);
+                return Err(bad("QUEUEGATE_REDIS_URL", format!("cluster node {shown:?} is not host:port")));
+            }
+        }
+        if let Some(n) = self.redis_min_replicas {
+            check_range("QUEUEGATE_REDIS_MIN_REPLICAS", n, 0..=5)?;
+        }
+        // Below the 3 s bound of every Redis call, so a WAIT ends before its call times out.
+        check_range("QUEUEGATE_REDIS_REPLICA_TIMEOUT_MS", self.redis_replica_timeout_ms, 10..=2500)?;
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(['{', '}', ' ', ':']) {
             return Err(bad("QUEUEGATE_REDIS_PREFIX", "must be non-empty without braces, colons or spaces"));
         }
         check_range("QUEUEGATE_REDIS_POOL", self.redis_pool, 1..=10_000)
+    }
+
+    /// The seed nodes of a `redis+cluster://` (or `rediss+cluster://`) URL, each as a
+    /// single-node URL carrying the credentials; None for a single server.
+    pub fn cluster_nodes(&self) -> Option<Vec<String>> {
+        let (scheme, rest) = self.redis_url.split_once("+cluster://")?;
+        let (creds, hosts) = match rest.rsplit_once('@') {
+            Some((c, h)) => (format!("{c}@"), h),
+            None => (String::new(), rest),
+        };
+        let hosts = hosts.trim_end_matches('/');
+        Some(hosts.split(',').map(|h| format!("{scheme}://{creds}{}", h.trim())).collect())
+    }
+
+    /// `QUEUEGATE_REDIS_MIN_REPLICAS`, or its default for the kind of Redis.
+    pub fn min_replicas(&self) -> u32 {
+        self.redis_min_replicas.unwrap_or(if self.cluster_nodes().is_some() { 1 } else { 0 })
     }
 
     /// The URL with any password replaced by `***`, for logs and errors.
@@ -339,6 +383,8 @@ impl std::fmt::Debug for RedisSettings {
             .field("redis_url", &self.redacted_url())
             .field("redis_prefix", &self.redis_prefix)
             .field("redis_pool", &self.redis_pool)
+            .field("redis_min_replicas", &self.min_replicas())
+            .field("redis_replica_timeout_ms", &self.redis_replica_timeout_ms)
             .finish()
     }
 }

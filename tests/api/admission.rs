@@ -276,13 +276,8 @@ async fn three_admitters_hold_the_rate_and_admit_nobody_twice() {
     assert!(admitted as f64 >= 40.0 * (elapsed - 2.0), "{admitted} admitted in {elapsed:.1} s: admission runs");
 
     // Nobody twice: every admitted fan appears once in the state hash, and the counters agree.
-    let mut c =
-        redis::Client::open(crate::helpers::redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let states: Vec<(String, String)> = redis::cmd("HGETALL")
-        .arg(names.key("r", queuegate::store::keys::Part::State))
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let states: Vec<(String, String)> =
+        names.redis(redis::cmd("HGETALL").arg(names.key("r", queuegate::store::keys::Part::State))).await;
     let admitted_now = gateway.admin_json("/admin/v1/concerts/r").await["admitted"].as_u64().unwrap();
     let distinct: HashSet<&str> = states.iter().filter(|(_, s)| s.starts_with("a:")).map(|(u, _)| u.as_str()).collect();
     assert!(distinct.len() as u64 >= admitted, "states {} vs counter {admitted}", distinct.len());

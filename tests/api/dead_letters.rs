@@ -112,9 +112,7 @@ async fn a_concert_whose_redis_keys_are_broken_is_parked_while_others_drain_and_
     app.open_concert("c2").await;
     // An operator's mistake: c1's waiting list is a string.
     let waiting = app.names.key("c1", Part::Waiting);
-    let mut redis =
-        redis::Client::open(app.names.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("SET").arg(&waiting).arg("x").query_async::<()>(&mut redis).await.unwrap();
+    app.names.redis::<()>(redis::cmd("SET").arg(&waiting).arg("x")).await;
 
     for i in 0..60 {
         assert_eq!(app.join("c1", &format!("one-{i}")).await.status(), 202);
@@ -125,11 +123,11 @@ async fn a_concert_whose_redis_keys_are_broken_is_parked_while_others_drain_and_
     assert_eq!(app.waiting_list("c2").await.len(), 60, "the other concert kept draining");
     assert_eq!(app.consumer_records("dead_lettered").await, 60);
     assert_eq!(app.metric("queuegate_consumer_quarantined_records_total").await, 60);
-    let joined: u64 = redis::cmd("HLEN").arg(app.names.key("c1", Part::Joined)).query_async(&mut redis).await.unwrap();
+    let joined: u64 = app.names.redis(redis::cmd("HLEN").arg(app.names.key("c1", Part::Joined))).await;
     assert_eq!(joined, 0, "apply.lua wrote nothing for c1 (no fan marked as queued but missing)");
 
     // Fixed, and replayed: every one of the sixty is queued, once.
-    redis::cmd("DEL").arg(&waiting).query_async::<()>(&mut redis).await.unwrap();
+    app.names.redis::<()>(redis::cmd("DEL").arg(&waiting)).await;
     let names = app.names.clone();
     let (summary, _) =
         tokio::task::spawn_blocking(move || replay(&names, queuegate::dlt::ReplayOptions::default())).await.unwrap();

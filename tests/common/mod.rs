@@ -90,6 +90,12 @@ impl Names {
         QueueStore::new(&redis).expect("store")
     }
 
+    /// Runs one raw command on these names' Redis, a single server or a cluster (routed by the
+    /// command's key), for tests that look under the store or break it on purpose.
+    pub async fn redis<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        redis_query(&self.redis_url, cmd).await
+    }
+
     /// The Redis key of `part` of `concert` under these names' prefix.
     pub fn key(&self, concert: &str, part: Part) -> String {
         Keys::new(&self.prefix).concert(&ConcertId::parse(concert).expect("a valid concert id"), part)
@@ -100,12 +106,33 @@ impl Names {
         let kafka = KafkaClients::new(&self.settings().kafka, Metrics::new());
         let admin: AdminClient<DefaultClientContext> = kafka.admin().create().expect("admin client");
         let dlt = format!("{}.dlt", self.topic);
+        // On a cluster (several brokers listed), as in production: three copies, two in sync.
+        let replicas = self.brokers.split(',').count().min(3) as i32;
+        let isr = if replicas >= 3 { "2" } else { "1" };
         let topics = [
-            NewTopic::new(&self.topic, partitions, TopicReplication::Fixed(1)),
-            NewTopic::new(&dlt, 1, TopicReplication::Fixed(1)),
+            NewTopic::new(&self.topic, partitions, TopicReplication::Fixed(replicas)).set("min.insync.replicas", isr),
+            NewTopic::new(&dlt, 1, TopicReplication::Fixed(replicas)).set("min.insync.replicas", isr),
         ];
         for r in admin.create_topics(&topics, &AdminOptions::new()).await.expect("create topics") {
             r.expect("topic created");
+        }
+    }
+}
+
+/// One raw command on the Redis at `url` (`redis+cluster://` seeds: the cluster).
+pub async fn redis_query<T: redis::FromRedisValue>(url: &str, cmd: &redis::Cmd) -> T {
+    let mut settings = Names::on(brokers(), url.to_owned()).settings().redis;
+    settings.redis_url = url.to_owned();
+    match settings.cluster_nodes() {
+        Some(nodes) => {
+            let client = redis::cluster::ClusterClient::new(nodes).expect("cluster client");
+            let mut c = client.get_async_connection().await.expect("cluster connection");
+            cmd.query_async(&mut c).await.expect("redis command")
+        }
+        None => {
+            let client = redis::Client::open(url).expect("redis client");
+            let mut c = client.get_multiplexed_async_connection().await.expect("redis connection");
+            cmd.query_async(&mut c).await.expect("redis command")
         }
     }
 }
