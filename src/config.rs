@@ -314,10 +314,7 @@ mod tests {
     #[test]
     fn a_cluster_url_names_seed_nodes_carrying_the_credentials_and_asks_one_replica_by_default() {
         let s = parse(&["--redis-url", "redis+cluster://app:pw@10.0.0.1:7000,10.0.0.2:7001/"]);
-        assert_eq!(
-            s.redis.cluster_nodes().unwrap(),
-            ["redis://app:pw@10.0.0.1:7000", "redis://app:pw@10.0.0.2:7001"]
-        );
+        assert_eq!(s.redis.cluster_nodes().unwrap(), ["redis://app:pw@10.0.0.1:7000", "redis://app:pw@10.0.0.2:7001"]);
         assert_eq!(s.redis.min_replicas(), 1);
         assert_eq!(s.redis.redacted_url(), "redis+cluster://app:***@10.0.0.1:7000,10.0.0.2:7001/");
         let tls = parse(&["--redis-url", "rediss+cluster://h:7000", "--redis-min-replicas", "2"]);

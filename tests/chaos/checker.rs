@@ -8,7 +8,7 @@ use tokio::sync::Semaphore;
 
 use queuegate::store::keys::Part;
 
-use crate::common::{Names, TestApp};
+use crate::common::{Names, RawRedis, TestApp};
 
 /// Outcome of a burst of joins.
 #[derive(Debug, Default)]
@@ -97,15 +97,10 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// A connection without the client's default response timeout: a full LRANGE of 50,000 fans
-/// on a loaded two-core machine can take longer than that.
-pub async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
-    let cfg = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
-    redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection_with_config(&cfg)
-        .await
-        .expect("redis connection")
+/// A connection (single or cluster) with a generous reply timeout: a full LRANGE of 50,000
+/// fans on a loaded two-core machine can take longer than the client's default.
+pub async fn redis_conn(url: &str) -> redis::RedisResult<RawRedis> {
+    RawRedis::connect(url, Duration::from_secs(30)).await
 }
 
 /// Waits (up to `deadline`) until every accepted fan is in Redis, then compares.
@@ -123,11 +118,11 @@ pub async fn check(names: &Names, concert: &str, accepted: &HashSet<String>, dea
 async fn compare(names: &Names, concert: &str, accepted: &HashSet<String>) -> Report {
     // Reads that fail (a busy machine, a Redis restarting) are retried, never read as empty.
     let (list, ranked) = loop {
-        if let Ok(mut c) = tokio::time::timeout(Duration::from_secs(5), redis_conn(&names.redis_url)).await {
+        if let Ok(Ok(mut c)) = tokio::time::timeout(Duration::from_secs(5), redis_conn(&names.redis_url)).await {
             let list: redis::RedisResult<Vec<String>> =
-                redis::cmd("LRANGE").arg(names.key(concert, Part::Waiting)).arg(0).arg(-1).query_async(&mut c).await;
+                c.query(redis::cmd("LRANGE").arg(names.key(concert, Part::Waiting)).arg(0).arg(-1)).await;
             let ranked: redis::RedisResult<Vec<String>> =
-                redis::cmd("ZRANGE").arg(names.key(concert, Part::Rank)).arg(0).arg(-1).query_async(&mut c).await;
+                c.query(redis::cmd("ZRANGE").arg(names.key(concert, Part::Rank)).arg(0).arg(-1)).await;
             match (list, ranked) {
                 (Ok(l), Ok(r)) => break (l, r),
                 (l, r) => eprintln!("checker read failed ({:?} / {:?}); retrying", l.err(), r.err()),
@@ -149,8 +144,8 @@ async fn compare(names: &Names, concert: &str, accepted: &HashSet<String>) -> Re
 /// Number of fans in Redis for a concert right now.
 pub async fn waiting(names: &Names, concert: &str) -> usize {
     match tokio::time::timeout(Duration::from_secs(1), redis_conn(&names.redis_url)).await {
-        Ok(mut c) => redis::cmd("ZCARD").arg(names.key(concert, Part::Rank)).query_async(&mut c).await.unwrap_or(0),
-        Err(_) => 0,
+        Ok(Ok(mut c)) => c.query(redis::cmd("ZCARD").arg(names.key(concert, Part::Rank))).await.unwrap_or(0),
+        _ => 0,
     }
 }
 

@@ -5,6 +5,7 @@
 //! Redis), so the suite runs beside the other tests. Every wait has a deadline.
 
 mod checker;
+mod cluster;
 #[path = "../common/mod.rs"]
 mod common;
 mod procs;

@@ -221,10 +221,10 @@ async fn the_admitter_lease_is_taken_over_after_kill_9_of_its_holder_and_nobody_
     let mut holder = sc.spawn_consumer(500);
     assert!(wait_for_waiting(&sc.names, "lt", 2_000, Duration::from_secs(120)).await);
 
-    let mut redis = crate::checker::redis_conn(sc.redis_url()).await;
+    let mut redis = crate::checker::redis_conn(sc.redis_url()).await.expect("redis");
     let adm_key = sc.names.key("lt", Part::Adm);
-    let admitted = async |c: &mut redis::aio::MultiplexedConnection| -> u64 {
-        redis::cmd("HGET").arg(&adm_key).arg("admitted").query_async::<Option<u64>>(c).await.unwrap().unwrap_or(0)
+    let admitted = async |c: &mut crate::common::RawRedis| -> u64 {
+        c.query::<Option<u64>>(redis::cmd("HGET").arg(&adm_key).arg("admitted")).await.unwrap().unwrap_or(0)
     };
     gw.client
         .put(format!("{}/admin/v1/concerts/lt", gw.admin))
@@ -237,8 +237,7 @@ async fn the_admitter_lease_is_taken_over_after_kill_9_of_its_holder_and_nobody_
         wait_until(Duration::from_secs(30), async || admitted(&mut redis).await > 100).await,
         "the first consumer admits"
     );
-    let first_lease: String =
-        redis::cmd("GET").arg(sc.names.key("lt", Part::Lease)).query_async(&mut redis).await.unwrap();
+    let first_lease: String = redis.query(redis::cmd("GET").arg(sc.names.key("lt", Part::Lease))).await.unwrap();
 
     let mut successor = sc.spawn_consumer(500);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -250,24 +249,18 @@ async fn the_admitter_lease_is_taken_over_after_kill_9_of_its_holder_and_nobody_
         "the successor goes on admitting"
     );
     let takeover = killed_at.elapsed();
-    let second_lease: String =
-        redis::cmd("GET").arg(sc.names.key("lt", Part::Lease)).query_async(&mut redis).await.unwrap();
+    let second_lease: String = redis.query(redis::cmd("GET").arg(sc.names.key("lt", Part::Lease))).await.unwrap();
     let fence = |v: &str| v.rsplit(':').next().unwrap().parse::<u64>().unwrap();
 
     // Nobody twice: admitted fans are distinct, none of them still waits, counters agree.
     kill9(&mut successor);
     let states: Vec<(String, String)> =
-        redis::cmd("HGETALL").arg(sc.names.key("lt", Part::State)).query_async(&mut redis).await.unwrap();
+        redis.query(redis::cmd("HGETALL").arg(sc.names.key("lt", Part::State))).await.unwrap();
     let total = admitted(&mut redis).await;
     let admitted_fans: std::collections::HashSet<&str> =
         states.iter().filter(|(_, s)| s.starts_with("a:")).map(|(u, _)| u.as_str()).collect();
-    let waiting: Vec<String> = redis::cmd("LRANGE")
-        .arg(sc.names.key("lt", Part::Waiting))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let waiting: Vec<String> =
+        redis.query(redis::cmd("LRANGE").arg(sc.names.key("lt", Part::Waiting)).arg(0).arg(-1)).await.unwrap();
     println!(
         "chaos lease-takeover: lease {first_lease} -> {second_lease}, admissions resumed {:.1} s after the kill; admitted={total} distinct={} still-waiting={}",
         takeover.as_secs_f64(),
@@ -362,10 +355,10 @@ async fn an_admitter_whose_clock_is_30_s_behind_admits_at_the_rate_and_stamps_to
     let mut holder = sc.spawn_consumer(500);
     assert!(wait_for_waiting(&sc.names, "sk", 2_000, Duration::from_secs(120)).await);
 
-    let mut redis = crate::checker::redis_conn(sc.redis_url()).await;
+    let mut redis = crate::checker::redis_conn(sc.redis_url()).await.expect("redis");
     let adm_key = sc.names.key("sk", Part::Adm);
-    let admitted = async |c: &mut redis::aio::MultiplexedConnection| -> u64 {
-        redis::cmd("HGET").arg(&adm_key).arg("admitted").query_async::<Option<u64>>(c).await.unwrap().unwrap_or(0)
+    let admitted = async |c: &mut crate::common::RawRedis| -> u64 {
+        c.query::<Option<u64>>(redis::cmd("HGET").arg(&adm_key).arg("admitted")).await.unwrap().unwrap_or(0)
     };
     let r = gw.put_concert("sk", serde_json::json!({"state": "open", "admitPerSecond": 50})).await;
     assert_eq!(r.status(), 200);
@@ -382,7 +375,7 @@ async fn an_admitter_whose_clock_is_30_s_behind_admits_at_the_rate_and_stamps_to
     let resumed = wait_until(Duration::from_secs(20), async || admitted(&mut redis).await >= at_kill + 200).await;
     let took = killed.elapsed();
     let states: Vec<(String, String)> =
-        redis::cmd("HGETALL").arg(sc.names.key("sk", Part::State)).query_async(&mut redis).await.unwrap();
+        redis.query(redis::cmd("HGETALL").arg(sc.names.key("sk", Part::State))).await.unwrap();
     kill9(&mut skewed);
     // The skew was real: the instance logged a time about 30 s behind.
     let real = (now_ms() / 1000).rem_euclid(86_400);

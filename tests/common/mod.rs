@@ -3,6 +3,7 @@
 //! with deadlines, and private Redis and Kafka servers for tests that break them.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod private_cluster;
 pub mod private_kafka;
 pub mod private_redis;
 
@@ -119,22 +120,45 @@ impl Names {
     }
 }
 
-/// One raw command on the Redis at `url` (`redis+cluster://` seeds: the cluster).
-pub async fn redis_query<T: redis::FromRedisValue>(url: &str, cmd: &redis::Cmd) -> T {
-    let mut settings = Names::on(brokers(), url.to_owned()).settings().redis;
-    settings.redis_url = url.to_owned();
-    match settings.cluster_nodes() {
-        Some(nodes) => {
-            let client = redis::cluster::ClusterClient::new(nodes).expect("cluster client");
-            let mut c = client.get_async_connection().await.expect("cluster connection");
-            cmd.query_async(&mut c).await.expect("redis command")
-        }
-        None => {
-            let client = redis::Client::open(url).expect("redis client");
-            let mut c = client.get_multiplexed_async_connection().await.expect("redis connection");
-            cmd.query_async(&mut c).await.expect("redis command")
+/// A raw connection to a single Redis or to a Redis Cluster (commands routed by their key),
+/// for tests that look under the store or break it on purpose.
+pub enum RawRedis {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl RawRedis {
+    /// Connects to `url` (`redis+cluster://` seeds: the cluster), each reply within `timeout`.
+    pub async fn connect(url: &str, timeout: Duration) -> redis::RedisResult<Self> {
+        let mut settings = Names::on(brokers(), url.to_owned()).settings().redis;
+        settings.redis_url = url.to_owned();
+        Ok(match settings.cluster_nodes() {
+            Some(nodes) => RawRedis::Cluster(
+                redis::cluster::ClusterClientBuilder::new(nodes)
+                    .response_timeout(timeout)
+                    .build()?
+                    .get_async_connection()
+                    .await?,
+            ),
+            None => {
+                let cfg = redis::AsyncConnectionConfig::new().set_response_timeout(Some(timeout));
+                RawRedis::Single(redis::Client::open(url)?.get_multiplexed_async_connection_with_config(&cfg).await?)
+            }
+        })
+    }
+
+    pub async fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        match self {
+            RawRedis::Single(c) => cmd.query_async(c).await,
+            RawRedis::Cluster(c) => cmd.query_async(c).await,
         }
     }
+}
+
+/// One raw command on the Redis at `url` (see [`RawRedis`]).
+pub async fn redis_query<T: redis::FromRedisValue>(url: &str, cmd: &redis::Cmd) -> T {
+    let mut c = RawRedis::connect(url, Duration::from_secs(10)).await.expect("redis connection");
+    c.query(cmd).await.expect("redis command")
 }
 
 /// Creates `names`' topics (kept for the tests' vocabulary: `create_topics(&names, n)`).
