@@ -8,6 +8,7 @@
 #                             three replicas, AOF always); returns when both answer
 #   scripts/cluster.sh down   stops them
 #   scripts/cluster.sh status
+#   scripts/cluster.sh kafka-up | redis-up   one of the two (tests start private ones)
 #
 # Same Kafka jars as scripts/services.sh (fetched once into .local/). State under .local/cluster/.
 # Ports can be moved with CLUSTER_KAFKA_PORT (first broker; the next two follow, controllers at
@@ -191,6 +192,8 @@ case "${1:-up}" in
     kafka_up
     log "ready: Kafka $(bootstrap); Redis Cluster redis+cluster://$HOST:$RPORT,$HOST:$((RPORT + 1)),$HOST:$((RPORT + 2))"
     ;;
+  kafka-up) kafka_up ;;
+  redis-up) redis_up ;;
   down)
     for f in "$DIR"/run/*.pid; do [ -e "$f" ] && stop_pid "$f"; done
     log "stopped"
@@ -199,5 +202,5 @@ case "${1:-up}" in
     for n in 1 2 3; do port_open "$HOST" $((KPORT + n - 1)) && echo "kafka $n: up" || echo "kafka $n: down"; done
     redis-cli -p "$RPORT" cluster info 2>/dev/null | grep '^cluster_state' || echo "redis cluster: down"
     ;;
-  *) die "usage: $0 up|down|status" ;;
+  *) die "usage: $0 up|down|status|kafka-up|redis-up" ;;
 esac

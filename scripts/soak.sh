@@ -127,7 +127,12 @@ fault "stop kafka broker"
 kpid=$(pid_of kafka)
 kill "$kpid"
 while kill -0 "$kpid" 2>/dev/null; do sleep 1; done
-scripts/services.sh up >> "$OUT/services.log" 2>&1
+# A loaded machine can take longer than services.sh waits (60 s); the broker keeps starting.
+for attempt in 1 2 3; do
+  scripts/services.sh up >> "$OUT/services.log" 2>&1 && break
+  log "Kafka not up yet (attempt $attempt); waiting"
+  sleep 10
+done
 fault "kafka broker restarted"
 
 wait "$K6PID" || true

@@ -17,6 +17,8 @@ pub struct Burst {
     pub accepted: HashSet<String>,
     /// Count of answers by status (0: the request itself failed).
     pub statuses: HashMap<u16, usize>,
+    /// The longest any one join request took to be answered.
+    pub slowest: Duration,
 }
 
 /// Sends one join per entry of `users` (repeats allowed), spread round-robin over `gateways`,
@@ -33,7 +35,9 @@ pub async fn join_all(gateways: &[Arc<TestApp>], concert: &str, users: Vec<Strin
             // A transport error (no answer at all) or a 408 is retried like a browser would; a join
             // is idempotent. Only answers count as statuses.
             let mut status = 0;
+            let mut slowest = Duration::ZERO;
             for _ in 0..3 {
+                let started = std::time::Instant::now();
                 let sent = gw
                     .client
                     .post(&url)
@@ -41,6 +45,7 @@ pub async fn join_all(gateways: &[Arc<TestApp>], concert: &str, users: Vec<Strin
                     .timeout(Duration::from_secs(30))
                     .send()
                     .await;
+                slowest = slowest.max(started.elapsed());
                 match sent {
                     // 408: the server timed out reading the request head and did nothing with it.
                     Ok(r) if r.status() == 408 => eprintln!("join of {user} got 408; retrying"),
@@ -51,12 +56,13 @@ pub async fn join_all(gateways: &[Arc<TestApp>], concert: &str, users: Vec<Strin
                     Err(e) => eprintln!("join of {user} got no answer ({e}); retrying"),
                 }
             }
-            (user, status)
+            (user, status, slowest)
         }));
     }
     let mut burst = Burst::default();
     for t in tasks {
-        let (user, status) = t.await.unwrap();
+        let (user, status, slowest) = t.await.unwrap();
+        burst.slowest = burst.slowest.max(slowest);
         *burst.statuses.entry(status).or_default() += 1;
         if status == 202 {
             burst.accepted.insert(user);
@@ -83,6 +89,15 @@ impl Report {
     /// Nobody missing, nobody twice, nobody without a 202, positions 1..n.
     pub fn assert_exact(&self) {
         assert_eq!((self.missing, self.duplicated, self.unacknowledged), (0, 0, 0), "{self}");
+        assert!(self.positions_ok, "{self}");
+    }
+
+    /// Nobody missing, nobody twice, positions 1..n; fans in Redis without a 202 only among the
+    /// `answered_503` joins whose acknowledgement a broker failure lost (docs/guarantees.md: a
+    /// 503 does not prove the record was not written; the fan's retry is deduplicated).
+    pub fn assert_exact_allowing_lost_acks(&self, answered_503: usize) {
+        assert_eq!((self.missing, self.duplicated), (0, 0), "{self}");
+        assert!(self.unacknowledged <= answered_503, "{self}; 503 answers: {answered_503}");
         assert!(self.positions_ok, "{self}");
     }
 }

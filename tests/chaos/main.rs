@@ -6,6 +6,7 @@
 
 mod checker;
 mod cluster;
+mod kafka_cluster;
 #[path = "../common/mod.rs"]
 mod common;
 mod procs;

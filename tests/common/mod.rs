@@ -5,6 +5,7 @@
 
 pub mod private_cluster;
 pub mod private_kafka;
+pub mod private_kafka_cluster;
 pub mod private_redis;
 
 use std::time::Duration;
