@@ -339,6 +339,19 @@ impl RedisSettings {
         if let Some(n) = self.redis_min_replicas {
             check_range("QUEUEGATE_REDIS_MIN_REPLICAS", n, 0..=5)?;
         }
+        // TLS (rediss://) verifies the server against OpenSSL's trust: the system's store, or
+        // the file SSL_CERT_FILE names (a private CA). A named file that is not there would
+        // only show as failed handshakes later.
+        if self.redis_url.starts_with("rediss") {
+            if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
+                if !std::path::Path::new(&file).is_file() {
+                    return Err(bad(
+                        "SSL_CERT_FILE",
+                        format!("{} is not a readable file (the CA for rediss://)", file.to_string_lossy()),
+                    ));
+                }
+            }
+        }
         // Below the 3 s bound of every Redis call, so a WAIT ends before its call times out.
         check_range("QUEUEGATE_REDIS_REPLICA_TIMEOUT_MS", self.redis_replica_timeout_ms, 10..=2500)?;
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(['{', '}', ' ', ':']) {

@@ -13,4 +13,5 @@ mod identity;
 mod join;
 mod openapi;
 mod readiness;
+mod secured;
 mod store_model;

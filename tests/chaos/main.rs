@@ -6,8 +6,8 @@
 
 mod checker;
 mod cluster;
-mod kafka_cluster;
 #[path = "../common/mod.rs"]
 mod common;
+mod kafka_cluster;
 mod procs;
 mod scenarios;

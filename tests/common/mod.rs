@@ -7,6 +7,7 @@ pub mod private_cluster;
 pub mod private_kafka;
 pub mod private_kafka_cluster;
 pub mod private_redis;
+pub mod tls;
 
 use std::time::Duration;
 

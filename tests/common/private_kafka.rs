@@ -26,17 +26,51 @@ fn kafka_libs() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".local/kafka-4.1.1/libs"))
 }
 
+/// A listener `SASL_SSL` (SCRAM-SHA-512, the server's certificate from `certs`) for clients,
+/// beside the broker's PLAINTEXT one, and the SCRAM user the storage is formatted with.
+pub struct SaslSsl<'a> {
+    pub certs: &'a super::tls::Certs,
+    pub user: &'a str,
+    pub password: &'a str,
+    pub port: u16,
+}
+
 impl PrivateKafka {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// With a SASL_SSL listener too (see [`SaslSsl`]).
+    pub fn start_with(secure: Option<SaslSsl<'_>>) -> Self {
         let (port, controller_port) = (free_port(), free_port());
         let dir = std::env::temp_dir().join(format!("qgchaos-kafka-{port}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("data")).unwrap();
+        let (mut listeners, mut advertised) = (
+            format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"),
+            format!("PLAINTEXT://127.0.0.1:{port}"),
+        );
+        let mut secure_props = String::new();
+        if let Some(s) = &secure {
+            // Kafka reads a PEM keystore as the private key followed by the certificate.
+            let keystore = dir.join("keystore.pem");
+            let pem =
+                std::fs::read_to_string(s.certs.key()).unwrap() + &std::fs::read_to_string(s.certs.cert()).unwrap();
+            std::fs::write(&keystore, pem).unwrap();
+            listeners += &format!(",SASL_SSL://127.0.0.1:{}", s.port);
+            advertised += &format!(",SASL_SSL://127.0.0.1:{}", s.port);
+            secure_props = format!(
+                "sasl.enabled.mechanisms=SCRAM-SHA-512\n\
+                 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
+                 ssl.keystore.type=PEM\nssl.keystore.location={}\n",
+                keystore.display()
+            );
+        }
         let props = format!(
             "process.roles=broker,controller\nnode.id=1\ncontroller.quorum.voters=1@127.0.0.1:{controller_port}\n\
-             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\ncontroller.listener.names=CONTROLLER\n\
-             inter.broker.listener.name=PLAINTEXT\nlistener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+             listeners={listeners}\nadvertised.listeners={advertised}\ncontroller.listener.names=CONTROLLER\n\
+             inter.broker.listener.name=PLAINTEXT\n\
+             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL\n{secure_props}\
              log.dirs={}\noffsets.topic.replication.factor=1\noffsets.topic.num.partitions=3\n\
              transaction.state.log.replication.factor=1\ntransaction.state.log.min.isr=1\ntransaction.state.log.num.partitions=3\n\
              share.coordinator.state.topic.replication.factor=1\nshare.coordinator.state.topic.min.isr=1\n\
@@ -45,12 +79,14 @@ impl PrivateKafka {
         );
         std::fs::write(dir.join("server.properties"), props).unwrap();
         std::fs::write(dir.join("log4j2.properties"), "rootLogger.level = warn\n").unwrap();
-        let status = Self::java(&dir)
+        let mut format = Self::java(&dir);
+        format
             .args(["kafka.tools.StorageTool", "format", "-t", "qgchaosAAAAAAAAAAAAAAAA", "-c"])
-            .arg(dir.join("server.properties"))
-            .stdout(Stdio::null())
-            .status()
-            .expect("java runs");
+            .arg(dir.join("server.properties"));
+        if let Some(s) = &secure {
+            format.arg("--add-scram").arg(format!("SCRAM-SHA-512=[name={},password={}]", s.user, s.password));
+        }
+        let status = format.stdout(Stdio::null()).status().expect("java runs");
         assert!(status.success(), "kafka storage format failed");
         let mut k = PrivateKafka { port, controller_port, dir, child: None };
         k.spawn();

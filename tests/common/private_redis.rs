@@ -12,15 +12,55 @@ pub struct PrivateRedis {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Extra redis-server arguments (TLS, ACL users), kept for restarts.
+    extra: Vec<String>,
 }
 
 impl PrivateRedis {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With TLS only, on a free port, the server's certificate from `certs`, and an ACL user
+    /// `user` with `password` (the default user switched off). Clients authenticate with the
+    /// password and verify the server against `certs`' CA.
+    pub fn start_tls(certs: &super::tls::Certs, user: &str, password: &str) -> Self {
+        use super::tls::Certs;
+        let args = [
+            "--port",
+            "0",
+            "--tls-port",
+            "{port}",
+            "--tls-cert-file",
+            &Certs::s(&certs.cert()),
+            "--tls-key-file",
+            &Certs::s(&certs.key()),
+            "--tls-ca-cert-file",
+            &Certs::s(&certs.ca()),
+            "--tls-auth-clients",
+            "no",
+            "--user",
+            "default",
+            "off",
+            "--user",
+            user,
+            "on",
+            &format!(">{password}"),
+            "~*",
+            "&*",
+            "+@all",
+        ];
+        Self::start_with(&args)
+    }
+
+    /// With extra redis-server arguments; `{port}` in them is the server's port.
+    pub fn start_with(extra: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = std::env::temp_dir().join(format!("qgtest-redis-{port}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut r = PrivateRedis { port, dir, child: None };
+        let extra = extra.iter().map(|a| a.replace("{port}", &port.to_string())).collect();
+        let mut r = PrivateRedis { port, dir, child: None, extra };
         r.spawn();
         r
     }
@@ -33,6 +73,7 @@ impl PrivateRedis {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .args(&self.extra)
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
