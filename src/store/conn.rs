@@ -84,7 +84,7 @@ fn bounded<M: managed::Manager, W: From<managed::Object<M>>>(
 /// Where the store's connections come from.
 #[derive(Clone)]
 pub enum Backend {
-    Single { pool: deadpool_redis::Pool, shared: SharedConnections<redis::Client> },
+    Single { pool: deadpool_redis::Pool, shared: Box<SharedConnections<redis::Client>> },
     Cluster { pool: managed::Pool<ClusterManager>, shared: Box<SharedConnections<ClusterClient>> },
 }
 
@@ -99,7 +99,7 @@ impl Backend {
                     deadpool_redis::Manager::new_with_config(url, connection_config()).map_err(|e| bad(&e))?;
                 let pool = bounded(deadpool_redis::Pool::builder(manager), settings).build().map_err(|e| bad(&e))?;
                 let client = redis::Client::open(url).map_err(|e| bad(&e))?;
-                Backend::Single { pool, shared: SharedConnections::new(client) }
+                Backend::Single { pool, shared: Box::new(SharedConnections::new(client)) }
             }
             Some(nodes) => {
                 let client = ClusterClientBuilder::new(nodes)
