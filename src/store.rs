@@ -38,6 +38,9 @@ pub enum StoreError {
     /// `WAIT` counted fewer replicas than `QUEUEGATE_REDIS_MIN_REPLICAS` within the timeout.
     #[error("writes reached {acked} replica(s) of the {wanted} QUEUEGATE_REDIS_MIN_REPLICAS asks for")]
     Replicas { wanted: u32, acked: u32 },
+    /// After `WAIT`, the concert's primary lacks writes just made: a failover lost them.
+    #[error("{missing} of a batch's writes are not on the concert's primary (lost in a failover)")]
+    Lost { missing: usize },
 }
 
 impl StoreError {
@@ -263,6 +266,17 @@ impl QueueStore {
             let acked = c.wait_replicas(&key, self.min_replicas, self.replica_timeout).await?;
             if acked < self.min_replicas {
                 return Err(StoreError::Replicas { wanted: self.min_replicas, acked });
+            }
+            // WAIT counts the writes of the connection it runs on. If the primary died after the
+            // script, the cluster client sends WAIT on to the promoted replica, where this
+            // connection wrote nothing, and it succeeds at once: so check that every fan of the
+            // batch is on the primary now; if a failover lost them, the batch is applied again.
+            let users: Vec<&str> = joins.iter().map(|(u, _)| u.as_str()).collect();
+            let present: Vec<Option<String>> =
+                timed(redis::cmd("HMGET").arg(&key).arg(&users).query_async(&mut c)).await?;
+            let missing = present.iter().filter(|p| p.is_none()).count();
+            if missing > 0 {
+                return Err(StoreError::Lost { missing });
             }
         }
         Ok(Applied { appended, duplicates })

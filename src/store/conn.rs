@@ -62,9 +62,10 @@ impl managed::Manager for ClusterManager {
         self.client.get_async_connection().await
     }
 
-    async fn recycle(&self, conn: &mut ClusterConnection, _: &managed::Metrics) -> managed::RecycleResult<RedisError> {
-        // PING goes to every primary: a connection that lost its way is replaced.
-        redis::cmd("PING").query_async::<()>(conn).await?;
+    async fn recycle(&self, _: &mut ClusterConnection, _: &managed::Metrics) -> managed::RecycleResult<RedisError> {
+        // Nothing to check: a cluster connection reconnects to each node by itself. (A PING
+        // here would go to every primary, so one shard down would fail every call, also
+        // those of concerts on the shards that are up.)
         Ok(())
     }
 }
@@ -102,9 +103,14 @@ impl Backend {
                 Backend::Single { pool, shared: Box::new(SharedConnections::new(client)) }
             }
             Some(nodes) => {
+                // A node that is down fails a call after a few quick retries (the client's default
+                // is 16, with waits growing to seconds), well inside CALL_TIMEOUT.
                 let client = ClusterClientBuilder::new(nodes)
-                    .connection_timeout(CONNECT_TIMEOUT)
+                    .connection_timeout(Duration::from_millis(500))
                     .response_timeout(CALL_TIMEOUT)
+                    .retries(3)
+                    .min_retry_wait(20)
+                    .max_retry_wait(500)
                     .build()
                     .map_err(|e| bad(&e))?;
                 let manager = ClusterManager { client: client.clone() };

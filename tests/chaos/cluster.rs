@@ -56,3 +56,55 @@ async fn kill_9_of_the_redis_primary_owning_a_concert_mid_drain_loses_and_double
     assert!(at_freeze < 45_000, "the faults came mid-drain");
     report.assert_exact();
 }
+
+/// A whole shard down — the primary and the replica that own one concert's slot — while fans
+/// join that concert and one on another shard. Joins to both are still accepted (they wait in
+/// Kafka); the consumer holds the batch it cannot apply and retries it without committing past
+/// it. Once the shard is back, every fan of both concerts is queued exactly once. (While it is
+/// down, the other shard's concert does not drain either: see docs/guarantees.md.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_whole_redis_shard_down_loses_nobody_of_its_concerts_once_it_is_back() {
+    let mut cluster = PrivateRedisCluster::start();
+    let sc = Scenario::new(6, cluster.url()).await;
+    let gw = Arc::new(sc.spawn_gateway(|_| {}).await);
+    // Two concerts on different shards.
+    let down = "sd-a";
+    let key_of = |c: &str| sc.names.key(c, Part::Waiting);
+    let (down_primary, down_replica) = cluster.primary_and_replica_of(&key_of(down));
+    let other = (0..100)
+        .map(|i| format!("sd-b{i}"))
+        .find(|c| cluster.primary_of(&key_of(c)) != Some(down_primary))
+        .expect("a concert on another shard");
+    gw.open_concert(down).await;
+    gw.open_concert(&other).await;
+    let mut consumer = sc.spawn_consumer(200);
+    let before_down = join_all(std::slice::from_ref(&gw), down, fans(1_000, "a-early"), 64).await;
+    let before_other = join_all(std::slice::from_ref(&gw), &other, fans(1_000, "b-early"), 64).await;
+    assert!(wait_for_waiting(&sc.names, &other, 1_000, Duration::from_secs(60)).await);
+
+    cluster.kill9(down_replica);
+    cluster.kill9(down_primary);
+    // The gateway's concert cache keeps the down concert open (its last good read).
+    let during_down = join_all(std::slice::from_ref(&gw), down, fans(2_000, "a-during"), 64).await;
+    let during_other = join_all(std::slice::from_ref(&gw), &other, fans(2_000, "b-during"), 64).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cluster.spawn(down_primary);
+    cluster.spawn(down_replica);
+    assert!(cluster.wait_ok(Duration::from_secs(60)), "the shard is back");
+
+    let accepted = |a: &crate::checker::Burst, b: &crate::checker::Burst| -> std::collections::HashSet<String> {
+        a.accepted.union(&b.accepted).cloned().collect()
+    };
+    let report_down = check(&sc.names, down, &accepted(&before_down, &during_down), Duration::from_secs(180)).await;
+    let report_other =
+        check(&sc.names, &other, &accepted(&before_other, &during_other), Duration::from_secs(180)).await;
+    kill9(&mut consumer);
+    println!(
+        "chaos cluster-shard-down: joins while down {:?} (down shard) / {:?} (other shard); down shard: {report_down}; other: {report_other}",
+        during_down.statuses, during_other.statuses
+    );
+    assert_eq!(during_other.accepted.len(), 2_000, "the other shard's concert kept accepting");
+    assert_eq!(during_down.accepted.len(), 2_000, "joins to the down shard's concert are accepted into Kafka");
+    report_down.assert_exact();
+    report_other.assert_exact();
+}
