@@ -5,6 +5,8 @@
 //!   cargo run --release --example burst -- --base http://127.0.0.1:8080 --concert bench \
 //!       --fans 100000 --connections 256 --redis redis://127.0.0.1:6379 --prefix qg
 //!
+//! `--redis` may be a Redis Cluster: `redis+cluster://127.0.0.1:7000,127.0.0.1:7001`.
+//!
 //! Prints one JSON object.
 
 use std::collections::HashSet;
@@ -63,17 +65,39 @@ async fn main() -> anyhow::Result<()> {
         |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
 
     // Wait for the drain: every accepted fan in the concert's Redis LIST, exactly once.
-    let mut redis = redis::Client::open(redis_url)?
-        .get_multiplexed_async_connection_with_config(
-            &redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30))),
-        )
-        .await?;
+    // One Redis, or a Redis Cluster (`redis+cluster://host:port,...`): the LIST is on one node.
+    let (mut one, mut cluster) = (None, None);
+    match redis_url.strip_prefix("redis+cluster://") {
+        Some(seeds) => {
+            cluster = Some(
+                redis::cluster::ClusterClientBuilder::new(seeds.split(',').map(|s| format!("redis://{s}")))
+                    .response_timeout(Duration::from_secs(30))
+                    .build()?
+                    .get_async_connection()
+                    .await?,
+            )
+        }
+        None => {
+            one = Some(
+                redis::Client::open(redis_url)?
+                    .get_multiplexed_async_connection_with_config(
+                        &redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30))),
+                    )
+                    .await?,
+            )
+        }
+    }
     let key = queuegate::store::keys::Keys::new(&prefix)
         .concert(&queuegate::ids::ConcertId::parse(concert.as_str())?, queuegate::store::keys::Part::Waiting);
     let deadline = Instant::now() + Duration::from_secs(120);
     let (mut missing, mut duplicated, drained_after, drained_since_start);
     loop {
-        let list: Vec<String> = redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query_async(&mut redis).await?;
+        let lrange = redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).clone();
+        let list: Vec<String> = match (&mut one, &mut cluster) {
+            (Some(c), _) => lrange.query_async(c).await?,
+            (_, Some(c)) => lrange.query_async(c).await?,
+            _ => unreachable!("one of the two is set above"),
+        };
         let ours: Vec<&String> = list.iter().filter(|u| u.starts_with(&format!("burst-{run}-"))).collect();
         let distinct: HashSet<&String> = ours.iter().copied().collect();
         duplicated = ours.len() - distinct.len();

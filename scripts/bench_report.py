@@ -380,8 +380,10 @@ concert admitting 250 fans/s. Faults: {faults}.
 | in Redis without a 202 (answer lost to a fault) | {soak['in_redis_without_202']} |
 
 Memory (RSS, MiB; "after warm-up" is the peak over the two minutes from a sixth of the run on;
-a restarted process starts again from zero). Redis grows with the data it holds: every accepted
-fan stays in the concert's dedup hash for the concert's lifetime.
+a restarted process starts again from zero). Read it with the plot: "flat" means no growth
+between faults; a fault can step a process up once (the buffers of the outage, which the
+allocator keeps for reuse). Redis grows with the data it holds: every accepted fan stays in the
+concert's dedup hash for the concert's lifetime.
 
 | process | after warm-up | peak, last 5 min | peak |
 |---|---|---|---|
