@@ -11,8 +11,9 @@
 #   them; the same rates with k6 where k6 can offer them; a burst of 100,000 unique fans
 #   (examples/burst); status lookups (wrk); then every concert's Redis queue is checked
 #   against the 202s counted, and the processes' peak RSS is read; last, joins/s in each fan
-#   identity mode (scripts/bench_identity.sh) and what each verification costs; last of all the
-#   30-minute soak with faults (scripts/soak.sh).
+#   identity mode (scripts/bench_identity.sh) and what each verification costs; fixed rates and a
+#   burst on the three-broker Kafka and the Redis Cluster (scripts/bench_cluster.sh); last of all
+#   the 30-minute soak with faults (scripts/soak.sh).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -183,6 +184,9 @@ log "joins/s per fan identity mode (scripts/bench_identity.sh)"
 kill "$GW" "$CO" 2>/dev/null || true
 wait "$GW" "$CO" 2>/dev/null || true
 scripts/bench_identity.sh "$OUT"
+
+log "the clusters (scripts/bench_cluster.sh)"
+scripts/bench_cluster.sh "$OUT"
 
 log "soak (${SOAK_MINUTES:-30} min, scripts/soak.sh)"
 scripts/soak.sh "$OUT"
