@@ -70,7 +70,11 @@ PROPS
 
 start_broker() { # n
   local n=$1 d="$DIR/kafka/$1" port=$((KPORT + $1 - 1))
-  if port_open "$HOST" "$port"; then return 0; fi
+  if port_open "$HOST" "$port"; then
+    log "a broker already answers on $HOST:$port, reusing it"
+    rm -f "$DIR/run/kafka-$n.pid"
+    return 0
+  fi
   log "starting Kafka broker $n on $HOST:$port"
   nohup java -Xms384m -Xmx384m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -Dlog4j2.configurationFile="$DIR/kafka/log4j2.properties" \
@@ -99,6 +103,7 @@ L4J
     echo "$cluster_id" > "$DIR/kafka/cluster-id"
   fi
   for n in 1 2 3; do
+    port_open "$HOST" $((KPORT + n - 1)) && continue # reused: not ours to configure
     write_broker_config "$n"
     if [ ! -f "$DIR/kafka/$n/data/meta.properties" ]; then
       kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$DIR/kafka/$n/server.properties" \
@@ -110,10 +115,16 @@ L4J
   for i in $(seq 1 240); do
     local up=0
     for n in 1 2 3; do
-      grep -q 'Kafka Server started' "$DIR/kafka/$n/server.log" 2>/dev/null && port_open "$HOST" $((KPORT + n - 1)) && up=$((up + 1))
+      # One we started is up once it says so; one we reuse, once it answers.
+      if [ -f "$DIR/run/kafka-$n.pid" ]; then
+        grep -q 'Kafka Server started' "$DIR/kafka/$n/server.log" 2>/dev/null && port_open "$HOST" $((KPORT + n - 1)) && up=$((up + 1))
+      else
+        port_open "$HOST" $((KPORT + n - 1)) && up=$((up + 1))
+      fi
     done
     [ "$up" = 3 ] && break
     for n in 1 2 3; do
+      [ -f "$DIR/run/kafka-$n.pid" ] || continue
       kill -0 "$(cat "$DIR/run/kafka-$n.pid")" 2>/dev/null || { tail -20 "$DIR/kafka/$n/server.log" >&2; die "broker $n exited"; }
     done
     sleep 0.5
