@@ -72,7 +72,6 @@ start_broker() { # n
   local n=$1 d="$DIR/kafka/$1" port=$((KPORT + $1 - 1))
   if port_open "$HOST" "$port"; then
     log "a broker already answers on $HOST:$port, reusing it"
-    rm -f "$DIR/run/kafka-$n.pid"
     return 0
   fi
   log "starting Kafka broker $n on $HOST:$port"
