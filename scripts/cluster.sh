@@ -84,17 +84,7 @@ start_broker() { # n
 kafka_up() {
   "$ROOT/scripts/services.sh" fetch
   mkdir -p "$DIR/kafka" "$DIR/run"
-  cat > "$DIR/kafka/log4j2.properties" <<'L4J'
-status = warn
-appender.console.type = Console
-appender.console.name = STDOUT
-appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = warn
-rootLogger.appenderRef.stdout.ref = STDOUT
-logger.raft.name = kafka.server.KafkaRaftServer
-logger.raft.level = info
-L4J
+  cp "$ROOT/scripts/kafka-log4j2.properties" "$DIR/kafka/log4j2.properties"
   local n cluster_id=""
   [ -f "$DIR/kafka/cluster-id" ] && cluster_id=$(cat "$DIR/kafka/cluster-id")
   if [ -z "$cluster_id" ]; then

@@ -101,17 +101,7 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 PROPS
-  cat > "$dir/log4j2.properties" <<'L4J'
-status = warn
-appender.console.type = Console
-appender.console.name = STDOUT
-appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = warn
-rootLogger.appenderRef.stdout.ref = STDOUT
-logger.raft.name = kafka.server.KafkaRaftServer
-logger.raft.level = info
-L4J
+  cp "$ROOT/scripts/kafka-log4j2.properties" "$dir/log4j2.properties"
 }
 
 start_kafka() {
