@@ -116,6 +116,9 @@ async fn healthz() -> HttpResponse {
 struct Readiness {
     ready: bool,
     redis: bool,
+    /// Why Redis is not ready (unreachable, too few replicas in sync, …); never a secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_error: Option<String>,
     kafka: bool,
     draining: bool,
     /// The background task that failed, when one did: the process is shutting down.
@@ -123,16 +126,18 @@ struct Readiness {
     failed_task: Option<crate::supervisor::TaskFailure>,
 }
 
-/// 200 when Redis and Kafka both answer (within a second each), no background task has failed
-/// and the process is not draining.
+/// 200 when Redis and Kafka both answer (within a second each), Redis has the replicas
+/// `QUEUEGATE_REDIS_MIN_REPLICAS` asks for, no background task has failed and the process is not
+/// draining.
 async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
     let draining = admin.health.is_draining();
     let failed_task = admin.health.failure();
-    let redis = admin.store.ping().await.is_ok();
+    let redis_error = admin.store.ping().await.err().map(|e| e.to_string());
+    let redis = redis_error.is_none();
     let probe = admin.kafka.clone();
     let kafka = tokio::task::spawn_blocking(move || probe.reachable(Duration::from_secs(1))).await.unwrap_or(false);
     let ready = redis && kafka && !draining && failed_task.is_none();
-    let body = Readiness { ready, redis, kafka, draining, failed_task };
+    let body = Readiness { ready, redis, redis_error, kafka, draining, failed_task };
     if ready {
         HttpResponse::Ok().json(body)
     } else {
