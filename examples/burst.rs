@@ -67,10 +67,10 @@ async fn main() -> anyhow::Result<()> {
     // Wait for the drain: every accepted fan in the concert's Redis LIST, exactly once.
     // One Redis, or a Redis Cluster (`redis+cluster://host:port,...`): the LIST is on one node.
     let (mut one, mut cluster) = (None, None);
-    match redis_url.strip_prefix("redis+cluster://") {
-        Some(seeds) => {
+    match queuegate::config::sections::cluster_nodes(&redis_url) {
+        Some(nodes) => {
             cluster = Some(
-                redis::cluster::ClusterClientBuilder::new(seeds.split(',').map(|s| format!("redis://{s}")))
+                redis::cluster::ClusterClientBuilder::new(nodes)
                     .response_timeout(Duration::from_secs(30))
                     .build()?
                     .get_async_connection()

@@ -319,6 +319,18 @@ pub struct RedisSettings {
     pub redis_replica_timeout_ms: u64,
 }
 
+/// The seed nodes of a `redis+cluster://` (or `rediss+cluster://`) URL, each as a single-node
+/// URL carrying the credentials; None for any other URL.
+pub fn cluster_nodes(url: &str) -> Option<Vec<String>> {
+    let (scheme, rest) = url.split_once("+cluster://")?;
+    let (creds, hosts) = match rest.rsplit_once('@') {
+        Some((c, h)) => (format!("{c}@"), h),
+        None => (String::new(), rest),
+    };
+    let hosts = hosts.trim_end_matches('/');
+    Some(hosts.split(',').map(|h| format!("{scheme}://{creds}{}", h.trim())).collect())
+}
+
 impl RedisSettings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let schemes = ["redis://", "rediss://", "redis+cluster://", "rediss+cluster://"];
@@ -360,16 +372,9 @@ impl RedisSettings {
         check_range("QUEUEGATE_REDIS_POOL", self.redis_pool, 1..=10_000)
     }
 
-    /// The seed nodes of a `redis+cluster://` (or `rediss+cluster://`) URL, each as a
-    /// single-node URL carrying the credentials; None for a single server.
+    /// The seed nodes of a cluster URL (see [`cluster_nodes`]); None for a single server.
     pub fn cluster_nodes(&self) -> Option<Vec<String>> {
-        let (scheme, rest) = self.redis_url.split_once("+cluster://")?;
-        let (creds, hosts) = match rest.rsplit_once('@') {
-            Some((c, h)) => (format!("{c}@"), h),
-            None => (String::new(), rest),
-        };
-        let hosts = hosts.trim_end_matches('/');
-        Some(hosts.split(',').map(|h| format!("{scheme}://{creds}{}", h.trim())).collect())
+        cluster_nodes(&self.redis_url)
     }
 
     /// `QUEUEGATE_REDIS_MIN_REPLICAS`, or its default for the kind of Redis.

@@ -132,9 +132,7 @@ pub enum RawRedis {
 impl RawRedis {
     /// Connects to `url` (`redis+cluster://` seeds: the cluster), each reply within `timeout`.
     pub async fn connect(url: &str, timeout: Duration) -> redis::RedisResult<Self> {
-        let mut settings = Names::on(brokers(), url.to_owned()).settings().redis;
-        settings.redis_url = url.to_owned();
-        Ok(match settings.cluster_nodes() {
+        Ok(match queuegate::config::sections::cluster_nodes(url) {
             Some(nodes) => RawRedis::Cluster(
                 redis::cluster::ClusterClientBuilder::new(nodes)
                     .response_timeout(timeout)
