@@ -215,11 +215,6 @@ impl QueueStore {
         self.backend.pooled().await
     }
 
-    /// Whether the store talks to a Redis Cluster.
-    pub fn is_cluster(&self) -> bool {
-        self.backend.is_cluster()
-    }
-
     /// PING, for readiness.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut c = self.conn().await?;

@@ -120,10 +120,6 @@ impl Backend {
         })
     }
 
-    pub fn is_cluster(&self) -> bool {
-        matches!(self, Backend::Cluster { .. })
-    }
-
     /// A connection of the caller's own until dropped.
     pub async fn pooled(&self) -> Result<Conn, StoreError> {
         Ok(match self {

@@ -184,6 +184,12 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Sends `signal` (`-9`, `-STOP`, `-CONT`) to process `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let sent = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("kill runs");
+    assert!(sent.success(), "kill {signal} {pid}");
+}
+
 /// Whether something accepts connections on 127.0.0.1:`port` within `timeout`.
 pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
     let until = std::time::Instant::now() + timeout;

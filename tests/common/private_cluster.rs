@@ -79,9 +79,8 @@ impl PrivateRedisCluster {
     /// SIGSTOP (`stop` true) or SIGCONT of node `i`: a frozen replica stops acknowledging
     /// replication, as a slow or partitioned one would.
     pub fn freeze(&self, i: usize, stop: bool) {
-        let pid = self.nodes[i].child.as_ref().expect("a live node").id().to_string();
-        let signal = if stop { "-STOP" } else { "-CONT" };
-        assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
+        let pid = self.nodes[i].child.as_ref().expect("a live node").id();
+        super::signal(pid, if stop { "-STOP" } else { "-CONT" });
     }
 
     /// The index of the node serving `key`'s slot as primary now (None while no live node
@@ -136,27 +135,27 @@ impl PrivateRedisCluster {
     /// Waits until the cluster serves every slot and each of the live primaries has a replica
     /// attached.
     pub fn wait_healthy(&self, deadline: Duration) -> bool {
-        let until = std::time::Instant::now() + deadline;
-        let alive = self.nodes.iter().position(|n| n.child.is_some()).expect("a live node");
-        while std::time::Instant::now() < until {
-            let info = self.cli(alive, &["CLUSTER", "INFO"]);
-            let nodes = self.cli(alive, &["CLUSTER", "NODES"]);
-            let replicas =
-                nodes.lines().filter(|l| l.contains("slave") && !l.contains("fail") && l.contains("connected")).count();
-            if info.contains("cluster_state:ok") && replicas >= 3 {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
+        self.until(deadline, |alive| {
+            let replicas = self
+                .cli(alive, &["CLUSTER", "NODES"])
+                .lines()
+                .filter(|l| l.contains("slave") && !l.contains("fail") && l.contains("connected"))
+                .count();
+            self.cli(alive, &["CLUSTER", "INFO"]).contains("cluster_state:ok") && replicas >= 3
+        })
     }
 
     /// Waits until every slot is served again (after a failover); false at the deadline.
     pub fn wait_ok(&self, deadline: Duration) -> bool {
+        self.until(deadline, |alive| self.cli(alive, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+    }
+
+    /// Polls `f` with a live node's index every 100 ms until it holds; false at the deadline.
+    fn until(&self, deadline: Duration, f: impl Fn(usize) -> bool) -> bool {
         let until = std::time::Instant::now() + deadline;
         while std::time::Instant::now() < until {
             let alive = self.nodes.iter().position(|n| n.child.is_some()).expect("a live node");
-            if self.cli(alive, &["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+            if f(alive) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 pub struct PrivateKafkaCluster {
     /// First broker's port; brokers on port..port+2, controllers on port+100..port+102.
@@ -47,7 +46,7 @@ impl PrivateKafkaCluster {
 
     /// Sends `signal` (`-9`, `-STOP`, `-CONT`) to broker `n`.
     pub fn signal(&self, n: i32, signal: &str) {
-        assert!(Command::new("kill").args([signal, &self.pid(n).to_string()]).status().unwrap().success());
+        super::signal(self.pid(n), signal);
     }
 
     /// Starts again any broker that is down, and waits until all three answer.
@@ -66,18 +65,6 @@ impl PrivateKafkaCluster {
             .output()
             .expect("bash");
         assert!(out.status.success(), "cluster.sh {what}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    /// Waits up to `deadline` for `f`.
-    pub fn wait(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
-        let until = std::time::Instant::now() + deadline;
-        while std::time::Instant::now() < until {
-            if f() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        false
     }
 }
 
