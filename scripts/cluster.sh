@@ -88,7 +88,7 @@ kafka_up() {
   local n cluster_id=""
   [ -f "$DIR/kafka/cluster-id" ] && cluster_id=$(cat "$DIR/kafka/cluster-id")
   if [ -z "$cluster_id" ]; then
-    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    cluster_id=$("$ROOT/scripts/services.sh" cluster-id)
     echo "$cluster_id" > "$DIR/kafka/cluster-id"
   fi
   for n in 1 2 3; do

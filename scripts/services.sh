@@ -104,6 +104,18 @@ PROPS
   cp "$ROOT/scripts/kafka-log4j2.properties" "$dir/log4j2.properties"
 }
 
+# A random KRaft cluster id: 16 bytes, URL-safe base64 without padding. One that starts with '-'
+# (1 in 64) would be read by the storage tool as an option, so draw again (Kafka's own
+# Uuid.randomUuid does the same).
+new_cluster_id() {
+  local id
+  while :; do
+    id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    [ "${id#-}" = "$id" ] && break
+  done
+  echo "$id"
+}
+
 start_kafka() {
   if port_open "$KAFKA_HOST" "$KAFKA_PORT"; then
     log "Kafka already answers on $KAFKA_HOST:$KAFKA_PORT, reusing it"
@@ -114,7 +126,7 @@ start_kafka() {
   local dir="$LOCAL/kafka"
   if [ ! -f "$dir/data/meta.properties" ]; then
     local cluster_id
-    cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    cluster_id=$(new_cluster_id)
     log "formatting KRaft storage (cluster id $cluster_id)"
     kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
       || { cat "$dir/format.log" >&2; die "kafka storage format failed"; }
@@ -245,6 +257,7 @@ case "${1:-up}" in
     redis_ping && echo "redis: up ($REDIS_HOST:$REDIS_PORT)" || echo "redis: down"
     ;;
   fetch) fetch_kafka ;;
+  cluster-id) new_cluster_id ;;
   tools) install_tools ;;
-  *) die "usage: $0 up|down|status|fetch|tools" ;;
+  *) die "usage: $0 up|down|status|fetch|tools|cluster-id" ;;
 esac
