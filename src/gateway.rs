@@ -26,6 +26,7 @@ pub mod challenge;
 mod events;
 pub mod limits;
 mod status;
+pub mod views;
 
 pub use status::FanStatus;
 
@@ -53,7 +54,13 @@ pub struct Gateway {
     pub streams: std::sync::Arc<tokio::sync::Semaphore>,
     /// Cancelled at shutdown: ends the status streams.
     pub stop: tokio_util::sync::CancellationToken,
+    /// The per-concert views status streams and polls are answered from.
+    pub views: std::sync::Arc<views::Views>,
 }
+
+/// Fans the views of one gateway track at most (about 150 bytes each); past it, fans' statuses
+/// are read from Redis one by one.
+pub const MAX_VIEW_FANS: usize = 500_000;
 
 impl Gateway {
     /// The front door's shared state. `site` is who may complete admissions (the booking site's
@@ -89,6 +96,10 @@ impl Gateway {
             status_reads: tokio::sync::Semaphore::new(MAX_STATUS_READS_IN_FLIGHT),
             streams: std::sync::Arc::new(tokio::sync::Semaphore::new(http.max_event_streams)),
             stop,
+            views: std::sync::Arc::new(views::Views::new(
+                std::time::Duration::from_millis(http.view_refresh_ms),
+                MAX_VIEW_FANS,
+            )),
         }
     }
 }

@@ -29,6 +29,10 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     pub kafka_queued: IntGaugeVec,
     pub kafka_broker_rtt: GaugeVec,
+    pub status_reads: IntCounterVec,
+    pub stream_events: IntCounterVec,
+    pub open_streams: IntGauge,
+    pub view_fans: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -37,6 +41,29 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let m = Metrics {
+            status_reads: IntCounterVec::new(
+                Opts::new(
+                    "queuegate_status_reads_total",
+                    "Fans' status reads (polls, stream openings) by where the answer came from: view or redis",
+                ),
+                &["source"],
+            )
+            .expect("valid metric"),
+            stream_events: IntCounterVec::new(
+                Opts::new(
+                    "queuegate_stream_events_total",
+                    "Frames sent on status streams, by kind: status, heartbeat, reconnect",
+                ),
+                &["kind"],
+            )
+            .expect("valid metric"),
+            open_streams: IntGauge::new("queuegate_status_streams_open", "Status streams open on this gateway")
+                .expect("valid metric"),
+            view_fans: IntGauge::new(
+                "queuegate_view_fans",
+                "Fans this gateway's per-concert views track (streaming, or polled in the last minute)",
+            )
+            .expect("valid metric"),
             http_requests: IntCounterVec::new(
                 Opts::new("queuegate_http_requests_total", "HTTP requests answered, by listener, route and status"),
                 &["listener", "route", "status"],
@@ -159,6 +186,12 @@ impl Metrics {
         for kind in ["assign", "revoke", "error"] {
             m.consumer_rebalances.with_label_values(&[kind]);
         }
+        for source in ["view", "redis"] {
+            m.status_reads.with_label_values(&[source]);
+        }
+        for kind in ["status", "heartbeat", "reconnect"] {
+            m.stream_events.with_label_values(&[kind]);
+        }
         for c in [
             Box::new(m.http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(m.http_duration.clone()),
@@ -177,6 +210,10 @@ impl Metrics {
             Box::new(m.consumer_lag.clone()),
             Box::new(m.kafka_queued.clone()),
             Box::new(m.kafka_broker_rtt.clone()),
+            Box::new(m.status_reads.clone()),
+            Box::new(m.stream_events.clone()),
+            Box::new(m.open_streams.clone()),
+            Box::new(m.view_fans.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }

@@ -90,7 +90,9 @@ impl Application {
 
         let budget = ConnectionBudget::of_this_process();
         let mut http = http.clone();
-        if http.max_event_streams > budget.connections {
+        if http.max_event_streams == 0 {
+            http.max_event_streams = budget.streams();
+        } else if http.max_event_streams > budget.connections {
             tracing::warn!(
                 configured = http.max_event_streams,
                 allowed = budget.connections,
@@ -140,6 +142,19 @@ impl Application {
                 std::future::ready(Ok::<(), std::convert::Infallible>(()))
             });
             tasks.spawn("rate limiter pruning", prune);
+            // The per-concert views every stream and poll of this gateway is answered from.
+            let (views, view_store, view_cache, view_metrics) =
+                (gw.views.clone(), new_store()?, cache.clone(), metrics.clone());
+            let refresh = periodic_task(views.refresh_every(), stop.clone(), "status view refresh", move || {
+                let (views, store, cache, metrics) =
+                    (views.clone(), view_store.clone(), view_cache.clone(), view_metrics.clone());
+                async move {
+                    let result = views.refresh_all(&store, &cache, &metrics).await;
+                    metrics.view_fans.set(views.sizes().0 as i64);
+                    result
+                }
+            });
+            tasks.spawn("status view refresh", refresh);
             let m = web::Data::new(metrics.clone());
             let listener_info = Listener { name: "public", routes: gateway::ROUTES };
             let server = HttpServer::new(move || {
@@ -157,6 +172,9 @@ impl Application {
             // connection waited in the accept queue during a burst; 15 s still bounds slow clients.
             .client_request_timeout(Duration::from_secs(15))
             .max_connections(budget.per_worker(workers))
+            // A fan whose read side closed has gone (browsers do not half-close): end its status
+            // stream at once instead of when the next write fails.
+            .h1_allow_half_closed(false)
             .disable_signals()
             .shutdown_timeout(grace)
             .run();
@@ -392,6 +410,11 @@ impl ConnectionBudget {
         let budget = ConnectionBudget { connections: (limit - reserved) as usize };
         tracing::info!(open_file_limit = limit, client_connections = budget.connections, "connection budget");
         budget
+    }
+
+    /// Status streams: every connection but a tenth (at most 1,000) kept for joins and polls.
+    fn streams(&self) -> usize {
+        self.connections - (self.connections / 10).min(1_000)
     }
 
     /// actix's `max_connections` is per worker.

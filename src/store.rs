@@ -20,6 +20,7 @@ use crate::ids::{ConcertId, RequestId, UserId};
 
 mod conn;
 pub mod keys;
+pub mod view;
 
 use conn::{timed, Backend};
 use keys::{Keys, Part};
@@ -71,7 +72,8 @@ pub enum Standing {
     Unknown,
     /// Waiting at `position` (1-based) of `queue_length`; `observed_rate` is the concert's
     /// recent admission rate (admits/s, decayed over ~30 s).
-    Waiting { position: u64, queue_length: u64, joined_at_ms: i64, observed_rate: f64 },
+    /// `seq` is the fan's sequence number, from which the gateways' views work the position out.
+    Waiting { position: u64, queue_length: u64, joined_at_ms: i64, observed_rate: f64, seq: u64 },
     /// Was queued, is no longer waiting.
     Left { queue_length: u64, joined_at_ms: i64, outcome: Outcome },
 }
@@ -91,7 +93,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Parses the state written by admit.lua / remove.lua.
-    fn parse(s: &str) -> Option<Outcome> {
+    pub(crate) fn parse(s: &str) -> Option<Outcome> {
         let mut parts = s.split(':');
         let kind = parts.next()?;
         let a: i64 = parts.next()?.parse().ok()?;
@@ -158,6 +160,7 @@ struct Scripts {
     status: Script,
     page: Script,
     admit: Script,
+    view: Script,
     remove: Script,
     lease: Script,
     counts: Script,
@@ -198,6 +201,7 @@ impl QueueStore {
                 lease: Script::new(include_str!("store/lease.lua")),
                 counts: Script::new(include_str!("store/counts.lua")),
                 complete: Script::new(include_str!("store/complete.lua")),
+                view: Script::new(include_str!("store/view.lua")),
             }),
         })
     }
@@ -312,6 +316,7 @@ impl QueueStore {
                 queue_length: int(2)? as u64,
                 joined_at_ms: int(3)?,
                 observed_rate: text(4)?.parse().unwrap_or(0.0),
+                seq: int(5)? as u64,
             },
             _ => {
                 let state = text(4)?;
@@ -369,7 +374,7 @@ impl QueueStore {
         {
             inv.key(self.key(concert, part));
         }
-        inv.key(self.keys.admit_request(concert, req.request));
+        inv.key(self.keys.admit_request(concert, req.request)).key(self.key(concert, Part::Gone));
         inv.arg(req.max)
             .arg(req.ttl_ms)
             .arg(req.max_active)
@@ -399,7 +404,7 @@ impl QueueStore {
     /// Removes a waiting fan; false when the fan was not waiting. O(n) (LREM), an operator action.
     pub async fn remove(&self, concert: &ConcertId, user: &UserId) -> Result<bool, StoreError> {
         let mut inv = self.scripts.remove.prepare_invoke();
-        for part in [Part::Waiting, Part::Rank, Part::State, Part::Adm] {
+        for part in [Part::Waiting, Part::Rank, Part::State, Part::Adm, Part::Gone] {
             inv.key(self.key(concert, part));
         }
         inv.arg(user.as_str());

@@ -43,8 +43,17 @@ pub struct HttpSettings {
     pub http_workers: usize,
 
     /// Server-Sent Events status streams open at once per process; past it fans get 503 and poll.
-    #[arg(long, env = "QUEUEGATE_MAX_EVENT_STREAMS", default_value_t = 10_000)]
+    /// 0 (the default): derived from the open-file limit, leaving room for joins and polls
+    /// (17,000 with a limit of 20,000).
+    #[arg(long, env = "QUEUEGATE_MAX_EVENT_STREAMS", default_value_t = 0)]
     pub max_event_streams: usize,
+
+    /// How often each gateway refreshes its view of every concert being watched (ms), which
+    /// status streams and polls are answered from: one Redis call per concert per refresh,
+    /// whatever the number of watchers. A position change reaches a stream within about this.
+    #[arg(long, env = "QUEUEGATE_VIEW_REFRESH_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(50..=10_000))]
+    pub view_refresh_ms: u64,
 
     /// Joins per second one client may make, by IP address (IPv6: by /64; behind
     /// QUEUEGATE_TRUSTED_PROXIES: the forwarded address); 0: no limit.
@@ -90,7 +99,7 @@ impl HttpSettings {
             }
         }
         check_range("QUEUEGATE_HTTP_WORKERS", self.http_workers, 0..=1024)?;
-        check_range("QUEUEGATE_MAX_EVENT_STREAMS", self.max_event_streams, 1..=1_000_000)?;
+        check_range("QUEUEGATE_MAX_EVENT_STREAMS", self.max_event_streams, 0..=1_000_000)?;
         check_range("QUEUEGATE_CONCERT_REFRESH_MS", self.concert_refresh_ms, 1..=600_000)?;
         check_range("QUEUEGATE_SHUTDOWN_GRACE_SECONDS", self.shutdown_grace_seconds, 0..=3600)
     }

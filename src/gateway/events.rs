@@ -2,13 +2,16 @@
 //! pushed when it changes.
 //!
 //! Browsers' `EventSource` cannot set headers, so the entry token may come as `?token=` as well
-//! as in `Authorization`. Streams are bounded (`QUEUEGATE_MAX_EVENT_STREAMS`): past the bound a
-//! fan gets 503 with Retry-After and falls back to polling. Each stream reads the fan's standing
-//! once a second (one O(log n) script call), sends it when it differs from the last one sent,
-//! and a comment line every 15 s so proxies keep the connection open. A stream ends when the
-//! status can no longer change (expired, removed, completed), at shutdown, or after
-//! [`MAX_STREAM_LIFETIME`] with a `reconnect` event. One fan holds at most
-//! [`MAX_STREAMS_PER_FAN`] streams (429 beyond).
+//! as in `Authorization`. Streams are bounded (`QUEUEGATE_MAX_EVENT_STREAMS`, derived from the
+//! open-file limit by default): past the bound a fan gets 503 with Retry-After and falls back to
+//! polling. A stream costs Redis one read when it opens; after that it follows the gateway's
+//! view of the concert ([`super::views`]), refreshed for all its watchers at once, and sends
+//! the status whenever it differs from the last one sent (position, state, the rounded ETA), a
+//! comment line after 15 s of silence so proxies keep the connection open. A stream ends with
+//! its last event: admitted (carrying the admission token), expired, removed or completed; at
+//! shutdown and after [`MAX_STREAM_LIFETIME`] it ends with a `reconnect` event whose `retry:`
+//! delay is jittered, so the watchers of a gateway that stops do not all come back in the same
+//! second. One fan holds at most [`MAX_STREAMS_PER_FAN`] streams (429 beyond).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,13 +23,18 @@ use futures_util::stream;
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::status::FanStatus;
+use super::views::Watching;
 use super::Gateway;
 use crate::identity::bearer;
 use crate::ids::{ConcertId, UserId};
 use crate::problem::ApiError;
 
-const EVERY: Duration = Duration::from_secs(1);
-const HEARTBEAT_TICKS: u32 = 15;
+/// A comment line after this long without a frame keeps proxies from closing the connection.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// Without a view (the views are full), the stream reads the status this often.
+const NO_VIEW_EVERY: Duration = Duration::from_secs(1);
 
 /// Streams one fan may hold open at once (two tabs, or a tab and a phone); a third is 429, so one
 /// entry token cannot take every stream of the process.
@@ -46,16 +54,16 @@ struct FanStreamSlot {
 
 impl FanStreamSlot {
     fn take(gw: &web::Data<Gateway>, concert: &ConcertId, user: &UserId) -> Option<Self> {
-        gw.fan_streams.take(concert, user, MAX_STREAMS_PER_FAN).then(|| FanStreamSlot {
-            gw: gw.clone(),
-            concert: concert.clone(),
-            user: user.clone(),
+        gw.fan_streams.take(concert, user, MAX_STREAMS_PER_FAN).then(|| {
+            gw.metrics.open_streams.inc();
+            FanStreamSlot { gw: gw.clone(), concert: concert.clone(), user: user.clone() }
         })
     }
 }
 
 impl Drop for FanStreamSlot {
     fn drop(&mut self) {
+        self.gw.metrics.open_streams.dec();
         self.gw.fan_streams.give_back(&self.concert, &self.user);
     }
 }
@@ -69,12 +77,24 @@ struct StreamState {
     gw: web::Data<Gateway>,
     concert: ConcertId,
     user: UserId,
+    /// The status read when the stream opened, sent first.
+    first: Option<FanStatus>,
+    /// The fan's place in the concert's view; None when the views are full (then the stream
+    /// reads the status every second, as a poll would).
+    watching: Option<Watching>,
     last: Option<String>,
-    ticks: u32,
+    last_frame: tokio::time::Instant,
     done: bool,
     ends_at: tokio::time::Instant,
     _slot: FanStreamSlot,
     _permit: OwnedSemaphorePermit,
+}
+
+/// A `reconnect` event whose `retry:` delay is `min_ms` plus up to `spread_ms`, at random.
+fn reconnect_frame(min_ms: u64, spread_ms: u64) -> Bytes {
+    let b = uuid::Uuid::new_v4().into_bytes();
+    let retry_ms = min_ms + u64::from(u16::from_le_bytes([b[0], b[1]])) * spread_ms / u64::from(u16::MAX);
+    Bytes::from(format!("retry: {retry_ms}\nevent: reconnect\ndata: {{}}\n\n"))
 }
 
 pub(super) async fn events(
@@ -98,15 +118,20 @@ pub(super) async fn events(
     let permit = Arc::clone(&gw.streams)
         .try_acquire_owned()
         .map_err(|_| ApiError::unavailable("too many open status streams; poll the status instead"))?;
-    let ends_at = tokio::time::Instant::now() + MAX_STREAM_LIFETIME;
+    // The first status, from the view or from Redis (which makes the fan known to the view).
+    let first = super::status::read_status(&gw, &concert, &user).await?;
+    let watching = gw.views.watch(&concert, &user);
+    let now = tokio::time::Instant::now();
     let state = StreamState {
         gw: gw.clone(),
         concert,
         user,
+        first: Some(first),
+        watching,
         last: None,
-        ticks: 0,
+        last_frame: now,
         done: false,
-        ends_at,
+        ends_at: now + MAX_STREAM_LIFETIME,
         _slot: slot,
         _permit: permit,
     };
@@ -115,41 +140,51 @@ pub(super) async fn events(
             return None;
         }
         loop {
-            if st.ticks > 0 {
-                tokio::select! {
-                    _ = st.gw.stop.cancelled() => return None,
-                    _ = tokio::time::sleep_until(st.ends_at) => {
-                        st.done = true;
-                        // 5-15 s, so the fans of one gateway do not all come back in one second.
-                        let retry_ms = 5_000 + u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 10_000 / 255;
-                        let frame = format!("retry: {retry_ms}\nevent: reconnect\ndata: {{}}\n\n");
-                        return Some((Ok(Bytes::from(frame)), st));
+            let status = match st.first.take() {
+                Some(first) => Some(first),
+                None => {
+                    let heartbeat_at = st.last_frame + HEARTBEAT;
+                    tokio::select! {
+                        _ = st.gw.stop.cancelled() => {
+                            // Shutting down: back in 1-10 s, to another gateway.
+                            st.done = true;
+                            st.gw.metrics.stream_events.with_label_values(&["reconnect"]).inc();
+                            return Some((Ok(reconnect_frame(1_000, 9_000)), st));
+                        }
+                        _ = tokio::time::sleep_until(st.ends_at) => {
+                            // 5-15 s, so the fans of one gateway do not all come back in one second.
+                            st.done = true;
+                            st.gw.metrics.stream_events.with_label_values(&["reconnect"]).inc();
+                            return Some((Ok(reconnect_frame(5_000, 10_000)), st));
+                        }
+                        _ = tokio::time::sleep_until(heartbeat_at) => {
+                            st.last_frame = tokio::time::Instant::now();
+                            st.gw.metrics.stream_events.with_label_values(&["heartbeat"]).inc();
+                            return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), st));
+                        }
+                        alive = next_change(&mut st.watching) => {
+                            if !alive {
+                                st.done = true;
+                                return Some((Ok(reconnect_frame(1_000, 9_000)), st));
+                            }
+                        }
                     }
-                    _ = tokio::time::sleep(EVERY) => {}
+                    current(&st).await
                 }
-            }
-            st.ticks += 1;
-            let frame = match super::status::read_status(&st.gw, &st.concert, &st.user).await {
-                Ok(status) => {
-                    let json = serde_json::to_string(&status).expect("a status serialises");
-                    if st.last.as_deref() != Some(json.as_str()) {
-                        st.done = matches!(status.status, "expired" | "removed" | "completed");
-                        let frame = format!("event: status\ndata: {json}\n\n");
-                        st.last = Some(json);
-                        Some(frame)
-                    } else {
-                        None
-                    }
-                }
-                // Redis trouble: say nothing new, keep the connection; the next tick retries.
-                Err(_) => None,
             };
-            if let Some(f) = frame {
-                return Some((Ok::<_, actix_web::Error>(Bytes::from(f)), st));
+            // Nothing known for now (Redis trouble, or the view is catching up): keep the
+            // connection, say nothing.
+            let Some(status) = status else { continue };
+            let json = serde_json::to_string(&status).expect("a status serialises");
+            if st.last.as_deref() == Some(json.as_str()) {
+                continue;
             }
-            if st.ticks % HEARTBEAT_TICKS == 0 {
-                return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), st));
-            }
+            st.done = status.is_final() || status.status == "admitted";
+            st.last_frame = tokio::time::Instant::now();
+            st.gw.metrics.stream_events.with_label_values(&["status"]).inc();
+            let frame = format!("event: status\ndata: {json}\n\n");
+            st.last = Some(json);
+            return Some((Ok::<_, actix_web::Error>(Bytes::from(frame)), st));
         }
     });
     Ok(HttpResponse::Ok()
@@ -157,4 +192,29 @@ pub(super) async fn events(
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(body))
+}
+
+/// Waits for the next view snapshot (or a second, without a view); false when the view is gone.
+async fn next_change(watching: &mut Option<Watching>) -> bool {
+    match watching {
+        Some(w) => w.rx.changed().await.is_ok(),
+        None => {
+            tokio::time::sleep(NO_VIEW_EVERY).await;
+            true
+        }
+    }
+}
+
+/// The fan's status now: from the view's latest snapshot, or read like a poll when the view
+/// cannot tell.
+async fn current(st: &StreamState) -> Option<FanStatus> {
+    if let Some(w) = &st.watching {
+        let snap = w.rx.borrow().clone();
+        let from_view =
+            w.fact().and_then(|fact| FanStatus::from_view(&snap, fact, &st.concert, &st.user, Some(&st.gw.keys)));
+        if from_view.is_some() {
+            return from_view;
+        }
+    }
+    super::status::read_status(&st.gw, &st.concert, &st.user).await.ok()
 }

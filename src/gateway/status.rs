@@ -5,11 +5,13 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
+use super::views::{Fact, Snapshot};
 use super::Gateway;
 use crate::admission::AdmissionKeys;
 use crate::identity::bearer;
 use crate::ids::{ConcertId, UserId};
 use crate::problem::ApiError;
+use crate::store::view::Place;
 use crate::store::{Outcome, Standing};
 
 /// A fan's status, as the contract defines it.
@@ -31,6 +33,33 @@ pub struct FanStatus {
     /// When the admission token expires (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admission_expires_at: Option<String>,
+    /// While pending or waiting: when a polling fan should ask again (s). Farther back, less
+    /// often; answers come from the gateway's view of the queue, not from a Redis call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_after_seconds: Option<u64>,
+}
+
+/// The ETA as fans see it: rounded up to 5 s under a minute, 30 s under ten minutes, a minute
+/// under an hour, five minutes beyond; so it changes (and is pushed) now and then, not at every
+/// small change of the observed rate.
+pub fn round_eta(seconds: u64) -> u64 {
+    let step = match seconds {
+        0..=60 => 5,
+        61..=600 => 30,
+        601..=3600 => 60,
+        _ => 300,
+    };
+    seconds.div_ceil(step).max(1) * step
+}
+
+/// How often a poll of `abandon_ms`'s concert is recorded in Redis (0: never): a few times
+/// per abandonment window, at most every 5 s.
+pub fn poll_record_every(abandon_ms: u64) -> u64 {
+    if abandon_ms == 0 {
+        0
+    } else {
+        (abandon_ms / 4).clamp(1, 5000)
+    }
 }
 
 impl FanStatus {
@@ -42,20 +71,64 @@ impl FanStatus {
             eta_seconds: None,
             admission_token: None,
             admission_expires_at: None,
+            refresh_after_seconds: None,
         }
+    }
+
+    /// The status from a gateway's view of the queue; None when the view cannot tell (the fan
+    /// has left but how is not known yet, or the view is older than what is known of the fan).
+    pub fn from_view(
+        snap: &Snapshot,
+        fact: Fact,
+        concert: &str,
+        user: &str,
+        keys: Option<&AdmissionKeys>,
+    ) -> Option<Self> {
+        let standing = match fact {
+            Fact::NotYet => Standing::Unknown,
+            // A queue whose parts do not add up (edited by hand) is read fan by fan instead.
+            Fact::Seq(_) if !snap.view.consistent() => return None,
+            Fact::Seq(seq) => match snap.view.place(seq) {
+                Place::Waiting(position) => Standing::Waiting {
+                    position,
+                    queue_length: snap.view.queue_length,
+                    joined_at_ms: 0,
+                    observed_rate: snap.view.observed_rate,
+                    seq,
+                },
+                Place::Left | Place::Unseen => return None,
+            },
+            Fact::Left(outcome) => Standing::Left { queue_length: snap.view.queue_length, joined_at_ms: 0, outcome },
+        };
+        Some(FanStatus::new(standing, snap.now_ms(), concert, user, keys))
+    }
+
+    /// Whether the status can no longer change.
+    pub fn is_final(&self) -> bool {
+        matches!(self.status, "expired" | "removed" | "completed")
     }
 
     /// Builds the status from where the fan stands. `keys` re-creates the admission token
     /// (deterministic, see [`AdmissionKeys`]); None leaves it out (operators' views).
     pub fn new(standing: Standing, now_ms: i64, concert: &str, user: &str, keys: Option<&AdmissionKeys>) -> Self {
         match standing {
-            Standing::Unknown => FanStatus::bare("pending"),
-            Standing::Waiting { position, queue_length, observed_rate, .. } => FanStatus {
-                position: Some(position),
-                queue_length: Some(queue_length),
-                eta_seconds: (observed_rate > 0.01).then(|| (position as f64 / observed_rate).ceil() as u64),
-                ..FanStatus::bare("waiting")
-            },
+            Standing::Unknown => FanStatus { refresh_after_seconds: Some(2), ..FanStatus::bare("pending") },
+            Standing::Waiting { position, queue_length, observed_rate, .. } => {
+                let eta = (observed_rate > 0.01).then(|| round_eta((position as f64 / observed_rate).ceil() as u64));
+                // A tenth of the ETA, 2 to 15 s; without an ETA, by how far back the fan is.
+                let refresh = match eta {
+                    Some(eta) => (eta / 10).clamp(2, 15),
+                    None if position <= 100 => 2,
+                    None => 5,
+                };
+                FanStatus {
+                    position: Some(position),
+                    queue_length: Some(queue_length),
+                    eta_seconds: eta,
+                    refresh_after_seconds: Some(refresh),
+                    ..FanStatus::bare("waiting")
+                }
+            }
             Standing::Left { outcome: Outcome::Admitted { iat_ms, exp_ms }, .. } if exp_ms > now_ms => FanStatus {
                 admission_token: keys.map(|k| k.issue(concert, user, iat_ms, exp_ms)),
                 admission_expires_at: Some(crate::clock::rfc3339(exp_ms)),
@@ -89,12 +162,51 @@ pub(super) async fn status(
     // Counted after the token check, so nobody but the fan can spend the fan's budget.
     gw.limits.status_of(&concert_id, &user_id)?;
     let body = read_status(&gw, &concert_id, &user_id).await?;
-    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(body))
+    let json = serde_json::to_vec(&body).expect("a status serialises");
+    let etag = etag_of(&json);
+    // A body with an admission token is never stored; the others may be kept and revalidated.
+    let cache = if body.admission_token.is_some() { "no-store" } else { "private, no-cache" };
+    if if_none_match(&req, &etag) {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::CACHE_CONTROL, cache))
+            .insert_header((header::ETAG, etag))
+            .finish());
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, cache))
+        .insert_header((header::ETAG, etag))
+        .content_type("application/json")
+        .body(json))
 }
 
-/// A fan's status as the fan sees it (with the admission token), recording the poll where the
-/// concert judges abandonment.
+/// A strong ETag of a status body: the first 64 bits of its SHA-256, so every gateway gives the
+/// same status the same tag.
+fn etag_of(body: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(body);
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+/// Whether `If-None-Match` names `etag` (or is `*`).
+fn if_none_match(req: &HttpRequest, etag: &str) -> bool {
+    req.headers()
+        .get_all(header::IF_NONE_MATCH)
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').map(str::trim).any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag)))
+}
+
+/// A fan's status as the fan sees it (with the admission token). Answered from the gateway's
+/// view of the concert while it is fresh and knows the fan (no Redis call; the poll is recorded
+/// with the view's next refresh); otherwise read from Redis, recording the poll where the
+/// concert judges abandonment, and the fan is then known to the view.
 pub(super) async fn read_status(gw: &Gateway, concert_id: &ConcertId, user_id: &UserId) -> Result<FanStatus, ApiError> {
+    if let Some((snap, fact)) = gw.views.lookup(concert_id, user_id) {
+        if let Some(status) = FanStatus::from_view(&snap, fact, concert_id, user_id, Some(&gw.keys)) {
+            gw.metrics.status_reads.with_label_values(&["view"]).inc();
+            return Ok(status);
+        }
+    }
     // Bounded reads in flight: when Redis slows down, fans are turned away early (503 with a
     // jittered Retry-After) instead of piling up requests and connections behind it.
     let _reading = gw
@@ -104,9 +216,15 @@ pub(super) async fn read_status(gw: &Gateway, concert_id: &ConcertId, user_id: &
     let started = std::time::Instant::now();
     // Polls matter only where abandonment is on; recorded a few times per abandonment window.
     let abandon_ms = gw.cache.settings(concert_id).map_or(0, |s| u64::from(s.abandon_after_seconds) * 1000);
-    let record_every = if abandon_ms == 0 { 0 } else { (abandon_ms / 4).clamp(1, 5000) };
-    let (standing, now_ms) = gw.store.standing(concert_id, user_id, record_every).await?;
+    let (standing, now_ms) = gw.store.standing(concert_id, user_id, poll_record_every(abandon_ms)).await?;
     gw.metrics.redis_duration.with_label_values(&["status"]).observe(started.elapsed().as_secs_f64());
+    gw.metrics.status_reads.with_label_values(&["redis"]).inc();
+    let fact = match &standing {
+        Standing::Unknown => Fact::NotYet,
+        Standing::Waiting { seq, .. } => Fact::Seq(*seq),
+        Standing::Left { outcome, .. } => Fact::Left(*outcome),
+    };
+    gw.views.learn(concert_id, user_id, fact);
     Ok(FanStatus::new(standing, now_ms, concert_id, user_id, Some(&gw.keys)))
 }
 
@@ -147,6 +265,8 @@ pub(super) async fn complete(
     if !gw.store.complete(&concert_id, &user).await? {
         return Err(ApiError::NotFound(format!("{user} was not admitted to concert {concert_id}")));
     }
+    // This gateway's view knows at once; the others at their next refresh.
+    gw.views.learn(&concert_id, &user, Fact::Left(Outcome::Completed { at_ms: crate::clock::now_ms() }));
     tracing::info!(concert = %concert_id, user = %user, "admission completed by the booking site");
     Ok(HttpResponse::NoContent().finish())
 }

@@ -7,6 +7,8 @@
 --                      observed rate (obsRate admits/s, decayed to obsAt)
 -- KEYS[8] lease   STRING the automatic admitter's lease, "<instance>:<fence>"
 -- KEYS[9] request STRING the remembered answer of this admit request (when ARGV[7] is set)
+-- KEYS[10] gone  ZSET sequence numbers removed from the middle (remove.lua); those now behind
+--                the head no longer matter to anyone's position and are dropped here
 -- ARGV[1] most fans to admit  ARGV[2] token ttl (ms)  ARGV[3] maxActive (0: none)
 -- ARGV[4] abandonAfter (ms, 0: off)  ARGV[5] admitPerSecond (0: no rate bucket)
 -- ARGV[6] lease value the caller holds ("" for manual admission: no lease needed)
@@ -26,6 +28,10 @@ local ttl = tonumber(ARGV[2])
 local max_active = tonumber(ARGV[3])
 local abandon = tonumber(ARGV[4])
 local rate = tonumber(ARGV[5])
+local gone_type = redis.call('TYPE', KEYS[10]).ok
+if gone_type ~= 'none' and gone_type ~= 'zset' then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[10] .. ' is a ' .. gone_type .. ', not a zset; nothing was written')
+end
 if ARGV[6] ~= '' and redis.call('GET', KEYS[8]) ~= ARGV[6] then
   return {0}
 end
@@ -77,6 +83,14 @@ while admitted < n and scanned < 1000 do
   end
 end
 
+if scanned > 0 then
+  local head = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  if head[2] then
+    redis.call('ZREMRANGEBYSCORE', KEYS[10], '-inf', '(' .. head[2])
+  else
+    redis.call('DEL', KEYS[10])
+  end
+end
 if rate > 0 then
   redis.call('HSET', KEYS[7], 'bucketAt', now, 'bucketCarry', tostring(allowance - admitted))
 end

@@ -33,6 +33,9 @@ pub enum Part {
     Fence,
     /// HASH: the concert's settings.
     Concert,
+    /// ZSET of sequence numbers removed from the middle of the queue, at or past its head: the
+    /// gateways' views work positions out from them (see view.lua).
+    Gone,
 }
 
 impl Part {
@@ -49,6 +52,7 @@ impl Part {
             Part::Lease => "lease",
             Part::Fence => "fence",
             Part::Concert => "concert",
+            Part::Gone => "gone",
         }
     }
 }

@@ -9,8 +9,9 @@
 -- fsync, so a status read should usually be read-only.
 --
 -- Returns {0, now} when the fan was never queued (or the record is still on its way),
--- {1, position, queueLength, joinedAt, observedRate, now} while waiting (position from ZRANK:
--- O(log n); observedRate in admits/s as text, decayed to now), {2, 0, queueLength, joinedAt,
+-- {1, position, queueLength, joinedAt, observedRate, seq, now} while waiting (position from
+-- ZRANK: O(log n); observedRate in admits/s as text, decayed to now; seq the fan's sequence
+-- number, which the gateways' views work positions out from), {2, 0, queueLength, joinedAt,
 -- state, now} after; `now` is Redis's time (ms), which the caller judges token expiry by.
 -- Time comes from Redis, not from the calling instance, so instances with skewed clocks agree.
 local clock = redis.call('TIME')
@@ -31,6 +32,7 @@ local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
 if rank then
   local r = tonumber(redis.call('HGET', KEYS[5], 'obsRate') or '0')
   local t = tonumber(redis.call('HGET', KEYS[5], 'obsAt') or now)
-  return {1, rank + 1, len, joined, tostring(r * math.exp(-(now - t) / 30000)), now}
+  local seq = redis.call('ZSCORE', KEYS[2], ARGV[1])
+  return {1, rank + 1, len, joined, tostring(r * math.exp(-(now - t) / 30000)), tonumber(seq), now}
 end
 return {2, 0, len, joined, redis.call('HGET', KEYS[3], ARGV[1]) or '', now}

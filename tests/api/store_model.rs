@@ -3,13 +3,16 @@
 //! Random interleavings of joins (in batches of any size, with repeats and replayed batches),
 //! admissions and removals must leave the queue equal to a simple model: each fan queued once,
 //! in order of first join, never again after being admitted or removed; positions 1..n; every
-//! fan's lookup equal to the model's answer.
+//! fan's lookup equal to the model's answer. After every step, a gateway's view of the queue
+//! (one view.lua read, kept up to date across steps as a gateway keeps it) must place every fan
+//! exactly where ZRANK and the model do.
 
 use std::collections::HashSet;
 
 use proptest::prelude::*;
 use queuegate::ids::{ConcertId, UserId};
-use queuegate::store::{AdmitRequest, Outcome, Standing};
+use queuegate::store::view::{Lookup, Place, QueueView};
+use queuegate::store::{AdmitRequest, Outcome, QueueStore, Standing};
 
 use crate::helpers::Names;
 
@@ -44,6 +47,32 @@ fn name(u: u8) -> UserId {
     UserId::parse(format!("u{u}")).unwrap()
 }
 
+/// Reads the view as a gateway would (asking for `gone` only when it changed) and checks every
+/// fan's place in it against the model.
+async fn check_view(store: &QueueStore, c: &ConcertId, view: &mut QueueView, m: &Model) -> Result<(), TestCaseError> {
+    let users: Vec<UserId> = (0u8..30).map(name).collect();
+    let asked: Vec<&UserId> = users.iter().collect();
+    let read = store.read_view(c, view.gone_ver(), &asked, &[]).await.unwrap();
+    view.update(&read);
+    prop_assert!(view.consistent(), "the view's parts add up: {:?}", view);
+    prop_assert_eq!(view.queue_length as usize, m.waiting.len());
+    for (u, found) in users.iter().zip(&read.lookups) {
+        if let Some(idx) = m.waiting.iter().position(|w| w == u) {
+            let Lookup::Waiting(seq) = found else {
+                return Err(TestCaseError::fail(format!("{u} should be waiting, the view says {found:?}")));
+            };
+            prop_assert_eq!(view.place(*seq), Place::Waiting(idx as u64 + 1), "{}", u);
+        } else if m.admitted.contains(u) {
+            prop_assert!(matches!(found, Lookup::Left(Some(Outcome::Admitted { .. }))), "{} admitted: {:?}", u, found);
+        } else if m.removed.contains(u) {
+            prop_assert!(matches!(found, Lookup::Left(Some(Outcome::Removed { .. }))), "{} removed: {:?}", u, found);
+        } else {
+            prop_assert_eq!(found, &Lookup::NotYet);
+        }
+    }
+    Ok(())
+}
+
 fn admit_all(max: u32) -> AdmitRequest<'static> {
     AdmitRequest { max, ttl_ms: 600_000, max_active: 0, abandon_after_ms: 0, per_second: 0, lease: None, request: None }
 }
@@ -59,6 +88,7 @@ proptest! {
             let store = names.store();
             let c = ConcertId::parse("c").unwrap();
             let mut m = Model::default();
+            let mut view = QueueView::default();
             for op in &ops {
                 match op {
                     Op::Joins { users, replay } => {
@@ -92,6 +122,7 @@ proptest! {
                         }
                     }
                 }
+                check_view(&store, &c, &mut view, &m).await?;
             }
             let model_list: Vec<&str> = m.waiting.iter().map(|u| u.as_str()).collect();
             prop_assert_eq!(store.waiting_list(&c).await.unwrap(), model_list);
