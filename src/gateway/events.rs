@@ -6,8 +6,9 @@
 //! open-file limit by default): past the bound a fan gets 503 with Retry-After and falls back to
 //! polling. A stream costs Redis one read when it opens; after that it follows the gateway's
 //! view of the concert ([`super::views`]), refreshed for all its watchers at once, and sends
-//! the status whenever it differs from the last one sent (position, state, the rounded ETA), a
-//! comment line after 15 s of silence so proxies keep the connection open. A stream ends with
+//! the status whenever it differs from the last one sent (position, state, the rounded ETA; a
+//! position at most once per [`POSITION_GAP`]), a comment line after 15 s of silence so proxies
+//! keep the connection open. A stream ends with
 //! its last event: admitted (carrying the admission token), expired, removed or completed; at
 //! shutdown and after [`MAX_STREAM_LIFETIME`] it ends with a `reconnect` event whose `retry:`
 //! delay is jittered, so the watchers of a gateway that stops do not all come back in the same
@@ -32,6 +33,12 @@ use crate::problem::ApiError;
 
 /// A comment line after this long without a frame keeps proxies from closing the connection.
 const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// A waiting fan's position (and ETA) is pushed at most this often; a change of state
+/// (admitted, removed, expired) goes out at once. With a concert admitting hundreds per second
+/// every watcher's position changes at every view refresh; once a second is what a fan can read,
+/// and it halves what the gateway writes.
+const POSITION_GAP: Duration = Duration::from_secs(1);
 
 /// Without a view (the views are full), the stream reads the status this often.
 const NO_VIEW_EVERY: Duration = Duration::from_secs(1);
@@ -83,6 +90,11 @@ struct StreamState {
     /// reads the status every second, as a poll would).
     watching: Option<Watching>,
     last: Option<String>,
+    /// The state (`status`) of the last status sent, and when it went.
+    last_state: &'static str,
+    last_status_at: tokio::time::Instant,
+    /// A position change is waiting for [`POSITION_GAP`] to pass.
+    deferred: bool,
     last_frame: tokio::time::Instant,
     done: bool,
     ends_at: tokio::time::Instant,
@@ -129,6 +141,9 @@ pub(super) async fn events(
         first: Some(first),
         watching,
         last: None,
+        last_state: "",
+        last_status_at: now,
+        deferred: false,
         last_frame: now,
         done: false,
         ends_at: now + MAX_STREAM_LIFETIME,
@@ -162,6 +177,10 @@ pub(super) async fn events(
                             st.gw.metrics.stream_events.with_label_values(&["heartbeat"]).inc();
                             return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), st));
                         }
+                        // A position change held back by POSITION_GAP goes out now.
+                        _ = tokio::time::sleep_until(st.last_status_at + POSITION_GAP), if st.deferred => {
+                            st.deferred = false;
+                        }
                         alive = next_change(&mut st.watching) => {
                             if !alive {
                                 st.done = true;
@@ -179,8 +198,18 @@ pub(super) async fn events(
             if st.last.as_deref() == Some(json.as_str()) {
                 continue;
             }
+            // Only the position (or ETA) moved, and the last one went out less than
+            // POSITION_GAP ago: held back until then (a newer one may replace it meanwhile).
+            let now = tokio::time::Instant::now();
+            if status.status == "waiting" && st.last_state == "waiting" && now < st.last_status_at + POSITION_GAP {
+                st.deferred = true;
+                continue;
+            }
             st.done = status.is_final() || status.status == "admitted";
-            st.last_frame = tokio::time::Instant::now();
+            st.last_frame = now;
+            st.last_status_at = now;
+            st.last_state = status.status;
+            st.deferred = false;
             st.gw.metrics.stream_events.with_label_values(&["status"]).inc();
             let frame = format!("event: status\ndata: {json}\n\n");
             st.last = Some(json);
@@ -216,5 +245,7 @@ async fn current(st: &StreamState) -> Option<FanStatus> {
             return from_view;
         }
     }
-    super::status::read_status(&st.gw, &st.concert, &st.user).await.ok()
+    // Boxed: the Redis read's future is large, and a stream only rarely needs it; inline, it would
+    // make every open stream that much bigger.
+    Box::pin(super::status::read_status(&st.gw, &st.concert, &st.user)).await.ok()
 }

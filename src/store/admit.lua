@@ -59,28 +59,47 @@ if rate > 0 then
 end
 
 local out = {1, now}
-local admitted, scanned = 0, 0
+local admitted, scanned, skipped = 0, 0, 0
+-- Fans are taken in batches, each with a fixed number of commands (LPOP with a count, one ZREM,
+-- HMGET, HSET and ZADD) rather than five per fan: Redis's work per round does not grow with the
+-- fans it admits (and with AOF `always`, every write command is appended to the AOF).
 while admitted < n and scanned < 1000 do
-  local user = redis.call('LPOP', KEYS[1])
-  if not user then break end
-  scanned = scanned + 1
-  redis.call('ZREM', KEYS[2], user)
-  local abandoned = false
+  local users = redis.call('LPOP', KEYS[1], math.min(n - admitted, 1000 - scanned))
+  if not users then break end
+  scanned = scanned + #users
+  redis.call('ZREM', KEYS[2], unpack(users))
+  local seen, joined
   if abandon > 0 then
-    local seen = tonumber(redis.call('HGET', KEYS[5], user) or redis.call('HGET', KEYS[6], user) or now)
-    abandoned = now - seen > abandon
+    seen = redis.call('HMGET', KEYS[5], unpack(users))
+    joined = redis.call('HMGET', KEYS[6], unpack(users))
   end
-  if abandoned then
-    redis.call('HSET', KEYS[3], user, 'x:' .. now)
-    redis.call('HINCRBY', KEYS[7], 'skipped', 1)
-  else
-    local exp = now + ttl
-    redis.call('HSET', KEYS[3], user, 'a:' .. now .. ':' .. exp)
-    redis.call('ZADD', KEYS[4], exp, user)
-    admitted = admitted + 1
-    out[#out + 1] = user
-    out[#out + 1] = exp
+  local states, actives = {}, {}
+  for i, user in ipairs(users) do
+    local abandoned = false
+    if abandon > 0 then
+      abandoned = now - tonumber(seen[i] or joined[i] or now) > abandon
+    end
+    states[#states + 1] = user
+    if abandoned then
+      states[#states + 1] = 'x:' .. now
+      skipped = skipped + 1
+    else
+      local exp = now + ttl
+      states[#states + 1] = 'a:' .. now .. ':' .. exp
+      actives[#actives + 1] = exp
+      actives[#actives + 1] = user
+      admitted = admitted + 1
+      out[#out + 1] = user
+      out[#out + 1] = exp
+    end
   end
+  redis.call('HSET', KEYS[3], unpack(states))
+  if #actives > 0 then
+    redis.call('ZADD', KEYS[4], unpack(actives))
+  end
+end
+if skipped > 0 then
+  redis.call('HINCRBY', KEYS[7], 'skipped', skipped)
 end
 
 if scanned > 0 then
