@@ -103,6 +103,7 @@ step() { # name gateways
   log "$name: quiet: $quiet_cps Redis commands/s; admitting $RATE fans/s"
   for p in "${gw[@]}"; do cpu0=$((cpu0 + $(cpu_ticks "$p"))); done
   for k in $(seq 0 $((gateways - 1))); do ev0=$((ev0 + $(metric $((8190 + k)) 'queuegate_stream_events_total'))); done
+  rcli INFO commandstats > "$dir/commandstats-0.txt"
   c0=$(redis_commands); t0=$(date +%s.%N)
   curl -fsS -X PUT "http://127.0.0.1:8190/admin/v1/concerts/$name" -H "Authorization: Bearer $ADMIN_TOKEN" \
     -H 'Content-Type: application/json' -d "{\"state\":\"open\",\"admitPerSecond\":$RATE,\"tokenTtlSeconds\":600}" >/dev/null
@@ -110,6 +111,7 @@ step() { # name gateways
   local half=$((FANS * gateways / 2 / RATE))
   sleep "$half"
   c1=$(redis_commands); t1=$(date +%s.%N)
+  rcli INFO commandstats > "$dir/commandstats-1.txt"
   for p in "${gw[@]}"; do cpu1=$((cpu1 + $(cpu_ticks "$p"))); done
   for k in $(seq 0 $((gateways - 1))); do ev1=$((ev1 + $(metric $((8190 + k)) 'queuegate_stream_events_total'))); done
   local rss_admitting=0

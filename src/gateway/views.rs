@@ -82,6 +82,8 @@ struct Fan {
     last_asked: Instant,
     /// Polled since its poll time was last sent to Redis.
     polled: bool,
+    /// Polled since the last refresh.
+    asked: bool,
     seen_sent: Option<Instant>,
 }
 
@@ -177,6 +179,7 @@ impl Views {
         let fan = fans.get_mut(user)?;
         fan.last_asked = Instant::now();
         fan.polled = true;
+        fan.asked = true;
         Some((snap, fan.fact))
     }
 
@@ -209,7 +212,7 @@ impl Views {
                 self.tracked.fetch_add(1, Ordering::Relaxed);
                 fans.insert(
                     user.clone(),
-                    Fan { fact, streams: 0, last_asked: now, polled: false, seen_sent: Some(now) },
+                    Fan { fact, streams: 0, last_asked: now, polled: false, asked: false, seen_sent: Some(now) },
                 );
             }
             None => {}
@@ -310,16 +313,25 @@ impl Views {
                     f.fact = fact;
                 }
             }
-            // And admitted fans still asking: the booking site may have completed them since.
-            fans.iter()
-                .filter(|(_, f)| match f.fact {
-                    Fact::Seq(s) => queue.place(s) == crate::store::view::Place::Left,
-                    Fact::Left(Outcome::Admitted { .. }) => true,
-                    _ => false,
-                })
+            let mut departed: Vec<UserId> = fans
+                .iter()
+                .filter(|(_, f)| matches!(f.fact, Fact::Seq(s) if queue.place(s) == crate::store::view::Place::Left))
                 .map(|(u, _)| u.clone())
                 .take(MAX_PER_REFRESH)
-                .collect()
+                .collect();
+            // And admitted fans who asked since the last refresh: the booking site may have
+            // completed them since.
+            let room = MAX_PER_REFRESH - departed.len();
+            departed.extend(
+                fans.iter_mut()
+                    .filter(|(_, f)| matches!(f.fact, Fact::Left(Outcome::Admitted { .. })) && f.asked)
+                    .take(room)
+                    .map(|(u, f)| {
+                        f.asked = false;
+                        u.clone()
+                    }),
+            );
+            departed
         };
         if !departed.is_empty() {
             let started = Instant::now();
