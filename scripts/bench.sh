@@ -12,7 +12,8 @@
 #   (examples/burst); status lookups (wrk); then every concert's Redis queue is checked
 #   against the 202s counted, and the processes' peak RSS is read; last, joins/s in each fan
 #   identity mode (scripts/bench_identity.sh) and what each verification costs; fixed rates and a
-#   burst on the three-broker Kafka and the Redis Cluster (scripts/bench_cluster.sh); last of all
+#   burst on the three-broker Kafka and the Redis Cluster (scripts/bench_cluster.sh); 15,000 and
+#   4 x 15,000 status streams while a concert admits 500/s (scripts/bench_watchers.sh); last of all
 #   the 30-minute soak with faults (scripts/soak.sh).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -187,6 +188,9 @@ scripts/bench_identity.sh "$OUT"
 
 log "the clusters (scripts/bench_cluster.sh)"
 scripts/bench_cluster.sh "$OUT"
+
+log "watching at scale (scripts/bench_watchers.sh)"
+scripts/bench_watchers.sh "$OUT"
 
 log "soak (${SOAK_MINUTES:-30} min, scripts/soak.sh)"
 scripts/soak.sh "$OUT"

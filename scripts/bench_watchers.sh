@@ -11,6 +11,8 @@
 # until everyone is in, while Redis's commands/s (INFO total_commands_processed, which counts the
 # commands scripts run too), the gateways' CPU and the frames they pushed are measured. Each
 # watcher reports when each fan's stream said "admitted" after the admission (push latency).
+# Last, status polls answered from a gateway's view (wrk), next to the same listener serving a
+# static JSON (the HTTP ceiling on this machine).
 # Results in <run-dir>/watchers/<step>/summary.json; scripts/bench_report.py renders them.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -61,6 +63,7 @@ ready 8189 || { log "consumer not ready"; exit 1; }
 
 step() { # name gateways
   local name=$1 gateways=$2 dir="$OUT/$1" k
+  rm -rf "$dir" # markers of an earlier run would be taken for this one's
   mkdir -p "$dir"
   local gw=() watchers=()
   for k in $(seq 0 $((gateways - 1))); do
@@ -155,10 +158,36 @@ PY
   for p in "${gw[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 }
 
-for s in ${WATCH_STEPS:-one four}; do
+polls() { # status polls answered from the view (wrk), next to the listener's ceiling (a static JSON)
+  local dir="$OUT/polls" token
+  mkdir -p "$dir"
+  QUEUEGATE_HTTP_ADDR=127.0.0.1:8090 QUEUEGATE_ADMIN_ADDR=127.0.0.1:8190 \
+    ./target/release/queuegate gateway > "$dir/gateway.log" 2>&1 &
+  local g=$!
+  PIDS+=($g)
+  ready 8190 || { log "gateway not ready"; exit 1; }
+  curl -fsS -X PUT "http://127.0.0.1:8190/admin/v1/concerts/polls" -H "Authorization: Bearer $ADMIN_TOKEN" \
+    -H 'Content-Type: application/json' -d '{"state":"open"}' >/dev/null
+  sleep 2
+  token=$(curl -fsS -X POST http://127.0.0.1:8090/v1/concerts/polls/queue -H 'Content-Type: application/json' \
+    -d '{"userId":"poller"}' | sed -E 's/.*"token":"([^"]+)".*/\1/')
+  sleep 3
+  curl -fsS -H "Authorization: Bearer $token" http://127.0.0.1:8090/v1/concerts/polls/queue/poller > /dev/null
+  log "polls: status polls from the view (wrk, 15 s, 64 connections), then the listener's ceiling"
+  wrk -t2 -c64 -d15s --latency -H "Authorization: Bearer $token" http://127.0.0.1:8090/v1/concerts/polls/queue/poller \
+    > "$dir/wrk-status.txt"
+  wrk -t2 -c64 -d15s --latency http://127.0.0.1:8090/.well-known/jwks.json > "$dir/wrk-jwks.txt"
+  curl -fsS http://127.0.0.1:8190/metrics | grep '^queuegate_status_reads_total' > "$dir/sources.txt"
+  grep -h 'Requests/sec' "$dir"/wrk-*.txt >&2
+  kill "$g" 2>/dev/null || true
+  wait "$g" 2>/dev/null || true
+}
+
+for s in ${WATCH_STEPS:-one four polls}; do
   case $s in
     one) step one 1 ;;
     four) step four 4 ;;
+    polls) polls ;;
   esac
 done
 log "done: $OUT"
