@@ -13,7 +13,8 @@
 #   against the 202s counted, and the processes' peak RSS is read; last, joins/s in each fan
 #   identity mode (scripts/bench_identity.sh) and what each verification costs; fixed rates and a
 #   burst on the three-broker Kafka and the Redis Cluster (scripts/bench_cluster.sh); 15,000 and
-#   4 x 15,000 status streams while a concert admits 500/s (scripts/bench_watchers.sh); last of all
+#   4 x 15,000 status streams while a concert admits 500/s (scripts/bench_watchers.sh); a pre-queue
+#   of 100,000 fans cut at opensAt (scripts/bench_fairstart.sh); last of all
 #   the 30-minute soak with faults (scripts/soak.sh).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -191,6 +192,9 @@ scripts/bench_cluster.sh "$OUT"
 
 log "watching at scale (scripts/bench_watchers.sh)"
 scripts/bench_watchers.sh "$OUT"
+
+log "the fair start (scripts/bench_fairstart.sh)"
+scripts/bench_fairstart.sh "$OUT"
 
 log "soak (${SOAK_MINUTES:-30} min, scripts/soak.sh)"
 scripts/soak.sh "$OUT"

@@ -501,5 +501,26 @@ under 1 KiB (the stream's state machine is 944 bytes; the rare Redis read is box
 {polls}"""
     doc = doc.replace("## Settings the benchmark ran with", watch_section + "## Settings the benchmark ran with")
 
+fair_file = out / "fairstart" / "summary.json"
+if fair_file.exists():
+    fs = json.loads(fair_file.read_text())
+    fair_section = f"""## The fair start: {fs['fans']:,} fans in a pre-queue (issue 14)
+
+`scripts/bench_fairstart.sh` (run by `make bench`): one gateway and one consumer; a concert opens
+45 s after it is scheduled, and `examples/burst` joins {fs['fans']:,} unique fans before then. All
+{fs['held_at_opens_at']:,} accepted fans were held at `opensAt`; Redis grew by
+**{fs['redis_bytes_per_held_fan']} bytes per held fan** (the dedup hash and the hold). Positions were exact
+**{fs['exact_after_opens_at_s']} s after `opensAt`** (the fairness document's `shuffledAt`): the cut waits
+the delivery timeout (5 s) plus twice the clock skew (1 s each) for the watermarks, then for the
+consumer to pass them; the cut itself, ordering and queueing all {fs['prequeued']:,} in one Redis
+call, took {fs['cut_call_ms']} ms. The issue's target, exact within 2 s of `opensAt`, is **not met**
+by design: the 7 s are the time a record accepted just before `opensAt` may still take to reach
+Kafka (`QUEUEGATE_KAFKA_DELIVERY_TIMEOUT_MS`) and the clocks' disagreement; shortening them
+shortens the wait. Missing {fs['missing']}, doubled {fs['doubled']}, late {fs['late']}.
+`queuegate verify-shuffle` on the published document and the listing: "{fs['verify_shuffle']}".
+
+"""
+    doc = doc.replace("## Settings the benchmark ran with", fair_section + "## Settings the benchmark ran with")
+
 (root / "docs" / "benchmarks.md").write_text(doc)
 print(doc)

@@ -191,6 +191,18 @@ async fn put_concert(
     let id = id.into_inner();
     let body: ConcertSettings = parse_body(body.into_inner())?;
     body.validate().map_err(ApiError::BadRequest)?;
+    // A scheduled concert keeps its opensAt until the cut has placed its pre-queue: without it
+    // nothing would ever queue the held fans.
+    if body.opens_at.is_none() {
+        if let Some(old) = admin.store.get_concert(&id).await?.filter(|c| c.settings.opens_at.is_some()) {
+            if admin.store.fair_state(&id).await?.shuffled_at_ms.is_none() {
+                return Err(ApiError::Conflict(format!(
+                    "concert {id} is scheduled to open at {}: opensAt can be moved but not removed before the cut",
+                    crate::clock::rfc3339(old.settings.opens_at.unwrap_or_default())
+                )));
+            }
+        }
+    }
     let concert = admin.store.put_concert(&id, &body).await?;
     admin.cache.set(&id, concert.settings.clone());
     tracing::info!(concert = %id, state = concert.settings.state.as_str(), "concert updated");
@@ -274,7 +286,9 @@ async fn queue_user(admin: web::Data<Admin>, path: web::Path<(ConcertId, UserId)
     let (standing, now_ms) = admin.store.standing(&c.id, &user_id, 0).await?;
     let joined_at_ms = match &standing {
         Standing::Unknown => return Err(ApiError::NotFound(format!("{user_id} never joined concert {concert_id}"))),
-        Standing::Waiting { joined_at_ms, .. } | Standing::Left { joined_at_ms, .. } => *joined_at_ms,
+        Standing::Waiting { joined_at_ms, .. }
+        | Standing::Left { joined_at_ms, .. }
+        | Standing::Held { joined_at_ms, .. } => *joined_at_ms,
     };
     let status = FanStatus::new(standing, now_ms, &c.id, &user_id, None);
     Ok(HttpResponse::Ok().json(UserView {

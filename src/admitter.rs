@@ -15,9 +15,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::concerts::{ConcertCache, ConcertState};
+use crate::concerts::{ConcertCache, ConcertSettings, ConcertState};
+use crate::ids::ConcertId;
+use crate::kafka::CutProbe;
 use crate::metrics::Metrics;
-use crate::store::{AdmitRequest, QueueStore};
+use crate::store::{AdmitRequest, Cut, QueueStore};
 
 /// Fans one admission call looks at most (admit.lua scans at most 1000).
 const MAX_PER_CALL: u32 = 1000;
@@ -30,11 +32,28 @@ pub struct Admitter {
     instance: String,
     tick: Duration,
     lease_ms: u64,
+    cut: Option<(CutProbe, i64)>,
 }
 
 impl Admitter {
     pub fn new(store: QueueStore, cache: ConcertCache, metrics: Metrics, tick: Duration, lease_ms: u64) -> Self {
-        Admitter { store, cache, metrics, instance: uuid::Uuid::new_v4().simple().to_string(), tick, lease_ms }
+        Admitter {
+            store,
+            cache,
+            metrics,
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+            tick,
+            lease_ms,
+            cut: None,
+        }
+    }
+
+    /// Makes this admitter do scheduled concerts' cuts: `probe` reads the entry topic's
+    /// watermarks and the group's offsets; the cut waits `grace_ms` past opensAt before taking
+    /// the watermarks (the gateways' delivery timeout plus twice the clock skew).
+    pub fn with_cut(mut self, probe: CutProbe, grace_ms: i64) -> Self {
+        self.cut = Some((probe, grace_ms));
+        self
     }
 
     /// Runs admission rounds until `stop` is cancelled.
@@ -48,8 +67,13 @@ impl Admitter {
     }
 
     /// One round over every open concert with automatic admission configured.
-    async fn round(&self) -> Result<(), crate::store::StoreError> {
+    async fn round(&self) -> anyhow::Result<()> {
         for (id, s) in self.cache.snapshot() {
+            if s.opens_at.is_some() {
+                if let Err(e) = self.fair_start(&id, &s).await {
+                    tracing::warn!(concert = %id, error = %e, "the fair start's cut failed; retrying next round");
+                }
+            }
             if s.state != ConcertState::Open || (s.admit_per_second == 0 && s.max_active == 0) {
                 continue;
             }
@@ -71,6 +95,44 @@ impl Admitter {
                 Some(_) => {}
                 None => tracing::info!(concert = %id, "admitter lease lost before admitting"),
             }
+        }
+        Ok(())
+    }
+
+    /// A scheduled concert's cut, once its time has come (see docs/guarantees.md, "The fair
+    /// start"): past opensAt plus the grace, the topic's high watermarks are recorded (once,
+    /// whoever comes first); when the consumer group has committed past them on every partition,
+    /// every record accepted before opensAt is held in Redis, and the pre-queue is queued in the
+    /// seed's order (once, under the concert's admitter lease).
+    async fn fair_start(&self, id: &ConcertId, s: &ConcertSettings) -> anyhow::Result<()> {
+        let (Some(opens_at), Some((probe, grace_ms))) = (s.opens_at, &self.cut) else { return Ok(()) };
+        if crate::clock::now_ms() < opens_at + grace_ms {
+            return Ok(());
+        }
+        let fair = self.store.fair_state(id).await?;
+        if fair.shuffled_at_ms.is_some() {
+            return Ok(());
+        }
+        let Some(lease) = self.store.lease(id, &self.instance, self.lease_ms).await? else { return Ok(()) };
+        let cut = match fair.cut_offsets {
+            Some(cut) => cut,
+            None => self.store.set_cut_offsets(id, &probe.high_watermarks().await?).await?,
+        };
+        if !probe.passed(&cut).await? {
+            tracing::debug!(concert = %id, "the fair start waits for the consumer to pass the cut");
+            return Ok(());
+        }
+        let seed = fair.seed.ok_or_else(|| anyhow::anyhow!("no seed was drawn for concert {id}"))?;
+        let (pre, _) = self.store.prequeue(id).await?;
+        let ordered = crate::fairness::order(&seed, &pre).ok_or_else(|| anyhow::anyhow!("the seed is not hex"))?;
+        let started = std::time::Instant::now();
+        match self.store.cut(id, &ordered, &crate::fairness::list_hash(&pre), &lease).await? {
+            Cut::Done { prequeued, after } => tracing::info!(
+                concert = %id, prequeued, after, ms = started.elapsed().as_millis() as u64,
+                "fair start: the pre-queue is queued in the seed's order"
+            ),
+            Cut::AlreadyDone => {}
+            Cut::NotLeader => tracing::info!(concert = %id, "admitter lease lost before the cut"),
         }
         Ok(())
     }

@@ -58,6 +58,8 @@ pub enum JoinCheck {
     Open { pow_difficulty: u8 },
     /// Open, but `maxWaiting` fans were waiting at the last refresh.
     Full { max_waiting: u32 },
+    /// Past the concert's `closesAt`.
+    Ended { closes_at: i64 },
     /// Not open.
     Refused(ConcertState),
     /// No such concert.
@@ -96,6 +98,14 @@ pub struct ConcertSettings {
     /// bit doubles the work, 16 is about a second in a browser).
     #[serde(default)]
     pub pow_difficulty: u8,
+    /// When sales open (ms; RFC 3339 in the API). Before it the concert is `scheduled`: joins
+    /// are held in a pre-queue, and at it everyone who joined before is placed, in a random
+    /// order anyone can verify, ahead of everyone who joined after (see `crate::fairness`).
+    #[serde(default, with = "crate::clock::rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub opens_at: Option<i64>,
+    /// When joins stop (ms; RFC 3339 in the API): 409 from then on; admission goes on.
+    #[serde(default, with = "crate::clock::rfc3339_opt", skip_serializing_if = "Option::is_none")]
+    pub closes_at: Option<i64>,
 }
 
 fn default_ttl() -> u32 {
@@ -113,7 +123,14 @@ impl ConcertSettings {
             abandon_after_seconds: 0,
             max_waiting: 0,
             pow_difficulty: 0,
+            opens_at: None,
+            closes_at: None,
         }
+    }
+
+    /// Whether joins are held in the pre-queue at `now_ms` (before `opensAt`).
+    pub fn scheduled_at(&self, now_ms: i64) -> bool {
+        self.opens_at.is_some_and(|t| now_ms < t)
     }
 
     /// Checks the numbers; the error names the field.
@@ -136,6 +153,11 @@ impl ConcertSettings {
         if self.abandon_after_seconds > 86_400 {
             return Err("abandonAfterSeconds must be at most 86400".into());
         }
+        if let (Some(open), Some(close)) = (self.opens_at, self.closes_at) {
+            if close <= open {
+                return Err("closesAt must be after opensAt".into());
+            }
+        }
         Ok(())
     }
 
@@ -148,6 +170,9 @@ impl ConcertSettings {
             ("abandonAfterSeconds", self.abandon_after_seconds.to_string()),
             ("maxWaiting", self.max_waiting.to_string()),
             ("powDifficulty", self.pow_difficulty.to_string()),
+            // "" clears: an instant taken away is no instant.
+            ("opensAt", self.opens_at.map_or(String::new(), |t| t.to_string())),
+            ("closesAt", self.closes_at.map_or(String::new(), |t| t.to_string())),
         ]
     }
 }
@@ -177,6 +202,8 @@ impl Concert {
                 abandon_after_seconds: num("abandonAfterSeconds", 0),
                 max_waiting: num("maxWaiting", 0),
                 pow_difficulty: get("powDifficulty").and_then(|v| v.parse().ok()).unwrap_or(0),
+                opens_at: get("opensAt").and_then(|v| v.parse().ok()),
+                closes_at: get("closesAt").and_then(|v| v.parse().ok()),
             },
             created_at_ms: get("createdAt").and_then(|v| v.parse().ok()).unwrap_or(0),
             updated_at_ms: get("updatedAt").and_then(|v| v.parse().ok()).unwrap_or(0),
@@ -222,6 +249,9 @@ impl ConcertCache {
         let inner = self.read();
         match inner.states.get(id) {
             Some(s) if s.state != ConcertState::Open => JoinCheck::Refused(s.state),
+            Some(s) if s.closes_at.is_some_and(|t| crate::clock::now_ms() >= t) => {
+                JoinCheck::Ended { closes_at: s.closes_at.unwrap_or_default() }
+            }
             Some(s) if s.max_waiting > 0 && inner.waiting.get(id).is_some_and(|w| *w >= u64::from(s.max_waiting)) => {
                 JoinCheck::Full { max_waiting: s.max_waiting }
             }
@@ -330,9 +360,17 @@ mod tests {
             abandon_after_seconds: 30,
             max_waiting: 1_000,
             pow_difficulty: 12,
+            opens_at: Some(1_795_000_000_000),
+            closes_at: None,
         };
         let fields: Vec<(String, String)> = s.to_fields().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         assert_eq!(Concert::from_fields(&c(), &fields).settings, s);
+        // In the API the instants are RFC 3339.
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["opensAt"], "2026-11-18T11:06:40Z");
+        assert!(json.get("closesAt").is_none());
+        let back: ConcertSettings = serde_json::from_value(json).unwrap();
+        assert_eq!(back, s);
     }
 
     #[test]

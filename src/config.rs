@@ -51,6 +51,18 @@ pub enum Command {
         /// Where to write the key.
         path: std::path::PathBuf,
     },
+    /// Check a scheduled concert's shuffle: the seed against the commitment, the pre-queue
+    /// against the list hash, and the order against the seed. Exit 0 when all hold.
+    VerifyShuffle {
+        /// What `GET /v1/concerts/{id}/fairness` answered after the cut (JSON).
+        #[arg(long)]
+        fairness: std::path::PathBuf,
+        /// The admin listing taken before anyone was admitted
+        /// (`GET /admin/v1/concerts/{id}/queue?limit=1000`, pages concatenated as one JSON array
+        /// of entries, or one page's object).
+        #[arg(long)]
+        listing: std::path::PathBuf,
+    },
 }
 
 /// `queuegate dlt …`
@@ -108,6 +120,10 @@ pub enum Invocation {
     Serve(Role, Box<Settings>),
     Dlt(DltCommand),
     Keygen(std::path::PathBuf),
+    VerifyShuffle {
+        fairness: std::path::PathBuf,
+        listing: std::path::PathBuf,
+    },
 }
 
 impl Cli {
@@ -120,6 +136,7 @@ impl Cli {
             Some(Command::Consumer(s)) => Invocation::Serve(Role::Consumer, Box::new(s)),
             Some(Command::Dlt(d)) => Invocation::Dlt(d),
             Some(Command::Keygen { path }) => Invocation::Keygen(path),
+            Some(Command::VerifyShuffle { fairness, listing }) => Invocation::VerifyShuffle { fairness, listing },
         }
     }
 }

@@ -124,6 +124,7 @@ pub static ROUTES: &[Endpoint] = &[
         path: "/v1/concerts/{concertId}/admission/complete",
         handler: |r| r.to(status::complete),
     },
+    Endpoint { method: Method::GET, path: "/v1/concerts/{concertId}/fairness", handler: |r| r.to(status::fairness) },
     Endpoint {
         method: Method::GET,
         path: "/v1/concerts/{concertId}/challenge",
@@ -260,6 +261,12 @@ async fn join(
         }
         JoinCheck::Full { max_waiting } => {
             return Err(ApiError::Conflict(format!("concert {concert_id}'s queue is full ({max_waiting} waiting)")))
+        }
+        JoinCheck::Ended { closes_at } => {
+            return Err(ApiError::Conflict(format!(
+                "concert {concert_id} stopped taking joins at {}",
+                crate::clock::rfc3339(closes_at)
+            )))
         }
         JoinCheck::NotLoaded => return Err(ApiError::unavailable("concerts are still loading; retry shortly")),
         JoinCheck::Unknown => return Err(ApiError::NotFound(format!("no concert {concert_id}"))),

@@ -172,6 +172,64 @@ impl KafkaClients {
     }
 }
 
+/// The fair start's watermark (see docs/guarantees.md): the entry topic's high watermarks at the
+/// cut, and whether the consumer group has committed past them on every partition — then every
+/// record accepted before `opensAt` is in Redis. A plain consumer with the group's id that never
+/// subscribes: it only asks the group coordinator for the committed offsets.
+#[derive(Clone)]
+pub struct CutProbe {
+    consumer: std::sync::Arc<BaseConsumer<KafkaContext>>,
+    topic: String,
+}
+
+const CUT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl CutProbe {
+    pub fn new(clients: &KafkaClients, consumer: &ConsumerSettings) -> anyhow::Result<Self> {
+        let c: BaseConsumer<KafkaContext> = clients
+            .consumer(consumer)
+            .create_with_context(clients.context(ClientRole::Consumer))
+            .map_err(|e| anyhow::anyhow!("creating the fair start's offset probe: {e}"))?;
+        Ok(CutProbe { consumer: std::sync::Arc::new(c), topic: clients.settings().kafka_topic.clone() })
+    }
+
+    /// Every partition's high watermark now.
+    pub async fn high_watermarks(&self) -> anyhow::Result<Vec<(i32, i64)>> {
+        let (c, topic) = (self.consumer.clone(), self.topic.clone());
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::Consumer;
+            let md = c.fetch_metadata(Some(&topic), CUT_PROBE_TIMEOUT)?;
+            let t = md.topics().first().ok_or_else(|| anyhow::anyhow!("no metadata for topic {topic}"))?;
+            anyhow::ensure!(!t.partitions().is_empty(), "topic {topic} has no partitions");
+            t.partitions()
+                .iter()
+                .map(|p| Ok((p.id(), c.fetch_watermarks(&topic, p.id(), CUT_PROBE_TIMEOUT)?.1)))
+                .collect()
+        })
+        .await?
+    }
+
+    /// Whether the group has committed at or past `cut` on every partition.
+    pub async fn passed(&self, cut: &[(i32, i64)]) -> anyhow::Result<bool> {
+        let (c, topic, cut) = (self.consumer.clone(), self.topic.clone(), cut.to_vec());
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::Consumer;
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            for (p, _) in &cut {
+                tpl.add_partition(&topic, *p);
+            }
+            let committed = c.committed_offsets(tpl, CUT_PROBE_TIMEOUT)?;
+            Ok(cut.iter().all(|(p, hw)| {
+                // Nothing committed yet reads as 0: a partition that never had a record is past
+                // a watermark of 0.
+                let at = committed.find_partition(&topic, *p).and_then(|e| e.offset().to_raw()).unwrap_or(0).max(0);
+                at >= *hw
+            }))
+        })
+        .await?
+    }
+}
+
 /// Asks the brokers for metadata, for `/readyz`: through the entry producer where the process
 /// has one, else through a client of its own ([`KafkaClients::readiness_probe`]).
 #[derive(Clone)]

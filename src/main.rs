@@ -46,6 +46,17 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Invocation::VerifyShuffle { fairness, listing } => match queuegate::fairness::verify_files(&fairness, &listing)
+        {
+            Ok(n) => {
+                println!("the shuffle checks out: {n} pre-queued fans in the order the published seed gives");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("queuegate: verify-shuffle: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Invocation::Serve(role, settings) => {
             if let Err(e) = settings.validate_for(role).and_then(|()| queuegate::telemetry::init(&settings.telemetry)) {
                 eprintln!("queuegate: {e}");

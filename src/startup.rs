@@ -35,6 +35,7 @@ use crate::consumer::EntryConsumer;
 use crate::gateway::{self, Gateway};
 use crate::identity::FanIdentity;
 use crate::ids::ConcertId;
+use crate::kafka::CutProbe;
 use crate::kafka::{KafkaClients, KafkaProbe};
 use crate::metrics::Metrics;
 use crate::producer::EntryProducer;
@@ -56,6 +57,8 @@ pub struct Application {
     admin: Server,
     producer: Option<EntryProducer>,
     consumer: Option<EntryConsumer>,
+    /// The fair start's offset probe, for the admitter (consumer roles).
+    cut_probe: Option<CutProbe>,
     cache: ConcertCache,
     admin_store: QueueStore,
     metrics: Metrics,
@@ -188,6 +191,7 @@ impl Application {
         } else {
             None
         };
+        let cut_probe = if role.consumes() { Some(CutProbe::new(&kafka, &settings.consumer)?) } else { None };
 
         // Readiness asks Kafka through the producer where there is one, else through a probe.
         let kafka_probe = match &producer {
@@ -235,6 +239,7 @@ impl Application {
             admin,
             producer,
             consumer,
+            cut_probe,
             cache,
             admin_store,
             metrics,
@@ -279,6 +284,7 @@ impl Application {
             admin,
             producer,
             consumer,
+            cut_probe,
             cache,
             admin_store,
             metrics,
@@ -320,14 +326,15 @@ impl Application {
                 publish_concert_gauges(st.clone(), c.clone(), m.clone())
             }),
         );
-        if role.consumes() {
+        if let Some(probe) = cut_probe {
             let admitter = Admitter::new(
                 admin_store.clone(),
                 cache.clone(),
                 metrics.clone(),
                 Duration::from_millis(settings.admission.admission_tick_ms),
                 settings.admission.admission_lease_ms,
-            );
+            )
+            .with_cut(probe, (settings.kafka.kafka_delivery_timeout_ms + 2 * settings.admission.clock_skew_ms) as i64);
             let stop = stop.clone();
             tasks.spawn("admitter", async move {
                 admitter.run(stop).await;

@@ -19,8 +19,11 @@ use crate::config::RedisSettings;
 use crate::ids::{ConcertId, RequestId, UserId};
 
 mod conn;
+mod fair;
 pub mod keys;
 pub mod view;
+
+pub use fair::{Cut, FairState};
 
 use conn::{timed, Backend};
 use keys::{Keys, Part};
@@ -70,6 +73,8 @@ pub struct Applied {
 pub enum Standing {
     /// Not in Redis (yet): the join is on its way through Kafka, or never happened.
     Unknown,
+    /// Held in a scheduled concert's pre-queue until the cut at `opens_at_ms`.
+    Held { opens_at_ms: i64, joined_at_ms: i64 },
     /// Waiting at `position` (1-based) of `queue_length`; `observed_rate` is the concert's
     /// recent admission rate (admits/s, decayed over ~30 s).
     /// `seq` is the fan's sequence number, from which the gateways' views work the position out.
@@ -161,6 +166,7 @@ struct Scripts {
     page: Script,
     admit: Script,
     view: Script,
+    shuffle: Script,
     remove: Script,
     lease: Script,
     counts: Script,
@@ -202,6 +208,7 @@ impl QueueStore {
                 counts: Script::new(include_str!("store/counts.lua")),
                 complete: Script::new(include_str!("store/complete.lua")),
                 view: Script::new(include_str!("store/view.lua")),
+                shuffle: Script::new(include_str!("store/shuffle.lua")),
             }),
         })
     }
@@ -249,7 +256,10 @@ impl QueueStore {
             .key(self.key(concert, Part::Rank))
             .key(self.key(concert, Part::Seq))
             .key(self.key(concert, Part::Concert))
-            .key(self.key(concert, Part::Seen));
+            .key(self.key(concert, Part::Seen))
+            .key(self.key(concert, Part::Hold))
+            .key(self.key(concert, Part::Post))
+            .key(self.key(concert, Part::Fair));
         for (user, at) in joins {
             inv.arg(user.as_str()).arg(*at);
         }
@@ -296,6 +306,8 @@ impl QueueStore {
             .key(self.key(concert, Part::State))
             .key(self.key(concert, Part::Seen))
             .key(self.key(concert, Part::Adm))
+            .key(self.key(concert, Part::Hold))
+            .key(self.key(concert, Part::Concert))
             .arg(user.as_str())
             .arg(record_poll_every_ms);
         let reply: Vec<redis::Value> = self.backend.shared(async |c| timed(inv.invoke_async(c)).await).await?;
@@ -311,6 +323,7 @@ impl QueueStore {
         let now_ms = int(reply.len().saturating_sub(1))?;
         let standing = match int(0)? {
             0 => Standing::Unknown,
+            3 => Standing::Held { opens_at_ms: int(1)?, joined_at_ms: int(2)? },
             1 => Standing::Waiting {
                 position: int(1)? as u64,
                 queue_length: int(2)? as u64,
@@ -452,6 +465,10 @@ impl QueueStore {
             .hset(self.key(id, Part::Concert), "updatedAt", now)
             .ignore();
         timed(pipe.query_async::<()>(&mut c)).await?;
+        if settings.opens_at.is_some() {
+            // Scheduled: the shuffle's seed is drawn now, once, and only its hash is published.
+            self.commit_to_seed(&mut c, id).await?;
+        }
         // The registry is a separate key (another slot in a cluster); written after the concert
         // itself so a listed concert always has settings.
         timed(redis::cmd("SADD").arg(self.keys.registry()).arg(id.as_str()).query_async::<()>(&mut c)).await?;

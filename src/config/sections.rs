@@ -442,6 +442,12 @@ pub struct AdmissionSettings {
     /// Create this concert, open, at start-up if it does not exist (for demos and `make up`).
     #[arg(long, env = "QUEUEGATE_DEMO_CONCERT")]
     pub demo_concert: Option<String>,
+
+    /// The most the clocks of any two instances differ (ms). A scheduled concert's cut waits
+    /// QUEUEGATE_KAFKA_DELIVERY_TIMEOUT_MS plus twice this past opensAt before it takes the
+    /// topic's watermarks (docs/guarantees.md).
+    #[arg(long, env = "QUEUEGATE_CLOCK_SKEW_MS", default_value_t = 1000)]
+    pub clock_skew_ms: u64,
 }
 
 impl AdmissionSettings {
@@ -454,6 +460,7 @@ impl AdmissionSettings {
         }
         check_range("QUEUEGATE_ADMISSION_TICK_MS", self.admission_tick_ms, 10..=10_000)?;
         check_range("QUEUEGATE_ADMISSION_LEASE_MS", self.admission_lease_ms, 3 * self.admission_tick_ms..=600_000)?;
+        check_range("QUEUEGATE_CLOCK_SKEW_MS", self.clock_skew_ms, 0..=60_000)?;
         if let Some(c) = &self.demo_concert {
             crate::ids::ConcertId::parse(c.as_str()).map_err(|e| bad("QUEUEGATE_DEMO_CONCERT", e.to_string()))?;
         }

@@ -18,7 +18,7 @@ use crate::store::{Outcome, Standing};
 #[derive(Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct FanStatus {
-    /// pending | waiting | admitted | completed | expired | removed
+    /// pending | prequeue | waiting | admitted | completed | expired | removed
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<u64>,
@@ -37,6 +37,11 @@ pub struct FanStatus {
     /// often; answers come from the gateway's view of the queue, not from a Redis call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_after_seconds: Option<u64>,
+    /// In a pre-queue: when sales open (RFC 3339), and the seconds to go.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opens_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds_to_open: Option<u64>,
 }
 
 /// The ETA as fans see it: rounded up to 5 s under a minute, 30 s under ten minutes, a minute
@@ -72,6 +77,8 @@ impl FanStatus {
             admission_token: None,
             admission_expires_at: None,
             refresh_after_seconds: None,
+            opens_at: None,
+            seconds_to_open: None,
         }
     }
 
@@ -86,6 +93,7 @@ impl FanStatus {
     ) -> Option<Self> {
         let standing = match fact {
             Fact::NotYet => Standing::Unknown,
+            Fact::Held(opens_at_ms) => Standing::Held { opens_at_ms, joined_at_ms: 0 },
             // A queue whose parts do not add up (edited by hand) is read fan by fan instead.
             Fact::Seq(_) if !snap.view.consistent() => return None,
             Fact::Seq(seq) => match snap.view.place(seq) {
@@ -113,6 +121,17 @@ impl FanStatus {
     pub fn new(standing: Standing, now_ms: i64, concert: &str, user: &str, keys: Option<&AdmissionKeys>) -> Self {
         match standing {
             Standing::Unknown => FanStatus { refresh_after_seconds: Some(2), ..FanStatus::bare("pending") },
+            // In the pre-queue until the cut; the countdown is to opensAt (and the shuffle
+            // follows it by the grace the watermark needs).
+            Standing::Held { opens_at_ms, .. } => {
+                let to_go = (opens_at_ms - now_ms).max(0).div_euclid(1000) as u64;
+                FanStatus {
+                    opens_at: Some(crate::clock::rfc3339(opens_at_ms)),
+                    seconds_to_open: Some(to_go),
+                    refresh_after_seconds: Some((to_go / 10).clamp(2, 15)),
+                    ..FanStatus::bare("prequeue")
+                }
+            }
             Standing::Waiting { position, queue_length, observed_rate, .. } => {
                 let eta = (observed_rate > 0.01).then(|| round_eta((position as f64 / observed_rate).ceil() as u64));
                 // A tenth of the ETA, 2 to 15 s; without an ETA, by how far back the fan is.
@@ -221,6 +240,7 @@ pub(super) async fn read_status(gw: &Gateway, concert_id: &ConcertId, user_id: &
     gw.metrics.status_reads.with_label_values(&["redis"]).inc();
     let fact = match &standing {
         Standing::Unknown => Fact::NotYet,
+        Standing::Held { opens_at_ms, .. } => Fact::Held(*opens_at_ms),
         Standing::Waiting { seq, .. } => Fact::Seq(*seq),
         Standing::Left { outcome, .. } => Fact::Left(*outcome),
     };
@@ -269,6 +289,33 @@ pub(super) async fn complete(
     gw.views.learn(&concert_id, &user, Fact::Left(Outcome::Completed { at_ms: crate::clock::now_ms() }));
     tracing::info!(concert = %concert_id, user = %user, "admission completed by the booking site");
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /v1/concerts/{concertId}/fairness` — a scheduled concert's commitment to its shuffle
+/// seed (from scheduling on), then, after the cut, the seed itself, the pre-queue's list hash and
+/// the algorithm, so anyone can check the order (`queuegate verify-shuffle`). 404 for a concert
+/// without `opensAt`.
+pub(super) async fn fairness(gw: web::Data<Gateway>, concert: web::Path<ConcertId>) -> Result<HttpResponse, ApiError> {
+    let id = concert.into_inner();
+    let settings = gw.cache.settings(&id).ok_or_else(|| ApiError::NotFound(format!("no concert {id}")))?;
+    let fair = gw.store.fair_state(&id).await?;
+    let Some(commitment) = fair.commitment else {
+        return Err(ApiError::NotFound(format!("concert {id} has no scheduled opening (opensAt)")));
+    };
+    let mut body = serde_json::json!({ "concertId": id.as_str(), "commitment": commitment });
+    if let Some(at) = settings.opens_at {
+        body["opensAt"] = crate::clock::rfc3339(at).into();
+    }
+    // The seed is revealed only once the cut is done: before, it would let anyone predict it.
+    if let (Some(at), Some(seed), Some(list_hash)) = (fair.shuffled_at_ms, fair.seed, fair.list_hash) {
+        body["shuffledAt"] = crate::clock::rfc3339(at).into();
+        body["seed"] = seed.into();
+        body["listHash"] = list_hash.into();
+        body["prequeued"] = fair.prequeued.unwrap_or(0).into();
+        body["late"] = fair.late.into();
+        body["algorithm"] = crate::fairness::ALGORITHM.into();
+    }
+    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-cache")).json(body))
 }
 
 /// `GET /.well-known/jwks.json` — the public key that verifies admission tokens.

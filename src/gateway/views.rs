@@ -43,6 +43,8 @@ const REPUBLISH: Duration = Duration::from_secs(5);
 pub enum Fact {
     /// Not in Redis yet (the join is on its way).
     NotYet,
+    /// Held in a scheduled concert's pre-queue until the cut at this instant (ms).
+    Held(i64),
     /// Waiting (or was, at the last look) with this sequence number.
     Seq(u64),
     /// Has left the queue this way.
@@ -53,6 +55,7 @@ impl Fact {
     pub fn of(lookup: &Lookup) -> Option<Fact> {
         match lookup {
             Lookup::NotYet => Some(Fact::NotYet),
+            Lookup::Held(at) => Some(Fact::Held(*at)),
             Lookup::Waiting(s) => Some(Fact::Seq(*s)),
             Lookup::Left(o) => o.map(Fact::Left),
         }
@@ -268,7 +271,8 @@ impl Views {
             let mut lookups = Vec::new();
             let mut seen = Vec::new();
             for (user, f) in fans.iter_mut() {
-                if f.fact == Fact::NotYet && lookups.len() < MAX_PER_REFRESH {
+                // Not placed yet: on its way, or in a pre-queue until the cut.
+                if matches!(f.fact, Fact::NotYet | Fact::Held(_)) && lookups.len() < MAX_PER_REFRESH {
                     lookups.push(user.clone());
                 }
                 let alive = f.streams > 0 || f.polled;

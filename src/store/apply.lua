@@ -6,7 +6,17 @@
 -- KEYS[4] seq      STRING the concert's last sequence number
 -- KEYS[5] concert  HASH  the concert's settings (read: abandonAfterSeconds)
 -- KEYS[6] seen     HASH  userId -> when the fan last showed life (ms): its arrival, then its polls
+-- KEYS[7] hold     HASH  userId -> joinedAt: a scheduled concert's pre-queue, before the cut
+-- KEYS[8] post     LIST  userIds who joined at or after opensAt, before the cut, in order
+-- KEYS[9] fair     HASH  the fair start's state (shuffledAt once the cut is done)
 -- ARGV    pairs of userId, joinedAt (ms), in the order the consumer read them
+--
+-- A concert with `opensAt` whose cut has not happened yet holds its new fans instead of queueing
+-- them: all in `hold`, those who joined at or after opensAt (by the gateway's accepted time in
+-- the record) also in `post`, in order. The cut (shuffle.lua) queues the others in the
+-- published random order, then `post`. A record accepted before opensAt that arrives after the
+-- cut (which waits for every partition, so it should not happen) is queued at the tail and
+-- counted as `late` in `fair`.
 --
 -- Where the concert judges abandonment, each new fan's arrival (Redis's time) goes into `seen`:
 -- abandonment then counts from when the fan reached the queue or last polled, whichever is
@@ -28,8 +38,8 @@
 -- command is appended to the AOF, so fewer, larger commands are most of the script's cost.
 local CHUNK = 500 -- keeps unpack() far below Lua's C-stack limit
 
-local expected = {'hash', 'list', 'zset', 'string', 'hash', 'hash'}
-for i = 1, 6 do
+local expected = {'hash', 'list', 'zset', 'string', 'hash', 'hash', 'hash', 'list', 'hash'}
+for i = 1, 9 do
   local t = redis.call('TYPE', KEYS[i]).ok
   if t ~= 'none' and t ~= expected[i] then
     return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is a ' .. t .. ', not a ' .. expected[i] .. '; nothing was written')
@@ -59,18 +69,28 @@ if tonumber(redis.call('HGET', KEYS[5], 'abandonAfterSeconds') or '0') > 0 then
   local clock = redis.call('TIME')
   arrival = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 end
-local appended, duplicates = 0, 0
-local hset, list, zadd, seen = {}, {}, {}, {}
+local opens = tonumber(redis.call('HGET', KEYS[5], 'opensAt') or '')
+local holding = opens ~= nil and redis.call('HEXISTS', KEYS[9], 'shuffledAt') == 0
+local appended, duplicates, late = 0, 0, 0
+local hset, list, zadd, seen, hold, post = {}, {}, {}, {}, {}, {}
 local function flush()
-  if #list > 0 then
+  if #hset > 0 then
     redis.call('HSET', KEYS[1], unpack(hset))
+  end
+  if #list > 0 then
     redis.call('RPUSH', KEYS[2], unpack(list))
     redis.call('ZADD', KEYS[3], unpack(zadd))
     if arrival then
       redis.call('HSET', KEYS[6], unpack(seen))
     end
-    hset, list, zadd, seen = {}, {}, {}, {}
   end
+  if #hold > 0 then
+    redis.call('HSET', KEYS[7], unpack(hold))
+  end
+  if #post > 0 then
+    redis.call('RPUSH', KEYS[8], unpack(post))
+  end
+  hset, list, zadd, seen, hold, post = {}, {}, {}, {}, {}, {}
 end
 
 for i = 1, #ARGV, 2 do
@@ -79,22 +99,37 @@ for i = 1, #ARGV, 2 do
     duplicates = duplicates + 1
   else
     known[user] = true
-    seq = seq + 1
     appended = appended + 1
     hset[#hset + 1] = user
     hset[#hset + 1] = ARGV[i + 1]
-    list[#list + 1] = user
-    zadd[#zadd + 1] = seq
-    zadd[#zadd + 1] = user
-    seen[#seen + 1] = user
-    seen[#seen + 1] = arrival
-    if #list >= CHUNK then
+    local joined_at = tonumber(ARGV[i + 1])
+    if holding then
+      hold[#hold + 1] = user
+      hold[#hold + 1] = ARGV[i + 1]
+      if joined_at >= opens then
+        post[#post + 1] = user
+      end
+    else
+      if opens and joined_at < opens then
+        late = late + 1
+      end
+      seq = seq + 1
+      list[#list + 1] = user
+      zadd[#zadd + 1] = seq
+      zadd[#zadd + 1] = user
+      seen[#seen + 1] = user
+      seen[#seen + 1] = arrival
+    end
+    if #hset >= 2 * CHUNK then
       flush()
     end
   end
 end
 flush()
-if appended > 0 then
+if appended > 0 and not holding then
   redis.call('SET', KEYS[4], seq)
+end
+if late > 0 then
+  redis.call('HINCRBY', KEYS[9], 'late', late)
 end
 return {appended, duplicates}

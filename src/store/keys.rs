@@ -36,6 +36,13 @@ pub enum Part {
     /// ZSET of sequence numbers removed from the middle of the queue, at or past its head: the
     /// gateways' views work positions out from them (see view.lua).
     Gone,
+    /// HASH userId → joinedAt: a scheduled concert's held fans, before the cut (apply.lua).
+    Hold,
+    /// LIST of held userIds who joined at or after `opensAt`, in order.
+    Post,
+    /// HASH of the fair start: `seed`, `commitment`, `cutOffsets`, `shuffledAt`, `listHash`,
+    /// `prequeued`, `late`.
+    Fair,
 }
 
 impl Part {
@@ -53,6 +60,9 @@ impl Part {
             Part::Fence => "fence",
             Part::Concert => "concert",
             Part::Gone => "gone",
+            Part::Hold => "hold",
+            Part::Post => "post",
+            Part::Fair => "fair",
         }
     }
 }

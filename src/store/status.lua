@@ -1,6 +1,7 @@
 -- Reads one fan's standing without scanning the queue; optionally records that the fan polled.
 --
 -- KEYS[1] joined HASH   KEYS[2] rank ZSET   KEYS[3] state HASH   KEYS[4] seen HASH   KEYS[5] adm HASH
+-- KEYS[6] hold HASH (a scheduled concert's pre-queue)   KEYS[7] concert HASH (opensAt)
 -- ARGV[1] userId
 -- ARGV[2] record the poll in `seen` when the recorded one is at least this old (ms); "0": never
 --         (operators' reads, and concerts without abandonment)
@@ -19,6 +20,10 @@ local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local joined = redis.call('HGET', KEYS[1], ARGV[1])
 if not joined then
   return {0, now}
+end
+-- Held in a scheduled concert's pre-queue until the cut: {3, opensAt, joinedAt, now}.
+if redis.call('HEXISTS', KEYS[6], ARGV[1]) == 1 then
+  return {3, tonumber(redis.call('HGET', KEYS[7], 'opensAt') or '0') or 0, joined, now}
 end
 local every = tonumber(ARGV[2])
 if every > 0 then

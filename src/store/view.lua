@@ -2,7 +2,7 @@
 -- is worked out from, in one call whatever the number of watchers.
 --
 -- KEYS[1] rank ZSET  KEYS[2] seq STRING  KEYS[3] adm HASH  KEYS[4] gone ZSET  KEYS[5] joined HASH
--- KEYS[6] state HASH  KEYS[7] seen HASH
+-- KEYS[6] state HASH  KEYS[7] seen HASH  KEYS[8] hold HASH  KEYS[9] concert HASH (opensAt)
 -- ARGV[1] the `goneVer` the caller last saw ("" for none): `gone` is sent only when it differs
 -- ARGV[2] p, the number of fans to look up (fans whose sequence number the caller does not know)
 -- ARGV[3 .. 2+p] those fans
@@ -17,8 +17,9 @@
 --
 -- Returns {now, head, lastSeq, queueLength, observedRate (text, decayed to now), goneVer,
 -- gone (a list of numbers at or past the head, or false when goneVer is the caller's),
--- lookups (one text per looked-up fan: its sequence number while waiting; "L" and its state
--- once it has left; "" while it has not reached the queue)}.
+-- lookups (one text per looked-up fan: its sequence number while waiting; "H" and opensAt while
+-- held in a pre-queue; "L" and its state once it has left; "" while it has not reached the
+-- queue)}.
 -- Cost: O(log n) + O(p log n) for the lookups + O(|gone|) when gone changed (operators'
 -- removals only) + one HSET for the fans who showed life.
 local clock = redis.call('TIME')
@@ -44,6 +45,8 @@ for i = 3, 2 + p do
   local seq = redis.call('ZSCORE', KEYS[1], user)
   if seq then
     lookups[#lookups + 1] = seq
+  elseif redis.call('HEXISTS', KEYS[8], user) == 1 then
+    lookups[#lookups + 1] = 'H' .. (redis.call('HGET', KEYS[9], 'opensAt') or '0')
   elseif redis.call('HEXISTS', KEYS[5], user) == 1 then
     lookups[#lookups + 1] = 'L' .. (redis.call('HGET', KEYS[6], user) or '')
   else

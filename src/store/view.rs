@@ -19,6 +19,8 @@ pub enum Lookup {
     NotYet,
     /// Waiting, with this sequence number.
     Waiting(u64),
+    /// Held in a scheduled concert's pre-queue until the cut at `opensAt` (ms).
+    Held(i64),
     /// Was queued and has left (None: a state this version cannot read).
     Left(Option<Outcome>),
 }
@@ -136,7 +138,17 @@ impl QueueStore {
         seen: &[&UserId],
     ) -> Result<ViewRead, StoreError> {
         let mut inv = self.scripts.view.prepare_invoke();
-        for part in [Part::Rank, Part::Seq, Part::Adm, Part::Gone, Part::Joined, Part::State, Part::Seen] {
+        for part in [
+            Part::Rank,
+            Part::Seq,
+            Part::Adm,
+            Part::Gone,
+            Part::Joined,
+            Part::State,
+            Part::Seen,
+            Part::Hold,
+            Part::Concert,
+        ] {
             inv.key(self.key(concert, part));
         }
         let asked = lookups.len();
@@ -161,6 +173,7 @@ impl QueueStore {
             .iter()
             .map(|f| match f.strip_prefix('L') {
                 _ if f.is_empty() => Ok(Lookup::NotYet),
+                _ if f.starts_with('H') => Ok(Lookup::Held(f[1..].parse().unwrap_or(0))),
                 Some(state) => Ok(Lookup::Left(Outcome::parse(state))),
                 None => f.parse().map(Lookup::Waiting).map_err(|_| StoreError::Reply(format!("view lookup {f:?}"))),
             })

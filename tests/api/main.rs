@@ -8,6 +8,7 @@ mod bad_input;
 mod common;
 mod dead_letters;
 mod events;
+mod fair_start;
 mod helpers;
 mod identity;
 mod join;

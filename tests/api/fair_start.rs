@@ -1,0 +1,157 @@
+//! Scheduled concerts: the pre-queue, the cut at opensAt in a verifiable random order, closesAt.
+
+use std::time::Duration;
+
+use queuegate::config::Role;
+use serde_json::{json, Value};
+
+use crate::helpers::{poll_until, spawn_role, Names, ADMIN_TOKEN};
+
+fn in_ms(ms: i64) -> (i64, String) {
+    let at = queuegate::clock::now_ms() + ms;
+    (at, queuegate::clock::rfc3339(at))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prequeue_is_placed_ahead_of_later_fans_in_the_order_its_published_seed_gives() {
+    let names = Names::new();
+    names.create_topics(6).await;
+    // The cut waits the delivery timeout plus twice the clock skew past opensAt.
+    let app = spawn_role(&names, Role::Run, |s| {
+        s.kafka.kafka_delivery_timeout_ms = 2_000;
+        s.admission.clock_skew_ms = 100;
+    })
+    .await;
+    let (opens_at, opens_text) = in_ms(5_000);
+    let r = app.put_concert("c", json!({"state": "open", "opensAt": opens_text})).await;
+    assert_eq!(r.status(), 200);
+    let concert: Value = r.json().await.unwrap();
+    assert_eq!(concert["opensAt"], opens_text);
+    let fairness_url = format!("{}/v1/concerts/c/fairness", app.http());
+    let before: Value = app.client.get(&fairness_url).send().await.unwrap().json().await.unwrap();
+    let commitment = before["commitment"].as_str().expect("a commitment from scheduling on").to_owned();
+    assert!(before.get("seed").is_none(), "the seed stays secret until the cut: {before}");
+
+    // Thirty fans before opensAt, each held in the pre-queue.
+    let mut tokens = std::collections::HashMap::new();
+    for i in 0..30 {
+        let r: Value = app.join("c", &format!("early{i}")).await.json().await.unwrap();
+        tokens.insert(format!("early{i}"), r["token"].as_str().unwrap().to_owned());
+    }
+    let mut held = Value::Null;
+    assert!(
+        poll_until(Duration::from_secs(10), async || {
+            held = app.status("c", "early7", &tokens["early7"]).await.json().await.unwrap();
+            held["status"] == "prequeue"
+        })
+        .await,
+        "{held}"
+    );
+    assert_eq!(held["opensAt"], opens_text);
+    assert!(held["secondsToOpen"].as_u64().is_some_and(|s| s <= 5), "{held}");
+    assert!(held.get("position").is_none());
+
+    // Ten after it.
+    let wait = (opens_at - queuegate::clock::now_ms()).max(0) as u64 + 100;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    for i in 0..10 {
+        let r: Value = app.join("c", &format!("late{i}")).await.json().await.unwrap();
+        tokens.insert(format!("late{i}"), r["token"].as_str().unwrap().to_owned());
+    }
+
+    // The cut: the seed is revealed.
+    let mut after = Value::Null;
+    assert!(
+        poll_until(Duration::from_secs(20), async || {
+            after = app.client.get(&fairness_url).send().await.unwrap().json().await.unwrap();
+            after.get("seed").is_some()
+        })
+        .await,
+        "the cut happens once the consumer passed the watermarks: {after}"
+    );
+    assert_eq!(after["commitment"], commitment.as_str());
+    assert_eq!(after["prequeued"], 30);
+    assert!(after["algorithm"].as_str().unwrap().contains("HMAC-SHA256"));
+
+    // The first thirty places are exactly the early fans, in the seed's order; the late ones follow.
+    let listing = app.admin_json("/admin/v1/concerts/c/queue?limit=1000").await;
+    let order: Vec<String> =
+        listing["entries"].as_array().unwrap().iter().map(|e| e["userId"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(order.len(), 40, "{listing}");
+    let early: Vec<String> = (0..30).map(|i| format!("early{i}")).collect();
+    let seed = after["seed"].as_str().unwrap();
+    assert_eq!(order[..30], queuegate::fairness::order(seed, &early).unwrap()[..]);
+    let mut late: Vec<&str> = order[30..].iter().map(String::as_str).collect();
+    late.sort_unstable();
+    let mut want: Vec<String> = (0..10).map(|i| format!("late{i}")).collect();
+    want.sort_unstable();
+    assert_eq!(late, want.iter().map(String::as_str).collect::<Vec<_>>());
+    let s: Value = app.status("c", &order[4], &tokens[&order[4]]).await.json().await.unwrap();
+    assert_eq!((s["status"].as_str(), s["position"].as_u64()), (Some("waiting"), Some(5)), "{s}");
+
+    // Anyone can check it with the published document and the listing; tampering is caught.
+    let dir = std::env::temp_dir().join(format!("qg-verify-{}", names.prefix));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (fair_file, list_file) = (dir.join("fairness.json"), dir.join("listing.json"));
+    std::fs::write(&fair_file, after.to_string()).unwrap();
+    let verify = |listing: &Value| {
+        std::fs::write(&list_file, listing.to_string()).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_queuegate"))
+            .arg("verify-shuffle")
+            .arg("--fairness")
+            .arg(&fair_file)
+            .arg("--listing")
+            .arg(&list_file)
+            .output()
+            .unwrap()
+    };
+    let ok = verify(&listing);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let mut swapped = listing.clone();
+    swapped["entries"].as_array_mut().unwrap().swap(2, 9);
+    let bad = verify(&swapped);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("place 3"), "{}", String::from_utf8_lossy(&bad.stderr));
+    let mut forged = after.clone();
+    forged["seed"] = queuegate::fairness::new_seed().into();
+    std::fs::write(&fair_file, forged.to_string()).unwrap();
+    let bad = verify(&listing);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("commitment"), "{}", String::from_utf8_lossy(&bad.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_closes_at_joins_get_409_while_admission_goes_on() {
+    let names = Names::new();
+    names.create_topics(2).await;
+    let app = spawn_role(&names, Role::Run, |_| {}).await;
+    let (closes_at, closes_text) = in_ms(3_000);
+    assert_eq!(app.put_concert("c", json!({"state": "open", "closesAt": closes_text})).await.status(), 200);
+    for i in 0..3 {
+        assert_eq!(app.join("c", &format!("f{i}")).await.status(), 202);
+    }
+    app.wait_for_records(3).await;
+    tokio::time::sleep(Duration::from_millis((closes_at - queuegate::clock::now_ms()).max(0) as u64 + 100)).await;
+    crate::helpers::assert_problem(app.join("c", "too-late").await, 409, "stopped taking joins").await;
+    let admitted: Value = app
+        .client
+        .post(format!("{}/admin/v1/concerts/c/admit", app.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"count": 2}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(admitted["admitted"].as_array().unwrap().len(), 2, "{admitted}");
+    let bad = app
+        .put_concert(
+            "d",
+            json!({"state": "open", "opensAt": "2030-01-02T00:00:00Z", "closesAt": "2030-01-01T00:00:00Z"}),
+        )
+        .await;
+    crate::helpers::assert_problem(bad, 400, "closesAt must be after opensAt").await;
+    let bad = app.put_concert("d", json!({"state": "open", "opensAt": "next tuesday"})).await;
+    crate::helpers::assert_problem(bad, 400, "RFC 3339").await;
+}
