@@ -155,3 +155,89 @@ async fn after_closes_at_joins_get_409_while_admission_goes_on() {
     let bad = app.put_concert("d", json!({"state": "open", "opensAt": "next tuesday"})).await;
     crate::helpers::assert_problem(bad, 400, "RFC 3339").await;
 }
+
+/// Every page of the admin listing, in queue order.
+async fn listing(app: &crate::helpers::TestApp, concert: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let page = app.admin_json(&format!("/admin/v1/concerts/{concert}/queue?offset={}&limit=1000", out.len())).await;
+        let entries = page["entries"].as_array().unwrap();
+        out.extend(entries.iter().map(|e| e["userId"].as_str().unwrap().to_owned()));
+        if entries.is_empty() || out.len() as u64 >= page["total"].as_u64().unwrap() {
+            return out;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fans_accepted_before_opens_at_come_first_even_when_the_consumer_starts_long_after_it() {
+    use futures_util::StreamExt;
+    const EACH: usize = 10_000;
+    let names = Names::new();
+    names.create_topics(6).await;
+    let tweak = |s: &mut queuegate::config::Settings| {
+        s.kafka.kafka_delivery_timeout_ms = 2_000;
+        s.admission.clock_skew_ms = 100;
+    };
+    // Only the gateway at first: nothing reaches Redis until the consumer starts.
+    let gateway = spawn_role(&names, Role::Gateway, tweak).await;
+    let (opens_at, opens_text) = in_ms(25_000);
+    assert_eq!(gateway.put_concert("c", json!({"state": "open", "opensAt": opens_text})).await.status(), 200);
+    let gw = &gateway;
+    let join_all = async |prefix: &str| {
+        let statuses: Vec<u16> = futures_util::stream::iter(0..EACH)
+            .map(|i| {
+                let user = format!("{prefix}{i}");
+                async move { gw.join("c", &user).await.status().as_u16() }
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        assert!(statuses.iter().all(|s| *s == 202), "every join accepted");
+    };
+    join_all("early").await;
+    assert!(queuegate::clock::now_ms() < opens_at, "the early joins took too long; give them more time");
+    tokio::time::sleep(Duration::from_millis((opens_at - queuegate::clock::now_ms()).max(0) as u64 + 50)).await;
+    join_all("late").await;
+    // The consumer starts well after the cut's time: the cut must wait for it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let fair: Value = gateway
+        .client
+        .get(format!("{}/v1/concerts/c/fairness", gateway.http()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(fair.get("seed").is_none(), "no cut without the consumer: {fair}");
+    let consumer = spawn_role(&names, Role::Consumer, tweak).await;
+    let mut fair = Value::Null;
+    assert!(
+        poll_until(Duration::from_secs(90), async || {
+            fair = gateway
+                .client
+                .get(format!("{}/v1/concerts/c/fairness", gateway.http()))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            fair.get("seed").is_some()
+        })
+        .await,
+        "the cut happens once the consumer has caught up: {fair}"
+    );
+    assert_eq!(fair["prequeued"], EACH, "{fair}");
+    assert_eq!(fair["late"], 0, "{fair}");
+    let order = listing(&gateway, "c").await;
+    assert_eq!(order.len(), 2 * EACH, "nobody lost");
+    let distinct: std::collections::HashSet<&String> = order.iter().collect();
+    assert_eq!(distinct.len(), 2 * EACH, "nobody doubled");
+    assert!(order[..EACH].iter().all(|u| u.starts_with("early")), "the first {EACH} places are the pre-queue");
+    assert!(order[EACH..].iter().all(|u| u.starts_with("late")));
+    let early: Vec<String> = (0..EACH).map(|i| format!("early{i}")).collect();
+    assert_eq!(order[..EACH], queuegate::fairness::order(fair["seed"].as_str().unwrap(), &early).unwrap()[..]);
+    drop(consumer);
+}
