@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::concerts::{ConcertCache, ConcertSettings, ConcertState};
+use crate::concerts::{ConcertCache, ConcertSettings, ConcertState, QueueingMethod};
 use crate::ids::ConcertId;
 use crate::kafka::CutProbe;
 use crate::metrics::Metrics;
@@ -74,16 +74,22 @@ impl Admitter {
                     tracing::warn!(concert = %id, error = %e, "the fair start's cut failed; retrying next round");
                 }
             }
-            if s.state != ConcertState::Open || (s.admit_per_second == 0 && s.max_active == 0) {
+            let passthrough = s.queueing_method == QueueingMethod::Passthrough;
+            if s.state != ConcertState::Open || (s.admit_per_second == 0 && s.max_active == 0 && !passthrough) {
                 continue;
             }
             let Some(lease) = self.store.lease(&id, &self.instance, self.lease_ms).await? else { continue };
             let req = AdmitRequest {
-                max: if s.admit_per_second > 0 { s.admit_per_second.min(MAX_PER_CALL) } else { MAX_PER_CALL },
+                max: if s.admit_per_second > 0 && !passthrough {
+                    s.admit_per_second.min(MAX_PER_CALL)
+                } else {
+                    MAX_PER_CALL
+                },
                 ttl_ms: i64::from(s.token_ttl_seconds) * 1000,
                 max_active: s.max_active,
                 abandon_after_ms: i64::from(s.abandon_after_seconds) * 1000,
-                per_second: s.admit_per_second,
+                // Passthrough lets everyone through at each round: no rate bucket.
+                per_second: if passthrough { 0 } else { s.admit_per_second },
                 lease: Some(&lease),
                 request: None,
             };

@@ -42,6 +42,38 @@ impl ConcertState {
     }
 }
 
+/// How a concert lets fans through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueingMethod {
+    /// First in, first out, at `admitPerSecond` / within `maxActive` (the default).
+    #[default]
+    Fifo,
+    /// For quiet times: every fan is admitted as soon as it reaches the queue (at each admission
+    /// round, within `maxActive` when set).
+    Passthrough,
+    /// Maintenance: joins get 503 with a message; those already queued keep their places.
+    Reject,
+}
+
+impl QueueingMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueingMethod::Fifo => "fifo",
+            QueueingMethod::Passthrough => "passthrough",
+            QueueingMethod::Reject => "reject",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "fifo" => Some(QueueingMethod::Fifo),
+            "passthrough" => Some(QueueingMethod::Passthrough),
+            "reject" => Some(QueueingMethod::Reject),
+            _ => None,
+        }
+    }
+}
+
 /// Largest `maxActive` (the OpenAPI schema states the same bound).
 pub const MAX_ACTIVE: u32 = 1_000_000;
 
@@ -60,6 +92,8 @@ pub enum JoinCheck {
     Full { max_waiting: u32 },
     /// Past the concert's `closesAt`.
     Ended { closes_at: i64 },
+    /// The concert's queueing method is `reject` (maintenance).
+    Maintenance,
     /// Not open.
     Refused(ConcertState),
     /// No such concert.
@@ -106,6 +140,9 @@ pub struct ConcertSettings {
     /// When joins stop (ms; RFC 3339 in the API): 409 from then on; admission goes on.
     #[serde(default, with = "crate::clock::rfc3339_opt", skip_serializing_if = "Option::is_none")]
     pub closes_at: Option<i64>,
+    /// `fifo` (default), `passthrough` or `reject`.
+    #[serde(default)]
+    pub queueing_method: QueueingMethod,
 }
 
 fn default_ttl() -> u32 {
@@ -125,6 +162,7 @@ impl ConcertSettings {
             pow_difficulty: 0,
             opens_at: None,
             closes_at: None,
+            queueing_method: QueueingMethod::Fifo,
         }
     }
 
@@ -173,6 +211,7 @@ impl ConcertSettings {
             // "" clears: an instant taken away is no instant.
             ("opensAt", self.opens_at.map_or(String::new(), |t| t.to_string())),
             ("closesAt", self.closes_at.map_or(String::new(), |t| t.to_string())),
+            ("queueingMethod", self.queueing_method.as_str().to_owned()),
         ]
     }
 }
@@ -204,6 +243,7 @@ impl Concert {
                 pow_difficulty: get("powDifficulty").and_then(|v| v.parse().ok()).unwrap_or(0),
                 opens_at: get("opensAt").and_then(|v| v.parse().ok()),
                 closes_at: get("closesAt").and_then(|v| v.parse().ok()),
+                queueing_method: get("queueingMethod").and_then(QueueingMethod::parse).unwrap_or_default(),
             },
             created_at_ms: get("createdAt").and_then(|v| v.parse().ok()).unwrap_or(0),
             updated_at_ms: get("updatedAt").and_then(|v| v.parse().ok()).unwrap_or(0),
@@ -249,6 +289,7 @@ impl ConcertCache {
         let inner = self.read();
         match inner.states.get(id) {
             Some(s) if s.state != ConcertState::Open => JoinCheck::Refused(s.state),
+            Some(s) if s.queueing_method == QueueingMethod::Reject => JoinCheck::Maintenance,
             Some(s) if s.closes_at.is_some_and(|t| crate::clock::now_ms() >= t) => {
                 JoinCheck::Ended { closes_at: s.closes_at.unwrap_or_default() }
             }
@@ -362,6 +403,7 @@ mod tests {
             pow_difficulty: 12,
             opens_at: Some(1_795_000_000_000),
             closes_at: None,
+            queueing_method: QueueingMethod::Passthrough,
         };
         let fields: Vec<(String, String)> = s.to_fields().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         assert_eq!(Concert::from_fields(&c(), &fields).settings, s);

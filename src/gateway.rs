@@ -268,6 +268,14 @@ async fn join(
                 crate::clock::rfc3339(closes_at)
             )))
         }
+        JoinCheck::Maintenance => {
+            return Err(ApiError::Unavailable {
+                detail: format!(
+                    "concert {concert_id} is not taking joins for now (maintenance); please come back later"
+                ),
+                retry_after_secs: 30,
+            })
+        }
         JoinCheck::NotLoaded => return Err(ApiError::unavailable("concerts are still loading; retry shortly")),
         JoinCheck::Unknown => return Err(ApiError::NotFound(format!("no concert {concert_id}"))),
     };

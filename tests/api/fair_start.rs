@@ -244,3 +244,41 @@ async fn fans_accepted_before_opens_at_come_first_even_when_the_consumer_starts_
     assert_eq!(order[..EACH], queuegate::fairness::order(fair["seed"].as_str().unwrap(), &early).unwrap()[..]);
     drop(consumer);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_admits_on_arrival_and_reject_turns_joins_away_for_maintenance() {
+    let names = Names::new();
+    names.create_topics(2).await;
+    let app = spawn_role(&names, Role::Run, |_| {}).await;
+    assert_eq!(app.put_concert("quiet", json!({"state": "open", "queueingMethod": "passthrough"})).await.status(), 200);
+    assert_eq!(app.put_concert("busy", json!({"state": "open"})).await.status(), 200);
+    let q: Value = app.join("quiet", "walk-in").await.json().await.unwrap();
+    let b: Value = app.join("busy", "walk-in").await.json().await.unwrap();
+    let mut s = Value::Null;
+    assert!(
+        poll_until(Duration::from_secs(10), async || {
+            s = app.status("quiet", "walk-in", q["token"].as_str().unwrap()).await.json().await.unwrap();
+            s["status"] == "admitted"
+        })
+        .await,
+        "passthrough admits without anyone calling admit: {s}"
+    );
+    let mut waiting = Value::Null;
+    assert!(
+        poll_until(Duration::from_secs(10), async || {
+            waiting = app.status("busy", "walk-in", b["token"].as_str().unwrap()).await.json().await.unwrap();
+            waiting["status"] != "pending"
+        })
+        .await
+    );
+    assert_eq!(waiting["status"], "waiting", "fifo without a rate keeps the fan waiting");
+
+    assert_eq!(app.put_concert("busy", json!({"state": "open", "queueingMethod": "reject"})).await.status(), 200);
+    let r = app.join("busy", "another").await;
+    assert_eq!(r.headers()["retry-after"], "30");
+    crate::helpers::assert_problem(r, 503, "maintenance").await;
+    let still: Value = app.status("busy", "walk-in", b["token"].as_str().unwrap()).await.json().await.unwrap();
+    assert_eq!(still["position"], 1, "those already queued keep their places: {still}");
+    let bad = app.put_concert("busy", json!({"state": "open", "queueingMethod": "random"})).await;
+    crate::helpers::assert_problem(bad, 400, "queueingMethod").await;
+}
