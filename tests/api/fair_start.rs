@@ -282,3 +282,58 @@ async fn passthrough_admits_on_arrival_and_reject_turns_joins_away_for_maintenan
     let bad = app.put_concert("busy", json!({"state": "open", "queueingMethod": "random"})).await;
     crate::helpers::assert_problem(bad, 400, "queueingMethod").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cut_happens_once_and_a_stale_or_unleased_cut_writes_nothing() {
+    use queuegate::concerts::ConcertSettings;
+    use queuegate::ids::{ConcertId, UserId};
+    use queuegate::store::Cut;
+    let names = Names::new();
+    let store = names.store();
+    let c = ConcertId::parse("c").unwrap();
+    let opens_at = queuegate::clock::now_ms() + 60_000;
+    let settings = ConcertSettings { opens_at: Some(opens_at), ..ConcertSettings::open() };
+    store.put_concert(&c, &settings).await.unwrap();
+    let fan = |i: usize| UserId::parse(format!("f{i}")).unwrap();
+    let before: Vec<UserId> = (0..50).map(fan).collect();
+    let after: Vec<UserId> = (50..55).map(fan).collect();
+    let joins: Vec<(&UserId, i64)> =
+        before.iter().map(|u| (u, opens_at - 1_000)).chain(after.iter().map(|u| (u, opens_at + 1_000))).collect();
+    store.apply(&c, &joins).await.unwrap();
+    store.apply(&c, &joins).await.unwrap(); // a redelivery holds nobody twice
+    let seed = store.fair_state(&c).await.unwrap().seed.unwrap();
+    let read = async || {
+        let (pre, post) = store.prequeue(&c).await.unwrap();
+        assert_eq!(post, 5);
+        (queuegate::fairness::order(&seed, &pre).unwrap(), queuegate::fairness::list_hash(&pre))
+    };
+    let (ordered, hash) = read().await;
+    assert_eq!(ordered.len(), 50);
+
+    // Not the lease holder: nothing happens.
+    let lease = store.lease(&c, "instance-a", 5_000).await.unwrap().expect("a free lease");
+    assert_eq!(store.cut(&c, &ordered, &hash, "instance-b:1").await.unwrap(), Cut::NotLeader);
+    assert!(store.waiting_list(&c).await.unwrap().is_empty());
+
+    // A fan held since the pre-queue was read: the cut refuses, having written nothing.
+    let straggler = fan(99);
+    store.apply(&c, &[(&straggler, opens_at - 500)]).await.unwrap();
+    let stale = store.cut(&c, &ordered, &hash, &lease).await.unwrap_err();
+    assert!(stale.to_string().contains("STALE"), "{stale}");
+    assert!(store.waiting_list(&c).await.unwrap().is_empty());
+
+    let (ordered, hash) = read().await;
+    assert_eq!(store.cut(&c, &ordered, &hash, &lease).await.unwrap(), Cut::Done { prequeued: 51, after: 5 });
+    assert_eq!(store.cut(&c, &ordered, &hash, &lease).await.unwrap(), Cut::AlreadyDone);
+    let queue = store.waiting_list(&c).await.unwrap();
+    assert_eq!(queue[..51], ordered[..]);
+    let tail: std::collections::HashSet<&str> = queue[51..].iter().map(String::as_str).collect();
+    assert_eq!(tail, after.iter().map(|u| u.as_str()).collect());
+
+    // After the cut a record stamped before opensAt (a clock off by more than the skew) is
+    // queued at the tail and counted, never lost.
+    let very_late = fan(100);
+    store.apply(&c, &[(&very_late, opens_at - 2_000)]).await.unwrap();
+    assert_eq!(store.waiting_list(&c).await.unwrap().last().map(String::as_str), Some("f100"));
+    assert_eq!(store.fair_state(&c).await.unwrap().late, 1);
+}
