@@ -30,17 +30,9 @@ export QUEUEGATE_LOG=warn QUEUEGATE_REDIS_PREFIX=$PREFIX QUEUEGATE_ADMIN_TOKEN=$
   QUEUEGATE_TOKEN_SECRET=bench-token-secret-0123456789-0123456789 QUEUEGATE_RATE_LIMIT_PER_IP=0 \
   QUEUEGATE_FAN_JOINS_PER_SECOND=0 QUEUEGATE_FAN_STATUS_PER_SECOND=0 QUEUEGATE_INSECURE_DEV=true \
   QUEUEGATE_KAFKA_TOPIC=$TOPIC QUEUEGATE_KAFKA_GROUP=$PREFIX QUEUEGATE_KAFKA_BROKERS=$BROKERS QUEUEGATE_REDIS_URL=$REDIS
-./target/release/queuegate gateway > "$OUT/gateway.log" 2>&1 &
-GW=$!
-QUEUEGATE_ADMIN_ADDR=127.0.0.1:8082 ./target/release/queuegate consumer > "$OUT/consumer.log" 2>&1 &
-CO=$!
-trap 'kill $GW $CO 2>/dev/null || true' EXIT
-for _ in $(seq 1 150); do
-  curl -fsS $ADMIN/readyz >/dev/null 2>&1 && curl -fsS http://127.0.0.1:8082/readyz >/dev/null 2>&1 && break
-  sleep 0.2
-done
-curl -fsS $ADMIN/readyz >/dev/null || { log "queuegate not ready"; exit 1; }
-sleep 3
+# shellcheck source=scripts/bench_pair.sh
+. "$ROOT/scripts/bench_pair.sh"
+start_pair
 concert() {
   curl -fsS -X PUT "$ADMIN/admin/v1/concerts/$1" -H "Authorization: Bearer $ADMIN_TOKEN" \
     -H 'Content-Type: application/json' -d '{"state":"open"}' >/dev/null

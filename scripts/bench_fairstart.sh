@@ -35,17 +35,9 @@ export QUEUEGATE_LOG=warn,queuegate::admitter=info QUEUEGATE_LOG_FORMAT=json QUE
 REDIS_PORT=${REDIS_PORT:-6379}
 rcli() { redis-cli -p "$REDIS_PORT" "$@" | tr -d '\r'; }
 used_memory() { rcli INFO memory | awk -F: '/^used_memory:/ {print $2}'; }
-./target/release/queuegate gateway > "$OUT/gateway.log" 2>&1 &
-GW=$!
-QUEUEGATE_ADMIN_ADDR=127.0.0.1:8082 ./target/release/queuegate consumer > "$OUT/consumer.log" 2>&1 &
-CO=$!
-trap 'kill $GW $CO 2>/dev/null || true' EXIT
-for _ in $(seq 1 150); do
-  curl -fsS $ADMIN/readyz >/dev/null 2>&1 && curl -fsS http://127.0.0.1:8082/readyz >/dev/null 2>&1 && break
-  sleep 0.2
-done
-curl -fsS $ADMIN/readyz >/dev/null || { log "queuegate not ready"; exit 1; }
-sleep 3
+# shellcheck source=scripts/bench_pair.sh
+. "$ROOT/scripts/bench_pair.sh"
+start_pair
 
 OPENS_MS=$(( $(date +%s%3N) + OPEN_IN * 1000 ))
 OPENS=$(python3 -c "import datetime; print(datetime.datetime.fromtimestamp($OPENS_MS / 1000, datetime.timezone.utc).isoformat(timespec='milliseconds').replace('+00:00', 'Z'))")

@@ -54,7 +54,7 @@ async fn join_in_order(app: &TestApp, concert: &str, n: usize) -> Vec<String> {
 }
 
 async fn admit(app: &TestApp, concert: &str, count: u32) -> reqwest::Response {
-    admit_with(app, concert, json!({ "count": count })).await
+    app.admit(concert, count).await
 }
 
 /// `POST /admin/v1/concerts/{concert}/admit` with `body`.

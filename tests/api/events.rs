@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use queuegate::config::Role;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::helpers::{create_topics, spawn_app, spawn_role, Names, ADMIN_TOKEN};
+use crate::helpers::{create_topics, spawn_app, spawn_role, Names};
 
 /// Reads SSE frames until one satisfies `want`, or fails after `deadline`.
 async fn next_status(
@@ -45,14 +45,7 @@ async fn the_status_stream_pushes_waiting_then_admitted() {
     let mut buf = String::new();
     let waiting = next_status(&mut r, &mut buf, Duration::from_secs(30), |v| v["status"] == "waiting").await;
     assert_eq!(waiting["position"], 1);
-    let admitted = app
-        .client
-        .post(format!("{}/admin/v1/concerts/c/admit", app.admin))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"count": 1}))
-        .send()
-        .await
-        .unwrap();
+    let admitted = app.admit("c", 1).await;
     assert_eq!(admitted.status(), 200);
     let s = next_status(&mut r, &mut buf, Duration::from_secs(10), |v| v["status"] == "admitted").await;
     assert!(s["admissionToken"].as_str().is_some_and(|t| t.split('.').count() == 3));
@@ -191,14 +184,7 @@ async fn a_hundred_watchers_cost_redis_one_view_read_per_refresh_and_each_sees_i
     assert_eq!(order.len(), FANS);
     let removed = order[40].clone();
     assert_eq!(app.admin_delete(&format!("/admin/v1/concerts/c/queue/{removed}")).await.status(), 204);
-    let admit = app
-        .client
-        .post(format!("{}/admin/v1/concerts/c/admit", app.admin))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"count": 25}))
-        .send()
-        .await
-        .unwrap();
+    let admit = app.admit("c", 25).await;
     assert_eq!(admit.status(), 200);
     let listing = app.admin_json("/admin/v1/concerts/c/queue?limit=1000").await;
     let after: Vec<String> =
@@ -266,14 +252,7 @@ async fn a_poll_of_an_unchanged_status_is_a_304_served_without_redis() {
     assert!(app.metric("queuegate_status_reads_total{source=\"view\"}").await >= 3);
 
     // The fan ahead is admitted: the status changed, so 200 with a new tag.
-    let admit = app
-        .client
-        .post(format!("{}/admin/v1/concerts/c/admit", app.admin))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"count": 1}))
-        .send()
-        .await
-        .unwrap();
+    let admit = app.admit("c", 1).await;
     assert_eq!(admit.status(), 200);
     let mut moved = None;
     assert!(

@@ -5,7 +5,7 @@ use std::time::Duration;
 use queuegate::config::Role;
 use serde_json::{json, Value};
 
-use crate::helpers::{poll_until, spawn_role, Names, ADMIN_TOKEN};
+use crate::helpers::{poll_until, spawn_role, Names};
 
 fn in_ms(ms: i64) -> (i64, String) {
     let at = queuegate::clock::now_ms() + ms;
@@ -27,8 +27,7 @@ async fn the_prequeue_is_placed_ahead_of_later_fans_in_the_order_its_published_s
     assert_eq!(r.status(), 200);
     let concert: Value = r.json().await.unwrap();
     assert_eq!(concert["opensAt"], opens_text);
-    let fairness_url = format!("{}/v1/concerts/c/fairness", app.http());
-    let before: Value = app.client.get(&fairness_url).send().await.unwrap().json().await.unwrap();
+    let before = app.fairness("c").await;
     let commitment = before["commitment"].as_str().expect("a commitment from scheduling on").to_owned();
     assert!(before.get("seed").is_none(), "the seed stays secret until the cut: {before}");
 
@@ -63,7 +62,7 @@ async fn the_prequeue_is_placed_ahead_of_later_fans_in_the_order_its_published_s
     let mut after = Value::Null;
     assert!(
         poll_until(Duration::from_secs(20), async || {
-            after = app.client.get(&fairness_url).send().await.unwrap().json().await.unwrap();
+            after = app.fairness("c").await;
             after.get("seed").is_some()
         })
         .await,
@@ -133,17 +132,7 @@ async fn after_closes_at_joins_get_409_while_admission_goes_on() {
     app.wait_for_records(3).await;
     tokio::time::sleep(Duration::from_millis((closes_at - queuegate::clock::now_ms()).max(0) as u64 + 100)).await;
     crate::helpers::assert_problem(app.join("c", "too-late").await, 409, "stopped taking joins").await;
-    let admitted: Value = app
-        .client
-        .post(format!("{}/admin/v1/concerts/c/admit", app.admin))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"count": 2}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let admitted: Value = app.admit("c", 2).await.json().await.unwrap();
     assert_eq!(admitted["admitted"].as_array().unwrap().len(), 2, "{admitted}");
     let bad = app
         .put_concert(
@@ -204,29 +193,13 @@ async fn fans_accepted_before_opens_at_come_first_even_when_the_consumer_starts_
     join_all("late").await;
     // The consumer starts well after the cut's time: the cut must wait for it.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let fair: Value = gateway
-        .client
-        .get(format!("{}/v1/concerts/c/fairness", gateway.http()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fair: Value = gateway.fairness("c").await;
     assert!(fair.get("seed").is_none(), "no cut without the consumer: {fair}");
     let consumer = spawn_role(&names, Role::Consumer, tweak).await;
     let mut fair = Value::Null;
     assert!(
         poll_until(Duration::from_secs(90), async || {
-            fair = gateway
-                .client
-                .get(format!("{}/v1/concerts/c/fairness", gateway.http()))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            fair = gateway.fairness("c").await;
             fair.get("seed").is_some()
         })
         .await,

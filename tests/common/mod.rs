@@ -323,6 +323,23 @@ impl TestApp {
             .expect("join request")
     }
 
+    /// `POST /admin/v1/concerts/{concert}/admit` `{"count": count}`.
+    pub async fn admit(&self, concert: &str, count: u32) -> reqwest::Response {
+        self.client
+            .post(format!("{}/admin/v1/concerts/{concert}/admit", self.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({ "count": count }))
+            .send()
+            .await
+            .expect("admit request")
+    }
+
+    /// The concert's fairness document (`GET /v1/concerts/{concert}/fairness`).
+    pub async fn fairness(&self, concert: &str) -> serde_json::Value {
+        let r = self.client.get(format!("{}/v1/concerts/{concert}/fairness", self.http())).send().await;
+        r.expect("fairness request").json().await.expect("fairness json")
+    }
+
     pub async fn admin_get(&self, path: &str) -> reqwest::Response {
         self.client.get(format!("{}{path}", self.admin)).bearer_auth(ADMIN_TOKEN).send().await.expect("admin GET")
     }
