@@ -392,3 +392,79 @@ async fn an_admitter_whose_clock_is_30_s_behind_admits_at_the_rate_and_stamps_to
         assert_eq!(exp - iat, 600_000, "{user}'s token lives the concert's 600 s");
     }
 }
+
+/// The fair start's cut with the instances that should do it dead: two consumers (each with an
+/// admitter) hold 3,000 fans before opensAt; both are frozen (SIGSTOP) just after opensAt, 3,000
+/// more fans join, the cut's time passes with nobody able to do it, and both are killed with -9.
+/// A third consumer started afterwards records the watermarks, applies the rest and cuts. The cut
+/// happens once: the first 3,000 places are the pre-queue in the published seed's order, then the
+/// later fans, nobody lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_the_consumers_at_the_fair_start_cut_still_cuts_once() {
+    let sc = Scenario::new(6, shared_redis()).await;
+    let fast_cut = |s: &mut queuegate::config::Settings| {
+        s.kafka.kafka_delivery_timeout_ms = 2_000;
+        s.admission.clock_skew_ms = 100;
+    };
+    let env =
+        [("QUEUEGATE_KAFKA_DELIVERY_TIMEOUT_MS", "2000".to_owned()), ("QUEUEGATE_CLOCK_SKEW_MS", "100".to_owned())];
+    let gw = Arc::new(sc.spawn_gateway(fast_cut).await);
+    let schedule = async |in_ms: i64| {
+        let at = queuegate::clock::now_ms() + in_ms;
+        let r =
+            gw.put_concert("fs", serde_json::json!({"state": "open", "opensAt": queuegate::clock::rfc3339(at)})).await;
+        assert_eq!(r.status(), 200);
+        at
+    };
+    schedule(600_000).await;
+    let mut a = sc.spawn_consumer_with(500, &env);
+    let mut b = sc.spawn_consumer_with(500, &env);
+    let early = join_all(std::slice::from_ref(&gw), "fs", fans(3_000, "early"), 128).await;
+    assert_eq!(early.accepted.len(), 3_000);
+    let mut redis = crate::checker::redis_conn(sc.redis_url()).await.expect("redis");
+    let hold_key = sc.names.key("fs", Part::Hold);
+    assert!(
+        wait_until(Duration::from_secs(60), async || {
+            redis.query::<u64>(redis::cmd("HLEN").arg(&hold_key)).await.unwrap() == 3_000
+        })
+        .await,
+        "the early fans are held"
+    );
+
+    let opens_at = schedule(300).await;
+    crate::common::signal(a.id(), "-STOP");
+    crate::common::signal(b.id(), "-STOP");
+    tokio::time::sleep(Duration::from_millis((opens_at - queuegate::clock::now_ms()).max(0) as u64 + 100)).await;
+    let late = join_all(std::slice::from_ref(&gw), "fs", fans(3_000, "late"), 128).await;
+    assert_eq!(late.accepted.len(), 3_000);
+    // The cut's time (opensAt + 2 s + 2 x 0.1 s) passes with both instances frozen, then they die.
+    tokio::time::sleep(Duration::from_millis((opens_at + 3_500 - queuegate::clock::now_ms()).max(0) as u64)).await;
+    let fair_key = sc.names.key("fs", Part::Fair);
+    let cut_before: bool = redis.query(redis::cmd("HEXISTS").arg(&fair_key).arg("shuffledAt")).await.unwrap();
+    assert!(!cut_before, "nobody could cut while both were frozen");
+    kill9(&mut a);
+    kill9(&mut b);
+
+    let mut c = sc.spawn_consumer_with(500, &env);
+    let mut fair = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(90), async || {
+            fair = gw.fairness("fs").await;
+            fair.get("seed").is_some()
+        })
+        .await,
+        "the third instance makes the cut: {fair}"
+    );
+    assert!(wait_for_waiting(&sc.names, "fs", 6_000, Duration::from_secs(60)).await, "every fan queued");
+    let queue: Vec<String> =
+        redis.query(redis::cmd("LRANGE").arg(sc.names.key("fs", Part::Waiting)).arg(0).arg(-1)).await.unwrap();
+    kill9(&mut c);
+    let distinct = queue.iter().collect::<std::collections::HashSet<_>>().len();
+    println!("chaos fair-start: queued {} ({distinct} distinct), prequeued {}", queue.len(), fair["prequeued"]);
+    assert_eq!((queue.len(), distinct), (6_000, 6_000), "nobody lost, nobody doubled");
+    assert_eq!(fair["prequeued"], 3_000);
+    assert_eq!(fair["late"], 0);
+    let pre: Vec<String> = early.accepted.iter().cloned().collect();
+    assert_eq!(queue[..3_000], queuegate::fairness::order(fair["seed"].as_str().unwrap(), &pre).unwrap()[..]);
+    assert!(queue[3_000..].iter().all(|u| late.accepted.contains(u)));
+}
