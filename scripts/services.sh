@@ -4,7 +4,8 @@
 #   scripts/services.sh up      start both in the background (reusing any already answering), create topics
 #   scripts/services.sh down    stop what this script started
 #   scripts/services.sh status  say what answers
-#   scripts/services.sh tools   install what the tests need besides the services (prometheus)
+#   scripts/services.sh tools   install what the tests need besides the services (prometheus,
+#                               faketime, chromium and chromedriver)
 #
 # Honours QUEUEGATE_KAFKA_BROKERS (default 127.0.0.1:9092) and QUEUEGATE_REDIS_URL
 # (default redis://127.0.0.1:6379). Everything it downloads or writes lives under .local/.
@@ -211,15 +212,17 @@ build_deps() {
 
 # From Debian's packages: Prometheus (and promtool), so the observability test runs a real
 # Prometheus against the dashboards and alert rules in grafana/; libfaketime (faketime), so the
-# clock-skew scenario runs an instance whose clock is wrong.
+# clock-skew scenario runs an instance whose clock is wrong; chromium and chromedriver, so the
+# browser tests open the pages in a real browser (and fonts-nanum, so Korean shows in screenshots).
 install_tools() {
-  if command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v faketime >/dev/null; then
+  if command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v faketime >/dev/null \
+    && command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
     return 0
   fi
-  log "installing prometheus and faketime from Debian's packages (for the observability and clock-skew tests)"
+  log "installing prometheus, faketime, chromium and chromedriver from Debian's packages (for the observability, clock-skew and browser tests)"
   local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
-  $sudo apt-get update -qq >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus faketime >/dev/null \
-    || die "apt-get install prometheus faketime failed"
+  $sudo apt-get update -qq >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus faketime chromium chromium-driver fonts-nanum >/dev/null \
+    || die "apt-get install prometheus faketime chromium chromium-driver failed"
 }
 
 # --- commands ----------------------------------------------------------------------------------

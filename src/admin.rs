@@ -1,5 +1,6 @@
 //! The admin listener: operators create and watch concert queues; probes and Prometheus read
-//! health and metrics. Everything under `/admin/` needs `Authorization: Bearer $QUEUEGATE_ADMIN_TOKEN`.
+//! health and metrics. Everything under `/admin/` needs `Authorization: Bearer $QUEUEGATE_ADMIN_TOKEN`,
+//! except the console's own files (`crate::pages::CONSOLE_PATHS`), which hold no data.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +71,9 @@ pub static ROUTES: &[Endpoint] = &[
     Endpoint { method: Method::GET, path: "/healthz", handler: |r| r.to(healthz) },
     Endpoint { method: Method::GET, path: "/readyz", handler: |r| r.to(readyz) },
     Endpoint { method: Method::GET, path: "/metrics", handler: |r| r.to(metrics) },
+    Endpoint { method: Method::GET, path: "/admin/", handler: |r| r.to(crate::pages::console) },
+    Endpoint { method: Method::GET, path: "/admin/console.js", handler: |r| r.to(crate::pages::console_js) },
+    Endpoint { method: Method::GET, path: "/admin/pages.css", handler: |r| r.to(crate::pages::css) },
     Endpoint { method: Method::GET, path: "/admin/v1/concerts", handler: |r| r.to(list_concerts) },
     Endpoint { method: Method::PUT, path: "/admin/v1/concerts/{concertId}", handler: |r| r.to(put_concert) },
     Endpoint { method: Method::GET, path: "/admin/v1/concerts/{concertId}", handler: |r| r.to(get_concert) },
@@ -99,7 +103,7 @@ pub async fn require_admin_token(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    if req.path().starts_with("/admin/") {
+    if req.path().starts_with("/admin/") && !crate::pages::CONSOLE_PATHS.contains(&req.path()) {
         let admin = req.app_data::<web::Data<Admin>>().expect("admin state is registered").clone();
         if !admin.authorized(bearer(req.request())) {
             return Err(ApiError::Unauthorized("the admin token is missing or wrong".into()).into());

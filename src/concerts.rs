@@ -143,6 +143,22 @@ pub struct ConcertSettings {
     /// `fifo` (default), `passthrough` or `reject`.
     #[serde(default)]
     pub queueing_method: QueueingMethod,
+    /// The concert's name, shown on its waiting room (`/c/{concertId}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Where the waiting room sends an admitted fan: the booking site's page, which receives the
+    /// admission token as the `admissionToken` query parameter (docs/booking-site.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_url: Option<String>,
+    /// The waiting room's logo: an `https://` URL or a path on the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_url: Option<String>,
+    /// The waiting room's accent colour (`#rrggbb`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brand_color: Option<String>,
+    /// The waiting room's background colour (`#rrggbb`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background_color: Option<String>,
 }
 
 fn default_ttl() -> u32 {
@@ -163,6 +179,11 @@ impl ConcertSettings {
             opens_at: None,
             closes_at: None,
             queueing_method: QueueingMethod::Fifo,
+            name: None,
+            redirect_url: None,
+            logo_url: None,
+            brand_color: None,
+            background_color: None,
         }
     }
 
@@ -196,6 +217,26 @@ impl ConcertSettings {
                 return Err("closesAt must be after opensAt".into());
             }
         }
+        if let Some(name) = &self.name {
+            if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+                return Err(format!("name must be 1 to {MAX_NAME_CHARS} characters, without control characters"));
+            }
+        }
+        if let Some(url) = &self.redirect_url {
+            web_url(url).ok_or("redirectUrl must be an absolute http:// or https:// URL of at most 2048 characters")?;
+        }
+        if let Some(logo) = &self.logo_url {
+            let own_path = logo.starts_with('/') && !logo.starts_with("//");
+            let ok = own_path && logo.len() <= 2048 && !logo.chars().any(|c| c.is_control() || c.is_whitespace());
+            if !ok && web_url(logo).is_none_or(|u| u.scheme() != "https") {
+                return Err("logoUrl must be an https:// URL or a path on the gateway (starting with /)".into());
+            }
+        }
+        for (field, colour) in [("brandColor", &self.brand_color), ("backgroundColor", &self.background_color)] {
+            if colour.as_deref().is_some_and(|c| !is_hex_colour(c)) {
+                return Err(format!("{field} must be a colour written #rrggbb"));
+            }
+        }
         Ok(())
     }
 
@@ -212,8 +253,30 @@ impl ConcertSettings {
             ("opensAt", self.opens_at.map_or(String::new(), |t| t.to_string())),
             ("closesAt", self.closes_at.map_or(String::new(), |t| t.to_string())),
             ("queueingMethod", self.queueing_method.as_str().to_owned()),
+            ("name", self.name.clone().unwrap_or_default()),
+            ("redirectUrl", self.redirect_url.clone().unwrap_or_default()),
+            ("logoUrl", self.logo_url.clone().unwrap_or_default()),
+            ("brandColor", self.brand_color.clone().unwrap_or_default()),
+            ("backgroundColor", self.background_color.clone().unwrap_or_default()),
         ]
     }
+}
+
+/// Longest concert `name`, in characters.
+pub const MAX_NAME_CHARS: usize = 120;
+
+/// `s` as an absolute http(s) URL with a host, of at most 2048 bytes.
+fn web_url(s: &str) -> Option<url::Url> {
+    if s.len() > 2048 {
+        return None;
+    }
+    let u = url::Url::parse(s).ok()?;
+    (matches!(u.scheme(), "http" | "https") && u.host().is_some()).then_some(u)
+}
+
+/// `#rrggbb`.
+fn is_hex_colour(s: &str) -> bool {
+    s.len() == 7 && s.starts_with('#') && s[1..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// A concert as stored.
@@ -231,6 +294,7 @@ impl Concert {
     pub(crate) fn from_fields(id: &ConcertId, fields: &[(String, String)]) -> Concert {
         let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let num = |name: &str, default: u32| get(name).and_then(|v| v.parse().ok()).unwrap_or(default);
+        let text = |name: &str| get(name).filter(|v| !v.is_empty()).map(str::to_owned);
         Concert {
             id: id.clone(),
             settings: ConcertSettings {
@@ -244,6 +308,11 @@ impl Concert {
                 opens_at: get("opensAt").and_then(|v| v.parse().ok()),
                 closes_at: get("closesAt").and_then(|v| v.parse().ok()),
                 queueing_method: get("queueingMethod").and_then(QueueingMethod::parse).unwrap_or_default(),
+                name: text("name"),
+                redirect_url: text("redirectUrl"),
+                logo_url: text("logoUrl"),
+                brand_color: text("brandColor"),
+                background_color: text("backgroundColor"),
             },
             created_at_ms: get("createdAt").and_then(|v| v.parse().ok()).unwrap_or(0),
             updated_at_ms: get("updatedAt").and_then(|v| v.parse().ok()).unwrap_or(0),
@@ -404,6 +473,11 @@ mod tests {
             opens_at: Some(1_795_000_000_000),
             closes_at: None,
             queueing_method: QueueingMethod::Passthrough,
+            name: Some("Tour 2026 — 서울".into()),
+            redirect_url: Some("https://tickets.example/book?x=1".into()),
+            logo_url: Some("/favicon.ico".into()),
+            brand_color: Some("#0a84ff".into()),
+            background_color: None,
         };
         let fields: Vec<(String, String)> = s.to_fields().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         assert_eq!(Concert::from_fields(&c(), &fields).settings, s);
@@ -427,5 +501,34 @@ mod tests {
         assert_eq!(s.admit_per_second, 5);
         assert_eq!(s.token_ttl_seconds, DEFAULT_TOKEN_TTL_SECONDS);
         assert!(serde_json::from_str::<ConcertSettings>(r#"{"state":"ajar"}"#).is_err());
+    }
+
+    #[test]
+    fn page_settings_are_checked_and_each_refusal_names_its_field() {
+        let with = |f: &dyn Fn(&mut ConcertSettings)| {
+            let mut s = ConcertSettings::open();
+            f(&mut s);
+            s.validate()
+        };
+        assert!(with(&|s| s.redirect_url = Some("https://tickets.example/b?c=1#x".into())).is_ok());
+        assert!(with(&|s| s.redirect_url = Some("http://127.0.0.1:9000/book".into())).is_ok());
+        for bad in ["javascript:alert(1)", "/book", "ftp://x/y", "https://", "data:text/html,hi"] {
+            let e = with(&|s| s.redirect_url = Some(bad.into())).unwrap_err();
+            assert!(e.starts_with("redirectUrl"), "{bad}: {e}");
+        }
+        assert!(with(&|s| s.logo_url = Some("/favicon.ico".into())).is_ok());
+        assert!(with(&|s| s.logo_url = Some("https://cdn.example/logo.svg".into())).is_ok());
+        for bad in ["//evil.example/x.png", "http://cdn.example/logo.png", "javascript:x", "/a b"] {
+            assert!(with(&|s| s.logo_url = Some(bad.into())).unwrap_err().starts_with("logoUrl"), "{bad}");
+        }
+        assert!(with(&|s| s.brand_color = Some("#A0b1c2".into())).is_ok());
+        for bad in ["red", "#abc", "#abcdefg", "#ggg000", "url(x)"] {
+            assert!(with(&|s| s.brand_color = Some(bad.into())).unwrap_err().starts_with("brandColor"), "{bad}");
+        }
+        assert!(with(&|s| s.background_color = Some("blue".into())).unwrap_err().starts_with("backgroundColor"));
+        assert!(with(&|s| s.name = Some("  ".into())).unwrap_err().starts_with("name"));
+        assert!(with(&|s| s.name = Some("a\u{7}b".into())).unwrap_err().starts_with("name"));
+        assert!(with(&|s| s.name = Some("가".repeat(MAX_NAME_CHARS))).is_ok());
+        assert!(with(&|s| s.name = Some("가".repeat(MAX_NAME_CHARS + 1))).is_err());
     }
 }

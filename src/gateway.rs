@@ -107,7 +107,13 @@ impl Gateway {
 /// The public listener's endpoints: the router, the metrics' route labels and the OpenAPI
 /// test all read this table.
 pub static ROUTES: &[Endpoint] = &[
-    Endpoint { method: Method::GET, path: "/", handler: |r| r.to(index) },
+    Endpoint { method: Method::GET, path: "/", handler: |r| r.to(crate::pages::home) },
+    Endpoint { method: Method::GET, path: "/c/{concertId}", handler: |r| r.to(crate::pages::room) },
+    Endpoint { method: Method::GET, path: "/assets/room.js", handler: |r| r.to(crate::pages::room_js) },
+    Endpoint { method: Method::GET, path: "/assets/pages.css", handler: |r| r.to(crate::pages::css) },
+    Endpoint { method: Method::GET, path: "/favicon.ico", handler: |r| r.to(crate::pages::favicon) },
+    Endpoint { method: Method::GET, path: "/v1/concerts", handler: |r| r.to(crate::pages::concerts) },
+    Endpoint { method: Method::GET, path: "/v1/concerts/{concertId}", handler: |r| r.to(crate::pages::concert) },
     Endpoint { method: Method::POST, path: "/v1/concerts/{concertId}/queue", handler: |r| r.to(join) },
     Endpoint {
         method: Method::GET,
@@ -145,10 +151,6 @@ pub const OPENAPI: &str = include_str!("gateway/openapi.json");
 
 async fn openapi() -> HttpResponse {
     HttpResponse::Ok().content_type("application/json").body(OPENAPI)
-}
-
-async fn index() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(include_str!("gateway/index.html"))
 }
 
 /// A new anonymous fan's proof of work for a concert that asks for `difficulty` bits: a valid

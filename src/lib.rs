@@ -21,6 +21,7 @@ pub mod identity;
 pub mod ids;
 pub mod kafka;
 pub mod metrics;
+pub mod pages;
 pub mod periodic;
 pub mod problem;
 pub mod producer;

@@ -166,6 +166,7 @@ impl Application {
                     .app_data(m.clone())
                     .app_data(listener_info)
                     .wrap(actix_web::middleware::from_fn(observe))
+                    .wrap(nosniff())
                     .configure(gateway::routes)
             })
             .listen(listener)?
@@ -219,6 +220,7 @@ impl Application {
                 .app_data(listener_info)
                 .wrap(actix_web::middleware::from_fn(admin::require_admin_token))
                 .wrap(actix_web::middleware::from_fn(observe))
+                .wrap(nosniff())
                 .configure(admin::routes)
         })
         .listen(admin_listener)?
@@ -552,4 +554,10 @@ pub async fn cancel_on_signal(stop: CancellationToken) {
         _ = term => tracing::info!("SIGTERM received"),
     }
     stop.cancel();
+}
+
+/// `X-Content-Type-Options: nosniff` on every answer of both listeners: a browser must never
+/// guess a script or a page out of a JSON or text body.
+fn nosniff() -> actix_web::middleware::DefaultHeaders {
+    actix_web::middleware::DefaultHeaders::new().add((actix_web::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
 }

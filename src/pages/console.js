@@ -1,0 +1,134 @@
+// queuegate's operators' console (/admin/ on the admin listener): every call carries the admin
+// token the operator typed, kept for this tab only.
+"use strict";
+const $ = (id) => document.getElementById(id);
+const enc = encodeURIComponent;
+// What PUT /admin/v1/concerts/{id} takes back of what GET shows.
+const SETTINGS = ["state", "admitPerSecond", "maxActive", "tokenTtlSeconds", "abandonAfterSeconds", "maxWaiting",
+  "powDifficulty", "opensAt", "closesAt", "queueingMethod", "name", "redirectUrl", "logoUrl", "brandColor", "backgroundColor"];
+let token = sessionStorage.getItem("qg:admin"), concerts = new Map(), timer = null;
+
+async function api(method, path, body) {
+  const r = await fetch(`/admin/v1${path}`, {
+    method, cache: "no-store",
+    headers: Object.assign({ Authorization: `Bearer ${token}` }, body ? { "Content-Type": "application/json" } : {}),
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  if (r.status === 401) { signOut(); throw new Error("The admin token was refused."); }
+  const out = r.status === 204 ? {} : await r.json();
+  if (!r.ok) throw new Error(out.detail || `HTTP ${r.status}`);
+  $("error").textContent = "";
+  return out;
+}
+const report = (e) => { $("error").textContent = e.message; };
+
+function signOut() {
+  token = null;
+  sessionStorage.removeItem("qg:admin");
+  clearTimeout(timer);
+  $("board").hidden = true;
+  $("login").hidden = false;
+}
+
+function el(tag, props = {}, ...kids) {
+  const { dataset, ...rest } = props;
+  const e = Object.assign(document.createElement(tag), rest);
+  Object.assign(e.dataset, dataset || {});
+  e.append(...kids);
+  return e;
+}
+
+async function change(id, patch) {
+  const c = concerts.get(id), body = {};
+  for (const k of SETTINGS) if (c[k] !== undefined) body[k] = c[k];
+  await api("PUT", `/concerts/${enc(id)}`, Object.assign(body, patch));
+  await refresh();
+}
+
+// One row per concert, made once; each refresh only rewrites its cells' text, so what an
+// operator is typing survives.
+function row(id) {
+  const cell = (k, cls) => el("td", { className: cls || "", dataset: { k } });
+  const rate = el("input", { className: "rate", type: "number", min: 0, max: 100000, ariaLabel: `admissions per second for ${id}` });
+  const count = el("input", { className: "count", type: "number", min: 1, max: 1000, value: 10, ariaLabel: `fans to admit now in ${id}` });
+  const act = (label, f) => el("button", { type: "button", textContent: label, dataset: { act: label }, onclick: () => f().catch(report) });
+  const tr = el("tr", { dataset: { concert: id } },
+    el("th", { scope: "row" }, el("span", { className: "cid" }), el("br"), el("small", { className: "muted cname" })),
+    cell("state"), cell("waiting", "n"), cell("admitted", "n"), cell("active", "n"), cell("admitPerSecond", "n"), cell("head"),
+    el("td", {},
+      el("div", { className: "acts" }, act("Open", () => change(id, { state: "open" })),
+        act("Pause", () => change(id, { state: "paused" })), act("Close", () => change(id, { state: "closed" }))),
+      el("div", { className: "acts" }, rate, act("Set rate", () => change(id, { admitPerSecond: Number(rate.value) }))),
+      el("div", { className: "acts" }, count, act("Admit", async () => {
+        const r = await api("POST", `/concerts/${enc(id)}/admit`, { count: Number(count.value) });
+        $("found").textContent = `Admitted ${r.admitted.length} in ${id}.`;
+        await refresh();
+      }))));
+  tr.querySelector(".cid").textContent = id;
+  return tr;
+}
+
+async function refresh() {
+  clearTimeout(timer);
+  try {
+    const { concerts: list } = await api("GET", "/concerts");
+    concerts = new Map(list.map((c) => [c.concertId, c]));
+    const heads = await Promise.all(list.slice(0, 50).map((c) =>
+      api("GET", `/concerts/${enc(c.concertId)}/queue?limit=3`).then((p) => p.entries.map((e) => `#${e.position} ${e.userId}`), () => [])));
+    const rows = $("rows");
+    for (const tr of [...rows.children]) if (!concerts.has(tr.dataset.concert)) tr.remove();
+    list.forEach((c, i) => {
+      let tr = rows.querySelector(`tr[data-concert="${CSS.escape(c.concertId)}"]`);
+      if (!tr) rows.append((tr = row(c.concertId)));
+      tr.querySelector(".cname").textContent = c.name || "";
+      for (const td of tr.querySelectorAll("td[data-k]")) {
+        const k = td.dataset.k;
+        if (k === "head") { td.replaceChildren(...(heads[i] || ["—"]).map((h) => el("div", { textContent: h }))); continue; }
+        td.textContent = k === "state" && c.opensAt && Date.parse(c.opensAt) > Date.now() ? `${c.state} (opens ${new Date(c.opensAt).toLocaleString()})`
+          : typeof c[k] === "number" ? c[k].toLocaleString("en") : c[k];
+      }
+      // The state it is in cannot be chosen again; the rate box shows the rate unless being edited.
+      for (const [act, state] of [["Open", "open"], ["Pause", "paused"], ["Close", "closed"]]) {
+        tr.querySelector(`button[data-act=${act}]`).disabled = c.state === state;
+      }
+      const rate = tr.querySelector("input.rate");
+      if (document.activeElement !== rate) rate.value = c.admitPerSecond;
+    });
+    $("empty").hidden = list.length > 0;
+    $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  } catch (e) { report(e); }
+  if (token) timer = setTimeout(refresh, 1000);
+}
+
+$("login").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  token = $("token").value;
+  sessionStorage.setItem("qg:admin", token);
+  start();
+});
+
+$("lookup").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  try {
+    const f = await api("GET", `/concerts/${enc($("lc").value)}/queue/${enc($("lu").value)}`);
+    $("found").textContent = `${f.userId}: ${f.status}${f.position ? `, position ${f.position}` : ""} (joined ${f.joinedAt})`;
+    $("remove").disabled = f.status !== "waiting";
+  } catch (e) { $("found").textContent = e.message; $("remove").disabled = true; }
+});
+
+$("remove").addEventListener("click", async () => {
+  try {
+    await api("DELETE", `/concerts/${enc($("lc").value)}/queue/${enc($("lu").value)}`);
+    $("found").textContent = `${$("lu").value} was removed from ${$("lc").value}.`;
+    $("remove").disabled = true;
+    await refresh();
+  } catch (e) { report(e); }
+});
+
+function start() {
+  $("login").hidden = true;
+  $("board").hidden = false;
+  refresh();
+}
+
+if (token) start(); else $("login").hidden = false;

@@ -1,0 +1,313 @@
+// queuegate's waiting room (/c/{concertId}) and list of rooms (/). No framework; see docs/pages.md.
+"use strict";
+const $ = (id) => document.getElementById(id);
+const enc = encodeURIComponent;
+const min = (s) => Math.max(1, Math.round(s / 60));
+const T = {
+  en: {
+    other: "한국어", rooms: "Waiting rooms", noRooms: "No concert is taking fans right now.", concertId: "Concert",
+    go: "Go to the waiting room", fanId: "Your fan id", join: "Join the queue", continue: "Continue to booking",
+    signIn: "Open this waiting room from the booking site's link: it tells us who you are.",
+    reconnecting: "Connection lost — reconnecting… You keep your place.",
+    keep: "Keep this page open. There is no need to refresh: you keep your place even if you do.",
+    room: "Waiting room", opensIn: "Sales open in", open: "Sales are open.", scheduled: "Sales have not opened yet.",
+    ended: "This sale has ended.", paused: "The queue is paused for now; you keep your place.",
+    closed: "This queue is closed.", maintenance: "The queue is under maintenance; please come back later.",
+    opensAt: (d) => `Opens ${d}`, noConcert: "There is no such waiting room.",
+    pending: "You are in! Finding your place in line…", waiting: "You are in line",
+    prequeue: "You are in the pre-queue", prequeueNote: "When sales open, everyone in the pre-queue gets a place in a random order, ahead of those who come later.",
+    admitted: "It's your turn!", expired: "Your turn has passed.", removed: "You were removed from the queue.",
+    completed: "You have completed your booking.", rejoin: "Join again",
+    ahead: (n) => n === 0 ? "You are next." : n === 1 ? "1 person ahead of you" : `${n.toLocaleString("en")} people ahead of you`,
+    of: (n) => `of ${n.toLocaleString("en")} waiting`,
+    eta: (a, b) => b <= 1 ? "Estimated wait: under a minute" : `Estimated wait: ${a}–${b} minutes`,
+    etaNone: "Estimated wait: we will know once the line moves.",
+    abandon: (m) => `Keep this page open: fans who leave it for more than ${m} minute${m === 1 ? "" : "s"} lose their place.`,
+    redirecting: "Taking you to the booking site…", noRedirect: "Go back to the booking site to continue.",
+    say: (s, p) => p ? `${s}. Position ${p}.` : `${s}.`, you: (u) => `Your place: ${u}`,
+    retry: (s) => `Too many tries; try again in ${s} s.`, checking: "Checking your browser…", failed: "Something went wrong",
+  },
+  ko: {
+    other: "English", rooms: "대기실", noRooms: "지금 대기열을 받는 공연이 없습니다.", concertId: "공연",
+    go: "대기실로 가기", fanId: "팬 ID", join: "대기열 입장", continue: "예매하러 가기",
+    signIn: "예매 사이트의 링크로 이 대기실을 열어 주세요. 그 링크가 누구인지 알려 줍니다.",
+    reconnecting: "연결이 끊겼습니다 — 다시 연결하는 중… 순서는 그대로 유지됩니다.",
+    keep: "이 페이지를 열어 두세요. 새로고침할 필요가 없으며, 새로고침해도 순서는 유지됩니다.",
+    room: "대기실", opensIn: "판매 시작까지", open: "판매 중입니다.", scheduled: "아직 판매가 시작되지 않았습니다.",
+    ended: "판매가 종료되었습니다.", paused: "대기열이 잠시 멈췄습니다. 순서는 유지됩니다.",
+    closed: "대기열이 닫혔습니다.", maintenance: "대기열 점검 중입니다. 잠시 후 다시 와 주세요.",
+    opensAt: (d) => `${d} 오픈`, noConcert: "해당 대기실이 없습니다.",
+    pending: "입장했습니다! 순서를 확인하는 중…", waiting: "대기 중입니다",
+    prequeue: "사전 대기열에 있습니다", prequeueNote: "판매가 시작되면 사전 대기열의 모든 분이 무작위 순서로, 나중에 온 분들보다 앞에 배치됩니다.",
+    admitted: "고객님 차례입니다!", expired: "차례가 지났습니다.", removed: "대기열에서 제외되었습니다.",
+    completed: "예매를 마쳤습니다.", rejoin: "다시 입장",
+    ahead: (n) => n === 0 ? "다음 차례입니다." : `내 앞에 ${n.toLocaleString("ko")}명`,
+    of: (n) => `대기 ${n.toLocaleString("ko")}명 중`,
+    eta: (a, b) => b <= 1 ? "예상 대기 시간: 1분 이내" : `예상 대기 시간: ${a}~${b}분`,
+    etaNone: "예상 대기 시간: 대기열이 움직이면 알려 드립니다.",
+    abandon: (m) => `이 페이지를 열어 두세요. ${m}분 넘게 떠나 있으면 순서를 잃습니다.`,
+    redirecting: "예매 사이트로 이동합니다…", noRedirect: "예매 사이트로 돌아가 계속하세요.",
+    say: (s, p) => p ? `${s}. ${p}번째.` : `${s}.`, you: (u) => `내 자리: ${u}`,
+    retry: (s) => `시도가 너무 많습니다. ${s}초 후 다시 시도하세요.`, checking: "브라우저를 확인하는 중…", failed: "문제가 발생했습니다",
+  },
+};
+let lang = localStorage.getItem("qg:lang") ||
+  ((navigator.languages || [navigator.language]).some((l) => /^ko\b/i.test(l)) ? "ko" : "en");
+const t = (k, ...a) => { const v = T[lang][k]; return typeof v === "function" ? v(...a) : v; };
+let redraw = () => {};
+function translate() {
+  document.documentElement.lang = lang;
+  document.querySelectorAll("[data-t]").forEach((e) => { e.textContent = t(e.dataset.t); });
+  $("lang").textContent = t("other");
+  $("lang").lang = lang === "en" ? "ko" : "en";
+  redraw();
+}
+$("lang").addEventListener("click", () => { lang = lang === "en" ? "ko" : "en"; localStorage.setItem("qg:lang", lang); translate(); });
+const fail = (m) => { $("error").textContent = m; };
+
+async function getJSON(url, opts) {
+  const r = await fetch(url, opts);
+  const body = r.status === 304 ? null : await r.json().catch(() => ({}));
+  if (!r.ok && r.status !== 304) throw Object.assign(new Error(body.detail || `HTTP ${r.status}`), { status: r.status, r });
+  return { r, body };
+}
+
+// "/" — the rooms taking fans, and a box to name one.
+async function home() {
+  translate();
+  $("pick").addEventListener("submit", (ev) => { ev.preventDefault(); location.assign(`/c/${enc($("concert").value)}`); });
+  try {
+    const { body } = await getJSON("/v1/concerts");
+    for (const c of body.concerts) {
+      const li = document.createElement("li"), a = document.createElement("a");
+      a.href = `/c/${enc(c.concertId)}`;
+      a.textContent = c.name || c.concertId;
+      li.append(a);
+      if (c.opensAt) li.append(` · ${t("opensAt", new Date(c.opensAt).toLocaleString(lang))}`);
+      $("list").append(li);
+    }
+    $("none").hidden = body.concerts.length > 0;
+  } catch (e) { fail(e.message); }
+}
+
+// Colours: the text on the brand colour is black or white, whichever contrasts more.
+function brand(info) {
+  const root = document.documentElement.style;
+  if (info.brandColor) {
+    root.setProperty("--brand", info.brandColor);
+    const [r, g, b] = [1, 3, 5].map((i) => parseInt(info.brandColor.slice(i, i + 2), 16) / 255)
+      .map((c) => (c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4));
+    root.setProperty("--on-brand", 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.179 ? "#000" : "#fff");
+  }
+  if (info.backgroundColor) root.setProperty("--bg", info.backgroundColor);
+  if (info.logoUrl) { $("logo").src = info.logoUrl; $("logo").hidden = false; }
+  if (info.name) $("brand").textContent = info.name;
+}
+
+function clock(ms) {
+  const s = Math.max(0, Math.ceil(ms / 1000)), d = Math.floor(s / 86400);
+  const hms = [Math.floor(s / 3600) % 24, Math.floor(s / 60) % 60, s % 60].map((n) => String(n).padStart(2, "0")).join(":");
+  return d ? `${d}d ${hms}` : hms;
+}
+
+const FINAL = new Set(["admitted", "expired", "removed", "completed"]);
+
+async function room(id) {
+  const key = `qg:${id}`;
+  let info, skew = 0, last = null, src = null, timer = null, ticker = null, spoken = 0, done = false;
+  try { info = (await getJSON(`/v1/concerts/${enc(id)}`)).body; } catch (e) {
+    translate(); $("title").textContent = id; fail(e.status === 404 ? t("noConcert") : e.message); return;
+  }
+  skew = Date.parse(info.now) - Date.now();
+  brand(info);
+  const mode = info.fanIdentity;
+  // jwt: the booking site links here with the fan's identity token in the fragment (never sent to
+  // a server, never in a log); it is kept for this tab only and taken out of the address bar.
+  const store = mode === "jwt" ? sessionStorage : localStorage;
+  if (mode === "jwt") {
+    const idToken = new URLSearchParams(location.hash.slice(1)).get("idToken");
+    if (idToken) { sessionStorage.setItem(`${key}:id`, idToken); history.replaceState(null, "", location.pathname); }
+  }
+  // A new link from the booking site while the room is open: start over with its token.
+  addEventListener("hashchange", () => { if (/idToken=/.test(location.hash)) location.reload(); });
+  const idToken = sessionStorage.getItem(`${key}:id`);
+  let entry = JSON.parse(store.getItem(key) || "null");
+  const save = () => store.setItem(key, JSON.stringify(entry));
+
+  // A countdown to `at` (ms, server time) under `label`; ends by reloading the concert's phase.
+  function countdown(at, label, then) {
+    clearInterval(ticker);
+    $("countdown").hidden = false;
+    $("countLabel").dataset.t = label;
+    $("countLabel").textContent = t(label);
+    const tick = () => {
+      const left = at - (Date.now() + skew);
+      $("clock").textContent = clock(left);
+      if (left <= 0) { clearInterval(ticker); $("countdown").hidden = true; then(); }
+    };
+    tick();
+    ticker = setInterval(tick, 1000);
+  }
+
+  function drawPhase() {
+    document.title = `${info.name || id} — ${t("room")}`;
+    $("title").textContent = info.name || id;
+    $("phase").textContent = info.phase === "scheduled"
+      ? t("opensAt", new Date(info.opensAt).toLocaleString(lang)) : t(info.phase);
+    if (info.abandonAfterSeconds) { $("abandon").hidden = false; $("abandon").textContent = t("abandon", min(info.abandonAfterSeconds)); }
+    $("who").textContent = entry ? t("you", entry.userId) : "";
+  }
+
+  function showJoin() {
+    const can = info.phase === "open" || info.phase === "scheduled";
+    $("joinbox").hidden = !can;
+    $("userbox").hidden = mode !== "body";
+    $("user").required = mode === "body";
+    if (mode === "body" && !$("user").value) $("user").value = `fan-${Math.random().toString(36).slice(2, 10)}`;
+    const blocked = mode === "jwt" && !idToken;
+    $("signin").hidden = !blocked;
+    $("joinbtn").hidden = blocked;
+    $("joinbtn").disabled = false;
+  }
+
+  function draw(s) {
+    const first = !last;
+    last = s;
+    if (first) performance.mark("qg-first-status");
+    if (!performance.getEntriesByName(`qg-${s.status}`).length) performance.mark(`qg-${s.status}`);
+    $("place").hidden = false;
+    $("joinbox").hidden = true;
+    const state = t(s.status) || s.status;
+    $("state").textContent = state;
+    $("position").textContent = s.position ? `#${s.position.toLocaleString(lang)}` : "";
+    $("ahead").textContent = s.position ? `${t("ahead", s.position - 1)} · ${t("of", s.queueLength || s.position)}` : "";
+    if (s.position && !(entry.first >= s.position)) { entry.first = s.position; save(); }
+    const p = s.status === "admitted" || s.status === "completed" ? 100
+      : s.position && entry.first > 1 ? Math.round((100 * (entry.first - s.position)) / (entry.first - 1)) : 0;
+    $("progress").value = p;
+    $("progress").hidden = !["waiting", "admitted", "completed"].includes(s.status);
+    $("progress").setAttribute("aria-valuetext", `${p}%`);
+    $("eta").textContent = s.status !== "waiting" ? (s.status === "prequeue" ? t("prequeueNote") : "")
+      : s.etaSeconds ? t("eta", Math.max(1, Math.floor((s.etaSeconds * 0.8) / 60)), Math.ceil((s.etaSeconds * 1.25) / 60)) : t("etaNone");
+    $("keep").hidden = FINAL.has(s.status);
+    $("abandon").hidden = FINAL.has(s.status) || !info.abandonAfterSeconds;
+    if (s.status === "prequeue" && s.secondsToOpen > 0) countdown(Date.now() + skew + s.secondsToOpen * 1000, "opensIn", () => {});
+    else if (info.phase !== "scheduled") { clearInterval(ticker); $("countdown").hidden = true; }
+    // The live region speaks on a change of state, and of position at most every 30 s.
+    const now = Date.now();
+    if (first || s.status !== $("say").dataset.status || now - spoken > 30000) {
+      $("say").dataset.status = s.status;
+      $("say").textContent = t("say", state, s.position);
+      spoken = now;
+    }
+    if (s.status === "admitted") admitted(s);
+    if (FINAL.has(s.status)) { done = true; stop(); }
+    if (s.status === "expired" || s.status === "removed") {
+      store.removeItem(key);
+      entry = null;
+      $("joinbtn").dataset.t = "rejoin";
+      $("joinbtn").textContent = t("rejoin");
+      showJoin();
+    }
+  }
+
+  // Admitted: on to the booking site with the admission token (docs/booking-site.md), with a
+  // button in case the redirect is blocked.
+  function admitted(s) {
+    $("turn").hidden = false;
+    if (!info.redirectUrl || !s.admissionToken) { $("eta").textContent = t("noRedirect"); $("go").hidden = true; return; }
+    const to = new URL(info.redirectUrl);
+    to.searchParams.set("admissionToken", s.admissionToken);
+    $("go").href = to.href;
+    $("eta").textContent = t("redirecting");
+    setTimeout(() => location.assign(to.href), 2500);
+  }
+
+  function reconnecting(on) { $("reconnecting").hidden = !on || done; }
+  function stop() { if (src) src.close(); src = null; clearTimeout(timer); }
+  const base = () => `/v1/concerts/${enc(id)}/queue/${enc(entry.userId)}`;
+
+  // Polling, when there is no stream to spare or no EventSource: at the server's pace, with
+  // If-None-Match (an unchanged status is a 304).
+  async function poll(etag, wait = 2) {
+    let next = wait;
+    try {
+      const headers = { Authorization: `Bearer ${entry.token}` };
+      if (etag) headers["If-None-Match"] = etag;
+      const { r, body } = await getJSON(base(), { headers, cache: "no-store" });
+      reconnecting(false);
+      if (body) { draw(body); etag = r.headers.get("ETag"); next = body.refreshAfterSeconds || 2; }
+      if (done) return;
+    } catch (e) {
+      if (e.status === 401 || e.status === 404) { store.removeItem(key); entry = null; showJoin(); fail(e.message); return; }
+      reconnecting(true);
+      next = Math.min(30, wait * 2);
+    }
+    timer = setTimeout(() => poll(etag, next), next * 1000);
+  }
+
+  function watch() {
+    stop();
+    done = false;
+    if (!window.EventSource) return void poll();
+    src = new EventSource(`${base()}/events?token=${enc(entry.token)}`);
+    src.addEventListener("status", (ev) => { reconnecting(false); draw(JSON.parse(ev.data)); });
+    // The gateway is going away: the browser reconnects by itself after the server's `retry:`.
+    src.addEventListener("reconnect", () => reconnecting(true));
+    src.onerror = () => {
+      if (done) return;
+      reconnecting(true);
+      // Refused (no stream to spare, token no longer valid): poll, which says why.
+      if (src && src.readyState === EventSource.CLOSED) { src = null; poll(null, 1); }
+    };
+  }
+
+  // A concert may ask new anonymous fans for a proof of work: SHA-256 of "challenge:n" starting
+  // with `difficulty` zero bits.
+  async function proofOfWork() {
+    $("error").textContent = t("checking");
+    const ch = (await getJSON(`/v1/concerts/${enc(id)}/challenge`)).body, te = new TextEncoder();
+    for (let n = 0; ; n++) {
+      const d = new Uint8Array(await crypto.subtle.digest("SHA-256", te.encode(`${ch.challenge}:${n}`)));
+      let bits = 0;
+      for (const b of d) { if (b === 0) { bits += 8; continue; } bits += Math.clz32(b) - 24; break; }
+      if (bits >= ch.difficulty) { $("error").textContent = ""; return { challenge: ch.challenge, solution: String(n) }; }
+    }
+  }
+
+  async function join(ev) {
+    ev.preventDefault();
+    $("joinbtn").disabled = true;
+    fail("");
+    performance.mark("qg-join");
+    const headers = { "Content-Type": "application/json" };
+    if (mode === "jwt") headers.Authorization = `Bearer ${idToken}`;
+    const body = mode === "body" ? { userId: $("user").value } : {};
+    const send = () => fetch(`/v1/concerts/${enc(id)}/queue`, { method: "POST", headers, body: JSON.stringify(body) });
+    try {
+      let r = await send(), b = await r.json();
+      if (r.status === 403 && /proof of work/.test(b.detail || "")) { body.pow = await proofOfWork(); r = await send(); b = await r.json(); }
+      if (r.status === 429) throw new Error(t("retry", r.headers.get("Retry-After") || 5));
+      if (r.status !== 202) throw new Error(b.detail || `HTTP ${r.status}`);
+      entry = { userId: b.userId, token: b.token };
+      save();
+      drawPhase();
+      draw(b);
+      watch();
+    } catch (e) { fail(e.message || t("failed")); $("joinbtn").disabled = false; }
+  }
+
+  redraw = () => { drawPhase(); if (last) draw(last); };
+  $("join").addEventListener("submit", join);
+  translate();
+  if (info.phase === "scheduled" && !entry) {
+    countdown(Date.parse(info.opensAt), "opensIn", async () => {
+      info = (await getJSON(`/v1/concerts/${enc(id)}`)).body;
+      drawPhase();
+    });
+  }
+  if (entry) watch(); else showJoin();
+}
+
+if (location.pathname.startsWith("/c/")) room(decodeURIComponent(location.pathname.slice(3)));
+else home();

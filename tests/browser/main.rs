@@ -1,0 +1,319 @@
+//! The pages in a real browser: Debian's chromium, driven through chromedriver (installed by
+//! `scripts/services.sh tools`), against the real application on the real Kafka and Redis.
+//!
+//! Each test saves a screenshot of every state it reaches to `target/browser/<test>/`; the set
+//! in docs/screenshots/ is copied from there (`scripts/screenshots.sh`). The time from pressing
+//! "join" to the page's first status is printed (`first status after join`) and reported in
+//! docs/pages.md; it is measured, not asserted.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod webdriver;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use jsonwebtoken::{jwk::JwkSet, Algorithm, DecodingKey, Validation};
+use queuegate::config::{FanIdentityMode, Role, Secret, Settings};
+use serde_json::{json, Value};
+
+use common::{create_topics, free_port, poll_until, spawn_role, Names, TestApp, ADMIN_TOKEN};
+use webdriver::Browser;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn shots(test: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser").join(test)
+}
+
+/// The booking site's page a room sends an admitted fan to: it verifies `admissionToken` against
+/// the gateway's JWKS only, as docs/booking-site.md tells a booking site to, and says what it
+/// found in `#verdict`.
+async fn booking_site(jwks_url: String) -> String {
+    let port = free_port();
+    let server = HttpServer::new(move || {
+        let jwks_url = jwks_url.clone();
+        App::new().route(
+            "/book",
+            web::get().to(move |q: web::Query<std::collections::HashMap<String, String>>| {
+                let jwks_url = jwks_url.clone();
+                async move {
+                    let verdict = match q.get("admissionToken") {
+                        None => "refused: no admissionToken".to_owned(),
+                        Some(token) => match verify(&jwks_url, token).await {
+                            Ok(c) => format!("verified {} {}", c["sub"].as_str().unwrap_or(""), c["concert"].as_str().unwrap_or("")),
+                            Err(e) => format!("refused: {e}"),
+                        },
+                    };
+                    HttpResponse::Ok()
+                        .content_type("text/html; charset=utf-8")
+                        .body(format!("<!doctype html><title>Booking</title><link rel=\"icon\" href=\"data:,\"><p id=\"verdict\">{verdict}</p>"))
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .bind(("127.0.0.1", port))
+    .expect("booking site binds")
+    .run();
+    tokio::spawn(server);
+    format!("http://127.0.0.1:{port}")
+}
+
+async fn verify(jwks_url: &str, token: &str) -> Result<Value, String> {
+    let jwks: JwkSet =
+        reqwest::get(jwks_url).await.map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())?;
+    let key = DecodingKey::from_jwk(&jwks.keys[0]).map_err(|e| e.to_string())?;
+    let mut v = Validation::new(Algorithm::EdDSA);
+    v.set_issuer(&["queuegate"]);
+    v.set_audience(&["booking"]);
+    v.set_required_spec_claims(&["exp", "nbf", "sub", "iss", "aud"]);
+    jsonwebtoken::decode::<Value>(token, &key, &v).map(|d| d.claims).map_err(|e| e.to_string())
+}
+
+/// The app with the public listener on `port` (so it can be restarted on the same address).
+async fn app_on(names: &Names, port: u16, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_role(names, Role::Run, |s| {
+        s.http.http_addr = format!("127.0.0.1:{port}").parse().unwrap();
+        tweak(s);
+    })
+    .await
+}
+
+/// Console entries that are errors, leaving out the connection failures a test causes on purpose
+/// (the gateway stopped for a restart).
+fn errors(entries: &[(String, String)], expected_refusals: bool) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|(level, _)| level == "SEVERE" || level == "WARNING")
+        .filter(|(_, m)| !(expected_refusals && m.contains("net::ERR_CONNECTION_REFUSED")))
+        .map(|(l, m)| format!("{l}: {m}"))
+        .collect()
+}
+
+async fn anonymous_join(app: &TestApp, concert: &str) -> String {
+    let r =
+        app.client.post(format!("{}/v1/concerts/{concert}/queue", app.http())).json(&json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    r.json::<Value>().await.unwrap()["userId"].as_str().unwrap().to_owned()
+}
+
+/// The admin listing's position of `user` (None when not listed).
+async fn listed_position(app: &TestApp, concert: &str, user: &str) -> Option<u64> {
+    let page = app.admin_json(&format!("/admin/v1/concerts/{concert}/queue?limit=1000")).await;
+    page["entries"].as_array().unwrap().iter().find(|e| e["userId"] == user).and_then(|e| e["position"].as_u64())
+}
+
+/// The page's performance marks (name → ms since the page loaded).
+async fn marks(b: &Browser) -> std::collections::HashMap<String, f64> {
+    let v = b.eval("return performance.getEntriesByType('mark').map(m => [m.name, m.startTime]);", json!([])).await;
+    v.as_array().unwrap().iter().map(|m| (m[0].as_str().unwrap().to_owned(), m[1].as_f64().unwrap())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_waits_keeps_the_place_through_a_reload_and_a_restart_and_lands_on_the_booking_site() {
+    let names = Names::new();
+    create_topics(&names, 1).await; // one partition: queue order is join order
+    let port = free_port();
+    let anonymous = |s: &mut Settings| s.identity.fan_identity = Some(FanIdentityMode::Anonymous);
+    let app = app_on(&names, port, anonymous).await;
+    let booking = booking_site(format!("{}/.well-known/jwks.json", app.http())).await;
+    let concert = "seoul-night";
+    let r = app
+        .put_concert(
+            concert,
+            json!({"state": "open", "name": "Seoul Night 2026", "redirectUrl": format!("{booking}/book?from=queue"),
+                   "brandColor": "#6d28d9", "logoUrl": "/favicon.ico", "abandonAfterSeconds": 600}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    // Two fans ahead, joined through the API.
+    let ahead = [anonymous_join(&app, concert).await, anonymous_join(&app, concert).await];
+    app.wait_for_records(2).await;
+
+    let out = shots("fan");
+    let b = Browser::start(&out, "en-US").await;
+    let fan_tab = b.tab().await;
+    // The list of rooms links to the concert.
+    b.goto(&format!("{}/", app.http())).await;
+    b.expect_text("#list a", WAIT, |t| t == "Seoul Night 2026", "the room is listed").await;
+    b.screenshot("0-rooms").await;
+
+    b.goto(&format!("{}/c/{concert}", app.http())).await;
+    b.expect_text("#title", WAIT, |t| t == "Seoul Night 2026", "the concert's name").await;
+    assert!(b.text("#abandon").await.contains("10 minutes"), "the abandonment rule is shown");
+    b.screenshot("1-room").await;
+    b.click("#joinbtn").await;
+    b.expect_text("#position", WAIT, |t| t == "#3", "third in line").await;
+    assert_eq!(b.text("#state").await, "You are in line");
+    assert_eq!(b.text("#ahead").await, "2 people ahead of you · of 3 waiting");
+    let entry = b.eval("return JSON.parse(localStorage.getItem('qg:' + arguments[0]));", json!([concert])).await;
+    let fan = entry["userId"].as_str().expect("the place is stored").to_owned();
+    assert_eq!(listed_position(&app, concert, &fan).await, Some(3), "the page shows what the admin listing shows");
+    let m = marks(&b).await;
+    assert!(m["qg-pending"] <= m["qg-waiting"], "pending is shown before waiting: {m:?}");
+    println!(
+        "first status after join: {:.0} ms; waiting shown after {:.0} ms",
+        m["qg-first-status"] - m["qg-join"],
+        m["qg-waiting"] - m["qg-join"]
+    );
+    b.screenshot("2-waiting").await;
+
+    // A reload keeps the place: no second join, the same position.
+    b.refresh().await;
+    b.expect_text("#position", WAIT, |t| t == "#3", "the place survives a reload").await;
+    assert!(b.text("#joinbtn").await.is_empty(), "no join button for a fan who has a place");
+    assert_eq!(app.admin_json(&format!("/admin/v1/concerts/{concert}")).await["waiting"], 3);
+    let mut seen = b.console().await;
+
+    // The gateway restarts mid-wait: the page says it is reconnecting, then shows the place again.
+    app.shutdown().await.expect("clean shutdown");
+    b.expect_text("#reconnecting", WAIT, |t| t.contains("reconnecting"), "reconnecting is shown").await;
+    b.screenshot("3-reconnecting").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let app = app_on(&names, port, anonymous).await;
+    b.expect_text("#reconnecting", Duration::from_secs(40), str::is_empty, "reconnected").await;
+    assert_eq!(b.text("#position").await, "#3");
+    let restart_console = b.console().await;
+
+    // The operator's console, in a second tab: the same counts as the admin API.
+    let console_tab = b.new_tab().await;
+    b.switch_to(&console_tab).await;
+    b.goto(&format!("{}/admin/", app.admin)).await;
+    b.type_into("#token", ADMIN_TOKEN).await;
+    b.click("#login button").await;
+    let row = format!("tr[data-concert=\"{concert}\"]");
+    b.expect_text(&format!("{row} td[data-k=waiting]"), WAIT, |t| t == "3", "the console's count").await;
+    let api = app.admin_json(&format!("/admin/v1/concerts/{concert}")).await;
+    for k in ["waiting", "admitted", "active", "admitPerSecond"] {
+        assert_eq!(b.text(&format!("{row} td[data-k={k}]")).await, api[k].to_string(), "{k}");
+    }
+    assert_eq!(b.text(&format!("{row} td[data-k=state]")).await, "open");
+    assert!(b.text(&format!("{row} td[data-k=head]")).await.starts_with(&format!("#1 {}", ahead[0])));
+    b.resize(1280, 800).await;
+    b.screenshot("4-console").await;
+    b.resize(412, 915).await;
+
+    // Look up the first fan and remove them: ours moves up to #2.
+    b.type_into("#lc", concert).await;
+    b.type_into("#lu", &ahead[0]).await;
+    b.click("#lookup button[type=submit]").await;
+    b.expect_text("#found", WAIT, |t| t.contains("waiting, position 1"), "lookup").await;
+    b.click("#remove").await;
+    b.expect_text("#found", WAIT, |t| t.contains("was removed"), "removed").await;
+    b.expect_text(&format!("{row} td[data-k=waiting]"), WAIT, |t| t == "2", "console after removal").await;
+    b.switch_to(&fan_tab).await;
+    b.expect_text("#position", WAIT, |t| t == "#2", "moved up after the removal").await;
+
+    // Admit two from the console: ours is the second; the page shows the turn, then the booking
+    // site receives a token that verifies against the JWKS, for this fan and concert.
+    b.switch_to(&console_tab).await;
+    b.type_into(&format!("{row} input.count"), "2").await;
+    b.click(&format!("{row} button[data-act=Admit]")).await;
+    b.expect_text("#found", WAIT, |t| t == format!("Admitted 2 in {concert}."), "admitted from the console").await;
+    b.expect_text(&format!("{row} td[data-k=admitted]"), WAIT, |t| t == "2", "console after admission").await;
+    let console_console = b.console().await;
+    b.switch_to(&fan_tab).await;
+    b.expect_text("#state", WAIT, |t| t == "It's your turn!", "the turn is shown").await;
+    b.screenshot("5-admitted").await;
+    let landed = poll_until(WAIT, async || b.url().await.starts_with(&booking)).await;
+    assert!(landed, "redirected to the booking site, at {}", b.url().await);
+    let verdict = b.expect_text("#verdict", WAIT, |t| !t.is_empty(), "the booking site's verdict").await;
+    assert_eq!(verdict, format!("verified {fan} {concert}"));
+    assert!(b.url().await.contains("from=queue"), "the redirect keeps the booking page's own query");
+    b.screenshot("6-booking-site").await;
+
+    seen.extend(b.console().await);
+    seen.extend(console_console);
+    assert_eq!(errors(&seen, false), Vec::<String>::new(), "console errors on the pages");
+    assert_eq!(errors(&restart_console, true), Vec::<String>::new(), "console errors around the restart");
+    drop(b);
+    app.shutdown().await.unwrap();
+}
+
+const SECRET: &str = "browser-identity-secret-0123456789-0123456789";
+const ISS: &str = "https://tickets.example";
+const AUD: &str = "queuegate";
+
+fn identity_token(sub: &str) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let claims = json!({"sub": sub, "iss": ISS, "aud": AUD, "iat": now, "exp": now + 3600});
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), &claims, &key).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_in_fan_of_a_scheduled_concert_sees_the_countdown_and_the_pre_queue_in_korean() {
+    let names = Names::new();
+    create_topics(&names, 2).await;
+    let app = spawn_role(&names, Role::Run, |s| {
+        s.identity.fan_identity = Some(FanIdentityMode::Jwt);
+        s.identity.fan_jwt_secret = Some(Secret::new(SECRET));
+        s.identity.fan_jwt_issuer = Some(ISS.into());
+        s.identity.fan_jwt_audience = Some(AUD.into());
+    })
+    .await;
+    let concert = "busan-live";
+    let opens = SystemTime::now() + Duration::from_secs(2 * 3600);
+    let opens = time::OffsetDateTime::from(opens).format(&time::format_description::well_known::Rfc3339).unwrap();
+    let r = app.put_concert(concert, json!({"state": "open", "name": "부산 라이브", "opensAt": opens})).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    let out = shots("scheduled");
+    let b = Browser::start(&out, "ko-KR").await;
+    let room = format!("{}/c/{concert}", app.http());
+    // Without the booking site's link the room cannot know who the fan is, and says so.
+    b.goto(&room).await;
+    b.expect_text("#title", WAIT, |t| t == "부산 라이브", "the name").await;
+    assert!(b.text("#signin").await.contains("예매 사이트"), "asks for the booking site's link");
+    assert!(b.text("#joinbtn").await.is_empty());
+    assert_eq!(b.text("#countLabel").await, "판매 시작까지");
+    let clock = b.expect_text("#clock", WAIT, |t| t.starts_with("01:59:"), "a two-hour countdown").await;
+    assert_eq!(clock.len(), 8, "{clock}");
+
+    // From the booking site's link: the token rides in the fragment, and leaves the address bar.
+    b.goto(&format!("{room}#idToken={}", identity_token("kim-1"))).await;
+    b.expect_text("#joinbtn", WAIT, |t| t == "대기열 입장", "the join button, in Korean").await;
+    assert_eq!(b.url().await, room, "the identity token is taken out of the address");
+    b.screenshot("1-countdown-ko").await;
+    b.click("#joinbtn").await;
+    b.expect_text("#state", WAIT, |t| t == "사전 대기열에 있습니다", "in the pre-queue").await;
+    assert!(!b.text("#clock").await.is_empty(), "the countdown goes on in the pre-queue");
+    let fan = app.admin_json(&format!("/admin/v1/concerts/{concert}/queue/kim-1")).await;
+    assert_eq!(fan["status"], "prequeue", "the page's fan is the token's subject: {fan}");
+    b.screenshot("2-prequeue-ko").await;
+
+    // The language switch, and a reload that keeps the place.
+    b.click("#lang").await;
+    b.expect_text("#state", WAIT, |t| t == "You are in the pre-queue", "switched to English").await;
+    b.refresh().await;
+    b.expect_text("#state", WAIT, |t| t == "You are in the pre-queue", "kept across a reload, in English").await;
+    b.screenshot("3-prequeue-en").await;
+    assert_eq!(errors(&b.console().await, false), Vec::<String>::new(), "console errors");
+    drop(b);
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_dev_body_mode_the_fan_types_an_id_that_the_page_checks_before_joining() {
+    let names = Names::new();
+    create_topics(&names, 1).await;
+    let app = spawn_role(&names, Role::Run, |s| s.identity.fan_identity = Some(FanIdentityMode::Body)).await;
+    app.open_concert("demo").await;
+    let b = Browser::start(&shots("body"), "en-US").await;
+    b.goto(&format!("{}/c/demo", app.http())).await;
+    b.expect_text("#joinbtn", WAIT, |t| t == "Join the queue", "the join button").await;
+    // The id box's pattern is a valid expression for the browser, and it refuses a bad id.
+    let valid = "const u = document.getElementById('user'); u.value = arguments[0]; return u.checkValidity();";
+    assert_eq!(b.eval(valid, json!(["not an id!"])).await, json!(false));
+    assert_eq!(b.eval(valid, json!(["fan_01-a"])).await, json!(true));
+    b.type_into("#user", "fan-typed-1").await;
+    b.click("#joinbtn").await;
+    b.expect_text("#position", WAIT, |t| t == "#1", "first in line").await;
+    assert_eq!(b.text("#who").await, "Your place: fan-typed-1");
+    assert_eq!(listed_position(&app, "demo", "fan-typed-1").await, Some(1));
+    assert_eq!(errors(&b.console().await, false), Vec::<String>::new(), "console errors");
+    drop(b);
+    app.shutdown().await.unwrap();
+}

@@ -1,0 +1,220 @@
+//! A small W3C WebDriver client over reqwest, driving Debian's chromium through chromedriver.
+//!
+//! The test needs a dozen commands (navigate, find, click, type, read text, run a script,
+//! switch windows, screenshot, read the console log); a full WebDriver crate would add a large
+//! dependency tree (hyper stacks, the `webdriver` crate's ICU segmenter) to build on two cores
+//! for what is a few JSON calls. The console log is chromedriver's `goog:loggingPrefs` extension.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+/// The W3C key of an element reference.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// A headless chromium session; the driver is killed on drop.
+pub struct Browser {
+    http: reqwest::Client,
+    session: String,
+    driver: Child,
+    shots: PathBuf,
+}
+
+/// Where a program is, or a message saying how to get it.
+fn program(name: &str) -> String {
+    for dir in ["/usr/bin", "/usr/local/bin", "/usr/lib/chromium"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p.display().to_string();
+        }
+    }
+    panic!("{name} is not installed: `scripts/services.sh tools` (run by `make test`) installs chromium and chromium-driver")
+}
+
+impl Browser {
+    /// Starts chromedriver and a headless chromium with a phone-sized window, in `lang`;
+    /// screenshots go to `shots`.
+    pub async fn start(shots: &Path, lang: &str) -> Browser {
+        std::fs::create_dir_all(shots).expect("screenshot folder");
+        let port = crate::common::free_port();
+        let log = std::fs::File::create(shots.join("chromedriver.log")).expect("driver log");
+        let driver = Command::new(program("chromedriver"))
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("chromedriver starts");
+        assert!(crate::common::wait_for_port(port, Duration::from_secs(20)), "chromedriver did not listen");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:loggingPrefs": {"browser": "ALL"},
+            "goog:chromeOptions": {
+                "binary": program("chromium"),
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--window-size=412,915", format!("--lang={lang}"), "--no-first-run",
+                         "--disable-background-networking", "--disable-search-engine-choice-screen"],
+                "prefs": {"intl.accept_languages": lang}
+            }
+        }}});
+        let url = format!("http://127.0.0.1:{port}/session");
+        let r: Value = http.post(&url).json(&caps).send().await.expect("new session").json().await.unwrap();
+        let session = r["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {r}")).to_owned();
+        Browser { http, session: format!("{url}/{session}"), driver, shots: shots.to_owned() }
+    }
+
+    async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, String> {
+        let mut req = self.http.request(method, format!("{}{path}", self.session));
+        // A POST carries a JSON body always ({} when there is nothing to say).
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r: Value = req.send().await.map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())?;
+        match r["value"].get("error") {
+            Some(e) => Err(format!("{e}: {}", r["value"]["message"])),
+            None => Ok(r["value"].clone()),
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.cmd(reqwest::Method::POST, path, Some(body)).await.unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.cmd(reqwest::Method::GET, path, None).await.unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    pub async fn goto(&self, url: &str) {
+        self.post("/url", json!({ "url": url })).await;
+    }
+
+    pub async fn url(&self) -> String {
+        self.get("/url").await.as_str().unwrap_or_default().to_owned()
+    }
+
+    pub async fn refresh(&self) {
+        self.post("/refresh", json!({})).await;
+    }
+
+    async fn find(&self, css: &str) -> Option<String> {
+        let r = self.cmd(reqwest::Method::POST, "/element", Some(json!({"using": "css selector", "value": css}))).await;
+        r.ok().and_then(|v| v[ELEMENT].as_str().map(str::to_owned))
+    }
+
+    async fn element(&self, css: &str) -> String {
+        match self.find(css).await {
+            Some(e) => e,
+            None => panic!("no element {css} on {}", self.url().await),
+        }
+    }
+
+    /// The rendered text of `css` ("" when it is hidden or missing).
+    pub async fn text(&self, css: &str) -> String {
+        let Some(e) = self.find(css).await else { return String::new() };
+        let r = self.cmd(reqwest::Method::GET, &format!("/element/{e}/text"), None).await;
+        r.ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    }
+
+    pub async fn click(&self, css: &str) {
+        let e = self.element(css).await;
+        self.post(&format!("/element/{e}/click"), json!({})).await;
+    }
+
+    /// Clears `css` and types `text` into it.
+    pub async fn type_into(&self, css: &str, text: &str) {
+        let e = self.element(css).await;
+        self.post(&format!("/element/{e}/clear"), json!({})).await;
+        self.post(&format!("/element/{e}/value"), json!({ "text": text })).await;
+    }
+
+    /// Runs `script` (a function body; `arguments` are `args`) and returns what it returns.
+    pub async fn eval(&self, script: &str, args: Value) -> Value {
+        self.post("/execute/sync", json!({ "script": script, "args": args })).await
+    }
+
+    /// Waits (up to `within`) until `css`'s text satisfies `ok`; the last text either way.
+    pub async fn wait_text(&self, css: &str, within: Duration, ok: impl Fn(&str) -> bool) -> Result<String, String> {
+        let until = Instant::now() + within;
+        loop {
+            let t = self.text(css).await;
+            if ok(&t) {
+                return Ok(t);
+            }
+            if Instant::now() > until {
+                return Err(t);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// [`wait_text`](Self::wait_text), failing with what the page showed instead: the text,
+    /// the console, and a screenshot `failed-<what>.png`.
+    pub async fn expect_text(&self, css: &str, within: Duration, ok: impl Fn(&str) -> bool, what: &str) -> String {
+        match self.wait_text(css, within, ok).await {
+            Ok(t) => t,
+            Err(t) => {
+                self.screenshot(&format!("failed-{}", what.replace(' ', "-"))).await;
+                panic!("{what}: {css} shows {t:?} at {}; console: {:?}", self.url().await, self.console().await)
+            }
+        }
+    }
+
+    /// Saves a PNG of the window as `<shots>/<name>.png`.
+    pub async fn screenshot(&self, name: &str) {
+        let b64 = self.get("/screenshot").await;
+        let png = base64::engine::general_purpose::STANDARD.decode(b64.as_str().unwrap()).expect("PNG");
+        std::fs::write(self.shots.join(format!("{name}.png")), png).expect("screenshot written");
+    }
+
+    /// The browser console's entries since the last call (level, message).
+    pub async fn console(&self) -> Vec<(String, String)> {
+        let v = self.post("/se/log", json!({"type": "browser"})).await;
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| (e["level"].as_str().unwrap_or("").to_owned(), e["message"].as_str().unwrap_or("").to_owned()))
+            .collect()
+    }
+
+    /// Resizes the window (every tab of it).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.post("/window/rect", json!({ "width": width, "height": height })).await;
+    }
+
+    /// Opens a new tab and returns its handle (the current tab stays current).
+    pub async fn new_tab(&self) -> String {
+        self.post("/window/new", json!({"type": "tab"})).await["handle"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn tab(&self) -> String {
+        self.get("/window").await.as_str().unwrap().to_owned()
+    }
+
+    pub async fn switch_to(&self, handle: &str) {
+        self.post("/window", json!({ "handle": handle })).await;
+    }
+}
+
+impl Drop for Browser {
+    /// Ends the session (chromedriver closes chromium) with a plain blocking DELETE, then stops
+    /// the driver.
+    fn drop(&mut self) {
+        use std::io::{Read, Write};
+        if let Some(rest) = self.session.strip_prefix("http://") {
+            let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+            if let Ok(mut s) = std::net::TcpStream::connect(host) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let _ = write!(
+                    s,
+                    "DELETE /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = s.read(&mut [0u8; 256]);
+            }
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
