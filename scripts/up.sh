@@ -54,7 +54,8 @@ cat <<MSG
 
   queuegate is running (Ctrl-C stops it and the services it started).
 
-  Waiting-room page:   http://$HTTP/
+  Waiting room:        http://$HTTP/c/$C   (all rooms: http://$HTTP/)
+  Operators' console:  http://$ADMIN/admin/   (admin token: $QUEUEGATE_ADMIN_TOKEN)
   Join:                curl -i -X POST http://$HTTP/v1/concerts/$C/queue -H 'Content-Type: application/json' -d '{"userId":"fan-1"}'
   Admin listing:       curl -H 'Authorization: Bearer $QUEUEGATE_ADMIN_TOKEN' http://$ADMIN/admin/v1/concerts/$C/queue
   Concerts:            curl -H 'Authorization: Bearer $QUEUEGATE_ADMIN_TOKEN' http://$ADMIN/admin/v1/concerts

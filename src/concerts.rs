@@ -147,7 +147,7 @@ pub struct ConcertSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Where the waiting room sends an admitted fan: the booking site's page, which receives the
-    /// admission token as the `admissionToken` query parameter (docs/booking-site.md).
+    /// admission token as the `admissionToken` query parameter (docs/security.md, "Arriving from the waiting room").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect_url: Option<String>,
     /// The waiting room's logo: an `https://` URL or a path on the gateway.

@@ -465,7 +465,10 @@ async fn ensure_demo_concert(
     loop {
         let result = match store.get_concert(&id).await {
             Ok(Some(c)) => Ok(c),
-            Ok(None) => store.put_concert(&id, &ConcertSettings::open()).await,
+            Ok(None) => {
+                let demo = ConcertSettings { name: Some(format!("Demo concert ({id})")), ..ConcertSettings::open() };
+                store.put_concert(&id, &demo).await
+            }
             Err(e) => Err(e),
         };
         match result {

@@ -211,7 +211,7 @@ async function room(id) {
     }
   }
 
-  // Admitted: on to the booking site with the admission token (docs/booking-site.md), with a
+  // Admitted: on to the booking site with the admission token (docs/security.md), with a
   // button in case the redirect is blocked.
   function admitted(s) {
     $("turn").hidden = false;

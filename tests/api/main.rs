@@ -13,6 +13,7 @@ mod helpers;
 mod identity;
 mod join;
 mod openapi;
+mod pages;
 mod readiness;
 mod secured;
 mod store_model;

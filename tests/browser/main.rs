@@ -28,7 +28,7 @@ fn shots(test: &str) -> PathBuf {
 }
 
 /// The booking site's page a room sends an admitted fan to: it verifies `admissionToken` against
-/// the gateway's JWKS only, as docs/booking-site.md tells a booking site to, and says what it
+/// the gateway's JWKS only, as docs/security.md tells a booking site to, and says what it
 /// found in `#verdict`.
 async fn booking_site(jwks_url: String) -> String {
     let port = free_port();
