@@ -3,7 +3,7 @@
 #
 #   scripts/cluster.sh up     a three-broker KRaft Kafka cluster on 127.0.0.1:19092-19094
 #                             (each broker also a controller; replication factor 3,
-#                             min.insync.replicas=2; topics queue.entry and queue.entry.dlt) and
+#                             min.insync.replicas=2; topics queue.entry, queue.entry.dlt and queue.entry.parked) and
 #                             a six-node Redis Cluster on 127.0.0.1:7000-7005 (three primaries,
 #                             three replicas, AOF always); returns when both answer
 #   scripts/cluster.sh down   stops them
@@ -120,7 +120,7 @@ kafka_up() {
   done
   [ "$up" = 3 ] || die "the Kafka cluster did not start within 120 s"
   local t
-  for t in "$TOPIC:$PARTITIONS" "$TOPIC.dlt:1"; do
+  for t in "$TOPIC:$PARTITIONS" "$TOPIC.dlt:1" "$TOPIC.parked:1"; do
     log "topic ${t%%:*} (${t##*:} partitions, replication factor 3)"
     kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$(bootstrap)" --create --if-not-exists \
       --topic "${t%%:*}" --partitions "${t##*:}" --replication-factor 3 --config min.insync.replicas=2 >/dev/null \
@@ -144,7 +144,7 @@ redis_up() {
     redis-cli -p "$p" ping >/dev/null 2>&1 && continue
     mkdir -p "$DIR/redis/$p"
     redis-server --bind "$HOST" --port "$p" --dir "$DIR/redis/$p" --cluster-enabled yes \
-      --cluster-config-file nodes.conf --cluster-node-timeout 2000 --appendonly yes --appendfsync always \
+      --cluster-config-file nodes.conf --cluster-node-timeout 2000 --cluster-require-full-coverage no --appendonly yes --appendfsync always \
       --save '' --daemonize yes --pidfile "$DIR/run/redis-$p.pid" --logfile "$DIR/redis/$p/redis.log" \
       || die "redis-server on port $p failed to start"
   done

@@ -157,7 +157,7 @@ start_kafka() {
 
 create_topics() {
   local t
-  for t in "$TOPIC:$PARTITIONS" "$TOPIC.dlt:1"; do
+  for t in "$TOPIC:$PARTITIONS" "$TOPIC.dlt:1" "$TOPIC.parked:1"; do
     log "topic ${t%%:*} (${t##*:} partitions)"
     kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_HOST:$KAFKA_PORT" \
       --create --if-not-exists --topic "${t%%:*}" --partitions "${t##*:}" --replication-factor 1 >/dev/null \

@@ -14,6 +14,15 @@
 //! `<topic>.dlt` exactly when its offset is committed, and is not retried forever. The
 //! transaction carries the consumer's group metadata, so after a rebalance a stale instance is
 //! fenced off instead of committing offsets it no longer owns.
+//!
+//! On a Redis Cluster one shard can be down while the others serve. A concert whose writes keep
+//! failing for `QUEUEGATE_CONSUMER_PARK_AFTER_MS` is *parked*: its records are copied to
+//! `<topic>.parked` (acknowledged by the brokers before the batch commits, so the commit never
+//! gets ahead of them) and the batch commits, so the other concerts go on draining. From then on
+//! this instance parks every record of that concert, keeping their order, until the parked joins
+//! have all been applied back by the replayer ([`parked::ParkedReplayer`]), which retries them
+//! until the shard is back. A copy parked twice (a crash between parking and committing) is a
+//! duplicate the apply script ignores, like any replay.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +42,7 @@ use crate::store::QueueStore;
 
 mod backoff;
 mod batch;
+pub mod parked;
 
 use backoff::Backoff;
 use batch::Plan;
@@ -53,7 +63,26 @@ pub struct EntryConsumer {
     commit_backoff: Backoff,
     /// Records received while a batch was held up (see `wait_polling`); they start the next batch.
     carry: Vec<OwnedMessage>,
+    /// Parking (a Redis Cluster with `QUEUEGATE_CONSUMER_PARK_AFTER_MS` > 0), else None.
+    parking: Option<Parking>,
 }
+
+/// What the consumer needs to park the joins of concerts whose Redis shard is down.
+struct Parking {
+    /// How long a concert's writes may fail before it is parked.
+    after: Duration,
+    topic: Arc<str>,
+    /// Made on first use.
+    producer: Option<FutureProducer<KafkaContext>>,
+    /// Whether the replayer has applied every parked join.
+    lot: crate::kafka::CutProbe,
+    /// Concerts whose records this instance parks (in order) until the lot is drained.
+    concerts: std::collections::HashSet<crate::ids::ConcertId>,
+    last_check: Instant,
+}
+
+/// How often a consumer with parked concerts asks whether the parked joins are all applied.
+const LOT_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// Attempts a concert's write gets when Redis refuses it for good (a wrong-typed key, a script
 /// error) before its records are parked: a few, in case the refusal was an operator's fix in
@@ -73,6 +102,18 @@ impl EntryConsumer {
         metrics: Metrics,
     ) -> anyhow::Result<Self> {
         let topic = &kafka.settings().kafka_topic;
+        let parking = if store.is_cluster() && settings.consumer_park_after_ms > 0 {
+            Some(Parking {
+                after: Duration::from_millis(settings.consumer_park_after_ms),
+                topic: kafka.settings().parked_topic().into(),
+                producer: None,
+                lot: crate::kafka::CutProbe::parked_lot(kafka, settings)?,
+                concerts: Default::default(),
+                last_check: Instant::now(),
+            })
+        } else {
+            None
+        };
         let consumer: StreamConsumer<KafkaContext> = kafka
             .consumer(settings)
             .create_with_context(kafka.context(ClientRole::Consumer))
@@ -89,6 +130,7 @@ impl EntryConsumer {
             dlt_topic: kafka.settings().dlt_topic().into(),
             commit_backoff: Backoff::new(),
             carry: Vec::new(),
+            parking,
         })
     }
 
@@ -151,10 +193,17 @@ impl EntryConsumer {
         self.metrics.consumer_batch_size.with_label_values(&[] as &[&str]).observe(msgs.len() as f64);
         let mut plan = Plan::new(&msgs);
         let mut parked = Vec::new();
+        // Records of concerts whose shard is down, to copy to the parked-joins topic.
+        let mut to_park: Vec<usize> = Vec::new();
         for group in &plan.groups {
+            if self.parking.as_ref().is_some_and(|p| p.concerts.contains(&group.concert)) {
+                to_park.extend(&group.records);
+                continue;
+            }
             let joins: Vec<(&UserId, i64)> = group.joins.iter().map(|(u, at)| (u, *at)).collect();
             let mut backoff = Backoff::new();
             let mut paused = None;
+            let failing_since = Instant::now();
             loop {
                 let started = Instant::now();
                 match self.store.apply(&group.concert, &joins).await {
@@ -191,6 +240,20 @@ impl EntryConsumer {
                         }
                         break;
                     }
+                    Err(e) if self.parking.as_ref().is_some_and(|p| failing_since.elapsed() >= p.after) => {
+                        // Its shard is down: the other concerts must not wait for it.
+                        tracing::warn!(concert = %group.concert, records = group.records.len(), error = %e,
+                            "this concert's Redis shard keeps failing; parking its joins until it is back");
+                        to_park.extend(&group.records);
+                        if let Some(p) = self.parking.as_mut() {
+                            p.concerts.insert(group.concert.clone());
+                            self.metrics.consumer_parked_concerts.set(p.concerts.len() as i64);
+                        }
+                        if paused.take().is_some() {
+                            self.resume();
+                        }
+                        break;
+                    }
                     Err(e) => {
                         self.metrics.consumer_retries.with_label_values(&["redis"]).inc();
                         if backoff.attempts() == 0 {
@@ -209,7 +272,87 @@ impl EntryConsumer {
             tracing::warn!(partition = msg.partition(), offset = msg.offset(), reason = why.code(), detail = %why,
                 "record can never be applied; sending it to the dead-letter topic");
         }
-        self.commit(&msgs, &plan, stop).await
+        if !to_park.is_empty() {
+            to_park.sort_unstable(); // read order, across the batch's concerts
+            if let Err(e) = self.park(&msgs, &to_park).await {
+                // Not parked, so not committed: the batch comes again, like a failed commit.
+                self.metrics.consumer_retries.with_label_values(&["park"]).inc();
+                tracing::warn!(error = format!("{e:#}"), "parking failed; rewinding the batch to replay it");
+                self.rewind(&msgs);
+                return self.commit_backoff.wait(stop).await;
+            }
+            self.metrics.consumer_records.with_label_values(&["parked"]).inc_by(to_park.len() as u64);
+        }
+        let committed = self.commit(&msgs, &plan, stop).await;
+        self.unpark_when_drained().await;
+        committed
+    }
+
+    /// Copies the records at `indexes` of `msgs` to the parked-joins topic, in that order, and
+    /// waits until the brokers have every one (so the batch's commit cannot get ahead of them).
+    async fn park(&mut self, msgs: &[OwnedMessage], indexes: &[usize]) -> anyhow::Result<()> {
+        let Some(parking) = self.parking.as_mut() else { anyhow::bail!("parking is off") };
+        let producer = match &parking.producer {
+            Some(p) => p.clone(),
+            None => {
+                let mut config = self.kafka.producer();
+                config.set("client.id", format!("queuegate-{}", ClientRole::Parking.as_str()));
+                let p: FutureProducer<KafkaContext> =
+                    config.create_with_context(self.kafka.context(ClientRole::Parking))?;
+                parking.producer = Some(p.clone());
+                p
+            }
+        };
+        let timeout = self.kafka.settings().delivery_timeout();
+        let mut sent = Vec::with_capacity(indexes.len());
+        for &i in indexes {
+            let m = &msgs[i];
+            let (partition, offset) = (m.partition().to_string(), m.offset().to_string());
+            let mut headers = OwnedHeaders::new_with_capacity(3)
+                .insert(Header { key: "qg-source-partition", value: Some(partition.as_str()) })
+                .insert(Header { key: "qg-source-offset", value: Some(offset.as_str()) });
+            if let Some(tp) =
+                m.headers().and_then(|hs| hs.iter().find(|h| h.key == "traceparent")).and_then(|h| h.value)
+            {
+                headers = headers.insert(Header { key: "traceparent", value: Some(tp) });
+            }
+            let mut rec = FutureRecord::to(&parking.topic).headers(headers);
+            if let Some(k) = m.key() {
+                rec = rec.key(k);
+            }
+            if let Some(p) = m.payload() {
+                rec = rec.payload(p);
+            }
+            sent.push(producer.send(rec, timeout));
+        }
+        for r in futures_util::future::join_all(sent).await {
+            r.map_err(|(e, _)| anyhow::anyhow!("parking a join: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Stops parking once the replayer has applied every parked join (checked every
+    /// [`LOT_CHECK_EVERY`] at most): this instance's parked records were all acknowledged before
+    /// its commits, so a drained lot holds none of them and new records may go to Redis again,
+    /// behind them.
+    async fn unpark_when_drained(&mut self) {
+        let Some(p) = self.parking.as_mut() else { return };
+        if p.concerts.is_empty() || p.last_check.elapsed() < LOT_CHECK_EVERY {
+            return;
+        }
+        p.last_check = Instant::now();
+        match p.lot.drained().await {
+            Ok(true) => {
+                tracing::info!(
+                    concerts = p.concerts.len(),
+                    "parked joins all applied; these concerts go to Redis again"
+                );
+                p.concerts.clear();
+                self.metrics.consumer_parked_concerts.set(0);
+            }
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = format!("{e:#}"), "could not ask whether the parked joins are applied"),
+        }
     }
 
     /// Commits the batch's offsets and dead letters in one transaction.

@@ -38,6 +38,8 @@ pub enum ClientRole {
     Transactions,
     /// `dlt replay`'s consumer and transactional producer.
     Replay,
+    /// The consumer's producer and consumer of parked joins (a Redis shard down).
+    Parking,
     /// Metadata requests for `/readyz`.
     Probe,
     /// Topic administration (tools and tests).
@@ -52,6 +54,7 @@ impl ClientRole {
             ClientRole::Consumer => "consumer",
             ClientRole::Transactions => "transactions",
             ClientRole::Replay => "replay",
+            ClientRole::Parking => "parking",
             ClientRole::Probe => "probe",
             ClientRole::Admin => "admin",
         }
@@ -136,6 +139,15 @@ impl KafkaClients {
         c
     }
 
+    /// The consumer of parked joins: the entry consumer's settings, in group `<group>.parked`.
+    pub fn parked_consumer(&self, consumer: &ConsumerSettings) -> ClientConfig {
+        let mut c = self.consumer(consumer);
+        c.set("group.id", format!("{}.parked", self.settings.kafka_group))
+            .set("client.id", format!("queuegate-{}", ClientRole::Parking.as_str()))
+            .set("fetch.min.bytes", "1");
+        c
+    }
+
     /// `dlt replay`'s consumer of the dead-letter topic, in group `group`, reporting the end of
     /// each partition.
     pub fn replay_consumer(&self, group: &str) -> ClientConfig {
@@ -191,6 +203,22 @@ impl CutProbe {
             .create_with_context(clients.context(ClientRole::Consumer))
             .map_err(|e| anyhow::anyhow!("creating the fair start's offset probe: {e}"))?;
         Ok(CutProbe { consumer: std::sync::Arc::new(c), topic: clients.settings().kafka_topic.clone() })
+    }
+
+    /// The same question about the parked joins: the parked-joins topic and the group that
+    /// applies them back ([`KafkaClients::parked_consumer`]).
+    pub fn parked_lot(clients: &KafkaClients, consumer: &ConsumerSettings) -> anyhow::Result<Self> {
+        let c: BaseConsumer<KafkaContext> = clients
+            .parked_consumer(consumer)
+            .create_with_context(clients.context(ClientRole::Parking))
+            .map_err(|e| anyhow::anyhow!("creating the parked joins' offset probe: {e}"))?;
+        Ok(CutProbe { consumer: std::sync::Arc::new(c), topic: clients.settings().parked_topic() })
+    }
+
+    /// Whether the group has committed up to the end of every partition: nothing is left to read.
+    pub async fn drained(&self) -> anyhow::Result<bool> {
+        let ends = self.high_watermarks().await?;
+        self.passed(&ends).await
     }
 
     /// Every partition's high watermark now.

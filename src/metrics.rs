@@ -24,6 +24,7 @@ pub struct Metrics {
     pub consumer_rebalances: IntCounterVec,
     pub consumer_quarantined: prometheus::IntCounter,
     pub consumer_carried: IntGauge,
+    pub consumer_parked_concerts: IntGauge,
     pub admissions: IntCounterVec,
     pub concert_fans: IntGaugeVec,
     pub consumer_lag: IntGaugeVec,
@@ -100,7 +101,7 @@ impl Metrics {
             consumer_records: IntCounterVec::new(
                 Opts::new(
                     "queuegate_consumer_records_total",
-                    "Records the consumer handled, by outcome (appended, duplicate, dead_lettered)",
+                    "Records the consumer handled, by outcome (appended, duplicate, dead_lettered; parked: copied to <topic>.parked, counted again when applied back)",
                 ),
                 &["outcome"],
             )
@@ -138,6 +139,11 @@ impl Metrics {
             consumer_carried: IntGauge::new(
                 "queuegate_consumer_carried_records",
                 "Records the consumer holds for its next batch while Redis is failing (at most one batch)",
+            )
+            .expect("valid metric"),
+            consumer_parked_concerts: IntGauge::new(
+                "queuegate_consumer_parked_concerts",
+                "Concerts whose joins this consumer parks in <topic>.parked (their Redis shard was down) until the parked joins are applied",
             )
             .expect("valid metric"),
             admissions: IntCounterVec::new(
@@ -205,6 +211,7 @@ impl Metrics {
             Box::new(m.consumer_rebalances.clone()),
             Box::new(m.consumer_quarantined.clone()),
             Box::new(m.consumer_carried.clone()),
+            Box::new(m.consumer_parked_concerts.clone()),
             Box::new(m.admissions.clone()),
             Box::new(m.concert_fans.clone()),
             Box::new(m.consumer_lag.clone()),

@@ -57,6 +57,8 @@ pub struct Application {
     admin: Server,
     producer: Option<EntryProducer>,
     consumer: Option<EntryConsumer>,
+    /// Applies the joins the consumer parked (consumer roles on a Redis Cluster).
+    parked: Option<crate::consumer::parked::ParkedReplayer>,
     /// The fair start's offset probe, for the admitter (consumer roles).
     cut_probe: Option<CutProbe>,
     cache: ConcertCache,
@@ -193,6 +195,12 @@ impl Application {
             None
         };
         let cut_probe = if role.consumes() { Some(CutProbe::new(&kafka, &settings.consumer)?) } else { None };
+        let parked = if role.consumes() && admin_store.is_cluster() && settings.consumer.consumer_park_after_ms > 0 {
+            let store = new_store()?;
+            Some(crate::consumer::parked::ParkedReplayer::new(&kafka, &settings.consumer, store, metrics.clone())?)
+        } else {
+            None
+        };
 
         // Readiness asks Kafka through the producer where there is one, else through a probe.
         let kafka_probe = match &producer {
@@ -241,6 +249,7 @@ impl Application {
             admin,
             producer,
             consumer,
+            parked,
             cut_probe,
             cache,
             admin_store,
@@ -286,6 +295,7 @@ impl Application {
             admin,
             producer,
             consumer,
+            parked,
             cut_probe,
             cache,
             admin_store,
@@ -350,6 +360,9 @@ impl Application {
         let consumer_stop = CancellationToken::new();
         if let Some(c) = consumer {
             tasks.spawn("consumer", c.run(consumer_stop.clone()));
+        }
+        if let Some(r) = parked {
+            tasks.spawn("parked joins replay", r.run(stop.clone()));
         }
         tracing::info!(role = ?role, http = ?settings.http.http_addr, admin = %settings.http.admin_addr,
             fan_identity = settings.fan_identity().map(|m| m.as_str()), "queuegate started");

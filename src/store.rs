@@ -226,6 +226,11 @@ impl QueueStore {
         self.backend.pooled().await
     }
 
+    /// Whether this store is a Redis Cluster (where one shard can be down while others serve).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.backend, conn::Backend::Cluster { .. })
+    }
+
     /// PING, for readiness.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut c = self.conn().await?;

@@ -235,6 +235,12 @@ impl KafkaSettings {
         format!("{}.dlt", self.kafka_topic)
     }
 
+    /// Where the consumer parks the joins of concerts whose Redis shard is down (one partition:
+    /// they are applied back in the order they were parked).
+    pub fn parked_topic(&self) -> String {
+        format!("{}.parked", self.kafka_topic)
+    }
+
     pub fn delivery_timeout(&self) -> Duration {
         Duration::from_millis(self.kafka_delivery_timeout_ms)
     }
@@ -285,6 +291,13 @@ pub struct ConsumerSettings {
     /// Redis outage does not trip this.
     #[arg(long, env = "QUEUEGATE_KAFKA_MAX_POLL_INTERVAL_MS", default_value_t = 300_000)]
     pub kafka_max_poll_interval_ms: u64,
+
+    /// On a Redis Cluster: how long a concert's writes may keep failing (its shard down) before
+    /// the consumer parks that concert's joins in `<topic>.parked` and goes on with the other
+    /// concerts; the parked joins are applied, in order, once the shard is back (ms; 0: never
+    /// park, hold the batch until Redis answers). Ignored on a single Redis.
+    #[arg(long, env = "QUEUEGATE_CONSUMER_PARK_AFTER_MS", default_value_t = 10_000)]
+    pub consumer_park_after_ms: u64,
 }
 
 impl ConsumerSettings {
@@ -292,6 +305,7 @@ impl ConsumerSettings {
         check_range("QUEUEGATE_CONSUMER_BATCH", self.consumer_batch, 1..=10_000)?;
         check_range("QUEUEGATE_CONSUMER_LINGER_MS", self.consumer_linger_ms, 0..=1000)?;
         check_range("QUEUEGATE_CONSUMER_PREFETCH_KB", self.consumer_prefetch_kb, 1024..=2_097_151)?;
+        check_range("QUEUEGATE_CONSUMER_PARK_AFTER_MS", self.consumer_park_after_ms, 0..=3_600_000)?;
         // librdkafka refuses a poll interval shorter than the group session timeout.
         check_range(
             "QUEUEGATE_KAFKA_MAX_POLL_INTERVAL_MS",

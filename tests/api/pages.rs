@@ -54,9 +54,13 @@ async fn a_room_learns_its_concert_s_name_branding_phase_and_identity_mode_and_l
                       "logoUrl": "/favicon.ico", "brandColor": "#6d28d9", "backgroundColor": "#fafafa",
                       "abandonAfterSeconds": 120});
     assert_eq!(app.put_concert("night", body).await.status(), 200);
-    assert_eq!(app.put_concert("later", json!({"state": "open", "opensAt": "2099-01-01T00:00:00Z"})).await.status(), 200);
+    assert_eq!(
+        app.put_concert("later", json!({"state": "open", "opensAt": "2099-01-01T00:00:00Z"})).await.status(),
+        200
+    );
     assert_eq!(app.put_concert("shut", json!({"state": "closed", "name": "Shut"})).await.status(), 200);
-    let room: Value = app.client.get(format!("{}/v1/concerts/night", app.http())).send().await.unwrap().json().await.unwrap();
+    let room: Value =
+        app.client.get(format!("{}/v1/concerts/night", app.http())).send().await.unwrap().json().await.unwrap();
     assert_eq!(room["name"], "Seoul Night");
     assert_eq!(room["phase"], "open");
     assert_eq!(room["redirectUrl"], "https://tickets.example/book");
@@ -66,11 +70,13 @@ async fn a_room_learns_its_concert_s_name_branding_phase_and_identity_mode_and_l
     assert_eq!(room["abandonAfterSeconds"], 120);
     assert_eq!(room["fanIdentity"], "body", "the test app runs --insecure-dev (body mode)");
     assert!(room["now"].as_str().is_some_and(|n| n.ends_with('Z')));
-    let later: Value = app.client.get(format!("{}/v1/concerts/later", app.http())).send().await.unwrap().json().await.unwrap();
+    let later: Value =
+        app.client.get(format!("{}/v1/concerts/later", app.http())).send().await.unwrap().json().await.unwrap();
     assert_eq!(later["phase"], "scheduled");
     assert_eq!(later["opensAt"], "2099-01-01T00:00:00Z");
     let list: Value = app.client.get(format!("{}/v1/concerts", app.http())).send().await.unwrap().json().await.unwrap();
-    let ids: Vec<&str> = list["concerts"].as_array().unwrap().iter().map(|c| c["concertId"].as_str().unwrap()).collect();
+    let ids: Vec<&str> =
+        list["concerts"].as_array().unwrap().iter().map(|c| c["concertId"].as_str().unwrap()).collect();
     assert_eq!(ids, ["later", "night"], "open and scheduled rooms, by id; not the closed one");
 
     // Bad page settings are refused, naming the field; the admin API keeps them as set.

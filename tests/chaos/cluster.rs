@@ -59,11 +59,12 @@ async fn kill_9_of_the_redis_primary_owning_a_concert_mid_drain_loses_and_double
 
 /// A whole shard down — the primary and the replica that own one concert's slot — while fans
 /// join that concert and one on another shard. Joins to both are still accepted (they wait in
-/// Kafka); the consumer holds the batch it cannot apply and retries it without committing past
-/// it. Once the shard is back, every fan of both concerts is queued exactly once. (While it is
-/// down, the other shard's concert does not drain either: see docs/guarantees.md.)
+/// Kafka). After `QUEUEGATE_CONSUMER_PARK_AFTER_MS` (3 s here) the consumer parks the down
+/// concert's joins in `<topic>.parked` and goes on: the other shard's concert drains fully while
+/// the shard is still down. Once the shard is back the replayer applies the parked joins, and
+/// every fan of both concerts is queued exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_whole_redis_shard_down_loses_nobody_of_its_concerts_once_it_is_back() {
+async fn a_whole_redis_shard_down_parks_its_concerts_while_the_others_drain_and_loses_nobody() {
     let mut cluster = PrivateRedisCluster::start();
     let sc = Scenario::new(6, cluster.url()).await;
     let gw = Arc::new(sc.spawn_gateway(|_| {}).await);
@@ -77,7 +78,7 @@ async fn a_whole_redis_shard_down_loses_nobody_of_its_concerts_once_it_is_back()
         .expect("a concert on another shard");
     gw.open_concert(down).await;
     gw.open_concert(&other).await;
-    let mut consumer = sc.spawn_consumer(200);
+    let mut consumer = sc.spawn_consumer_with(200, &[("QUEUEGATE_CONSUMER_PARK_AFTER_MS", "3000".into())]);
     let before_down = join_all(std::slice::from_ref(&gw), down, fans(1_000, "a-early"), 64).await;
     let before_other = join_all(std::slice::from_ref(&gw), &other, fans(1_000, "b-early"), 64).await;
     assert!(wait_for_waiting(&sc.names, &other, 1_000, Duration::from_secs(60)).await);
@@ -87,7 +88,9 @@ async fn a_whole_redis_shard_down_loses_nobody_of_its_concerts_once_it_is_back()
     // The gateway's concert cache keeps the down concert open (its last good read).
     let during_down = join_all(std::slice::from_ref(&gw), down, fans(2_000, "a-during"), 64).await;
     let during_other = join_all(std::slice::from_ref(&gw), &other, fans(2_000, "b-during"), 64).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The other shard's concert drains while this one is still down.
+    let drained_while_down = wait_for_waiting(&sc.names, &other, 3_000, Duration::from_secs(90)).await;
+    let other_while_down = waiting(&sc.names, &other).await;
     cluster.spawn(down_primary);
     cluster.spawn(down_replica);
     assert!(cluster.wait_ok(Duration::from_secs(60)), "the shard is back");
@@ -104,6 +107,10 @@ async fn a_whole_redis_shard_down_loses_nobody_of_its_concerts_once_it_is_back()
         during_down.statuses, during_other.statuses
     );
     assert_eq!(during_other.accepted.len(), 2_000, "the other shard's concert kept accepting");
+    assert!(
+        drained_while_down,
+        "the other shard's concert drained while the shard was down: {other_while_down} of 3000"
+    );
     assert_eq!(during_down.accepted.len(), 2_000, "joins to the down shard's concert are accepted into Kafka");
     report_down.assert_exact();
     report_other.assert_exact();

@@ -104,17 +104,19 @@ impl Names {
         Keys::new(&self.prefix).concert(&ConcertId::parse(concert).expect("a valid concert id"), part)
     }
 
-    /// Creates the entry topic (with `partitions`) and its dead-letter topic.
+    /// Creates the entry topic (with `partitions`), its dead-letter topic and its parked-joins topic.
     pub async fn create_topics(&self, partitions: i32) {
         let kafka = KafkaClients::new(&self.settings().kafka, Metrics::new());
         let admin: AdminClient<DefaultClientContext> = kafka.admin().create().expect("admin client");
         let dlt = format!("{}.dlt", self.topic);
+        let parked = format!("{}.parked", self.topic);
         // On a cluster (several brokers listed), as in production: three copies, two in sync.
         let replicas = self.brokers.split(',').count().min(3) as i32;
         let isr = if replicas >= 3 { "2" } else { "1" };
         let topics = [
             NewTopic::new(&self.topic, partitions, TopicReplication::Fixed(replicas)).set("min.insync.replicas", isr),
             NewTopic::new(&dlt, 1, TopicReplication::Fixed(replicas)).set("min.insync.replicas", isr),
+            NewTopic::new(&parked, 1, TopicReplication::Fixed(replicas)).set("min.insync.replicas", isr),
         ];
         for r in admin.create_topics(&topics, &AdminOptions::new()).await.expect("create topics") {
             r.expect("topic created");
