@@ -66,7 +66,7 @@ async fn the_queue_listing_pages_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_public_listener_serves_the_openapi_description_and_the_page() {
+async fn the_public_listener_serves_the_openapi_description_and_the_pages() {
     let app = spawn_app().await;
     let r = app.client.get(format!("{}/openapi.json", app.http())).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -75,5 +75,7 @@ async fn the_public_listener_serves_the_openapi_description_and_the_page() {
     assert!(doc["paths"]["/admin/v1/concerts/{concertId}/admit"]["post"].is_object());
     let page = app.client.get(format!("{}/", app.http())).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().contains("EventSource"));
+    assert!(page.text().await.unwrap().contains("/assets/room.js"));
+    let script = app.client.get(format!("{}/assets/room.js", app.http())).send().await.unwrap();
+    assert!(script.text().await.unwrap().contains("EventSource"), "the room watches through the event stream");
 }
