@@ -160,3 +160,21 @@ async fn kafka_over_sasl_ssl_with_scram_queues_fans_and_never_logs_the_password(
     );
     assert!(!logs.contains("wrong-Pa55word-never-logged") && !logs.contains(PASSWORD));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_over_tls_with_an_acl_user_queues_fans_and_never_logs_the_password() {
+    const PASSWORD: &str = "cluster-Pa55word-never-logged";
+    let certs = Certs::make();
+    let cluster = crate::common::private_cluster::PrivateRedisCluster::start_tls(&certs, "queuegate", PASSWORD);
+    assert!(cluster.url().starts_with("rediss+cluster://queuegate:"));
+    let names = Names::on(crate::common::brokers(), cluster.url());
+    names.create_topics(1).await;
+    let log = certs.dir.join("queuegate-cluster.log");
+    let (mut app, public, admin) = spawn_run(&names, &[("SSL_CERT_FILE", Certs::s(&certs.ca()))], &log);
+    let queued = joins_reach_redis(&public, &admin, 5).await;
+    let _ = app.kill();
+    let _ = app.wait();
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(queued, "five fans queued on the TLS cluster; logs:\n{logs}");
+    assert!(!logs.contains(PASSWORD), "the Redis password is in the logs");
+}

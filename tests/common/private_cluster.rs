@@ -17,21 +17,76 @@ struct Node {
 pub struct PrivateRedisCluster {
     dir: PathBuf,
     nodes: Vec<Node>,
+    /// TLS and ACL: extra redis-server arguments, redis-cli's arguments, the URL's credentials.
+    tls: Option<Tls>,
+}
+
+struct Tls {
+    server: Vec<String>,
+    cli: Vec<String>,
+    credentials: String,
 }
 
 impl PrivateRedisCluster {
     /// Starts six nodes, forms the cluster and waits until every slot is served and every
     /// replica is attached.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// The same over TLS only (clients, the cluster bus and replication), with the server
+    /// certificate from `certs`, and an ACL user `user` with `password` (the default user off):
+    /// `rediss+cluster://user:password@…`; clients verify the nodes against `certs`' CA.
+    pub fn start_tls(certs: &super::tls::Certs, user: &str, password: &str) -> Self {
+        use super::tls::Certs;
+        let (cert, key, ca) = (Certs::s(&certs.cert()), Certs::s(&certs.key()), Certs::s(&certs.ca()));
+        let server = [
+            "--tls-cluster",
+            "yes",
+            "--tls-replication",
+            "yes",
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+            "--user",
+            "default",
+            "off",
+            "--user",
+            user,
+            "on",
+            &format!(">{password}"),
+            "~*",
+            "&*",
+            "+@all",
+            "--masteruser",
+            user,
+            "--masterauth",
+            password,
+        ];
+        let cli = ["--tls", "--cacert", &ca, "--user", user, "--pass", password, "--no-auth-warning"];
+        Self::start_with(Some(Tls {
+            server: server.iter().map(|s| s.to_string()).collect(),
+            cli: cli.iter().map(|s| s.to_string()).collect(),
+            credentials: format!("{user}:{password}@"),
+        }))
+    }
+
+    fn start_with(tls: Option<Tls>) -> Self {
         let nodes: Vec<Node> = (0..6).map(|_| Node { port: free_port(), bus: free_port(), child: None }).collect();
         let dir = std::env::temp_dir().join(format!("qgtest-cluster-{}", nodes[0].port));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut cluster = PrivateRedisCluster { dir, nodes };
+        let mut cluster = PrivateRedisCluster { dir, nodes, tls };
         for i in 0..6 {
             cluster.spawn(i);
         }
         let addrs: Vec<String> = cluster.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let out = Command::new("redis-cli")
+            .args(cluster.cli_args())
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
@@ -43,10 +98,18 @@ impl PrivateRedisCluster {
         cluster
     }
 
-    /// `redis+cluster://` with the first three nodes as seeds.
+    /// `redis+cluster://` (`rediss+cluster://user:password@` over TLS) with the first three
+    /// nodes as seeds.
     pub fn url(&self) -> String {
         let seeds: Vec<String> = self.nodes[..3].iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
-        format!("redis+cluster://{}", seeds.join(","))
+        match &self.tls {
+            None => format!("redis+cluster://{}", seeds.join(",")),
+            Some(t) => format!("rediss+cluster://{}{}", t.credentials, seeds.join(",")),
+        }
+    }
+
+    fn cli_args(&self) -> &[String] {
+        self.tls.as_ref().map_or(&[], |t| &t.cli)
     }
 
     /// Starts node `i` (again, on its data: a killed primary comes back as a replica).
@@ -54,8 +117,13 @@ impl PrivateRedisCluster {
         let (port, bus) = (self.nodes[i].port, self.nodes[i].bus);
         let dir = self.dir.join(port.to_string());
         std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--cluster-port", &bus.to_string()])
+        let mut cmd = Command::new("redis-server");
+        match &self.tls {
+            None => cmd.args(["--port", &port.to_string()]),
+            Some(t) => cmd.args(["--port", "0", "--tls-port", &port.to_string()]).args(&t.server),
+        };
+        let child = cmd
+            .args(["--bind", "127.0.0.1", "--cluster-port", &bus.to_string()])
             .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"])
             // As docs/operations.md advises: the other shards serve while one is wholly down.
             .args(["--cluster-require-full-coverage", "no"])
@@ -167,7 +235,12 @@ impl PrivateRedisCluster {
 
     /// redis-cli of node `i` with `args`; the reply as text.
     pub fn cli(&self, i: usize, args: &[&str]) -> String {
-        let out = Command::new("redis-cli").args(["-p", &self.nodes[i].port.to_string()]).args(args).output().unwrap();
+        let out = Command::new("redis-cli")
+            .args(self.cli_args())
+            .args(["-p", &self.nodes[i].port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
