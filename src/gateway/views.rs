@@ -112,10 +112,11 @@ impl ConcertView {
     }
 }
 
-/// A stream's hold on its fan in a concert view; released when dropped.
+/// A stream's hold on its fan in a concert view; released when dropped. It holds the view
+/// itself (a view with subscribers is never dropped from the map), so a stream's wake-up locks
+/// only its concert's fans, not every gateway's map of views.
 pub struct Watching {
-    views: Arc<Views>,
-    concert: ConcertId,
+    view: Arc<ConcertView>,
     user: UserId,
     pub rx: watch::Receiver<Arc<Snapshot>>,
 }
@@ -123,17 +124,15 @@ pub struct Watching {
 impl Watching {
     /// What the view knows of the fan now.
     pub fn fact(&self) -> Option<Fact> {
-        self.views.fact(&self.concert, &self.user)
+        self.view.fans().get(&self.user).map(|f| f.fact)
     }
 }
 
 impl Drop for Watching {
     fn drop(&mut self) {
-        if let Some(v) = self.views.get(&self.concert) {
-            if let Some(f) = v.fans().get_mut(&self.user) {
-                f.streams = f.streams.saturating_sub(1);
-                f.last_asked = Instant::now();
-            }
+        if let Some(f) = self.view.fans().get_mut(&self.user) {
+            f.streams = f.streams.saturating_sub(1);
+            f.last_asked = Instant::now();
         }
     }
 }
@@ -223,10 +222,10 @@ impl Views {
     }
 
     /// A stream's subscription to `concert`'s view for `user` (who must have been learnt).
-    pub fn watch(self: &Arc<Self>, concert: &ConcertId, user: &UserId) -> Option<Watching> {
+    pub fn watch(&self, concert: &ConcertId, user: &UserId) -> Option<Watching> {
         let view = self.get(concert)?;
         view.fans().get_mut(user)?.streams += 1;
-        Some(Watching { views: self.clone(), concert: concert.clone(), user: user.clone(), rx: view.tx.subscribe() })
+        Some(Watching { rx: view.tx.subscribe(), view, user: user.clone() })
     }
 
     /// Fans tracked, concerts viewed: for metrics.
