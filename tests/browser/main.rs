@@ -225,6 +225,22 @@ async fn a_fan_waits_keeps_the_place_through_a_reload_and_a_restart_and_lands_on
     b.screenshot("6-booking-site").await;
 
     seen.extend(b.console().await);
+
+    // Back on the console: change the rate, pause and open again; the admin API agrees each time.
+    b.switch_to(&console_tab).await;
+    b.type_into(&format!("{row} input.rate"), "7").await;
+    b.click(&format!("{row} button[data-act=\"Set rate\"]")).await;
+    b.expect_text(&format!("{row} td[data-k=admitPerSecond]"), WAIT, |t| t == "7", "the new rate").await;
+    assert_eq!(app.admin_json(&format!("/admin/v1/concerts/{concert}")).await["admitPerSecond"], 7);
+    b.click(&format!("{row} button[data-act=Pause]")).await;
+    b.expect_text(&format!("{row} td[data-k=state]"), WAIT, |t| t == "paused", "paused").await;
+    let paused = app.admin_json(&format!("/admin/v1/concerts/{concert}")).await;
+    assert_eq!(paused["state"], "paused");
+    assert_eq!(paused["name"], "Seoul Night 2026", "the console's PUT keeps the other settings");
+    assert_eq!(paused["redirectUrl"], format!("{booking}/book?from=queue"));
+    b.click(&format!("{row} button[data-act=Open]")).await;
+    b.expect_text(&format!("{row} td[data-k=state]"), WAIT, |t| t == "open", "open again").await;
+    seen.extend(b.console().await);
     seen.extend(console_console);
     assert_eq!(errors(&seen, false), Vec::<String>::new(), "console errors on the pages");
     assert_eq!(errors(&restart_console, true), Vec::<String>::new(), "console errors around the restart");
