@@ -25,7 +25,7 @@ const T = {
     abandon: (m) => `Keep this page open: fans who leave it for more than ${m} minute${m === 1 ? "" : "s"} lose their place.`,
     redirecting: "Taking you to the booking site…", noRedirect: "Go back to the booking site to continue.",
     say: (s, p) => p ? `${s}. Position ${p}.` : `${s}.`, you: (u) => `Your place: ${u}`,
-    retry: (s) => `Too many tries; try again in ${s} s.`, checking: "Checking your browser…", failed: "Something went wrong",
+    busy: (s) => `Busy right now — trying again in ${s} s. Keep this page open.`, checking: "Checking your browser…", failed: "Something went wrong",
   },
   ko: {
     other: "English", rooms: "대기실", noRooms: "지금 대기열을 받는 공연이 없습니다.", concertId: "공연",
@@ -48,7 +48,7 @@ const T = {
     abandon: (m) => `이 페이지를 열어 두세요. ${m}분 넘게 떠나 있으면 순서를 잃습니다.`,
     redirecting: "예매 사이트로 이동합니다…", noRedirect: "예매 사이트로 돌아가 계속하세요.",
     say: (s, p) => p ? `${s}. ${p}번째.` : `${s}.`, you: (u) => `내 자리: ${u}`,
-    retry: (s) => `시도가 너무 많습니다. ${s}초 후 다시 시도하세요.`, checking: "브라우저를 확인하는 중…", failed: "문제가 발생했습니다",
+    busy: (s) => `지금 혼잡합니다 — ${s}초 후 다시 시도합니다. 이 페이지를 열어 두세요.`, checking: "브라우저를 확인하는 중…", failed: "문제가 발생했습니다",
   },
 };
 let lang = localStorage.getItem("qg:lang") ||
@@ -276,7 +276,7 @@ async function room(id) {
   }
 
   async function join(ev) {
-    ev.preventDefault();
+    if (ev) ev.preventDefault();
     $("joinbtn").disabled = true;
     fail("");
     performance.mark("qg-join");
@@ -287,7 +287,14 @@ async function room(id) {
     try {
       let r = await send(), b = await r.json();
       if (r.status === 403 && /proof of work/.test(b.detail || "")) { body.pow = await proofOfWork(); r = await send(); b = await r.json(); }
-      if (r.status === 429) throw new Error(t("retry", r.headers.get("Retry-After") || 5));
+      // Too many at once, or the broker busy: try again by itself after the server's
+      // Retry-After, spread a little so a crowd does not come back in the same second.
+      if (r.status === 429 || r.status === 503) {
+        const wait = Math.min(60, Number(r.headers.get("Retry-After")) || 5) * (0.8 + Math.random() * 0.4);
+        fail(t("busy", Math.ceil(wait)));
+        setTimeout(join, wait * 1000);
+        return;
+      }
       if (r.status !== 202) throw new Error(b.detail || `HTTP ${r.status}`);
       entry = { userId: b.userId, token: b.token };
       save();

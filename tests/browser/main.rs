@@ -81,22 +81,30 @@ async fn app_on(names: &Names, port: u16, tweak: impl FnOnce(&mut Settings)) -> 
     .await
 }
 
-/// Console entries that are errors, leaving out the connection failures a test causes on purpose
-/// (the gateway stopped for a restart).
-fn errors(entries: &[(String, String)], expected_refusals: bool) -> Vec<String> {
+/// Console entries that are errors, leaving out those a test causes on purpose (`expected`: the
+/// connection refusals of a gateway stopped for a restart, a 429 the test provoked).
+fn errors(entries: &[(String, String)], expected: &[&str]) -> Vec<String> {
     entries
         .iter()
         .filter(|(level, _)| level == "SEVERE" || level == "WARNING")
-        .filter(|(_, m)| !(expected_refusals && m.contains("net::ERR_CONNECTION_REFUSED")))
+        .filter(|(_, m)| !expected.iter().any(|e| m.contains(e)))
         .map(|(l, m)| format!("{l}: {m}"))
         .collect()
 }
 
+/// A join through the API as a new anonymous fan; its user id. A 503 (the broker still
+/// starting, right after `make services`) is tried again, as a client would after Retry-After.
 async fn anonymous_join(app: &TestApp, concert: &str) -> String {
-    let r =
-        app.client.post(format!("{}/v1/concerts/{concert}/queue", app.http())).json(&json!({})).send().await.unwrap();
-    assert_eq!(r.status(), 202);
-    r.json::<Value>().await.unwrap()["userId"].as_str().unwrap().to_owned()
+    let url = format!("{}/v1/concerts/{concert}/queue", app.http());
+    for _ in 0..60 {
+        let r = app.client.post(&url).json(&json!({})).send().await.unwrap();
+        match r.status().as_u16() {
+            202 => return r.json::<Value>().await.unwrap()["userId"].as_str().unwrap().to_owned(),
+            503 => tokio::time::sleep(Duration::from_millis(500)).await,
+            other => panic!("join answered {other}: {}", r.text().await.unwrap()),
+        }
+    }
+    panic!("joins kept answering 503 for 30 s")
 }
 
 /// The admin listing's position of `user` (None when not listed).
@@ -242,8 +250,12 @@ async fn a_fan_waits_keeps_the_place_through_a_reload_and_a_restart_and_lands_on
     b.expect_text(&format!("{row} td[data-k=state]"), WAIT, |t| t == "open", "open again").await;
     seen.extend(b.console().await);
     seen.extend(console_console);
-    assert_eq!(errors(&seen, false), Vec::<String>::new(), "console errors on the pages");
-    assert_eq!(errors(&restart_console, true), Vec::<String>::new(), "console errors around the restart");
+    assert_eq!(errors(&seen, &[]), Vec::<String>::new(), "console errors on the pages");
+    assert_eq!(
+        errors(&restart_console, &["net::ERR_CONNECTION_REFUSED"]),
+        Vec::<String>::new(),
+        "console errors around the restart"
+    );
     drop(b);
     app.shutdown().await.unwrap();
 }
@@ -306,16 +318,20 @@ async fn a_signed_in_fan_of_a_scheduled_concert_sees_the_countdown_and_the_pre_q
     b.refresh().await;
     b.expect_text("#state", WAIT, |t| t == "You are in the pre-queue", "kept across a reload, in English").await;
     b.screenshot("3-prequeue-en").await;
-    assert_eq!(errors(&b.console().await, false), Vec::<String>::new(), "console errors");
+    assert_eq!(errors(&b.console().await, &[]), Vec::<String>::new(), "console errors");
     drop(b);
     app.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_the_dev_body_mode_the_fan_types_an_id_that_the_page_checks_before_joining() {
+async fn in_the_dev_body_mode_the_fan_types_an_id_that_the_page_checks_and_a_busy_join_is_tried_again() {
     let names = Names::new();
     create_topics(&names, 1).await;
-    let app = spawn_role(&names, Role::Run, |s| s.identity.fan_identity = Some(FanIdentityMode::Body)).await;
+    let app = spawn_role(&names, Role::Run, |s| {
+        s.identity.fan_identity = Some(FanIdentityMode::Body);
+        s.http.rate_limit_per_ip = 1; // one join a second from 127.0.0.1, the test's and the browser's
+    })
+    .await;
     app.open_concert("demo").await;
     let b = Browser::start(&shots("body"), "en-US").await;
     b.goto(&format!("{}/c/demo", app.http())).await;
@@ -325,11 +341,17 @@ async fn in_the_dev_body_mode_the_fan_types_an_id_that_the_page_checks_before_jo
     assert_eq!(b.eval(valid, json!(["not an id!"])).await, json!(false));
     assert_eq!(b.eval(valid, json!(["fan_01-a"])).await, json!(true));
     b.type_into("#user", "fan-typed-1").await;
+    // Someone from the same address joined just before: the page's join gets 429, says so, and
+    // tries again by itself after the Retry-After.
+    assert_eq!(app.join("demo", "fan-api").await.status(), 202);
     b.click("#joinbtn").await;
-    b.expect_text("#position", WAIT, |t| t == "#1", "first in line").await;
+    b.expect_text("#error", WAIT, |t| t.starts_with("Busy right now"), "the busy message").await;
+    b.expect_text("#position", WAIT, |t| t == "#2", "second in line, after trying again").await;
+    assert!(b.text("#error").await.is_empty(), "the message is gone once the join went through");
     assert_eq!(b.text("#who").await, "Your place: fan-typed-1");
-    assert_eq!(listed_position(&app, "demo", "fan-typed-1").await, Some(1));
-    assert_eq!(errors(&b.console().await, false), Vec::<String>::new(), "console errors");
+    assert_eq!(listed_position(&app, "demo", "fan-typed-1").await, Some(2));
+    let provoked = ["queue - Failed to load resource: the server responded with a status of 429"];
+    assert_eq!(errors(&b.console().await, &provoked), Vec::<String>::new(), "console errors");
     drop(b);
     app.shutdown().await.unwrap();
 }
