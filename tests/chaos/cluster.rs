@@ -85,12 +85,14 @@ async fn a_whole_redis_shard_down_parks_its_concerts_while_the_others_drain_and_
 
     cluster.kill9(down_replica);
     cluster.kill9(down_primary);
+    let killed = std::time::Instant::now();
     // The gateway's concert cache keeps the down concert open (its last good read).
     let during_down = join_all(std::slice::from_ref(&gw), down, fans(2_000, "a-during"), 64).await;
     let during_other = join_all(std::slice::from_ref(&gw), &other, fans(2_000, "b-during"), 64).await;
     // The other shard's concert drains while this one is still down.
     let drained_while_down = wait_for_waiting(&sc.names, &other, 3_000, Duration::from_secs(90)).await;
     let other_while_down = waiting(&sc.names, &other).await;
+    let drained_after = killed.elapsed();
     cluster.spawn(down_primary);
     cluster.spawn(down_replica);
     assert!(cluster.wait_ok(Duration::from_secs(60)), "the shard is back");
@@ -103,8 +105,8 @@ async fn a_whole_redis_shard_down_parks_its_concerts_while_the_others_drain_and_
         check(&sc.names, &other, &accepted(&before_other, &during_other), Duration::from_secs(180)).await;
     kill9(&mut consumer);
     println!(
-        "chaos cluster-shard-down: joins while down {:?} (down shard) / {:?} (other shard); down shard: {report_down}; other: {report_other}",
-        during_down.statuses, during_other.statuses
+        "chaos cluster-shard-down: joins while down {:?} (down shard) / {:?} (other shard); other shard's concert all in Redis {:.1} s after the kill; down shard: {report_down}; other: {report_other}",
+        during_down.statuses, during_other.statuses, drained_after.as_secs_f64()
     );
     assert_eq!(during_other.accepted.len(), 2_000, "the other shard's concert kept accepting");
     assert!(
