@@ -21,7 +21,8 @@
 //! gets ahead of them) and the batch commits, so the other concerts go on draining. From then on
 //! this instance parks every record of that concert, keeping their order, until the parked joins
 //! have all been applied back by the replayer ([`parked::ParkedReplayer`]), which retries them
-//! until the shard is back. A copy parked twice (a crash between parking and committing) is a
+//! until the shard is back. An instance given partitions parks the concerts that still have
+//! joins parked, whoever parked them. A copy parked twice (a crash between parking and committing) is a
 //! duplicate the apply script ignores, like any replay.
 
 use std::sync::Arc;
@@ -79,7 +80,14 @@ struct Parking {
     /// Concerts whose records this instance parks (in order) until the lot is drained.
     concerts: std::collections::HashSet<crate::ids::ConcertId>,
     last_check: Instant,
+    /// The partitions assigned at the last batch: when they change, the concerts that still have
+    /// joins parked (by whoever owned the partitions before) are parked here too.
+    assigned: Vec<i32>,
 }
+
+/// Parked joins a consumer reads at most, when given partitions, to learn which concerts are
+/// still parked.
+const MAX_PENDING_READ: usize = 100_000;
 
 /// How often a consumer with parked concerts asks whether the parked joins are all applied.
 const LOT_CHECK_EVERY: Duration = Duration::from_secs(2);
@@ -110,6 +118,7 @@ impl EntryConsumer {
                 lot: crate::kafka::CutProbe::parked_lot(kafka, settings)?,
                 concerts: Default::default(),
                 last_check: Instant::now(),
+                assigned: Vec::new(),
             })
         } else {
             None
@@ -191,6 +200,7 @@ impl EntryConsumer {
     /// Applies and commits one batch. False when `stop` interrupted it before the commit.
     async fn process(&mut self, msgs: Vec<OwnedMessage>, stop: &CancellationToken) -> bool {
         self.metrics.consumer_batch_size.with_label_values(&[] as &[&str]).observe(msgs.len() as f64);
+        self.learn_parked_on_new_partitions().await;
         let mut plan = Plan::new(&msgs);
         let mut parked = Vec::new();
         // Records of concerts whose shard is down, to copy to the parked-joins topic.
@@ -329,6 +339,33 @@ impl EntryConsumer {
             r.map_err(|(e, _)| anyhow::anyhow!("parking a join: {e}"))?;
         }
         Ok(())
+    }
+
+    /// When this consumer's partitions changed (start-up, a rebalance), parks the concerts that
+    /// still have joins in the parked topic: the partitions' previous owner may have parked them,
+    /// and their new joins must not be placed before the parked ones. Read from the replayer's
+    /// committed offset to the end, at most [`MAX_PENDING_READ`] records.
+    async fn learn_parked_on_new_partitions(&mut self) {
+        let Some(p) = self.parking.as_mut() else { return };
+        let Ok(tpl) = self.consumer.assignment() else { return };
+        let mut now: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        now.sort_unstable();
+        if now == p.assigned {
+            return;
+        }
+        p.assigned = now;
+        match p.lot.pending_concerts(MAX_PENDING_READ).await {
+            Ok(Some(pending)) if !pending.is_empty() => {
+                tracing::warn!(concerts = pending.len(), "new partitions while joins are parked; parking those concerts here too until they are applied");
+                p.concerts.extend(pending);
+                p.last_check = Instant::now();
+                self.metrics.consumer_parked_concerts.set(p.concerts.len() as i64);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => tracing::warn!(max = MAX_PENDING_READ,
+                "more parked joins than a consumer reads on new partitions; concerts beyond them may get new joins placed before parked ones"),
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "could not read which concerts have joins parked"),
+        }
     }
 
     /// Stops parking once the replayer has applied every parked join (checked every

@@ -215,6 +215,63 @@ impl CutProbe {
         Ok(CutProbe { consumer: std::sync::Arc::new(c), topic: clients.settings().parked_topic() })
     }
 
+    /// The concerts of the records the group has not consumed yet (from its committed offset to
+    /// the end of each partition), reading at most `max` records; None when there are more (or
+    /// they could not all be read within a few seconds). For the parked joins: a consumer that
+    /// is given partitions must go on parking the concerts that still have joins parked, or its
+    /// new joins of them would be placed before the parked ones.
+    pub async fn pending_concerts(
+        &self,
+        max: usize,
+    ) -> anyhow::Result<Option<std::collections::HashSet<crate::ids::ConcertId>>> {
+        let (c, topic) = (self.consumer.clone(), self.topic.clone());
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::Consumer;
+            use rdkafka::message::Message;
+            let md = c.fetch_metadata(Some(&topic), CUT_PROBE_TIMEOUT)?;
+            let t = md.topics().first().ok_or_else(|| anyhow::anyhow!("no metadata for topic {topic}"))?;
+            let mut all = rdkafka::TopicPartitionList::new();
+            for p in t.partitions() {
+                all.add_partition(&topic, p.id());
+            }
+            let committed = c.committed_offsets(all, CUT_PROBE_TIMEOUT)?;
+            let mut concerts = std::collections::HashSet::new();
+            let (mut read, deadline) = (0usize, std::time::Instant::now() + Duration::from_secs(10));
+            for p in t.partitions() {
+                let (low, high) = c.fetch_watermarks(&topic, p.id(), CUT_PROBE_TIMEOUT)?;
+                let at = committed.find_partition(&topic, p.id()).and_then(|e| e.offset().to_raw()).unwrap_or(-1);
+                let from = if at < 0 { low } else { at.max(low) };
+                if from >= high {
+                    continue;
+                }
+                let mut tpl = rdkafka::TopicPartitionList::new();
+                tpl.add_partition_offset(&topic, p.id(), rdkafka::Offset::Offset(from))?;
+                c.assign(&tpl)?;
+                let mut next = from;
+                while next < high {
+                    if read >= max || std::time::Instant::now() > deadline {
+                        let _ = c.unassign();
+                        return Ok(None);
+                    }
+                    match c.poll(Duration::from_millis(500)) {
+                        Some(Ok(m)) => {
+                            next = m.offset() + 1;
+                            read += 1;
+                            if let Ok(rec) = crate::ids::EntryRecord::decode(m.key(), m.payload()) {
+                                concerts.insert(rec.concert_id);
+                            }
+                        }
+                        Some(Err(e)) => return Err(e.into()),
+                        None => {}
+                    }
+                }
+                c.unassign()?;
+            }
+            Ok(Some(concerts))
+        })
+        .await?
+    }
+
     /// Whether the group has committed up to the end of every partition: nothing is left to read.
     pub async fn drained(&self) -> anyhow::Result<bool> {
         let ends = self.high_watermarks().await?;

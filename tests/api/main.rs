@@ -14,6 +14,7 @@ mod identity;
 mod join;
 mod openapi;
 mod pages;
+mod parked;
 mod readiness;
 mod secured;
 mod store_model;
