@@ -158,6 +158,16 @@ async function room(id) {
     $("who").textContent = entry ? t("you", entry.userId) : "";
   }
 
+  // At the opening: the concert's phase again ("Sales are open."), past the browser's cache, and
+  // once more a second later while the server's clock has not reached it yet.
+  async function reloadInfo() {
+    try {
+      info = (await getJSON(`/v1/concerts/${enc(id)}`, { cache: "no-store" })).body;
+      drawPhase();
+      if (info.phase === "scheduled") setTimeout(reloadInfo, 1000);
+    } catch (e) { fail(e.message); }
+  }
+
   function showJoin() {
     const can = info.phase === "open" || info.phase === "scheduled";
     $("joinbox").hidden = !can;
@@ -191,7 +201,7 @@ async function room(id) {
       : s.etaSeconds ? t("eta", Math.max(1, Math.floor((s.etaSeconds * 0.8) / 60)), Math.ceil((s.etaSeconds * 1.25) / 60)) : t("etaNone");
     $("keep").hidden = FINAL.has(s.status);
     $("abandon").hidden = FINAL.has(s.status) || !info.abandonAfterSeconds;
-    if (s.status === "prequeue" && s.secondsToOpen > 0) countdown(Date.now() + skew + s.secondsToOpen * 1000, "opensIn", () => {});
+    if (s.status === "prequeue" && s.secondsToOpen > 0) countdown(Date.now() + skew + s.secondsToOpen * 1000, "opensIn", reloadInfo);
     else if (info.phase !== "scheduled") { clearInterval(ticker); $("countdown").hidden = true; }
     // The live region speaks on a change of state, and of position at most every 30 s.
     const now = Date.now();
@@ -307,12 +317,7 @@ async function room(id) {
   redraw = () => { drawPhase(); if (last) draw(last); };
   $("join").addEventListener("submit", join);
   translate();
-  if (info.phase === "scheduled" && !entry) {
-    countdown(Date.parse(info.opensAt), "opensIn", async () => {
-      info = (await getJSON(`/v1/concerts/${enc(id)}`)).body;
-      drawPhase();
-    });
-  }
+  if (info.phase === "scheduled" && !entry) countdown(Date.parse(info.opensAt), "opensIn", reloadInfo);
   if (entry) watch(); else showJoin();
 }
 

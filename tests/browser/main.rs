@@ -350,6 +350,19 @@ async fn in_the_dev_body_mode_the_fan_types_an_id_that_the_page_checks_and_a_bus
     assert!(b.text("#error").await.is_empty(), "the message is gone once the join went through");
     assert_eq!(b.text("#who").await, "Your place: fan-typed-1");
     assert_eq!(listed_position(&app, "demo", "fan-typed-1").await, Some(2));
+
+    // A concert opening in 3 s: the fan joins the pre-queue, the countdown ends in "Sales are
+    // open.", and after the cut the page shows the fan's place.
+    let opens = SystemTime::now() + Duration::from_secs(3);
+    let opens = time::OffsetDateTime::from(opens).format(&time::format_description::well_known::Rfc3339).unwrap();
+    assert_eq!(app.put_concert("soon", json!({"state": "open", "opensAt": opens})).await.status(), 200);
+    b.goto(&format!("{}/c/soon", app.http())).await;
+    b.expect_text("#countLabel", WAIT, |t| t == "Sales open in", "the countdown").await;
+    b.click("#joinbtn").await;
+    b.expect_text("#state", WAIT, |t| t == "You are in the pre-queue", "the pre-queue").await;
+    b.expect_text("#phase", WAIT, |t| t == "Sales are open.", "the opening").await;
+    assert!(b.text("#clock").await.is_empty(), "the countdown is gone");
+    b.expect_text("#position", Duration::from_secs(40), |t| t == "#1", "placed at the cut").await;
     let provoked = ["queue - Failed to load resource: the server responded with a status of 429"];
     assert_eq!(errors(&b.console().await, &provoked), Vec::<String>::new(), "console errors");
     drop(b);
