@@ -87,9 +87,11 @@ impl EntryProducer {
             }
             Err((e, _)) => return Err(ProduceError::Kafka(e)),
         };
-        // librdkafka fails the report after message.timeout.ms; the extra second only guards
-        // against a report that never comes.
-        match tokio::time::timeout(self.delivery_timeout + Duration::from_secs(1), delivery).await {
+        // librdkafka fails the report after message.timeout.ms, but checks its timeouts once a
+        // second, so a report can come up to a second late: the fan is answered (503) at the
+        // delivery timeout whatever librdkafka does. A record answered 503 may still land (as
+        // with any unacknowledged join); a retry of it is a duplicate the consumer ignores.
+        match tokio::time::timeout(self.delivery_timeout, delivery).await {
             Ok(Ok(Ok(d))) => Ok(Delivered { partition: d.partition, offset: d.offset }),
             Ok(Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _)))) => {
                 Err(ProduceError::Timeout)

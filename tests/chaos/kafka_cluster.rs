@@ -61,7 +61,9 @@ async fn kill_9_of_the_busiest_kafka_leader_mid_burst_loses_and_doubles_nobody()
         delivery_timeout.as_secs_f64()
     );
     assert!(burst.statuses.keys().all(|s| *s == 202 || *s == 503), "only 202 or 503: {:?}", burst.statuses);
-    assert!(burst.slowest < delivery_timeout + Duration::from_secs(5), "a join hung past the delivery timeout");
+    // The gateway answers at the delivery timeout; the rest is the HTTP round trip and the
+    // client's own queueing of 128 requests on a busy machine.
+    assert!(burst.slowest < delivery_timeout + Duration::from_secs(2), "a join hung past the delivery timeout");
     report.assert_exact_allowing_lost_acks(burst.statuses.get(&503).copied().unwrap_or(0));
 }
 
