@@ -316,24 +316,7 @@ impl EntryConsumer {
         let timeout = self.kafka.settings().delivery_timeout();
         let mut sent = Vec::with_capacity(indexes.len());
         for &i in indexes {
-            let m = &msgs[i];
-            let (partition, offset) = (m.partition().to_string(), m.offset().to_string());
-            let mut headers = OwnedHeaders::new_with_capacity(3)
-                .insert(Header { key: "qg-source-partition", value: Some(partition.as_str()) })
-                .insert(Header { key: "qg-source-offset", value: Some(offset.as_str()) });
-            if let Some(tp) =
-                m.headers().and_then(|hs| hs.iter().find(|h| h.key == "traceparent")).and_then(|h| h.value)
-            {
-                headers = headers.insert(Header { key: "traceparent", value: Some(tp) });
-            }
-            let mut rec = FutureRecord::to(&parking.topic).headers(headers);
-            if let Some(k) = m.key() {
-                rec = rec.key(k);
-            }
-            if let Some(p) = m.payload() {
-                rec = rec.payload(p);
-            }
-            sent.push(producer.send(rec, timeout));
+            sent.push(producer.send(copy_of(&msgs[i], &parking.topic, OwnedHeaders::new_with_capacity(4)), timeout));
         }
         for r in futures_util::future::join_all(sent).await {
             r.map_err(|(e, _)| anyhow::anyhow!("parking a join: {e}"))?;
@@ -524,17 +507,13 @@ impl EntryConsumer {
             txn.begin_transaction()?;
             let run = || -> Result<(), rdkafka::error::KafkaError> {
                 for (m, why) in &dead {
-                    let headers = dead_letter_headers(m, why);
-                    let mut rec = FutureRecord::to(&dlt).headers(headers);
-                    if let Some(k) = m.key() {
-                        rec = rec.key(k);
-                    }
-                    if let Some(p) = m.payload() {
-                        rec = rec.payload(p);
-                    }
+                    let detail = why.to_string();
+                    let headers = OwnedHeaders::new_with_capacity(6)
+                        .insert(Header { key: "qg-dlt-reason", value: Some(why.code()) })
+                        .insert(Header { key: "qg-dlt-detail", value: Some(detail.as_str()) });
                     // The delivery future is not awaited: commit_transaction flushes and fails
                     // the transaction if any of its records failed.
-                    txn.send_result(rec).map_err(|(e, _)| e)?;
+                    txn.send_result(copy_of(m, &dlt, headers)).map_err(|(e, _)| e)?;
                 }
                 txn.send_offsets_to_transaction(&offsets, &cgm, TXN_TIMEOUT)?;
                 txn.commit_transaction(TXN_TIMEOUT)
@@ -574,19 +553,24 @@ impl EntryConsumer {
     }
 }
 
-/// Headers of a dead-letter record: why it failed and where it came from.
-fn dead_letter_headers(m: &OwnedMessage, why: &InvalidRecord) -> OwnedHeaders {
+/// A copy of `m` (key and payload) for `topic` — a dead letter, a parked join — with `headers`
+/// plus where it came from (`qg-source-topic`, `-partition`, `-offset`) and its trace context.
+fn copy_of<'a>(m: &'a OwnedMessage, topic: &'a str, headers: OwnedHeaders) -> FutureRecord<'a, [u8], [u8]> {
     let partition = m.partition().to_string();
     let offset = m.offset().to_string();
-    let detail = why.to_string();
-    let mut h = OwnedHeaders::new_with_capacity(6)
-        .insert(Header { key: "qg-dlt-reason", value: Some(why.code()) })
-        .insert(Header { key: "qg-dlt-detail", value: Some(detail.as_str()) })
+    let mut h = headers
         .insert(Header { key: "qg-source-topic", value: Some(m.topic()) })
         .insert(Header { key: "qg-source-partition", value: Some(partition.as_str()) })
         .insert(Header { key: "qg-source-offset", value: Some(offset.as_str()) });
     if let Some(tp) = m.headers().and_then(|hs| hs.iter().find(|h| h.key == "traceparent")).and_then(|h| h.value) {
         h = h.insert(Header { key: "traceparent", value: Some(tp) });
     }
-    h
+    let mut rec = FutureRecord::to(topic).headers(h);
+    if let Some(k) = m.key() {
+        rec = rec.key(k);
+    }
+    if let Some(p) = m.payload() {
+        rec = rec.payload(p);
+    }
+    rec
 }
