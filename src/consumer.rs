@@ -250,8 +250,13 @@ impl EntryConsumer {
                         }
                         break;
                     }
-                    Err(e) if self.parking.as_ref().is_some_and(|p| failing_since.elapsed() >= p.after) => {
-                        // Its shard is down: the other concerts must not wait for it.
+                    Err(e)
+                        if e.is_unreachable()
+                            && self.parking.as_ref().is_some_and(|p| failing_since.elapsed() >= p.after) =>
+                    {
+                        // Its shard is down: the other concerts must not wait for it. (A lagging
+                        // replica is not parked for: the shard is up, and parking across a fair
+                        // start's cut would count the parked joins as late.)
                         tracing::warn!(concert = %group.concert, records = group.records.len(), error = %e,
                             "this concert's Redis shard keeps failing; parking its joins until it is back");
                         to_park.extend(&group.records);

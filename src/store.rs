@@ -59,6 +59,25 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// Whether the node that holds the key could not be reached at all (a connection refused or
+    /// dropped, a timeout, the cluster redirecting to a node that is down): what a shard that is
+    /// down looks like. Not a lagging replica (`Replicas`), a lost write or a refused command:
+    /// the shard is up, and its concerts wait for it rather than being parked.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            StoreError::Pool(_) | StoreError::Timeout => true,
+            StoreError::Redis(e) => {
+                e.is_io_error()
+                    || e.is_connection_refusal()
+                    || e.is_connection_dropped()
+                    || e.is_timeout()
+                    || e.is_cluster_error()
+                    || matches!(e.code(), Some("CLUSTERDOWN" | "MASTERDOWN"))
+            }
+            StoreError::Reply(_) | StoreError::Replicas { .. } | StoreError::Lost { .. } => false,
+        }
+    }
 }
 
 /// Outcome of applying one concert's batch.

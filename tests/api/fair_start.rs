@@ -85,7 +85,14 @@ async fn the_prequeue_is_placed_ahead_of_later_fans_in_the_order_its_published_s
     let mut want: Vec<String> = (0..10).map(|i| format!("late{i}")).collect();
     want.sort_unstable();
     assert_eq!(late, want.iter().map(String::as_str).collect::<Vec<_>>());
-    let s: Value = app.status("c", &order[4], &tokens[&order[4]]).await.json().await.unwrap();
+    // The fan's own status: from the gateway's view, which learns of the cut at its next refresh.
+    let mut s = Value::Null;
+    let placed = poll_until(Duration::from_secs(10), async || {
+        s = app.status("c", &order[4], &tokens[&order[4]]).await.json().await.unwrap();
+        s["status"] != "prequeue"
+    })
+    .await;
+    assert!(placed, "still prequeue 10 s after the cut: {s}");
     assert_eq!((s["status"].as_str(), s["position"].as_u64()), (Some("waiting"), Some(5)), "{s}");
 
     // Anyone can check it with the published document and the listing; tampering is caught.
