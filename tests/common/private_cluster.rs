@@ -82,7 +82,17 @@ impl PrivateRedisCluster {
         let _ = std::fs::remove_dir_all(&dir);
         let mut cluster = PrivateRedisCluster { dir, nodes, tls };
         for i in 0..6 {
-            cluster.spawn(i);
+            // A free port can be taken by another process between the pick and the bind (the
+            // tests run in parallel): before the cluster is formed, a node may move.
+            let mut up = cluster.try_spawn(i);
+            for _ in 0..3 {
+                if up {
+                    break;
+                }
+                (cluster.nodes[i].port, cluster.nodes[i].bus) = (free_port(), free_port());
+                up = cluster.try_spawn(i);
+            }
+            assert!(up, "cluster node {i} did not start");
         }
         let addrs: Vec<String> = cluster.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         let out = Command::new("redis-cli")
@@ -114,6 +124,11 @@ impl PrivateRedisCluster {
 
     /// Starts node `i` (again, on its data: a killed primary comes back as a replica).
     pub fn spawn(&mut self, i: usize) {
+        assert!(self.try_spawn(i), "cluster node did not start on {}", self.nodes[i].port);
+    }
+
+    /// Starts node `i`; false (and no process left) when it did not listen within 10 s.
+    fn try_spawn(&mut self, i: usize) -> bool {
         let (port, bus) = (self.nodes[i].port, self.nodes[i].bus);
         let dir = self.dir.join(port.to_string());
         std::fs::create_dir_all(&dir).unwrap();
@@ -135,7 +150,11 @@ impl PrivateRedisCluster {
             .spawn()
             .expect("redis-server is installed (make services installs it)");
         self.nodes[i].child = Some(child);
-        assert!(wait_for_port(port, Duration::from_secs(5)), "cluster node did not start on {port}");
+        if wait_for_port(port, Duration::from_secs(10)) {
+            return true;
+        }
+        self.kill9(i);
+        false
     }
 
     /// SIGKILL of node `i`.
