@@ -39,38 +39,14 @@ impl PrivateRedisCluster {
     /// `rediss+cluster://user:password@…`; clients verify the nodes against `certs`' CA.
     pub fn start_tls(certs: &super::tls::Certs, user: &str, password: &str) -> Self {
         use super::tls::Certs;
-        let (cert, key, ca) = (Certs::s(&certs.cert()), Certs::s(&certs.key()), Certs::s(&certs.ca()));
-        let server = [
-            "--tls-cluster",
-            "yes",
-            "--tls-replication",
-            "yes",
-            "--tls-cert-file",
-            &cert,
-            "--tls-key-file",
-            &key,
-            "--tls-ca-cert-file",
-            &ca,
-            "--tls-auth-clients",
-            "no",
-            "--user",
-            "default",
-            "off",
-            "--user",
-            user,
-            "on",
-            &format!(">{password}"),
-            "~*",
-            "&*",
-            "+@all",
-            "--masteruser",
-            user,
-            "--masterauth",
-            password,
-        ];
+        let ca = Certs::s(&certs.ca());
+        let mut server: Vec<String> =
+            ["--tls-cluster", "yes", "--tls-replication", "yes"].iter().map(|a| a.to_string()).collect();
+        server.extend(certs.redis_server_args(user, password));
+        server.extend(["--masteruser", user, "--masterauth", password].iter().map(|a| a.to_string()));
         let cli = ["--tls", "--cacert", &ca, "--user", user, "--pass", password, "--no-auth-warning"];
         Self::start_with(Some(Tls {
-            server: server.iter().map(|s| s.to_string()).collect(),
+            server,
             cli: cli.iter().map(|s| s.to_string()).collect(),
             credentials: format!("{user}:{password}@"),
         }))

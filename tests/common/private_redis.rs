@@ -25,32 +25,9 @@ impl PrivateRedis {
     /// `user` with `password` (the default user switched off). Clients authenticate with the
     /// password and verify the server against `certs`' CA.
     pub fn start_tls(certs: &super::tls::Certs, user: &str, password: &str) -> Self {
-        use super::tls::Certs;
-        let args = [
-            "--port",
-            "0",
-            "--tls-port",
-            "{port}",
-            "--tls-cert-file",
-            &Certs::s(&certs.cert()),
-            "--tls-key-file",
-            &Certs::s(&certs.key()),
-            "--tls-ca-cert-file",
-            &Certs::s(&certs.ca()),
-            "--tls-auth-clients",
-            "no",
-            "--user",
-            "default",
-            "off",
-            "--user",
-            user,
-            "on",
-            &format!(">{password}"),
-            "~*",
-            "&*",
-            "+@all",
-        ];
-        Self::start_with(&args)
+        let mut args: Vec<String> = ["--port", "0", "--tls-port", "{port}"].iter().map(|a| a.to_string()).collect();
+        args.extend(certs.redis_server_args(user, password));
+        Self::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     /// With extra redis-server arguments; `{port}` in them is the server's port.

@@ -55,6 +55,36 @@ impl Certs {
         Certs { dir }
     }
 
+    /// redis-server arguments for TLS with these certificates (clients not asked for one) and an
+    /// ACL user `user` with `password`, the default user switched off.
+    pub fn redis_server_args(&self, user: &str, password: &str) -> Vec<String> {
+        let (cert, key, ca) = (Self::s(&self.cert()), Self::s(&self.key()), Self::s(&self.ca()));
+        let pass = format!(">{password}");
+        [
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+            "--user",
+            "default",
+            "off",
+            "--user",
+            user,
+            "on",
+            &pass,
+            "~*",
+            "&*",
+            "+@all",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    }
+
     pub fn ca(&self) -> PathBuf {
         self.dir.join("ca.pem")
     }
