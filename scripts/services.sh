@@ -5,7 +5,7 @@
 #   scripts/services.sh down    stop what this script started
 #   scripts/services.sh status  say what answers
 #   scripts/services.sh tools   install what the tests need besides the services (prometheus,
-#                               faketime, chromium and chromedriver)
+#                               faketime, chromium, chromedriver and nginx)
 #
 # Honours QUEUEGATE_KAFKA_BROKERS (default 127.0.0.1:9092) and QUEUEGATE_REDIS_URL
 # (default redis://127.0.0.1:6379). Everything it downloads or writes lives under .local/.
@@ -216,13 +216,16 @@ build_deps() {
 # browser tests open the pages in a real browser (and fonts-nanum, so Korean shows in screenshots).
 install_tools() {
   if command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v faketime >/dev/null \
-    && command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+    && command -v chromium >/dev/null && command -v chromedriver >/dev/null && [ -x /usr/sbin/nginx ]; then
     return 0
   fi
-  log "installing prometheus, faketime, chromium and chromedriver from Debian's packages (for the observability, clock-skew and browser tests)"
+  log "installing prometheus, faketime, chromium, chromedriver and nginx from Debian's packages (for the observability, clock-skew, browser and proxy tests)"
   local sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
-  $sudo apt-get update -qq >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus faketime chromium chromium-driver fonts-nanum >/dev/null \
-    || die "apt-get install prometheus faketime chromium chromium-driver failed"
+  local nginx_before=no; pgrep -x nginx >/dev/null && nginx_before=yes
+  $sudo apt-get update -qq >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus faketime chromium chromium-driver fonts-nanum nginx-light >/dev/null \
+    || die "apt-get install prometheus faketime chromium chromium-driver nginx-light failed"
+  # The package may start a system nginx on port 80; the tests start private ones of their own.
+  [ "$nginx_before" = no ] && { $sudo pkill -x nginx 2>/dev/null || true; }
 }
 
 # --- commands ----------------------------------------------------------------------------------

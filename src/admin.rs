@@ -9,7 +9,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use crate::admission::AdmissionKeys;
@@ -20,7 +20,7 @@ use crate::identity::{bearer, Credentials};
 use crate::ids::{ConcertId, RequestId, UserId};
 use crate::kafka::KafkaProbe;
 use crate::metrics::Metrics;
-use crate::problem::{parse_body, ApiError};
+use crate::problem::{read_json, ApiError};
 use crate::routes::Endpoint;
 use crate::store::{QueueStore, Standing};
 use crate::supervisor::Health;
@@ -66,7 +66,8 @@ impl Admin {
 }
 
 /// The admin listener's endpoints: the router, the metrics' route labels and the OpenAPI test
-/// all read this table. Everything under `/admin/` needs the admin token ([`require_admin_token`]).
+/// all read this table. Everything under `/admin/` but the console's files needs the admin token
+/// ([`routes`] mounts those in the guarded scope).
 pub static ROUTES: &[Endpoint] = &[
     Endpoint { method: Method::GET, path: "/healthz", handler: |r| r.to(healthz) },
     Endpoint { method: Method::GET, path: "/readyz", handler: |r| r.to(readyz) },
@@ -91,26 +92,47 @@ pub static ROUTES: &[Endpoint] = &[
     Endpoint { method: Method::POST, path: "/admin/v1/concerts/{concertId}/admit", handler: |r| r.to(admit) },
 ];
 
-/// Registers the admin routes.
+/// Registers the admin routes: the probes, the metrics and the console's own files (which hold
+/// no data) at the top, everything else under `/admin` inside one scope that
+/// [`require_admin_token`] wraps. The guard sits where routing decides, so any spelling of a
+/// path that the router sends to an admin handler (`/%61dmin/…`) meets it, and an unknown
+/// path under `/admin` is 401 without the token (no probing for which ones exist).
 pub fn routes(cfg: &mut web::ServiceConfig) {
     crate::problem::configure_extractors(cfg);
-    crate::routes::register(cfg, ROUTES);
+    for resource in crate::routes::resources(ROUTES, "", |e| !guarded(e.path)) {
+        cfg.service(resource);
+    }
+    let mut scope = web::scope(ADMIN_SCOPE)
+        .wrap(actix_web::middleware::from_fn(require_admin_token))
+        .default_service(web::to(crate::routes::not_found));
+    for resource in crate::routes::resources(ROUTES, ADMIN_SCOPE, |e| guarded(e.path)) {
+        scope = scope.service(resource);
+    }
+    cfg.service(scope);
+    cfg.default_service(web::to(crate::routes::not_found));
 }
 
-/// Refuses every request under `/admin/` without the admin token, before routing (so unknown
-/// admin paths do not reveal which ones exist).
-pub async fn require_admin_token(
+/// Where the routes that need the admin token are mounted.
+const ADMIN_SCOPE: &str = "/admin";
+
+/// Whether the route at `path` (a pattern of [`ROUTES`]) needs the admin token.
+pub fn guarded(path: &str) -> bool {
+    path.starts_with("/admin/") && !crate::pages::CONSOLE_PATHS.contains(&path)
+}
+
+/// Refuses every request that reached the admin scope without the admin token. It runs after
+/// routing chose the scope, so it judges what the router decoded, not how the client spelt it.
+async fn require_admin_token(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    if req.path().starts_with("/admin/") && !crate::pages::CONSOLE_PATHS.contains(&req.path()) {
-        let admin = req.app_data::<web::Data<Admin>>().expect("admin state is registered").clone();
-        if !admin.authorized(bearer(req.request())) {
-            return Err(ApiError::Unauthorized("the admin token is missing or wrong".into()).into());
-        }
+    let admin = req.app_data::<web::Data<Admin>>().expect("admin state is registered").clone();
+    if !admin.authorized(bearer(req.request())) {
+        return Err(ApiError::Unauthorized("the admin token is missing or wrong".into()).into());
     }
     Ok(next.call(req).await?.map_into_boxed_body())
 }
+
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
@@ -189,11 +211,12 @@ async fn view(store: &QueueStore, c: Concert) -> Result<ConcertView, ApiError> {
 
 async fn put_concert(
     admin: web::Data<Admin>,
+    req: HttpRequest,
     id: web::Path<ConcertId>,
-    body: web::Json<serde_json::Value>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let body: ConcertSettings = parse_body(body.into_inner())?;
+    let body: ConcertSettings = read_json(&req, payload, None).await?;
     body.validate().map_err(ApiError::BadRequest)?;
     // A scheduled concert keeps its opensAt until the cut has placed its pre-queue: without it
     // nothing would ever queue the held fans.
@@ -324,11 +347,12 @@ struct AdmittedView {
 /// now, whatever the rate, within `maxActive` when the concert sets it.
 async fn admit(
     admin: web::Data<Admin>,
+    req: HttpRequest,
     id: web::Path<ConcertId>,
-    body: web::Json<serde_json::Value>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let body: AdmitBody = read_json(&req, payload, None).await?;
     let c = existing(&admin, &id).await?;
-    let body: AdmitBody = parse_body(body.into_inner())?;
     if !(1..=MAX_PAGE as u32).contains(&body.count) {
         return Err(ApiError::BadRequest(format!("count must be between 1 and {MAX_PAGE}")));
     }

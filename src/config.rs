@@ -13,7 +13,7 @@ pub mod identity;
 mod secret;
 pub mod sections;
 
-pub use identity::{FanIdentityMode, IdentitySettings};
+pub use identity::{ClientIpHeader, FanIdentityMode, IdentitySettings};
 pub use secret::Secret;
 pub use sections::{
     check_properties, AdmissionSettings, ConsumerSettings, HttpSettings, KafkaProperty, KafkaSettings, LogFormat,

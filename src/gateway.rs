@@ -15,7 +15,7 @@ use crate::concerts::{ConcertCache, JoinCheck};
 use crate::identity::FanIdentity;
 use crate::ids::{ConcertId, EntryRecord, UserId};
 use crate::metrics::Metrics;
-use crate::problem::{parse_json, ApiError};
+use crate::problem::ApiError;
 use crate::producer::{EntryProducer, ProduceError};
 use crate::routes::Endpoint;
 use crate::store::QueueStore;
@@ -25,6 +25,7 @@ use crate::trace::TraceContext;
 pub mod challenge;
 mod events;
 pub mod limits;
+mod published;
 mod status;
 pub mod views;
 
@@ -56,6 +57,8 @@ pub struct Gateway {
     pub stop: tokio_util::sync::CancellationToken,
     /// The per-concert views status streams and polls are answered from.
     pub views: std::sync::Arc<views::Views>,
+    /// What the fairness endpoint publishes, from memory.
+    published: published::Published,
 }
 
 /// Fans the views of one gateway track at most (about 150 bytes each); past it, fans' statuses
@@ -100,6 +103,7 @@ impl Gateway {
                 std::time::Duration::from_millis(http.view_refresh_ms),
                 MAX_VIEW_FANS,
             )),
+            published: Default::default(),
         }
     }
 }
@@ -124,6 +128,11 @@ pub static ROUTES: &[Endpoint] = &[
         method: Method::GET,
         path: "/v1/concerts/{concertId}/queue/{userId}/events",
         handler: |r| r.to(events::events),
+    },
+    Endpoint {
+        method: Method::POST,
+        path: "/v1/concerts/{concertId}/queue/{userId}/events/ticket",
+        handler: |r| r.to(events::ticket),
     },
     Endpoint {
         method: Method::POST,
@@ -191,44 +200,6 @@ struct JoinBody {
     pow: Option<challenge::Solved>,
 }
 
-/// How long a join's body may take to arrive: a client that trickles its body holds a
-/// connection and a worker's attention, so it gets 408 instead.
-const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Reads a join's body: at most 4 KiB (413), within [`BODY_READ_TIMEOUT`] (408), JSON when not
-/// empty (415). Read by hand instead of by the JSON extractor, which has no read timeout.
-async fn join_body(req: &HttpRequest, mut payload: web::Payload) -> Result<JoinBody, ApiError> {
-    use futures_util::StreamExt;
-    let limit = crate::problem::MAX_BODY_BYTES;
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::PayloadTooLarge { limit });
-    }
-    let read = async {
-        let mut body = web::BytesMut::new();
-        while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("request body could not be read: {e}")))?;
-            if body.len() + chunk.len() > limit {
-                return Err(ApiError::PayloadTooLarge { limit });
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
-    };
-    let body = tokio::time::timeout(BODY_READ_TIMEOUT, read).await.map_err(|_| ApiError::RequestTimeout)??;
-    if body.is_empty() {
-        return Ok(JoinBody::default());
-    }
-    let json = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
-        let essence = ct.split(';').next().unwrap_or("").trim();
-        essence.eq_ignore_ascii_case("application/json") || essence.to_ascii_lowercase().ends_with("+json")
-    });
-    if !json {
-        return Err(ApiError::UnsupportedMediaType);
-    }
-    parse_json(&body)
-}
-
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct JoinAccepted<'a> {
@@ -247,8 +218,8 @@ async fn join(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let concert_id = concert_id.into_inner();
-    let body = join_body(&req, payload).await?;
-    gw.limits.join_from(gw.identity.proxies().client_ip(&req))?;
+    let body: JoinBody = crate::problem::read_json(&req, payload, Some(JoinBody::default())).await?;
+    gw.limits.join_from(gw.identity.proxies().client_key(&req))?;
     let now_ms = crate::clock::now_ms();
     let joiner = gw.identity.identify(&req, body.user_id, &concert_id, &gw.tokens, now_ms)?;
     let user_id = joiner.user;

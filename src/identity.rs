@@ -14,7 +14,7 @@ use actix_web::http::header::HeaderName;
 use actix_web::HttpRequest;
 use ipnet::IpNet;
 
-use crate::config::{FanIdentityMode, IdentitySettings};
+use crate::config::{ClientIpHeader, FanIdentityMode, IdentitySettings};
 use crate::ids::{ConcertId, UserId};
 use crate::problem::ApiError;
 use crate::token::EntryTokens;
@@ -44,7 +44,12 @@ impl FanIdentity {
             }
             _ => None,
         };
-        Ok(FanIdentity { mode, jwt, header, proxies: TrustedProxies(settings.trusted_proxies.clone()) })
+        Ok(FanIdentity {
+            mode,
+            jwt,
+            header,
+            proxies: TrustedProxies::new(settings.trusted_proxies.clone(), settings.client_ip_header),
+        })
     }
 
     pub fn mode(&self) -> FanIdentityMode {
@@ -116,15 +121,19 @@ impl FanIdentity {
 
     /// trusted-header: the header, from a trusted proxy only.
     fn header_fan(&self, req: &HttpRequest, claimed: Option<UserId>) -> Result<UserId, ApiError> {
-        if !req.peer_addr().is_some_and(|p| self.proxies.trusts(p.ip())) {
+        if !self.proxies.peer_trusted(req) {
             return Err(ApiError::Unauthorized("fan identity is accepted from the trusted proxies only".into()));
         }
         let name = self.header.as_ref().expect("trusted-header mode has a header");
-        let value = req
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::Unauthorized(format!("the proxy did not send the fan id header {name}")))?;
+        let mut values = req.headers().get_all(name);
+        let value = match (values.next(), values.next()) {
+            (Some(v), None) => v.to_str().ok(),
+            (Some(_), Some(_)) => {
+                return Err(ApiError::Unauthorized(format!("the proxy sent the fan id header {name} more than once")))
+            }
+            (None, _) => None,
+        }
+        .ok_or_else(|| ApiError::Unauthorized(format!("the proxy did not send the fan id header {name}")))?;
         let user =
             UserId::parse(value.trim()).map_err(|e| ApiError::BadRequest(format!("{name} from the proxy: {e}")))?;
         same_as_claimed(user, claimed, "the proxy's fan id")
@@ -180,75 +189,132 @@ fn same_as_claimed(user: UserId, claimed: Option<UserId>, source: &str) -> Resul
     }
 }
 
-/// The peers whose forwarding headers (and fan-id header) are believed.
+/// What a per-client limit counts under: an address (IPv4, or an IPv6 /64), or, when the
+/// nearest untrusted hop a trusted proxy reported is not an address (`unknown`, an obfuscated
+/// RFC 7239 node), that hop as an opaque key of at most [`MAX_OPAQUE`] bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    Ip(IpAddr),
+    Opaque(Box<str>),
+}
+
+/// The longest opaque client key kept (longer hops are cut, so a key's memory is bounded).
+pub const MAX_OPAQUE: usize = 64;
+
+/// The address itself; an IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, what a dual-stack
+/// listener reports for an IPv4 client) is the IPv4 address it carries.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+/// The peers whose client-address header (and fan-id header) are believed, and that header.
 #[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<IpNet>);
+pub struct TrustedProxies {
+    nets: Vec<IpNet>,
+    header: ClientIpHeader,
+}
 
 impl TrustedProxies {
-    pub fn new(nets: Vec<IpNet>) -> Self {
-        TrustedProxies(nets)
+    pub fn new(nets: Vec<IpNet>, header: ClientIpHeader) -> Self {
+        TrustedProxies { nets, header }
     }
 
+    /// Whether `ip` (canonicalised first) is one of the trusted proxies.
     pub fn trusts(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|n| n.contains(&ip))
+        let ip = canonical(ip);
+        self.nets.iter().any(|n| n.contains(&ip))
     }
 
-    /// The client's address: the TCP peer, unless the peer is a trusted proxy; then the
-    /// forwarding chain (`Forwarded` if present, else `X-Forwarded-For`) read from the right,
-    /// skipping trusted proxies: the first address not ours is the client. Anything a client
-    /// writes to the left of that is never believed.
-    pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
-        let peer = req.peer_addr()?.ip();
+    /// Whether the TCP peer of `req` is a trusted proxy.
+    pub fn peer_trusted(&self, req: &HttpRequest) -> bool {
+        req.peer_addr().is_some_and(|p| self.trusts(p.ip()))
+    }
+
+    /// The client's key for the per-client limits: the TCP peer, unless the peer is a trusted
+    /// proxy; then the configured header's hops read from the right, skipping trusted proxies:
+    /// the first hop not ours is the client (an unparseable one as an opaque key). Anything a
+    /// client writes to the left of that, or in any other header, is never believed. With every
+    /// hop trusted (or no header) the key is the peer.
+    pub fn client_key(&self, req: &HttpRequest) -> Option<ClientKey> {
+        let peer = canonical(req.peer_addr()?.ip());
         if !self.trusts(peer) {
-            return Some(peer);
+            return Some(ClientKey::Ip(limit_key(peer)));
         }
-        let chain = forwarded_chain(req);
-        Some(chain.into_iter().rev().find(|ip| !self.trusts(*ip)).unwrap_or(peer))
+        let hops = self.hops(req);
+        for hop in hops.iter().rev() {
+            match parse_node(hop) {
+                Some(ip) if self.trusts(ip) => continue,
+                Some(ip) => return Some(ClientKey::Ip(limit_key(ip))),
+                None => return Some(ClientKey::Opaque(opaque(hop))),
+            }
+        }
+        Some(ClientKey::Ip(limit_key(peer)))
+    }
+
+    /// The hops of the configured header, client first, over every line of it.
+    fn hops(&self, req: &HttpRequest) -> Vec<String> {
+        let lines = req.headers().get_all(self.header.header_name()).map(|v| String::from_utf8_lossy(v.as_bytes()));
+        let mut hops = Vec::new();
+        for line in lines {
+            for element in line.split(',') {
+                let hop = match self.header {
+                    ClientIpHeader::Forwarded => forwarded_for(element),
+                    ClientIpHeader::XForwardedFor | ClientIpHeader::XRealIp => Some(element.trim().to_owned()),
+                };
+                hops.extend(hop.filter(|h| !h.is_empty()));
+            }
+        }
+        hops
     }
 }
 
-/// The addresses of the forwarding headers, client first.
-fn forwarded_chain(req: &HttpRequest) -> Vec<IpAddr> {
-    let all = |name: &str| -> Vec<String> {
-        req.headers().get_all(name).filter_map(|v| v.to_str().ok()).map(str::to_owned).collect()
-    };
-    let forwarded = all("forwarded");
-    if !forwarded.is_empty() {
-        return forwarded
-            .iter()
-            .flat_map(|v| v.split(','))
-            .filter_map(|element| {
-                element.split(';').find_map(|pair| {
-                    let (k, v) = pair.trim().split_once('=')?;
-                    k.eq_ignore_ascii_case("for").then(|| parse_node(v))?
-                })
-            })
-            .collect();
-    }
-    all("x-forwarded-for").iter().flat_map(|v| v.split(',')).filter_map(|s| parse_node(s.trim())).collect()
+/// The `for=` node of one RFC 7239 element, unquoted; an element without one is a hop we
+/// cannot read, which stands as the client rather than being skipped.
+fn forwarded_for(element: &str) -> Option<String> {
+    let node = element.split(';').find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        k.trim().eq_ignore_ascii_case("for").then(|| v.trim().trim_matches('"').to_owned())
+    });
+    Some(node.unwrap_or_else(|| element.trim().to_owned()))
 }
 
-/// An address of a forwarding header: `1.2.3.4`, `1.2.3.4:5678`, `"[2001:db8::1]:443"`, `2001:db8::1`.
+/// An opaque hop cut to [`MAX_OPAQUE`] bytes (at a character boundary).
+fn opaque(hop: &str) -> Box<str> {
+    let mut end = hop.len().min(MAX_OPAQUE);
+    while !hop.is_char_boundary(end) {
+        end -= 1;
+    }
+    hop[..end].into()
+}
+
+/// An address of a forwarding header, canonicalised: `1.2.3.4`, `1.2.3.4:5678`,
+/// `"[2001:db8::1]:443"`, `2001:db8::1`, `::ffff:1.2.3.4`.
 fn parse_node(s: &str) -> Option<IpAddr> {
     let s = s.trim().trim_matches('"');
     if let Ok(ip) = s.parse() {
-        return Some(ip);
+        return Some(canonical(ip));
     }
     if let Some(rest) = s.strip_prefix('[') {
-        return rest.split_once(']')?.0.parse().ok();
+        return rest.split_once(']')?.0.parse().ok().map(canonical);
     }
-    s.rsplit_once(':')?.0.parse().ok()
+    let (host, port) = s.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 /// The key a per-client limit counts under: the address, or its /64 for IPv6 (one subscriber
-/// usually holds a whole /64, so counting single IPv6 addresses would limit nobody).
+/// usually holds a whole /64, so counting single IPv6 addresses would limit nobody). An
+/// IPv4-mapped address counts as its IPv4 address.
 pub fn limit_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
+    match canonical(ip) {
         IpAddr::V6(v6) => {
             let bits = u128::from(v6) & !((1u128 << 64) - 1);
             IpAddr::V6(bits.into())
         }
+        v4 => v4,
     }
 }
 
@@ -257,35 +323,95 @@ mod tests {
     use super::*;
     use actix_web::test::TestRequest;
 
-    fn proxies() -> TrustedProxies {
-        TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()])
+    fn proxies(header: ClientIpHeader) -> TrustedProxies {
+        TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()], header)
+    }
+
+    fn ip(s: &str) -> Option<ClientKey> {
+        Some(ClientKey::Ip(s.parse().unwrap()))
+    }
+
+    fn request(peer: &str, headers: &[(&str, &str)]) -> HttpRequest {
+        let mut r = TestRequest::default().peer_addr(peer.parse().unwrap());
+        for h in headers {
+            r = r.append_header(*h);
+        }
+        r.to_http_request()
     }
 
     #[test]
     fn forwarding_headers_count_only_from_trusted_peers_and_only_right_of_the_last_trusted_hop() {
-        let p = proxies();
-        let untrusted = TestRequest::default()
-            .peer_addr("203.0.113.9:1000".parse().unwrap())
-            .insert_header(("x-forwarded-for", "1.1.1.1"))
-            .to_http_request();
-        assert_eq!(p.client_ip(&untrusted), Some("203.0.113.9".parse().unwrap()), "a client cannot pick its address");
+        let p = proxies(ClientIpHeader::XForwardedFor);
+        let untrusted = request("203.0.113.9:1000", &[("x-forwarded-for", "1.1.1.1")]);
+        assert_eq!(p.client_key(&untrusted), ip("203.0.113.9"), "a client cannot pick its address");
+        let via_proxy = request("10.0.0.2:1000", &[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.5")]);
+        assert_eq!(p.client_key(&via_proxy), ip("198.51.100.7"), "what the client wrote is skipped");
+        let two_lines =
+            request("10.0.0.2:1000", &[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-for", "198.51.100.8")]);
+        assert_eq!(p.client_key(&two_lines), ip("198.51.100.8"), "the last line is the nearest");
+        let all_ours = request("10.0.0.2:1000", &[("x-forwarded-for", "10.1.1.1, 10.0.0.5")]);
+        assert_eq!(p.client_key(&all_ours), ip("10.0.0.2"), "every hop trusted: the peer");
+        let none = request("10.0.0.2:1000", &[]);
+        assert_eq!(p.client_key(&none), ip("10.0.0.2"));
+    }
 
-        let via_proxy = TestRequest::default()
-            .peer_addr("10.0.0.2:1000".parse().unwrap())
-            .insert_header(("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.5"))
-            .to_http_request();
-        assert_eq!(p.client_ip(&via_proxy), Some("198.51.100.7".parse().unwrap()), "what the client wrote is skipped");
+    #[test]
+    fn only_the_configured_header_is_read() {
+        // The audit's hole: nginx appends to X-Forwarded-For, the client adds Forwarded.
+        let xff = proxies(ClientIpHeader::XForwardedFor);
+        let r = request("10.0.0.2:1000", &[("forwarded", "for=6.6.6.6"), ("x-forwarded-for", "198.51.100.7")]);
+        assert_eq!(xff.client_key(&r), ip("198.51.100.7"), "Forwarded is ignored in x-forwarded-for mode");
+        let r = request("10.0.0.2:1000", &[("forwarded", "for=6.6.6.6"), ("x-real-ip", "6.6.6.7")]);
+        assert_eq!(xff.client_key(&r), ip("10.0.0.2"), "no X-Forwarded-For: the peer, whatever else is sent");
 
-        let forwarded = TestRequest::default()
-            .peer_addr("10.0.0.2:1000".parse().unwrap())
-            .insert_header(("forwarded", "for=192.0.2.60;proto=http, for=\"[2001:db8::1]:443\""))
-            .to_http_request();
-        assert_eq!(p.client_ip(&forwarded), Some("2001:db8::1".parse().unwrap()));
+        let fwd = proxies(ClientIpHeader::Forwarded);
+        let r = request(
+            "10.0.0.2:1000",
+            &[("x-forwarded-for", "6.6.6.6"), ("forwarded", "for=192.0.2.60;proto=http, for=\"[2001:db8::1]:443\"")],
+        );
+        assert_eq!(fwd.client_key(&r), ip("2001:db8::"), "the IPv6 client, by its /64");
+        let r = request("10.0.0.2:1000", &[("forwarded", "for=192.0.2.60, for=10.0.0.9:80")]);
+        assert_eq!(fwd.client_key(&r), ip("192.0.2.60"));
+
+        let real = proxies(ClientIpHeader::XRealIp);
+        let r = request("10.0.0.2:1000", &[("x-forwarded-for", "6.6.6.6"), ("x-real-ip", "198.51.100.9")]);
+        assert_eq!(real.client_key(&r), ip("198.51.100.9"));
+    }
+
+    #[test]
+    fn an_unparseable_hop_is_the_client_as_an_opaque_key() {
+        let fwd = proxies(ClientIpHeader::Forwarded);
+        let r = request("10.0.0.2:1000", &[("forwarded", "for=198.51.100.7, for=_hidden, for=10.0.0.3")]);
+        assert_eq!(fwd.client_key(&r), Some(ClientKey::Opaque("_hidden".into())), "not skipped to what is left of it");
+        let r = request("10.0.0.2:1000", &[("forwarded", "proto=https")]);
+        assert_eq!(fwd.client_key(&r), Some(ClientKey::Opaque("proto=https".into())), "an element without for=");
+        let xff = proxies(ClientIpHeader::XForwardedFor);
+        let long = format!("198.51.100.7, {}", "x".repeat(500));
+        let r = request("10.0.0.2:1000", &[("x-forwarded-for", &long)]);
+        assert_eq!(xff.client_key(&r), Some(ClientKey::Opaque("x".repeat(MAX_OPAQUE).into())), "bounded");
+        let r = request("10.0.0.2:1000", &[("x-forwarded-for", "198.51.100.7, unknown")]);
+        assert_eq!(xff.client_key(&r), Some(ClientKey::Opaque("unknown".into())));
+        let r = request("10.0.0.2:1000", &[("x-forwarded-for", "198.51.100.7:8080, ")]);
+        assert_eq!(xff.client_key(&r), ip("198.51.100.7"), "an address with a port; an empty element is no hop");
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_the_ipv4_address_they_carry() {
+        let p = proxies(ClientIpHeader::XForwardedFor);
+        let mapped_client = request("[::ffff:203.0.113.9]:1000", &[]);
+        assert_eq!(p.client_key(&mapped_client), ip("203.0.113.9"), "not the /64 every IPv4 client shares");
+        let mapped_proxy = request("[::ffff:10.0.0.2]:1000", &[("x-forwarded-for", "198.51.100.7, ::ffff:10.0.0.5")]);
+        assert_eq!(p.client_key(&mapped_proxy), ip("198.51.100.7"), "IPv4 CIDRs match mapped proxies and hops");
+        assert!(p.trusts("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!p.trusts("::ffff:11.1.2.3".parse().unwrap()));
+        let mapped_hop = request("10.0.0.2:1000", &[("x-forwarded-for", "::ffff:198.51.100.7")]);
+        assert_eq!(p.client_key(&mapped_hop), ip("198.51.100.7"));
     }
 
     #[test]
     fn ipv6_clients_are_limited_by_their_64() {
         assert_eq!(limit_key("2001:db8:1:2:aaaa::1".parse().unwrap()), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
         assert_eq!(limit_key("192.0.2.1".parse().unwrap()), "192.0.2.1".parse::<IpAddr>().unwrap());
+        assert_eq!(limit_key("::ffff:192.0.2.1".parse().unwrap()), "192.0.2.1".parse::<IpAddr>().unwrap());
     }
 }

@@ -149,33 +149,55 @@ impl From<crate::store::StoreError> for ApiError {
 /// Largest request body accepted on either listener (413 above it).
 pub const MAX_BODY_BYTES: usize = 4096;
 
-/// The JSON extractor settings both listeners use: 4 KiB, `application/json` only, and its
-/// errors as problem details.
-pub fn json_config() -> actix_web::web::JsonConfig {
-    actix_web::web::JsonConfig::default()
-        .limit(MAX_BODY_BYTES)
-        .content_type_required(true)
-        .error_handler(|err, _| json_error(err, MAX_BODY_BYTES).into())
-}
+/// How long a request body may take to arrive, on either listener: a client that trickles its
+/// body holds a connection and a worker's attention, so it gets 408 instead.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Maps actix's JSON extractor errors to problem details (413, 415 or 400 naming the problem).
-pub fn json_error(err: actix_web::error::JsonPayloadError, limit: usize) -> ApiError {
-    use actix_web::error::JsonPayloadError as J;
-    match err {
-        J::Overflow { .. } | J::OverflowKnownLength { .. } => ApiError::PayloadTooLarge { limit },
-        J::ContentType => ApiError::UnsupportedMediaType,
-        J::Deserialize(e) => ApiError::BadRequest(format!("request body is not valid: {e}")),
-        other => ApiError::BadRequest(format!("request body could not be read: {other}")),
+/// The one way a handler reads a JSON body (public and admin listeners alike): at most
+/// [`MAX_BODY_BYTES`] (413, before reading when `Content-Length` says so), within
+/// [`BODY_READ_TIMEOUT`] (408), `application/json` or `+json` (415), deserialised (400 naming
+/// the field). An empty body is `empty` when given, else 400. Read by hand instead of by actix's
+/// JSON extractor, which has no read timeout and runs before the handler can check credentials:
+/// call this only after the request's credentials have been checked.
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    req: &actix_web::HttpRequest,
+    mut payload: actix_web::web::Payload,
+    empty: Option<T>,
+) -> Result<T, ApiError> {
+    use actix_web::http::header;
+    use futures_util::StreamExt;
+    let limit = MAX_BODY_BYTES;
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
     }
+    let read = async {
+        let mut body = actix_web::web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("request body could not be read: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    let body = tokio::time::timeout(BODY_READ_TIMEOUT, read).await.map_err(|_| ApiError::RequestTimeout)??;
+    if body.is_empty() {
+        return empty.ok_or_else(|| ApiError::BadRequest("request body is not valid: a JSON body is required".into()));
+    }
+    let json = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        essence.eq_ignore_ascii_case("application/json") || essence.to_ascii_lowercase().ends_with("+json")
+    });
+    if !json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    parse_json(&body)
 }
 
-/// Deserialises a JSON body into `T`; the 400 detail names the offending field's path
+/// Deserialises a JSON body from its bytes; the 400 detail names the offending field's path
 /// (`state: unknown variant ...`), which serde alone does not.
-pub fn parse_body<T: serde::de::DeserializeOwned>(body: serde_json::Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(body).map_err(body_error)
-}
-
-/// Deserialises a JSON body from its bytes, like [`parse_body`] (the 400 names the field).
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body)).map_err(body_error)
 }
@@ -199,13 +221,12 @@ pub fn query_error(err: actix_web::error::QueryPayloadError) -> ApiError {
 /// id in the path names the field; a query value out of range) are 400 problem details.
 pub fn configure_extractors(cfg: &mut actix_web::web::ServiceConfig) {
     use actix_web::error::PathError;
-    cfg.app_data(json_config())
-        .app_data(actix_web::web::PathConfig::default().error_handler(|err, _| {
-            let detail = match err {
-                PathError::Deserialize(e) => e.to_string(),
-                other => other.to_string(),
-            };
-            ApiError::BadRequest(detail).into()
-        }))
-        .app_data(actix_web::web::QueryConfig::default().error_handler(|err, _| query_error(err).into()));
+    cfg.app_data(actix_web::web::PathConfig::default().error_handler(|err, _| {
+        let detail = match err {
+            PathError::Deserialize(e) => e.to_string(),
+            other => other.to_string(),
+        };
+        ApiError::BadRequest(detail).into()
+    }))
+    .app_data(actix_web::web::QueryConfig::default().error_handler(|err, _| query_error(err).into()));
 }

@@ -23,23 +23,40 @@ pub struct Endpoint {
 /// Registers every endpoint of `table` (one resource per path, so a path with several methods
 /// answers 405 with `Allow` for the others), and the problem+json 404 for everything else.
 pub fn register(cfg: &mut web::ServiceConfig, table: &'static [Endpoint]) {
-    let mut paths: Vec<&'static str> = table.iter().map(|e| e.path).collect();
-    paths.dedup();
-    for path in paths {
-        let allow = allowed(table, path);
-        let mut resource = web::resource(path);
-        for e in table.iter().filter(|e| e.path == path) {
-            resource = resource.route((e.handler)(web::route().method(e.method.clone())));
-        }
-        resource = resource.default_service(web::to(move || {
-            let allow = allow.clone();
-            async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow }) }
-        }));
+    for resource in resources(table, "", |_| true) {
         cfg.service(resource);
     }
-    cfg.default_service(web::to(|req: actix_web::HttpRequest| async move {
-        Err::<HttpResponse, _>(ApiError::NotFound(format!("no endpoint {}", req.path())))
-    }));
+    cfg.default_service(web::to(not_found));
+}
+
+/// One resource per distinct path of the endpoints of `table` that `keep` selects, each
+/// registered at its path with `prefix` taken off (for a scope mounted at `prefix`).
+pub fn resources(
+    table: &'static [Endpoint],
+    prefix: &'static str,
+    keep: impl Fn(&Endpoint) -> bool,
+) -> Vec<actix_web::Resource> {
+    let mut paths: Vec<&'static str> = table.iter().filter(|e| keep(e)).map(|e| e.path).collect();
+    paths.dedup();
+    paths
+        .into_iter()
+        .map(|path| {
+            let allow = allowed(table, path);
+            let mut resource = web::resource(path.strip_prefix(prefix).unwrap_or(path));
+            for e in table.iter().filter(|e| e.path == path) {
+                resource = resource.route((e.handler)(web::route().method(e.method.clone())));
+            }
+            resource.default_service(web::to(move || {
+                let allow = allow.clone();
+                async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow }) }
+            }))
+        })
+        .collect()
+}
+
+/// The problem+json 404 of a path no endpoint serves.
+pub async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!("no endpoint {}", req.path())))
 }
 
 /// The `Allow` value of `path`: its methods in table order.

@@ -226,7 +226,6 @@ impl Application {
                 .app_data(admin_state.clone())
                 .app_data(m.clone())
                 .app_data(listener_info)
-                .wrap(actix_web::middleware::from_fn(admin::require_admin_token))
                 .wrap(actix_web::middleware::from_fn(observe))
                 .wrap(nosniff())
                 .configure(admin::routes)

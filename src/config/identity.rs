@@ -30,6 +30,31 @@ impl FanIdentityMode {
     }
 }
 
+/// The one header a trusted proxy puts the client's address in (`QUEUEGATE_CLIENT_IP_HEADER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ClientIpHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2` (nginx's `$proxy_add_x_forwarded_for`).
+    #[default]
+    #[value(name = "x-forwarded-for")]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1` (Caddy, Envoy with the option on).
+    #[value(name = "forwarded")]
+    Forwarded,
+    /// `X-Real-IP: client`, one address set by the proxy.
+    #[value(name = "x-real-ip")]
+    XRealIp,
+}
+
+impl ClientIpHeader {
+    pub fn header_name(self) -> &'static str {
+        match self {
+            ClientIpHeader::XForwardedFor => "x-forwarded-for",
+            ClientIpHeader::Forwarded => "forwarded",
+            ClientIpHeader::XRealIp => "x-real-ip",
+        }
+    }
+}
+
 /// Who a fan is, and which peers are trusted to say so.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Fan identity")]
@@ -64,10 +89,16 @@ pub struct IdentitySettings {
     #[arg(long, env = "QUEUEGATE_FAN_ID_HEADER")]
     pub fan_id_header: Option<String>,
 
-    /// Peers (CIDRs, comma separated) whose X-Forwarded-For / Forwarded and fan-id header are
+    /// Peers (CIDRs, comma separated) whose client-address header and fan-id header are
     /// believed; from anyone else those headers are ignored.
     #[arg(long, env = "QUEUEGATE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<IpNet>,
+
+    /// The one header the trusted proxies put the client's address in: x-forwarded-for,
+    /// forwarded or x-real-ip. Read from the right past the trusted proxies, and only when the
+    /// direct peer is one; every other forwarding header is ignored.
+    #[arg(long, env = "QUEUEGATE_CLIENT_IP_HEADER", value_enum, default_value = "x-forwarded-for")]
+    pub client_ip_header: ClientIpHeader,
 
     /// Allow body mode (fans name themselves, unauthenticated) without --insecure-dev. Logged as
     /// a warning at every start.

@@ -1,8 +1,10 @@
 //! `GET /v1/concerts/{concertId}/queue/{userId}/events`: the fan's status as Server-Sent Events,
 //! pushed when it changes.
 //!
-//! Browsers' `EventSource` cannot set headers, so the entry token may come as `?token=` as well
-//! as in `Authorization`. Streams are bounded (`QUEUEGATE_MAX_EVENT_STREAMS`, derived from the
+//! Browsers' `EventSource` cannot set headers, so instead of the entry token in `Authorization`
+//! a stream may be opened with `?ticket=`: a stream ticket from [`ticket`], good for this fan's
+//! stream only and for 60 s. The entry token itself is never taken from the URL, where proxy and
+//! CDN logs would keep it for its whole day. Streams are bounded (`QUEUEGATE_MAX_EVENT_STREAMS`, derived from the
 //! open-file limit by default): past the bound a fan gets 503 with Retry-After and falls back to
 //! polling. A stream costs Redis one read when it opens; after that it follows the gateway's
 //! view of the concert ([`super::views`]), refreshed for all its watchers at once, and sends
@@ -21,7 +23,7 @@ use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::stream;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::status::FanStatus;
@@ -76,7 +78,9 @@ impl Drop for FanStreamSlot {
 }
 
 #[derive(Deserialize)]
-pub(super) struct TokenQuery {
+pub(super) struct TicketQuery {
+    ticket: Option<String>,
+    /// The old way (the entry token in the URL): refused with a detail that says what to do.
     token: Option<String>,
 }
 
@@ -102,6 +106,34 @@ struct StreamState {
     _permit: OwnedSemaphorePermit,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Ticket {
+    ticket: String,
+    expires_in_seconds: i64,
+}
+
+/// `POST /v1/concerts/{concertId}/queue/{userId}/events/ticket` with the entry token in
+/// `Authorization`: a stream ticket (60 s) for `?ticket=` on the stream's URL. Costs no Redis
+/// call; counted against the fan's status-read budget like a poll.
+pub(super) async fn ticket(
+    gw: web::Data<Gateway>,
+    req: HttpRequest,
+    path: web::Path<(ConcertId, UserId)>,
+) -> Result<HttpResponse, ApiError> {
+    let (concert, user) = path.into_inner();
+    let now_ms = crate::clock::now_ms();
+    if !bearer(&req).is_some_and(|t| gw.tokens.verify(&concert, &user, t, now_ms)) {
+        return Err(ApiError::Unauthorized("a valid entry token is required (Authorization: Bearer <token>)".into()));
+    }
+    gw.limits.status_of(&concert, &user)?;
+    let body = Ticket {
+        ticket: gw.tokens.stream_ticket(&concert, &user, now_ms),
+        expires_in_seconds: crate::token::STREAM_TICKET_TTL_SECS,
+    };
+    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(body))
+}
+
 /// A `reconnect` event whose `retry:` delay is `min_ms` plus up to `spread_ms`, at random.
 fn reconnect_frame(min_ms: u64, spread_ms: u64) -> Bytes {
     let b = uuid::Uuid::new_v4().into_bytes();
@@ -113,17 +145,24 @@ pub(super) async fn events(
     gw: web::Data<Gateway>,
     req: HttpRequest,
     path: web::Path<(ConcertId, UserId)>,
-    query: web::Query<TokenQuery>,
+    query: web::Query<TicketQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (concert, user) = path.into_inner();
-    let token = bearer(&req).map(str::to_owned).or_else(|| query.into_inner().token);
-    match token {
-        Some(t) if gw.tokens.verify(&concert, &user, t.as_str(), crate::clock::now_ms()) => {}
-        _ => {
-            return Err(ApiError::Unauthorized(
-                "a valid entry token is required (Authorization: Bearer <token>, or ?token=)".into(),
-            ))
-        }
+    let now_ms = crate::clock::now_ms();
+    let query = query.into_inner();
+    let allowed = match (bearer(&req), &query.ticket) {
+        (Some(token), _) => gw.tokens.verify(&concert, &user, token, now_ms),
+        (None, Some(ticket)) => gw.tokens.verify_stream_ticket(&concert, &user, ticket, now_ms),
+        (None, None) => false,
+    };
+    if !allowed {
+        let detail = if query.token.is_some() {
+            "the entry token is not taken in a URL; open the stream with Authorization: Bearer <token>, \
+             or with ?ticket= from POST …/events/ticket"
+        } else {
+            "a valid entry token (Authorization: Bearer <token>) or stream ticket (?ticket=, 60 s) is required"
+        };
+        return Err(ApiError::Unauthorized(detail.into()));
     }
     gw.limits.status_of(&concert, &user)?;
     let slot = FanStreamSlot::take(&gw, &concert, &user).ok_or(ApiError::RateLimited { retry_after_secs: 5 })?;

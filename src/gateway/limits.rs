@@ -7,7 +7,6 @@
 //! one never seen, so it is dropped. Streams per fan are counted in [`FanStreams`].
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 
@@ -15,6 +14,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::config::HttpSettings;
+use crate::identity::ClientKey;
 use crate::ids::{ConcertId, UserId};
 use crate::problem::ApiError;
 
@@ -22,7 +22,7 @@ type FanKey = (ConcertId, UserId);
 
 /// The front door's rate limits; a limit of 0 is off.
 pub struct Limits {
-    joins_per_client: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    joins_per_client: Option<DefaultKeyedRateLimiter<ClientKey>>,
     joins_per_fan: Option<DefaultKeyedRateLimiter<FanKey>>,
     status_per_fan: Option<DefaultKeyedRateLimiter<FanKey>>,
 }
@@ -53,10 +53,10 @@ impl Limits {
         }
     }
 
-    /// A join from `client` (the address the limit counts, see [`crate::identity::limit_key`]).
-    pub fn join_from(&self, client: Option<IpAddr>) -> Result<(), ApiError> {
+    /// A join from `client` (what the limit counts, see [`crate::identity::TrustedProxies::client_key`]).
+    pub fn join_from(&self, client: Option<ClientKey>) -> Result<(), ApiError> {
         match client {
-            Some(ip) => check(&self.joins_per_client, || crate::identity::limit_key(ip)),
+            Some(key) => check(&self.joins_per_client, || key),
             None => Ok(()),
         }
     }
@@ -124,6 +124,7 @@ impl FanStreams {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     #[test]
     fn pruning_forgets_clients_whose_budget_is_full_again() {
@@ -131,7 +132,7 @@ mod tests {
         http.rate_limit_per_ip = 1000;
         let limits = Limits::new(&http);
         for i in 0..5000u32 {
-            limits.join_from(Some(IpAddr::from(i.to_be_bytes()))).unwrap();
+            limits.join_from(Some(ClientKey::Ip(IpAddr::from(i.to_be_bytes())))).unwrap();
         }
         assert_eq!(limits.keys_held(), 5000);
         std::thread::sleep(std::time::Duration::from_millis(20)); // > 1 ms, the refill of one join

@@ -264,15 +264,16 @@ pub(super) async fn complete(
     gw: web::Data<Gateway>,
     req: HttpRequest,
     concert_id: web::Path<ConcertId>,
-    body: web::Json<serde_json::Value>,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let concert_id = concert_id.into_inner();
+    // The credential before the body: a stranger's body is never read.
     if !gw.site.accepts(bearer(&req)) {
         return Err(ApiError::Unauthorized(
             "the booking site's credential is required (Authorization: Bearer <QUEUEGATE_SITE_TOKEN>)".into(),
         ));
     }
-    let body: CompleteBody = crate::problem::parse_body(body.into_inner())?;
+    let body: CompleteBody = crate::problem::read_json(&req, payload, None).await?;
     let claims = gw
         .keys
         .verify(&body.admission_token, crate::clock::now_ms())
@@ -298,7 +299,7 @@ pub(super) async fn complete(
 pub(super) async fn fairness(gw: web::Data<Gateway>, concert: web::Path<ConcertId>) -> Result<HttpResponse, ApiError> {
     let id = concert.into_inner();
     let settings = gw.cache.settings(&id).ok_or_else(|| ApiError::NotFound(format!("no concert {id}")))?;
-    let fair = gw.store.fair_state(&id).await?;
+    let fair = gw.published.fair_state(&gw.store, &id).await?;
     let Some(commitment) = fair.commitment else {
         return Err(ApiError::NotFound(format!("concert {id} has no scheduled opening (opensAt)")));
     };

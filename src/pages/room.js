@@ -256,20 +256,36 @@ async function room(id) {
     timer = setTimeout(() => poll(etag, next), next * 1000);
   }
 
-  function watch() {
+  // The stream's URL carries a ticket (this fan's stream only, 60 s) bought with the entry
+  // token, never the entry token itself. The browser's own reconnect would reuse a stale
+  // ticket, so every reconnect is ours: a fresh ticket after a jittered delay; after a few
+  // failures in a row, polling (which says why, or backs off until the gateway is back).
+  let failures = 0;
+  async function watch() {
     stop();
     done = false;
     if (!window.EventSource) return void poll();
-    src = new EventSource(`${base()}/events?token=${enc(entry.token)}`);
-    src.addEventListener("status", (ev) => { reconnecting(false); draw(JSON.parse(ev.data)); });
-    // The gateway is going away: the browser reconnects by itself after the server's `retry:`.
-    src.addEventListener("reconnect", () => reconnecting(true));
-    src.onerror = () => {
-      if (done) return;
+    let ticket;
+    try {
+      const auth = { method: "POST", headers: { Authorization: `Bearer ${entry.token}` }, cache: "no-store" };
+      ticket = (await getJSON(`${base()}/events/ticket`, auth)).body.ticket;
+    } catch (e) {
       reconnecting(true);
-      // Refused (no stream to spare, token no longer valid): poll, which says why.
-      if (src && src.readyState === EventSource.CLOSED) { src = null; poll(null, 1); }
-    };
+      return void poll(null, 1);
+    }
+    src = new EventSource(`${base()}/events?ticket=${enc(ticket)}`);
+    src.addEventListener("status", (ev) => { failures = 0; reconnecting(false); draw(JSON.parse(ev.data)); });
+    // The gateway is going away, or the stream reached its lifetime: come back with a new ticket.
+    src.addEventListener("reconnect", () => { reconnecting(true); again(); });
+    src.onerror = () => { if (!done) { reconnecting(true); again(); } };
+  }
+  function again() {
+    if (src) src.close();
+    src = null;
+    failures += 1;
+    clearTimeout(timer);
+    if (failures > 3) return void poll(null, 1);
+    timer = setTimeout(watch, 1000 + Math.random() * 4000 * failures);
   }
 
   // A concert may ask new anonymous fans for a proof of work: SHA-256 of "challenge:n" starting

@@ -37,9 +37,24 @@ async fn the_status_stream_pushes_waiting_then_admitted() {
     app.open_concert("c").await;
     let accepted: Value = app.join("c", "fan").await.json().await.unwrap();
     let token = accepted["token"].as_str().unwrap();
-    // EventSource cannot set headers: the token may come in the query string.
-    let mut r =
-        app.client.get(format!("{}/v1/concerts/c/queue/fan/events?token={token}", app.http())).send().await.unwrap();
+    // EventSource cannot set headers: the entry token buys a stream ticket for the URL; the
+    // entry token itself is refused there (it would sit in proxy logs for its whole day).
+    let stream = format!("{}/v1/concerts/c/queue/fan/events", app.http());
+    let r = app.client.get(format!("{stream}?token={token}")).send().await.unwrap();
+    crate::helpers::assert_problem(r, 401, "not taken in a URL").await;
+    let r = app.client.post(format!("{stream}/ticket")).send().await.unwrap();
+    crate::helpers::assert_problem(r, 401, "entry token").await;
+    let r = app.client.post(format!("{stream}/ticket")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let ticket: Value = r.json().await.unwrap();
+    assert_eq!(ticket["expiresInSeconds"], 60);
+    let ticket = ticket["ticket"].as_str().unwrap();
+    // A ticket is no entry token: it neither reads the status nor opens another fan's stream.
+    crate::helpers::assert_problem(app.status("c", "fan", ticket).await, 401, "entry token").await;
+    let other = app.client.get(format!("{}/v1/concerts/c/queue/other/events?ticket={ticket}", app.http()));
+    crate::helpers::assert_problem(other.send().await.unwrap(), 401, "ticket").await;
+    let mut r = app.client.get(format!("{stream}?ticket={ticket}")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "text/event-stream");
     let mut buf = String::new();

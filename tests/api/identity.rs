@@ -224,6 +224,15 @@ async fn in_trusted_header_mode_only_a_trusted_proxy_names_the_fan() {
         .json(&json!({"userId": "dave"}))
         .send();
     assert_problem(r.await.unwrap(), 403, "dave").await;
+    // Two fan-id headers: neither is believed (the first used to be taken: a victim's place).
+    for pair in [["victim", "me"], ["carol", "carol"]] {
+        let mut headers = reqwest::header::HeaderMap::new();
+        for v in pair {
+            headers.append("x-fan-id", v.parse().unwrap());
+        }
+        let r = trusted.client.post(format!("{}/v1/concerts/c/queue", trusted.http())).headers(headers).send();
+        assert_problem(r.await.unwrap(), 401, "more than once").await;
+    }
 
     // The same header from a peer that is not a trusted proxy.
     let untrusted = spawn_mode(FanIdentityMode::TrustedHeader, |s| {

@@ -15,6 +15,8 @@ mod join;
 mod openapi;
 mod pages;
 mod parked;
+mod proxies;
 mod readiness;
 mod secured;
+mod security;
 mod store_model;

@@ -400,3 +400,19 @@ impl TestApp {
         assert!(done, "consumer handled {handled} of {n} records within 60 s");
     }
 }
+
+/// One HTTP/1.1 request written byte for byte (no client normalises its path or headers):
+/// `raw_http("http://127.0.0.1:8081", "GET /%61dmin/v1/concerts HTTP/1.1\r\n…\r\n\r\n")`.
+/// Returns the status and the body; the connection is closed after the answer.
+pub async fn raw_http(base: &str, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
