@@ -83,6 +83,12 @@ pub const MAX_POW_DIFFICULTY: u8 = 24;
 /// Largest `maxWaiting` (the OpenAPI schema states the same bound).
 pub const MAX_WAITING: u32 = 100_000_000;
 
+/// `maxWaiting` when a concert does not set it: a million fans, about 240 MB of Redis at the
+/// soak's ~240 bytes per waiting fan (docs/operations.md), so a concert without a cap (an
+/// anonymous room without proof of work, say) cannot be grown without bound by one botnet.
+/// `0` still means no cap, for an operator who sets it on purpose.
+pub const DEFAULT_MAX_WAITING: u32 = 1_000_000;
+
 /// What the cache says about a join to a concert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinCheck {
@@ -123,10 +129,11 @@ pub struct ConcertSettings {
     /// and see `expired` (0: never).
     #[serde(default)]
     pub abandon_after_seconds: u32,
-    /// Fans waiting at most; joins beyond it get 409 "queue full" (0: no cap). Judged against
-    /// the count each gateway refreshed last (`QUEUEGATE_CONCERT_REFRESH_MS`), so a burst can
-    /// overshoot it by what arrives within one refresh plus the consumer's lag.
-    #[serde(default)]
+    /// Fans waiting at most; joins beyond it get 409 "queue full" ([`DEFAULT_MAX_WAITING`] when
+    /// not set; 0: no cap). Judged against the count each gateway refreshed last
+    /// (`QUEUEGATE_CONCERT_REFRESH_MS`), so a burst can overshoot it by what arrives within one
+    /// refresh plus the consumer's lag.
+    #[serde(default = "default_max_waiting")]
     pub max_waiting: u32,
     /// Leading zero bits of SHA-256 a new anonymous fan must find before joining (0: none; each
     /// bit doubles the work, 16 is about a second in a browser).
@@ -165,6 +172,10 @@ fn default_ttl() -> u32 {
     DEFAULT_TOKEN_TTL_SECONDS
 }
 
+fn default_max_waiting() -> u32 {
+    DEFAULT_MAX_WAITING
+}
+
 impl ConcertSettings {
     /// An open concert with default settings.
     pub fn open() -> Self {
@@ -174,7 +185,7 @@ impl ConcertSettings {
             max_active: 0,
             token_ttl_seconds: DEFAULT_TOKEN_TTL_SECONDS,
             abandon_after_seconds: 0,
-            max_waiting: 0,
+            max_waiting: DEFAULT_MAX_WAITING,
             pow_difficulty: 0,
             opens_at: None,
             closes_at: None,
@@ -303,7 +314,7 @@ impl Concert {
                 max_active: num("maxActive", 0),
                 token_ttl_seconds: num("tokenTtlSeconds", DEFAULT_TOKEN_TTL_SECONDS),
                 abandon_after_seconds: num("abandonAfterSeconds", 0),
-                max_waiting: num("maxWaiting", 0),
+                max_waiting: num("maxWaiting", DEFAULT_MAX_WAITING),
                 pow_difficulty: get("powDifficulty").and_then(|v| v.parse().ok()).unwrap_or(0),
                 opens_at: get("opensAt").and_then(|v| v.parse().ok()),
                 closes_at: get("closesAt").and_then(|v| v.parse().ok()),
@@ -500,6 +511,11 @@ mod tests {
         let s: ConcertSettings = serde_json::from_str(r#"{"state":"open","admitPerSecond":5}"#).unwrap();
         assert_eq!(s.admit_per_second, 5);
         assert_eq!(s.token_ttl_seconds, DEFAULT_TOKEN_TTL_SECONDS);
+        assert_eq!(s.max_waiting, DEFAULT_MAX_WAITING, "a queue is capped unless the operator says otherwise");
+        let uncapped: ConcertSettings = serde_json::from_str(r#"{"state":"open","maxWaiting":0}"#).unwrap();
+        assert_eq!(uncapped.max_waiting, 0, "0 is no cap, set on purpose");
+        let stored = Concert::from_fields(&c(), &[("state".into(), "open".into())]);
+        assert_eq!(stored.settings.max_waiting, DEFAULT_MAX_WAITING, "a hash without the field");
         assert!(serde_json::from_str::<ConcertSettings>(r#"{"state":"ajar"}"#).is_err());
     }
 

@@ -121,3 +121,100 @@ fn the_compose_stack_creates_the_topics_and_persists_redis_as_documented() {
     assert!(read("grafana/provisioning/dashboards/queuegate.yml").contains("/var/lib/grafana/dashboards"));
     assert!(compose.contains("./grafana/dashboards:/var/lib/grafana/dashboards"));
 }
+
+/// docker-compose.yml as YAML (what compose reads), not as text.
+fn compose() -> serde_norway::Value {
+    serde_norway::from_str(&read("docker-compose.yml")).expect("docker-compose.yml is YAML")
+}
+
+fn service<'a>(c: &'a serde_norway::Value, name: &str) -> &'a serde_norway::Value {
+    c.get("services").and_then(|s| s.get(name)).unwrap_or_else(|| panic!("no service {name}"))
+}
+
+/// A service's environment as (name, value) pairs, with `<<:` merges resolved.
+fn environment(c: &serde_norway::Value, name: &str) -> Vec<(String, String)> {
+    let mut env = service(c, name).get("environment").cloned().unwrap_or_default();
+    env.apply_merge().expect("merge keys resolve");
+    env.as_mapping()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        serde_norway::Value::String(s) => s.clone(),
+                        other => serde_norway::to_string(other).unwrap().trim().to_owned(),
+                    };
+                    (k.as_str().unwrap().to_owned(), v)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn strings(v: Option<&serde_norway::Value>) -> Vec<String> {
+    v.and_then(|v| v.as_sequence())
+        .map(|s| s.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn kafka_keeps_its_log_on_the_compose_volume() {
+    let c = compose();
+    let env = environment(&c, "kafka");
+    let dirs = env.iter().find(|(k, _)| k == "KAFKA_LOG_DIRS").map(|(_, v)| v.clone());
+    let dirs = dirs.expect("KAFKA_LOG_DIRS is set (else the image writes to /tmp/kraft-combined-logs)");
+    let mounts = strings(service(&c, "kafka").get("volumes"));
+    let on_volume = mounts.iter().any(|m| {
+        let mut parts = m.split(':');
+        let (source, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        !source.starts_with('.') && !source.starts_with('/') && dirs.starts_with(target)
+    });
+    assert!(on_volume, "KAFKA_LOG_DIRS={dirs} is not on a named volume: {mounts:?}");
+}
+
+#[test]
+fn queuegate_is_restarted_checked_for_readiness_and_needs_nothing_it_does_not_use() {
+    let c = compose();
+    for name in ["gateway", "consumer"] {
+        let s = service(&c, name);
+        let restart = s.get("restart").and_then(|r| r.as_str()).unwrap_or("no");
+        assert!(["always", "unless-stopped", "on-failure"].contains(&restart), "{name} restart: {restart}");
+        let test = strings(s.get("healthcheck").and_then(|h| h.get("test"))).join(" ");
+        assert!(test.contains("/readyz"), "{name}'s healthcheck asks for readiness, not liveness: {test}");
+    }
+    let needs: Vec<String> = service(&c, "consumer")
+        .get("depends_on")
+        .and_then(|d| d.as_mapping())
+        .map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    assert!(!needs.contains(&"gateway".to_owned()), "the consumer does not need a gateway: {needs:?}");
+}
+
+#[test]
+fn only_the_public_api_is_published_beyond_loopback() {
+    let c = compose();
+    let services = c.get("services").and_then(|s| s.as_mapping()).unwrap();
+    let mut published = 0;
+    for (name, s) in services {
+        for port in strings(s.get("ports")) {
+            published += 1;
+            let public = name.as_str() == Some("gateway") && port == "8080:8080";
+            assert!(public || port.starts_with("127.0.0.1:"), "{name:?} publishes {port} on every interface");
+        }
+    }
+    assert!(published >= 5, "{published} ports");
+}
+
+#[test]
+fn the_docker_build_context_leaves_out_build_output_local_services_and_git() {
+    let ignore = read(".dockerignore");
+    let lines: Vec<&str> = ignore.lines().map(|l| l.trim().trim_end_matches('/')).collect();
+    for needed in ["target", ".local", ".git"] {
+        assert!(lines.contains(&needed), ".dockerignore leaves {needed} in the build context");
+    }
+    let dockerfile = read("Dockerfile");
+    for copied in dockerfile.lines().filter_map(|l| l.strip_prefix("COPY ")).filter(|l| !l.starts_with("--from")) {
+        for source in copied.split_whitespace().rev().skip(1) {
+            assert!(!lines.contains(&source.trim_end_matches('/')), "the Dockerfile copies {source}, which is ignored");
+        }
+    }
+}
