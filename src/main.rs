@@ -85,7 +85,13 @@ fn serve(role: queuegate::config::Role, settings: queuegate::config::Settings) -
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "queuegate failed");
             eprintln!("queuegate: {e:#}");
-            ExitCode::FAILURE
+            // A setting found wrong only at start-up (an admission key or JWKS file that cannot
+            // be read, a Kafka property librdkafka refuses) is still a configuration error.
+            if e.chain().any(|c| c.is::<queuegate::config::ConfigError>()) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

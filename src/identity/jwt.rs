@@ -86,7 +86,15 @@ impl JwtVerifier {
         };
         let v = JwtVerifier { source, keys: RwLock::new(keys), validation, unknown_kid: Notify::new() };
         if !matches!(v.source, Source::Secret) {
-            let keys = v.fetch().await.context("QUEUEGATE_FAN_JWT_JWKS")?;
+            // A file that cannot be read or parsed is a configuration error (exit 2); a JWKS URL
+            // that does not answer may be a passing outage of the identity provider (exit 1).
+            let keys = match (&v.source, v.fetch().await) {
+                (_, Ok(keys)) => keys,
+                (Source::File(_), Err(e)) => {
+                    return Err(crate::config::bad("QUEUEGATE_FAN_JWT_JWKS", format!("{e:#}")).into())
+                }
+                (_, Err(e)) => return Err(e.context("QUEUEGATE_FAN_JWT_JWKS")),
+            };
             *v.keys.write().expect("never poisoned") = keys;
         }
         Ok(v)

@@ -237,3 +237,21 @@ async fn a_redis_pause_during_a_consumer_batch_queues_every_fan_once() {
     // themselves on the retry, never as second places.
     assert_eq!(app.consumer_records("appended").await + app.consumer_records("duplicate").await, 60);
 }
+
+/// Every codec `QUEUEGATE_KAFKA_COMPRESSION` offers produces joins the consumer places (zstd
+/// used to stop the process at start: librdkafka was built without it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_offered_compression_codec_carries_joins_end_to_end() {
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let names = Names::new();
+        create_topics(&names, 1).await;
+        let app = spawn_role(&names, Role::Run, |s| s.kafka.kafka_compression = codec.into()).await;
+        app.open_concert("c").await;
+        for i in 0..5 {
+            assert_eq!(app.join("c", &format!("f{i}")).await.status(), 202, "{codec}");
+        }
+        app.wait_for_records(5).await;
+        assert_eq!(app.waiting_list("c").await, (0..5).map(|i| format!("f{i}")).collect::<Vec<_>>(), "{codec}");
+        app.shutdown().await.unwrap_or_else(|e| panic!("{codec}: {e:#}"));
+    }
+}

@@ -218,3 +218,59 @@ fn the_docker_build_context_leaves_out_build_output_local_services_and_git() {
         }
     }
 }
+
+/// `queuegate gateway` with secrets that pass validation, plus `extra` environment; its exit
+/// code and what it wrote to stderr. Nothing is listening where it points, and no
+/// case here gets as far as binding a port.
+fn start_gateway(extra: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = std::env::temp_dir().join(format!("qg-exit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("admission.pem");
+    if !key.exists() {
+        let ok = Command::new(env!("CARGO_BIN_EXE_queuegate")).arg("keygen").arg(&key).output().unwrap();
+        assert!(ok.status.success());
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_queuegate"));
+    cmd.arg("gateway")
+        .env_clear()
+        .env("QUEUEGATE_ADMIN_TOKEN", "an-admin-token-0123456789")
+        .env("QUEUEGATE_TOKEN_SECRET", "a-token-secret-0123456789-0123456789")
+        .env("QUEUEGATE_FAN_IDENTITY", "anonymous")
+        .env("QUEUEGATE_ADMISSION_KEY_FILE", &key)
+        .env("QUEUEGATE_KAFKA_BROKERS", "127.0.0.1:1")
+        .env("QUEUEGATE_REDIS_URL", "redis://127.0.0.1:1")
+        .env("QUEUEGATE_HTTP_ADDR", "127.0.0.1:0")
+        .env("QUEUEGATE_ADMIN_ADDR", "127.0.0.1:0");
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), stderr.into_owned())
+}
+
+#[test]
+fn configuration_errors_exit_2_naming_the_setting_even_when_found_at_start_up() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("QUEUEGATE_TOKEN_SECRET", "short")], "QUEUEGATE_TOKEN_SECRET"),
+        (&[("QUEUEGATE_ADMISSION_KEY_FILE", "/nonexistent/admission.pem")], "QUEUEGATE_ADMISSION_KEY_FILE"),
+        (&[("QUEUEGATE_ADMISSION_KEY_FILE", "/etc/hostname")], "QUEUEGATE_ADMISSION_KEY_FILE"),
+        (
+            &[
+                ("QUEUEGATE_FAN_IDENTITY", "jwt"),
+                ("QUEUEGATE_FAN_JWT_JWKS", "/nonexistent/jwks.json"),
+                ("QUEUEGATE_FAN_JWT_ISSUER", "https://id.example"),
+                ("QUEUEGATE_FAN_JWT_AUDIENCE", "queuegate"),
+            ],
+            "QUEUEGATE_FAN_JWT_JWKS",
+        ),
+        (&[("QUEUEGATE_FAN_IDENTITY", "jwt"), ("QUEUEGATE_FAN_JWT_JWKS", "/etc/hostname")], "QUEUEGATE_FAN_JWT"),
+        (&[("QUEUEGATE_KAFKA_PROPERTIES", "no.such.property=1")], "QUEUEGATE_KAFKA_PROPERTIES"),
+        (&[("QUEUEGATE_KAFKA_COMPRESSION", "brotli")], "brotli"),
+    ];
+    for (env, names) in cases {
+        let (code, line) = start_gateway(env);
+        assert_eq!(code, Some(2), "{env:?}: {line}");
+        assert!(line.contains(names), "{env:?}: the line names {names}: {line}");
+    }
+}
