@@ -61,7 +61,11 @@ impl Admitter {
         let this = std::sync::Arc::new(self);
         crate::periodic::every(this.tick, stop, "admission round", || {
             let this = this.clone();
-            async move { this.round().await }
+            async move {
+                this.round().await?;
+                this.metrics.admission_rounds.inc();
+                anyhow::Ok(())
+            }
         })
         .await
     }

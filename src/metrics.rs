@@ -26,6 +26,8 @@ pub struct Metrics {
     pub consumer_carried: IntGauge,
     pub consumer_parked_concerts: IntGauge,
     pub admissions: IntCounterVec,
+    /// Admission rounds this process finished (each looks at every open concert).
+    pub admission_rounds: prometheus::IntCounter,
     pub concert_fans: IntGaugeVec,
     pub consumer_lag: IntGaugeVec,
     pub kafka_queued: IntGaugeVec,
@@ -151,6 +153,11 @@ impl Metrics {
                 &["mode"],
             )
             .expect("valid metric"),
+            admission_rounds: prometheus::IntCounter::new(
+                "queuegate_admission_rounds_total",
+                "Admission rounds this process finished without error (one every QUEUEGATE_ADMISSION_TICK_MS)",
+            )
+            .expect("valid metric"),
             concert_fans: IntGaugeVec::new(
                 Opts::new(
                     "queuegate_concert_fans",
@@ -195,6 +202,9 @@ impl Metrics {
         for source in ["view", "redis"] {
             m.status_reads.with_label_values(&[source]);
         }
+        for op in ["apply", "status", "view", "outcomes"] {
+            m.redis_duration.with_label_values(&[op]);
+        }
         for kind in ["status", "heartbeat", "reconnect"] {
             m.stream_events.with_label_values(&[kind]);
         }
@@ -213,6 +223,7 @@ impl Metrics {
             Box::new(m.consumer_carried.clone()),
             Box::new(m.consumer_parked_concerts.clone()),
             Box::new(m.admissions.clone()),
+            Box::new(m.admission_rounds.clone()),
             Box::new(m.concert_fans.clone()),
             Box::new(m.consumer_lag.clone()),
             Box::new(m.kafka_queued.clone()),

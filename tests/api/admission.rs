@@ -198,7 +198,7 @@ async fn completing_an_admission_frees_its_slot_for_the_next_fan() {
         })
         .await
     );
-    tokio::time::sleep(Duration::from_millis(600)).await; // three admission rounds
+    app.admission_rounds(3).await;
     let s: Value = app.status("c", "f1", &tokens[1]).await.json().await.unwrap();
     assert_eq!(s["status"], "waiting", "the only slot is taken");
     let admission = first["admissionToken"].as_str().unwrap();
@@ -296,7 +296,7 @@ async fn paused_and_closed_concerts_stop_admission_and_keep_positions() {
     let tokens = join_in_order(&app, "c", 5).await;
     for state in ["paused", "closed"] {
         app.put_concert("c", json!({"state": state, "admitPerSecond": 100})).await;
-        tokio::time::sleep(Duration::from_millis(800)).await; // four admission rounds
+        app.admission_rounds(4).await;
         let c = app.admin_json("/admin/v1/concerts/c").await;
         assert_eq!((c["admitted"].as_u64(), c["waiting"].as_u64()), (Some(0), Some(5)), "{state}: nobody admitted");
         crate::helpers::assert_problem(admit(&app, "c", 1).await, 409, state).await;

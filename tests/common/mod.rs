@@ -374,12 +374,20 @@ impl TestApp {
     /// A counter or gauge of this app's /metrics (summed over `labels`-matching series).
     pub async fn metric(&self, name_and_labels: &str) -> u64 {
         let text = self.client.get(format!("{}/metrics", self.admin)).send().await.expect("metrics").text().await;
-        let prefix = format!("{name_and_labels} ");
-        text.expect("text")
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .map(|v| v.trim().parse::<f64>().expect("a number") as u64)
-            .unwrap_or(0)
+        metric_value(&text.expect("text"), name_and_labels)
+    }
+
+    /// Waits until this app's admitter has finished `n` more rounds (a check that nobody was
+    /// admitted means something only after rounds ran). Panics after 30 s.
+    pub async fn admission_rounds(&self, n: u64) {
+        let start = self.metric("queuegate_admission_rounds_total").await;
+        let mut now = start;
+        let ran = poll_until(Duration::from_secs(30), async || {
+            now = self.metric("queuegate_admission_rounds_total").await;
+            now >= start + n
+        })
+        .await;
+        assert!(ran, "{} of {n} admission rounds ran in 30 s", now - start);
     }
 
     /// Sum of `queuegate_consumer_records_total` for one outcome, from this app's /metrics.
@@ -415,4 +423,22 @@ pub async fn raw_http(base: &str, request: &str) -> (u16, String) {
     let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status in {text:?}"));
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
+}
+
+/// The value of the series `name_and_labels` (`name{a="b"}`, labels as the exposition writes
+/// them) in a Prometheus text exposition. The series must be there exactly once: queuegate
+/// registers every label value it uses at start, so an absent series is a misspelt name or
+/// label, which would otherwise read as 0 and let a test pass that checks nothing.
+pub fn metric_value(exposition: &str, name_and_labels: &str) -> u64 {
+    let prefix = format!("{name_and_labels} ");
+    let values: Vec<u64> = exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().parse::<f64>().expect("a number") as u64)
+        .collect();
+    match values[..] {
+        [v] => v,
+        [] => panic!("no series {name_and_labels} in the exposition"),
+        _ => panic!("{name_and_labels} has {} lines", values.len()),
+    }
 }
