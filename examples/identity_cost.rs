@@ -1,16 +1,21 @@
 //! What each fan identity mode costs the gateway per join, measured on the library's own code
 //! (release build, one thread, 20,000 distinct tokens per case, best of three passes):
 //!
-//! * jwt: `JwtVerifier::verify` of HS256 tokens (a secret) and of EdDSA tokens (a JWKS file);
+//! * jwt: `JwtVerifier::verify` of HS256 tokens (a secret) and of EdDSA, ES256 and RS256 tokens
+//!   (a JWKS file);
 //! * anonymous: minting the fan's id (UUID v7);
 //! * every mode: issuing the fan's entry token, and checking one on a status read.
 //!
-//! `cargo run --release --example identity_cost` prints one JSON object (µs per operation);
+//! `cargo run --release --example identity_cost [-- --per-token]` prints one JSON object (µs per
+//! operation; `--per-token` measures jsonwebtoken's own provider, which builds the verifying key
+//! from the JWK on every token, instead of queuegate's prepared keys);
 //! `make bench` runs it.
 
 use std::time::Instant;
 
-use ed25519_dalek::pkcs8::EncodePrivateKey;
+#[path = "../tests/fixtures/fan_keys.rs"]
+mod fan_keys;
+
 use queuegate::config::{FanIdentityMode, Secret, Settings};
 use queuegate::identity::jwt::JwtVerifier;
 use queuegate::ids::{ConcertId, UserId};
@@ -38,6 +43,12 @@ fn claims(i: usize) -> serde_json::Value {
 }
 
 fn main() -> anyhow::Result<()> {
+    // `--per-token`: install jsonwebtoken's own RustCrypto provider first, so queuegate's
+    // prepared keys (src/identity/jwt/prepared.rs) cannot be: the cost without them, for comparison.
+    let per_token = std::env::args().any(|a| a == "--per-token");
+    if per_token {
+        let _ = jsonwebtoken::crypto::CryptoProvider::install_default(&jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER);
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut identity = Settings::for_test("t", "g", "p").identity;
     identity.fan_jwt_issuer = Some("https://tickets.example".into());
@@ -52,24 +63,20 @@ fn main() -> anyhow::Result<()> {
         (0..N).map(|i| jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims(i), &key).unwrap()).collect();
     let hs256 = per_op(|i| assert!(hs_verifier.verify(&hs_tokens[i]).is_ok()));
 
-    // EdDSA through a JWKS file.
-    use base64::Engine;
-    let signing = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
-    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes());
-    let jwks = std::env::temp_dir().join(format!("qg-identity-cost-{}.json", std::process::id()));
-    std::fs::write(
-        &jwks,
-        serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "k"}]}).to_string(),
-    )?;
-    let mut ed = identity.clone();
-    ed.fan_jwt_jwks = Some(jwks.display().to_string());
-    let ed_verifier = rt.block_on(JwtVerifier::new(&ed))?;
-    let ed_key = jsonwebtoken::EncodingKey::from_ed_der(signing.to_pkcs8_der()?.as_bytes());
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-    header.kid = Some("k".into());
-    let ed_tokens: Vec<String> = (0..N).map(|i| jsonwebtoken::encode(&header, &claims(i), &ed_key).unwrap()).collect();
-    let eddsa = per_op(|i| assert!(ed_verifier.verify(&ed_tokens[i]).is_ok()));
-    std::fs::remove_file(&jwks)?;
+    // EdDSA, ES256 and RS256 through a JWKS file.
+    let mut asymmetric = Vec::new();
+    for alg in [jsonwebtoken::Algorithm::EdDSA, jsonwebtoken::Algorithm::ES256, jsonwebtoken::Algorithm::RS256] {
+        let (header, key, jwk) = fan_keys::signer(alg, "k");
+        let jwks = std::env::temp_dir().join(format!("qg-identity-cost-{}.json", std::process::id()));
+        std::fs::write(&jwks, serde_json::json!({ "keys": [jwk] }).to_string())?;
+        let mut settings = identity.clone();
+        settings.fan_jwt_jwks = Some(jwks.display().to_string());
+        let verifier = rt.block_on(JwtVerifier::new(&settings))?;
+        let tokens: Vec<String> = (0..N).map(|i| jsonwebtoken::encode(&header, &claims(i), &key).unwrap()).collect();
+        asymmetric.push(per_op(|i| assert!(verifier.verify(&tokens[i]).is_ok())));
+        std::fs::remove_file(&jwks)?;
+    }
+    let [eddsa, es256, rs256] = asymmetric[..] else { unreachable!() };
 
     // Anonymous ids and entry tokens.
     let mint = per_op(|_| {
@@ -88,8 +95,11 @@ fn main() -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::json!({
+            "keys_prepared_per_token": per_token,
             "jwt_hs256_verify_us": hs256,
             "jwt_eddsa_verify_us": eddsa,
+            "jwt_es256_verify_us": es256,
+            "jwt_rs256_verify_us": rs256,
             "anonymous_mint_us": mint,
             "entry_token_issue_us": issue,
             "entry_token_verify_us": check,

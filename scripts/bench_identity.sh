@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Joins/s of the gateway in each fan identity mode, one run, same machine, same consumer:
-# body, anonymous, and jwt with HS256 tokens (the booking site's identity tokens, made by
-# examples/fan_tokens.rs, 20,000 accounts, each coming round again as a rejoin), measured with
+# body, anonymous, and jwt with HS256 tokens (a secret) and with EdDSA, ES256 and RS256 tokens
+# (a JWKS file) — the booking site's identity tokens, made by examples/fan_tokens.rs, 20,000
+# accounts, each coming round again as a rejoin — measured with
 # wrk exactly as `make bench` measures body-mode joins (2 threads, 256 connections), after a
 # warm-up; plus the µs per join each verification costs (examples/identity_cost.rs). Runs on a
 # shared VM drift by several percent from one process start to the next, so the modes are run
@@ -10,7 +11,7 @@
 #   scripts/bench_identity.sh [OUT_DIR] [ROUNDS]     (make bench calls it; needs `make services`)
 #
 # Writes OUT_DIR/identity-<mode>-<round>.txt (wrk output), identity-cost.json and
-# identity-summary.json. Bounded: ROUNDS (default 3) × 3 × (5 s warm-up + 20 s) plus start-up.
+# identity-summary.json. Bounded: ROUNDS (default 3) × 6 × (5 s warm-up + 20 s) plus start-up.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -26,7 +27,11 @@ QUEUEGATE_KAFKA_TOPIC=$TOPIC scripts/services.sh up >/dev/null 2>&1
 cargo build --release --locked --bin queuegate --example fan_tokens --example identity_cost 2>/dev/null
 SECRET=bench-identity-jwt-secret-0123456789-0123456789
 ADMIN_TOKEN=bench-admin-token-0123456789
-./target/release/examples/fan_tokens --secret "$SECRET" --count 20000 --prefix "acct-$RUN-" > "$OUT/tokens.txt"
+./target/release/examples/fan_tokens --secret "$SECRET" --count 20000 --prefix "acct-$RUN-" > "$OUT/tokens-jwt.txt"
+for alg in EdDSA ES256 RS256; do
+  ./target/release/examples/fan_tokens --alg "$alg" --jwks "$OUT/jwks-$alg.json" --count 20000 \
+    --prefix "acct-$alg-$RUN-" > "$OUT/tokens-jwt-$alg.txt"
+done
 
 export QUEUEGATE_LOG=warn QUEUEGATE_REDIS_PREFIX=qgbench-id-$RUN QUEUEGATE_ADMIN_TOKEN=$ADMIN_TOKEN \
   QUEUEGATE_TOKEN_SECRET=bench-token-secret-0123456789-0123456789 QUEUEGATE_INSECURE_DEV=true \
@@ -39,20 +44,22 @@ GW=""
 cleanup() { kill "$CO" 2>/dev/null || true; [ -n "$GW" ] && kill "$GW" 2>/dev/null || true; }
 trap cleanup EXIT
 
-orders=("body anonymous jwt" "anonymous jwt body" "jwt body anonymous")
+MODES=(body anonymous jwt jwt-EdDSA jwt-ES256 jwt-RS256)
 for round in $(seq 1 "$ROUNDS"); do
-for mode in ${orders[$(( (round - 1) % 3 ))]}; do
-  if [ "$mode" = jwt ]; then
-    QUEUEGATE_FAN_IDENTITY=jwt QUEUEGATE_FAN_JWT_SECRET=$SECRET ./target/release/queuegate gateway > "$OUT/identity-$mode-gateway.log" 2>&1 &
-  else
-    QUEUEGATE_FAN_IDENTITY=$mode ./target/release/queuegate gateway > "$OUT/identity-$mode-gateway.log" 2>&1 &
-  fi
+# Each round starts one mode further on, so no mode always runs first or last.
+for i in "${!MODES[@]}"; do
+  mode=${MODES[$(( (i + round - 1) % ${#MODES[@]} ))]}
+  case "$mode" in
+    jwt) QUEUEGATE_FAN_IDENTITY=jwt QUEUEGATE_FAN_JWT_SECRET=$SECRET ./target/release/queuegate gateway > "$OUT/identity-$mode-gateway.log" 2>&1 & ;;
+    jwt-*) QUEUEGATE_FAN_IDENTITY=jwt QUEUEGATE_FAN_JWT_JWKS=$OUT/jwks-${mode#jwt-}.json ./target/release/queuegate gateway > "$OUT/identity-$mode-gateway.log" 2>&1 & ;;
+    *) QUEUEGATE_FAN_IDENTITY=$mode ./target/release/queuegate gateway > "$OUT/identity-$mode-gateway.log" 2>&1 & ;;
+  esac
   GW=$!
   for _ in $(seq 1 150); do curl -fsS http://127.0.0.1:8081/readyz >/dev/null 2>&1 && break; sleep 0.2; done
   curl -fsS -X PUT "http://127.0.0.1:8081/admin/v1/concerts/id-$mode" -H "Authorization: Bearer $ADMIN_TOKEN" \
     -H 'Content-Type: application/json' -d '{"state":"open"}' >/dev/null
-  args=("id-$mode" "$mode")
-  [ "$mode" = jwt ] && args+=("$OUT/tokens.txt")
+  args=("id-$mode" "${mode%%-*}")
+  [[ "$mode" == jwt* ]] && args+=("$OUT/tokens-$mode.txt")
   wrk -t2 -c256 -d5s -s loadtest/wrk-join.lua http://127.0.0.1:8080 -- "${args[@]}" >/dev/null
   log "round $round, $mode: wrk 20 s, 256 connections"
   wrk -t2 -c256 -d20s --latency -s loadtest/wrk-join.lua http://127.0.0.1:8080 -- "${args[@]}" > "$OUT/identity-$mode-$round.txt"
@@ -67,7 +74,8 @@ python3 - "$OUT" "$ROUNDS" <<'PY'
 import json, re, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
 rps = {}
-for mode in ("body", "anonymous", "jwt"):
+MODES = ("body", "anonymous", "jwt", "jwt-EdDSA", "jwt-ES256", "jwt-RS256")
+for mode in MODES:
     runs, non2xx = [], 0
     for r in range(1, rounds + 1):
         text = open(f"{out}/identity-{mode}-{r}.txt").read()
@@ -77,8 +85,8 @@ for mode in ("body", "anonymous", "jwt"):
     rps[mode] = statistics.median(runs)
     rps[mode + "_runs"] = runs
     rps[mode + "_non2xx"] = non2xx
-rps["anonymous_ratio"] = rps["anonymous"] / rps["body"]
-rps["jwt_ratio"] = rps["jwt"] / rps["body"]
+for mode in MODES[1:]:
+    rps[mode + "_ratio"] = rps[mode] / rps["body"]
 json.dump(rps, open(f"{out}/identity-summary.json", "w"))
 print(json.dumps(rps))
 PY

@@ -5,7 +5,7 @@
 #   scripts/services.sh down    stop what this script started
 #   scripts/services.sh status  say what answers
 #   scripts/services.sh tools   install what the tests need besides the services (prometheus,
-#                               faketime, chromium, chromedriver and nginx)
+#                               faketime, chromium, chromedriver, nginx; schemathesis from PyPI)
 #
 # Honours QUEUEGATE_KAFKA_BROKERS (default 127.0.0.1:9092) and QUEUEGATE_REDIS_URL
 # (default redis://127.0.0.1:6379). Everything it downloads or writes lives under .local/.
@@ -228,6 +228,19 @@ install_tools() {
   [ "$nginx_before" = no ] && { $sudo pkill -x nginx 2>/dev/null || true; }
 }
 
+# From PyPI, into .local/venv: schemathesis, which fuzzes both listeners from /openapi.json
+# (tests/api/schemathesis.rs). Pinned, so a new release cannot change what passes.
+SCHEMATHESIS_VERSION=4.32.5
+install_schemathesis() {
+  local venv="$LOCAL/venv"
+  if [ -x "$venv/bin/schemathesis" ] && "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+    return 0
+  fi
+  log "installing schemathesis $SCHEMATHESIS_VERSION from PyPI into ${venv#$ROOT/}"
+  python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+  "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" || die "pip install schemathesis failed"
+}
+
 # --- commands ----------------------------------------------------------------------------------
 
 stop_pidfile() {
@@ -264,6 +277,6 @@ case "${1:-up}" in
     ;;
   fetch) fetch_kafka ;;
   cluster-id) new_cluster_id ;;
-  tools) install_tools ;;
+  tools) install_tools; install_schemathesis ;;
   *) die "usage: $0 up|down|status|fetch|tools|cluster-id" ;;
 esac

@@ -152,16 +152,27 @@ struct Readiness {
     failed_task: Option<crate::supervisor::TaskFailure>,
 }
 
-/// 200 when Redis and Kafka both answer (within a second each), Redis has the replicas
-/// `QUEUEGATE_REDIS_MIN_REPLICAS` asks for, no background task has failed and the process is not
-/// draining.
+/// How long readiness waits for Redis (connection, PING and the replica count together).
+const READY_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long readiness waits for Kafka's metadata.
+const READY_KAFKA_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// 200 when Redis (within [`READY_REDIS_TIMEOUT`]) and Kafka (within [`READY_KAFKA_TIMEOUT`])
+/// both answer, Redis has the replicas `QUEUEGATE_REDIS_MIN_REPLICAS` asks for, no background
+/// task has failed and the process is not draining. The two are asked side by side, so a probe
+/// has its answer within about two seconds whatever is down.
 async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
     let draining = admin.health.is_draining();
     let failed_task = admin.health.failure();
-    let redis_error = admin.store.ping().await.err().map(|e| e.to_string());
-    let redis = redis_error.is_none();
     let probe = admin.kafka.clone();
-    let kafka = tokio::task::spawn_blocking(move || probe.reachable(Duration::from_secs(1))).await.unwrap_or(false);
+    let kafka = tokio::task::spawn_blocking(move || probe.reachable(READY_KAFKA_TIMEOUT));
+    let redis_error = match tokio::time::timeout(READY_REDIS_TIMEOUT, admin.store.ping()).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!("no answer within {} s", READY_REDIS_TIMEOUT.as_secs())),
+    };
+    let redis = redis_error.is_none();
+    let kafka = kafka.await.unwrap_or(false);
     let ready = redis && kafka && !draining && failed_task.is_none();
     let body = Readiness { ready, redis, redis_error, kafka, draining, failed_task };
     if ready {
@@ -331,7 +342,7 @@ async fn queue_user(admin: web::Data<Admin>, path: web::Path<(ConcertId, UserId)
 struct AdmitBody {
     count: u32,
     /// Makes the call safe to retry: the same request id returns the same fans and tokens.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::problem::present")]
     request_id: Option<RequestId>,
 }
 

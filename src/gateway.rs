@@ -41,6 +41,8 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// Who a joining fan is.
     pub identity: FanIdentity,
+    /// `/openapi.json` for this gateway's identity mode ([`openapi_for`]).
+    openapi: String,
     /// Who may complete an admission: the booking site's token (and the admin token).
     pub site: crate::identity::Credentials,
     /// Proof-of-work challenges for anonymous joins.
@@ -91,6 +93,7 @@ impl Gateway {
             tokens,
             keys,
             metrics,
+            openapi: openapi_for(identity.mode()),
             identity,
             site,
             challenges,
@@ -155,11 +158,36 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     crate::routes::register(cfg, ROUTES);
 }
 
-/// The OpenAPI 3 description of both listeners.
+/// The OpenAPI 3 description of both listeners, as written (every identity mode at once).
 pub const OPENAPI: &str = include_str!("gateway/openapi.json");
 
-async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(OPENAPI)
+/// The document this gateway serves: [`OPENAPI`] with the join body as its identity mode takes
+/// it — `userId` required in body mode, refused in anonymous mode, optional in jwt and
+/// trusted-header mode — so a generated client (or a fuzzer) sends what this gateway accepts.
+pub fn openapi_for(mode: crate::config::FanIdentityMode) -> String {
+    use crate::config::FanIdentityMode as M;
+    let mut doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("the OpenAPI document is JSON");
+    if mode == M::Body {
+        doc["paths"]["/v1/concerts/{concertId}/queue"]["post"]["requestBody"]["required"] = true.into();
+    }
+    let join = &mut doc["components"]["schemas"]["JoinRequest"];
+    match mode {
+        M::Body => join["required"] = serde_json::json!(["userId"]),
+        M::Anonymous => {
+            join["properties"].as_object_mut().expect("JoinRequest has properties").remove("userId");
+            join["not"] = serde_json::json!({"required": ["userId"]});
+        }
+        M::Jwt | M::TrustedHeader => {}
+    }
+    let note = format!(" This gateway runs fan identity mode `{}`.", mode.as_str());
+    if let Some(d) = doc["info"]["description"].as_str().map(|d| d.to_owned() + &note) {
+        doc["info"]["description"] = d.into();
+    }
+    doc.to_string()
+}
+
+async fn openapi(gw: web::Data<Gateway>) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(gw.openapi.clone())
 }
 
 /// A new anonymous fan's proof of work for a concert that asks for `difficulty` bits: a valid
@@ -193,10 +221,10 @@ pub const MAX_STATUS_READS_IN_FLIGHT: usize = 1024;
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct JoinBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::problem::present")]
     user_id: Option<UserId>,
     /// A solved proof-of-work challenge, where the concert asks for one.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::problem::present")]
     pow: Option<challenge::Solved>,
 }
 
@@ -219,6 +247,9 @@ async fn join(
 ) -> Result<HttpResponse, ApiError> {
     let concert_id = concert_id.into_inner();
     let body: JoinBody = crate::problem::read_json(&req, payload, Some(JoinBody::default())).await?;
+    if let Some(pow) = &body.pow {
+        pow.check_lengths()?;
+    }
     gw.limits.join_from(gw.identity.proxies().client_key(&req))?;
     let now_ms = crate::clock::now_ms();
     let joiner = gw.identity.identify(&req, body.user_id, &concert_id, &gw.tokens, now_ms)?;
@@ -295,4 +326,33 @@ async fn join(
             status: "pending",
             token,
         }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::openapi_for;
+    use crate::config::FanIdentityMode as M;
+
+    fn join_schema(mode: M) -> serde_json::Value {
+        let doc: serde_json::Value = serde_json::from_str(&openapi_for(mode)).unwrap();
+        assert!(doc["info"]["description"].as_str().unwrap().contains(mode.as_str()));
+        doc["components"]["schemas"]["JoinRequest"].clone()
+    }
+
+    #[test]
+    fn the_served_join_body_is_what_the_gateway_s_identity_mode_accepts() {
+        let body = join_schema(M::Body);
+        assert_eq!(body["required"], serde_json::json!(["userId"]), "{{}} is refused in body mode");
+        let doc: serde_json::Value = serde_json::from_str(&openapi_for(M::Body)).unwrap();
+        assert_eq!(doc["paths"]["/v1/concerts/{concertId}/queue"]["post"]["requestBody"]["required"], true);
+        let anonymous = join_schema(M::Anonymous);
+        assert!(anonymous["properties"].get("userId").is_none(), "{anonymous}");
+        assert_eq!(anonymous["not"]["required"], serde_json::json!(["userId"]));
+        for mode in [M::Jwt, M::TrustedHeader] {
+            let s = join_schema(mode);
+            assert!(s["properties"].get("userId").is_some() && s.get("required").is_none(), "{s}");
+        }
+        assert_eq!(body["properties"]["pow"]["properties"]["solution"]["maxLength"], super::challenge::MAX_SOLUTION_LEN);
+        assert_eq!(body["properties"]["pow"]["properties"]["challenge"]["maxLength"], super::challenge::MAX_CHALLENGE_LEN);
+    }
 }

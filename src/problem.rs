@@ -196,6 +196,13 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
     parse_json(&body)
 }
 
+/// For `#[serde(default, deserialize_with = "crate::problem::present")]`: an optional field
+/// that, when present, must hold a value, so `null` is 400 like any other wrong type (the
+/// OpenAPI document does not call these fields nullable).
+pub fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
 /// Deserialises a JSON body from its bytes; the 400 detail names the offending field's path
 /// (`state: unknown variant ...`), which serde alone does not.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

@@ -518,8 +518,8 @@ pub struct SecuritySettings {
     pub insecure_dev: bool,
 }
 
-/// Secrets shipped as examples (docker-compose.yml, scripts/up.sh) contain this; they are
-/// refused without --insecure-dev, so an example never guards a real on-sale.
+/// The example secrets of scripts/up.sh (and of the docs' curl examples) contain this; they
+/// are refused without --insecure-dev, so an example never guards a real on-sale.
 const EXAMPLE_MARK: &str = "change-me";
 
 impl SecuritySettings {

@@ -25,9 +25,6 @@ use crate::problem::ApiError;
 /// How long a challenge may be solved and used.
 pub const CHALLENGE_TTL_SECS: i64 = 120;
 
-/// Longest accepted solution (the solver's counter, as text).
-const MAX_SOLUTION_LEN: usize = 64;
-
 /// Issues and checks challenges.
 #[derive(Clone)]
 pub struct Challenges {
@@ -39,6 +36,28 @@ pub struct Challenges {
 pub struct Solved {
     pub challenge: String,
     pub solution: String,
+}
+
+/// The longest `pow.challenge` a join may carry (an issued one is about 100 characters), as the
+/// OpenAPI document states; longer is 400 whether or not a proof is asked.
+pub const MAX_CHALLENGE_LEN: usize = 256;
+/// The longest `pow.solution` (the solver's counter, as text); likewise.
+pub const MAX_SOLUTION_LEN: usize = 64;
+
+impl Solved {
+    /// 400 naming the field when either part is longer than the document allows.
+    pub fn check_lengths(&self) -> Result<(), crate::problem::ApiError> {
+        for (field, value, max) in
+            [("pow.challenge", &self.challenge, MAX_CHALLENGE_LEN), ("pow.solution", &self.solution, MAX_SOLUTION_LEN)]
+        {
+            if value.chars().count() > max {
+                return Err(crate::problem::ApiError::BadRequest(format!(
+                    "request body is not valid: {field}: at most {max} characters"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A challenge whose solution checked out: its nonce must now be claimed, once.

@@ -23,6 +23,13 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::IdentitySettings;
+
+pub mod prepared;
+
+/// The test booking site's keys (shared with the jwt tests and examples).
+#[cfg(test)]
+#[path = "../../tests/fixtures/fan_keys.rs"]
+mod fan_keys;
 use crate::ids::UserId;
 use crate::problem::ApiError;
 
@@ -67,6 +74,7 @@ fn unauthorized(detail: impl Into<String>) -> ApiError {
 impl JwtVerifier {
     /// Builds the verifier and loads the keys now.
     pub async fn new(settings: &IdentitySettings) -> anyhow::Result<Self> {
+        prepared::install();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[settings.fan_jwt_issuer.as_deref().unwrap_or_default()]);
         validation.set_audience(&[settings.fan_jwt_audience.as_deref().unwrap_or_default()]);
