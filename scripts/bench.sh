@@ -64,7 +64,7 @@ sleep 3 # the consumer joins its group
 : > "$OUT/concerts.txt"
 concert() { # name -> an open concert, recorded for the Redis check
   curl -fsS -X PUT "$ADMIN/admin/v1/concerts/$1" -H "Authorization: Bearer $ADMIN_TOKEN" \
-    -H 'Content-Type: application/json' -d '{"state":"open"}' >/dev/null
+    -H 'Content-Type: application/json' -d '{"state":"open","maxWaiting":0}' >/dev/null
   echo "$1" >> "$OUT/concerts.txt"
 }
 for c in warmup wrk burst status; do concert "$c"; done

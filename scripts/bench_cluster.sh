@@ -35,7 +35,7 @@ export QUEUEGATE_LOG=warn QUEUEGATE_REDIS_PREFIX=$PREFIX QUEUEGATE_ADMIN_TOKEN=$
 start_pair
 concert() {
   curl -fsS -X PUT "$ADMIN/admin/v1/concerts/$1" -H "Authorization: Bearer $ADMIN_TOKEN" \
-    -H 'Content-Type: application/json' -d '{"state":"open"}' >/dev/null
+    -H 'Content-Type: application/json' -d '{"state":"open","maxWaiting":0}' >/dev/null
 }
 RATES="2500 5000 10000"
 for c in warmup burst $(for r in $RATES; do echo "lg$r"; done); do concert "$c"; done

@@ -57,7 +57,7 @@ for i in "${!MODES[@]}"; do
   GW=$!
   for _ in $(seq 1 150); do curl -fsS http://127.0.0.1:8081/readyz >/dev/null 2>&1 && break; sleep 0.2; done
   curl -fsS -X PUT "http://127.0.0.1:8081/admin/v1/concerts/id-$mode" -H "Authorization: Bearer $ADMIN_TOKEN" \
-    -H 'Content-Type: application/json' -d '{"state":"open"}' >/dev/null
+    -H 'Content-Type: application/json' -d '{"state":"open","maxWaiting":0}' >/dev/null
   args=("id-$mode" "${mode%%-*}")
   [[ "$mode" == jwt* ]] && args+=("$OUT/tokens-$mode.txt")
   wrk -t2 -c256 -d5s -s loadtest/wrk-join.lua http://127.0.0.1:8080 -- "${args[@]}" >/dev/null

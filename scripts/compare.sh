@@ -31,7 +31,7 @@ one() { # label binary round
   for _ in $(seq 1 150); do curl -fsS http://127.0.0.1:8081/readyz >/dev/null 2>&1 && break; sleep 0.2; done
   for c in warm joins status; do
     curl -fsS -X PUT "http://127.0.0.1:8081/admin/v1/concerts/$c" -H "Authorization: Bearer $ADMIN_TOKEN" \
-      -H 'Content-Type: application/json' -d '{"state":"open"}' >/dev/null
+      -H 'Content-Type: application/json' -d '{"state":"open","maxWaiting":0}' >/dev/null
   done
   wrk -t2 -c256 -d10s -s loadtest/wrk-join.lua http://127.0.0.1:8080 -- warm >/dev/null
   wrk -t2 -c256 -d30s --latency -s loadtest/wrk-join.lua http://127.0.0.1:8080 -- joins > "$OUT/$label-$round-joins.txt"

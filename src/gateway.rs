@@ -352,7 +352,13 @@ mod tests {
             let s = join_schema(mode);
             assert!(s["properties"].get("userId").is_some() && s.get("required").is_none(), "{s}");
         }
-        assert_eq!(body["properties"]["pow"]["properties"]["solution"]["maxLength"], super::challenge::MAX_SOLUTION_LEN);
-        assert_eq!(body["properties"]["pow"]["properties"]["challenge"]["maxLength"], super::challenge::MAX_CHALLENGE_LEN);
+        assert_eq!(
+            body["properties"]["pow"]["properties"]["solution"]["maxLength"],
+            super::challenge::MAX_SOLUTION_LEN
+        );
+        assert_eq!(
+            body["properties"]["pow"]["properties"]["challenge"]["maxLength"],
+            super::challenge::MAX_CHALLENGE_LEN
+        );
     }
 }

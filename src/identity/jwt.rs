@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::IdentitySettings;
 
 pub mod prepared;
+pub mod verified;
 
 /// The test booking site's keys (shared with the jwt tests and examples).
 #[cfg(test)]
@@ -60,11 +61,18 @@ pub struct JwtVerifier {
     validation: Validation,
     /// Woken when a token names an unknown key id.
     unknown_kid: Notify,
+    /// Tokens that passed the full check, so a fan's next join with the same token is cheap.
+    verified: verified::Verified,
 }
 
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    /// Required by the validation; kept with a remembered token ([`verified`]). NumericDates
+    /// may carry fractions.
+    exp: f64,
+    #[serde(default)]
+    nbf: Option<f64>,
 }
 
 fn unauthorized(detail: impl Into<String>) -> ApiError {
@@ -92,7 +100,13 @@ impl JwtVerifier {
             (None, Some(path)) => (Source::File(path.clone()), Keys::default()),
             (None, None) => anyhow::bail!("QUEUEGATE_FAN_JWT_JWKS: jwt mode needs a JWKS or a secret"),
         };
-        let v = JwtVerifier { source, keys: RwLock::new(keys), validation, unknown_kid: Notify::new() };
+        let v = JwtVerifier {
+            source,
+            keys: RwLock::new(keys),
+            validation,
+            unknown_kid: Notify::new(),
+            verified: Default::default(),
+        };
         if !matches!(v.source, Source::Secret) {
             // A file that cannot be read or parsed is a configuration error (exit 2); a JWKS URL
             // that does not answer may be a passing outage of the identity provider (exit 1).
@@ -108,8 +122,26 @@ impl JwtVerifier {
         Ok(v)
     }
 
-    /// The fan's id from a valid identity token.
+    /// The fan's id from a valid identity token: from [`verified`] when this very token passed
+    /// before and its times still hold, else by the full check (which then remembers it).
     pub fn verify(&self, token: &str) -> Result<UserId, ApiError> {
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        let leeway = self.validation.leeway as i64;
+        if let Some(user) = self.verified.get(token, now, leeway) {
+            return Ok(user);
+        }
+        let (user, exp, nbf) = self.check(token)?;
+        self.verified.insert(token, user.clone(), exp, nbf);
+        Ok(user)
+    }
+
+    /// Tokens remembered as verified (for tests).
+    pub fn remembered(&self) -> usize {
+        self.verified.len()
+    }
+
+    /// The full check: key by `kid`, signature, algorithm, claims. The fan, `exp` and `nbf`.
+    fn check(&self, token: &str) -> Result<(UserId, i64, Option<i64>), ApiError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| unauthorized("the identity token is malformed"))?;
         let (key, alg) = {
             let keys = self.keys.read().expect("never poisoned");
@@ -133,8 +165,9 @@ impl JwtVerifier {
         validation.algorithms = vec![alg];
         let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)
             .map_err(|e| unauthorized(format!("the identity token is not valid: {}", describe(e.kind()))))?;
-        UserId::parse(data.claims.sub)
-            .map_err(|_| unauthorized("the identity token's sub is not a valid fan id (^[A-Za-z0-9_-]{1,64}$)"))
+        let user = UserId::parse(data.claims.sub)
+            .map_err(|_| unauthorized("the identity token's sub is not a valid fan id (^[A-Za-z0-9_-]{1,64}$)"))?;
+        Ok((user, data.claims.exp.floor() as i64, data.claims.nbf.map(|n| n.ceil() as i64)))
     }
 
     /// Reads the JWKS again every [`REFRESH`], and after unknown key ids, until `stop`. Runs as
@@ -155,6 +188,8 @@ impl JwtVerifier {
             match self.fetch().await {
                 Ok(keys) => {
                     *self.keys.write().expect("never poisoned") = keys;
+                    // A key the set no longer holds must verify nothing, remembered or not.
+                    self.verified.clear();
                     if std::mem::take(&mut failing) {
                         tracing::info!("fan JWKS readable again");
                     }

@@ -20,7 +20,9 @@ fn run(doc_url: &str, base: &str, filter: &[&str], headers: &[String]) -> Result
     assert!(bin.exists(), "{} is missing: run scripts/services.sh tools (make test does)", bin.display());
     // Bounded from outside: schemathesis's own --max-time makes fuzzing repeat until it is spent.
     let mut cmd = Command::new("timeout");
-    cmd.arg("300").arg(bin).arg("--no-color")
+    cmd.arg("300")
+        .arg(bin)
+        .arg("--no-color")
         .arg("--config-file")
         .arg(repo("tests/schemathesis.toml"))
         .args(["run", doc_url, "--url", base])
@@ -64,7 +66,7 @@ async fn schemathesis_finds_no_failure_on_either_listener_in_body_or_anonymous_m
         for (listener, result) in [("public", public), ("admin", admin)] {
             match result {
                 Ok(text) => {
-                    let summary = text.lines().filter(|l| l.contains("generated") || l.contains(" in ")).last();
+                    let summary = text.lines().rfind(|l| l.contains("generated") || l.contains(" in "));
                     println!("schemathesis {}, {listener}: {}", mode.as_str(), summary.unwrap_or("").trim());
                 }
                 Err(text) => panic!("schemathesis, {} mode, {listener} listener:\n{text}", mode.as_str()),

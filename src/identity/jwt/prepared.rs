@@ -141,7 +141,6 @@ pub fn prepared_keys() -> usize {
     table().read().unwrap_or_else(|p| p.into_inner()).len()
 }
 
-
 #[cfg(test)]
 mod tests {
     use jsonwebtoken::Algorithm;
@@ -179,7 +178,10 @@ mod tests {
             let (signed, sig) = good.rsplit_once('.').unwrap();
             let mut bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig).unwrap();
             bytes[5] ^= 1;
-            let flipped = format!("{signed}.{}", base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes));
+            let flipped = format!(
+                "{signed}.{}",
+                base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
+            );
             assert!(verifier.verify(&flipped).is_err(), "{alg:?}: flipped signature");
             let other = token(&claims("mallory", 600));
             let (head, _) = good.split_once('.').unwrap();
