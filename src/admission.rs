@@ -118,11 +118,6 @@ impl AdmissionKeys {
         &self.keys[0].kid
     }
 
-    /// The audience every token carries.
-    pub fn audience(&self) -> &str {
-        &self.audience
-    }
-
     /// The JSON Web Key Set publishing every public key, the signing one first.
     pub fn jwks(&self) -> serde_json::Value {
         let keys: Vec<serde_json::Value> = self
@@ -219,6 +214,8 @@ mod tests {
         let claims = k.verify(&t, 1_000_500).expect("valid");
         assert_eq!((claims.sub.as_str(), claims.concert.as_str(), claims.iat, claims.exp), ("u1", "c1", 1000, 1060));
         assert_eq!((claims.aud.as_str(), claims.nbf), ("booking", 1000));
+        assert!(k.verify(&t, 1_000_000).is_ok(), "valid from its nbf on, to the millisecond");
+        assert!(k.verify(&t, 1_059_999).is_ok(), "and until its exp");
         assert_eq!(k.verify(&t, 1_060_000), Err(TokenError::Expired));
         assert_eq!(k.verify(&t, 999_000), Err(TokenError::NotYetValid));
         let mut tampered = t.clone();

@@ -414,4 +414,41 @@ mod tests {
         assert_eq!(limit_key("192.0.2.1".parse().unwrap()), "192.0.2.1".parse::<IpAddr>().unwrap());
         assert_eq!(limit_key("::ffff:192.0.2.1".parse().unwrap()), "192.0.2.1".parse::<IpAddr>().unwrap());
     }
+
+    fn settings_for(mode: FanIdentityMode) -> IdentitySettings {
+        let mut s = crate::config::Settings::for_test("t", "g", "p").identity;
+        s.fan_identity = Some(mode);
+        s.fan_id_header = Some("x-fan-id".into());
+        s.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+        s.fan_jwt_secret = Some(crate::config::Secret::new("a-fan-jwt-secret-0123456789-0123456789"));
+        s.fan_jwt_issuer = Some("https://tickets.example".into());
+        s.fan_jwt_audience = Some("queuegate".into());
+        s
+    }
+
+    async fn identity(mode: FanIdentityMode) -> FanIdentity {
+        FanIdentity::new(mode, &settings_for(mode)).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn in_trusted_header_mode_only_one_header_from_a_trusted_peer_names_the_fan() {
+        let id = identity(FanIdentityMode::TrustedHeader).await;
+        let tokens = EntryTokens::new(b"0123456789abcdef0123456789abcdef", FanIdentityMode::TrustedHeader, 60);
+        let c = ConcertId::parse("c").unwrap();
+        let who = |req: HttpRequest| id.identify(&req, None, &c, &tokens, 0).map(|j| j.user.as_str().to_owned());
+        assert_eq!(who(request("10.0.0.2:1000", &[("x-fan-id", "carol")])).unwrap(), "carol");
+        assert!(who(request("203.0.113.9:1000", &[("x-fan-id", "carol")])).is_err(), "not from a trusted peer");
+        assert!(who(request("10.0.0.2:1000", &[("x-fan-id", "victim"), ("x-fan-id", "me")])).is_err(), "twice");
+        assert!(who(request("10.0.0.2:1000", &[])).is_err(), "missing");
+        assert!(who(request("10.0.0.2:1000", &[("x-fan-id", "bad id")])).is_err(), "not an id");
+        assert!(id.proxies().trusts("10.9.9.9".parse().unwrap()), "the configured proxies");
+        assert!(!id.proxies().trusts("11.0.0.1".parse().unwrap()));
+        assert!(id.jwt().is_none(), "no verifier outside jwt mode");
+        assert_eq!(id.mode(), FanIdentityMode::TrustedHeader);
+    }
+
+    #[tokio::test]
+    async fn jwt_mode_has_a_verifier_whose_refresh_runs_beside_it() {
+        assert!(identity(FanIdentityMode::Jwt).await.jwt().is_some());
+    }
 }
