@@ -451,4 +451,19 @@ mod tests {
     async fn jwt_mode_has_a_verifier_whose_refresh_runs_beside_it() {
         assert!(identity(FanIdentityMode::Jwt).await.jwt().is_some());
     }
+
+    #[test]
+    fn the_bearer_token_is_what_follows_bearer_and_credentials_compare_whole_secrets() {
+        let r = |v: &[(&str, &str)]| request("10.0.0.2:1000", v);
+        assert_eq!(bearer(&r(&[("authorization", "Bearer abc.def")])), Some("abc.def"));
+        assert_eq!(bearer(&r(&[("authorization", "Basic abc")])), None);
+        assert_eq!(bearer(&r(&[])), None);
+        let secret = crate::config::Secret::new("the-admin-token-0123456789");
+        let creds = Credentials::new([&secret]);
+        assert!(creds.accepts(Some("the-admin-token-0123456789")));
+        assert!(!creds.accepts(Some("the-admin-token-012345678")), "a prefix is not the secret");
+        assert!(!creds.accepts(Some("")));
+        assert!(!creds.accepts(None));
+        assert!(Credentials::new([]).accepts(None), "none configured (--insecure-dev): open");
+    }
 }
