@@ -466,4 +466,15 @@ mod tests {
         assert!(!creds.accepts(None));
         assert!(Credentials::new([]).accepts(None), "none configured (--insecure-dev): open");
     }
+
+    #[test]
+    fn a_site_token_equal_to_the_admin_token_is_still_accepted_and_a_body_user_id_may_only_restate_the_identity() {
+        let (a, b) =
+            (crate::config::Secret::new("same-token-0123456789"), crate::config::Secret::new("same-token-0123456789"));
+        assert!(Credentials::new([&a, &b]).accepts(Some("same-token-0123456789")), "matches are OR-ed, not XOR-ed");
+        let u = |s: &str| UserId::parse(s).unwrap();
+        assert_eq!(same_as_claimed(u("ann"), None, "x").unwrap(), u("ann"));
+        assert_eq!(same_as_claimed(u("ann"), Some(u("ann")), "x").unwrap(), u("ann"));
+        assert!(matches!(same_as_claimed(u("ann"), Some(u("bob")), "x"), Err(ApiError::Forbidden(_))));
+    }
 }
