@@ -41,8 +41,8 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// Who a joining fan is.
     pub identity: FanIdentity,
-    /// `/openapi.json` for this gateway's identity mode ([`openapi_for`]).
-    openapi: String,
+    /// `/openapi.json` for this gateway's identity mode ([`openapi_for`]), made once at start.
+    openapi: web::Bytes,
     /// Who may complete an admission: the booking site's token (and the admin token).
     pub site: crate::identity::Credentials,
     /// Proof-of-work challenges for anonymous joins.
@@ -93,7 +93,7 @@ impl Gateway {
             tokens,
             keys,
             metrics,
-            openapi: openapi_for(identity.mode()),
+            openapi: openapi_for(identity.mode()).into(),
             identity,
             site,
             challenges,

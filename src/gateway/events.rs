@@ -122,13 +122,9 @@ pub(super) async fn ticket(
     path: web::Path<(ConcertId, UserId)>,
 ) -> Result<HttpResponse, ApiError> {
     let (concert, user) = path.into_inner();
-    let now_ms = crate::clock::now_ms();
-    if !bearer(&req).is_some_and(|t| gw.tokens.verify(&concert, &user, t, now_ms)) {
-        return Err(ApiError::Unauthorized("a valid entry token is required (Authorization: Bearer <token>)".into()));
-    }
-    gw.limits.status_of(&concert, &user)?;
+    super::status::fan_read(&gw, &req, &concert, &user)?;
     let body = Ticket {
-        ticket: gw.tokens.stream_ticket(&concert, &user, now_ms),
+        ticket: gw.tokens.stream_ticket(&concert, &user, crate::clock::now_ms()),
         expires_in_seconds: crate::token::STREAM_TICKET_TTL_SECS,
     };
     Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(body))

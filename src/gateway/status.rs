@@ -163,6 +163,16 @@ impl FanStatus {
     }
 }
 
+/// A read by the fan itself: its entry token in `Authorization` (401 otherwise), then one of its
+/// status reads per second (429 past them) — counted after the token check, so nobody but the
+/// fan can spend the fan's budget. Status polls and stream tickets go through here.
+pub(super) fn fan_read(gw: &Gateway, req: &HttpRequest, concert: &ConcertId, user: &UserId) -> Result<(), ApiError> {
+    if !bearer(req).is_some_and(|t| gw.tokens.verify(concert, user, t, crate::clock::now_ms())) {
+        return Err(ApiError::Unauthorized("a valid entry token is required (Authorization: Bearer <token>)".into()));
+    }
+    gw.limits.status_of(concert, user)
+}
+
 /// `GET /v1/concerts/{concertId}/queue/{userId}` — the fan's status, with its entry token.
 pub(super) async fn status(
     gw: web::Data<Gateway>,
@@ -170,16 +180,7 @@ pub(super) async fn status(
     path: web::Path<(ConcertId, UserId)>,
 ) -> Result<HttpResponse, ApiError> {
     let (concert_id, user_id) = path.into_inner();
-    match bearer(&req) {
-        Some(t) if gw.tokens.verify(&concert_id, &user_id, t, crate::clock::now_ms()) => {}
-        _ => {
-            return Err(ApiError::Unauthorized(
-                "a valid entry token is required (Authorization: Bearer <token>)".into(),
-            ))
-        }
-    }
-    // Counted after the token check, so nobody but the fan can spend the fan's budget.
-    gw.limits.status_of(&concert_id, &user_id)?;
+    fan_read(&gw, &req, &concert_id, &user_id)?;
     let body = read_status(&gw, &concert_id, &user_id).await?;
     let json = serde_json::to_vec(&body).expect("a status serialises");
     let etag = etag_of(&json);
