@@ -142,9 +142,13 @@ async fn healthz() -> HttpResponse {
 struct Readiness {
     ready: bool,
     redis: bool,
-    /// Why Redis is not ready (unreachable, too few replicas in sync, …); never a secret.
+    /// Why Redis is not ready (unreachable, no answer in time); never a secret.
     #[serde(skip_serializing_if = "Option::is_none")]
     redis_error: Option<String>,
+    /// Shards short of replicas, or without a live primary: degraded, not a reason to take this
+    /// instance out of service (joins need Kafka; other shards' concerts are served).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    degraded: Vec<crate::store::DegradedShard>,
     kafka: bool,
     draining: bool,
     /// The background task that failed, when one did: the process is shutting down.
@@ -152,29 +156,36 @@ struct Readiness {
     failed_task: Option<crate::supervisor::TaskFailure>,
 }
 
-/// How long readiness waits for Redis (connection, PING and the replica count together).
+/// How long readiness waits for Redis (connection and the shards' state together).
 const READY_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long readiness waits for Kafka's metadata.
 const READY_KAFKA_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// 200 when Redis (within [`READY_REDIS_TIMEOUT`]) and Kafka (within [`READY_KAFKA_TIMEOUT`])
-/// both answer, Redis has the replicas `QUEUEGATE_REDIS_MIN_REPLICAS` asks for, no background
-/// task has failed and the process is not draining. The two are asked side by side, so a probe
-/// has its answer within about two seconds whatever is down.
+/// 200 while this instance can do its work: Kafka answers (within [`READY_KAFKA_TIMEOUT`]: a
+/// gateway makes joins durable there, a consumer reads them), Redis answers (within
+/// [`READY_REDIS_TIMEOUT`]: status reads, writes), no background task has failed and the
+/// process is not draining. A Redis shard short of replicas or down is listed in `degraded`
+/// (and counted by `queuegate_redis_under_replicated_shards` / `_down_shards`) without turning
+/// the answer to 503: every gateway would leave the load balancer for a fault that only delays
+/// placement on one shard. The two are asked side by side, so a probe has its answer within
+/// about two seconds whatever is down.
 async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
     let draining = admin.health.is_draining();
     let failed_task = admin.health.failure();
     let probe = admin.kafka.clone();
     let kafka = tokio::task::spawn_blocking(move || probe.reachable(READY_KAFKA_TIMEOUT));
-    let redis_error = match tokio::time::timeout(READY_REDIS_TIMEOUT, admin.store.ping()).await {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(_) => Some(format!("no answer within {} s", READY_REDIS_TIMEOUT.as_secs())),
+    let (redis_error, degraded) = match tokio::time::timeout(READY_REDIS_TIMEOUT, admin.store.health()).await {
+        Ok(Ok(h)) => {
+            admin.metrics.observe_redis_health(&h);
+            (None, h.degraded)
+        }
+        Ok(Err(e)) => (Some(e.to_string()), Vec::new()),
+        Err(_) => (Some(format!("no answer within {} s", READY_REDIS_TIMEOUT.as_secs())), Vec::new()),
     };
     let redis = redis_error.is_none();
     let kafka = kafka.await.unwrap_or(false);
     let ready = redis && kafka && !draining && failed_task.is_none();
-    let body = Readiness { ready, redis, redis_error, kafka, draining, failed_task };
+    let body = Readiness { ready, redis, redis_error, degraded, kafka, draining, failed_task };
     if ready {
         HttpResponse::Ok().json(body)
     } else {

@@ -25,6 +25,7 @@
 //! joins parked, whoever parked them. A copy parked twice (a crash between parking and committing) is a
 //! duplicate the apply script ignores, like any replay.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,10 +44,12 @@ use crate::store::QueueStore;
 
 mod backoff;
 mod batch;
+mod held;
 pub mod parked;
 
 use backoff::Backoff;
 use batch::Plan;
+use held::{Held, Partition};
 
 /// The Kafka → Redis mover.
 pub struct EntryConsumer {
@@ -66,6 +69,14 @@ pub struct EntryConsumer {
     carry: Vec<OwnedMessage>,
     /// Parking (a Redis Cluster with `QUEUEGATE_CONSUMER_PARK_AFTER_MS` > 0), else None.
     parking: Option<Parking>,
+    /// Concerts whose offsets wait for Redis replicas (see [`held`]).
+    held: Held,
+    /// Per partition, one past the last record applied (or dead-lettered, or parked): how far
+    /// a commit may go, held floors aside.
+    position: HashMap<Partition, i64>,
+    /// A hold ended since the last commit: the next commit covers every partition, not only
+    /// the batch's.
+    commit_all: bool,
 }
 
 /// What the consumer needs to park the joins of concerts whose Redis shard is down.
@@ -128,6 +139,7 @@ impl EntryConsumer {
             .create_with_context(kafka.context(ClientRole::Consumer))
             .map_err(|e| anyhow::anyhow!("creating the Kafka consumer: {e}"))?;
         consumer.subscribe(&[topic]).map_err(|e| anyhow::anyhow!("subscribing to {topic}: {e}"))?;
+        let metrics_for_held = metrics.clone();
         Ok(EntryConsumer {
             consumer,
             kafka: kafka.clone(),
@@ -140,6 +152,9 @@ impl EntryConsumer {
             commit_backoff: Backoff::new(),
             carry: Vec::new(),
             parking,
+            held: Held::new(Some(metrics_for_held)),
+            position: HashMap::new(),
+            commit_all: false,
         })
     }
 
@@ -156,6 +171,11 @@ impl EntryConsumer {
                     biased;
                     _ = stop.cancelled() => break,
                     m = self.consumer.recv() => m.map(|m| m.detach()),
+                    // Nothing to read: held offsets still get committed once replicas catch up.
+                    _ = tokio::time::sleep(Duration::from_secs(1)), if !self.held.is_empty() || self.commit_all => {
+                        self.commit_held().await;
+                        continue;
+                    }
                 };
                 match first {
                     Ok(m) => msgs.push(m),
@@ -216,7 +236,11 @@ impl EntryConsumer {
             let failing_since = Instant::now();
             loop {
                 let started = Instant::now();
-                match self.store.apply(&group.concert, &joins).await {
+                let positions = group
+                    .records
+                    .iter()
+                    .map(|&i| ((msgs[i].topic().to_owned(), msgs[i].partition()), msgs[i].offset()));
+                match self.held.apply(&self.store, &group.concert, &joins, positions).await {
                     Ok(applied) => {
                         self.metrics
                             .redis_duration
@@ -254,9 +278,8 @@ impl EntryConsumer {
                         if e.is_unreachable()
                             && self.parking.as_ref().is_some_and(|p| failing_since.elapsed() >= p.after) =>
                     {
-                        // Its shard is down: the other concerts must not wait for it. (A lagging
-                        // replica is not parked for: the shard is up, and parking across a fair
-                        // start's cut would count the parked joins as late.)
+                        // Its shard is down: the other concerts must not wait for it. (A shard short
+                        // of replicas is not parked for: it is up, and its offsets are held.)
                         tracing::warn!(concert = %group.concert, records = group.records.len(), error = %e,
                             "this concert's Redis shard keeps failing; parking its joins until it is back");
                         to_park.extend(&group.records);
@@ -298,9 +321,64 @@ impl EntryConsumer {
             }
             self.metrics.consumer_records.with_label_values(&["parked"]).inc_by(to_park.len() as u64);
         }
+        if self.held.recheck(&self.store).await {
+            self.commit_all = true;
+        }
         let committed = self.commit(&msgs, &plan, stop).await;
         self.unpark_when_drained().await;
         committed
+    }
+
+    /// Asks again about held concerts and, when a hold ended, commits what it held back (and
+    /// reads again what a failover lost). For when no batch comes to carry the commit.
+    async fn commit_held(&mut self) {
+        if self.held.recheck(&self.store).await {
+            self.commit_all = true;
+        }
+        if !self.commit_all {
+            return;
+        }
+        let offsets = self.offsets_to_commit(std::iter::empty());
+        if offsets.count() == 0 {
+            self.commit_all = false;
+            return;
+        }
+        match self.commit_once(offsets, &[]).await {
+            Ok(()) => {
+                self.commit_all = false;
+                self.read_lost_again();
+            }
+            Err(e) => tracing::info!(error = format!("{e:#}"), "committing released offsets failed; trying again"),
+        }
+    }
+
+    /// The offsets to commit: for the assigned partitions among `batch` (all assigned ones
+    /// after a hold ended), the position, lowered to held floors.
+    fn offsets_to_commit<'a>(&self, batch: impl Iterator<Item = &'a Partition>) -> TopicPartitionList {
+        let owned = self.consumer.assignment().unwrap_or_default();
+        let owns = |(t, p): &Partition| owned.find_partition(t, *p).is_some();
+        let mut next: HashMap<Partition, i64> = if self.commit_all {
+            self.position.iter().filter(|(p, _)| owns(p)).map(|(p, o)| (p.clone(), *o)).collect()
+        } else {
+            batch.filter(|p| owns(p)).filter_map(|p| Some((p.clone(), *self.position.get(p)?))).collect()
+        };
+        self.held.cap(&mut next);
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), next) in next {
+            offsets
+                .add_partition_offset(&topic, partition, Offset::Offset(next))
+                .expect("a fresh list takes any partition");
+        }
+        offsets
+    }
+
+    /// Seeks the partitions whose writes a failover lost back to the first of them: they are
+    /// read and applied again (what survived is a duplicate the apply ignores).
+    fn read_lost_again(&mut self) {
+        let lost = self.held.take_lost();
+        if !lost.is_empty() {
+            self.seek_back(lost.into_iter());
+        }
     }
 
     /// Copies the records at `indexes` of `msgs` to the parked-joins topic, in that order, and
@@ -395,12 +473,14 @@ impl EntryConsumer {
     async fn commit(&mut self, msgs: &[OwnedMessage], plan: &Plan<'_>, stop: &CancellationToken) -> bool {
         let owned = self.consumer.assignment().unwrap_or_default();
         let owns = |m: &OwnedMessage| owned.find_partition(m.topic(), m.partition()).is_some();
-        let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), next) in batch::next_offsets(msgs.iter().filter(|m| owns(m))) {
-            offsets
-                .add_partition_offset(&topic, partition, Offset::Offset(next))
-                .expect("a fresh list takes any partition");
+        let batch = batch::next_offsets(msgs.iter());
+        for (p, next) in &batch {
+            let at = self.position.entry(p.clone()).or_insert(*next);
+            *at = (*at).max(*next);
         }
+        let offsets = self.offsets_to_commit(batch.keys());
+        // While offsets are held a dead letter can be written before its offset is committed:
+        // after a crash it is written again (a duplicate in the dead-letter topic, never a loss).
         let dead: Vec<(&OwnedMessage, &InvalidRecord)> =
             plan.dead.iter().filter(|(m, _)| owns(m)).map(|(m, w)| (*m, w)).collect();
         if offsets.count() == 0 {
@@ -413,6 +493,8 @@ impl EntryConsumer {
             Ok(()) => {
                 self.metrics.consumer_records.with_label_values(&["dead_lettered"]).inc_by(dead.len() as u64);
                 self.commit_backoff = Backoff::new();
+                self.commit_all = false;
+                self.read_lost_again();
                 true
             }
             Err(e) => {
@@ -485,18 +567,28 @@ impl EntryConsumer {
     /// Seeks every partition of `msgs` that is still assigned back to the batch's first offset,
     /// and forgets carried records of those partitions (they come again after the seek).
     fn rewind(&mut self, msgs: &[OwnedMessage]) {
-        self.carry.retain(|c| !msgs.iter().any(|m| m.topic() == c.topic() && m.partition() == c.partition()));
-        let mut first: std::collections::HashMap<(&str, i32), i64> = std::collections::HashMap::new();
+        let mut first: HashMap<Partition, i64> = HashMap::new();
         for m in msgs {
-            let e = first.entry((m.topic(), m.partition())).or_insert(m.offset());
+            let e = first.entry((m.topic().to_owned(), m.partition())).or_insert(m.offset());
             *e = (*e).min(m.offset());
         }
-        for ((topic, partition), offset) in first {
-            if let Err(e) = self.consumer.seek(topic, partition, Offset::Offset(offset), Duration::from_secs(5)) {
+        self.seek_back(first.into_iter());
+    }
+
+    /// Seeks each partition (still assigned) back to its offset: its position goes back there,
+    /// and carried records of it are forgotten (they come again).
+    fn seek_back(&mut self, to: impl Iterator<Item = (Partition, i64)>) {
+        for ((topic, partition), offset) in to {
+            self.carry.retain(|c| !(c.topic() == topic && c.partition() == partition));
+            if let Some(at) = self.position.get_mut(&(topic.clone(), partition)) {
+                *at = (*at).min(offset);
+            }
+            if let Err(e) = self.consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(5)) {
                 // Not assigned any more: its next owner starts from the committed offset.
-                tracing::info!(partition, offset, error = %e, "rewind skipped");
+                tracing::info!(partition, offset, error = %e, "seek skipped");
             }
         }
+        self.metrics.consumer_carried.set(self.carry.len() as i64);
     }
 
     async fn commit_once(

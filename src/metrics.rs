@@ -25,6 +25,12 @@ pub struct Metrics {
     pub consumer_quarantined: prometheus::IntCounter,
     pub consumer_carried: IntGauge,
     pub consumer_parked_concerts: IntGauge,
+    /// Concerts whose offsets the consumer holds back until their writes reach the replicas.
+    pub consumer_held_concerts: IntGauge,
+    /// How long the oldest of those holds has lasted (s).
+    pub consumer_held_seconds: prometheus::Gauge,
+    pub redis_under_replicated_shards: IntGauge,
+    pub redis_down_shards: IntGauge,
     pub admissions: IntCounterVec,
     /// Admission rounds this process finished (each looks at every open concert).
     pub admission_rounds: prometheus::IntCounter,
@@ -41,6 +47,12 @@ pub struct Metrics {
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 impl Metrics {
+    /// Sets the shard gauges from one look at Redis (readiness and a 5 s round both look).
+    pub fn observe_redis_health(&self, h: &crate::store::RedisHealth) {
+        self.redis_under_replicated_shards.set(h.under_replicated() as i64);
+        self.redis_down_shards.set(h.down() as i64);
+    }
+
     pub fn new() -> Self {
         let registry = Registry::new();
         let m = Metrics {
@@ -148,6 +160,26 @@ impl Metrics {
                 "Concerts whose joins this consumer parks in <topic>.parked (their Redis shard was down) until the parked joins are applied",
             )
             .expect("valid metric"),
+            consumer_held_concerts: IntGauge::new(
+                "queuegate_consumer_held_concerts",
+                "Concerts whose Kafka offsets this consumer holds back: applied to Redis, waiting for QUEUEGATE_REDIS_MIN_REPLICAS replicas to have them",
+            )
+            .expect("valid metric"),
+            consumer_held_seconds: prometheus::Gauge::new(
+                "queuegate_consumer_held_seconds",
+                "How long the oldest of this consumer's held commits has waited for replicas (0: nothing held)",
+            )
+            .expect("valid metric"),
+            redis_under_replicated_shards: IntGauge::new(
+                "queuegate_redis_under_replicated_shards",
+                "Redis shards (primaries) with fewer replicas in sync than QUEUEGATE_REDIS_MIN_REPLICAS: degraded, still serving",
+            )
+            .expect("valid metric"),
+            redis_down_shards: IntGauge::new(
+                "queuegate_redis_down_shards",
+                "Redis Cluster shards with no live primary: their concerts wait (joins stay in Kafka or are parked)",
+            )
+            .expect("valid metric"),
             admissions: IntCounterVec::new(
                 Opts::new("queuegate_admissions_total", "Fans admitted by this process, by mode (auto, manual)"),
                 &["mode"],
@@ -222,6 +254,10 @@ impl Metrics {
             Box::new(m.consumer_quarantined.clone()),
             Box::new(m.consumer_carried.clone()),
             Box::new(m.consumer_parked_concerts.clone()),
+            Box::new(m.consumer_held_concerts.clone()),
+            Box::new(m.consumer_held_seconds.clone()),
+            Box::new(m.redis_under_replicated_shards.clone()),
+            Box::new(m.redis_down_shards.clone()),
             Box::new(m.admissions.clone()),
             Box::new(m.admission_rounds.clone()),
             Box::new(m.concert_fans.clone()),

@@ -337,6 +337,14 @@ impl Application {
                 publish_concert_gauges(st.clone(), c.clone(), m.clone())
             }),
         );
+        let (st, m) = (admin_store.clone(), metrics.clone());
+        tasks.spawn(
+            "redis shard gauges",
+            periodic_task(Duration::from_secs(5), stop.clone(), "redis shard gauges", move || {
+                let (store, metrics) = (st.clone(), m.clone());
+                async move { store.health().await.map(|h| metrics.observe_redis_health(&h)) }
+            }),
+        );
         if let Some(probe) = cut_probe {
             let admitter = Admitter::new(
                 admin_store.clone(),

@@ -21,9 +21,11 @@ use crate::ids::{ConcertId, RequestId, UserId};
 mod conn;
 mod fair;
 pub mod keys;
+mod replicas;
 pub mod view;
 
 pub use fair::{Cut, FairState};
+pub use replicas::{DegradedShard, RedisHealth, Replication, Writer, Written};
 
 use conn::{timed, Backend};
 use keys::{Keys, Part};
@@ -42,9 +44,6 @@ pub enum StoreError {
     /// `WAIT` counted fewer replicas than `QUEUEGATE_REDIS_MIN_REPLICAS` within the timeout.
     #[error("writes reached {acked} replica(s) of the {wanted} QUEUEGATE_REDIS_MIN_REPLICAS asks for")]
     Replicas { wanted: u32, acked: u32 },
-    /// After `WAIT`, the concert's primary lacks writes just made: a failover lost them.
-    #[error("{missing} of a batch's writes are not on the concert's primary (lost in a failover)")]
-    Lost { missing: usize },
 }
 
 impl StoreError {
@@ -75,7 +74,7 @@ impl StoreError {
                     || e.is_cluster_error()
                     || matches!(e.code(), Some("CLUSTERDOWN" | "MASTERDOWN"))
             }
-            StoreError::Reply(_) | StoreError::Replicas { .. } | StoreError::Lost { .. } => false,
+            StoreError::Reply(_) | StoreError::Replicas { .. } => false,
         }
     }
 }
@@ -190,6 +189,7 @@ struct Scripts {
     lease: Script,
     counts: Script,
     complete: Script,
+    confirm: Script,
 }
 
 /// Handle on the Redis queue store; cheap to clone.
@@ -201,6 +201,8 @@ pub struct QueueStore {
     /// Replicas a batch of joins must reach before [`QueueStore::apply`] returns (0: none).
     min_replicas: u32,
     replica_timeout: Duration,
+    /// `QUEUEGATE_REDIS_REPLICA_GRACE_MS` (None: 0, no limit).
+    replica_grace: Option<Duration>,
 }
 
 /// A userId read back from Redis: written by this code, so a bad one means a corrupted store.
@@ -216,6 +218,7 @@ impl QueueStore {
             backend: Backend::new(settings)?,
             min_replicas: settings.min_replicas(),
             replica_timeout: Duration::from_millis(settings.redis_replica_timeout_ms),
+            replica_grace: Some(Duration::from_millis(settings.redis_replica_grace_ms)).filter(|d| !d.is_zero()),
             keys: Keys::new(&settings.redis_prefix),
             scripts: Arc::new(Scripts {
                 apply: Script::new(include_str!("store/apply.lua")),
@@ -228,6 +231,7 @@ impl QueueStore {
                 complete: Script::new(include_str!("store/complete.lua")),
                 view: Script::new(include_str!("store/view.lua")),
                 shuffle: Script::new(include_str!("store/shuffle.lua")),
+                confirm: Script::new(include_str!("store/confirm.lua")),
             }),
         })
     }
@@ -250,69 +254,16 @@ impl QueueStore {
         matches!(self.backend, conn::Backend::Cluster { .. })
     }
 
-    /// PING, for readiness.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
-        let pong: String = timed(redis::cmd("PING").query_async(&mut c)).await?;
-        if pong != "PONG" {
-            return Err(StoreError::Reply(pong));
-        }
-        // `WAIT 0 0` answers at once with the replicas in sync (on a cluster: the fewest any
-        // primary has). Fewer than the consumer needs would stall it; readiness says so.
-        if self.min_replicas > 0 {
-            let replicas: u32 = timed(redis::cmd("WAIT").arg(0).arg(0).query_async(&mut c)).await?;
-            if replicas < self.min_replicas {
-                return Err(StoreError::Replicas { wanted: self.min_replicas, acked: replicas });
-            }
-        }
-        Ok(())
-    }
-
-    /// Appends the fans in `joins` (userId, joinedAt ms, in read order) who were never queued
-    /// for `concert` to its queue, in one atomic script call.
+    /// Appends the fans in `joins` who were never queued for `concert` to its queue, like
+    /// [`apply_as`](Self::apply_as) for a writer that holds nothing: the call fails with
+    /// [`StoreError::Replicas`] when the writes did not reach `QUEUEGATE_REDIS_MIN_REPLICAS`
+    /// replicas in time (applied all the same; calling again is harmless).
     pub async fn apply(&self, concert: &ConcertId, joins: &[(&UserId, i64)]) -> Result<Applied, StoreError> {
-        if joins.is_empty() {
-            return Ok(Applied::default());
+        let w = self.apply_as(&mut Writer::anonymous(), concert, joins, true).await?;
+        match w.replication {
+            Replication::Done | Replication::Unasked => Ok(w.applied),
+            Replication::Short { acked, wanted } => Err(StoreError::Replicas { wanted, acked }),
         }
-        let mut inv = self.scripts.apply.prepare_invoke();
-        inv.key(self.key(concert, Part::Joined))
-            .key(self.key(concert, Part::Waiting))
-            .key(self.key(concert, Part::Rank))
-            .key(self.key(concert, Part::Seq))
-            .key(self.key(concert, Part::Concert))
-            .key(self.key(concert, Part::Seen))
-            .key(self.key(concert, Part::Hold))
-            .key(self.key(concert, Part::Post))
-            .key(self.key(concert, Part::Fair));
-        for (user, at) in joins {
-            inv.arg(user.as_str()).arg(*at);
-        }
-        let mut c = self.conn().await?;
-        let (appended, duplicates): (u64, u64) = timed(inv.invoke_async(&mut c)).await?;
-        // Replication is asynchronous: a primary that fails before its replicas have the batch
-        // loses it at failover, after the consumer committed its offsets. So the caller learns
-        // of success only once the writes reached enough replicas; otherwise it retries the
-        // (idempotent) batch. Duplicates are waited for too: their first write may be the one
-        // an earlier, timed-out attempt left unreplicated.
-        if self.min_replicas > 0 {
-            let key = self.key(concert, Part::Joined);
-            let acked = c.wait_replicas(&key, self.min_replicas, self.replica_timeout).await?;
-            if acked < self.min_replicas {
-                return Err(StoreError::Replicas { wanted: self.min_replicas, acked });
-            }
-            // WAIT counts the writes of the connection it runs on. If the primary died after the
-            // script, the cluster client sends WAIT on to the promoted replica, where this
-            // connection wrote nothing, and it succeeds at once: so check that every fan of the
-            // batch is on the primary now; if a failover lost them, the batch is applied again.
-            let users: Vec<&str> = joins.iter().map(|(u, _)| u.as_str()).collect();
-            let present: Vec<Option<String>> =
-                timed(redis::cmd("HMGET").arg(&key).arg(&users).query_async(&mut c)).await?;
-            let missing = present.iter().filter(|p| p.is_none()).count();
-            if missing > 0 {
-                return Err(StoreError::Lost { missing });
-            }
-        }
-        Ok(Applied { appended, duplicates })
     }
 
     /// Where `user` stands in `concert`'s queue, and Redis's time (ms): O(log n). With `record_poll_every_ms` > 0 the

@@ -337,9 +337,16 @@ pub struct RedisSettings {
     #[arg(long, env = "QUEUEGATE_REDIS_MIN_REPLICAS")]
     pub redis_min_replicas: Option<u32>,
 
-    /// How long (ms) a batch waits for those replicas before it is retried.
+    /// How long (ms) a batch's writes wait for those replicas; past it the consumer goes on
+    /// and holds the batch's offsets back until a replica has the writes.
     #[arg(long, env = "QUEUEGATE_REDIS_REPLICA_TIMEOUT_MS", default_value_t = 1000)]
     pub redis_replica_timeout_ms: u64,
+
+    /// How long (ms) the consumer holds back offsets whose writes lack replicas before it
+    /// commits them anyway (they are then as safe as the primary's AOF); 0: until a replica has
+    /// them, however long.
+    #[arg(long, env = "QUEUEGATE_REDIS_REPLICA_GRACE_MS", default_value_t = 0)]
+    pub redis_replica_grace_ms: u64,
 }
 
 /// The seed nodes of a `redis+cluster://` (or `rediss+cluster://`) URL, each as a single-node
@@ -389,6 +396,7 @@ impl RedisSettings {
         }
         // Below the 3 s bound of every Redis call, so a WAIT ends before its call times out.
         check_range("QUEUEGATE_REDIS_REPLICA_TIMEOUT_MS", self.redis_replica_timeout_ms, 10..=2500)?;
+        check_range("QUEUEGATE_REDIS_REPLICA_GRACE_MS", self.redis_replica_grace_ms, 0..=604_800_000)?;
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(['{', '}', ' ', ':']) {
             return Err(bad("QUEUEGATE_REDIS_PREFIX", "must be non-empty without braces, colons or spaces"));
         }
@@ -426,6 +434,7 @@ impl std::fmt::Debug for RedisSettings {
             .field("redis_pool", &self.redis_pool)
             .field("redis_min_replicas", &self.min_replicas())
             .field("redis_replica_timeout_ms", &self.redis_replica_timeout_ms)
+            .field("redis_replica_grace_ms", &self.redis_replica_grace_ms)
             .finish()
     }
 }

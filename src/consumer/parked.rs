@@ -3,7 +3,8 @@
 //! shard is back, then commits its offsets (group `<group>.parked`).
 //!
 //! At-least-once, like the consumer: a crash between a write and its commit applies the batch
-//! again, which the apply script turns into duplicates it ignores. It runs in every consumer
+//! again, which the apply script turns into duplicates it ignores. While a shard is short of
+//! replicas it applies on and holds its commits back, as the main loop does (see `held`). It runs in every consumer
 //! process on a Redis Cluster; the topic has one partition, so one of them works at a time and
 //! the order is kept.
 
@@ -13,8 +14,12 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use std::collections::HashMap;
+use std::time::Duration;
+
 use super::backoff::Backoff;
 use super::batch::{next_offsets, Plan};
+use super::held::{Held, Partition};
 use crate::config::ConsumerSettings;
 use crate::ids::UserId;
 use crate::kafka::{ClientRole, KafkaClients, KafkaContext};
@@ -28,6 +33,10 @@ pub struct ParkedReplayer {
     consumer: StreamConsumer<KafkaContext>,
     store: QueueStore,
     metrics: Metrics,
+    /// Concerts whose offsets wait for Redis replicas, as in the main loop (see [`super::held`]).
+    held: Held,
+    /// Per partition, one past the last record applied.
+    position: HashMap<Partition, i64>,
 }
 
 impl ParkedReplayer {
@@ -43,16 +52,22 @@ impl ParkedReplayer {
             .create_with_context(kafka.context(ClientRole::Parking))
             .map_err(|e| anyhow::anyhow!("creating the parked joins' consumer: {e}"))?;
         consumer.subscribe(&[&topic]).map_err(|e| anyhow::anyhow!("subscribing to {topic}: {e}"))?;
-        Ok(ParkedReplayer { consumer, store, metrics })
+        Ok(ParkedReplayer { consumer, store, metrics, held: Held::new(None), position: HashMap::new() })
     }
 
     /// Runs until `stop` is cancelled.
-    pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(mut self, stop: CancellationToken) -> anyhow::Result<()> {
         loop {
             let first = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return Ok(()),
                 m = self.consumer.recv() => m.map(|m| m.detach()),
+                _ = tokio::time::sleep(Duration::from_secs(1)), if !self.held.is_empty() => {
+                    if self.held.recheck(&self.store).await {
+                        self.commit();
+                    }
+                    continue;
+                }
             };
             let mut msgs = match first {
                 Ok(m) => vec![m],
@@ -70,20 +85,41 @@ impl ParkedReplayer {
             if !self.apply(&msgs, &stop).await {
                 return Ok(());
             }
-            let mut offsets = TopicPartitionList::new();
-            for ((topic, partition), next) in next_offsets(msgs.iter()) {
-                offsets.add_partition_offset(&topic, partition, Offset::Offset(next)).expect("a fresh list");
+            for (p, next) in next_offsets(msgs.iter()) {
+                let at = self.position.entry(p).or_insert(next);
+                *at = (*at).max(next);
             }
-            // A commit that fails (a rebalance) is harmless: the batch is read and applied again.
-            if let Err(e) = self.consumer.commit(&offsets, CommitMode::Async) {
-                tracing::info!(error = %e, "parked joins: commit failed; the batch will be applied again");
+            self.held.recheck(&self.store).await;
+            self.commit();
+        }
+    }
+
+    /// Commits the position of every partition, lowered to held floors, and seeks back the
+    /// partitions whose writes a failover lost.
+    fn commit(&mut self) {
+        let mut next = self.position.clone();
+        self.held.cap(&mut next);
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), next) in next {
+            offsets.add_partition_offset(&topic, partition, Offset::Offset(next)).expect("a fresh list");
+        }
+        // A commit that fails (a rebalance) is harmless: the batch is read and applied again.
+        if let Err(e) = self.consumer.commit(&offsets, CommitMode::Async) {
+            tracing::info!(error = %e, "parked joins: commit failed; the batch will be applied again");
+        }
+        for ((topic, partition), offset) in self.held.take_lost() {
+            if let Some(at) = self.position.get_mut(&(topic.clone(), partition)) {
+                *at = (*at).min(offset);
+            }
+            if let Err(e) = self.consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(5)) {
+                tracing::info!(partition, offset, error = %e, "parked joins: seek skipped");
             }
         }
     }
 
     /// Applies one batch, each concert's joins in one call, retrying until Redis takes them.
     /// False when `stop` came first.
-    async fn apply(&self, msgs: &[OwnedMessage], stop: &CancellationToken) -> bool {
+    async fn apply(&mut self, msgs: &[OwnedMessage], stop: &CancellationToken) -> bool {
         let plan = Plan::new(msgs);
         for (m, why) in &plan.dead {
             // Parked records were decoded before they were parked: this is not one of ours.
@@ -98,7 +134,11 @@ impl ParkedReplayer {
             let joins: Vec<(&UserId, i64)> = group.joins.iter().map(|(u, at)| (u, *at)).collect();
             let mut backoff = Backoff::new();
             loop {
-                match self.store.apply(&group.concert, &joins).await {
+                let positions = group
+                    .records
+                    .iter()
+                    .map(|&i| ((msgs[i].topic().to_owned(), msgs[i].partition()), msgs[i].offset()));
+                match self.held.apply(&self.store, &group.concert, &joins, positions).await {
                     Ok(applied) => {
                         self.metrics.consumer_records.with_label_values(&["appended"]).inc_by(applied.appended);
                         self.metrics.consumer_records.with_label_values(&["duplicate"]).inc_by(applied.duplicates);

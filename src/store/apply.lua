@@ -9,7 +9,9 @@
 -- KEYS[7] hold     HASH  userId -> joinedAt: a scheduled concert's pre-queue, before the cut
 -- KEYS[8] post     LIST  userIds who joined at or after opensAt, before the cut, in order
 -- KEYS[9] fair     HASH  the fair start's state (shuffledAt once the cut is done)
--- ARGV    pairs of userId, joinedAt (ms), in the order the consumer read them
+-- KEYS[10] writers HASH  writer id -> how many calls that writer made on this concert
+-- ARGV[1] the writer's id ('' for none), then pairs of userId, joinedAt (ms), in the order the
+--         consumer read them
 --
 -- A concert with `opensAt` whose cut has not happened yet holds its new fans instead of queueing
 -- them: all in `hold`, those who joined at or after opensAt (by the gateway's accepted time in
@@ -23,7 +25,10 @@
 -- later, never from when the gateway accepted it, so consumer lag cannot make a faithful
 -- poller look abandoned.
 --
--- Returns {appended, duplicates}. A user already in `joined` (or earlier in this batch) is
+-- Returns {appended, duplicates, calls}: `calls` is the writer's counter in `writers` after this
+-- call (0 without a writer). It is bumped in the same atomic call as the joins, so a node whose
+-- counter is below what the writer last saw lacks some of its writes: a failover lost them (the
+-- consumer's replica holds rely on it, see src/consumer/held.rs). A user already in `joined` (or earlier in this batch) is
 -- skipped, so applying the same records twice (a redelivery after a crash, a repeated join)
 -- leaves one entry.
 --
@@ -38,8 +43,8 @@
 -- command is appended to the AOF, so fewer, larger commands are most of the script's cost.
 local CHUNK = 500 -- keeps unpack() far below Lua's C-stack limit
 
-local expected = {'hash', 'list', 'zset', 'string', 'hash', 'hash', 'hash', 'list', 'hash'}
-for i = 1, 9 do
+local expected = {'hash', 'list', 'zset', 'string', 'hash', 'hash', 'hash', 'list', 'hash', 'hash'}
+for i = 1, 10 do
   local t = redis.call('TYPE', KEYS[i]).ok
   if t ~= 'none' and t ~= expected[i] then
     return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is a ' .. t .. ', not a ' .. expected[i] .. '; nothing was written')
@@ -47,7 +52,7 @@ for i = 1, 9 do
 end
 
 local users = {}
-for i = 1, #ARGV, 2 do
+for i = 2, #ARGV, 2 do
   users[#users + 1] = ARGV[i]
 end
 
@@ -93,7 +98,7 @@ local function flush()
   hset, list, zadd, seen, hold, post = {}, {}, {}, {}, {}, {}
 end
 
-for i = 1, #ARGV, 2 do
+for i = 2, #ARGV, 2 do
   local user = ARGV[i]
   if known[user] then
     duplicates = duplicates + 1
@@ -132,4 +137,8 @@ end
 if late > 0 then
   redis.call('HINCRBY', KEYS[9], 'late', late)
 end
-return {appended, duplicates}
+local calls = 0
+if ARGV[1] ~= '' then
+  calls = redis.call('HINCRBY', KEYS[10], ARGV[1], 1)
+end
+return {appended, duplicates, calls}

@@ -20,7 +20,7 @@ use deadpool::managed;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, Value};
 
 use super::StoreError;
@@ -177,19 +177,14 @@ pub enum Conn {
 }
 
 impl Conn {
-    /// `WAIT replicas timeout` for this connection's writes to the slot of `key`: how many
-    /// replicas of that slot's primary acknowledged them (`WAIT` counts the writes made on the
-    /// connection it is sent on, so it must follow them on the same one).
-    pub async fn wait_replicas(&mut self, key: &str, replicas: u32, timeout: Duration) -> Result<u32, StoreError> {
-        let mut cmd = redis::cmd("WAIT");
-        cmd.arg(replicas).arg(timeout.as_millis() as u64);
+    /// `cmd` on one primary chosen at random (a cluster), or the server: for questions any
+    /// primary can answer about the whole cluster.
+    pub async fn on_any_primary<T: FromRedisValue>(&mut self, cmd: Cmd) -> Result<T, StoreError> {
         match self {
             Conn::Single(c) => timed(cmd.query_async(c)).await,
             Conn::Cluster(c) => {
-                let route = Route::with_key(key, SlotAddr::Master);
                 let v =
-                    timed(c.route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route))))
-                        .await?;
+                    timed(c.route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary))).await?;
                 redis::from_redis_value(v).map_err(|e| StoreError::Reply(e.to_string()))
             }
         }

@@ -43,6 +43,9 @@ pub enum Part {
     /// HASH of the fair start: `seed`, `commitment`, `cutOffsets`, `shuffledAt`, `listHash`,
     /// `prequeued`, `late`.
     Fair,
+    /// HASH writer id → how many apply and confirm calls that consumer writer made on the
+    /// concert: a node whose count is below what the writer saw lost some of its writes.
+    Writers,
 }
 
 impl Part {
@@ -63,6 +66,7 @@ impl Part {
             Part::Hold => "hold",
             Part::Post => "post",
             Part::Fair => "fair",
+            Part::Writers => "writers",
         }
     }
 }

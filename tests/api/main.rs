@@ -17,6 +17,7 @@ mod pages;
 mod parked;
 mod proxies;
 mod readiness;
+mod replicas;
 mod schemathesis;
 mod secured;
 mod security;

@@ -18,11 +18,12 @@ fn fans(n: usize, tag: &str) -> Vec<String> {
 /// before the kill, so the primary holds writes the replica never saw, as asynchronous
 /// replication allows. The
 /// replica resumes and the cluster promotes it. With QUEUEGATE_REDIS_MIN_REPLICAS at its cluster
-/// default (1), no batch the consumer committed lacked that replica's acknowledgement, so the
-/// promoted node holds every committed fan, and the batches in flight are retried on it. (With
-/// 0, the batches committed while the replica lagged are lost at the failover.) The killed node
-/// comes back (as an orchestrator would restart it) and rejoins as a replica, which lets the
-/// promoted primary acknowledge writes again.
+/// default (1), the consumer held back the offsets of every write the replica had not
+/// acknowledged, so the promoted node holds every committed fan; the writes it lacks are found
+/// by the consumer's write counter and read again from Kafka. (With 0, the batches committed
+/// while the replica lagged are lost at the failover.) The killed node never comes back: the
+/// promoted primary has no replica for the rest of the test, and the consumer places everyone
+/// all the same, holding its commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_the_redis_primary_owning_a_concert_mid_drain_loses_and_doubles_nobody() {
     let mut cluster = PrivateRedisCluster::start();
@@ -48,7 +49,6 @@ async fn kill_9_of_the_redis_primary_owning_a_concert_mid_drain_loses_and_double
         crate::checker::wait_until(Duration::from_secs(30), async || cluster.primary_of(&key) == Some(replica)).await;
     assert!(promoted, "the cluster promoted the replica");
     assert!(cluster.wait_ok(Duration::from_secs(30)), "every slot served again");
-    cluster.spawn(primary);
 
     let report = check(&sc.names, "pk", &burst.accepted, Duration::from_secs(240)).await;
     kill9(&mut consumer);
