@@ -9,6 +9,15 @@ pub use crate::common::private_kafka::{kill9, PrivateKafka};
 pub use crate::common::private_redis::PrivateRedis;
 use crate::common::{spawn_role, Names, TestApp};
 
+/// A child process killed (SIGKILL) when dropped, so a failed assertion leaves none running.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        kill9(&mut self.0);
+    }
+}
+
 /// One scenario's private names, on the Redis and brokers it uses.
 pub struct Scenario {
     pub names: Names,

@@ -80,7 +80,7 @@ impl PrivateRedisCluster {
             .output()
             .expect("redis-cli is installed");
         assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
-        cluster.wait_healthy(Duration::from_secs(30));
+        assert!(cluster.wait_healthy(Duration::from_secs(60)), "the cluster formed with every replica in sync");
         cluster
     }
 
@@ -198,7 +198,8 @@ impl PrivateRedisCluster {
     }
 
     /// Waits until the cluster serves every slot and each of the live primaries has a replica
-    /// attached.
+    /// attached and replicating (its initial sync done: a replica that never synced cannot be
+    /// promoted).
     pub fn wait_healthy(&self, deadline: Duration) -> bool {
         self.until(deadline, |alive| {
             let replicas = self
@@ -206,7 +207,11 @@ impl PrivateRedisCluster {
                 .lines()
                 .filter(|l| l.contains("slave") && !l.contains("fail") && l.contains("connected"))
                 .count();
-            self.cli(alive, &["CLUSTER", "INFO"]).contains("cluster_state:ok") && replicas >= 3
+            let synced = (0..self.nodes.len()).filter(|&i| self.nodes[i].child.is_some()).all(|i| {
+                let info = self.cli(i, &["INFO", "replication"]);
+                !info.contains("role:slave") || info.contains("master_link_status:up")
+            });
+            self.cli(alive, &["CLUSTER", "INFO"]).contains("cluster_state:ok") && replicas >= 3 && synced
         })
     }
 
