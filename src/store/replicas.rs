@@ -220,6 +220,9 @@ impl QueueStore {
     ) -> Result<(Value, Option<u32>), StoreError> {
         let wait = wait.filter(|_| self.min_replicas > 0);
         let mut pipe = redis::pipe();
+        // Each command's error comes back as its own value (without this, as one "pipeline
+        // failure" without the server's error code, which decides retry or dead letter).
+        pipe.ignore_errors();
         pipe.add_command(cmd);
         if let Some(t) = wait {
             // WAIT's timeout 0 means "for ever".
@@ -228,7 +231,10 @@ impl QueueStore {
         let mut c: Conn = self.conn().await?;
         let mut loaded = false;
         let mut reply: Vec<Value> = loop {
-            match timed(pipe.query_async(&mut c)).await {
+            let answered = timed(pipe.query_async::<Vec<Value>>(&mut c)).await.and_then(|reply| {
+                reply.into_iter().map(|v| v.extract_error().map_err(StoreError::Redis)).collect::<Result<Vec<_>, _>>()
+            });
+            match answered {
                 Err(StoreError::Redis(e)) if e.code() == Some("NOSCRIPT") && !loaded => {
                     timed(script.load_async(&mut c)).await?;
                     loaded = true;

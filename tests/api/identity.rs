@@ -340,15 +340,30 @@ async fn one_fan_polling_or_rejoining_past_its_budget_gets_429_while_another_fan
     .await;
     let a = accepted(join_with(&app, "c", None, json!({"userId": "eager"})).await).await;
     let b = accepted(join_with(&app, "c", None, json!({"userId": "calm"})).await).await;
-    assert_eq!(join_with(&app, "c", None, json!({"userId": "eager"})).await.status(), 202, "a second join fits");
-    assert_problem(join_with(&app, "c", None, json!({"userId": "eager"})).await, 429, "too many").await;
+    // Eight at once: the budget (2 a second) lets a few through and refuses the rest, however
+    // slow the broker makes each join (on a three-broker cluster a join can take 100s of ms).
+    let answers = futures_util::future::join_all((0..8).map(|_| async {
+        let r = join_with(&app, "c", None, json!({"userId": "eager"})).await;
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }))
+    .await;
+    let joins: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
+    assert!(joins.contains(&429) && joins.iter().all(|s| [202, 429].contains(s)), "{joins:?}");
+    assert!(joins.iter().filter(|s| **s == 202).count() <= 3, "at most the budget got through: {joins:?}");
+    let refused = answers.iter().find(|(s, _)| *s == 429).map(|(_, body)| body.as_str()).unwrap_or_default();
+    assert!(refused.contains("too many"), "the refusal says why: {refused}");
+    assert_eq!(
+        join_with(&app, "c", None, json!({"userId": "calm"})).await.status(),
+        202,
+        "another fan's budget is its own"
+    );
     let token = a["token"].as_str().unwrap();
-    let reads = [
-        app.status("c", "eager", token).await.status().as_u16(),
-        app.status("c", "eager", token).await.status().as_u16(),
-        app.status("c", "eager", token).await.status().as_u16(),
-    ];
-    assert_eq!(reads, [200, 200, 429]);
+    let reads = futures_util::future::join_all(
+        (0..8).map(|_| async { app.status("c", "eager", token).await.status().as_u16() }),
+    )
+    .await;
+    assert!(reads.contains(&200) && reads.contains(&429), "{reads:?}");
+    assert!(reads.iter().all(|s| [200, 429].contains(s)), "{reads:?}");
     // Without the fan's token nobody can spend the fan's budget: a forged read is 401, not 429.
     assert_problem(app.status("c", "calm", token).await, 401, "entry token").await;
     assert_eq!(app.status("c", "calm", b["token"].as_str().unwrap()).await.status(), 200);

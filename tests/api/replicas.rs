@@ -71,3 +71,20 @@ async fn a_redis_short_of_replicas_is_degraded_not_down_fans_are_placed_and_comm
     assert_eq!(app.waiting_list("u").await.len(), 30, "nobody doubled");
     app.shutdown().await.expect("clean shutdown");
 }
+
+/// The apply goes out as EVALSHA in a pipeline with its WAIT: a server that lost its scripts (a
+/// restart, a promoted replica, SCRIPT FLUSH) gets the script loaded and the batch applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_its_scripts_gets_them_again_and_the_batch_is_applied() {
+    use queuegate::ids::{ConcertId, UserId};
+    let redis = PrivateRedis::start();
+    let names = Names::on(crate::common::brokers(), redis.url());
+    let store = names.store();
+    let c = ConcertId::parse("flush").unwrap();
+    let (a, b) = (UserId::parse("a").unwrap(), UserId::parse("b").unwrap());
+    store.apply(&c, &[(&a, 1)]).await.unwrap();
+    names.redis::<()>(redis::cmd("SCRIPT").arg("FLUSH")).await;
+    let applied = store.apply(&c, &[(&a, 1), (&b, 2)]).await.expect("applied after SCRIPT FLUSH");
+    assert_eq!((applied.appended, applied.duplicates), (1, 1));
+    assert_eq!(store.waiting_list(&c).await.unwrap(), vec!["a", "b"]);
+}

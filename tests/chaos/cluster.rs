@@ -178,14 +178,18 @@ async fn kill_9_of_a_primary_mid_burst_never_restarted_delays_placement_by_secon
     cluster.kill9(primary);
     let killed = std::time::Instant::now();
     let polls = poll_readiness(gw.clone(), stop_polls.clone());
-    let resumed = crate::checker::wait_until(Duration::from_secs(60), async || {
-        waiting(&sc.names, "nr").await > placed_at_kill
-    })
-    .await;
+    let resumed =
+        crate::checker::wait_until(Duration::from_secs(60), async || waiting(&sc.names, "nr").await > placed_at_kill)
+            .await;
     let first_after_kill = killed.elapsed();
     let burst = burst.await.unwrap();
     let burst_ended = std::time::Instant::now();
-    assert_eq!(cluster.primary_of(&key), Some(replica), "the replica was promoted: {}", cluster.cli(replica, &["CLUSTER", "NODES"]));
+    assert_eq!(
+        cluster.primary_of(&key),
+        Some(replica),
+        "the replica was promoted: {}",
+        cluster.cli(replica, &["CLUSTER", "NODES"])
+    );
     let all_placed = wait_for_waiting(&sc.names, "nr", burst.accepted.len(), Duration::from_secs(120)).await;
     let last_after_burst = burst_ended.elapsed();
     let flagged = crate::checker::wait_until(Duration::from_secs(30), async || {
@@ -212,8 +216,14 @@ async fn kill_9_of_a_primary_mid_burst_never_restarted_delays_placement_by_secon
     );
     assert_eq!(burst.accepted.len(), 6_000, "every join accepted (Kafka holds them): {:?}", burst.statuses);
     assert!(placed_at_kill < 6_000, "the kill came mid-burst");
-    assert!(resumed && first_after_kill <= Duration::from_secs(30), "placement resumed {first_after_kill:?} after the kill");
-    assert!(all_placed && last_after_burst <= Duration::from_secs(60), "last placement {last_after_burst:?} after the burst");
+    assert!(
+        resumed && first_after_kill <= Duration::from_secs(30),
+        "placement resumed {first_after_kill:?} after the kill"
+    );
+    assert!(
+        all_placed && last_after_burst <= Duration::from_secs(60),
+        "last placement {last_after_burst:?} after the burst"
+    );
     // Only probes that were in flight to the dead node while the cluster noticed may fail.
     assert!(not_ready <= 4, "/readyz was not 200 in {not_ready} of {polls} polls");
     assert!(flagged, "the shard was reported under-replicated");
