@@ -90,6 +90,21 @@ pub static ROUTES: &[Endpoint] = &[
         handler: |r| r.to(remove),
     },
     Endpoint { method: Method::POST, path: "/admin/v1/concerts/{concertId}/admit", handler: |r| r.to(admit) },
+    Endpoint {
+        method: Method::GET,
+        path: "/admin/v1/concerts/{concertId}/sessions",
+        handler: |r| r.to(crate::gate::list),
+    },
+    Endpoint {
+        method: Method::POST,
+        path: "/admin/v1/concerts/{concertId}/sessions/revoke",
+        handler: |r| r.to(crate::gate::revoke),
+    },
+    Endpoint {
+        method: Method::DELETE,
+        path: "/admin/v1/concerts/{concertId}/sessions/{userId}",
+        handler: |r| r.to(crate::gate::end),
+    },
 ];
 
 /// Registers the admin routes: the probes, the metrics and the console's own files (which hold

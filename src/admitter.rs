@@ -73,6 +73,15 @@ impl Admitter {
     /// One round over every open concert with automatic admission configured.
     async fn round(&self) -> anyhow::Result<()> {
         for (id, s) in self.cache.snapshot() {
+            // Gate sessions past their idle or maximum time end here, whatever the admission
+            // mode, so their slots go to the next fans in this very round.
+            let remember_ms = i64::from(s.session_max_seconds) * 1000 + 60_000;
+            let (idle, max) = self.store.sweep_sessions(&id, remember_ms).await?;
+            if idle + max > 0 {
+                self.metrics.gate_sessions_ended.with_label_values(&["idle"]).inc_by(idle);
+                self.metrics.gate_sessions_ended.with_label_values(&["max"]).inc_by(max);
+                tracing::info!(concert = %id, idle, max, "gate sessions ended");
+            }
             if s.opens_at.is_some() {
                 if let Err(e) = self.fair_start(&id, &s).await {
                     tracing::warn!(concert = %id, error = %e, "the fair start's cut failed; retrying next round");

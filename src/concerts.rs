@@ -166,6 +166,42 @@ pub struct ConcertSettings {
     /// The waiting room's background colour (`#rrggbb`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background_color: Option<String>,
+    /// A gate session ends when no gate check came for this long (src/gate.rs).
+    #[serde(default = "default_session_idle")]
+    pub session_idle_seconds: u32,
+    /// A gate session ends this long after it started, however busy.
+    #[serde(default = "default_session_max")]
+    pub session_max_seconds: u32,
+    /// Hosts (`host` or `host:port`) of the booking site the gate protects besides
+    /// `redirectUrl`'s: the room sends an admitted fan back to a `return` URL only on these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected_hosts: Vec<String>,
+}
+
+/// Default `sessionIdleSeconds`.
+pub const DEFAULT_SESSION_IDLE_SECONDS: u32 = 600;
+/// Default `sessionMaxSeconds`.
+pub const DEFAULT_SESSION_MAX_SECONDS: u32 = 3600;
+/// Most `protectedHosts` a concert lists.
+pub const MAX_PROTECTED_HOSTS: usize = 20;
+
+fn default_session_idle() -> u32 {
+    DEFAULT_SESSION_IDLE_SECONDS
+}
+
+fn default_session_max() -> u32 {
+    DEFAULT_SESSION_MAX_SECONDS
+}
+
+/// Whether `h` is a host name or address with an optional port, lower case, as a URL's
+/// authority writes it (no user, no path).
+fn is_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 261
+        && url::Url::parse(&format!("http://{h}/")).is_ok_and(|u| {
+            let port = u.port().map_or(String::new(), |p| format!(":{p}"));
+            u.host_str().is_some_and(|host| format!("{host}{port}") == h) && u.username().is_empty()
+        })
 }
 
 fn default_ttl() -> u32 {
@@ -195,6 +231,9 @@ impl ConcertSettings {
             logo_url: None,
             brand_color: None,
             background_color: None,
+            session_idle_seconds: DEFAULT_SESSION_IDLE_SECONDS,
+            session_max_seconds: DEFAULT_SESSION_MAX_SECONDS,
+            protected_hosts: Vec::new(),
         }
     }
 
@@ -233,6 +272,18 @@ impl ConcertSettings {
                 return Err(format!("name must be 1 to {MAX_NAME_CHARS} characters, without control characters"));
             }
         }
+        if !(1..=86_400).contains(&self.session_idle_seconds) {
+            return Err("sessionIdleSeconds must be between 1 and 86400".into());
+        }
+        if !(1..=86_400).contains(&self.session_max_seconds) {
+            return Err("sessionMaxSeconds must be between 1 and 86400".into());
+        }
+        if self.protected_hosts.len() > MAX_PROTECTED_HOSTS {
+            return Err(format!("protectedHosts lists at most {MAX_PROTECTED_HOSTS} hosts"));
+        }
+        if let Some(bad) = self.protected_hosts.iter().find(|h| !is_host(h)) {
+            return Err(format!("protectedHosts: {bad:?} is not a lower-case host or host:port"));
+        }
         if let Some(url) = &self.redirect_url {
             web_url(url).ok_or("redirectUrl must be an absolute http:// or https:// URL of at most 2048 characters")?;
         }
@@ -269,6 +320,9 @@ impl ConcertSettings {
             ("logoUrl", self.logo_url.clone().unwrap_or_default()),
             ("brandColor", self.brand_color.clone().unwrap_or_default()),
             ("backgroundColor", self.background_color.clone().unwrap_or_default()),
+            ("sessionIdleSeconds", self.session_idle_seconds.to_string()),
+            ("sessionMaxSeconds", self.session_max_seconds.to_string()),
+            ("protectedHosts", self.protected_hosts.join(",")),
         ]
     }
 }
@@ -324,6 +378,11 @@ impl Concert {
                 logo_url: text("logoUrl"),
                 brand_color: text("brandColor"),
                 background_color: text("backgroundColor"),
+                session_idle_seconds: num("sessionIdleSeconds", DEFAULT_SESSION_IDLE_SECONDS),
+                session_max_seconds: num("sessionMaxSeconds", DEFAULT_SESSION_MAX_SECONDS),
+                protected_hosts: get("protectedHosts")
+                    .map(|v| v.split(',').filter(|h| !h.is_empty()).map(str::to_owned).collect())
+                    .unwrap_or_default(),
             },
             created_at_ms: get("createdAt").and_then(|v| v.parse().ok()).unwrap_or(0),
             updated_at_ms: get("updatedAt").and_then(|v| v.parse().ok()).unwrap_or(0),
@@ -472,6 +531,18 @@ mod tests {
     }
 
     #[test]
+    fn protected_hosts_are_bare_lower_case_hosts() {
+        for good in ["shop.example", "127.0.0.1:8443", "[::1]:8080", "a-b.example:1"] {
+            assert!(is_host(good), "{good}");
+        }
+        for bad in
+            ["", "Shop.example", "https://shop.example", "shop.example/x", "u@shop.example", "shop.example:x", "a b"]
+        {
+            assert!(!is_host(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn settings_round_trip_through_fields() {
         let s = ConcertSettings {
             state: ConcertState::Paused,
@@ -489,6 +560,9 @@ mod tests {
             logo_url: Some("/favicon.ico".into()),
             brand_color: Some("#0a84ff".into()),
             background_color: None,
+            session_idle_seconds: 45,
+            session_max_seconds: 900,
+            protected_hosts: vec!["shop.example".into(), "127.0.0.1:8443".into()],
         };
         let fields: Vec<(String, String)> = s.to_fields().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         assert_eq!(Concert::from_fields(&c(), &fields).settings, s);

@@ -61,6 +61,8 @@ pub struct Gateway {
     pub views: std::sync::Arc<views::Views>,
     /// What the fairness endpoint publishes, from memory.
     published: published::Published,
+    /// The gate in front of the booking site: session cookies, what this gateway knows of sessions.
+    pub gate: crate::gate::Gate,
 }
 
 /// Fans the views of one gateway track at most (about 150 bytes each); past it, fans' statuses
@@ -83,6 +85,7 @@ impl Gateway {
         identity: FanIdentity,
         site: crate::identity::Credentials,
         challenges: challenge::Challenges,
+        gate_secret: &[u8],
         http: &crate::config::HttpSettings,
         stop: tokio_util::sync::CancellationToken,
     ) -> Self {
@@ -107,6 +110,7 @@ impl Gateway {
                 MAX_VIEW_FANS,
             )),
             published: Default::default(),
+            gate: crate::gate::Gate::new(gate_secret, http.public_url.as_deref()),
         }
     }
 }
@@ -143,6 +147,7 @@ pub static ROUTES: &[Endpoint] = &[
         handler: |r| r.to(status::complete),
     },
     Endpoint { method: Method::GET, path: "/v1/concerts/{concertId}/fairness", handler: |r| r.to(status::fairness) },
+    Endpoint { method: Method::GET, path: "/v1/concerts/{concertId}/gate", handler: |r| r.to(crate::gate::check) },
     Endpoint {
         method: Method::GET,
         path: "/v1/concerts/{concertId}/challenge",

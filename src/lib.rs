@@ -16,6 +16,7 @@ pub mod config;
 pub mod consumer;
 pub mod dlt;
 pub mod fairness;
+pub mod gate;
 pub mod gateway;
 pub mod identity;
 pub mod ids;

@@ -31,6 +31,13 @@ pub struct Metrics {
     pub consumer_held_seconds: prometheus::Gauge,
     pub redis_under_replicated_shards: IntGauge,
     pub redis_down_shards: IntGauge,
+    /// Gate checks by outcome (session, session_checked, exchanged, to_room, ended).
+    pub gate_checks: IntCounterVec,
+    pub gate_sessions_started: prometheus::IntCounter,
+    /// Gate sessions ended by reason (idle, max, completed, operator, revoked).
+    pub gate_sessions_ended: IntCounterVec,
+    /// Live gate sessions per concert.
+    pub gate_sessions: IntGaugeVec,
     pub admissions: IntCounterVec,
     /// Admission rounds this process finished (each looks at every open concert).
     pub admission_rounds: prometheus::IntCounter,
@@ -180,6 +187,32 @@ impl Metrics {
                 "Redis Cluster shards with no live primary: their concerts wait (joins stay in Kafka or are parked)",
             )
             .expect("valid metric"),
+            gate_checks: IntCounterVec::new(
+                Opts::new(
+                    "queuegate_gate_checks_total",
+                    "Gate checks by outcome: session (live, from memory), session_checked (live, asked Redis), exchanged (an admission token became a session), to_room (no session), ended (a session or token that ended or was refused)",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
+            gate_sessions_started: prometheus::IntCounter::new(
+                "queuegate_gate_sessions_started_total",
+                "Gate sessions started (admission tokens exchanged) by this gateway",
+            )
+            .expect("valid metric"),
+            gate_sessions_ended: IntCounterVec::new(
+                Opts::new(
+                    "queuegate_gate_sessions_ended_total",
+                    "Gate sessions ended, by reason: idle, max, completed, operator, revoked (counted by the process that ended them)",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            gate_sessions: IntGaugeVec::new(
+                Opts::new("queuegate_gate_sessions", "Live gate sessions per concert (each holds a maxActive slot)"),
+                &["concert"],
+            )
+            .expect("valid metric"),
             admissions: IntCounterVec::new(
                 Opts::new("queuegate_admissions_total", "Fans admitted by this process, by mode (auto, manual)"),
                 &["mode"],
@@ -240,6 +273,12 @@ impl Metrics {
         for kind in ["status", "heartbeat", "reconnect"] {
             m.stream_events.with_label_values(&[kind]);
         }
+        for outcome in ["session", "session_checked", "exchanged", "to_room", "ended"] {
+            m.gate_checks.with_label_values(&[outcome]);
+        }
+        for reason in ["idle", "max", "completed", "operator", "revoked"] {
+            m.gate_sessions_ended.with_label_values(&[reason]);
+        }
         for c in [
             Box::new(m.http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(m.http_duration.clone()),
@@ -258,6 +297,10 @@ impl Metrics {
             Box::new(m.consumer_held_seconds.clone()),
             Box::new(m.redis_under_replicated_shards.clone()),
             Box::new(m.redis_down_shards.clone()),
+            Box::new(m.gate_checks.clone()),
+            Box::new(m.gate_sessions_started.clone()),
+            Box::new(m.gate_sessions_ended.clone()),
+            Box::new(m.gate_sessions.clone()),
             Box::new(m.admissions.clone()),
             Box::new(m.admission_rounds.clone()),
             Box::new(m.concert_fans.clone()),

@@ -110,6 +110,10 @@ struct RoomInfo<'a> {
     abandon_after_seconds: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     redirect_url: Option<&'a str>,
+    /// The booking site's hosts the room may send an admitted fan back to (`return`), besides
+    /// `redirectUrl`'s.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    protected_hosts: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     logo_url: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -130,6 +134,7 @@ fn room_info<'a>(gw: &Gateway, id: &'a ConcertId, s: &'a ConcertSettings, now_ms
         now: crate::clock::rfc3339(now_ms),
         abandon_after_seconds: s.abandon_after_seconds,
         redirect_url: s.redirect_url.as_deref(),
+        protected_hosts: &s.protected_hosts,
         logo_url: s.logo_url.as_deref(),
         brand_color: s.brand_color.as_deref(),
         background_color: s.background_color.as_deref(),

@@ -138,6 +138,7 @@ impl Application {
                     settings.security.site_token.iter().chain(settings.security.admin_token.iter()),
                 ),
                 gateway::challenge::Challenges::new(settings.security.token_secret_bytes()),
+                settings.security.token_secret_bytes(),
                 http,
                 stop.clone(),
             ));
@@ -160,6 +161,16 @@ impl Application {
                 }
             });
             tasks.spawn("status view refresh", refresh);
+            // What the gate knows of sessions: revocations and ended sessions, every second.
+            let (learner, gate_store, gate_cache) = (gw.clone(), new_store()?, cache.clone());
+            let learn = periodic_task(Duration::from_secs(1), stop.clone(), "gate session news", move || {
+                let (gw, store, cache) = (learner.clone(), gate_store.clone(), gate_cache.clone());
+                async move {
+                    let concerts: Vec<ConcertId> = cache.snapshot().into_iter().map(|(id, _)| id).collect();
+                    gw.gate.learn(&store, &concerts).await
+                }
+            });
+            tasks.spawn("gate session news", learn);
             let m = web::Data::new(metrics.clone());
             let listener_info = Listener { name: "public", routes: gateway::ROUTES };
             let server = HttpServer::new(move || {
@@ -516,6 +527,9 @@ async fn publish_concert_gauges(
 ) -> Result<(), std::convert::Infallible> {
     for (id, _) in cache.snapshot() {
         let Ok(c) = store.counts(&id).await else { continue };
+        if let Ok(n) = store.session_count(&id).await {
+            metrics.gate_sessions.with_label_values(&[id.as_str()]).set(n as i64);
+        }
         for (kind, v) in [
             ("waiting", c.waiting),
             ("active", c.active),

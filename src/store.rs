@@ -22,6 +22,7 @@ mod conn;
 mod fair;
 pub mod keys;
 mod replicas;
+pub mod sessions;
 pub mod view;
 
 pub use fair::{Cut, FairState};
@@ -190,6 +191,7 @@ struct Scripts {
     counts: Script,
     complete: Script,
     confirm: Script,
+    sessions: sessions::Scripts,
 }
 
 /// Handle on the Redis queue store; cheap to clone.
@@ -232,6 +234,7 @@ impl QueueStore {
                 view: Script::new(include_str!("store/view.lua")),
                 shuffle: Script::new(include_str!("store/shuffle.lua")),
                 confirm: Script::new(include_str!("store/confirm.lua")),
+                sessions: sessions::Scripts::new(),
             }),
         })
     }
@@ -402,14 +405,22 @@ impl QueueStore {
     }
 
     /// Records that the booking site is done with an admitted fan and frees its slot (see
-    /// `complete.lua`); idempotent. False when the fan was never admitted.
-    pub async fn complete(&self, concert: &ConcertId, user: &UserId) -> Result<bool, StoreError> {
+    /// `complete.lua`); idempotent. None when the fan was never admitted, else whether a live
+    /// gate session ended with it.
+    pub async fn complete(&self, concert: &ConcertId, user: &UserId) -> Result<Option<bool>, StoreError> {
         let mut inv = self.scripts.complete.prepare_invoke();
-        inv.key(self.key(concert, Part::State)).key(self.key(concert, Part::Active));
+        inv.key(self.key(concert, Part::State))
+            .key(self.key(concert, Part::Active))
+            .key(self.key(concert, Part::Sessions))
+            .key(self.key(concert, Part::Ended));
         inv.arg(user.as_str());
         let mut c = self.conn().await?;
         let done: i64 = timed(inv.invoke_async(&mut c)).await?;
-        Ok(done > 0)
+        Ok(match done {
+            0 => None,
+            3 => Some(true),
+            _ => Some(false),
+        })
     }
 
     /// Takes or renews the concert's admitter lease for `instance`; the lease value when held.

@@ -74,6 +74,11 @@ pub struct HttpSettings {
     #[arg(long, env = "QUEUEGATE_CONCERT_REFRESH_MS", default_value_t = 1000)]
     pub concert_refresh_ms: u64,
 
+    /// The public listener's address as fans reach it (`https://queue.example.com`): the gate
+    /// sends fans to `<this>/c/{concertId}`. Unset: `http://` and the Host the gate was asked with.
+    #[arg(long, env = "QUEUEGATE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
     /// Grace period for in-flight work at shutdown (s).
     #[arg(long, env = "QUEUEGATE_SHUTDOWN_GRACE_SECONDS", default_value_t = 15)]
     pub shutdown_grace_seconds: u64,
@@ -87,6 +92,17 @@ impl HttpSettings {
     /// Under --insecure-dev both listeners must be on loopback: development settings (an open
     /// admin API, example secrets, unauthenticated fans) never face a network.
     pub fn validate(&self, insecure_dev: bool) -> Result<(), ConfigError> {
+        if let Some(u) = &self.public_url {
+            let ok = url::Url::parse(u).is_ok_and(|p| {
+                matches!(p.scheme(), "http" | "https")
+                    && p.host_str().is_some()
+                    && p.query().is_none()
+                    && p.fragment().is_none()
+            });
+            if !ok {
+                return Err(bad("QUEUEGATE_PUBLIC_URL", "must be an absolute http:// or https:// URL without query"));
+            }
+        }
         if insecure_dev {
             for (setting, addr) in [("QUEUEGATE_HTTP_ADDR", self.http_addr), ("QUEUEGATE_ADMIN_ADDR", self.admin_addr)]
             {

@@ -26,6 +26,8 @@ const T = {
     redirecting: "Taking you to the booking site…", noRedirect: "Go back to the booking site to continue.",
     say: (s, p) => p ? `${s}. Position ${p}.` : `${s}.`, you: (u) => `Your place: ${u}`,
     busy: (s) => `Busy right now — trying again in ${s} s. Keep this page open.`, checking: "Checking your browser…", failed: "Something went wrong",
+    gateEnded: { session: "Your booking session has ended.", spent: "This admission link has already been used.",
+      revoked: "The organiser has closed the booking site for now.", token: "This admission link is not valid." },
   },
   ko: {
     other: "English", rooms: "대기실", noRooms: "지금 대기열을 받는 공연이 없습니다.", concertId: "공연",
@@ -49,6 +51,8 @@ const T = {
     redirecting: "예매 사이트로 이동합니다…", noRedirect: "예매 사이트로 돌아가 계속하세요.",
     say: (s, p) => p ? `${s}. ${p}번째.` : `${s}.`, you: (u) => `내 자리: ${u}`,
     busy: (s) => `지금 혼잡합니다 — ${s}초 후 다시 시도합니다. 이 페이지를 열어 두세요.`, checking: "브라우저를 확인하는 중…", failed: "문제가 발생했습니다",
+    gateEnded: { session: "예매 세션이 종료되었습니다.", spent: "이미 사용된 입장 링크입니다.",
+      revoked: "주최 측이 예매 사이트를 잠시 닫았습니다.", token: "유효하지 않은 입장 링크입니다." },
   },
 };
 let lang = localStorage.getItem("qg:lang") ||
@@ -126,12 +130,21 @@ async function room(id) {
   const store = mode === "jwt" ? sessionStorage : localStorage;
   if (mode === "jwt") {
     const idToken = new URLSearchParams(location.hash.slice(1)).get("idToken");
-    if (idToken) { sessionStorage.setItem(`${key}:id`, idToken); history.replaceState(null, "", location.pathname); }
+    if (idToken) { sessionStorage.setItem(`${key}:id`, idToken); history.replaceState(null, "", location.pathname + location.search); }
   }
   // A new link from the booking site while the room is open: start over with its token.
   addEventListener("hashchange", () => { if (/idToken=/.test(location.hash)) location.reload(); });
   const idToken = sessionStorage.getItem(`${key}:id`);
   let entry = JSON.parse(store.getItem(key) || "null");
+  // The gate sent the fan here from the booking site: where to send them back (kept for the
+  // whole wait, reloads included), and whether a session or link of theirs just ended.
+  const params = new URLSearchParams(location.search);
+  if (params.get("return")) sessionStorage.setItem(`${key}:return`, params.get("return"));
+  const gateEnded = params.get("ended");
+  if (gateEnded) {
+    $("gate").hidden = false;
+    $("gate").textContent = (T[lang].gateEnded[gateEnded] || T[lang].gateEnded.session);
+  }
   const save = () => store.setItem(key, JSON.stringify(entry));
 
   // A countdown to `at` (ms, server time) under `label`; ends by reloading the concert's phase.
@@ -225,12 +238,29 @@ async function room(id) {
   // button in case the redirect is blocked.
   function admitted(s) {
     $("turn").hidden = false;
-    if (!info.redirectUrl || !s.admissionToken) { $("eta").textContent = t("noRedirect"); $("go").hidden = true; return; }
-    const to = new URL(info.redirectUrl);
-    to.searchParams.set("admissionToken", s.admissionToken);
+    const back = returnTo();
+    if ((!info.redirectUrl && !back) || !s.admissionToken) { $("eta").textContent = t("noRedirect"); $("go").hidden = true; return; }
+    const to = back || new URL(info.redirectUrl);
+    to.searchParams.set("queuegate_token", s.admissionToken);
+    // Booking sites that check the token themselves read it as admissionToken (docs/security.md).
+    if (!back) to.searchParams.set("admissionToken", s.admissionToken);
     $("go").href = to.href;
+    // A session that just ended spent this token: going back would only return here.
+    if (gateEnded) { $("eta").textContent = ""; $("go").hidden = true; return; }
     $("eta").textContent = t("redirecting");
     setTimeout(() => location.assign(to.href), 2500);
+  }
+
+  // The page the gate sent the fan from, when it is on the booking site (redirectUrl's host or
+  // one of protectedHosts): never anywhere else (no open redirect).
+  function returnTo() {
+    const raw = sessionStorage.getItem(`${key}:return`);
+    if (!raw) return null;
+    let u;
+    try { u = new URL(raw); } catch (_) { return null; }
+    const hosts = (info.protectedHosts || []).slice();
+    if (info.redirectUrl) hosts.push(new URL(info.redirectUrl).host);
+    return (u.protocol === "https:" || u.protocol === "http:") && hosts.includes(u.host) ? u : null;
   }
 
   function reconnecting(on) { $("reconnecting").hidden = !on || done; }

@@ -2,11 +2,13 @@
 -- fan's status stops handing out the admission token (a fan cannot free its own slot and keep
 -- booking beyond maxActive).
 --
--- KEYS[1] state HASH  KEYS[2] active ZSET
+-- KEYS[1] state HASH  KEYS[2] active ZSET  KEYS[3] sessions HASH  KEYS[4] ended ZSET
 -- ARGV[1] userId
 --
--- Returns 1 when the fan was admitted and is now completed, 2 when it was completed already,
--- 0 when the fan was never admitted (nothing is written). Nothing fails after the first write:
+-- The fan's gate session, when it has one, ends with it (gateways learn it from `ended`).
+--
+-- Returns 1 when the fan was admitted and is now completed (3 when its gate session ended with
+-- it), 2 when it was completed already, 0 when the fan was never admitted (nothing is written). Nothing fails after the first write:
 -- the state is read and checked first.
 -- Time comes from Redis, not from the calling instance, so instances with skewed clocks agree.
 local clock = redis.call('TIME')
@@ -24,4 +26,10 @@ if kind ~= 'a' then
 end
 redis.call('HSET', KEYS[1], ARGV[1], 'c:' .. iat .. ':' .. exp .. ':' .. now)
 redis.call('ZREM', KEYS[2], ARGV[1])
+local session = redis.call('HGET', KEYS[3], ARGV[1])
+if session then
+  redis.call('ZADD', KEYS[4], now, string.match(session, '^([^:]+):'))
+  redis.call('HDEL', KEYS[3], ARGV[1])
+  return 3
+end
 return 1

@@ -46,6 +46,14 @@ pub enum Part {
     /// HASH writer id → how many apply and confirm calls that consumer writer made on the
     /// concert: a node whose count is below what the writer saw lost some of its writes.
     Writers,
+    /// HASH userId → the fan's live gate session: `<sid>:<startedAt>:<lastSeen>:<maxAt>` (ms).
+    Sessions,
+    /// ZSET session id → when it ended (ms): gateways learn of ended sessions from it.
+    Ended,
+    /// ZSET admission token id (jti) → its expiry (ms): tokens already exchanged for a session.
+    Spent,
+    /// HASH of the gate: `epoch` (bumped by a revocation), `revokedAt` (ms).
+    Gate,
 }
 
 impl Part {
@@ -67,6 +75,10 @@ impl Part {
             Part::Post => "post",
             Part::Fair => "fair",
             Part::Writers => "writers",
+            Part::Sessions => "sessions",
+            Part::Ended => "ended",
+            Part::Spent => "spent",
+            Part::Gate => "gate",
         }
     }
 }

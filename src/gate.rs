@@ -1,0 +1,392 @@
+//! The gate: queuegate in front of the booking site (docs/gate.md).
+//!
+//! The booking site's reverse proxy asks `GET /v1/concerts/{concertId}/gate` before every
+//! request (nginx `auth_request`, Caddy `forward_auth`, Traefik `forwardAuth`, …) and lets the
+//! request through only on a 200:
+//!
+//! 1. the cookie `qg_<concertId>` holds a live session → 200, `X-Queuegate-User`; the session's
+//!    idle timer restarts. From memory: the cookie is signed ([`cookie`]), and this gateway
+//!    knows each concert's revocation epoch and recently ended sessions ([`known`], learned every
+//!    second); Redis is asked only when this gateway has not written the session's last-seen
+//!    time for a tenth of its idle time;
+//! 2. the original URL carries `queuegate_token=<admission token>` (the room sent the fan back)
+//!    → the token is exchanged, once, for a session (`exchange.lua`) → 200 with `Set-Cookie`;
+//! 3. otherwise → 401 with `X-Queuegate-Room: <QUEUEGATE_PUBLIC_URL>/c/{concertId}?return=<the
+//!    original URL>` (or a 302 there with `?redirect=true`).
+//!
+//! A session holds one of the concert's `maxActive` slots (src/store/sessions.rs) until it is
+//! idle for `sessionIdleSeconds`, reaches `sessionMaxSeconds`, is completed by the booking site,
+//! ended by an operator, or revoked; then the next admission round gives the slot to the next fan.
+
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use serde::{Deserialize, Serialize};
+
+use crate::gateway::Gateway;
+use crate::ids::{ConcertId, UserId};
+use crate::problem::ApiError;
+use crate::store::sessions::{ExchangeRequest, Refused};
+
+pub mod cookie;
+pub mod known;
+
+use cookie::{CookieKey, SessionCookie};
+use known::{Known, Verdict};
+
+/// The query parameter that carries an admission token back to the booking site.
+pub const TOKEN_PARAM: &str = "queuegate_token";
+
+/// The gate's state in one gateway.
+pub struct Gate {
+    pub cookies: CookieKey,
+    pub known: Known,
+    /// `QUEUEGATE_PUBLIC_URL`, without a trailing slash.
+    public_url: Option<String>,
+}
+
+impl Gate {
+    pub fn new(secret: &[u8], public_url: Option<&str>) -> Self {
+        Gate {
+            cookies: CookieKey::new(secret),
+            known: Known::default(),
+            public_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),
+        }
+    }
+
+    /// One look at every concert's news (revocation epoch, ended sessions); run every second.
+    pub async fn learn(
+        &self,
+        store: &crate::store::QueueStore,
+        concerts: &[ConcertId],
+    ) -> Result<(), crate::store::StoreError> {
+        let now = crate::clock::now_ms();
+        for id in concerts {
+            let news = store.gate_news(id, self.known.since(id)).await?;
+            self.known.learn(id, news, now);
+        }
+        self.known.prune(now);
+        Ok(())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct GateQuery {
+    #[serde(default)]
+    redirect: bool,
+}
+
+/// The request the proxy is asking about, as the fan made it.
+fn original_url(req: &HttpRequest) -> Option<url::Url> {
+    let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
+    let uri = h("x-original-uri").or_else(|| h("x-forwarded-uri")).unwrap_or("/");
+    let host = h("x-forwarded-host").or_else(|| h("host"))?;
+    let proto = h("x-forwarded-proto").filter(|p| matches!(*p, "http" | "https")).unwrap_or("http");
+    if !uri.starts_with('/') || host.contains(['/', '?', '#', '@']) {
+        return None;
+    }
+    url::Url::parse(&format!("{proto}://{host}{uri}")).ok()
+}
+
+/// `url` without the admission token (a spent token must not travel on).
+fn without_token(url: &url::Url) -> url::Url {
+    let mut out = url.clone();
+    let kept: Vec<(String, String)> =
+        url.query_pairs().filter(|(k, _)| k != TOKEN_PARAM).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    if kept.is_empty() {
+        out.set_query(None);
+    } else {
+        out.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    out
+}
+
+/// The room's URL for a fan sent away from `original` (`why`: what ended, when something did).
+fn room_url(
+    gate: &Gate,
+    req: &HttpRequest,
+    concert: &ConcertId,
+    original: Option<&url::Url>,
+    why: Option<&str>,
+) -> String {
+    let base = gate.public_url.clone().unwrap_or_else(|| {
+        let host = req.connection_info().host().to_owned();
+        format!("http://{host}")
+    });
+    let mut room = url::Url::parse(&format!("{base}/c/{concert}")).expect("QUEUEGATE_PUBLIC_URL was checked at start");
+    {
+        let mut q = room.query_pairs_mut();
+        if let Some(o) = original {
+            q.append_pair("return", without_token(o).as_str());
+        }
+        if let Some(why) = why {
+            q.append_pair("ended", why);
+        }
+    }
+    room.to_string()
+}
+
+/// The answer that sends the fan to the room: 401 with `X-Queuegate-Room`, or a 302 there.
+fn to_room(gw: &Gateway, req: &HttpRequest, concert: &ConcertId, redirect: bool, why: Option<&str>) -> HttpResponse {
+    let original = original_url(req);
+    let room = room_url(&gw.gate, req, concert, original.as_ref(), why);
+    gw.metrics.gate_checks.with_label_values(&[why.map_or("to_room", |_| "ended")]).inc();
+    let value = HeaderValue::from_str(&room).expect("a URL is a valid header value");
+    if redirect {
+        return HttpResponse::Found()
+            .insert_header((header::LOCATION, value))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .finish();
+    }
+    let detail = match why {
+        Some(why) => format!("no live session for concert {concert} ({why}); the fan waits in the room"),
+        None => format!("no session for concert {concert}; the fan waits in the room"),
+    };
+    let mut r = ApiError::Unauthorized(detail).error_response();
+    r.headers_mut().insert(HeaderName::from_static("x-queuegate-room"), value);
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// 200 for a live session: who the fan is and until when the session runs unless used.
+fn let_in(gw: &Gateway, user: &UserId, expires_ms: i64, outcome: &str) -> actix_web::HttpResponseBuilder {
+    gw.metrics.gate_checks.with_label_values(&[outcome]).inc();
+    let mut ok = HttpResponse::Ok();
+    ok.insert_header(("X-Queuegate-User", user.as_str()))
+        .insert_header(("X-Queuegate-Session-Expires", crate::clock::rfc3339(expires_ms)))
+        .insert_header((header::CACHE_CONTROL, "no-store"));
+    ok
+}
+
+/// `GET /v1/concerts/{concertId}/gate` — the forward-auth check (see the module's doc).
+pub(crate) async fn check(
+    gw: web::Data<Gateway>,
+    req: HttpRequest,
+    concert: web::Path<ConcertId>,
+    q: web::Query<GateQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let concert = concert.into_inner();
+    let settings = gw.cache.settings(&concert).ok_or_else(|| ApiError::NotFound(format!("no concert {concert}")))?;
+    let idle_ms = i64::from(settings.session_idle_seconds) * 1000;
+    let now = crate::clock::now_ms();
+    let presented = req
+        .headers()
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|h| cookie::find(h, &cookie::name(&concert)).map(str::to_owned));
+    let mut ended = None;
+    if let Some(c) = presented.as_deref().and_then(|v| gw.gate.cookies.open(&concert, v)) {
+        match session(&gw, &c, idle_ms, now).await? {
+            Some(expires) => {
+                let outcome = if expires.1 { "session" } else { "session_checked" };
+                return Ok(let_in(&gw, &c.user, expires.0, outcome).finish());
+            }
+            None => ended = Some("session"),
+        }
+    }
+    // The room sent the fan back with an admission token: exchange it, once.
+    if let Some(token) =
+        original_url(&req).and_then(|u| u.query_pairs().find(|(k, _)| k == TOKEN_PARAM).map(|(_, v)| v.into_owned()))
+    {
+        match exchange(&gw, &concert, &settings, &token, now).await? {
+            Ok((c, deadline)) => {
+                let value = gw.gate.cookies.seal(&c);
+                let max_age = ((c.max_at_ms - now) / 1000).max(1);
+                let set = format!(
+                    "{}={value}; HttpOnly; Secure; SameSite=Lax; Path=/; Max-Age={max_age}",
+                    cookie::name(&concert)
+                );
+                gw.metrics.gate_sessions_started.inc();
+                tracing::info!(concert = %concert, user = %c.user, "admission token exchanged for a gate session");
+                return Ok(let_in(&gw, &c.user, deadline, "exchanged")
+                    .insert_header((header::SET_COOKIE, set))
+                    .finish());
+            }
+            Err(why) => ended = Some(why),
+        }
+    }
+    Ok(to_room(&gw, &req, &concert, q.redirect, ended))
+}
+
+/// Whether the session in `c` is live: (when its slot frees itself unless used, answered from
+/// memory), or None when it has ended.
+async fn session(gw: &Gateway, c: &SessionCookie, idle_ms: i64, now: i64) -> Result<Option<(i64, bool)>, ApiError> {
+    if now >= c.max_at_ms {
+        return Ok(None);
+    }
+    let nominal = (now + idle_ms).min(c.max_at_ms);
+    match gw.gate.known.judge(&c.concert, &c.sid, c.epoch, now, (idle_ms / 10).max(1)) {
+        Verdict::Ended => Ok(None),
+        Verdict::Fresh => Ok(Some((nominal, true))),
+        Verdict::Ask => match gw.store.touch(&c.concert, &c.user, &c.sid, idle_ms).await {
+            Ok(Some(_)) => {
+                gw.gate.known.touched(&c.sid, now);
+                Ok(Some((nominal, false)))
+            }
+            Ok(None) => {
+                gw.gate.known.ended(&c.concert, &c.sid, now);
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
+/// Exchanges `token` for a session: the new cookie and when its slot frees itself, or why not.
+async fn exchange(
+    gw: &Gateway,
+    concert: &ConcertId,
+    settings: &crate::concerts::ConcertSettings,
+    token: &str,
+    now: i64,
+) -> Result<Result<(SessionCookie, i64), &'static str>, ApiError> {
+    let Ok(claims) = gw.keys.verify(token, now) else { return Ok(Err("token")) };
+    if claims.concert != concert.as_str() {
+        return Ok(Err("token"));
+    }
+    let Ok(user) = UserId::parse(claims.sub) else { return Ok(Err("token")) };
+    let sid = uuid::Uuid::new_v4().simple().to_string();
+    let req = ExchangeRequest {
+        user: &user,
+        jti: &claims.jti,
+        iat_ms: claims.iat * 1000,
+        exp_ms: claims.exp * 1000,
+        idle_ms: i64::from(settings.session_idle_seconds) * 1000,
+        max_ms: i64::from(settings.session_max_seconds) * 1000,
+        sid: &sid,
+    };
+    Ok(match gw.store.exchange(concert, req).await? {
+        Ok(s) => {
+            gw.gate.known.touched(&sid, now);
+            let c = SessionCookie {
+                concert: concert.clone(),
+                user,
+                sid,
+                started_ms: s.started_ms,
+                max_at_ms: s.max_at_ms,
+                epoch: s.epoch,
+            };
+            Ok((c, s.deadline_ms))
+        }
+        Err(Refused::Revoked) => Err("revoked"),
+        Err(Refused::Spent) => Err("spent"),
+        Err(Refused::Completed | Refused::Ended) => Err("session"),
+        Err(Refused::NotAdmitted) => Err("token"),
+    })
+}
+
+// --- the operators' side (admin listener) -------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SessionsQuery {
+    #[serde(default)]
+    offset: usize,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionView {
+    user_id: UserId,
+    started_at: String,
+    last_seen_at: String,
+    expires_at: String,
+}
+
+/// `GET /admin/v1/concerts/{concertId}/sessions?offset&limit` — live sessions, oldest first.
+pub(crate) async fn list(
+    admin: web::Data<crate::admin::Admin>,
+    concert: web::Path<ConcertId>,
+    q: web::Query<SessionsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    if q.limit == 0 || q.limit > 1000 {
+        return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
+    }
+    let concert = concert.into_inner();
+    let c =
+        admin.store.get_concert(&concert).await?.ok_or_else(|| ApiError::NotFound(format!("no concert {concert}")))?;
+    let idle_ms = i64::from(c.settings.session_idle_seconds) * 1000;
+    let (total, page) = admin.store.sessions(&concert, q.offset, q.limit).await?;
+    let sessions: Vec<SessionView> = page
+        .into_iter()
+        .map(|s| SessionView {
+            started_at: crate::clock::rfc3339(s.started_ms),
+            last_seen_at: crate::clock::rfc3339(s.last_seen_ms),
+            expires_at: crate::clock::rfc3339((s.last_seen_ms + idle_ms).min(s.max_at_ms)),
+            user_id: s.user,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "total": total, "offset": q.offset, "sessions": sessions })))
+}
+
+/// `DELETE /admin/v1/concerts/{concertId}/sessions/{userId}` — ends one fan's session: 204, or
+/// 404 when the fan has none.
+pub(crate) async fn end(
+    admin: web::Data<crate::admin::Admin>,
+    path: web::Path<(ConcertId, UserId)>,
+) -> Result<HttpResponse, ApiError> {
+    let (concert, user) = path.into_inner();
+    if !admin.store.end_session(&concert, &user).await? {
+        return Err(ApiError::NotFound(format!("{user} has no live session in concert {concert}")));
+    }
+    admin.metrics.gate_sessions_ended.with_label_values(&["operator"]).inc();
+    tracing::info!(concert = %concert, user = %user, "gate session ended by an operator");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /admin/v1/concerts/{concertId}/sessions/revoke` — the emergency stop.
+pub(crate) async fn revoke(
+    admin: web::Data<crate::admin::Admin>,
+    concert: web::Path<ConcertId>,
+) -> Result<HttpResponse, ApiError> {
+    let concert = concert.into_inner();
+    if admin.store.get_concert(&concert).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no concert {concert}")));
+    }
+    let (sessions, tokens) = admin.store.revoke_sessions(&concert).await?;
+    admin.metrics.gate_sessions_ended.with_label_values(&["revoked"]).inc_by(sessions);
+    tracing::warn!(concert = %concert, sessions, tokens, "every gate session and unexchanged admission token revoked");
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "sessionsEnded": sessions, "tokensRevoked": tokens })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_taken_out_of_the_return_url_and_the_rest_kept() {
+        let u = url::Url::parse("https://shop.example/buy?seat=3&queuegate_token=abc&x=1").unwrap();
+        assert_eq!(without_token(&u).as_str(), "https://shop.example/buy?seat=3&x=1");
+        let u = url::Url::parse("https://shop.example/buy?queuegate_token=abc").unwrap();
+        assert_eq!(without_token(&u).as_str(), "https://shop.example/buy");
+    }
+
+    #[test]
+    fn the_original_url_comes_from_nginx_or_traefik_style_headers() {
+        let req = actix_web::test::TestRequest::default()
+            .insert_header(("x-original-uri", "/book?a=1"))
+            .insert_header(("x-forwarded-host", "shop.example"))
+            .insert_header(("x-forwarded-proto", "https"))
+            .to_http_request();
+        assert_eq!(original_url(&req).unwrap().as_str(), "https://shop.example/book?a=1");
+        let req = actix_web::test::TestRequest::default()
+            .insert_header(("x-forwarded-uri", "/x"))
+            .insert_header(("host", "shop.example:8443"))
+            .to_http_request();
+        assert_eq!(original_url(&req).unwrap().as_str(), "http://shop.example:8443/x");
+        let evil = actix_web::test::TestRequest::default()
+            .insert_header(("x-original-uri", "//evil.example/"))
+            .insert_header(("host", "shop.example"))
+            .to_http_request();
+        assert_eq!(original_url(&evil).unwrap().host_str(), Some("shop.example"), "a path never changes the host");
+        let evil = actix_web::test::TestRequest::default()
+            .insert_header(("x-original-uri", "/x"))
+            .insert_header(("x-forwarded-host", "evil.example/@shop"))
+            .to_http_request();
+        assert!(original_url(&evil).is_none());
+    }
+}

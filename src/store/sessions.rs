@@ -1,0 +1,243 @@
+//! Gate sessions in Redis (see src/gate.rs for the flow).
+//!
+//! A session lives in the concert's `active` ZSET, the same set that holds unexchanged admission
+//! tokens, scored by when its slot frees itself: so `maxActive` counts live sessions plus
+//! unexchanged tokens with no second bookkeeping, and admission refills a slot the moment a
+//! session ends. Its details are in `sessions` (userId → `sid:startedAt:lastSeen:maxAt`);
+//! ended sessions are listed in `ended` (sid → when), where the gateways learn of them.
+
+use redis::Script;
+
+use super::conn::timed;
+use super::keys::Part;
+use super::{QueueStore, StoreError};
+use crate::ids::{ConcertId, UserId};
+
+pub(super) struct Scripts {
+    exchange: Script,
+    touch: Script,
+    sweep: Script,
+    end: Script,
+    revoke: Script,
+    news: Script,
+}
+
+impl Scripts {
+    pub(super) fn new() -> Self {
+        Scripts {
+            exchange: Script::new(include_str!("exchange.lua")),
+            touch: Script::new(include_str!("touch.lua")),
+            sweep: Script::new(include_str!("sweep.lua")),
+            end: Script::new(include_str!("end_session.lua")),
+            revoke: Script::new(include_str!("revoke.lua")),
+            news: Script::new(include_str!("gate_news.lua")),
+        }
+    }
+}
+
+/// What the exchange of an admission token asks.
+#[derive(Debug, Clone, Copy)]
+pub struct ExchangeRequest<'a> {
+    pub user: &'a UserId,
+    pub jti: &'a str,
+    pub iat_ms: i64,
+    pub exp_ms: i64,
+    pub idle_ms: i64,
+    pub max_ms: i64,
+    pub sid: &'a str,
+}
+
+/// A session just started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    pub started_ms: i64,
+    pub max_at_ms: i64,
+    pub epoch: u64,
+    /// When the slot frees itself unless a gate check comes (idle deadline, or the maximum).
+    pub deadline_ms: i64,
+}
+
+/// Why a token was not exchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    Revoked,
+    Spent,
+    Completed,
+    NotAdmitted,
+    Ended,
+}
+
+impl Refused {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refused::Revoked => "revoked",
+            Refused::Spent => "spent",
+            Refused::Completed => "completed",
+            Refused::NotAdmitted => "not-admitted",
+            Refused::Ended => "ended",
+        }
+    }
+}
+
+/// One live session, as the admin listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user: UserId,
+    pub sid: String,
+    pub started_ms: i64,
+    pub last_seen_ms: i64,
+    pub max_at_ms: i64,
+}
+
+/// What a gateway learns in one look: the revocation epoch, Redis's time, sessions ended since.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GateNews {
+    pub epoch: u64,
+    pub now_ms: i64,
+    pub ended: Vec<String>,
+}
+
+fn text(v: &redis::Value) -> Result<String, StoreError> {
+    redis::from_redis_value_ref(v).map_err(|e| StoreError::Reply(e.to_string()))
+}
+
+fn int(v: &redis::Value) -> Result<i64, StoreError> {
+    redis::from_redis_value_ref(v).map_err(|e| StoreError::Reply(e.to_string()))
+}
+
+impl QueueStore {
+    /// Exchanges an admission token (already verified: signature, expiry, concert) for a
+    /// session, once (`exchange.lua`).
+    pub async fn exchange(
+        &self,
+        concert: &ConcertId,
+        req: ExchangeRequest<'_>,
+    ) -> Result<Result<Started, Refused>, StoreError> {
+        let mut inv = self.scripts.sessions.exchange.prepare_invoke();
+        for part in [Part::State, Part::Active, Part::Sessions, Part::Spent, Part::Gate] {
+            inv.key(self.key(concert, part));
+        }
+        inv.arg(req.user.as_str())
+            .arg(req.jti)
+            .arg(req.iat_ms)
+            .arg(req.exp_ms)
+            .arg(req.idle_ms)
+            .arg(req.max_ms)
+            .arg(req.sid);
+        let mut c = self.conn().await?;
+        let reply: Vec<redis::Value> = timed(inv.invoke_async(&mut c)).await?;
+        let at =
+            |i: usize| reply.get(i).ok_or_else(|| StoreError::Reply(format!("exchange reply too short: {reply:?}")));
+        if int(at(0)?)? == 1 {
+            return Ok(Ok(Started {
+                started_ms: int(at(2)?)?,
+                max_at_ms: int(at(3)?)?,
+                epoch: int(at(4)?)? as u64,
+                deadline_ms: int(at(5)?)?,
+            }));
+        }
+        Ok(Err(match text(at(1)?)?.as_str() {
+            "revoked" => Refused::Revoked,
+            "spent" => Refused::Spent,
+            "completed" => Refused::Completed,
+            "ended" => Refused::Ended,
+            _ => Refused::NotAdmitted,
+        }))
+    }
+
+    /// A gate check of a live session (`touch.lua`): the slot's new deadline, or None when the
+    /// session has ended.
+    pub async fn touch(
+        &self,
+        concert: &ConcertId,
+        user: &UserId,
+        sid: &str,
+        idle_ms: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut inv = self.scripts.sessions.touch.prepare_invoke();
+        inv.key(self.key(concert, Part::Active)).key(self.key(concert, Part::Sessions));
+        inv.arg(user.as_str()).arg(sid).arg(idle_ms);
+        let reply: Vec<i64> = self.backend.shared(async |c| timed(inv.invoke_async(c)).await).await?;
+        Ok(match reply.as_slice() {
+            [1, deadline] => Some(*deadline),
+            _ => None,
+        })
+    }
+
+    /// Ends the sessions whose deadline passed and frees expired tokens' slots (`sweep.lua`):
+    /// (ended for idleness, ended at their maximum).
+    pub async fn sweep_sessions(&self, concert: &ConcertId, remember_ms: i64) -> Result<(u64, u64), StoreError> {
+        let mut inv = self.scripts.sessions.sweep.prepare_invoke();
+        inv.key(self.key(concert, Part::Active))
+            .key(self.key(concert, Part::Sessions))
+            .key(self.key(concert, Part::Ended));
+        inv.arg(remember_ms);
+        let mut c = self.conn().await?;
+        timed(inv.invoke_async(&mut c)).await
+    }
+
+    /// Ends one fan's session (an operator); false when the fan had none.
+    pub async fn end_session(&self, concert: &ConcertId, user: &UserId) -> Result<bool, StoreError> {
+        let mut inv = self.scripts.sessions.end.prepare_invoke();
+        inv.key(self.key(concert, Part::Active))
+            .key(self.key(concert, Part::Sessions))
+            .key(self.key(concert, Part::Ended));
+        inv.arg(user.as_str());
+        let mut c = self.conn().await?;
+        let ended: i64 = timed(inv.invoke_async(&mut c)).await?;
+        Ok(ended == 1)
+    }
+
+    /// The emergency stop (`revoke.lua`): (sessions ended, unexchanged tokens revoked).
+    pub async fn revoke_sessions(&self, concert: &ConcertId) -> Result<(u64, u64), StoreError> {
+        let mut inv = self.scripts.sessions.revoke.prepare_invoke();
+        for part in [Part::Active, Part::Sessions, Part::Ended, Part::Gate] {
+            inv.key(self.key(concert, part));
+        }
+        let mut c = self.conn().await?;
+        timed(inv.invoke_async(&mut c)).await
+    }
+
+    /// The revocation epoch and the sessions ended since `since_ms` (`gate_news.lua`).
+    pub async fn gate_news(&self, concert: &ConcertId, since_ms: i64) -> Result<GateNews, StoreError> {
+        let mut inv = self.scripts.sessions.news.prepare_invoke();
+        inv.key(self.key(concert, Part::Gate)).key(self.key(concert, Part::Ended)).arg(since_ms);
+        let reply: Vec<redis::Value> = self.backend.shared(async |c| timed(inv.invoke_async(c)).await).await?;
+        let mut it = reply.iter();
+        let (Some(epoch), Some(now)) = (it.next(), it.next()) else {
+            return Err(StoreError::Reply("gate news reply too short".into()));
+        };
+        Ok(GateNews { epoch: int(epoch)? as u64, now_ms: int(now)?, ended: it.map(text).collect::<Result<_, _>>()? })
+    }
+
+    /// Live sessions, oldest first: (total, one page). O(sessions) — an operator's read.
+    pub async fn sessions(
+        &self,
+        concert: &ConcertId,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(usize, Vec<Session>), StoreError> {
+        let mut c = self.conn().await?;
+        let all: Vec<(String, String)> =
+            timed(redis::cmd("HGETALL").arg(self.key(concert, Part::Sessions)).query_async(&mut c)).await?;
+        let mut sessions: Vec<Session> = all
+            .into_iter()
+            .filter_map(|(user, v)| {
+                let mut f = v.split(':');
+                let sid = f.next()?.to_owned();
+                let (started_ms, last_seen_ms, max_at_ms) =
+                    (f.next()?.parse().ok()?, f.next()?.parse().ok()?, f.next()?.parse().ok()?);
+                Some(Session { user: UserId::parse(user).ok()?, sid, started_ms, last_seen_ms, max_at_ms })
+            })
+            .collect();
+        sessions.sort_by(|a, b| (a.started_ms, a.user.as_str()).cmp(&(b.started_ms, b.user.as_str())));
+        let total = sessions.len();
+        Ok((total, sessions.into_iter().skip(offset).take(limit).collect()))
+    }
+
+    /// How many live sessions the concert has: O(1).
+    pub async fn session_count(&self, concert: &ConcertId) -> Result<u64, StoreError> {
+        let mut c = self.conn().await?;
+        timed(redis::cmd("HLEN").arg(self.key(concert, Part::Sessions)).query_async(&mut c)).await
+    }
+}
