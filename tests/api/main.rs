@@ -9,6 +9,7 @@ mod common;
 mod dead_letters;
 mod events;
 mod fair_start;
+mod gate;
 mod helpers;
 mod identity;
 mod join;

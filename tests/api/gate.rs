@@ -1,0 +1,293 @@
+//! The gate (src/gate.rs) asked as a reverse proxy asks it, with the proxy's headers; the real
+//! nginx and Caddy in front of a booking site are in `gate_proxies.rs`.
+
+use std::time::{Duration, Instant};
+
+use queuegate::config::Role;
+use serde_json::{json, Value};
+
+use crate::common::{spawn_role, Names, TestApp, ADMIN_TOKEN};
+use crate::helpers::poll_until;
+
+const PUBLIC: &str = "https://queue.example";
+
+/// A client that does not follow redirects (the gate's 302 is what is looked at).
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// A gate check as nginx makes it for `uri` on https://shop.example, with `cookie` if any.
+async fn gate(gw: &TestApp, concert: &str, uri: &str, cookie: Option<&str>) -> reqwest::Response {
+    let mut r = client()
+        .get(format!("{}/v1/concerts/{concert}/gate", gw.http()))
+        .header("X-Original-URI", uri)
+        .header("X-Forwarded-Host", "shop.example")
+        .header("X-Forwarded-Proto", "https");
+    if let Some(c) = cookie {
+        r = r.header("Cookie", format!("other=1; {c}"));
+    }
+    r.send().await.unwrap()
+}
+
+/// The `name=value` part of the response's session cookie.
+fn session_cookie(r: &reqwest::Response) -> String {
+    let set = r.headers().get("set-cookie").expect("a session cookie").to_str().unwrap();
+    set.split(';').next().unwrap().to_owned()
+}
+
+fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers().get(name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+}
+
+/// Joins `users`, waits until they are placed.
+async fn placed(app: &TestApp, concert: &str, users: &[&str]) -> Vec<String> {
+    let mut tokens = Vec::new();
+    for u in users {
+        let r = app.join(concert, u).await;
+        assert_eq!(r.status(), 202);
+        tokens.push(r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned());
+    }
+    assert!(poll_until(Duration::from_secs(30), async || app.waiting_list(concert).await.len() >= users.len()).await);
+    tokens
+}
+
+/// Admits `count` now; their admission tokens by user.
+async fn admit(app: &TestApp, concert: &str, count: u32) -> Vec<(String, String)> {
+    let body: Value = app.admit(concert, count).await.json().await.unwrap();
+    body["admitted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["userId"].as_str().unwrap().to_owned(), a["admissionToken"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+async fn admitted_count(app: &TestApp, concert: &str) -> u64 {
+    app.admin_json(&format!("/admin/v1/concerts/{concert}")).await["admitted"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_session_goes_to_the_room_with_return_and_an_admission_token_is_exchanged_once() {
+    let names = Names::new();
+    names.create_topics(3).await;
+    let app = spawn_role(&names, Role::Run, |s| s.http.public_url = Some(PUBLIC.into())).await;
+    let r = app.put_concert("g", json!({"state": "open", "redirectUrl": "https://shop.example/"})).await;
+    assert_eq!(r.status(), 200);
+    app.open_concert("g2").await;
+    placed(&app, "g", &["ana", "ben"]).await;
+    placed(&app, "g2", &["ana"]).await;
+    let tokens = admit(&app, "g", 2).await;
+    let (ana, ben) = (&tokens[0].1, &tokens[1].1);
+    let g2_token = &admit(&app, "g2", 1).await[0].1;
+
+    // No cookie: to the room, carrying where the fan was going.
+    let r = gate(&app, "g", "/book?seat=3", None).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        header(&r, "x-queuegate-room"),
+        "https://queue.example/c/g?return=https%3A%2F%2Fshop.example%2Fbook%3Fseat%3D3"
+    );
+    assert_eq!(header(&r, "content-type"), "application/problem+json");
+    let r = client()
+        .get(format!("{}/v1/concerts/g/gate?redirect=true", app.http()))
+        .header("X-Forwarded-Uri", "/book")
+        .header("X-Forwarded-Host", "shop.example")
+        .header("X-Forwarded-Proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(header(&r, "location"), "https://queue.example/c/g?return=https%3A%2F%2Fshop.example%2Fbook");
+
+    // The room sent ana back with her token: exchanged for a session; the token leaves the URL.
+    let r = gate(&app, "g", &format!("/book?seat=3&queuegate_token={ana}"), None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-queuegate-user"), "ana");
+    assert!(!header(&r, "x-queuegate-session-expires").is_empty());
+    let set = header(&r, "set-cookie");
+    for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    let cookie = session_cookie(&r);
+    assert!(cookie.starts_with("qg_g="), "{cookie}");
+    for _ in 0..3 {
+        let r = gate(&app, "g", "/cart", Some(&cookie)).await;
+        assert_eq!((r.status().as_u16(), header(&r, "x-queuegate-user")), (200, "ana".into()));
+    }
+
+    // The same token again, from another client without the cookie: spent.
+    let r = gate(&app, "g", &format!("/book?queuegate_token={ana}"), None).await;
+    assert_eq!(r.status(), 401);
+    assert!(header(&r, "x-queuegate-room").ends_with("&ended=spent"), "{}", header(&r, "x-queuegate-room"));
+    assert!(!header(&r, "x-queuegate-room").contains(ana.as_str()), "a spent token does not travel on");
+    // Another concert's token, and garbage, are no tokens for this one.
+    for bad in [g2_token.as_str(), "not-a-token"] {
+        let r = gate(&app, "g", &format!("/book?queuegate_token={bad}"), None).await;
+        assert_eq!(r.status(), 401);
+        assert!(header(&r, "x-queuegate-room").ends_with("&ended=token"));
+    }
+    // A forged cookie (ben's name on ana's signature), and ana's cookie for another concert.
+    let forged = cookie.replace(".ana.", ".ben.");
+    assert_eq!(gate(&app, "g", "/cart", Some(&forged)).await.status(), 401);
+    let elsewhere = cookie.replacen("qg_g=", "qg_g2=", 1);
+    assert_eq!(gate(&app, "g2", "/cart", Some(&elsewhere)).await.status(), 401);
+    let relabelled = cookie.replacen("qg_g=1.g.", "qg_g2=1.g2.", 1);
+    assert_eq!(gate(&app, "g2", "/cart", Some(&relabelled)).await.status(), 401);
+    // Ben's token still works for ben.
+    let r = gate(&app, "g", &format!("/?queuegate_token={ben}"), None).await;
+    assert_eq!(header(&r, "x-queuegate-user"), "ben");
+    assert!(app.metric("queuegate_gate_checks_total{outcome=\"exchanged\"}").await >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_hold_the_max_active_slots_until_idle_completed_or_ended_by_an_operator() {
+    let names = Names::new();
+    names.create_topics(3).await;
+    let app = spawn_role(&names, Role::Run, |s| s.http.public_url = Some(PUBLIC.into())).await;
+    let body = json!({"state": "open", "maxActive": 2, "admitPerSecond": 50, "sessionIdleSeconds": 3});
+    assert_eq!(app.put_concert("m", body).await.status(), 200);
+    let fans = ["f1", "f2", "f3", "f4", "f5"];
+    let entry = placed(&app, "m", &fans).await;
+    // The admission token a fan's status hands out, once admitted.
+    let token_of = async |i: usize| -> Option<String> {
+        let s: Value = app.status("m", fans[i], &entry[i]).await.json().await.unwrap();
+        s["admissionToken"].as_str().map(str::to_owned)
+    };
+    // The admitted fans not yet inside, in fans' order (placement order depends on partitions).
+    let newly_admitted = async |inside: &[usize]| -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        for i in 0..fans.len() {
+            if !inside.contains(&i) {
+                if let Some(t) = token_of(i).await {
+                    out.push((i, t));
+                }
+            }
+        }
+        out
+    };
+    assert!(poll_until(Duration::from_secs(20), async || admitted_count(&app, "m").await == 2).await);
+    let mut first = Vec::new();
+    poll_until(Duration::from_secs(5), async || {
+        first = newly_admitted(&[]).await;
+        first.len() == 2
+    })
+    .await;
+    assert_eq!(first.len(), 2, "{first:?}");
+    let ((i1, t1), (i2, t2)) = (first[0].clone(), first[1].clone());
+    let s1 = session_cookie(&gate(&app, "m", &format!("/?queuegate_token={t1}"), None).await);
+    let s2 = session_cookie(&gate(&app, "m", &format!("/?queuegate_token={t2}"), None).await);
+    app.admission_rounds(10).await;
+    assert_eq!(admitted_count(&app, "m").await, 2, "two sessions hold both slots");
+
+    // f1 keeps browsing past the idle time; f2 goes idle: exactly one more fan comes in.
+    let kept_from = Instant::now();
+    while kept_from.elapsed() < Duration::from_secs(6) {
+        assert_eq!(gate(&app, "m", "/seat", Some(&s1)).await.status(), 200, "a session in use outlives its idle time");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    assert_eq!(admitted_count(&app, "m").await, 3, "f2's idle session freed one slot");
+    let r = gate(&app, "m", "/seat", Some(&s2)).await;
+    assert_eq!(r.status(), 401);
+    assert!(header(&r, "x-queuegate-room").ends_with("&ended=session"));
+    assert_eq!(app.metric("queuegate_gate_sessions_ended_total{reason=\"idle\"}").await, 1);
+    // A fan's status comes from the gateway's view, refreshed a moment after Redis changed.
+    let mut third = Vec::new();
+    poll_until(Duration::from_secs(5), async || {
+        third = newly_admitted(&[i1, i2]).await;
+        !third.is_empty()
+    })
+    .await;
+    assert_eq!(third.len(), 1, "{third:?}");
+    let (i3, t3) = third[0].clone();
+    let s3 = session_cookie(&gate(&app, "m", &format!("/?queuegate_token={t3}"), None).await);
+
+    // The booking site completes f1 by the id the gate gave it: f1's slot goes to f4.
+    let done = app
+        .client
+        .post(format!("{}/v1/concerts/m/admission/complete", app.http()))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"userId": fans[i1]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 204);
+    assert!(poll_until(Duration::from_secs(10), async || admitted_count(&app, "m").await == 4).await);
+    assert!(
+        poll_until(Duration::from_secs(2), async || gate(&app, "m", "/seat", Some(&s1)).await.status() == 401).await
+    );
+    let mut fourth = Vec::new();
+    poll_until(Duration::from_secs(5), async || {
+        fourth = newly_admitted(&[i1, i2, i3]).await;
+        !fourth.is_empty()
+    })
+    .await;
+    assert_eq!(fourth.len(), 1, "{fourth:?}");
+    let (i4, t4) = fourth[0].clone();
+    let _s4 = session_cookie(&gate(&app, "m", &format!("/?queuegate_token={t4}"), None).await);
+
+    // An operator ends the third fan's session: its slot goes to the last fan.
+    let listed = app.admin_json("/admin/v1/concerts/m/sessions").await;
+    let users: Vec<&str> =
+        listed["sessions"].as_array().unwrap().iter().map(|s| s["userId"].as_str().unwrap()).collect();
+    assert_eq!((listed["total"].as_u64(), users), (Some(2), vec![fans[i3], fans[i4]]), "{listed}");
+    let third_session = format!("/admin/v1/concerts/m/sessions/{}", fans[i3]);
+    assert_eq!(app.admin_delete(&third_session).await.status(), 204);
+    assert_eq!(app.admin_delete(&third_session).await.status(), 404);
+    assert!(poll_until(Duration::from_secs(10), async || admitted_count(&app, "m").await == 5).await);
+    assert!(
+        poll_until(Duration::from_secs(2), async || gate(&app, "m", "/seat", Some(&s3)).await.status() == 401).await
+    );
+    app.admission_rounds(5).await;
+    assert_eq!(admitted_count(&app, "m").await, 5, "never more than maxActive inside: {fans:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_live_across_gateways_and_a_revocation_ends_them_on_every_gateway_within_two_seconds() {
+    let names = Names::new();
+    names.create_topics(3).await;
+    // Two gateways as deployed: the same admission key, the same token secret.
+    let same = |s: &mut queuegate::config::Settings| {
+        s.http.public_url = Some(PUBLIC.into());
+        s.admission.admission_key_file = vec![crate::common::admission_key_file().into()];
+    };
+    let a = spawn_role(&names, Role::Run, same).await;
+    let b = spawn_role(&names, Role::Gateway, same).await;
+    assert_eq!(a.put_concert("r", json!({"state": "open", "sessionIdleSeconds": 3})).await.status(), 200);
+    placed(&a, "r", &["x", "y", "z"]).await;
+    let t = admit(&a, "r", 3).await;
+    let cx = session_cookie(&gate(&a, "r", &format!("/?queuegate_token={}", t[0].1), None).await);
+    let cy = session_cookie(&gate(&b, "r", &format!("/?queuegate_token={}", t[1].1), None).await);
+    assert_eq!(gate(&b, "r", "/", Some(&cx)).await.status(), 200, "a session from A is good on B");
+    assert_eq!(gate(&a, "r", "/", Some(&cy)).await.status(), 200, "and one from B on A");
+
+    // x browses through A only, past the idle time; B has not seen x since: x is still in.
+    let from = Instant::now();
+    while from.elapsed() < Duration::from_secs(5) {
+        assert_eq!(gate(&a, "r", "/", Some(&cx)).await.status(), 200);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    assert_eq!(gate(&b, "r", "/", Some(&cx)).await.status(), 200, "kept alive through A, not ended by B");
+    assert_eq!(gate(&b, "r", "/", Some(&cy)).await.status(), 401, "y went idle");
+
+    // The emergency stop: x's session and z's unexchanged token end, on both gateways.
+    let r = a
+        .client
+        .post(format!("{}/admin/v1/concerts/r/sessions/revoke", a.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let revoked = Instant::now();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"sessionsEnded": 1, "tokensRevoked": 1}));
+    let refused_everywhere = poll_until(Duration::from_secs(3), async || {
+        gate(&a, "r", "/", Some(&cx)).await.status() == 401 && gate(&b, "r", "/", Some(&cx)).await.status() == 401
+    })
+    .await;
+    let took = revoked.elapsed();
+    println!("gate revocation: refused by both gateways {:.2} s after the call", took.as_secs_f64());
+    assert!(refused_everywhere && took <= Duration::from_secs(2), "refused by every gateway within 2 s: {took:?}");
+    let r = gate(&b, "r", &format!("/?queuegate_token={}", t[2].1), None).await;
+    assert_eq!(r.status(), 401);
+    assert!(header(&r, "x-queuegate-room").ends_with("&ended=revoked"), "{}", header(&r, "x-queuegate-room"));
+}
