@@ -241,6 +241,19 @@ install_schemathesis() {
   "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION" || die "pip install schemathesis failed"
 }
 
+# From the Go module proxy, into .local/go/bin: Caddy, which the gate's proxy tests run with
+# deploy/caddy/Caddyfile (tests/api/gate_proxies.rs). Pinned; built once (a few minutes).
+CADDY_VERSION=v2.11.9
+install_caddy() {
+  local bin="$LOCAL/go/bin/caddy"
+  [ -x "$bin" ] && [ -f "$LOCAL/go/caddy-$CADDY_VERSION" ] && return 0
+  command -v go >/dev/null || die "go is needed to build Caddy (https://go.dev/dl/)"
+  log "building Caddy $CADDY_VERSION from the Go module proxy into ${bin#$ROOT/} (a few minutes, once)"
+  GOBIN="$LOCAL/go/bin" GOPATH="$LOCAL/go/path" GOFLAGS=-modcacherw \
+    go install "github.com/caddyserver/caddy/v2/cmd/caddy@$CADDY_VERSION" || die "go install caddy failed"
+  touch "$LOCAL/go/caddy-$CADDY_VERSION"
+}
+
 # --- commands ----------------------------------------------------------------------------------
 
 stop_pidfile() {
@@ -277,6 +290,6 @@ case "${1:-up}" in
     ;;
   fetch) fetch_kafka ;;
   cluster-id) new_cluster_id ;;
-  tools) install_tools; install_schemathesis ;;
+  tools) install_tools; install_schemathesis; install_caddy ;;
   *) die "usage: $0 up|down|status|fetch|tools|cluster-id" ;;
 esac

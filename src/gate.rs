@@ -10,7 +10,9 @@
 //!    second); Redis is asked only when this gateway has not written the session's last-seen
 //!    time for a tenth of its idle time;
 //! 2. the original URL carries `queuegate_token=<admission token>` (the room sent the fan back)
-//!    → the token is exchanged, once, for a session (`exchange.lua`) → 200 with `Set-Cookie`;
+//!    → the token is exchanged, once, for a session (`exchange.lua`) → 200 with `Set-Cookie`
+//!    (with `?redirect=true`: a 302 to the same URL without the token, with `Set-Cookie`, for
+//!    proxies that hand only refusals to the browser);
 //! 3. otherwise → 401 with `X-Queuegate-Room: <QUEUEGATE_PUBLIC_URL>/c/{concertId}?return=<the
 //!    original URL>` (or a 302 there with `?redirect=true`).
 //!
@@ -197,9 +199,16 @@ pub(crate) async fn check(
                 );
                 gw.metrics.gate_sessions_started.inc();
                 tracing::info!(concert = %concert, user = %c.user, "admission token exchanged for a gate session");
-                return Ok(let_in(&gw, &c.user, deadline, "exchanged")
-                    .insert_header((header::SET_COOKIE, set))
-                    .finish());
+                let mut ok = let_in(&gw, &c.user, deadline, "exchanged");
+                ok.insert_header((header::SET_COOKIE, set));
+                // A proxy that relays only refusals to the browser (Caddy's forward_auth) would
+                // drop a cookie on a 200: in redirect mode the fan is sent back to the same
+                // page without the token, with the cookie; the next request passes on it.
+                if let Some(clean) = q.redirect.then(|| original_url(&req)).flatten() {
+                    ok.status(actix_web::http::StatusCode::FOUND)
+                        .insert_header((header::LOCATION, without_token(&clean).as_str().to_owned()));
+                }
+                return Ok(ok.finish());
             }
             Err(why) => ended = Some(why),
         }

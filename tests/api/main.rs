@@ -10,6 +10,7 @@ mod dead_letters;
 mod events;
 mod fair_start;
 mod gate;
+mod gate_proxies;
 mod helpers;
 mod identity;
 mod join;
