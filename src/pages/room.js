@@ -246,7 +246,10 @@ async function room(id) {
     if (!back) to.searchParams.set("admissionToken", s.admissionToken);
     $("go").href = to.href;
     // A session that just ended spent this token: going back would only return here.
-    if (gateEnded) { $("eta").textContent = ""; $("go").hidden = true; return; }
+    if (gateEnded) {
+      $("state").textContent = $("gate").textContent;
+      $("gate").hidden = true; $("eta").textContent = ""; $("go").hidden = true; return;
+    }
     $("eta").textContent = t("redirecting");
     setTimeout(() => location.assign(to.href), 2500);
   }

@@ -1,25 +1,18 @@
-//! The gate behind real reverse proxies, with the configuration files of `deploy/` as they are:
-//! Debian's nginx (`deploy/nginx/queuegate-gate.conf`, included in a server block written here)
-//! and Caddy built from the Go module proxy (`deploy/caddy/Caddyfile`, its settings from the
-//! environment), each in front of a stand-in booking site that echoes who the gate said the
-//! fan is. `scripts/services.sh tools` installs both.
+//! The gate behind real reverse proxies, with the configuration files of `deploy/` as they are
+//! (tests/common/gate_proxies.rs starts them), each in front of a stand-in booking site that
+//! echoes who the gate said the fan is.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use queuegate::config::Role;
 use serde_json::{json, Value};
 
-use crate::common::{free_port, spawn_role, wait_for_port, Names, TestApp, ADMIN_TOKEN};
+use crate::common::gate_proxies::{caddy, nginx, Proxy};
+use crate::common::{free_port, spawn_role, Names, TestApp, ADMIN_TOKEN};
 use crate::helpers::poll_until;
 
 const PUBLIC: &str = "https://queue.example";
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
 
 /// The booking site: answers every page with who the gate said the fan is.
 async fn booking(req: HttpRequest) -> HttpResponse {
@@ -36,75 +29,6 @@ fn start_booking() -> u16 {
         .run();
     tokio::spawn(server);
     port
-}
-
-/// A proxy process, killed when dropped.
-struct Proxy {
-    child: Child,
-    dir: PathBuf,
-    url: String,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn scratch(what: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("qg-{what}-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// nginx with `deploy/nginx/queuegate-gate.conf` included, unchanged, in the booking site's server.
-fn nginx(queuegate: &str, booking: u16, concert: &str) -> Proxy {
-    let (port, dir) = (free_port(), scratch("nginx-gate"));
-    let conf = format!(
-        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{ worker_connections 256; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-           fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-           upstream queuegate {{ server {queuegate}; }}\n  upstream booking {{ server 127.0.0.1:{booking}; }}\n\
-           server {{\n    listen 127.0.0.1:{port};\n    set $queuegate_concert {concert};\n\
-             include {include};\n  }}\n}}\n",
-        d = dir.display(),
-        include = repo("deploy/nginx/queuegate-gate.conf").display()
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let child = Command::new("/usr/sbin/nginx")
-        .args(["-p", dir.to_str().unwrap(), "-c", dir.join("nginx.conf").to_str().unwrap()])
-        .args(["-e", dir.join("error.log").to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("nginx runs (scripts/services.sh tools installs nginx-light)");
-    assert!(wait_for_port(port, Duration::from_secs(10)), "nginx listens on {port}");
-    Proxy { child, dir, url: format!("http://127.0.0.1:{port}") }
-}
-
-/// Caddy running `deploy/caddy/Caddyfile` as it is, configured by its environment.
-fn caddy(queuegate: &str, booking: u16, concert: &str) -> Proxy {
-    let (port, dir) = (free_port(), scratch("caddy-gate"));
-    let bin = repo(".local/go/bin/caddy");
-    let child = Command::new(&bin)
-        .args(["run", "--adapter", "caddyfile", "--config"])
-        .arg(repo("deploy/caddy/Caddyfile"))
-        .env("QUEUEGATE_SITE", format!("http://127.0.0.1:{port}"))
-        .env("QUEUEGATE_UPSTREAM", queuegate)
-        .env("QUEUEGATE_CONCERT", concert)
-        .env("BOOKING_UPSTREAM", format!("127.0.0.1:{booking}"))
-        .env("XDG_DATA_HOME", &dir)
-        .env("XDG_CONFIG_HOME", &dir)
-        .env("HOME", &dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{} runs (scripts/services.sh tools builds it): {e}", bin.display()));
-    assert!(wait_for_port(port, Duration::from_secs(20)), "caddy listens on {port}");
-    Proxy { child, dir, url: format!("http://127.0.0.1:{port}") }
 }
 
 /// A browser-like client that keeps no cookies and follows no redirects: the test holds both.

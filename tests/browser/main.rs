@@ -368,3 +368,77 @@ async fn in_the_dev_body_mode_the_fan_types_an_id_that_the_page_checks_and_a_bus
     drop(b);
     app.shutdown().await.unwrap();
 }
+
+/// The booking site behind nginx's gate: every page says who the gate let in.
+async fn gated_booking_site() -> u16 {
+    let port = free_port();
+    let server = HttpServer::new(|| {
+        App::new().default_service(web::to(|req: actix_web::HttpRequest| async move {
+            let user = req.headers().get("x-queuegate-user").and_then(|v| v.to_str().ok()).unwrap_or("nobody").to_owned();
+            HttpResponse::Ok()
+                .content_type("text/html; charset=utf-8")
+                .body(format!("<!doctype html><title>Booking</title><link rel=\"icon\" href=\"data:,\"><p id=\"verdict\">booking {} for {user}</p>", req.path()))
+        }))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", port))
+    .expect("booking site binds")
+    .run();
+    tokio::spawn(server);
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_nginx_the_booking_url_leads_to_the_room_and_back_with_a_session_until_it_goes_idle() {
+    let names = Names::new();
+    create_topics(&names, 1).await;
+    let port = free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let app = app_on(&names, port, |s| {
+        s.identity.fan_identity = Some(FanIdentityMode::Anonymous);
+        s.http.public_url = Some(public.clone());
+    })
+    .await;
+    let concert = "gated-night";
+    let booking = gated_booking_site().await;
+    let proxy = common::gate_proxies::nginx(&format!("127.0.0.1:{port}"), booking, concert);
+    let r = app
+        .put_concert(
+            concert,
+            json!({"state": "open", "name": "Gated Night", "redirectUrl": format!("{}/", proxy.url),
+                   "admitPerSecond": 5, "sessionIdleSeconds": 3}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    let b = Browser::start(&shots("gate"), "en-US").await;
+    // The booking URL, without a session: the room, which knows where the fan was going.
+    b.goto(&format!("{}/book?seat=12", proxy.url)).await;
+    b.expect_text("#title", WAIT, |t| t == "Gated Night", "sent to the room").await;
+    assert!(b.url().await.starts_with(&format!("{public}/c/{concert}?return=")), "{}", b.url().await);
+    b.screenshot("0-room").await;
+    b.click("#joinbtn").await;
+    b.expect_text("#state", WAIT, |t| t == "It's your turn!", "admitted").await;
+    b.screenshot("1-admitted").await;
+    // Back on the page asked for, let in by the gate with a session cookie.
+    b.expect_text("#verdict", WAIT, |t| t.starts_with("booking /book for "), "back on the booking page").await;
+    let url = b.url().await;
+    assert!(url.starts_with(&format!("{}/book?seat=12", proxy.url)), "the page asked for: {url}");
+    let fan = b.text("#verdict").await.rsplit(' ').next().unwrap().to_owned();
+    assert_ne!(fan, "nobody");
+    b.screenshot("2-booking").await;
+    // A reload (the token in the address is spent by now) rides on the session cookie.
+    b.goto(&format!("{}/book?seat=12", proxy.url)).await;
+    b.expect_text("#verdict", WAIT, |t| t == format!("booking /book for {fan}"), "the session holds").await;
+    let sessions = app.admin_json(&format!("/admin/v1/concerts/{concert}/sessions")).await;
+    assert_eq!(sessions["sessions"][0]["userId"], fan.as_str(), "{sessions}");
+
+    // Idle past sessionIdleSeconds: the next page is the room again, saying why.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    b.goto(&format!("{}/book?seat=12", proxy.url)).await;
+    b.expect_text("#state", WAIT, |t| t == "Your booking session has ended.", "the room says the session ended").await;
+    assert!(b.text("#go").await.is_empty(), "no way back on a spent token");
+    b.screenshot("3-session-ended").await;
+    assert!(b.url().await.contains("ended=session"), "{}", b.url().await);
+    assert!(errors(&b.console().await, &["401", "favicon"]).is_empty(), "{:?}", b.console().await);
+}
