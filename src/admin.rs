@@ -227,6 +227,8 @@ struct ConcertView {
     /// Skipped at admission because they stopped polling.
     abandoned: u64,
     removed: u64,
+    /// Live gate sessions (src/gate.rs); each holds one of the `active` slots.
+    sessions: u64,
     created_at: String,
     updated_at: String,
 }
@@ -239,6 +241,7 @@ async fn view(store: &QueueStore, c: Concert) -> Result<ConcertView, ApiError> {
         active: counts.active,
         abandoned: counts.abandoned,
         removed: counts.removed,
+        sessions: counts.sessions,
         created_at: crate::clock::rfc3339(c.created_at_ms),
         updated_at: crate::clock::rfc3339(c.updated_at_ms),
         concert_id: c.id,

@@ -527,9 +527,7 @@ async fn publish_concert_gauges(
 ) -> Result<(), std::convert::Infallible> {
     for (id, _) in cache.snapshot() {
         let Ok(c) = store.counts(&id).await else { continue };
-        if let Ok(n) = store.session_count(&id).await {
-            metrics.gate_sessions.with_label_values(&[id.as_str()]).set(n as i64);
-        }
+        metrics.gate_sessions.with_label_values(&[id.as_str()]).set(c.sessions as i64);
         for (kind, v) in [
             ("waiting", c.waiting),
             ("active", c.active),

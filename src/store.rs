@@ -145,6 +145,8 @@ pub struct Counts {
     /// Skipped at admission as abandoned.
     pub abandoned: u64,
     pub removed: u64,
+    /// Live gate sessions (each also counted in `active`).
+    pub sessions: u64,
 }
 
 /// What one admission call asks for.
@@ -349,11 +351,14 @@ impl QueueStore {
     /// A concert's counts: O(log n).
     pub async fn counts(&self, concert: &ConcertId) -> Result<Counts, StoreError> {
         let mut inv = self.scripts.counts.prepare_invoke();
-        inv.key(self.key(concert, Part::Rank)).key(self.key(concert, Part::Adm)).key(self.key(concert, Part::Active));
+        inv.key(self.key(concert, Part::Rank))
+            .key(self.key(concert, Part::Adm))
+            .key(self.key(concert, Part::Active))
+            .key(self.key(concert, Part::Sessions));
         let mut c = self.conn().await?;
-        let (waiting, admitted, active, abandoned, removed): (u64, u64, u64, u64, u64) =
+        let (waiting, admitted, active, abandoned, removed, sessions): (u64, u64, u64, u64, u64, u64) =
             timed(inv.invoke_async(&mut c)).await?;
-        Ok(Counts { waiting, admitted, active, abandoned, removed })
+        Ok(Counts { waiting, admitted, active, abandoned, removed, sessions })
     }
 
     /// Admits fans from the head of `concert`'s queue (see `admit.lua`). None when `req.lease`

@@ -5,7 +5,8 @@ const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;
 // What PUT /admin/v1/concerts/{id} takes back of what GET shows.
 const SETTINGS = ["state", "admitPerSecond", "maxActive", "tokenTtlSeconds", "abandonAfterSeconds", "maxWaiting",
-  "powDifficulty", "opensAt", "closesAt", "queueingMethod", "name", "redirectUrl", "logoUrl", "brandColor", "backgroundColor"];
+  "powDifficulty", "opensAt", "closesAt", "queueingMethod", "name", "redirectUrl", "logoUrl", "brandColor", "backgroundColor",
+  "sessionIdleSeconds", "sessionMaxSeconds", "protectedHosts"];
 let token = sessionStorage.getItem("qg:admin"), concerts = new Map(), timer = null;
 
 async function api(method, path, body) {
@@ -54,7 +55,7 @@ function row(id) {
   const act = (label, f) => el("button", { type: "button", textContent: label, dataset: { act: label }, onclick: () => f().catch(report) });
   const tr = el("tr", { dataset: { concert: id } },
     el("th", { scope: "row" }, el("span", { className: "cid" }), el("br"), el("small", { className: "muted cname" })),
-    cell("state"), cell("waiting", "n"), cell("admitted", "n"), cell("active", "n"), cell("admitPerSecond", "n"), cell("head"),
+    cell("state"), cell("waiting", "n"), cell("admitted", "n"), cell("active", "n"), cell("sessions", "n"), cell("admitPerSecond", "n"), cell("head"),
     el("td", {},
       el("div", { className: "acts" }, act("Open", () => change(id, { state: "open" })),
         act("Pause", () => change(id, { state: "paused" })), act("Close", () => change(id, { state: "closed" }))),
@@ -95,6 +96,7 @@ async function refresh() {
       if (document.activeElement !== rate) rate.value = c.admitPerSecond;
     });
     $("empty").hidden = list.length > 0;
+    if ($("sc").value && concerts.has($("sc").value)) await showSessions();
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (e) { report(e); }
   if (token) timer = setTimeout(refresh, 1000);
@@ -122,6 +124,34 @@ $("remove").addEventListener("click", async () => {
     $("found").textContent = `${$("lu").value} was removed from ${$("lc").value}.`;
     $("remove").disabled = true;
     await refresh();
+  } catch (e) { report(e); }
+});
+
+// Gate sessions of one concert: the list, ending one, and the emergency stop (two steps).
+async function showSessions() {
+  const id = $("sc").value;
+  const r = await api("GET", `/concerts/${enc(id)}/sessions?limit=100`);
+  $("scount").textContent = `${r.total.toLocaleString("en")} live session${r.total === 1 ? "" : "s"} in ${id}`;
+  const time = (s) => new Date(s).toLocaleTimeString();
+  $("srows").replaceChildren(...r.sessions.map((s) => el("tr", { dataset: { user: s.userId } },
+    el("td", { textContent: s.userId }), el("td", { textContent: time(s.startedAt) }),
+    el("td", { textContent: time(s.lastSeenAt) }), el("td", { textContent: time(s.expiresAt) }),
+    el("td", {}, el("button", { type: "button", textContent: "End", dataset: { act: "end" }, onclick: () =>
+      api("DELETE", `/concerts/${enc(id)}/sessions/${enc(s.userId)}`)
+        .then(() => { $("sdone").textContent = `${s.userId}'s session in ${id} ended.`; return showSessions(); }).catch(report) })))));
+  $("sessions").hidden = false;
+}
+
+$("sform").addEventListener("submit", (ev) => { ev.preventDefault(); showSessions().catch(report); });
+$("revoke").addEventListener("click", () => { $("sure").hidden = false; $("revoke").disabled = true; });
+$("cancel").addEventListener("click", () => { $("sure").hidden = true; $("revoke").disabled = false; });
+$("confirm").addEventListener("click", async () => {
+  $("sure").hidden = true; $("revoke").disabled = false;
+  try {
+    const id = $("sc").value;
+    const r = await api("POST", `/concerts/${enc(id)}/sessions/revoke`);
+    $("sdone").textContent = `Revoked in ${id}: ${r.sessionsEnded} sessions ended, ${r.tokensRevoked} admission tokens revoked.`;
+    await showSessions();
   } catch (e) { report(e); }
 });
 

@@ -441,4 +441,55 @@ async fn through_nginx_the_booking_url_leads_to_the_room_and_back_with_a_session
     b.screenshot("3-session-ended").await;
     assert!(b.url().await.contains("ended=session"), "{}", b.url().await);
     assert!(errors(&b.console().await, &["401", "favicon"]).is_empty(), "{:?}", b.console().await);
+
+    // The console: two more fans inside (through the API); the operator ends one, then revokes all.
+    let others = [gated_session(&app, concert).await, gated_session(&app, concert).await];
+    let console = b.new_tab().await;
+    b.switch_to(&console).await;
+    b.goto(&format!("{}/admin/", app.admin)).await;
+    b.type_into("#token", ADMIN_TOKEN).await;
+    b.click("#login button").await;
+    let row = format!("tr[data-concert=\"{concert}\"]");
+    b.expect_text(&format!("{row} td[data-k=sessions]"), WAIT, |t| t == "2", "the sessions count").await;
+    b.type_into("#sc", concert).await;
+    b.click("#sform button").await;
+    b.expect_text("#scount", WAIT, |t| t == format!("2 live sessions in {concert}"), "the list").await;
+    b.screenshot("4-console-sessions").await;
+    b.click(&format!("#srows tr[data-user=\"{}\"] button", others[0])).await;
+    b.expect_text("#scount", WAIT, |t| t == format!("1 live session in {concert}"), "one ended").await;
+    assert_eq!(app.admin_delete(&format!("/admin/v1/concerts/{concert}/sessions/{}", others[0])).await.status(), 404);
+    b.click("#revoke").await;
+    b.screenshot("5-console-revoke-confirm").await;
+    b.click("#confirm").await;
+    b.expect_text("#sdone", WAIT, |t| t.contains("1 sessions ended"), "revoked").await;
+    b.expect_text("#scount", WAIT, |t| t == format!("0 live sessions in {concert}"), "none left").await;
+    b.screenshot("6-console-revoked").await;
+}
+
+/// A fan who joins through the API, is admitted and exchanges the token at the gate (as nginx
+/// would ask it): their id.
+async fn gated_session(app: &TestApp, concert: &str) -> String {
+    let r =
+        app.client.post(format!("{}/v1/concerts/{concert}/queue", app.http())).json(&json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let joined: Value = r.json().await.unwrap();
+    let (user, entry) = (joined["userId"].as_str().unwrap().to_owned(), joined["token"].as_str().unwrap().to_owned());
+    let mut token = String::new();
+    let admitted = poll_until(WAIT, async || {
+        let s: Value = app.status(concert, &user, &entry).await.json().await.unwrap();
+        token = s["admissionToken"].as_str().unwrap_or_default().to_owned();
+        !token.is_empty()
+    })
+    .await;
+    assert!(admitted, "{user} admitted");
+    let r = app
+        .client
+        .get(format!("{}/v1/concerts/{concert}/gate", app.http()))
+        .header("X-Original-URI", format!("/?queuegate_token={token}"))
+        .header("X-Forwarded-Host", "shop.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    user
 }
