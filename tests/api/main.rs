@@ -23,4 +23,5 @@ mod replicas;
 mod schemathesis;
 mod secured;
 mod security;
+mod session_model;
 mod store_model;
