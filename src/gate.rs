@@ -114,15 +114,14 @@ fn room_url(
         let host = req.connection_info().host().to_owned();
         format!("http://{host}")
     });
-    let mut room = url::Url::parse(&format!("{base}/c/{concert}")).expect("QUEUEGATE_PUBLIC_URL was checked at start");
-    {
-        let mut q = room.query_pairs_mut();
-        if let Some(o) = original {
-            q.append_pair("return", without_token(o).as_str());
-        }
-        if let Some(why) = why {
-            q.append_pair("ended", why);
-        }
+    // QUEUEGATE_PUBLIC_URL was checked at start; a Host header is whatever the client sent.
+    let mut room = url::Url::parse(&format!("{base}/c/{concert}"))
+        .unwrap_or_else(|_| url::Url::parse(&format!("http://localhost/c/{concert}")).expect("a valid URL"));
+    if let Some(o) = original {
+        room.query_pairs_mut().append_pair("return", without_token(o).as_str());
+    }
+    if let Some(why) = why {
+        room.query_pairs_mut().append_pair("ended", why);
     }
     room.to_string()
 }
@@ -372,6 +371,23 @@ mod tests {
         assert_eq!(without_token(&u).as_str(), "https://shop.example/buy?seat=3&x=1");
         let u = url::Url::parse("https://shop.example/buy?queuegate_token=abc").unwrap();
         assert_eq!(without_token(&u).as_str(), "https://shop.example/buy");
+    }
+
+    #[test]
+    fn the_room_url_is_built_from_the_public_url_and_survives_any_host_header() {
+        let c = ConcertId::parse("tour").unwrap();
+        let original = url::Url::parse("https://shop.example/b?x=1&queuegate_token=t").unwrap();
+        let gate = Gate::new(b"s", Some("https://queue.example/"));
+        let req = actix_web::test::TestRequest::default().to_http_request();
+        assert_eq!(
+            room_url(&gate, &req, &c, Some(&original), Some("spent")),
+            "https://queue.example/c/tour?return=https%3A%2F%2Fshop.example%2Fb%3Fx%3D1&ended=spent"
+        );
+        let bare = Gate::new(b"s", None);
+        for host in ["queue.internal:8080", "a b", "x/y?z", ""] {
+            let req = actix_web::test::TestRequest::default().insert_header(("host", host)).to_http_request();
+            assert!(room_url(&bare, &req, &c, None, None).ends_with("/c/tour"), "{host}");
+        }
     }
 
     #[test]
