@@ -55,7 +55,8 @@ impl Gate {
         }
     }
 
-    /// One look at every concert's news (revocation epoch, ended sessions); run every second.
+    /// One look at every concert's news (revocation epoch, ended sessions), and the checks this
+    /// gateway answered from memory written to Redis once due (see [`Known::due`]); every second.
     pub async fn learn(
         &self,
         store: &crate::store::QueueStore,
@@ -65,6 +66,11 @@ impl Gate {
         for id in concerts {
             let news = store.gate_news(id, self.known.since(id)).await?;
             self.known.learn(id, news, now);
+        }
+        for d in self.known.due(now) {
+            if store.touch(&d.concert, &d.user, &d.sid, d.idle_ms, d.age_ms).await?.is_none() {
+                self.known.ended(&d.concert, &d.sid, now);
+            }
         }
         self.known.prune(now);
         Ok(())
@@ -225,9 +231,9 @@ async fn session(gw: &Gateway, c: &SessionCookie, idle_ms: i64, now: i64) -> Res
     match gw.gate.known.judge(&c.concert, &c.sid, c.epoch, now, (idle_ms / 10).max(1)) {
         Verdict::Ended => Ok(None),
         Verdict::Fresh => Ok(Some((nominal, true))),
-        Verdict::Ask => match gw.store.touch(&c.concert, &c.user, &c.sid, idle_ms).await {
+        Verdict::Ask => match gw.store.touch(&c.concert, &c.user, &c.sid, idle_ms, 0).await {
             Ok(Some(_)) => {
-                gw.gate.known.touched(&c.sid, now);
+                gw.gate.known.touched(&c.concert, &c.user, &c.sid, idle_ms, now);
                 Ok(Some((nominal, false)))
             }
             Ok(None) => {
@@ -264,7 +270,7 @@ async fn exchange(
     };
     Ok(match gw.store.exchange(concert, req).await? {
         Ok(s) => {
-            gw.gate.known.touched(&sid, now);
+            gw.gate.known.touched(concert, &user, &sid, req.idle_ms, now);
             let c = SessionCookie {
                 concert: concert.clone(),
                 user,

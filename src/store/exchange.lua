@@ -40,9 +40,7 @@ if slot <= now then
   return {0, 'ended'}
 end
 local max_at = now + max
--- The idle deadline carries a tenth of the idle time as grace: a gateway writes a session's
--- last-seen time at most once per tenth, so a session is never ended before it was idle.
-local deadline = math.min(now + idle + math.floor(idle / 10), max_at)
+local deadline = math.min(now + idle, max_at)
 local sid = ARGV[7]
 redis.call('ZADD', KEYS[2], deadline, user)
 redis.call('HSET', KEYS[3], user, sid .. ':' .. now .. ':' .. now .. ':' .. max_at)

@@ -147,16 +147,18 @@ impl QueueStore {
 
     /// A gate check of a live session (`touch.lua`): the slot's new deadline, or None when the
     /// session has ended.
+    /// `age_ms`: how long ago the check being recorded was made (0: now).
     pub async fn touch(
         &self,
         concert: &ConcertId,
         user: &UserId,
         sid: &str,
         idle_ms: i64,
+        age_ms: i64,
     ) -> Result<Option<i64>, StoreError> {
         let mut inv = self.scripts.sessions.touch.prepare_invoke();
         inv.key(self.key(concert, Part::Active)).key(self.key(concert, Part::Sessions));
-        inv.arg(user.as_str()).arg(sid).arg(idle_ms);
+        inv.arg(user.as_str()).arg(sid).arg(idle_ms).arg(age_ms);
         let reply: Vec<i64> = self.backend.shared(async |c| timed(inv.invoke_async(c)).await).await?;
         Ok(match reply.as_slice() {
             [1, deadline] => Some(*deadline),

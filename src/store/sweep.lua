@@ -5,10 +5,10 @@
 -- ARGV[1] how long ended sessions are remembered (ms): at least the longest session a cookie
 --         can still claim
 --
--- Returns {ended for idleness, ended at their maximum}. At most 1000 slots per call.
+-- Returns {ended for idleness, ended at their maximum}. At most 10000 slots per call.
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 10000)
 local idle, maxed = 0, 0
 for _, user in ipairs(due) do
   local v = redis.call('HGET', KEYS[2], user)

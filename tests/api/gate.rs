@@ -47,7 +47,13 @@ async fn placed(app: &TestApp, concert: &str, users: &[&str]) -> Vec<String> {
         assert_eq!(r.status(), 202);
         tokens.push(r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned());
     }
-    assert!(poll_until(Duration::from_secs(30), async || app.waiting_list(concert).await.len() >= users.len()).await);
+    // Placed: waiting, or already admitted by an admission round (the concert is fresh).
+    let placed = poll_until(Duration::from_secs(30), async || {
+        let c = app.admin_json(&format!("/admin/v1/concerts/{concert}")).await;
+        c["waiting"].as_u64().unwrap() + c["admitted"].as_u64().unwrap() >= users.len() as u64
+    })
+    .await;
+    assert!(placed, "{users:?} placed in {concert}");
     tokens
 }
 
@@ -253,23 +259,41 @@ async fn sessions_live_across_gateways_and_a_revocation_ends_them_on_every_gatew
     let a = spawn_role(&names, Role::Run, same).await;
     let b = spawn_role(&names, Role::Gateway, same).await;
     assert_eq!(a.put_concert("r", json!({"state": "open", "sessionIdleSeconds": 3})).await.status(), 200);
-    placed(&a, "r", &["x", "y", "z"]).await;
-    let t = admit(&a, "r", 3).await;
-    let cx = session_cookie(&gate(&a, "r", &format!("/?queuegate_token={}", t[0].1), None).await);
-    let cy = session_cookie(&gate(&b, "r", &format!("/?queuegate_token={}", t[1].1), None).await);
+    placed(&a, "r", &["x", "y", "z", "w"]).await;
+    let t: std::collections::HashMap<String, String> = admit(&a, "r", 4).await.into_iter().collect();
+    let t = |u: &str| t[u].clone();
+    let cx = session_cookie(&gate(&a, "r", &format!("/?queuegate_token={}", t("x")), None).await);
+    let cy = session_cookie(&gate(&b, "r", &format!("/?queuegate_token={}", t("y")), None).await);
     assert_eq!(gate(&b, "r", "/", Some(&cx)).await.status(), 200, "a session from A is good on B");
     assert_eq!(gate(&a, "r", "/", Some(&cy)).await.status(), 200, "and one from B on A");
 
-    // x browses through A only, past the idle time; B has not seen x since: x is still in.
+    // x browses through A only, past the idle time, faster than A writes (once per 0.3 s: most
+    // checks are answered from memory and written later with their age); B has not seen x
+    // since: x is still in.
     let from = Instant::now();
     while from.elapsed() < Duration::from_secs(5) {
         assert_eq!(gate(&a, "r", "/", Some(&cx)).await.status(), 200);
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let last_check = Instant::now();
+    let from_memory = a.metric("queuegate_gate_checks_total{outcome=\"session\"}").await;
+    assert!(from_memory > 20, "most checks asked Redis nothing: {from_memory}");
     assert_eq!(gate(&b, "r", "/", Some(&cx)).await.status(), 200, "kept alive through A, not ended by B");
+    // Its idle time counts from its last check (on A, written after the fact by A; B's check just
+    // now counts too): a check is activity, so the next one comes only past the idle time.
+    let b_checked = Instant::now();
+    tokio::time::sleep(Duration::from_millis(3_700)).await;
+    assert_eq!(gate(&b, "r", "/", Some(&cx)).await.status(), 401, "idle for 3.7 s: ended");
+    println!(
+        "gate idle end: last check on A {:.2} s, on B {:.2} s before the refusal",
+        last_check.elapsed().as_secs_f64(),
+        b_checked.elapsed().as_secs_f64()
+    );
     assert_eq!(gate(&b, "r", "/", Some(&cy)).await.status(), 401, "y went idle");
 
-    // The emergency stop: x's session and z's unexchanged token end, on both gateways.
+    // The emergency stop: w's session and z's unexchanged token end, on both gateways.
+    let cw = session_cookie(&gate(&b, "r", &format!("/?queuegate_token={}", t("w")), None).await);
+    assert_eq!(gate(&a, "r", "/", Some(&cw)).await.status(), 200);
     let r = a
         .client
         .post(format!("{}/admin/v1/concerts/r/sessions/revoke", a.admin))
@@ -281,13 +305,13 @@ async fn sessions_live_across_gateways_and_a_revocation_ends_them_on_every_gatew
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"sessionsEnded": 1, "tokensRevoked": 1}));
     let refused_everywhere = poll_until(Duration::from_secs(3), async || {
-        gate(&a, "r", "/", Some(&cx)).await.status() == 401 && gate(&b, "r", "/", Some(&cx)).await.status() == 401
+        gate(&a, "r", "/", Some(&cw)).await.status() == 401 && gate(&b, "r", "/", Some(&cw)).await.status() == 401
     })
     .await;
     let took = revoked.elapsed();
     println!("gate revocation: refused by both gateways {:.2} s after the call", took.as_secs_f64());
     assert!(refused_everywhere && took <= Duration::from_secs(2), "refused by every gateway within 2 s: {took:?}");
-    let r = gate(&b, "r", &format!("/?queuegate_token={}", t[2].1), None).await;
+    let r = gate(&b, "r", &format!("/?queuegate_token={}", t("z")), None).await;
     assert_eq!(r.status(), 401);
     assert!(header(&r, "x-queuegate-room").ends_with("&ended=revoked"), "{}", header(&r, "x-queuegate-room"));
 }

@@ -131,7 +131,7 @@ proptest! {
                     }
                     Op::Touch(u) => {
                         let sid = m.sessions.get(&u).cloned().unwrap_or_else(|| "ffff".into());
-                        let live = store.touch(&c, &fan(u), &sid, 600_000).await.unwrap().is_some();
+                        let live = store.touch(&c, &fan(u), &sid, 600_000, 0).await.unwrap().is_some();
                         prop_assert_eq!(live, m.sessions.contains_key(&u));
                     }
                     Op::Idle(u) => {
