@@ -196,6 +196,9 @@ scripts/bench_watchers.sh "$OUT"
 log "the fair start (scripts/bench_fairstart.sh)"
 scripts/bench_fairstart.sh "$OUT"
 
+log "the gate (scripts/bench_gate.sh)"
+scripts/bench_gate.sh "$OUT"
+
 log "soak (${SOAK_MINUTES:-30} min, scripts/soak.sh)"
 scripts/soak.sh "$OUT"
 

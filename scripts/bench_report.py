@@ -535,5 +535,10 @@ shortens the wait. Missing {fs['missing']}, doubled {fs['doubled']}, late {fs['l
 """
     doc = doc.replace("## Settings the benchmark ran with", fair_section + "## Settings the benchmark ran with")
 
+if (out / "gate" / "summary.json").exists():
+    sys.path.insert(0, str(root / "scripts"))
+    from bench_gate_report import section as gate_section  # noqa: E402
+    doc = doc.replace("## Settings the benchmark ran with", gate_section(out / "gate") + "## Settings the benchmark ran with")
+
 (root / "docs" / "benchmarks.md").write_text(doc)
 print(doc)

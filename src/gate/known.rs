@@ -76,7 +76,12 @@ impl Known {
                 seen.checked_ms = now_ms;
                 Verdict::Fresh
             }
-            _ => Verdict::Ask,
+            // This check writes: the checks that arrive while it is in flight need not.
+            Some(seen) => {
+                (seen.written_ms, seen.checked_ms) = (now_ms, now_ms);
+                Verdict::Ask
+            }
+            None => Verdict::Ask,
         }
     }
 
@@ -166,6 +171,7 @@ mod tests {
         k.touched(&c, &u, "a1", 600_000, 1_000);
         assert_eq!(k.judge(&c, "a1", 0, 60_999, 60_000), Verdict::Fresh);
         assert_eq!(k.judge(&c, "a1", 0, 61_000, 60_000), Verdict::Ask, "time to write again");
+        assert_eq!(k.judge(&c, "a1", 0, 61_001, 60_000), Verdict::Fresh, "one check writes, not every one in flight");
         k.learn(&c, GateNews { epoch: 0, now_ms: 5_000, ended: vec!["a1".into()] }, 2_000);
         assert_eq!(k.judge(&c, "a1", 0, 2_001, 60_000), Verdict::Ended);
         assert_eq!(k.since(&c), 3_000);
