@@ -2,56 +2,20 @@
 //! dual-stack listener: one client, one join budget, whatever it writes in its headers.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use queuegate::config::{ClientIpHeader, FanIdentityMode};
 use serde_json::json;
 
-use crate::helpers::{create_topics, free_port, spawn_role, wait_for_port, Names, TestApp};
+use crate::common::gate_proxies::{start_nginx, Proxy};
+use crate::helpers::{create_topics, spawn_role, Names, TestApp};
 use queuegate::config::Role;
 
 /// A private nginx in front of `upstream` (host:port), with `directives` in its `location /`.
-struct Nginx {
-    child: Child,
-    dir: PathBuf,
-    url: String,
-}
-
-impl Nginx {
-    fn start(upstream: &str, directives: &str) -> Nginx {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("qg-nginx-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let conf = format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-             events {{ worker_connections 512; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-               fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-               server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://{upstream};\n\
-                   proxy_set_header Host $host;\n      {directives}\n    }}\n  }}\n}}\n",
-            d = dir.display()
-        );
-        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let child = Command::new("/usr/sbin/nginx")
-            .args(["-p", dir.to_str().unwrap(), "-c", dir.join("nginx.conf").to_str().unwrap()])
-            .args(["-e", dir.join("error.log").to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("nginx runs (scripts/services.sh tools installs nginx-light)");
-        assert!(wait_for_port(port, Duration::from_secs(10)), "nginx listens on {port}");
-        Nginx { child, dir, url: format!("http://127.0.0.1:{port}") }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+fn nginx_before(upstream: &str, directives: &str) -> Proxy {
+    start_nginx(&format!(
+        "  server {{\n    listen 127.0.0.1:{{port}};\n    location / {{\n      proxy_pass http://{upstream};\n\
+             proxy_set_header Host $host;\n      {directives}\n    }}\n  }}"
+    ))
 }
 
 /// A client whose connections come from `source` (a loopback address of its own).
@@ -103,7 +67,7 @@ async fn behind_nginx_a_client_cannot_buy_fresh_budgets_with_forwarding_headers_
             s.identity.client_ip_header = header;
         })
         .await;
-        let nginx = Nginx::start(app.http().trim_start_matches("http://"), directive);
+        let nginx = nginx_before(app.http().trim_start_matches("http://"), directive);
         let spoofer = client_from("127.0.0.2");
         let statuses = joins(&spoofer, &nginx.url, "spoof", 12, |i| {
             vec![

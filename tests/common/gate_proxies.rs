@@ -34,19 +34,17 @@ fn scratch(what: &str) -> PathBuf {
     dir
 }
 
-/// nginx with `deploy/nginx/queuegate-gate.conf` included, unchanged, in the booking site's server.
-pub fn nginx(queuegate: &str, booking: u16, concert: &str) -> Proxy {
-    let (port, dir) = (free_port(), scratch("nginx-gate"));
+/// A private nginx (Debian's) on a free port, whose `http` block holds `http` (`{port}` in it is
+/// the port it listens on): the temporary paths and the process are its own.
+pub fn start_nginx(http: &str) -> Proxy {
+    let (port, dir) = (free_port(), scratch("nginx"));
     let conf = format!(
         "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{ worker_connections 256; }}\n\
+         events {{ worker_connections 512; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-           fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-           upstream queuegate {{ server {queuegate}; }}\n  upstream booking {{ server 127.0.0.1:{booking}; }}\n\
-           server {{\n    listen 127.0.0.1:{port};\n    set $queuegate_concert {concert};\n\
-             include {include};\n  }}\n}}\n",
+           fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n{http}\n}}\n",
         d = dir.display(),
-        include = repo("deploy/nginx/queuegate-gate.conf").display()
+        http = http.replace("{port}", &port.to_string())
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
     let child = Command::new("/usr/sbin/nginx")
@@ -58,6 +56,15 @@ pub fn nginx(queuegate: &str, booking: u16, concert: &str) -> Proxy {
         .expect("nginx runs (scripts/services.sh tools installs nginx-light)");
     assert!(wait_for_port(port, Duration::from_secs(10)), "nginx listens on {port}");
     Proxy { child, dir, url: format!("http://127.0.0.1:{port}") }
+}
+
+/// nginx with `deploy/nginx/queuegate-gate.conf` included, unchanged, in the booking site's server.
+pub fn nginx(queuegate: &str, booking: u16, concert: &str) -> Proxy {
+    start_nginx(&format!(
+        "  upstream queuegate {{ server {queuegate}; }}\n  upstream booking {{ server 127.0.0.1:{booking}; }}\n\
+         server {{\n    listen 127.0.0.1:{{port}};\n    set $queuegate_concert {concert};\n    include {include};\n  }}",
+        include = repo("deploy/nginx/queuegate-gate.conf").display()
+    ))
 }
 
 /// Caddy running `deploy/caddy/Caddyfile` as it is, configured by its environment.
