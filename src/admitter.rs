@@ -70,50 +70,61 @@ impl Admitter {
         .await
     }
 
-    /// One round over every open concert with automatic admission configured.
+    /// One round over every concert: gate sessions swept, the fair start's cut, automatic
+    /// admission. A concert whose Redis shard fails does not stop the others' round.
     async fn round(&self) -> anyhow::Result<()> {
+        let mut failed = None;
         for (id, s) in self.cache.snapshot() {
-            // Gate sessions past their idle or maximum time end here, whatever the admission
-            // mode, so their slots go to the next fans in this very round.
-            let remember_ms = i64::from(s.session_max_seconds) * 1000 + 60_000;
-            let (idle, max) = self.store.sweep_sessions(&id, remember_ms).await?;
-            if idle + max > 0 {
-                self.metrics.gate_sessions_ended.with_label_values(&["idle"]).inc_by(idle);
-                self.metrics.gate_sessions_ended.with_label_values(&["max"]).inc_by(max);
-                tracing::info!(concert = %id, idle, max, "gate sessions ended");
+            if let Err(e) = self.concert_round(&id, &s).await {
+                tracing::debug!(concert = %id, error = format!("{e:#}"), "admission round failed for this concert");
+                failed = Some(e.context(format!("concert {id}")));
             }
-            if s.opens_at.is_some() {
-                if let Err(e) = self.fair_start(&id, &s).await {
-                    tracing::warn!(concert = %id, error = %e, "the fair start's cut failed; retrying next round");
-                }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// One concert's share of a round.
+    async fn concert_round(&self, id: &ConcertId, s: &ConcertSettings) -> anyhow::Result<()> {
+        // Gate sessions past their idle or maximum time end here, whatever the admission
+        // mode, so their slots go to the next fans in this very round.
+        let remember_ms = i64::from(s.session_max_seconds) * 1000 + 60_000;
+        let (idle, max) = self.store.sweep_sessions(id, remember_ms).await?;
+        if idle + max > 0 {
+            self.metrics.gate_sessions_ended.with_label_values(&["idle"]).inc_by(idle);
+            self.metrics.gate_sessions_ended.with_label_values(&["max"]).inc_by(max);
+            tracing::info!(concert = %id, idle, max, "gate sessions ended");
+        }
+        if s.opens_at.is_some() {
+            if let Err(e) = self.fair_start(id, s).await {
+                tracing::warn!(concert = %id, error = %e, "the fair start's cut failed; retrying next round");
             }
-            let passthrough = s.queueing_method == QueueingMethod::Passthrough;
-            if s.state != ConcertState::Open || (s.admit_per_second == 0 && s.max_active == 0 && !passthrough) {
-                continue;
+        }
+        let passthrough = s.queueing_method == QueueingMethod::Passthrough;
+        if s.state != ConcertState::Open || (s.admit_per_second == 0 && s.max_active == 0 && !passthrough) {
+            return Ok(());
+        }
+        let Some(lease) = self.store.lease(id, &self.instance, self.lease_ms).await? else { return Ok(()) };
+        let req = AdmitRequest {
+            max: if s.admit_per_second > 0 && !passthrough {
+                s.admit_per_second.min(MAX_PER_CALL)
+            } else {
+                MAX_PER_CALL
+            },
+            ttl_ms: i64::from(s.token_ttl_seconds) * 1000,
+            max_active: s.max_active,
+            abandon_after_ms: i64::from(s.abandon_after_seconds) * 1000,
+            // Passthrough lets everyone through at each round: no rate bucket.
+            per_second: if passthrough { 0 } else { s.admit_per_second },
+            lease: Some(&lease),
+            request: None,
+        };
+        match self.store.admit(id, req).await? {
+            Some(a) if !a.fans.is_empty() => {
+                self.metrics.admissions.with_label_values(&["auto"]).inc_by(a.fans.len() as u64);
+                tracing::debug!(concert = %id, admitted = a.fans.len(), lease = %lease, "admitted");
             }
-            let Some(lease) = self.store.lease(&id, &self.instance, self.lease_ms).await? else { continue };
-            let req = AdmitRequest {
-                max: if s.admit_per_second > 0 && !passthrough {
-                    s.admit_per_second.min(MAX_PER_CALL)
-                } else {
-                    MAX_PER_CALL
-                },
-                ttl_ms: i64::from(s.token_ttl_seconds) * 1000,
-                max_active: s.max_active,
-                abandon_after_ms: i64::from(s.abandon_after_seconds) * 1000,
-                // Passthrough lets everyone through at each round: no rate bucket.
-                per_second: if passthrough { 0 } else { s.admit_per_second },
-                lease: Some(&lease),
-                request: None,
-            };
-            match self.store.admit(&id, req).await? {
-                Some(a) if !a.fans.is_empty() => {
-                    self.metrics.admissions.with_label_values(&["auto"]).inc_by(a.fans.len() as u64);
-                    tracing::debug!(concert = %id, admitted = a.fans.len(), lease = %lease, "admitted");
-                }
-                Some(_) => {}
-                None => tracing::info!(concert = %id, "admitter lease lost before admitting"),
-            }
+            Some(_) => {}
+            None => tracing::info!(concert = %id, "admitter lease lost before admitting"),
         }
         Ok(())
     }
