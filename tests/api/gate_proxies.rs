@@ -149,3 +149,130 @@ async fn caddy_with_the_shipped_configuration_gates_a_booking_site() {
     let proxy = caddy(app.http().trim_start_matches("http://"), booking, "gc");
     walk(&proxy, &app, "gc").await;
 }
+
+/// Behind nginx (the shipped file) with two gateways taking the gate's checks in turn:
+/// `maxActive` 2 and five fans: exactly two inside; a session kept in use outlives its idle
+/// time, one left idle lets exactly one more fan in; completion by the booking site and an
+/// operator's end free their slots; a revocation sends everyone inside back within 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_two_gateways_keep_max_active_and_a_revocation_empties_the_site() {
+    let names = Names::new();
+    names.create_topics(3).await;
+    let same = |s: &mut queuegate::config::Settings| {
+        s.http.public_url = Some(PUBLIC.into());
+        s.admission.admission_key_file = vec![crate::common::admission_key_file().into()];
+    };
+    let a = spawn_role(&names, Role::Run, same).await;
+    let b = spawn_role(&names, Role::Gateway, same).await;
+    let body = json!({"state": "open", "maxActive": 2, "admitPerSecond": 50, "sessionIdleSeconds": 3});
+    assert_eq!(a.put_concert("gm", body).await.status(), 200);
+    let booking = start_booking();
+    let upstreams = format!("{},{}", a.http().trim_start_matches("http://"), b.http().trim_start_matches("http://"));
+    let proxy = nginx(&upstreams, booking, "gm");
+    tokio::time::sleep(Duration::from_millis(500)).await; // B's concert cache
+
+    let fans = ["m1", "m2", "m3", "m4", "m5"];
+    let mut entry = std::collections::HashMap::new();
+    for f in fans {
+        let r: Value = a.join("gm", f).await.json().await.unwrap();
+        entry.insert(f, r["token"].as_str().unwrap().to_owned());
+    }
+    let admitted = async || -> u64 { a.admin_json("/admin/v1/concerts/gm").await["admitted"].as_u64().unwrap() };
+    // The fans admitted and not yet inside, with their tokens (from their status).
+    let mut inside: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    let let_in = async |inside: &mut std::collections::HashMap<&str, String>, want: usize| {
+        let ok = poll_until(Duration::from_secs(20), async || {
+            for f in fans {
+                if inside.contains_key(f) {
+                    continue;
+                }
+                let s: Value = a.status("gm", f, &entry[f]).await.json().await.unwrap();
+                if let Some(t) = s["admissionToken"].as_str() {
+                    let r = get(&format!("{}/book?queuegate_token={t}", proxy.url), None, None).await;
+                    assert_eq!(r.status(), 200, "{f} let in through nginx");
+                    inside.insert(f, set_cookie(&r).expect("a session cookie"));
+                }
+            }
+            inside.len() >= want
+        })
+        .await;
+        assert!(ok, "{want} inside: {:?}", inside.keys());
+    };
+    let_in(&mut inside, 2).await;
+    // Both in use for a while: admission rounds go by, nobody else comes in.
+    let rounds_from = a.metric("queuegate_admission_rounds_total").await;
+    while a.metric("queuegate_admission_rounds_total").await < rounds_from + 10 {
+        for c in inside.values() {
+            assert_eq!(get(&format!("{}/cart", proxy.url), Some(c), None).await.status(), 200);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(admitted().await, 2, "two sessions hold both slots");
+    let (keep, idle) = {
+        let mut k: Vec<&str> = inside.keys().copied().collect();
+        k.sort();
+        (k[0], k[1])
+    };
+
+    // One keeps browsing (through both gateways in turn), the other goes idle: one more fan in.
+    let from = Instant::now();
+    while from.elapsed() < Duration::from_secs(5) {
+        assert_eq!(get(&format!("{}/cart", proxy.url), Some(&inside[keep]), None).await.status(), 200);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(get(&format!("{}/cart", proxy.url), Some(&inside[idle]), None).await.status(), 302, "idle: to the room");
+    assert!(poll_until(Duration::from_secs(5), async || admitted().await == 3).await, "exactly one more admitted");
+    let_in(&mut inside, 3).await;
+
+    // The booking site completes the one who kept browsing; an operator ends the third.
+    let done = a
+        .client
+        .post(format!("{}/v1/concerts/gm/admission/complete", a.http()))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"userId": keep}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 204);
+    assert!(poll_until(Duration::from_secs(10), async || admitted().await == 4).await);
+    let third = *inside.keys().find(|f| **f != keep && **f != idle).unwrap();
+    assert_eq!(a.admin_delete(&format!("/admin/v1/concerts/gm/sessions/{third}")).await.status(), 204);
+    assert!(poll_until(Duration::from_secs(10), async || admitted().await == 5).await);
+    for gone in [keep, third] {
+        let out = poll_until(Duration::from_secs(2), async || {
+            get(&format!("{}/cart", proxy.url), Some(&inside[gone]), None).await.status() == 302
+        })
+        .await;
+        assert!(out, "{gone} back in the room within 2 s");
+    }
+    let_in(&mut inside, 5).await;
+
+    // The emergency stop: the two inside now are back in the room within 2 s, on both gateways.
+    let r = a
+        .client
+        .post(format!("{}/admin/v1/concerts/gm/sessions/revoke", a.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["sessionsEnded"], 2);
+    let revoked = Instant::now();
+    let last_two: Vec<String> =
+        inside.iter().filter(|(f, _)| ![keep, idle, third].contains(f)).map(|(_, c)| c.clone()).collect();
+    let out = poll_until(Duration::from_secs(3), async || {
+        let mut all = true;
+        for c in &last_two {
+            // Two requests each: nginx sends them to both gateways in turn.
+            for _ in 0..2 {
+                all &= get(&format!("{}/cart", proxy.url), Some(c), None).await.status() == 302;
+            }
+        }
+        all
+    })
+    .await;
+    assert!(
+        out && revoked.elapsed() <= Duration::from_secs(2),
+        "everyone sent back within 2 s: {:?}",
+        revoked.elapsed()
+    );
+}

@@ -58,10 +58,13 @@ pub fn start_nginx(http: &str) -> Proxy {
     Proxy { child, dir, url: format!("http://127.0.0.1:{port}") }
 }
 
-/// nginx with `deploy/nginx/queuegate-gate.conf` included, unchanged, in the booking site's server.
+/// nginx with `deploy/nginx/queuegate-gate.conf` included, unchanged, in the booking site's
+/// server; `queuegate` is a gateway's host:port, or several separated by commas (nginx takes
+/// them in turn).
 pub fn nginx(queuegate: &str, booking: u16, concert: &str) -> Proxy {
+    let servers: String = queuegate.split(',').map(|s| format!("server {s}; ")).collect();
     start_nginx(&format!(
-        "  upstream queuegate {{ server {queuegate}; }}\n  upstream booking {{ server 127.0.0.1:{booking}; }}\n\
+        "  upstream queuegate {{ {servers}}}\n  upstream booking {{ server 127.0.0.1:{booking}; }}\n\
          server {{\n    listen 127.0.0.1:{{port}};\n    set $queuegate_concert {concert};\n    include {include};\n  }}",
         include = repo("deploy/nginx/queuegate-gate.conf").display()
     ))
