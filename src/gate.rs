@@ -317,8 +317,11 @@ pub(crate) async fn list(
     concert: web::Path<ConcertId>,
     q: web::Query<SessionsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    if q.limit == 0 || q.limit > 1000 {
-        return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
+    if q.limit == 0 || q.limit as u64 > crate::admin::MAX_PAGE {
+        return Err(ApiError::BadRequest(format!("limit must be between 1 and {}", crate::admin::MAX_PAGE)));
+    }
+    if q.offset as u64 > crate::admin::MAX_OFFSET {
+        return Err(ApiError::BadRequest(format!("offset must be between 0 and {}", crate::admin::MAX_OFFSET)));
     }
     let concert = concert.into_inner();
     let c =
