@@ -32,7 +32,8 @@ pub struct Admitter {
     instance: String,
     tick: Duration,
     lease_ms: u64,
-    cut: Option<(CutProbe, i64)>,
+    /// Where the watermark is read, and the clock skew taken off it (see [`crate::watermark`]).
+    order: Option<(CutProbe, i64)>,
 }
 
 impl Admitter {
@@ -44,16 +45,39 @@ impl Admitter {
             instance: uuid::Uuid::new_v4().simple().to_string(),
             tick,
             lease_ms,
-            cut: None,
+            order: None,
         }
     }
 
-    /// Makes this admitter do scheduled concerts' cuts: `probe` reads the entry topic's
-    /// watermarks and the group's offsets; the cut waits `grace_ms` past opensAt before taking
-    /// the watermarks (the gateways' delivery timeout plus twice the clock skew).
-    pub fn with_cut(mut self, probe: CutProbe, grace_ms: i64) -> Self {
-        self.cut = Some((probe, grace_ms));
+    /// Makes this admitter place staged fans and do scheduled concerts' cuts as the watermark
+    /// passes them: `probe` reads the group's committed stamps, `skew_ms` is
+    /// `QUEUEGATE_CLOCK_SKEW_MS`.
+    pub fn with_order(mut self, probe: CutProbe, skew_ms: i64) -> Self {
+        self.order = Some((probe, skew_ms));
         self
+    }
+
+    /// The watermark now (ms): None when unknown (a partition not yet committed with a stamp,
+    /// Kafka unreachable) or when this admitter does not place fans.
+    async fn watermark(&self) -> Option<i64> {
+        let (probe, skew_ms) = self.order.as_ref()?;
+        match probe.passed_stamps().await {
+            Ok(stamps) => {
+                let w = crate::watermark::watermark(stamps.iter().map(|(_, s)| *s), *skew_ms);
+                match w {
+                    Some(w) => self.metrics.watermark_age.set((crate::clock::now_ms() - w) as f64 / 1000.0),
+                    None => tracing::debug!(
+                        partitions = stamps.iter().filter(|(_, s)| s.is_none()).count(),
+                        "no watermark yet: some partitions have no committed stamp"
+                    ),
+                }
+                w
+            }
+            Err(e) => {
+                tracing::debug!(error = format!("{e:#}"), "could not read the committed stamps");
+                None
+            }
+        }
     }
 
     /// Runs admission rounds until `stop` is cancelled.
@@ -74,8 +98,9 @@ impl Admitter {
     /// admission. A concert whose Redis shard fails does not stop the others' round.
     async fn round(&self) -> anyhow::Result<()> {
         let mut failed = None;
+        let watermark = self.watermark().await;
         for (id, s) in self.cache.snapshot() {
-            if let Err(e) = self.concert_round(&id, &s).await {
+            if let Err(e) = self.concert_round(&id, &s, watermark).await {
                 tracing::debug!(concert = %id, error = format!("{e:#}"), "admission round failed for this concert");
                 failed = Some(e.context(format!("concert {id}")));
             }
@@ -84,7 +109,7 @@ impl Admitter {
     }
 
     /// One concert's share of a round.
-    async fn concert_round(&self, id: &ConcertId, s: &ConcertSettings) -> anyhow::Result<()> {
+    async fn concert_round(&self, id: &ConcertId, s: &ConcertSettings, watermark: Option<i64>) -> anyhow::Result<()> {
         // Gate sessions past their idle or maximum time end here, whatever the admission
         // mode, so their slots go to the next fans in this very round.
         let remember_ms = i64::from(s.session_max_seconds) * 1000 + 60_000;
@@ -94,10 +119,13 @@ impl Admitter {
             self.metrics.gate_sessions_ended.with_label_values(&["max"]).inc_by(max);
             tracing::info!(concert = %id, idle, max, "gate sessions ended");
         }
-        if s.opens_at.is_some() {
-            if let Err(e) = self.fair_start(id, s).await {
-                tracing::warn!(concert = %id, error = %e, "the fair start's cut failed; retrying next round");
+        if let Some(w) = watermark {
+            if s.opens_at.is_some() {
+                if let Err(e) = self.fair_start(id, s, w).await {
+                    tracing::warn!(concert = %id, error = %e, "the fair start's cut failed; retrying next round");
+                }
             }
+            self.place(id, w).await?;
         }
         let passthrough = s.queueing_method == QueueingMethod::Passthrough;
         if s.state != ConcertState::Open || (s.admit_per_second == 0 && s.max_active == 0 && !passthrough) {
@@ -129,14 +157,32 @@ impl Admitter {
         Ok(())
     }
 
-    /// A scheduled concert's cut, once its time has come (see docs/guarantees.md, "The fair
-    /// start"): past opensAt plus the grace, the topic's high watermarks are recorded (once,
-    /// whoever comes first); when the consumer group has committed past them on every partition,
-    /// every record accepted before opensAt is held in Redis, and the pre-queue is queued in the
-    /// seed's order (once, under the concert's admitter lease).
-    async fn fair_start(&self, id: &ConcertId, s: &ConcertSettings) -> anyhow::Result<()> {
-        let (Some(opens_at), Some((probe, grace_ms))) = (s.opens_at, &self.cut) else { return Ok(()) };
-        if crate::clock::now_ms() < opens_at + grace_ms {
+    /// Places the concert's staged fans below the watermark, in stamp order (several calls for
+    /// a big backlog, a bounded number per round).
+    async fn place(&self, id: &ConcertId, watermark: i64) -> anyhow::Result<()> {
+        let mut placed = 0;
+        for _ in 0..20 {
+            let r = self.store.release(id, watermark).await?;
+            placed += r.placed;
+            self.metrics.order_held_fans.with_label_values(&[id.as_str()]).set(r.staged as i64);
+            if r.placed < u64::from(crate::store::order::RELEASE_MAX) {
+                break;
+            }
+        }
+        if placed > 0 {
+            self.metrics.order_placed.inc_by(placed);
+            tracing::debug!(concert = %id, placed, watermark, "placed in stamp order");
+        }
+        Ok(())
+    }
+
+    /// A scheduled concert's cut, once the watermark has passed opensAt (see
+    /// docs/guarantees.md, "The fair start"): every join accepted before opensAt is then held in
+    /// Redis, and the pre-queue is queued in the seed's order (once, under the concert's
+    /// admitter lease); the fans who joined after it are staged and placed in stamp order.
+    async fn fair_start(&self, id: &ConcertId, s: &ConcertSettings, watermark: i64) -> anyhow::Result<()> {
+        let Some(opens_at) = s.opens_at else { return Ok(()) };
+        if watermark < opens_at {
             return Ok(());
         }
         let fair = self.store.fair_state(id).await?;
@@ -144,14 +190,6 @@ impl Admitter {
             return Ok(());
         }
         let Some(lease) = self.store.lease(id, &self.instance, self.lease_ms).await? else { return Ok(()) };
-        let cut = match fair.cut_offsets {
-            Some(cut) => cut,
-            None => self.store.set_cut_offsets(id, &probe.high_watermarks().await?).await?,
-        };
-        if !probe.passed(&cut).await? {
-            tracing::debug!(concert = %id, "the fair start waits for the consumer to pass the cut");
-            return Ok(());
-        }
         let seed = fair.seed.ok_or_else(|| anyhow::anyhow!("no seed was drawn for concert {id}"))?;
         let (pre, _) = self.store.prequeue(id).await?;
         let ordered = crate::fairness::order(&seed, &pre).ok_or_else(|| anyhow::anyhow!("the seed is not hex"))?;

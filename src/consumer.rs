@@ -77,6 +77,30 @@ pub struct EntryConsumer {
     /// A hold ended since the last commit: the next commit covers every partition, not only
     /// the batch's.
     commit_all: bool,
+    /// Per partition, the highest accepted stamp applied: committed with its offsets as the
+    /// partition's share of the watermark ([`crate::watermark`]).
+    stamps: HashMap<Partition, i64>,
+    ticks: Ticks,
+}
+
+/// The consumer's ticks: a record with only its clock, to each partition it owns, so that a
+/// partition without joins still passes the time (see [`crate::watermark`]).
+struct Ticks {
+    /// Made on first use.
+    producer: Option<FutureProducer<KafkaContext>>,
+    last: Instant,
+    last_join: Instant,
+}
+
+impl Ticks {
+    fn due(&self) -> Instant {
+        let every = if self.last_join.elapsed() < crate::watermark::ACTIVE_FOR {
+            crate::watermark::TICK_ACTIVE
+        } else {
+            crate::watermark::TICK_IDLE
+        };
+        self.last + every
+    }
 }
 
 /// What the consumer needs to park the joins of concerts whose Redis shard is down.
@@ -155,6 +179,13 @@ impl EntryConsumer {
             held: Held::new(Some(metrics_for_held)),
             position: HashMap::new(),
             commit_all: false,
+            stamps: HashMap::new(),
+            // As if a join had just come: after a start, staged fans get placed promptly.
+            ticks: Ticks {
+                producer: None,
+                last: Instant::now().checked_sub(Duration::from_secs(60)).unwrap_or_else(Instant::now),
+                last_join: Instant::now(),
+            },
         })
     }
 
@@ -164,6 +195,7 @@ impl EntryConsumer {
     pub async fn run(mut self, stop: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(batch_max = self.batch_max, linger_ms = self.linger.as_millis() as u64, "consumer starting");
         loop {
+            self.tick_if_due();
             let mut msgs = std::mem::take(&mut self.carry);
             self.metrics.consumer_carried.set(0);
             if msgs.is_empty() {
@@ -171,9 +203,12 @@ impl EntryConsumer {
                     biased;
                     _ = stop.cancelled() => break,
                     m = self.consumer.recv() => m.map(|m| m.detach()),
-                    // Nothing to read: held offsets still get committed once replicas catch up.
-                    _ = tokio::time::sleep(Duration::from_secs(1)), if !self.held.is_empty() || self.commit_all => {
-                        self.commit_held().await;
+                    // Nothing to read: the next tick is due, and held offsets still get
+                    // committed once replicas catch up.
+                    _ = tokio::time::sleep_until(self.ticks.due().into()) => {
+                        if !self.held.is_empty() || self.commit_all {
+                            self.commit_held().await;
+                        }
                         continue;
                     }
                 };
@@ -248,6 +283,11 @@ impl EntryConsumer {
                             .observe(started.elapsed().as_secs_f64());
                         self.metrics.consumer_records.with_label_values(&["appended"]).inc_by(applied.appended);
                         self.metrics.consumer_records.with_label_values(&["duplicate"]).inc_by(applied.duplicates);
+                        if applied.late > 0 {
+                            self.metrics.consumer_records.with_label_values(&["late"]).inc_by(applied.late);
+                            tracing::warn!(concert = %group.concert, late = applied.late,
+                                "joins arrived after fans with later stamps were placed; they are placed behind them");
+                        }
                         if backoff.attempts() > 0 {
                             tracing::info!(concert = %group.concert, attempts = backoff.attempts(), "Redis write succeeded after retries");
                         }
@@ -324,6 +364,15 @@ impl EntryConsumer {
         if self.held.recheck(&self.store).await {
             self.commit_all = true;
         }
+        // Every record of the batch is applied, parked or dead-lettered: its partition has
+        // passed its stamp.
+        for (p, stamp) in &plan.stamps {
+            let at = self.stamps.entry(p.clone()).or_insert(*stamp);
+            *at = (*at).max(*stamp);
+        }
+        if plan.ticks < msgs.len() {
+            self.ticks.last_join = Instant::now();
+        }
         let committed = self.commit(&msgs, &plan, stop).await;
         self.unpark_when_drained().await;
         committed
@@ -364,12 +413,54 @@ impl EntryConsumer {
         };
         self.held.cap(&mut next);
         let mut offsets = TopicPartitionList::new();
-        for ((topic, partition), next) in next {
-            offsets
-                .add_partition_offset(&topic, partition, Offset::Offset(next))
-                .expect("a fresh list takes any partition");
+        for (p, next) in next {
+            let mut e = offsets.add_partition(&p.0, p.1);
+            e.set_offset(Offset::Offset(next)).expect("an absolute offset is valid");
+            if let Some(stamp) = self.stamps.get(&p) {
+                e.set_metadata(crate::watermark::encode(*stamp));
+            }
         }
         offsets
+    }
+
+    /// Appends a tick to every partition this consumer owns, when one is due. Not awaited: a
+    /// tick that fails only delays the watermark until the next one.
+    fn tick_if_due(&mut self) {
+        if Instant::now() < self.ticks.due() {
+            return;
+        }
+        self.ticks.last = Instant::now();
+        let Ok(owned) = self.consumer.assignment() else { return };
+        if owned.count() == 0 {
+            return;
+        }
+        let producer = match &self.ticks.producer {
+            Some(p) => p.clone(),
+            None => {
+                let mut config = self.kafka.producer();
+                config.set("client.id", format!("queuegate-{}", ClientRole::Ticks.as_str()));
+                match config.create_with_context::<_, FutureProducer<KafkaContext>>(self.kafka.context(ClientRole::Ticks)) {
+                    Ok(p) => {
+                        self.ticks.producer = Some(p.clone());
+                        p
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not create the tick producer");
+                        return;
+                    }
+                }
+            }
+        };
+        let now = crate::clock::now_ms().to_string();
+        for e in owned.elements() {
+            let headers = OwnedHeaders::new_with_capacity(1)
+                .insert(Header { key: crate::watermark::TICK_HEADER, value: Some(now.as_str()) });
+            let rec: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(e.topic()).partition(e.partition()).headers(headers);
+            if let Err((err, _)) = producer.send_result(rec) {
+                tracing::debug!(error = %err, partition = e.partition(), "tick not sent");
+            }
+        }
     }
 
     /// Seeks the partitions whose writes a failover lost back to the first of them: they are

@@ -42,6 +42,8 @@ pub enum ClientRole {
     Parking,
     /// Metadata requests for `/readyz`.
     Probe,
+    /// The consumer's ticks (see [`crate::watermark`]).
+    Ticks,
     /// Topic administration (tools and tests).
     Admin,
 }
@@ -56,6 +58,7 @@ impl ClientRole {
             ClientRole::Replay => "replay",
             ClientRole::Parking => "parking",
             ClientRole::Probe => "probe",
+            ClientRole::Ticks => "ticks",
             ClientRole::Admin => "admin",
         }
     }
@@ -268,6 +271,33 @@ impl CutProbe {
                 c.unassign()?;
             }
             Ok(Some(concerts))
+        })
+        .await?
+    }
+
+    /// Every partition's passed stamp, from the group's committed offsets' metadata
+    /// ([`crate::watermark`]): None for a partition not yet committed with one.
+    pub async fn passed_stamps(&self) -> anyhow::Result<Vec<(i32, Option<i64>)>> {
+        let (c, topic) = (self.consumer.clone(), self.topic.clone());
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::Consumer;
+            let md = c.fetch_metadata(Some(&topic), CUT_PROBE_TIMEOUT)?;
+            let t = md.topics().first().ok_or_else(|| anyhow::anyhow!("no metadata for topic {topic}"))?;
+            anyhow::ensure!(!t.partitions().is_empty(), "topic {topic} has no partitions");
+            let mut all = rdkafka::TopicPartitionList::new();
+            for p in t.partitions() {
+                all.add_partition(&topic, p.id());
+            }
+            let committed = c.committed_offsets(all, CUT_PROBE_TIMEOUT)?;
+            Ok(t.partitions()
+                .iter()
+                .map(|p| {
+                    let stamp = committed
+                        .find_partition(&topic, p.id())
+                        .and_then(|e| crate::watermark::decode(e.metadata()));
+                    (p.id(), stamp)
+                })
+                .collect())
         })
         .await?
     }

@@ -33,3 +33,4 @@ pub mod supervisor;
 pub mod telemetry;
 pub mod token;
 pub mod trace;
+pub mod watermark;

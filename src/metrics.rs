@@ -41,6 +41,12 @@ pub struct Metrics {
     pub admissions: IntCounterVec,
     /// Admission rounds this process finished (each looks at every open concert).
     pub admission_rounds: prometheus::IntCounter,
+    /// How far the watermark is behind this process's clock (s), as of its last admission round.
+    pub watermark_age: prometheus::Gauge,
+    /// Fans staged per concert: accepted, applied, waiting for the watermark to be placed.
+    pub order_held_fans: IntGaugeVec,
+    /// Fans this process placed in stamp order.
+    pub order_placed: prometheus::IntCounter,
     pub concert_fans: IntGaugeVec,
     pub consumer_lag: IntGaugeVec,
     pub kafka_queued: IntGaugeVec,
@@ -223,6 +229,24 @@ impl Metrics {
                 "Admission rounds this process finished without error (one every QUEUEGATE_ADMISSION_TICK_MS)",
             )
             .expect("valid metric"),
+            watermark_age: prometheus::Gauge::new(
+                "queuegate_watermark_age_seconds",
+                "How far the placement watermark (the slowest partition's passed stamp less QUEUEGATE_CLOCK_SKEW_MS) is behind now, as of this process's last admission round",
+            )
+            .expect("valid metric"),
+            order_held_fans: IntGaugeVec::new(
+                Opts::new(
+                    "queuegate_order_held_fans",
+                    "Fans accepted and applied but not yet placed, per concert: they wait for the watermark to pass their stamp",
+                ),
+                &["concert"],
+            )
+            .expect("valid metric"),
+            order_placed: prometheus::IntCounter::new(
+                "queuegate_order_placed_total",
+                "Fans this process placed in the order of their accepted stamps",
+            )
+            .expect("valid metric"),
             concert_fans: IntGaugeVec::new(
                 Opts::new(
                     "queuegate_concert_fans",
@@ -249,7 +273,7 @@ impl Metrics {
             registry,
         };
         // Known label values start at zero, so rates and alerts have a series before the first event.
-        for outcome in ["appended", "duplicate", "dead_lettered"] {
+        for outcome in ["appended", "duplicate", "dead_lettered", "late"] {
             m.consumer_records.with_label_values(&[outcome]);
         }
         for stage in ["redis", "commit"] {
@@ -297,6 +321,9 @@ impl Metrics {
             Box::new(m.consumer_held_seconds.clone()),
             Box::new(m.redis_under_replicated_shards.clone()),
             Box::new(m.redis_down_shards.clone()),
+            Box::new(m.watermark_age.clone()),
+            Box::new(m.order_held_fans.clone()),
+            Box::new(m.order_placed.clone()),
             Box::new(m.gate_checks.clone()),
             Box::new(m.gate_sessions_started.clone()),
             Box::new(m.gate_sessions_ended.clone()),

@@ -364,7 +364,7 @@ impl Application {
                 Duration::from_millis(settings.admission.admission_tick_ms),
                 settings.admission.admission_lease_ms,
             )
-            .with_cut(probe, (settings.kafka.kafka_delivery_timeout_ms + 2 * settings.admission.clock_skew_ms) as i64);
+            .with_order(probe, settings.admission.clock_skew_ms as i64);
             let stop = stop.clone();
             tasks.spawn("admitter", async move {
                 admitter.run(stop).await;

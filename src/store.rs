@@ -20,6 +20,7 @@ use crate::ids::{ConcertId, RequestId, UserId};
 
 mod conn;
 mod fair;
+pub mod order;
 pub mod keys;
 mod replicas;
 pub mod sessions;
@@ -85,6 +86,8 @@ impl StoreError {
 pub struct Applied {
     pub appended: u64,
     pub duplicates: u64,
+    /// Of `appended`, fans whose stamp is below one already placed: they are placed behind it.
+    pub late: u64,
 }
 
 /// Where a fan stands in a concert's queue.
@@ -193,6 +196,7 @@ struct Scripts {
     counts: Script,
     complete: Script,
     confirm: Script,
+    release: Script,
     sessions: sessions::Scripts,
 }
 
@@ -236,6 +240,7 @@ impl QueueStore {
                 view: Script::new(include_str!("store/view.lua")),
                 shuffle: Script::new(include_str!("store/shuffle.lua")),
                 confirm: Script::new(include_str!("store/confirm.lua")),
+                release: Script::new(include_str!("store/release.lua")),
                 sessions: sessions::Scripts::new(),
             }),
         })

@@ -482,9 +482,10 @@ pub struct AdmissionSettings {
     #[arg(long, env = "QUEUEGATE_DEMO_CONCERT")]
     pub demo_concert: Option<String>,
 
-    /// The most the clocks of any two instances differ (ms). A scheduled concert's cut waits
-    /// QUEUEGATE_KAFKA_DELIVERY_TIMEOUT_MS plus twice this past opensAt before it takes the
-    /// topic's watermarks (docs/guarantees.md).
+    /// The most the clocks of any two instances differ, plus the few ms from a gateway's
+    /// accepted stamp to the broker (ms). Fans are placed in the order of their stamps once
+    /// every partition has passed them by this much: fans accepted more than this apart are
+    /// never placed out of order, and placement waits about this long (docs/guarantees.md §3).
     #[arg(long, env = "QUEUEGATE_CLOCK_SKEW_MS", default_value_t = 1000)]
     pub clock_skew_ms: u64,
 }

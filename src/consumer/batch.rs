@@ -26,6 +26,11 @@ pub struct Plan<'a> {
     pub groups: Vec<ConcertJoins>,
     /// Records that can never be applied, with the reason.
     pub dead: Vec<(&'a OwnedMessage, InvalidRecord)>,
+    /// Per (topic, partition), the highest accepted stamp among the batch's joins and ticks
+    /// (see [`crate::watermark`]).
+    pub stamps: HashMap<(String, i32), i64>,
+    /// How many of the records were ticks.
+    pub ticks: usize,
 }
 
 impl<'a> Plan<'a> {
@@ -33,9 +38,23 @@ impl<'a> Plan<'a> {
         let mut index: HashMap<ConcertId, usize> = HashMap::new();
         let mut groups: Vec<ConcertJoins> = Vec::new();
         let mut dead = Vec::new();
+        let mut stamps: HashMap<(String, i32), i64> = HashMap::new();
+        let mut ticks = 0;
+        let mut passed = |m: &OwnedMessage, stamp: i64| {
+            let e = stamps.entry((m.topic().to_owned(), m.partition())).or_insert(stamp);
+            *e = (*e).max(stamp);
+        };
         for (at, m) in msgs.iter().enumerate() {
+            if let Some(tick) = tick_stamp(m) {
+                ticks += 1;
+                if let Some(stamp) = tick {
+                    passed(m, stamp);
+                }
+                continue;
+            }
             match EntryRecord::decode(m.key(), m.payload()) {
                 Ok(rec) => {
+                    passed(m, rec.joined_at_ms);
                     let i = *index.entry(rec.concert_id.clone()).or_insert_with(|| {
                         groups.push(ConcertJoins {
                             concert: rec.concert_id.clone(),
@@ -52,8 +71,16 @@ impl<'a> Plan<'a> {
                 Err(why) => dead.push((m, why)),
             }
         }
-        Plan { groups, dead }
+        Plan { groups, dead, stamps, ticks }
     }
+}
+
+/// Some(stamp) when `m` is a tick (None inside when its stamp does not parse: still a tick,
+/// never a join to dead-letter); None for any other record.
+fn tick_stamp(m: &OwnedMessage) -> Option<Option<i64>> {
+    use rdkafka::message::Headers;
+    let h = m.headers()?.iter().find(|h| h.key == crate::watermark::TICK_HEADER)?;
+    Some(h.value.and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse().ok()))
 }
 
 /// The trace id in a record's `traceparent` header.
@@ -132,6 +159,24 @@ mod tests {
         let msgs = [m, join("b", "c1")];
         let plan = Plan::new(&msgs);
         assert_eq!(plan.groups[0].traces, vec![Some("4bf92f3577b34da6a3ce929d0e0e4736".to_owned()), None]);
+    }
+
+    #[test]
+    fn ticks_are_not_joins_and_every_partition_passes_its_highest_stamp() {
+        use rdkafka::message::{Header, OwnedHeaders};
+        let tick = |partition: i32, stamp: &str| {
+            msg(partition, 0, "", "").replace_headers(Some(
+                OwnedHeaders::new().insert(Header { key: crate::watermark::TICK_HEADER, value: Some(stamp) }),
+            ))
+        };
+        let msgs = [tick(1, "50"), join("a", "c1"), tick(1, "20"), tick(2, "garbage")];
+        let plan = Plan::new(&msgs);
+        assert_eq!(plan.groups.len(), 1);
+        assert!(plan.dead.is_empty(), "a tick is never a dead letter");
+        assert_eq!(plan.ticks, 3);
+        assert_eq!(plan.stamps.get(&("t".to_owned(), 1)), Some(&50));
+        assert_eq!(plan.stamps.get(&("t".to_owned(), 0)), Some(&7), "the join's own stamp");
+        assert_eq!(plan.stamps.get(&("t".to_owned(), 2)), None);
     }
 
     #[test]

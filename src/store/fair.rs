@@ -10,7 +10,8 @@ pub struct FairState {
     /// Secret until the cut.
     pub seed: Option<String>,
     pub commitment: Option<String>,
-    /// The partitions' high watermarks taken at the cut (`partition:offset,...`).
+    /// The partitions' high watermarks a cut of an earlier version waited for
+    /// (`partition:offset,...`); cuts now wait for the placement watermark instead.
     pub cut_offsets: Option<Vec<(i32, i64)>>,
     pub shuffled_at_ms: Option<i64>,
     pub list_hash: Option<String>,
@@ -71,17 +72,6 @@ impl QueueStore {
         })
     }
 
-    /// Records the cut's offsets unless some are recorded already; the ones that stand.
-    pub async fn set_cut_offsets(&self, id: &ConcertId, offsets: &[(i32, i64)]) -> Result<Vec<(i32, i64)>, StoreError> {
-        let key = self.key(id, Part::Fair);
-        let text: Vec<String> = offsets.iter().map(|(p, o)| format!("{p}:{o}")).collect();
-        let mut c = self.conn().await?;
-        let _: bool =
-            timed(redis::cmd("HSETNX").arg(&key).arg("cutOffsets").arg(text.join(",")).query_async(&mut c)).await?;
-        let stored: String = timed(redis::cmd("HGET").arg(&key).arg("cutOffsets").query_async(&mut c)).await?;
-        parse_offsets(&stored).ok_or_else(|| StoreError::Reply(format!("cutOffsets {stored:?}")))
-    }
-
     /// The fans held before opensAt (the pre-queue, in no order) and how many joined after.
     pub async fn prequeue(&self, id: &ConcertId) -> Result<(Vec<String>, usize), StoreError> {
         let mut c = self.conn().await?;
@@ -113,6 +103,8 @@ impl QueueStore {
             Part::Concert,
             Part::Seen,
             Part::Lease,
+            Part::Staged,
+            Part::Joined,
         ] {
             inv.key(self.key(id, part));
         }

@@ -54,6 +54,11 @@ pub enum Part {
     Spent,
     /// HASH of the gate: `epoch` (bumped by a revocation), `revokedAt` (ms).
     Gate,
+    /// ZSET userId → the gateway's accepted stamp (ms): fans waiting for the watermark before
+    /// they are placed in stamp order (apply.lua, release.lua).
+    Staged,
+    /// HASH of the order: `releasedTo` (the highest stamp placed), `late` (fans staged below it).
+    Order,
 }
 
 impl Part {
@@ -79,6 +84,8 @@ impl Part {
             Part::Ended => "ended",
             Part::Spent => "spent",
             Part::Gate => "gate",
+            Part::Staged => "staged",
+            Part::Order => "order",
         }
     }
 }

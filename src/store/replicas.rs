@@ -124,7 +124,7 @@ impl RedisHealth {
 
 impl QueueStore {
     /// The keys of apply.lua, in its order.
-    fn apply_keys(&self, concert: &ConcertId) -> [String; 10] {
+    fn apply_keys(&self, concert: &ConcertId) -> [String; 12] {
         [
             Part::Joined,
             Part::Waiting,
@@ -136,12 +136,14 @@ impl QueueStore {
             Part::Post,
             Part::Fair,
             Part::Writers,
+            Part::Staged,
+            Part::Order,
         ]
         .map(|p| self.key(concert, p))
     }
 
-    /// Appends the fans in `joins` (userId, joinedAt ms, in read order) who were never queued
-    /// for `concert` to its queue, in one atomic script call, as `writer`, and says whether the
+    /// Stages the fans in `joins` (userId, joinedAt ms, in read order) who were never queued
+    /// for `concert` (release.lua places them), in one atomic script call, as `writer`, and says whether the
     /// writer's writes on the concert reached the replicas (one `WAIT`, at most
     /// `QUEUEGATE_REDIS_REPLICA_TIMEOUT_MS`) and whether a failover lost earlier ones.
     ///
@@ -161,10 +163,10 @@ impl QueueStore {
         }
         let timeout = wait.then_some(self.replica_timeout);
         let (reply, acked) = self.with_wait(&self.scripts.apply, cmd, timeout).await?;
-        let (appended, duplicates, calls): (u64, u64, i64) =
+        let (appended, duplicates, calls, late): (u64, u64, i64, u64) =
             redis::from_redis_value(reply).map_err(|e| StoreError::Reply(e.to_string()))?;
         Ok(Written {
-            applied: Applied { appended, duplicates },
+            applied: Applied { appended, duplicates, late },
             replication: if wait { self.judge(acked) } else { Replication::Unasked },
             lost_earlier: writer.saw(concert, calls),
         })

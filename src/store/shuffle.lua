@@ -1,8 +1,10 @@
--- The cut of a scheduled concert: queues its pre-queue in the given (published) order, then the
--- fans who joined after opensAt in their order, atomically and once.
+-- The cut of a scheduled concert: queues its pre-queue in the given (published) order and
+-- stages the fans who joined at or after opensAt (release.lua then places them in the order of
+-- their accepted stamps, as the watermark passes them), atomically and once.
 --
 -- KEYS[1] hold HASH   KEYS[2] post LIST   KEYS[3] waiting LIST   KEYS[4] rank ZSET   KEYS[5] seq STRING
 -- KEYS[6] fair HASH   KEYS[7] concert HASH   KEYS[8] seen HASH   KEYS[9] lease STRING
+-- KEYS[10] staged ZSET   KEYS[11] joined HASH
 -- ARGV[1] listHash (published)   ARGV[2] the admitter's lease ("" for none)
 -- ARGV[3 ..] the pre-queue (held fans not in `post`) in the order the seed gives
 --
@@ -16,8 +18,8 @@ end
 if redis.call('HEXISTS', KEYS[6], 'shuffledAt') == 1 then
   return {2}
 end
-local expected = {'hash', 'list', 'list', 'zset', 'string', 'hash', 'hash', 'hash'}
-for i = 1, 8 do
+local expected = {'hash', 'list', 'list', 'zset', 'string', 'hash', 'hash', 'hash', 'string', 'zset', 'hash'}
+for i = 1, 11 do
   local t = redis.call('TYPE', KEYS[i]).ok
   if t ~= 'none' and t ~= expected[i] then
     return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is a ' .. t .. ', not a ' .. expected[i] .. '; nothing was written')
@@ -63,7 +65,17 @@ local function append(users, from, to)
 end
 append(ARGV, 3, #ARGV)
 local post = redis.call('LRANGE', KEYS[2], 0, -1)
-append(post, 1, #post)
+for first = 1, #post, CHUNK do
+  local last = math.min(first + CHUNK - 1, #post)
+  local stamps = redis.call('HMGET', KEYS[1], unpack(post, first, last))
+  local stage = {}
+  for i = first, last do
+    stage[#stage + 1] = stamps[i - first + 1]
+    stage[#stage + 1] = post[i]
+  end
+  redis.call('ZADD', KEYS[10], unpack(stage))
+  redis.call('HDEL', KEYS[11], unpack(post, first, last))
+end
 redis.call('SET', KEYS[5], seq)
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('HSET', KEYS[6], 'shuffledAt', now, 'listHash', ARGV[1], 'prequeued', n)

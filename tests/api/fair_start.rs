@@ -305,6 +305,11 @@ async fn the_cut_happens_once_and_a_stale_or_unleased_cut_writes_nothing() {
     let (ordered, hash) = read().await;
     assert_eq!(store.cut(&c, &ordered, &hash, &lease).await.unwrap(), Cut::Done { prequeued: 51, after: 5 });
     assert_eq!(store.cut(&c, &ordered, &hash, &lease).await.unwrap(), Cut::AlreadyDone);
+    assert_eq!(store.waiting_list(&c).await.unwrap(), ordered, "those after opensAt are staged for the watermark");
+    let r = store.release(&c, opens_at + 1_000).await.unwrap();
+    assert_eq!((r.placed, r.staged), (0, 5), "none is placed before the watermark passes its stamp");
+    let r = store.release(&c, opens_at + 1_001).await.unwrap();
+    assert_eq!((r.placed, r.staged), (5, 0));
     let queue = store.waiting_list(&c).await.unwrap();
     assert_eq!(queue[..51], ordered[..]);
     let tail: std::collections::HashSet<&str> = queue[51..].iter().map(String::as_str).collect();
@@ -314,6 +319,8 @@ async fn the_cut_happens_once_and_a_stale_or_unleased_cut_writes_nothing() {
     // queued at the tail and counted, never lost.
     let very_late = fan(100);
     store.apply(&c, &[(&very_late, opens_at - 2_000)]).await.unwrap();
+    store.release(&c, opens_at + 2_000).await.unwrap();
     assert_eq!(store.waiting_list(&c).await.unwrap().last().map(String::as_str), Some("f100"));
+    assert_eq!(store.late_joins(&c).await.unwrap(), 1, "placed behind fans stamped after it");
     assert_eq!(store.fair_state(&c).await.unwrap().late, 1);
 }

@@ -15,6 +15,8 @@ mod helpers;
 mod identity;
 mod join;
 mod openapi;
+mod order;
+mod order_model;
 mod pages;
 mod parked;
 mod proxies;

@@ -95,6 +95,7 @@ proptest! {
                 match *op {
                     Op::Join(u) => {
                         store.apply(&c, &[(&fan(u), 1)]).await.unwrap();
+                        store.release(&c, 2).await.unwrap();
                         if m.joined.insert(u) {
                             m.waiting.push(u);
                         }

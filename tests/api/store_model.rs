@@ -89,15 +89,18 @@ proptest! {
             let c = ConcertId::parse("c").unwrap();
             let mut m = Model::default();
             let mut view = QueueView::default();
+            let mut clock = 0i64;
             for op in &ops {
                 match op {
                     Op::Joins { users, replay } => {
                         let users: Vec<UserId> = users.iter().map(|u| name(*u)).collect();
-                        let args: Vec<(&UserId, i64)> = users.iter().map(|u| (u, 1)).collect();
+                        // Stamps in read order: placement by stamp is then placement in read order.
+                        let args: Vec<(&UserId, i64)> = users.iter().map(|u| { clock += 1; (u, clock) }).collect();
                         store.apply(&c, &args).await.unwrap();
                         if *replay {
                             store.apply(&c, &args).await.unwrap();
                         }
+                        store.release(&c, clock + 1).await.unwrap();
                         for u in users {
                             if m.ever.insert(u.clone()) {
                                 m.waiting.push(u);

@@ -9,5 +9,6 @@ mod cluster;
 #[path = "../common/mod.rs"]
 mod common;
 mod kafka_cluster;
+mod order;
 mod procs;
 mod scenarios;

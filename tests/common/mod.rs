@@ -396,17 +396,18 @@ impl TestApp {
         self.metric(&format!("queuegate_consumer_records_total{{outcome=\"{outcome}\"}}")).await
     }
 
-    /// Waits until the consumer has handled `n` records (appended, duplicate or dead-lettered).
+    /// Waits until the consumer has handled `n` records (appended, duplicate or dead-lettered)
+    /// and this process has placed every fan it appended (once the watermark passed them).
     pub async fn wait_for_records(&self, n: u64) {
-        let mut handled = 0;
+        let (mut handled, mut appended, mut placed) = (0, 0, 0);
         let done = poll_until(Duration::from_secs(60), async || {
-            handled = self.consumer_records("appended").await
-                + self.consumer_records("duplicate").await
-                + self.consumer_records("dead_lettered").await;
-            handled >= n
+            appended = self.consumer_records("appended").await;
+            handled = appended + self.consumer_records("duplicate").await + self.consumer_records("dead_lettered").await;
+            placed = self.metric("queuegate_order_placed_total").await;
+            handled >= n && placed >= appended
         })
         .await;
-        assert!(done, "consumer handled {handled} of {n} records within 60 s");
+        assert!(done, "consumer handled {handled} of {n} records, {placed} of {appended} placed, within 60 s");
     }
 }
 
