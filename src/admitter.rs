@@ -34,6 +34,10 @@ pub struct Admitter {
     lease_ms: u64,
     /// Where the watermark is read, and the clock skew taken off it (see [`crate::watermark`]).
     order: Option<(CutProbe, i64)>,
+    /// The latest watermark read (ms; `i64::MIN`: none yet), kept by a task of its own so that an
+    /// admission round never waits for Kafka (an offset fetch can take seconds while the group
+    /// rebalances).
+    latest: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Admitter {
@@ -46,6 +50,7 @@ impl Admitter {
             tick,
             lease_ms,
             order: None,
+            latest: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
         }
     }
 
@@ -57,32 +62,47 @@ impl Admitter {
         self
     }
 
-    /// The watermark now (ms): None when unknown (a partition not yet committed with a stamp,
-    /// Kafka unreachable) or when this admitter does not place fans.
-    async fn watermark(&self) -> Option<i64> {
-        let (probe, skew_ms) = self.order.as_ref()?;
-        match probe.passed_stamps().await {
-            Ok(stamps) => {
-                let w = crate::watermark::watermark(stamps.iter().map(|(_, s)| *s), *skew_ms);
-                match w {
-                    Some(w) => self.metrics.watermark_age.set((crate::clock::now_ms() - w) as f64 / 1000.0),
-                    None => tracing::debug!(
-                        partitions = stamps.iter().filter(|(_, s)| s.is_none()).count(),
-                        "no watermark yet: some partitions have no committed stamp"
-                    ),
+    /// The latest watermark (ms): None when unknown (a partition not yet committed with a
+    /// stamp, Kafka unreachable so far) or when this admitter does not place fans.
+    fn watermark(&self) -> Option<i64> {
+        let w = self.latest.load(std::sync::atomic::Ordering::Relaxed);
+        (w != i64::MIN).then_some(w)
+    }
+
+    /// Reads the watermark from the group's committed stamps every tick into `latest`. The
+    /// watermark only grows here: a read that comes out lower (a new owner of a partition
+    /// committing before it has caught up) keeps the higher one, which was true when read.
+    async fn read_watermarks(self: std::sync::Arc<Self>, stop: CancellationToken) {
+        let Some((probe, skew_ms)) = self.order.clone() else { return };
+        crate::periodic::every(self.tick, stop, "watermark read", || {
+            let (probe, this) = (probe.clone(), self.clone());
+            async move {
+                let read = probe.passed_stamps().await;
+                if let Ok(stamps) = &read {
+                    match crate::watermark::watermark(stamps.iter().map(|(_, s)| *s), skew_ms) {
+                        Some(w) => {
+                            this.latest.fetch_max(w, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        None => tracing::debug!(
+                            partitions = stamps.iter().filter(|(_, s)| s.is_none()).count(),
+                            "no watermark yet: some partitions have no committed stamp"
+                        ),
+                    }
                 }
-                w
+                // The age grows while reads fail too, so the alert sees a stall whatever its cause.
+                if let Some(w) = this.watermark() {
+                    this.metrics.watermark_age.set((crate::clock::now_ms() - w) as f64 / 1000.0);
+                }
+                read.map(|_| ())
             }
-            Err(e) => {
-                tracing::debug!(error = format!("{e:#}"), "could not read the committed stamps");
-                None
-            }
-        }
+        })
+        .await
     }
 
     /// Runs admission rounds until `stop` is cancelled.
     pub async fn run(self, stop: CancellationToken) {
         let this = std::sync::Arc::new(self);
+        tokio::spawn(this.clone().read_watermarks(stop.clone()));
         crate::periodic::every(this.tick, stop, "admission round", || {
             let this = this.clone();
             async move {
@@ -98,7 +118,7 @@ impl Admitter {
     /// admission. A concert whose Redis shard fails does not stop the others' round.
     async fn round(&self) -> anyhow::Result<()> {
         let mut failed = None;
-        let watermark = self.watermark().await;
+        let watermark = self.watermark();
         for (id, s) in self.cache.snapshot() {
             if let Err(e) = self.concert_round(&id, &s, watermark).await {
                 tracing::debug!(concert = %id, error = format!("{e:#}"), "admission round failed for this concert");

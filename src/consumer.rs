@@ -439,7 +439,9 @@ impl EntryConsumer {
             None => {
                 let mut config = self.kafka.producer();
                 config.set("client.id", format!("queuegate-{}", ClientRole::Ticks.as_str()));
-                match config.create_with_context::<_, FutureProducer<KafkaContext>>(self.kafka.context(ClientRole::Ticks)) {
+                match config
+                    .create_with_context::<_, FutureProducer<KafkaContext>>(self.kafka.context(ClientRole::Ticks))
+                {
                     Ok(p) => {
                         self.ticks.producer = Some(p.clone());
                         p

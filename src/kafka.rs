@@ -187,10 +187,10 @@ impl KafkaClients {
     }
 }
 
-/// The fair start's watermark (see docs/guarantees.md): the entry topic's high watermarks at the
-/// cut, and whether the consumer group has committed past them on every partition — then every
-/// record accepted before `opensAt` is in Redis. A plain consumer with the group's id that never
-/// subscribes: it only asks the group coordinator for the committed offsets.
+/// What the consumer group has committed: the stamps of the placement watermark
+/// ([`crate::watermark`], for the entry topic) and whether the parked joins are all applied (for
+/// the parked-joins topic). A plain consumer with the group's id that never subscribes: it only
+/// asks the group coordinator for the committed offsets.
 #[derive(Clone)]
 pub struct CutProbe {
     consumer: std::sync::Arc<BaseConsumer<KafkaContext>>,
@@ -201,8 +201,13 @@ const CUT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl CutProbe {
     pub fn new(clients: &KafkaClients, consumer: &ConsumerSettings) -> anyhow::Result<Self> {
+        // read_uncommitted only changes what the offset fetch waits for: with read_committed
+        // librdkafka asks for "stable" offsets, and the coordinator makes it wait (here: time
+        // out) while a killed consumer's transaction is pending. Pending offsets are never
+        // returned either way, so this reads exactly what is committed, at once.
         let c: BaseConsumer<KafkaContext> = clients
             .consumer(consumer)
+            .set("isolation.level", "read_uncommitted")
             .create_with_context(clients.context(ClientRole::Consumer))
             .map_err(|e| anyhow::anyhow!("creating the fair start's offset probe: {e}"))?;
         Ok(CutProbe { consumer: std::sync::Arc::new(c), topic: clients.settings().kafka_topic.clone() })
@@ -292,9 +297,8 @@ impl CutProbe {
             Ok(t.partitions()
                 .iter()
                 .map(|p| {
-                    let stamp = committed
-                        .find_partition(&topic, p.id())
-                        .and_then(|e| crate::watermark::decode(e.metadata()));
+                    let stamp =
+                        committed.find_partition(&topic, p.id()).and_then(|e| crate::watermark::decode(e.metadata()));
                     (p.id(), stamp)
                 })
                 .collect())

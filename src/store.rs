@@ -20,8 +20,8 @@ use crate::ids::{ConcertId, RequestId, UserId};
 
 mod conn;
 mod fair;
-pub mod order;
 pub mod keys;
+pub mod order;
 mod replicas;
 pub mod sessions;
 pub mod view;

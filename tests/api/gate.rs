@@ -279,7 +279,10 @@ async fn sessions_live_across_gateways_and_a_revocation_ends_them_on_every_gatew
     let from_memory = a.metric("queuegate_gate_checks_total{outcome=\"session\"}").await;
     let asked = a.metric("queuegate_gate_checks_total{outcome=\"session_checked\"}").await;
     // At most one check per 0.3 s asks Redis, whatever the machine's load does to the pace.
-    assert!(from_memory > 0 && from_memory * 2 >= asked, "most checks asked Redis nothing: {from_memory} from memory, {asked} asked");
+    assert!(
+        from_memory > 0 && from_memory * 2 >= asked,
+        "most checks asked Redis nothing: {from_memory} from memory, {asked} asked"
+    );
     assert_eq!(gate(&b, "r", "/", Some(&cx)).await.status(), 200, "kept alive through A, not ended by B");
     // Its idle time counts from its last check (on A, written after the fact by A; B's check just
     // now counts too): a check is activity, so the next one comes only past the idle time.

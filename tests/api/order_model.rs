@@ -21,7 +21,10 @@ const SKEW: i64 = 100;
 #[derive(Debug, Clone)]
 enum Op {
     /// The consumer of partition `p % partitions` reads and applies up to `n` records.
-    Read { p: usize, n: usize },
+    Read {
+        p: usize,
+        n: usize,
+    },
     Commit(usize),
     Crash(usize),
     Release,

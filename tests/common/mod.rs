@@ -402,7 +402,8 @@ impl TestApp {
         let (mut handled, mut appended, mut placed) = (0, 0, 0);
         let done = poll_until(Duration::from_secs(60), async || {
             appended = self.consumer_records("appended").await;
-            handled = appended + self.consumer_records("duplicate").await + self.consumer_records("dead_lettered").await;
+            handled =
+                appended + self.consumer_records("duplicate").await + self.consumer_records("dead_lettered").await;
             placed = self.metric("queuegate_order_placed_total").await;
             handled >= n && placed >= appended
         })
