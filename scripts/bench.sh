@@ -199,6 +199,9 @@ scripts/bench_fairstart.sh "$OUT"
 log "the gate (scripts/bench_gate.sh)"
 scripts/bench_gate.sh "$OUT"
 
+log "first come, first placed (scripts/bench_order.sh; ORDER_BEFORE=<earlier binary> compares)"
+scripts/bench_order.sh "$OUT" "${ORDER_BEFORE:-}"
+
 log "soak (${SOAK_MINUTES:-30} min, scripts/soak.sh)"
 scripts/soak.sh "$OUT"
 

@@ -540,5 +540,10 @@ if (out / "gate" / "summary.json").exists():
     from bench_gate_report import section as gate_section  # noqa: E402
     doc = doc.replace("## Settings the benchmark ran with", gate_section(out / "gate") + "## Settings the benchmark ran with")
 
+if (out / "order").is_dir():
+    sys.path.insert(0, str(root / "scripts"))
+    from bench_order_report import section as order_section  # noqa: E402
+    doc = doc.replace("## Settings the benchmark ran with", order_section(out / "order") + "## Settings the benchmark ran with")
+
 (root / "docs" / "benchmarks.md").write_text(doc)
 print(doc)

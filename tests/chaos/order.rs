@@ -114,7 +114,7 @@ fn watch(
 }
 
 /// The queue head first, with each fan's stamp.
-async fn queue_with_stamps(names: &Names, concert: &str) -> Vec<(String, i64)> {
+pub async fn queue_with_stamps(names: &Names, concert: &str) -> Vec<(String, i64)> {
     let mut c = redis_conn(&names.redis_url).await.unwrap();
     let list: Vec<String> =
         c.query(redis::cmd("LRANGE").arg(names.key(concert, Part::Waiting)).arg(0).arg(-1)).await.unwrap();
@@ -130,7 +130,7 @@ async fn queue_with_stamps(names: &Names, concert: &str) -> Vec<(String, i64)> {
 
 /// The most any fan was overtaken by: over every position, how much later (ms) than this fan's
 /// time the latest time of a fan placed ahead of it is.
-fn worst_overtaking(times: impl Iterator<Item = i64>) -> i64 {
+pub fn worst_overtaking(times: impl Iterator<Item = i64>) -> i64 {
     let mut ahead = i64::MIN;
     let mut worst = 0;
     for t in times {

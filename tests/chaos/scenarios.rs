@@ -149,10 +149,14 @@ async fn a_broker_restart_during_a_join_burst_answers_503_meanwhile_and_keeps_ev
     accepted.extend(after.accepted.iter().cloned());
     let report = check(&sc.names, "br", &accepted, Duration::from_secs(180)).await;
     kill9(&mut consumer);
+    // First come, first placed through the restart: placed in stamp order.
+    let queue = crate::order::queue_with_stamps(&sc.names, "br").await;
+    let overtaking = crate::order::worst_overtaking(queue.iter().map(|(_, s)| *s));
     println!(
-        "chaos broker-restart: during-burst statuses {:?}, while-down statuses {:?}; {report}",
+        "chaos broker-restart: during-burst statuses {:?}, while-down statuses {:?}; {report}; worst overtaking by stamp {overtaking} ms",
         during.statuses, outage.statuses
     );
+    assert!(overtaking <= 1000, "a fan was placed behind one stamped {overtaking} ms after it");
     assert_eq!(outage.statuses.get(&202), None, "no 202 while the broker is down: {:?}", outage.statuses);
     assert!(outage.statuses.get(&503).copied().unwrap_or(0) > 0, "503 while the broker is down: {:?}", outage.statuses);
     assert_eq!(during.statuses.get(&0), None, "no join hung or failed without an answer: {:?}", during.statuses);
