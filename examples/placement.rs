@@ -34,7 +34,11 @@ async fn main() -> anyhow::Result<()> {
         keys.concert(&concert, queuegate::store::keys::Part::Waiting),
         keys.concert(&concert, queuegate::store::keys::Part::Joined),
     );
-    let mut c = redis::Client::open(redis_url)?.get_multiplexed_async_connection().await?;
+    let mut c = redis::Client::open(redis_url)?
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30))),
+        )
+        .await?;
     let started = Instant::now();
     let mut seen = 0usize;
     let mut last_growth: Option<Instant> = None;

@@ -30,6 +30,9 @@ export QUEUEGATE_LOG=warn QUEUEGATE_ADMIN_TOKEN=$ADMIN_TOKEN \
   QUEUEGATE_FAN_JOINS_PER_SECOND=0 QUEUEGATE_FAN_STATUS_PER_SECOND=0 QUEUEGATE_INSECURE_DEV=true \
   QUEUEGATE_FAN_IDENTITY=body QUEUEGATE_ADMISSION_KEY_FILE=$OUT/admission.pem
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+ALL=()
+cleanup() { for p in "${ALL[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
 
 # run_case <label> <binary> <consumers>
 run_case() {
@@ -44,7 +47,7 @@ run_case() {
   done
   QUEUEGATE_HTTP_ADDR=127.0.0.1:8280 QUEUEGATE_ADMIN_ADDR=127.0.0.1:8281 "$bin" gateway > "$OUT/$label-gateway.log" 2>&1 &
   pids=("${cpids[@]}" $!)
-  trap 'kill "${pids[@]}" 2>/dev/null || true' RETURN
+  ALL+=("${pids[@]}")
   ready 8281 || { log "gateway not ready"; return 1; }
   for i in $(seq 1 "$consumers"); do ready $((8290 + i)) || { log "consumer not ready"; return 1; }; done
   curl -fsS -X PUT "http://127.0.0.1:8281/admin/v1/concerts/ord" -H "Authorization: Bearer $ADMIN_TOKEN" \
@@ -68,6 +71,8 @@ place.update({"case": label, "consumers": consumers, "loadgen": load,
 json.dump(place, open(base + ".json", "w"), indent=1)
 print(json.dumps(place))
 PY
+  kill "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
 }
 
 for n in 1 2; do
