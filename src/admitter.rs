@@ -130,15 +130,6 @@ impl Admitter {
 
     /// One concert's share of a round.
     async fn concert_round(&self, id: &ConcertId, s: &ConcertSettings, watermark: Option<i64>) -> anyhow::Result<()> {
-        // Gate sessions past their idle or maximum time end here, whatever the admission
-        // mode, so their slots go to the next fans in this very round.
-        let remember_ms = i64::from(s.session_max_seconds) * 1000 + 60_000;
-        let (idle, max) = self.store.sweep_sessions(id, remember_ms).await?;
-        if idle + max > 0 {
-            self.metrics.gate_sessions_ended.with_label_values(&["idle"]).inc_by(idle);
-            self.metrics.gate_sessions_ended.with_label_values(&["max"]).inc_by(max);
-            tracing::info!(concert = %id, idle, max, "gate sessions ended");
-        }
         if let Some(w) = watermark {
             if s.opens_at.is_some() {
                 if let Err(e) = self.fair_start(id, s, w).await {
@@ -146,6 +137,15 @@ impl Admitter {
                 }
             }
             self.place(id, w).await?;
+        }
+        // Gate sessions past their idle or maximum time end here, right before admission,
+        // whatever the admission mode, so their slots go to the next fans in this very round.
+        let remember_ms = i64::from(s.session_max_seconds) * 1000 + 60_000;
+        let (idle, max) = self.store.sweep_sessions(id, remember_ms).await?;
+        if idle + max > 0 {
+            self.metrics.gate_sessions_ended.with_label_values(&["idle"]).inc_by(idle);
+            self.metrics.gate_sessions_ended.with_label_values(&["max"]).inc_by(max);
+            tracing::info!(concert = %id, idle, max, "gate sessions ended");
         }
         let passthrough = s.queueing_method == QueueingMethod::Passthrough;
         if s.state != ConcertState::Open || (s.admit_per_second == 0 && s.max_active == 0 && !passthrough) {

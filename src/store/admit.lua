@@ -42,11 +42,10 @@ if ARGV[7] ~= '' then
   end
 end
 
--- Slots past their deadline are free. They are not removed here: sweep.lua removes them, and
--- ends the gate sessions among them (counted, and announced in `ended`); were they dropped here
--- first, a session would lose its slot without ever being recorded as ended.
+-- Expired tokens free their slots.
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
 if max_active > 0 then
-  local free = max_active - redis.call('ZCOUNT', KEYS[4], '(' .. now, '+inf')
+  local free = max_active - redis.call('ZCARD', KEYS[4])
   if free < n then n = free end
 end
 local allowance = 0

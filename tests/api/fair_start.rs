@@ -73,7 +73,13 @@ async fn the_prequeue_is_placed_ahead_of_later_fans_in_the_order_its_published_s
     assert!(after["algorithm"].as_str().unwrap().contains("HMAC-SHA256"));
 
     // The first thirty places are exactly the early fans, in the seed's order; the late ones follow.
-    let listing = app.admin_json("/admin/v1/concerts/c/queue?limit=1000").await;
+    // The late ones are placed once the watermark passes their stamps (a moment after the cut).
+    let mut listing = Value::Null;
+    poll_until(Duration::from_secs(30), async || {
+        listing = app.admin_json("/admin/v1/concerts/c/queue?limit=1000").await;
+        listing["total"] == 40
+    })
+    .await;
     let order: Vec<String> =
         listing["entries"].as_array().unwrap().iter().map(|e| e["userId"].as_str().unwrap().to_owned()).collect();
     assert_eq!(order.len(), 40, "{listing}");
