@@ -443,6 +443,16 @@ async fn through_nginx_the_booking_url_leads_to_the_room_and_back_with_a_session
     assert!(errors(&b.console().await, &["401", "favicon"]).is_empty(), "{:?}", b.console().await);
 
     // The console: two more fans inside (through the API); the operator ends one, then revokes all.
+    // They never browse, so they get a longer idle time than the first fan's: on a loaded
+    // machine 3 s can pass between their admission and the console's list.
+    let r = app
+        .put_concert(
+            concert,
+            json!({"state": "open", "name": "Gated Night", "redirectUrl": format!("{}/", proxy.url),
+                   "admitPerSecond": 5, "sessionIdleSeconds": 120}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let others = [gated_session(&app, concert).await, gated_session(&app, concert).await];
     let console = b.new_tab().await;
     b.switch_to(&console).await;
