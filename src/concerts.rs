@@ -22,6 +22,10 @@ pub enum ConcertState {
     Paused,
     /// Joins refused (409), queue kept for reading.
     Closed,
+    /// The tickets are gone: joins refused (410, with `soldOutMessage`), admission stopped,
+    /// every waiting fan told `soldout`; places kept, so `open` again resumes the same queue.
+    #[serde(rename = "soldout")]
+    SoldOut,
 }
 
 impl ConcertState {
@@ -30,6 +34,7 @@ impl ConcertState {
             ConcertState::Open => "open",
             ConcertState::Paused => "paused",
             ConcertState::Closed => "closed",
+            ConcertState::SoldOut => "soldout",
         }
     }
     fn parse(s: &str) -> Option<Self> {
@@ -37,6 +42,7 @@ impl ConcertState {
             "open" => Some(ConcertState::Open),
             "paused" => Some(ConcertState::Paused),
             "closed" => Some(ConcertState::Closed),
+            "soldout" => Some(ConcertState::SoldOut),
             _ => None,
         }
     }
@@ -90,7 +96,7 @@ pub const MAX_WAITING: u32 = 100_000_000;
 pub const DEFAULT_MAX_WAITING: u32 = 1_000_000;
 
 /// What the cache says about a join to a concert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JoinCheck {
     /// Open, with room; new anonymous fans must show `pow_difficulty` bits of work (0: none).
     Open { pow_difficulty: u8 },
@@ -100,6 +106,8 @@ pub enum JoinCheck {
     Ended { closes_at: i64 },
     /// The concert's queueing method is `reject` (maintenance).
     Maintenance,
+    /// Sold out: the concert's `soldOutMessage` (or a default).
+    SoldOut(String),
     /// Not open.
     Refused(ConcertState),
     /// No such concert.
@@ -176,6 +184,10 @@ pub struct ConcertSettings {
     /// `redirectUrl`'s: the room sends an admitted fan back to a `return` URL only on these.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protected_hosts: Vec<String>,
+    /// What fans are told when the concert is `soldout` (the join's 410 and every waiting fan's
+    /// status); the room shows its own words in the fan's language when it is not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sold_out_message: Option<String>,
 }
 
 /// Default `sessionIdleSeconds`.
@@ -234,7 +246,21 @@ impl ConcertSettings {
             session_idle_seconds: DEFAULT_SESSION_IDLE_SECONDS,
             session_max_seconds: DEFAULT_SESSION_MAX_SECONDS,
             protected_hosts: Vec::new(),
+            sold_out_message: None,
         }
+    }
+
+    /// What fans of a sold-out concert are told: `soldOutMessage`, or a default naming it.
+    pub fn sold_out_text(&self, id: &ConcertId) -> String {
+        self.sold_out_message
+            .clone()
+            .unwrap_or_else(|| format!("{} is sold out", self.name.as_deref().unwrap_or(id.as_str())))
+    }
+
+    /// While the concert is sold out: its `soldOutMessage` ("" without one; the room then says it
+    /// in the fan's language).
+    pub fn sold_out(&self) -> Option<String> {
+        (self.state == ConcertState::SoldOut).then(|| self.sold_out_message.clone().unwrap_or_default())
     }
 
     /// Whether joins are held in the pre-queue at `now_ms` (before `opensAt`).
@@ -270,6 +296,16 @@ impl ConcertSettings {
         if let Some(name) = &self.name {
             if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
                 return Err(format!("name must be 1 to {MAX_NAME_CHARS} characters, without control characters"));
+            }
+        }
+        if let Some(m) = &self.sold_out_message {
+            let bad = m.trim().is_empty()
+                || m.chars().count() > MAX_MESSAGE_CHARS
+                || m.chars().any(|c| c.is_control() && c != '\n');
+            if bad {
+                return Err(format!(
+                    "soldOutMessage must be 1 to {MAX_MESSAGE_CHARS} characters, without control characters but new lines"
+                ));
             }
         }
         if !(1..=86_400).contains(&self.session_idle_seconds) {
@@ -323,9 +359,13 @@ impl ConcertSettings {
             ("sessionIdleSeconds", self.session_idle_seconds.to_string()),
             ("sessionMaxSeconds", self.session_max_seconds.to_string()),
             ("protectedHosts", self.protected_hosts.join(",")),
+            ("soldOutMessage", self.sold_out_message.clone().unwrap_or_default()),
         ]
     }
 }
+
+/// Longest `soldOutMessage`, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 500;
 
 /// Longest concert `name`, in characters.
 pub const MAX_NAME_CHARS: usize = 120;
@@ -383,6 +423,7 @@ impl Concert {
                 protected_hosts: get("protectedHosts")
                     .map(|v| v.split(',').filter(|h| !h.is_empty()).map(str::to_owned).collect())
                     .unwrap_or_default(),
+                sold_out_message: text("soldOutMessage"),
             },
             created_at_ms: get("createdAt").and_then(|v| v.parse().ok()).unwrap_or(0),
             updated_at_ms: get("updatedAt").and_then(|v| v.parse().ok()).unwrap_or(0),
@@ -427,6 +468,7 @@ impl ConcertCache {
     pub fn join_check(&self, id: &ConcertId) -> JoinCheck {
         let inner = self.read();
         match inner.states.get(id) {
+            Some(s) if s.state == ConcertState::SoldOut => JoinCheck::SoldOut(s.sold_out_text(id)),
             Some(s) if s.state != ConcertState::Open => JoinCheck::Refused(s.state),
             Some(s) if s.queueing_method == QueueingMethod::Reject => JoinCheck::Maintenance,
             Some(s) if s.closes_at.is_some_and(|t| crate::clock::now_ms() >= t) => {
@@ -545,7 +587,7 @@ mod tests {
     #[test]
     fn settings_round_trip_through_fields() {
         let s = ConcertSettings {
-            state: ConcertState::Paused,
+            state: ConcertState::SoldOut,
             admit_per_second: 50,
             max_active: 7,
             token_ttl_seconds: 90,
@@ -563,12 +605,14 @@ mod tests {
             session_idle_seconds: 45,
             session_max_seconds: 900,
             protected_hosts: vec!["shop.example".into(), "127.0.0.1:8443".into()],
+            sold_out_message: Some("매진 — sold out,\nsee you next time".into()),
         };
         let fields: Vec<(String, String)> = s.to_fields().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         assert_eq!(Concert::from_fields(&c(), &fields).settings, s);
         // In the API the instants are RFC 3339.
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["opensAt"], "2026-11-18T11:06:40Z");
+        assert_eq!(json["state"], "soldout");
         assert!(json.get("closesAt").is_none());
         let back: ConcertSettings = serde_json::from_value(json).unwrap();
         assert_eq!(back, s);
@@ -620,5 +664,25 @@ mod tests {
         assert!(with(&|s| s.name = Some("a\u{7}b".into())).unwrap_err().starts_with("name"));
         assert!(with(&|s| s.name = Some("가".repeat(MAX_NAME_CHARS))).is_ok());
         assert!(with(&|s| s.name = Some("가".repeat(MAX_NAME_CHARS + 1))).is_err());
+        assert!(with(&|s| s.sold_out_message = Some("Sold out.\n매진".into())).is_ok());
+        for bad in [" ".to_owned(), "a\tb".into(), "x".repeat(MAX_MESSAGE_CHARS + 1)] {
+            let e = with(&|s| s.sold_out_message = Some(bad.clone())).unwrap_err();
+            assert!(e.starts_with("soldOutMessage"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_sold_out_concert_refuses_joins_with_its_message_or_a_default() {
+        let cache = ConcertCache::default();
+        let mut s = ConcertSettings::open();
+        s.state = ConcertState::SoldOut;
+        cache.set(&c(), s.clone());
+        assert_eq!(cache.join_check(&c()), JoinCheck::SoldOut(format!("{} is sold out", c())));
+        assert_eq!(s.sold_out().as_deref(), Some(""), "no message of its own");
+        s.sold_out_message = Some("Thank you!".into());
+        cache.set(&c(), s.clone());
+        assert_eq!(cache.join_check(&c()), JoinCheck::SoldOut("Thank you!".into()));
+        s.state = ConcertState::Open;
+        assert_eq!(s.sold_out(), None);
     }
 }

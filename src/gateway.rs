@@ -262,6 +262,7 @@ async fn join(
     gw.limits.join_of(&concert_id, &user_id)?;
     let pow_difficulty = match gw.cache.join_check(&concert_id) {
         JoinCheck::Open { pow_difficulty } => pow_difficulty,
+        JoinCheck::SoldOut(message) => return Err(ApiError::SoldOut(message)),
         JoinCheck::Refused(state) => {
             return Err(ApiError::Conflict(format!(
                 "concert {concert_id} is {}; joins are not accepted",

@@ -83,6 +83,7 @@ fn phase(s: &ConcertSettings, now_ms: i64) -> &'static str {
     match s.state {
         ConcertState::Paused => "paused",
         ConcertState::Closed => "closed",
+        ConcertState::SoldOut => "soldout",
         ConcertState::Open if s.queueing_method == QueueingMethod::Reject => "maintenance",
         ConcertState::Open if s.scheduled_at(now_ms) => "scheduled",
         ConcertState::Open if s.closes_at.is_some_and(|t| now_ms >= t) => "ended",
@@ -98,7 +99,7 @@ struct RoomInfo<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
     /// `open`, `scheduled` (before `opensAt`: joins go to the pre-queue), `ended` (past
-    /// `closesAt`), `paused`, `closed` or `maintenance`.
+    /// `closesAt`), `paused`, `closed`, `soldout` or `maintenance`.
     phase: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     opens_at: Option<String>,
@@ -122,6 +123,9 @@ struct RoomInfo<'a> {
     background_color: Option<&'a str>,
     /// How this gateway knows who a fan is (`QUEUEGATE_FAN_IDENTITY`): the room adapts its join.
     fan_identity: &'static str,
+    /// While `soldout`: the concert's `soldOutMessage`, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sold_out_message: Option<&'a str>,
 }
 
 fn room_info<'a>(gw: &Gateway, id: &'a ConcertId, s: &'a ConcertSettings, now_ms: i64) -> RoomInfo<'a> {
@@ -139,6 +143,7 @@ fn room_info<'a>(gw: &Gateway, id: &'a ConcertId, s: &'a ConcertSettings, now_ms
         brand_color: s.brand_color.as_deref(),
         background_color: s.background_color.as_deref(),
         fan_identity: gw.identity.mode().as_str(),
+        sold_out_message: s.sold_out_message.as_deref().filter(|_| s.state == ConcertState::SoldOut),
     }
 }
 
@@ -206,6 +211,8 @@ mod tests {
         assert_eq!(phase(&s, 2_500), "paused");
         s.state = ConcertState::Closed;
         assert_eq!(phase(&s, 2_500), "closed");
+        s.state = ConcertState::SoldOut;
+        assert_eq!(phase(&s, 2_500), "soldout");
     }
 
     #[test]

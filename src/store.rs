@@ -375,7 +375,9 @@ impl QueueStore {
         {
             inv.key(self.key(concert, part));
         }
-        inv.key(self.keys.admit_request(concert, req.request)).key(self.key(concert, Part::Gone));
+        inv.key(self.keys.admit_request(concert, req.request))
+            .key(self.key(concert, Part::Gone))
+            .key(self.key(concert, Part::Concert));
         inv.arg(req.max)
             .arg(req.ttl_ms)
             .arg(req.max_active)

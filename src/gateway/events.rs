@@ -11,7 +11,8 @@
 //! the status whenever it differs from the last one sent (position, state, the rounded ETA; a
 //! position at most once per [`POSITION_GAP`]), a comment line after 15 s of silence so proxies
 //! keep the connection open. A stream ends with
-//! its last event: admitted (carrying the admission token), expired, removed or completed; at
+//! its last event: admitted (carrying the admission token), expired, removed, completed or
+//! soldout (the concert's tickets are gone; its page polls for a reopening); at
 //! shutdown and after [`MAX_STREAM_LIFETIME`] it ends with a `reconnect` event whose `retry:`
 //! delay is jittered, so the watchers of a gateway that stops do not all come back in the same
 //! second. One fan holds at most [`MAX_STREAMS_PER_FAN`] streams (429 beyond).
@@ -240,7 +241,8 @@ pub(super) async fn events(
                 st.deferred = true;
                 continue;
             }
-            st.done = status.is_final() || status.status == "admitted";
+            // Sold out ends the stream too: the fan's page polls now and then for a reopening.
+            st.done = status.is_final() || matches!(status.status, "admitted" | "soldout");
             st.last_frame = now;
             st.last_status_at = now;
             st.last_state = status.status;
@@ -274,8 +276,11 @@ async fn next_change(watching: &mut Option<Watching>) -> bool {
 async fn current(st: &StreamState) -> Option<FanStatus> {
     if let Some(w) = &st.watching {
         let snap = w.rx.borrow().clone();
-        let from_view =
-            w.fact().and_then(|fact| FanStatus::from_view(&snap, fact, &st.concert, &st.user, Some(&st.gw.keys)));
+        // Sold out as of the snapshot that woke the stream.
+        let from_view = w.fact().and_then(|fact| {
+            let status = FanStatus::from_view(&snap, fact, &st.concert, &st.user, Some(&st.gw.keys))?;
+            Some(status.or_sold_out(snap.sold_out.as_deref()))
+        });
         if from_view.is_some() {
             return from_view;
         }

@@ -18,7 +18,7 @@ use crate::store::{Outcome, Standing};
 #[derive(Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct FanStatus {
-    /// pending | prequeue | waiting | admitted | completed | expired | removed
+    /// pending | prequeue | waiting | admitted | completed | expired | removed | soldout
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<u64>,
@@ -42,7 +42,13 @@ pub struct FanStatus {
     pub opens_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seconds_to_open: Option<u64>,
+    /// While `soldout`: the concert's `soldOutMessage`, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
+
+/// How often a fan told `soldout` should look again (tickets may come back: `open` again).
+pub const SOLD_OUT_REFRESH_SECONDS: u64 = 30;
 
 /// The ETA as fans see it: rounded up to 5 s under a minute, 30 s under ten minutes, a minute
 /// under an hour, five minutes beyond; so it changes (and is pushed) now and then, not at every
@@ -79,6 +85,22 @@ impl FanStatus {
             refresh_after_seconds: None,
             opens_at: None,
             seconds_to_open: None,
+            message: None,
+        }
+    }
+
+    /// While the concert is sold out (`message` is its `soldOutMessage`, "" for none), a fan still hoping for a place
+    /// (pending, in the pre-queue or waiting) is told `soldout`; the place itself is kept, so the
+    /// status is what it was once the concert opens again. Fans already let through keep their
+    /// status: their sessions go on.
+    pub fn or_sold_out(self, message: Option<&str>) -> Self {
+        match message {
+            Some(m) if matches!(self.status, "pending" | "prequeue" | "waiting") => FanStatus {
+                message: (!m.is_empty()).then(|| m.to_owned()),
+                refresh_after_seconds: Some(SOLD_OUT_REFRESH_SECONDS),
+                ..FanStatus::bare("soldout")
+            },
+            _ => self,
         }
     }
 
@@ -221,10 +243,12 @@ fn if_none_match(req: &HttpRequest, etag: &str) -> bool {
 /// with the view's next refresh); otherwise read from Redis, recording the poll where the
 /// concert judges abandonment, and the fan is then known to the view.
 pub(super) async fn read_status(gw: &Gateway, concert_id: &ConcertId, user_id: &UserId) -> Result<FanStatus, ApiError> {
+    // Sold out as this gateway knows it now (a view's snapshot may be a refresh older).
+    let sold_out = gw.cache.settings(concert_id).and_then(|s| s.sold_out());
     if let Some((snap, fact)) = gw.views.lookup(concert_id, user_id) {
         if let Some(status) = FanStatus::from_view(&snap, fact, concert_id, user_id, Some(&gw.keys)) {
             gw.metrics.status_reads.with_label_values(&["view"]).inc();
-            return Ok(status);
+            return Ok(status.or_sold_out(sold_out.as_deref()));
         }
     }
     // Bounded reads in flight: when Redis slows down, fans are turned away early (503 with a
@@ -246,7 +270,7 @@ pub(super) async fn read_status(gw: &Gateway, concert_id: &ConcertId, user_id: &
         Standing::Left { outcome, .. } => Fact::Left(*outcome),
     };
     gw.views.learn(concert_id, user_id, fact);
-    Ok(FanStatus::new(standing, now_ms, concert_id, user_id, Some(&gw.keys)))
+    Ok(FanStatus::new(standing, now_ms, concert_id, user_id, Some(&gw.keys)).or_sold_out(sold_out.as_deref()))
 }
 
 /// What the booking site sends to `complete`.

@@ -68,6 +68,8 @@ pub struct Snapshot {
     pub view: QueueView,
     /// When the refresh finished (None: not refreshed yet).
     pub taken: Option<Instant>,
+    /// While the concert is `soldout`: its `soldOutMessage`, "" without one (from the concert cache).
+    pub sold_out: Option<Arc<str>>,
 }
 
 impl Snapshot {
@@ -243,8 +245,10 @@ impl Views {
         let views: Vec<(ConcertId, Arc<ConcertView>)> =
             self.map().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let rounds = views.iter().map(|(id, v)| {
-            let abandon_ms = cache.settings(id).map_or(0, |s| u64::from(s.abandon_after_seconds) * 1000);
-            self.refresh_one(store, metrics, id, v, super::status::poll_record_every(abandon_ms))
+            let settings = cache.settings(id);
+            let abandon_ms = settings.as_ref().map_or(0, |s| u64::from(s.abandon_after_seconds) * 1000);
+            let sold_out = settings.and_then(|s| s.sold_out()).map(Arc::from);
+            self.refresh_one(store, metrics, id, v, super::status::poll_record_every(abandon_ms), sold_out)
         });
         let results = futures_util::future::join_all(rounds).await;
         self.map().retain(|_, v| !(v.fans().is_empty() && v.tx.receiver_count() == 0));
@@ -258,6 +262,7 @@ impl Views {
         concert: &ConcertId,
         view: &ConcertView,
         record_every: u64,
+        sold_out: Option<Arc<str>>,
     ) -> Result<(), StoreError> {
         // Who to look up and whose poll time to record, and who to forget.
         let now = Instant::now();
@@ -349,12 +354,14 @@ impl Views {
             }
         }
         let mut last_published = view.queue.lock().unwrap_or_else(|p| p.into_inner()).1;
+        // Sold out (or open again): every stream is told at once.
+        changed |= view.tx.borrow().sold_out != sold_out;
         let publish = moved || changed || last_published.elapsed() >= REPUBLISH;
         if publish {
             last_published = Instant::now();
             view.queue.lock().unwrap_or_else(|p| p.into_inner()).1 = last_published;
         }
-        let snap = Arc::new(Snapshot { view: queue, taken: Some(Instant::now()) });
+        let snap = Arc::new(Snapshot { view: queue, taken: Some(Instant::now()), sold_out });
         view.tx.send_if_modified(|s| {
             *s = snap;
             publish

@@ -6,7 +6,7 @@ const enc = encodeURIComponent;
 // What PUT /admin/v1/concerts/{id} takes back of what GET shows.
 const SETTINGS = ["state", "admitPerSecond", "maxActive", "tokenTtlSeconds", "abandonAfterSeconds", "maxWaiting",
   "powDifficulty", "opensAt", "closesAt", "queueingMethod", "name", "redirectUrl", "logoUrl", "brandColor", "backgroundColor",
-  "sessionIdleSeconds", "sessionMaxSeconds", "protectedHosts"];
+  "sessionIdleSeconds", "sessionMaxSeconds", "protectedHosts", "soldOutMessage"];
 let token = sessionStorage.getItem("qg:admin"), concerts = new Map(), timer = null;
 
 async function api(method, path, body) {
@@ -53,12 +53,19 @@ function row(id) {
   const rate = el("input", { className: "rate", type: "number", min: 0, max: 100000, ariaLabel: `admissions per second for ${id}` });
   const count = el("input", { className: "count", type: "number", min: 1, max: 1000, value: 10, ariaLabel: `fans to admit now in ${id}` });
   const act = (label, f) => el("button", { type: "button", textContent: label, dataset: { act: label }, onclick: () => f().catch(report) });
+  // Sold out is not undone by a slip of the mouse: every waiting fan is told at once.
+  const sure = el("span", { className: "sure", hidden: true },
+    `Every fan waiting in ${id} is told it is sold out (places are kept). `,
+    Object.assign(act("Yes, sold out", () => { sure.hidden = true; return change(id, { state: "soldout" }); }), { className: "danger" }),
+    act("Cancel", async () => { sure.hidden = true; }));
   const tr = el("tr", { dataset: { concert: id } },
     el("th", { scope: "row" }, el("span", { className: "cid" }), el("br"), el("small", { className: "muted cname" })),
     cell("state"), cell("waiting", "n"), cell("admitted", "n"), cell("active", "n"), cell("sessions", "n"), cell("admitPerSecond", "n"), cell("head"),
     el("td", {},
       el("div", { className: "acts" }, act("Open", () => change(id, { state: "open" })),
-        act("Pause", () => change(id, { state: "paused" })), act("Close", () => change(id, { state: "closed" }))),
+        act("Pause", () => change(id, { state: "paused" })), act("Close", () => change(id, { state: "closed" })),
+        Object.assign(act("Sold out…", async () => { sure.hidden = false; }), { className: "danger" })),
+      sure,
       el("div", { className: "acts" }, rate, act("Set rate", () => change(id, { admitPerSecond: Number(rate.value) }))),
       el("div", { className: "acts" }, count, act("Admit", async () => {
         const r = await api("POST", `/concerts/${enc(id)}/admit`, { count: Number(count.value) });
@@ -89,8 +96,8 @@ async function refresh() {
           : typeof c[k] === "number" ? c[k].toLocaleString("en") : c[k];
       }
       // The state it is in cannot be chosen again; the rate box shows the rate unless being edited.
-      for (const [act, state] of [["Open", "open"], ["Pause", "paused"], ["Close", "closed"]]) {
-        tr.querySelector(`button[data-act=${act}]`).disabled = c.state === state;
+      for (const [act, state] of [["Open", "open"], ["Pause", "paused"], ["Close", "closed"], ["Sold out…", "soldout"]]) {
+        tr.querySelector(`button[data-act="${act}"]`).disabled = c.state === state;
       }
       const rate = tr.querySelector("input.rate");
       if (document.activeElement !== rate) rate.value = c.admitPerSecond;

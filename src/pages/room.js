@@ -12,12 +12,13 @@ const T = {
     keep: "Keep this page open. There is no need to refresh: you keep your place even if you do.",
     room: "Waiting room", opensIn: "Sales open in", open: "Sales are open.", scheduled: "Sales have not opened yet.",
     ended: "This sale has ended.", paused: "The queue is paused for now; you keep your place.",
-    closed: "This queue is closed.", maintenance: "The queue is under maintenance; please come back later.",
+    closed: "This queue is closed.", soldout: "Sold out.", maintenance: "The queue is under maintenance; please come back later.",
     opensAt: (d) => `Opens ${d}`, noConcert: "There is no such waiting room.",
     pending: "You are in! Finding your place in line…", waiting: "You are in line",
     prequeue: "You are in the pre-queue", prequeueNote: "When sales open, everyone in the pre-queue gets a place in a random order, ahead of those who come later.",
     admitted: "It's your turn!", expired: "Your turn has passed.", removed: "You were removed from the queue.",
     completed: "You have completed your booking.", rejoin: "Join again",
+    soldoutNote: "All tickets are sold. If tickets come back, this page takes you back to your place.",
     ahead: (n) => n === 0 ? "You are next." : n === 1 ? "1 person ahead of you" : `${n.toLocaleString("en")} people ahead of you`,
     of: (n) => `of ${n.toLocaleString("en")} waiting`,
     eta: (a, b) => b <= 1 ? "Estimated wait: under a minute" : `Estimated wait: ${a}–${b} minutes`,
@@ -37,12 +38,13 @@ const T = {
     keep: "이 페이지를 열어 두세요. 새로고침할 필요가 없으며, 새로고침해도 순서는 유지됩니다.",
     room: "대기실", opensIn: "판매 시작까지", open: "판매 중입니다.", scheduled: "아직 판매가 시작되지 않았습니다.",
     ended: "판매가 종료되었습니다.", paused: "대기열이 잠시 멈췄습니다. 순서는 유지됩니다.",
-    closed: "대기열이 닫혔습니다.", maintenance: "대기열 점검 중입니다. 잠시 후 다시 와 주세요.",
+    closed: "대기열이 닫혔습니다.", soldout: "매진되었습니다.", maintenance: "대기열 점검 중입니다. 잠시 후 다시 와 주세요.",
     opensAt: (d) => `${d} 오픈`, noConcert: "해당 대기실이 없습니다.",
     pending: "입장했습니다! 순서를 확인하는 중…", waiting: "대기 중입니다",
     prequeue: "사전 대기열에 있습니다", prequeueNote: "판매가 시작되면 사전 대기열의 모든 분이 무작위 순서로, 나중에 온 분들보다 앞에 배치됩니다.",
     admitted: "고객님 차례입니다!", expired: "차례가 지났습니다.", removed: "대기열에서 제외되었습니다.",
     completed: "예매를 마쳤습니다.", rejoin: "다시 입장",
+    soldoutNote: "모든 티켓이 판매되었습니다. 취소표가 나오면 이 페이지가 원래 순서로 돌려 드립니다.",
     ahead: (n) => n === 0 ? "다음 차례입니다." : `내 앞에 ${n.toLocaleString("ko")}명`,
     of: (n) => `대기 ${n.toLocaleString("ko")}명 중`,
     eta: (a, b) => b <= 1 ? "예상 대기 시간: 1분 이내" : `예상 대기 시간: ${a}~${b}분`,
@@ -167,6 +169,8 @@ async function room(id) {
     $("title").textContent = info.name || id;
     $("phase").textContent = info.phase === "scheduled"
       ? t("opensAt", new Date(info.opensAt).toLocaleString(lang)) : t(info.phase);
+    // Sold out: the organiser's own words, as written, after ours.
+    if (info.phase === "soldout" && info.soldOutMessage) $("phase").textContent += ` ${info.soldOutMessage}`;
     if (info.abandonAfterSeconds) { $("abandon").hidden = false; $("abandon").textContent = t("abandon", min(info.abandonAfterSeconds)); }
     $("who").textContent = entry ? t("you", entry.userId) : "";
   }
@@ -200,6 +204,7 @@ async function room(id) {
     if (!performance.getEntriesByName(`qg-${s.status}`).length) performance.mark(`qg-${s.status}`);
     $("place").hidden = false;
     $("joinbox").hidden = true;
+    $("phase").hidden = s.status === "soldout";
     const state = t(s.status) || s.status;
     $("state").textContent = state;
     $("position").textContent = s.position ? `#${s.position.toLocaleString(lang)}` : "";
@@ -210,7 +215,8 @@ async function room(id) {
     $("progress").value = p;
     $("progress").hidden = !["waiting", "admitted", "completed"].includes(s.status);
     $("progress").setAttribute("aria-valuetext", `${p}%`);
-    $("eta").textContent = s.status !== "waiting" ? (s.status === "prequeue" ? t("prequeueNote") : "")
+    $("eta").textContent = s.status === "soldout" ? `${t("soldoutNote")} ${s.message || ""}`.trim()
+      : s.status !== "waiting" ? (s.status === "prequeue" ? t("prequeueNote") : "")
       : s.etaSeconds ? t("eta", Math.max(1, Math.floor((s.etaSeconds * 0.8) / 60)), Math.ceil((s.etaSeconds * 1.25) / 60)) : t("etaNone");
     $("keep").hidden = FINAL.has(s.status);
     $("abandon").hidden = FINAL.has(s.status) || !info.abandonAfterSeconds;
@@ -225,6 +231,9 @@ async function room(id) {
     }
     if (s.status === "admitted") admitted(s);
     if (FINAL.has(s.status)) { done = true; stop(); }
+    // Sold out ends the stream; the place is kept, so the page looks now and then for tickets
+    // coming back (the concert open again), and then watches again.
+    if (s.status === "soldout" && src) { stop(); const w = s.refreshAfterSeconds || 30; timer = setTimeout(() => poll(null, w), w * 1000); }
     if (s.status === "expired" || s.status === "removed") {
       store.removeItem(key);
       entry = null;
@@ -279,8 +288,10 @@ async function room(id) {
       if (etag) headers["If-None-Match"] = etag;
       const { r, body } = await getJSON(base(), { headers, cache: "no-store" });
       reconnecting(false);
+      const wasSoldOut = last && last.status === "soldout";
       if (body) { draw(body); etag = r.headers.get("ETag"); next = body.refreshAfterSeconds || 2; }
       if (done) return;
+      if (wasSoldOut && body && body.status !== "soldout" && window.EventSource) return void watch();
     } catch (e) {
       if (e.status === 401 || e.status === 404) { store.removeItem(key); entry = null; showJoin(); fail(e.message); return; }
       reconnecting(true);
@@ -354,6 +365,7 @@ async function room(id) {
         setTimeout(join, wait * 1000);
         return;
       }
+      if (r.status === 410) { info.phase = "soldout"; info.soldOutMessage = b.detail; drawPhase(); showJoin(); return; }
       if (r.status !== 202) throw new Error(b.detail || `HTTP ${r.status}`);
       entry = { userId: b.userId, token: b.token };
       save();

@@ -9,6 +9,8 @@
 -- KEYS[9] request STRING the remembered answer of this admit request (when ARGV[7] is set)
 -- KEYS[10] gone  ZSET sequence numbers removed from the middle (remove.lua); those now behind
 --                the head no longer matter to anyone's position and are dropped here
+-- KEYS[11] concert HASH the concert's settings: nobody is admitted while its state is written and
+--                is not `open` (sold out, paused, closed), whatever the caller's cache says
 -- ARGV[1] most fans to admit  ARGV[2] token ttl (ms)  ARGV[3] maxActive (0: none)
 -- ARGV[4] abandonAfter (ms, 0: off)  ARGV[5] admitPerSecond (0: no rate bucket)
 -- ARGV[6] lease value the caller holds ("" for manual admission: no lease needed)
@@ -40,6 +42,10 @@ if ARGV[7] ~= '' then
   if done then
     return cjson.decode(done)
   end
+end
+local state = redis.call('HGET', KEYS[11], 'state')
+if state and state ~= 'open' then
+  return {1, now}
 end
 
 -- Expired tokens free their slots.

@@ -26,4 +26,5 @@ mod schemathesis;
 mod secured;
 mod security;
 mod session_model;
+mod soldout;
 mod store_model;

@@ -503,3 +503,54 @@ async fn gated_session(app: &TestApp, concert: &str) -> String {
     assert_eq!(r.status(), 200);
     user
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_sells_out_from_the_console_and_the_waiting_fan_is_told_in_english_and_korean() {
+    let names = Names::new();
+    create_topics(&names, 1).await;
+    let app = spawn_role(&names, Role::Run, |s| s.identity.fan_identity = Some(FanIdentityMode::Body)).await;
+    let concert = "last-night";
+    let message = "Thank you: every seat has found its fan.";
+    let body = json!({"state": "open", "name": "Last Night", "soldOutMessage": message});
+    assert_eq!(app.put_concert(concert, body).await.status(), 200);
+
+    let b = Browser::start(&shots("soldout"), "en-US").await;
+    let room = b.tab().await;
+    b.goto(&format!("{}/c/{concert}", app.http())).await;
+    b.type_into("#user", "hopeful-fan").await;
+    b.click("#joinbtn").await;
+    b.expect_text("#position", WAIT, |t| t == "#1", "first in line").await;
+
+    // The console: "Sold out…" asks first; "Yes, sold out" does it.
+    let console = b.new_tab().await;
+    b.switch_to(&console).await;
+    b.goto(&format!("{}/admin/", app.admin)).await;
+    b.type_into("#token", ADMIN_TOKEN).await;
+    b.click("#login button").await;
+    let row = format!("tr[data-concert=\"{concert}\"]");
+    b.expect_text(&format!("{row} td[data-k=waiting]"), WAIT, |t| t == "1", "the waiting count").await;
+    b.click(&format!("{row} button[data-act=\"Sold out…\"]")).await;
+    b.screenshot("0-console-sold-out-confirm").await;
+    assert_eq!(app.admin_json(&format!("/admin/v1/concerts/{concert}")).await["state"], "open", "not before the yes");
+    b.click(&format!("{row} button[data-act=\"Yes, sold out\"]")).await;
+    b.expect_text(&format!("{row} td[data-k=state]"), WAIT, |t| t == "soldout", "the state").await;
+    b.screenshot("1-console-sold-out").await;
+
+    // The fan's page, told at once: our words and the organiser's, then in Korean.
+    b.switch_to(&room).await;
+    b.expect_text("#state", WAIT, |t| t == "Sold out.", "sold out").await;
+    let note = b.text("#eta").await;
+    assert!(note.starts_with("All tickets are sold.") && note.ends_with(message), "{note}");
+    assert_eq!(b.text("#position").await, "", "no position while sold out");
+    b.screenshot("2-room-sold-out").await;
+    b.click("#lang").await;
+    b.expect_text("#state", WAIT, |t| t == "매진되었습니다.", "sold out in Korean").await;
+    assert!(b.text("#eta").await.starts_with("모든 티켓이 판매되었습니다."));
+    b.screenshot("3-room-sold-out-ko").await;
+    // A fan arriving now: the phase says so, with the organiser's words, and there is no join.
+    b.goto(&format!("{}/c/{concert}", app.http())).await;
+    b.expect_text("#phase", WAIT, |t| t.starts_with("매진되었습니다.") && t.ends_with(message), "the phase").await;
+    let hidden = b.eval("return document.getElementById('joinbox').hidden;", json!([])).await;
+    assert_eq!(hidden, json!(true), "no join while sold out");
+    assert!(errors(&b.console().await, &[]).is_empty(), "{:?}", b.console().await);
+}
