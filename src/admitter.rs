@@ -166,7 +166,12 @@ impl Admitter {
             lease: Some(&lease),
             request: None,
         };
-        match self.store.admit(id, req).await? {
+        let admitted = self.store.admit(id, req).await?;
+        if let Some((idle, max)) = admitted.as_ref().map(|a| a.sessions_ended).filter(|(i, m)| i + m > 0) {
+            self.metrics.gate_sessions_ended.with_label_values(&["idle"]).inc_by(idle);
+            self.metrics.gate_sessions_ended.with_label_values(&["max"]).inc_by(max);
+        }
+        match admitted {
             Some(a) if !a.fans.is_empty() => {
                 self.metrics.admissions.with_label_values(&["auto"]).inc_by(a.fans.len() as u64);
                 tracing::debug!(concert = %id, admitted = a.fans.len(), lease = %lease, "admitted");

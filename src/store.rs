@@ -173,6 +173,9 @@ pub struct AdmitRequest<'a> {
 pub struct Admitted {
     pub iat_ms: i64,
     pub fans: Vec<(UserId, i64)>,
+    /// Gate sessions this call ended because their slot's deadline had passed: (idle, at
+    /// their maximum). The sweep ends such sessions just before; these passed in between.
+    pub sessions_ended: (u64, u64),
 }
 
 /// One row of the admin listing.
@@ -377,7 +380,9 @@ impl QueueStore {
         }
         inv.key(self.keys.admit_request(concert, req.request))
             .key(self.key(concert, Part::Gone))
-            .key(self.key(concert, Part::Concert));
+            .key(self.key(concert, Part::Concert))
+            .key(self.key(concert, Part::Sessions))
+            .key(self.key(concert, Part::Ended));
         inv.arg(req.max)
             .arg(req.ttl_ms)
             .arg(req.max_active)
@@ -397,11 +402,21 @@ impl QueueStore {
             other => return Err(StoreError::Reply(format!("admit reply starts with {other:?}"))),
         }
         let iat_ms: i64 = it.next().map(parse).transpose()?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        // "e:<idle>:<max>": gate sessions whose slot expired in this call (an answer remembered
+        // from before this field existed has none: it starts with a fan, whose id has no colon).
+        let mut it = it.peekable();
+        let mut sessions_ended = (0, 0);
+        if let Some(e) = it.peek().map(|v| parse(v)).transpose()?.and_then(|v| v.strip_prefix("e:").map(str::to_owned))
+        {
+            it.next();
+            let mut n = e.split(':').map(|x| x.parse::<u64>().unwrap_or(0));
+            sessions_ended = (n.next().unwrap_or(0), n.next().unwrap_or(0));
+        }
         let mut fans = Vec::new();
         while let (Some(u), Some(exp)) = (it.next(), it.next()) {
             fans.push((stored_user(u)?, parse(exp)?.parse().map_err(|_| StoreError::Reply("bad expiry".into()))?));
         }
-        Ok(Some(Admitted { iat_ms, fans }))
+        Ok(Some(Admitted { iat_ms, fans, sessions_ended }))
     }
 
     /// Removes a waiting fan; false when the fan was not waiting. O(n) (LREM), an operator action.

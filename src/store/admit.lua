@@ -11,6 +11,11 @@
 --                the head no longer matter to anyone's position and are dropped here
 -- KEYS[11] concert HASH the concert's settings: nobody is admitted while its state is written and
 --                is not `open` (sold out, paused, closed), whatever the caller's cache says
+-- KEYS[12] sessions HASH userId -> live gate session (sessions.rs)   KEYS[13] ended ZSET sid ->
+--                when it ended: a slot past its deadline that held a session ends that session
+--                here, as sweep.lua does (the sweep runs right before, but a deadline can pass
+--                between the two calls; freeing the slot alone would leave the session counted
+--                live for ever)
 -- ARGV[1] most fans to admit  ARGV[2] token ttl (ms)  ARGV[3] maxActive (0: none)
 -- ARGV[4] abandonAfter (ms, 0: off)  ARGV[5] admitPerSecond (0: no rate bucket)
 -- ARGV[6] lease value the caller holds ("" for manual admission: no lease needed)
@@ -20,7 +25,7 @@
 -- clock is behind or ahead admits at the configured rate all the same.
 --
 -- Returns {0} when the caller's lease is not the current one (a stale admitter is fenced off),
--- else {1, now, user1, exp1, user2, exp2, ...}. Fans who have neither reached the queue nor
+-- else {1, now, "e:<sessions ended idle>:<at their maximum>", user1, exp1, user2, exp2, ...}. Fans who have neither reached the queue nor
 -- polled within abandonAfter (`seen` holds the later of the two; apply.lua writes the arrival)
 -- are taken off the queue as expired and do not count. At most 1000 fans are looked at per call.
 local clock = redis.call('TIME')
@@ -45,11 +50,31 @@ if ARGV[7] ~= '' then
 end
 local state = redis.call('HGET', KEYS[11], 'state')
 if state and state ~= 'open' then
-  return {1, now}
+  return {1, now, 'e:0:0'}
 end
 
--- Expired tokens free their slots.
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+-- Expired tokens and sessions free their slots.
+local idle, maxed = 0, 0
+local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 10000)
+if #due > 0 then
+  local held = redis.call('HMGET', KEYS[12], unpack(due))
+  local gone = {}
+  for i, user in ipairs(due) do
+    if held[i] then
+      local sid, _, _, max_at = string.match(held[i], '^([^:]+):(%d+):(%d+):(%d+)$')
+      if sid then
+        if tonumber(max_at) <= now then maxed = maxed + 1 else idle = idle + 1 end
+        gone[#gone + 1] = now
+        gone[#gone + 1] = sid
+      end
+    end
+  end
+  if #gone > 0 then
+    redis.call('ZADD', KEYS[13], unpack(gone))
+  end
+  redis.call('HDEL', KEYS[12], unpack(due))
+  redis.call('ZREM', KEYS[4], unpack(due))
+end
 if max_active > 0 then
   local free = max_active - redis.call('ZCARD', KEYS[4])
   if free < n then n = free end
@@ -64,7 +89,7 @@ if rate > 0 then
   if whole < n then n = whole end
 end
 
-local out = {1, now}
+local out = {1, now, 'e:' .. idle .. ':' .. maxed}
 local admitted, scanned, skipped = 0, 0, 0
 -- Fans are taken in batches, each with a fixed number of commands (LPOP with a count, one ZREM,
 -- HMGET, HSET and ZADD) rather than five per fan: Redis's work per round does not grow with the
@@ -129,6 +154,9 @@ local t = tonumber(redis.call('HGET', KEYS[7], 'obsAt') or now)
 r = r * math.exp(-(now - t) / tau) + admitted * 1000 / tau
 redis.call('HSET', KEYS[7], 'obsRate', tostring(r), 'obsAt', now)
 if ARGV[7] ~= '' then
-  redis.call('SET', KEYS[9], cjson.encode(out), 'PX', 3600000)
+  -- A retried request gets the same fans, and no sessions counted as ended a second time.
+  local remembered = {unpack(out)}
+  remembered[3] = 'e:0:0'
+  redis.call('SET', KEYS[9], cjson.encode(remembered), 'PX', 3600000)
 end
 return out

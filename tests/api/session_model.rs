@@ -5,7 +5,8 @@
 //! operators' ends and revocations: the slots in use are exactly the model's (unexchanged
 //! tokens plus live sessions), never more than `maxActive`, and admission fills exactly the
 //! free slots. Idleness is the one thing not waited for: the fan's deadline in `active` is moved
-//! to the past, as the clock would, and the sweep runs.
+//! to the past, as the clock would, and the sweep runs (or, as when the deadline passes between
+//! a round's sweep and its admission, the admission call alone: it ends the session too).
 
 use std::collections::{HashMap, HashSet};
 
@@ -30,6 +31,9 @@ enum Op {
     Complete(u8),
     End(u8),
     Revoke,
+    /// The deadline passes just after a round's sweep: the admission call right behind it frees
+    /// the slot, and must end the session with it.
+    Lapse(u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -39,6 +43,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..FANS).prop_map(Op::Exchange),
         2 => (0..FANS).prop_map(Op::Touch),
         2 => (0..FANS).prop_map(Op::Idle),
+        2 => (0..FANS).prop_map(Op::Lapse),
         1 => (0..FANS).prop_map(Op::Complete),
         1 => (0..FANS).prop_map(Op::End),
         1 => Just(Op::Revoke),
@@ -144,6 +149,16 @@ proptest! {
                         prop_assert_eq!(idle, u64::from(m.sessions.remove(&u).is_some()));
                         m.tokens.remove(&u);
                     }
+                    Op::Lapse(u) => {
+                        if m.tokens.contains_key(&u) || m.sessions.contains_key(&u) {
+                            names.redis::<()>(redis::cmd("ZADD").arg(&active).arg(1).arg(fan(u).as_str())).await;
+                        }
+                        let req = AdmitRequest { max: 0, ttl_ms: 600_000, max_active: MAX_ACTIVE, abandon_after_ms: 0, per_second: 0, lease: None, request: None };
+                        let got = store.admit(&c, req).await.unwrap().expect("no lease involved");
+                        prop_assert!(got.fans.is_empty());
+                        prop_assert_eq!(got.sessions_ended, (u64::from(m.sessions.remove(&u).is_some()), 0), "f{}", u);
+                        m.tokens.remove(&u);
+                    }
                     Op::Complete(u) => {
                         let was_admitted = m.issued.contains_key(&u);
                         let got = store.complete(&c, &fan(u)).await.unwrap();
@@ -174,4 +189,46 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+/// The race the model's `Lapse` stands for, step by step: a session's deadline passes after a
+/// round's sweep and before its admission call. That call frees the slot, and must end the
+/// session with it (counted, and known to every gateway through `ended`); freeing the slot alone
+/// left the session counted live for ever, and its slot given to the next fan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_passing_between_the_sweep_and_the_admission_ends_the_session() {
+    let names = Names::new();
+    let store = names.store();
+    let c = ConcertId::parse("s").unwrap();
+    let active = names.key("s", Part::Active);
+    for u in 0..2 {
+        store.apply(&c, &[(&fan(u), 1)]).await.unwrap();
+    }
+    store.release(&c, 2).await.unwrap();
+    let admit = |max| AdmitRequest {
+        max,
+        ttl_ms: 600_000,
+        max_active: 1,
+        abandon_after_ms: 0,
+        per_second: 0,
+        lease: None,
+        request: None,
+    };
+    let got = store.admit(&c, admit(5)).await.unwrap().unwrap();
+    assert_eq!(got.fans.len(), 1, "one slot");
+    let (user, exp) = got.fans[0].clone();
+    let iat_ms = got.iat_ms.div_euclid(1000) * 1000;
+    let req =
+        ExchangeRequest { user: &user, jti: "j0", iat_ms, exp_ms: exp, idle_ms: 600_000, max_ms: 3_600_000, sid: "s0" };
+    assert!(store.exchange(&c, req).await.unwrap().is_ok());
+    assert_eq!(store.sweep_sessions(&c, 3_660_000).await.unwrap(), (0, 0), "the round's sweep: nothing due yet");
+    // Now the deadline passes, and the same round's admission runs.
+    names.redis::<()>(redis::cmd("ZADD").arg(&active).arg(1).arg(user.as_str())).await;
+    let got = store.admit(&c, admit(5)).await.unwrap().unwrap();
+    assert_eq!(got.sessions_ended, (1, 0), "ended as idle, and counted");
+    assert_eq!(got.fans.len(), 1, "its slot went to the next fan");
+    assert_eq!(store.session_count(&c).await.unwrap(), 0, "no session left counted live");
+    let ended: Option<f64> = names.redis(redis::cmd("ZSCORE").arg(names.key("s", Part::Ended)).arg("s0")).await;
+    assert!(ended.is_some(), "gateways learn of it from `ended`");
+    assert!(store.touch(&c, &user, "s0", 600_000, 0).await.unwrap().is_none(), "a gate check finds it ended");
 }
