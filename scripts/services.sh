@@ -5,7 +5,8 @@
 #   scripts/services.sh down    stop what this script started
 #   scripts/services.sh status  say what answers
 #   scripts/services.sh tools   install what the tests need besides the services (prometheus,
-#                               faketime, chromium, chromedriver, nginx; schemathesis from PyPI)
+#                               faketime, chromium, chromedriver, nginx; schemathesis and
+#                               kubernetes-validate from PyPI; Caddy and helm from the Go proxy)
 #
 # Honours QUEUEGATE_KAFKA_BROKERS (default 127.0.0.1:9092) and QUEUEGATE_REDIS_URL
 # (default redis://127.0.0.1:6379). Everything it downloads or writes lives under .local/.
@@ -254,6 +255,31 @@ install_caddy() {
   touch "$LOCAL/go/caddy-$CADDY_VERSION"
 }
 
+# From the Go module proxy, into .local/go/bin: helm, which lints and renders the chart in
+# deploy/helm/queuegate (tests/chart.rs). Pinned; built once (a few minutes).
+HELM_VERSION=v4.3.2
+install_helm() {
+  local bin="$LOCAL/go/bin/helm"
+  [ -x "$bin" ] && [ -f "$LOCAL/go/helm-$HELM_VERSION" ] && return 0
+  command -v go >/dev/null || die "go is needed to build helm (https://go.dev/dl/)"
+  log "building helm $HELM_VERSION from the Go module proxy into ${bin#$ROOT/} (a few minutes, once)"
+  GOBIN="$LOCAL/go/bin" GOPATH="$LOCAL/go/path" GOFLAGS=-modcacherw \
+    go install "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" || die "go install helm failed"
+  touch "$LOCAL/go/helm-$HELM_VERSION"
+}
+
+# From PyPI, into .local/venv: kubernetes-validate, which checks every object the chart renders
+# against Kubernetes' own schemas (tests/chart.rs). Pinned.
+KUBERNETES_VALIDATE_VERSION=1.37.0
+install_kubernetes_validate() {
+  local venv="$LOCAL/venv"
+  [ -x "$venv/bin/kubernetes-validate" ] && [ -f "$venv/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION" ] && return 0
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+  log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION from PyPI into ${venv#$ROOT/}"
+  "$venv/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" || die "pip install kubernetes-validate failed"
+  touch "$venv/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION"
+}
+
 # --- commands ----------------------------------------------------------------------------------
 
 stop_pidfile() {
@@ -290,6 +316,6 @@ case "${1:-up}" in
     ;;
   fetch) fetch_kafka ;;
   cluster-id) new_cluster_id ;;
-  tools) install_tools; install_schemathesis; install_caddy ;;
+  tools) install_tools; install_schemathesis; install_caddy; install_helm; install_kubernetes_validate ;;
   *) die "usage: $0 up|down|status|fetch|tools|cluster-id" ;;
 esac

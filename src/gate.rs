@@ -83,9 +83,18 @@ pub(crate) struct GateQuery {
     redirect: bool,
 }
 
-/// The request the proxy is asking about, as the fan made it.
+/// The request the proxy is asking about, as the fan made it: nginx's `X-Original-URI`, or
+/// Traefik's (Caddy's, Envoy's) `X-Forwarded-Uri`, with `X-Forwarded-Host` and
+/// `X-Forwarded-Proto`; else ingress-nginx's `X-Original-URL` (the whole URL, http or https).
 fn original_url(req: &HttpRequest) -> Option<url::Url> {
     let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
+    if h("x-original-uri").is_none() && h("x-forwarded-uri").is_none() {
+        if let Some(full) = h("x-original-url") {
+            let u = url::Url::parse(full).ok()?;
+            let plain = u.username().is_empty() && u.password().is_none();
+            return (matches!(u.scheme(), "http" | "https") && u.host().is_some() && plain).then_some(u);
+        }
+    }
     let uri = h("x-original-uri").or_else(|| h("x-forwarded-uri")).unwrap_or("/");
     let host = h("x-forwarded-host").or_else(|| h("host"))?;
     let proto = h("x-forwarded-proto").filter(|p| matches!(*p, "http" | "https")).unwrap_or("http");
@@ -422,5 +431,20 @@ mod tests {
             .insert_header(("x-forwarded-host", "evil.example/@shop"))
             .to_http_request();
         assert!(original_url(&evil).is_none());
+        // ingress-nginx's auth-url sends the whole URL, and Host is the gate's own.
+        let ingress = |url: &str| {
+            let req = actix_web::test::TestRequest::default()
+                .insert_header(("x-original-url", url))
+                .insert_header(("host", "queuegate-gateway.sale.svc"))
+                .to_http_request();
+            original_url(&req).map(|u| u.to_string())
+        };
+        assert_eq!(
+            ingress("https://shop.example/book?seat=1&queuegate_token=t").as_deref(),
+            Some("https://shop.example/book?seat=1&queuegate_token=t")
+        );
+        for bad in ["javascript:alert(1)", "/relative", "https://user:pw@shop.example/", "ftp://shop.example/"] {
+            assert_eq!(ingress(bad), None, "{bad}");
+        }
     }
 }

@@ -1,0 +1,263 @@
+//! The Helm chart (deploy/helm/queuegate), checked as far as tools reach without a cluster:
+//! `helm lint --strict` and `helm template` with the defaults and every `ci/` values file, every
+//! rendered built-in object validated against Kubernetes' own schemas (`kubernetes-validate
+//! --strict`), the promises the chart makes (the admin port never public, readiness on
+//! `/readyz`, consumers at most the partitions, the alerts those of grafana/…), and wrong values
+//! refused at install with the value named. helm and kubernetes-validate are installed under
+//! .local/ by `scripts/services.sh tools`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chart() -> PathBuf {
+    root().join("deploy/helm/queuegate")
+}
+
+fn tool(rel: &str) -> PathBuf {
+    let p = root().join(rel);
+    assert!(p.exists(), "{} is missing: run scripts/services.sh tools", p.display());
+    p
+}
+
+/// The defaults (None), then every `ci/*.yaml`.
+fn value_sets() -> Vec<Option<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(chart().join("ci"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "ci/ holds the values files: {files:?}");
+    std::iter::once(None).chain(files.into_iter().map(Some)).collect()
+}
+
+fn helm(args: &[&str], values: Option<&Path>) -> Result<String, String> {
+    let mut c = Command::new(tool(".local/go/bin/helm"));
+    c.args(args).arg(chart());
+    if let Some(v) = values {
+        c.arg("--values").arg(v);
+    }
+    let out = c.output().expect("helm runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// `helm template` in namespace `sale`, with `values` and `--set`s.
+fn render(values: Option<&Path>, sets: &[&str]) -> Result<String, String> {
+    let mut args = vec!["template", "qg", "--namespace", "sale"];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    helm(&args, values)
+}
+
+/// The rendered documents as JSON values (empty documents left out).
+fn objects(yaml: &str) -> Vec<Value> {
+    serde_norway::Deserializer::from_str(yaml)
+        .map(|d| Value::deserialize(d).expect("rendered YAML parses"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn of_kind<'a>(objs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objs.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn named<'a>(objs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    of_kind(objs, kind)
+        .into_iter()
+        .find(|o| o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+fn label(set: &Option<PathBuf>) -> String {
+    set.as_ref().map_or("defaults".into(), |p| p.file_name().unwrap().to_string_lossy().into_owned())
+}
+
+#[test]
+fn the_chart_lints_strictly_with_the_defaults_and_every_ci_values_file() {
+    for set in value_sets() {
+        let out = helm(&["lint", "--strict"], set.as_deref()).unwrap_or_else(|e| panic!("{}: {e}", label(&set)));
+        assert!(out.contains("0 chart(s) failed"), "{}: {out}", label(&set));
+    }
+}
+
+#[test]
+fn every_rendered_built_in_object_passes_kubernetes_own_schemas() {
+    // The operator's CRDs (prometheus-operator) have no schema in kubernetes-validate: their
+    // shape is checked by the test below.
+    const CRDS: [&str; 2] = ["ServiceMonitor", "PrometheusRule"];
+    let dir = std::env::temp_dir().join(format!("qg-chart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for set in value_sets() {
+        let objs = objects(&render(set.as_deref(), &[]).unwrap_or_else(|e| panic!("{}: {e}", label(&set))));
+        let builtin: Vec<&Value> = objs.iter().filter(|o| !CRDS.contains(&o["kind"].as_str().unwrap_or(""))).collect();
+        assert!(builtin.len() >= 8, "{}: {} objects", label(&set), builtin.len());
+        let file = dir.join(format!("{}.yaml", label(&set)));
+        let docs: Vec<String> = builtin.iter().map(|o| serde_norway::to_string(o).unwrap()).collect();
+        std::fs::write(&file, docs.join("---\n")).unwrap();
+        // The oldest Kubernetes the chart supports (Chart.yaml's kubeVersion) and the newest known.
+        for version in ["1.25.0", "1.37.0"] {
+            let out = Command::new(tool(".local/venv/bin/kubernetes-validate"))
+                .args(["--strict", "--kubernetes-version", version])
+                .arg(&file)
+                .output()
+                .expect("kubernetes-validate runs");
+            let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success(), "{} on Kubernetes {version}: {said}", label(&set));
+            assert!(!said.contains("ERROR") && said.contains("INFO"), "{}: {said}", label(&set));
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_admin_port_is_never_public_and_every_pod_is_probed_locked_down_and_bounded() {
+    for set in value_sets() {
+        let what = label(&set);
+        let objs = objects(&render(set.as_deref(), &[]).unwrap());
+        for svc in of_kind(&objs, "Service") {
+            let exposed = matches!(svc["spec"]["type"].as_str(), Some("LoadBalancer" | "NodePort"));
+            for port in svc["spec"]["ports"].as_array().unwrap() {
+                let admin = port["targetPort"] == "admin" || port["targetPort"] == 8081 || port["port"] == 8081;
+                assert!(!(exposed && admin), "{what}: the admin port on a {} Service: {svc}", svc["spec"]["type"]);
+            }
+        }
+        assert_eq!(named(&objs, "Service", "qg-queuegate-admin")["spec"]["type"], "ClusterIP", "{what}");
+        for d in of_kind(&objs, "Deployment") {
+            let name = d["metadata"]["name"].as_str().unwrap();
+            let pod = &d["spec"]["template"]["spec"];
+            assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{what} {name}");
+            let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+            for c in pod["containers"].as_array().unwrap() {
+                assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz", "{what} {name}");
+                assert_eq!(c["readinessProbe"]["httpGet"]["port"], "admin", "{what} {name}");
+                assert_eq!(
+                    c["livenessProbe"]["httpGet"]["path"], "/healthz",
+                    "{what} {name}: Kafka trouble never restarts a pod"
+                );
+                assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true, "{what} {name}");
+                assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false, "{what} {name}");
+                for k in ["requests", "limits"] {
+                    for r in ["cpu", "memory"] {
+                        assert!(c["resources"][k][r].is_string(), "{what} {name}: resources.{k}.{r}");
+                    }
+                }
+                // The pod outlives its drain: the preStop pause plus the shutdown steps.
+                let env =
+                    |n: &str| c["env"].as_array().unwrap().iter().find(|e| e["name"] == n).map(|e| e["value"].clone());
+                let step: u64 = env("QUEUEGATE_SHUTDOWN_GRACE_SECONDS").unwrap().as_str().unwrap().parse().unwrap();
+                let pause: u64 = c["lifecycle"]["preStop"]["exec"]["command"][1].as_str().unwrap().parse().unwrap();
+                assert!(grace > pause + 3 * step, "{what} {name}: {grace} s of grace for {pause} + 3 × {step}");
+                assert_eq!(env("QUEUEGATE_ADMIN_TOKEN"), Some(Value::Null), "{what} {name}: secrets only by reference");
+            }
+        }
+        for pdb in ["qg-queuegate-gateway", "qg-queuegate-consumer"] {
+            named(&objs, "PodDisruptionBudget", pdb);
+        }
+    }
+}
+
+#[test]
+fn consumers_are_capped_at_the_partitions_and_the_optional_parts_match_their_sources() {
+    let full = chart().join("ci/full-values.yaml");
+    let objs = objects(&render(Some(&full), &[]).unwrap());
+    // 30 asked for, 12 partitions.
+    assert_eq!(named(&objs, "Deployment", "qg-queuegate-consumer")["spec"]["replicas"], 12);
+    let few = objects(&render(None, &["consumer.replicas=2", "kafka.partitions=24"]).unwrap());
+    assert_eq!(named(&few, "Deployment", "qg-queuegate-consumer")["spec"]["replicas"], 2);
+
+    // One source for the alerts: grafana/alerts.yml's groups, as they are.
+    let alerts: Value =
+        serde_norway::from_str(&std::fs::read_to_string(root().join("grafana/alerts.yml")).unwrap()).unwrap();
+    let rule = named(&objs, "PrometheusRule", "qg-queuegate");
+    assert_eq!(rule["spec"]["groups"], alerts["groups"]);
+    assert!(alerts["groups"][0]["rules"].as_array().unwrap().len() >= 10);
+    let dashboard = named(&objs, "ConfigMap", "qg-queuegate-dashboard");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let served: Value = serde_json::from_str(dashboard["data"]["queuegate.json"].as_str().unwrap()).unwrap();
+    let source: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("grafana/dashboards/queuegate.json")).unwrap())
+            .unwrap();
+    assert_eq!(served, source);
+    let monitor = named(&objs, "ServiceMonitor", "qg-queuegate");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "admin");
+    let metrics = named(&objs, "Service", "qg-queuegate-metrics");
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&metrics["metadata"]["labels"][k], v, "the ServiceMonitor selects the metrics Service");
+    }
+
+    // The admin port: from this namespace and the monitoring namespace only.
+    let np = named(&objs, "NetworkPolicy", "qg-queuegate");
+    let admin_rule =
+        np["spec"]["ingress"].as_array().unwrap().iter().find(|r| r["ports"][0]["port"] == "admin").unwrap();
+    assert_eq!(
+        admin_rule["from"],
+        json!([{"podSelector": {}}, {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}])
+    );
+
+    // The gate example asks the gateway's Service, and sends fans to the room with ?return=.
+    let ingress = named(&objs, "Ingress", "qg-queuegate-gate-example");
+    let a = &ingress["metadata"]["annotations"];
+    assert_eq!(
+        a["nginx.ingress.kubernetes.io/auth-url"],
+        "http://qg-queuegate-gateway.sale.svc.cluster.local:80/v1/concerts/tour-2026/gate"
+    );
+    assert_eq!(a["nginx.ingress.kubernetes.io/auth-signin"], "https://queue.example.com/c/tour-2026");
+    assert_eq!(a["nginx.ingress.kubernetes.io/auth-signin-redirect-param"], "return");
+
+    // The chart's Secret: generated values that queuegate accepts.
+    let secret = named(&objs, "Secret", "qg-queuegate");
+    let data = |k: &str| {
+        use base64::Engine;
+        let b = base64::engine::general_purpose::STANDARD.decode(secret["data"][k].as_str().unwrap()).unwrap();
+        String::from_utf8(b).unwrap()
+    };
+    assert!(data("admin-token").len() >= 16 && data("token-secret").len() >= 32);
+    let pem = data("admission-key.pem");
+    let key = std::env::temp_dir().join(format!("qg-chart-key-{}.pem", std::process::id()));
+    std::fs::write(&key, &pem).unwrap();
+    let out = Command::new("openssl").args(["pkey", "-noout", "-text", "-in"]).arg(&key).output().expect("openssl");
+    std::fs::remove_file(&key).ok();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "PKCS#8: {pem}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ED25519"), "an Ed25519 key");
+    assert_eq!(secret["data"].get("fan-jwt-secret"), None, "an empty optional secret is left out");
+
+    // With an existing Secret the chart makes none and every pod refers to the operator's.
+    let objs = objects(&render(Some(&chart().join("ci/existing-secret-values.yaml")), &[]).unwrap());
+    assert!(of_kind(&objs, "Secret").is_empty());
+    assert!(of_kind(&objs, "HorizontalPodAutoscaler").is_empty());
+    let gw = named(&objs, "Deployment", "qg-queuegate-gateway");
+    assert_eq!(gw["spec"]["replicas"], 4);
+    assert_eq!(gw["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"], "queuegate-secrets");
+}
+
+#[test]
+fn wrong_values_fail_at_install_naming_the_value() {
+    for (set, says) in [
+        ("fanIdentity=body", "fanIdentity"),
+        ("kafka.partitions=0", "partitions"),
+        ("gateway.service.type=ExternalName", "type"),
+        ("securityContext.readOnlyRootFilesystem=false", "readOnlyRootFilesystem"),
+        ("redis.url=http://redis:6379", "url"),
+        ("secrets.tokenSecret=short", "tokenSecret"),
+        ("gateway.replicaz=3", "replicaz"),
+        ("terminationGracePeriodSeconds=30", "terminationGracePeriodSeconds"),
+        ("fanIdentity=trusted-header", "fanIdHeader"),
+        ("gateExample.enabled=true", "publicUrl"),
+    ] {
+        let e = render(None, &[set]).expect_err(set);
+        assert!(e.contains(says), "{set}: {e}");
+    }
+}
