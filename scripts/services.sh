@@ -245,28 +245,23 @@ install_schemathesis() {
 # From the Go module proxy, into .local/go/bin: Caddy, which the gate's proxy tests run with
 # deploy/caddy/Caddyfile (tests/api/gate_proxies.rs). Pinned; built once (a few minutes).
 CADDY_VERSION=v2.11.9
-install_caddy() {
-  local bin="$LOCAL/go/bin/caddy"
-  [ -x "$bin" ] && [ -f "$LOCAL/go/caddy-$CADDY_VERSION" ] && return 0
-  command -v go >/dev/null || die "go is needed to build Caddy (https://go.dev/dl/)"
-  log "building Caddy $CADDY_VERSION from the Go module proxy into ${bin#$ROOT/} (a few minutes, once)"
+install_caddy() { go_install caddy github.com/caddyserver/caddy/v2/cmd/caddy "$CADDY_VERSION"; }
+
+# go_install NAME PACKAGE VERSION: builds PACKAGE@VERSION into .local/go/bin/NAME, once.
+go_install() {
+  local name=$1 pkg=$2 version=$3 bin="$LOCAL/go/bin/$1"
+  [ -x "$bin" ] && [ -f "$LOCAL/go/$name-$version" ] && return 0
+  command -v go >/dev/null || die "go is needed to build $name (https://go.dev/dl/)"
+  log "building $name $version from the Go module proxy into ${bin#$ROOT/} (a few minutes, once)"
   GOBIN="$LOCAL/go/bin" GOPATH="$LOCAL/go/path" GOFLAGS=-modcacherw \
-    go install "github.com/caddyserver/caddy/v2/cmd/caddy@$CADDY_VERSION" || die "go install caddy failed"
-  touch "$LOCAL/go/caddy-$CADDY_VERSION"
+    go install "$pkg@$version" || die "go install $name failed"
+  touch "$LOCAL/go/$name-$version"
 }
 
 # From the Go module proxy, into .local/go/bin: helm, which lints and renders the chart in
 # deploy/helm/queuegate (tests/chart.rs). Pinned; built once (a few minutes).
 HELM_VERSION=v4.3.2
-install_helm() {
-  local bin="$LOCAL/go/bin/helm"
-  [ -x "$bin" ] && [ -f "$LOCAL/go/helm-$HELM_VERSION" ] && return 0
-  command -v go >/dev/null || die "go is needed to build helm (https://go.dev/dl/)"
-  log "building helm $HELM_VERSION from the Go module proxy into ${bin#$ROOT/} (a few minutes, once)"
-  GOBIN="$LOCAL/go/bin" GOPATH="$LOCAL/go/path" GOFLAGS=-modcacherw \
-    go install "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" || die "go install helm failed"
-  touch "$LOCAL/go/helm-$HELM_VERSION"
-}
+install_helm() { go_install helm helm.sh/helm/v4/cmd/helm "$HELM_VERSION"; }
 
 # From PyPI, into .local/venv: kubernetes-validate, which checks every object the chart renders
 # against Kubernetes' own schemas (tests/chart.rs). Pinned.

@@ -3,11 +3,18 @@
 //! rendered built-in object validated against Kubernetes' own schemas (`kubernetes-validate
 //! --strict`), the promises the chart makes (the admin port never public, readiness on
 //! `/readyz`, consumers at most the partitions, the alerts those of grafana/…), and wrong values
-//! refused at install with the value named. helm and kubernetes-validate are installed under
-//! .local/ by `scripts/services.sh tools`.
+//! refused at install with the value named; and the pods as rendered — their arguments, their
+//! environment, the generated secrets and admission key — start the real queuegate binary
+//! against the real Kafka and Redis, become ready, and stop cleanly on SIGTERM within the
+//! grace period. helm and kubernetes-validate are installed under .local/ by
+//! `scripts/services.sh tools`.
+
+#[path = "common/mod.rs"]
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -103,7 +110,8 @@ fn every_rendered_built_in_object_passes_kubernetes_own_schemas() {
     for set in value_sets() {
         let objs = objects(&render(set.as_deref(), &[]).unwrap_or_else(|e| panic!("{}: {e}", label(&set))));
         let builtin: Vec<&Value> = objs.iter().filter(|o| !CRDS.contains(&o["kind"].as_str().unwrap_or(""))).collect();
-        assert!(builtin.len() >= 8, "{}: {} objects", label(&set), builtin.len());
+        assert_eq!(of_kind(&objs, "Deployment").len(), 2, "{}: both roles", label(&set));
+        assert!(builtin.len() >= 7, "{}: {} objects", label(&set), builtin.len());
         let file = dir.join(format!("{}.yaml", label(&set)));
         let docs: Vec<String> = builtin.iter().map(|o| serde_norway::to_string(o).unwrap()).collect();
         std::fs::write(&file, docs.join("---\n")).unwrap();
@@ -260,4 +268,100 @@ fn wrong_values_fail_at_install_naming_the_value() {
         let e = render(None, &[set]).expect_err(set);
         assert!(e.contains(says), "{set}: {e}");
     }
+}
+
+/// The rendered container's environment as the kubelet would give it: values as they are,
+/// `secretKeyRef`s from the rendered Secret (a missing optional key left out), the admission key
+/// written to `keys` (the Secret's volume), the listeners on free loopback ports.
+fn pod_env(deployment: &Value, secret: &Value, keys: &Path) -> (Vec<String>, Vec<(String, String)>, u16) {
+    use base64::Engine;
+    let c = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect();
+    let admin = common::free_port();
+    let mut env = Vec::new();
+    for e in c["env"].as_array().unwrap() {
+        let name = e["name"].as_str().unwrap().to_owned();
+        let value = if let Some(v) = e["value"].as_str() {
+            v.to_owned()
+        } else {
+            let key = e["valueFrom"]["secretKeyRef"]["key"].as_str().unwrap();
+            let Some(b64) = secret["data"][key].as_str() else {
+                assert_eq!(e["valueFrom"]["secretKeyRef"]["optional"], true, "{name}: the Secret has no {key}");
+                continue;
+            };
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap()
+        };
+        let value = match name.as_str() {
+            "QUEUEGATE_HTTP_ADDR" => format!("127.0.0.1:{}", common::free_port()),
+            "QUEUEGATE_ADMIN_ADDR" => format!("127.0.0.1:{admin}"),
+            "QUEUEGATE_ADMISSION_KEY_FILE" => {
+                assert_eq!(value, "/keys/admission-key.pem");
+                let b64 = secret["data"]["admission-key.pem"].as_str().unwrap();
+                let path = keys.join("admission-key.pem");
+                std::fs::write(&path, base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap();
+                path.display().to_string()
+            }
+            _ => value,
+        };
+        env.push((name, value));
+    }
+    (args, env, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rendered_pods_start_queuegate_become_ready_and_stop_cleanly_within_their_grace() {
+    let names = common::Names::new();
+    names.create_topics(2).await;
+    let sets = [
+        format!("kafka.brokers={}", names.brokers),
+        format!("kafka.topic={}", names.topic),
+        format!("kafka.group={}", names.group),
+        format!("redis.url={}", names.redis_url),
+        format!("redis.prefix={}", names.prefix),
+    ];
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let objs = objects(&render(None, &sets).unwrap());
+    let secret = named(&objs, "Secret", "qg-queuegate");
+    let keys = std::env::temp_dir().join(format!("qg-chart-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&keys).unwrap();
+    let client = reqwest::Client::new();
+    for role in ["gateway", "consumer"] {
+        let d = named(&objs, "Deployment", &format!("qg-queuegate-{role}"));
+        let grace = Duration::from_secs(d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap());
+        let (args, env, admin) = pod_env(d, secret, &keys);
+        assert_eq!(args, [role]);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_queuegate"));
+        cmd.args(&args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("queuegate starts");
+        let ready = common::poll_until(Duration::from_secs(60), async || {
+            let r = client.get(format!("http://127.0.0.1:{admin}/readyz")).send().await;
+            r.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        if !ready {
+            child.kill().ok();
+            let out = child.wait_with_output().unwrap();
+            panic!("{role}: /readyz never 200 with the chart's environment: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        // The admin token from the Secret opens the admin API; a stranger's does not.
+        let token = env.iter().find(|(k, _)| k == "QUEUEGATE_ADMIN_TOKEN").unwrap().1.clone();
+        let r = client.get(format!("http://127.0.0.1:{admin}/admin/v1/concerts")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{role}");
+        let r = client.get(format!("http://127.0.0.1:{admin}/admin/v1/concerts")).bearer_auth("x").send().await.unwrap();
+        assert_eq!(r.status(), 401, "{role}");
+        // SIGTERM, as the kubelet sends it after the preStop pause: a clean exit within the grace.
+        common::signal(child.id(), "-TERM");
+        let stopping = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(stopping.elapsed() < grace, "{role} still running {grace:?} after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(status.success(), "{role} exited with {status}");
+    }
+    std::fs::remove_dir_all(&keys).ok();
 }

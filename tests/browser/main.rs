@@ -81,6 +81,16 @@ async fn app_on(names: &Names, port: u16, tweak: impl FnOnce(&mut Settings)) -> 
     .await
 }
 
+/// A new tab on the operators' console, signed in with the admin token; its handle.
+async fn signed_in_console(b: &Browser, app: &TestApp) -> String {
+    let tab = b.new_tab().await;
+    b.switch_to(&tab).await;
+    b.goto(&format!("{}/admin/", app.admin)).await;
+    b.type_into("#token", ADMIN_TOKEN).await;
+    b.click("#login button").await;
+    tab
+}
+
 /// Console entries that are errors, leaving out those a test causes on purpose (`expected`: the
 /// connection refusals of a gateway stopped for a restart, a 429 the test provoked).
 fn errors(entries: &[(String, String)], expected: &[&str]) -> Vec<String> {
@@ -186,11 +196,7 @@ async fn a_fan_waits_keeps_the_place_through_a_reload_and_a_restart_and_lands_on
     let restart_console = b.console().await;
 
     // The operator's console, in a second tab: the same counts as the admin API.
-    let console_tab = b.new_tab().await;
-    b.switch_to(&console_tab).await;
-    b.goto(&format!("{}/admin/", app.admin)).await;
-    b.type_into("#token", ADMIN_TOKEN).await;
-    b.click("#login button").await;
+    let console_tab = signed_in_console(&b, &app).await;
     let row = format!("tr[data-concert=\"{concert}\"]");
     b.expect_text(&format!("{row} td[data-k=waiting]"), WAIT, |t| t == "3", "the console's count").await;
     let api = app.admin_json(&format!("/admin/v1/concerts/{concert}")).await;
@@ -402,13 +408,11 @@ async fn through_nginx_the_booking_url_leads_to_the_room_and_back_with_a_session
     let concert = "gated-night";
     let booking = gated_booking_site().await;
     let proxy = common::gate_proxies::nginx(&format!("127.0.0.1:{port}"), booking, concert);
-    let r = app
-        .put_concert(
-            concert,
-            json!({"state": "open", "name": "Gated Night", "redirectUrl": format!("{}/", proxy.url),
-                   "admitPerSecond": 5, "sessionIdleSeconds": 3}),
-        )
-        .await;
+    let settings = |idle: u32| {
+        json!({"state": "open", "name": "Gated Night", "redirectUrl": format!("{}/", proxy.url),
+               "admitPerSecond": 5, "sessionIdleSeconds": idle})
+    };
+    let r = app.put_concert(concert, settings(3)).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 
     let b = Browser::start(&shots("gate"), "en-US").await;
@@ -445,20 +449,10 @@ async fn through_nginx_the_booking_url_leads_to_the_room_and_back_with_a_session
     // The console: two more fans inside (through the API); the operator ends one, then revokes all.
     // They never browse, so they get a longer idle time than the first fan's: on a loaded
     // machine 3 s can pass between their admission and the console's list.
-    let r = app
-        .put_concert(
-            concert,
-            json!({"state": "open", "name": "Gated Night", "redirectUrl": format!("{}/", proxy.url),
-                   "admitPerSecond": 5, "sessionIdleSeconds": 120}),
-        )
-        .await;
+    let r = app.put_concert(concert, settings(120)).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let others = [gated_session(&app, concert).await, gated_session(&app, concert).await];
-    let console = b.new_tab().await;
-    b.switch_to(&console).await;
-    b.goto(&format!("{}/admin/", app.admin)).await;
-    b.type_into("#token", ADMIN_TOKEN).await;
-    b.click("#login button").await;
+    signed_in_console(&b, &app).await;
     let row = format!("tr[data-concert=\"{concert}\"]");
     b.expect_text(&format!("{row} td[data-k=sessions]"), WAIT, |t| t == "2", "the sessions count").await;
     b.type_into("#sc", concert).await;
@@ -522,11 +516,7 @@ async fn the_operator_sells_out_from_the_console_and_the_waiting_fan_is_told_in_
     b.expect_text("#position", WAIT, |t| t == "#1", "first in line").await;
 
     // The console: "Sold out…" asks first; "Yes, sold out" does it.
-    let console = b.new_tab().await;
-    b.switch_to(&console).await;
-    b.goto(&format!("{}/admin/", app.admin)).await;
-    b.type_into("#token", ADMIN_TOKEN).await;
-    b.click("#login button").await;
+    signed_in_console(&b, &app).await;
     let row = format!("tr[data-concert=\"{concert}\"]");
     b.expect_text(&format!("{row} td[data-k=waiting]"), WAIT, |t| t == "1", "the waiting count").await;
     b.click(&format!("{row} button[data-act=\"Sold out…\"]")).await;

@@ -60,6 +60,7 @@ app.kubernetes.io/component: {{ . }}
 {{- define "queuegate.pod" -}}
 {{- $ := .ctx -}}
 {{- $v := .values -}}
+{{- $role := .role -}}
 {{- with $.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
@@ -76,7 +77,7 @@ topologySpreadConstraints:
     whenUnsatisfiable: ScheduleAnyway
     labelSelector:
       matchLabels:
-        {{- include "queuegate.selector" (dict "ctx" $ "component" $.role) | nindent 8 }}
+        {{- include "queuegate.selector" (dict "ctx" $ "component" $role) | nindent 8 }}
   {{- end }}
 {{- end }}
 {{- with $v.nodeSelector }}
@@ -142,7 +143,8 @@ volumes:
   - name: keys
     secret:
       secretName: {{ include "queuegate.secretName" $ }}
-      defaultMode: 0440
+      # 0440: read-only, for the pod's group (fsGroup)
+      defaultMode: 288
       items:
         - key: admission-key.pem
           path: admission-key.pem
