@@ -327,7 +327,8 @@ async fn the_rendered_pods_start_queuegate_become_ready_and_stop_cleanly_within_
     let client = reqwest::Client::new();
     for role in ["gateway", "consumer"] {
         let d = named(&objs, "Deployment", &format!("qg-queuegate-{role}"));
-        let grace = Duration::from_secs(d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap());
+        let grace =
+            Duration::from_secs(d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap());
         let (args, env, admin) = pod_env(d, secret, &keys);
         assert_eq!(args, [role]);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_queuegate"));
@@ -347,9 +348,11 @@ async fn the_rendered_pods_start_queuegate_become_ready_and_stop_cleanly_within_
         }
         // The admin token from the Secret opens the admin API; a stranger's does not.
         let token = env.iter().find(|(k, _)| k == "QUEUEGATE_ADMIN_TOKEN").unwrap().1.clone();
-        let r = client.get(format!("http://127.0.0.1:{admin}/admin/v1/concerts")).bearer_auth(&token).send().await.unwrap();
+        let r =
+            client.get(format!("http://127.0.0.1:{admin}/admin/v1/concerts")).bearer_auth(&token).send().await.unwrap();
         assert_eq!(r.status(), 200, "{role}");
-        let r = client.get(format!("http://127.0.0.1:{admin}/admin/v1/concerts")).bearer_auth("x").send().await.unwrap();
+        let r =
+            client.get(format!("http://127.0.0.1:{admin}/admin/v1/concerts")).bearer_auth("x").send().await.unwrap();
         assert_eq!(r.status(), 401, "{role}");
         // SIGTERM, as the kubelet sends it after the preStop pause: a clean exit within the grace.
         common::signal(child.id(), "-TERM");
