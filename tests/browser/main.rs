@@ -412,7 +412,7 @@ async fn through_nginx_the_booking_url_leads_to_the_room_and_back_with_a_session
         json!({"state": "open", "name": "Gated Night", "redirectUrl": format!("{}/", proxy.url),
                "admitPerSecond": 5, "sessionIdleSeconds": idle})
     };
-    let r = app.put_concert(concert, settings(3)).await;
+    let r = app.put_concert(concert, settings(5)).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 
     let b = Browser::start(&shots("gate"), "en-US").await;
@@ -438,7 +438,7 @@ async fn through_nginx_the_booking_url_leads_to_the_room_and_back_with_a_session
     assert_eq!(sessions["sessions"][0]["userId"], fan.as_str(), "{sessions}");
 
     // Idle past sessionIdleSeconds: the next page is the room again, saying why.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
     b.goto(&format!("{}/book?seat=12", proxy.url)).await;
     b.expect_text("#state", WAIT, |t| t == "Your booking session has ended.", "the room says the session ended").await;
     assert!(b.text("#go").await.is_empty(), "no way back on a spent token");
