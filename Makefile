@@ -16,9 +16,9 @@ up:
 ## tools, then every test; then the api tests again on the three-broker Kafka and the Redis Cluster
 test: services services-cluster
 	@scripts/services.sh tools
-	$(CARGO) test --all-targets --locked -- --test-threads=2
+	$(CARGO) test --all-targets --locked --no-fail-fast -- --test-threads=2
 	QUEUEGATE_KAFKA_BROKERS=$(CLUSTER_BROKERS) QUEUEGATE_REDIS_URL=$(CLUSTER_REDIS) \
-	  $(CARGO) test --locked --test api -- --test-threads=2
+	  $(CARGO) test --locked --no-fail-fast --test api -- --test-threads=2
 
 ## bench: measure on this machine (run by hand); writes docs/benchmarks.md and docs/bench-latency.png
 bench:

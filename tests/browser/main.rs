@@ -537,7 +537,9 @@ async fn the_operator_sells_out_from_the_console_and_the_waiting_fan_is_told_in_
     b.expect_text("#state", WAIT, |t| t == "매진되었습니다.", "sold out in Korean").await;
     assert!(b.text("#eta").await.starts_with("모든 티켓이 판매되었습니다."));
     b.screenshot("3-room-sold-out-ko").await;
-    // A fan arriving now: the phase says so, with the organiser's words, and there is no join.
+    // A fan arriving now (this browser forgets its place: the language stays): the phase says
+    // so, with the organiser's words, and there is no join.
+    b.eval("localStorage.removeItem(arguments[0]);", json!([format!("qg:{concert}")])).await;
     b.goto(&format!("{}/c/{concert}", app.http())).await;
     b.expect_text("#phase", WAIT, |t| t.starts_with("매진되었습니다.") && t.ends_with(message), "the phase").await;
     let hidden = b.eval("return document.getElementById('joinbox').hidden;", json!([])).await;
