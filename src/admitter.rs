@@ -128,6 +128,16 @@ impl Admitter {
         failed.map_or(Ok(()), Err)
     }
 
+    /// Counts and logs gate sessions a round ended: (idle, at their maximum), by the sweep or
+    /// by the admission call right behind it.
+    fn sessions_ended(&self, id: &ConcertId, (idle, max): (u64, u64)) {
+        if idle + max > 0 {
+            self.metrics.gate_sessions_ended.with_label_values(&["idle"]).inc_by(idle);
+            self.metrics.gate_sessions_ended.with_label_values(&["max"]).inc_by(max);
+            tracing::info!(concert = %id, idle, max, "gate sessions ended");
+        }
+    }
+
     /// One concert's share of a round.
     async fn concert_round(&self, id: &ConcertId, s: &ConcertSettings, watermark: Option<i64>) -> anyhow::Result<()> {
         if let Some(w) = watermark {
@@ -141,12 +151,7 @@ impl Admitter {
         // Gate sessions past their idle or maximum time end here, right before admission,
         // whatever the admission mode, so their slots go to the next fans in this very round.
         let remember_ms = i64::from(s.session_max_seconds) * 1000 + 60_000;
-        let (idle, max) = self.store.sweep_sessions(id, remember_ms).await?;
-        if idle + max > 0 {
-            self.metrics.gate_sessions_ended.with_label_values(&["idle"]).inc_by(idle);
-            self.metrics.gate_sessions_ended.with_label_values(&["max"]).inc_by(max);
-            tracing::info!(concert = %id, idle, max, "gate sessions ended");
-        }
+        self.sessions_ended(id, self.store.sweep_sessions(id, remember_ms).await?);
         let passthrough = s.queueing_method == QueueingMethod::Passthrough;
         if s.state != ConcertState::Open || (s.admit_per_second == 0 && s.max_active == 0 && !passthrough) {
             return Ok(());
@@ -167,9 +172,8 @@ impl Admitter {
             request: None,
         };
         let admitted = self.store.admit(id, req).await?;
-        if let Some((idle, max)) = admitted.as_ref().map(|a| a.sessions_ended).filter(|(i, m)| i + m > 0) {
-            self.metrics.gate_sessions_ended.with_label_values(&["idle"]).inc_by(idle);
-            self.metrics.gate_sessions_ended.with_label_values(&["max"]).inc_by(max);
+        if let Some(a) = &admitted {
+            self.sessions_ended(id, a.sessions_ended);
         }
         match admitted {
             Some(a) if !a.fans.is_empty() => {

@@ -459,6 +459,12 @@ impl ConcertCache {
         self.inner.write().expect("concert cache lock poisoned")
     }
 
+    /// While `id` is sold out: its `soldOutMessage` ("" without one); read under the lock, so a
+    /// status poll does not copy the whole settings.
+    pub fn sold_out(&self, id: &ConcertId) -> Option<String> {
+        self.read().states.get(id).and_then(ConcertSettings::sold_out)
+    }
+
     /// The cached state of `id`, or None when the concert is unknown.
     pub fn state(&self, id: &ConcertId) -> Option<ConcertState> {
         self.read().states.get(id).map(|s| s.state)

@@ -244,7 +244,7 @@ fn if_none_match(req: &HttpRequest, etag: &str) -> bool {
 /// concert judges abandonment, and the fan is then known to the view.
 pub(super) async fn read_status(gw: &Gateway, concert_id: &ConcertId, user_id: &UserId) -> Result<FanStatus, ApiError> {
     // Sold out as this gateway knows it now (a view's snapshot may be a refresh older).
-    let sold_out = gw.cache.settings(concert_id).and_then(|s| s.sold_out());
+    let sold_out = gw.cache.sold_out(concert_id);
     if let Some((snap, fact)) = gw.views.lookup(concert_id, user_id) {
         if let Some(status) = FanStatus::from_view(&snap, fact, concert_id, user_id, Some(&gw.keys)) {
             gw.metrics.status_reads.with_label_values(&["view"]).inc();
