@@ -260,12 +260,27 @@ async fn put_concert(
     body.validate().map_err(ApiError::BadRequest)?;
     // A scheduled concert keeps its opensAt until the cut has placed its pre-queue: without it
     // nothing would ever queue the held fans.
+    let old = admin.store.get_concert(&id).await?;
     if body.opens_at.is_none() {
-        if let Some(old) = admin.store.get_concert(&id).await?.filter(|c| c.settings.opens_at.is_some()) {
-            if admin.store.fair_state(&id).await?.shuffled_at_ms.is_none() {
+        if let Some(old) = old.as_ref().filter(|c| c.settings.opens_at.is_some()) {
+            for lane in old.settings.lanes() {
+                if admin.store.fair_state(&id, &lane.name).await?.shuffled_at_ms.is_none() {
+                    return Err(ApiError::Conflict(format!(
+                        "concert {id} is scheduled to open at {}: opensAt can be moved but not removed before the cut",
+                        crate::clock::rfc3339(old.settings.opens_at.unwrap_or_default())
+                    )));
+                }
+            }
+        }
+    }
+    // A lane taken away while fans are in it would strand them: it goes once it is empty.
+    if let Some(old) = &old {
+        for lane in old.settings.lanes().into_iter().filter(|l| body.lane(&l.name).is_none()) {
+            let fans = admin.store.lane_population(&id, &lane.name).await?;
+            if fans > 0 {
                 return Err(ApiError::Conflict(format!(
-                    "concert {id} is scheduled to open at {}: opensAt can be moved but not removed before the cut",
-                    crate::clock::rfc3339(old.settings.opens_at.unwrap_or_default())
+                    "lane {} of concert {id} still holds {fans} fans; it can be taken out of lanes once it is empty",
+                    lane.name
                 )));
             }
         }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::concerts::{ConcertCache, ConcertSettings, ConcertState, QueueingMethod};
-use crate::ids::ConcertId;
+use crate::ids::{ConcertId, Lane};
 use crate::kafka::CutProbe;
 use crate::metrics::Metrics;
 use crate::store::{AdmitRequest, Cut, QueueStore};
@@ -141,12 +141,15 @@ impl Admitter {
     /// One concert's share of a round.
     async fn concert_round(&self, id: &ConcertId, s: &ConcertSettings, watermark: Option<i64>) -> anyhow::Result<()> {
         if let Some(w) = watermark {
-            if s.opens_at.is_some() {
-                if let Err(e) = self.fair_start(id, s, w).await {
-                    tracing::warn!(concert = %id, error = %e, "the fair start's cut failed; retrying next round");
+            for lane in s.lanes() {
+                if s.opens_at.is_some() {
+                    if let Err(e) = self.fair_start(id, &lane.name, s, w).await {
+                        tracing::warn!(concert = %id, lane = %lane.name, error = %e,
+                            "the fair start's cut failed; retrying next round");
+                    }
                 }
+                self.place(id, &lane.name, w).await?;
             }
-            self.place(id, w).await?;
         }
         // Gate sessions past their idle or maximum time end here, right before admission,
         // whatever the admission mode, so their slots go to the next fans in this very round.
@@ -188,10 +191,10 @@ impl Admitter {
 
     /// Places the concert's staged fans below the watermark, in stamp order (several calls for
     /// a big backlog, a bounded number per round).
-    async fn place(&self, id: &ConcertId, watermark: i64) -> anyhow::Result<()> {
+    async fn place(&self, id: &ConcertId, lane: &Lane, watermark: i64) -> anyhow::Result<()> {
         let mut placed = 0;
         for _ in 0..20 {
-            let r = self.store.release(id, watermark).await?;
+            let r = self.store.release(id, lane, watermark).await?;
             placed += r.placed;
             self.metrics.order_held_fans.with_label_values(&[id.as_str()]).set(r.staged as i64);
             if r.placed < u64::from(crate::store::order::RELEASE_MAX) {
@@ -200,7 +203,7 @@ impl Admitter {
         }
         if placed > 0 {
             self.metrics.order_placed.inc_by(placed);
-            tracing::debug!(concert = %id, placed, watermark, "placed in stamp order");
+            tracing::debug!(concert = %id, %lane, placed, watermark, "placed in stamp order");
         }
         Ok(())
     }
@@ -209,23 +212,23 @@ impl Admitter {
     /// docs/guarantees.md, "The fair start"): every join accepted before opensAt is then held in
     /// Redis, and the pre-queue is queued in the seed's order (once, under the concert's
     /// admitter lease); the fans who joined after it are staged and placed in stamp order.
-    async fn fair_start(&self, id: &ConcertId, s: &ConcertSettings, watermark: i64) -> anyhow::Result<()> {
+    async fn fair_start(&self, id: &ConcertId, lane: &Lane, s: &ConcertSettings, watermark: i64) -> anyhow::Result<()> {
         let Some(opens_at) = s.opens_at else { return Ok(()) };
         if watermark < opens_at {
             return Ok(());
         }
-        let fair = self.store.fair_state(id).await?;
+        let fair = self.store.fair_state(id, lane).await?;
         if fair.shuffled_at_ms.is_some() {
             return Ok(());
         }
         let Some(lease) = self.store.lease(id, &self.instance, self.lease_ms).await? else { return Ok(()) };
         let seed = fair.seed.ok_or_else(|| anyhow::anyhow!("no seed was drawn for concert {id}"))?;
-        let (pre, _) = self.store.prequeue(id).await?;
+        let (pre, _) = self.store.prequeue(id, lane).await?;
         let ordered = crate::fairness::order(&seed, &pre).ok_or_else(|| anyhow::anyhow!("the seed is not hex"))?;
         let started = std::time::Instant::now();
-        match self.store.cut(id, &ordered, &crate::fairness::list_hash(&pre), &lease).await? {
+        match self.store.cut(id, lane, &ordered, &crate::fairness::list_hash(&pre), &lease).await? {
             Cut::Done { prequeued, after } => tracing::info!(
-                concert = %id, prequeued, after, ms = started.elapsed().as_millis() as u64,
+                concert = %id, %lane, prequeued, after, ms = started.elapsed().as_millis() as u64,
                 "fair start: the pre-queue is queued in the seed's order"
             ),
             Cut::AlreadyDone => {}

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::ConcertId;
+use crate::ids::{ConcertId, Lane};
 
 /// A concert queue's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +116,81 @@ pub enum JoinCheck {
     NotLoaded,
 }
 
+/// Who may join a lane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaneAccess {
+    /// Anyone (the default).
+    Open,
+    /// A fan with a single-use code the operator uploaded (`POST …/lanes/{lane}/codes`).
+    Code,
+    /// A fan whose identity token (jwt mode) carries the claim `name` with the value `value`.
+    Claim { name: String, value: String },
+}
+
+impl LaneAccess {
+    pub fn as_text(&self) -> String {
+        match self {
+            LaneAccess::Open => "open".into(),
+            LaneAccess::Code => "code".into(),
+            LaneAccess::Claim { name, value } => format!("claim:{name}={value}"),
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "open" => Some(LaneAccess::Open),
+            "code" => Some(LaneAccess::Code),
+            _ => {
+                let (name, value) = s.strip_prefix("claim:")?.split_once('=')?;
+                let ok = |t: &str| (1..=128).contains(&t.len()) && !t.chars().any(char::is_control);
+                (ok(name) && ok(value)).then(|| LaneAccess::Claim { name: name.into(), value: value.into() })
+            }
+        }
+    }
+}
+
+impl Serialize for LaneAccess {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.as_text())
+    }
+}
+
+impl<'de> Deserialize<'de> for LaneAccess {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        LaneAccess::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom("access must be \"open\", \"code\" or \"claim:<name>=<value>\"")
+        })
+    }
+}
+
+fn default_share() -> u32 {
+    1
+}
+
+/// One lane of a concert: its own line, with its share of each admission round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LaneSettings {
+    pub name: Lane,
+    /// Its weight in each admission round (1 to [`MAX_SHARE`]); shares need not add up to 100.
+    #[serde(default = "default_share")]
+    pub share: u32,
+    #[serde(default = "LaneAccess::open")]
+    pub access: LaneAccess,
+}
+
+impl LaneAccess {
+    fn open() -> Self {
+        LaneAccess::Open
+    }
+}
+
+/// Most lanes a concert has.
+pub const MAX_LANES: usize = 8;
+/// Largest `share` of a lane.
+pub const MAX_SHARE: u32 = 1000;
+
 /// Default admission-token lifetime when a concert does not set one.
 pub const DEFAULT_TOKEN_TTL_SECONDS: u32 = 600;
 
@@ -188,6 +263,9 @@ pub struct ConcertSettings {
     /// status); the room shows its own words in the fan's language when it is not set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sold_out_message: Option<String>,
+    /// The concert's lanes; empty: one lane, `general`, open to all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lanes: Vec<LaneSettings>,
 }
 
 /// Default `sessionIdleSeconds`.
@@ -247,7 +325,22 @@ impl ConcertSettings {
             session_max_seconds: DEFAULT_SESSION_MAX_SECONDS,
             protected_hosts: Vec::new(),
             sold_out_message: None,
+            lanes: Vec::new(),
         }
+    }
+
+    /// The concert's lanes in order: `lanes`, or the one `general` lane.
+    pub fn lanes(&self) -> Vec<LaneSettings> {
+        if self.lanes.is_empty() {
+            vec![LaneSettings { name: Lane::general(), share: 1, access: LaneAccess::Open }]
+        } else {
+            self.lanes.clone()
+        }
+    }
+
+    /// The lane named `name`, if the concert has it.
+    pub fn lane(&self, name: &Lane) -> Option<LaneSettings> {
+        self.lanes().into_iter().find(|l| &l.name == name)
     }
 
     /// What fans of a sold-out concert are told: `soldOutMessage`, or a default naming it.
@@ -330,6 +423,20 @@ impl ConcertSettings {
                 return Err("logoUrl must be an https:// URL or a path on the gateway (starting with /)".into());
             }
         }
+        if self.lanes.len() > MAX_LANES {
+            return Err(format!("lanes lists at most {MAX_LANES} lanes"));
+        }
+        for (i, lane) in self.lanes.iter().enumerate() {
+            if lane.name.len() > 32 {
+                return Err(format!("lanes: the name {:?} is longer than 32 characters", lane.name.as_str()));
+            }
+            if self.lanes[..i].iter().any(|l| l.name == lane.name) {
+                return Err(format!("lanes: {:?} is named twice", lane.name.as_str()));
+            }
+            if !(1..=MAX_SHARE).contains(&lane.share) {
+                return Err(format!("lanes: the share of {:?} must be between 1 and {MAX_SHARE}", lane.name.as_str()));
+            }
+        }
         for (field, colour) in [("brandColor", &self.brand_color), ("backgroundColor", &self.background_color)] {
             if colour.as_deref().is_some_and(|c| !is_hex_colour(c)) {
                 return Err(format!("{field} must be a colour written #rrggbb"));
@@ -360,6 +467,14 @@ impl ConcertSettings {
             ("sessionMaxSeconds", self.session_max_seconds.to_string()),
             ("protectedHosts", self.protected_hosts.join(",")),
             ("soldOutMessage", self.sold_out_message.clone().unwrap_or_default()),
+            (
+                "lanes",
+                if self.lanes.is_empty() {
+                    String::new()
+                } else {
+                    serde_json::to_string(&self.lanes).expect("lanes serialise")
+                },
+            ),
         ]
     }
 }
@@ -424,6 +539,7 @@ impl Concert {
                     .map(|v| v.split(',').filter(|h| !h.is_empty()).map(str::to_owned).collect())
                     .unwrap_or_default(),
                 sold_out_message: text("soldOutMessage"),
+                lanes: get("lanes").and_then(|v| serde_json::from_str(v).ok()).unwrap_or_default(),
             },
             created_at_ms: get("createdAt").and_then(|v| v.parse().ok()).unwrap_or(0),
             updated_at_ms: get("updatedAt").and_then(|v| v.parse().ok()).unwrap_or(0),
@@ -497,6 +613,11 @@ impl ConcertCache {
     /// The concerts whose waiting count matters to joins (`maxWaiting` set).
     pub fn capped(&self) -> Vec<ConcertId> {
         self.read().states.iter().filter(|(_, s)| s.max_waiting > 0).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// The lane `name` of concert `id`, if it has one.
+    pub fn lane(&self, id: &ConcertId, name: &Lane) -> Option<LaneSettings> {
+        self.read().states.get(id).and_then(|s| s.lane(name))
     }
 
     /// The cached settings of `id`.

@@ -275,7 +275,7 @@ impl EntryConsumer {
                     .records
                     .iter()
                     .map(|&i| ((msgs[i].topic().to_owned(), msgs[i].partition()), msgs[i].offset()));
-                match self.held.apply(&self.store, &group.concert, &joins, positions).await {
+                match self.held.apply(&self.store, &group.concert, &group.lane, &joins, positions).await {
                     Ok(applied) => {
                         self.metrics
                             .redis_duration

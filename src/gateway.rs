@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::admission::AdmissionKeys;
 use crate::concerts::{ConcertCache, JoinCheck};
-use crate::identity::FanIdentity;
-use crate::ids::{ConcertId, EntryRecord, UserId};
+use crate::identity::{bearer, FanIdentity};
+use crate::ids::{ConcertId, EntryRecord, Lane, UserId};
 use crate::metrics::Metrics;
 use crate::problem::ApiError;
 use crate::producer::{EntryProducer, ProduceError};
@@ -231,6 +231,59 @@ struct JoinBody {
     /// A solved proof-of-work challenge, where the concert asks for one.
     #[serde(default, deserialize_with = "crate::problem::present")]
     pow: Option<challenge::Solved>,
+    /// The lane to join (`general` when absent).
+    #[serde(default, deserialize_with = "crate::problem::present")]
+    lane: Option<Lane>,
+    /// The lane's code, where the lane asks for one.
+    #[serde(default, deserialize_with = "crate::problem::present")]
+    code: Option<String>,
+}
+
+/// Longest lane code, in characters.
+pub const MAX_CODE_CHARS: usize = 64;
+
+/// Whether `code` has the shape of a lane code: 1 to [`MAX_CODE_CHARS`] visible ASCII characters.
+pub fn valid_code(code: &str) -> bool {
+    (1..=MAX_CODE_CHARS).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Whether `user` may take a place in `lane` of `concert` (its access: open, a code, a claim of
+/// the fan's identity token); 403 with the reason otherwise.
+async fn check_lane_access(
+    gw: &Gateway,
+    req: &HttpRequest,
+    concert: &ConcertId,
+    lane: &crate::concerts::LaneSettings,
+    user: &UserId,
+    code: Option<&str>,
+) -> Result<(), ApiError> {
+    use crate::concerts::LaneAccess;
+    use crate::store::CodeCheck;
+    let name = &lane.name;
+    match &lane.access {
+        LaneAccess::Open => Ok(()),
+        LaneAccess::Code => {
+            let refused = |slug, detail: String| Err(ApiError::LaneRefused { slug, detail });
+            match gw.store.bind_code(concert, name, user, code).await? {
+                CodeCheck::Ok => Ok(()),
+                CodeCheck::Required => refused("code-required", format!("lane {name} asks for a code: send it as code")),
+                CodeCheck::Unknown => refused("code-unknown", format!("this code is not one of lane {name}'s codes")),
+                CodeCheck::Used => refused("code-used", format!("this code of lane {name} is already used by another fan")),
+            }
+        }
+        LaneAccess::Claim { name: claim, value } => {
+            let holds = gw.identity.mode() == crate::config::FanIdentityMode::Jwt
+                && bearer(req).is_some_and(|t| crate::identity::jwt::JwtVerifier::has_claim(t, claim, value));
+            if holds {
+                Ok(())
+            } else {
+                Err(ApiError::LaneRefused {
+                    slug: "claim-missing",
+                    detail: format!("lane {name} is for fans whose identity token has {claim} = {value}"),
+                })
+            }
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -254,6 +307,11 @@ async fn join(
     let body: JoinBody = crate::problem::read_json(&req, payload, Some(JoinBody::default())).await?;
     if let Some(pow) = &body.pow {
         pow.check_lengths()?;
+    }
+    if body.code.as_deref().is_some_and(|c| !valid_code(c)) {
+        return Err(ApiError::BadRequest(format!(
+            "request body is not valid: code must be 1 to {MAX_CODE_CHARS} visible ASCII characters"
+        )));
     }
     gw.limits.join_from(gw.identity.proxies().client_key(&req))?;
     let now_ms = crate::clock::now_ms();
@@ -290,12 +348,24 @@ async fn join(
         JoinCheck::Unknown => return Err(ApiError::NotFound(format!("no concert {concert_id}"))),
     };
 
+    let lane_name = body.lane.unwrap_or_else(Lane::general);
+    let lane = gw.cache.lane(&concert_id, &lane_name).ok_or_else(|| {
+        ApiError::BadRequest(format!("request body is not valid: lane: concert {concert_id} has no lane {lane_name}"))
+    })?;
+
     if joiner.new_anonymous && pow_difficulty > 0 {
         check_proof_of_work(&gw, &concert_id, pow_difficulty, body.pow.as_ref(), now_ms).await?;
     }
+    check_lane_access(&gw, &req, &concert_id, &lane, &user_id, body.code.as_deref()).await?;
 
     let trace = TraceContext::from_request(&req);
-    let rec = EntryRecord { entry_id: uuid::Uuid::now_v7().to_string(), concert_id, user_id, joined_at_ms: now_ms };
+    let rec = EntryRecord {
+        entry_id: uuid::Uuid::now_v7().to_string(),
+        concert_id,
+        user_id,
+        joined_at_ms: now_ms,
+        lane: (!lane_name.is_general()).then_some(lane_name),
+    };
     let started = Instant::now();
     let sent = {
         // Decremented when dropped, also when the client goes away mid-join (actix drops the

@@ -44,6 +44,13 @@ impl IdKind for Request {
     const FIELD: &'static str = "requestId";
 }
 
+/// Marker for the names of a concert's lanes (`general`, `fanclub`, …).
+#[derive(Debug)]
+pub enum LaneKind {}
+impl IdKind for LaneKind {
+    const FIELD: &'static str = "lane";
+}
+
 /// An id that matched `^[A-Za-z0-9_-]{1,64}$` when it was made; the only way to make one is
 /// [`Id::parse`] (or deserialising, which calls it).
 pub struct Id<K> {
@@ -57,6 +64,23 @@ pub type ConcertId = Id<Concert>;
 pub type UserId = Id<User>;
 /// The id of an operator's admit request (retrying it admits nobody twice).
 pub type RequestId = Id<Request>;
+
+/// The name of one of a concert's lanes; `general` unless the concert's `lanes` say otherwise.
+pub type Lane = Id<LaneKind>;
+
+/// The lane a join without one goes to, and the only lane of a concert without `lanes`.
+pub const GENERAL_LANE: &str = "general";
+
+impl Lane {
+    /// The `general` lane.
+    pub fn general() -> Lane {
+        Id { value: GENERAL_LANE.into(), kind: PhantomData }
+    }
+
+    pub fn is_general(&self) -> bool {
+        &*self.value == GENERAL_LANE
+    }
+}
 
 /// An id that does not match the contract; its message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -160,6 +184,10 @@ pub struct EntryRecord {
     pub user_id: UserId,
     /// When the gateway accepted the join, in milliseconds since the Unix epoch.
     pub joined_at_ms: i64,
+    /// The lane the fan joined (its code, if the lane asks for one, is already bound to it by
+    /// the gateway); absent for `general`, so records of concerts without lanes are unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lane: Option<Lane>,
 }
 
 /// A record as it is on the wire, before its ids are checked.
@@ -170,6 +198,8 @@ struct WireRecord {
     concert_id: String,
     user_id: String,
     joined_at_ms: i64,
+    #[serde(default)]
+    lane: Option<String>,
 }
 
 /// Why a record can never be applied; the reason travels in the dead-letter record's headers.
@@ -185,6 +215,8 @@ pub enum InvalidRecord {
     InvalidUserId,
     #[error("key does not match the value's userId:concertId")]
     KeyMismatch,
+    #[error("invalid lane")]
+    InvalidLane,
     /// Valid, but Redis refuses the concert's writes for good (a key of the wrong type, a
     /// script error): the concert is parked here until the cause is fixed and the dead letters
     /// are replayed (`queuegate dlt replay`).
@@ -201,6 +233,7 @@ impl InvalidRecord {
             InvalidRecord::InvalidConcertId => "invalid-concert-id",
             InvalidRecord::InvalidUserId => "invalid-user-id",
             InvalidRecord::KeyMismatch => "key-mismatch",
+            InvalidRecord::InvalidLane => "invalid-lane",
             InvalidRecord::StoreRejected(_) => "store-rejected",
         }
     }
@@ -226,6 +259,7 @@ impl EntryRecord {
             concert_id: ConcertId::parse(wire.concert_id).map_err(|_| InvalidRecord::InvalidConcertId)?,
             user_id: UserId::parse(wire.user_id).map_err(|_| InvalidRecord::InvalidUserId)?,
             joined_at_ms: wire.joined_at_ms,
+            lane: wire.lane.map(|l| Lane::parse(l).map_err(|_| InvalidRecord::InvalidLane)).transpose()?,
         };
         if key != Some(rec.key().as_bytes()) {
             return Err(InvalidRecord::KeyMismatch);
@@ -264,7 +298,18 @@ mod tests {
             concert_id: ConcertId::parse("c1").unwrap(),
             user_id: UserId::parse("u1").unwrap(),
             joined_at_ms: 1,
+            lane: None,
         }
+    }
+
+    #[test]
+    fn a_records_lane_travels_and_general_is_left_out() {
+        assert!(!String::from_utf8(serde_json::to_vec(&rec()).unwrap()).unwrap().contains("lane"));
+        let with = EntryRecord { lane: Some(Lane::parse("fanclub").unwrap()), ..rec() };
+        let v = serde_json::to_vec(&with).unwrap();
+        assert_eq!(EntryRecord::decode(Some(b"u1:c1"), Some(&v)), Ok(with));
+        let v = br#"{"entryId":"e","concertId":"c1","userId":"u1","joinedAtMs":1,"lane":"a b"}"#;
+        assert_eq!(EntryRecord::decode(Some(b"u1:c1"), Some(v)), Err(InvalidRecord::InvalidLane));
     }
 
     #[test]

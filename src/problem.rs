@@ -17,6 +17,10 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
+    /// 403 for a lane's access: the slug says which refusal (`code-required`, `code-unknown`,
+    /// `code-used`, `claim-missing`), so a client can tell the fan what to do.
+    #[error("{detail}")]
+    LaneRefused { slug: &'static str, detail: String },
     /// 410: the concert is sold out; the detail is its `soldOutMessage`.
     #[error("{0}")]
     SoldOut(String),
@@ -57,6 +61,7 @@ impl ApiError {
             ApiError::NotFound(_) => ("not-found", "Not found"),
             ApiError::Forbidden(_) => ("forbidden", "Forbidden"),
             ApiError::Conflict(_) => ("conflict", "Conflict"),
+            ApiError::LaneRefused { slug, .. } => (slug, "Forbidden"),
             ApiError::SoldOut(_) => ("sold-out", "Sold out"),
             ApiError::RequestTimeout => ("request-timeout", "Request timeout"),
             ApiError::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
@@ -99,6 +104,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::LaneRefused { .. } => StatusCode::FORBIDDEN,
             ApiError::SoldOut(_) => StatusCode::GONE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -154,6 +160,10 @@ impl From<crate::store::StoreError> for ApiError {
 /// Largest request body accepted on either listener (413 above it).
 pub const MAX_BODY_BYTES: usize = 4096;
 
+/// Largest body of a codes upload (`POST …/lanes/{lane}/codes`): 10,000 codes of up to 64
+/// characters, quoted, with room to spare.
+pub const MAX_CODES_BODY_BYTES: usize = 1 << 20;
+
 /// How long a request body may take to arrive, on either listener: a client that trickles its
 /// body holds a connection and a worker's attention, so it gets 408 instead.
 pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -166,12 +176,22 @@ pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// call this only after the request's credentials have been checked.
 pub async fn read_json<T: serde::de::DeserializeOwned>(
     req: &actix_web::HttpRequest,
+    payload: actix_web::web::Payload,
+    empty: Option<T>,
+) -> Result<T, ApiError> {
+    read_json_up_to(req, payload, empty, MAX_BODY_BYTES).await
+}
+
+/// [`read_json`] with a larger `limit`, for the one admin body that carries bulk data (a
+/// lane's codes, [`MAX_CODES_BODY_BYTES`]).
+pub async fn read_json_up_to<T: serde::de::DeserializeOwned>(
+    req: &actix_web::HttpRequest,
     mut payload: actix_web::web::Payload,
     empty: Option<T>,
+    limit: usize,
 ) -> Result<T, ApiError> {
     use actix_web::http::header;
     use futures_util::StreamExt;
-    let limit = MAX_BODY_BYTES;
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge { limit });

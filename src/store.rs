@@ -16,17 +16,19 @@ use redis::Script;
 
 use crate::concerts::{Concert, ConcertSettings};
 use crate::config::RedisSettings;
-use crate::ids::{ConcertId, RequestId, UserId};
+use crate::ids::{ConcertId, Lane, RequestId, UserId};
 
 mod conn;
 mod fair;
 pub mod keys;
+mod lanes;
 pub mod order;
 mod replicas;
 pub mod sessions;
 pub mod view;
 
 pub use fair::{Cut, FairState};
+pub use lanes::{code_hash, CodeCheck};
 pub use replicas::{DegradedShard, RedisHealth, Replication, Writer, Written};
 
 use conn::{timed, Backend};
@@ -201,6 +203,7 @@ struct Scripts {
     confirm: Script,
     release: Script,
     sessions: sessions::Scripts,
+    codes: lanes::Scripts,
 }
 
 /// Handle on the Redis queue store; cheap to clone.
@@ -245,6 +248,7 @@ impl QueueStore {
                 confirm: Script::new(include_str!("store/confirm.lua")),
                 release: Script::new(include_str!("store/release.lua")),
                 sessions: sessions::Scripts::new(),
+                codes: lanes::Scripts::new(),
             }),
         })
     }
@@ -256,6 +260,11 @@ impl QueueStore {
 
     fn key(&self, concert: &ConcertId, part: Part) -> String {
         self.keys.concert(concert, part)
+    }
+
+    /// A key of `lane` (its own for the queue's parts, the concert's for the shared ones).
+    fn lane_key(&self, concert: &ConcertId, lane: &Lane, part: Part) -> String {
+        self.keys.lane(concert, lane, part)
     }
 
     async fn conn(&self) -> Result<conn::Conn, StoreError> {
@@ -272,7 +281,17 @@ impl QueueStore {
     /// [`StoreError::Replicas`] when the writes did not reach `QUEUEGATE_REDIS_MIN_REPLICAS`
     /// replicas in time (applied all the same; calling again is harmless).
     pub async fn apply(&self, concert: &ConcertId, joins: &[(&UserId, i64)]) -> Result<Applied, StoreError> {
-        let w = self.apply_as(&mut Writer::anonymous(), concert, joins, true).await?;
+        self.apply_in(concert, &Lane::general(), joins).await
+    }
+
+    /// [`apply`](Self::apply) to `lane`.
+    pub async fn apply_in(
+        &self,
+        concert: &ConcertId,
+        lane: &Lane,
+        joins: &[(&UserId, i64)],
+    ) -> Result<Applied, StoreError> {
+        let w = self.apply_as(&mut Writer::anonymous(), concert, lane, joins, true).await?;
         match w.replication {
             Replication::Done | Replication::Unasked => Ok(w.applied),
             Replication::Short { acked, wanted } => Err(StoreError::Replicas { wanted, acked }),
@@ -479,8 +498,10 @@ impl QueueStore {
             .ignore();
         timed(pipe.query_async::<()>(&mut c)).await?;
         if settings.opens_at.is_some() {
-            // Scheduled: the shuffle's seed is drawn now, once, and only its hash is published.
-            self.commit_to_seed(&mut c, id).await?;
+            // Scheduled: each lane's shuffle seed is drawn now, once, and only its hash is published.
+            for lane in settings.lanes() {
+                self.commit_to_seed(&mut c, id, &lane.name).await?;
+            }
         }
         // The registry is a separate key (another slot in a cluster); written after the concert
         // itself so a listed concert always has settings.

@@ -1,15 +1,16 @@
-//! Turning one polled batch into Redis work: decode, validate, group by concert.
+//! Turning one polled batch into Redis work: decode, validate, group by concert and lane.
 
 use std::collections::HashMap;
 
 use rdkafka::message::{Message, OwnedMessage};
 
-use crate::ids::{ConcertId, EntryRecord, InvalidRecord, UserId};
+use crate::ids::{ConcertId, EntryRecord, InvalidRecord, Lane, UserId};
 
-/// One concert's share of a batch, in the order the records were read.
+/// One concert lane's share of a batch, in the order the records were read.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ConcertJoins {
     pub concert: ConcertId,
+    pub lane: Lane,
     /// (userId, joinedAt ms)
     pub joins: Vec<(UserId, i64)>,
     /// The trace id of each join (from its `traceparent` header), so one join can be followed
@@ -22,7 +23,7 @@ pub struct ConcertJoins {
 /// What a batch asks of Redis and of the dead-letter topic.
 #[derive(Debug)]
 pub struct Plan<'a> {
-    /// Concerts in order of first appearance; each gets one script call.
+    /// (Concert, lane) groups in order of first appearance; each gets one script call.
     pub groups: Vec<ConcertJoins>,
     /// Records that can never be applied, with the reason.
     pub dead: Vec<(&'a OwnedMessage, InvalidRecord)>,
@@ -35,7 +36,7 @@ pub struct Plan<'a> {
 
 impl<'a> Plan<'a> {
     pub fn new(msgs: &'a [OwnedMessage]) -> Self {
-        let mut index: HashMap<ConcertId, usize> = HashMap::new();
+        let mut index: HashMap<(ConcertId, Lane), usize> = HashMap::new();
         let mut groups: Vec<ConcertJoins> = Vec::new();
         let mut dead = Vec::new();
         let mut stamps: HashMap<(String, i32), i64> = HashMap::new();
@@ -55,9 +56,11 @@ impl<'a> Plan<'a> {
             match EntryRecord::decode(m.key(), m.payload()) {
                 Ok(rec) => {
                     passed(m, rec.joined_at_ms);
-                    let i = *index.entry(rec.concert_id.clone()).or_insert_with(|| {
+                    let lane = rec.lane.unwrap_or_else(Lane::general);
+                    let i = *index.entry((rec.concert_id.clone(), lane.clone())).or_insert_with(|| {
                         groups.push(ConcertJoins {
                             concert: rec.concert_id.clone(),
+                            lane,
                             joins: Vec::new(),
                             traces: Vec::new(),
                             records: Vec::new(),

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::ids::{ConcertId, UserId};
+use crate::ids::{ConcertId, Lane, UserId};
 use crate::metrics::Metrics;
 use crate::store::{Applied, QueueStore, Replication, StoreError, Writer};
 
@@ -73,11 +73,12 @@ impl Held {
         &mut self,
         store: &QueueStore,
         concert: &ConcertId,
+        lane: &Lane,
         joins: &[(&UserId, i64)],
         positions: impl Iterator<Item = (Partition, i64)>,
     ) -> Result<Applied, StoreError> {
         let held = self.concerts.contains_key(concert);
-        let written = store.apply_as(&mut self.writer, concert, joins, !held).await?;
+        let written = store.apply_as(&mut self.writer, concert, lane, joins, !held).await?;
         if written.lost_earlier {
             self.lose(concert);
         }

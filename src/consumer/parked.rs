@@ -138,7 +138,7 @@ impl ParkedReplayer {
                     .records
                     .iter()
                     .map(|&i| ((msgs[i].topic().to_owned(), msgs[i].partition()), msgs[i].offset()));
-                match self.held.apply(&self.store, &group.concert, &joins, positions).await {
+                match self.held.apply(&self.store, &group.concert, &group.lane, &joins, positions).await {
                     Ok(applied) => {
                         self.metrics.consumer_records.with_label_values(&["appended"]).inc_by(applied.appended);
                         self.metrics.consumer_records.with_label_values(&["duplicate"]).inc_by(applied.duplicates);

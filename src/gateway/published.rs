@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::ids::ConcertId;
+use crate::ids::{ConcertId, Lane};
 use crate::store::{FairState, QueueStore, StoreError};
 
 /// How stale a published fairness record may be.
@@ -17,28 +17,31 @@ pub const REFRESH: Duration = Duration::from_secs(1);
 /// its size is bounded by the number of concerts).
 #[derive(Default)]
 pub struct Published {
-    states: Mutex<HashMap<ConcertId, (Instant, FairState)>>,
+    states: Mutex<HashMap<(ConcertId, Lane), (Instant, FairState)>>,
     /// One refresh at a time: a burst of readers at the expiry makes one Redis call, not one each.
     refreshing: tokio::sync::Mutex<()>,
 }
 
 impl Published {
-    fn fresh(&self, id: &ConcertId) -> Option<FairState> {
+    fn fresh(&self, id: &ConcertId, lane: &Lane) -> Option<FairState> {
         let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        states.get(id).filter(|(at, _)| at.elapsed() < REFRESH).map(|(_, s)| s.clone())
+        states.get(&(id.clone(), lane.clone())).filter(|(at, _)| at.elapsed() < REFRESH).map(|(_, s)| s.clone())
     }
 
-    /// The concert's fair state, from memory while it is fresher than [`REFRESH`].
-    pub async fn fair_state(&self, store: &QueueStore, id: &ConcertId) -> Result<FairState, StoreError> {
-        if let Some(s) = self.fresh(id) {
+    /// The fair state of a concert's lane, from memory while it is fresher than [`REFRESH`].
+    pub async fn fair_state(&self, store: &QueueStore, id: &ConcertId, lane: &Lane) -> Result<FairState, StoreError> {
+        if let Some(s) = self.fresh(id, lane) {
             return Ok(s);
         }
         let _one = self.refreshing.lock().await;
-        if let Some(s) = self.fresh(id) {
+        if let Some(s) = self.fresh(id, lane) {
             return Ok(s);
         }
-        let s = store.fair_state(id).await?;
-        self.states.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), (Instant::now(), s.clone()));
+        let s = store.fair_state(id, lane).await?;
+        self.states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((id.clone(), lane.clone()), (Instant::now(), s.clone()));
         Ok(s)
     }
 }

@@ -9,7 +9,7 @@ use super::views::{Fact, Snapshot};
 use super::Gateway;
 use crate::admission::AdmissionKeys;
 use crate::identity::bearer;
-use crate::ids::{ConcertId, UserId};
+use crate::ids::{ConcertId, Lane, UserId};
 use crate::problem::ApiError;
 use crate::store::view::Place;
 use crate::store::{Outcome, Standing};
@@ -45,6 +45,13 @@ pub struct FanStatus {
     /// While `soldout`: the concert's `soldOutMessage`, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// `?lane=`: one of a concert's lanes (`general` when absent).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaneQuery {
+    pub lane: Option<Lane>,
 }
 
 /// How often a fan told `soldout` should look again (tickets may come back: `open` again).
@@ -334,15 +341,24 @@ pub(super) async fn complete(
 /// `GET /v1/concerts/{concertId}/fairness` — a scheduled concert's commitment to its shuffle
 /// seed (from scheduling on), then, after the cut, the seed itself, the pre-queue's list hash and
 /// the algorithm, so anyone can check the order (`queuegate verify-shuffle`). 404 for a concert
-/// without `opensAt`.
-pub(super) async fn fairness(gw: web::Data<Gateway>, concert: web::Path<ConcertId>) -> Result<HttpResponse, ApiError> {
+/// without `opensAt`. Each lane is shuffled on its own, with its own seed: `?lane=` names it
+/// (`general` by default).
+pub(super) async fn fairness(
+    gw: web::Data<Gateway>,
+    concert: web::Path<ConcertId>,
+    query: web::Query<LaneQuery>,
+) -> Result<HttpResponse, ApiError> {
     let id = concert.into_inner();
+    let lane = query.into_inner().lane.unwrap_or_else(Lane::general);
     let settings = gw.cache.settings(&id).ok_or_else(|| ApiError::NotFound(format!("no concert {id}")))?;
-    let fair = gw.published.fair_state(&gw.store, &id).await?;
+    if settings.lane(&lane).is_none() {
+        return Err(ApiError::NotFound(format!("concert {id} has no lane {lane}")));
+    }
+    let fair = gw.published.fair_state(&gw.store, &id, &lane).await?;
     let Some(commitment) = fair.commitment else {
         return Err(ApiError::NotFound(format!("concert {id} has no scheduled opening (opensAt)")));
     };
-    let mut body = serde_json::json!({ "concertId": id.as_str(), "commitment": commitment });
+    let mut body = serde_json::json!({ "concertId": id.as_str(), "lane": lane.as_str(), "commitment": commitment });
     if let Some(at) = settings.opens_at {
         body["opensAt"] = crate::clock::rfc3339(at).into();
     }

@@ -135,6 +135,28 @@ impl JwtVerifier {
         Ok(user)
     }
 
+    /// Whether the identity token `token` carries the claim `name` with `value` (a string equal
+    /// to it, a number or boolean written so, or an array holding it). Call it only with a token
+    /// [`verify`](Self::verify) accepted: the claims are read from the token's payload, whose
+    /// signature that call checked.
+    pub fn has_claim(token: &str, name: &str, value: &str) -> bool {
+        use base64::Engine;
+        let Some(payload) = token.split('.').nth(1) else { return false };
+        let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload) else { return false };
+        let Ok(claims) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return false };
+        let matches = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => s == value,
+            serde_json::Value::Number(n) => n.to_string() == value,
+            serde_json::Value::Bool(b) => b.to_string() == value,
+            _ => false,
+        };
+        match claims.get(name) {
+            Some(serde_json::Value::Array(items)) => items.iter().any(matches),
+            Some(v) => matches(v),
+            None => false,
+        }
+    }
+
     /// Tokens remembered as verified (for tests).
     pub fn remembered(&self) -> usize {
         self.verified.len()

@@ -13,8 +13,15 @@
 -- KEYS[10] writers HASH  writer id -> how many calls that writer made on this concert
 -- KEYS[11] staged  ZSET  userId -> accepted stamp (ms): fans waiting for the watermark
 -- KEYS[12] order   HASH  `releasedTo` (the highest stamp placed so far), `late`
--- ARGV[1] the writer's id ('' for none), then pairs of userId, joinedAt (ms), in the order the
---         consumer read them
+-- KEYS[13] lanes   HASH  userId -> lane, for fans of a lane other than `general`
+-- KEYS[14] the `general` lane's staged ZSET (KEYS[11] itself when this is that lane)
+-- ARGV[1] the writer's id ('' for none), ARGV[2] the lane ('' for `general`), then pairs of
+--         userId, joinedAt (ms), in the order the consumer read them
+--
+-- Lanes: the keys of the queue itself (waiting, rank, seq, hold, post, fair, staged, order) are
+-- the lane's own; joined, seen, concert and writers are the concert's. A fan holds one place per
+-- concert, in one lane: one already in `joined` (placed or held in any lane), in `lanes` (staged
+-- in a lane other than general) or staged in general is a duplicate, whatever lane it names now.
 --
 -- First come, first placed (docs/guarantees.md §3): a new fan is not placed here but *staged*,
 -- scored by the gateway's accepted stamp; release.lua places the staged fans in stamp order
@@ -44,16 +51,18 @@
 -- to the AOF, so fewer, larger commands are most of the script's cost.
 local CHUNK = 500 -- keeps unpack() far below Lua's C-stack limit
 
-local expected = {'hash', 'list', 'zset', 'string', 'hash', 'hash', 'hash', 'list', 'hash', 'hash', 'zset', 'hash'}
-for i = 1, 12 do
+local expected = {'hash', 'list', 'zset', 'string', 'hash', 'hash', 'hash', 'list', 'hash', 'hash', 'zset', 'hash',
+  'hash', 'zset'}
+for i = 1, 14 do
   local t = redis.call('TYPE', KEYS[i]).ok
   if t ~= 'none' and t ~= expected[i] then
     return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is a ' .. t .. ', not a ' .. expected[i] .. '; nothing was written')
   end
 end
 
+local lane = ARGV[2]
 local users = {}
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   users[#users + 1] = ARGV[i]
 end
 
@@ -63,8 +72,13 @@ for first = 1, #users, CHUNK do
   local last = math.min(first + CHUNK - 1, #users)
   local got = redis.call('HMGET', KEYS[1], unpack(users, first, last))
   local staged = redis.call('ZMSCORE', KEYS[11], unpack(users, first, last))
+  local other = redis.call('HMGET', KEYS[13], unpack(users, first, last))
+  local general = staged
+  if KEYS[14] ~= KEYS[11] then
+    general = redis.call('ZMSCORE', KEYS[14], unpack(users, first, last))
+  end
   for j = 1, #got do
-    if got[j] or staged[j] then
+    if got[j] or staged[j] or other[j] or general[j] then
       known[users[first + j - 1]] = true
     end
   end
@@ -74,7 +88,7 @@ local opens = tonumber(redis.call('HGET', KEYS[5], 'opensAt') or '')
 local holding = opens ~= nil and redis.call('HEXISTS', KEYS[9], 'shuffledAt') == 0
 local released = tonumber(redis.call('HGET', KEYS[12], 'releasedTo') or '')
 local appended, duplicates, late, late_fair = 0, 0, 0, 0
-local hset, hold, post, stage = {}, {}, {}, {}
+local hset, hold, post, stage, lanes = {}, {}, {}, {}, {}
 local function flush()
   if #hset > 0 then
     redis.call('HSET', KEYS[1], unpack(hset))
@@ -88,16 +102,23 @@ local function flush()
   if #stage > 0 then
     redis.call('ZADD', KEYS[11], unpack(stage))
   end
-  hset, hold, post, stage = {}, {}, {}, {}
+  if #lanes > 0 then
+    redis.call('HSET', KEYS[13], unpack(lanes))
+  end
+  hset, hold, post, stage, lanes = {}, {}, {}, {}, {}
 end
 
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   local user = ARGV[i]
   if known[user] then
     duplicates = duplicates + 1
   else
     known[user] = true
     appended = appended + 1
+    if lane ~= '' then
+      lanes[#lanes + 1] = user
+      lanes[#lanes + 1] = lane
+    end
     local joined_at = tonumber(ARGV[i + 1])
     if holding then
       hset[#hset + 1] = user

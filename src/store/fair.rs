@@ -2,7 +2,7 @@
 //! and the cut itself (shuffle.lua). See [`crate::fairness`] for the order and its proof.
 
 use super::{conn, timed, Part, QueueStore, StoreError};
-use crate::ids::ConcertId;
+use crate::ids::{ConcertId, Lane};
 
 /// A concert's fair-start state (its `fair` hash).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,10 +42,10 @@ fn parse_offsets(text: &str) -> Option<Vec<(i32, i64)>> {
 }
 
 impl QueueStore {
-    /// Draws the concert's seed if it has none (HSETNX: the first one stays) and records its
+    /// Draws the lane's seed if it has none (HSETNX: the first one stays) and records its
     /// commitment.
-    pub(super) async fn commit_to_seed(&self, c: &mut conn::Conn, id: &ConcertId) -> Result<(), StoreError> {
-        let key = self.key(id, Part::Fair);
+    pub(super) async fn commit_to_seed(&self, c: &mut conn::Conn, id: &ConcertId, lane: &Lane) -> Result<(), StoreError> {
+        let key = self.lane_key(id, lane, Part::Fair);
         let _: bool =
             timed(redis::cmd("HSETNX").arg(&key).arg("seed").arg(crate::fairness::new_seed()).query_async(&mut *c))
                 .await?;
@@ -56,10 +56,10 @@ impl QueueStore {
     }
 
     /// The concert's fair-start state.
-    pub async fn fair_state(&self, id: &ConcertId) -> Result<FairState, StoreError> {
+    pub async fn fair_state(&self, id: &ConcertId, lane: &Lane) -> Result<FairState, StoreError> {
         let mut c = self.conn().await?;
         let fields: Vec<(String, String)> =
-            timed(redis::cmd("HGETALL").arg(self.key(id, Part::Fair)).query_async(&mut c)).await?;
+            timed(redis::cmd("HGETALL").arg(self.lane_key(id, lane, Part::Fair)).query_async(&mut c)).await?;
         let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         Ok(FairState {
             seed: get("seed"),
@@ -73,11 +73,11 @@ impl QueueStore {
     }
 
     /// The fans held before opensAt (the pre-queue, in no order) and how many joined after.
-    pub async fn prequeue(&self, id: &ConcertId) -> Result<(Vec<String>, usize), StoreError> {
+    pub async fn prequeue(&self, id: &ConcertId, lane: &Lane) -> Result<(Vec<String>, usize), StoreError> {
         let mut c = self.conn().await?;
-        let held: Vec<String> = timed(redis::cmd("HKEYS").arg(self.key(id, Part::Hold)).query_async(&mut c)).await?;
+        let held: Vec<String> = timed(redis::cmd("HKEYS").arg(self.lane_key(id, lane, Part::Hold)).query_async(&mut c)).await?;
         let post: Vec<String> =
-            timed(redis::cmd("LRANGE").arg(self.key(id, Part::Post)).arg(0).arg(-1).query_async(&mut c)).await?;
+            timed(redis::cmd("LRANGE").arg(self.lane_key(id, lane, Part::Post)).arg(0).arg(-1).query_async(&mut c)).await?;
         let after: std::collections::HashSet<&str> = post.iter().map(String::as_str).collect();
         let pre = held.iter().filter(|u| !after.contains(u.as_str())).cloned().collect();
         Ok((pre, post.len()))
@@ -88,6 +88,7 @@ impl QueueStore {
     pub async fn cut(
         &self,
         id: &ConcertId,
+        lane: &Lane,
         ordered: &[String],
         list_hash: &str,
         lease: &str,
@@ -106,7 +107,7 @@ impl QueueStore {
             Part::Staged,
             Part::Joined,
         ] {
-            inv.key(self.key(id, part));
+            inv.key(self.lane_key(id, lane, part));
         }
         inv.arg(list_hash).arg(lease);
         for u in ordered {

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::ids::{ConcertId, RequestId};
+use crate::ids::{ConcertId, Lane, RequestId};
 
 /// One of a concert's keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +59,12 @@ pub enum Part {
     Staged,
     /// HASH of the order: `releasedTo` (the highest stamp placed), `late` (fans staged below it).
     Order,
+    /// HASH userId → lane, for the fans staged or placed in a lane other than `general`: one
+    /// place per fan per concert, in one lane (apply.lua), and where to find it (status.lua).
+    Lanes,
+    /// HASH of one lane's codes: hex SHA-256 of the code → the userId it is bound to ("" until
+    /// a fan joins with it).
+    Codes,
 }
 
 impl Part {
@@ -86,7 +92,27 @@ impl Part {
             Part::Gate => "gate",
             Part::Staged => "staged",
             Part::Order => "order",
+            Part::Lanes => "lanes",
+            Part::Codes => "codes",
         }
+    }
+
+    /// Whether each lane has its own key of this part (its line, its order, its pre-queue,
+    /// its codes); the others are the concert's, shared by its lanes.
+    pub fn per_lane(self) -> bool {
+        matches!(
+            self,
+            Part::Waiting
+                | Part::Rank
+                | Part::Seq
+                | Part::Gone
+                | Part::Staged
+                | Part::Order
+                | Part::Hold
+                | Part::Post
+                | Part::Fair
+                | Part::Codes
+        )
     }
 }
 
@@ -104,6 +130,17 @@ impl Keys {
     /// `{prefix}:{{concertId}}:{part}`
     pub fn concert(&self, concert: &ConcertId, part: Part) -> String {
         format!("{}:{{{}}}:{}", self.prefix, concert, part.as_str())
+    }
+
+    /// `{prefix}:{{concertId}}:{part}` for the `general` lane (so a concert without lanes keeps
+    /// its keys), `{prefix}:{{concertId}}:{part}@{lane}` for another lane's own parts; the
+    /// concert's shared parts whatever the lane.
+    pub fn lane(&self, concert: &ConcertId, lane: &Lane, part: Part) -> String {
+        if lane.is_general() || !part.per_lane() {
+            self.concert(concert, part)
+        } else {
+            format!("{}:{{{}}}:{}@{}", self.prefix, concert, part.as_str(), lane)
+        }
     }
 
     /// The remembered answer of an admit request of `concert` (an empty id: no request id).
@@ -133,5 +170,9 @@ mod tests {
         assert_eq!(k.concert(&c, Part::Waiting), "qg:{tour-1}:waiting");
         assert_eq!(k.concert(&c, Part::Rank), "qg:{tour-1}:rank");
         assert_eq!(k.registry(), "qg:concerts");
+        let fanclub = Lane::parse("fanclub").unwrap();
+        assert_eq!(k.lane(&c, &fanclub, Part::Waiting), "qg:{tour-1}:waiting@fanclub");
+        assert_eq!(k.lane(&c, &fanclub, Part::State), "qg:{tour-1}:state");
+        assert_eq!(k.lane(&c, &Lane::general(), Part::Waiting), "qg:{tour-1}:waiting");
     }
 }

@@ -2,7 +2,7 @@
 //! (release.lua). The watermark itself is worked out from Kafka ([`crate::watermark`]).
 
 use super::{timed, Part, QueueStore, StoreError};
-use crate::ids::ConcertId;
+use crate::ids::{ConcertId, Lane};
 
 /// Fans one release call places at most: a big backlog is placed over several calls (each a
 /// short script), in order.
@@ -20,9 +20,9 @@ pub struct Released {
 }
 
 impl QueueStore {
-    /// Places `concert`'s staged fans whose stamp is below `watermark_ms` (at most
+    /// Places `lane`'s staged fans whose stamp is below `watermark_ms` (at most
     /// [`RELEASE_MAX`] of them, the lowest stamps first).
-    pub async fn release(&self, concert: &ConcertId, watermark_ms: i64) -> Result<Released, StoreError> {
+    pub async fn release(&self, concert: &ConcertId, lane: &Lane, watermark_ms: i64) -> Result<Released, StoreError> {
         let mut inv = self.scripts.release.prepare_invoke();
         for part in [
             Part::Staged,
@@ -35,7 +35,7 @@ impl QueueStore {
             Part::Order,
             Part::Fair,
         ] {
-            inv.key(self.key(concert, part));
+            inv.key(self.lane_key(concert, lane, part));
         }
         inv.arg(watermark_ms).arg(RELEASE_MAX);
         let mut c = self.conn().await?;
@@ -44,10 +44,10 @@ impl QueueStore {
     }
 
     /// How many of `concert`'s fans were staged below a stamp already placed (`late`).
-    pub async fn late_joins(&self, concert: &ConcertId) -> Result<u64, StoreError> {
+    pub async fn late_joins(&self, concert: &ConcertId, lane: &Lane) -> Result<u64, StoreError> {
         let mut c = self.conn().await?;
         let late: Option<u64> =
-            timed(redis::cmd("HGET").arg(self.key(concert, Part::Order)).arg("late").query_async(&mut c)).await?;
+            timed(redis::cmd("HGET").arg(self.lane_key(concert, lane, Part::Order)).arg("late").query_async(&mut c)).await?;
         Ok(late.unwrap_or(0))
     }
 }

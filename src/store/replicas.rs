@@ -27,7 +27,7 @@ use serde::Serialize;
 use super::conn::{timed, Conn};
 use super::keys::Part;
 use super::{Applied, QueueStore, StoreError};
-use crate::ids::{ConcertId, UserId};
+use crate::ids::{ConcertId, Lane, UserId};
 
 /// A writer of concerts' queues, and the last count of its calls it saw on each concert.
 #[derive(Debug)]
@@ -124,8 +124,8 @@ impl RedisHealth {
 
 impl QueueStore {
     /// The keys of apply.lua, in its order.
-    fn apply_keys(&self, concert: &ConcertId) -> [String; 12] {
-        [
+    fn apply_keys(&self, concert: &ConcertId, lane: &Lane) -> [String; 14] {
+        let mut keys = [
             Part::Joined,
             Part::Waiting,
             Part::Rank,
@@ -138,8 +138,12 @@ impl QueueStore {
             Part::Writers,
             Part::Staged,
             Part::Order,
+            Part::Lanes,
+            Part::Staged,
         ]
-        .map(|p| self.key(concert, p))
+        .map(|p| self.lane_key(concert, lane, p));
+        keys[13] = self.key(concert, Part::Staged);
+        keys
     }
 
     /// Stages the fans in `joins` (userId, joinedAt ms, in read order) who were never queued
@@ -153,11 +157,12 @@ impl QueueStore {
         &self,
         writer: &mut Writer,
         concert: &ConcertId,
+        lane: &Lane,
         joins: &[(&UserId, i64)],
         wait: bool,
     ) -> Result<Written, StoreError> {
-        let mut cmd = evalsha(&self.scripts.apply, &self.apply_keys(concert));
-        cmd.arg(&writer.id);
+        let mut cmd = evalsha(&self.scripts.apply, &self.apply_keys(concert, lane));
+        cmd.arg(&writer.id).arg(if lane.is_general() { "" } else { lane.as_str() });
         for (user, at) in joins {
             cmd.arg(user.as_str()).arg(*at);
         }
