@@ -17,7 +17,7 @@ use crate::concerts::{Concert, ConcertCache, ConcertSettings, ConcertState};
 use crate::config::Secret;
 use crate::gateway::FanStatus;
 use crate::identity::{bearer, Credentials};
-use crate::ids::{ConcertId, RequestId, UserId};
+use crate::ids::{ConcertId, Lane, RequestId, UserId};
 use crate::kafka::KafkaProbe;
 use crate::metrics::Metrics;
 use crate::problem::{read_json, ApiError};
@@ -90,6 +90,11 @@ pub static ROUTES: &[Endpoint] = &[
         handler: |r| r.to(remove),
     },
     Endpoint { method: Method::POST, path: "/admin/v1/concerts/{concertId}/admit", handler: |r| r.to(admit) },
+    Endpoint {
+        method: Method::POST,
+        path: "/admin/v1/concerts/{concertId}/lanes/{lane}/codes",
+        handler: |r| r.to(add_codes),
+    },
     Endpoint {
         method: Method::GET,
         path: "/admin/v1/concerts/{concertId}/sessions",
@@ -229,13 +234,46 @@ struct ConcertView {
     removed: u64,
     /// Live gate sessions (src/gate.rs); each holds one of the `active` slots.
     sessions: u64,
+    /// Per lane: waiting, admitted (and a code lane's codes), in the concert's lane order.
+    lane_counts: Vec<LaneCountsView>,
     created_at: String,
     updated_at: String,
 }
 
+/// One lane's counts, as the admin API shows them.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LaneCountsView {
+    name: Lane,
+    waiting: u64,
+    admitted: u64,
+    /// A code lane's codes: uploaded, and bound to a fan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    codes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    codes_used: Option<u64>,
+}
+
 async fn view(store: &QueueStore, c: Concert) -> Result<ConcertView, ApiError> {
-    let counts = store.counts(&c.id).await?;
+    let counts = store.counts(&c.id, &c.settings.lane_names()).await?;
+    let mut lane_counts = Vec::with_capacity(counts.lanes.len());
+    for (l, settings) in counts.lanes.iter().zip(c.settings.lanes()) {
+        let (codes, codes_used) = if settings.access == crate::concerts::LaneAccess::Code {
+            let (n, used) = store.code_counts(&c.id, &l.name).await?;
+            (Some(n), Some(used))
+        } else {
+            (None, None)
+        };
+        lane_counts.push(LaneCountsView {
+            name: l.name.clone(),
+            waiting: l.waiting,
+            admitted: l.admitted,
+            codes,
+            codes_used,
+        });
+    }
     Ok(ConcertView {
+        lane_counts,
         waiting: counts.waiting,
         admitted: counts.admitted,
         active: counts.active,
@@ -310,6 +348,9 @@ async fn get_concert(admin: web::Data<Admin>, id: web::Path<ConcertId>) -> Resul
 
 #[derive(Debug, Deserialize)]
 struct PageQuery {
+    /// The lane to list (`general` when absent).
+    #[serde(default)]
+    lane: Option<Lane>,
     #[serde(default)]
     offset: u64,
     #[serde(default = "default_limit")]
@@ -340,7 +381,11 @@ async fn queue_page(
         return Err(ApiError::BadRequest(format!("offset must be between 0 and {MAX_OFFSET}")));
     }
     let c = existing(&admin, &id).await?;
-    let (total, entries) = admin.store.page(&c.id, q.offset, q.limit).await?;
+    let lane = q.lane.clone().unwrap_or_else(Lane::general);
+    if c.settings.lane(&lane).is_none() {
+        return Err(ApiError::BadRequest(format!("lane: concert {} has no lane {lane}", c.id)));
+    }
+    let (total, entries) = admin.store.page(&c.id, &lane, q.offset, q.limit).await?;
     let entries: Vec<EntryView> = entries
         .into_iter()
         .map(|e| EntryView {
@@ -349,7 +394,8 @@ async fn queue_page(
             joined_at: crate::clock::rfc3339(e.joined_at_ms),
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "total": total, "offset": q.offset, "entries": entries })))
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "lane": lane, "total": total, "offset": q.offset, "entries": entries })))
 }
 
 #[derive(Serialize)]
@@ -357,6 +403,8 @@ async fn queue_page(
 struct UserView {
     user_id: UserId,
     status: &'static str,
+    /// The lane the fan's place is (or was) in.
+    lane: Lane,
     #[serde(skip_serializing_if = "Option::is_none")]
     position: Option<u64>,
     joined_at: String,
@@ -365,7 +413,7 @@ struct UserView {
 async fn queue_user(admin: web::Data<Admin>, path: web::Path<(ConcertId, UserId)>) -> Result<HttpResponse, ApiError> {
     let (concert_id, user_id) = path.into_inner();
     let c = existing(&admin, &concert_id).await?;
-    let (standing, now_ms) = admin.store.standing(&c.id, &user_id, 0).await?;
+    let (standing, lane, now_ms) = admin.store.standing(&c.id, &c.settings.lane_names(), &user_id, 0).await?;
     let joined_at_ms = match &standing {
         Standing::Unknown => return Err(ApiError::NotFound(format!("{user_id} never joined concert {concert_id}"))),
         Standing::Waiting { joined_at_ms, .. }
@@ -376,6 +424,7 @@ async fn queue_user(admin: web::Data<Admin>, path: web::Path<(ConcertId, UserId)
     Ok(HttpResponse::Ok().json(UserView {
         user_id,
         status: status.status,
+        lane,
         position: status.position,
         joined_at: crate::clock::rfc3339(joined_at_ms),
     }))
@@ -426,6 +475,7 @@ async fn admit(
         per_second: 0,
         lease: None,
         request: body.request_id.as_ref(),
+        lanes: &c.settings.lane_shares(),
     };
     let admitted = admin.store.admit(&c.id, req).await?.expect("manual admission holds no lease to lose");
     admin.metrics.admissions.with_label_values(&["manual"]).inc_by(admitted.fans.len() as u64);
@@ -452,4 +502,51 @@ async fn remove(admin: web::Data<Admin>, path: web::Path<(ConcertId, UserId)>) -
     } else {
         Err(ApiError::NotFound(format!("{user_id} is not waiting in concert {concert_id}")))
     }
+}
+
+/// Most codes in one upload.
+pub const MAX_CODES_PER_UPLOAD: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CodesBody {
+    codes: Vec<String>,
+}
+
+/// `POST /admin/v1/concerts/{concertId}/lanes/{lane}/codes` `{"codes":[…]}`: adds codes to a
+/// lane whose access is `code` (up to [`MAX_CODES_PER_UPLOAD`] per call; stored hashed; a code
+/// uploaded again keeps its binding). 200 `{"added","total","used"}`.
+async fn add_codes(
+    admin: web::Data<Admin>,
+    req: HttpRequest,
+    path: web::Path<(ConcertId, Lane)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (id, lane) = path.into_inner();
+    let body: CodesBody =
+        crate::problem::read_json_up_to(&req, payload, None, crate::problem::MAX_CODES_BODY_BYTES).await?;
+    let c = existing(&admin, &id).await?;
+    match c.settings.lane(&lane) {
+        None => return Err(ApiError::NotFound(format!("concert {id} has no lane {lane}"))),
+        Some(l) if l.access != crate::concerts::LaneAccess::Code => {
+            return Err(ApiError::Conflict(format!(
+                "lane {lane} of concert {id} is {}, not code: it takes no codes",
+                l.access.as_text()
+            )))
+        }
+        Some(_) => {}
+    }
+    if body.codes.is_empty() || body.codes.len() > MAX_CODES_PER_UPLOAD {
+        return Err(ApiError::BadRequest(format!("codes must hold 1 to {MAX_CODES_PER_UPLOAD} codes")));
+    }
+    if let Some(i) = body.codes.iter().position(|code| !crate::gateway::valid_code(code)) {
+        return Err(ApiError::BadRequest(format!(
+            "codes[{i}] must be 1 to {} visible ASCII characters",
+            crate::gateway::MAX_CODE_CHARS
+        )));
+    }
+    let added = admin.store.add_codes(&id, &lane, &body.codes).await?;
+    let (total, used) = admin.store.code_counts(&id, &lane).await?;
+    tracing::info!(concert = %id, %lane, added, total, "lane codes uploaded");
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "added": added, "total": total, "used": used })))
 }

@@ -173,6 +173,7 @@ impl Admitter {
             per_second: if passthrough { 0 } else { s.admit_per_second },
             lease: Some(&lease),
             request: None,
+            lanes: &s.lane_shares(),
         };
         let admitted = self.store.admit(id, req).await?;
         if let Some(a) = &admitted {

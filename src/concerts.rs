@@ -158,9 +158,8 @@ impl Serialize for LaneAccess {
 impl<'de> Deserialize<'de> for LaneAccess {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        LaneAccess::parse(&s).ok_or_else(|| {
-            serde::de::Error::custom("access must be \"open\", \"code\" or \"claim:<name>=<value>\"")
-        })
+        LaneAccess::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom("access must be \"open\", \"code\" or \"claim:<name>=<value>\""))
     }
 }
 
@@ -336,6 +335,21 @@ impl ConcertSettings {
         } else {
             self.lanes.clone()
         }
+    }
+
+    /// The lanes' names, in order.
+    pub fn lane_names(&self) -> Vec<Lane> {
+        self.lanes().into_iter().map(|l| l.name).collect()
+    }
+
+    /// The index of lane `name` in [`lanes`](Self::lanes), if the concert has it.
+    pub fn lane_index(&self, name: &Lane) -> Option<u8> {
+        self.lanes().iter().position(|l| &l.name == name).map(|i| i as u8)
+    }
+
+    /// Each lane's name and share, in order: how admission splits its rounds.
+    pub fn lane_shares(&self) -> Vec<(Lane, u32)> {
+        self.lanes().into_iter().map(|l| (l.name, l.share)).collect()
     }
 
     /// The lane named `name`, if the concert has it.
@@ -611,8 +625,13 @@ impl ConcertCache {
     }
 
     /// The concerts whose waiting count matters to joins (`maxWaiting` set).
-    pub fn capped(&self) -> Vec<ConcertId> {
-        self.read().states.iter().filter(|(_, s)| s.max_waiting > 0).map(|(id, _)| id.clone()).collect()
+    pub fn capped(&self) -> Vec<(ConcertId, Vec<Lane>)> {
+        self.read()
+            .states
+            .iter()
+            .filter(|(_, s)| s.max_waiting > 0)
+            .map(|(id, s)| (id.clone(), s.lane_names()))
+            .collect()
     }
 
     /// The lane `name` of concert `id`, if it has one.
@@ -733,6 +752,15 @@ mod tests {
             session_max_seconds: 900,
             protected_hosts: vec!["shop.example".into(), "127.0.0.1:8443".into()],
             sold_out_message: Some("매진 — sold out,\nsee you next time".into()),
+            lanes: vec![
+                LaneSettings { name: Lane::parse("fanclub").unwrap(), share: 70, access: LaneAccess::Code },
+                LaneSettings {
+                    name: Lane::parse("members").unwrap(),
+                    share: 20,
+                    access: LaneAccess::Claim { name: "tier".into(), value: "gold".into() },
+                },
+                LaneSettings { name: Lane::general(), share: 10, access: LaneAccess::Open },
+            ],
         };
         let fields: Vec<(String, String)> = s.to_fields().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         assert_eq!(Concert::from_fields(&c(), &fields).settings, s);
@@ -741,8 +769,39 @@ mod tests {
         assert_eq!(json["opensAt"], "2026-11-18T11:06:40Z");
         assert_eq!(json["state"], "soldout");
         assert!(json.get("closesAt").is_none());
+        assert_eq!(json["lanes"][1]["access"], "claim:tier=gold");
         let back: ConcertSettings = serde_json::from_value(json).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn lanes_are_checked_and_each_refusal_names_the_lane() {
+        let lanes = |json: serde_json::Value| -> Result<ConcertSettings, String> {
+            let s: ConcertSettings = serde_json::from_value(serde_json::json!({"state": "open", "lanes": json}))
+                .map_err(|e| e.to_string())?;
+            s.validate().map(|_| s)
+        };
+        let ok = lanes(
+            serde_json::json!([{"name": "fanclub", "share": 70, "access": "code"}, {"name": "general", "share": 30}]),
+        )
+        .unwrap();
+        assert_eq!(ok.lane_shares(), vec![(Lane::parse("fanclub").unwrap(), 70), (Lane::general(), 30)]);
+        assert_eq!(ok.lane(&Lane::general()).unwrap().access, LaneAccess::Open);
+        assert!(ok.lane(&Lane::parse("vip").unwrap()).is_none());
+        let err = lanes(serde_json::json!([{"name": "a"}, {"name": "a"}])).unwrap_err();
+        assert!(err.contains("\"a\" is named twice"), "{err}");
+        let err = lanes(serde_json::json!([{"name": "a", "share": 0}])).unwrap_err();
+        assert!(err.contains("share of \"a\""), "{err}");
+        let err = lanes(serde_json::json!([{"name": "a", "access": "vip"}])).unwrap_err();
+        assert!(err.contains("access must be"), "{err}");
+        let err = lanes(serde_json::json!([{"name": "a", "access": "claim:tier"}])).unwrap_err();
+        assert!(err.contains("access must be"), "{err}");
+        let err = lanes(serde_json::json!([{"name": "a b"}])).unwrap_err();
+        assert!(err.contains("lane must match"), "{err}");
+        let nine: Vec<_> = (0..9).map(|i| serde_json::json!({"name": format!("l{i}")})).collect();
+        assert!(lanes(serde_json::json!(nine)).unwrap_err().contains("at most 8"));
+        // Without lanes: one, general, open to all.
+        assert_eq!(ConcertSettings::open().lane_names(), vec![Lane::general()]);
     }
 
     #[test]

@@ -265,10 +265,14 @@ async fn check_lane_access(
         LaneAccess::Code => {
             let refused = |slug, detail: String| Err(ApiError::LaneRefused { slug, detail });
             match gw.store.bind_code(concert, name, user, code).await? {
-                CodeCheck::Ok => Ok(()),
-                CodeCheck::Required => refused("code-required", format!("lane {name} asks for a code: send it as code")),
+                CodeCheck::Ok | CodeCheck::Elsewhere => Ok(()),
+                CodeCheck::Required => {
+                    refused("code-required", format!("lane {name} asks for a code: send it as code"))
+                }
                 CodeCheck::Unknown => refused("code-unknown", format!("this code is not one of lane {name}'s codes")),
-                CodeCheck::Used => refused("code-used", format!("this code of lane {name} is already used by another fan")),
+                CodeCheck::Used => {
+                    refused("code-used", format!("this code of lane {name} is already used by another fan"))
+                }
             }
         }
         LaneAccess::Claim { name: claim, value } => {

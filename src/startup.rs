@@ -336,7 +336,7 @@ impl Application {
                     // Waiting counts only where a concert caps them (maxWaiting).
                     let capped = cache.capped();
                     let counts = store.waiting_counts(&capped).await?;
-                    cache.set_waiting(capped.into_iter().zip(counts).collect());
+                    cache.set_waiting(capped.into_iter().map(|(id, _)| id).zip(counts).collect());
                     Ok::<(), crate::store::StoreError>(())
                 }
             }),
@@ -525,8 +525,8 @@ async fn publish_concert_gauges(
     cache: ConcertCache,
     metrics: Metrics,
 ) -> Result<(), std::convert::Infallible> {
-    for (id, _) in cache.snapshot() {
-        let Ok(c) = store.counts(&id).await else { continue };
+    for (id, settings) in cache.snapshot() {
+        let Ok(c) = store.counts(&id, &settings.lane_names()).await else { continue };
         metrics.gate_sessions.with_label_values(&[id.as_str()]).set(c.sessions as i64);
         for (kind, v) in [
             ("waiting", c.waiting),

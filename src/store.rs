@@ -139,9 +139,19 @@ impl Outcome {
     }
 }
 
+/// One lane's counts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LaneCounts {
+    pub name: Lane,
+    pub waiting: u64,
+    /// Admitted from this lane since the concert began.
+    pub admitted: u64,
+}
+
 /// A concert's counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
+    /// Waiting in all its lanes.
     pub waiting: u64,
     /// Admitted since the concert began.
     pub admitted: u64,
@@ -152,6 +162,8 @@ pub struct Counts {
     pub removed: u64,
     /// Live gate sessions (each also counted in `active`).
     pub sessions: u64,
+    /// Per lane, in the concert's order.
+    pub lanes: Vec<LaneCounts>,
 }
 
 /// What one admission call asks for.
@@ -165,6 +177,8 @@ pub struct AdmitRequest<'a> {
     pub per_second: u32,
     /// The lease value held by an automatic admitter; None for manual admission.
     pub lease: Option<&'a str>,
+    /// The concert's lanes, (name, share), in its order; each round is split between them.
+    pub lanes: &'a [(Lane, u32)],
     /// Makes the call idempotent: a call with a request id seen in the last hour returns that
     /// call's answer and admits nobody.
     pub request: Option<&'a RequestId>,
@@ -298,15 +312,17 @@ impl QueueStore {
         }
     }
 
-    /// Where `user` stands in `concert`'s queue, and Redis's time (ms): O(log n). With `record_poll_every_ms` > 0 the
-    /// read also records the fan's last poll (abandonment is judged by it) when the recorded one
-    /// is at least that old; operators' reads pass 0.
+    /// Where `user` stands in `concert`'s queue (in its lane), the lane, and Redis's time (ms):
+    /// O(log n). `lanes` are the concert's lanes other than general (where the fan may be). With
+    /// `record_poll_every_ms` > 0 the read also records the fan's last poll (abandonment is
+    /// judged by it) when the recorded one is at least that old; operators' reads pass 0.
     pub async fn standing(
         &self,
         concert: &ConcertId,
+        lanes: &[Lane],
         user: &UserId,
         record_poll_every_ms: u64,
-    ) -> Result<(Standing, i64), StoreError> {
+    ) -> Result<(Standing, Lane, i64), StoreError> {
         let mut inv = self.scripts.status.prepare_invoke();
         inv.key(self.key(concert, Part::Joined))
             .key(self.key(concert, Part::Rank))
@@ -315,8 +331,15 @@ impl QueueStore {
             .key(self.key(concert, Part::Adm))
             .key(self.key(concert, Part::Hold))
             .key(self.key(concert, Part::Concert))
-            .arg(user.as_str())
-            .arg(record_poll_every_ms);
+            .key(self.key(concert, Part::Lanes));
+        let others: Vec<&Lane> = lanes.iter().filter(|l| !l.is_general()).collect();
+        for lane in &others {
+            inv.key(self.lane_key(concert, lane, Part::Rank)).key(self.lane_key(concert, lane, Part::Hold));
+        }
+        inv.arg(user.as_str()).arg(record_poll_every_ms);
+        for lane in &others {
+            inv.arg(lane.as_str());
+        }
         let reply: Vec<redis::Value> = self.backend.shared(async |c| timed(inv.invoke_async(c)).await).await?;
         let get =
             |i: usize| reply.get(i).ok_or_else(|| StoreError::Reply(format!("status reply too short: {reply:?}")));
@@ -326,8 +349,10 @@ impl QueueStore {
         let text = |i: usize| -> Result<String, StoreError> {
             redis::from_redis_value_ref::<String>(get(i)?).map_err(|e| StoreError::Reply(e.to_string()))
         };
-        // The last element is Redis's time: token expiry is judged by it, not this instance's clock.
+        // The last element is Redis's time: token expiry is judged by it, not this instance's
+        // clock; the one before it the fan's lane.
         let now_ms = int(reply.len().saturating_sub(1))?;
+        let lane = Lane::parse(text(reply.len().saturating_sub(2))?).map_err(|e| StoreError::Reply(e.to_string()))?;
         let standing = match int(0)? {
             0 => Standing::Unknown,
             3 => Standing::Held { opens_at_ms: int(1)?, joined_at_ms: int(2)? },
@@ -345,18 +370,22 @@ impl QueueStore {
                 Standing::Left { queue_length: int(2)? as u64, joined_at_ms: int(3)?, outcome }
             }
         };
-        Ok((standing, now_ms))
+        Ok((standing, lane, now_ms))
     }
 
-    /// One page of the queue in order: (total waiting, entries). O(log n + limit).
+    /// One page of a lane's queue in order: (total waiting in it, entries). O(log n + limit).
     pub async fn page(
         &self,
         concert: &ConcertId,
+        lane: &Lane,
         offset: u64,
         limit: u64,
     ) -> Result<(u64, Vec<QueueEntry>), StoreError> {
         let mut inv = self.scripts.page.prepare_invoke();
-        inv.key(self.key(concert, Part::Rank)).key(self.key(concert, Part::Joined)).arg(offset).arg(limit.max(1));
+        inv.key(self.lane_key(concert, lane, Part::Rank))
+            .key(self.key(concert, Part::Joined))
+            .arg(offset)
+            .arg(limit.max(1));
         let mut c = self.conn().await?;
         let reply: Vec<redis::Value> = timed(inv.invoke_async(&mut c)).await?;
         let mut it = reply.iter();
@@ -375,40 +404,79 @@ impl QueueStore {
         Ok((total, entries))
     }
 
-    /// A concert's counts: O(log n).
-    pub async fn counts(&self, concert: &ConcertId) -> Result<Counts, StoreError> {
+    /// A concert's counts, and each of `lanes`' (the concert's lanes, in order): O(L log n).
+    pub async fn counts(&self, concert: &ConcertId, lanes: &[Lane]) -> Result<Counts, StoreError> {
+        let general = [Lane::general()];
+        let lanes = if lanes.is_empty() { &general[..] } else { lanes };
         let mut inv = self.scripts.counts.prepare_invoke();
-        inv.key(self.key(concert, Part::Rank))
-            .key(self.key(concert, Part::Adm))
+        inv.key(self.key(concert, Part::Adm))
             .key(self.key(concert, Part::Active))
             .key(self.key(concert, Part::Sessions));
+        for lane in lanes {
+            inv.key(self.lane_key(concert, lane, Part::Rank));
+            inv.arg(lane.as_str());
+        }
         let mut c = self.conn().await?;
-        let (waiting, admitted, active, abandoned, removed, sessions): (u64, u64, u64, u64, u64, u64) =
-            timed(inv.invoke_async(&mut c)).await?;
-        Ok(Counts { waiting, admitted, active, abandoned, removed, sessions })
+        let reply: Vec<u64> = timed(inv.invoke_async(&mut c)).await?;
+        let [admitted, active, abandoned, removed, sessions, per_lane @ ..] = reply.as_slice() else {
+            return Err(StoreError::Reply(format!("counts reply {reply:?}")));
+        };
+        let lanes: Vec<LaneCounts> = lanes
+            .iter()
+            .zip(per_lane.chunks(2))
+            .map(|(name, c)| LaneCounts {
+                name: name.clone(),
+                waiting: c.first().copied().unwrap_or(0),
+                admitted: c.get(1).copied().unwrap_or(0),
+            })
+            .collect();
+        Ok(Counts {
+            waiting: lanes.iter().map(|l| l.waiting).sum(),
+            admitted: *admitted,
+            active: *active,
+            abandoned: *abandoned,
+            removed: *removed,
+            sessions: *sessions,
+            lanes,
+        })
     }
 
     /// Admits fans from the head of `concert`'s queue (see `admit.lua`). None when `req.lease`
     /// is no longer the concert's current lease.
     pub async fn admit(&self, concert: &ConcertId, req: AdmitRequest<'_>) -> Result<Option<Admitted>, StoreError> {
+        let general = [(Lane::general(), 1)];
+        let lanes = if req.lanes.is_empty() { &general[..] } else { req.lanes };
+        let first = &lanes[0].0;
         let mut inv = self.scripts.admit.prepare_invoke();
         for part in
             [Part::Waiting, Part::Rank, Part::State, Part::Active, Part::Seen, Part::Joined, Part::Adm, Part::Lease]
         {
-            inv.key(self.key(concert, part));
+            inv.key(self.lane_key(concert, first, part));
         }
         inv.key(self.keys.admit_request(concert, req.request))
-            .key(self.key(concert, Part::Gone))
+            .key(self.lane_key(concert, first, Part::Gone))
             .key(self.key(concert, Part::Concert))
             .key(self.key(concert, Part::Sessions))
             .key(self.key(concert, Part::Ended));
+        for (lane, _) in &lanes[1..] {
+            for part in [Part::Waiting, Part::Rank, Part::Gone] {
+                inv.key(self.lane_key(concert, lane, part));
+            }
+        }
         inv.arg(req.max)
             .arg(req.ttl_ms)
             .arg(req.max_active)
             .arg(req.abandon_after_ms)
             .arg(req.per_second)
             .arg(req.lease.unwrap_or(""))
-            .arg(req.request.map_or("", |r| r.as_str()));
+            .arg(req.request.map_or("", |r| r.as_str()))
+            .arg(lanes.len());
+        for (lane, _) in lanes {
+            inv.arg(lane.as_str());
+        }
+        for (_, share) in lanes {
+            inv.arg(*share);
+        }
         let mut c = self.conn().await?;
         let reply: Vec<redis::Value> = timed(inv.invoke_async(&mut c)).await?;
         let parse = |v: &redis::Value| -> Result<String, StoreError> {
@@ -440,12 +508,20 @@ impl QueueStore {
 
     /// Removes a waiting fan; false when the fan was not waiting. O(n) (LREM), an operator action.
     pub async fn remove(&self, concert: &ConcertId, user: &UserId) -> Result<bool, StoreError> {
+        // The fan's lane, first: a fan never changes lanes, so it cannot be stale by the removal.
+        let mut c = self.conn().await?;
+        let lane: Option<String> =
+            timed(redis::cmd("HGET").arg(self.key(concert, Part::Lanes)).arg(user.as_str()).query_async(&mut c))
+                .await?;
+        let lane = match lane {
+            Some(l) => Lane::parse(l).map_err(|e| StoreError::Reply(e.to_string()))?,
+            None => Lane::general(),
+        };
         let mut inv = self.scripts.remove.prepare_invoke();
         for part in [Part::Waiting, Part::Rank, Part::State, Part::Adm, Part::Gone] {
-            inv.key(self.key(concert, part));
+            inv.key(self.lane_key(concert, &lane, part));
         }
-        inv.arg(user.as_str());
-        let mut c = self.conn().await?;
+        inv.arg(user.as_str()).arg(if lane.is_general() { String::new() } else { format!("@{lane}") });
         let removed: i64 = timed(inv.invoke_async(&mut c)).await?;
         Ok(removed == 1)
     }
@@ -477,10 +553,16 @@ impl QueueStore {
         timed(inv.invoke_async(&mut c)).await
     }
 
-    /// The raw waiting LIST, head first (tests and tools; O(n)).
+    /// The raw waiting LIST of the general lane, head first (tests and tools; O(n)).
     pub async fn waiting_list(&self, concert: &ConcertId) -> Result<Vec<String>, StoreError> {
+        self.waiting_list_in(concert, &Lane::general()).await
+    }
+
+    /// The raw waiting LIST of `lane`, head first (tests and tools; O(n)).
+    pub async fn waiting_list_in(&self, concert: &ConcertId, lane: &Lane) -> Result<Vec<String>, StoreError> {
         let mut c = self.conn().await?;
-        timed(redis::cmd("LRANGE").arg(self.key(concert, Part::Waiting)).arg(0).arg(-1).query_async(&mut c)).await
+        timed(redis::cmd("LRANGE").arg(self.lane_key(concert, lane, Part::Waiting)).arg(0).arg(-1).query_async(&mut c))
+            .await
     }
 
     /// Creates or updates a concert's settings; returns what is stored.
@@ -535,10 +617,19 @@ impl QueueStore {
         Ok(set.is_some())
     }
 
-    /// How many fans wait in each of `concerts`: ZCARDs, O(1) each, in one round trip (see [`Backend::each`]).
-    pub async fn waiting_counts(&self, concerts: &[ConcertId]) -> Result<Vec<u64>, StoreError> {
-        let cmds = concerts.iter().map(|id| redis::cmd("ZCARD").arg(self.key(id, Part::Rank)).clone()).collect();
-        self.backend.each(cmds).await
+    /// How many fans wait in each of `concerts` (with their lanes): ZCARDs, O(1) each, in one
+    /// round trip (see [`Backend::each`]).
+    /// Lanes are counted together: `maxWaiting` is the concert's.
+    pub async fn waiting_counts(&self, concerts: &[(ConcertId, Vec<Lane>)]) -> Result<Vec<u64>, StoreError> {
+        let cmds = concerts
+            .iter()
+            .flat_map(|(id, lanes)| {
+                lanes.iter().map(move |l| redis::cmd("ZCARD").arg(self.lane_key(id, l, Part::Rank)).clone())
+            })
+            .collect();
+        let each: Vec<u64> = self.backend.each(cmds).await?;
+        let mut it = each.into_iter();
+        Ok(concerts.iter().map(|(_, lanes)| it.by_ref().take(lanes.len()).sum()).collect())
     }
 
     /// Every concert's settings, sorted by id; one round trip after SMEMBERS (see [`Backend::each`]).

@@ -143,14 +143,34 @@ mod tests {
             vec![
                 ConcertJoins {
                     concert: cid("c1"),
+                    lane: Lane::general(),
                     joins: vec![(uid("a"), 7), (uid("c"), 7)],
                     traces: vec![None, None],
                     records: vec![0, 2]
                 },
-                ConcertJoins { concert: cid("c2"), joins: vec![(uid("b"), 7)], traces: vec![None], records: vec![1] },
+                ConcertJoins {
+                    concert: cid("c2"),
+                    lane: Lane::general(),
+                    joins: vec![(uid("b"), 7)],
+                    traces: vec![None],
+                    records: vec![1]
+                },
             ]
         );
         assert!(plan.dead.is_empty());
+    }
+
+    #[test]
+    fn a_concerts_lanes_are_grouped_apart() {
+        let fanclub = |user: &str| {
+            let v = format!(r#"{{"entryId":"e","concertId":"c1","userId":"{user}","joinedAtMs":7,"lane":"fanclub"}}"#);
+            msg(0, 0, &format!("{user}:c1"), &v)
+        };
+        let msgs = vec![fanclub("a"), join("b", "c1"), fanclub("c")];
+        let plan = Plan::new(&msgs);
+        let groups: Vec<(&str, Vec<usize>)> =
+            plan.groups.iter().map(|g| (g.lane.as_str(), g.records.clone())).collect();
+        assert_eq!(groups, vec![("fanclub", vec![0, 2]), ("general", vec![1])]);
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub struct FanStatus {
     /// While `soldout`: the concert's `soldOutMessage`, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// While waiting or in the pre-queue: the lane the fan's place is in (its position is the
+    /// position in that lane).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lane: Option<String>,
 }
 
 /// `?lane=`: one of a concert's lanes (`general` when absent).
@@ -93,7 +97,16 @@ impl FanStatus {
             opens_at: None,
             seconds_to_open: None,
             message: None,
+            lane: None,
         }
+    }
+
+    /// Names the fan's lane while it waits or is in the pre-queue.
+    pub fn in_lane(mut self, lane: &str) -> Self {
+        if matches!(self.status, "waiting" | "prequeue") {
+            self.lane = Some(lane.to_owned());
+        }
+        self
     }
 
     /// While the concert is sold out (`message` is its `soldOutMessage`, "" for none), a fan still hoping for a place
@@ -120,24 +133,38 @@ impl FanStatus {
         user: &str,
         keys: Option<&AdmissionKeys>,
     ) -> Option<Self> {
+        let lane = match fact {
+            Fact::Held(l, _) | Fact::Seq(l, _) => Some(usize::from(l)),
+            _ => None,
+        };
+        let view = |l: usize| snap.views.get(l);
         let standing = match fact {
             Fact::NotYet => Standing::Unknown,
-            Fact::Held(opens_at_ms) => Standing::Held { opens_at_ms, joined_at_ms: 0 },
-            // A queue whose parts do not add up (edited by hand) is read fan by fan instead.
-            Fact::Seq(_) if !snap.view.consistent() => return None,
-            Fact::Seq(seq) => match snap.view.place(seq) {
-                Place::Waiting(position) => Standing::Waiting {
-                    position,
-                    queue_length: snap.view.queue_length,
-                    joined_at_ms: 0,
-                    observed_rate: snap.view.observed_rate,
-                    seq,
-                },
-                Place::Left | Place::Unseen => return None,
-            },
-            Fact::Left(outcome) => Standing::Left { queue_length: snap.view.queue_length, joined_at_ms: 0, outcome },
+            Fact::Held(_, opens_at_ms) => Standing::Held { opens_at_ms, joined_at_ms: 0 },
+            Fact::Seq(l, seq) => {
+                let v = view(usize::from(l))?;
+                // A queue whose parts do not add up (edited by hand) is read fan by fan instead.
+                if !v.consistent() {
+                    return None;
+                }
+                match v.place(seq) {
+                    Place::Waiting(position) => Standing::Waiting {
+                        position,
+                        queue_length: v.queue_length,
+                        joined_at_ms: 0,
+                        observed_rate: v.observed_rate,
+                        seq,
+                    },
+                    Place::Left | Place::Unseen => return None,
+                }
+            }
+            Fact::Left(outcome) => Standing::Left { queue_length: 0, joined_at_ms: 0, outcome },
         };
-        Some(FanStatus::new(standing, snap.now_ms(), concert, user, keys))
+        let status = FanStatus::new(standing, snap.now_ms(), concert, user, keys);
+        Some(match lane.and_then(|l| snap.lanes.get(l)) {
+            Some(name) => status.in_lane(name),
+            None => status,
+        })
     }
 
     /// Whether the status can no longer change.
@@ -266,18 +293,28 @@ pub(super) async fn read_status(gw: &Gateway, concert_id: &ConcertId, user_id: &
         .map_err(|_| ApiError::shed("too many status reads waiting for the queue store; retry shortly"))?;
     let started = std::time::Instant::now();
     // Polls matter only where abandonment is on; recorded a few times per abandonment window.
-    let abandon_ms = gw.cache.settings(concert_id).map_or(0, |s| u64::from(s.abandon_after_seconds) * 1000);
-    let (standing, now_ms) = gw.store.standing(concert_id, user_id, poll_record_every(abandon_ms)).await?;
+    let settings = gw.cache.settings(concert_id);
+    let abandon_ms = settings.as_ref().map_or(0, |s| u64::from(s.abandon_after_seconds) * 1000);
+    let lanes = settings.as_ref().map_or_else(Vec::new, |s| s.lane_names());
+    let (standing, lane, now_ms) =
+        gw.store.standing(concert_id, &lanes, user_id, poll_record_every(abandon_ms)).await?;
     gw.metrics.redis_duration.with_label_values(&["status"]).observe(started.elapsed().as_secs_f64());
     gw.metrics.status_reads.with_label_values(&["redis"]).inc();
-    let fact = match &standing {
-        Standing::Unknown => Fact::NotYet,
-        Standing::Held { opens_at_ms, .. } => Fact::Held(*opens_at_ms),
-        Standing::Waiting { seq, .. } => Fact::Seq(*seq),
-        Standing::Left { outcome, .. } => Fact::Left(*outcome),
+    let index = settings.as_ref().and_then(|s| s.lane_index(&lane));
+    let fact = match (&standing, index) {
+        (Standing::Unknown, _) => Some(Fact::NotYet),
+        (Standing::Held { opens_at_ms, .. }, Some(l)) => Some(Fact::Held(l, *opens_at_ms)),
+        (Standing::Waiting { seq, .. }, Some(l)) => Some(Fact::Seq(l, *seq)),
+        (Standing::Left { outcome, .. }, _) => Some(Fact::Left(*outcome)),
+        // A lane the concert no longer lists: read directly every time.
+        (_, None) => None,
     };
-    gw.views.learn(concert_id, user_id, fact);
-    Ok(FanStatus::new(standing, now_ms, concert_id, user_id, Some(&gw.keys)).or_sold_out(sold_out.as_deref()))
+    if let Some(fact) = fact {
+        gw.views.learn(concert_id, user_id, fact);
+    }
+    Ok(FanStatus::new(standing, now_ms, concert_id, user_id, Some(&gw.keys))
+        .in_lane(&lane)
+        .or_sold_out(sold_out.as_deref()))
 }
 
 /// What the booking site sends to `complete`.

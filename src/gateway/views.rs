@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::concerts::ConcertCache;
-use crate::ids::{ConcertId, UserId};
+use crate::ids::{ConcertId, Lane, UserId};
 use crate::metrics::Metrics;
 use crate::store::view::{Lookup, QueueView};
 use crate::store::{Outcome, QueueStore, StoreError};
@@ -43,10 +43,11 @@ const REPUBLISH: Duration = Duration::from_secs(5);
 pub enum Fact {
     /// Not in Redis yet (the join is on its way).
     NotYet,
-    /// Held in a scheduled concert's pre-queue until the cut at this instant (ms).
-    Held(i64),
-    /// Waiting (or was, at the last look) with this sequence number.
-    Seq(u64),
+    /// Held in the pre-queue of the concert's lane at this index until the cut at this instant (ms).
+    Held(u8, i64),
+    /// Waiting (or was, at the last look) in the concert's lane at this index, with this
+    /// sequence number in it.
+    Seq(u8, u64),
     /// Has left the queue this way.
     Left(Outcome),
 }
@@ -55,8 +56,8 @@ impl Fact {
     pub fn of(lookup: &Lookup) -> Option<Fact> {
         match lookup {
             Lookup::NotYet => Some(Fact::NotYet),
-            Lookup::Held(at) => Some(Fact::Held(*at)),
-            Lookup::Waiting(s) => Some(Fact::Seq(*s)),
+            Lookup::Held(lane, at) => Some(Fact::Held(*lane, *at)),
+            Lookup::Waiting(lane, s) => Some(Fact::Seq(*lane, *s)),
             Lookup::Left(o) => o.map(Fact::Left),
         }
     }
@@ -65,7 +66,9 @@ impl Fact {
 /// One refresh's result, as the streams and polls read it.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    pub view: QueueView,
+    /// One view per lane of the concert, in the order of `lanes`.
+    pub views: Vec<QueueView>,
+    pub lanes: Vec<Lane>,
     /// When the refresh finished (None: not refreshed yet).
     pub taken: Option<Instant>,
     /// While the concert is `soldout`: its `soldOutMessage`, "" without one (from the concert cache).
@@ -75,7 +78,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Redis's time now, as far as this snapshot can tell (its read plus the time since).
     pub fn now_ms(&self) -> i64 {
-        self.view.now_ms + self.taken.map_or(0, |t| t.elapsed().as_millis() as i64)
+        self.views.first().map_or(0, |v| v.now_ms) + self.taken.map_or(0, |t| t.elapsed().as_millis() as i64)
     }
 }
 
@@ -96,8 +99,9 @@ struct Fan {
 pub struct ConcertView {
     tx: watch::Sender<Arc<Snapshot>>,
     fans: Mutex<HashMap<UserId, Fan>>,
-    /// The refresher's own copy; only the refresh touches it.
-    queue: Mutex<(QueueView, Instant)>,
+    /// The refresher's own copy (each lane's view, the lanes, when last published); only the
+    /// refresh touches it.
+    queue: Mutex<(Vec<QueueView>, Vec<Lane>, Instant)>,
 }
 
 impl ConcertView {
@@ -105,7 +109,7 @@ impl ConcertView {
         ConcertView {
             tx: watch::Sender::new(Arc::new(Snapshot::default())),
             fans: Mutex::new(HashMap::new()),
-            queue: Mutex::new((QueueView::default(), Instant::now())),
+            queue: Mutex::new((Vec::new(), Vec::new(), Instant::now())),
         }
     }
 
@@ -247,8 +251,9 @@ impl Views {
         let rounds = views.iter().map(|(id, v)| {
             let settings = cache.settings(id);
             let abandon_ms = settings.as_ref().map_or(0, |s| u64::from(s.abandon_after_seconds) * 1000);
+            let lanes = settings.as_ref().map_or_else(|| vec![Lane::general()], |s| s.lane_names());
             let sold_out = settings.and_then(|s| s.sold_out()).map(Arc::from);
-            self.refresh_one(store, metrics, id, v, super::status::poll_record_every(abandon_ms), sold_out)
+            self.refresh_one(store, metrics, id, v, lanes, super::status::poll_record_every(abandon_ms), sold_out)
         });
         let results = futures_util::future::join_all(rounds).await;
         self.map().retain(|_, v| !(v.fans().is_empty() && v.tx.receiver_count() == 0));
@@ -261,9 +266,28 @@ impl Views {
         metrics: &Metrics,
         concert: &ConcertId,
         view: &ConcertView,
+        lanes: Vec<Lane>,
         record_every: u64,
         sold_out: Option<Arc<str>>,
     ) -> Result<(), StoreError> {
+        // The lanes changed (an operator's edit): lane indexes known so far mean nothing now, so
+        // the fans placed are looked up again.
+        let relearn = {
+            let mut q = view.queue.lock().unwrap_or_else(|p| p.into_inner());
+            if q.1 != lanes {
+                *q = (vec![QueueView::default(); lanes.len()], lanes.clone(), q.2);
+                true
+            } else {
+                false
+            }
+        };
+        if relearn {
+            for f in view.fans().values_mut() {
+                if matches!(f.fact, Fact::Seq(..) | Fact::Held(..)) {
+                    f.fact = Fact::NotYet;
+                }
+            }
+        }
         // Who to look up and whose poll time to record, and who to forget.
         let now = Instant::now();
         let record_every = Duration::from_millis(record_every);
@@ -276,7 +300,7 @@ impl Views {
             let mut seen = Vec::new();
             for (user, f) in fans.iter_mut() {
                 // Not placed yet: on its way, or in a pre-queue until the cut.
-                if matches!(f.fact, Fact::NotYet | Fact::Held(_)) && lookups.len() < MAX_PER_REFRESH {
+                if matches!(f.fact, Fact::NotYet | Fact::Held(..)) && lookups.len() < MAX_PER_REFRESH {
                     lookups.push(user.clone());
                 }
                 let alive = f.streams > 0 || f.polled;
@@ -289,26 +313,32 @@ impl Views {
             }
             (lookups, seen)
         };
-        let known_ver = view.queue.lock().unwrap_or_else(|p| p.into_inner()).0.gone_ver().map(str::to_owned);
+        let known_vers: Vec<Option<String>> = view
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .iter()
+            .map(|v| v.gone_ver().map(str::to_owned))
+            .collect();
+        let asked: Vec<(&Lane, Option<&str>)> = lanes.iter().zip(&known_vers).map(|(l, v)| (l, v.as_deref())).collect();
         let started = Instant::now();
         let read = store
-            .read_view(
-                concert,
-                known_ver.as_deref(),
-                &lookups.iter().collect::<Vec<_>>(),
-                &seen.iter().collect::<Vec<_>>(),
-            )
+            .read_view(concert, &asked, &lookups.iter().collect::<Vec<_>>(), &seen.iter().collect::<Vec<_>>())
             .await?;
         metrics.redis_duration.with_label_values(&["view"]).observe(started.elapsed().as_secs_f64());
         let (queue, moved) = {
             let mut q = view.queue.lock().unwrap_or_else(|p| p.into_inner());
-            let before = q.0.clone();
-            q.0.update(&read);
-            let moved = before.head != q.0.head
-                || before.last_seq != q.0.last_seq
-                || before.queue_length != q.0.queue_length
-                || before.gone_ver() != q.0.gone_ver()
-                || (before.observed_rate - q.0.observed_rate).abs() > 0.02 * before.observed_rate.max(0.01);
+            let mut moved = false;
+            for (v, r) in q.0.iter_mut().zip(&read.lanes) {
+                let before = v.clone();
+                v.update(r);
+                moved |= before.head != v.head
+                    || before.last_seq != v.last_seq
+                    || before.queue_length != v.queue_length
+                    || before.gone_ver() != v.gone_ver()
+                    || (before.observed_rate - v.observed_rate).abs() > 0.02 * before.observed_rate.max(0.01);
+            }
             (q.0.clone(), moved)
         };
         // What the lookups found, and who has left the queue since.
@@ -323,7 +353,10 @@ impl Views {
             }
             let mut departed: Vec<UserId> = fans
                 .iter()
-                .filter(|(_, f)| matches!(f.fact, Fact::Seq(s) if queue.place(s) == crate::store::view::Place::Left))
+                .filter(|(_, f)| {
+                    matches!(f.fact, Fact::Seq(l, s)
+                        if queue.get(usize::from(l)).is_some_and(|q| q.place(s) == crate::store::view::Place::Left))
+                })
                 .map(|(u, _)| u.clone())
                 .take(MAX_PER_REFRESH)
                 .collect();
@@ -353,15 +386,15 @@ impl Views {
                 }
             }
         }
-        let mut last_published = view.queue.lock().unwrap_or_else(|p| p.into_inner()).1;
+        let mut last_published = view.queue.lock().unwrap_or_else(|p| p.into_inner()).2;
         // Sold out (or open again): every stream is told at once.
         changed |= view.tx.borrow().sold_out != sold_out;
         let publish = moved || changed || last_published.elapsed() >= REPUBLISH;
         if publish {
             last_published = Instant::now();
-            view.queue.lock().unwrap_or_else(|p| p.into_inner()).1 = last_published;
+            view.queue.lock().unwrap_or_else(|p| p.into_inner()).2 = last_published;
         }
-        let snap = Arc::new(Snapshot { view: queue, taken: Some(Instant::now()), sold_out });
+        let snap = Arc::new(Snapshot { views: queue, lanes, taken: Some(Instant::now()), sold_out });
         view.tx.send_if_modified(|s| {
             *s = snap;
             publish

@@ -21,6 +21,16 @@
 -- ARGV[6] lease value the caller holds ("" for manual admission: no lease needed)
 -- ARGV[7] request id ("" for none): an operator's retried admit returns the first answer and
 --         admits nobody again (the answer is kept for an hour)
+-- ARGV[8] L, the number of lanes; ARGV[9 .. 8+L] their names; ARGV[9+L .. 8+2L] their shares.
+--         The first lane's waiting, rank and gone are KEYS[1], KEYS[2] and KEYS[10]; lane i > 1
+--         has KEYS[14 + 3(i-2)], KEYS[15 + 3(i-2)], KEYS[16 + 3(i-2)].
+--
+-- Lanes: the count is split between the lanes by share in a smooth weighted round robin whose
+-- running weights (`wrr` in adm) persist from call to call, so 70/30 over any ten admissions is
+-- 7 and 3 whatever the size of each call; a lane with nobody waiting takes no part (its share
+-- goes to the others). maxActive and the rate bucket are the concert's, shared by its lanes.
+-- Each lane's observed rate (`obsRate`, `obsAt` for general; `obsRate@<lane>`, `obsAt@<lane>`
+-- for the others) is what its fans' ETA is worked out from; `admitted@<lane>` counts per lane.
 -- Time (token issue and expiry, the rate bucket, abandonment) is Redis's: an admitter whose
 -- clock is behind or ahead admits at the configured rate all the same.
 --
@@ -90,15 +100,52 @@ if rate > 0 then
 end
 
 local out = {1, now, 'e:' .. idle .. ':' .. maxed}
+local nl = tonumber(ARGV[8] or '0')
+local lanes = {}
+if nl == 0 then
+  lanes[1] = {name = 'general', share = 1, waiting = KEYS[1], rank = KEYS[2], gone = KEYS[10]}
+else
+  for i = 1, nl do
+    local l = {name = ARGV[8 + i], share = tonumber(ARGV[8 + nl + i])}
+    if i == 1 then
+      l.waiting, l.rank, l.gone = KEYS[1], KEYS[2], KEYS[10]
+    else
+      local k = 14 + 3 * (i - 2)
+      l.waiting, l.rank, l.gone = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+    end
+    lanes[i] = l
+  end
+end
+for i = 2, #lanes do
+  local t = redis.call('TYPE', lanes[i].gone).ok
+  if t ~= 'none' and t ~= 'zset' then
+    return redis.error_reply('WRONGTYPE ' .. lanes[i].gone .. ' is a ' .. t .. ', not a zset; nothing was written')
+  end
+end
+local wrr = {}
+local wrr_text = redis.call('HGET', KEYS[7], 'wrr')
+if wrr_text then
+  wrr = cjson.decode(wrr_text)
+end
+for _, l in ipairs(lanes) do
+  l.cur = tonumber(wrr[l.name] or 0)
+  l.left = redis.call('LLEN', l.waiting)
+  l.admitted, l.scanned = 0, 0
+  l.sfx = ''
+  if l.name ~= 'general' then l.sfx = '@' .. l.name end
+end
+
 local admitted, scanned, skipped = 0, 0, 0
 -- Fans are taken in batches, each with a fixed number of commands (LPOP with a count, one ZREM,
 -- HMGET, HSET and ZADD) rather than five per fan: Redis's work per round does not grow with the
 -- fans it admits (and with AOF `always`, every write command is appended to the AOF).
-while admitted < n and scanned < 1000 do
-  local users = redis.call('LPOP', KEYS[1], math.min(n - admitted, 1000 - scanned))
-  if not users then break end
+local function take(l, count)
+  local users = redis.call('LPOP', l.waiting, count)
+  if not users then return end
   scanned = scanned + #users
-  redis.call('ZREM', KEYS[2], unpack(users))
+  l.scanned = l.scanned + #users
+  l.left = l.left - #users
+  redis.call('ZREM', l.rank, unpack(users))
   local seen, joined
   if abandon > 0 then
     seen = redis.call('HMGET', KEYS[5], unpack(users))
@@ -120,6 +167,7 @@ while admitted < n and scanned < 1000 do
       actives[#actives + 1] = exp
       actives[#actives + 1] = user
       admitted = admitted + 1
+      l.admitted = l.admitted + 1
       out[#out + 1] = user
       out[#out + 1] = exp
     end
@@ -129,17 +177,57 @@ while admitted < n and scanned < 1000 do
     redis.call('ZADD', KEYS[4], unpack(actives))
   end
 end
+
+while admitted < n and scanned < 1000 do
+  -- This batch's fans, lane by lane, in the smooth weighted order.
+  local want = math.min(n - admitted, 1000 - scanned)
+  local alloc, any = {}, false
+  for i = 1, #lanes do alloc[i] = 0 end
+  for _ = 1, want do
+    local total, best = 0, nil
+    for i, l in ipairs(lanes) do
+      if l.left > alloc[i] then
+        l.cur = l.cur + l.share
+        total = total + l.share
+        if best == nil or l.cur > lanes[best].cur then best = i end
+      end
+    end
+    if best == nil then break end
+    lanes[best].cur = lanes[best].cur - total
+    alloc[best] = alloc[best] + 1
+    any = true
+  end
+  if not any then break end
+  for i, l in ipairs(lanes) do
+    if alloc[i] > 0 then take(l, alloc[i]) end
+  end
+end
 if skipped > 0 then
   redis.call('HINCRBY', KEYS[7], 'skipped', skipped)
 end
 
-if scanned > 0 then
-  local head = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-  if head[2] then
-    redis.call('ZREMRANGEBYSCORE', KEYS[10], '-inf', '(' .. head[2])
-  else
-    redis.call('DEL', KEYS[10])
+local tau = 30000
+for _, l in ipairs(lanes) do
+  if l.scanned > 0 then
+    local head = redis.call('ZRANGE', l.rank, 0, 0, 'WITHSCORES')
+    if head[2] then
+      redis.call('ZREMRANGEBYSCORE', l.gone, '-inf', '(' .. head[2])
+    else
+      redis.call('DEL', l.gone)
+    end
   end
+  if l.admitted > 0 and #lanes > 1 then
+    redis.call('HINCRBY', KEYS[7], 'admitted@' .. l.name, l.admitted)
+  end
+  -- Observed admission rate per lane: an exponentially decaying count with a 30 s time constant.
+  local r = tonumber(redis.call('HGET', KEYS[7], 'obsRate' .. l.sfx) or '0')
+  local t = tonumber(redis.call('HGET', KEYS[7], 'obsAt' .. l.sfx) or now)
+  r = r * math.exp(-(now - t) / tau) + l.admitted * 1000 / tau
+  redis.call('HSET', KEYS[7], 'obsRate' .. l.sfx, tostring(r), 'obsAt' .. l.sfx, now)
+  wrr[l.name] = l.cur
+end
+if #lanes > 1 then
+  redis.call('HSET', KEYS[7], 'wrr', cjson.encode(wrr))
 end
 if rate > 0 then
   redis.call('HSET', KEYS[7], 'bucketAt', now, 'bucketCarry', tostring(allowance - admitted))
@@ -147,12 +235,6 @@ end
 if admitted > 0 then
   redis.call('HINCRBY', KEYS[7], 'admitted', admitted)
 end
--- Observed admission rate: an exponentially decaying count with a 30 s time constant.
-local tau = 30000
-local r = tonumber(redis.call('HGET', KEYS[7], 'obsRate') or '0')
-local t = tonumber(redis.call('HGET', KEYS[7], 'obsAt') or now)
-r = r * math.exp(-(now - t) / tau) + admitted * 1000 / tau
-redis.call('HSET', KEYS[7], 'obsRate', tostring(r), 'obsAt', now)
 if ARGV[7] ~= '' then
   -- A retried request gets the same fans, and no sessions counted as ended a second time.
   local remembered = {unpack(out)}

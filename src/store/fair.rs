@@ -44,7 +44,12 @@ fn parse_offsets(text: &str) -> Option<Vec<(i32, i64)>> {
 impl QueueStore {
     /// Draws the lane's seed if it has none (HSETNX: the first one stays) and records its
     /// commitment.
-    pub(super) async fn commit_to_seed(&self, c: &mut conn::Conn, id: &ConcertId, lane: &Lane) -> Result<(), StoreError> {
+    pub(super) async fn commit_to_seed(
+        &self,
+        c: &mut conn::Conn,
+        id: &ConcertId,
+        lane: &Lane,
+    ) -> Result<(), StoreError> {
         let key = self.lane_key(id, lane, Part::Fair);
         let _: bool =
             timed(redis::cmd("HSETNX").arg(&key).arg("seed").arg(crate::fairness::new_seed()).query_async(&mut *c))
@@ -75,9 +80,11 @@ impl QueueStore {
     /// The fans held before opensAt (the pre-queue, in no order) and how many joined after.
     pub async fn prequeue(&self, id: &ConcertId, lane: &Lane) -> Result<(Vec<String>, usize), StoreError> {
         let mut c = self.conn().await?;
-        let held: Vec<String> = timed(redis::cmd("HKEYS").arg(self.lane_key(id, lane, Part::Hold)).query_async(&mut c)).await?;
+        let held: Vec<String> =
+            timed(redis::cmd("HKEYS").arg(self.lane_key(id, lane, Part::Hold)).query_async(&mut c)).await?;
         let post: Vec<String> =
-            timed(redis::cmd("LRANGE").arg(self.lane_key(id, lane, Part::Post)).arg(0).arg(-1).query_async(&mut c)).await?;
+            timed(redis::cmd("LRANGE").arg(self.lane_key(id, lane, Part::Post)).arg(0).arg(-1).query_async(&mut c))
+                .await?;
         let after: std::collections::HashSet<&str> = post.iter().map(String::as_str).collect();
         let pre = held.iter().filter(|u| !after.contains(u.as_str())).cloned().collect();
         Ok((pre, post.len()))

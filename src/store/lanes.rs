@@ -21,6 +21,9 @@ const CODES_PER_CALL: usize = 1000;
 pub enum CodeCheck {
     /// The code is this fan's now (or was already; or the fan already holds its place in the lane).
     Ok,
+    /// The fan already holds its place in another lane: the join changes nothing (one place per
+    /// fan per concert), and no code is spent on it.
+    Elsewhere,
     /// The join named no code.
     Required,
     /// No such code in this lane.
@@ -78,6 +81,7 @@ impl QueueStore {
         inv.key(self.keys.lane(concert, lane, Part::Codes))
             .key(self.key(concert, Part::Lanes))
             .key(self.key(concert, Part::Adm))
+            .key(self.key(concert, Part::Joined))
             .arg(user.as_str())
             .arg(lane.as_str())
             .arg(code.map(code_hash).unwrap_or_default());
@@ -85,6 +89,7 @@ impl QueueStore {
         let answer: String = timed(inv.invoke_async(&mut c)).await?;
         match answer.as_str() {
             "ok" => Ok(CodeCheck::Ok),
+            "elsewhere" => Ok(CodeCheck::Elsewhere),
             "required" => Ok(CodeCheck::Required),
             "unknown" => Ok(CodeCheck::Unknown),
             "used" => Ok(CodeCheck::Used),

@@ -47,7 +47,8 @@ impl QueueStore {
     pub async fn late_joins(&self, concert: &ConcertId, lane: &Lane) -> Result<u64, StoreError> {
         let mut c = self.conn().await?;
         let late: Option<u64> =
-            timed(redis::cmd("HGET").arg(self.lane_key(concert, lane, Part::Order)).arg("late").query_async(&mut c)).await?;
+            timed(redis::cmd("HGET").arg(self.lane_key(concert, lane, Part::Order)).arg("late").query_async(&mut c))
+                .await?;
         Ok(late.unwrap_or(0))
     }
 }

@@ -2,11 +2,12 @@
 --
 -- KEYS[1] waiting LIST  KEYS[2] rank ZSET  KEYS[3] state HASH  KEYS[4] adm HASH
 -- KEYS[5] gone ZSET   sequence numbers that left from the middle of the queue (see view.lua)
--- ARGV[1] userId
+-- ARGV[1] userId  ARGV[2] the lane's suffix of its fields in adm ("" for general, "@<lane>")
+-- (the keys are the fan's lane's)
 --
 -- Returns 1 when the fan was waiting and is removed, 0 otherwise. ZREM is O(log n); LREM walks
 -- the LIST (O(n)) — an operator action, never on a fan's request path. The fan's sequence
--- number goes into `gone` and `goneVer` in `adm` grows, so the gateways' views (view.lua) learn
+-- number goes into `gone` and the lane's `goneVer` in `adm` grows, so the gateways' views (view.lua) learn
 -- that everyone behind moved up by one.
 -- Time comes from Redis, not from the calling instance, so instances with skewed clocks agree.
 local t = redis.call('TYPE', KEYS[5]).ok
@@ -24,5 +25,5 @@ redis.call('LREM', KEYS[1], 1, ARGV[1])
 redis.call('ZADD', KEYS[5], seq, seq)
 redis.call('HSET', KEYS[3], ARGV[1], 'r:' .. now)
 redis.call('HINCRBY', KEYS[4], 'removed', 1)
-redis.call('HINCRBY', KEYS[4], 'goneVer', 1)
+redis.call('HINCRBY', KEYS[4], 'goneVer' .. (ARGV[2] or ''), 1)
 return 1

@@ -1,65 +1,86 @@
 -- A gateway's periodic read of one concert's queue: the moving parts every watcher's position
--- is worked out from, in one call whatever the number of watchers.
+-- is worked out from, in one call whatever the number of watchers, and whatever the number of
+-- the concert's lanes.
 --
--- KEYS[1] rank ZSET  KEYS[2] seq STRING  KEYS[3] adm HASH  KEYS[4] gone ZSET  KEYS[5] joined HASH
--- KEYS[6] state HASH  KEYS[7] seen HASH  KEYS[8] hold HASH  KEYS[9] concert HASH (opensAt)
--- ARGV[1] the `goneVer` the caller last saw ("" for none): `gone` is sent only when it differs
--- ARGV[2] p, the number of fans to look up (fans whose sequence number the caller does not know)
--- ARGV[3 .. 2+p] those fans
--- ARGV[3+p ..] fans who showed life (polled, or hold a stream): their time in `seen` is set to
+-- KEYS[1] adm HASH  KEYS[2] joined HASH  KEYS[3] state HASH  KEYS[4] seen HASH
+-- KEYS[5] concert HASH (opensAt)  KEYS[6] lanes HASH (userId -> lane, for lanes other than general)
+-- then per lane i (1-based): KEYS[7+4(i-1)] rank ZSET, KEYS[8+4(i-1)] seq STRING,
+--                            KEYS[9+4(i-1)] gone ZSET, KEYS[10+4(i-1)] hold HASH
+-- ARGV[1] L, the number of lanes; ARGV[2 .. 1+L] their names
+-- ARGV[2+L .. 1+2L] the `goneVer` of each lane the caller last saw ("" for none): a lane's
+--          `gone` is sent only when it differs
+-- ARGV[2+2L] p, the number of fans to look up (fans whose sequence number the caller does not know)
+-- ARGV[3+2L .. 2+2L+p] those fans
+-- ARGV[3+2L+p ..] fans who showed life (polled, or hold a stream): their time in `seen` is set to
 --              now (the caller sends each at most a few times per abandonment window)
 --
--- Every fan who ever reached the queue got the next sequence number (apply.lua), admission
--- takes fans from the head in that order (admit.lua), and a fan removed from the middle leaves
--- its number in `gone` (remove.lua). So the waiting fans are exactly the numbers from the head
--- (the lowest number still waiting) to the last one, minus those in `gone`, and a fan with
--- number s is at position 1 + (s - head) - |gone in [head, s)|: the same number ZRANK gives.
+-- In each lane, every fan who ever reached it got the lane's next sequence number (release.lua),
+-- admission takes fans from the head in that order (admit.lua), and a fan removed from the
+-- middle leaves its number in the lane's `gone` (remove.lua). So the waiting fans are exactly
+-- the numbers from the head (the lowest number still waiting) to the last one, minus those in
+-- `gone`, and a fan with number s is at position 1 + (s - head) - |gone in [head, s)|: the same
+-- number ZRANK gives.
 --
--- Returns {now, head, lastSeq, queueLength, observedRate (text, decayed to now), goneVer,
--- gone (a list of numbers at or past the head, or false when goneVer is the caller's),
--- lookups (one text per looked-up fan: its sequence number while waiting; "H" and opensAt while
--- held in a pre-queue; "L" and its state once it has left; "" while it has not reached the
--- queue)}.
--- Cost: O(log n) + O(p log n) for the lookups + O(|gone|) when gone changed (operators'
+-- Returns {now, lanes, lookups}: lanes has one entry per lane, {head, lastSeq, queueLength,
+-- observedRate (text, decayed to now), goneVer, gone (a list of numbers at or past the head, or
+-- false when goneVer is the caller's)}; lookups one text per looked-up fan: "<i>:<seq>" while
+-- waiting in lane i; "H<i>:<opensAt>" while held in lane i's pre-queue; "L" and its state once it
+-- has left; "" while it has not reached the queue (or its lane is not one of these).
+-- Cost: O(L log n) + O(p log n) for the lookups + O(|gone|) when gone changed (operators'
 -- removals only) + one HSET for the fans who showed life.
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-local len = redis.call('ZCARD', KEYS[1])
-local head = last + 1
-if len > 0 then
-  head = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
-end
-local r = tonumber(redis.call('HGET', KEYS[3], 'obsRate') or '0')
-local t = tonumber(redis.call('HGET', KEYS[3], 'obsAt') or now)
-local ver = redis.call('HGET', KEYS[3], 'goneVer') or '0'
-local gone = false
-if ver ~= ARGV[1] then
-  gone = redis.call('ZRANGEBYSCORE', KEYS[4], head, '+inf')
-end
-
-local p = tonumber(ARGV[2])
-local lookups = {}
-for i = 3, 2 + p do
-  local user = ARGV[i]
-  local seq = redis.call('ZSCORE', KEYS[1], user)
-  if seq then
-    lookups[#lookups + 1] = seq
-  elseif redis.call('HEXISTS', KEYS[8], user) == 1 then
-    lookups[#lookups + 1] = 'H' .. (redis.call('HGET', KEYS[9], 'opensAt') or '0')
-  elseif redis.call('HEXISTS', KEYS[5], user) == 1 then
-    lookups[#lookups + 1] = 'L' .. (redis.call('HGET', KEYS[6], user) or '')
-  else
-    lookups[#lookups + 1] = ''
+local nl = tonumber(ARGV[1])
+local index = {}
+local lanes = {}
+for i = 1, nl do
+  local name = ARGV[1 + i]
+  index[name] = i
+  local rank, seq_key, gone_key = KEYS[7 + 4 * (i - 1)], KEYS[8 + 4 * (i - 1)], KEYS[9 + 4 * (i - 1)]
+  local sfx = ''
+  if name ~= 'general' then sfx = '@' .. name end
+  local last = tonumber(redis.call('GET', seq_key) or '0')
+  local len = redis.call('ZCARD', rank)
+  local head = last + 1
+  if len > 0 then
+    head = tonumber(redis.call('ZRANGE', rank, 0, 0, 'WITHSCORES')[2])
   end
+  local r = tonumber(redis.call('HGET', KEYS[1], 'obsRate' .. sfx) or '0')
+  local t = tonumber(redis.call('HGET', KEYS[1], 'obsAt' .. sfx) or now)
+  local ver = redis.call('HGET', KEYS[1], 'goneVer' .. sfx) or '0'
+  local gone = false
+  if ver ~= ARGV[1 + nl + i] then
+    gone = redis.call('ZRANGEBYSCORE', gone_key, head, '+inf')
+  end
+  lanes[i] = {head, last, len, tostring(r * math.exp(-(now - t) / 30000)), ver, gone}
 end
 
-if #ARGV > 2 + p then
+local base = 2 + 2 * nl
+local p = tonumber(ARGV[base])
+local lookups = {}
+for j = base + 1, base + p do
+  local user = ARGV[j]
+  local i = index[redis.call('HGET', KEYS[6], user) or 'general']
+  local found = ''
+  if i then
+    local seq = redis.call('ZSCORE', KEYS[7 + 4 * (i - 1)], user)
+    if seq then
+      found = i .. ':' .. seq
+    elseif redis.call('HEXISTS', KEYS[10 + 4 * (i - 1)], user) == 1 then
+      found = 'H' .. i .. ':' .. (redis.call('HGET', KEYS[5], 'opensAt') or '0')
+    elseif redis.call('HEXISTS', KEYS[2], user) == 1 then
+      found = 'L' .. (redis.call('HGET', KEYS[3], user) or '')
+    end
+  end
+  lookups[#lookups + 1] = found
+end
+
+if #ARGV > base + p then
   local seen = {}
-  for i = 3 + p, #ARGV do
-    seen[#seen + 1] = ARGV[i]
+  for j = base + p + 1, #ARGV do
+    seen[#seen + 1] = ARGV[j]
     seen[#seen + 1] = now
   end
-  redis.call('HSET', KEYS[7], unpack(seen))
+  redis.call('HSET', KEYS[4], unpack(seen))
 end
-return {now, head, last, len, tostring(r * math.exp(-(now - t) / 30000)), ver, gone, lookups}
+return {now, lanes, lookups}

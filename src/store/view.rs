@@ -10,22 +10,30 @@
 use std::sync::Arc;
 
 use super::{timed, Outcome, Part, QueueStore, StoreError};
-use crate::ids::{ConcertId, UserId};
+use crate::ids::{ConcertId, Lane, UserId};
 
 /// What one fan looked up by [`QueueStore::read_view`] turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
     /// Not in Redis yet (its join is on the way through Kafka, or never happened).
     NotYet,
-    /// Waiting, with this sequence number.
-    Waiting(u64),
-    /// Held in a scheduled concert's pre-queue until the cut at `opensAt` (ms).
-    Held(i64),
+    /// Waiting in the lane at this index of the lanes read, with this sequence number in it.
+    Waiting(u8, u64),
+    /// Held in the pre-queue of the lane at this index until the cut at `opensAt` (ms).
+    Held(u8, i64),
     /// Was queued and has left (None: a state this version cannot read).
     Left(Option<Outcome>),
 }
 
-/// One [`QueueStore::read_view`] answer.
+/// One [`QueueStore::read_view`] answer: each lane's parts, and the fans looked up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConcertRead {
+    pub lanes: Vec<ViewRead>,
+    /// One per fan looked up, in the order asked.
+    pub lookups: Vec<Lookup>,
+}
+
+/// One lane's parts in a [`QueueStore::read_view`] answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ViewRead {
     /// Redis's time of the read (ms).
@@ -38,8 +46,6 @@ pub struct ViewRead {
     pub gone_ver: String,
     /// The `gone` numbers at or past the head, when they changed since the version asked about.
     pub gone: Option<Vec<u64>>,
-    /// One per fan looked up, in the order asked.
-    pub lookups: Vec<Lookup>,
 }
 
 /// Where a sequence number stands in a [`QueueView`].
@@ -126,71 +132,100 @@ fn reply_err(what: &str, v: &redis::Value) -> StoreError {
 }
 
 impl QueueStore {
-    /// One concert's view (view.lua): head, last number, length, observed rate, the `gone`
-    /// numbers when their version differs from `known_gone_ver`; `lookups` are fans whose
-    /// sequence number the caller needs (at most a few thousand per call), `seen` fans who
-    /// showed life (recorded for abandonment). One call whatever the number of watchers.
+    /// One concert's view (view.lua): per lane (`lanes`, with the `goneVer` the caller holds of
+    /// each) head, last number, length, observed rate, the `gone` numbers when their version
+    /// differs; `lookups` are fans whose sequence number the caller needs (at most a few
+    /// thousand per call), `seen` fans who showed life (recorded for abandonment). One call
+    /// whatever the number of watchers.
     pub async fn read_view(
         &self,
         concert: &ConcertId,
-        known_gone_ver: Option<&str>,
+        lanes: &[(&Lane, Option<&str>)],
         lookups: &[&UserId],
         seen: &[&UserId],
-    ) -> Result<ViewRead, StoreError> {
+    ) -> Result<ConcertRead, StoreError> {
         let mut inv = self.scripts.view.prepare_invoke();
-        for part in [
-            Part::Rank,
-            Part::Seq,
-            Part::Adm,
-            Part::Gone,
-            Part::Joined,
-            Part::State,
-            Part::Seen,
-            Part::Hold,
-            Part::Concert,
-        ] {
+        for part in [Part::Adm, Part::Joined, Part::State, Part::Seen, Part::Concert, Part::Lanes] {
             inv.key(self.key(concert, part));
         }
+        for (lane, _) in lanes {
+            for part in [Part::Rank, Part::Seq, Part::Gone, Part::Hold] {
+                inv.key(self.lane_key(concert, lane, part));
+            }
+        }
+        inv.arg(lanes.len());
+        for (lane, _) in lanes {
+            inv.arg(lane.as_str());
+        }
+        for (_, ver) in lanes {
+            inv.arg(ver.unwrap_or(""));
+        }
         let asked = lookups.len();
-        inv.arg(known_gone_ver.unwrap_or("")).arg(asked);
+        inv.arg(asked);
         for u in lookups.iter().chain(seen) {
             inv.arg(u.as_str());
         }
         let mut c = self.conn().await?;
         let reply: Vec<redis::Value> = timed(inv.invoke_async(&mut c)).await?;
-        let [now, head, last, len, rate, ver, gone, found] = reply.as_slice() else {
-            return Err(StoreError::Reply(format!("view reply has {} parts, not 8", reply.len())));
+        let [now, parts, found] = reply.as_slice() else {
+            return Err(StoreError::Reply(format!("view reply has {} parts, not 3", reply.len())));
         };
         let int = |v: &redis::Value| redis::from_redis_value_ref::<i64>(v).map_err(|_| reply_err("a number", v));
         let text = |v: &redis::Value| redis::from_redis_value_ref::<String>(v).map_err(|_| reply_err("a text", v));
-        let gone = match gone {
-            redis::Value::Nil => None,
-            v => Some(redis::from_redis_value_ref::<Vec<u64>>(v).map_err(|_| reply_err("the gone numbers", v))?),
-        };
+        let now_ms = int(now)?;
+        let parts: Vec<Vec<redis::Value>> =
+            redis::from_redis_value_ref(parts).map_err(|_| reply_err("the lanes", parts))?;
+        let mut reads = Vec::with_capacity(parts.len());
+        for lane in &parts {
+            let [head, last, len, rate, ver, gone] = lane.as_slice() else {
+                return Err(StoreError::Reply(format!("a lane of the view reply has {} parts, not 6", lane.len())));
+            };
+            let gone = match gone {
+                redis::Value::Nil => None,
+                v => Some(redis::from_redis_value_ref::<Vec<u64>>(v).map_err(|_| reply_err("the gone numbers", v))?),
+            };
+            reads.push(ViewRead {
+                now_ms,
+                head: int(head)? as u64,
+                last_seq: int(last)? as u64,
+                queue_length: int(len)? as u64,
+                observed_rate: text(rate)?.parse().unwrap_or(0.0),
+                gone_ver: text(ver)?,
+                gone,
+            });
+        }
         let found: Vec<String> =
             redis::from_redis_value_ref(found).map_err(|_| reply_err("the looked-up fans", found))?;
+        let bad = |f: &str| StoreError::Reply(format!("view lookup {f:?}"));
+        // "<lane>:<n>" (1-based lane) as (0-based lane, n).
+        let in_lane = |f: &str| -> Result<(u8, i64), StoreError> {
+            let (i, n) = f.split_once(':').ok_or_else(|| bad(f))?;
+            let i: u8 = i.parse().map_err(|_| bad(f))?;
+            Ok((i.checked_sub(1).ok_or_else(|| bad(f))?, n.parse().map_err(|_| bad(f))?))
+        };
         let lookups = found
             .iter()
-            .map(|f| match f.strip_prefix('L') {
-                _ if f.is_empty() => Ok(Lookup::NotYet),
-                _ if f.starts_with('H') => Ok(Lookup::Held(f[1..].parse().unwrap_or(0))),
-                Some(state) => Ok(Lookup::Left(Outcome::parse(state))),
-                None => f.parse().map(Lookup::Waiting).map_err(|_| StoreError::Reply(format!("view lookup {f:?}"))),
+            .map(|f| {
+                if f.is_empty() {
+                    Ok(Lookup::NotYet)
+                } else if let Some(state) = f.strip_prefix('L') {
+                    Ok(Lookup::Left(Outcome::parse(state)))
+                } else if let Some(held) = f.strip_prefix('H') {
+                    in_lane(held).map(|(i, at)| Lookup::Held(i, at))
+                } else {
+                    in_lane(f).map(|(i, seq)| Lookup::Waiting(i, seq as u64))
+                }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if lookups.len() != asked {
-            return Err(StoreError::Reply(format!("view looked up {} fans of {asked}", lookups.len())));
+        if lookups.len() != asked || reads.len() != lanes.len() {
+            return Err(StoreError::Reply(format!(
+                "view looked up {} fans of {asked} in {} lanes of {}",
+                lookups.len(),
+                reads.len(),
+                lanes.len()
+            )));
         }
-        Ok(ViewRead {
-            now_ms: int(now)?,
-            head: int(head)? as u64,
-            last_seq: int(last)? as u64,
-            queue_length: int(len)? as u64,
-            observed_rate: text(rate)?.parse().unwrap_or(0.0),
-            gone_ver: text(ver)?,
-            gone,
-            lookups,
-        })
+        Ok(ConcertRead { lanes: reads, lookups })
     }
 
     /// How each of `users` left `concert`'s queue (None: has not left, or a state this version
@@ -221,7 +256,6 @@ mod tests {
             observed_rate: 0.0,
             gone_ver: "1".into(),
             gone: Some(gone.to_vec()),
-            lookups: vec![],
         });
         v
     }
@@ -247,7 +281,6 @@ mod tests {
             observed_rate: 1.0,
             gone_ver: "1".into(),
             gone: None,
-            lookups: vec![],
         });
         assert!(v.consistent());
         assert_eq!(v.place(6), Place::Waiting(1));

@@ -272,7 +272,7 @@ async fn passthrough_admits_on_arrival_and_reject_turns_joins_away_for_maintenan
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cut_happens_once_and_a_stale_or_unleased_cut_writes_nothing() {
     use queuegate::concerts::ConcertSettings;
-    use queuegate::ids::{ConcertId, UserId};
+    use queuegate::ids::{ConcertId, Lane, UserId};
     use queuegate::store::Cut;
     let names = Names::new();
     let store = names.store();
@@ -287,9 +287,9 @@ async fn the_cut_happens_once_and_a_stale_or_unleased_cut_writes_nothing() {
         before.iter().map(|u| (u, opens_at - 1_000)).chain(after.iter().map(|u| (u, opens_at + 1_000))).collect();
     store.apply(&c, &joins).await.unwrap();
     store.apply(&c, &joins).await.unwrap(); // a redelivery holds nobody twice
-    let seed = store.fair_state(&c).await.unwrap().seed.unwrap();
+    let seed = store.fair_state(&c, &Lane::general()).await.unwrap().seed.unwrap();
     let read = async || {
-        let (pre, post) = store.prequeue(&c).await.unwrap();
+        let (pre, post) = store.prequeue(&c, &Lane::general()).await.unwrap();
         assert_eq!(post, 5);
         (queuegate::fairness::order(&seed, &pre).unwrap(), queuegate::fairness::list_hash(&pre))
     };
@@ -298,23 +298,26 @@ async fn the_cut_happens_once_and_a_stale_or_unleased_cut_writes_nothing() {
 
     // Not the lease holder: nothing happens.
     let lease = store.lease(&c, "instance-a", 5_000).await.unwrap().expect("a free lease");
-    assert_eq!(store.cut(&c, &ordered, &hash, "instance-b:1").await.unwrap(), Cut::NotLeader);
+    assert_eq!(store.cut(&c, &Lane::general(), &ordered, &hash, "instance-b:1").await.unwrap(), Cut::NotLeader);
     assert!(store.waiting_list(&c).await.unwrap().is_empty());
 
     // A fan held since the pre-queue was read: the cut refuses, having written nothing.
     let straggler = fan(99);
     store.apply(&c, &[(&straggler, opens_at - 500)]).await.unwrap();
-    let stale = store.cut(&c, &ordered, &hash, &lease).await.unwrap_err();
+    let stale = store.cut(&c, &Lane::general(), &ordered, &hash, &lease).await.unwrap_err();
     assert!(stale.to_string().contains("STALE"), "{stale}");
     assert!(store.waiting_list(&c).await.unwrap().is_empty());
 
     let (ordered, hash) = read().await;
-    assert_eq!(store.cut(&c, &ordered, &hash, &lease).await.unwrap(), Cut::Done { prequeued: 51, after: 5 });
-    assert_eq!(store.cut(&c, &ordered, &hash, &lease).await.unwrap(), Cut::AlreadyDone);
+    assert_eq!(
+        store.cut(&c, &Lane::general(), &ordered, &hash, &lease).await.unwrap(),
+        Cut::Done { prequeued: 51, after: 5 }
+    );
+    assert_eq!(store.cut(&c, &Lane::general(), &ordered, &hash, &lease).await.unwrap(), Cut::AlreadyDone);
     assert_eq!(store.waiting_list(&c).await.unwrap(), ordered, "those after opensAt are staged for the watermark");
-    let r = store.release(&c, opens_at + 1_000).await.unwrap();
+    let r = store.release(&c, &Lane::general(), opens_at + 1_000).await.unwrap();
     assert_eq!((r.placed, r.staged), (0, 5), "none is placed before the watermark passes its stamp");
-    let r = store.release(&c, opens_at + 1_001).await.unwrap();
+    let r = store.release(&c, &Lane::general(), opens_at + 1_001).await.unwrap();
     assert_eq!((r.placed, r.staged), (5, 0));
     let queue = store.waiting_list(&c).await.unwrap();
     assert_eq!(queue[..51], ordered[..]);
@@ -325,8 +328,8 @@ async fn the_cut_happens_once_and_a_stale_or_unleased_cut_writes_nothing() {
     // queued at the tail and counted, never lost.
     let very_late = fan(100);
     store.apply(&c, &[(&very_late, opens_at - 2_000)]).await.unwrap();
-    store.release(&c, opens_at + 2_000).await.unwrap();
+    store.release(&c, &Lane::general(), opens_at + 2_000).await.unwrap();
     assert_eq!(store.waiting_list(&c).await.unwrap().last().map(String::as_str), Some("f100"));
-    assert_eq!(store.late_joins(&c).await.unwrap(), 1, "placed behind fans stamped after it");
-    assert_eq!(store.fair_state(&c).await.unwrap().late, 1);
+    assert_eq!(store.late_joins(&c, &Lane::general()).await.unwrap(), 1, "placed behind fans stamped after it");
+    assert_eq!(store.fair_state(&c, &Lane::general()).await.unwrap().late, 1);
 }

@@ -14,6 +14,7 @@ mod gate_proxies;
 mod helpers;
 mod identity;
 mod join;
+mod lanes;
 mod openapi;
 mod order;
 mod order_model;

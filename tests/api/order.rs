@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use queuegate::config::Role;
-use queuegate::ids::ConcertId;
+use queuegate::ids::{ConcertId, Lane};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::Value;
@@ -62,7 +62,7 @@ async fn a_fan_read_late_from_another_partition_is_placed_ahead_of_fans_stamped_
     assert_eq!(seen[0], 10, "b8 is placed behind everyone stamped before it, once: {seen:?}");
 
     let store = names.store();
-    let (total, page) = store.page(&c, 0, 100).await.unwrap();
+    let (total, page) = store.page(&c, &Lane::general(), 0, 100).await.unwrap();
     assert_eq!(total, 10);
     assert_eq!(page[0].user_id.as_str(), "early", "placed by stamp, not by when its record was read");
     assert!(page.windows(2).all(|w| w[0].joined_at_ms <= w[1].joined_at_ms), "stamps in order: {page:?}");
@@ -74,7 +74,7 @@ async fn a_fan_read_late_from_another_partition_is_placed_ahead_of_fans_stamped_
     assert!(poll_until(Duration::from_secs(30), async || app.waiting_list("c").await.len() == 11).await);
     assert_eq!(app.waiting_list("c").await.last().map(String::as_str), Some("very-late"));
     assert_eq!(app.consumer_records("late").await, 1);
-    assert_eq!(store.late_joins(&c).await.unwrap(), 1);
+    assert_eq!(store.late_joins(&c, &Lane::general()).await.unwrap(), 1);
     let s: Value = app.status("c", "b8", &tokens[8]).await.json().await.unwrap();
     assert_eq!(s["position"], 10, "{s}");
 }

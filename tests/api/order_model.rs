@@ -12,7 +12,7 @@
 //! (no position ever grows).
 
 use proptest::prelude::*;
-use queuegate::ids::{ConcertId, UserId};
+use queuegate::ids::{ConcertId, Lane, UserId};
 
 use crate::helpers::Names;
 
@@ -83,7 +83,7 @@ proptest! {
             let release = async |parts: &[Partition], placed: &mut Vec<String>, w: Option<i64>| -> Result<(), TestCaseError> {
                 let w = w.or_else(|| queuegate::watermark::watermark(parts.iter().map(|p| p.committed_stamp), SKEW));
                 if let Some(w) = w {
-                    store.release(&c, w).await.unwrap();
+                    store.release(&c, &Lane::general(), w).await.unwrap();
                 }
                 let now = store.waiting_list(&c).await.unwrap();
                 prop_assert!(now.starts_with(placed), "a release only appends: {:?} then {:?}", placed, now);
@@ -133,7 +133,7 @@ proptest! {
             want.sort();
             let want: Vec<String> = want.into_iter().map(|(_, u)| u).collect();
             prop_assert_eq!(&placed, &want, "placed once each, in (stamp, userId) order");
-            prop_assert_eq!(store.late_joins(&c).await.unwrap(), 0);
+            prop_assert_eq!(store.late_joins(&c, &Lane::general()).await.unwrap(), 0);
             Ok(())
         })?;
     }

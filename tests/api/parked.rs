@@ -37,6 +37,7 @@ async fn the_concerts_still_parked_are_those_after_the_replayer_groups_committed
             concert_id: ConcertId::parse(*c).unwrap(),
             user_id: UserId::parse(format!("u{i}")).unwrap(),
             joined_at_ms: 1,
+            lane: None,
         };
         let (key, payload) = (rec.key(), serde_json::to_vec(&rec).unwrap());
         let sent = producer.send(FutureRecord::to(&parked).key(&key).payload(&payload), Duration::from_secs(10));

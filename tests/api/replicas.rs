@@ -83,7 +83,7 @@ async fn a_redis_short_of_replicas_is_degraded_not_down_fans_are_placed_and_comm
 /// restart, a promoted replica, SCRIPT FLUSH) gets the script loaded and the batch applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_lost_its_scripts_gets_them_again_and_the_batch_is_applied() {
-    use queuegate::ids::{ConcertId, UserId};
+    use queuegate::ids::{ConcertId, Lane, UserId};
     let redis = PrivateRedis::start();
     let names = Names::on(crate::common::brokers(), redis.url());
     let store = names.store();
@@ -93,6 +93,6 @@ async fn a_redis_that_lost_its_scripts_gets_them_again_and_the_batch_is_applied(
     names.redis::<()>(redis::cmd("SCRIPT").arg("FLUSH")).await;
     let applied = store.apply(&c, &[(&a, 1), (&b, 2)]).await.expect("applied after SCRIPT FLUSH");
     assert_eq!((applied.appended, applied.duplicates), (1, 1));
-    store.release(&c, 3).await.unwrap();
+    store.release(&c, &Lane::general(), 3).await.unwrap();
     assert_eq!(store.waiting_list(&c).await.unwrap(), vec!["a", "b"]);
 }

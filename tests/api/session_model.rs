@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 
 use proptest::prelude::*;
-use queuegate::ids::{ConcertId, UserId};
+use queuegate::ids::{ConcertId, Lane, UserId};
 use queuegate::store::keys::Part;
 use queuegate::store::sessions::ExchangeRequest;
 use queuegate::store::AdmitRequest;
@@ -100,13 +100,13 @@ proptest! {
                 match *op {
                     Op::Join(u) => {
                         store.apply(&c, &[(&fan(u), 1)]).await.unwrap();
-                        store.release(&c, 2).await.unwrap();
+                        store.release(&c, &Lane::general(), 2).await.unwrap();
                         if m.joined.insert(u) {
                             m.waiting.push(u);
                         }
                     }
                     Op::Admit(k) => {
-                        let req = AdmitRequest { max: k, ttl_ms: 600_000, max_active: MAX_ACTIVE, abandon_after_ms: 0, per_second: 0, lease: None, request: None };
+                        let req = AdmitRequest { max: k, ttl_ms: 600_000, max_active: MAX_ACTIVE, abandon_after_ms: 0, per_second: 0, lease: None, request: None, lanes: &[] };
                         let got = store.admit(&c, req).await.unwrap().expect("no lease involved");
                         let free = MAX_ACTIVE as usize - m.in_use();
                         let n = (k as usize).min(free).min(m.waiting.len());
@@ -153,7 +153,7 @@ proptest! {
                         if m.tokens.contains_key(&u) || m.sessions.contains_key(&u) {
                             names.redis::<()>(redis::cmd("ZADD").arg(&active).arg(1).arg(fan(u).as_str())).await;
                         }
-                        let req = AdmitRequest { max: 0, ttl_ms: 600_000, max_active: MAX_ACTIVE, abandon_after_ms: 0, per_second: 0, lease: None, request: None };
+                        let req = AdmitRequest { max: 0, ttl_ms: 600_000, max_active: MAX_ACTIVE, abandon_after_ms: 0, per_second: 0, lease: None, request: None, lanes: &[] };
                         let got = store.admit(&c, req).await.unwrap().expect("no lease involved");
                         prop_assert!(got.fans.is_empty());
                         prop_assert_eq!(got.sessions_ended, (u64::from(m.sessions.remove(&u).is_some()), 0), "f{}", u);
@@ -204,7 +204,7 @@ async fn a_deadline_passing_between_the_sweep_and_the_admission_ends_the_session
     for u in 0..2 {
         store.apply(&c, &[(&fan(u), 1)]).await.unwrap();
     }
-    store.release(&c, 2).await.unwrap();
+    store.release(&c, &Lane::general(), 2).await.unwrap();
     let admit = |max| AdmitRequest {
         max,
         ttl_ms: 600_000,
@@ -213,6 +213,7 @@ async fn a_deadline_passing_between_the_sweep_and_the_admission_ends_the_session
         per_second: 0,
         lease: None,
         request: None,
+        lanes: &[],
     };
     let got = store.admit(&c, admit(5)).await.unwrap().unwrap();
     assert_eq!(got.fans.len(), 1, "one slot");

@@ -176,6 +176,7 @@ async fn sold_out_reaches_a_thousand_streams_at_once_stops_admission_and_open_ag
         per_second: 0,
         lease: None,
         request: None,
+        lanes: &[],
     };
     assert!(store.admit(&id, req).await.unwrap().unwrap().fans.is_empty(), "admit.lua admits nobody while sold out");
     assert_eq!(listing(&app, concert).await, before, "nobody admitted, nobody moved");

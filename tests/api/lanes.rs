@@ -1,0 +1,285 @@
+//! Presale lanes: codes bound once across gateways, claim lanes in jwt mode, exact positions
+//! within each lane, and admission split between lanes by share (an empty lane lends its share).
+
+use std::time::Duration;
+
+use queuegate::config::{FanIdentityMode, Role, Secret};
+use queuegate::ids::{ConcertId, Lane, UserId};
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_problem, create_topics, poll_until, spawn_role, Names, TestApp};
+
+async fn join_in(app: &TestApp, concert: &str, body: Value) -> reqwest::Response {
+    app.client.post(format!("{}/v1/concerts/{concert}/queue", app.http())).json(&body).send().await.expect("join")
+}
+
+async fn upload(app: &TestApp, concert: &str, lane: &str, codes: &[String]) -> reqwest::Response {
+    app.client
+        .post(format!("{}/admin/v1/concerts/{concert}/lanes/{lane}/codes", app.admin))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .json(&json!({ "codes": codes }))
+        .send()
+        .await
+        .expect("codes upload")
+}
+
+fn presale() -> Value {
+    json!({"state": "open", "lanes": [
+        {"name": "fanclub", "share": 70, "access": "code"},
+        {"name": "general", "share": 30}
+    ]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_code_binds_to_one_fan_across_two_racing_gateways_and_only_its_owner_rejoins() {
+    let names = Names::new();
+    create_topics(&names, 3).await;
+    let a = spawn_role(&names, Role::Run, |_| {}).await;
+    let b = spawn_role(&names, Role::Gateway, |_| {}).await;
+    assert_eq!(a.put_concert("p", presale()).await.status(), 200);
+    let codes: Vec<String> = (0..50).map(|i| format!("FC-{i:04}-x7Qp")).collect();
+    let up: Value = upload(&a, "p", "fanclub", &codes).await.json().await.unwrap();
+    assert_eq!((up["added"].as_u64(), up["total"].as_u64(), up["used"].as_u64()), (Some(50), Some(50), Some(0)));
+    // The second gateway learns the lanes at its next concert refresh.
+    let knows = poll_until(Duration::from_secs(10), async || {
+        join_in(&b, "p", json!({"userId": "probe", "lane": "general"})).await.status() == 202
+    })
+    .await;
+    assert!(knows, "gateway b knows the concert");
+
+    // Forty fans, twenty on each gateway, all at once with the same code: one gets it.
+    let racers = (0..40).map(|i| {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        join_in(gw, "p", json!({"userId": format!("racer{i}"), "lane": "fanclub", "code": codes[0]}))
+    });
+    let answers = futures_util::future::join_all(racers).await;
+    let mut winners = Vec::new();
+    for (i, r) in answers.into_iter().enumerate() {
+        match r.status().as_u16() {
+            202 => winners.push(i),
+            403 => {
+                let p: Value = r.json().await.unwrap();
+                assert_eq!(p["type"], "urn:queuegate:problem:code-used", "{p}");
+            }
+            s => panic!("racer{i}: {s}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one fan binds the code: {winners:?}");
+    let owner = format!("racer{}", winners[0]);
+
+    // The owner may use it again (on either gateway); nobody else.
+    for gw in [&a, &b] {
+        assert_eq!(join_in(gw, "p", json!({"userId": owner, "lane": "fanclub", "code": codes[0]})).await.status(), 202);
+    }
+    let p = assert_problem(
+        join_in(&b, "p", json!({"userId": "late", "lane": "fanclub", "code": codes[0]})).await,
+        403,
+        "already used by another fan",
+    )
+    .await;
+    assert_eq!(p["type"], "urn:queuegate:problem:code-used");
+    // Made up, missing: each says which.
+    let p = assert_problem(
+        join_in(&a, "p", json!({"userId": "m", "lane": "fanclub", "code": "NOPE-0000"})).await,
+        403,
+        "not one of",
+    )
+    .await;
+    assert_eq!(p["type"], "urn:queuegate:problem:code-unknown");
+    let p =
+        assert_problem(join_in(&a, "p", json!({"userId": "m", "lane": "fanclub"})).await, 403, "asks for a code").await;
+    assert_eq!(p["type"], "urn:queuegate:problem:code-required");
+    assert_problem(join_in(&a, "p", json!({"userId": "m", "lane": "vip"})).await, 400, "has no lane vip").await;
+    assert_problem(
+        join_in(&a, "p", json!({"userId": "m", "lane": "fanclub", "code": "two words"})).await,
+        400,
+        "code must be",
+    )
+    .await;
+
+    // Once placed, the owner's rejoin needs no code; a general fan's join naming the lane is a
+    // rejoin of its general place and spends no code.
+    let lane_of = async |user: &str| -> Option<Value> {
+        let r = a.admin_get(&format!("/admin/v1/concerts/p/queue/{user}")).await;
+        (r.status() == 200).then_some(r.json::<Value>().await.unwrap())
+    };
+    let placed =
+        poll_until(Duration::from_secs(30), async || lane_of(&owner).await.is_some_and(|v| v["lane"] == "fanclub"))
+            .await;
+    assert!(placed, "the owner is placed in the fan-club lane");
+    assert_eq!(join_in(&a, "p", json!({"userId": owner, "lane": "fanclub"})).await.status(), 202);
+    assert!(poll_until(Duration::from_secs(30), async || lane_of("probe").await.is_some()).await);
+    assert_eq!(join_in(&a, "p", json!({"userId": "probe", "lane": "fanclub", "code": codes[1]})).await.status(), 202);
+    let again: Value = upload(&a, "p", "fanclub", &codes[..2]).await.json().await.unwrap();
+    assert_eq!((again["added"].as_u64(), again["used"].as_u64()), (Some(0), Some(1)), "{again}: codes[1] unspent");
+    let probe = a.admin_json("/admin/v1/concerts/p/queue/probe").await;
+    assert_eq!(probe["lane"], "general", "one place per fan per concert: {probe}");
+
+    // The counts, per lane; the listing of each lane.
+    let c = a.admin_json("/admin/v1/concerts/p").await;
+    assert_eq!(
+        c["laneCounts"][0],
+        json!({"name": "fanclub", "waiting": 1, "admitted": 0, "codes": 50, "codesUsed": 1})
+    );
+    assert_eq!(c["laneCounts"][1], json!({"name": "general", "waiting": 1, "admitted": 0}));
+    let l = a.admin_json("/admin/v1/concerts/p/queue?lane=fanclub").await;
+    assert_eq!((l["lane"].as_str(), l["total"].as_u64()), (Some("fanclub"), Some(1)));
+    assert_eq!(l["entries"][0]["userId"], owner.as_str());
+    // Codes go only to a code lane; a lane with fans cannot be taken away.
+    assert_eq!(upload(&a, "p", "general", &codes[..1]).await.status(), 409);
+    assert_eq!(upload(&a, "p", "nope", &codes[..1]).await.status(), 404);
+    let r = a.put_concert("p", json!({"state": "open"})).await;
+    assert_problem(r, 409, "still holds 1 fans").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_are_exact_within_each_lane_and_the_status_names_it() {
+    let names = Names::new();
+    create_topics(&names, 3).await;
+    let app = spawn_role(&names, Role::Run, |_| {}).await;
+    let body = json!({"state": "open", "lanes": [{"name": "fanclub", "share": 3}, {"name": "general", "share": 1}]});
+    assert_eq!(app.put_concert("q", body).await.status(), 200);
+    let mut tokens = Vec::new();
+    for i in 0..20 {
+        let lane = if i % 4 == 0 { "fanclub" } else { "general" };
+        let r = join_in(&app, "q", json!({"userId": format!("f{i:02}"), "lane": lane})).await;
+        assert_eq!(r.status(), 202);
+        tokens.push(r.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_owned());
+        // One at a time, so each lane's order is the join order.
+        assert!(
+            poll_until(Duration::from_secs(30), async || app.admin_json("/admin/v1/concerts/q").await["waiting"]
+                == i + 1)
+            .await
+        );
+    }
+    let check = async |admitted_fc: usize, admitted_gen: usize| {
+        let (mut fc, mut gen) = (0, 0);
+        for i in 0..20usize {
+            let s: Value = app.status("q", &format!("f{i:02}"), &tokens[i]).await.json().await.unwrap();
+            let (lane, n, admitted) =
+                if i % 4 == 0 { ("fanclub", &mut fc, admitted_fc) } else { ("general", &mut gen, admitted_gen) };
+            *n += 1;
+            if *n <= admitted {
+                assert_eq!(s["status"], "admitted", "f{i:02}: {s}");
+            } else {
+                assert_eq!(s["lane"], lane, "f{i:02}: {s}");
+                assert_eq!(s["position"].as_u64(), Some((*n - admitted) as u64), "f{i:02}: {s}");
+                let len = if lane == "fanclub" { 5 - admitted_fc } else { 15 - admitted_gen };
+                assert_eq!(s["queueLength"].as_u64(), Some(len as u64), "f{i:02}: {s}");
+            }
+        }
+    };
+    check(0, 0).await;
+    // Eight admissions at 3:1 take six from the fan club and two from general.
+    let a: Value = app.admit("q", 8).await.json().await.unwrap();
+    let got: Vec<&str> = a["admitted"].as_array().unwrap().iter().map(|f| f["userId"].as_str().unwrap()).collect();
+    // The fan club has only five: the sixth goes to general, which has fans.
+    assert_eq!(got.iter().filter(|u| ["f00", "f04", "f08", "f12", "f16"].contains(u)).count(), 5, "{got:?}");
+    check(5, 3).await;
+    // Removing a general fan moves those behind it up, in its lane only.
+    assert_eq!(app.admin_delete("/admin/v1/concerts/q/queue/f05").await.status(), 204);
+    let s: Value = app.status("q", "f06", &tokens[6]).await.json().await.unwrap();
+    assert_eq!((s["position"].as_u64(), s["lane"].as_str()), (Some(1), Some("general")), "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seventy_thirty_holds_within_one_fan_over_rounds_of_every_size_and_an_empty_lane_lends_its_share() {
+    let names = Names::new();
+    create_topics(&names, 1).await;
+    let app = spawn_role(&names, Role::Run, |_| {}).await;
+    let body = json!({"state": "open", "lanes": [{"name": "fanclub", "share": 70}, {"name": "general", "share": 30}]});
+    assert_eq!(app.put_concert("s", body).await.status(), 200);
+    // Fans placed straight through the store (the consumer's script calls), so the test is about
+    // admission: 4,000 in the fan club, 2,000 in general.
+    let c = ConcertId::parse("s").unwrap();
+    for (lane, prefix, n) in [(Lane::parse("fanclub").unwrap(), "c", 4000), (Lane::general(), "g", 2000)] {
+        let users: Vec<UserId> = (0..n).map(|i| UserId::parse(format!("{prefix}{i}")).unwrap()).collect();
+        let joins: Vec<(&UserId, i64)> = users.iter().map(|u| (u, 1)).collect();
+        app.store.apply_in(&c, &lane, &joins).await.unwrap();
+        app.store.release(&c, &lane, 2).await.unwrap();
+    }
+    let (mut fanclub, mut general) = (0i64, 0i64);
+    for k in 1..=100u32 {
+        let a: Value = app.admit("s", k).await.json().await.unwrap();
+        for f in a["admitted"].as_array().unwrap() {
+            if f["userId"].as_str().unwrap().starts_with('c') {
+                fanclub += 1;
+            } else {
+                general += 1;
+            }
+        }
+        let total = fanclub + general;
+        assert_eq!(total, i64::from(k * (k + 1) / 2), "round {k} admitted its count");
+        // Within one fan of 70% after every round.
+        assert!((fanclub * 10 - total * 7).abs() < 10, "after round {k}: {fanclub} fan club of {total}");
+    }
+    assert_eq!((fanclub, general), (3535, 1515));
+    // The fan club has 465 left: 900 more take them all, and general lends... receives the rest.
+    let a: Value = app.admit("s", 900).await.json().await.unwrap();
+    assert_eq!(a["admitted"].as_array().unwrap().len(), 900);
+    let counts = app.admin_json("/admin/v1/concerts/s").await;
+    assert_eq!(counts["laneCounts"][0], json!({"name": "fanclub", "waiting": 0, "admitted": 4000}));
+    assert_eq!(counts["laneCounts"][1], json!({"name": "general", "waiting": 50, "admitted": 1950}));
+    assert_eq!(counts["admitted"].as_u64(), Some(5950));
+}
+
+const SECRET: &str = "fan-identity-secret-0123456789-0123456789";
+
+fn token(sub: &str, extra: Value) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let mut claims = json!({"sub": sub, "iss": "https://tickets.example", "aud": "queuegate", "exp": now + 600});
+    claims.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_lane_takes_the_fans_whose_identity_token_carries_the_claim() {
+    let names = Names::new();
+    create_topics(&names, 2).await;
+    let app = spawn_role(&names, Role::Run, |s| {
+        s.identity.fan_identity = Some(FanIdentityMode::Jwt);
+        s.identity.fan_jwt_secret = Some(Secret::new(SECRET));
+        s.identity.fan_jwt_issuer = Some("https://tickets.example".into());
+        s.identity.fan_jwt_audience = Some("queuegate".into());
+    })
+    .await;
+    let body = json!({"state": "open", "lanes": [
+        {"name": "members", "share": 2, "access": "claim:tier=gold"}, {"name": "general", "share": 1}]});
+    assert_eq!(app.put_concert("m", body).await.status(), 200);
+    let join = async |t: &str, lane: &str| {
+        app.client
+            .post(format!("{}/v1/concerts/m/queue", app.http()))
+            .bearer_auth(t)
+            .json(&json!({"lane": lane}))
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(join(&token("gold", json!({"tier": "gold"})), "members").await.status(), 202);
+    assert_eq!(join(&token("listed", json!({"tier": ["silver", "gold"]})), "members").await.status(), 202);
+    let p =
+        assert_problem(join(&token("silver", json!({"tier": "silver"})), "members").await, 403, "tier = gold").await;
+    assert_eq!(p["type"], "urn:queuegate:problem:claim-missing");
+    let p = assert_problem(join(&token("none", json!({})), "members").await, 403, "tier = gold").await;
+    assert_eq!(p["type"], "urn:queuegate:problem:claim-missing");
+    // A forged claim is a forged token: 401, whatever it claims.
+    let forged = {
+        let t = token("forger", json!({"tier": "silver"}));
+        let mut parts: Vec<String> = t.split('.').map(str::to_owned).collect();
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut claims: Value = serde_json::from_slice(&b64.decode(&parts[1]).unwrap()).unwrap();
+        claims["tier"] = "gold".into();
+        parts[1] = b64.encode(claims.to_string());
+        parts.join(".")
+    };
+    assert_eq!(join(&forged, "members").await.status(), 401);
+    assert_eq!(join(&token("silver", json!({"tier": "silver"})), "general").await.status(), 202);
+    let placed = poll_until(Duration::from_secs(30), async || {
+        app.admin_json("/admin/v1/concerts/m/queue?lane=members").await["total"] == 2
+    })
+    .await;
+    assert!(placed, "both gold fans wait in the members lane");
+    assert_eq!(app.admin_json("/admin/v1/concerts/m/queue/silver").await["lane"], "general");
+}
