@@ -143,6 +143,15 @@ impl Drop for Watching {
     }
 }
 
+/// What a refresh needs of the concert's settings.
+struct Settings {
+    lanes: Vec<Lane>,
+    /// How often a fan's poll is recorded in Redis (ms; 0: never).
+    record_every: u64,
+    /// While sold out: its `soldOutMessage` ("" without one).
+    sold_out: Option<Arc<str>>,
+}
+
 /// Every concert view of this gateway.
 pub struct Views {
     concerts: Mutex<HashMap<ConcertId, Arc<ConcertView>>>,
@@ -253,7 +262,8 @@ impl Views {
             let abandon_ms = settings.as_ref().map_or(0, |s| u64::from(s.abandon_after_seconds) * 1000);
             let lanes = settings.as_ref().map_or_else(|| vec![Lane::general()], |s| s.lane_names());
             let sold_out = settings.and_then(|s| s.sold_out()).map(Arc::from);
-            self.refresh_one(store, metrics, id, v, lanes, super::status::poll_record_every(abandon_ms), sold_out)
+            let now = Settings { lanes, record_every: super::status::poll_record_every(abandon_ms), sold_out };
+            self.refresh_one(store, metrics, id, v, now)
         });
         let results = futures_util::future::join_all(rounds).await;
         self.map().retain(|_, v| !(v.fans().is_empty() && v.tx.receiver_count() == 0));
@@ -266,10 +276,9 @@ impl Views {
         metrics: &Metrics,
         concert: &ConcertId,
         view: &ConcertView,
-        lanes: Vec<Lane>,
-        record_every: u64,
-        sold_out: Option<Arc<str>>,
+        settings: Settings,
     ) -> Result<(), StoreError> {
+        let Settings { lanes, record_every, sold_out } = settings;
         // The lanes changed (an operator's edit): lane indexes known so far mean nothing now, so
         // the fans placed are looked up again.
         let relearn = {

@@ -154,8 +154,8 @@ async fn positions_are_exact_within_each_lane_and_the_status_names_it() {
     }
     let check = async |admitted_fc: usize, admitted_gen: usize| {
         let (mut fc, mut gen) = (0, 0);
-        for i in 0..20usize {
-            let s: Value = app.status("q", &format!("f{i:02}"), &tokens[i]).await.json().await.unwrap();
+        for (i, token) in tokens.iter().enumerate() {
+            let s: Value = app.status("q", &format!("f{i:02}"), token).await.json().await.unwrap();
             let (lane, n, admitted) =
                 if i % 4 == 0 { ("fanclub", &mut fc, admitted_fc) } else { ("general", &mut gen, admitted_gen) };
             *n += 1;
@@ -282,4 +282,50 @@ async fn a_claim_lane_takes_the_fans_whose_identity_token_carries_the_claim() {
     .await;
     assert!(placed, "both gold fans wait in the members lane");
     assert_eq!(app.admin_json("/admin/v1/concerts/m/queue/silver").await["lane"], "general");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fair_start_shuffles_each_lanes_prequeue_with_its_own_published_seed() {
+    let names = Names::new();
+    create_topics(&names, 3).await;
+    let app = spawn_role(&names, Role::Run, |s| {
+        s.kafka.kafka_delivery_timeout_ms = 2_000;
+        s.admission.clock_skew_ms = 100;
+    })
+    .await;
+    let opens_at = queuegate::clock::now_ms() + 4_000;
+    let body = json!({"state": "open", "opensAt": queuegate::clock::rfc3339(opens_at), "lanes": [
+        {"name": "fanclub", "share": 1}, {"name": "general", "share": 1}]});
+    assert_eq!(app.put_concert("f", body).await.status(), 200);
+    let fairness = async |lane: &str| -> Value {
+        let r = app.client.get(format!("{}/v1/concerts/f/fairness?lane={lane}", app.http())).send().await.unwrap();
+        r.json().await.unwrap()
+    };
+    let (fc, gen) = (fairness("fanclub").await, fairness("general").await);
+    assert_ne!(fc["commitment"], gen["commitment"], "each lane commits to its own seed");
+    assert_eq!(fc["lane"], "fanclub");
+    for i in 0..20 {
+        let lane = if i % 2 == 0 { "fanclub" } else { "general" };
+        assert_eq!(join_in(&app, "f", json!({"userId": format!("e{i:02}"), "lane": lane})).await.status(), 202);
+    }
+    let mut after = (Value::Null, Value::Null);
+    let cut = poll_until(Duration::from_secs(30), async || {
+        after = (fairness("fanclub").await, fairness("general").await);
+        after.0.get("seed").is_some() && after.1.get("seed").is_some()
+    })
+    .await;
+    assert!(cut, "both lanes are cut: {after:?}");
+    for (lane, doc, first) in [("fanclub", &after.0, 0), ("general", &after.1, 1)] {
+        assert_eq!(&doc["commitment"], if lane == "fanclub" { &fc["commitment"] } else { &gen["commitment"] });
+        assert_eq!(doc["prequeued"], 10, "{doc}");
+        let early: Vec<String> = (first..20).step_by(2).map(|i| format!("e{i:02}")).collect();
+        let listing = app.admin_json(&format!("/admin/v1/concerts/f/queue?lane={lane}")).await;
+        let order: Vec<String> =
+            listing["entries"].as_array().unwrap().iter().map(|e| e["userId"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(order, queuegate::fairness::order(doc["seed"].as_str().unwrap(), &early).unwrap(), "{lane}");
+    }
+    assert_eq!(
+        app.client.get(format!("{}/v1/concerts/f/fairness?lane=vip", app.http())).send().await.unwrap().status(),
+        404
+    );
 }

@@ -79,8 +79,8 @@ impl Model {
             picks[b] += 1;
         }
         let out = [self.waiting[0].drain(..picks[0]).collect(), self.waiting[1].drain(..picks[1]).collect()];
-        for l in 0..2 {
-            self.admitted_per_lane[l] += picks[l];
+        for (admitted, picked) in self.admitted_per_lane.iter_mut().zip(picks) {
+            *admitted += picked;
         }
         out
     }
