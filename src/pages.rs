@@ -126,6 +126,18 @@ struct RoomInfo<'a> {
     /// While `soldout`: the concert's `soldOutMessage`, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     sold_out_message: Option<&'a str>,
+    /// The concert's lanes (absent without `lanes`): a room opened with `?lane=` joins that one,
+    /// asking for a code where its access is `code`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    lanes: Vec<RoomLane>,
+}
+
+/// A lane as the room shows it: its name and what it asks of a fan (`open`, `code`, `claim`;
+/// which claim is the booking site's business, not the page's).
+#[derive(Serialize)]
+struct RoomLane {
+    name: crate::ids::Lane,
+    access: &'static str,
 }
 
 fn room_info<'a>(gw: &Gateway, id: &'a ConcertId, s: &'a ConcertSettings, now_ms: i64) -> RoomInfo<'a> {
@@ -144,6 +156,18 @@ fn room_info<'a>(gw: &Gateway, id: &'a ConcertId, s: &'a ConcertSettings, now_ms
         background_color: s.background_color.as_deref(),
         fan_identity: gw.identity.mode().as_str(),
         sold_out_message: s.sold_out_message.as_deref().filter(|_| s.state == ConcertState::SoldOut),
+        lanes: s
+            .lanes
+            .iter()
+            .map(|l| RoomLane {
+                name: l.name.clone(),
+                access: match l.access {
+                    crate::concerts::LaneAccess::Open => "open",
+                    crate::concerts::LaneAccess::Code => "code",
+                    crate::concerts::LaneAccess::Claim { .. } => "claim",
+                },
+            })
+            .collect(),
     }
 }
 

@@ -6,7 +6,7 @@ const enc = encodeURIComponent;
 // What PUT /admin/v1/concerts/{id} takes back of what GET shows.
 const SETTINGS = ["state", "admitPerSecond", "maxActive", "tokenTtlSeconds", "abandonAfterSeconds", "maxWaiting",
   "powDifficulty", "opensAt", "closesAt", "queueingMethod", "name", "redirectUrl", "logoUrl", "brandColor", "backgroundColor",
-  "sessionIdleSeconds", "sessionMaxSeconds", "protectedHosts", "soldOutMessage"];
+  "sessionIdleSeconds", "sessionMaxSeconds", "protectedHosts", "soldOutMessage", "lanes"];
 let token = sessionStorage.getItem("qg:admin"), concerts = new Map(), timer = null;
 
 async function api(method, path, body) {
@@ -94,6 +94,11 @@ async function refresh() {
         if (k === "head") { td.replaceChildren(...(heads[i] || ["—"]).map((h) => el("div", { textContent: h }))); continue; }
         td.textContent = k === "state" && c.opensAt && Date.parse(c.opensAt) > Date.now() ? `${c.state} (opens ${new Date(c.opensAt).toLocaleString()})`
           : typeof c[k] === "number" ? c[k].toLocaleString("en") : c[k];
+        // With lanes, each lane's own count under the concert's.
+        if ((k === "waiting" || k === "admitted") && (c.laneCounts || []).length > 1) {
+          td.append(...c.laneCounts.map((l) => el("div", { className: "muted", textContent: `${l.name} ${l[k].toLocaleString("en")}` +
+            (k === "waiting" && l.codes !== undefined ? ` · codes ${l.codesUsed.toLocaleString("en")}/${l.codes.toLocaleString("en")} used` : "") })));
+        }
       }
       // The state it is in cannot be chosen again; the rate box shows the rate unless being edited.
       for (const [act, state] of [["Open", "open"], ["Pause", "paused"], ["Close", "closed"], ["Sold out…", "soldout"]]) {
@@ -160,6 +165,38 @@ $("confirm").addEventListener("click", async () => {
     $("sdone").textContent = `Revoked in ${id}: ${r.sessionsEnded} sessions ended, ${r.tokensRevoked} admission tokens revoked.`;
     await showSessions();
   } catch (e) { report(e); }
+});
+
+// A lane's codes from a CSV file: the first column of each row (a header row "code" is
+// skipped), sent 10,000 at a time with the progress shown.
+const CODES_PER_CALL = 10000;
+function codesOf(text) {
+  const codes = [];
+  text.split(/\r?\n/).forEach((line, i) => {
+    const code = line.split(",")[0].trim().replace(/^"(.*)"$/, "$1").trim();
+    if (!code || (i === 0 && /^code$/i.test(code))) return;
+    if (!/^[!-~]{1,64}$/.test(code)) throw new Error(`Line ${i + 1}: a code is 1 to 64 visible ASCII characters (${JSON.stringify(code.slice(0, 70))}).`);
+    codes.push(code);
+  });
+  return codes;
+}
+
+$("cform").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const id = $("cc").value, lane = $("cl").value, file = $("cfile").files[0];
+  try {
+    const codes = codesOf(await file.text());
+    if (!codes.length) throw new Error("The file holds no codes.");
+    let added = 0, r = null;
+    for (let i = 0; i < codes.length; i += CODES_PER_CALL) {
+      $("cdone").textContent = `Uploading ${i.toLocaleString("en")} of ${codes.length.toLocaleString("en")} codes…`;
+      r = await api("POST", `/concerts/${enc(id)}/lanes/${enc(lane)}/codes`, { codes: codes.slice(i, i + CODES_PER_CALL) });
+      added += r.added;
+    }
+    $("cdone").textContent = `${added.toLocaleString("en")} new codes in ${id}/${lane} (of ${codes.length.toLocaleString("en")} in the file); ` +
+      `the lane has ${r.total.toLocaleString("en")}, ${r.used.toLocaleString("en")} used.`;
+    await refresh();
+  } catch (e) { $("cdone").textContent = ""; report(e); }
 });
 
 function start() {

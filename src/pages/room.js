@@ -29,6 +29,9 @@ const T = {
     busy: (s) => `Busy right now — trying again in ${s} s. Keep this page open.`, checking: "Checking your browser…", failed: "Something went wrong",
     gateEnded: { session: "Your booking session has ended.", spent: "This admission link has already been used.",
       revoked: "The organiser has closed the booking site for now.", token: "This admission link is not valid." },
+    lane: (n) => `Lane: ${n}`, inLane: (n) => `in lane ${n}`, code: "Your presale code", noLane: (n) => `This concert has no lane ${n}.`,
+    refused: { "code-required": "This lane needs a presale code.", "code-unknown": "This code is not one of this lane's codes. Check it and try again.",
+      "code-used": "This code has already been used by someone else.", "claim-missing": "Your account is not in this lane's group." },
   },
   ko: {
     other: "English", rooms: "대기실", noRooms: "지금 대기열을 받는 공연이 없습니다.", concertId: "공연",
@@ -55,6 +58,9 @@ const T = {
     busy: (s) => `지금 혼잡합니다 — ${s}초 후 다시 시도합니다. 이 페이지를 열어 두세요.`, checking: "브라우저를 확인하는 중…", failed: "문제가 발생했습니다",
     gateEnded: { session: "예매 세션이 종료되었습니다.", spent: "이미 사용된 입장 링크입니다.",
       revoked: "주최 측이 예매 사이트를 잠시 닫았습니다.", token: "유효하지 않은 입장 링크입니다." },
+    lane: (n) => `대기 줄: ${n}`, inLane: (n) => `${n} 대기 줄`, code: "선예매 코드", noLane: (n) => `이 공연에는 ${n} 대기 줄이 없습니다.`,
+    refused: { "code-required": "이 대기 줄은 선예매 코드가 필요합니다.", "code-unknown": "이 대기 줄의 코드가 아닙니다. 확인 후 다시 입력해 주세요.",
+      "code-used": "다른 분이 이미 사용한 코드입니다.", "claim-missing": "이 대기 줄의 대상 회원이 아닙니다." },
   },
 };
 let lang = localStorage.getItem("qg:lang") ||
@@ -148,6 +154,10 @@ async function room(id) {
     $("gate").textContent = (T[lang].gateEnded[gateEnded] || T[lang].gateEnded.session);
   }
   const save = () => store.setItem(key, JSON.stringify(entry));
+  // The lane, chosen by the link (`?lane=fanclub`); the room of a concert without lanes has none.
+  const lanes = info.lanes || [];
+  const laneName = params.get("lane") || (entry && entry.lane) || null;
+  const lane = laneName ? lanes.find((l) => l.name === laneName) : null;
 
   // A countdown to `at` (ms, server time) under `label`; ends by reloading the concert's phase.
   function countdown(at, label, then) {
@@ -173,6 +183,9 @@ async function room(id) {
     if (info.phase === "soldout" && info.soldOutMessage) $("phase").textContent += ` ${info.soldOutMessage}`;
     if (info.abandonAfterSeconds) { $("abandon").hidden = false; $("abandon").textContent = t("abandon", min(info.abandonAfterSeconds)); }
     $("who").textContent = entry ? t("you", entry.userId) : "";
+    $("lanebox").hidden = !lane;
+    if (lane) $("lanebox").textContent = t("lane", lane.name);
+    if (laneName && !lane && lanes.length) fail(t("noLane", laneName));
   }
 
   // At the opening: the concert's phase again ("Sales are open."), past the browser's cache, and
@@ -188,6 +201,8 @@ async function room(id) {
   function showJoin() {
     const can = info.phase === "open" || info.phase === "scheduled";
     $("joinbox").hidden = !can;
+    $("codebox").hidden = !(lane && lane.access === "code");
+    $("code").required = !$("codebox").hidden;
     $("userbox").hidden = mode !== "body";
     $("user").required = mode === "body";
     if (mode === "body" && !$("user").value) $("user").value = `fan-${Math.random().toString(36).slice(2, 10)}`;
@@ -209,6 +224,9 @@ async function room(id) {
     $("state").textContent = state;
     $("position").textContent = s.position ? `#${s.position.toLocaleString(lang)}` : "";
     $("ahead").textContent = s.position ? `${t("ahead", s.position - 1)} · ${t("of", s.queueLength || s.position)}` : "";
+    // Positions are within the fan's lane: say which, where the concert has lanes.
+    $("lane").hidden = !(s.lane && lanes.length);
+    if (s.lane) $("lane").textContent = t("inLane", s.lane);
     if (s.position && !(entry.first >= s.position)) { entry.first = s.position; save(); }
     const p = s.status === "admitted" || s.status === "completed" ? 100
       : s.position && entry.first > 1 ? Math.round((100 * (entry.first - s.position)) / (entry.first - 1)) : 0;
@@ -353,6 +371,8 @@ async function room(id) {
     const headers = { "Content-Type": "application/json" };
     if (mode === "jwt") headers.Authorization = `Bearer ${idToken}`;
     const body = mode === "body" ? { userId: $("user").value } : {};
+    if (lane) body.lane = lane.name;
+    if (lane && lane.access === "code") body.code = $("code").value.trim();
     const send = () => fetch(`/v1/concerts/${enc(id)}/queue`, { method: "POST", headers, body: JSON.stringify(body) });
     try {
       let r = await send(), b = await r.json();
@@ -366,8 +386,11 @@ async function room(id) {
         return;
       }
       if (r.status === 410) { info.phase = "soldout"; info.soldOutMessage = b.detail; drawPhase(); showJoin(); return; }
+      // A lane that refuses the fan says why (its code is wrong, used, missing; not a member).
+      const refusal = r.status === 403 && (b.type || "").replace("urn:queuegate:problem:", "");
+      if (refusal && T[lang].refused[refusal]) { fail(T[lang].refused[refusal]); $("joinbtn").disabled = false; return; }
       if (r.status !== 202) throw new Error(b.detail || `HTTP ${r.status}`);
-      entry = { userId: b.userId, token: b.token };
+      entry = { userId: b.userId, token: b.token, lane: lane ? lane.name : null };
       save();
       drawPhase();
       draw(b);

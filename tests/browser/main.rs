@@ -546,3 +546,75 @@ async fn the_operator_sells_out_from_the_console_and_the_waiting_fan_is_told_in_
     assert_eq!(hidden, json!(true), "no join while sold out");
     assert!(errors(&b.console().await, &[]).is_empty(), "{:?}", b.console().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_club_fan_joins_its_lane_with_a_code_the_operator_uploaded_and_watches_its_place_in_the_lane() {
+    let names = Names::new();
+    create_topics(&names, 1).await;
+    let app = spawn_role(&names, Role::Run, |s| s.identity.fan_identity = Some(FanIdentityMode::Body)).await;
+    let concert = "presale";
+    let body = json!({"state": "open", "name": "Presale", "lanes": [
+        {"name": "fanclub", "share": 70, "access": "code"}, {"name": "general", "share": 30}]});
+    assert_eq!(app.put_concert(concert, body).await.status(), 200);
+
+    // The operator uploads the fan club's codes from a CSV file in the console.
+    let b = Browser::start(&shots("lanes"), "en-US").await;
+    let room = b.tab().await;
+    signed_in_console(&b, &app).await;
+    let csv = std::env::temp_dir().join(format!("qg-codes-{}.csv", names.prefix));
+    std::fs::write(&csv, "code,member\nFC-AAAA-1111,ann\n\"FC-BBBB-2222\",bo\nFC-CCCC-3333,cy\n\n").unwrap();
+    b.type_into("#cc", concert).await;
+    b.type_into("#cl", "fanclub").await;
+    b.attach("#cfile", &csv).await;
+    b.click("#cform button").await;
+    b.expect_text("#cdone", WAIT, |t| t.starts_with("3 new codes in presale/fanclub"), "the upload's report").await;
+    b.screenshot("0-console-codes").await;
+
+    // Two fan-club fans and three others are in line already.
+    let join = async |user: &str, lane: &str, code: Option<&str>| {
+        let r = app
+            .client
+            .post(format!("{}/v1/concerts/{concert}/queue", app.http()))
+            .json(&json!({"userId": user, "lane": lane, "code": code}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{user}");
+    };
+    for (user, code) in [("ann", "FC-AAAA-1111"), ("bo", "FC-BBBB-2222")] {
+        join(user, "fanclub", Some(code)).await;
+        assert!(poll_until(WAIT, async || listed_in(&app, concert, "fanclub", user).await).await, "{user} placed");
+    }
+    for user in ["g1", "g2", "g3"] {
+        let r = app.join(concert, user).await;
+        assert_eq!(r.status(), 202);
+    }
+
+    // The fan follows the fan club's link: the lane and a code field; a wrong code says so.
+    b.switch_to(&room).await;
+    b.goto(&format!("{}/c/{concert}?lane=fanclub", app.http())).await;
+    b.expect_text("#lanebox", WAIT, |t| t == "Lane: fanclub", "the lane").await;
+    b.type_into("#user", "club-fan").await;
+    b.type_into("#code", "FC-0000-0000").await;
+    b.click("#joinbtn").await;
+    b.expect_text("#error", WAIT, |t| t.starts_with("This code is not one of this lane's codes"), "a wrong code").await;
+    b.type_into("#code", "FC-CCCC-3333").await;
+    b.click("#joinbtn").await;
+    b.expect_text("#position", WAIT, |t| t == "#3", "third in the fan-club lane").await;
+    assert_eq!(b.text("#lane").await, "in lane fanclub");
+    b.screenshot("1-room-lane").await;
+
+    // One admission goes to the fan club (70/30 starts there): the fan moves up in its lane.
+    assert_eq!(app.admit(concert, 1).await.status(), 200);
+    b.expect_text("#position", WAIT, |t| t == "#2", "second in the lane").await;
+    b.click("#lang").await;
+    b.expect_text("#lane", WAIT, |t| t == "fanclub 대기 줄", "the lane in Korean").await;
+    b.screenshot("2-room-lane-ko").await;
+    assert!(errors(&b.console().await, &["403"]).is_empty(), "{:?}", b.console().await);
+}
+
+/// Whether `user` is listed in `lane` of `concert`.
+async fn listed_in(app: &TestApp, concert: &str, lane: &str, user: &str) -> bool {
+    let page = app.admin_json(&format!("/admin/v1/concerts/{concert}/queue?lane={lane}&limit=1000")).await;
+    page["entries"].as_array().unwrap().iter().any(|e| e["userId"] == user)
+}

@@ -130,6 +130,12 @@ impl Browser {
         self.post(&format!("/element/{e}/value"), json!({ "text": text })).await;
     }
 
+    /// Chooses the file at `path` in the file input `css`.
+    pub async fn attach(&self, css: &str, path: &Path) {
+        let e = self.element(css).await;
+        self.post(&format!("/element/{e}/value"), json!({ "text": path.to_str().expect("a UTF-8 path") })).await;
+    }
+
     /// Runs `script` (a function body; `arguments` are `args`) and returns what it returns.
     pub async fn eval(&self, script: &str, args: Value) -> Value {
         self.post("/execute/sync", json!({ "script": script, "args": args })).await
