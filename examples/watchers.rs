@@ -9,6 +9,7 @@
 //!   the concert's token lifetime (`--ttl-seconds`, which the caller set), both Redis's clock, and
 //!   the latency is when the `admitted` event arrived minus that (same machine, same clock);
 //! * `--latencies-file`: every push latency (ms), one per line, for merging several runs;
+//! * `--lanes a,b`: fan i joins lane i mod n of the list (presale lanes);
 //! * `--ready-dir`: writes `joined` there once every join is answered (then waits `--pause`
 //!   seconds, so the caller can sample the gateway's memory before the streams), and `streaming`
 //!   once every stream has shown its first status. Admission is the caller's to start.
@@ -66,6 +67,8 @@ async fn main() -> anyhow::Result<()> {
     let seconds: u64 = arg("--seconds", "120").parse()?;
     let ready_dir = arg("--ready-dir", "");
     let latencies_file = arg("--latencies-file", "");
+    // `--lanes fanclub,general`: fan i joins lane i mod n (none: the body names no lane).
+    let lanes: Vec<String> = arg("--lanes", "").split(',').filter(|l| !l.is_empty()).map(str::to_owned).collect();
     anyhow::ensure!(
         fans > 0 && sources > 0 && join_connections > 0,
         "fans, sources and join connections must be positive"
@@ -87,9 +90,13 @@ async fn main() -> anyhow::Result<()> {
         let permit = gate.clone().acquire_owned().await?;
         let (client, url, user) =
             (client.clone(), format!("http://{addr}/v1/concerts/{concert}/queue"), format!("watch-{run}-{i}"));
+        let lane = (!lanes.is_empty()).then(|| lanes[i % lanes.len()].clone());
         joins.push(tokio::spawn(async move {
             let _permit = permit;
-            let body = serde_json::json!({ "userId": user });
+            let body = match lane {
+                Some(lane) => serde_json::json!({ "userId": user, "lane": lane }),
+                None => serde_json::json!({ "userId": user }),
+            };
             let r = client.post(&url).json(&body).send().await.ok()?;
             if r.status() != 202 {
                 return None;

@@ -383,7 +383,7 @@ async fn queue_page(
     let c = existing(&admin, &id).await?;
     let lane = q.lane.clone().unwrap_or_else(Lane::general);
     if c.settings.lane(&lane).is_none() {
-        return Err(ApiError::BadRequest(format!("lane: concert {} has no lane {lane}", c.id)));
+        return Err(ApiError::NotFound(format!("concert {} has no lane {lane}", c.id)));
     }
     let (total, entries) = admin.store.page(&c.id, &lane, q.offset, q.limit).await?;
     let entries: Vec<EntryView> = entries

@@ -353,9 +353,10 @@ async fn join(
     };
 
     let lane_name = body.lane.unwrap_or_else(Lane::general);
-    let lane = gw.cache.lane(&concert_id, &lane_name).ok_or_else(|| {
-        ApiError::BadRequest(format!("request body is not valid: lane: concert {concert_id} has no lane {lane_name}"))
-    })?;
+    let lane = gw
+        .cache
+        .lane(&concert_id, &lane_name)
+        .ok_or_else(|| ApiError::NotFound(format!("concert {concert_id} has no lane {lane_name}")))?;
 
     if joiner.new_anonymous && pow_difficulty > 0 {
         check_proof_of_work(&gw, &concert_id, pow_difficulty, body.pow.as_ref(), now_ms).await?;

@@ -24,9 +24,19 @@ pub struct Burst {
 /// Sends one join per entry of `users` (repeats allowed), spread round-robin over `gateways`,
 /// at most `concurrency` at once.
 pub async fn join_all(gateways: &[Arc<TestApp>], concert: &str, users: Vec<String>, concurrency: usize) -> Burst {
+    join_all_in(gateways, concert, users.into_iter().map(|u| (u, None)).collect(), concurrency).await
+}
+
+/// [`join_all`] with a lane per join (None: the body names none, so `general`).
+pub async fn join_all_in(
+    gateways: &[Arc<TestApp>],
+    concert: &str,
+    users: Vec<(String, Option<String>)>,
+    concurrency: usize,
+) -> Burst {
     let gate = Arc::new(Semaphore::new(concurrency));
     let mut tasks = Vec::with_capacity(users.len());
-    for (i, user) in users.into_iter().enumerate() {
+    for (i, (user, lane)) in users.into_iter().enumerate() {
         let gw = gateways[i % gateways.len()].clone();
         let permit = gate.clone().acquire_owned().await.unwrap();
         let url = format!("{}/v1/concerts/{concert}/queue", gw.http());
@@ -41,7 +51,10 @@ pub async fn join_all(gateways: &[Arc<TestApp>], concert: &str, users: Vec<Strin
                 let sent = gw
                     .client
                     .post(&url)
-                    .json(&serde_json::json!({ "userId": user }))
+                    .json(&match &lane {
+                        Some(lane) => serde_json::json!({ "userId": user, "lane": lane }),
+                        None => serde_json::json!({ "userId": user }),
+                    })
                     .timeout(Duration::from_secs(30))
                     .send()
                     .await;
@@ -120,9 +133,20 @@ pub async fn redis_conn(url: &str) -> redis::RedisResult<RawRedis> {
 
 /// Waits (up to `deadline`) until every accepted fan is in Redis, then compares.
 pub async fn check(names: &Names, concert: &str, accepted: &HashSet<String>, deadline: Duration) -> Report {
+    check_lane(names, concert, "general", accepted, deadline).await
+}
+
+/// [`check`] of one lane of the concert: `accepted` are the fans accepted into it.
+pub async fn check_lane(
+    names: &Names,
+    concert: &str,
+    lane: &str,
+    accepted: &HashSet<String>,
+    deadline: Duration,
+) -> Report {
     let until = tokio::time::Instant::now() + deadline;
     loop {
-        let report = compare(names, concert, accepted).await;
+        let report = compare(names, concert, lane, accepted).await;
         if report.missing == 0 || tokio::time::Instant::now() >= until {
             return report;
         }
@@ -130,14 +154,14 @@ pub async fn check(names: &Names, concert: &str, accepted: &HashSet<String>, dea
     }
 }
 
-async fn compare(names: &Names, concert: &str, accepted: &HashSet<String>) -> Report {
+async fn compare(names: &Names, concert: &str, lane: &str, accepted: &HashSet<String>) -> Report {
     // Reads that fail (a busy machine, a Redis restarting) are retried, never read as empty.
     let (list, ranked) = loop {
         if let Ok(Ok(mut c)) = tokio::time::timeout(Duration::from_secs(5), redis_conn(&names.redis_url)).await {
             let list: redis::RedisResult<Vec<String>> =
-                c.query(redis::cmd("LRANGE").arg(names.key(concert, Part::Waiting)).arg(0).arg(-1)).await;
+                c.query(redis::cmd("LRANGE").arg(names.lane_key(concert, lane, Part::Waiting)).arg(0).arg(-1)).await;
             let ranked: redis::RedisResult<Vec<String>> =
-                c.query(redis::cmd("ZRANGE").arg(names.key(concert, Part::Rank)).arg(0).arg(-1)).await;
+                c.query(redis::cmd("ZRANGE").arg(names.lane_key(concert, lane, Part::Rank)).arg(0).arg(-1)).await;
             match (list, ranked) {
                 (Ok(l), Ok(r)) => break (l, r),
                 (l, r) => eprintln!("checker read failed ({:?} / {:?}); retrying", l.err(), r.err()),

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::checker::{check, join_all, wait_for_waiting, wait_until, waiting};
+use crate::checker::{check, check_lane, join_all, join_all_in, wait_for_waiting, wait_until, waiting};
 use queuegate::store::keys::Part;
 
 use crate::common::redis_url as shared_redis;
@@ -32,6 +32,49 @@ async fn kill_9_of_the_consumer_mid_drain_loses_and_doubles_nobody() {
     kill9(&mut consumer);
     println!("chaos kill-9-consumer: killed at {at_kill} applied; {report}");
     report.assert_exact();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_the_consumer_mid_drain_loses_and_doubles_nobody_in_either_lane() {
+    let sc = Scenario::new(6, shared_redis()).await;
+    let gw = Arc::new(sc.spawn_gateway(|_| {}).await);
+    let lanes = serde_json::json!({"state": "open", "lanes": [{"name": "fanclub", "share": 7}, {"name": "general", "share": 3}]});
+    assert_eq!(gw.put_concert("k9l", lanes).await.status(), 200);
+    // 20,000 fans, every third in the fan club; a thousand of them also join the other lane
+    // afterwards (their first lane holds).
+    let mut joins: Vec<(String, Option<String>)> = fans(20_000, "lfan")
+        .into_iter()
+        .enumerate()
+        .map(|(i, u)| (u, (i % 3 == 0).then(|| "fanclub".to_owned())))
+        .collect();
+    let switchers: Vec<(String, Option<String>)> = joins[..1000]
+        .iter()
+        .map(|(u, l)| (u.clone(), if l.is_some() { None } else { Some("fanclub".to_owned()) }))
+        .collect();
+    let first_lane: std::collections::HashMap<String, bool> =
+        joins.iter().map(|(u, l)| (u.clone(), l.is_some())).collect();
+    let burst = join_all_in(std::slice::from_ref(&gw), "k9l", std::mem::take(&mut joins), 256).await;
+    assert_eq!(burst.accepted.len(), 20_000, "statuses: {:?}", burst.statuses);
+
+    let mut consumer = sc.spawn_consumer(500);
+    assert!(wait_for_waiting(&sc.names, "k9l", 3_000, Duration::from_secs(120)).await, "consumer made progress");
+    kill9(&mut consumer);
+    let at_kill = waiting(&sc.names, "k9l").await;
+    assert!(at_kill < 13_333, "the kill came mid-drain ({at_kill} general fans applied)");
+    // The lane switchers join while no consumer runs: their records wait in Kafka.
+    let again = join_all_in(std::slice::from_ref(&gw), "k9l", switchers, 64).await;
+    assert_eq!(again.accepted.len(), 1000, "statuses: {:?}", again.statuses);
+
+    let mut consumer = sc.spawn_consumer(500);
+    let in_lane = |fanclub: bool| -> std::collections::HashSet<String> {
+        burst.accepted.iter().filter(|u| first_lane[*u] == fanclub).cloned().collect()
+    };
+    let fanclub = check_lane(&sc.names, "k9l", "fanclub", &in_lane(true), Duration::from_secs(180)).await;
+    let general = check_lane(&sc.names, "k9l", "general", &in_lane(false), Duration::from_secs(180)).await;
+    kill9(&mut consumer);
+    println!("chaos kill-9-consumer-lanes: killed at {at_kill} general applied; fanclub {fanclub}; general {general}");
+    fanclub.assert_exact();
+    general.assert_exact();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

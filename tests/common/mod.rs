@@ -105,6 +105,12 @@ impl Names {
         Keys::new(&self.prefix).concert(&ConcertId::parse(concert).expect("a valid concert id"), part)
     }
 
+    /// A key of one of a concert's lanes (the concert's own for the parts its lanes share).
+    pub fn lane_key(&self, concert: &str, lane: &str, part: Part) -> String {
+        let c = ConcertId::parse(concert).expect("a valid concert id");
+        Keys::new(&self.prefix).lane(&c, &queuegate::ids::Lane::parse(lane).expect("a valid lane"), part)
+    }
+
     /// Creates the entry topic (with `partitions`), its dead-letter topic and its parked-joins topic.
     pub async fn create_topics(&self, partitions: i32) {
         let kafka = KafkaClients::new(&self.settings().kafka, Metrics::new());
