@@ -13,7 +13,9 @@
 #   against the 202s counted, and the processes' peak RSS is read; last, joins/s in each fan
 #   identity mode (scripts/bench_identity.sh) and what each verification costs; fixed rates and a
 #   burst on the three-broker Kafka and the Redis Cluster (scripts/bench_cluster.sh); 15,000 and
-#   4 x 15,000 status streams while a concert admits 500/s (scripts/bench_watchers.sh); a pre-queue
+#   4 x 15,000 status streams while a concert admits 500/s (scripts/bench_watchers.sh); presale
+#   lanes: joins/s with two lanes vs one, watchers over two lanes, 100,000 codes uploaded
+#   (scripts/bench_lanes.sh); a pre-queue
 #   of 100,000 fans cut at opensAt (scripts/bench_fairstart.sh); last of all
 #   the 30-minute soak with faults (scripts/soak.sh).
 set -euo pipefail
@@ -192,6 +194,9 @@ scripts/bench_cluster.sh "$OUT"
 
 log "watching at scale (scripts/bench_watchers.sh)"
 scripts/bench_watchers.sh "$OUT"
+
+log "presale lanes (scripts/bench_lanes.sh)"
+scripts/bench_lanes.sh "$OUT"
 
 log "the fair start (scripts/bench_fairstart.sh)"
 scripts/bench_fairstart.sh "$OUT"

@@ -545,5 +545,10 @@ if (out / "order").is_dir():
     from bench_order_report import section as order_section  # noqa: E402
     doc = doc.replace("## Settings the benchmark ran with", order_section(out / "order") + "## Settings the benchmark ran with")
 
+if (out / "lanes" / "summary.json").exists():
+    sys.path.insert(0, str(root / "scripts"))
+    from bench_lanes_report import section as lanes_section  # noqa: E402
+    doc = doc.replace("## Settings the benchmark ran with", lanes_section(out / "lanes") + "## Settings the benchmark ran with")
+
 (root / "docs" / "benchmarks.md").write_text(doc)
 print(doc)

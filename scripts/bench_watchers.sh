@@ -4,7 +4,9 @@
 # Two steps, each on a concert of its own, with the local Kafka and Redis (scripts/services.sh),
 # one `queuegate consumer` (which also runs the admitter) and release gateways:
 #   one:  1 gateway,  WATCH_FANS (15,000) fans each holding a status stream;
-#   four: 4 gateways, WATCH_FANS streams on each, all on one Redis.
+#   four: 4 gateways, WATCH_FANS streams on each, all on one Redis;
+#   lanes (WATCH_STEPS="lanes", run by scripts/bench_lanes.sh): 1 gateway, WATCH_FANS fans spread
+#         over two presale lanes of one concert.
 # In each: examples/watchers joins the fans and opens the streams (from several 127.x source
 # addresses); the gateways' RSS is read before and after the streams opened; 10 s with every
 # stream open and nothing moving; then the concert admits WATCH_ADMIT_RATE (500) fans per second
@@ -61,8 +63,11 @@ CONSUMER=$!
 PIDS+=("$CONSUMER")
 ready 8189 || { log "consumer not ready"; exit 1; }
 
-step() { # name gateways
-  local name=$1 gateways=$2 dir="$OUT/$1" k
+step() { # name gateways [lanes: a,b — the concert gets these lanes, equal shares; fan i joins lane i mod n]
+  local name=$1 gateways=$2 dir="$OUT/$1" k lanes=${3:-} lanes_json=""
+  if [ -n "$lanes" ]; then
+    lanes_json=,\"lanes\":[$(echo "$lanes" | sed -E 's/([^,]+)/{"name":"\1","share":1}/g')]
+  fi
   rm -rf "$dir" # markers of an earlier run would be taken for this one's
   mkdir -p "$dir"
   local gw=() watchers=()
@@ -74,7 +79,7 @@ step() { # name gateways
   done
   for k in $(seq 0 $((gateways - 1))); do ready $((8190 + k)) || { log "gateway $k not ready"; exit 1; }; done
   curl -fsS -X PUT "http://127.0.0.1:8190/admin/v1/concerts/$name" -H "Authorization: Bearer $ADMIN_TOKEN" \
-    -H 'Content-Type: application/json' -d '{"state":"open","admitPerSecond":0,"tokenTtlSeconds":600}' >/dev/null
+    -H 'Content-Type: application/json' -d "{\"state\":\"open\",\"admitPerSecond\":0,\"tokenTtlSeconds\":600${lanes_json}}" >/dev/null
   sleep 3 # every gateway's concert cache
   local deadline=$((FANS * gateways / RATE + 240))
   log "$name: $gateways gateway(s) x $FANS fans join, then each holds a stream"
@@ -82,7 +87,8 @@ step() { # name gateways
     mkdir -p "$dir/w$k"
     ./target/release/examples/watchers --addr 127.0.0.1:$((8090 + k)) --concert "$name" --fans "$FANS" \
       --sources 4 --first-source "127.$((k + 1)).0.2" --ttl-seconds 600 --pause 12 --seconds "$deadline" \
-      --ready-dir "$dir/w$k" --latencies-file "$dir/w$k/latencies.txt" > "$dir/w$k/report.json" 2> "$dir/w$k/stderr.txt" &
+      --ready-dir "$dir/w$k" --latencies-file "$dir/w$k/latencies.txt" ${lanes:+--lanes "$lanes"} \
+      > "$dir/w$k/report.json" 2> "$dir/w$k/stderr.txt" &
     watchers+=($!)
     PIDS+=($!)
   done
@@ -109,7 +115,7 @@ step() { # name gateways
   rcli INFO commandstats > "$dir/commandstats-0.txt"
   c0=$(redis_commands); t0=$(date +%s.%N)
   curl -fsS -X PUT "http://127.0.0.1:8190/admin/v1/concerts/$name" -H "Authorization: Bearer $ADMIN_TOKEN" \
-    -H 'Content-Type: application/json' -d "{\"state\":\"open\",\"admitPerSecond\":$RATE,\"tokenTtlSeconds\":600}" >/dev/null
+    -H 'Content-Type: application/json' -d "{\"state\":\"open\",\"admitPerSecond\":$RATE,\"tokenTtlSeconds\":600${lanes_json}}" >/dev/null
   # Until half the audience is admitted: every remaining stream is still open and moving.
   local half=$((FANS * gateways / 2 / RATE))
   sleep "$half"
@@ -187,6 +193,7 @@ for s in ${WATCH_STEPS:-one four polls}; do
   case $s in
     one) step one 1 ;;
     four) step four 4 ;;
+    lanes) step lanes 1 fanclub,general ;;
     polls) polls ;;
   esac
 done

@@ -141,6 +141,7 @@ impl Admitter {
     /// One concert's share of a round.
     async fn concert_round(&self, id: &ConcertId, s: &ConcertSettings, watermark: Option<i64>) -> anyhow::Result<()> {
         if let Some(w) = watermark {
+            let mut staged = 0;
             for lane in s.lanes() {
                 if s.opens_at.is_some() {
                     if let Err(e) = self.fair_start(id, &lane.name, s, w).await {
@@ -148,8 +149,9 @@ impl Admitter {
                             "the fair start's cut failed; retrying next round");
                     }
                 }
-                self.place(id, &lane.name, w).await?;
+                staged += self.place(id, &lane.name, w).await?;
             }
+            self.metrics.order_held_fans.with_label_values(&[id.as_str()]).set(staged as i64);
         }
         // Gate sessions past their idle or maximum time end here, right before admission,
         // whatever the admission mode, so their slots go to the next fans in this very round.
@@ -190,14 +192,15 @@ impl Admitter {
         Ok(())
     }
 
-    /// Places the concert's staged fans below the watermark, in stamp order (several calls for
-    /// a big backlog, a bounded number per round).
-    async fn place(&self, id: &ConcertId, lane: &Lane, watermark: i64) -> anyhow::Result<()> {
+    /// Places the lane's staged fans below the watermark, in stamp order (several calls for a
+    /// big backlog, a bounded number per round); how many are still staged.
+    async fn place(&self, id: &ConcertId, lane: &Lane, watermark: i64) -> anyhow::Result<u64> {
         let mut placed = 0;
+        let mut staged = 0;
         for _ in 0..20 {
             let r = self.store.release(id, lane, watermark).await?;
             placed += r.placed;
-            self.metrics.order_held_fans.with_label_values(&[id.as_str()]).set(r.staged as i64);
+            staged = r.staged;
             if r.placed < u64::from(crate::store::order::RELEASE_MAX) {
                 break;
             }
@@ -206,7 +209,7 @@ impl Admitter {
             self.metrics.order_placed.inc_by(placed);
             tracing::debug!(concert = %id, %lane, placed, watermark, "placed in stamp order");
         }
-        Ok(())
+        Ok(staged)
     }
 
     /// A scheduled concert's cut, once the watermark has passed opensAt (see

@@ -48,6 +48,7 @@ pub struct Metrics {
     /// Fans this process placed in stamp order.
     pub order_placed: prometheus::IntCounter,
     pub concert_fans: IntGaugeVec,
+    pub lane_fans: IntGaugeVec,
     pub consumer_lag: IntGaugeVec,
     pub kafka_queued: IntGaugeVec,
     pub kafka_broker_rtt: GaugeVec,
@@ -255,6 +256,14 @@ impl Metrics {
                 &["concert", "kind"],
             )
             .expect("valid metric"),
+            lane_fans: IntGaugeVec::new(
+                Opts::new(
+                    "queuegate_lane_fans",
+                    "Fans per concert lane by kind: waiting, admitted (refreshed every 5 s; concerts with lanes only)",
+                ),
+                &["concert", "lane", "kind"],
+            )
+            .expect("valid metric"),
             consumer_lag: IntGaugeVec::new(
                 Opts::new("queuegate_consumer_lag_records", "Records behind the partition's end, per assigned partition (librdkafka statistics)"),
                 &["topic", "partition"],
@@ -331,6 +340,7 @@ impl Metrics {
             Box::new(m.admissions.clone()),
             Box::new(m.admission_rounds.clone()),
             Box::new(m.concert_fans.clone()),
+            Box::new(m.lane_fans.clone()),
             Box::new(m.consumer_lag.clone()),
             Box::new(m.kafka_queued.clone()),
             Box::new(m.kafka_broker_rtt.clone()),

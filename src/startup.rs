@@ -537,6 +537,13 @@ async fn publish_concert_gauges(
         ] {
             metrics.concert_fans.with_label_values(&[id.as_str(), kind]).set(v as i64);
         }
+        if !settings.lanes.is_empty() {
+            for l in &c.lanes {
+                for (kind, v) in [("waiting", l.waiting), ("admitted", l.admitted)] {
+                    metrics.lane_fans.with_label_values(&[id.as_str(), l.name.as_str(), kind]).set(v as i64);
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -204,6 +204,10 @@ async fn positions_are_exact_within_each_lane_and_the_status_names_it() {
     // The fan club has only five: the sixth goes to general, which has fans.
     assert_eq!(got.iter().filter(|u| ["f00", "f04", "f08", "f12", "f16"].contains(u)).count(), 5, "{got:?}");
     check(5, 3).await;
+    // The ETA is the lane's: general let 3 through (0.1/s observed) where the concert let 8 (0.27/s),
+    // so the second in general waits about 20 s (the concert's rate would say under 10).
+    let s: Value = app.status("q", "f06", &tokens[6]).await.json().await.unwrap();
+    assert!(s["position"] == 2 && s["etaSeconds"].as_u64().is_some_and(|e| e >= 20), "{s}");
     // Removing a general fan moves those behind it up, in its lane only.
     assert_eq!(app.admin_delete("/admin/v1/concerts/q/queue/f05").await.status(), 204);
     let mut s = Value::Null;
