@@ -188,6 +188,32 @@ pub async fn waiting(names: &Names, concert: &str) -> usize {
     }
 }
 
+/// Number of fans the consumer has applied to a concert (its general lane) right now: placed, or
+/// staged for placement. Staged fans are placed in bulk once the watermark passes them, so the
+/// placed count alone can jump by tens of thousands at once: this is the consumer's progress.
+pub async fn applied(names: &Names, concert: &str) -> usize {
+    match tokio::time::timeout(Duration::from_secs(1), redis_conn(&names.redis_url)).await {
+        Ok(Ok(mut c)) => {
+            let placed: usize = c.query(redis::cmd("ZCARD").arg(names.key(concert, Part::Rank))).await.unwrap_or(0);
+            let staged: usize = c.query(redis::cmd("ZCARD").arg(names.key(concert, Part::Staged))).await.unwrap_or(0);
+            placed + staged
+        }
+        _ => 0,
+    }
+}
+
+/// Waits until the consumer has applied at least `n` fans; false at the deadline.
+pub async fn wait_for_applied(names: &Names, concert: &str, n: usize, deadline: Duration) -> bool {
+    let until = tokio::time::Instant::now() + deadline;
+    while tokio::time::Instant::now() < until {
+        if applied(names, concert).await >= n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 /// Waits until at least `n` fans are in Redis; false at the deadline.
 pub async fn wait_for_waiting(names: &Names, concert: &str, n: usize, deadline: Duration) -> bool {
     let until = tokio::time::Instant::now() + deadline;

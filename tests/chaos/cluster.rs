@@ -35,9 +35,12 @@ async fn kill_9_of_the_redis_primary_owning_a_concert_mid_drain_loses_and_double
     assert_eq!(burst.accepted.len(), 50_000, "statuses: {:?}", burst.statuses);
 
     let mut consumer = sc.spawn_consumer(500);
-    assert!(wait_for_waiting(&sc.names, "pk", 10_000, Duration::from_secs(120)).await, "consumer made progress");
+    assert!(
+        crate::checker::wait_for_applied(&sc.names, "pk", 10_000, Duration::from_secs(120)).await,
+        "consumer made progress"
+    );
     let (primary, replica) = cluster.primary_and_replica_of(&sc.names.key("pk", Part::Waiting));
-    let at_freeze = waiting(&sc.names, "pk").await;
+    let at_freeze = crate::checker::applied(&sc.names, "pk").await;
     cluster.freeze(replica, true);
     // Replication stops here: the primary drops the link (the frozen replica keeps only what
     // its socket had already received) and goes on taking writes alone.

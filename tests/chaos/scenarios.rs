@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::checker::{check, check_lane, join_all, join_all_in, wait_for_waiting, wait_until, waiting};
+use crate::checker::{
+    applied, check, check_lane, join_all, join_all_in, wait_for_applied, wait_for_waiting, wait_until, waiting,
+};
 use queuegate::store::keys::Part;
 
 use crate::common::redis_url as shared_redis;
@@ -22,9 +24,9 @@ async fn kill_9_of_the_consumer_mid_drain_loses_and_doubles_nobody() {
     assert_eq!(burst.accepted.len(), 50_000, "statuses: {:?}", burst.statuses);
 
     let mut consumer = sc.spawn_consumer(500);
-    assert!(wait_for_waiting(&sc.names, "k9", 10_000, Duration::from_secs(120)).await, "consumer made progress");
+    assert!(wait_for_applied(&sc.names, "k9", 10_000, Duration::from_secs(120)).await, "consumer made progress");
     kill9(&mut consumer);
-    let at_kill = waiting(&sc.names, "k9").await;
+    let at_kill = applied(&sc.names, "k9").await;
     assert!(at_kill < 50_000, "the kill came mid-drain ({at_kill} applied)");
 
     let mut consumer = sc.spawn_consumer(500);
@@ -57,9 +59,9 @@ async fn kill_9_of_the_consumer_mid_drain_loses_and_doubles_nobody_in_either_lan
     assert_eq!(burst.accepted.len(), 20_000, "statuses: {:?}", burst.statuses);
 
     let mut consumer = sc.spawn_consumer(500);
-    assert!(wait_for_waiting(&sc.names, "k9l", 3_000, Duration::from_secs(120)).await, "consumer made progress");
+    assert!(wait_for_applied(&sc.names, "k9l", 3_000, Duration::from_secs(120)).await, "consumer made progress");
     kill9(&mut consumer);
-    let at_kill = waiting(&sc.names, "k9l").await;
+    let at_kill = applied(&sc.names, "k9l").await;
     assert!(at_kill < 13_333, "the kill came mid-drain ({at_kill} general fans applied)");
     // The lane switchers join while no consumer runs: their records wait in Kafka.
     let again = join_all_in(std::slice::from_ref(&gw), "k9l", switchers, 64).await;
