@@ -304,3 +304,32 @@ fn describe(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
         _ => "malformed",
     }
 }
+
+#[cfg(test)]
+mod claim_tests {
+    use super::JwtVerifier;
+    use base64::Engine;
+
+    fn token(claims: serde_json::Value) -> String {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!("{}.{}.sig", b64.encode(r#"{"alg":"HS256"}"#), b64.encode(claims.to_string()))
+    }
+
+    #[test]
+    fn a_claim_lane_reads_strings_numbers_booleans_and_arrays_and_nothing_else() {
+        let t = token(
+            serde_json::json!({"tier": "gold", "level": 3, "vip": true, "groups": ["a", "gold"], "o": {"tier": "gold"}}),
+        );
+        assert!(JwtVerifier::has_claim(&t, "tier", "gold"));
+        assert!(!JwtVerifier::has_claim(&t, "tier", "Gold"));
+        assert!(!JwtVerifier::has_claim(&t, "tier", "gol"));
+        assert!(JwtVerifier::has_claim(&t, "level", "3"));
+        assert!(JwtVerifier::has_claim(&t, "vip", "true"));
+        assert!(JwtVerifier::has_claim(&t, "groups", "gold"));
+        assert!(!JwtVerifier::has_claim(&t, "groups", "b"));
+        assert!(!JwtVerifier::has_claim(&t, "o", "gold"), "an object is no value");
+        assert!(!JwtVerifier::has_claim(&t, "missing", "gold"));
+        assert!(!JwtVerifier::has_claim("not-a-token", "tier", "gold"));
+        assert!(!JwtVerifier::has_claim("a.%%%.c", "tier", "gold"));
+    }
+}
