@@ -123,7 +123,8 @@ summary = {
     "ratio": round(sum(two) / sum(one), 3),
     "codes": json.load(open(os.path.join(out, "codes.json"))),
     "watch": {s: {k: w[s][k] for k in ("streams_open", "redis_commands_per_second_quiet",
-                                      "redis_commands_per_second_admitting", "push_latency_ms", "admitted_seen")}
+                                      "redis_commands_per_second_admitting", "gateway_redis_calls_per_second_quiet",
+                                      "gateway_redis_calls_per_second_admitting", "push_latency_ms", "admitted_seen")}
               for s in w},
 }
 json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)

@@ -103,16 +103,23 @@ step() { # name gateways [lanes: a,b — the concert gets these lanes, equal sha
   local open=0
   for k in $(seq 0 $((gateways - 1))); do open=$((open + $(metric $((8190 + k)) queuegate_status_streams_open))); done
   log "$name: $open streams open; RSS $((rss_before / 1024)) -> $((rss_after / 1024)) MiB; 10 s of quiet watching"
-  local c0 t0 c1 t1 cpu0=0 cpu1=0 ev0=0 ev1=0
+  local c0 t0 c1 t1 cpu0=0 cpu1=0 ev0=0 ev1=0 gq0 gq1 ga0 ga1
+  # The gateways' own Redis calls (every op): what watching costs, apart from the admitter's work.
+  gw_calls() { local n=0 k; for k in $(seq 0 $((gateways - 1))); do n=$((n + $(metric $((8190 + k)) queuegate_redis_call_duration_seconds_count))); done; echo $n; }
+  gq0=$(gw_calls)
   c0=$(redis_commands); t0=$(date +%s.%N)
   sleep 10
   c1=$(redis_commands); t1=$(date +%s.%N)
+  gq1=$(gw_calls)
+  local quiet_gw_calls
+  quiet_gw_calls=$(python3 -c "print(round(($gq1 - $gq0) / ($t1 - $t0), 2))")
   local quiet_cps
   quiet_cps=$(python3 -c "print(round(($c1 - $c0) / ($t1 - $t0), 1))")
   log "$name: quiet: $quiet_cps Redis commands/s; admitting $RATE fans/s"
   for p in "${gw[@]}"; do cpu0=$((cpu0 + $(cpu_ticks "$p"))); done
   for k in $(seq 0 $((gateways - 1))); do ev0=$((ev0 + $(metric $((8190 + k)) 'queuegate_stream_events_total'))); done
   rcli INFO commandstats > "$dir/commandstats-0.txt"
+  ga0=$(gw_calls)
   c0=$(redis_commands); t0=$(date +%s.%N)
   curl -fsS -X PUT "http://127.0.0.1:8190/admin/v1/concerts/$name" -H "Authorization: Bearer $ADMIN_TOKEN" \
     -H 'Content-Type: application/json' -d "{\"state\":\"open\",\"admitPerSecond\":$RATE,\"tokenTtlSeconds\":600${lanes_json}}" >/dev/null
@@ -120,6 +127,7 @@ step() { # name gateways [lanes: a,b — the concert gets these lanes, equal sha
   local half=$((FANS * gateways / 2 / RATE))
   sleep "$half"
   c1=$(redis_commands); t1=$(date +%s.%N)
+  ga1=$(gw_calls)
   rcli INFO commandstats > "$dir/commandstats-1.txt"
   for p in "${gw[@]}"; do cpu1=$((cpu1 + $(cpu_ticks "$p"))); done
   for k in $(seq 0 $((gateways - 1))); do ev1=$((ev1 + $(metric $((8190 + k)) 'queuegate_stream_events_total'))); done
@@ -131,9 +139,10 @@ step() { # name gateways [lanes: a,b — the concert gets these lanes, equal sha
   local hz
   hz=$(getconf CLK_TCK)
   python3 - "$dir" "$gateways" "$FANS" "$RATE" "$rss_before" "$rss_after" "$rss_admitting" "$open" "$quiet_cps" \
-    "$c0" "$c1" "$t0" "$t1" "$cpu0" "$cpu1" "$hz" "$ev0" "$ev1" <<'PY'
+    "$c0" "$c1" "$t0" "$t1" "$cpu0" "$cpu1" "$hz" "$ev0" "$ev1" "$quiet_gw_calls" "$ga0" "$ga1" <<'PY'
 import json, sys, glob, os, math
-(d, gateways, fans, rate, rss0, rss1, rss2, open_, quiet, c0, c1, t0, t1, cpu0, cpu1, hz, ev0, ev1) = sys.argv[1:]
+(d, gateways, fans, rate, rss0, rss1, rss2, open_, quiet, c0, c1, t0, t1, cpu0, cpu1, hz, ev0, ev1,
+ quiet_gw, ga0, ga1) = sys.argv[1:]
 gateways, fans, rate, open_ = int(gateways), int(fans), int(rate), int(open_)
 secs = float(t1) - float(t0)
 cpu_s = (int(cpu1) - int(cpu0)) / int(hz)
@@ -152,6 +161,8 @@ summary = {
     "bytes_per_stream": round((int(rss1) - int(rss0)) * 1024 / max(open_, 1)),
     "redis_commands_per_second_quiet": float(quiet),
     "redis_commands_per_second_admitting": round((int(c1) - int(c0)) / secs, 1),
+    "gateway_redis_calls_per_second_quiet": float(quiet_gw),
+    "gateway_redis_calls_per_second_admitting": round((int(ga1) - int(ga0)) / secs, 2),
     "admitting_seconds": round(secs, 1),
     "gateway_cpu_percent_admitting": round(100 * cpu_s / secs, 1),
     "frames_pushed": int(events), "frames_per_second": round(events / secs),
