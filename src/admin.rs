@@ -257,7 +257,7 @@ struct LaneCountsView {
 async fn view(store: &QueueStore, c: Concert) -> Result<ConcertView, ApiError> {
     let counts = store.counts(&c.id, &c.settings.lane_names()).await?;
     let mut lane_counts = Vec::with_capacity(counts.lanes.len());
-    for (l, settings) in counts.lanes.iter().zip(c.settings.lanes()) {
+    for (l, settings) in counts.lanes.iter().zip(c.settings.lanes().iter()) {
         let (codes, codes_used) = if settings.access == crate::concerts::LaneAccess::Code {
             let (n, used) = store.code_counts(&c.id, &l.name).await?;
             (Some(n), Some(used))
@@ -301,7 +301,7 @@ async fn put_concert(
     let old = admin.store.get_concert(&id).await?;
     if body.opens_at.is_none() {
         if let Some(old) = old.as_ref().filter(|c| c.settings.opens_at.is_some()) {
-            for lane in old.settings.lanes() {
+            for lane in old.settings.lanes().iter() {
                 if admin.store.fair_state(&id, &lane.name).await?.shuffled_at_ms.is_none() {
                     return Err(ApiError::Conflict(format!(
                         "concert {id} is scheduled to open at {}: opensAt can be moved but not removed before the cut",
@@ -313,7 +313,7 @@ async fn put_concert(
     }
     // A lane taken away while fans are in it would strand them: it goes once it is empty.
     if let Some(old) = &old {
-        for lane in old.settings.lanes().into_iter().filter(|l| body.lane(&l.name).is_none()) {
+        for lane in old.settings.lanes().iter().filter(|l| body.lane(&l.name).is_none()) {
             let fans = admin.store.lane_population(&id, &lane.name).await?;
             if fans > 0 {
                 return Err(ApiError::Conflict(format!(

@@ -142,7 +142,7 @@ impl Admitter {
     async fn concert_round(&self, id: &ConcertId, s: &ConcertSettings, watermark: Option<i64>) -> anyhow::Result<()> {
         if let Some(w) = watermark {
             let mut staged = 0;
-            for lane in s.lanes() {
+            for lane in s.lanes().iter() {
                 if s.opens_at.is_some() {
                     if let Err(e) = self.fair_start(id, &lane.name, s, w).await {
                         tracing::warn!(concert = %id, lane = %lane.name, error = %e,

@@ -128,6 +128,10 @@ pub enum LaneAccess {
 }
 
 impl LaneAccess {
+    fn open() -> Self {
+        LaneAccess::Open
+    }
+
     pub fn as_text(&self) -> String {
         match self {
             LaneAccess::Open => "open".into(),
@@ -177,12 +181,6 @@ pub struct LaneSettings {
     pub share: u32,
     #[serde(default = "LaneAccess::open")]
     pub access: LaneAccess,
-}
-
-impl LaneAccess {
-    fn open() -> Self {
-        LaneAccess::Open
-    }
 }
 
 /// Most lanes a concert has.
@@ -328,18 +326,19 @@ impl ConcertSettings {
         }
     }
 
-    /// The concert's lanes in order: `lanes`, or the one `general` lane.
-    pub fn lanes(&self) -> Vec<LaneSettings> {
+    /// The concert's lanes in order: `lanes`, or the one `general` lane. Borrowed when the
+    /// concert lists its lanes, so a join's or a status read's look-up copies nothing.
+    pub fn lanes(&self) -> std::borrow::Cow<'_, [LaneSettings]> {
         if self.lanes.is_empty() {
-            vec![LaneSettings { name: Lane::general(), share: 1, access: LaneAccess::Open }]
+            std::borrow::Cow::Owned(vec![LaneSettings { name: Lane::general(), share: 1, access: LaneAccess::Open }])
         } else {
-            self.lanes.clone()
+            std::borrow::Cow::Borrowed(&self.lanes)
         }
     }
 
     /// The lanes' names, in order.
     pub fn lane_names(&self) -> Vec<Lane> {
-        self.lanes().into_iter().map(|l| l.name).collect()
+        self.lanes().iter().map(|l| l.name.clone()).collect()
     }
 
     /// The index of lane `name` in [`lanes`](Self::lanes), if the concert has it.
@@ -349,12 +348,12 @@ impl ConcertSettings {
 
     /// Each lane's name and share, in order: how admission splits its rounds.
     pub fn lane_shares(&self) -> Vec<(Lane, u32)> {
-        self.lanes().into_iter().map(|l| (l.name, l.share)).collect()
+        self.lanes().iter().map(|l| (l.name.clone(), l.share)).collect()
     }
 
     /// The lane named `name`, if the concert has it.
     pub fn lane(&self, name: &Lane) -> Option<LaneSettings> {
-        self.lanes().into_iter().find(|l| &l.name == name)
+        self.lanes().iter().find(|l| &l.name == name).cloned()
     }
 
     /// What fans of a sold-out concert are told: `soldOutMessage`, or a default naming it.

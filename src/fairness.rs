@@ -19,7 +19,8 @@ pub const ALGORITHM: &str =
      ties by userId; listHash: SHA-256 of the userIds sorted bytewise, each followed by \"\\n\"; \
      commitment: SHA-256 of the hex-decoded seed";
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -313,7 +313,8 @@ impl QueueStore {
     }
 
     /// Where `user` stands in `concert`'s queue (in its lane), the lane, and Redis's time (ms):
-    /// O(log n). `lanes` are the concert's lanes other than general (where the fan may be). With
+    /// O(log n). `lanes` are the concert's lanes, where the fan may be (general's keys are read
+    /// whatever they say). With
     /// `record_poll_every_ms` > 0 the read also records the fan's last poll (abandonment is
     /// judged by it) when the recorded one is at least that old; operators' reads pass 0.
     pub async fn standing(
@@ -581,7 +582,7 @@ impl QueueStore {
         timed(pipe.query_async::<()>(&mut c)).await?;
         if settings.opens_at.is_some() {
             // Scheduled: each lane's shuffle seed is drawn now, once, and only its hash is published.
-            for lane in settings.lanes() {
+            for lane in settings.lanes().iter() {
                 self.commit_to_seed(&mut c, id, &lane.name).await?;
             }
         }

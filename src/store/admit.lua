@@ -21,7 +21,7 @@
 -- ARGV[6] lease value the caller holds ("" for manual admission: no lease needed)
 -- ARGV[7] request id ("" for none): an operator's retried admit returns the first answer and
 --         admits nobody again (the answer is kept for an hour)
--- ARGV[8] L, the number of lanes; ARGV[9 .. 8+L] their names; ARGV[9+L .. 8+2L] their shares.
+-- ARGV[8] L >= 1, the number of lanes; ARGV[9 .. 8+L] their names; ARGV[9+L .. 8+2L] their shares.
 --         The first lane's waiting, rank and gone are KEYS[1], KEYS[2] and KEYS[10]; lane i > 1
 --         has KEYS[14 + 3(i-2)], KEYS[15 + 3(i-2)], KEYS[16 + 3(i-2)].
 --
@@ -100,21 +100,17 @@ if rate > 0 then
 end
 
 local out = {1, now, 'e:' .. idle .. ':' .. maxed}
-local nl = tonumber(ARGV[8] or '0')
+local nl = tonumber(ARGV[8])
 local lanes = {}
-if nl == 0 then
-  lanes[1] = {name = 'general', share = 1, waiting = KEYS[1], rank = KEYS[2], gone = KEYS[10]}
-else
-  for i = 1, nl do
-    local l = {name = ARGV[8 + i], share = tonumber(ARGV[8 + nl + i])}
-    if i == 1 then
-      l.waiting, l.rank, l.gone = KEYS[1], KEYS[2], KEYS[10]
-    else
-      local k = 14 + 3 * (i - 2)
-      l.waiting, l.rank, l.gone = KEYS[k], KEYS[k + 1], KEYS[k + 2]
-    end
-    lanes[i] = l
+for i = 1, nl do
+  local l = {name = ARGV[8 + i], share = tonumber(ARGV[8 + nl + i])}
+  if i == 1 then
+    l.waiting, l.rank, l.gone = KEYS[1], KEYS[2], KEYS[10]
+  else
+    local k = 14 + 3 * (i - 2)
+    l.waiting, l.rank, l.gone = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   end
+  lanes[i] = l
 end
 for i = 2, #lanes do
   local t = redis.call('TYPE', lanes[i].gone).ok

@@ -46,14 +46,14 @@ impl Scripts {
 
 /// How a code is stored: hex SHA-256 of its text.
 pub fn code_hash(code: &str) -> String {
-    Sha256::digest(code.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    crate::fairness::hex(&Sha256::digest(code.as_bytes()))
 }
 
 impl QueueStore {
     /// Adds `codes` to `lane` of `concert`; returns how many were new (a code uploaded before
     /// keeps its binding). Written in calls of [`CODES_PER_CALL`] codes.
     pub async fn add_codes(&self, concert: &ConcertId, lane: &Lane, codes: &[String]) -> Result<u64, StoreError> {
-        let key = self.keys.lane(concert, lane, Part::Codes);
+        let key = self.lane_key(concert, lane, Part::Codes);
         let mut added = 0u64;
         let mut c = self.conn().await?;
         for chunk in codes.chunks(CODES_PER_CALL) {
@@ -78,7 +78,7 @@ impl QueueStore {
         code: Option<&str>,
     ) -> Result<CodeCheck, StoreError> {
         let mut inv = self.scripts.codes.bind.prepare_invoke();
-        inv.key(self.keys.lane(concert, lane, Part::Codes))
+        inv.key(self.lane_key(concert, lane, Part::Codes))
             .key(self.key(concert, Part::Lanes))
             .key(self.key(concert, Part::Adm))
             .key(self.key(concert, Part::Joined))
@@ -116,7 +116,7 @@ impl QueueStore {
         let mut c = self.conn().await?;
         let mut pipe = redis::pipe();
         pipe.cmd("HLEN")
-            .arg(self.keys.lane(concert, lane, Part::Codes))
+            .arg(self.lane_key(concert, lane, Part::Codes))
             .cmd("HGET")
             .arg(self.key(concert, Part::Adm))
             .arg(format!("codesBound@{lane}"));
