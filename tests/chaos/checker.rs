@@ -180,60 +180,55 @@ async fn compare(names: &Names, concert: &str, lane: &str, accepted: &HashSet<St
     }
 }
 
-/// Number of fans in Redis for a concert right now.
-pub async fn waiting(names: &Names, concert: &str) -> usize {
+/// The sum of the ZCARDs of `parts` of a concert right now (0 when Redis does not answer).
+async fn cards(names: &Names, concert: &str, parts: &[Part]) -> usize {
     match tokio::time::timeout(Duration::from_secs(1), redis_conn(&names.redis_url)).await {
-        Ok(Ok(mut c)) => c.query(redis::cmd("ZCARD").arg(names.key(concert, Part::Rank))).await.unwrap_or(0),
+        Ok(Ok(mut c)) => {
+            let mut n = 0;
+            for part in parts {
+                n += c.query::<usize>(redis::cmd("ZCARD").arg(names.key(concert, *part))).await.unwrap_or(0);
+            }
+            n
+        }
         _ => 0,
     }
+}
+
+/// Number of fans in Redis for a concert right now.
+pub async fn waiting(names: &Names, concert: &str) -> usize {
+    cards(names, concert, &[Part::Rank]).await
 }
 
 /// Number of fans the consumer has applied to a concert (its general lane) right now: placed, or
 /// staged for placement. Staged fans are placed in bulk once the watermark passes them, so the
 /// placed count alone can jump by tens of thousands at once: this is the consumer's progress.
 pub async fn applied(names: &Names, concert: &str) -> usize {
-    match tokio::time::timeout(Duration::from_secs(1), redis_conn(&names.redis_url)).await {
-        Ok(Ok(mut c)) => {
-            let placed: usize = c.query(redis::cmd("ZCARD").arg(names.key(concert, Part::Rank))).await.unwrap_or(0);
-            let staged: usize = c.query(redis::cmd("ZCARD").arg(names.key(concert, Part::Staged))).await.unwrap_or(0);
-            placed + staged
-        }
-        _ => 0,
-    }
+    cards(names, concert, &[Part::Rank, Part::Staged]).await
 }
 
 /// Waits until the consumer has applied at least `n` fans; false at the deadline.
 pub async fn wait_for_applied(names: &Names, concert: &str, n: usize, deadline: Duration) -> bool {
-    let until = tokio::time::Instant::now() + deadline;
-    while tokio::time::Instant::now() < until {
-        if applied(names, concert).await >= n {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
+    poll(deadline, Duration::from_millis(20), async || applied(names, concert).await >= n).await
 }
 
 /// Waits until at least `n` fans are in Redis; false at the deadline.
 pub async fn wait_for_waiting(names: &Names, concert: &str, n: usize, deadline: Duration) -> bool {
-    let until = tokio::time::Instant::now() + deadline;
-    while tokio::time::Instant::now() < until {
-        if waiting(names, concert).await >= n {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
+    poll(deadline, Duration::from_millis(20), async || waiting(names, concert).await >= n).await
 }
 
 /// Polls `f` every 100 ms until true or `deadline`; returns whether it became true.
-pub async fn wait_until(deadline: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+pub async fn wait_until(deadline: Duration, f: impl AsyncFnMut() -> bool) -> bool {
+    poll(deadline, Duration::from_millis(100), f).await
+}
+
+/// Polls `f` every `every` until true or `deadline`; returns whether it became true.
+async fn poll(deadline: Duration, every: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
     let until = tokio::time::Instant::now() + deadline;
     while tokio::time::Instant::now() < until {
         if f().await {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(every).await;
     }
     false
 }
