@@ -24,6 +24,7 @@ DIR=${CLUSTER_DIR:-$LOCAL/cluster}
 KPORT=${CLUSTER_KAFKA_PORT:-19092}
 RPORT=${CLUSTER_REDIS_PORT:-7000}
 TOPIC=${QUEUEGATE_KAFKA_TOPIC:-queue.entry}
+EVENTS_TOPIC=${QUEUEGATE_EVENTS_TOPIC:-queue.events}
 PARTITIONS=${QUEUEGATE_KAFKA_PARTITIONS:-12}
 HOST=127.0.0.1
 
@@ -120,7 +121,7 @@ kafka_up() {
   done
   [ "$up" = 3 ] || die "the Kafka cluster did not start within 120 s"
   local t
-  for t in "$TOPIC:$PARTITIONS" "$TOPIC.dlt:1" "$TOPIC.parked:1"; do
+  for t in "$TOPIC:$PARTITIONS" "$TOPIC.dlt:1" "$TOPIC.parked:1" "$EVENTS_TOPIC:$PARTITIONS"; do
     log "topic ${t%%:*} (${t##*:} partitions, replication factor 3)"
     kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$(bootstrap)" --create --if-not-exists \
       --topic "${t%%:*}" --partitions "${t##*:}" --replication-factor 3 --config min.insync.replicas=2 >/dev/null \

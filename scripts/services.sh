@@ -21,6 +21,7 @@ RUN="$LOCAL/run"
 BROKERS=${QUEUEGATE_KAFKA_BROKERS:-127.0.0.1:9092}
 REDIS_URL=${QUEUEGATE_REDIS_URL:-redis://127.0.0.1:6379}
 TOPIC=${QUEUEGATE_KAFKA_TOPIC:-queue.entry}
+EVENTS_TOPIC=${QUEUEGATE_EVENTS_TOPIC:-queue.events}
 PARTITIONS=${QUEUEGATE_KAFKA_PARTITIONS:-12}
 
 first_broker=${BROKERS%%,*}
@@ -158,7 +159,7 @@ start_kafka() {
 
 create_topics() {
   local t
-  for t in "$TOPIC:$PARTITIONS" "$TOPIC.dlt:1" "$TOPIC.parked:1"; do
+  for t in "$TOPIC:$PARTITIONS" "$TOPIC.dlt:1" "$TOPIC.parked:1" "$EVENTS_TOPIC:$PARTITIONS"; do
     log "topic ${t%%:*} (${t##*:} partitions)"
     kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_HOST:$KAFKA_PORT" \
       --create --if-not-exists --topic "${t%%:*}" --partitions "${t##*:}" --replication-factor 1 >/dev/null \
@@ -275,6 +276,21 @@ install_kubernetes_validate() {
   touch "$venv/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION"
 }
 
+# From PyPI, into .local/venv: the CloudEvents SDK and the Standard Webhooks library, which
+# read back the events topic's records and verify webhook deliveries (tests/api/events_out.rs).
+# Pinned.
+CLOUDEVENTS_VERSION=2.2.0
+STANDARDWEBHOOKS_VERSION=1.3.0
+install_event_libraries() {
+  local venv="$LOCAL/venv" mark="$LOCAL/venv/events-$CLOUDEVENTS_VERSION-$STANDARDWEBHOOKS_VERSION"
+  [ -f "$mark" ] && return 0
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+  log "installing cloudevents $CLOUDEVENTS_VERSION and standardwebhooks $STANDARDWEBHOOKS_VERSION from PyPI into ${venv#$ROOT/}"
+  "$venv/bin/pip" install -q "cloudevents==$CLOUDEVENTS_VERSION" "standardwebhooks==$STANDARDWEBHOOKS_VERSION" \
+    || die "pip install cloudevents standardwebhooks failed"
+  touch "$mark"
+}
+
 # --- commands ----------------------------------------------------------------------------------
 
 stop_pidfile() {
@@ -311,6 +327,6 @@ case "${1:-up}" in
     ;;
   fetch) fetch_kafka ;;
   cluster-id) new_cluster_id ;;
-  tools) install_tools; install_schemathesis; install_caddy; install_helm; install_kubernetes_validate ;;
+  tools) install_tools; install_schemathesis; install_caddy; install_helm; install_kubernetes_validate; install_event_libraries ;;
   *) die "usage: $0 up|down|status|fetch|tools|cluster-id" ;;
 esac

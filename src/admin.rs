@@ -110,6 +110,17 @@ pub static ROUTES: &[Endpoint] = &[
         path: "/admin/v1/concerts/{concertId}/sessions/{userId}",
         handler: |r| r.to(crate::gate::end),
     },
+    Endpoint { method: Method::GET, path: "/admin/v1/concerts/{concertId}/report", handler: |r| r.to(report) },
+    Endpoint {
+        method: Method::GET,
+        path: "/admin/v1/concerts/{concertId}/webhooks/deliveries",
+        handler: |r| r.to(webhook_deliveries),
+    },
+    Endpoint {
+        method: Method::POST,
+        path: "/admin/v1/concerts/{concertId}/webhooks/{webhookId}/secret",
+        handler: |r| r.to(rotate_webhook_secret),
+    },
 ];
 
 /// Registers the admin routes: the probes, the metrics and the console's own files (which hold
@@ -323,10 +334,95 @@ async fn put_concert(
             }
         }
     }
+    let mut body = body;
+    let old_hooks = old.map(|c| c.settings.webhooks).unwrap_or_default();
+    let created = webhook_ids(&admin.store, &id, &mut body.webhooks, &old_hooks).await?;
     let concert = admin.store.put_concert(&id, &body).await?;
     admin.cache.set(&id, concert.settings.clone());
     tracing::info!(concert = %id, state = concert.settings.state.as_str(), "concert updated");
-    Ok(HttpResponse::Ok().json(view(&admin.store, concert).await?))
+    let mut shown = view(&admin.store, concert).await?;
+    // A new endpoint's secret is shown in this answer only.
+    for hook in shown.settings.webhooks.iter_mut() {
+        if let Some((_, secret)) = created.iter().find(|(id, _)| id == &hook.id) {
+            hook.secret = secret.clone();
+        }
+    }
+    Ok(HttpResponse::Ok().json(shown))
+}
+
+/// Gives the webhooks of a PUT their ids and secrets: one already there (by id, or by URL) keeps
+/// its own; a new one gets a fresh id and secret (returned, to be shown once). The endpoints the
+/// PUT leaves out are forgotten with their pending deliveries.
+async fn webhook_ids(
+    store: &QueueStore,
+    concert: &ConcertId,
+    hooks: &mut [crate::concerts::WebhookSettings],
+    old: &[crate::concerts::WebhookSettings],
+) -> Result<Vec<(String, String)>, ApiError> {
+    let mut created = Vec::new();
+    for hook in hooks.iter_mut() {
+        let known = old.iter().find(|h| if hook.id.is_empty() { h.url == hook.url } else { h.id == hook.id });
+        match known {
+            Some(h) => {
+                hook.id = h.id.clone();
+                hook.secret = h.secret.clone();
+            }
+            None if !hook.id.is_empty() => {
+                return Err(ApiError::BadRequest(format!(
+                    "webhooks: concert {concert} has no webhook {:?}; leave id out to create one",
+                    hook.id
+                )));
+            }
+            None => {
+                hook.id = format!("wh_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+                let secret = crate::events::new_secret();
+                store.set_webhook_secret(concert, &hook.id, &secret).await?;
+                hook.secret = crate::events::mask(&secret);
+                created.push((hook.id.clone(), secret));
+            }
+        }
+    }
+    for gone in old.iter().filter(|h| !hooks.iter().any(|k| k.id == h.id)) {
+        store.forget_webhook(concert, &gone.id).await?;
+    }
+    Ok(created)
+}
+
+async fn report(admin: web::Data<Admin>, id: web::Path<ConcertId>) -> Result<HttpResponse, ApiError> {
+    let c = existing(&admin, &id).await?;
+    let data = admin.store.report(&c.id).await?;
+    Ok(HttpResponse::Ok().json(crate::events::report::render(c.id.as_str(), &data)))
+}
+
+async fn webhook_deliveries(admin: web::Data<Admin>, id: web::Path<ConcertId>) -> Result<HttpResponse, ApiError> {
+    let c = existing(&admin, &id).await?;
+    let mut hooks = Vec::new();
+    for h in &c.settings.webhooks {
+        let pending = admin.store.webhook_pending(&c.id, &h.id).await?;
+        hooks.push(
+            serde_json::json!({"id": h.id, "url": h.url, "types": h.types, "secret": h.secret, "pending": pending}),
+        );
+    }
+    let deliveries = admin.store.webhook_log_read(&c.id).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"webhooks": hooks, "deliveries": deliveries})))
+}
+
+async fn rotate_webhook_secret(
+    admin: web::Data<Admin>,
+    path: web::Path<(ConcertId, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, hook) = path.into_inner();
+    let mut c = existing(&admin, &id).await?;
+    let Some(h) = c.settings.webhooks.iter_mut().find(|h| h.id == hook) else {
+        return Err(ApiError::NotFound(format!("concert {id} has no webhook {hook}")));
+    };
+    let secret = crate::events::new_secret();
+    admin.store.set_webhook_secret(&id, &hook, &secret).await?;
+    h.secret = crate::events::mask(&secret);
+    let concert = admin.store.put_concert(&id, &c.settings).await?;
+    admin.cache.set(&id, concert.settings);
+    tracing::info!(concert = %id, webhook = %hook, "webhook secret rotated");
+    Ok(HttpResponse::Ok().json(serde_json::json!({"id": hook, "secret": secret})))
 }
 
 async fn list_concerts(admin: web::Data<Admin>) -> Result<HttpResponse, ApiError> {

@@ -38,6 +38,8 @@ pub struct Admitter {
     /// admission round never waits for Kafka (an offset fetch can take seconds while the group
     /// rebalances).
     latest: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Publishes the outboxes of the concerts whose lease this instance holds (src/events/relay.rs).
+    relay: Option<crate::events::relay::Relay>,
 }
 
 impl Admitter {
@@ -51,7 +53,43 @@ impl Admitter {
             lease_ms,
             order: None,
             latest: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
+            relay: None,
         }
+    }
+
+    /// Makes this admitter relay the outboxes of the concerts whose lease it holds.
+    pub fn with_relay(mut self, relay: crate::events::relay::Relay) -> Self {
+        self.relay = Some(relay);
+        self
+    }
+
+    /// Relays every concert's outbox whose lease this instance holds (or takes), every tick.
+    /// A task of its own, so a slow broker never holds up admission.
+    async fn relay_events(self: std::sync::Arc<Self>, stop: CancellationToken) {
+        let Some(relay) = self.relay.clone() else { return };
+        crate::periodic::every(self.tick, stop, "event relay", || {
+            let (relay, this) = (relay.clone(), self.clone());
+            async move {
+                let mut failed = None;
+                for (id, _) in this.cache.snapshot() {
+                    let held = match this.store.lease(&id, &this.instance, this.lease_ms).await {
+                        Ok(lease) => lease.is_some(),
+                        Err(e) => {
+                            failed = Some(anyhow::Error::from(e));
+                            continue;
+                        }
+                    };
+                    if held {
+                        if let Err(e) = relay.relay(&id).await {
+                            tracing::debug!(concert = %id, error = format!("{e:#}"), "relaying events failed; retrying next round");
+                            failed = Some(e);
+                        }
+                    }
+                }
+                failed.map_or(Ok(()), Err)
+            }
+        })
+        .await
     }
 
     /// Makes this admitter place staged fans and do scheduled concerts' cuts as the watermark
@@ -103,6 +141,7 @@ impl Admitter {
     pub async fn run(self, stop: CancellationToken) {
         let this = std::sync::Arc::new(self);
         tokio::spawn(this.clone().read_watermarks(stop.clone()));
+        tokio::spawn(this.clone().relay_events(stop.clone()));
         crate::periodic::every(this.tick, stop, "admission round", || {
             let this = this.clone();
             async move {

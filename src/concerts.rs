@@ -263,6 +263,39 @@ pub struct ConcertSettings {
     /// The concert's lanes; empty: one lane, `general`, open to all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lanes: Vec<LaneSettings>,
+    /// Endpoints that receive the concert's events by the Standard Webhooks specification
+    /// (docs/events.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookSettings>,
+}
+
+/// Most webhooks a concert has.
+pub const MAX_WEBHOOKS: usize = 10;
+
+/// One webhook endpoint of a concert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Given by queuegate when the endpoint is created (`wh_…`); a PUT that sends it back
+    /// keeps the endpoint, its secret and its pending deliveries.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    /// An absolute http:// or https:// URL.
+    pub url: String,
+    /// The event types delivered (`dev.queuegate.fan.admitted`, …); empty: all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<String>,
+    /// The secret, masked (`whsec_ab…`): shown whole only in the answer that created or
+    /// rotated it. Ignored in a PUT's body.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub secret: String,
+}
+
+impl WebhookSettings {
+    /// Whether events of type `ce_type` go to this endpoint.
+    pub fn wants(&self, ce_type: &str) -> bool {
+        self.types.is_empty() || self.types.iter().any(|t| t == ce_type)
+    }
 }
 
 /// Default `sessionIdleSeconds`.
@@ -323,6 +356,7 @@ impl ConcertSettings {
             protected_hosts: Vec::new(),
             sold_out_message: None,
             lanes: Vec::new(),
+            webhooks: Vec::new(),
         }
     }
 
@@ -450,6 +484,26 @@ impl ConcertSettings {
                 return Err(format!("lanes: the share of {:?} must be between 1 and {MAX_SHARE}", lane.name.as_str()));
             }
         }
+        if self.webhooks.len() > MAX_WEBHOOKS {
+            return Err(format!("webhooks lists at most {MAX_WEBHOOKS} endpoints"));
+        }
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            if web_url(&hook.url).is_none() {
+                return Err(format!(
+                    "webhooks: {:?} is not an absolute http:// or https:// URL of at most 2048 characters",
+                    hook.url
+                ));
+            }
+            if self.webhooks[..i].iter().any(|h| h.url == hook.url) {
+                return Err(format!("webhooks: {:?} is listed twice", hook.url));
+            }
+            if let Some(t) = hook.types.iter().find(|t| !crate::events::TYPES.contains(&t.as_str())) {
+                return Err(format!(
+                    "webhooks: {t:?} is not an event type; the types are {}",
+                    crate::events::TYPES.join(", ")
+                ));
+            }
+        }
         for (field, colour) in [("brandColor", &self.brand_color), ("backgroundColor", &self.background_color)] {
             if colour.as_deref().is_some_and(|c| !is_hex_colour(c)) {
                 return Err(format!("{field} must be a colour written #rrggbb"));
@@ -486,6 +540,14 @@ impl ConcertSettings {
                     String::new()
                 } else {
                     serde_json::to_string(&self.lanes).expect("lanes serialise")
+                },
+            ),
+            (
+                "webhooks",
+                if self.webhooks.is_empty() {
+                    String::new()
+                } else {
+                    serde_json::to_string(&self.webhooks).expect("webhooks serialise")
                 },
             ),
         ]
@@ -553,6 +615,7 @@ impl Concert {
                     .unwrap_or_default(),
                 sold_out_message: text("soldOutMessage"),
                 lanes: get("lanes").and_then(|v| serde_json::from_str(v).ok()).unwrap_or_default(),
+                webhooks: get("webhooks").and_then(|v| serde_json::from_str(v).ok()).unwrap_or_default(),
             },
             created_at_ms: get("createdAt").and_then(|v| v.parse().ok()).unwrap_or(0),
             updated_at_ms: get("updatedAt").and_then(|v| v.parse().ok()).unwrap_or(0),
@@ -760,6 +823,7 @@ mod tests {
                 },
                 LaneSettings { name: Lane::general(), share: 10, access: LaneAccess::Open },
             ],
+            webhooks: vec![],
         };
         let fields: Vec<(String, String)> = s.to_fields().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         assert_eq!(Concert::from_fields(&c(), &fields).settings, s);

@@ -16,8 +16,8 @@ pub mod sections;
 pub use identity::{ClientIpHeader, FanIdentityMode, IdentitySettings};
 pub use secret::Secret;
 pub use sections::{
-    check_properties, AdmissionSettings, ConsumerSettings, HttpSettings, KafkaProperty, KafkaSettings, LogFormat,
-    RedisSettings, SecuritySettings, TelemetrySettings, SESSION_TIMEOUT_MS,
+    check_properties, AdmissionSettings, ConsumerSettings, EventsSettings, HttpSettings, KafkaProperty, KafkaSettings,
+    LogFormat, RedisSettings, SecuritySettings, TelemetrySettings, SESSION_TIMEOUT_MS,
 };
 
 /// queuegate: a waiting-queue gateway for concert ticket on-sales.
@@ -160,6 +160,8 @@ pub struct Settings {
     pub identity: IdentitySettings,
     #[command(flatten)]
     pub telemetry: TelemetrySettings,
+    #[command(flatten)]
+    pub events: EventsSettings,
 }
 
 /// A configuration problem, named by the setting that has it.
@@ -182,6 +184,7 @@ impl Settings {
         self.http.validate(insecure_dev)?;
         self.kafka.validate()?;
         self.consumer.validate()?;
+        self.events.validate()?;
         self.redis.validate()?;
         self.security.validate()?;
         self.identity.validate(insecure_dev, role.serves_public())?;
@@ -209,6 +212,7 @@ impl Settings {
         s.http.fan_status_per_second = 0;
         s.kafka.kafka_topic = topic.to_owned();
         s.kafka.kafka_group = group.to_owned();
+        s.events.events_topic = format!("{topic}.events");
         s.redis.redis_prefix = prefix.to_owned();
         s.security.admin_token = Some(Secret::new("test-admin-token-0123456789"));
         s.security.token_secret = Some(Secret::new("test-token-secret-0123456789-0123456789"));

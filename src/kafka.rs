@@ -46,6 +46,8 @@ pub enum ClientRole {
     Ticks,
     /// Topic administration (tools and tests).
     Admin,
+    /// The outbox relay's producer and the events worker's consumer (src/events.rs).
+    Events,
 }
 
 impl ClientRole {
@@ -60,6 +62,7 @@ impl ClientRole {
             ClientRole::Probe => "probe",
             ClientRole::Ticks => "ticks",
             ClientRole::Admin => "admin",
+            ClientRole::Events => "events",
         }
     }
 }
@@ -160,6 +163,15 @@ impl KafkaClients {
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "true");
+        c
+    }
+
+    /// The events worker's consumer of the events topic, in group `<group>.events`.
+    pub fn events_consumer(&self, consumer: &ConsumerSettings) -> ClientConfig {
+        let mut c = self.consumer(consumer);
+        c.set("group.id", format!("{}.events", self.settings.kafka_group))
+            .set("client.id", format!("queuegate-{}", ClientRole::Events.as_str()))
+            .set("fetch.min.bytes", "1");
         c
     }
 

@@ -15,6 +15,7 @@ pub mod concerts;
 pub mod config;
 pub mod consumer;
 pub mod dlt;
+pub mod events;
 pub mod fairness;
 pub mod gate;
 pub mod gateway;

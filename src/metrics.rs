@@ -56,6 +56,12 @@ pub struct Metrics {
     pub stream_events: IntCounterVec,
     pub open_streams: IntGauge,
     pub view_fans: IntGauge,
+    /// Events the outbox relay published to the events topic.
+    pub events_published: prometheus::IntCounter,
+    /// Webhook delivery attempts, by outcome (delivered, failed, gave_up).
+    pub webhook_deliveries: IntCounterVec,
+    /// Seconds from a change to its webhook's successful delivery.
+    pub webhook_delay: prometheus::Histogram,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -225,6 +231,27 @@ impl Metrics {
                 &["mode"],
             )
             .expect("valid metric"),
+            events_published: prometheus::IntCounter::new(
+                "queuegate_events_published_total",
+                "Events the outbox relay of this process published to QUEUEGATE_EVENTS_TOPIC (a re-publish after a crash counts again)",
+            )
+            .expect("valid metric"),
+            webhook_deliveries: IntCounterVec::new(
+                Opts::new(
+                    "queuegate_webhook_deliveries_total",
+                    "Webhook delivery attempts of this process, by outcome (delivered, failed, gave_up)",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
+            webhook_delay: prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(
+                    "queuegate_webhook_delay_seconds",
+                    "From a change (its event's time) to the successful delivery of its webhook",
+                )
+                .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0]),
+            )
+            .expect("valid metric"),
             admission_rounds: prometheus::IntCounter::new(
                 "queuegate_admission_rounds_total",
                 "Admission rounds this process finished without error (one every QUEUEGATE_ADMISSION_TICK_MS)",
@@ -348,6 +375,9 @@ impl Metrics {
             Box::new(m.stream_events.clone()),
             Box::new(m.open_streams.clone()),
             Box::new(m.view_fans.clone()),
+            Box::new(m.events_published.clone()),
+            Box::new(m.webhook_deliveries.clone()),
+            Box::new(m.webhook_delay.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }

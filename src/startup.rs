@@ -364,7 +364,29 @@ impl Application {
                 Duration::from_millis(settings.admission.admission_tick_ms),
                 settings.admission.admission_lease_ms,
             )
-            .with_order(probe, settings.admission.clock_skew_ms as i64);
+            .with_order(probe, settings.admission.clock_skew_ms as i64)
+            .with_relay(crate::events::relay::Relay::new(
+                &KafkaClients::new(&settings.kafka, metrics.clone()),
+                &settings.events,
+                admin_store.clone(),
+                metrics.clone(),
+            )?);
+            let kafka = KafkaClients::new(&settings.kafka, metrics.clone());
+            let worker = crate::events::hooks::EventsWorker::new(
+                &kafka,
+                &settings.consumer,
+                &settings.events,
+                admin_store.clone(),
+                cache.clone(),
+            )?;
+            tasks.spawn("events worker", worker.run(stop.clone()));
+            let deliveries = crate::events::hooks::Deliveries::new(
+                admin_store.clone(),
+                cache.clone(),
+                metrics.clone(),
+                &settings.events,
+            )?;
+            tasks.spawn("webhook delivery", deliveries.run(stop.clone()));
             let stop = stop.clone();
             tasks.spawn("admitter", async move {
                 admitter.run(stop).await;

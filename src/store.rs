@@ -19,6 +19,7 @@ use crate::config::RedisSettings;
 use crate::ids::{ConcertId, Lane, RequestId, UserId};
 
 mod conn;
+pub mod events;
 mod fair;
 pub mod keys;
 mod lanes;
@@ -218,6 +219,7 @@ struct Scripts {
     release: Script,
     sessions: sessions::Scripts,
     codes: lanes::Scripts,
+    events: events::Scripts,
 }
 
 /// Handle on the Redis queue store; cheap to clone.
@@ -252,17 +254,18 @@ impl QueueStore {
                 apply: Script::new(include_str!("store/apply.lua")),
                 status: Script::new(include_str!("store/status.lua")),
                 page: Script::new(include_str!("store/page.lua")),
-                admit: Script::new(include_str!("store/admit.lua")),
-                remove: Script::new(include_str!("store/remove.lua")),
+                admit: Script::new(concat!(include_str!("store/outbox.lua"), include_str!("store/admit.lua"))),
+                remove: Script::new(concat!(include_str!("store/outbox.lua"), include_str!("store/remove.lua"))),
                 lease: Script::new(include_str!("store/lease.lua")),
                 counts: Script::new(include_str!("store/counts.lua")),
-                complete: Script::new(include_str!("store/complete.lua")),
+                complete: Script::new(concat!(include_str!("store/outbox.lua"), include_str!("store/complete.lua"))),
                 view: Script::new(include_str!("store/view.lua")),
-                shuffle: Script::new(include_str!("store/shuffle.lua")),
+                shuffle: Script::new(concat!(include_str!("store/outbox.lua"), include_str!("store/shuffle.lua"))),
                 confirm: Script::new(include_str!("store/confirm.lua")),
-                release: Script::new(include_str!("store/release.lua")),
+                release: Script::new(concat!(include_str!("store/outbox.lua"), include_str!("store/release.lua"))),
                 sessions: sessions::Scripts::new(),
                 codes: lanes::Scripts::new(),
+                events: events::Scripts::new(),
             }),
         })
     }
@@ -458,7 +461,8 @@ impl QueueStore {
             .key(self.lane_key(concert, first, Part::Gone))
             .key(self.key(concert, Part::Concert))
             .key(self.key(concert, Part::Sessions))
-            .key(self.key(concert, Part::Ended));
+            .key(self.key(concert, Part::Ended))
+            .key(self.key(concert, Part::Outbox));
         for (lane, _) in &lanes[1..] {
             for part in [Part::Waiting, Part::Rank, Part::Gone] {
                 inv.key(self.lane_key(concert, lane, part));
@@ -519,10 +523,12 @@ impl QueueStore {
             None => Lane::general(),
         };
         let mut inv = self.scripts.remove.prepare_invoke();
-        for part in [Part::Waiting, Part::Rank, Part::State, Part::Adm, Part::Gone] {
+        for part in [Part::Waiting, Part::Rank, Part::State, Part::Adm, Part::Gone, Part::Outbox] {
             inv.key(self.lane_key(concert, &lane, part));
         }
-        inv.arg(user.as_str()).arg(if lane.is_general() { String::new() } else { format!("@{lane}") });
+        inv.arg(user.as_str())
+            .arg(if lane.is_general() { String::new() } else { format!("@{lane}") })
+            .arg(lane.as_str());
         let removed: i64 = timed(inv.invoke_async(&mut c)).await?;
         Ok(removed == 1)
     }
@@ -535,7 +541,8 @@ impl QueueStore {
         inv.key(self.key(concert, Part::State))
             .key(self.key(concert, Part::Active))
             .key(self.key(concert, Part::Sessions))
-            .key(self.key(concert, Part::Ended));
+            .key(self.key(concert, Part::Ended))
+            .key(self.key(concert, Part::Outbox));
         inv.arg(user.as_str());
         let mut c = self.conn().await?;
         let done: i64 = timed(inv.invoke_async(&mut c)).await?;
@@ -578,6 +585,29 @@ impl QueueStore {
             .hset_multiple(self.key(id, Part::Concert), &fields)
             .ignore()
             .hset(self.key(id, Part::Concert), "updatedAt", now)
+            .ignore();
+        // The change's event, in the same transaction (outbox.lua): the settings without the
+        // webhooks, which are the operator's business, not the events' readers'.
+        let kind = if settings.state == crate::concerts::ConcertState::SoldOut {
+            "concert.soldout"
+        } else {
+            "concert.updated"
+        };
+        let mut published = serde_json::to_value(settings).map_err(|e| StoreError::Reply(e.to_string()))?;
+        if let Some(m) = published.as_object_mut() {
+            m.remove("webhooks");
+        }
+        pipe.cmd("XADD")
+            .arg(self.key(id, Part::Outbox))
+            .arg("*")
+            .arg("t")
+            .arg(kind)
+            .arg("l")
+            .arg("")
+            .arg("u")
+            .arg("")
+            .arg("x")
+            .arg(published.to_string())
             .ignore();
         timed(pipe.query_async::<()>(&mut c)).await?;
         if settings.opens_at.is_some() {

@@ -627,3 +627,52 @@ mod tests {
         check_properties(&[prop("security.protocol", "SASL_SSL"), prop("sasl.password", "x")]).expect("valid");
     }
 }
+
+/// Events out: the events topic and webhook delivery (docs/events.md).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Events")]
+pub struct EventsSettings {
+    /// The Kafka topic every change of a fan or a concert is published to, as CloudEvents in
+    /// binary content mode, keyed by concertId.
+    #[arg(long, env = "QUEUEGATE_EVENTS_TOPIC", default_value = "queue.events")]
+    pub events_topic: String,
+
+    /// How long a webhook endpoint may take to answer one delivery before it counts as failed (ms).
+    #[arg(long, env = "QUEUEGATE_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhook_timeout_ms: u64,
+
+    /// The first retry of a failed delivery waits about this long; each further one twice as
+    /// long, with jitter (ms).
+    #[arg(long, env = "QUEUEGATE_WEBHOOK_RETRY_BASE_MS", default_value_t = 5_000)]
+    pub webhook_retry_base_ms: u64,
+
+    /// The longest wait between two attempts of one delivery (ms).
+    #[arg(long, env = "QUEUEGATE_WEBHOOK_RETRY_MAX_MS", default_value_t = 600_000)]
+    pub webhook_retry_max_ms: u64,
+
+    /// A delivery still failing this long after its first attempt is given up (recorded as
+    /// failed in the deliveries log); at least an hour.
+    #[arg(long, env = "QUEUEGATE_WEBHOOK_GIVE_UP_SECONDS", default_value_t = 86_400)]
+    pub webhook_give_up_seconds: u64,
+}
+
+impl EventsSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.events_topic.is_empty() || self.events_topic.len() > 249 {
+            return Err(bad("QUEUEGATE_EVENTS_TOPIC", "must be a Kafka topic name (1 to 249 characters)"));
+        }
+        if self.webhook_timeout_ms == 0 {
+            return Err(bad("QUEUEGATE_WEBHOOK_TIMEOUT_MS", "must be more than 0"));
+        }
+        if self.webhook_retry_base_ms == 0 || self.webhook_retry_max_ms < self.webhook_retry_base_ms {
+            return Err(bad(
+                "QUEUEGATE_WEBHOOK_RETRY_BASE_MS",
+                "must be more than 0 and at most QUEUEGATE_WEBHOOK_RETRY_MAX_MS",
+            ));
+        }
+        if self.webhook_give_up_seconds < 3600 {
+            return Err(bad("QUEUEGATE_WEBHOOK_GIVE_UP_SECONDS", "must be at least 3600 (an hour)"));
+        }
+        Ok(())
+    }
+}

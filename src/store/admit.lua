@@ -21,9 +21,11 @@
 -- ARGV[6] lease value the caller holds ("" for manual admission: no lease needed)
 -- ARGV[7] request id ("" for none): an operator's retried admit returns the first answer and
 --         admits nobody again (the answer is kept for an hour)
+-- KEYS[14] outbox STREAM (outbox.lua): `admitted` (with each token's expiry) and `abandoned`
+--                per lane, `session.ended` (idle | max) and `expired` (a token never exchanged)
 -- ARGV[8] L >= 1, the number of lanes; ARGV[9 .. 8+L] their names; ARGV[9+L .. 8+2L] their shares.
 --         The first lane's waiting, rank and gone are KEYS[1], KEYS[2] and KEYS[10]; lane i > 1
---         has KEYS[14 + 3(i-2)], KEYS[15 + 3(i-2)], KEYS[16 + 3(i-2)].
+--         has KEYS[15 + 3(i-2)], KEYS[16 + 3(i-2)], KEYS[17 + 3(i-2)].
 --
 -- Lanes: the count is split between the lanes by share in a smooth weighted round robin whose
 -- running weights (`wrr` in adm) persist from call to call, so 70/30 over any ten admissions is
@@ -68,20 +70,32 @@ local idle, maxed = 0, 0
 local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 10000)
 if #due > 0 then
   local held = redis.call('HMGET', KEYS[12], unpack(due))
-  local gone = {}
+  local gone, ended, why, expired = {}, {}, {}, {}
   for i, user in ipairs(due) do
+    local sid, max_at
     if held[i] then
-      local sid, _, _, max_at = string.match(held[i], '^([^:]+):(%d+):(%d+):(%d+)$')
-      if sid then
-        if tonumber(max_at) <= now then maxed = maxed + 1 else idle = idle + 1 end
-        gone[#gone + 1] = now
-        gone[#gone + 1] = sid
+      sid, _, _, max_at = string.match(held[i], '^([^:]+):(%d+):(%d+):(%d+)$')
+    end
+    if sid then
+      if tonumber(max_at) <= now then
+        maxed = maxed + 1
+        why[#why + 1] = 'max'
+      else
+        idle = idle + 1
+        why[#why + 1] = 'idle'
       end
+      gone[#gone + 1] = now
+      gone[#gone + 1] = sid
+      ended[#ended + 1] = user
+    else
+      expired[#expired + 1] = user
     end
   end
   if #gone > 0 then
     redis.call('ZADD', KEYS[13], unpack(gone))
   end
+  outbox(KEYS[14], 'session.ended', '', ended, why)
+  outbox(KEYS[14], 'expired', '', expired)
   redis.call('HDEL', KEYS[12], unpack(due))
   redis.call('ZREM', KEYS[4], unpack(due))
 end
@@ -107,7 +121,7 @@ for i = 1, nl do
   if i == 1 then
     l.waiting, l.rank, l.gone = KEYS[1], KEYS[2], KEYS[10]
   else
-    local k = 14 + 3 * (i - 2)
+    local k = 15 + 3 * (i - 2)
     l.waiting, l.rank, l.gone = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   end
   lanes[i] = l
@@ -127,6 +141,7 @@ for _, l in ipairs(lanes) do
   l.cur = tonumber(wrr[l.name] or 0)
   l.left = redis.call('LLEN', l.waiting)
   l.admitted, l.scanned = 0, 0
+  l.in_users, l.in_exp, l.out_users = {}, {}, {}
   l.sfx = ''
   if l.name ~= 'general' then l.sfx = '@' .. l.name end
 end
@@ -157,6 +172,7 @@ local function take(l, count)
     if abandoned then
       states[#states + 1] = 'x:' .. now
       skipped = skipped + 1
+      l.out_users[#l.out_users + 1] = user
     else
       local exp = now + ttl
       states[#states + 1] = 'a:' .. now .. ':' .. exp
@@ -166,6 +182,8 @@ local function take(l, count)
       l.admitted = l.admitted + 1
       out[#out + 1] = user
       out[#out + 1] = exp
+      l.in_users[#l.in_users + 1] = user
+      l.in_exp[#l.in_exp + 1] = exp
     end
   end
   redis.call('HSET', KEYS[3], unpack(states))
@@ -204,6 +222,8 @@ end
 
 local tau = 30000
 for _, l in ipairs(lanes) do
+  outbox(KEYS[14], 'admitted', l.name, l.in_users, l.in_exp)
+  outbox(KEYS[14], 'abandoned', l.name, l.out_users)
   if l.scanned > 0 then
     local head = redis.call('ZRANGE', l.rank, 0, 0, 'WITHSCORES')
     if head[2] then

@@ -113,10 +113,11 @@ impl QueueStore {
             Part::Lease,
             Part::Staged,
             Part::Joined,
+            Part::Outbox,
         ] {
             inv.key(self.lane_key(id, lane, part));
         }
-        inv.arg(list_hash).arg(lease);
+        inv.arg(list_hash).arg(lease).arg(lane.as_str());
         for u in ordered {
             inv.arg(u.as_str());
         }

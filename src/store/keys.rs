@@ -65,6 +65,21 @@ pub enum Part {
     /// HASH of one lane's codes: hex SHA-256 of the code → the userId it is bound to ("" until
     /// a fan joins with it).
     Codes,
+    /// STREAM: the transactional outbox (outbox.lua): changes recorded by the scripts that
+    /// made them, until the event relay has published them.
+    Outbox,
+    /// HASH of the sale's report (src/events/report.lua): counts per outcome, joins and
+    /// admissions per minute, fans leaving the queue per minute.
+    Report,
+    /// HASH userId → which events the report has counted for the fan (a bit per kind) and
+    /// when it was placed: each fan counts once whatever the duplicates.
+    ReportFans,
+    /// ZSET userId → wait from placed to admitted (ms): the report's exact percentiles.
+    ReportWaits,
+    /// HASH webhook id → its signing secret (`whsec_…`).
+    WebhookSecrets,
+    /// LIST of the latest webhook delivery attempts (JSON, newest first, at most 200).
+    WebhookLog,
 }
 
 impl Part {
@@ -94,6 +109,12 @@ impl Part {
             Part::Order => "order",
             Part::Lanes => "lanes",
             Part::Codes => "codes",
+            Part::Outbox => "outbox",
+            Part::Report => "report",
+            Part::ReportFans => "reportfans",
+            Part::ReportWaits => "reportwaits",
+            Part::WebhookSecrets => "whsecrets",
+            Part::WebhookLog => "whlog",
         }
     }
 
@@ -151,6 +172,13 @@ impl Keys {
     /// A used proof-of-work challenge of `concert` (the nonce is hex, from a signed challenge).
     pub fn pow_nonce(&self, concert: &ConcertId, nonce: &str) -> String {
         format!("{}:{{{}}}:pow:{}", self.prefix, concert, nonce)
+    }
+
+    /// One of a webhook's delivery keys: `due` (ZSET event id → when to try next, ms), `body`
+    /// (HASH event id → the request body), `tries` (HASH event id → attempts so far, first
+    /// attempt's time).
+    pub fn webhook(&self, concert: &ConcertId, webhook: &str, part: &str) -> String {
+        format!("{}:{{{}}}:wh{}:{}", self.prefix, concert, part, webhook)
     }
 
     /// The SET of every concert id.

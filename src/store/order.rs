@@ -34,10 +34,11 @@ impl QueueStore {
             Part::Seen,
             Part::Order,
             Part::Fair,
+            Part::Outbox,
         ] {
             inv.key(self.lane_key(concert, lane, part));
         }
-        inv.arg(watermark_ms).arg(RELEASE_MAX);
+        inv.arg(watermark_ms).arg(RELEASE_MAX).arg(lane.as_str());
         let mut c = self.conn().await?;
         let (placed, staged, oldest): (u64, u64, i64) = timed(inv.invoke_async(&mut c)).await?;
         Ok(Released { placed, staged, oldest_staged_ms: (oldest >= 0).then_some(oldest) })

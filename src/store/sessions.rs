@@ -25,11 +25,11 @@ pub(super) struct Scripts {
 impl Scripts {
     pub(super) fn new() -> Self {
         Scripts {
-            exchange: Script::new(include_str!("exchange.lua")),
+            exchange: Script::new(concat!(include_str!("outbox.lua"), include_str!("exchange.lua"))),
             touch: Script::new(include_str!("touch.lua")),
-            sweep: Script::new(include_str!("sweep.lua")),
-            end: Script::new(include_str!("end_session.lua")),
-            revoke: Script::new(include_str!("revoke.lua")),
+            sweep: Script::new(concat!(include_str!("outbox.lua"), include_str!("sweep.lua"))),
+            end: Script::new(concat!(include_str!("outbox.lua"), include_str!("end_session.lua"))),
+            revoke: Script::new(concat!(include_str!("outbox.lua"), include_str!("revoke.lua"))),
             news: Script::new(include_str!("gate_news.lua")),
         }
     }
@@ -114,7 +114,7 @@ impl QueueStore {
         req: ExchangeRequest<'_>,
     ) -> Result<Result<Started, Refused>, StoreError> {
         let mut inv = self.scripts.sessions.exchange.prepare_invoke();
-        for part in [Part::State, Part::Active, Part::Sessions, Part::Spent, Part::Gate] {
+        for part in [Part::State, Part::Active, Part::Sessions, Part::Spent, Part::Gate, Part::Outbox] {
             inv.key(self.key(concert, part));
         }
         inv.arg(req.user.as_str())
@@ -172,7 +172,8 @@ impl QueueStore {
         let mut inv = self.scripts.sessions.sweep.prepare_invoke();
         inv.key(self.key(concert, Part::Active))
             .key(self.key(concert, Part::Sessions))
-            .key(self.key(concert, Part::Ended));
+            .key(self.key(concert, Part::Ended))
+            .key(self.key(concert, Part::Outbox));
         inv.arg(remember_ms);
         let mut c = self.conn().await?;
         timed(inv.invoke_async(&mut c)).await
@@ -183,7 +184,8 @@ impl QueueStore {
         let mut inv = self.scripts.sessions.end.prepare_invoke();
         inv.key(self.key(concert, Part::Active))
             .key(self.key(concert, Part::Sessions))
-            .key(self.key(concert, Part::Ended));
+            .key(self.key(concert, Part::Ended))
+            .key(self.key(concert, Part::Outbox));
         inv.arg(user.as_str());
         let mut c = self.conn().await?;
         let ended: i64 = timed(inv.invoke_async(&mut c)).await?;
@@ -193,7 +195,7 @@ impl QueueStore {
     /// The emergency stop (`revoke.lua`): (sessions ended, unexchanged tokens revoked).
     pub async fn revoke_sessions(&self, concert: &ConcertId) -> Result<(u64, u64), StoreError> {
         let mut inv = self.scripts.sessions.revoke.prepare_invoke();
-        for part in [Part::Active, Part::Sessions, Part::Ended, Part::Gate] {
+        for part in [Part::Active, Part::Sessions, Part::Ended, Part::Gate, Part::Outbox] {
             inv.key(self.key(concert, part));
         }
         let mut c = self.conn().await?;

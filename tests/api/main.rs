@@ -8,6 +8,7 @@ mod bad_input;
 mod common;
 mod dead_letters;
 mod events;
+mod events_out;
 mod fair_start;
 mod gate;
 mod gate_proxies;

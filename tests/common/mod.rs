@@ -76,6 +76,7 @@ impl Names {
             ("QUEUEGATE_KAFKA_BROKERS", self.brokers.clone()),
             ("QUEUEGATE_KAFKA_TOPIC", self.topic.clone()),
             ("QUEUEGATE_KAFKA_GROUP", self.group.clone()),
+            ("QUEUEGATE_EVENTS_TOPIC", self.events_topic()),
             ("QUEUEGATE_REDIS_URL", self.redis_url.clone()),
             ("QUEUEGATE_REDIS_PREFIX", self.prefix.clone()),
             ("QUEUEGATE_ADMIN_TOKEN", ADMIN_TOKEN.into()),
@@ -111,12 +112,19 @@ impl Names {
         Keys::new(&self.prefix).lane(&c, &queuegate::ids::Lane::parse(lane).expect("a valid lane"), part)
     }
 
-    /// Creates the entry topic (with `partitions`), its dead-letter topic and its parked-joins topic.
+    /// The events topic of these names.
+    pub fn events_topic(&self) -> String {
+        format!("{}.events", self.topic)
+    }
+
+    /// Creates the entry topic (with `partitions`), its dead-letter topic, its parked-joins
+    /// topic and the events topic (with `partitions`).
     pub async fn create_topics(&self, partitions: i32) {
         let kafka = KafkaClients::new(&self.settings().kafka, Metrics::new());
         let admin: AdminClient<DefaultClientContext> = kafka.admin().create().expect("admin client");
         let dlt = format!("{}.dlt", self.topic);
         let parked = format!("{}.parked", self.topic);
+        let events = self.events_topic();
         // On a cluster (several brokers listed), as in production: three copies, two in sync.
         let replicas = self.brokers.split(',').count().min(3) as i32;
         let isr = if replicas >= 3 { "2" } else { "1" };
@@ -124,6 +132,7 @@ impl Names {
             NewTopic::new(&self.topic, partitions, TopicReplication::Fixed(replicas)).set("min.insync.replicas", isr),
             NewTopic::new(&dlt, 1, TopicReplication::Fixed(replicas)).set("min.insync.replicas", isr),
             NewTopic::new(&parked, 1, TopicReplication::Fixed(replicas)).set("min.insync.replicas", isr),
+            NewTopic::new(&events, partitions, TopicReplication::Fixed(replicas)).set("min.insync.replicas", isr),
         ];
         for r in admin.create_topics(&topics, &AdminOptions::new()).await.expect("create topics") {
             r.expect("topic created");

@@ -1,0 +1,322 @@
+//! The events worker and webhook delivery.
+//!
+//! The worker reads the events topic in its own consumer group (`<QUEUEGATE_KAFKA_GROUP>.events`):
+//! each batch is added to the concerts' reports and queued in Redis for every webhook that
+//! wants it, and only then are its offsets committed, so a crash re-reads (the report counts
+//! each fan's change once; a queued delivery keeps its schedule).
+//!
+//! Delivery runs one task per webhook endpoint, so a slow or dead endpoint delays only itself:
+//! the task claims due deliveries (webhook_claim.lua pushes them out of sight for the timeout
+//! plus a margin, so two instances never send the same one at once, and one whose instance
+//! died comes due again), posts them concurrently by the Standard Webhooks specification, and
+//! removes what got a 2xx. A failure is tried again after `QUEUEGATE_WEBHOOK_RETRY_BASE_MS`,
+//! doubling up to `QUEUEGATE_WEBHOOK_RETRY_MAX_MS`, each wait drawn from 50–150 % of that
+//! (jitter), until `QUEUEGATE_WEBHOOK_GIVE_UP_SECONDS` after the first attempt. The schedule is in
+//! Redis, so it survives restarts.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::TopicPartitionList;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::Event;
+use crate::concerts::ConcertCache;
+use crate::config::{ConsumerSettings, EventsSettings};
+use crate::ids::ConcertId;
+use crate::kafka::{KafkaClients, KafkaContext};
+use crate::metrics::Metrics;
+use crate::store::QueueStore;
+
+/// Records per batch of the events worker.
+const BATCH: usize = 1000;
+/// Deliveries one endpoint's task sends at once.
+const IN_FLIGHT: usize = 16;
+
+/// Reads the events topic into reports and webhook queues.
+pub struct EventsWorker {
+    consumer: StreamConsumer<KafkaContext>,
+    store: QueueStore,
+    cache: ConcertCache,
+}
+
+impl EventsWorker {
+    pub fn new(
+        kafka: &KafkaClients,
+        consumer: &ConsumerSettings,
+        settings: &EventsSettings,
+        store: QueueStore,
+        cache: ConcertCache,
+    ) -> anyhow::Result<Self> {
+        let c: StreamConsumer<KafkaContext> =
+            kafka.events_consumer(consumer).create_with_context(kafka.context(crate::kafka::ClientRole::Events))?;
+        c.subscribe(&[settings.events_topic.as_str()])?;
+        Ok(EventsWorker { consumer: c, store, cache })
+    }
+
+    pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+        loop {
+            let first = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                m = self.consumer.recv() => m,
+            };
+            let first = match first {
+                Ok(m) => m.detach(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the events topic failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let mut batch = vec![first];
+            let until = tokio::time::Instant::now() + Duration::from_millis(20);
+            while batch.len() < BATCH {
+                match tokio::time::timeout_at(until, self.consumer.recv()).await {
+                    Ok(Ok(m)) => batch.push(m.detach()),
+                    _ => break,
+                }
+            }
+            let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
+            let mut by_concert: HashMap<ConcertId, Vec<Event>> = HashMap::new();
+            for m in &batch {
+                let next = offsets.entry((m.topic().to_owned(), m.partition())).or_insert(0);
+                *next = (*next).max(m.offset() + 1);
+                match Event::from_kafka(m.headers(), m.payload()) {
+                    Some(e) => by_concert.entry(e.concert.clone()).or_default().push(e),
+                    None => tracing::warn!(
+                        partition = m.partition(),
+                        offset = m.offset(),
+                        "a record of the events topic is not a queuegate event; skipped"
+                    ),
+                }
+            }
+            let mut backoff = Duration::from_millis(100);
+            while let Err(e) = self.take(&by_concert).await {
+                tracing::warn!(error = format!("{e:#}"), "recording events failed; retrying before committing");
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            let mut tpl = TopicPartitionList::new();
+            for ((t, p), next) in offsets {
+                tpl.add_partition_offset(&t, p, rdkafka::Offset::Offset(next))?;
+            }
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::info!(error = %e, "committing the events worker's offsets failed; the batch may be read again");
+            }
+        }
+    }
+
+    /// Adds a batch to the reports and the webhook queues.
+    async fn take(&self, by_concert: &HashMap<ConcertId, Vec<Event>>) -> anyhow::Result<()> {
+        let now = crate::clock::now_ms();
+        for (concert, events) in by_concert {
+            let entries: Vec<(&str, &str, i64)> =
+                events.iter().map(|e| (e.kind(), e.subject.as_deref().unwrap_or(""), e.time_ms)).collect();
+            self.store.report_add(concert, &entries).await?;
+            let Some(settings) = self.cache.settings(concert) else { continue };
+            for hook in &settings.webhooks {
+                let items: Vec<(&str, String)> = events
+                    .iter()
+                    .filter(|e| hook.wants(&e.ce_type))
+                    .map(|e| (e.id.as_str(), e.structured().to_string()))
+                    .collect();
+                self.store.webhook_enqueue(concert, &hook.id, &items, now).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Keeps one delivery task running per webhook of every known concert.
+pub struct Deliveries {
+    store: QueueStore,
+    cache: ConcertCache,
+    metrics: Metrics,
+    settings: EventsSettings,
+    client: reqwest::Client,
+}
+
+impl Deliveries {
+    pub fn new(
+        store: QueueStore,
+        cache: ConcertCache,
+        metrics: Metrics,
+        settings: &EventsSettings,
+    ) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.webhook_timeout_ms))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("queuegate/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Deliveries { store, cache, metrics, settings: settings.clone(), client })
+    }
+
+    pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let this = std::sync::Arc::new(self);
+        let mut running: HashMap<(ConcertId, String, String), CancellationToken> = HashMap::new();
+        loop {
+            let mut wanted = HashSet::new();
+            for (id, s) in this.cache.snapshot() {
+                for hook in &s.webhooks {
+                    wanted.insert((id.clone(), hook.id.clone(), hook.url.clone()));
+                }
+            }
+            running.retain(|k, token| {
+                let keep = wanted.contains(k);
+                if !keep {
+                    token.cancel();
+                }
+                keep
+            });
+            for key in wanted {
+                if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(key) {
+                    let token = stop.child_token();
+                    let (this, t) = (this.clone(), token.clone());
+                    let (concert, hook, url) = slot.key().clone();
+                    tokio::spawn(async move { this.endpoint(concert, hook, url, t).await });
+                    slot.insert(token);
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// One endpoint's deliveries, until the endpoint is taken away or the process stops.
+    async fn endpoint(&self, concert: ConcertId, hook: String, url: String, stop: CancellationToken) {
+        let visibility = self.settings.webhook_timeout_ms as i64 + 5_000;
+        while !stop.is_cancelled() {
+            let claimed =
+                match self.store.webhook_claim(&concert, &hook, crate::clock::now_ms(), visibility, IN_FLIGHT).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::debug!(concert = %concert, webhook = %hook, error = %e, "claiming deliveries failed");
+                        Vec::new()
+                    }
+                };
+            if claimed.is_empty() {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+                continue;
+            }
+            let secret = match self.store.webhook_secrets(&concert).await {
+                Ok(s) => s.get(&hook).cloned(),
+                Err(_) => None,
+            };
+            let Some(secret) = secret else {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            };
+            let sends = claimed.iter().map(|d| self.deliver(&concert, &hook, &url, &secret, d));
+            futures_util::future::join_all(sends).await;
+        }
+    }
+
+    /// One attempt of one delivery, and what follows from it.
+    async fn deliver(
+        &self,
+        concert: &ConcertId,
+        hook: &str,
+        url: &str,
+        secret: &str,
+        d: &crate::store::events::Claimed,
+    ) {
+        let now = crate::clock::now_ms();
+        let timestamp = now / 1000;
+        let Some(signature) = super::sign(secret, &d.id, timestamp, d.body.as_bytes()) else { return };
+        let started = std::time::Instant::now();
+        let result = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &d.id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(d.body.clone())
+            .send()
+            .await;
+        let ms = started.elapsed().as_millis() as u64;
+        let (ok, status, error) = match &result {
+            Ok(r) => (r.status().is_success(), Some(r.status().as_u16()), None),
+            Err(e) => (false, None, Some(if e.is_timeout() { "timed out".to_owned() } else { e.to_string() })),
+        };
+        let attempt = d.attempts + 1;
+        let first = d.first_ms.unwrap_or(now);
+        let gave_up = !ok && now - first >= self.settings.webhook_give_up_seconds as i64 * 1000;
+        let outcome = if ok {
+            "delivered"
+        } else if gave_up {
+            "gave_up"
+        } else {
+            "failed"
+        };
+        self.metrics.webhook_deliveries.with_label_values(&[outcome]).inc();
+        let stored = if ok || gave_up {
+            if ok {
+                if let Some(at) = serde_json::from_str::<serde_json::Value>(&d.body)
+                    .ok()
+                    .and_then(|b| b["time"].as_str().and_then(crate::clock::parse_rfc3339))
+                {
+                    self.metrics.webhook_delay.observe((crate::clock::now_ms() - at).max(0) as f64 / 1000.0);
+                }
+            }
+            self.store.webhook_done(concert, hook, &d.id).await
+        } else {
+            let wait = backoff_ms(self.settings.webhook_retry_base_ms, self.settings.webhook_retry_max_ms, attempt);
+            self.store.webhook_retry(concert, hook, &d.id, now + wait, attempt, first).await
+        };
+        if let Err(e) = stored {
+            tracing::warn!(concert = %concert, webhook = hook, error = %e, "recording a delivery failed; it will be tried again");
+        }
+        let mut entry = json!({
+            "webhookId": hook, "eventId": d.id, "attempt": attempt, "outcome": outcome,
+            "at": crate::clock::rfc3339(now), "ms": ms,
+        });
+        if let Some(s) = status {
+            entry["status"] = json!(s);
+        }
+        if let Some(e) = error {
+            entry["error"] = json!(e);
+        }
+        if let Err(e) = self.store.webhook_log(concert, &entry).await {
+            tracing::debug!(error = %e, "the delivery log was not written");
+        }
+        if !ok {
+            tracing::info!(concert = %concert, webhook = hook, event = %d.id, attempt, status, outcome, "webhook delivery failed");
+        }
+    }
+}
+
+/// The wait before attempt `attempt + 1` (ms): base · 2^(attempt−1), at most `max`, times a
+/// random factor in [0.5, 1.5).
+pub fn backoff_ms(base: u64, max: u64, attempt: u32) -> i64 {
+    let exp = base.saturating_mul(1u64 << (attempt.saturating_sub(1)).min(30)).min(max);
+    let mut r = [0u8; 2];
+    getrandom::fill(&mut r).expect("the OS random source works");
+    let jitter = 0.5 + f64::from(u16::from_le_bytes(r)) / 65536.0;
+    (exp as f64 * jitter) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff_ms;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_with_jitter() {
+        for attempt in 1..40 {
+            let w = backoff_ms(5_000, 600_000, attempt);
+            let exp = (5_000u64 << (attempt - 1).min(30)).min(600_000) as i64;
+            assert!(w >= exp / 2 && w < exp * 3 / 2, "attempt {attempt}: {w} ms");
+        }
+    }
+}

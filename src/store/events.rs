@@ -1,0 +1,278 @@
+//! The store's side of events out (src/events.rs): the outbox the scripts write, the sale's
+//! report, and the webhooks' delivery queues.
+
+use std::collections::HashMap;
+
+use redis::Script;
+
+use super::conn::timed;
+use super::keys::Part;
+use super::{QueueStore, StoreError};
+use crate::events::OutboxEntry;
+use crate::ids::ConcertId;
+
+pub(super) struct Scripts {
+    report: Script,
+    claim: Script,
+}
+
+impl Scripts {
+    pub(super) fn new() -> Self {
+        Scripts {
+            report: Script::new(include_str!("report.lua")),
+            claim: Script::new(include_str!("webhook_claim.lua")),
+        }
+    }
+}
+
+/// A concert's report as stored (see report.lua).
+#[derive(Debug, Clone, Default)]
+pub struct ReportData {
+    /// Fans per change: `placed`, `admitted`, … and concert events.
+    pub counts: HashMap<String, u64>,
+    /// Per minute (ms / 60000): fans placed, admitted, and who left the queue.
+    pub joins: Vec<(i64, u64)>,
+    pub admissions: Vec<(i64, u64)>,
+    pub left: Vec<(i64, u64)>,
+    /// Every wait from placed to admitted (ms), shortest first.
+    pub waits: Vec<i64>,
+}
+
+/// One delivery claimed for sending.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: String,
+    pub body: String,
+    /// Attempts before this one.
+    pub attempts: u32,
+    /// When the first attempt was made (ms); None before it.
+    pub first_ms: Option<i64>,
+}
+
+fn reply(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Reply(e.to_string())
+}
+
+impl QueueStore {
+    /// The first `count` entries of the concert's outbox, oldest first.
+    pub async fn outbox_read(&self, concert: &ConcertId, count: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut c = self.conn().await?;
+        let entries: Vec<(String, Vec<(String, String)>)> = timed(
+            redis::cmd("XRANGE")
+                .arg(self.key(concert, Part::Outbox))
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(count)
+                .query_async(&mut c),
+        )
+        .await?;
+        Ok(entries.into_iter().map(|(id, fields)| OutboxEntry::from_fields(id, &fields)).collect())
+    }
+
+    /// Deletes published outbox entries.
+    pub async fn outbox_delete(&self, concert: &ConcertId, ids: &[String]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.conn().await?;
+        timed(redis::cmd("XDEL").arg(self.key(concert, Part::Outbox)).arg(ids).query_async::<()>(&mut c)).await
+    }
+
+    /// Entries waiting in the concert's outbox.
+    pub async fn outbox_len(&self, concert: &ConcertId) -> Result<u64, StoreError> {
+        let mut c = self.conn().await?;
+        timed(redis::cmd("XLEN").arg(self.key(concert, Part::Outbox)).query_async(&mut c)).await
+    }
+
+    /// Adds events (kind, userId or "", time ms) to the concert's report; how many were new.
+    pub async fn report_add(&self, concert: &ConcertId, events: &[(&str, &str, i64)]) -> Result<u64, StoreError> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = self.scripts.events.report.prepare_invoke();
+        inv.key(self.key(concert, Part::Report))
+            .key(self.key(concert, Part::ReportFans))
+            .key(self.key(concert, Part::ReportWaits));
+        for (kind, user, at) in events {
+            inv.arg(*kind).arg(*user).arg(*at);
+        }
+        let mut c = self.conn().await?;
+        timed(inv.invoke_async(&mut c)).await
+    }
+
+    /// The concert's report as stored.
+    pub async fn report(&self, concert: &ConcertId) -> Result<ReportData, StoreError> {
+        let mut c = self.conn().await?;
+        let fields: Vec<(String, u64)> =
+            timed(redis::cmd("HGETALL").arg(self.key(concert, Part::Report)).query_async(&mut c)).await?;
+        let waits: Vec<(String, i64)> = timed(
+            redis::cmd("ZRANGE")
+                .arg(self.key(concert, Part::ReportWaits))
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query_async(&mut c),
+        )
+        .await?;
+        let mut r = ReportData { waits: waits.into_iter().map(|(_, w)| w).collect(), ..Default::default() };
+        for (k, v) in fields {
+            let minute = |p: &str| k.strip_prefix(p).and_then(|m| m.parse::<i64>().ok());
+            if let Some(m) = minute("j:") {
+                r.joins.push((m, v));
+            } else if let Some(m) = minute("a:") {
+                r.admissions.push((m, v));
+            } else if let Some(m) = minute("o:") {
+                r.left.push((m, v));
+            } else {
+                r.counts.insert(k, v);
+            }
+        }
+        for series in [&mut r.joins, &mut r.admissions, &mut r.left] {
+            series.sort_unstable();
+        }
+        Ok(r)
+    }
+
+    /// The concert's webhook secrets, by webhook id.
+    pub async fn webhook_secrets(&self, concert: &ConcertId) -> Result<HashMap<String, String>, StoreError> {
+        let mut c = self.conn().await?;
+        timed(redis::cmd("HGETALL").arg(self.key(concert, Part::WebhookSecrets)).query_async(&mut c)).await
+    }
+
+    /// Sets one webhook's secret.
+    pub async fn set_webhook_secret(&self, concert: &ConcertId, hook: &str, secret: &str) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        timed(redis::cmd("HSET").arg(self.key(concert, Part::WebhookSecrets)).arg(hook).arg(secret).query_async(&mut c))
+            .await
+    }
+
+    /// Forgets a webhook taken out of the concert: its secret and its pending deliveries.
+    pub async fn forget_webhook(&self, concert: &ConcertId, hook: &str) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let k = &self.keys;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hdel(self.key(concert, Part::WebhookSecrets), hook)
+            .del(k.webhook(concert, hook, "due"))
+            .del(k.webhook(concert, hook, "body"))
+            .del(k.webhook(concert, hook, "tries"));
+        timed(pipe.query_async::<()>(&mut c)).await
+    }
+
+    /// Queues deliveries (event id, body) for a webhook, due at `now_ms`; one already queued
+    /// keeps its schedule.
+    pub async fn webhook_enqueue(
+        &self,
+        concert: &ConcertId,
+        hook: &str,
+        items: &[(&str, String)],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let (due, body) = (self.keys.webhook(concert, hook, "due"), self.keys.webhook(concert, hook, "body"));
+        let mut pipe = redis::pipe();
+        for chunk in items.chunks(500) {
+            let mut hset = redis::cmd("HSET");
+            hset.arg(&body);
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(&due).arg("NX");
+            for (id, b) in chunk {
+                hset.arg(*id).arg(b);
+                zadd.arg(now_ms).arg(*id);
+            }
+            pipe.add_command(hset).ignore().add_command(zadd).ignore();
+        }
+        let mut c = self.conn().await?;
+        timed(pipe.query_async::<()>(&mut c)).await
+    }
+
+    /// Claims up to `count` due deliveries of a webhook (webhook_claim.lua).
+    pub async fn webhook_claim(
+        &self,
+        concert: &ConcertId,
+        hook: &str,
+        now_ms: i64,
+        visibility_ms: i64,
+        count: usize,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let mut inv = self.scripts.events.claim.prepare_invoke();
+        for part in ["due", "body", "tries"] {
+            inv.key(self.keys.webhook(concert, hook, part));
+        }
+        inv.arg(now_ms).arg(visibility_ms).arg(count);
+        let mut c = self.conn().await?;
+        let flat: Vec<String> = timed(inv.invoke_async(&mut c)).await?;
+        Ok(flat
+            .chunks(3)
+            .filter(|t| t.len() == 3)
+            .map(|t| {
+                let mut tries = t[2].split(':');
+                let attempts = tries.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                let first_ms = tries.next().and_then(|n| n.parse().ok());
+                Claimed { id: t[0].clone(), body: t[1].clone(), attempts, first_ms }
+            })
+            .collect())
+    }
+
+    /// A delivery is over (delivered, or given up): it leaves the queue.
+    pub async fn webhook_done(&self, concert: &ConcertId, hook: &str, id: &str) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .zrem(self.keys.webhook(concert, hook, "due"), id)
+            .hdel(self.keys.webhook(concert, hook, "body"), id)
+            .hdel(self.keys.webhook(concert, hook, "tries"), id);
+        let mut c = self.conn().await?;
+        timed(pipe.query_async::<()>(&mut c)).await
+    }
+
+    /// A delivery failed: try again at `at_ms`, `attempts` made since `first_ms`.
+    pub async fn webhook_retry(
+        &self,
+        concert: &ConcertId,
+        hook: &str,
+        id: &str,
+        at_ms: i64,
+        attempts: u32,
+        first_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("ZADD")
+            .arg(self.keys.webhook(concert, hook, "due"))
+            .arg("XX")
+            .arg(at_ms)
+            .arg(id)
+            .ignore()
+            .hset(self.keys.webhook(concert, hook, "tries"), id, format!("{attempts}:{first_ms}"))
+            .ignore();
+        let mut c = self.conn().await?;
+        timed(pipe.query_async::<()>(&mut c)).await
+    }
+
+    /// Deliveries a webhook still has to make (due now or later).
+    pub async fn webhook_pending(&self, concert: &ConcertId, hook: &str) -> Result<u64, StoreError> {
+        let mut c = self.conn().await?;
+        timed(redis::cmd("ZCARD").arg(self.keys.webhook(concert, hook, "due")).query_async(&mut c)).await
+    }
+
+    /// Records a delivery attempt in the concert's log (the newest 200 are kept).
+    pub async fn webhook_log(&self, concert: &ConcertId, entry: &serde_json::Value) -> Result<(), StoreError> {
+        let key = self.key(concert, Part::WebhookLog);
+        let mut pipe = redis::pipe();
+        pipe.lpush(&key, entry.to_string()).ignore().ltrim(&key, 0, 199).ignore();
+        let mut c = self.conn().await?;
+        timed(pipe.query_async::<()>(&mut c)).await
+    }
+
+    /// The concert's latest delivery attempts, newest first.
+    pub async fn webhook_log_read(&self, concert: &ConcertId) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut c = self.conn().await?;
+        let lines: Vec<String> =
+            timed(redis::cmd("LRANGE").arg(self.key(concert, Part::WebhookLog)).arg(0).arg(-1).query_async(&mut c))
+                .await?;
+        lines.iter().map(|l| serde_json::from_str(l).map_err(reply)).collect()
+    }
+}

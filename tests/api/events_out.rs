@@ -1,0 +1,441 @@
+//! Events out: every change on the events topic as a CloudEvent, webhooks by the Standard
+//! Webhooks specification, and the sale's report — read back and verified with the
+//! specifications' own libraries (PyPI `cloudevents` and `standardwebhooks`, run by
+//! tests/fixtures/events_check.py), not with our code.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use queuegate::config::Role;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::ClientConfig;
+use serde_json::{json, Value};
+
+use crate::common::{free_port, poll_until, spawn_role, Names, TestApp, ADMIN_TOKEN};
+
+/// A record of the events topic: headers, key, value.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub headers: BTreeMap<String, String>,
+    pub key: Option<String>,
+    pub value: String,
+}
+
+impl Record {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Reads `topic` from the start until `done` says the records read so far are enough, or
+/// `deadline` passes; every record read.
+pub async fn read_events(
+    brokers: &str,
+    topic: &str,
+    deadline: Duration,
+    done: impl Fn(&[Record]) -> bool,
+) -> Vec<Record> {
+    let reader: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("events-reader-{}", uuid::Uuid::new_v4().simple()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    reader.subscribe(&[topic]).expect("subscribe");
+    let until = tokio::time::Instant::now() + deadline;
+    let mut out = Vec::new();
+    while !done(&out) {
+        let Ok(m) = tokio::time::timeout_at(until, reader.recv()).await else { break };
+        let m = m.expect("a record");
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(Record {
+            headers,
+            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            value: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+        });
+    }
+    out
+}
+
+/// Distinct `ce_id`s among `records`.
+pub fn distinct_ids(records: &[Record]) -> usize {
+    records.iter().map(|r| r.header("ce_id")).collect::<BTreeSet<_>>().len()
+}
+
+/// Runs tests/fixtures/events_check.py in `mode` over `lines`: what the libraries read.
+fn check_with_libraries(mode: &str, lines: &[Value]) -> Vec<Value> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut child = std::process::Command::new(format!("{root}/.local/venv/bin/python"))
+        .arg(format!("{root}/tests/fixtures/events_check.py"))
+        .arg(mode)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python from .local/venv (scripts/services.sh tools installs it)");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for l in lines {
+            writeln!(stdin, "{l}").unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the {mode} libraries refused: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// What a webhook endpoint received.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+#[derive(Clone, Copy)]
+pub enum Behaviour {
+    Ok,
+    /// 500 to the first n requests, then 204.
+    FailFirst(usize),
+    /// Never answers (until the test ends).
+    Hang,
+}
+
+/// A webhook endpoint on loopback.
+pub struct Receiver {
+    pub url: String,
+    pub got: Arc<Mutex<Vec<Delivery>>>,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let h = self.server.clone();
+        tokio::spawn(async move { h.stop(false).await });
+    }
+}
+
+impl Receiver {
+    pub async fn start(behaviour: Behaviour) -> Receiver {
+        let got: Arc<Mutex<Vec<Delivery>>> = Arc::default();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (g, c) = (got.clone(), calls.clone());
+        let server = HttpServer::new(move || {
+            let (g, c) = (g.clone(), c.clone());
+            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                let (g, c) = (g.clone(), c.clone());
+                async move {
+                    let n = c.fetch_add(1, Ordering::SeqCst);
+                    let headers = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+                        .collect();
+                    let delivery = Delivery { headers, body: String::from_utf8_lossy(&body).into_owned() };
+                    match behaviour {
+                        Behaviour::Hang => {
+                            tokio::time::sleep(Duration::from_secs(600)).await;
+                            HttpResponse::NoContent().finish()
+                        }
+                        Behaviour::FailFirst(k) if n < k => HttpResponse::InternalServerError().body("not yet"),
+                        _ => {
+                            g.lock().unwrap().push(delivery);
+                            HttpResponse::NoContent().finish()
+                        }
+                    }
+                }
+            }))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .bind(("127.0.0.1", 0))
+        .expect("bind");
+        let port = server.addrs()[0].port();
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Receiver { url: format!("http://127.0.0.1:{port}/hook"), got, server: handle }
+    }
+
+    /// Distinct webhook-ids received with a 2xx.
+    pub fn ids(&self) -> BTreeSet<String> {
+        self.got.lock().unwrap().iter().map(|d| d.headers.get("webhook-id").cloned().unwrap_or_default()).collect()
+    }
+}
+
+async fn admission_tokens(app: &TestApp, concert: &str, count: u32) -> Vec<(String, String)> {
+    let r = app.admit(concert, count).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    body["admitted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["userId"].as_str().unwrap().to_owned(), a["admissionToken"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// The event's time (ms) as the CloudEvents SDK read it.
+fn time_ms(event: &Value) -> i64 {
+    queuegate::clock::parse_rfc3339(event["time"].as_str().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sales_changes_are_cloudevents_the_sdk_reads_and_webhooks_the_standard_library_verifies() {
+    let names = Names::new();
+    names.create_topics(3).await;
+    let app = spawn_role(&names, Role::Run, |_| {}).await;
+    let hook = Receiver::start(Behaviour::Ok).await;
+    let r = app.put_concert("c", json!({"state": "open", "webhooks": [{"url": hook.url}]})).await;
+    assert_eq!(r.status(), 200);
+    let created: Value = r.json().await.unwrap();
+    let secret = created["webhooks"][0]["secret"].as_str().unwrap().to_owned();
+    let webhook_id = created["webhooks"][0]["id"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_") && secret.len() > 40, "the whole secret, once: {secret}");
+    let shown = app.admin_json("/admin/v1/concerts/c").await;
+    assert_eq!(shown["webhooks"][0]["id"], webhook_id.as_str());
+    let masked = shown["webhooks"][0]["secret"].as_str().unwrap();
+    assert!(masked.ends_with('…') && masked.len() < 20 && secret.starts_with(masked.trim_end_matches('…')), "{masked}");
+
+    // A small sale: six fans placed, three admitted, one completes, one is removed.
+    for i in 0..6 {
+        assert_eq!(app.join("c", &format!("f{i}")).await.status(), 202);
+        app.wait_for_records(i + 1).await;
+    }
+    let admitted = admission_tokens(&app, "c", 3).await;
+    let r = app
+        .client
+        .post(format!("{}/v1/concerts/c/admission/complete", app.http()))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"admissionToken": admitted[0].1}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "complete: {}", r.status());
+    assert_eq!(app.admin_delete("/admin/v1/concerts/c/queue/f5").await.status(), 204);
+
+    // 1 concert.updated + 6 placed + 3 admitted + 1 completed + 1 removed.
+    let records =
+        read_events(&names.brokers, &names.events_topic(), Duration::from_secs(30), |r| distinct_ids(r) >= 12).await;
+    assert_eq!(distinct_ids(&records), 12, "{records:#?}");
+    assert!(records.iter().all(|r| r.key.as_deref() == Some("c")), "keyed by concertId");
+    let lines: Vec<Value> =
+        records.iter().map(|r| json!({"headers": r.headers, "key": r.key, "value": r.value})).collect();
+    let events = check_with_libraries("kafka", &lines);
+    let mut by_type: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for e in events {
+        assert_eq!(e["specversion"], "1.0");
+        assert_eq!(e["source"], "/queuegate/concerts/c");
+        assert_eq!(e["datacontenttype"], "application/json");
+        if seen.insert(e["id"].as_str().unwrap().to_owned()) {
+            by_type.entry(e["type"].as_str().unwrap().to_owned()).or_default().push(e);
+        }
+    }
+    let subjects = |t: &str| -> Vec<String> {
+        by_type.get(t).map_or(vec![], |v| v.iter().map(|e| e["subject"].as_str().unwrap().to_owned()).collect())
+    };
+    assert_eq!(subjects("dev.queuegate.fan.placed"), ["f0", "f1", "f2", "f3", "f4", "f5"]);
+    let positions: Vec<u64> =
+        by_type["dev.queuegate.fan.placed"].iter().map(|e| e["data"]["position"].as_u64().unwrap()).collect();
+    assert_eq!(positions, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(subjects("dev.queuegate.fan.admitted"), ["f0", "f1", "f2"]);
+    assert!(by_type["dev.queuegate.fan.admitted"]
+        .iter()
+        .all(|e| e["data"]["status"] == "admitted" && e["data"]["expiresAt"].is_string()));
+    assert_eq!(subjects("dev.queuegate.fan.completed"), ["f0"]);
+    assert_eq!(subjects("dev.queuegate.fan.removed"), ["f5"]);
+    let updated = &by_type["dev.queuegate.concert.updated"];
+    assert_eq!(updated.len(), 1);
+    assert_eq!(updated[0]["data"]["state"], "open");
+    assert!(updated[0]["data"].get("webhooks").is_none(), "webhook URLs stay out of the events");
+    assert_eq!(updated[0]["subject"], Value::Null);
+
+    // Every event reaches the webhook, and the Standard Webhooks library verifies each one.
+    let ok = poll_until(Duration::from_secs(30), async || hook.ids().len() >= 12).await;
+    assert!(ok, "the webhook got {} of 12 events", hook.ids().len());
+    let deliveries: Vec<Value> = hook
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|d| json!({"secret": secret, "headers": d.headers, "body": d.body}))
+        .collect();
+    let verified = check_with_libraries("webhook", &deliveries);
+    let hook_ids: BTreeSet<String> = verified
+        .iter()
+        .map(|v| {
+            assert_eq!(v["webhookId"], v["id"], "webhook-id is the event's ce_id");
+            assert_eq!(v["payloadId"], v["id"]);
+            v["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(hook_ids, seen, "the webhook got exactly the events of the topic");
+    // A forged signature is refused by the library (the check can fail).
+    let mut forged = deliveries[0].clone();
+    forged["secret"] = json!(queuegate::events::new_secret());
+    let refused = std::panic::catch_unwind(|| check_with_libraries("webhook", &[forged]));
+    assert!(refused.is_err(), "a delivery signed with another secret must not verify");
+
+    let log = app.admin_json("/admin/v1/concerts/c/webhooks/deliveries").await;
+    assert_eq!(log["webhooks"][0]["id"], webhook_id.as_str());
+    assert!(log["deliveries"].as_array().unwrap().iter().any(|d| d["outcome"] == "delivered" && d["status"] == 204));
+
+    // The report equals what the events say.
+    let mut report = Value::Null;
+    let caught_up = poll_until(Duration::from_secs(20), async || {
+        report = app.admin_json("/admin/v1/concerts/c/report").await;
+        report["counts"]["removed"] == 1 && report["counts"]["completed"] == 1
+    })
+    .await;
+    assert!(caught_up, "{report:#}");
+    for (kind, t) in
+        [("placed", "placed"), ("admitted", "admitted"), ("completed", "completed"), ("removed", "removed")]
+    {
+        let n = by_type.get(&format!("dev.queuegate.fan.{t}")).map_or(0, Vec::len);
+        assert_eq!(report["counts"][kind], n as u64, "{kind}");
+    }
+    let placed_at: HashMap<String, i64> = by_type["dev.queuegate.fan.placed"]
+        .iter()
+        .map(|e| (e["subject"].as_str().unwrap().to_owned(), time_ms(e)))
+        .collect();
+    let mut waits: Vec<i64> = by_type["dev.queuegate.fan.admitted"]
+        .iter()
+        .map(|e| time_ms(e) - placed_at[e["subject"].as_str().unwrap()])
+        .collect();
+    waits.sort_unstable();
+    let rank = |p: usize| waits[(p * waits.len()).div_ceil(100).max(1) - 1];
+    assert_eq!(report["waitMs"]["count"], 3);
+    assert_eq!(report["waitMs"]["p50"], rank(50));
+    assert_eq!(report["waitMs"]["p90"], rank(90));
+    assert_eq!(report["waitMs"]["p99"], rank(99));
+    assert_eq!(report["waitMs"]["max"], *waits.last().unwrap());
+    let per_minute = |t: &str| -> BTreeMap<String, u64> {
+        let mut m = BTreeMap::new();
+        for e in &by_type[t] {
+            let minute = time_ms(e) / 60_000 * 60_000;
+            *m.entry(queuegate::clock::rfc3339(minute)).or_default() += 1;
+        }
+        m
+    };
+    let reported = |field: &str| -> BTreeMap<String, u64> {
+        report[field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["minute"].as_str().unwrap().to_owned(), p["count"].as_u64().unwrap()))
+            .collect()
+    };
+    assert_eq!(reported("joinsPerMinute"), per_minute("dev.queuegate.fan.placed"));
+    assert_eq!(reported("admissionsPerMinute"), per_minute("dev.queuegate.fan.admitted"));
+    let last_length = report["queueLength"].as_array().unwrap().last().unwrap()["length"].as_i64().unwrap();
+    assert_eq!(last_length, 6 - 3 - 1, "six placed, three admitted and one removed leave two waiting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_get_everything_past_a_failing_a_hanging_and_a_dead_endpoint_and_a_restart() {
+    let names = Names::new();
+    names.create_topics(3).await;
+    let quick = |s: &mut queuegate::config::Settings| {
+        s.events.webhook_timeout_ms = 1_000;
+        s.events.webhook_retry_base_ms = 200;
+        s.events.webhook_retry_max_ms = 1_000;
+    };
+    let app = spawn_role(&names, Role::Run, quick).await;
+    let healthy = Receiver::start(Behaviour::Ok).await;
+    let failing = Receiver::start(Behaviour::FailFirst(5)).await;
+    let hanging = Receiver::start(Behaviour::Hang).await;
+    let dead = format!("http://127.0.0.1:{}/hook", free_port());
+    let body = json!({"state": "open", "webhooks": [
+        {"url": healthy.url},
+        {"url": failing.url, "types": ["dev.queuegate.fan.placed"]},
+        {"url": hanging.url},
+        {"url": dead},
+    ]});
+    let r = app.put_concert("c", body).await;
+    assert_eq!(r.status(), 200);
+    let created: Value = r.json().await.unwrap();
+    let ids: Vec<String> =
+        created["webhooks"].as_array().unwrap().iter().map(|h| h["id"].as_str().unwrap().to_owned()).collect();
+
+    for i in 0..15 {
+        assert_eq!(app.join("c", &format!("a{i}")).await.status(), 202);
+    }
+    // 1 concert.updated + 15 placed, while the hanging endpoint holds every one of its
+    // deliveries for the whole timeout and the dead one refuses every connection.
+    let ok = poll_until(Duration::from_secs(30), async || healthy.ids().len() >= 16).await;
+    assert!(ok, "the healthy endpoint got {} of 16 before the restart", healthy.ids().len());
+
+    // queuegate restarts (a graceful stop; the chaos tests kill -9) with deliveries pending.
+    app.shutdown().await.expect("clean shutdown");
+    let app = spawn_role(&names, Role::Run, quick).await;
+    for i in 0..15 {
+        assert_eq!(app.join("c", &format!("b{i}")).await.status(), 202);
+    }
+    let ok = poll_until(Duration::from_secs(40), async || healthy.ids().len() >= 31 && failing.ids().len() >= 30).await;
+    assert!(ok, "healthy got {} of 31, failing {} of 30", healthy.ids().len(), failing.ids().len());
+    assert_eq!(healthy.ids().len(), 31);
+    assert!(
+        failing.ids().iter().all(|id| id.starts_with("c/")) && failing.ids().len() == 30,
+        "the failing endpoint gets its type only, each event once by id"
+    );
+    let log = app.admin_json("/admin/v1/concerts/c/webhooks/deliveries").await;
+    let pending: HashMap<String, u64> = log["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["id"].as_str().unwrap().to_owned(), h["pending"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(pending[&ids[0]], 0);
+    assert_eq!(pending[&ids[1]], 0);
+    assert_eq!(pending[&ids[3]], 31, "nothing for the dead endpoint is lost: all 31 wait for it");
+    assert!(pending[&ids[2]] > 0, "the hanging endpoint still has deliveries to make");
+    let entries = log["deliveries"].as_array().unwrap();
+    let failed_with = |id: &str, pred: &dyn Fn(&Value) -> bool| {
+        entries.iter().any(|d| d["webhookId"] == id && d["outcome"] == "failed" && pred(d))
+    };
+    assert!(failed_with(&ids[1], &|d| d["status"] == 500), "the failing endpoint's 500s are in the log");
+    assert!(failed_with(&ids[2], &|d| d["error"] == "timed out"), "the hanging endpoint's timeouts are in the log");
+    assert!(failed_with(&ids[3], &|d| d["error"].is_string()), "the dead endpoint's refusals are in the log");
+
+    // Rotating a secret: the new one is shown once and signs what follows.
+    let r = app
+        .client
+        .post(format!("{}/admin/v1/concerts/c/webhooks/{}/secret", app.admin, ids[0]))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let rotated: Value = r.json().await.unwrap();
+    let secret = rotated["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    assert_eq!(app.join("c", "late").await.status(), 202);
+    let ok = poll_until(Duration::from_secs(20), async || {
+        healthy.got.lock().unwrap().iter().any(|d| d.body.contains("\"subject\":\"late\""))
+    })
+    .await;
+    assert!(ok, "the late fan's event reaches the healthy endpoint");
+    let late: Vec<Value> = healthy
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|d| d.body.contains("\"subject\":\"late\""))
+        .map(|d| json!({"secret": secret, "headers": d.headers, "body": d.body}))
+        .collect();
+    assert_eq!(check_with_libraries("webhook", &late).len(), late.len());
+}
