@@ -74,7 +74,7 @@ if #due > 0 then
   for i, user in ipairs(due) do
     local sid, max_at
     if held[i] then
-      sid, _, _, max_at = string.match(held[i], '^([^:]+):(%d+):(%d+):(%d+)$')
+      sid, max_at = string.match(held[i], '^([^:]+):%d+:%d+:(%d+)$')
     end
     if sid then
       if tonumber(max_at) <= now then

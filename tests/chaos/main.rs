@@ -8,6 +8,7 @@ mod checker;
 mod cluster;
 #[path = "../common/mod.rs"]
 mod common;
+mod events;
 mod kafka_cluster;
 mod order;
 mod procs;

@@ -3,6 +3,7 @@
 //! with deadlines, and private Redis and Kafka servers for tests that break them.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod events_topic;
 pub mod gate_proxies;
 pub mod private_cluster;
 pub mod private_kafka;
