@@ -248,7 +248,7 @@ impl Deliveries {
         let ms = started.elapsed().as_millis() as u64;
         let (ok, status, error) = match &result {
             Ok(r) => (r.status().is_success(), Some(r.status().as_u16()), None),
-            Err(e) => (false, None, Some(if e.is_timeout() { "timed out".to_owned() } else { e.to_string() })),
+            Err(e) => (false, None, Some(if e.is_timeout() { "timed out".to_owned() } else { root_cause(e) })),
         };
         let attempt = d.attempts + 1;
         let first = d.first_ms.unwrap_or(now);
@@ -295,6 +295,16 @@ impl Deliveries {
             tracing::info!(concert = %concert, webhook = hook, event = %d.id, attempt, status, outcome, "webhook delivery failed");
         }
     }
+}
+
+/// The innermost cause of a failed request ("Connection refused (os error 111)"), which says
+/// more to an operator than reqwest's "error sending request".
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
 }
 
 /// The wait before attempt `attempt + 1` (ms): base · 2^(attempt−1), at most `max`, times a

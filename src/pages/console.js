@@ -6,7 +6,7 @@ const enc = encodeURIComponent;
 // What PUT /admin/v1/concerts/{id} takes back of what GET shows.
 const SETTINGS = ["state", "admitPerSecond", "maxActive", "tokenTtlSeconds", "abandonAfterSeconds", "maxWaiting",
   "powDifficulty", "opensAt", "closesAt", "queueingMethod", "name", "redirectUrl", "logoUrl", "brandColor", "backgroundColor",
-  "sessionIdleSeconds", "sessionMaxSeconds", "protectedHosts", "soldOutMessage", "lanes"];
+  "sessionIdleSeconds", "sessionMaxSeconds", "protectedHosts", "soldOutMessage", "lanes", "webhooks"];
 let token = sessionStorage.getItem("qg:admin"), concerts = new Map(), timer = null;
 
 async function api(method, path, body) {
@@ -198,6 +198,54 @@ $("cform").addEventListener("submit", async (ev) => {
     await refresh();
   } catch (e) { $("cdone").textContent = ""; report(e); }
 });
+
+// The sale's report as three small charts (SVG drawn here: the console loads nothing from
+// elsewhere), the webhooks and their latest deliveries.
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs, text) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+function chart(id, points, bars) {
+  const box = $(id), W = 300, H = 120, pad = 18;
+  const max = Math.max(1, ...points.map((p) => p.v));
+  const x = (i) => pad + (points.length < 2 ? (W - 2 * pad) / 2 : (i * (W - 2 * pad)) / (points.length - 1));
+  const y = (v) => H - pad - (v * (H - 2 * pad)) / max;
+  const kids = [svg("title", {}, `${box.getAttribute("aria-label")}: ${points.map((p) => `${p.t} ${p.v}`).join(", ") || "nothing yet"}`),
+    svg("line", { x1: pad, y1: H - pad, x2: W - pad, y2: H - pad, class: "axis" }),
+    svg("text", { x: 2, y: pad - 4, class: "label" }, max.toLocaleString("en"))];
+  if (bars) {
+    const w = Math.max(2, (W - 2 * pad) / Math.max(points.length, 1) - 2);
+    points.forEach((p, i) => kids.push(svg("rect", { x: x(i) - w / 2, y: y(p.v), width: w, height: H - pad - y(p.v), class: "bar" })));
+  } else if (points.length) {
+    kids.push(svg("polyline", { points: points.map((p, i) => `${x(i)},${y(p.v)}`).join(" "), class: "line" }));
+    if (points.length <= 120) points.forEach((p, i) => kids.push(svg("circle", { cx: x(i), cy: y(p.v), r: 2, class: "dot" })));
+  }
+  if (points.length) kids.push(svg("text", { x: pad, y: H - 2, class: "label" }, points[0].t), svg("text", { x: W - pad, y: H - 2, class: "label end" }, points[points.length - 1].t));
+  box.replaceChildren(...kids);
+  box.dataset.points = points.length;
+}
+async function showReport() {
+  const id = $("rc").value;
+  const [r, d] = await Promise.all([api("GET", `/concerts/${enc(id)}/report`), api("GET", `/concerts/${enc(id)}/webhooks/deliveries`)]);
+  const order = ["placed", "admitted", "session.started", "session.ended", "completed", "expired", "abandoned", "removed"];
+  $("rcounts").textContent = order.map((k) => `${k} ${(r.counts[k] || 0).toLocaleString("en")}`).join(" · ");
+  const w = r.waitMs, s = (ms) => (ms === null || ms === undefined ? "—" : `${(ms / 1000).toFixed(1)} s`);
+  $("rwaits").textContent = `Wait from placed to admitted (${w.count.toLocaleString("en")} fans): p50 ${s(w.p50)}, p90 ${s(w.p90)}, p99 ${s(w.p99)}, max ${s(w.max)}`;
+  const hhmm = (t) => new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  chart("chart-joins", r.joinsPerMinute.map((p) => ({ t: hhmm(p.minute), v: p.count })), true);
+  chart("chart-admissions", r.admissionsPerMinute.map((p) => ({ t: hhmm(p.minute), v: p.count })), true);
+  chart("chart-length", r.queueLength.map((p) => ({ t: hhmm(p.minute), v: p.length })), false);
+  $("hrows").replaceChildren(...d.webhooks.map((h) => el("tr", { dataset: { webhook: h.id } }, el("td", { textContent: h.id }),
+    el("td", { textContent: h.url }), el("td", { textContent: h.secret }), el("td", { textContent: h.pending.toLocaleString("en") }))));
+  $("drows").replaceChildren(...d.deliveries.slice(0, 20).map((x) => el("tr", {}, el("td", { textContent: new Date(x.at).toLocaleTimeString() }),
+    el("td", { textContent: x.webhookId }), el("td", { textContent: x.eventId }), el("td", { textContent: x.attempt }),
+    el("td", { textContent: `${x.outcome}${x.status ? ` (${x.status})` : ""}${x.error ? ` (${x.error})` : ""}` }))));
+  $("report").hidden = false;
+}
+$("rform").addEventListener("submit", (ev) => { ev.preventDefault(); showReport().catch(report); });
 
 function start() {
   $("login").hidden = true;

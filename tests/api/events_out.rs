@@ -138,9 +138,10 @@ fn time_ms(event: &Value) -> i64 {
 async fn a_sales_changes_are_cloudevents_the_sdk_reads_and_webhooks_the_standard_library_verifies() {
     let names = Names::new();
     names.create_topics(3).await;
-    let app = spawn_role(&names, Role::Run, |_| {}).await;
+    let app = spawn_role(&names, Role::Run, |s| s.http.public_url = Some("https://queue.example".into())).await;
     let hook = Receiver::start(Behaviour::Ok).await;
-    let r = app.put_concert("c", json!({"state": "open", "webhooks": [{"url": hook.url}]})).await;
+    let body = json!({"state": "open", "redirectUrl": "https://shop.example/", "webhooks": [{"url": hook.url}]});
+    let r = app.put_concert("c", body).await;
     assert_eq!(r.status(), 200);
     let created: Value = r.json().await.unwrap();
     let secret = created["webhooks"][0]["secret"].as_str().unwrap().to_owned();
@@ -167,11 +168,37 @@ async fn a_sales_changes_are_cloudevents_the_sdk_reads_and_webhooks_the_standard
         .unwrap();
     assert!(r.status().is_success(), "complete: {}", r.status());
     assert_eq!(app.admin_delete("/admin/v1/concerts/c/queue/f5").await.status(), 204);
+    // f1 goes through the gate (a session starts) and an operator ends it; the emergency stop
+    // then revokes f2's token, never used.
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/v1/concerts/c/gate", app.http()))
+        .header("X-Original-URI", format!("/?queuegate_token={}", admitted[1].1))
+        .header("X-Forwarded-Host", "shop.example")
+        .header("X-Forwarded-Proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("set-cookie").is_some(), "a session for f1: {}", r.status());
+    assert_eq!(app.admin_delete("/admin/v1/concerts/c/sessions/f1").await.status(), 204);
+    let r = app
+        .client
+        .post(format!("{}/admin/v1/concerts/c/sessions/revoke", app.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sold_out = json!({"state": "soldout", "redirectUrl": "https://shop.example/", "webhooks": [{"url": hook.url}]});
+    assert_eq!(app.put_concert("c", sold_out).await.status(), 200);
 
-    // 1 concert.updated + 6 placed + 3 admitted + 1 completed + 1 removed.
+    // 1 concert.updated + 6 placed + 3 admitted + 1 completed + 1 removed + 1 session.started
+    // + 1 session.ended + 1 expired (revoked) + 1 concert.soldout.
     let records =
-        read_events(&names.brokers, &names.events_topic(), Duration::from_secs(30), |r| distinct_ids(r) >= 12).await;
-    assert_eq!(distinct_ids(&records), 12, "{records:#?}");
+        read_events(&names.brokers, &names.events_topic(), Duration::from_secs(30), |r| distinct_ids(r) >= 16).await;
+    assert_eq!(distinct_ids(&records), 16, "{records:#?}");
     assert!(records.iter().all(|r| r.key.as_deref() == Some("c")), "keyed by concertId");
     let lines: Vec<Value> =
         records.iter().map(|r| json!({"headers": r.headers, "key": r.key, "value": r.value})).collect();
@@ -199,6 +226,12 @@ async fn a_sales_changes_are_cloudevents_the_sdk_reads_and_webhooks_the_standard
         .all(|e| e["data"]["status"] == "admitted" && e["data"]["expiresAt"].is_string()));
     assert_eq!(subjects("dev.queuegate.fan.completed"), ["f0"]);
     assert_eq!(subjects("dev.queuegate.fan.removed"), ["f5"]);
+    assert_eq!(subjects("dev.queuegate.fan.session.started"), ["f1"]);
+    assert_eq!(subjects("dev.queuegate.fan.session.ended"), ["f1"]);
+    assert_eq!(by_type["dev.queuegate.fan.session.ended"][0]["data"]["reason"], "operator");
+    assert_eq!(subjects("dev.queuegate.fan.expired"), ["f2"]);
+    assert_eq!(by_type["dev.queuegate.fan.expired"][0]["data"]["reason"], "revoked");
+    assert_eq!(by_type["dev.queuegate.concert.soldout"][0]["data"]["state"], "soldout");
     let updated = &by_type["dev.queuegate.concert.updated"];
     assert_eq!(updated.len(), 1);
     assert_eq!(updated[0]["data"]["state"], "open");
@@ -206,8 +239,8 @@ async fn a_sales_changes_are_cloudevents_the_sdk_reads_and_webhooks_the_standard
     assert_eq!(updated[0]["subject"], Value::Null);
 
     // Every event reaches the webhook, and the Standard Webhooks library verifies each one.
-    let ok = poll_until(Duration::from_secs(30), async || hook.ids().len() >= 12).await;
-    assert!(ok, "the webhook got {} of 12 events", hook.ids().len());
+    let ok = poll_until(Duration::from_secs(30), async || hook.ids().len() >= 16).await;
+    assert!(ok, "the webhook got {} of 16 events", hook.ids().len());
     let deliveries: Vec<Value> = hook
         .got
         .lock()
@@ -239,14 +272,12 @@ async fn a_sales_changes_are_cloudevents_the_sdk_reads_and_webhooks_the_standard
     let mut report = Value::Null;
     let caught_up = poll_until(Duration::from_secs(20), async || {
         report = app.admin_json("/admin/v1/concerts/c/report").await;
-        report["counts"]["removed"] == 1 && report["counts"]["completed"] == 1
+        report["counts"]["removed"] == 1 && report["counts"]["expired"] == 1
     })
     .await;
     assert!(caught_up, "{report:#}");
-    for (kind, t) in
-        [("placed", "placed"), ("admitted", "admitted"), ("completed", "completed"), ("removed", "removed")]
-    {
-        let n = by_type.get(&format!("dev.queuegate.fan.{t}")).map_or(0, Vec::len);
+    for kind in queuegate::events::report::OUTCOMES {
+        let n = by_type.get(&format!("dev.queuegate.fan.{kind}")).map_or(0, Vec::len);
         assert_eq!(report["counts"][kind], n as u64, "{kind}");
     }
     let placed_at: HashMap<String, i64> = by_type["dev.queuegate.fan.placed"]

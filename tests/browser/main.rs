@@ -618,3 +618,57 @@ async fn listed_in(app: &TestApp, concert: &str, lane: &str, user: &str) -> bool
     let page = app.admin_json(&format!("/admin/v1/concerts/{concert}/queue?lane={lane}&limit=1000")).await;
     page["entries"].as_array().unwrap().iter().any(|e| e["userId"] == user)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_draws_the_sale_report_and_lists_the_webhook_deliveries_within_its_own_csp() {
+    let names = Names::new();
+    create_topics(&names, 1).await;
+    let app = spawn_role(&names, Role::Run, |s| s.identity.fan_identity = Some(FanIdentityMode::Body)).await;
+    let concert = "report-night";
+    // An endpoint nobody listens on: every delivery fails and waits for its retry.
+    let dead = format!("http://127.0.0.1:{}/hook", common::free_port());
+    let r = app.put_concert(concert, json!({"state": "open", "webhooks": [{"url": dead}]})).await;
+    assert_eq!(r.status(), 200);
+    let hook: Value = r.json().await.unwrap();
+    let hook_id = hook["webhooks"][0]["id"].as_str().unwrap().to_owned();
+    for i in 0..5 {
+        assert_eq!(app.join(concert, &format!("fan{i}")).await.status(), 202);
+    }
+    app.wait_for_records(5).await;
+    assert_eq!(app.admit(concert, 2).await.status(), 200);
+    let mut report = Value::Null;
+    let ready = common::poll_until(WAIT, async || {
+        report = app.admin_json(&format!("/admin/v1/concerts/{concert}/report")).await;
+        report["counts"]["placed"] == 5 && report["counts"]["admitted"] == 2
+    })
+    .await;
+    assert!(ready, "{report}");
+
+    let b = Browser::start(&shots("report"), "en-US").await;
+    signed_in_console(&b, &app).await;
+    b.type_into("#rc", concert).await;
+    b.click("#rform button").await;
+    let counts = b.expect_text("#rcounts", WAIT, |t| t.contains("placed 5"), "the counts").await;
+    assert!(counts.contains("admitted 2") && counts.contains("removed 0"), "{counts}");
+    assert!(b.text("#rwaits").await.starts_with("Wait from placed to admitted (2 fans): p50 "));
+    let drawn = b
+        .eval(
+            "return ['chart-joins','chart-admissions','chart-length'].map(id => { const s = document.getElementById(id); \
+             return [s.querySelectorAll('rect').length, (s.querySelector('polyline')?.getAttribute('points') || '').split(' ').filter(Boolean).length]; });",
+            json!([]),
+        )
+        .await;
+    let n = |f: &str| report[f].as_array().unwrap().len() as u64;
+    assert_eq!(drawn[0][0], n("joinsPerMinute"), "a bar per minute of joins");
+    assert_eq!(drawn[1][0], n("admissionsPerMinute"), "a bar per minute of admissions");
+    assert_eq!(drawn[2][1], n("queueLength"), "a point per minute of queue length");
+    let row = format!("#hrows tr[data-webhook=\"{hook_id}\"]");
+    let cells = b.expect_text(&row, WAIT, |t| !t.is_empty(), "the webhook row").await;
+    assert!(cells.contains(&dead) && cells.contains("whsec_") && cells.contains('…'), "masked secret: {cells}");
+    b.click("#rform button").await;
+    b.expect_text("#drows", WAIT, |t| t.contains("failed"), "the failed deliveries").await;
+    b.resize(1280, 900).await;
+    b.eval("document.getElementById('report').scrollIntoView();", json!([])).await;
+    b.screenshot("0-console-report").await;
+    assert!(errors(&b.console().await, &[]).is_empty(), "no CSP or script errors: {:?}", b.console().await);
+}

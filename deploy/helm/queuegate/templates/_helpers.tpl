@@ -182,6 +182,8 @@ volumes:
   value: {{ $.Values.kafka.topic | quote }}
 - name: QUEUEGATE_KAFKA_GROUP
   value: {{ $.Values.kafka.group | quote }}
+- name: QUEUEGATE_EVENTS_TOPIC
+  value: {{ $.Values.kafka.eventsTopic | quote }}
 - name: QUEUEGATE_REDIS_PREFIX
   value: {{ $.Values.redis.prefix | quote }}
 {{- if not (kindIs "invalid" $.Values.redis.minReplicas) }}
