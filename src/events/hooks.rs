@@ -58,15 +58,24 @@ impl EventsWorker {
     }
 
     pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let mut failing = false;
         loop {
             let first = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 m = self.consumer.recv() => m,
             };
             let first = match first {
-                Ok(m) => m.detach(),
+                Ok(m) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("reading the events topic again");
+                    }
+                    m.detach()
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "reading the events topic failed; retrying");
+                    // Once when the failures start (a missing topic fails every poll).
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(error = %e, "reading the events topic failed; retrying");
+                    }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
