@@ -14,6 +14,8 @@
 #   identity mode (scripts/bench_identity.sh) and what each verification costs; fixed rates and a
 #   burst on the three-broker Kafka and the Redis Cluster (scripts/bench_cluster.sh); 15,000 and
 #   4 x 15,000 status streams while a concert admits 500/s (scripts/bench_watchers.sh); presale
+#   events: joins/s with events on vs off, the relay's events/s, webhook deliveries/s and delay
+#   (scripts/bench_events.sh)
 #   lanes: joins/s with two lanes vs one, watchers over two lanes, 100,000 codes uploaded
 #   (scripts/bench_lanes.sh); a pre-queue
 #   of 100,000 fans cut at opensAt (scripts/bench_fairstart.sh); last of all
@@ -197,6 +199,9 @@ scripts/bench_watchers.sh "$OUT"
 
 log "presale lanes (scripts/bench_lanes.sh)"
 scripts/bench_lanes.sh "$OUT"
+
+log "events out (scripts/bench_events.sh)"
+scripts/bench_events.sh "$OUT"
 
 log "the fair start (scripts/bench_fairstart.sh)"
 scripts/bench_fairstart.sh "$OUT"

@@ -550,5 +550,10 @@ if (out / "lanes" / "summary.json").exists():
     from bench_lanes_report import section as lanes_section  # noqa: E402
     doc = doc.replace("## Settings the benchmark ran with", lanes_section(out / "lanes") + "## Settings the benchmark ran with")
 
+if (out / "events" / "summary.json").exists():
+    sys.path.insert(0, str(root / "scripts"))
+    from bench_events_report import section as events_section  # noqa: E402
+    doc = doc.replace("## Settings the benchmark ran with", events_section(out / "events") + "## Settings the benchmark ran with")
+
 (root / "docs" / "benchmarks.md").write_text(doc)
 print(doc)

@@ -254,7 +254,11 @@ impl QueueStore {
                 apply: Script::new(include_str!("store/apply.lua")),
                 status: Script::new(include_str!("store/status.lua")),
                 page: Script::new(include_str!("store/page.lua")),
-                admit: Script::new(concat!(include_str!("store/outbox.lua"), include_str!("store/admit.lua"))),
+                admit: Script::new(concat!(
+                    include_str!("store/outbox.lua"),
+                    include_str!("store/slots.lua"),
+                    include_str!("store/admit.lua")
+                )),
                 remove: Script::new(concat!(include_str!("store/outbox.lua"), include_str!("store/remove.lua"))),
                 lease: Script::new(include_str!("store/lease.lua")),
                 counts: Script::new(include_str!("store/counts.lua")),

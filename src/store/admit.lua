@@ -65,40 +65,8 @@ if state and state ~= 'open' then
   return {1, now, 'e:0:0'}
 end
 
--- Expired tokens and sessions free their slots.
-local idle, maxed = 0, 0
-local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 10000)
-if #due > 0 then
-  local held = redis.call('HMGET', KEYS[12], unpack(due))
-  local gone, ended, why, expired = {}, {}, {}, {}
-  for i, user in ipairs(due) do
-    local sid, max_at
-    if held[i] then
-      sid, max_at = string.match(held[i], '^([^:]+):%d+:%d+:(%d+)$')
-    end
-    if sid then
-      if tonumber(max_at) <= now then
-        maxed = maxed + 1
-        why[#why + 1] = 'max'
-      else
-        idle = idle + 1
-        why[#why + 1] = 'idle'
-      end
-      gone[#gone + 1] = now
-      gone[#gone + 1] = sid
-      ended[#ended + 1] = user
-    else
-      expired[#expired + 1] = user
-    end
-  end
-  if #gone > 0 then
-    redis.call('ZADD', KEYS[13], unpack(gone))
-  end
-  outbox(KEYS[14], 'session.ended', '', ended, why)
-  outbox(KEYS[14], 'expired', '', expired)
-  redis.call('HDEL', KEYS[12], unpack(due))
-  redis.call('ZREM', KEYS[4], unpack(due))
-end
+-- Expired tokens and sessions free their slots (slots.lua).
+local idle, maxed = free_slots(KEYS[4], KEYS[12], KEYS[13], KEYS[14], now)
 if max_active > 0 then
   local free = max_active - redis.call('ZCARD', KEYS[4])
   if free < n then n = free end

@@ -27,7 +27,11 @@ impl Scripts {
         Scripts {
             exchange: Script::new(concat!(include_str!("outbox.lua"), include_str!("exchange.lua"))),
             touch: Script::new(include_str!("touch.lua")),
-            sweep: Script::new(concat!(include_str!("outbox.lua"), include_str!("sweep.lua"))),
+            sweep: Script::new(concat!(
+                include_str!("outbox.lua"),
+                include_str!("slots.lua"),
+                include_str!("sweep.lua")
+            )),
             end: Script::new(concat!(include_str!("outbox.lua"), include_str!("end_session.lua"))),
             revoke: Script::new(concat!(include_str!("outbox.lua"), include_str!("revoke.lua"))),
             news: Script::new(include_str!("gate_news.lua")),

@@ -411,3 +411,46 @@ async fn webhooks_get_everything_past_a_failing_a_hanging_and_a_dead_endpoint_an
         .collect();
     assert_eq!(check_with_libraries("webhook", &late).len(), late.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_left_unused_and_a_session_left_idle_are_events_too() {
+    let names = Names::new();
+    names.create_topics(1).await;
+    let app = spawn_role(&names, Role::Run, |s| s.http.public_url = Some("https://queue.example".into())).await;
+    let body =
+        json!({"state": "open", "redirectUrl": "https://shop.example/", "tokenTtlSeconds": 1, "sessionIdleSeconds": 1});
+    assert_eq!(app.put_concert("x", body).await.status(), 200);
+    for (i, fan) in ["unused", "idle"].iter().enumerate() {
+        assert_eq!(app.join("x", fan).await.status(), 202);
+        app.wait_for_records(i as u64 + 1).await;
+    }
+    let admitted = admission_tokens(&app, "x", 2).await;
+    let idle = &admitted.iter().find(|(u, _)| u == "idle").unwrap().1;
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/v1/concerts/x/gate", app.http()))
+        .header("X-Original-URI", format!("/?queuegate_token={idle}"))
+        .header("X-Forwarded-Host", "shop.example")
+        .header("X-Forwarded-Proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("set-cookie").is_some(), "a session: {}", r.status());
+    // The admission rounds' sweep frees both slots once their second has passed.
+    let records = read_events(&names.brokers, &names.events_topic(), Duration::from_secs(30), |r| {
+        let types: BTreeSet<&str> = r.iter().map(|r| r.header("ce_type")).collect();
+        types.contains("dev.queuegate.fan.expired") && types.contains("dev.queuegate.fan.session.ended")
+    })
+    .await;
+    let lines: Vec<Value> =
+        records.iter().map(|r| json!({"headers": r.headers, "key": r.key, "value": r.value})).collect();
+    let events = check_with_libraries("kafka", &lines);
+    let of = |t: &str| events.iter().find(|e| e["type"] == t).unwrap_or_else(|| panic!("no {t} in {events:#?}"));
+    assert_eq!(of("dev.queuegate.fan.expired")["subject"], "unused");
+    assert_eq!(of("dev.queuegate.fan.expired")["data"]["reason"], "unused");
+    assert_eq!(of("dev.queuegate.fan.session.started")["subject"], "idle");
+    assert_eq!(of("dev.queuegate.fan.session.ended")["subject"], "idle");
+    assert_eq!(of("dev.queuegate.fan.session.ended")["data"]["reason"], "idle");
+}

@@ -3,7 +3,6 @@
 //! topic, any duplicate with the same `ce_id`.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,24 +13,6 @@ use crate::common::events_topic::{distinct_ids, read_events};
 use crate::common::redis_url as shared_redis;
 use crate::common::{free_port, wait_for_port, ADMIN_TOKEN};
 use crate::procs::{kill9, KillOnDrop, Scenario};
-
-/// `queuegate gateway` as a separate process on `port` (fans say who they are in the body).
-fn spawn_gateway_process(sc: &Scenario, port: u16) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_queuegate"));
-    cmd.arg("gateway");
-    for (k, v) in sc.names.env() {
-        cmd.env(k, v);
-    }
-    cmd.env("QUEUEGATE_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("QUEUEGATE_FAN_IDENTITY", "body")
-        .env("QUEUEGATE_ALLOW_UNAUTHENTICATED_FANS", "true")
-        .env("QUEUEGATE_RATE_LIMIT_PER_IP", "0")
-        .env("QUEUEGATE_FAN_JOINS_PER_SECOND", "0")
-        .env("QUEUEGATE_LOG", std::env::var("CHAOS_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdout(Stdio::null())
-        .stderr(if std::env::var("CHAOS_LOG").is_ok() { Stdio::inherit() } else { Stdio::null() });
-    cmd.spawn().expect("spawn queuegate gateway")
-}
 
 /// Joins `users` through `base`, `concurrency` at a time: the fans that got 202, and how many
 /// got no answer at all (their join may or may not have reached Kafka).
@@ -92,7 +73,7 @@ async fn kill_9_of_a_gateway_a_consumer_and_the_admitter_mid_burst_leaves_no_cha
 
     // 1. A gateway process killed mid-burst.
     let port = free_port();
-    let mut gateway = KillOnDrop(spawn_gateway_process(&sc, port));
+    let mut gateway = KillOnDrop(sc.spawn_gateway_process(port, &[]));
     assert!(wait_for_port(port, Duration::from_secs(30)), "the gateway process listens");
     let first =
         tokio::spawn(burst(format!("http://127.0.0.1:{port}"), (0..6_000).map(|i| format!("a{i:05}")).collect(), 64));

@@ -237,21 +237,15 @@ async fn two_gateways_300_ms_apart_place_fans_within_the_skew_of_when_they_joine
     let a = Arc::new(sc.spawn_gateway(|_| {}).await);
     a.open_concert("gsk").await;
     let port = crate::common::free_port();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_queuegate"));
-    cmd.args(["gateway", "--insecure-dev"]);
-    for (k, v) in sc.names.env() {
-        cmd.env(k, v);
-    }
-    cmd.env("QUEUEGATE_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("QUEUEGATE_RATE_LIMIT_PER_IP", "0")
-        .env("QUEUEGATE_FAN_JOINS_PER_SECOND", "0")
-        .env("QUEUEGATE_CONCERT_REFRESH_MS", "200")
-        .env("LD_PRELOAD", crate::procs::libfaketime())
-        .env("FAKETIME", "-0.3")
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let _b = KillOnDrop(cmd.spawn().expect("spawn the skewed gateway"));
+    let _b = KillOnDrop(sc.spawn_gateway_process(
+        port,
+        &[
+            ("QUEUEGATE_CONCERT_REFRESH_MS", "200".into()),
+            ("LD_PRELOAD", crate::procs::libfaketime()),
+            ("FAKETIME", "-0.3".into()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
+        ],
+    ));
     assert!(crate::common::wait_for_port(port, Duration::from_secs(30)), "the skewed gateway listens");
     let b_url = format!("http://127.0.0.1:{port}");
     let _consumer = KillOnDrop(sc.spawn_consumer(500));

@@ -60,6 +60,27 @@ impl Scenario {
         cmd.spawn().expect("spawn queuegate consumer")
     }
 
+    /// `queuegate gateway --insecure-dev` as a separate process on `port` (fans name themselves
+    /// in the body; no per-address limits), with `extra` environment; stdout and stderr dropped
+    /// unless `CHAOS_LOG` is set.
+    pub fn spawn_gateway_process(&self, port: u16, extra: &[(&str, String)]) -> Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_queuegate"));
+        cmd.args(["gateway", "--insecure-dev"]);
+        for (k, v) in self.names.env() {
+            cmd.env(k, v);
+        }
+        cmd.env("QUEUEGATE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("QUEUEGATE_RATE_LIMIT_PER_IP", "0")
+            .env("QUEUEGATE_FAN_JOINS_PER_SECOND", "0")
+            .env("QUEUEGATE_LOG", std::env::var("CHAOS_LOG").unwrap_or_else(|_| "warn".into()));
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let logs = std::env::var("CHAOS_LOG").is_ok();
+        cmd.stdout(Stdio::null()).stderr(if logs { Stdio::inherit() } else { Stdio::null() });
+        cmd.spawn().expect("spawn queuegate gateway")
+    }
+
     /// An in-process gateway (front door + admin) on port 0.
     pub async fn spawn_gateway(&self, tweak: impl FnOnce(&mut queuegate::config::Settings)) -> TestApp {
         spawn_role(&self.names, Role::Gateway, tweak).await
