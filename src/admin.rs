@@ -403,7 +403,8 @@ async fn webhook_deliveries(admin: web::Data<Admin>, id: web::Path<ConcertId>) -
             serde_json::json!({"id": h.id, "url": h.url, "types": h.types, "secret": h.secret, "pending": pending}),
         );
     }
-    let deliveries = admin.store.webhook_log_read(&c.id).await?;
+    let ids: Vec<&str> = c.settings.webhooks.iter().map(|h| h.id.as_str()).collect();
+    let deliveries = admin.store.webhook_log_read(&c.id, &ids).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"webhooks": hooks, "deliveries": deliveries})))
 }
 

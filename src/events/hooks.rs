@@ -29,12 +29,13 @@ use crate::config::{ConsumerSettings, EventsSettings};
 use crate::ids::ConcertId;
 use crate::kafka::{KafkaClients, KafkaContext};
 use crate::metrics::Metrics;
+use crate::store::events::{Attempt, Claimed, Retry};
 use crate::store::QueueStore;
 
 /// Records per batch of the events worker.
 const BATCH: usize = 1000;
 /// Deliveries one endpoint's task sends at once.
-const IN_FLIGHT: usize = 16;
+const IN_FLIGHT: usize = 32;
 
 /// Reads the events topic into reports and webhook queues.
 pub struct EventsWorker {
@@ -226,23 +227,21 @@ impl Deliveries {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             };
-            let sends = claimed.iter().map(|d| self.deliver(&concert, &hook, &url, &secret, d));
-            futures_util::future::join_all(sends).await;
+            let sends = claimed.iter().map(|d| self.deliver(&hook, &url, &secret, d));
+            let attempts = futures_util::future::join_all(sends).await;
+            // What the batch's attempts mean for the queue and the log, in one Redis call.
+            if let Err(e) = self.store.webhook_record(&concert, &hook, &attempts).await {
+                tracing::warn!(concert = %concert, webhook = %hook, error = %e,
+                    "recording deliveries failed; they will be tried again");
+            }
         }
     }
 
     /// One attempt of one delivery, and what follows from it.
-    async fn deliver(
-        &self,
-        concert: &ConcertId,
-        hook: &str,
-        url: &str,
-        secret: &str,
-        d: &crate::store::events::Claimed,
-    ) {
+    async fn deliver(&self, hook: &str, url: &str, secret: &str, d: &Claimed) -> Attempt {
         let now = crate::clock::now_ms();
         let timestamp = now / 1000;
-        let Some(signature) = super::sign(secret, &d.id, timestamp, d.body.as_bytes()) else { return };
+        let signature = super::sign(secret, &d.id, timestamp, d.body.as_bytes()).unwrap_or_default();
         let started = std::time::Instant::now();
         let result = self
             .client
@@ -270,39 +269,31 @@ impl Deliveries {
             "failed"
         };
         self.metrics.webhook_deliveries.with_label_values(&[outcome]).inc();
-        let stored = if ok || gave_up {
-            if ok {
-                if let Some(at) = serde_json::from_str::<serde_json::Value>(&d.body)
-                    .ok()
-                    .and_then(|b| b["time"].as_str().and_then(crate::clock::parse_rfc3339))
-                {
-                    self.metrics.webhook_delay.observe((crate::clock::now_ms() - at).max(0) as f64 / 1000.0);
-                }
+        if ok {
+            if let Some(at) = serde_json::from_str::<serde_json::Value>(&d.body)
+                .ok()
+                .and_then(|b| b["time"].as_str().and_then(crate::clock::parse_rfc3339))
+            {
+                self.metrics.webhook_delay.observe((crate::clock::now_ms() - at).max(0) as f64 / 1000.0);
             }
-            self.store.webhook_done(concert, hook, &d.id).await
         } else {
-            let wait = backoff_ms(self.settings.webhook_retry_base_ms, self.settings.webhook_retry_max_ms, attempt);
-            self.store.webhook_retry(concert, hook, &d.id, now + wait, attempt, first).await
-        };
-        if let Err(e) = stored {
-            tracing::warn!(concert = %concert, webhook = hook, error = %e, "recording a delivery failed; it will be tried again");
+            tracing::info!(webhook = hook, event = %d.id, attempt, status, outcome, "webhook delivery failed");
         }
-        let mut entry = json!({
+        let mut log = json!({
             "webhookId": hook, "eventId": d.id, "attempt": attempt, "outcome": outcome,
             "at": crate::clock::rfc3339(now), "ms": ms,
         });
         if let Some(s) = status {
-            entry["status"] = json!(s);
+            log["status"] = json!(s);
         }
         if let Some(e) = error {
-            entry["error"] = json!(e);
+            log["error"] = json!(e);
         }
-        if let Err(e) = self.store.webhook_log(concert, &entry).await {
-            tracing::debug!(error = %e, "the delivery log was not written");
-        }
-        if !ok {
-            tracing::info!(concert = %concert, webhook = hook, event = %d.id, attempt, status, outcome, "webhook delivery failed");
-        }
+        let next = (!ok && !gave_up).then(|| {
+            let wait = backoff_ms(self.settings.webhook_retry_base_ms, self.settings.webhook_retry_max_ms, attempt);
+            Retry { at_ms: now + wait, attempts: attempt, first_ms: first }
+        });
+        Attempt { id: d.id.clone(), next, log }
     }
 }
 

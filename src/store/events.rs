@@ -49,6 +49,29 @@ pub struct Claimed {
     pub first_ms: Option<i64>,
 }
 
+/// What one delivery attempt leaves behind.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub id: String,
+    /// When to try again; None: the delivery is over (delivered, or given up).
+    pub next: Option<Retry>,
+    /// The attempt's entry in the webhook's log.
+    pub log: serde_json::Value,
+}
+
+/// A failed delivery's next try.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    pub at_ms: i64,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the first attempt was made (ms).
+    pub first_ms: i64,
+}
+
+/// Delivery attempts kept per webhook.
+pub const LOG_KEPT: isize = 100;
+
 fn reply(e: impl std::fmt::Display) -> StoreError {
     StoreError::Reply(e.to_string())
 }
@@ -156,7 +179,8 @@ impl QueueStore {
             .hdel(self.key(concert, Part::WebhookSecrets), hook)
             .del(k.webhook(concert, hook, "due"))
             .del(k.webhook(concert, hook, "body"))
-            .del(k.webhook(concert, hook, "tries"));
+            .del(k.webhook(concert, hook, "tries"))
+            .del(k.webhook(concert, hook, "log"));
         timed(pipe.query_async::<()>(&mut c)).await
     }
 
@@ -217,37 +241,37 @@ impl QueueStore {
             .collect())
     }
 
-    /// A delivery is over (delivered, or given up): it leaves the queue.
-    pub async fn webhook_done(&self, concert: &ConcertId, hook: &str, id: &str) -> Result<(), StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .zrem(self.keys.webhook(concert, hook, "due"), id)
-            .hdel(self.keys.webhook(concert, hook, "body"), id)
-            .hdel(self.keys.webhook(concert, hook, "tries"), id);
-        let mut c = self.conn().await?;
-        timed(pipe.query_async::<()>(&mut c)).await
-    }
-
-    /// A delivery failed: try again at `at_ms`, `attempts` made since `first_ms`.
-    pub async fn webhook_retry(
+    /// Records a batch of delivery attempts in one atomic call: the finished ones leave the
+    /// queue, the failed ones are due again at their retry time, and each goes to the log.
+    pub async fn webhook_record(
         &self,
         concert: &ConcertId,
         hook: &str,
-        id: &str,
-        at_ms: i64,
-        attempts: u32,
-        first_ms: i64,
+        attempts: &[Attempt],
     ) -> Result<(), StoreError> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        let (due, body, tries, log) = (
+            self.keys.webhook(concert, hook, "due"),
+            self.keys.webhook(concert, hook, "body"),
+            self.keys.webhook(concert, hook, "tries"),
+            self.keys.webhook(concert, hook, "log"),
+        );
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("ZADD")
-            .arg(self.keys.webhook(concert, hook, "due"))
-            .arg("XX")
-            .arg(at_ms)
-            .arg(id)
-            .ignore()
-            .hset(self.keys.webhook(concert, hook, "tries"), id, format!("{attempts}:{first_ms}"))
-            .ignore();
+        pipe.atomic();
+        let done: Vec<&str> = attempts.iter().filter(|a| a.next.is_none()).map(|a| a.id.as_str()).collect();
+        if !done.is_empty() {
+            pipe.zrem(&due, &done).ignore().hdel(&body, &done).ignore().hdel(&tries, &done).ignore();
+        }
+        for a in attempts {
+            if let Some(r) = &a.next {
+                pipe.cmd("ZADD").arg(&due).arg("XX").arg(r.at_ms).arg(&a.id).ignore();
+                pipe.hset(&tries, &a.id, format!("{}:{}", r.attempts, r.first_ms)).ignore();
+            }
+        }
+        let entries: Vec<String> = attempts.iter().map(|a| a.log.to_string()).collect();
+        pipe.lpush(&log, entries).ignore().ltrim(&log, 0, LOG_KEPT - 1).ignore();
         let mut c = self.conn().await?;
         timed(pipe.query_async::<()>(&mut c)).await
     }
@@ -258,21 +282,25 @@ impl QueueStore {
         timed(redis::cmd("ZCARD").arg(self.keys.webhook(concert, hook, "due")).query_async(&mut c)).await
     }
 
-    /// Records a delivery attempt in the concert's log (the newest 200 are kept).
-    pub async fn webhook_log(&self, concert: &ConcertId, entry: &serde_json::Value) -> Result<(), StoreError> {
-        let key = self.key(concert, Part::WebhookLog);
-        let mut pipe = redis::pipe();
-        pipe.lpush(&key, entry.to_string()).ignore().ltrim(&key, 0, 199).ignore();
+    /// The latest delivery attempts of the given webhooks, newest first.
+    pub async fn webhook_log_read(
+        &self,
+        concert: &ConcertId,
+        hooks: &[&str],
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
         let mut c = self.conn().await?;
-        timed(pipe.query_async::<()>(&mut c)).await
-    }
-
-    /// The concert's latest delivery attempts, newest first.
-    pub async fn webhook_log_read(&self, concert: &ConcertId) -> Result<Vec<serde_json::Value>, StoreError> {
-        let mut c = self.conn().await?;
-        let lines: Vec<String> =
-            timed(redis::cmd("LRANGE").arg(self.key(concert, Part::WebhookLog)).arg(0).arg(-1).query_async(&mut c))
-                .await?;
-        lines.iter().map(|l| serde_json::from_str(l).map_err(reply)).collect()
+        let mut out = Vec::new();
+        for hook in hooks {
+            let lines: Vec<String> = timed(
+                redis::cmd("LRANGE").arg(self.keys.webhook(concert, hook, "log")).arg(0).arg(-1).query_async(&mut c),
+            )
+            .await?;
+            for l in lines {
+                out.push(serde_json::from_str::<serde_json::Value>(&l).map_err(reply)?);
+            }
+        }
+        // RFC 3339 in UTC with the same precision sorts as text.
+        out.sort_by(|a, b| b["at"].as_str().cmp(&a["at"].as_str()));
+        Ok(out)
     }
 }

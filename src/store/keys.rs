@@ -78,8 +78,6 @@ pub enum Part {
     ReportWaits,
     /// HASH webhook id → its signing secret (`whsec_…`).
     WebhookSecrets,
-    /// LIST of the latest webhook delivery attempts (JSON, newest first, at most 200).
-    WebhookLog,
 }
 
 impl Part {
@@ -114,7 +112,6 @@ impl Part {
             Part::ReportFans => "reportfans",
             Part::ReportWaits => "reportwaits",
             Part::WebhookSecrets => "whsecrets",
-            Part::WebhookLog => "whlog",
         }
     }
 
@@ -176,7 +173,7 @@ impl Keys {
 
     /// One of a webhook's delivery keys: `due` (ZSET event id → when to try next, ms), `body`
     /// (HASH event id → the request body), `tries` (HASH event id → attempts so far, first
-    /// attempt's time).
+    /// attempt's time), `log` (LIST of its latest attempts, JSON, newest first).
     pub fn webhook(&self, concert: &ConcertId, webhook: &str, part: &str) -> String {
         format!("{}:{{{}}}:wh{}:{}", self.prefix, concert, part, webhook)
     }

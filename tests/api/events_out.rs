@@ -5,15 +5,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use queuegate::config::Role;
 use serde_json::{json, Value};
 
-use crate::common::events_topic::{distinct_ids, read_events};
+use crate::common::events_topic::{distinct_ids, read_events, Behaviour, Receiver};
 use crate::common::{free_port, poll_until, spawn_role, Names, TestApp, ADMIN_TOKEN};
 
 /// Runs tests/fixtures/events_check.py in `mode` over `lines`: what the libraries read.
@@ -36,85 +33,6 @@ fn check_with_libraries(mode: &str, lines: &[Value]) -> Vec<Value> {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "the {mode} libraries refused: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-/// What a webhook endpoint received.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    pub headers: HashMap<String, String>,
-    pub body: String,
-}
-
-#[derive(Clone, Copy)]
-pub enum Behaviour {
-    Ok,
-    /// 500 to the first n requests, then 204.
-    FailFirst(usize),
-    /// Never answers (until the test ends).
-    Hang,
-}
-
-/// A webhook endpoint on loopback.
-pub struct Receiver {
-    pub url: String,
-    pub got: Arc<Mutex<Vec<Delivery>>>,
-    server: actix_web::dev::ServerHandle,
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let h = self.server.clone();
-        tokio::spawn(async move { h.stop(false).await });
-    }
-}
-
-impl Receiver {
-    pub async fn start(behaviour: Behaviour) -> Receiver {
-        let got: Arc<Mutex<Vec<Delivery>>> = Arc::default();
-        let calls = Arc::new(AtomicUsize::new(0));
-        let (g, c) = (got.clone(), calls.clone());
-        let server = HttpServer::new(move || {
-            let (g, c) = (g.clone(), c.clone());
-            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-                let (g, c) = (g.clone(), c.clone());
-                async move {
-                    let n = c.fetch_add(1, Ordering::SeqCst);
-                    let headers = req
-                        .headers()
-                        .iter()
-                        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
-                        .collect();
-                    let delivery = Delivery { headers, body: String::from_utf8_lossy(&body).into_owned() };
-                    match behaviour {
-                        Behaviour::Hang => {
-                            tokio::time::sleep(Duration::from_secs(600)).await;
-                            HttpResponse::NoContent().finish()
-                        }
-                        Behaviour::FailFirst(k) if n < k => HttpResponse::InternalServerError().body("not yet"),
-                        _ => {
-                            g.lock().unwrap().push(delivery);
-                            HttpResponse::NoContent().finish()
-                        }
-                    }
-                }
-            }))
-        })
-        .workers(1)
-        .disable_signals()
-        .shutdown_timeout(1)
-        .bind(("127.0.0.1", 0))
-        .expect("bind");
-        let port = server.addrs()[0].port();
-        let server = server.run();
-        let handle = server.handle();
-        tokio::spawn(server);
-        Receiver { url: format!("http://127.0.0.1:{port}/hook"), got, server: handle }
-    }
-
-    /// Distinct webhook-ids received with a 2xx.
-    pub fn ids(&self) -> BTreeSet<String> {
-        self.got.lock().unwrap().iter().map(|d| d.headers.get("webhook-id").cloned().unwrap_or_default()).collect()
-    }
 }
 
 async fn admission_tokens(app: &TestApp, concert: &str, count: u32) -> Vec<(String, String)> {
@@ -418,7 +336,7 @@ async fn a_token_left_unused_and_a_session_left_idle_are_events_too() {
     names.create_topics(1).await;
     let app = spawn_role(&names, Role::Run, |s| s.http.public_url = Some("https://queue.example".into())).await;
     let body =
-        json!({"state": "open", "redirectUrl": "https://shop.example/", "tokenTtlSeconds": 1, "sessionIdleSeconds": 1});
+        json!({"state": "open", "redirectUrl": "https://shop.example/", "tokenTtlSeconds": 3, "sessionIdleSeconds": 1});
     assert_eq!(app.put_concert("x", body).await.status(), 200);
     for (i, fan) in ["unused", "idle"].iter().enumerate() {
         assert_eq!(app.join("x", fan).await.status(), 202);
@@ -438,7 +356,7 @@ async fn a_token_left_unused_and_a_session_left_idle_are_events_too() {
         .await
         .unwrap();
     assert!(r.headers().get("set-cookie").is_some(), "a session: {}", r.status());
-    // The admission rounds' sweep frees both slots once their second has passed.
+    // The admission rounds' sweep frees both slots once their time has passed.
     let records = read_events(&names.brokers, &names.events_topic(), Duration::from_secs(30), |r| {
         let types: BTreeSet<&str> = r.iter().map(|r| r.header("ce_type")).collect();
         types.contains("dev.queuegate.fan.expired") && types.contains("dev.queuegate.fan.session.ended")

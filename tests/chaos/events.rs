@@ -9,7 +9,7 @@ use std::time::Duration;
 use queuegate::store::keys::Part;
 
 use crate::checker::{applied, redis_conn, wait_until};
-use crate::common::events_topic::{distinct_ids, read_events};
+use crate::common::events_topic::{distinct_ids, read_events, Behaviour, Receiver};
 use crate::common::redis_url as shared_redis;
 use crate::common::{free_port, wait_for_port, ADMIN_TOKEN};
 use crate::procs::{kill9, KillOnDrop, Scenario};
@@ -54,14 +54,19 @@ async fn burst(base: String, users: Vec<String>, concurrency: usize) -> (HashSet
 async fn kill_9_of_a_gateway_a_consumer_and_the_admitter_mid_burst_leaves_no_change_without_its_event() {
     let sc = Scenario::new(6, shared_redis()).await;
     let gw = Arc::new(sc.spawn_gateway(|_| {}).await);
+    // A webhook endpoint for every admission: its deliveries survive the kills too.
+    let hook = Receiver::start(Behaviour::Ok).await;
+    let hook_url = hook.url.clone();
     let put = |state: &'static str| {
+        let hook_url = hook_url.clone();
         let gw = gw.clone();
         async move {
             let r = gw
                 .client
                 .put(format!("{}/admin/v1/concerts/ev", gw.admin))
                 .bearer_auth(ADMIN_TOKEN)
-                .json(&serde_json::json!({"state": state, "admitPerSecond": 300}))
+                .json(&serde_json::json!({"state": state, "admitPerSecond": 300,
+                    "webhooks": [{"url": hook_url, "types": ["dev.queuegate.fan.admitted"]}]}))
                 .send()
                 .await
                 .unwrap();
@@ -173,4 +178,21 @@ async fn kill_9_of_a_gateway_a_consumer_and_the_admitter_mid_burst_leaves_no_cha
     assert_eq!(subjects("dev.queuegate.concert.updated").len(), 1);
     assert_eq!(ids_of[&("dev.queuegate.concert.updated", "")].len(), 2, "open, then paused");
     assert_eq!(distinct_ids(&records), expected, "nothing else was published");
+
+    // Every admission reached the webhook, under its ce_id, across the consumers' kills.
+    let admitted_ids: BTreeSet<String> = ids_of
+        .iter()
+        .filter(|((t, _), _)| *t == "dev.queuegate.fan.admitted")
+        .flat_map(|(_, ids)| ids.iter().map(|i| (*i).to_owned()))
+        .collect();
+    let delivered = wait_until(Duration::from_secs(120), async || hook.ids().is_superset(&admitted_ids)).await;
+    let got = hook.ids();
+    println!(
+        "chaos events: webhook got {} distinct of {} admissions ({} requests)",
+        got.intersection(&admitted_ids).count(),
+        admitted_ids.len(),
+        hook.got.lock().unwrap().len()
+    );
+    assert!(delivered, "{} admissions never reached the webhook", admitted_ids.difference(&got).count());
+    assert_eq!(got, admitted_ids, "the webhook got admissions only, each under its ce_id");
 }

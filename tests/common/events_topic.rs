@@ -1,7 +1,12 @@
-//! Reading the events topic back (tests of events out, in the api and chaos binaries).
+//! Reading the events topic back, and a webhook endpoint (tests of events out, in the api and
+//! chaos binaries).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
@@ -62,4 +67,83 @@ pub async fn read_events(
 /// Distinct `ce_id`s among `records`.
 pub fn distinct_ids(records: &[Record]) -> usize {
     records.iter().map(|r| r.header("ce_id")).collect::<BTreeSet<_>>().len()
+}
+
+/// What a webhook endpoint received.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+#[derive(Clone, Copy)]
+pub enum Behaviour {
+    Ok,
+    /// 500 to the first n requests, then 204.
+    FailFirst(usize),
+    /// Never answers (until the test ends).
+    Hang,
+}
+
+/// A webhook endpoint on loopback.
+pub struct Receiver {
+    pub url: String,
+    pub got: Arc<Mutex<Vec<Delivery>>>,
+    server: actix_web::dev::ServerHandle,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let h = self.server.clone();
+        tokio::spawn(async move { h.stop(false).await });
+    }
+}
+
+impl Receiver {
+    pub async fn start(behaviour: Behaviour) -> Receiver {
+        let got: Arc<Mutex<Vec<Delivery>>> = Arc::default();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (g, c) = (got.clone(), calls.clone());
+        let server = HttpServer::new(move || {
+            let (g, c) = (g.clone(), c.clone());
+            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                let (g, c) = (g.clone(), c.clone());
+                async move {
+                    let n = c.fetch_add(1, Ordering::SeqCst);
+                    let headers = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+                        .collect();
+                    let delivery = Delivery { headers, body: String::from_utf8_lossy(&body).into_owned() };
+                    match behaviour {
+                        Behaviour::Hang => {
+                            tokio::time::sleep(Duration::from_secs(600)).await;
+                            HttpResponse::NoContent().finish()
+                        }
+                        Behaviour::FailFirst(k) if n < k => HttpResponse::InternalServerError().body("not yet"),
+                        _ => {
+                            g.lock().unwrap().push(delivery);
+                            HttpResponse::NoContent().finish()
+                        }
+                    }
+                }
+            }))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .bind(("127.0.0.1", 0))
+        .expect("bind");
+        let port = server.addrs()[0].port();
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Receiver { url: format!("http://127.0.0.1:{port}/hook"), got, server: handle }
+    }
+
+    /// Distinct webhook-ids received with a 2xx.
+    pub fn ids(&self) -> BTreeSet<String> {
+        self.got.lock().unwrap().iter().map(|d| d.headers.get("webhook-id").cloned().unwrap_or_default()).collect()
+    }
 }
