@@ -15,6 +15,8 @@
 #      concert and endpoint, 100 joins a second for 30 s: the delay from each change (the
 #      event's time) to its delivery, p50/p99.
 # Results in <run-dir>/events/summary.json; scripts/bench_events_report.py renders them.
+# EVENTS_STEPS (default "joins relay hooks") runs some of the steps only, keeping the other
+# steps' results already in the run directory.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -77,6 +79,11 @@ metric() { # name-and-labels: the consumer's value
   curl -fsS http://127.0.0.1:8282/metrics | awk -v m="$1" '$1 == m {print $2}' | head -1
 }
 
+STEPS=" ${EVENTS_STEPS:-joins relay hooks} "
+step() { [[ "$STEPS" == *" $1 "* ]]; }
+
+if step joins; then
+rm -f "$OUT/published.txt"
 for round in 1 2; do
   for mode in on off; do
     bin=$ON_BIN; [ "$mode" = off ] && bin=$OFF_BIN
@@ -92,7 +99,9 @@ for round in 1 2; do
     stop
   done
 done
+fi
 
+if step relay; then
 log "the relay: 300,000 events written to an outbox while no consumer runs"
 start relay "$ON_BIN"
 put relay '{"state":"paused"}'
@@ -112,7 +121,9 @@ python3 -c "import json,sys; t0,r,t1=map(float,sys.argv[1:4]); json.dump({'event
   "$t0" "$ready" "$t1" "${published:-0}" "$OUT/relay.json"
 cat "$OUT/relay.json" >&2
 stop
+fi
 
+if step hooks; then
 log "webhooks: 2,000 joins/s for 10 s to one endpoint; then 100 joins/s for 30 s, the delay"
 start hooks "$ON_BIN"
 node scripts/bench_events_endpoint.mjs 8297 "$OUT/endpoint-burst.json" & EP1=$!
@@ -132,6 +143,7 @@ node scripts/bench_events_joins.mjs http://127.0.0.1:8280 steady 100 30 s > "$OU
 sleep 5
 kill -TERM $EP1 $EP2; wait $EP1 $EP2 2>/dev/null || true
 stop
+fi
 
 python3 - "$OUT" <<'PY'
 import json, re, sys, os

@@ -14,6 +14,7 @@
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
+use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
@@ -41,7 +42,9 @@ pub const TYPES: &[&str] = &[
     "dev.queuegate.concert.soldout",
 ];
 
-/// One published change.
+/// One change, as published to the events topic and as read back from it: its CloudEvents
+/// attributes and its data, JSON bytes (built once by the relay, never parsed on the way to a
+/// webhook).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// `ce_id`: `<concertId>/<outbox entry id>/<index of the fan in the entry>`, the same every
@@ -50,11 +53,13 @@ pub struct Event {
     pub concert: ConcertId,
     /// The full type, `dev.queuegate.…`.
     pub ce_type: String,
-    /// When the change was made (ms, Redis's clock: the outbox entry's id).
+    /// When the change was made (ms, Redis's clock: the outbox entry's id), and as RFC 3339.
     pub time_ms: i64,
+    pub time: String,
     /// The fan's userId (fan events only).
     pub subject: Option<String>,
-    pub data: Value,
+    /// The data: the fan's status after the change, or the concert.
+    pub payload: Vec<u8>,
 }
 
 /// One outbox entry as the scripts write it (outbox.lua).
@@ -65,6 +70,26 @@ pub struct OutboxEntry {
     pub lane: String,
     pub users: String,
     pub extra: String,
+}
+
+/// A fan event's data.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FanData<'a> {
+    concert_id: &'a str,
+    user_id: &'a str,
+    at: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    lane: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_ends_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    status: &'static str,
 }
 
 impl OutboxEntry {
@@ -90,11 +115,17 @@ impl OutboxEntry {
 
     /// The events this entry stands for, one per fan (or one for a concert event).
     pub fn events(&self, concert: &ConcertId) -> Vec<Event> {
-        let at = self.time_ms();
-        let ce_type = format!(
-            "{TYPE_PREFIX}{}",
-            if self.kind.starts_with("concert.") { self.kind.clone() } else { format!("fan.{}", self.kind) }
-        );
+        let time_ms = self.time_ms();
+        let time = crate::clock::rfc3339(time_ms);
+        let event = |i: usize, ce_type: String, subject: Option<&str>, payload: Vec<u8>| Event {
+            id: format!("{concert}/{}/{i}", self.id),
+            concert: concert.clone(),
+            ce_type,
+            time_ms,
+            time: time.clone(),
+            subject: subject.map(str::to_owned),
+            payload,
+        };
         if self.kind.starts_with("concert.") {
             let mut data = match self.kind.as_str() {
                 "concert.shuffled" => {
@@ -106,46 +137,43 @@ impl OutboxEntry {
             if let Value::Object(m) = &mut data {
                 m.insert("concertId".into(), json!(concert.as_str()));
             }
-            return vec![Event {
-                id: format!("{concert}/{}/0", self.id),
-                concert: concert.clone(),
-                ce_type,
-                time_ms: at,
-                subject: None,
-                data,
-            }];
+            let payload = serde_json::to_vec(&data).expect("a JSON value serialises");
+            return vec![event(0, format!("{TYPE_PREFIX}{}", self.kind), None, payload)];
         }
-        let extra: Vec<&str> = if self.extra.is_empty() { Vec::new() } else { self.extra.split(' ').collect() };
+        let ce_type = format!("{TYPE_PREFIX}fan.{}", self.kind);
+        let mut extra = self.extra.split(' ').filter(|x| !x.is_empty());
         self.users
             .split(' ')
             .filter(|u| !u.is_empty())
             .enumerate()
             .map(|(i, user)| {
-                let x = extra.get(i).copied().unwrap_or("");
-                let mut data = json!({"concertId": concert.as_str(), "userId": user, "at": crate::clock::rfc3339(at)});
-                let m = data.as_object_mut().expect("an object");
-                if !self.lane.is_empty() {
-                    m.insert("lane".into(), json!(self.lane));
-                }
-                let status = match self.kind.as_str() {
+                let x = extra.next().unwrap_or("");
+                let mut d = FanData {
+                    concert_id: concert.as_str(),
+                    user_id: user,
+                    at: &time,
+                    lane: &self.lane,
+                    position: None,
+                    expires_at: None,
+                    session_ends_by: None,
+                    reason: None,
+                    status: "unknown",
+                };
+                d.status = match self.kind.as_str() {
                     "placed" => {
-                        m.insert("position".into(), json!(x.parse::<u64>().unwrap_or(0)));
+                        d.position = Some(x.parse().unwrap_or(0));
                         "waiting"
                     }
                     "admitted" => {
-                        if let Ok(exp) = x.parse::<i64>() {
-                            m.insert("expiresAt".into(), json!(crate::clock::rfc3339(exp)));
-                        }
+                        d.expires_at = x.parse().ok().map(crate::clock::rfc3339);
                         "admitted"
                     }
                     "session.started" => {
-                        if let Ok(max) = x.parse::<i64>() {
-                            m.insert("sessionEndsBy".into(), json!(crate::clock::rfc3339(max)));
-                        }
+                        d.session_ends_by = x.parse().ok().map(crate::clock::rfc3339);
                         "admitted"
                     }
                     "session.ended" => {
-                        m.insert("reason".into(), json!(x));
+                        d.reason = Some(x);
                         if x == "completed" {
                             "completed"
                         } else {
@@ -153,26 +181,19 @@ impl OutboxEntry {
                         }
                     }
                     "expired" => {
-                        m.insert("reason".into(), json!(if x.is_empty() { "unused" } else { x }));
+                        d.reason = Some(if x.is_empty() { "unused" } else { x });
                         "expired"
                     }
                     "abandoned" => {
-                        m.insert("reason".into(), json!("abandoned"));
+                        d.reason = Some("abandoned");
                         "expired"
                     }
                     "removed" => "removed",
                     "completed" => "completed",
                     _ => "unknown",
                 };
-                m.insert("status".into(), json!(status));
-                Event {
-                    id: format!("{concert}/{}/{i}", self.id),
-                    concert: concert.clone(),
-                    ce_type: ce_type.clone(),
-                    time_ms: at,
-                    subject: Some(user.to_owned()),
-                    data,
-                }
+                let payload = serde_json::to_vec(&d).expect("fan data serialises");
+                event(i, ce_type.clone(), Some(user), payload)
             })
             .collect()
     }
@@ -184,16 +205,15 @@ pub fn source(concert: &ConcertId) -> String {
 }
 
 impl Event {
-    /// The headers of the Kafka record in binary content mode.
-    pub fn kafka_headers(&self) -> OwnedHeaders {
-        let time = crate::clock::rfc3339(self.time_ms);
-        let source = source(&self.concert);
+    /// The headers of the Kafka record in binary content mode; `source` is
+    /// [`source`]`(&self.concert)`, made once by the caller for a batch.
+    pub fn kafka_headers(&self, source: &str) -> OwnedHeaders {
         let mut h = OwnedHeaders::new_with_capacity(7)
             .insert(Header { key: "ce_specversion", value: Some("1.0") })
             .insert(Header { key: "ce_id", value: Some(self.id.as_str()) })
-            .insert(Header { key: "ce_source", value: Some(source.as_str()) })
+            .insert(Header { key: "ce_source", value: Some(source) })
             .insert(Header { key: "ce_type", value: Some(self.ce_type.as_str()) })
-            .insert(Header { key: "ce_time", value: Some(time.as_str()) })
+            .insert(Header { key: "ce_time", value: Some(self.time.as_str()) })
             .insert(Header { key: "content-type", value: Some("application/json") });
         if let Some(s) = &self.subject {
             h = h.insert(Header { key: "ce_subject", value: Some(s.as_str()) });
@@ -201,51 +221,72 @@ impl Event {
         h
     }
 
-    /// The event from a record of the events topic (binary content mode); None for a record
-    /// that is not one of ours.
+    /// From a record of the events topic (binary content mode); None for a record that is not
+    /// one of ours.
     pub fn from_kafka<H: Headers>(headers: Option<&H>, payload: Option<&[u8]>) -> Option<Event> {
         let headers = headers?;
-        let get = |name: &str| -> Option<String> {
-            headers
-                .iter()
-                .find(|h| h.key == name)
-                .and_then(|h| h.value)
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .map(str::to_owned)
-        };
-        let id = get("ce_id")?;
-        let concert = ConcertId::parse(id.split('/').next()?).ok()?;
+        let (mut id, mut ce_type, mut time, mut subject) = (None, None, None, None);
+        for h in headers.iter() {
+            let value = || h.value.and_then(|v| std::str::from_utf8(v).ok()).map(str::to_owned);
+            match h.key {
+                "ce_id" => id = value(),
+                "ce_type" => ce_type = value(),
+                "ce_time" => time = value(),
+                "ce_subject" => subject = value(),
+                _ => {}
+            }
+        }
+        let (id, time) = (id?, time?);
         Some(Event {
-            concert,
-            ce_type: get("ce_type")?,
-            time_ms: crate::clock::parse_rfc3339(&get("ce_time")?)?,
-            subject: get("ce_subject"),
-            data: serde_json::from_slice(payload?).ok()?,
+            concert: ConcertId::parse(id.split('/').next()?).ok()?,
+            ce_type: ce_type?,
+            time_ms: crate::clock::parse_rfc3339(&time)?,
+            time,
+            subject,
+            payload: payload?.to_vec(),
             id,
         })
     }
 
-    /// The event in CloudEvents' structured JSON format: the body of its webhook deliveries.
-    pub fn structured(&self) -> Value {
-        let mut v = json!({
-            "specversion": "1.0",
-            "id": self.id,
-            "source": source(&self.concert),
-            "type": self.ce_type,
-            "time": crate::clock::rfc3339(self.time_ms),
-            "datacontenttype": "application/json",
-            "data": self.data,
-        });
-        if let Some(s) = &self.subject {
-            v["subject"] = json!(s);
-        }
-        v
+    /// The data, parsed.
+    pub fn data(&self) -> Value {
+        serde_json::from_slice(&self.payload).unwrap_or(Value::Null)
     }
 
     /// The short kind: `placed`, `admitted`, …, `concert.updated`.
     pub fn kind(&self) -> &str {
         let t = self.ce_type.strip_prefix(TYPE_PREFIX).unwrap_or(&self.ce_type);
         t.strip_prefix("fan.").unwrap_or(t)
+    }
+
+    /// The event in CloudEvents' structured JSON format (the body of its webhook deliveries),
+    /// its data embedded as it came; None when the data is not JSON.
+    pub fn structured(&self) -> Option<String> {
+        let data: &serde_json::value::RawValue = serde_json::from_slice(&self.payload).ok()?;
+        #[derive(Serialize)]
+        struct Structured<'a> {
+            specversion: &'static str,
+            id: &'a str,
+            source: String,
+            #[serde(rename = "type")]
+            ce_type: &'a str,
+            time: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            subject: Option<&'a str>,
+            datacontenttype: &'static str,
+            data: &'a serde_json::value::RawValue,
+        }
+        serde_json::to_string(&Structured {
+            specversion: "1.0",
+            id: &self.id,
+            source: source(&self.concert),
+            ce_type: &self.ce_type,
+            time: &self.time,
+            subject: self.subject.as_deref(),
+            datacontenttype: "application/json",
+            data,
+        })
+        .ok()
     }
 }
 
@@ -298,9 +339,10 @@ mod tests {
         assert_eq!(events[1].id, "tour-1/1733450000123-4/1");
         assert_eq!(events[1].ce_type, "dev.queuegate.fan.placed");
         assert_eq!(events[1].subject.as_deref(), Some("bob"));
-        assert_eq!(events[1].data["position"], 8);
-        assert_eq!(events[1].data["lane"], "fanclub");
-        assert_eq!(events[1].data["status"], "waiting");
+        assert_eq!(events[1].data()["position"], 8);
+        assert_eq!(events[1].data()["lane"], "fanclub");
+        assert_eq!(events[1].data()["status"], "waiting");
+        assert_eq!(events[1].data()["at"], "2024-12-06T01:53:20.123Z");
         assert_eq!(events[1].time_ms, 1733450000123);
         assert_eq!(e.events(&concert()), events, "the same entry gives the same events");
         assert_eq!(events[0].kind(), "placed");
@@ -316,10 +358,32 @@ mod tests {
         };
         let events = e.events(&concert());
         assert_eq!(events[0].ce_type, "dev.queuegate.concert.soldout");
-        assert_eq!(events[0].data["state"], "soldout");
-        assert_eq!(events[0].data["concertId"], "tour-1");
+        assert_eq!(events[0].data()["state"], "soldout");
+        assert_eq!(events[0].data()["concertId"], "tour-1");
         assert_eq!(events[0].subject, None);
         assert!(TYPES.contains(&events[0].ce_type.as_str()));
+    }
+
+    #[test]
+    fn an_event_read_back_from_its_record_is_the_event_published() {
+        let e = OutboxEntry {
+            id: "1733450000123-4".into(),
+            kind: "admitted".into(),
+            lane: "general".into(),
+            users: "ann".into(),
+            extra: "1733450600123".into(),
+        };
+        let event = e.events(&concert()).remove(0);
+        let headers = event.kafka_headers(&source(&event.concert));
+        let back = Event::from_kafka(Some(&headers), Some(&event.payload)).unwrap();
+        assert_eq!(back, event);
+        assert_eq!(back.kind(), "admitted");
+        assert_eq!(back.data()["expiresAt"], "2024-12-06T02:03:20.123Z");
+        let body: Value = serde_json::from_str(&back.structured().unwrap()).unwrap();
+        assert_eq!(body["id"], event.id.as_str());
+        assert_eq!(body["subject"], "ann");
+        assert_eq!(body["source"], "/queuegate/concerts/tour-1");
+        assert_eq!(body["data"], event.data());
     }
 
     #[test]

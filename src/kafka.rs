@@ -169,9 +169,12 @@ impl KafkaClients {
     /// The events worker's consumer of the events topic, in group `<group>.events`.
     pub fn events_consumer(&self, consumer: &ConsumerSettings) -> ClientConfig {
         let mut c = self.consumer(consumer);
+        // Fewer, fuller fetches during a burst (the events are ~300 bytes each), at most 25 ms
+        // more delay while quiet.
         c.set("group.id", format!("{}.events", self.settings.kafka_group))
             .set("client.id", format!("queuegate-{}", ClientRole::Events.as_str()))
-            .set("fetch.min.bytes", "1");
+            .set("fetch.min.bytes", "16384")
+            .set("fetch.wait.max.ms", "25");
         c
     }
 

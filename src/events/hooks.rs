@@ -33,7 +33,7 @@ use crate::store::events::{Attempt, Claimed, Retry};
 use crate::store::QueueStore;
 
 /// Records per batch of the events worker.
-const BATCH: usize = 1000;
+const BATCH: usize = 5000;
 /// Deliveries one endpoint's task sends at once.
 const IN_FLIGHT: usize = 32;
 
@@ -134,7 +134,7 @@ impl EventsWorker {
                 let items: Vec<(&str, String)> = events
                     .iter()
                     .filter(|e| hook.wants(&e.ce_type))
-                    .map(|e| (e.id.as_str(), e.structured().to_string()))
+                    .filter_map(|e| Some((e.id.as_str(), e.structured()?)))
                     .collect();
                 self.store.webhook_enqueue(concert, &hook.id, &items, now).await?;
             }

@@ -55,16 +55,13 @@ impl Relay {
             if entries.is_empty() {
                 break;
             }
-            let mut events = Vec::new();
-            for entry in &entries {
-                for event in entry.events(concert) {
-                    let payload = serde_json::to_vec(&event.data)?;
-                    events.push((event, payload));
-                }
-            }
-            let pending = events.iter().map(|(event, payload)| {
-                let record =
-                    FutureRecord::to(&self.topic).key(concert.as_str()).payload(payload).headers(event.kafka_headers());
+            let events: Vec<_> = entries.iter().flat_map(|entry| entry.events(concert)).collect();
+            let source = super::source(concert);
+            let pending = events.iter().map(|event| {
+                let record = FutureRecord::to(&self.topic)
+                    .key(concert.as_str())
+                    .payload(&event.payload)
+                    .headers(event.kafka_headers(&source));
                 self.producer.send(record, Timeout::After(Duration::from_secs(10)))
             });
             let n = events.len() as u64;
