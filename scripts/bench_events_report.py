@@ -22,7 +22,7 @@ the local Kafka and Redis, body identity mode; the consumer also admits, relays 
 the events topic, reads that topic into reports and webhook queues, and delivers webhooks.
 
 **Join throughput with events on vs off** (wrk, 20 s, 256 connections, unique fans, after a 5 s
-warm-up; two rounds each, alternating; "off" is the build of the last commit before events out,
+warm-up; two runs each, in the order on, off, off, on; "off" is the build of the last commit before events out,
 `EVENTS_OFF_REV`): on {on[0]:,.0f} and {on[1]:,.0f} joins/s, off {off[0]:,.0f} and {off[1]:,.0f} joins/s:
 **{s['ratio']:.3f}×** (target ≥ 0.9×: {met(s['ratio'] >= 0.9)}); answers other than 202: {s['non2xx']['on']} on,
 {s['non2xx']['off']} off. The join path itself is unchanged (gateway → Kafka → 202); what events add runs

@@ -59,39 +59,31 @@ impl EventsWorker {
     }
 
     pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+        use futures_util::StreamExt;
         let mut failing = false;
+        // Whatever has arrived, up to BATCH records at a time, read where it lies (no copy).
+        let mut stream = self.consumer.stream().ready_chunks(BATCH);
         loop {
-            let first = tokio::select! {
+            let chunk = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
-                m = self.consumer.recv() => m,
+                c = stream.next() => c,
             };
-            let first = match first {
-                Ok(m) => {
-                    if std::mem::take(&mut failing) {
-                        tracing::info!("reading the events topic again");
-                    }
-                    m.detach()
-                }
-                Err(e) => {
-                    // Once when the failures start (a missing topic fails every poll).
-                    if !std::mem::replace(&mut failing, true) {
-                        tracing::warn!(error = %e, "reading the events topic failed; retrying");
-                    }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
-            let mut batch = vec![first];
-            let until = tokio::time::Instant::now() + Duration::from_millis(20);
-            while batch.len() < BATCH {
-                match tokio::time::timeout_at(until, self.consumer.recv()).await {
-                    Ok(Ok(m)) => batch.push(m.detach()),
-                    _ => break,
-                }
-            }
+            let Some(chunk) = chunk else { return Ok(()) };
             let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
             let mut by_concert: HashMap<ConcertId, Vec<Event>> = HashMap::new();
-            for m in &batch {
+            let mut read = 0;
+            for m in &chunk {
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) => {
+                        // Once when the failures start (a missing topic fails every poll).
+                        if !std::mem::replace(&mut failing, true) {
+                            tracing::warn!(error = %e, "reading the events topic failed; retrying");
+                        }
+                        continue;
+                    }
+                };
+                read += 1;
                 let next = offsets.entry((m.topic().to_owned(), m.partition())).or_insert(0);
                 *next = (*next).max(m.offset() + 1);
                 match Event::from_kafka(m.headers(), m.payload()) {
@@ -103,6 +95,14 @@ impl EventsWorker {
                     ),
                 }
             }
+            if read == 0 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            if std::mem::take(&mut failing) {
+                tracing::info!("reading the events topic again");
+            }
+            drop(chunk);
             let mut backoff = Duration::from_millis(100);
             while let Err(e) = self.take(&by_concert).await {
                 tracing::warn!(error = format!("{e:#}"), "recording events failed; retrying before committing");
