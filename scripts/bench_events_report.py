@@ -37,10 +37,11 @@ ran; a consumer started ({r['start_s']} s to ready) published them all and empti
 one record per fan; the events worker reading them into the report ran at the same time).
 
 **Webhooks**, one local endpoint answering 204 at once (`scripts/bench_events_endpoint.mjs`),
-`fan.placed` only: {b['joins']['accepted']:,} joins in 10 s (2,000/s) → **{b['per_second']:,} deliveries/s**
-({b['delivered']:,} deliveries, {b['distinct']:,} distinct, in {b['seconds']} s; one delivery task, 16
-requests at a time); the delay from a change to its delivery during that burst p50/p99
-{bd['p50']:,}/{bd['p99']:,} ms (deliveries queue behind the burst). At a steady 100 joins/s for 30 s
+`fan.placed` only: {b['joins']['accepted']:,} joins in 2 s (wrk, 64 connections), placed within a
+second or so, so their deliveries queue up → **{b['per_second']:,} deliveries/s** while they drain
+({b['delivered']:,} deliveries, {b['distinct']:,} distinct, in {b['seconds']} s; the endpoint's one delivery
+task, 32 requests at a time, each batch recorded in one Redis call); the delay from a change to
+its delivery in that burst p50/p99 {bd['p50']:,}/{bd['p99']:,} ms (the deliveries queue behind the burst). At a steady 100 joins/s for 30 s
 ({d['joins']['accepted']:,} joins, {d['delivered']:,} delivered) the delay from the change (the event's `time`,
 when the fan was placed in Redis) to the endpoint: **p50 {d['p50']:,} ms, p99 {d['p99']:,} ms** (max
 {d['max']:,} ms): the relay's tick (200 ms), the events worker's batch, the delivery task's poll (100 ms).
