@@ -15,6 +15,20 @@ def section(events_dir):
     r, b, d, bd = s["relay"], s["webhook_burst"], s["webhook_delay_ms"], s["webhook_burst_delay_ms"]
     met = lambda ok: "met" if ok else "**not met**"  # noqa: E731
     published = ", ".join(f"{p:,}" for p in s["events_published_during_joins"])
+    cpu = s.get("cpu_percent_of_a_core", {})
+    rows = "\n".join(
+        f"| {run} | {c['gateway']} | {c['consumer']} | {c['redis']} | {c['kafka']} | {c['idle']} | {c['steal']} |"
+        for run, c in sorted(cpu.items())
+    )
+    cpu_table = f"""
+Where the CPU went while wrk ran (% of one core, from `/proc`; the machine's idle and steal in %
+of both cores; wrk has the rest):
+
+| run | gateway | consumer | Redis | Kafka | idle | steal |
+|---|---|---|---|---|---|---|
+{rows}
+
+""" if cpu else ""
     return f"""## Events out (issue 26)
 
 `scripts/bench_events.sh` (run by `make bench`): one release gateway and one release consumer on
@@ -30,7 +44,7 @@ beside it on the same two cores: the outbox entries the release script writes (o
 fans placed), the relay producing one record per fan, and the events worker's report. Events
 the consumer published by the end of each "on" run (joins placed, plus the concert's update):
 {published}.
-
+{cpu_table}
 **The relay**: {r['events']:,} events (300 outbox entries of 1,000 fans) written while no consumer
 ran; a consumer started ({r['start_s']} s to ready) published them all and emptied the outbox in
 **{r['drain_s']} s: {s['relay_events_per_second']:,} events/s** (idempotent producer, `acks=all`, lz4,
