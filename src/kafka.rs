@@ -174,7 +174,9 @@ impl KafkaClients {
         c.set("group.id", format!("{}.events", self.settings.kafka_group))
             .set("client.id", format!("queuegate-{}", ClientRole::Events.as_str()))
             .set("fetch.min.bytes", "16384")
-            .set("fetch.wait.max.ms", "25");
+            .set("fetch.wait.max.ms", "25")
+            // A backlog of events waits in Kafka, not here: 1 MB prefetched per partition.
+            .set("queued.max.messages.kbytes", "1024");
         c
     }
 
@@ -407,21 +409,26 @@ impl rdkafka::producer::ProducerContext for KafkaContext {
 
 impl ConsumerContext for KafkaContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let role = self.role.as_str();
         let kind = match rebalance {
             Rebalance::Revoke(tpl) => {
-                tracing::info!(partitions = tpl.count(), "partitions revoked");
+                tracing::info!(role, partitions = tpl.count(), "partitions revoked");
                 "revoke"
             }
             Rebalance::Assign(tpl) => {
-                tracing::info!(partitions = tpl.count(), "partitions assigned");
+                tracing::info!(role, partitions = tpl.count(), "partitions assigned");
                 "assign"
             }
             Rebalance::Error(e) => {
-                tracing::warn!(error = %e, "rebalance error");
+                tracing::warn!(role, error = %e, "rebalance error");
                 "error"
             }
         };
-        self.metrics.consumer_rebalances.with_label_values(&[kind]).inc();
+        // The metric is the entry consumer's (its group is the one whose rebalances matter to
+        // placement); the parked-joins and events consumers' are only logged.
+        if matches!(self.role, ClientRole::Consumer) {
+            self.metrics.consumer_rebalances.with_label_values(&[kind]).inc();
+        }
     }
 }
 

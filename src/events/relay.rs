@@ -20,10 +20,11 @@ use crate::kafka::{ClientRole, KafkaClients, KafkaContext};
 use crate::metrics::Metrics;
 use crate::store::QueueStore;
 
-/// Outbox entries read per pass.
-const PASS: usize = 200;
-/// Passes per concert per round: at most 20 × 200 entries (each of up to 1,000 fans) a round.
-const PASSES: usize = 20;
+/// Outbox entries read per pass: at most 20,000 events (an entry holds up to 1,000 fans) in
+/// memory and in flight at once, so a drained backlog does not swell the process.
+const PASS: usize = 20;
+/// Passes per concert per round: at most 200 × 20 entries a round.
+const PASSES: usize = 200;
 
 /// Publishes outboxes to the events topic.
 #[derive(Clone)]
