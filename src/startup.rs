@@ -357,6 +357,7 @@ impl Application {
             }),
         );
         if let Some(probe) = cut_probe {
+            let kafka = KafkaClients::new(&settings.kafka, metrics.clone());
             let admitter = Admitter::new(
                 admin_store.clone(),
                 cache.clone(),
@@ -366,12 +367,11 @@ impl Application {
             )
             .with_order(probe, settings.admission.clock_skew_ms as i64)
             .with_relay(crate::events::relay::Relay::new(
-                &KafkaClients::new(&settings.kafka, metrics.clone()),
+                &kafka,
                 &settings.events,
                 admin_store.clone(),
                 metrics.clone(),
             )?);
-            let kafka = KafkaClients::new(&settings.kafka, metrics.clone());
             let worker = crate::events::hooks::EventsWorker::new(
                 &kafka,
                 &settings.consumer,

@@ -299,8 +299,9 @@ impl QueueStore {
                 out.push(serde_json::from_str::<serde_json::Value>(&l).map_err(reply)?);
             }
         }
-        // RFC 3339 in UTC with the same precision sorts as text.
-        out.sort_by(|a, b| b["at"].as_str().cmp(&a["at"].as_str()));
+        // By time, newest first (the text drops trailing zeros of the ms, so it does not sort).
+        let at = |v: &serde_json::Value| v["at"].as_str().and_then(crate::clock::parse_rfc3339).unwrap_or(0);
+        out.sort_by_key(|v| std::cmp::Reverse(at(v)));
         Ok(out)
     }
 }

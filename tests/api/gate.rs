@@ -16,8 +16,9 @@ fn client() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
-/// A gate check as nginx makes it for `uri` on https://shop.example, with `cookie` if any.
-async fn gate(gw: &TestApp, concert: &str, uri: &str, cookie: Option<&str>) -> reqwest::Response {
+/// A gate check as nginx makes it for `uri` on https://shop.example, with `cookie` if any (the
+/// events tests start sessions with it too).
+pub(crate) async fn gate(gw: &TestApp, concert: &str, uri: &str, cookie: Option<&str>) -> reqwest::Response {
     let mut r = client()
         .get(format!("{}/v1/concerts/{concert}/gate", gw.http()))
         .header("X-Original-URI", uri)
