@@ -3,10 +3,11 @@
 #
 # With the local Kafka and Redis (scripts/services.sh), one release gateway and one release
 # consumer (which also admits, relays the outbox, reads the events topic and delivers webhooks):
-#   1. join throughput with events on vs off: wrk, 20 s, 256 connections, unique fans, twice each,
-#      in the order on, off, off, on. "Off" is queuegate without events out: the binary given, or one built from
-#      EVENTS_OFF_REV (default 44c9a96, the last commit before events out) in a git worktree
-#      under .local/bench (built once);
+#   1. join throughput with events on vs off: wrk, 20 s, 256 connections, unique fans,
+#      EVENTS_ROUNDS (default 3) rounds, in the order on, off, off, on, on, off. "Off" is
+#      queuegate without events out: the binary given, or one built from EVENTS_OFF_REV
+#      (default 44c9a96, the last commit before events out) in a git worktree under .local/bench
+#      (built once);
 #   2. the relay: 300 outbox entries of 1,000 fans each (300,000 events) written while no
 #      consumer runs, then a consumer started: events per second from its readiness until the
 #      outbox is empty;
@@ -91,10 +92,11 @@ STEPS=" ${EVENTS_STEPS:-joins relay hooks} "
 step() { [[ "$STEPS" == *" $1 "* ]]; }
 
 if step joins; then
-rm -f "$OUT/published.txt"
-for round in 1 2; do
-  # on, off, then off, on: a drift over the runs weighs on both alike.
-  modes="on off"; [ "$round" = 2 ] && modes="off on"
+rm -f "$OUT/published.txt" "$OUT"/wrk-on-*.txt "$OUT"/wrk-off-*.txt "$OUT"/cpu-*.txt
+ROUNDS=${EVENTS_ROUNDS:-3}
+for round in $(seq 1 "$ROUNDS"); do
+  # on, off, then off, on, ...: a drift over the runs weighs on both alike.
+  modes="on off"; [ $((round % 2)) = 0 ] && modes="off on"
   for mode in $modes; do
     bin=$ON_BIN; [ "$mode" = off ] && bin=$OFF_BIN
     log "join throughput, events $mode, round $round (wrk, 20 s, 256 connections)"
@@ -126,11 +128,16 @@ rcli EVAL "for e = 1, 300 do local u = {} for i = 1, 1000 do u[i] = 'r' .. e .. 
 t0=$(date +%s.%N)
 start_consumer "$ON_BIN"
 ready=$(date +%s.%N)
+cpu0="$(ticks "$CO") $(ticks "$(cat .local/run/kafka.pid)") $(ticks "$(cat .local/run/redis.pid)")"
 while [ "$(rcli XLEN "$key")" != 0 ]; do sleep 0.05; done
 t1=$(date +%s.%N)
+cpu1="$(ticks "$CO") $(ticks "$(cat .local/run/kafka.pid)") $(ticks "$(cat .local/run/redis.pid)")"
 published=$(metric queuegate_events_published_total)
-python3 -c "import json,sys; t0,r,t1=map(float,sys.argv[1:4]); json.dump({'events':300000,'published':int(float(sys.argv[4] or 0)),'start_s':round(r-t0,2),'drain_s':round(t1-r,2)},open(sys.argv[5],'w'))" \
-  "$t0" "$ready" "$t1" "${published:-0}" "$OUT/relay.json"
+# CPU seconds (ticks / 100) of the consumer (relay and events worker), Kafka and Redis while draining.
+python3 -c "import json,sys; t0,r,t1=map(float,sys.argv[1:4]); a=list(map(int,sys.argv[6].split())); b=list(map(int,sys.argv[7].split()))
+cpu={n: round((y-x)/100,2) for n,x,y in zip(('consumer','kafka','redis'),a,b)}
+json.dump({'events':300000,'published':int(float(sys.argv[4] or 0)),'start_s':round(r-t0,2),'drain_s':round(t1-r,2),'cpu_s':cpu},open(sys.argv[5],'w'))" \
+  "$t0" "$ready" "$t1" "${published:-0}" "$OUT/relay.json" "$cpu0" "$cpu1"
 cat "$OUT/relay.json" >&2
 stop
 fi
@@ -171,8 +178,9 @@ def rps(name):
 def non2xx(name):
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", open(os.path.join(out, name)).read())
     return int(m.group(1)) if m else 0
-on = [rps(f"wrk-on-{r}.txt") for r in (1, 2)]
-off = [rps(f"wrk-off-{r}.txt") for r in (1, 2)]
+rounds = sorted(int(m.group(1)) for f in os.listdir(out) if (m := re.fullmatch(r"wrk-on-(\d+)\.txt", f)))
+on = [rps(f"wrk-on-{r}.txt") for r in rounds]
+off = [rps(f"wrk-off-{r}.txt") for r in rounds]
 relay = json.load(open(os.path.join(out, "relay.json")))
 burst = json.load(open(os.path.join(out, "endpoint-burst.json")))
 steady = json.load(open(os.path.join(out, "endpoint-steady.json")))
@@ -189,13 +197,13 @@ def cpu(name):
     share = lambda x: round(100 * x / per_core, 1)  # noqa: E731
     return {"gateway": share(d[0]), "consumer": share(d[1]), "redis": share(d[2]), "kafka": share(d[3]),
             "idle": round(100 * d[4] / total, 1), "steal": round(100 * d[5] / total, 1)}
-cpus = {f"{m}-{r}": cpu(f"cpu-{m}-{r}.txt") for m in ("on", "off") for r in (1, 2)
+cpus = {f"{m}-{r}": cpu(f"cpu-{m}-{r}.txt") for m in ("on", "off") for r in rounds
         if os.path.exists(os.path.join(out, f"cpu-{m}-{r}.txt"))}
 summary = {
     "cpu_percent_of_a_core": cpus,
     "joins_on": on, "joins_off": off,
     "ratio": round(sum(on) / sum(off), 3),
-    "non2xx": {m: sum(non2xx(f"wrk-{m}-{r}.txt") for r in (1, 2)) for m in ("on", "off")},
+    "non2xx": {m: sum(non2xx(f"wrk-{m}-{r}.txt") for r in rounds) for m in ("on", "off")},
     "events_published_during_joins": [int(float(p[1])) for p in published if len(p) > 1],
     "relay_events_per_second": round(relay["events"] / relay["drain_s"]),
     "relay": relay,

@@ -70,6 +70,9 @@ pub struct OutboxEntry {
     pub lane: String,
     pub users: String,
     pub extra: String,
+    /// `placed`: the first fan's position (`p`); the i-th fan's is that plus i. Entries
+    /// written before `p` existed have the positions in `extra`.
+    pub first_position: Option<u64>,
 }
 
 /// A fan event's data.
@@ -102,6 +105,7 @@ impl OutboxEntry {
                 "l" => e.lane = v.clone(),
                 "u" => e.users = v.clone(),
                 "x" => e.extra = v.clone(),
+                "p" => e.first_position = v.parse().ok(),
                 _ => {}
             }
         }
@@ -116,16 +120,28 @@ impl OutboxEntry {
     /// The events this entry stands for, one per fan (or one for a concert event).
     pub fn events(&self, concert: &ConcertId) -> Vec<Event> {
         let time_ms = self.time_ms();
-        let time = crate::clock::rfc3339(time_ms);
-        let event = |i: usize, ce_type: String, subject: Option<&str>, payload: Vec<u8>| Event {
-            id: format!("{concert}/{}/{i}", self.id),
-            concert: concert.clone(),
-            ce_type,
-            time_ms,
-            time: time.clone(),
-            subject: subject.map(str::to_owned),
-            payload,
-        };
+        let mut out = Vec::new();
+        self.each_event(concert, |e| {
+            out.push(Event {
+                id: e.id.to_owned(),
+                concert: concert.clone(),
+                ce_type: e.ce_type.to_owned(),
+                time_ms,
+                time: e.time.to_owned(),
+                subject: e.subject.map(str::to_owned),
+                payload: e.payload.to_vec(),
+            })
+        });
+        out
+    }
+
+    /// Calls `f` with each event of this entry in turn, borrowed: the relay's way, with no
+    /// allocation per event (the id and the data are written into buffers used again).
+    pub fn each_event(&self, concert: &ConcertId, mut f: impl FnMut(&EventRef<'_>)) {
+        use std::fmt::Write;
+        let time = crate::clock::rfc3339(self.time_ms());
+        let mut id = String::new();
+        let mut payload = Vec::new();
         if self.kind.starts_with("concert.") {
             let mut data = match self.kind.as_str() {
                 "concert.shuffled" => {
@@ -137,65 +153,94 @@ impl OutboxEntry {
             if let Value::Object(m) = &mut data {
                 m.insert("concertId".into(), json!(concert.as_str()));
             }
-            let payload = serde_json::to_vec(&data).expect("a JSON value serialises");
-            return vec![event(0, format!("{TYPE_PREFIX}{}", self.kind), None, payload)];
+            serde_json::to_writer(&mut payload, &data).expect("a JSON value serialises");
+            let _ = write!(id, "{concert}/{}/0", self.id);
+            let ce_type = format!("{TYPE_PREFIX}{}", self.kind);
+            f(&EventRef { id: &id, ce_type: &ce_type, time: &time, subject: None, payload: &payload });
+            return;
         }
         let ce_type = format!("{TYPE_PREFIX}fan.{}", self.kind);
         let mut extra = self.extra.split(' ').filter(|x| !x.is_empty());
-        self.users
-            .split(' ')
-            .filter(|u| !u.is_empty())
-            .enumerate()
-            .map(|(i, user)| {
-                let x = extra.next().unwrap_or("");
-                let mut d = FanData {
-                    concert_id: concert.as_str(),
-                    user_id: user,
-                    at: &time,
-                    lane: &self.lane,
-                    position: None,
-                    expires_at: None,
-                    session_ends_by: None,
-                    reason: None,
-                    status: "unknown",
-                };
-                d.status = match self.kind.as_str() {
-                    "placed" => {
-                        d.position = Some(x.parse().unwrap_or(0));
-                        "waiting"
-                    }
-                    "admitted" => {
-                        d.expires_at = x.parse().ok().map(crate::clock::rfc3339);
-                        "admitted"
-                    }
-                    "session.started" => {
-                        d.session_ends_by = x.parse().ok().map(crate::clock::rfc3339);
-                        "admitted"
-                    }
-                    "session.ended" => {
-                        d.reason = Some(x);
-                        if x == "completed" {
-                            "completed"
-                        } else {
-                            "expired"
-                        }
-                    }
-                    "expired" => {
-                        d.reason = Some(if x.is_empty() { "unused" } else { x });
+        for (i, user) in self.users.split(' ').filter(|u| !u.is_empty()).enumerate() {
+            let x = extra.next().unwrap_or("");
+            let mut d = FanData {
+                concert_id: concert.as_str(),
+                user_id: user,
+                at: &time,
+                lane: &self.lane,
+                position: None,
+                expires_at: None,
+                session_ends_by: None,
+                reason: None,
+                status: "unknown",
+            };
+            d.status = match self.kind.as_str() {
+                "placed" => {
+                    d.position = Some(self.first_position.map_or_else(|| x.parse().unwrap_or(0), |p| p + i as u64));
+                    "waiting"
+                }
+                "admitted" => {
+                    d.expires_at = x.parse().ok().map(crate::clock::rfc3339);
+                    "admitted"
+                }
+                "session.started" => {
+                    d.session_ends_by = x.parse().ok().map(crate::clock::rfc3339);
+                    "admitted"
+                }
+                "session.ended" => {
+                    d.reason = Some(x);
+                    if x == "completed" {
+                        "completed"
+                    } else {
                         "expired"
                     }
-                    "abandoned" => {
-                        d.reason = Some("abandoned");
-                        "expired"
-                    }
-                    "removed" => "removed",
-                    "completed" => "completed",
-                    _ => "unknown",
-                };
-                let payload = serde_json::to_vec(&d).expect("fan data serialises");
-                event(i, ce_type.clone(), Some(user), payload)
-            })
-            .collect()
+                }
+                "expired" => {
+                    d.reason = Some(if x.is_empty() { "unused" } else { x });
+                    "expired"
+                }
+                "abandoned" => {
+                    d.reason = Some("abandoned");
+                    "expired"
+                }
+                "removed" => "removed",
+                "completed" => "completed",
+                _ => "unknown",
+            };
+            payload.clear();
+            serde_json::to_writer(&mut payload, &d).expect("fan data serialises");
+            id.clear();
+            let _ = write!(id, "{concert}/{}/{i}", self.id);
+            f(&EventRef { id: &id, ce_type: &ce_type, time: &time, subject: Some(user), payload: &payload });
+        }
+    }
+}
+
+/// One event of an outbox entry, borrowed (see [`OutboxEntry::each_event`]).
+#[derive(Debug)]
+pub struct EventRef<'a> {
+    pub id: &'a str,
+    pub ce_type: &'a str,
+    pub time: &'a str,
+    pub subject: Option<&'a str>,
+    pub payload: &'a [u8],
+}
+
+impl EventRef<'_> {
+    /// The headers of the Kafka record in binary content mode; `source` is
+    /// [`source`]`(concert)`, made once by the caller for a batch.
+    pub fn kafka_headers(&self, source: &str) -> OwnedHeaders {
+        let mut h = OwnedHeaders::new_with_capacity(7)
+            .insert(Header { key: "ce_specversion", value: Some("1.0") })
+            .insert(Header { key: "ce_id", value: Some(self.id) })
+            .insert(Header { key: "ce_source", value: Some(source) })
+            .insert(Header { key: "ce_type", value: Some(self.ce_type) })
+            .insert(Header { key: "ce_time", value: Some(self.time) })
+            .insert(Header { key: "content-type", value: Some("application/json") });
+        if let Some(s) = self.subject {
+            h = h.insert(Header { key: "ce_subject", value: Some(s) });
+        }
+        h
     }
 }
 
@@ -206,19 +251,16 @@ pub fn source(concert: &ConcertId) -> String {
 
 impl Event {
     /// The headers of the Kafka record in binary content mode; `source` is
-    /// [`source`]`(&self.concert)`, made once by the caller for a batch.
+    /// [`source`]`(&self.concert)`.
     pub fn kafka_headers(&self, source: &str) -> OwnedHeaders {
-        let mut h = OwnedHeaders::new_with_capacity(7)
-            .insert(Header { key: "ce_specversion", value: Some("1.0") })
-            .insert(Header { key: "ce_id", value: Some(self.id.as_str()) })
-            .insert(Header { key: "ce_source", value: Some(source) })
-            .insert(Header { key: "ce_type", value: Some(self.ce_type.as_str()) })
-            .insert(Header { key: "ce_time", value: Some(self.time.as_str()) })
-            .insert(Header { key: "content-type", value: Some("application/json") });
-        if let Some(s) = &self.subject {
-            h = h.insert(Header { key: "ce_subject", value: Some(s.as_str()) });
+        EventRef {
+            id: &self.id,
+            ce_type: &self.ce_type,
+            time: &self.time,
+            subject: self.subject.as_deref(),
+            payload: &self.payload,
         }
-        h
+        .kafka_headers(source)
     }
 
     /// From a record of the events topic (binary content mode); None for a record that is not
@@ -331,9 +373,12 @@ mod tests {
             kind: "placed".into(),
             lane: "fanclub".into(),
             users: "ann bob".into(),
-            extra: "7 8".into(),
+            first_position: Some(7),
+            ..Default::default()
         };
         let events = e.events(&concert());
+        let written_before_p = OutboxEntry { first_position: None, extra: "7 8".into(), ..e.clone() };
+        assert_eq!(written_before_p.events(&concert()), events);
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].id, "tour-1/1733450000123-4/0");
         assert_eq!(events[1].id, "tour-1/1733450000123-4/1");
@@ -372,6 +417,7 @@ mod tests {
             lane: "general".into(),
             users: "ann".into(),
             extra: "1733450600123".into(),
+            ..Default::default()
         };
         let event = e.events(&concert()).remove(0);
         let headers = event.kafka_headers(&source(&event.concert));

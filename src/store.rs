@@ -288,6 +288,13 @@ impl QueueStore {
         self.keys.lane(concert, lane, part)
     }
 
+    /// Adds the keys of the concert's outbox and report to a script call (outbox.lua).
+    fn outbox_keys(&self, inv: &mut redis::ScriptInvocation<'_>, concert: &ConcertId) {
+        for key in self.keys.outbox(concert) {
+            inv.key(key);
+        }
+    }
+
     async fn conn(&self) -> Result<conn::Conn, StoreError> {
         self.backend.pooled().await
     }
@@ -465,8 +472,8 @@ impl QueueStore {
             .key(self.lane_key(concert, first, Part::Gone))
             .key(self.key(concert, Part::Concert))
             .key(self.key(concert, Part::Sessions))
-            .key(self.key(concert, Part::Ended))
-            .key(self.key(concert, Part::Outbox));
+            .key(self.key(concert, Part::Ended));
+        self.outbox_keys(&mut inv, concert);
         for (lane, _) in &lanes[1..] {
             for part in [Part::Waiting, Part::Rank, Part::Gone] {
                 inv.key(self.lane_key(concert, lane, part));
@@ -527,9 +534,10 @@ impl QueueStore {
             None => Lane::general(),
         };
         let mut inv = self.scripts.remove.prepare_invoke();
-        for part in [Part::Waiting, Part::Rank, Part::State, Part::Adm, Part::Gone, Part::Outbox] {
+        for part in [Part::Waiting, Part::Rank, Part::State, Part::Adm, Part::Gone] {
             inv.key(self.lane_key(concert, &lane, part));
         }
+        self.outbox_keys(&mut inv, concert);
         inv.arg(user.as_str())
             .arg(if lane.is_general() { String::new() } else { format!("@{lane}") })
             .arg(lane.as_str());
@@ -545,8 +553,8 @@ impl QueueStore {
         inv.key(self.key(concert, Part::State))
             .key(self.key(concert, Part::Active))
             .key(self.key(concert, Part::Sessions))
-            .key(self.key(concert, Part::Ended))
-            .key(self.key(concert, Part::Outbox));
+            .key(self.key(concert, Part::Ended));
+        self.outbox_keys(&mut inv, concert);
         inv.arg(user.as_str());
         let mut c = self.conn().await?;
         let done: i64 = timed(inv.invoke_async(&mut c)).await?;

@@ -1,9 +1,10 @@
 //! The events worker and webhook delivery.
 //!
 //! The worker reads the events topic in its own consumer group (`<QUEUEGATE_KAFKA_GROUP>.events`):
-//! each batch is added to the concerts' reports and queued in Redis for every webhook that
-//! wants it, and only then are its offsets committed, so a crash re-reads (the report counts
-//! each fan's change once; a queued delivery keeps its schedule).
+//! each batch is queued in Redis for every webhook that wants it, and only then are its
+//! offsets committed, so a crash re-reads (a queued delivery keeps its schedule; queuing the
+//! same event again changes nothing). A record of a concert without webhooks is passed over
+//! unparsed. (The report is not made here: the scripts keep it with their outbox entries.)
 //!
 //! Delivery runs one task per webhook endpoint, so a slow or dead endpoint delays only itself:
 //! the task claims due deliveries (webhook_claim.lua pushes them out of sight for the timeout
@@ -37,9 +38,11 @@ const BATCH: usize = 5000;
 /// Deliveries one endpoint's task sends at once.
 const IN_FLIGHT: usize = 32;
 
-/// Reads the events topic into reports and webhook queues.
+/// Reads the events topic into the webhooks' queues.
 pub struct EventsWorker {
     consumer: StreamConsumer<KafkaContext>,
+    /// The one topic it reads.
+    topic: String,
     store: QueueStore,
     cache: ConcertCache,
 }
@@ -55,7 +58,7 @@ impl EventsWorker {
         let c: StreamConsumer<KafkaContext> =
             kafka.events_consumer(consumer).create_with_context(kafka.context(crate::kafka::ClientRole::Events))?;
         c.subscribe(&[settings.events_topic.as_str()])?;
-        Ok(EventsWorker { consumer: c, store, cache })
+        Ok(EventsWorker { consumer: c, topic: settings.events_topic.clone(), store, cache })
     }
 
     pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
@@ -69,8 +72,10 @@ impl EventsWorker {
                 c = stream.next() => c,
             };
             let Some(chunk) = chunk else { return Ok(()) };
-            let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
+            // Next offset per partition of the one topic (no allocation per record).
+            let mut offsets: HashMap<i32, i64> = HashMap::new();
             let mut by_concert: HashMap<ConcertId, Vec<Event>> = HashMap::new();
+            let mut hooked: HashMap<Vec<u8>, bool> = HashMap::new();
             let mut read = 0;
             for m in &chunk {
                 let m = match m {
@@ -84,8 +89,22 @@ impl EventsWorker {
                     }
                 };
                 read += 1;
-                let next = offsets.entry((m.topic().to_owned(), m.partition())).or_insert(0);
+                let next = offsets.entry(m.partition()).or_insert(0);
                 *next = (*next).max(m.offset() + 1);
+                // The key is the concertId: most concerts have no webhooks, and their events
+                // need no more than this look.
+                let key = m.key().unwrap_or_default();
+                let wanted = match hooked.get(key) {
+                    Some(w) => *w,
+                    None => {
+                        let w = self.has_webhooks(key).await;
+                        hooked.insert(key.to_vec(), w);
+                        w
+                    }
+                };
+                if !wanted {
+                    continue;
+                }
                 match Event::from_kafka(m.headers(), m.payload()) {
                     Some(e) => by_concert.entry(e.concert.clone()).or_default().push(e),
                     None => tracing::warn!(
@@ -113,8 +132,8 @@ impl EventsWorker {
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
             let mut tpl = TopicPartitionList::new();
-            for ((t, p), next) in offsets {
-                tpl.add_partition_offset(&t, p, rdkafka::Offset::Offset(next))?;
+            for (p, next) in offsets {
+                tpl.add_partition_offset(&self.topic, p, rdkafka::Offset::Offset(next))?;
             }
             if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
                 tracing::info!(error = %e, "committing the events worker's offsets failed; the batch may be read again");
@@ -122,13 +141,25 @@ impl EventsWorker {
         }
     }
 
-    /// Adds a batch to the reports and the webhook queues.
+    /// Whether the concert keyed `key` has webhooks. A concert this process has not learned of
+    /// yet (created moments ago elsewhere, or Redis was away at start-up) is looked up in Redis
+    /// first, so its events are not passed over for want of knowing it; a key that is not a
+    /// concertId is looked at further (and skipped with a warning).
+    async fn has_webhooks(&self, key: &[u8]) -> bool {
+        let Some(id) = std::str::from_utf8(key).ok().and_then(|k| ConcertId::parse(k).ok()) else { return true };
+        if self.cache.settings(&id).is_none() {
+            if let Err(e) = self.cache.refresh(self.store.list_concerts()).await {
+                tracing::warn!(error = %e, "could not look up a concert of the events topic; its events are looked at");
+                return true;
+            }
+        }
+        self.cache.settings(&id).is_some_and(|s| !s.webhooks.is_empty())
+    }
+
+    /// Adds a batch to the webhook queues.
     async fn take(&self, by_concert: &HashMap<ConcertId, Vec<Event>>) -> anyhow::Result<()> {
         let now = crate::clock::now_ms();
         for (concert, events) in by_concert {
-            let entries: Vec<(&str, &str, i64)> =
-                events.iter().map(|e| (e.kind(), e.subject.as_deref().unwrap_or(""), e.time_ms)).collect();
-            self.store.report_add(concert, &entries).await?;
             let Some(settings) = self.cache.settings(concert) else { continue };
             for hook in &settings.webhooks {
                 let items: Vec<(&str, String)> = events

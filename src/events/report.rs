@@ -1,5 +1,5 @@
-//! `GET /admin/v1/concerts/{concertId}/report`: the sale in figures, from the events topic
-//! (see report.lua), exact and kept after the sale.
+//! `GET /admin/v1/concerts/{concertId}/report`: the sale in figures, kept by the scripts that
+//! make the changes, with their outbox entries (outbox.lua): exact, and kept after the sale.
 
 use serde_json::{json, Value};
 

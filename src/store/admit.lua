@@ -21,11 +21,11 @@
 -- ARGV[6] lease value the caller holds ("" for manual admission: no lease needed)
 -- ARGV[7] request id ("" for none): an operator's retried admit returns the first answer and
 --         admits nobody again (the answer is kept for an hour)
--- KEYS[14] outbox STREAM (outbox.lua): `admitted` (with each token's expiry) and `abandoned`
+-- KEYS[14] outbox STREAM and KEYS[15..17] the report's keys (outbox.lua): `admitted` (with each token's expiry) and `abandoned`
 --                per lane, `session.ended` (idle | max) and `expired` (a token never exchanged)
 -- ARGV[8] L >= 1, the number of lanes; ARGV[9 .. 8+L] their names; ARGV[9+L .. 8+2L] their shares.
 --         The first lane's waiting, rank and gone are KEYS[1], KEYS[2] and KEYS[10]; lane i > 1
---         has KEYS[15 + 3(i-2)], KEYS[16 + 3(i-2)], KEYS[17 + 3(i-2)].
+--         has KEYS[18 + 3(i-2)], KEYS[19 + 3(i-2)], KEYS[20 + 3(i-2)].
 --
 -- Lanes: the count is split between the lanes by share in a smooth weighted round robin whose
 -- running weights (`wrr` in adm) persist from call to call, so 70/30 over any ten admissions is
@@ -66,7 +66,7 @@ if state and state ~= 'open' then
 end
 
 -- Expired tokens and sessions free their slots (slots.lua).
-local idle, maxed = free_slots(KEYS[4], KEYS[12], KEYS[13], KEYS[14], now)
+local idle, maxed = free_slots(KEYS[4], KEYS[12], KEYS[13], 14, now)
 if max_active > 0 then
   local free = max_active - redis.call('ZCARD', KEYS[4])
   if free < n then n = free end
@@ -89,7 +89,7 @@ for i = 1, nl do
   if i == 1 then
     l.waiting, l.rank, l.gone = KEYS[1], KEYS[2], KEYS[10]
   else
-    local k = 15 + 3 * (i - 2)
+    local k = 18 + 3 * (i - 2)
     l.waiting, l.rank, l.gone = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   end
   lanes[i] = l
@@ -190,8 +190,8 @@ end
 
 local tau = 30000
 for _, l in ipairs(lanes) do
-  outbox(KEYS[14], 'admitted', l.name, l.in_users, l.in_exp)
-  outbox(KEYS[14], 'abandoned', l.name, l.out_users)
+  outbox(14, 'admitted', l.name, l.in_users, l.in_exp)
+  outbox(14, 'abandoned', l.name, l.out_users)
   if l.scanned > 0 then
     local head = redis.call('ZRANGE', l.rank, 0, 0, 'WITHSCORES')
     if head[2] then

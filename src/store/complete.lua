@@ -3,7 +3,7 @@
 -- booking beyond maxActive).
 --
 -- KEYS[1] state HASH  KEYS[2] active ZSET  KEYS[3] sessions HASH  KEYS[4] ended ZSET
--- KEYS[5] outbox STREAM (outbox.lua): `session.ended` (completed) when a session ends, then `completed`
+-- KEYS[5] outbox STREAM, KEYS[6..8] the report's keys (outbox.lua): `session.ended` (completed) when a session ends, then `completed`
 -- ARGV[1] userId
 --
 -- The fan's gate session, when it has one, ends with it (gateways learn it from `ended`).
@@ -31,9 +31,9 @@ local session = redis.call('HGET', KEYS[3], ARGV[1])
 if session then
   redis.call('ZADD', KEYS[4], now, string.match(session, '^([^:]+):'))
   redis.call('HDEL', KEYS[3], ARGV[1])
-  outbox(KEYS[5], 'session.ended', '', {ARGV[1]}, {'completed'})
+  outbox(5, 'session.ended', '', {ARGV[1]}, {'completed'})
 end
-outbox(KEYS[5], 'completed', '', {ARGV[1]})
+outbox(5, 'completed', '', {ARGV[1]})
 if session then
   return 3
 end

@@ -12,23 +12,19 @@ use crate::events::OutboxEntry;
 use crate::ids::ConcertId;
 
 pub(super) struct Scripts {
-    report: Script,
     claim: Script,
 }
 
 impl Scripts {
     pub(super) fn new() -> Self {
-        Scripts {
-            report: Script::new(include_str!("report.lua")),
-            claim: Script::new(include_str!("webhook_claim.lua")),
-        }
+        Scripts { claim: Script::new(include_str!("webhook_claim.lua")) }
     }
 }
 
-/// A concert's report as stored (see report.lua).
+/// A concert's report as stored (outbox.lua keeps it).
 #[derive(Debug, Clone, Default)]
 pub struct ReportData {
-    /// Fans per change: `placed`, `admitted`, … and concert events.
+    /// Changes per kind: `placed`, `admitted`, …
     pub counts: HashMap<String, u64>,
     /// Per minute (ms / 60000): fans placed, admitted, and who left the queue.
     pub joins: Vec<(i64, u64)>,
@@ -106,22 +102,6 @@ impl QueueStore {
     pub async fn outbox_len(&self, concert: &ConcertId) -> Result<u64, StoreError> {
         let mut c = self.conn().await?;
         timed(redis::cmd("XLEN").arg(self.key(concert, Part::Outbox)).query_async(&mut c)).await
-    }
-
-    /// Adds events (kind, userId or "", time ms) to the concert's report; how many were new.
-    pub async fn report_add(&self, concert: &ConcertId, events: &[(&str, &str, i64)]) -> Result<u64, StoreError> {
-        if events.is_empty() {
-            return Ok(0);
-        }
-        let mut inv = self.scripts.events.report.prepare_invoke();
-        inv.key(self.key(concert, Part::Report))
-            .key(self.key(concert, Part::ReportFans))
-            .key(self.key(concert, Part::ReportWaits));
-        for (kind, user, at) in events {
-            inv.arg(*kind).arg(*user).arg(*at);
-        }
-        let mut c = self.conn().await?;
-        timed(inv.invoke_async(&mut c)).await
     }
 
     /// The concert's report as stored.

@@ -7,7 +7,7 @@
 -- KEYS[4] spent   ZSET jti -> token expiry (ms)
 -- KEYS[5] gate    HASH epoch, revokedAt
 -- ARGV[1] userId  ARGV[2] jti  ARGV[3] token iat (ms)  ARGV[4] token exp (ms)
--- KEYS[6] outbox STREAM (outbox.lua): `session.started` (with the session's maximum end, ms)
+-- KEYS[6] outbox STREAM, KEYS[7..9] the report's keys (outbox.lua): `session.started` (with the session's maximum end, ms)
 -- ARGV[5] idle (ms)  ARGV[6] max (ms)  ARGV[7] new session id
 --
 -- Returns {1, sid, startedAt, maxAt, epoch, deadline} for a new session, or {0, why} with why one
@@ -46,6 +46,6 @@ local sid = ARGV[7]
 redis.call('ZADD', KEYS[2], deadline, user)
 redis.call('HSET', KEYS[3], user, sid .. ':' .. now .. ':' .. now .. ':' .. max_at)
 redis.call('ZADD', KEYS[4], exp, jti)
-outbox(KEYS[6], 'session.started', '', {user}, {max_at})
+outbox(6, 'session.started', '', {user}, {max_at})
 local epoch = tonumber(redis.call('HGET', KEYS[5], 'epoch') or '0')
 return {1, sid, now, max_at, epoch, deadline}

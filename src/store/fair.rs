@@ -113,10 +113,10 @@ impl QueueStore {
             Part::Lease,
             Part::Staged,
             Part::Joined,
-            Part::Outbox,
         ] {
             inv.key(self.lane_key(id, lane, part));
         }
+        self.outbox_keys(&mut inv, id);
         inv.arg(list_hash).arg(lease).arg(lane.as_str());
         for u in ordered {
             inv.arg(u.as_str());

@@ -68,13 +68,13 @@ pub enum Part {
     /// STREAM: the transactional outbox (outbox.lua): changes recorded by the scripts that
     /// made them, until the event relay has published them.
     Outbox,
-    /// HASH of the sale's report (src/events/report.lua): counts per outcome, joins and
-    /// admissions per minute, fans leaving the queue per minute.
+    /// HASH of the sale's report, kept by the scripts with their outbox entries (outbox.lua):
+    /// changes per kind, fans placed, admitted and leaving the queue per minute.
     Report,
-    /// HASH userId → which events the report has counted for the fan (a bit per kind) and
-    /// when it was placed: each fan counts once whatever the duplicates.
+    /// HASH userId → when the fan was last placed (ms), for the report's waits.
     ReportFans,
-    /// ZSET userId → wait from placed to admitted (ms): the report's exact percentiles.
+    /// ZSET `<outbox entry id>/<index>` (an admission's event) → its wait from placed to
+    /// admitted (ms): the report's exact percentiles.
     ReportWaits,
     /// HASH webhook id → its signing secret (`whsec_…`).
     WebhookSecrets,
@@ -148,6 +148,12 @@ impl Keys {
     /// `{prefix}:{{concertId}}:{part}`
     pub fn concert(&self, concert: &ConcertId, part: Part) -> String {
         format!("{}:{{{}}}:{}", self.prefix, concert, part.as_str())
+    }
+
+    /// The keys a script that writes the outbox takes, in this order (outbox.lua): the outbox
+    /// and the report's three.
+    pub fn outbox(&self, concert: &ConcertId) -> [String; 4] {
+        [Part::Outbox, Part::Report, Part::ReportFans, Part::ReportWaits].map(|part| self.concert(concert, part))
     }
 
     /// `{prefix}:{{concertId}}:{part}` for the `general` lane (so a concert without lanes keeps

@@ -34,10 +34,10 @@ impl QueueStore {
             Part::Seen,
             Part::Order,
             Part::Fair,
-            Part::Outbox,
         ] {
             inv.key(self.lane_key(concert, lane, part));
         }
+        self.outbox_keys(&mut inv, concert);
         inv.arg(watermark_ms).arg(RELEASE_MAX).arg(lane.as_str());
         let mut c = self.conn().await?;
         let (placed, staged, oldest): (u64, u64, i64) = timed(inv.invoke_async(&mut c)).await?;

@@ -3,7 +3,7 @@
 -- KEYS[1] staged  ZSET userId -> accepted stamp (ms)   KEYS[2] joined HASH   KEYS[3] waiting LIST
 -- KEYS[4] rank ZSET   KEYS[5] seq STRING   KEYS[6] concert HASH (opensAt, abandonAfterSeconds)
 -- KEYS[7] seen HASH   KEYS[8] order HASH (releasedTo: the highest stamp placed; late)   KEYS[9] fair HASH (shuffledAt)
--- KEYS[10] outbox STREAM (outbox.lua): a `placed` entry with each fan's position
+-- KEYS[10] outbox STREAM, KEYS[11..13] the report's keys (outbox.lua): `placed` entries (with the first fan's position)
 -- ARGV[1] the watermark W (ms): every partition of the entry topic has passed it, so every
 --         join accepted before W has been staged (docs/guarantees.md §3)
 -- ARGV[2] the most fans to place in this call   ARGV[3] the lane's name
@@ -30,8 +30,7 @@ if placed > 0 then
   local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
   local abandon = tonumber(redis.call('HGET', KEYS[6], 'abandonAfterSeconds') or '0') > 0
   local seq = tonumber(redis.call('GET', KEYS[5]) or '0')
-  local position = redis.call('LLEN', KEYS[3])
-  local users, positions = {}, {}
+  local users, first_position = {}, redis.call('LLEN', KEYS[3]) + 1
   local CHUNK = 500
   for first = 1, #due, 2 * CHUNK do
     local last = math.min(first + 2 * CHUNK - 1, #due)
@@ -39,9 +38,7 @@ if placed > 0 then
     for i = first, last, 2 do
       local user, stamp = due[i], due[i + 1]
       seq = seq + 1
-      position = position + 1
       users[#users + 1] = user
-      positions[#positions + 1] = position
       joined[#joined + 1] = user
       joined[#joined + 1] = stamp
       list[#list + 1] = user
@@ -61,7 +58,7 @@ if placed > 0 then
   end
   redis.call('SET', KEYS[5], seq)
   redis.call('ZREMRANGEBYRANK', KEYS[1], 0, placed - 1)
-  outbox(KEYS[10], 'placed', ARGV[3], users, positions)
+  outbox(10, 'placed', ARGV[3], users, first_position)
 end
 -- The highest stamp placed so far: a fan staged later with a lower stamp is late (apply.lua).
 -- Written only when someone was placed, so an idle concert's release writes nothing.

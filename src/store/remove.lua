@@ -2,7 +2,7 @@
 --
 -- KEYS[1] waiting LIST  KEYS[2] rank ZSET  KEYS[3] state HASH  KEYS[4] adm HASH
 -- KEYS[5] gone ZSET   sequence numbers that left from the middle of the queue (see view.lua)
--- KEYS[6] outbox STREAM (outbox.lua): `removed`
+-- KEYS[6] outbox STREAM, KEYS[7..9] the report's keys (outbox.lua): `removed`
 -- ARGV[1] userId  ARGV[2] the lane's suffix of its fields in adm ("" for general, "@<lane>")
 -- ARGV[3] the lane's name
 -- (the keys are the fan's lane's)
@@ -28,5 +28,5 @@ redis.call('ZADD', KEYS[5], seq, seq)
 redis.call('HSET', KEYS[3], ARGV[1], 'r:' .. now)
 redis.call('HINCRBY', KEYS[4], 'removed', 1)
 redis.call('HINCRBY', KEYS[4], 'goneVer' .. (ARGV[2] or ''), 1)
-outbox(KEYS[6], 'removed', ARGV[3], {ARGV[1]})
+outbox(6, 'removed', ARGV[3], {ARGV[1]})
 return 1

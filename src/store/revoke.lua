@@ -2,7 +2,7 @@
 -- exchanged (their slots free), and refuses from now on every token issued before now.
 --
 -- KEYS[1] active ZSET   KEYS[2] sessions HASH   KEYS[3] ended ZSET   KEYS[4] gate HASH
--- KEYS[5] outbox STREAM (outbox.lua): `session.ended` (revoked) for each session, `expired`
+-- KEYS[5] outbox STREAM, KEYS[6..8] the report's keys (outbox.lua): `session.ended` (revoked) for each session, `expired`
 --         (revoked) for each token not yet exchanged
 --
 -- Returns {sessions ended, tokens revoked}.
@@ -24,8 +24,8 @@ for _, user in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     token_why[#token_why + 1] = 'revoked'
   end
 end
-outbox(KEYS[5], 'session.ended', '', users, why)
-outbox(KEYS[5], 'expired', '', tokens, token_why)
+outbox(5, 'session.ended', '', users, why)
+outbox(5, 'expired', '', tokens, token_why)
 for first = 1, #ended, 1000 do
   redis.call('ZADD', KEYS[3], unpack(ended, first, math.min(first + 999, #ended)))
 end

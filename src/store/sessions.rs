@@ -118,9 +118,10 @@ impl QueueStore {
         req: ExchangeRequest<'_>,
     ) -> Result<Result<Started, Refused>, StoreError> {
         let mut inv = self.scripts.sessions.exchange.prepare_invoke();
-        for part in [Part::State, Part::Active, Part::Sessions, Part::Spent, Part::Gate, Part::Outbox] {
+        for part in [Part::State, Part::Active, Part::Sessions, Part::Spent, Part::Gate] {
             inv.key(self.key(concert, part));
         }
+        self.outbox_keys(&mut inv, concert);
         inv.arg(req.user.as_str())
             .arg(req.jti)
             .arg(req.iat_ms)
@@ -176,8 +177,8 @@ impl QueueStore {
         let mut inv = self.scripts.sessions.sweep.prepare_invoke();
         inv.key(self.key(concert, Part::Active))
             .key(self.key(concert, Part::Sessions))
-            .key(self.key(concert, Part::Ended))
-            .key(self.key(concert, Part::Outbox));
+            .key(self.key(concert, Part::Ended));
+        self.outbox_keys(&mut inv, concert);
         inv.arg(remember_ms);
         let mut c = self.conn().await?;
         timed(inv.invoke_async(&mut c)).await
@@ -188,8 +189,8 @@ impl QueueStore {
         let mut inv = self.scripts.sessions.end.prepare_invoke();
         inv.key(self.key(concert, Part::Active))
             .key(self.key(concert, Part::Sessions))
-            .key(self.key(concert, Part::Ended))
-            .key(self.key(concert, Part::Outbox));
+            .key(self.key(concert, Part::Ended));
+        self.outbox_keys(&mut inv, concert);
         inv.arg(user.as_str());
         let mut c = self.conn().await?;
         let ended: i64 = timed(inv.invoke_async(&mut c)).await?;
@@ -199,9 +200,10 @@ impl QueueStore {
     /// The emergency stop (`revoke.lua`): (sessions ended, unexchanged tokens revoked).
     pub async fn revoke_sessions(&self, concert: &ConcertId) -> Result<(u64, u64), StoreError> {
         let mut inv = self.scripts.sessions.revoke.prepare_invoke();
-        for part in [Part::Active, Part::Sessions, Part::Ended, Part::Gate, Part::Outbox] {
+        for part in [Part::Active, Part::Sessions, Part::Ended, Part::Gate] {
             inv.key(self.key(concert, part));
         }
+        self.outbox_keys(&mut inv, concert);
         let mut c = self.conn().await?;
         timed(inv.invoke_async(&mut c)).await
     }

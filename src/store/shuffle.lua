@@ -4,7 +4,7 @@
 --
 -- KEYS[1] hold HASH   KEYS[2] post LIST   KEYS[3] waiting LIST   KEYS[4] rank ZSET   KEYS[5] seq STRING
 -- KEYS[6] fair HASH   KEYS[7] concert HASH   KEYS[8] seen HASH   KEYS[9] lease STRING
--- KEYS[10] staged ZSET   KEYS[11] joined HASH   KEYS[12] outbox STREAM (outbox.lua): the pre-queue's
+-- KEYS[10] staged ZSET   KEYS[11] joined HASH   KEYS[12] outbox STREAM, KEYS[13..15] the report's keys (outbox.lua): the pre-queue's
 -- `placed` entries with positions, then `concert.shuffled` ("<prequeued>:<staged after>")
 -- ARGV[1] listHash (published)   ARGV[2] the admitter's lease ("" for none)   ARGV[3] the lane's name
 -- ARGV[4 ..] the pre-queue (held fans not in `post`) in the order the seed gives
@@ -19,8 +19,9 @@ end
 if redis.call('HEXISTS', KEYS[6], 'shuffledAt') == 1 then
   return {2}
 end
-local expected = {'hash', 'list', 'list', 'zset', 'string', 'hash', 'hash', 'hash', 'string', 'zset', 'hash', 'stream'}
-for i = 1, 12 do
+local expected = {'hash', 'list', 'list', 'zset', 'string', 'hash', 'hash', 'hash', 'string', 'zset', 'hash', 'stream',
+  'hash', 'hash', 'zset'}
+for i = 1, 15 do
   local t = redis.call('TYPE', KEYS[i]).ok
   if t ~= 'none' and t ~= expected[i] then
     return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is a ' .. t .. ', not a ' .. expected[i] .. '; nothing was written')
@@ -45,17 +46,14 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local abandon = tonumber(redis.call('HGET', KEYS[7], 'abandonAfterSeconds') or '0') > 0
 local seq = tonumber(redis.call('GET', KEYS[5]) or '0')
-local position = redis.call('LLEN', KEYS[3])
-local placed, positions = {}, {}
+local placed, first_position = {}, redis.call('LLEN', KEYS[3]) + 1
 local function append(users, from, to)
   for first = from, to, CHUNK do
     local last = math.min(first + CHUNK - 1, to)
     local list, zadd, seen = {}, {}, {}
     for i = first, last do
       seq = seq + 1
-      position = position + 1
       placed[#placed + 1] = users[i]
-      positions[#positions + 1] = position
       list[#list + 1] = users[i]
       zadd[#zadd + 1] = seq
       zadd[#zadd + 1] = users[i]
@@ -70,7 +68,7 @@ local function append(users, from, to)
   end
 end
 append(ARGV, 4, #ARGV)
-outbox(KEYS[12], 'placed', ARGV[3], placed, positions)
+outbox(12, 'placed', ARGV[3], placed, first_position)
 local post = redis.call('LRANGE', KEYS[2], 0, -1)
 for first = 1, #post, CHUNK do
   local last = math.min(first + CHUNK - 1, #post)
@@ -86,5 +84,5 @@ end
 redis.call('SET', KEYS[5], seq)
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('HSET', KEYS[6], 'shuffledAt', now, 'listHash', ARGV[1], 'prequeued', n)
-outbox_concert(KEYS[12], 'concert.shuffled', ARGV[3], n .. ':' .. #post)
+outbox_concert(12, 'concert.shuffled', ARGV[3], n .. ':' .. #post)
 return {1, n, #post}

@@ -3,9 +3,9 @@
 -- (idle, or at its maximum); one that held an admission token never exchanged frees itself and
 -- the token has expired. Each change goes to the outbox in the same call.
 --
--- free_slots(active ZSET, sessions HASH, ended ZSET, outbox STREAM, now ms) looks at most 10000
+-- free_slots(active ZSET, sessions HASH, ended ZSET, k the outbox's index in KEYS, now ms) looks at most 10000
 -- slots and returns (sessions ended for idleness, sessions ended at their maximum).
-local function free_slots(active, sessions, ended_key, outbox_key, now)
+local function free_slots(active, sessions, ended_key, outbox_k, now)
   local idle, maxed = 0, 0
   local due = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, 10000)
   if #due == 0 then
@@ -36,8 +36,8 @@ local function free_slots(active, sessions, ended_key, outbox_key, now)
   if #gone > 0 then
     redis.call('ZADD', ended_key, unpack(gone))
   end
-  outbox(outbox_key, 'session.ended', '', ended, why)
-  outbox(outbox_key, 'expired', '', expired)
+  outbox(outbox_k, 'session.ended', '', ended, why)
+  outbox(outbox_k, 'expired', '', expired)
   redis.call('HDEL', sessions, unpack(due))
   redis.call('ZREM', active, unpack(due))
   return idle, maxed

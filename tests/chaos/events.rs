@@ -179,6 +179,18 @@ async fn kill_9_of_a_gateway_a_consumer_and_the_admitter_mid_burst_leaves_no_cha
     assert_eq!(ids_of[&("dev.queuegate.concert.updated", "")].len(), 2, "open, then paused");
     assert_eq!(distinct_ids(&records), expected, "nothing else was published");
 
+    // The report, kept by the scripts with each change, counted every change once whichever
+    // process died: what the topic holds once deduplicated on ce_id.
+    let report = gw.admin_json("/admin/v1/concerts/ev/report").await;
+    let placed_events = subjects("dev.queuegate.fan.placed").len() as u64;
+    assert_eq!(report["counts"]["placed"], placed_events, "{report}");
+    assert_eq!(report["counts"]["admitted"], admitted_fans.len() as u64, "{report}");
+    assert_eq!(report["waitMs"]["count"], admitted_fans.len() as u64, "a wait per admission");
+    let per_minute_total =
+        |field: &str| -> u64 { report[field].as_array().unwrap().iter().map(|p| p["count"].as_u64().unwrap()).sum() };
+    assert_eq!(per_minute_total("joinsPerMinute"), placed_events);
+    assert_eq!(per_minute_total("admissionsPerMinute"), admitted_fans.len() as u64);
+
     // Every admission reached the webhook, under its ce_id, across the consumers' kills.
     let admitted_ids: BTreeSet<String> = ids_of
         .iter()
