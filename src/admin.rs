@@ -376,7 +376,7 @@ async fn webhook_ids(
             None => {
                 hook.id = format!("wh_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
                 let secret = crate::events::new_secret();
-                store.set_webhook_secret(concert, &hook.id, &secret).await?;
+                store.set_webhook_secret(concert, &hook.id, &secret, None).await?;
                 hook.secret = crate::events::mask(&secret);
                 created.push((hook.id.clone(), secret));
             }
@@ -408,22 +408,52 @@ async fn webhook_deliveries(admin: web::Data<Admin>, id: web::Path<ConcertId>) -
     Ok(HttpResponse::Ok().json(serde_json::json!({"webhooks": hooks, "deliveries": deliveries})))
 }
 
+/// How long a rotated-out webhook secret keeps signing by default, and at most (seconds).
+const PREVIOUS_SECRET_DEFAULT_SECONDS: u64 = 86_400;
+const PREVIOUS_SECRET_MAX_SECONDS: u64 = 7 * 86_400;
+
+/// The rotation's optional body: `{"previousValidSeconds": N}`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Rotation {
+    previous_valid_seconds: Option<u64>,
+}
+
 async fn rotate_webhook_secret(
     admin: web::Data<Admin>,
     path: web::Path<(ConcertId, String)>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let (id, hook) = path.into_inner();
+    let keep = if body.iter().all(u8::is_ascii_whitespace) {
+        PREVIOUS_SECRET_DEFAULT_SECONDS
+    } else {
+        let r: Rotation = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!("the rotation's body: {e} (expected {{\"previousValidSeconds\": N}})"))
+        })?;
+        r.previous_valid_seconds.unwrap_or(PREVIOUS_SECRET_DEFAULT_SECONDS)
+    };
+    if keep > PREVIOUS_SECRET_MAX_SECONDS {
+        return Err(ApiError::BadRequest(format!(
+            "previousValidSeconds: {keep} is more than {PREVIOUS_SECRET_MAX_SECONDS} (7 days)"
+        )));
+    }
     let mut c = existing(&admin, &id).await?;
     let Some(h) = c.settings.webhooks.iter_mut().find(|h| h.id == hook) else {
         return Err(ApiError::NotFound(format!("concert {id} has no webhook {hook}")));
     };
     let secret = crate::events::new_secret();
-    admin.store.set_webhook_secret(&id, &hook, &secret).await?;
+    let until = (keep > 0).then(|| crate::clock::now_ms() + keep as i64 * 1000);
+    admin.store.set_webhook_secret(&id, &hook, &secret, until).await?;
     h.secret = crate::events::mask(&secret);
     let concert = admin.store.put_concert(&id, &c.settings).await?;
     admin.cache.set(&id, concert.settings);
-    tracing::info!(concert = %id, webhook = %hook, "webhook secret rotated");
-    Ok(HttpResponse::Ok().json(serde_json::json!({"id": hook, "secret": secret})))
+    tracing::info!(concert = %id, webhook = %hook, previous_valid_seconds = keep, "webhook secret rotated");
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "id": hook,
+        "secret": secret,
+        "previousValidUntil": until.map(crate::clock::rfc3339),
+    })))
 }
 
 async fn list_concerts(admin: web::Data<Admin>) -> Result<HttpResponse, ApiError> {

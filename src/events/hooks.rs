@@ -30,7 +30,7 @@ use crate::config::{ConsumerSettings, EventsSettings};
 use crate::ids::ConcertId;
 use crate::kafka::{KafkaClients, KafkaContext};
 use crate::metrics::Metrics;
-use crate::store::events::{Attempt, Claimed, Retry};
+use crate::store::events::{Attempt, Claimed, Retry, WebhookSecret};
 use crate::store::QueueStore;
 
 /// Records per batch of the events worker.
@@ -250,10 +250,7 @@ impl Deliveries {
                 }
                 continue;
             }
-            let secret = match self.store.webhook_secrets(&concert).await {
-                Ok(s) => s.get(&hook).cloned(),
-                Err(_) => None,
-            };
+            let secret = self.store.webhook_secret(&concert, &hook, crate::clock::now_ms()).await.ok().flatten();
             let Some(secret) = secret else {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
@@ -269,10 +266,16 @@ impl Deliveries {
     }
 
     /// One attempt of one delivery, and what follows from it.
-    async fn deliver(&self, hook: &str, url: &str, secret: &str, d: &Claimed) -> Attempt {
+    async fn deliver(&self, hook: &str, url: &str, secret: &WebhookSecret, d: &Claimed) -> Attempt {
         let now = crate::clock::now_ms();
         let timestamp = now / 1000;
-        let signature = super::sign(secret, &d.id, timestamp, d.body.as_bytes()).unwrap_or_default();
+        // During a rotation's overlap, a signature by each secret (space-separated, as the
+        // specification allows): a receiver verifies with whichever it holds.
+        let signature = std::iter::once(&secret.current)
+            .chain(&secret.previous)
+            .filter_map(|s| super::sign(s, &d.id, timestamp, d.body.as_bytes()))
+            .collect::<Vec<_>>()
+            .join(" ");
         let started = std::time::Instant::now();
         let result = self
             .client

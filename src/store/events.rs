@@ -34,6 +34,15 @@ pub struct ReportData {
     pub waits: Vec<i64>,
 }
 
+/// A webhook's signing secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSecret {
+    pub current: String,
+    /// The secret before the latest rotation, during its overlap: deliveries carry a signature
+    /// by each, so a receiver still holding the old one keeps verifying them.
+    pub previous: Option<String>,
+}
+
 /// One delivery claimed for sending.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -137,17 +146,50 @@ impl QueueStore {
         Ok(r)
     }
 
-    /// The concert's webhook secrets, by webhook id.
-    pub async fn webhook_secrets(&self, concert: &ConcertId) -> Result<HashMap<String, String>, StoreError> {
+    /// One webhook's secrets: the current one, and the one before it while it is still valid
+    /// at `now_ms` (a rotation's overlap). None when the webhook has no secret.
+    pub async fn webhook_secret(
+        &self,
+        concert: &ConcertId,
+        hook: &str,
+        now_ms: i64,
+    ) -> Result<Option<WebhookSecret>, StoreError> {
         let mut c = self.conn().await?;
-        timed(redis::cmd("HGETALL").arg(self.key(concert, Part::WebhookSecrets)).query_async(&mut c)).await
+        let (current, previous): (Option<String>, Option<String>) = timed(
+            redis::cmd("HMGET")
+                .arg(self.key(concert, Part::WebhookSecrets))
+                .arg(hook)
+                .arg(format!("{hook}:previous"))
+                .query_async(&mut c),
+        )
+        .await?;
+        let previous = previous.and_then(|p| {
+            let (until, secret) = p.split_once(':')?;
+            (until.parse::<i64>().ok()? > now_ms).then(|| secret.to_owned())
+        });
+        Ok(current.map(|current| WebhookSecret { current, previous }))
     }
 
-    /// Sets one webhook's secret.
-    pub async fn set_webhook_secret(&self, concert: &ConcertId, hook: &str, secret: &str) -> Result<(), StoreError> {
+    /// Sets one webhook's secret; the one it replaces stays valid until `previous_until_ms`
+    /// (None: not at all).
+    pub async fn set_webhook_secret(
+        &self,
+        concert: &ConcertId,
+        hook: &str,
+        secret: &str,
+        previous_until_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
-        timed(redis::cmd("HSET").arg(self.key(concert, Part::WebhookSecrets)).arg(hook).arg(secret).query_async(&mut c))
-            .await
+        let key = self.key(concert, Part::WebhookSecrets);
+        let previous_field = format!("{hook}:previous");
+        let old: Option<String> = timed(redis::cmd("HGET").arg(&key).arg(hook).query_async(&mut c)).await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic().hset(&key, hook, secret);
+        match (old, previous_until_ms) {
+            (Some(old), Some(until)) => pipe.hset(&key, &previous_field, format!("{until}:{old}")),
+            _ => pipe.hdel(&key, &previous_field),
+        };
+        timed(pipe.query_async::<()>(&mut c)).await
     }
 
     /// Forgets a webhook taken out of the concert: its secret and its pending deliveries.
@@ -156,7 +198,7 @@ impl QueueStore {
         let k = &self.keys;
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .hdel(self.key(concert, Part::WebhookSecrets), hook)
+            .hdel(self.key(concert, Part::WebhookSecrets), &[hook.to_owned(), format!("{hook}:previous")])
             .del(k.webhook(concert, hook, "due"))
             .del(k.webhook(concert, hook, "body"))
             .del(k.webhook(concert, hook, "tries"))

@@ -250,6 +250,7 @@ async fn webhooks_get_everything_past_a_failing_a_hanging_and_a_dead_endpoint_an
     let created: Value = r.json().await.unwrap();
     let ids: Vec<String> =
         created["webhooks"].as_array().unwrap().iter().map(|h| h["id"].as_str().unwrap().to_owned()).collect();
+    let first_secret = created["webhooks"][0]["secret"].as_str().unwrap().to_owned();
 
     for i in 0..15 {
         assert_eq!(app.join("c", &format!("a{i}")).await.status(), 202);
@@ -291,33 +292,71 @@ async fn webhooks_get_everything_past_a_failing_a_hanging_and_a_dead_endpoint_an
     assert!(failed_with(&ids[2], &|d| d["error"] == "timed out"), "the hanging endpoint's timeouts are in the log");
     assert!(failed_with(&ids[3], &|d| d["error"].is_string()), "the dead endpoint's refusals are in the log");
 
-    // Rotating a secret: the new one is shown once and signs what follows.
+    // Rotating a secret: the new one is shown once and signs what follows; the one it replaced
+    // signs too for a day (a receiver that has not switched yet keeps verifying), unless the
+    // rotation ends it at once.
+    let rotate = async |body: Option<Value>| -> Value {
+        let mut req = app
+            .client
+            .post(format!("{}/admin/v1/concerts/c/webhooks/{}/secret", app.admin, ids[0]))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    };
+    let delivered_to = async |fan: &str| -> Vec<Value> {
+        assert_eq!(app.join("c", fan).await.status(), 202);
+        let subject = format!("\"subject\":\"{fan}\"");
+        let ok = poll_until(Duration::from_secs(20), async || {
+            healthy.got.lock().unwrap().iter().any(|d| d.body.contains(&subject))
+        })
+        .await;
+        assert!(ok, "{fan}'s event reaches the healthy endpoint");
+        let got = healthy.got.lock().unwrap();
+        got.iter()
+            .filter(|d| d.body.contains(&subject))
+            .map(|d| json!({"headers": d.headers, "body": d.body}))
+            .collect()
+    };
+    let signed_by = |secret: &str, deliveries: &[Value]| -> bool {
+        let lines: Vec<Value> = deliveries
+            .iter()
+            .map(|d| {
+                let mut d = d.clone();
+                d["secret"] = json!(secret);
+                d
+            })
+            .collect();
+        std::panic::catch_unwind(|| check_with_libraries("webhook", &lines).len() == lines.len()).unwrap_or(false)
+    };
+    let rotated = rotate(None).await;
+    let second_secret = rotated["secret"].as_str().unwrap().to_owned();
+    assert!(second_secret.starts_with("whsec_"));
+    assert!(rotated["previousValidUntil"].is_string(), "{rotated}");
+    let late = delivered_to("late").await;
+    assert!(signed_by(&second_secret, &late), "the new secret signs what follows");
+    assert!(signed_by(&first_secret, &late), "the replaced secret still signs during the overlap");
+    assert!(!signed_by(&queuegate::events::new_secret(), &late), "another secret does not verify");
+
+    let rotated = rotate(Some(json!({"previousValidSeconds": 0}))).await;
+    let third_secret = rotated["secret"].as_str().unwrap().to_owned();
+    assert!(rotated["previousValidUntil"].is_null(), "{rotated}");
+    let later = delivered_to("later").await;
+    assert!(signed_by(&third_secret, &later));
+    assert!(!signed_by(&second_secret, &later), "a secret rotated out at once signs nothing more");
+    assert!(!signed_by(&first_secret, &later));
     let r = app
         .client
         .post(format!("{}/admin/v1/concerts/c/webhooks/{}/secret", app.admin, ids[0]))
         .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"previousValidSeconds": 8 * 86_400}))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    let rotated: Value = r.json().await.unwrap();
-    let secret = rotated["secret"].as_str().unwrap().to_owned();
-    assert!(secret.starts_with("whsec_"));
-    assert_eq!(app.join("c", "late").await.status(), 202);
-    let ok = poll_until(Duration::from_secs(20), async || {
-        healthy.got.lock().unwrap().iter().any(|d| d.body.contains("\"subject\":\"late\""))
-    })
-    .await;
-    assert!(ok, "the late fan's event reaches the healthy endpoint");
-    let late: Vec<Value> = healthy
-        .got
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|d| d.body.contains("\"subject\":\"late\""))
-        .map(|d| json!({"secret": secret, "headers": d.headers, "body": d.body}))
-        .collect();
-    assert_eq!(check_with_libraries("webhook", &late).len(), late.len());
+    assert_eq!(r.status(), 400, "an overlap of more than a week is refused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
