@@ -4,7 +4,7 @@
 # With the local Kafka and Redis (scripts/services.sh), one release gateway and one release
 # consumer (which also admits, relays the outbox, reads the events topic and delivers webhooks):
 #   1. join throughput with events on vs off: wrk, 20 s, 256 connections, unique fans,
-#      EVENTS_ROUNDS (default 3) rounds, in the order on, off, off, on, on, off. "Off" is
+#      EVENTS_ROUNDS (default 5) rounds, in the order on, off, off, on, on, off, ... "Off" is
 #      queuegate without events out: the binary given, or one built from EVENTS_OFF_REV
 #      (default 44c9a96, the last commit before events out) in a git worktree under .local/bench
 #      (built once);
@@ -93,7 +93,7 @@ step() { [[ "$STEPS" == *" $1 "* ]]; }
 
 if step joins; then
 rm -f "$OUT/published.txt" "$OUT"/wrk-on-*.txt "$OUT"/wrk-off-*.txt "$OUT"/cpu-*.txt
-ROUNDS=${EVENTS_ROUNDS:-3}
+ROUNDS=${EVENTS_ROUNDS:-5}
 for round in $(seq 1 "$ROUNDS"); do
   # on, off, then off, on, ...: a drift over the runs weighs on both alike.
   modes="on off"; [ $((round % 2)) = 0 ] && modes="off on"
