@@ -65,7 +65,8 @@ if state and state ~= 'open' then
   return {1, now, 'e:0:0'}
 end
 
--- Expired tokens and sessions free their slots (slots.lua).
+-- Expired tokens and sessions free their slots (slots.lua): one bounded slice; a bigger backlog
+-- is the sweep's (sessions.rs), which runs right before each round's admission.
 local idle, maxed = free_slots(KEYS[4], KEYS[12], KEYS[13], 14, now)
 if max_active > 0 then
   local free = max_active - redis.call('ZCARD', KEYS[4])
@@ -118,6 +119,8 @@ local admitted, scanned, skipped = 0, 0, 0
 -- Fans are taken in batches, each with a fixed number of commands (LPOP with a count, one ZREM,
 -- HMGET, HSET and ZADD) rather than five per fan: Redis's work per round does not grow with the
 -- fans it admits (and with AOF `always`, every write command is appended to the AOF).
+-- A batch is at most 1000 fans (the loop below scans at most 1000 per call), so its unpack()s
+-- take at most 2,000 values, far below Lua's limit (~8,000).
 local function take(l, count)
   local users = redis.call('LPOP', l.waiting, count)
   if not users then return end
@@ -221,7 +224,8 @@ if admitted > 0 then
 end
 if ARGV[7] ~= '' then
   -- A retried request gets the same fans, and no sessions counted as ended a second time.
-  local remembered = {unpack(out)}
+  local remembered = {}
+  for i, v in ipairs(out) do remembered[i] = v end -- a copy without unpack(): no length limit
   remembered[3] = 'e:0:0'
   redis.call('SET', KEYS[9], cjson.encode(remembered), 'PX', 3600000)
 end

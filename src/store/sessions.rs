@@ -39,6 +39,10 @@ impl Scripts {
     }
 }
 
+/// `sweep.lua` calls one [`QueueStore::sweep_sessions`] makes at most (each frees at most
+/// 1,000 due slots).
+pub const SWEEP_SLICES: usize = 20;
+
 /// What the exchange of an admission token asks.
 #[derive(Debug, Clone, Copy)]
 pub struct ExchangeRequest<'a> {
@@ -173,6 +177,11 @@ impl QueueStore {
 
     /// Ends the sessions whose deadline passed and frees expired tokens' slots (`sweep.lua`):
     /// (ended for idleness, ended at their maximum).
+    ///
+    /// Each `sweep.lua` call frees one bounded slice (at most 1,000 slots, slots.lua), so no
+    /// Redis call grows with the backlog; this calls again while slots are still due, up to
+    /// [`SWEEP_SLICES`] calls (20,000 slots) per admission round. A bigger backlog (a stalled
+    /// admitter, a burst of short tokens) drains over the next rounds, 20,000 a round.
     pub async fn sweep_sessions(&self, concert: &ConcertId, remember_ms: i64) -> Result<(u64, u64), StoreError> {
         let mut inv = self.scripts.sessions.sweep.prepare_invoke();
         inv.key(self.key(concert, Part::Active))
@@ -181,7 +190,16 @@ impl QueueStore {
         self.outbox_keys(&mut inv, concert);
         inv.arg(remember_ms);
         let mut c = self.conn().await?;
-        timed(inv.invoke_async(&mut c)).await
+        let (mut idle, mut max) = (0, 0);
+        for _ in 0..SWEEP_SLICES {
+            let (i, m, more): (u64, u64, u8) = timed(inv.invoke_async(&mut c)).await?;
+            idle += i;
+            max += m;
+            if more == 0 {
+                break;
+            }
+        }
+        Ok((idle, max))
     }
 
     /// Ends one fan's session (an operator); false when the fan had none.

@@ -3,43 +3,60 @@
 -- (idle, or at its maximum); one that held an admission token never exchanged frees itself and
 -- the token has expired. Each change goes to the outbox in the same call.
 --
--- free_slots(active ZSET, sessions HASH, ended ZSET, k the outbox's index in KEYS, now ms) looks at most 10000
--- slots and returns (sessions ended for idleness, sessions ended at their maximum).
+-- Bounded work per call (DESIGN.md, "At stadium scale"): at most SLOTS_PER_CALL due slots are
+-- freed, and every command takes at most SLOTS_CHUNK of them, far below what Lua's unpack()
+-- accepts (~8,000 values: a backlog of 10,000 due slots unpacked at once wedged the concert's
+-- sweep and admission for good, issue 35). A bigger backlog is freed by the next calls:
+-- sessions.rs's sweep calls again while `more` says some are still due.
+local SLOTS_PER_CALL = 1000
+local SLOTS_CHUNK = 500
+
+-- free_slots(active ZSET, sessions HASH, ended ZSET, k the outbox's index in KEYS, now ms)
+-- frees at most SLOTS_PER_CALL slots and returns (sessions ended for idleness, sessions ended
+-- at their maximum, whether slots are still due).
 local function free_slots(active, sessions, ended_key, outbox_k, now)
   local idle, maxed = 0, 0
-  local due = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, 10000)
+  local due = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, SLOTS_PER_CALL)
   if #due == 0 then
-    return idle, maxed
+    return idle, maxed, false
   end
-  local held = redis.call('HMGET', sessions, unpack(due))
   local gone, ended, why, expired = {}, {}, {}, {}
-  for i, user in ipairs(due) do
-    local sid, max_at
-    if held[i] then
-      sid, max_at = string.match(held[i], '^([^:]+):%d+:%d+:(%d+)$')
-    end
-    if sid then
-      if tonumber(max_at) <= now then
-        maxed = maxed + 1
-        why[#why + 1] = 'max'
-      else
-        idle = idle + 1
-        why[#why + 1] = 'idle'
+  for first = 1, #due, SLOTS_CHUNK do
+    local last = math.min(first + SLOTS_CHUNK - 1, #due)
+    local held = redis.call('HMGET', sessions, unpack(due, first, last))
+    for i = first, last do
+      local user, h = due[i], held[i - first + 1]
+      local sid, max_at
+      if h then
+        sid, max_at = string.match(h, '^([^:]+):%d+:%d+:(%d+)$')
       end
-      gone[#gone + 1] = now
-      gone[#gone + 1] = sid
-      ended[#ended + 1] = user
-    else
-      expired[#expired + 1] = user
+      if sid then
+        if tonumber(max_at) <= now then
+          maxed = maxed + 1
+          why[#why + 1] = 'max'
+        else
+          idle = idle + 1
+          why[#why + 1] = 'idle'
+        end
+        gone[#gone + 1] = now
+        gone[#gone + 1] = sid
+        ended[#ended + 1] = user
+      else
+        expired[#expired + 1] = user
+      end
     end
   end
-  if #gone > 0 then
-    redis.call('ZADD', ended_key, unpack(gone))
+  for first = 1, #gone, 2 * SLOTS_CHUNK do
+    redis.call('ZADD', ended_key, unpack(gone, first, math.min(first + 2 * SLOTS_CHUNK - 1, #gone)))
   end
   outbox(outbox_k, 'session.ended', '', ended, why)
   outbox(outbox_k, 'expired', '', expired)
-  redis.call('HDEL', sessions, unpack(due))
-  redis.call('ZREM', active, unpack(due))
-  return idle, maxed
+  for first = 1, #due, SLOTS_CHUNK do
+    local last = math.min(first + SLOTS_CHUNK - 1, #due)
+    redis.call('HDEL', sessions, unpack(due, first, last))
+    redis.call('ZREM', active, unpack(due, first, last))
+  end
+  local more = #due == SLOTS_PER_CALL
+    and #redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, 1) > 0
+  return idle, maxed, more
 end
-

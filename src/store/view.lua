@@ -75,9 +75,11 @@ for j = base + 1, base + p do
   lookups[#lookups + 1] = found
 end
 
-if #ARGV > base + p then
+-- In chunks of 500 fans: unpack() refuses ~8,000 values, and the caller's bound (2,000 fans a
+-- refresh, 4,000 values) is not far enough below it.
+for first = base + p + 1, #ARGV, 500 do
   local seen = {}
-  for j = base + p + 1, #ARGV do
+  for j = first, math.min(first + 499, #ARGV) do
     seen[#seen + 1] = ARGV[j]
     seen[#seen + 1] = now
   end

@@ -29,4 +29,5 @@ mod secured;
 mod security;
 mod session_model;
 mod soldout;
+mod stadium;
 mod store_model;
