@@ -121,6 +121,11 @@ pub static ROUTES: &[Endpoint] = &[
         path: "/admin/v1/concerts/{concertId}/webhooks/{webhookId}/secret",
         handler: |r| r.to(rotate_webhook_secret),
     },
+    Endpoint {
+        method: Method::POST,
+        path: "/admin/v1/concerts/{concertId}/webhooks/{webhookId}/resume",
+        handler: |r| r.to(resume_webhook),
+    },
 ];
 
 /// Registers the admin routes: the probes, the metrics and the console's own files (which hold
@@ -398,14 +403,58 @@ async fn webhook_deliveries(admin: web::Data<Admin>, id: web::Path<ConcertId>) -
     let c = existing(&admin, &id).await?;
     let mut hooks = Vec::new();
     for h in &c.settings.webhooks {
-        let pending = admin.store.webhook_pending(&c.id, &h.id).await?;
-        hooks.push(
-            serde_json::json!({"id": h.id, "url": h.url, "types": h.types, "secret": h.secret, "pending": pending}),
-        );
+        let state = admin.store.webhook_state(&c.id, &h.id).await?;
+        let mut shown = webhook_standing(&state);
+        for (k, v) in [
+            ("id", serde_json::json!(h.id)),
+            ("url", serde_json::json!(h.url)),
+            ("types", serde_json::json!(h.types)),
+            ("secret", serde_json::json!(h.secret)),
+        ] {
+            shown[k] = v;
+        }
+        hooks.push(shown);
     }
     let ids: Vec<&str> = c.settings.webhooks.iter().map(|h| h.id.as_str()).collect();
     let deliveries = admin.store.webhook_log_read(&c.id, &ids).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"webhooks": hooks, "deliveries": deliveries})))
+}
+
+/// A webhook endpoint's queue and standing as the admin API shows them (docs/events.md).
+fn webhook_standing(s: &crate::store::events::WebhookState) -> serde_json::Value {
+    serde_json::json!({
+        "pending": s.pending,
+        "pendingBytes": s.pending_bytes,
+        "suspended": s.suspended_ms.is_some(),
+        "suspendedAt": s.suspended_ms.map(crate::clock::rfc3339),
+        "failingSince": s.failing_since_ms.map(crate::clock::rfc3339),
+        "failuresInARow": s.failures,
+        "dropped": {"full": s.dropped_full, "suspended": s.dropped_suspended},
+    })
+}
+
+/// Resumes a suspended webhook endpoint: its events are queued and sent again (those of the
+/// suspension were dropped); its failing streak starts afresh. Resuming one that is not
+/// suspended changes nothing.
+async fn resume_webhook(
+    admin: web::Data<Admin>,
+    path: web::Path<(ConcertId, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, hook) = path.into_inner();
+    let c = existing(&admin, &id).await?;
+    let Some(h) = c.settings.webhooks.iter().find(|h| h.id == hook) else {
+        return Err(ApiError::NotFound(format!("concert {id} has no webhook {hook}")));
+    };
+    let was = admin.store.webhook_resume(&id, &hook).await?;
+    if was {
+        tracing::info!(concert = %id, webhook = %hook, "webhook endpoint resumed");
+    }
+    let state = admin.store.webhook_state(&id, &hook).await?;
+    let mut shown = webhook_standing(&state);
+    shown["id"] = serde_json::json!(h.id);
+    shown["url"] = serde_json::json!(h.url);
+    shown["resumed"] = serde_json::json!(was);
+    Ok(HttpResponse::Ok().json(shown))
 }
 
 /// How long a rotated-out webhook secret keeps signing by default, and at most (seconds).

@@ -77,6 +77,11 @@ impl KafkaClients {
         &self.settings
     }
 
+    /// The metrics the clients feed (the events worker counts its dropped deliveries there).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The client context for `role`: statistics into the metrics, rebalances logged.
     pub fn context(&self, role: ClientRole) -> KafkaContext {
         KafkaContext { role, metrics: self.metrics.clone() }

@@ -62,6 +62,14 @@ pub struct Metrics {
     pub webhook_deliveries: IntCounterVec,
     /// Seconds from a change to its webhook's successful delivery.
     pub webhook_delay: prometheus::Histogram,
+    /// Webhook deliveries dropped instead of queued, by reason (full, suspended).
+    pub webhook_dropped: IntCounterVec,
+    /// Deliveries pending per webhook endpoint, and their bodies' bytes, as this process's
+    /// delivery task last saw them.
+    pub webhook_pending: IntGaugeVec,
+    pub webhook_pending_bytes: IntGaugeVec,
+    /// Webhook endpoints this process delivers for that are suspended.
+    pub webhook_suspended_endpoints: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -239,7 +247,7 @@ impl Metrics {
             webhook_deliveries: IntCounterVec::new(
                 Opts::new(
                     "queuegate_webhook_deliveries_total",
-                    "Webhook delivery attempts of this process, by outcome (delivered, failed, gave_up)",
+                    "Webhook delivery attempts of this process, by outcome (delivered, failed, gave_up; gave_up also counts deliveries given up without an attempt)",
                 ),
                 &["outcome"],
             )
@@ -250,6 +258,35 @@ impl Metrics {
                     "From a change (its event's time) to the successful delivery of its webhook",
                 )
                 .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0]),
+            )
+            .expect("valid metric"),
+            webhook_dropped: IntCounterVec::new(
+                Opts::new(
+                    "queuegate_webhook_dropped_total",
+                    "Webhook deliveries this process dropped instead of queuing, by reason: full (the endpoint's queue at QUEUEGATE_WEBHOOK_MAX_PENDING or QUEUEGATE_WEBHOOK_MAX_PENDING_BYTES), suspended (the endpoint suspended)",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            webhook_pending: IntGaugeVec::new(
+                Opts::new(
+                    "queuegate_webhook_pending",
+                    "Deliveries pending per webhook endpoint (at most QUEUEGATE_WEBHOOK_MAX_PENDING), as this process last looked",
+                ),
+                &["concert", "webhook"],
+            )
+            .expect("valid metric"),
+            webhook_pending_bytes: IntGaugeVec::new(
+                Opts::new(
+                    "queuegate_webhook_pending_bytes",
+                    "Bytes of the delivery bodies pending per webhook endpoint (at most QUEUEGATE_WEBHOOK_MAX_PENDING_BYTES), as this process last looked",
+                ),
+                &["concert", "webhook"],
+            )
+            .expect("valid metric"),
+            webhook_suspended_endpoints: IntGauge::new(
+                "queuegate_webhook_suspended_endpoints",
+                "Webhook endpoints this process delivers for that are suspended (every attempt failed for QUEUEGATE_WEBHOOK_SUSPEND_AFTER_SECONDS) until an operator resumes them",
             )
             .expect("valid metric"),
             admission_rounds: prometheus::IntCounter::new(
@@ -339,6 +376,12 @@ impl Metrics {
         for reason in ["idle", "max", "completed", "operator", "revoked"] {
             m.gate_sessions_ended.with_label_values(&[reason]);
         }
+        for reason in ["full", "suspended"] {
+            m.webhook_dropped.with_label_values(&[reason]);
+        }
+        for outcome in ["delivered", "failed", "gave_up"] {
+            m.webhook_deliveries.with_label_values(&[outcome]);
+        }
         for c in [
             Box::new(m.http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(m.http_duration.clone()),
@@ -378,6 +421,10 @@ impl Metrics {
             Box::new(m.events_published.clone()),
             Box::new(m.webhook_deliveries.clone()),
             Box::new(m.webhook_delay.clone()),
+            Box::new(m.webhook_dropped.clone()),
+            Box::new(m.webhook_pending.clone()),
+            Box::new(m.webhook_pending_bytes.clone()),
+            Box::new(m.webhook_suspended_endpoints.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }

@@ -650,10 +650,26 @@ pub struct EventsSettings {
     #[arg(long, env = "QUEUEGATE_WEBHOOK_RETRY_MAX_MS", default_value_t = 600_000)]
     pub webhook_retry_max_ms: u64,
 
-    /// A delivery still failing this long after its first attempt is given up (recorded as
-    /// failed in the deliveries log); at least an hour.
+    /// A delivery not made this long after its event was queued is given up (recorded as
+    /// gave_up in the deliveries log), attempted or not; at least an hour.
     #[arg(long, env = "QUEUEGATE_WEBHOOK_GIVE_UP_SECONDS", default_value_t = 86_400)]
     pub webhook_give_up_seconds: u64,
+
+    /// Most deliveries pending per webhook endpoint; past it, new ones for that endpoint are
+    /// dropped (queuegate_webhook_dropped_total{reason="full"}).
+    #[arg(long, env = "QUEUEGATE_WEBHOOK_MAX_PENDING", default_value_t = 10_000)]
+    pub webhook_max_pending: u64,
+
+    /// Most bytes of delivery bodies pending per webhook endpoint; past it, new ones for that
+    /// endpoint are dropped (queuegate_webhook_dropped_total{reason="full"}).
+    #[arg(long, env = "QUEUEGATE_WEBHOOK_MAX_PENDING_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub webhook_max_pending_bytes: u64,
+
+    /// A webhook endpoint whose every attempt has failed for this long (and at least 10 in a
+    /// row) is suspended until an operator resumes it: nothing more is queued for it or sent to
+    /// it. 0: never suspended.
+    #[arg(long, env = "QUEUEGATE_WEBHOOK_SUSPEND_AFTER_SECONDS", default_value_t = 3_600)]
+    pub webhook_suspend_after_seconds: u64,
 }
 
 impl EventsSettings {
@@ -672,6 +688,12 @@ impl EventsSettings {
         }
         if self.webhook_give_up_seconds < 3600 {
             return Err(bad("QUEUEGATE_WEBHOOK_GIVE_UP_SECONDS", "must be at least 3600 (an hour)"));
+        }
+        if self.webhook_max_pending == 0 {
+            return Err(bad("QUEUEGATE_WEBHOOK_MAX_PENDING", "must be more than 0"));
+        }
+        if self.webhook_max_pending_bytes < 1024 {
+            return Err(bad("QUEUEGATE_WEBHOOK_MAX_PENDING_BYTES", "must be at least 1024"));
         }
         Ok(())
     }

@@ -12,8 +12,17 @@
 //! died comes due again), posts them concurrently by the Standard Webhooks specification, and
 //! removes what got a 2xx. A failure is tried again after `QUEUEGATE_WEBHOOK_RETRY_BASE_MS`,
 //! doubling up to `QUEUEGATE_WEBHOOK_RETRY_MAX_MS`, each wait drawn from 50–150 % of that
-//! (jitter), until `QUEUEGATE_WEBHOOK_GIVE_UP_SECONDS` after the first attempt. The schedule is in
-//! Redis, so it survives restarts.
+//! (jitter), until `QUEUEGATE_WEBHOOK_GIVE_UP_SECONDS` after the event was queued (attempted or
+//! not: the claim gives up what is that old). The schedule is in Redis, so it survives restarts.
+//!
+//! Everything an endpoint holds is capped (docs/events.md, "Caps, give-up and suspension"):
+//! webhook_enqueue.lua queues a delivery only while the endpoint has fewer than
+//! `QUEUEGATE_WEBHOOK_MAX_PENDING` pending and their bodies stay within
+//! `QUEUEGATE_WEBHOOK_MAX_PENDING_BYTES`, else drops it (`queuegate_webhook_dropped_total`), in
+//! the same atomic call as the check. An endpoint whose every attempt has failed for
+//! `QUEUEGATE_WEBHOOK_SUSPEND_AFTER_SECONDS` (and at least [`SUSPEND_MIN_FAILURES`] in a row) is
+//! suspended: nothing more is queued for it or sent to it until an operator resumes it
+//! (`POST /admin/v1/concerts/{concertId}/webhooks/{webhookId}/resume`).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -30,13 +39,16 @@ use crate::config::{ConsumerSettings, EventsSettings};
 use crate::ids::ConcertId;
 use crate::kafka::{KafkaClients, KafkaContext};
 use crate::metrics::Metrics;
-use crate::store::events::{Attempt, Claimed, Retry, WebhookSecret};
+use crate::store::events::{Attempt, AttemptOutcome, Claim, Claimed, Retry, SuspendPolicy, WebhookCaps, WebhookSecret};
 use crate::store::QueueStore;
 
 /// Records per batch of the events worker.
 const BATCH: usize = 5000;
 /// Deliveries one endpoint's task sends at once.
 const IN_FLIGHT: usize = 32;
+/// Failed attempts in a row, at the least, before an endpoint is suspended (with
+/// `QUEUEGATE_WEBHOOK_SUSPEND_AFTER_SECONDS` of nothing but failures).
+pub const SUSPEND_MIN_FAILURES: u32 = 10;
 
 /// Reads the events topic into the webhooks' queues.
 pub struct EventsWorker {
@@ -45,6 +57,8 @@ pub struct EventsWorker {
     topic: String,
     store: QueueStore,
     cache: ConcertCache,
+    caps: WebhookCaps,
+    metrics: Metrics,
 }
 
 impl EventsWorker {
@@ -58,7 +72,18 @@ impl EventsWorker {
         let c: StreamConsumer<KafkaContext> =
             kafka.events_consumer(consumer).create_with_context(kafka.context(crate::kafka::ClientRole::Events))?;
         c.subscribe(&[settings.events_topic.as_str()])?;
-        Ok(EventsWorker { consumer: c, topic: settings.events_topic.clone(), store, cache })
+        let caps = WebhookCaps {
+            max_pending: settings.webhook_max_pending,
+            max_pending_bytes: settings.webhook_max_pending_bytes,
+        };
+        Ok(EventsWorker {
+            consumer: c,
+            topic: settings.events_topic.clone(),
+            store,
+            cache,
+            caps,
+            metrics: kafka.metrics().clone(),
+        })
     }
 
     pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
@@ -156,7 +181,8 @@ impl EventsWorker {
         self.cache.settings(&id).is_some_and(|s| !s.webhooks.is_empty())
     }
 
-    /// Adds a batch to the webhook queues.
+    /// Adds a batch to the webhook queues, within each endpoint's caps; what does not fit, or
+    /// is for a suspended endpoint, is dropped and counted.
     async fn take(&self, by_concert: &HashMap<ConcertId, Vec<Event>>) -> anyhow::Result<()> {
         let now = crate::clock::now_ms();
         for (concert, events) in by_concert {
@@ -167,7 +193,13 @@ impl EventsWorker {
                     .filter(|e| hook.wants(&e.ce_type))
                     .filter_map(|e| Some((e.id.as_str(), e.structured()?)))
                     .collect();
-                self.store.webhook_enqueue(concert, &hook.id, &items, now).await?;
+                let done = self.store.webhook_enqueue(concert, &hook.id, &items, now, self.caps).await?;
+                self.metrics.webhook_dropped.with_label_values(&["full"]).inc_by(done.dropped_full);
+                self.metrics.webhook_dropped.with_label_values(&["suspended"]).inc_by(done.dropped_suspended);
+                if done.dropped_full + done.dropped_suspended > 0 {
+                    tracing::debug!(concert = %concert, webhook = %hook.id, full = done.dropped_full,
+                        suspended = done.dropped_suspended, "webhook deliveries dropped");
+                }
             }
         }
         Ok(())
@@ -234,35 +266,79 @@ impl Deliveries {
     /// One endpoint's deliveries, until the endpoint is taken away or the process stops.
     async fn endpoint(&self, concert: ConcertId, hook: String, url: String, stop: CancellationToken) {
         let visibility = self.settings.webhook_timeout_ms as i64 + 5_000;
+        let give_up_ms = self.settings.webhook_give_up_seconds as i64 * 1000;
+        let policy = SuspendPolicy {
+            after_ms: self.settings.webhook_suspend_after_seconds as i64 * 1000,
+            min_failures: SUSPEND_MIN_FAILURES,
+        };
+        let mut gauges = EndpointGauges::new(&self.metrics, &concert, &hook);
         while !stop.is_cancelled() {
-            let claimed =
-                match self.store.webhook_claim(&concert, &hook, crate::clock::now_ms(), visibility, IN_FLIGHT).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::debug!(concert = %concert, webhook = %hook, error = %e, "claiming deliveries failed");
-                        Vec::new()
+            let look = self
+                .store
+                .webhook_claim(&concert, &hook, crate::clock::now_ms(), visibility, IN_FLIGHT, give_up_ms)
+                .await;
+            let Claim { suspended_ms, given_up, claimed, .. } = match look {
+                Ok(c) => {
+                    gauges.set(c.pending, c.pending_bytes, c.suspended_ms.is_some());
+                    c
+                }
+                Err(e) => {
+                    tracing::debug!(concert = %concert, webhook = %hook, error = %e, "claiming deliveries failed");
+                    Claim::default()
+                }
+            };
+            // Deliveries whose give-up window is over, attempted or not: logged and counted.
+            let now = crate::clock::now_ms();
+            if !given_up.is_empty() {
+                tracing::info!(concert = %concert, webhook = %hook, count = given_up.len(),
+                    "webhook deliveries given up: QUEUEGATE_WEBHOOK_GIVE_UP_SECONDS since they were queued");
+            }
+            let mut attempts: Vec<Attempt> =
+                given_up.iter().map(|(id, tried)| self.expired(&hook, id, *tried, now)).collect();
+            if !claimed.is_empty() {
+                match self.store.webhook_secret(&concert, &hook, crate::clock::now_ms()).await.ok().flatten() {
+                    Some(secret) => {
+                        let sends = claimed.iter().map(|d| self.deliver(&hook, &url, &secret, d));
+                        attempts.extend(futures_util::future::join_all(sends).await);
                     }
-                };
+                    // Unsent: they come due again after the visibility time.
+                    None => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            }
+            if !attempts.is_empty() {
+                // What the batch's attempts mean for the queue, the log and the endpoint's
+                // standing, in one Redis call.
+                match self.store.webhook_record(&concert, &hook, &attempts, crate::clock::now_ms(), policy).await {
+                    Ok(true) => tracing::warn!(concert = %concert, webhook = %hook, url = %url,
+                        suspend_after_seconds = self.settings.webhook_suspend_after_seconds,
+                        "webhook endpoint suspended: every attempt failed for QUEUEGATE_WEBHOOK_SUSPEND_AFTER_SECONDS; \
+                         nothing is queued for it or sent to it until an operator resumes it"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(concert = %concert, webhook = %hook, error = %e,
+                        "recording deliveries failed; they will be tried again"),
+                }
+            }
             if claimed.is_empty() {
+                // Idle, or suspended (only give-ups to look for, and the operator's resume).
+                let pause = if suspended_ms.is_some() { 1_000 } else { 100 };
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = tokio::time::sleep(Duration::from_millis(pause)) => {}
                 }
-                continue;
-            }
-            let secret = self.store.webhook_secret(&concert, &hook, crate::clock::now_ms()).await.ok().flatten();
-            let Some(secret) = secret else {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            };
-            let sends = claimed.iter().map(|d| self.deliver(&hook, &url, &secret, d));
-            let attempts = futures_util::future::join_all(sends).await;
-            // What the batch's attempts mean for the queue and the log, in one Redis call.
-            if let Err(e) = self.store.webhook_record(&concert, &hook, &attempts).await {
-                tracing::warn!(concert = %concert, webhook = %hook, error = %e,
-                    "recording deliveries failed; they will be tried again");
             }
         }
+    }
+
+    /// The log entry of a delivery given up without a further attempt: its give-up window,
+    /// counted from when it was queued, is over.
+    fn expired(&self, hook: &str, id: &str, tried: u32, now: i64) -> Attempt {
+        self.metrics.webhook_deliveries.with_label_values(&["gave_up"]).inc();
+        let log = json!({
+            "webhookId": hook, "eventId": id, "attempt": tried, "outcome": "gave_up",
+            "at": crate::clock::rfc3339(now),
+            "error": format!("not delivered within {} s of being queued", self.settings.webhook_give_up_seconds),
+        });
+        Attempt { id: id.to_owned(), outcome: AttemptOutcome::Expired, log }
     }
 
     /// One attempt of one delivery, and what follows from it.
@@ -294,7 +370,8 @@ impl Deliveries {
         };
         let attempt = d.attempts + 1;
         let first = d.first_ms.unwrap_or(now);
-        let gave_up = !ok && now - first >= self.settings.webhook_give_up_seconds as i64 * 1000;
+        // The window counts from when the event was queued, not from the first attempt.
+        let gave_up = !ok && now - d.queued_ms >= self.settings.webhook_give_up_seconds as i64 * 1000;
         let outcome = if ok {
             "delivered"
         } else if gave_up {
@@ -323,11 +400,53 @@ impl Deliveries {
         if let Some(e) = error {
             log["error"] = json!(e);
         }
-        let next = (!ok && !gave_up).then(|| {
+        let outcome = if ok {
+            AttemptOutcome::Delivered
+        } else if gave_up {
+            AttemptOutcome::GaveUp
+        } else {
             let wait = backoff_ms(self.settings.webhook_retry_base_ms, self.settings.webhook_retry_max_ms, attempt);
-            Retry { at_ms: now + wait, attempts: attempt, first_ms: first }
-        });
-        Attempt { id: d.id.clone(), next, log }
+            AttemptOutcome::Failed(Retry { at_ms: now + wait, attempts: attempt, first_ms: first })
+        };
+        Attempt { id: d.id.clone(), outcome, log }
+    }
+}
+
+/// One endpoint's gauges as its delivery task last saw them; taken away with the task.
+struct EndpointGauges {
+    metrics: Metrics,
+    labels: [String; 2],
+    suspended: bool,
+}
+
+impl EndpointGauges {
+    fn new(metrics: &Metrics, concert: &ConcertId, hook: &str) -> Self {
+        EndpointGauges { metrics: metrics.clone(), labels: [concert.to_string(), hook.to_owned()], suspended: false }
+    }
+
+    fn set(&mut self, pending: u64, bytes: u64, suspended: bool) {
+        let labels = [self.labels[0].as_str(), self.labels[1].as_str()];
+        self.metrics.webhook_pending.with_label_values(&labels).set(pending as i64);
+        self.metrics.webhook_pending_bytes.with_label_values(&labels).set(bytes as i64);
+        if suspended != self.suspended {
+            self.suspended = suspended;
+            if suspended {
+                self.metrics.webhook_suspended_endpoints.inc();
+            } else {
+                self.metrics.webhook_suspended_endpoints.dec();
+            }
+        }
+    }
+}
+
+impl Drop for EndpointGauges {
+    fn drop(&mut self) {
+        let labels = [self.labels[0].as_str(), self.labels[1].as_str()];
+        let _ = self.metrics.webhook_pending.remove_label_values(&labels);
+        let _ = self.metrics.webhook_pending_bytes.remove_label_values(&labels);
+        if self.suspended {
+            self.metrics.webhook_suspended_endpoints.dec();
+        }
     }
 }
 

@@ -238,8 +238,17 @@ async function showReport() {
   chart("chart-joins", r.joinsPerMinute.map((p) => ({ t: hhmm(p.minute), v: p.count })), true);
   chart("chart-admissions", r.admissionsPerMinute.map((p) => ({ t: hhmm(p.minute), v: p.count })), true);
   chart("chart-length", r.queueLength.map((p) => ({ t: hhmm(p.minute), v: p.length })), false);
+  // Pending, what was dropped, and a suspended endpoint with the button that resumes it.
+  const standing = (h) => {
+    const dropped = h.dropped.full + h.dropped.suspended;
+    const text = `${h.pending.toLocaleString("en")}${dropped ? ` (${dropped.toLocaleString("en")} dropped)` : ""}`;
+    if (!h.suspended) return el("td", { textContent: text, dataset: { k: "pending" } });
+    return el("td", { dataset: { k: "pending", suspended: "" } }, `${text} · suspended since ${new Date(h.suspendedAt).toLocaleTimeString()} `,
+      el("button", { type: "button", textContent: "Resume", dataset: { act: "resume" }, onclick: () =>
+        api("POST", `/concerts/${enc(id)}/webhooks/${enc(h.id)}/resume`).then(showReport).catch(report) }));
+  };
   $("hrows").replaceChildren(...d.webhooks.map((h) => el("tr", { dataset: { webhook: h.id } }, el("td", { textContent: h.id }),
-    el("td", { textContent: h.url }), el("td", { textContent: h.secret }), el("td", { textContent: h.pending.toLocaleString("en") }))));
+    el("td", { textContent: h.url }), el("td", { textContent: h.secret }), standing(h))));
   $("drows").replaceChildren(...d.deliveries.slice(0, 20).map((x) => el("tr", {}, el("td", { textContent: new Date(x.at).toLocaleTimeString() }),
     el("td", { textContent: x.webhookId }), el("td", { textContent: x.eventId }), el("td", { textContent: x.attempt }),
     el("td", { textContent: `${x.outcome}${x.status ? ` (${x.status})` : ""}${x.error ? ` (${x.error})` : ""}` }))));

@@ -13,13 +13,30 @@ use crate::ids::ConcertId;
 
 pub(super) struct Scripts {
     claim: Script,
+    enqueue: Script,
+    record: Script,
 }
 
 impl Scripts {
     pub(super) fn new() -> Self {
-        Scripts { claim: Script::new(include_str!("webhook_claim.lua")) }
+        Scripts {
+            claim: Script::new(include_str!("webhook_claim.lua")),
+            enqueue: Script::new(include_str!("webhook_enqueue.lua")),
+            record: Script::new(include_str!("webhook_record.lua")),
+        }
     }
 }
+
+/// The parts of a webhook endpoint's delivery keys (`Keys::webhook`).
+const DUE: &str = "due";
+const BODY: &str = "body";
+const TRIES: &str = "tries";
+const QUEUED: &str = "queued";
+const STATE: &str = "state";
+const LOG: &str = "log";
+
+/// Deliveries queued per call of webhook_enqueue.lua (bounded work per call).
+const ENQUEUE_CHUNK: usize = 500;
 
 /// A concert's report as stored (outbox.lua keeps it).
 #[derive(Debug, Clone, Default)]
@@ -52,16 +69,98 @@ pub struct Claimed {
     pub attempts: u32,
     /// When the first attempt was made (ms); None before it.
     pub first_ms: Option<i64>,
+    /// When the delivery was queued (ms): the give-up window counts from here.
+    pub queued_ms: i64,
 }
 
-/// What one delivery attempt leaves behind.
+/// One look at a webhook endpoint's queue (webhook_claim.lua).
+#[derive(Debug, Clone, Default)]
+pub struct Claim {
+    /// When the endpoint was suspended (ms); None while it is not.
+    pub suspended_ms: Option<i64>,
+    /// Deliveries pending, and their bodies' bytes, after this look.
+    pub pending: u64,
+    pub pending_bytes: u64,
+    /// Deliveries given up (and removed) by this look, their give-up window over: event id and
+    /// attempts made.
+    pub given_up: Vec<(String, u32)>,
+    /// Deliveries to send now (none while the endpoint is suspended).
+    pub claimed: Vec<Claimed>,
+}
+
+/// The caps of each webhook endpoint's queue.
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookCaps {
+    /// Most deliveries pending (`QUEUEGATE_WEBHOOK_MAX_PENDING`).
+    pub max_pending: u64,
+    /// Most bytes of delivery bodies pending (`QUEUEGATE_WEBHOOK_MAX_PENDING_BYTES`).
+    pub max_pending_bytes: u64,
+}
+
+/// What queuing a batch for one endpoint did (webhook_enqueue.lua).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Enqueued {
+    pub queued: u64,
+    /// Dropped, the endpoint's queue being at one of its caps.
+    pub dropped_full: u64,
+    /// Dropped, the endpoint being suspended.
+    pub dropped_suspended: u64,
+}
+
+/// When a failing endpoint is suspended (webhook_record.lua).
+#[derive(Debug, Clone, Copy)]
+pub struct SuspendPolicy {
+    /// Every attempt failed for this long (ms); 0: never suspended.
+    pub after_ms: i64,
+    /// And at least this many attempts in a row failed.
+    pub min_failures: u32,
+}
+
+/// A webhook endpoint's queue and standing, for the admin API.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookState {
+    pub pending: u64,
+    pub pending_bytes: u64,
+    /// When it was suspended (ms), if it is.
+    pub suspended_ms: Option<i64>,
+    /// When its current run of failed attempts began (ms), if it is in one; and how many.
+    pub failing_since_ms: Option<i64>,
+    pub failures: u64,
+    /// Deliveries dropped since the endpoint was made: its queue full, or it suspended.
+    pub dropped_full: u64,
+    pub dropped_suspended: u64,
+}
+
+/// What one delivery attempt (or a give-up without one) leaves behind.
 #[derive(Debug, Clone)]
 pub struct Attempt {
     pub id: String,
-    /// When to try again; None: the delivery is over (delivered, or given up).
-    pub next: Option<Retry>,
+    pub outcome: AttemptOutcome,
     /// The attempt's entry in the webhook's log.
     pub log: serde_json::Value,
+}
+
+/// How a delivery attempt ended.
+#[derive(Debug, Clone)]
+pub enum AttemptOutcome {
+    Delivered,
+    /// Failed; tried again then.
+    Failed(Retry),
+    /// Failed, and its give-up window is over.
+    GaveUp,
+    /// Given up without an attempt by the claim (already out of the queue): logged only.
+    Expired,
+}
+
+impl AttemptOutcome {
+    fn code(&self) -> &'static str {
+        match self {
+            AttemptOutcome::Delivered => "d",
+            AttemptOutcome::Failed(_) => "f",
+            AttemptOutcome::GaveUp => "g",
+            AttemptOutcome::Expired => "x",
+        }
+    }
 }
 
 /// A failed delivery's next try.
@@ -199,43 +298,51 @@ impl QueueStore {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .hdel(self.key(concert, Part::WebhookSecrets), &[hook.to_owned(), format!("{hook}:previous")])
-            .del(k.webhook(concert, hook, "due"))
-            .del(k.webhook(concert, hook, "body"))
-            .del(k.webhook(concert, hook, "tries"))
-            .del(k.webhook(concert, hook, "log"));
+            .unlink(k.webhook(concert, hook, DUE))
+            .unlink(k.webhook(concert, hook, BODY))
+            .unlink(k.webhook(concert, hook, TRIES))
+            .unlink(k.webhook(concert, hook, QUEUED))
+            .unlink(k.webhook(concert, hook, STATE))
+            .unlink(k.webhook(concert, hook, LOG));
         timed(pipe.query_async::<()>(&mut c)).await
     }
 
-    /// Queues deliveries (event id, body) for a webhook, due at `now_ms`; one already queued
-    /// keeps its schedule.
+    /// Queues deliveries (event id, body) for a webhook, due at `now_ms`, within its caps
+    /// (webhook_enqueue.lua, at most [`ENQUEUE_CHUNK`] per call): one already queued keeps its
+    /// schedule; the rest are queued, or dropped while the endpoint is suspended or its queue
+    /// is at a cap.
     pub async fn webhook_enqueue(
         &self,
         concert: &ConcertId,
         hook: &str,
         items: &[(&str, String)],
         now_ms: i64,
-    ) -> Result<(), StoreError> {
+        caps: WebhookCaps,
+    ) -> Result<Enqueued, StoreError> {
+        let mut total = Enqueued::default();
         if items.is_empty() {
-            return Ok(());
-        }
-        let (due, body) = (self.keys.webhook(concert, hook, "due"), self.keys.webhook(concert, hook, "body"));
-        let mut pipe = redis::pipe();
-        for chunk in items.chunks(500) {
-            let mut hset = redis::cmd("HSET");
-            hset.arg(&body);
-            let mut zadd = redis::cmd("ZADD");
-            zadd.arg(&due).arg("NX");
-            for (id, b) in chunk {
-                hset.arg(*id).arg(b);
-                zadd.arg(now_ms).arg(*id);
-            }
-            pipe.add_command(hset).ignore().add_command(zadd).ignore();
+            return Ok(total);
         }
         let mut c = self.conn().await?;
-        timed(pipe.query_async::<()>(&mut c)).await
+        for chunk in items.chunks(ENQUEUE_CHUNK) {
+            let mut inv = self.scripts.events.enqueue.prepare_invoke();
+            for part in [DUE, BODY, QUEUED, STATE] {
+                inv.key(self.keys.webhook(concert, hook, part));
+            }
+            inv.arg(now_ms).arg(caps.max_pending).arg(caps.max_pending_bytes);
+            for (id, body) in chunk {
+                inv.arg(*id).arg(body);
+            }
+            let (queued, full, suspended): (u64, u64, u64) = timed(inv.invoke_async(&mut c)).await?;
+            total.queued += queued;
+            total.dropped_full += full;
+            total.dropped_suspended += suspended;
+        }
+        Ok(total)
     }
 
-    /// Claims up to `count` due deliveries of a webhook (webhook_claim.lua).
+    /// Gives up a webhook's deliveries queued `give_up_ms` ago or earlier, and claims up to
+    /// `count` due ones unless the endpoint is suspended (webhook_claim.lua).
     pub async fn webhook_claim(
         &self,
         concert: &ConcertId,
@@ -243,65 +350,89 @@ impl QueueStore {
         now_ms: i64,
         visibility_ms: i64,
         count: usize,
-    ) -> Result<Vec<Claimed>, StoreError> {
+        give_up_ms: i64,
+    ) -> Result<Claim, StoreError> {
         let mut inv = self.scripts.events.claim.prepare_invoke();
-        for part in ["due", "body", "tries"] {
+        for part in [DUE, BODY, TRIES, QUEUED, STATE] {
             inv.key(self.keys.webhook(concert, hook, part));
         }
-        inv.arg(now_ms).arg(visibility_ms).arg(count);
+        inv.arg(now_ms).arg(visibility_ms).arg(count).arg(give_up_ms);
         let mut c = self.conn().await?;
         let flat: Vec<String> = timed(inv.invoke_async(&mut c)).await?;
-        Ok(flat
-            .chunks(3)
-            .filter(|t| t.len() == 3)
-            .map(|t| {
-                let mut tries = t[2].split(':');
-                let attempts = tries.next().and_then(|n| n.parse().ok()).unwrap_or(0);
-                let first_ms = tries.next().and_then(|n| n.parse().ok());
-                Claimed { id: t[0].clone(), body: t[1].clone(), attempts, first_ms }
-            })
-            .collect())
+        parse_claim(&flat).ok_or_else(|| reply(format!("webhook_claim.lua answered {} values", flat.len())))
     }
 
-    /// Records a batch of delivery attempts in one atomic call: the finished ones leave the
-    /// queue, the failed ones are due again at their retry time, and each goes to the log.
+    /// Records a batch of delivery attempts in one atomic call (webhook_record.lua): the
+    /// finished ones leave the queue, the failed ones are due again at their retry time, each
+    /// goes to the log, and the endpoint's failing streak is updated. True when this batch
+    /// suspended the endpoint.
     pub async fn webhook_record(
         &self,
         concert: &ConcertId,
         hook: &str,
         attempts: &[Attempt],
-    ) -> Result<(), StoreError> {
+        now_ms: i64,
+        policy: SuspendPolicy,
+    ) -> Result<bool, StoreError> {
         if attempts.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
-        let (due, body, tries, log) = (
-            self.keys.webhook(concert, hook, "due"),
-            self.keys.webhook(concert, hook, "body"),
-            self.keys.webhook(concert, hook, "tries"),
-            self.keys.webhook(concert, hook, "log"),
-        );
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let done: Vec<&str> = attempts.iter().filter(|a| a.next.is_none()).map(|a| a.id.as_str()).collect();
-        if !done.is_empty() {
-            pipe.zrem(&due, &done).ignore().hdel(&body, &done).ignore().hdel(&tries, &done).ignore();
+        let mut inv = self.scripts.events.record.prepare_invoke();
+        for part in [DUE, BODY, TRIES, QUEUED, STATE, LOG] {
+            inv.key(self.keys.webhook(concert, hook, part));
         }
+        inv.arg(now_ms).arg(policy.after_ms).arg(policy.min_failures).arg(LOG_KEPT);
         for a in attempts {
-            if let Some(r) = &a.next {
-                pipe.cmd("ZADD").arg(&due).arg("XX").arg(r.at_ms).arg(&a.id).ignore();
-                pipe.hset(&tries, &a.id, format!("{}:{}", r.attempts, r.first_ms)).ignore();
-            }
+            let (at, tries) = match &a.outcome {
+                AttemptOutcome::Failed(r) => (r.at_ms, format!("{}:{}", r.attempts, r.first_ms)),
+                _ => (0, String::new()),
+            };
+            inv.arg(&a.id).arg(a.outcome.code()).arg(at).arg(tries).arg(a.log.to_string());
         }
-        let entries: Vec<String> = attempts.iter().map(|a| a.log.to_string()).collect();
-        pipe.lpush(&log, entries).ignore().ltrim(&log, 0, LOG_KEPT - 1).ignore();
         let mut c = self.conn().await?;
-        timed(pipe.query_async::<()>(&mut c)).await
+        let suspended: i64 = timed(inv.invoke_async(&mut c)).await?;
+        Ok(suspended == 1)
     }
 
-    /// Deliveries a webhook still has to make (due now or later).
-    pub async fn webhook_pending(&self, concert: &ConcertId, hook: &str) -> Result<u64, StoreError> {
+    /// A webhook endpoint's queue and standing: two bounded reads (ZCARD, HGETALL of a hash of
+    /// six fields).
+    pub async fn webhook_state(&self, concert: &ConcertId, hook: &str) -> Result<WebhookState, StoreError> {
         let mut c = self.conn().await?;
-        timed(redis::cmd("ZCARD").arg(self.keys.webhook(concert, hook, "due")).query_async(&mut c)).await
+        let (pending, fields): (u64, HashMap<String, String>) = timed(
+            redis::pipe()
+                .zcard(self.keys.webhook(concert, hook, DUE))
+                .hgetall(self.keys.webhook(concert, hook, STATE))
+                .query_async(&mut c),
+        )
+        .await?;
+        let num = |k: &str| fields.get(k).and_then(|v| v.parse::<f64>().ok()).map(|v| v as i64);
+        Ok(WebhookState {
+            pending,
+            pending_bytes: num("bytes").unwrap_or(0).max(0) as u64,
+            suspended_ms: num("suspended"),
+            failing_since_ms: num("since"),
+            failures: num("failures").unwrap_or(0).max(0) as u64,
+            dropped_full: num("dropped_full").unwrap_or(0).max(0) as u64,
+            dropped_suspended: num("dropped_suspended").unwrap_or(0).max(0) as u64,
+        })
+    }
+
+    /// Resumes a suspended webhook endpoint: deliveries are queued and attempted again, and its
+    /// failing streak starts afresh. Its pending deliveries keep their schedules. True when it
+    /// was suspended.
+    pub async fn webhook_resume(&self, concert: &ConcertId, hook: &str) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let key = self.keys.webhook(concert, hook, STATE);
+        let (was,): (bool,) = timed(
+            redis::pipe()
+                .atomic()
+                .hexists(&key, "suspended")
+                .hdel(&key, &["suspended", "since", "failures"])
+                .ignore()
+                .query_async(&mut c),
+        )
+        .await?;
+        Ok(was)
     }
 
     /// The latest delivery attempts of the given webhooks, newest first.
@@ -314,7 +445,7 @@ impl QueueStore {
         let mut out = Vec::new();
         for hook in hooks {
             let lines: Vec<String> = timed(
-                redis::cmd("LRANGE").arg(self.keys.webhook(concert, hook, "log")).arg(0).arg(-1).query_async(&mut c),
+                redis::cmd("LRANGE").arg(self.keys.webhook(concert, hook, LOG)).arg(0).arg(-1).query_async(&mut c),
             )
             .await?;
             for l in lines {
@@ -325,5 +456,75 @@ impl QueueStore {
         let at = |v: &serde_json::Value| v["at"].as_str().and_then(crate::clock::parse_rfc3339).unwrap_or(0);
         out.sort_by_key(|v| std::cmp::Reverse(at(v)));
         Ok(out)
+    }
+}
+
+/// webhook_claim.lua's flat answer.
+fn parse_claim(flat: &[String]) -> Option<Claim> {
+    let [suspended, pending, bytes, gave_up, rest @ ..] = flat else { return None };
+    let gave_up: usize = gave_up.parse().ok()?;
+    let (given_up, claimed) = rest.split_at_checked(2 * gave_up)?;
+    if claimed.len() % 4 != 0 {
+        return None;
+    }
+    let tries = |t: &str| {
+        let mut parts = t.split(':');
+        let attempts = parts.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let first_ms = parts.next().and_then(|n| n.parse().ok());
+        (attempts, first_ms)
+    };
+    let ms = |v: &str| v.parse::<f64>().ok().map(|v| v as i64);
+    Some(Claim {
+        suspended_ms: ms(suspended),
+        pending: pending.parse().ok()?,
+        pending_bytes: ms(bytes)?.max(0) as u64,
+        given_up: given_up.chunks(2).map(|p| (p[0].clone(), tries(&p[1]).0)).collect(),
+        claimed: claimed
+            .chunks(4)
+            .map(|q| {
+                let (attempts, first_ms) = tries(&q[2]);
+                Claimed { id: q[0].clone(), body: q[1].clone(), attempts, first_ms, queued_ms: ms(&q[3]).unwrap_or(0) }
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_claim;
+
+    #[test]
+    fn a_claims_answer_is_read_in_its_parts() {
+        let flat: Vec<String> = [
+            "",
+            "3",
+            "1200",
+            "1",
+            "c/1-0/0",
+            "4:1000",
+            "c/2-0/0",
+            "{}",
+            "",
+            "1765000000000",
+            "c/3-0/0",
+            "{\"a\":1}",
+            "2:5",
+            "1765000000001",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let c = parse_claim(&flat).unwrap();
+        assert_eq!((c.suspended_ms, c.pending, c.pending_bytes), (None, 3, 1200));
+        assert_eq!(c.given_up, [("c/1-0/0".to_owned(), 4)]);
+        assert_eq!(c.claimed.len(), 2);
+        assert_eq!(
+            (c.claimed[0].attempts, c.claimed[0].first_ms, c.claimed[0].queued_ms),
+            (0, None, 1_765_000_000_000)
+        );
+        assert_eq!((c.claimed[1].attempts, c.claimed[1].first_ms), (2, Some(5)));
+        let suspended: Vec<String> = ["1765000000000", "7", "10", "0"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(parse_claim(&suspended).unwrap().suspended_ms, Some(1_765_000_000_000));
+        assert!(parse_claim(&flat[..5]).is_none(), "a cut answer is refused");
     }
 }

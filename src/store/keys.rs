@@ -179,7 +179,9 @@ impl Keys {
 
     /// One of a webhook's delivery keys: `due` (ZSET event id → when to try next, ms), `body`
     /// (HASH event id → the request body), `tries` (HASH event id → attempts so far, first
-    /// attempt's time), `log` (LIST of its latest attempts, JSON, newest first).
+    /// attempt's time), `queued` (ZSET event id → when it was queued, ms), `state` (HASH: its
+    /// pending bytes, suspension, run of failures, drops), `log` (LIST of its latest attempts,
+    /// JSON, newest first).
     pub fn webhook(&self, concert: &ConcertId, webhook: &str, part: &str) -> String {
         format!("{}:{{{}}}:wh{}:{}", self.prefix, concert, part, webhook)
     }

@@ -31,3 +31,4 @@ mod session_model;
 mod soldout;
 mod stadium;
 mod store_model;
+mod webhook_caps;
