@@ -106,6 +106,13 @@ impl Application {
             http.max_event_streams = budget.connections;
         }
         let http = &http;
+        // Gateways judge joins by the cache; admitters find the concerts to admit in it. Loaded
+        // before any listener is bound: a gateway started mid-sale takes connections as soon as
+        // its port listens, and every join it took before the first load was answered 503
+        // ("concerts are still loading") — a whole burst of them in the chaos events scenario.
+        if let Err(e) = cache.refresh(admin_store.list_concerts()).await {
+            tracing::warn!(error = %e, "could not load concerts at start-up; joins answer 503 until Redis answers");
+        }
         let admin_listener = TcpListener::bind(http.admin_addr)
             .with_context(|| format!("binding the admin listener (QUEUEGATE_ADMIN_ADDR={})", http.admin_addr))?;
         let admin_port = admin_listener.local_addr()?.port();
@@ -321,10 +328,6 @@ impl Application {
         let admin_handle = admin.handle();
         tasks.spawn("admin listener", async move { Ok(admin.await?) });
 
-        // Gateways judge joins by the cache; admitters find the concerts to admit in it.
-        if let Err(e) = cache.refresh(admin_store.list_concerts()).await {
-            tracing::warn!(error = %e, "could not load concerts at start-up; joins answer 503 until Redis answers");
-        }
         let every = Duration::from_millis(settings.http.concert_refresh_ms);
         let (c, st) = (cache.clone(), admin_store.clone());
         tasks.spawn(
