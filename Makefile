@@ -13,12 +13,11 @@ up:
 	@scripts/up.sh
 
 ## test: start Kafka and Redis, single and clustered (reusing running ones), install test
-## tools, then every test; then the api tests again on the three-broker Kafka and the Redis Cluster
+## tools, then every test with cargo-nextest, and beside it the api tests again on the
+## three-broker Kafka and the Redis Cluster (scripts/test.sh; JUnit reports in .local/nextest/)
 test: services services-cluster
 	@scripts/services.sh tools
-	$(CARGO) test --all-targets --locked --no-fail-fast -- --test-threads=2
-	QUEUEGATE_KAFKA_BROKERS=$(CLUSTER_BROKERS) QUEUEGATE_REDIS_URL=$(CLUSTER_REDIS) \
-	  $(CARGO) test --locked --no-fail-fast --test api -- --test-threads=2
+	@CLUSTER_BROKERS=$(CLUSTER_BROKERS) CLUSTER_REDIS=$(CLUSTER_REDIS) scripts/test.sh
 
 ## bench: measure on this machine (run by hand); writes docs/benchmarks.md and docs/bench-latency.png
 bench:

@@ -4,6 +4,7 @@
 #   scripts/services.sh up      start both in the background (reusing any already answering), create topics
 #   scripts/services.sh down    stop what this script started
 #   scripts/services.sh status  say what answers
+#   scripts/services.sh nextest build the test runner (cargo-nextest) into .local/cargo/bin
 #   scripts/services.sh tools   install what the tests need besides the services (prometheus,
 #                               faketime, chromium, chromedriver, nginx; schemathesis and
 #                               kubernetes-validate from PyPI; Caddy and helm from the Go proxy)
@@ -18,6 +19,10 @@ KAFKA_VERSION=${KAFKA_VERSION:-4.1.1}
 LOG4J_VERSION=2.24.3
 KAFKA_LIBS="$LOCAL/kafka-$KAFKA_VERSION/libs"
 RUN="$LOCAL/run"
+# What a fresh clone on the same machine need not fetch or build again: Kafka's jars and the
+# tools built from source (Caddy, helm, cargo-nextest), kept per version outside the clone.
+# QUEUEGATE_CACHE= (empty) turns it off.
+CACHE=${QUEUEGATE_CACHE-${XDG_CACHE_HOME:-$HOME/.cache}/queuegate}
 BROKERS=${QUEUEGATE_KAFKA_BROKERS:-127.0.0.1:9092}
 REDIS_URL=${QUEUEGATE_REDIS_URL:-redis://127.0.0.1:6379}
 TOPIC=${QUEUEGATE_KAFKA_TOPIC:-queue.entry}
@@ -41,8 +46,22 @@ port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
 # --- Kafka -------------------------------------------------------------------------------------
 
+# cached NAME DEST: copies the cached directory NAME (if there is one) to DEST; true if it did.
+cached() {
+  [ -n "$CACHE" ] && [ -f "$CACHE/$1/.complete" ] || return 1
+  mkdir -p "$2" && cp -a "$CACHE/$1/." "$2/" && log "reused $1 from $CACHE"
+}
+
+# keep NAME SRC: keeps a copy of the finished directory SRC in the cache as NAME.
+keep() {
+  [ -n "$CACHE" ] || return 0
+  mkdir -p "$CACHE" && rm -rf "$CACHE/$1.tmp" && cp -a "$2" "$CACHE/$1.tmp" && touch "$CACHE/$1.tmp/.complete" \
+    && rm -rf "$CACHE/$1" && mv "$CACHE/$1.tmp" "$CACHE/$1" || log "could not cache $1 in $CACHE (going on)"
+}
+
 fetch_kafka() {
   [ -f "$KAFKA_LIBS/.complete" ] && return 0
+  cached "kafka-$KAFKA_VERSION-libs" "$KAFKA_LIBS" && return 0
   command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch Apache Kafka from Maven Central"
   command -v java >/dev/null || die "Java 17+ is needed to run Apache Kafka"
   log "fetching Apache Kafka $KAFKA_VERSION from Maven Central into ${KAFKA_LIBS#$ROOT/} (once)"
@@ -71,6 +90,7 @@ POM
   # kafka-tools drags in an SLF4J 2 binding of its own; keep only the log4j2 one Kafka 4.1 expects.
   rm -f "$KAFKA_LIBS"/slf4j-reload4j-*.jar "$KAFKA_LIBS"/log4j-slf4j2-impl-*.jar
   touch "$KAFKA_LIBS/.complete"
+  keep "kafka-$KAFKA_VERSION-libs" "$KAFKA_LIBS"
 }
 
 kafka_java() {
@@ -252,11 +272,13 @@ install_caddy() { go_install caddy github.com/caddyserver/caddy/v2/cmd/caddy "$C
 go_install() {
   local name=$1 pkg=$2 version=$3 bin="$LOCAL/go/bin/$1"
   [ -x "$bin" ] && [ -f "$LOCAL/go/$name-$version" ] && return 0
+  if cached "$name-$version" "$LOCAL/go/bin"; then touch "$LOCAL/go/$name-$version"; return 0; fi
   command -v go >/dev/null || die "go is needed to build $name (https://go.dev/dl/)"
   log "building $name $version from the Go module proxy into ${bin#$ROOT/} (a few minutes, once)"
   GOBIN="$LOCAL/go/bin" GOPATH="$LOCAL/go/path" GOFLAGS=-modcacherw \
     go install "$pkg@$version" || die "go install $name failed"
   touch "$LOCAL/go/$name-$version"
+  local one; one=$(mktemp -d); cp "$bin" "$one/"; keep "$name-$version" "$one"; rm -rf "$one"
 }
 
 # From the Go module proxy, into .local/go/bin: helm, which lints and renders the chart in
@@ -289,6 +311,22 @@ install_event_libraries() {
   "$venv/bin/pip" install -q "cloudevents==$CLOUDEVENTS_VERSION" "standardwebhooks==$STANDARDWEBHOOKS_VERSION" \
     || die "pip install cloudevents standardwebhooks failed"
   touch "$mark"
+}
+
+# From crates.io, into .local/cargo/bin: cargo-nextest, the runner `make test` uses
+# (scripts/test.sh, .config/nextest.toml): a process and a deadline per test, no retries, a
+# JUnit report of every test's time. Pinned; built once (a debug build: a few minutes less to
+# compile, and the runner's own speed does not matter beside the tests').
+NEXTEST_VERSION=0.9.151
+install_nextest() {
+  local bin="$LOCAL/cargo/bin/cargo-nextest"
+  [ -x "$bin" ] && [ -f "$LOCAL/cargo/nextest-$NEXTEST_VERSION" ] && return 0
+  if cached "cargo-nextest-$NEXTEST_VERSION" "$LOCAL/cargo/bin"; then touch "$LOCAL/cargo/nextest-$NEXTEST_VERSION"; return 0; fi
+  log "building cargo-nextest $NEXTEST_VERSION from crates.io into ${bin#$ROOT/} (a few minutes, once)"
+  cargo install --quiet --locked --debug --root "$LOCAL/cargo" --version "$NEXTEST_VERSION" cargo-nextest \
+    || die "cargo install cargo-nextest failed"
+  touch "$LOCAL/cargo/nextest-$NEXTEST_VERSION"
+  local one; one=$(mktemp -d); cp "$bin" "$one/"; keep "cargo-nextest-$NEXTEST_VERSION" "$one"; rm -rf "$one"
 }
 
 # --- commands ----------------------------------------------------------------------------------
@@ -327,6 +365,7 @@ case "${1:-up}" in
     ;;
   fetch) fetch_kafka ;;
   cluster-id) new_cluster_id ;;
+  nextest) install_nextest ;;
   tools) install_tools; install_schemathesis; install_caddy; install_helm; install_kubernetes_validate; install_event_libraries ;;
-  *) die "usage: $0 up|down|status|fetch|tools|cluster-id" ;;
+  *) die "usage: $0 up|down|status|fetch|nextest|tools|cluster-id" ;;
 esac

@@ -206,29 +206,86 @@ pub async fn applied(names: &Names, concert: &str) -> usize {
     cards(names, concert, &[Part::Rank, Part::Staged]).await
 }
 
-/// Waits until the consumer has applied at least `n` fans; false at the deadline.
-pub async fn wait_for_applied(names: &Names, concert: &str, n: usize, deadline: Duration) -> bool {
-    poll(deadline, Duration::from_millis(20), async || applied(names, concert).await >= n).await
+/// A concert's count of admissions (the `admitted` field of its `adm` hash) right now.
+pub async fn admitted(c: &mut RawRedis, adm_key: &str) -> u64 {
+    c.query::<Option<u64>>(redis::cmd("HGET").arg(adm_key).arg("admitted")).await.unwrap().unwrap_or(0)
 }
 
-/// Waits until at least `n` fans are in Redis; false at the deadline.
-pub async fn wait_for_waiting(names: &Names, concert: &str, n: usize, deadline: Duration) -> bool {
-    poll(deadline, Duration::from_millis(20), async || waiting(names, concert).await >= n).await
+/// Waits until a concert has admitted at least `n` fans; the count it reached.
+pub async fn admitted_at_least(c: &mut RawRedis, adm_key: &str, n: u64, deadline: Duration) -> Result<u64, Stalled> {
+    wait_for(deadline, format!("at least {n} admitted ({adm_key})"), async || {
+        let seen = admitted(c, adm_key).await;
+        (seen >= n, seen)
+    })
+    .await
 }
 
-/// Polls `f` every 100 ms until true or `deadline`; returns whether it became true.
-pub async fn wait_until(deadline: Duration, f: impl AsyncFnMut() -> bool) -> bool {
-    poll(deadline, Duration::from_millis(100), f).await
+/// Waits until the consumer has applied at least `n` fans; the count it reached.
+pub async fn wait_for_applied(names: &Names, concert: &str, n: usize, deadline: Duration) -> Result<usize, Stalled> {
+    let expected = format!("at least {n} fans applied (placed or staged) to {concert}");
+    poll(deadline, Duration::from_millis(20), expected, async || {
+        let seen = applied(names, concert).await;
+        (seen >= n, seen)
+    })
+    .await
 }
 
-/// Polls `f` every `every` until true or `deadline`; returns whether it became true.
-async fn poll(deadline: Duration, every: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
+/// Waits until at least `n` fans are in Redis; the count it reached.
+pub async fn wait_for_waiting(names: &Names, concert: &str, n: usize, deadline: Duration) -> Result<usize, Stalled> {
+    let expected = format!("at least {n} fans placed in {concert}");
+    poll(deadline, Duration::from_millis(20), expected, async || {
+        let seen = waiting(names, concert).await;
+        (seen >= n, seen)
+    })
+    .await
+}
+
+/// A wait that ran out: what it expected, for how long, and what it saw last. Its `Debug` is
+/// its sentence, so `.unwrap()` on a wait prints it as it is.
+pub struct Stalled {
+    pub expected: String,
+    pub deadline: Duration,
+    pub seen: String,
+}
+
+impl std::fmt::Display for Stalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "expected {} within {:?}; last seen: {}", self.expected, self.deadline, self.seen)
+    }
+}
+
+impl std::fmt::Debug for Stalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// Polls `probe` every 100 ms until it says done or `deadline` passes. `probe` answers whether
+/// it is done and what it saw; the wait answers the last thing seen, or [`Stalled`] naming
+/// `expected` and the last thing seen.
+pub async fn wait_for<S: std::fmt::Debug>(
+    deadline: Duration,
+    expected: impl Into<String>,
+    probe: impl AsyncFnMut() -> (bool, S),
+) -> Result<S, Stalled> {
+    poll(deadline, Duration::from_millis(100), expected.into(), probe).await
+}
+
+async fn poll<S: std::fmt::Debug>(
+    deadline: Duration,
+    every: Duration,
+    expected: String,
+    mut probe: impl AsyncFnMut() -> (bool, S),
+) -> Result<S, Stalled> {
     let until = tokio::time::Instant::now() + deadline;
-    while tokio::time::Instant::now() < until {
-        if f().await {
-            return true;
+    loop {
+        let (done, seen) = probe().await;
+        if done {
+            return Ok(seen);
+        }
+        if tokio::time::Instant::now() >= until {
+            return Err(Stalled { expected, deadline, seen: format!("{seen:?}") });
         }
         tokio::time::sleep(every).await;
     }
-    false
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::checker::{check, join_all, wait_for_waiting, waiting, Burst};
+use crate::checker::{check, join_all, wait_for, wait_for_waiting, waiting, Burst, Stalled};
 use crate::common::private_cluster::PrivateRedisCluster;
 use crate::common::TestApp;
 use crate::procs::{kill9, KillOnDrop, Scenario};
@@ -35,10 +35,9 @@ async fn kill_9_of_the_redis_primary_owning_a_concert_mid_drain_loses_and_double
     assert_eq!(burst.accepted.len(), 50_000, "statuses: {:?}", burst.statuses);
 
     let mut consumer = sc.spawn_consumer(500);
-    assert!(
-        crate::checker::wait_for_applied(&sc.names, "pk", 10_000, Duration::from_secs(120)).await,
-        "consumer made progress"
-    );
+    crate::checker::wait_for_applied(&sc.names, "pk", 10_000, Duration::from_secs(120))
+        .await
+        .expect("consumer made progress");
     let (primary, replica) = cluster.primary_and_replica_of(&sc.names.key("pk", Part::Waiting));
     let at_freeze = crate::checker::applied(&sc.names, "pk").await;
     cluster.freeze(replica, true);
@@ -49,9 +48,7 @@ async fn kill_9_of_the_redis_primary_owning_a_concert_mid_drain_loses_and_double
     cluster.kill9(primary);
     cluster.freeze(replica, false);
     let key = sc.names.key("pk", Part::Waiting);
-    let promoted =
-        crate::checker::wait_until(Duration::from_secs(30), async || cluster.primary_of(&key) == Some(replica)).await;
-    assert!(promoted, "the cluster promoted the replica");
+    promotion(&cluster, &key, replica).await.expect("the cluster promoted the replica");
     assert!(cluster.wait_ok(Duration::from_secs(30)), "every slot served again");
 
     let report = check(&sc.names, "pk", &burst.accepted, Duration::from_secs(240)).await;
@@ -85,7 +82,7 @@ async fn a_whole_redis_shard_down_parks_its_concerts_while_the_others_drain_and_
     let mut consumer = sc.spawn_consumer_with(200, &[("QUEUEGATE_CONSUMER_PARK_AFTER_MS", "3000".into())]);
     let before_down = join_all(std::slice::from_ref(&gw), down, fans(1_000, "a-early"), 64).await;
     let before_other = join_all(std::slice::from_ref(&gw), &other, fans(1_000, "b-early"), 64).await;
-    assert!(wait_for_waiting(&sc.names, &other, 1_000, Duration::from_secs(60)).await);
+    wait_for_waiting(&sc.names, &other, 1_000, Duration::from_secs(60)).await.unwrap();
 
     cluster.kill9(down_replica);
     cluster.kill9(down_primary);
@@ -94,7 +91,7 @@ async fn a_whole_redis_shard_down_parks_its_concerts_while_the_others_drain_and_
     let during_down = join_all(std::slice::from_ref(&gw), down, fans(2_000, "a-during"), 64).await;
     let during_other = join_all(std::slice::from_ref(&gw), &other, fans(2_000, "b-during"), 64).await;
     // The other shard's concert drains while this one is still down.
-    let drained_while_down = wait_for_waiting(&sc.names, &other, 3_000, Duration::from_secs(90)).await;
+    let drained_while_down = wait_for_waiting(&sc.names, &other, 3_000, Duration::from_secs(90)).await.map(|_| ());
     let other_while_down = waiting(&sc.names, &other).await;
     let drained_after = killed.elapsed();
     cluster.spawn(down_primary);
@@ -113,10 +110,9 @@ async fn a_whole_redis_shard_down_parks_its_concerts_while_the_others_drain_and_
         during_down.statuses, during_other.statuses, drained_after.as_secs_f64()
     );
     assert_eq!(during_other.accepted.len(), 2_000, "the other shard's concert kept accepting");
-    assert!(
-        drained_while_down,
-        "the other shard's concert drained while the shard was down: {other_while_down} of 3000"
-    );
+    drained_while_down.unwrap_or_else(|e| {
+        panic!("the other shard's concert drained while the shard was down: {e} ({other_while_down} of 3000 after)")
+    });
     assert_eq!(during_down.accepted.len(), 2_000, "joins to the down shard's concert are accepted into Kafka");
     report_down.assert_exact();
     report_other.assert_exact();
@@ -182,8 +178,11 @@ async fn kill_9_of_a_primary_mid_burst_never_restarted_delays_placement_by_secon
     let killed = std::time::Instant::now();
     let polls = poll_readiness(gw.clone(), stop_polls.clone());
     let resumed =
-        crate::checker::wait_until(Duration::from_secs(60), async || waiting(&sc.names, "nr").await > placed_at_kill)
-            .await;
+        wait_for(Duration::from_secs(60), format!("more than the {placed_at_kill} placed at the kill"), async || {
+            let n = waiting(&sc.names, "nr").await;
+            (n > placed_at_kill, n)
+        })
+        .await;
     let first_after_kill = killed.elapsed();
     let burst = burst.await.unwrap();
     let burst_ended = std::time::Instant::now();
@@ -195,20 +194,14 @@ async fn kill_9_of_a_primary_mid_burst_never_restarted_delays_placement_by_secon
     );
     let all_placed = wait_for_waiting(&sc.names, "nr", burst.accepted.len(), Duration::from_secs(120)).await;
     let last_after_burst = burst_ended.elapsed();
-    let flagged = crate::checker::wait_until(Duration::from_secs(30), async || {
-        gw.metric("queuegate_redis_under_replicated_shards").await == 1
-    })
-    .await;
+    let flagged = under_replicated(&gw, 1, Duration::from_secs(30)).await;
     stop_polls.cancel();
     let (polls, not_ready) = polls.await.unwrap();
     let report = check(&sc.names, "nr", &burst.accepted, Duration::from_secs(60)).await;
 
     // The dead node comes back at the end: it rejoins as a replica and the shard is whole again.
     cluster.spawn(primary);
-    let cleared = crate::checker::wait_until(Duration::from_secs(60), async || {
-        gw.metric("queuegate_redis_under_replicated_shards").await == 0
-    })
-    .await;
+    let cleared = under_replicated(&gw, 0, Duration::from_secs(60)).await;
     drop(consumer);
     println!(
         "chaos cluster-primary-lost: {} accepted ({:?}); {placed_at_kill} placed at the kill; first placement after the kill {:.1} s; last placement {:.1} s after the burst; /readyz not 200 in {not_ready} of {polls} polls; {report}",
@@ -219,18 +212,14 @@ async fn kill_9_of_a_primary_mid_burst_never_restarted_delays_placement_by_secon
     );
     assert_eq!(burst.accepted.len(), 6_000, "every join accepted (Kafka holds them): {:?}", burst.statuses);
     assert!(placed_at_kill < 6_000, "the kill came mid-burst");
-    assert!(
-        resumed && first_after_kill <= Duration::from_secs(30),
-        "placement resumed {first_after_kill:?} after the kill"
-    );
-    assert!(
-        all_placed && last_after_burst <= Duration::from_secs(60),
-        "last placement {last_after_burst:?} after the burst"
-    );
+    resumed.expect("placement resumed after the kill");
+    assert!(first_after_kill <= Duration::from_secs(30), "placement resumed {first_after_kill:?} after the kill");
+    all_placed.expect("every accepted fan placed");
+    assert!(last_after_burst <= Duration::from_secs(60), "last placement {last_after_burst:?} after the burst");
     // Only probes that were in flight to the dead node while the cluster noticed may fail.
     assert!(not_ready <= 4, "/readyz was not 200 in {not_ready} of {polls} polls");
-    assert!(flagged, "the shard was reported under-replicated");
-    assert!(cleared, "the report cleared once the node was back");
+    flagged.expect("the shard was reported under-replicated");
+    cleared.expect("the report cleared once the node was back");
     report.assert_exact();
 }
 
@@ -255,19 +244,17 @@ async fn a_second_kill_while_under_replicated_restarted_from_its_aof_loses_and_d
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.kill9(primary);
-    let promoted =
-        crate::checker::wait_until(Duration::from_secs(30), async || cluster.primary_of(&key) == Some(replica)).await;
-    assert!(
-        promoted,
-        "the replica was promoted: {}\n{}",
-        cluster.cli(replica, &["CLUSTER", "NODES"]),
-        cluster.cli(replica, &["INFO", "replication"])
-    );
+    if let Err(e) = promotion(&cluster, &key, replica).await {
+        panic!(
+            "the replica was promoted: {e}\n{}\n{}",
+            cluster.cli(replica, &["CLUSTER", "NODES"]),
+            cluster.cli(replica, &["INFO", "replication"])
+        );
+    }
     let before_second = waiting(&sc.names, "sf").await;
-    assert!(
-        wait_for_waiting(&sc.names, "sf", before_second + 500, Duration::from_secs(30)).await,
-        "placement went on under-replicated"
-    );
+    wait_for_waiting(&sc.names, "sf", before_second + 500, Duration::from_secs(30))
+        .await
+        .expect("placement went on under-replicated");
     let at_second = waiting(&sc.names, "sf").await;
     cluster.kill9(replica);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -313,25 +300,29 @@ async fn a_shard_short_of_replicas_does_not_slow_the_concerts_of_other_shards() 
             paced(&gw, &other, fans(2_000, &format!("b-{tag}")), 1_000)
         );
         let (mut a_done, mut b_done) = (None, None);
-        crate::checker::wait_until(Duration::from_secs(120), async || {
-            if a_done.is_none() && waiting(&sc.names, "ur-a").await >= a0 + a.accepted.len() {
+        let expected =
+            format!("both concerts placed ({} more in A, {} in the other)", a.accepted.len(), b.accepted.len());
+        let both_placed = wait_for(Duration::from_secs(120), expected, async || {
+            let (a_now, b_now) = (waiting(&sc.names, "ur-a").await, waiting(&sc.names, &other).await);
+            if a_done.is_none() && a_now >= a0 + a.accepted.len() {
                 a_done = Some(started.elapsed());
             }
-            if b_done.is_none() && waiting(&sc.names, &other).await >= b0 + b.accepted.len() {
+            if b_done.is_none() && b_now >= b0 + b.accepted.len() {
                 b_done = Some(started.elapsed());
             }
-            a_done.is_some() && b_done.is_some()
+            (a_done.is_some() && b_done.is_some(), (a_now - a0, b_now - b0))
         })
         .await;
+        // Reported below as a time of 999 s, so the comparison names which one stalled.
+        if let Err(e) = both_placed {
+            eprintln!("round {tag}: {e}");
+        }
         let never = Duration::from_secs(999);
         (a_done.unwrap_or(never), b_done.unwrap_or(never), a, b)
     };
     let (a_healthy, b_healthy, a1, b1) = round("healthy").await;
     cluster.kill9(a_replica);
-    let flagged = crate::checker::wait_until(Duration::from_secs(30), async || {
-        gw.metric("queuegate_redis_under_replicated_shards").await == 1
-    })
-    .await;
+    let flagged = under_replicated(&gw, 1, Duration::from_secs(30)).await;
     let (a_degraded, b_degraded, a2, b2) = round("degraded").await;
     let both = |x: &Burst, y: &Burst| x.accepted.union(&y.accepted).cloned().collect::<std::collections::HashSet<_>>();
     let report_a = check(&sc.names, "ur-a", &both(&a1, &a2), Duration::from_secs(60)).await;
@@ -344,7 +335,7 @@ async fn a_shard_short_of_replicas_does_not_slow_the_concerts_of_other_shards() 
         a_degraded.as_secs_f64(),
         b_degraded.as_secs_f64()
     );
-    assert!(flagged, "shard A was reported under-replicated");
+    flagged.expect("shard A was reported under-replicated");
     // The bursts take 2 s to send; a stalled consumer would show as tens of seconds.
     assert!(
         b_degraded <= b_healthy + Duration::from_secs(5),
@@ -353,4 +344,23 @@ async fn a_shard_short_of_replicas_does_not_slow_the_concerts_of_other_shards() 
     assert!(a_degraded <= a_healthy + Duration::from_secs(10), "A itself kept being placed: {a_degraded:?}");
     report_a.assert_exact();
     report_b.assert_exact();
+}
+
+/// Waits until `replica` serves `key` (the cluster promoted it).
+async fn promotion(cluster: &PrivateRedisCluster, key: &str, replica: usize) -> Result<Option<usize>, Stalled> {
+    wait_for(Duration::from_secs(30), format!("node {replica} serving {key} (promoted)"), async || {
+        let serving = cluster.primary_of(key);
+        (serving == Some(replica), serving)
+    })
+    .await
+}
+
+/// Waits until the gateway reports `n` under-replicated shards.
+async fn under_replicated(gw: &TestApp, n: u64, deadline: Duration) -> Result<u64, Stalled> {
+    let expected = format!("queuegate_redis_under_replicated_shards at {n}");
+    wait_for(deadline, expected, async || {
+        let seen = gw.metric("queuegate_redis_under_replicated_shards").await;
+        (seen == n, seen)
+    })
+    .await
 }

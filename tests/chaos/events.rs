@@ -2,52 +2,88 @@
 //! killed mid-burst, and every change in Redis's final state still has its event on the events
 //! topic, any duplicate with the same `ce_id`.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use queuegate::store::keys::Part;
 
-use crate::checker::{applied, redis_conn, wait_until};
+use crate::checker::{admitted, admitted_at_least, applied, redis_conn, wait_for};
 use crate::common::events_topic::{distinct_ids, read_events, Behaviour, Receiver};
 use crate::common::redis_url as shared_redis;
 use crate::common::{free_port, wait_for_port, ADMIN_TOKEN};
 use crate::procs::{kill9, KillOnDrop, Scenario};
 
-/// Joins `users` through `base`, `concurrency` at a time: the fans that got 202, and how many
-/// got no answer at all (their join may or may not have reached Kafka).
-async fn burst(base: String, users: Vec<String>, concurrency: usize) -> (HashSet<String>, usize) {
+/// What a burst has seen so far: answers by status (0: no answer at all, the request failed).
+/// Shared with the test while the burst runs, so a wait that runs out can say what the joins got.
+#[derive(Default)]
+struct Tally(Mutex<BTreeMap<u16, usize>>);
+
+impl Tally {
+    fn add(&self, status: u16) {
+        *self.0.lock().unwrap().entry(status).or_default() += 1;
+    }
+    fn seen(&self) -> BTreeMap<u16, usize> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Joins `users` through `base`, `concurrency` at a time, as a fan's client would: a 503 is
+/// retried after its Retry-After (the contract's answer to load; a join is idempotent), up to
+/// three tries. Answers: the fans that got 202, and how many ended without one while the join
+/// may still have reached Kafka (no answer at all, or a last 503: the broker may have written a
+/// record whose acknowledgement was lost).
+async fn burst(base: String, users: Vec<String>, concurrency: usize, tally: Arc<Tally>) -> (HashSet<String>, usize) {
     let client = reqwest::Client::new();
     let gate = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut tasks = Vec::new();
     for user in users {
         let permit = gate.clone().acquire_owned().await.unwrap();
-        let (client, url) = (client.clone(), format!("{base}/v1/concerts/ev/queue"));
+        let (client, url, tally) = (client.clone(), format!("{base}/v1/concerts/ev/queue"), tally.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
-            let r = client
-                .post(url)
-                .json(&serde_json::json!({"userId": user}))
-                .timeout(Duration::from_secs(10))
-                .send()
-                .await;
-            match r {
-                Ok(r) => Ok((r.status() == 202).then_some(user)),
-                Err(_) => Err(()),
+            let mut status = 0;
+            for _ in 0..3 {
+                let r = client
+                    .post(&url)
+                    .json(&serde_json::json!({"userId": user}))
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await;
+                status = r.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
+                tally.add(status);
+                let Ok(r) = r else { break };
+                if status != 503 {
+                    break;
+                }
+                let after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                tokio::time::sleep(Duration::from_secs(after.unwrap_or(1))).await;
             }
+            (user, status)
         }));
     }
-    let (mut accepted, mut unanswered) = (HashSet::new(), 0);
+    let (mut accepted, mut unproven) = (HashSet::new(), 0);
     for t in tasks {
         match t.await.unwrap() {
-            Ok(Some(u)) => {
+            (u, 202) => {
                 accepted.insert(u);
             }
-            Ok(None) => {}
-            Err(()) => unanswered += 1,
+            (_, 0 | 503) => unproven += 1,
+            _ => {}
         }
     }
-    (accepted, unanswered)
+    (accepted, unproven)
+}
+
+/// Waits until the consumer has applied at least `n` fans of `ev`; on the deadline, panics
+/// with the count and what the burst's joins were answered so far.
+async fn applied_at_least(sc: &Scenario, n: usize, tally: &Tally, what: &str) -> usize {
+    let seen = wait_for(Duration::from_secs(60), format!("{n} fans applied ({what})"), async || {
+        let seen = applied(&sc.names, "ev").await;
+        (seen >= n, seen)
+    })
+    .await;
+    seen.unwrap_or_else(|e| panic!("{e}; the burst's answers so far (status: count, 0 = none): {:?}", tally.seen()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -80,35 +116,35 @@ async fn kill_9_of_a_gateway_a_consumer_and_the_admitter_mid_burst_leaves_no_cha
     let port = free_port();
     let mut gateway = KillOnDrop(sc.spawn_gateway_process(port, &[]));
     assert!(wait_for_port(port, Duration::from_secs(30)), "the gateway process listens");
-    let first =
-        tokio::spawn(burst(format!("http://127.0.0.1:{port}"), (0..6_000).map(|i| format!("a{i:05}")).collect(), 64));
-    assert!(wait_until(Duration::from_secs(60), async || applied(&sc.names, "ev").await >= 1_500).await);
+    let tally = Arc::new(Tally::default());
+    let fans = (0..6_000).map(|i| format!("a{i:05}")).collect();
+    let first = tokio::spawn(burst(format!("http://127.0.0.1:{port}"), fans, 64, tally.clone()));
+    applied_at_least(&sc, 1_500, &tally, "through the gateway process, before its kill").await;
     kill9(&mut gateway.0);
     let (mut accepted, unanswered) = first.await.unwrap();
+    println!("chaos events: the first burst's answers (status: count, 0 = none): {:?}", tally.seen());
     let from_first = accepted.len();
     assert!(from_first < 6_000, "the gateway died mid-burst ({from_first} accepted)");
 
     // 2. The consumer (which also admits and relays) killed mid-burst, then its successor,
     // the process running admissions, killed while admitting.
-    let second = tokio::spawn(burst(gw.http().to_owned(), (0..6_000).map(|i| format!("b{i:05}")).collect(), 64));
-    let target = from_first + 1_500;
-    assert!(wait_until(Duration::from_secs(60), async || applied(&sc.names, "ev").await >= target).await);
+    let tally = Arc::new(Tally::default());
+    let fans = (0..6_000).map(|i| format!("b{i:05}")).collect();
+    let second = tokio::spawn(burst(gw.http().to_owned(), fans, 64, tally.clone()));
+    applied_at_least(&sc, from_first + 1_500, &tally, "the second burst, before the consumer's kill").await;
     kill9(&mut consumer.0);
     let mut redis = redis_conn(sc.redis_url()).await.expect("redis");
     let adm = sc.names.key("ev", Part::Adm);
-    let admitted = async |c: &mut crate::common::RawRedis| -> u64 {
-        c.query::<Option<u64>>(redis::cmd("HGET").arg(&adm).arg("admitted")).await.unwrap().unwrap_or(0)
-    };
-    let before = admitted(&mut redis).await;
+    let before = admitted(&mut redis, &adm).await;
     let mut consumer = KillOnDrop(sc.spawn_consumer(200));
-    assert!(
-        wait_until(Duration::from_secs(60), async || admitted(&mut redis).await >= before + 300).await,
-        "the second consumer admits"
-    );
+    admitted_at_least(&mut redis, &adm, before + 300, Duration::from_secs(60))
+        .await
+        .expect("the second consumer admits");
     kill9(&mut consumer.0);
-    let admitted_at_kill = admitted(&mut redis).await;
-    let (more, unanswered_later) = second.await.unwrap();
-    assert_eq!(unanswered_later, 0, "the in-process gateway answers every join");
+    let admitted_at_kill = admitted(&mut redis, &adm).await;
+    let (more, unproven_later) = second.await.unwrap();
+    assert_eq!(tally.seen().get(&0), None, "the in-process gateway answers every join: {:?}", tally.seen());
+    let unanswered = unanswered + unproven_later;
     accepted.extend(more);
     let _consumer = KillOnDrop(sc.spawn_consumer(200));
 
@@ -116,21 +152,22 @@ async fn kill_9_of_a_gateway_a_consumer_and_the_admitter_mid_burst_leaves_no_cha
     // then admission stopped (one more event) and the outbox drained.
     let joined_key = sc.names.key("ev", Part::Joined);
     let staged_key = sc.names.key("ev", Part::Staged);
-    let (mut in_joined, mut staged) = (0u64, 0u64);
-    let placed = wait_until(Duration::from_secs(120), async || {
-        in_joined = redis.query(redis::cmd("HLEN").arg(&joined_key)).await.unwrap();
-        staged = redis.query(redis::cmd("ZCARD").arg(&staged_key)).await.unwrap();
-        in_joined >= accepted.len() as u64 && staged == 0
+    let expected = format!("every one of the {} accepted fans placed, none left staged", accepted.len());
+    wait_for(Duration::from_secs(120), expected, async || {
+        let placed: u64 = redis.query(redis::cmd("HLEN").arg(&joined_key)).await.unwrap();
+        let staged: u64 = redis.query(redis::cmd("ZCARD").arg(&staged_key)).await.unwrap();
+        (placed >= accepted.len() as u64 && staged == 0, format!("{placed} placed, {staged} staged"))
     })
-    .await;
-    assert!(placed, "every accepted fan placed: {in_joined} placed of {} accepted, {staged} staged", accepted.len());
+    .await
+    .unwrap();
     put("paused").await;
     let outbox = sc.names.key("ev", Part::Outbox);
-    let drained = wait_until(Duration::from_secs(60), async || {
-        redis.query::<u64>(redis::cmd("XLEN").arg(&outbox)).await.unwrap() == 0
+    wait_for(Duration::from_secs(60), "the relay to publish the whole outbox", async || {
+        let left = redis.query::<u64>(redis::cmd("XLEN").arg(&outbox)).await.unwrap();
+        (left == 0, format!("{left} entries in the outbox"))
     })
-    .await;
-    assert!(drained, "the relay publishes the whole outbox");
+    .await
+    .unwrap();
 
     // The final state in Redis: who was placed, who was admitted.
     let joined: Vec<String> = redis.query(redis::cmd("HKEYS").arg(&joined_key)).await.unwrap();
@@ -158,7 +195,7 @@ async fn kill_9_of_a_gateway_a_consumer_and_the_admitter_mid_burst_leaves_no_cha
     };
     let duplicates = records.len() - distinct_ids(&records);
     println!(
-        "chaos events: {} accepted ({from_first} through the killed gateway, {unanswered} unanswered), {} admitted (a consumer killed at {admitted_at_kill}); {} records, {} distinct, {duplicates} duplicates",
+        "chaos events: {} accepted ({from_first} through the killed gateway, {unanswered} without a 202 that may have reached Kafka), {} admitted (a consumer killed at {admitted_at_kill}); {} records, {} distinct, {duplicates} duplicates",
         accepted.len(),
         admitted_fans.len(),
         records.len(),
@@ -168,7 +205,7 @@ async fn kill_9_of_a_gateway_a_consumer_and_the_admitter_mid_burst_leaves_no_cha
     assert!(accepted.is_subset(&in_redis), "every accepted fan is in Redis");
     assert!(
         in_redis.len() - accepted.len() <= unanswered,
-        "beyond the accepted, only fans whose join got no answer ({unanswered}) are in Redis"
+        "beyond the accepted, only fans whose join got no answer or a last 503 ({unanswered}) are in Redis"
     );
     assert_eq!(subjects("dev.queuegate.fan.placed"), joined.into_iter().collect(), "every placement has its event");
     assert_eq!(subjects("dev.queuegate.fan.admitted"), admitted_fans, "every admission has its event");
@@ -197,7 +234,11 @@ async fn kill_9_of_a_gateway_a_consumer_and_the_admitter_mid_burst_leaves_no_cha
         .filter(|((t, _), _)| *t == "dev.queuegate.fan.admitted")
         .flat_map(|(_, ids)| ids.iter().map(|i| (*i).to_owned()))
         .collect();
-    let delivered = wait_until(Duration::from_secs(120), async || hook.ids().is_superset(&admitted_ids)).await;
+    let delivered = wait_for(Duration::from_secs(120), "every admission delivered to the webhook", async || {
+        let missing = admitted_ids.difference(&hook.ids()).count();
+        (missing == 0, format!("{missing} admissions not delivered"))
+    })
+    .await;
     let got = hook.ids();
     println!(
         "chaos events: webhook got {} distinct of {} admissions ({} requests)",
@@ -205,6 +246,6 @@ async fn kill_9_of_a_gateway_a_consumer_and_the_admitter_mid_burst_leaves_no_cha
         admitted_ids.len(),
         hook.got.lock().unwrap().len()
     );
-    assert!(delivered, "{} admissions never reached the webhook", admitted_ids.difference(&got).count());
+    delivered.unwrap();
     assert_eq!(got, admitted_ids, "the webhook got admissions only, each under its ce_id");
 }

@@ -46,7 +46,7 @@ async fn kill_9_of_the_busiest_kafka_leader_mid_burst_loses_and_doubles_nobody()
         async move { join_all(std::slice::from_ref(&gw), "bk", fans(30_000, "fan"), 128).await }
     });
     // Mid-burst: once a good part of the fans are in.
-    assert!(crate::checker::wait_for_waiting(&sc.names, "bk", 5_000, Duration::from_secs(120)).await);
+    crate::checker::wait_for_waiting(&sc.names, "bk", 5_000, Duration::from_secs(120)).await.unwrap();
     kafka.signal(leader, "-9");
     let burst = burst.await.unwrap();
     kafka.restart_missing();
@@ -79,7 +79,7 @@ async fn a_kafka_broker_frozen_past_the_session_timeout_then_resumed_loses_and_d
     gw.open_concert("fz").await;
     let first = join_all(std::slice::from_ref(&gw), "fz", fans(15_000, "early"), 128).await;
     let mut consumer = sc.spawn_consumer(300);
-    assert!(crate::checker::wait_for_waiting(&sc.names, "fz", 3_000, Duration::from_secs(120)).await);
+    crate::checker::wait_for_waiting(&sc.names, "fz", 3_000, Duration::from_secs(120)).await.unwrap();
 
     let frozen = busiest_leader(&kafka.brokers(), &sc.names.topic);
     kafka.signal(frozen, "-STOP");

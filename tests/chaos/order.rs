@@ -264,21 +264,43 @@ async fn two_gateways_300_ms_apart_place_fans_within_the_skew_of_when_they_joine
         let client = a.client.clone();
         let user = format!("g-{i:05}");
         tasks.push(tokio::spawn(async move {
-            let sent_ms = now_ms();
-            let r = client.post(&url).json(&serde_json::json!({ "userId": user })).send().await;
-            (user, r.map(|r| r.status().as_u16()).unwrap_or(0), sent_ms)
+            // As a fan's client: a 503 (the contract's answer to load, with Retry-After) is
+            // retried after the time it names, up to three tries. The join that counts is the
+            // one that got its 202, so that is when this fan was sent.
+            let mut answers = Vec::new();
+            for _ in 0..3 {
+                let sent_ms = now_ms();
+                let r = client.post(&url).json(&serde_json::json!({ "userId": user })).send().await;
+                let status = r.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
+                answers.push(status);
+                let after = r.ok().and_then(|r| r.headers().get("retry-after")?.to_str().ok()?.parse::<u64>().ok());
+                if status != 503 {
+                    return (user, answers, sent_ms);
+                }
+                tokio::time::sleep(Duration::from_secs(after.unwrap_or(1))).await;
+            }
+            (user, answers, now_ms())
         }));
     }
     let mut sent: HashMap<String, i64> = HashMap::new();
     let mut accepted = HashSet::new();
+    let mut answers: HashMap<u16, usize> = HashMap::new();
     for t in tasks {
-        let (user, status, at) = t.await.unwrap();
-        if status == 202 {
+        let (user, got, at) = t.await.unwrap();
+        for status in &got {
+            *answers.entry(*status).or_default() += 1;
+        }
+        if got.last() == Some(&202) {
             accepted.insert(user.clone());
         }
         sent.insert(user, at);
     }
-    assert_eq!(accepted.len(), 2_000);
+    println!(
+        "chaos order (two gateways 300 ms apart): answers to 2,000 joins with retries (status: count): {answers:?}"
+    );
+    // A 503 with Retry-After is an answer the contract allows under load; three in a row for one
+    // fan on 400 joins/s would not be.
+    assert_eq!(accepted.len(), 2_000, "every fan accepted within three tries: {answers:?}");
     let report = check(&sc.names, "gsk", &accepted, Duration::from_secs(60)).await;
     report.assert_exact();
 

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::checker::{
-    applied, check, check_lane, join_all, join_all_in, wait_for_applied, wait_for_waiting, wait_until, waiting,
+    admitted_at_least, applied, check, check_lane, join_all, join_all_in, wait_for, wait_for_applied, wait_for_waiting,
+    waiting,
 };
 use queuegate::store::keys::Part;
 
@@ -24,7 +25,7 @@ async fn kill_9_of_the_consumer_mid_drain_loses_and_doubles_nobody() {
     assert_eq!(burst.accepted.len(), 50_000, "statuses: {:?}", burst.statuses);
 
     let mut consumer = sc.spawn_consumer(500);
-    assert!(wait_for_applied(&sc.names, "k9", 10_000, Duration::from_secs(120)).await, "consumer made progress");
+    wait_for_applied(&sc.names, "k9", 10_000, Duration::from_secs(120)).await.expect("consumer made progress");
     kill9(&mut consumer);
     let at_kill = applied(&sc.names, "k9").await;
     assert!(at_kill < 50_000, "the kill came mid-drain ({at_kill} applied)");
@@ -59,7 +60,7 @@ async fn kill_9_of_the_consumer_mid_drain_loses_and_doubles_nobody_in_either_lan
     assert_eq!(burst.accepted.len(), 20_000, "statuses: {:?}", burst.statuses);
 
     let mut consumer = sc.spawn_consumer(500);
-    assert!(wait_for_applied(&sc.names, "k9l", 3_000, Duration::from_secs(120)).await, "consumer made progress");
+    wait_for_applied(&sc.names, "k9l", 3_000, Duration::from_secs(120)).await.expect("consumer made progress");
     kill9(&mut consumer);
     let at_kill = applied(&sc.names, "k9l").await;
     assert!(at_kill < 13_333, "the kill came mid-drain ({at_kill} general fans applied)");
@@ -89,7 +90,7 @@ async fn sigkill_of_redis_during_the_drain_loses_and_doubles_nobody() {
     assert_eq!(burst.accepted.len(), 20_000, "statuses: {:?}", burst.statuses);
 
     let mut consumer = sc.spawn_consumer(200);
-    assert!(wait_for_waiting(&sc.names, "rk", 3_000, Duration::from_secs(120)).await, "consumer made progress");
+    wait_for_waiting(&sc.names, "rk", 3_000, Duration::from_secs(120)).await.expect("consumer made progress");
     redis.kill9();
     // Down long enough for the consumer to hit it and back off at least once.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -112,9 +113,9 @@ async fn rebalances_under_load_lose_and_double_nobody() {
 
     let mut first = sc.spawn_consumer(300);
     let mut second = sc.spawn_consumer(300);
-    assert!(wait_for_waiting(&sc.names, "rb", 5_000, Duration::from_secs(120)).await);
+    wait_for_waiting(&sc.names, "rb", 5_000, Duration::from_secs(120)).await.unwrap();
     let mut third = sc.spawn_consumer(300);
-    assert!(wait_for_waiting(&sc.names, "rb", 12_000, Duration::from_secs(120)).await);
+    wait_for_waiting(&sc.names, "rb", 12_000, Duration::from_secs(120)).await.unwrap();
     kill9(&mut first);
     let at_kill = waiting(&sc.names, "rb").await;
     let report = check(&sc.names, "rb", &burst.accepted, Duration::from_secs(180)).await;
@@ -131,18 +132,18 @@ async fn the_same_fans_joining_twenty_times_through_two_gateways_are_queued_once
     let b = Arc::new(sc.spawn_gateway(|_| {}).await);
     a.open_concert("rj").await;
     // Let the second gateway's cache see the concert.
-    assert!(
-        crate::checker::wait_until(Duration::from_secs(10), async || {
-            b.client
-                .post(format!("{}/v1/concerts/rj/queue", b.http()))
-                .json(&serde_json::json!({"userId": "probe"}))
-                .send()
-                .await
-                .map(|r| r.status() == 202)
-                .unwrap_or(false)
-        })
-        .await
-    );
+    wait_for(Duration::from_secs(10), "the second gateway to answer a join 202", async || {
+        let answer = b
+            .client
+            .post(format!("{}/v1/concerts/rj/queue", b.http()))
+            .json(&serde_json::json!({"userId": "probe"}))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        (matches!(answer, Ok(202)), format!("{answer:?}"))
+    })
+    .await
+    .unwrap();
     let mut consumer = sc.spawn_consumer(500);
     let mut users: Vec<String> = (0..20).flat_map(|_| fans(2_000, "fan")).collect();
     users.push("probe".into());
@@ -180,13 +181,12 @@ async fn a_broker_restart_during_a_join_burst_answers_503_meanwhile_and_keeps_ev
     let during = burst.await.unwrap();
 
     // Once the broker is back the gateway recovers on its own.
-    let mut after = Default::default();
-    let recovered = wait_until(Duration::from_secs(120), async || {
-        after = join_all(std::slice::from_ref(&gw), "br", fans(1_000, "after"), 64).await;
-        after.accepted.len() == 1_000
+    let after = wait_for(Duration::from_secs(120), "all 1,000 joins after the restart answered 202", async || {
+        let after = join_all(std::slice::from_ref(&gw), "br", fans(1_000, "after"), 64).await;
+        (after.accepted.len() == 1_000, after)
     })
-    .await;
-    assert!(recovered, "joins after the restart: {:?}", after.statuses);
+    .await
+    .unwrap();
 
     let mut accepted = before.accepted.clone();
     accepted.extend(during.accepted.iter().cloned());
@@ -237,7 +237,7 @@ async fn a_redis_outage_longer_than_the_poll_interval_keeps_the_consumer_in_its_
             Some(crate::common::metric_value(&text, &series))
         }
     };
-    assert!(wait_for_waiting(&sc.names, "lo", 500, Duration::from_secs(120)).await);
+    wait_for_waiting(&sc.names, "lo", 500, Duration::from_secs(120)).await.unwrap();
     assert_eq!(rebalances("assign").await, Some(1));
     redis.kill9();
     // Twice the poll interval, and more than the session timeout.
@@ -263,7 +263,7 @@ async fn the_admitter_lease_is_taken_over_after_kill_9_of_its_holder_and_nobody_
     let burst = join_all(std::slice::from_ref(&gw), "lt", fans(2_000, "fan"), 128).await;
     assert_eq!(burst.accepted.len(), 2_000);
     let mut holder = sc.spawn_consumer(500);
-    assert!(wait_for_waiting(&sc.names, "lt", 2_000, Duration::from_secs(120)).await);
+    wait_for_waiting(&sc.names, "lt", 2_000, Duration::from_secs(120)).await.unwrap();
 
     let mut redis = crate::checker::redis_conn(sc.redis_url()).await.expect("redis");
     let adm_key = sc.names.key("lt", Part::Adm);
@@ -277,10 +277,7 @@ async fn the_admitter_lease_is_taken_over_after_kill_9_of_its_holder_and_nobody_
         .send()
         .await
         .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(30), async || admitted(&mut redis).await > 100).await,
-        "the first consumer admits"
-    );
+    admitted_at_least(&mut redis, &adm_key, 101, Duration::from_secs(30)).await.expect("the first consumer admits");
     let first_lease: String = redis.query(redis::cmd("GET").arg(sc.names.key("lt", Part::Lease))).await.unwrap();
 
     let mut successor = sc.spawn_consumer(500);
@@ -288,10 +285,9 @@ async fn the_admitter_lease_is_taken_over_after_kill_9_of_its_holder_and_nobody_
     kill9(&mut holder);
     let killed_at = std::time::Instant::now();
     let at_kill = admitted(&mut redis).await;
-    assert!(
-        wait_until(Duration::from_secs(30), async || admitted(&mut redis).await > at_kill + 100).await,
-        "the successor goes on admitting"
-    );
+    admitted_at_least(&mut redis, &adm_key, at_kill + 101, Duration::from_secs(30))
+        .await
+        .expect("the successor goes on admitting");
     let takeover = killed_at.elapsed();
     let second_lease: String = redis.query(redis::cmd("GET").arg(sc.names.key("lt", Part::Lease))).await.unwrap();
     let fence = |v: &str| v.rsplit(':').next().unwrap().parse::<u64>().unwrap();
@@ -350,7 +346,7 @@ async fn a_redis_outage_with_a_rebalance_keeps_consumer_memory_bounded_and_loses
             .and_then(|v| v.trim().parse().ok())
     };
     let warm = join_all(std::slice::from_ref(&gw), "mb", fans(2_000, "warm"), 128).await;
-    assert!(wait_for_waiting(&sc.names, "mb", 2_000, Duration::from_secs(120)).await, "both consumers drain");
+    wait_for_waiting(&sc.names, "mb", 2_000, Duration::from_secs(120)).await.expect("both consumers drain");
 
     redis.kill9();
     let backlog = join_all(std::slice::from_ref(&gw), "mb", fans(200_000, "fan"), 256).await;
@@ -404,7 +400,7 @@ async fn an_admitter_whose_clock_is_30_s_behind_admits_at_the_rate_and_stamps_to
     let burst = join_all(std::slice::from_ref(&gw), "sk", fans(2_000, "sk"), 128).await;
     assert_eq!(burst.accepted.len(), 2_000);
     let mut holder = sc.spawn_consumer(500);
-    assert!(wait_for_waiting(&sc.names, "sk", 2_000, Duration::from_secs(120)).await);
+    wait_for_waiting(&sc.names, "sk", 2_000, Duration::from_secs(120)).await.unwrap();
 
     let mut redis = crate::checker::redis_conn(sc.redis_url()).await.expect("redis");
     let adm_key = sc.names.key("sk", Part::Adm);
@@ -413,7 +409,7 @@ async fn an_admitter_whose_clock_is_30_s_behind_admits_at_the_rate_and_stamps_to
     };
     let r = gw.put_concert("sk", serde_json::json!({"state": "open", "admitPerSecond": 50})).await;
     assert_eq!(r.status(), 200);
-    assert!(wait_until(Duration::from_secs(30), async || admitted(&mut redis).await > 50).await, "the holder admits");
+    admitted_at_least(&mut redis, &adm_key, 51, Duration::from_secs(30)).await.expect("the holder admits");
 
     // An instance 30 s behind takes the lease over. With the instance's time in the scripts, the
     // rate bucket (stamped by the holder) would lie 30 s in its future and admission would stall.
@@ -423,7 +419,7 @@ async fn an_admitter_whose_clock_is_30_s_behind_admits_at_the_rate_and_stamps_to
     kill9(&mut holder);
     let killed = std::time::Instant::now();
     let at_kill = admitted(&mut redis).await;
-    let resumed = wait_until(Duration::from_secs(20), async || admitted(&mut redis).await >= at_kill + 200).await;
+    let resumed = admitted_at_least(&mut redis, &adm_key, at_kill + 200, Duration::from_secs(20)).await;
     let took = killed.elapsed();
     let states: Vec<(String, String)> =
         redis.query(redis::cmd("HGETALL").arg(sc.names.key("sk", Part::State))).await.unwrap();
@@ -434,7 +430,7 @@ async fn an_admitter_whose_clock_is_30_s_behind_admits_at_the_rate_and_stamps_to
     let _ = std::fs::remove_file(&log);
     println!("chaos clock-skew: the skewed instance logged {behind:?} s behind; 200 more admitted in {took:?}");
     assert!(behind.is_some_and(|b| (25..=60).contains(&b)), "libfaketime put the instance behind: {behind:?}");
-    assert!(resumed, "admission went on at the configured rate under the skewed instance");
+    resumed.expect("admission went on at the configured rate under the skewed instance");
     // Every admission was stamped with Redis's time: issued during this test, valid for 600 s.
     for (user, state) in states.iter().filter(|(_, s)| s.starts_with("a:")) {
         let mut parts = state.split(':').skip(1).map(|p| p.parse::<i64>().unwrap());
@@ -474,13 +470,12 @@ async fn kill_9_of_the_consumers_at_the_fair_start_cut_still_cuts_once() {
     assert_eq!(early.accepted.len(), 3_000);
     let mut redis = crate::checker::redis_conn(sc.redis_url()).await.expect("redis");
     let hold_key = sc.names.key("fs", Part::Hold);
-    assert!(
-        wait_until(Duration::from_secs(60), async || {
-            redis.query::<u64>(redis::cmd("HLEN").arg(&hold_key)).await.unwrap() == 3_000
-        })
-        .await,
-        "the early fans are held"
-    );
+    wait_for(Duration::from_secs(60), "the 3,000 early fans held", async || {
+        let held = redis.query::<u64>(redis::cmd("HLEN").arg(&hold_key)).await.unwrap();
+        (held == 3_000, held)
+    })
+    .await
+    .unwrap();
 
     let opens_at = schedule(300).await;
     crate::common::signal(a.id(), "-STOP");
@@ -497,16 +492,14 @@ async fn kill_9_of_the_consumers_at_the_fair_start_cut_still_cuts_once() {
     kill9(&mut b);
 
     let mut c = sc.spawn_consumer_with(500, &env);
-    let mut fair = serde_json::Value::Null;
-    assert!(
-        wait_until(Duration::from_secs(90), async || {
-            fair = gw.fairness("fs").await;
-            fair.get("seed").is_some()
+    let fair =
+        wait_for(Duration::from_secs(90), "the third instance's cut (a seed in the fairness record)", async || {
+            let fair = gw.fairness("fs").await;
+            (fair.get("seed").is_some(), fair)
         })
-        .await,
-        "the third instance makes the cut: {fair}"
-    );
-    assert!(wait_for_waiting(&sc.names, "fs", 6_000, Duration::from_secs(60)).await, "every fan queued");
+        .await
+        .unwrap();
+    wait_for_waiting(&sc.names, "fs", 6_000, Duration::from_secs(60)).await.expect("every fan queued");
     let queue: Vec<String> =
         redis.query(redis::cmd("LRANGE").arg(sc.names.key("fs", Part::Waiting)).arg(0).arg(-1)).await.unwrap();
     kill9(&mut c);
