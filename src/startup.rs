@@ -93,18 +93,31 @@ impl Application {
         let new_store = || QueueStore::new(&settings.redis);
         let admin_store = new_store()?;
 
-        let budget = ConnectionBudget::of_this_process();
+        let budget = ConnectionBudget::of_this_process(http.max_stream_memory_mb);
         let mut http = http.clone();
+        // A configured bound may use every connection, but never more memory than streams have.
+        let ceiling = budget.connections.min(budget.streams_by_memory().unwrap_or(usize::MAX));
         if http.max_event_streams == 0 {
             http.max_event_streams = budget.streams();
-        } else if http.max_event_streams > budget.connections {
+        } else if http.max_event_streams > ceiling {
             tracing::warn!(
                 configured = http.max_event_streams,
-                allowed = budget.connections,
-                "QUEUEGATE_MAX_EVENT_STREAMS is more than the open-file limit allows; using the limit"
+                allowed = ceiling,
+                "QUEUEGATE_MAX_EVENT_STREAMS is more than the open-file limit or the stream memory allows; using that"
             );
-            http.max_event_streams = budget.connections;
+            http.max_event_streams = ceiling;
         }
+        tracing::info!(
+            open_file_limit = budget.open_file_limit,
+            client_connections = budget.connections,
+            cgroup_memory_limit_mb = budget.cgroup_limit.map(|b| b / MIB),
+            stream_memory_mb = budget.stream_memory.map(|b| b / MIB),
+            stream_bytes = STREAM_BYTES,
+            streams_by_files = budget.streams_by_files(),
+            streams_by_memory = budget.streams_by_memory(),
+            max_event_streams = http.max_event_streams,
+            "connection budget"
+        );
         let http = &http;
         // Gateways judge joins by the cache; admitters find the concerts to admit in it. Loaded
         // before any listener is bound: a gateway started mid-sale takes connections as soon as
@@ -456,36 +469,129 @@ impl Application {
     }
 }
 
-/// What the process's open-file limit leaves for client connections.
+/// What one open status stream costs a gateway (bytes), with margin: its TCP connection's actix
+/// buffers (8 KiB to read and 8 KiB to write, fixed in actix-http), the stream's state and
+/// future, its place in the concert's view and the response's body. Measured as the growth of
+/// a gateway's RSS from 5,000 to 8,000 open streams, ~20.6 KB (docs/operations.md, "What a
+/// status stream costs"), plus margin.
+pub const STREAM_BYTES: u64 = 24 * 1024;
+
+/// What a gateway holds before any stream (MiB): runtimes, pools, Kafka's producer, the
+/// concert cache and views, the allocator's slack. The memory-derived stream budget is half of
+/// what a cgroup limit leaves after it; the other half is headroom for joins, polls and bursts.
+pub const PROCESS_BASE_MB: u64 = 128;
+
+const MIB: u64 = 1024 * 1024;
+
+/// A cgroup memory limit this large is no limit (cgroup v1 says "none" with 2^63 rounded down
+/// to a page; anything past a pebibyte is no pod's limit either).
+const NO_LIMIT_FROM: u64 = 1 << 50;
+
+/// What the process's open-file limit and memory leave for client connections and status streams.
 ///
 /// Every connection is a file descriptor, and accept() failing with EMFILE stalls a listener,
 /// so the public listener's connection limit and the status-stream bound are derived from the
 /// soft `RLIMIT_NOFILE` (20,000 per process on the benchmark machines): a tenth of it, at least
-/// 256, stays for Kafka and Redis connections, the admin listener and files.
-#[derive(Debug, Clone, Copy)]
-struct ConnectionBudget {
+/// 256, stays for Kafka and Redis connections, the admin listener and files. Every open stream
+/// also costs memory ([`STREAM_BYTES`]); the streams' memory
+/// (`QUEUEGATE_MAX_STREAM_MEMORY_MB`, by default half of what the cgroup's memory limit leaves
+/// after [`PROCESS_BASE_MB`]) bounds them too, so a pod is never OOM-killed by its own streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionBudget {
+    /// The soft open-file limit it was derived from.
+    pub open_file_limit: u64,
     /// Client connections the public listener may hold in all.
-    connections: usize,
+    pub connections: usize,
+    /// The cgroup's memory limit (bytes), if there is one.
+    pub cgroup_limit: Option<u64>,
+    /// What status streams may take in all (bytes); None: no memory bound.
+    pub stream_memory: Option<u64>,
 }
 
 impl ConnectionBudget {
-    fn of_this_process() -> Self {
+    fn of_this_process(max_stream_memory_mb: u64) -> Self {
         let limit = open_file_limit().unwrap_or(20_000);
-        let reserved = (limit / 10).max(256).min(limit / 2);
-        let budget = ConnectionBudget { connections: (limit - reserved) as usize };
-        tracing::info!(open_file_limit = limit, client_connections = budget.connections, "connection budget");
-        budget
+        Self::new(limit, max_stream_memory_mb, cgroup_memory_limit())
     }
 
-    /// Status streams: every connection but a tenth (at most 1,000) kept for joins and polls.
-    fn streams(&self) -> usize {
+    /// The budget of a process with this open-file limit, `QUEUEGATE_MAX_STREAM_MEMORY_MB`
+    /// (0: derived) and cgroup memory limit (bytes).
+    pub fn new(open_file_limit: u64, max_stream_memory_mb: u64, cgroup_limit: Option<u64>) -> Self {
+        let reserved = (open_file_limit / 10).max(256).min(open_file_limit / 2);
+        ConnectionBudget {
+            open_file_limit,
+            connections: (open_file_limit - reserved) as usize,
+            cgroup_limit,
+            stream_memory: stream_memory(max_stream_memory_mb, cgroup_limit),
+        }
+    }
+
+    /// Status streams: the fewer of what the open files and the memory allow.
+    pub fn streams(&self) -> usize {
+        self.streams_by_files().min(self.streams_by_memory().unwrap_or(usize::MAX))
+    }
+
+    /// Every connection but a tenth (at most 1,000) kept for joins and polls.
+    pub fn streams_by_files(&self) -> usize {
         self.connections - (self.connections / 10).min(1_000)
+    }
+
+    /// The streams' memory over what one costs; None without a memory bound.
+    pub fn streams_by_memory(&self) -> Option<usize> {
+        self.stream_memory.map(|bytes| usize::try_from(bytes / STREAM_BYTES).unwrap_or(usize::MAX))
     }
 
     /// actix's `max_connections` is per worker.
     fn per_worker(self, workers: usize) -> usize {
         (self.connections / workers.max(1)).max(1)
     }
+}
+
+/// The bytes status streams may take: the setting when set, else half of what the cgroup limit
+/// leaves after the process's base; None when neither bounds them.
+fn stream_memory(setting_mb: u64, cgroup_limit: Option<u64>) -> Option<u64> {
+    if setting_mb > 0 {
+        return Some(setting_mb * MIB);
+    }
+    cgroup_limit.map(|limit| limit.saturating_sub(PROCESS_BASE_MB * MIB) / 2)
+}
+
+/// The memory limit of this process's cgroup (bytes), if it has one: cgroup v2's `memory.max`
+/// of its own cgroup and every parent (the smallest), else v1's `memory.limit_in_bytes`.
+fn cgroup_memory_limit() -> Option<u64> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let read = |path: String| std::fs::read_to_string(path).ok().and_then(|t| parse_cgroup_limit(&t));
+    let v2 =
+        cgroup_dirs(&own, "0::").into_iter().filter_map(|dir| read(format!("/sys/fs/cgroup{dir}/memory.max"))).min();
+    v2.or_else(|| {
+        let v1 = own.lines().find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_owned()));
+        v1.iter()
+            .flat_map(|p| cgroup_dirs(&format!("x:{p}"), "x:"))
+            .filter_map(|dir| read(format!("/sys/fs/cgroup/memory{dir}/memory.limit_in_bytes")))
+            .min()
+    })
+}
+
+/// The directories (relative to the hierarchy's root) from a process's cgroup up to the root,
+/// for the `/proc/self/cgroup` line that starts with `prefix`; just the root when there is none
+/// (inside a cgroup namespace the path is `/` anyway).
+fn cgroup_dirs(proc_self_cgroup: &str, prefix: &str) -> Vec<String> {
+    let path = proc_self_cgroup.lines().find_map(|l| l.strip_prefix(prefix)).unwrap_or("/").trim();
+    let mut dirs = Vec::new();
+    let mut dir = path.trim_end_matches('/').to_owned();
+    while !dir.is_empty() {
+        dirs.push(dir.clone());
+        dir.truncate(dir.rfind('/').unwrap_or(0));
+    }
+    dirs.push(String::new());
+    dirs
+}
+
+/// A cgroup memory limit file's content: bytes, or None for `max` (v2) and the huge "no
+/// limit" value (v1: 9223372036854771712).
+fn parse_cgroup_limit(text: &str) -> Option<u64> {
+    let n: u64 = text.trim().parse().ok()?;
+    (n < NO_LIMIT_FROM).then_some(n)
 }
 
 /// The soft limit on open files (Linux: "Max open files" in /proc/self/limits).
@@ -627,4 +733,56 @@ pub async fn cancel_on_signal(stop: CancellationToken) {
 /// guess a script or a page out of a JSON or text body.
 fn nosniff() -> actix_web::middleware::DefaultHeaders {
     actix_web::middleware::DefaultHeaders::new().add((actix_web::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1024 * MIB;
+
+    #[test]
+    fn cgroup_limits_parse_and_no_limit_is_none() {
+        assert_eq!(parse_cgroup_limit("max\n"), None, "cgroup v2 without a limit");
+        assert_eq!(parse_cgroup_limit("536870912\n"), Some(512 * MIB));
+        assert_eq!(parse_cgroup_limit("9223372036854771712\n"), None, "cgroup v1 without a limit");
+        assert_eq!(parse_cgroup_limit(""), None);
+        assert_eq!(parse_cgroup_limit("garbage"), None);
+    }
+
+    #[test]
+    fn cgroup_dirs_go_from_the_own_cgroup_up_to_the_root() {
+        let own = "12:memory:/kubepods/pod1/c1\n0::/kubepods/pod1/c1\n";
+        assert_eq!(cgroup_dirs(own, "0::"), ["/kubepods/pod1/c1", "/kubepods/pod1", "/kubepods", ""]);
+        assert_eq!(cgroup_dirs("0::/\n", "0::"), [""], "inside a cgroup namespace");
+        assert_eq!(cgroup_dirs("", "0::"), [""], "no cgroup file: the root only");
+    }
+
+    #[test]
+    fn stream_memory_is_the_setting_or_half_of_the_limit_after_the_base() {
+        assert_eq!(stream_memory(64, Some(512 * MIB)), Some(64 * MIB), "the setting wins");
+        assert_eq!(stream_memory(0, Some(512 * MIB)), Some((512 - PROCESS_BASE_MB) * MIB / 2));
+        assert_eq!(stream_memory(0, None), None, "no limit, no setting: no memory bound");
+        assert_eq!(stream_memory(0, Some(64 * MIB)), Some(0), "a limit under the base leaves streams nothing");
+    }
+
+    #[test]
+    fn the_stream_cap_is_the_fewer_of_files_and_memory() {
+        // Open files only: 20,000 files leave 18,000 connections and 17,000 streams.
+        let files_only = ConnectionBudget::new(20_000, 0, None);
+        assert_eq!((files_only.connections, files_only.streams()), (18_000, 17_000));
+        assert_eq!(files_only.streams_by_memory(), None);
+        // The chart's 512 MiB under a container's huge open-file limit: memory decides.
+        let pod = ConnectionBudget::new(1_048_576, 0, Some(512 * MIB));
+        let by_memory = ((512 - PROCESS_BASE_MB) * MIB / 2 / STREAM_BYTES) as usize;
+        assert_eq!(pod.streams_by_memory(), Some(by_memory));
+        assert_eq!(pod.streams(), by_memory);
+        assert!(pod.streams() as u64 * STREAM_BYTES + PROCESS_BASE_MB * MIB < 512 * MIB, "streams fit in the pod");
+        // Plenty of memory: the open files decide.
+        let big = ConnectionBudget::new(20_000, 0, Some(64 * GIB));
+        assert_eq!(big.streams(), 17_000);
+        // The setting, small: a few dozen streams.
+        let small = ConnectionBudget::new(20_000, 1, Some(64 * GIB));
+        assert_eq!(small.streams(), (MIB / STREAM_BYTES) as usize);
+    }
 }

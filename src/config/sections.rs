@@ -48,6 +48,13 @@ pub struct HttpSettings {
     #[arg(long, env = "QUEUEGATE_MAX_EVENT_STREAMS", default_value_t = 0)]
     pub max_event_streams: usize,
 
+    /// Memory the status streams of one process may take in all (MiB); the stream cap is at
+    /// most this over what one open stream costs (`startup::STREAM_BYTES`). 0 (the default):
+    /// derived from the cgroup's memory limit, half of what is left after the process's base
+    /// (`startup::PROCESS_BASE_MB`); without a limit, streams are bounded by open files only.
+    #[arg(long, env = "QUEUEGATE_MAX_STREAM_MEMORY_MB", default_value_t = 0)]
+    pub max_stream_memory_mb: u64,
+
     /// How often each gateway refreshes its view of every concert being watched (ms), which
     /// status streams and polls are answered from: one Redis call per concert per refresh,
     /// whatever the number of watchers. A position change reaches a stream within about this.
@@ -116,6 +123,7 @@ impl HttpSettings {
         }
         check_range("QUEUEGATE_HTTP_WORKERS", self.http_workers, 0..=1024)?;
         check_range("QUEUEGATE_MAX_EVENT_STREAMS", self.max_event_streams, 0..=1_000_000)?;
+        check_range("QUEUEGATE_MAX_STREAM_MEMORY_MB", self.max_stream_memory_mb, 0..=1_048_576)?;
         check_range("QUEUEGATE_CONCERT_REFRESH_MS", self.concert_refresh_ms, 1..=600_000)?;
         check_range("QUEUEGATE_SHUTDOWN_GRACE_SECONDS", self.shutdown_grace_seconds, 0..=3600)
     }

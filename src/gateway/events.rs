@@ -4,9 +4,10 @@
 //! Browsers' `EventSource` cannot set headers, so instead of the entry token in `Authorization`
 //! a stream may be opened with `?ticket=`: a stream ticket from [`ticket`], good for this fan's
 //! stream only and for 60 s. The entry token itself is never taken from the URL, where proxy and
-//! CDN logs would keep it for its whole day. Streams are bounded (`QUEUEGATE_MAX_EVENT_STREAMS`, derived from the
-//! open-file limit by default): past the bound a fan gets 503 with Retry-After and falls back to
-//! polling. A stream costs Redis one read when it opens; after that it follows the gateway's
+//! CDN logs would keep it for its whole day. Streams are bounded (`QUEUEGATE_MAX_EVENT_STREAMS`,
+//! by default the fewer of what the open-file limit and `QUEUEGATE_MAX_STREAM_MEMORY_MB` allow:
+//! [`crate::startup::ConnectionBudget`]): past the bound a fan gets 503 with Retry-After and
+//! falls back to polling. A stream costs Redis one read when it opens; after that it follows the gateway's
 //! view of the concert ([`super::views`]), refreshed for all its watchers at once, and sends
 //! the status whenever it differs from the last one sent (position, state, the rounded ETA; a
 //! position at most once per [`POSITION_GAP`]), a comment line after 15 s of silence so proxies
@@ -55,7 +56,9 @@ pub const MAX_STREAMS_PER_FAN: u8 = 2;
 /// and long-lived streams rebalance across gateways.
 pub const MAX_STREAM_LIFETIME: Duration = Duration::from_secs(30 * 60);
 
-/// One fan's claim on one of its [`MAX_STREAMS_PER_FAN`] streams; released when dropped.
+/// One fan's claim on one of its [`MAX_STREAMS_PER_FAN`] streams; released when dropped. The
+/// stream's state reaches the gateway, the concert and the fan through it (one copy of each per
+/// stream).
 struct FanStreamSlot {
     gw: web::Data<Gateway>,
     concert: ConcertId,
@@ -85,16 +88,18 @@ pub(super) struct TicketQuery {
     token: Option<String>,
 }
 
+/// What one open stream holds between frames, kept small: thousands of these live in a gateway
+/// (docs/operations.md, "Sizing": what an open stream costs).
 struct StreamState {
-    gw: web::Data<Gateway>,
-    concert: ConcertId,
-    user: UserId,
-    /// The status read when the stream opened, sent first.
-    first: Option<FanStatus>,
+    /// The gateway, the concert and the fan, and the fan's claim on a stream.
+    slot: FanStreamSlot,
+    /// The status read when the stream opened, sent first (boxed: gone after the first frame).
+    first: Option<Box<FanStatus>>,
     /// The fan's place in the concert's view; None when the views are full (then the stream
     /// reads the status every second, as a poll would).
     watching: Option<Watching>,
-    last: Option<String>,
+    /// A hash of the last status sent (its JSON), to send only changes.
+    last: Option<u64>,
     /// The state (`status`) of the last status sent, and when it went.
     last_state: &'static str,
     last_status_at: tokio::time::Instant,
@@ -103,7 +108,6 @@ struct StreamState {
     last_frame: tokio::time::Instant,
     done: bool,
     ends_at: tokio::time::Instant,
-    _slot: FanStreamSlot,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -171,10 +175,8 @@ pub(super) async fn events(
     let watching = gw.views.watch(&concert, &user);
     let now = tokio::time::Instant::now();
     let state = StreamState {
-        gw: gw.clone(),
-        concert,
-        user,
-        first: Some(first),
+        slot,
+        first: Some(Box::new(first)),
         watching,
         last: None,
         last_state: "",
@@ -183,7 +185,6 @@ pub(super) async fn events(
         last_frame: now,
         done: false,
         ends_at: now + MAX_STREAM_LIFETIME,
-        _slot: slot,
         _permit: permit,
     };
     let body = stream::unfold(state, |mut st| async move {
@@ -192,29 +193,36 @@ pub(super) async fn events(
         }
         loop {
             let status = match st.first.take() {
-                Some(first) => Some(first),
+                Some(first) => Some(*first),
                 None => {
+                    // One timer for the next of: the end of the stream's lifetime, the heartbeat,
+                    // a held-back position change (a timer costs every open stream its memory).
                     let heartbeat_at = st.last_frame + HEARTBEAT;
+                    let mut wake_at = st.ends_at.min(heartbeat_at);
+                    if st.deferred {
+                        wake_at = wake_at.min(st.last_status_at + POSITION_GAP);
+                    }
                     tokio::select! {
-                        _ = st.gw.stop.cancelled() => {
+                        _ = st.slot.gw.stop.cancelled() => {
                             // Shutting down: back in 1-10 s, to another gateway.
                             st.done = true;
-                            st.gw.metrics.stream_events.with_label_values(&["reconnect"]).inc();
+                            st.slot.gw.metrics.stream_events.with_label_values(&["reconnect"]).inc();
                             return Some((Ok(reconnect_frame(1_000, 9_000)), st));
                         }
-                        _ = tokio::time::sleep_until(st.ends_at) => {
-                            // 5-15 s, so the fans of one gateway do not all come back in one second.
-                            st.done = true;
-                            st.gw.metrics.stream_events.with_label_values(&["reconnect"]).inc();
-                            return Some((Ok(reconnect_frame(5_000, 10_000)), st));
-                        }
-                        _ = tokio::time::sleep_until(heartbeat_at) => {
-                            st.last_frame = tokio::time::Instant::now();
-                            st.gw.metrics.stream_events.with_label_values(&["heartbeat"]).inc();
-                            return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), st));
-                        }
-                        // A position change held back by POSITION_GAP goes out now.
-                        _ = tokio::time::sleep_until(st.last_status_at + POSITION_GAP), if st.deferred => {
+                        _ = tokio::time::sleep_until(wake_at) => {
+                            let now = tokio::time::Instant::now();
+                            if now >= st.ends_at {
+                                // 5-15 s, so the fans of one gateway do not all come back in one second.
+                                st.done = true;
+                                st.slot.gw.metrics.stream_events.with_label_values(&["reconnect"]).inc();
+                                return Some((Ok(reconnect_frame(5_000, 10_000)), st));
+                            }
+                            if now >= heartbeat_at {
+                                st.last_frame = now;
+                                st.slot.gw.metrics.stream_events.with_label_values(&["heartbeat"]).inc();
+                                return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), st));
+                            }
+                            // A position change held back by POSITION_GAP goes out now.
                             st.deferred = false;
                         }
                         alive = next_change(&mut st.watching) => {
@@ -231,7 +239,8 @@ pub(super) async fn events(
             // connection, say nothing.
             let Some(status) = status else { continue };
             let json = serde_json::to_string(&status).expect("a status serialises");
-            if st.last.as_deref() == Some(json.as_str()) {
+            let hash = hash_of(&json);
+            if st.last == Some(hash) {
                 continue;
             }
             // Only the position (or ETA) moved, and the last one went out less than
@@ -247,9 +256,9 @@ pub(super) async fn events(
             st.last_status_at = now;
             st.last_state = status.status;
             st.deferred = false;
-            st.gw.metrics.stream_events.with_label_values(&["status"]).inc();
+            st.slot.gw.metrics.stream_events.with_label_values(&["status"]).inc();
             let frame = format!("event: status\ndata: {json}\n\n");
-            st.last = Some(json);
+            st.last = Some(hash);
             return Some((Ok::<_, actix_web::Error>(Bytes::from(frame)), st));
         }
     });
@@ -278,7 +287,8 @@ async fn current(st: &StreamState) -> Option<FanStatus> {
         let snap = w.rx.borrow().clone();
         // Sold out as of the snapshot that woke the stream.
         let from_view = w.fact().and_then(|fact| {
-            let status = FanStatus::from_view(&snap, fact, &st.concert, &st.user, Some(&st.gw.keys))?;
+            let slot = &st.slot;
+            let status = FanStatus::from_view(&snap, fact, &slot.concert, &slot.user, Some(&slot.gw.keys))?;
             Some(status.or_sold_out(snap.sold_out.as_deref()))
         });
         if from_view.is_some() {
@@ -287,5 +297,13 @@ async fn current(st: &StreamState) -> Option<FanStatus> {
     }
     // Boxed: the Redis read's future is large, and a stream only rarely needs it; inline, it would
     // make every open stream that much bigger.
-    Box::pin(super::status::read_status(&st.gw, &st.concert, &st.user)).await.ok()
+    Box::pin(super::status::read_status(&st.slot.gw, &st.slot.concert, &st.slot.user)).await.ok()
+}
+
+/// A hash of a status's JSON: what a stream keeps of the last status it sent.
+fn hash_of(json: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    json.hash(&mut h);
+    h.finish()
 }

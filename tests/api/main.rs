@@ -31,4 +31,5 @@ mod session_model;
 mod soldout;
 mod stadium;
 mod store_model;
+mod stream_budget;
 mod webhook_caps;

@@ -221,6 +221,10 @@ volumes:
 - name: QUEUEGATE_PUBLIC_URL
   value: {{ . | quote }}
 {{- end }}
+{{- with $.Values.gateway.maxStreamMemoryMB }}
+- name: QUEUEGATE_MAX_STREAM_MEMORY_MB
+  value: {{ . | quote }}
+{{- end }}
 {{- if eq $.Values.fanIdentity "jwt" }}
 {{ include "queuegate.secretEnv" (dict "ctx" $ "name" "QUEUEGATE_FAN_JWT_SECRET" "key" "fan-jwt-secret" "optional" true) }}
 {{- end }}
