@@ -44,14 +44,25 @@ pub struct Gate {
     pub known: Known,
     /// `QUEUEGATE_PUBLIC_URL`, without a trailing slash.
     public_url: Option<String>,
+    /// The concerts' settings (`sessionMaxSeconds`: how long ended sessions are remembered).
+    cache: crate::concerts::ConcertCache,
+    /// `queuegate_gate_ended_sessions_remembered`.
+    remembered: prometheus::IntGauge,
 }
 
 impl Gate {
-    pub fn new(secret: &[u8], public_url: Option<&str>) -> Self {
+    pub fn new(
+        secret: &[u8],
+        public_url: Option<&str>,
+        cache: crate::concerts::ConcertCache,
+        remembered: prometheus::IntGauge,
+    ) -> Self {
         Gate {
             cookies: CookieKey::new(secret),
             known: Known::default(),
             public_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),
+            cache,
+            remembered,
         }
     }
 
@@ -65,7 +76,8 @@ impl Gate {
         let now = crate::clock::now_ms();
         for id in concerts {
             let news = store.gate_news(id, self.known.since(id)).await?;
-            self.known.learn(id, news, now);
+            let max_s = self.cache.settings(id).map_or(86_400, |s| s.session_max_seconds);
+            self.known.learn(id, news, i64::from(max_s) * 1000, now);
         }
         for d in self.known.due(now) {
             if store.touch(&d.concert, &d.user, &d.sid, d.idle_ms, d.age_ms).await?.is_none() {
@@ -73,6 +85,7 @@ impl Gate {
             }
         }
         self.known.prune(now);
+        self.remembered.set(self.known.ended_count() as i64);
         Ok(())
     }
 }
@@ -391,17 +404,21 @@ mod tests {
         assert_eq!(without_token(&u).as_str(), "https://shop.example/buy");
     }
 
+    fn gauge() -> prometheus::IntGauge {
+        prometheus::IntGauge::new("g", "g").unwrap()
+    }
+
     #[test]
     fn the_room_url_is_built_from_the_public_url_and_survives_any_host_header() {
         let c = ConcertId::parse("tour").unwrap();
         let original = url::Url::parse("https://shop.example/b?x=1&queuegate_token=t").unwrap();
-        let gate = Gate::new(b"s", Some("https://queue.example/"));
+        let gate = Gate::new(b"s", Some("https://queue.example/"), Default::default(), gauge());
         let req = actix_web::test::TestRequest::default().to_http_request();
         assert_eq!(
             room_url(&gate, &req, &c, Some(&original), Some("spent")),
             "https://queue.example/c/tour?return=https%3A%2F%2Fshop.example%2Fb%3Fx%3D1&ended=spent"
         );
-        let bare = Gate::new(b"s", None);
+        let bare = Gate::new(b"s", None, Default::default(), gauge());
         for host in ["queue.internal:8080", "a b", "x/y?z", ""] {
             let req = actix_web::test::TestRequest::default().insert_header(("host", host)).to_http_request();
             assert!(room_url(&bare, &req, &c, None, None).ends_with("/c/tour"), "{host}");

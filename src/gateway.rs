@@ -89,6 +89,12 @@ impl Gateway {
         http: &crate::config::HttpSettings,
         stop: tokio_util::sync::CancellationToken,
     ) -> Self {
+        let gate = crate::gate::Gate::new(
+            gate_secret,
+            http.public_url.as_deref(),
+            cache.clone(),
+            metrics.gate_ended_remembered.clone(),
+        );
         Gateway {
             producer,
             store,
@@ -110,7 +116,7 @@ impl Gateway {
                 MAX_VIEW_FANS,
             )),
             published: Default::default(),
-            gate: crate::gate::Gate::new(gate_secret, http.public_url.as_deref()),
+            gate,
         }
     }
 }

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub gate_sessions_ended: IntCounterVec,
     /// Live gate sessions per concert.
     pub gate_sessions: IntGaugeVec,
+    /// Ended gate sessions this gateway remembers (each for its concert's sessionMaxSeconds).
+    pub gate_ended_remembered: IntGauge,
     pub admissions: IntCounterVec,
     /// Admission rounds this process finished (each looks at every open concert).
     pub admission_rounds: prometheus::IntCounter,
@@ -102,6 +104,11 @@ impl Metrics {
             .expect("valid metric"),
             open_streams: IntGauge::new("queuegate_status_streams_open", "Status streams open on this gateway")
                 .expect("valid metric"),
+            gate_ended_remembered: IntGauge::new(
+                "queuegate_gate_ended_sessions_remembered",
+                "Ended gate sessions this gateway remembers, to refuse their cookies without asking Redis",
+            )
+            .expect("valid metric"),
             view_fans: IntGauge::new(
                 "queuegate_view_fans",
                 "Fans this gateway's per-concert views track (streaming, or polled in the last minute)",
@@ -418,6 +425,7 @@ impl Metrics {
             Box::new(m.stream_events.clone()),
             Box::new(m.open_streams.clone()),
             Box::new(m.view_fans.clone()),
+            Box::new(m.gate_ended_remembered.clone()),
             Box::new(m.events_published.clone()),
             Box::new(m.webhook_deliveries.clone()),
             Box::new(m.webhook_delay.clone()),

@@ -1,5 +1,7 @@
 //! `GET /admin/v1/concerts/{concertId}/report`: the sale in figures, kept by the scripts that
-//! make the changes, with their outbox entries (outbox.lua): exact, and kept after the sale.
+//! make the changes, with their outbox entries (outbox.lua), and kept after the sale: counts
+//! exact; waits as a histogram (percentiles within a bucket's width, an eighth, above the exact
+//! ones); per-minute series for the last day, earlier minutes rolled up.
 
 use serde_json::{json, Value};
 
@@ -8,16 +10,6 @@ use crate::store::events::ReportData;
 /// The fan changes a report counts, in the order it lists them.
 pub const OUTCOMES: &[&str] =
     &["placed", "admitted", "session.started", "session.ended", "completed", "expired", "abandoned", "removed"];
-
-/// The `p`-th percentile of sorted `values` by the nearest-rank method: the smallest value
-/// with at least p % of the values at or below it.
-pub fn percentile(sorted: &[i64], p: u32) -> Option<i64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (u64::from(p) * sorted.len() as u64).div_ceil(100).max(1) as usize;
-    Some(sorted[rank - 1])
-}
 
 /// The report's JSON.
 pub fn render(concert: &str, r: &ReportData) -> Value {
@@ -31,7 +23,8 @@ pub fn render(concert: &str, r: &ReportData) -> Value {
     let mut minutes: Vec<i64> = r.joins.iter().chain(&r.left).map(|(m, _)| *m).collect();
     minutes.sort_unstable();
     minutes.dedup();
-    let (mut j, mut l, mut length) = (0usize, 0usize, 0i64);
+    // The minutes before the window kept (outbox.lua keeps the last day of each series) start it.
+    let (mut j, mut l, mut length) = (0usize, 0usize, r.joins_older as i64 - r.left_older as i64);
     let mut over_time = Vec::new();
     for m in minutes {
         while j < r.joins.len() && r.joins[j].0 <= m {
@@ -44,18 +37,22 @@ pub fn render(concert: &str, r: &ReportData) -> Value {
         }
         over_time.push(json!({"minute": crate::clock::rfc3339(m * 60_000), "length": length.max(0)}));
     }
+    let w = &r.waits;
     json!({
         "concertId": concert,
         "counts": counts,
         "waitMs": {
-            "count": r.waits.len(),
-            "p50": percentile(&r.waits, 50),
-            "p90": percentile(&r.waits, 90),
-            "p99": percentile(&r.waits, 99),
-            "max": r.waits.last(),
+            "count": w.count,
+            "p50": w.percentile(50),
+            "p90": w.percentile(90),
+            "p99": w.percentile(99),
+            "max": w.max,
+            "min": w.min,
+            "mean": w.mean(),
         },
         "joinsPerMinute": per_minute(&r.joins),
         "admissionsPerMinute": per_minute(&r.admissions),
+        "beforeMinutes": {"joins": r.joins_older, "admissions": r.admissions_older, "left": r.left_older},
         "queueLength": over_time,
     })
 }
@@ -65,14 +62,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles_are_nearest_rank() {
-        let v: Vec<i64> = (1..=100).collect();
-        assert_eq!(percentile(&v, 50), Some(50));
-        assert_eq!(percentile(&v, 90), Some(90));
-        assert_eq!(percentile(&v, 99), Some(99));
-        assert_eq!(percentile(&[7], 99), Some(7));
-        assert_eq!(percentile(&[1, 2, 3], 50), Some(2));
-        assert_eq!(percentile(&[], 50), None);
+    fn the_waits_come_from_the_histogram_and_minutes_rolled_up_start_the_queue_length() {
+        use crate::store::events::{wait_bucket, WaitHistogram};
+        let waits: Vec<u64> = (1..=100).map(|i| i * 1_000).collect();
+        let mut buckets = std::collections::BTreeMap::new();
+        for w in &waits {
+            *buckets.entry(wait_bucket(*w)).or_insert(0u64) += 1;
+        }
+        let h = WaitHistogram {
+            count: 100,
+            sum: waits.iter().sum(),
+            min: Some(1_000),
+            max: Some(100_000),
+            buckets: buckets.into_iter().collect(),
+        };
+        let r = ReportData { waits: h, joins: vec![(10, 5)], joins_older: 7, left_older: 4, ..Default::default() };
+        let v = render("c", &r);
+        assert_eq!(v["waitMs"]["count"], 100);
+        assert_eq!(v["waitMs"]["mean"], 50_500);
+        assert_eq!((v["waitMs"]["min"].as_u64(), v["waitMs"]["max"].as_u64()), (Some(1_000), Some(100_000)));
+        for (p, exact) in [(50, 50_000u64), (90, 90_000), (99, 99_000)] {
+            let got = v["waitMs"][format!("p{p}")].as_u64().unwrap();
+            assert!(exact <= got && got <= exact + exact / 8, "p{p}: {got} for {exact}");
+        }
+        assert_eq!(v["queueLength"][0]["length"], 7 - 4 + 5, "rolled-up minutes count");
+        assert_eq!(v["beforeMinutes"]["joins"], 7);
+        let empty = render("c", &ReportData::default());
+        assert_eq!((empty["waitMs"]["count"].as_u64(), empty["waitMs"]["p50"].is_null()), (Some(0), true));
     }
 
     #[test]

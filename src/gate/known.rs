@@ -4,22 +4,69 @@
 //! checked it. Checks between writes are written later, with their age ([`Known::due`]), so a
 //! session's idle time counts from its real last check while each gateway still writes a
 //! session at most once per tenth of its idle time.
+//!
+//! Ended sessions are remembered for the concert's `sessionMaxSeconds` from when this gateway
+//! learned of them (a session ended by then started before, so its cookie's `maxAt` — past
+//! which the cookie is refused unread — is at most that far away), and at most
+//! [`MAX_ENDED_PER_CONCERT`] per concert, the oldest forgotten first. Forgetting early is safe:
+//! a forgotten sid is not [`Verdict::Ended`] but [`Verdict::Ask`], and Redis (touch.lua) answers
+//! that it ended, which is remembered again. Only the saving of that Redis call is lost.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::Mutex;
 
 use crate::ids::{ConcertId, UserId};
 
-/// How long an ended session is remembered (no cookie outlives `sessionMaxSeconds` ≤ 1 day).
-const REMEMBER_ENDED_MS: i64 = 86_400_000;
+/// How long an ended session is remembered while the concert's `sessionMaxSeconds` is not
+/// known here yet (the largest it may be: a day).
+const REMEMBER_UNKNOWN_MS: i64 = 86_400_000;
+
+/// The most ended sessions one gateway remembers per concert (about 100 bytes each: 10 MB at
+/// most per concert); past it, the oldest learned are forgotten.
+pub const MAX_ENDED_PER_CONCERT: usize = 100_000;
 
 #[derive(Default)]
 struct ConcertNews {
     epoch: u64,
     /// sid → when this gateway learned it ended (ms).
-    ended: HashMap<String, i64>,
+    ended: HashMap<Arc<str>, i64>,
+    /// The same sids in the order learned (oldest first): what expiry and the cap forget first.
+    order: VecDeque<(i64, Arc<str>)>,
+    /// The concert's `sessionMaxSeconds` (ms), once told ([`Known::learn`]).
+    session_max_ms: Option<i64>,
     /// Redis's time of the last look: the next asks from a little before it.
     since_ms: Option<i64>,
+}
+
+impl ConcertNews {
+    fn remember_ms(&self) -> i64 {
+        self.session_max_ms.unwrap_or(REMEMBER_UNKNOWN_MS)
+    }
+
+    /// Remembers `sid` as ended, learned at `now_ms` (kept at its first learning).
+    fn remember(&mut self, sid: &str, now_ms: i64) {
+        if self.ended.contains_key(sid) {
+            return;
+        }
+        let sid: Arc<str> = sid.into();
+        self.ended.insert(sid.clone(), now_ms);
+        self.order.push_back((now_ms, sid));
+        self.forget(now_ms);
+    }
+
+    /// Forgets the sessions learned `sessionMaxSeconds` ago or earlier, then the oldest past
+    /// the cap.
+    fn forget(&mut self, now_ms: i64) {
+        let keep_ms = self.remember_ms();
+        while let Some((at, sid)) = self.order.front() {
+            if now_ms - *at < keep_ms && self.order.len() <= MAX_ENDED_PER_CONCERT {
+                break;
+            }
+            self.ended.remove(sid);
+            self.order.pop_front();
+        }
+    }
 }
 
 /// A session this gateway has seen.
@@ -114,13 +161,7 @@ impl Known {
     /// Redis said the session has ended.
     pub fn ended(&self, concert: &ConcertId, sid: &str, now_ms: i64) {
         self.touched.lock().expect("never poisoned").remove(sid);
-        self.concerts
-            .lock()
-            .expect("never poisoned")
-            .entry(concert.clone())
-            .or_default()
-            .ended
-            .insert(sid.to_owned(), now_ms);
+        self.concerts.lock().expect("never poisoned").entry(concert.clone()).or_default().remember(sid, now_ms);
     }
 
     /// Where to ask the next news of `concert` from (Redis time, ms), with 2 s of overlap so a
@@ -129,8 +170,9 @@ impl Known {
         self.concerts.lock().expect("never poisoned").get(concert).and_then(|n| n.since_ms).map_or(0, |s| s - 2_000)
     }
 
-    /// Takes in one look at a concert's news.
-    pub fn learn(&self, concert: &ConcertId, news: crate::store::sessions::GateNews, now_ms: i64) {
+    /// Takes in one look at a concert's news, and the concert's `sessionMaxSeconds` (ms): how
+    /// long its ended sessions are remembered.
+    pub fn learn(&self, concert: &ConcertId, news: crate::store::sessions::GateNews, session_max_ms: i64, now_ms: i64) {
         let mut touched = self.touched.lock().expect("never poisoned");
         for sid in &news.ended {
             touched.remove(sid);
@@ -140,15 +182,33 @@ impl Known {
         let n = concerts.entry(concert.clone()).or_default();
         n.epoch = n.epoch.max(news.epoch);
         n.since_ms = Some(news.now_ms);
-        for sid in news.ended {
-            n.ended.entry(sid).or_insert(now_ms);
+        n.session_max_ms = Some(session_max_ms.max(1));
+        for sid in &news.ended {
+            n.remember(sid, now_ms);
         }
-        n.ended.retain(|_, at| now_ms - *at < REMEMBER_ENDED_MS);
+        n.forget(now_ms);
     }
 
-    /// Forgets last-seen writes older than a day (sessions that cannot be live any more).
+    /// Forgets ended sessions past their concert's `sessionMaxSeconds` (and the cap), and
+    /// last-seen writes of sessions unchecked for as long (they cannot be live any more).
     pub fn prune(&self, now_ms: i64) {
-        self.touched.lock().expect("never poisoned").retain(|_, s| now_ms - s.checked_ms < REMEMBER_ENDED_MS);
+        let mut concerts = self.concerts.lock().expect("never poisoned");
+        let mut max_ms: HashMap<ConcertId, i64> = HashMap::with_capacity(concerts.len());
+        for (id, n) in concerts.iter_mut() {
+            n.forget(now_ms);
+            max_ms.insert(id.clone(), n.remember_ms());
+        }
+        drop(concerts);
+        self.touched
+            .lock()
+            .expect("never poisoned")
+            .retain(|_, s| now_ms - s.checked_ms < max_ms.get(&s.concert).copied().unwrap_or(REMEMBER_UNKNOWN_MS));
+    }
+
+    /// Ended sessions this gateway remembers, all concerts together (the
+    /// `queuegate_gate_ended_sessions_remembered` gauge).
+    pub fn ended_count(&self) -> usize {
+        self.concerts.lock().expect("never poisoned").values().map(|n| n.ended.len()).sum()
     }
 
     /// Sessions this gateway has written lately (for the memory figure in the benchmark).
@@ -172,11 +232,11 @@ mod tests {
         assert_eq!(k.judge(&c, "a1", 0, 60_999, 60_000), Verdict::Fresh);
         assert_eq!(k.judge(&c, "a1", 0, 61_000, 60_000), Verdict::Ask, "time to write again");
         assert_eq!(k.judge(&c, "a1", 0, 61_001, 60_000), Verdict::Fresh, "one check writes, not every one in flight");
-        k.learn(&c, GateNews { epoch: 0, now_ms: 5_000, ended: vec!["a1".into()] }, 2_000);
+        k.learn(&c, GateNews { epoch: 0, now_ms: 5_000, ended: vec!["a1".into()] }, 3_600_000, 2_000);
         assert_eq!(k.judge(&c, "a1", 0, 2_001, 60_000), Verdict::Ended);
         assert_eq!(k.since(&c), 3_000);
         k.touched(&c, &u, "b2", 600_000, 2_000);
-        k.learn(&c, GateNews { epoch: 1, now_ms: 6_000, ended: vec![] }, 2_500);
+        k.learn(&c, GateNews { epoch: 1, now_ms: 6_000, ended: vec![] }, 3_600_000, 2_500);
         assert_eq!(k.judge(&c, "b2", 0, 2_600, 60_000), Verdict::Ended, "a revocation ends older epochs");
         assert_eq!(k.judge(&c, "b2", 1, 2_600, 60_000), Verdict::Fresh);
     }
@@ -196,5 +256,52 @@ mod tests {
             vec![Due { concert: c.clone(), user: u.clone(), sid: "s1".into(), idle_ms: 10_000, age_ms: 500 }]
         );
         assert!(k.due(5_000).is_empty(), "written once");
+    }
+
+    #[test]
+    fn an_ended_session_is_forgotten_after_the_concerts_session_max_and_then_asked_again() {
+        let k = Known::default();
+        let (c, u) = (ConcertId::parse("c").unwrap(), UserId::parse("u").unwrap());
+        let max_ms = 60_000; // sessionMaxSeconds 60
+        k.learn(&c, GateNews { epoch: 0, now_ms: 1_000, ended: vec!["gone".into()] }, max_ms, 1_000);
+        k.ended(&c, "told", 2_000);
+        assert_eq!(k.judge(&c, "gone", 0, 1_500, 1_000), Verdict::Ended);
+        assert_eq!(k.ended_count(), 2);
+        // Learned again in the next look's 2 s overlap: still remembered from the first time.
+        k.learn(&c, GateNews { epoch: 0, now_ms: 2_000, ended: vec!["gone".into()] }, max_ms, 2_000);
+        k.prune(60_999);
+        assert_eq!(k.judge(&c, "gone", 0, 60_999, 1_000), Verdict::Ended, "within sessionMaxSeconds");
+        k.prune(61_000);
+        assert_eq!(k.judge(&c, "gone", 0, 61_000, 1_000), Verdict::Ask, "forgotten: Redis is asked, and says so");
+        assert_eq!(k.judge(&c, "told", 0, 61_000, 1_000), Verdict::Ended);
+        k.prune(62_000);
+        assert_eq!(k.ended_count(), 0, "not a day: the concert's sessionMaxSeconds");
+        // A session seen live and not checked for sessionMaxSeconds cannot be live any more.
+        k.touched(&c, &u, "live", 600_000, 70_000);
+        k.prune(129_999);
+        assert_eq!(k.touched_count(), 1);
+        k.prune(130_000);
+        assert_eq!(k.touched_count(), 0);
+    }
+
+    #[test]
+    fn a_gateway_remembers_at_most_the_cap_of_ended_sessions_per_concert_forgetting_the_oldest() {
+        let k = Known::default();
+        let c = ConcertId::parse("c").unwrap();
+        let over = 10;
+        let sids: Vec<String> = (0..MAX_ENDED_PER_CONCERT + over).map(|i| format!("s{i}")).collect();
+        for (i, chunk) in sids.chunks(10_000).enumerate() {
+            let news = GateNews { epoch: 0, now_ms: 0, ended: chunk.to_vec() };
+            k.learn(&c, news, 3_600_000, i as i64);
+        }
+        assert_eq!(k.ended_count(), MAX_ENDED_PER_CONCERT);
+        for sid in &sids[..over] {
+            assert_eq!(k.judge(&c, sid, 0, 100, 1_000), Verdict::Ask, "the oldest are forgotten: {sid}");
+        }
+        assert_eq!(k.judge(&c, &sids[over], 0, 100, 1_000), Verdict::Ended);
+        assert_eq!(k.judge(&c, sids.last().unwrap(), 0, 100, 1_000), Verdict::Ended);
+        let other = ConcertId::parse("d").unwrap();
+        k.ended(&other, "x", 100);
+        assert_eq!(k.ended_count(), MAX_ENDED_PER_CONCERT + 1, "the cap is per concert");
     }
 }

@@ -38,17 +38,94 @@ const LOG: &str = "log";
 /// Deliveries queued per call of webhook_enqueue.lua (bounded work per call).
 const ENQUEUE_CHUNK: usize = 500;
 
-/// A concert's report as stored (outbox.lua keeps it).
+/// A concert's report as stored (outbox.lua keeps it): a fixed-size hash, whatever the sale's
+/// size (no member per fan or per admission).
 #[derive(Debug, Clone, Default)]
 pub struct ReportData {
     /// Changes per kind: `placed`, `admitted`, …
     pub counts: HashMap<String, u64>,
-    /// Per minute (ms / 60000): fans placed, admitted, and who left the queue.
+    /// Per minute (ms / 60000), the last [`KEEP_MINUTES`] minutes of each: fans placed,
+    /// admitted, and who left the queue.
     pub joins: Vec<(i64, u64)>,
     pub admissions: Vec<(i64, u64)>,
     pub left: Vec<(i64, u64)>,
-    /// Every wait from placed to admitted (ms), shortest first.
-    pub waits: Vec<i64>,
+    /// What the minutes before those kept held (rolled up as they left the window).
+    pub joins_older: u64,
+    pub admissions_older: u64,
+    pub left_older: u64,
+    /// The waits from placed to admitted (ms), as a histogram.
+    pub waits: WaitHistogram,
+}
+
+/// Minutes each per-minute series of the report keeps (outbox.lua's `KEEP_MINUTES`): a day.
+pub const KEEP_MINUTES: i64 = 1_440;
+
+/// The report's waits (ms) from placed to admitted: their count, sum, least and greatest, and
+/// how many fell in each bucket of [`wait_bucket`] (bucket, count), lowest bucket first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WaitHistogram {
+    pub count: u64,
+    pub sum: u64,
+    pub min: Option<u64>,
+    pub max: Option<u64>,
+    pub buckets: Vec<(u32, u64)>,
+}
+
+/// The histogram's bucket of a wait of `w` ms, as outbox.lua's `wait_bucket` computes it: `w`
+/// itself below 8, then 8 buckets per power of two, each an eighth of it wide.
+pub fn wait_bucket(w: u64) -> u32 {
+    if w < 8 {
+        return w as u32;
+    }
+    let e = 63 - w.leading_zeros();
+    let s = (w - (1 << e)) >> (e - 3);
+    8 * (e - 2) + s as u32
+}
+
+/// The waits bucket `b` holds: `lo..hi` (ms, `hi` excluded). Its width is at most an eighth of
+/// `lo`.
+pub fn wait_bucket_bounds(b: u32) -> (u64, u64) {
+    if b < 8 {
+        return (u64::from(b), u64::from(b) + 1);
+    }
+    let (e, s) = (b / 8 + 2, u64::from(b % 8));
+    let width = 1u64 << (e - 3);
+    let lo = (1u64 << e) + s * width;
+    (lo, lo + width)
+}
+
+impl WaitHistogram {
+    /// The `p`-th percentile by the nearest-rank method, read from the buckets: the greatest
+    /// wait the bucket holding the exact percentile may hold (kept within the least and greatest
+    /// wait seen). So it is never below the exact percentile, and above it by less than the
+    /// bucket's width (an eighth of the wait at most). None when there is no wait.
+    pub fn percentile(&self, p: u32) -> Option<u64> {
+        let total: u64 = self.buckets.iter().map(|(_, n)| n).sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = (u64::from(p) * total).div_ceil(100).max(1);
+        let mut seen = 0;
+        for &(b, n) in &self.buckets {
+            seen += n;
+            if seen >= rank {
+                let mut v = wait_bucket_bounds(b).1 - 1;
+                if let Some(max) = self.max {
+                    v = v.min(max);
+                }
+                if let Some(min) = self.min {
+                    v = v.max(min);
+                }
+                return Some(v);
+            }
+        }
+        self.max
+    }
+
+    /// The mean wait (ms, rounded down).
+    pub fn mean(&self) -> Option<u64> {
+        (self.count > 0).then(|| self.sum / self.count)
+    }
 }
 
 /// A webhook's signing secrets.
@@ -212,37 +289,13 @@ impl QueueStore {
         timed(redis::cmd("XLEN").arg(self.key(concert, Part::Outbox)).query_async(&mut c)).await
     }
 
-    /// The concert's report as stored.
+    /// The concert's report as stored: one HGETALL of a hash of at most a few thousand fields
+    /// (the counts, 3 × [`KEEP_MINUTES`] minutes, the waits' buckets), whatever the sale's size.
     pub async fn report(&self, concert: &ConcertId) -> Result<ReportData, StoreError> {
         let mut c = self.conn().await?;
         let fields: Vec<(String, u64)> =
             timed(redis::cmd("HGETALL").arg(self.key(concert, Part::Report)).query_async(&mut c)).await?;
-        let waits: Vec<(String, i64)> = timed(
-            redis::cmd("ZRANGE")
-                .arg(self.key(concert, Part::ReportWaits))
-                .arg(0)
-                .arg(-1)
-                .arg("WITHSCORES")
-                .query_async(&mut c),
-        )
-        .await?;
-        let mut r = ReportData { waits: waits.into_iter().map(|(_, w)| w).collect(), ..Default::default() };
-        for (k, v) in fields {
-            let minute = |p: &str| k.strip_prefix(p).and_then(|m| m.parse::<i64>().ok());
-            if let Some(m) = minute("j:") {
-                r.joins.push((m, v));
-            } else if let Some(m) = minute("a:") {
-                r.admissions.push((m, v));
-            } else if let Some(m) = minute("o:") {
-                r.left.push((m, v));
-            } else {
-                r.counts.insert(k, v);
-            }
-        }
-        for series in [&mut r.joins, &mut r.admissions, &mut r.left] {
-            series.sort_unstable();
-        }
-        Ok(r)
+        Ok(parse_report(fields))
     }
 
     /// One webhook's secrets: the current one, and the one before it while it is still valid
@@ -459,6 +512,44 @@ impl QueueStore {
     }
 }
 
+/// The report hash's fields (outbox.lua) read into their parts.
+fn parse_report(fields: Vec<(String, u64)>) -> ReportData {
+    let mut r = ReportData::default();
+    for (k, v) in fields {
+        let Some((prefix, rest)) = k.split_once(':') else {
+            r.counts.insert(k, v);
+            continue;
+        };
+        let minute = rest.parse::<i64>().ok();
+        match (prefix, rest, minute) {
+            ("j", _, Some(m)) => r.joins.push((m, v)),
+            ("a", _, Some(m)) => r.admissions.push((m, v)),
+            ("o", _, Some(m)) => r.left.push((m, v)),
+            ("j", "older", _) => r.joins_older = v,
+            ("a", "older", _) => r.admissions_older = v,
+            ("o", "older", _) => r.left_older = v,
+            ("j" | "a" | "o", _, _) => {} // `from`, `to`: the window's bounds
+            ("w", "n", _) => r.waits.count = v,
+            ("w", "sum", _) => r.waits.sum = v,
+            ("w", "min", _) => r.waits.min = Some(v),
+            ("w", "max", _) => r.waits.max = Some(v),
+            ("w", b, _) => {
+                if let Ok(b) = b.parse::<u32>() {
+                    r.waits.buckets.push((b, v));
+                }
+            }
+            _ => {
+                r.counts.insert(k, v);
+            }
+        }
+    }
+    for series in [&mut r.joins, &mut r.admissions, &mut r.left] {
+        series.sort_unstable();
+    }
+    r.waits.buckets.sort_unstable();
+    r
+}
+
 /// webhook_claim.lua's flat answer.
 fn parse_claim(flat: &[String]) -> Option<Claim> {
     let [suspended, pending, bytes, gave_up, rest @ ..] = flat else { return None };
@@ -491,7 +582,53 @@ fn parse_claim(flat: &[String]) -> Option<Claim> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_claim;
+    use super::*;
+
+    #[test]
+    fn wait_buckets_are_contiguous_exact_below_8_and_at_most_an_eighth_wide() {
+        let mut next = 0;
+        for b in 0..300 {
+            let (lo, hi) = wait_bucket_bounds(b);
+            assert_eq!(lo, next, "bucket {b} starts where {} ends", b.saturating_sub(1));
+            assert!(hi > lo && (lo < 8 && hi == lo + 1 || (hi - lo) * 8 <= lo), "bucket {b}: [{lo}, {hi})");
+            assert_eq!((wait_bucket(lo), wait_bucket(hi - 1)), (b, b));
+            next = hi;
+        }
+        assert_eq!(wait_bucket(7 * 86_400_000), 217, "a week's wait");
+    }
+
+    #[test]
+    fn the_report_hash_is_read_into_its_parts() {
+        let fields = [
+            ("placed", 9),
+            ("session.ended", 2),
+            ("j:100", 5),
+            ("j:99", 4),
+            ("j:older", 7),
+            ("j:from", 99),
+            ("j:to", 100),
+            ("a:100", 3),
+            ("o:100", 3),
+            ("w:n", 3),
+            ("w:sum", 31),
+            ("w:min", 2),
+            ("w:max", 20),
+            ("w:18", 1),
+            ("w:2", 1),
+            ("w:9", 1),
+        ];
+        let r = parse_report(fields.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect());
+        assert_eq!((r.counts.len(), r.counts["placed"], r.counts["session.ended"]), (2, 9, 2));
+        assert_eq!(r.joins, [(99, 4), (100, 5)]);
+        assert_eq!((r.joins_older, r.admissions.len(), r.left.len()), (7, 1, 1));
+        assert_eq!(
+            r.waits,
+            WaitHistogram { count: 3, sum: 31, min: Some(2), max: Some(20), buckets: vec![(2, 1), (9, 1), (18, 1)] }
+        );
+        assert_eq!(r.waits.mean(), Some(10));
+        assert_eq!(r.waits.percentile(50), Some(9), "bucket 9 holds 9 only");
+        assert_eq!(r.waits.percentile(99), Some(20), "bucket 18 is [20, 22): kept within the max seen");
+    }
 
     #[test]
     fn a_claims_answer_is_read_in_its_parts() {

@@ -69,13 +69,9 @@ pub enum Part {
     /// made them, until the event relay has published them.
     Outbox,
     /// HASH of the sale's report, kept by the scripts with their outbox entries (outbox.lua):
-    /// changes per kind, fans placed, admitted and leaving the queue per minute.
+    /// changes per kind, fans placed, admitted and leaving the queue per minute (the last day),
+    /// and the waits from placed to admitted as a fixed-size histogram. Nothing per fan.
     Report,
-    /// HASH userId → when the fan was last placed (ms), for the report's waits.
-    ReportFans,
-    /// ZSET `<outbox entry id>/<index>` (an admission's event) → its wait from placed to
-    /// admitted (ms): the report's exact percentiles.
-    ReportWaits,
     /// HASH webhook id → its signing secret (`whsec_…`).
     WebhookSecrets,
 }
@@ -109,8 +105,6 @@ impl Part {
             Part::Codes => "codes",
             Part::Outbox => "outbox",
             Part::Report => "report",
-            Part::ReportFans => "reportfans",
-            Part::ReportWaits => "reportwaits",
             Part::WebhookSecrets => "whsecrets",
         }
     }
@@ -150,10 +144,11 @@ impl Keys {
         format!("{}:{{{}}}:{}", self.prefix, concert, part.as_str())
     }
 
-    /// The keys a script that writes the outbox takes, in this order (outbox.lua): the outbox
-    /// and the report's three.
+    /// The keys a script that writes the outbox takes, in this order (outbox.lua): the outbox,
+    /// the report, and the two it reads for an admission's wait (`joined`, the concert's
+    /// settings for `opensAt`).
     pub fn outbox(&self, concert: &ConcertId) -> [String; 4] {
-        [Part::Outbox, Part::Report, Part::ReportFans, Part::ReportWaits].map(|part| self.concert(concert, part))
+        [Part::Outbox, Part::Report, Part::Joined, Part::Concert].map(|part| self.concert(concert, part))
     }
 
     /// `{prefix}:{{concertId}}:{part}` for the `general` lane (so a concert without lanes keeps

@@ -20,7 +20,7 @@ if redis.call('HEXISTS', KEYS[6], 'shuffledAt') == 1 then
   return {2}
 end
 local expected = {'hash', 'list', 'list', 'zset', 'string', 'hash', 'hash', 'hash', 'string', 'zset', 'hash', 'stream',
-  'hash', 'hash', 'zset'}
+  'hash', 'hash', 'hash'}
 for i = 1, 15 do
   local t = redis.call('TYPE', KEYS[i]).ok
   if t ~= 'none' and t ~= expected[i] then

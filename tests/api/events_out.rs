@@ -188,21 +188,34 @@ async fn a_sales_changes_are_cloudevents_the_sdk_reads_and_webhooks_the_standard
         let n = by_type.get(&format!("dev.queuegate.fan.{kind}")).map_or(0, Vec::len);
         assert_eq!(report["counts"][kind], n as u64, "{kind}");
     }
+    // A wait runs from when the fan joined (its accepted stamp, kept in `joined`: no entry per
+    // fan for the report) to its admission's event; the placement follows the join by the
+    // watermark's lag, so it is never shorter than from the `placed` event.
+    let joined: HashMap<String, i64> =
+        names.redis(redis::cmd("HGETALL").arg(names.key("c", queuegate::store::keys::Part::Joined))).await;
     let placed_at: HashMap<String, i64> = by_type["dev.queuegate.fan.placed"]
         .iter()
         .map(|e| (e["subject"].as_str().unwrap().to_owned(), time_ms(e)))
         .collect();
-    let mut waits: Vec<i64> = by_type["dev.queuegate.fan.admitted"]
+    let (mut waits, mut from_placed): (Vec<i64>, Vec<i64>) = by_type["dev.queuegate.fan.admitted"]
         .iter()
-        .map(|e| time_ms(e) - placed_at[e["subject"].as_str().unwrap()])
-        .collect();
+        .map(|e| {
+            let fan = e["subject"].as_str().unwrap();
+            (time_ms(e) - joined[fan], time_ms(e) - placed_at[fan])
+        })
+        .unzip();
     waits.sort_unstable();
-    let rank = |p: usize| waits[(p * waits.len()).div_ceil(100).max(1) - 1];
+    from_placed.sort_unstable();
+    let rank = |v: &[i64], p: usize| v[(p * v.len()).div_ceil(100).max(1) - 1];
     assert_eq!(report["waitMs"]["count"], 3);
-    assert_eq!(report["waitMs"]["p50"], rank(50));
-    assert_eq!(report["waitMs"]["p90"], rank(90));
-    assert_eq!(report["waitMs"]["p99"], rank(99));
+    for p in [50, 90, 99] {
+        // From the histogram: at or above the exact percentile, by less than its bucket (1/8).
+        let (exact, got) = (rank(&waits, p), report["waitMs"][format!("p{p}")].as_i64().unwrap());
+        assert!(exact <= got && got <= exact + exact / 8, "p{p}: {got} for an exact {exact}");
+        assert!(got >= rank(&from_placed, p), "p{p}: {got} under the wait from placed");
+    }
     assert_eq!(report["waitMs"]["max"], *waits.last().unwrap());
+    assert_eq!(report["waitMs"]["min"], waits[0]);
     let per_minute = |t: &str| -> BTreeMap<String, u64> {
         let mut m = BTreeMap::new();
         for e in &by_type[t] {
@@ -390,4 +403,161 @@ async fn a_token_left_unused_and_a_session_left_idle_are_events_too() {
     assert_eq!(of("dev.queuegate.fan.session.started")["subject"], "idle");
     assert_eq!(of("dev.queuegate.fan.session.ended")["subject"], "idle");
     assert_eq!(of("dev.queuegate.fan.session.ended")["data"]["reason"], "idle");
+}
+
+/// Issue 35, "A stadium's on-sale": the report kept one ZSET member per admission (and a hash
+/// entry per fan placed), so reading it was one reply as large as the sale. It is now a
+/// fixed-size hash: its size does not grow with admissions, and its percentiles are read from
+/// a histogram, never under the exact ones and over them by less than a bucket (an eighth).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reports_keys_stay_the_same_size_as_admissions_grow_and_its_percentiles_bound_the_exact_ones() {
+    use queuegate::ids::{ConcertId, Lane, UserId};
+    use queuegate::store::keys::Part;
+    use queuegate::store::AdmitRequest;
+
+    let names = crate::common::Names::new();
+    let store = names.store();
+    let id = "big";
+    let c = ConcertId::parse(id).unwrap();
+    let now = queuegate::clock::now_ms();
+    // 5,000 fans who joined over the last 5,000 s, one a second, placed in that order.
+    const FANS: usize = 5_000;
+    let users: Vec<UserId> = (0..FANS).map(|i| UserId::parse(format!("fan-{i:05}")).unwrap()).collect();
+    let stamp = |i: usize| now - (FANS - i) as i64 * 1_000;
+    for (n, chunk) in users.chunks(1_000).enumerate() {
+        let joins: Vec<(&UserId, i64)> = chunk.iter().enumerate().map(|(j, u)| (u, stamp(n * 1_000 + j))).collect();
+        store.apply(&c, &joins).await.unwrap();
+    }
+    let mut placed = 0;
+    while placed < FANS as u64 {
+        let r = store.release(&c, &Lane::general(), now + 1_000).await.unwrap();
+        assert!(r.placed > 0, "placement stalled at {placed}");
+        placed += r.placed;
+    }
+    let admit = async |n: u32| {
+        let req = AdmitRequest {
+            max: n,
+            ttl_ms: 600_000,
+            max_active: 0,
+            abandon_after_ms: 0,
+            per_second: 0,
+            lease: None,
+            request: None,
+            lanes: &[],
+        };
+        let got = store.admit(&c, req).await.unwrap().unwrap();
+        assert_eq!(got.fans.len(), n as usize);
+    };
+    // What the report's keys hold: every key of the concert whose name starts with `report`
+    // (the old `reportfans` and `reportwaits` included), their fields or members, and bytes.
+    let report_keys = async || -> (u64, u64, Vec<String>) {
+        let pattern = format!("{}:{{{id}}}:report*", names.prefix);
+        let keys: Vec<String> = names.redis(redis::cmd("KEYS").arg(&pattern)).await;
+        let (mut entries, mut bytes) = (0u64, 0u64);
+        for k in &keys {
+            let t: String = names.redis(redis::cmd("TYPE").arg(k)).await;
+            let n: u64 = match t.as_str() {
+                "hash" => names.redis(redis::cmd("HLEN").arg(k)).await,
+                "zset" => names.redis(redis::cmd("ZCARD").arg(k)).await,
+                _ => 1,
+            };
+            let b: u64 = names.redis(redis::cmd("MEMORY").arg("USAGE").arg(k).arg("SAMPLES").arg(0)).await;
+            entries += n;
+            bytes += b;
+        }
+        (entries, bytes, keys)
+    };
+    let (_, placed_bytes, _) = report_keys().await;
+    for _ in 0..2 {
+        admit(500).await;
+    }
+    let (entries_1k, bytes_1k, keys) = report_keys().await;
+    for _ in 0..8 {
+        admit(500).await;
+    }
+    let (entries_5k, bytes_5k, keys_5k) = report_keys().await;
+    println!(
+        "report keys {keys_5k:?}: after 5,000 placed {placed_bytes} B; after 1,000 admissions {entries_1k} fields, \
+         {bytes_1k} B; after 5,000 {entries_5k} fields, {bytes_5k} B"
+    );
+    assert_eq!(keys, [names.key(id, Part::Report)], "one report key, nothing per fan or per admission");
+    assert!(placed_bytes < 2_048, "placing 5,000 fans left {placed_bytes} B of report: something per fan");
+    // The histogram's buckets may fill in as waits spread (at most ~240 of them whatever the
+    // sale); nothing grows per admission.
+    assert!(entries_5k <= 300, "{entries_5k} report fields after 5,000 admissions");
+    assert!(bytes_5k < bytes_1k + 8 * 1_024, "4,000 more admissions grew the report from {bytes_1k} B to {bytes_5k} B");
+
+    // The waits from the store's own records: each admitted fan's outbox entry (its time) less
+    // its joinedAt.
+    let joined: HashMap<String, i64> = names.redis(redis::cmd("HGETALL").arg(names.key(id, Part::Joined))).await;
+    let entries: Vec<(String, HashMap<String, String>)> =
+        names.redis(redis::cmd("XRANGE").arg(names.key(id, Part::Outbox)).arg("-").arg("+")).await;
+    let mut waits: Vec<i64> = Vec::new();
+    for (entry, fields) in &entries {
+        if fields["t"] == "admitted" {
+            let at: i64 = entry.split('-').next().unwrap().parse().unwrap();
+            waits.extend(fields["u"].split(' ').map(|u| at - joined[u]));
+        }
+    }
+    waits.sort_unstable();
+    assert_eq!(waits.len(), FANS);
+    let report = queuegate::events::report::render(id, &store.report(&c).await.unwrap());
+    let w = &report["waitMs"];
+    assert_eq!(w["count"], FANS as u64);
+    assert_eq!((w["min"].as_i64(), w["max"].as_i64()), (Some(waits[0]), Some(waits[FANS - 1])));
+    assert_eq!(w["mean"].as_i64(), Some(waits.iter().sum::<i64>() / FANS as i64));
+    for p in [50, 90, 99] {
+        let exact = waits[(p * FANS).div_ceil(100) - 1];
+        let got = w[format!("p{p}")].as_i64().unwrap();
+        assert!(exact <= got && got <= exact + exact / 8, "p{p}: {got} for an exact {exact}");
+    }
+    assert_eq!(report["counts"]["placed"], FANS as u64);
+    assert_eq!(report["counts"]["admitted"], FANS as u64);
+    let total = |f: &str| report[f].as_array().unwrap().iter().map(|p| p["count"].as_u64().unwrap()).sum::<u64>();
+    assert_eq!((total("joinsPerMinute"), total("admissionsPerMinute")), (FANS as u64, FANS as u64));
+}
+
+/// The histogram's buckets are the same in the script and in Rust (the report's bounds come from
+/// Rust), and the per-minute series keep their last day, earlier minutes rolled up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scripts_buckets_match_rusts_and_minutes_past_a_day_are_rolled_up() {
+    use queuegate::store::events::{wait_bucket, wait_bucket_bounds, KEEP_MINUTES};
+
+    let names = crate::common::Names::new();
+    let outbox = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/store/outbox.lua")).unwrap();
+    let mut waits: Vec<u64> = (0..3_000).collect();
+    for e in 3..42 {
+        for d in [-1i64, 0, 1, 3] {
+            waits.push(((1i64 << e) + d) as u64);
+        }
+        waits.push((1u64 << e) + (1u64 << (e - 1)) + 7);
+    }
+    let script = format!(
+        "{outbox}\nlocal out = {{}}\nfor i = 1, #ARGV do out[i] = wait_bucket(tonumber(ARGV[i])) end\nreturn out"
+    );
+    let got: Vec<u32> = names.redis(redis::cmd("EVAL").arg(&script).arg(0).arg(&waits)).await;
+    for (w, b) in waits.iter().zip(&got) {
+        assert_eq!(*b, wait_bucket(*w), "the bucket of {w}");
+        let (lo, hi) = wait_bucket_bounds(*b);
+        assert!(lo <= *w && *w < hi, "{w} in bucket {b} [{lo}, {hi})");
+    }
+
+    // Three days of minutes (each with one fan, some skipped), then one minute back in time.
+    let key = format!("{}:{{m}}:report", names.prefix);
+    let minutes: Vec<i64> = (0..3 * KEEP_MINUTES).filter(|m| m % 7 != 3).chain([100]).collect();
+    let script = format!(
+        "{outbox}\nfor i = 1, #ARGV do per_minute(KEYS[1], 'j:', tonumber(ARGV[i]), 1) end\nreturn redis.call('HLEN', KEYS[1])"
+    );
+    for chunk in minutes.chunks(500) {
+        let fields: i64 = names.redis(redis::cmd("EVAL").arg(&script).arg(1).arg(&key).arg(chunk)).await;
+        assert!(fields <= KEEP_MINUTES + 3, "{fields} fields");
+    }
+    let fields: HashMap<String, i64> = names.redis(redis::cmd("HGETALL").arg(&key)).await;
+    let kept: Vec<i64> = fields.keys().filter_map(|k| k.strip_prefix("j:")?.parse().ok()).collect();
+    let last = 3 * KEEP_MINUTES - 1;
+    assert!(kept.iter().all(|m| *m > last - KEEP_MINUTES), "only the last day is kept");
+    assert_eq!(kept.len() as i64, (last - KEEP_MINUTES + 1..=last).filter(|m| m % 7 != 3).count() as i64);
+    let sum: i64 = kept.iter().map(|m| fields[&format!("j:{m}")]).sum();
+    assert_eq!(sum + fields["j:older"], minutes.len() as i64, "every fan counted once, kept or rolled up");
+    assert_eq!((fields["j:from"], fields["j:to"]), (last - KEEP_MINUTES + 1, last));
 }
