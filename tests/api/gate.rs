@@ -277,14 +277,16 @@ async fn sessions_live_across_gateways_and_a_revocation_ends_them_on_every_gatew
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let last_check = Instant::now();
+    let browsed_ms = from.elapsed().as_millis() as u64;
     let from_memory = a.metric("queuegate_gate_checks_total{outcome=\"session\"}").await;
     let asked = a.metric("queuegate_gate_checks_total{outcome=\"session_checked\"}").await;
-    // At most one check per 0.3 s asks Redis, whatever the machine's load does to the pace.
-    // On a machine so loaded that each check takes longer than 0.3 s every check may ask (the
-    // cluster re-run saw 0 of 8 from memory): the ratio is judged only when checks came fast.
+    // At most one check per 0.3 s (a tenth of the idle time) asks Redis, whatever the machine's
+    // load does to the pace: on a machine so loaded that each check takes longer than 0.3 s,
+    // every check may ask (CI saw 0 of 10 from memory under a load of 28 on two cores), and on
+    // an idle one most checks come from memory. Both obey the bound.
     assert!(
-        asked < 10 || from_memory * 2 >= asked,
-        "most checks asked Redis nothing: {from_memory} from memory, {asked} asked"
+        asked <= browsed_ms / 300 + 2,
+        "at most one check per 0.3 s asked Redis: {asked} asked, {from_memory} from memory, in {browsed_ms} ms"
     );
     assert_eq!(gate(&b, "r", "/", Some(&cx)).await.status(), 200, "kept alive through A, not ended by B");
     // Its idle time counts from its last check (on A, written after the fact by A; B's check just

