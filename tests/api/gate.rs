@@ -259,7 +259,9 @@ async fn sessions_live_across_gateways_and_a_revocation_ends_them_on_every_gatew
     };
     let a = spawn_role(&names, Role::Run, same).await;
     let b = spawn_role(&names, Role::Gateway, same).await;
-    assert_eq!(a.put_concert("r", json!({"state": "open", "sessionIdleSeconds": 3})).await.status(), 200);
+    // An idle time of 10 s: with 3 s, a check on B right after the exchange on A came past the
+    // idle time on two cores at a load of 42 (401 "a session from A is good on B").
+    assert_eq!(a.put_concert("r", json!({"state": "open", "sessionIdleSeconds": 10})).await.status(), 200);
     placed(&a, "r", &["x", "y", "z", "w"]).await;
     let t: std::collections::HashMap<String, String> = admit(&a, "r", 4).await.into_iter().collect();
     let t = |u: &str| t[u].clone();
@@ -268,11 +270,11 @@ async fn sessions_live_across_gateways_and_a_revocation_ends_them_on_every_gatew
     assert_eq!(gate(&b, "r", "/", Some(&cx)).await.status(), 200, "a session from A is good on B");
     assert_eq!(gate(&a, "r", "/", Some(&cy)).await.status(), 200, "and one from B on A");
 
-    // x browses through A only, past the idle time, faster than A writes (once per 0.3 s: most
+    // x browses through A only, past the idle time, faster than A writes (once per 1 s: most
     // checks are answered from memory and written later with their age); B has not seen x
     // since: x is still in.
     let from = Instant::now();
-    while from.elapsed() < Duration::from_secs(5) {
+    while from.elapsed() < Duration::from_secs(12) {
         assert_eq!(gate(&a, "r", "/", Some(&cx)).await.status(), 200);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -280,20 +282,20 @@ async fn sessions_live_across_gateways_and_a_revocation_ends_them_on_every_gatew
     let browsed_ms = from.elapsed().as_millis() as u64;
     let from_memory = a.metric("queuegate_gate_checks_total{outcome=\"session\"}").await;
     let asked = a.metric("queuegate_gate_checks_total{outcome=\"session_checked\"}").await;
-    // At most one check per 0.3 s (a tenth of the idle time) asks Redis, whatever the machine's
-    // load does to the pace: on a machine so loaded that each check takes longer than 0.3 s,
-    // every check may ask (CI saw 0 of 10 from memory under a load of 28 on two cores), and on
-    // an idle one most checks come from memory. Both obey the bound.
+    // At most one check per second (a tenth of the idle time) asks Redis, whatever the
+    // machine's load does to the pace: on a machine so loaded that each check takes longer than
+    // that, every check may ask (CI saw 0 of 10 from memory under a load of 28 on two cores),
+    // and on an idle one most checks come from memory. Both obey the bound.
     assert!(
-        asked <= browsed_ms / 300 + 2,
-        "at most one check per 0.3 s asked Redis: {asked} asked, {from_memory} from memory, in {browsed_ms} ms"
+        asked <= browsed_ms / 1_000 + 2,
+        "at most one check per second asked Redis: {asked} asked, {from_memory} from memory, in {browsed_ms} ms"
     );
     assert_eq!(gate(&b, "r", "/", Some(&cx)).await.status(), 200, "kept alive through A, not ended by B");
     // Its idle time counts from its last check (on A, written after the fact by A; B's check just
     // now counts too): a check is activity, so the next one comes only past the idle time.
     let b_checked = Instant::now();
-    tokio::time::sleep(Duration::from_millis(3_700)).await;
-    assert_eq!(gate(&b, "r", "/", Some(&cx)).await.status(), 401, "idle for 3.7 s: ended");
+    tokio::time::sleep(Duration::from_millis(10_700)).await;
+    assert_eq!(gate(&b, "r", "/", Some(&cx)).await.status(), 401, "idle for 10.7 s: ended");
     println!(
         "gate idle end: last check on A {:.2} s, on B {:.2} s before the refusal",
         last_check.elapsed().as_secs_f64(),
