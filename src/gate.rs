@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::gateway::Gateway;
 use crate::ids::{ConcertId, UserId};
 use crate::problem::ApiError;
-use crate::store::sessions::{ExchangeRequest, Refused};
+use crate::store::sessions::{ExchangeRequest, Refused, NEWS_PAGE};
 
 pub mod cookie;
 pub mod known;
@@ -37,6 +37,10 @@ use known::{Known, Verdict};
 
 /// The query parameter that carries an admission token back to the booking site.
 pub const TOKEN_PARAM: &str = "queuegate_token";
+
+/// The most pages of ended sessions one gateway reads per concert per round (a round a second):
+/// 10,000 ended sessions a second per concert, the rest in the next rounds.
+const NEWS_PAGES_PER_ROUND: usize = 10;
 
 /// The gate's state in one gateway.
 pub struct Gate {
@@ -75,9 +79,15 @@ impl Gate {
     ) -> Result<(), crate::store::StoreError> {
         let now = crate::clock::now_ms();
         for id in concerts {
-            let news = store.gate_news(id, self.known.since(id)).await?;
             let max_s = self.cache.settings(id).map_or(86_400, |s| s.session_max_seconds);
-            self.known.learn(id, news, i64::from(max_s) * 1000, now);
+            // A burst (an operator's revocation, a sweep after a stall) is read in pages; what
+            // does not fit in this round's pages is read in the next round's, from where it stopped.
+            for _ in 0..NEWS_PAGES_PER_ROUND {
+                let news = store.gate_news(id, self.known.since(id), NEWS_PAGE).await?;
+                if !self.known.learn(id, news, i64::from(max_s) * 1000, now) {
+                    break;
+                }
+            }
         }
         for d in self.known.due(now) {
             if store.touch(&d.concert, &d.user, &d.sid, d.idle_ms, d.age_ms).await?.is_none() {

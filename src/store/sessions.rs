@@ -103,7 +103,22 @@ pub struct GateNews {
     pub epoch: u64,
     pub now_ms: i64,
     pub ended: Vec<String>,
+    /// Where the next page starts when this one did not reach the newest (see [`NewsCursor`]).
+    pub more: Option<NewsCursor>,
 }
+
+/// Where a look at a concert's ended sessions starts: sessions ended at `since_ms` or later,
+/// skipping the first `skip` of those ended at exactly `since_ms` (a page already returned
+/// them; many sessions end in the same millisecond when an operator revokes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewsCursor {
+    pub since_ms: i64,
+    pub skip: u64,
+}
+
+/// The most ended sessions one `gate_news` call returns (a bounded Redis call, well under a
+/// millisecond); a gateway reads a burst in pages ([`crate::gate::Gate::learn`]).
+pub const NEWS_PAGE: usize = 1_000;
 
 fn text(v: &redis::Value) -> Result<String, StoreError> {
     redis::from_redis_value_ref(v).map_err(|e| StoreError::Reply(e.to_string()))
@@ -226,16 +241,28 @@ impl QueueStore {
         timed(inv.invoke_async(&mut c)).await
     }
 
-    /// The revocation epoch and the sessions ended since `since_ms` (`gate_news.lua`).
-    pub async fn gate_news(&self, concert: &ConcertId, since_ms: i64) -> Result<GateNews, StoreError> {
+    /// The revocation epoch and one page (at most `page` sids, oldest first) of the sessions
+    /// ended from `from` on (`gate_news.lua`).
+    pub async fn gate_news(&self, concert: &ConcertId, from: NewsCursor, page: usize) -> Result<GateNews, StoreError> {
         let mut inv = self.scripts.sessions.news.prepare_invoke();
-        inv.key(self.key(concert, Part::Gate)).key(self.key(concert, Part::Ended)).arg(since_ms);
+        inv.key(self.key(concert, Part::Gate))
+            .key(self.key(concert, Part::Ended))
+            .arg(from.since_ms)
+            .arg(from.skip)
+            .arg(page.max(1));
         let reply: Vec<redis::Value> = self.backend.shared(async |c| timed(inv.invoke_async(c)).await).await?;
         let mut it = reply.iter();
-        let (Some(epoch), Some(now)) = (it.next(), it.next()) else {
+        let (Some(epoch), Some(now), Some(next), Some(skip)) = (it.next(), it.next(), it.next(), it.next()) else {
             return Err(StoreError::Reply("gate news reply too short".into()));
         };
-        Ok(GateNews { epoch: int(epoch)? as u64, now_ms: int(now)?, ended: it.map(text).collect::<Result<_, _>>()? })
+        let next = int(next)?;
+        let more = (next >= 0).then(|| NewsCursor { since_ms: next, skip: int(skip).unwrap_or(0).max(0) as u64 });
+        Ok(GateNews {
+            epoch: int(epoch)? as u64,
+            now_ms: int(now)?,
+            ended: it.map(text).collect::<Result<_, _>>()?,
+            more,
+        })
     }
 
     /// Live sessions, oldest first: (total, one page). O(sessions) — an operator's read.

@@ -11,6 +11,7 @@ mod events;
 mod events_out;
 mod fair_start;
 mod gate;
+mod gate_news;
 mod gate_proxies;
 mod helpers;
 mod identity;
