@@ -555,5 +555,10 @@ if (out / "events" / "summary.json").exists():
     from bench_events_report import section as events_section  # noqa: E402
     doc = doc.replace("## Settings the benchmark ran with", events_section(out / "events") + "## Settings the benchmark ran with")
 
+if (out / "stadium" / "summary.json").exists():
+    sys.path.insert(0, str(root / "scripts"))
+    from bench_stadium_report import section as stadium_section  # noqa: E402
+    doc = doc.replace("## Settings the benchmark ran with", stadium_section(out / "stadium") + "## Settings the benchmark ran with")
+
 (root / "docs" / "benchmarks.md").write_text(doc)
 print(doc)
