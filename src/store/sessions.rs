@@ -19,6 +19,7 @@ pub(super) struct Scripts {
     sweep: Script,
     end: Script,
     revoke: Script,
+    revoke_slice: Script,
     news: Script,
 }
 
@@ -33,7 +34,8 @@ impl Scripts {
                 include_str!("sweep.lua")
             )),
             end: Script::new(concat!(include_str!("outbox.lua"), include_str!("end_session.lua"))),
-            revoke: Script::new(concat!(include_str!("outbox.lua"), include_str!("revoke.lua"))),
+            revoke: Script::new(include_str!("revoke.lua")),
+            revoke_slice: Script::new(concat!(include_str!("outbox.lua"), include_str!("revoke_slice.lua"))),
             news: Script::new(include_str!("gate_news.lua")),
         }
     }
@@ -114,6 +116,18 @@ pub struct GateNews {
 pub struct NewsCursor {
     pub since_ms: i64,
     pub skip: u64,
+}
+
+/// The most set-aside slots one `revoke_slice.lua` call ends.
+pub const REVOKE_SLICE: u64 = 1_000;
+
+/// What one slice of a revocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevokeSlice {
+    pub sessions: u64,
+    pub tokens: u64,
+    /// Slots are still set aside: call again.
+    pub more: bool,
 }
 
 /// The most ended sessions one `gate_news` call returns (a bounded Redis call, well under a
@@ -230,15 +244,51 @@ impl QueueStore {
         Ok(ended == 1)
     }
 
-    /// The emergency stop (`revoke.lua`): (sessions ended, unexchanged tokens revoked).
+    /// The emergency stop: (sessions ended, unexchanged tokens revoked). Every token issued
+    /// before now and every session of an earlier epoch is refused at once (`revoke.lua`, O(1));
+    /// the sessions and tokens set aside are then ended in slices of at most 1,000 a call
+    /// (`revoke_slice.lua`), so a revocation of any size never holds Redis for long. An
+    /// earlier revocation still being ended (its caller gone mid-way) is finished first.
     pub async fn revoke_sessions(&self, concert: &ConcertId) -> Result<(u64, u64), StoreError> {
+        let (mut sessions, mut tokens) = (0, 0);
+        loop {
+            let set_aside = self.revoke_start(concert).await?;
+            loop {
+                let slice = self.revoke_slice(concert).await?;
+                sessions += slice.sessions;
+                tokens += slice.tokens;
+                if !slice.more {
+                    break;
+                }
+            }
+            if set_aside {
+                return Ok((sessions, tokens));
+            }
+        }
+    }
+
+    /// `revoke.lua`: refuses what was issued before now and sets the live slots aside; false
+    /// when an earlier revocation's slots are still set aside (end them, then call again).
+    pub async fn revoke_start(&self, concert: &ConcertId) -> Result<bool, StoreError> {
         let mut inv = self.scripts.sessions.revoke.prepare_invoke();
-        for part in [Part::Active, Part::Sessions, Part::Ended, Part::Gate] {
+        for part in [Part::Active, Part::Sessions, Part::Gate, Part::Revoking, Part::RevokingSessions] {
+            inv.key(self.key(concert, part));
+        }
+        let mut c = self.conn().await?;
+        let done: i64 = timed(inv.invoke_async(&mut c)).await?;
+        Ok(done == 1)
+    }
+
+    /// `revoke_slice.lua`: ends at most [`REVOKE_SLICE`] of the slots a revocation set aside.
+    pub async fn revoke_slice(&self, concert: &ConcertId) -> Result<RevokeSlice, StoreError> {
+        let mut inv = self.scripts.sessions.revoke_slice.prepare_invoke();
+        for part in [Part::Revoking, Part::RevokingSessions, Part::Ended] {
             inv.key(self.key(concert, part));
         }
         self.outbox_keys(&mut inv, concert);
         let mut c = self.conn().await?;
-        timed(inv.invoke_async(&mut c)).await
+        let (sessions, tokens, more): (u64, u64, i64) = timed(inv.invoke_async(&mut c)).await?;
+        Ok(RevokeSlice { sessions, tokens, more: more == 1 })
     }
 
     /// The revocation epoch and one page (at most `page` sids, oldest first) of the sessions

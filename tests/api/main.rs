@@ -25,6 +25,7 @@ mod parked;
 mod proxies;
 mod readiness;
 mod replicas;
+mod revoke;
 mod schemathesis;
 mod secured;
 mod security;

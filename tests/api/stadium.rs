@@ -24,11 +24,11 @@ const REMEMBER_MS: i64 = 3_660_000;
 /// The design's bound on any one Redis call (and Redis's default `slowlog-log-slower-than`).
 const SLOW_US: i64 = 10_000;
 
-fn fan(i: usize) -> UserId {
+pub(crate) fn fan(i: usize) -> UserId {
     UserId::parse(format!("f{i}")).unwrap()
 }
 
-fn admit_request(max: u32, max_active: u32) -> AdmitRequest<'static> {
+pub(crate) fn admit_request(max: u32, max_active: u32) -> AdmitRequest<'static> {
     AdmitRequest {
         max,
         ttl_ms: 600_000,
@@ -42,7 +42,7 @@ fn admit_request(max: u32, max_active: u32) -> AdmitRequest<'static> {
 }
 
 /// Queues fans `from..to` through the store's own joins and placement (stamp order).
-async fn queue(store: &QueueStore, c: &ConcertId, from: usize, to: usize) {
+pub(crate) async fn queue(store: &QueueStore, c: &ConcertId, from: usize, to: usize) {
     let users: Vec<UserId> = (from..to).map(fan).collect();
     for chunk in users.chunks(1000) {
         let joins: Vec<(&UserId, i64)> = chunk.iter().map(|u| (u, 1_000)).collect();
@@ -83,7 +83,7 @@ async fn slow_calls(names: &Names, since_s: i64) -> Vec<(i64, String)> {
 }
 
 /// The outbox's entries of `kind`: every fan in them with its word (`x`).
-async fn outbox_fans(names: &Names, concert: &str, kind: &str) -> Vec<(String, String)> {
+pub(crate) async fn outbox_fans(names: &Names, concert: &str, kind: &str) -> Vec<(String, String)> {
     let key = names.key(concert, Part::Outbox);
     let mut fans = Vec::new();
     let mut from = "-".to_owned();
