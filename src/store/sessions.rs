@@ -315,7 +315,9 @@ impl QueueStore {
         })
     }
 
-    /// Live sessions, oldest first: (total, one page). O(sessions) — an operator's read.
+    /// Live sessions, oldest first: (total, one page). An operator's read: the sessions hash
+    /// is read with HSCAN, at most about 1,000 fields a call (never one HGETALL of up to
+    /// `maxActive` of them), and sorted here.
     pub async fn sessions(
         &self,
         concert: &ConcertId,
@@ -323,8 +325,21 @@ impl QueueStore {
         limit: usize,
     ) -> Result<(usize, Vec<Session>), StoreError> {
         let mut c = self.conn().await?;
-        let all: Vec<(String, String)> =
-            timed(redis::cmd("HGETALL").arg(self.key(concert, Part::Sessions)).query_async(&mut c)).await?;
+        let key = self.key(concert, Part::Sessions);
+        let mut all: Vec<(String, String)> = Vec::new();
+        let mut cursor = 0_u64;
+        loop {
+            let (next, page): (u64, Vec<(String, String)>) =
+                timed(redis::cmd("HSCAN").arg(&key).arg(cursor).arg("COUNT").arg(1000).query_async(&mut c)).await?;
+            all.extend(page);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        // HSCAN may return a field twice (the hash grew meanwhile): once each.
+        all.sort_unstable();
+        all.dedup_by(|a, b| a.0 == b.0);
         let mut sessions: Vec<Session> = all
             .into_iter()
             .filter_map(|(user, v)| {

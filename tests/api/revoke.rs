@@ -51,6 +51,14 @@ async fn a_revocation_refuses_everything_at_once_and_ends_5500_slots_in_slices_o
     let held: usize = names.redis(redis::cmd("ZCARD").arg(&active)).await;
     assert_eq!(held, total, "every admitted fan holds a slot");
 
+    // The operator's listing reads the 3,000 sessions in HSCAN pages: each once, oldest first.
+    let (n, head) = store.sessions(&c, 0, 5).await.unwrap();
+    let (_, tail) = store.sessions(&c, SESSIONS - 5, 100).await.unwrap();
+    assert_eq!((n, head.len(), tail.len()), (SESSIONS, 5, 5), "total and pages of the listing");
+    let (_, every) = store.sessions(&c, 0, SESSIONS).await.unwrap();
+    assert_eq!(every.iter().map(|s| s.sid.clone()).collect::<HashSet<_>>(), sids, "each session listed once");
+    assert!(every.windows(2).all(|w| w[0].started_ms <= w[1].started_ms), "oldest first");
+
     // The first step: O(1), every slot free at once, everything issued before refused.
     assert!(store.revoke_start(&c).await.unwrap(), "nothing was set aside before");
     let (left, live): (usize, u64) =
