@@ -185,6 +185,24 @@ pub struct AdmitRequest<'a> {
     pub request: Option<&'a RequestId>,
 }
 
+impl AdmitRequest<'static> {
+    /// A manual admission of at most `max` fans with tokens of `ttl_ms`: no slots, no rate,
+    /// no lease, no abandonment, the general lane. Change what differs with struct update:
+    /// `AdmitRequest { max_active: 10, ..AdmitRequest::manual(5, 600_000) }`.
+    pub fn manual(max: u32, ttl_ms: i64) -> Self {
+        AdmitRequest {
+            max,
+            ttl_ms,
+            max_active: 0,
+            abandon_after_ms: 0,
+            per_second: 0,
+            lease: None,
+            lanes: &[],
+            request: None,
+        }
+    }
+}
+
 /// Fans admitted by one call: (userId, token expiry ms), issued at `iat_ms`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admitted {

@@ -435,17 +435,7 @@ async fn the_reports_keys_stay_the_same_size_as_admissions_grow_and_its_percenti
         placed += r.placed;
     }
     let admit = async |n: u32| {
-        let req = AdmitRequest {
-            max: n,
-            ttl_ms: 600_000,
-            max_active: 0,
-            abandon_after_ms: 0,
-            per_second: 0,
-            lease: None,
-            request: None,
-            lanes: &[],
-        };
-        let got = store.admit(&c, req).await.unwrap().unwrap();
+        let got = store.admit(&c, AdmitRequest::manual(n, 600_000)).await.unwrap().unwrap();
         assert_eq!(got.fans.len(), n as usize);
     };
     // What the report's keys hold: every key of the concert whose name starts with `report`

@@ -10,7 +10,7 @@ use queuegate::store::keys::Part;
 use queuegate::store::sessions::{ExchangeRequest, Refused, REVOKE_SLICE};
 
 use crate::helpers::Names;
-use crate::stadium::{admit_request, fan, outbox_fans, queue};
+use crate::stadium::{admit_all, admit_request, fan, outbox_fans, queue};
 
 const SESSIONS: usize = 3_000;
 const TOKENS: usize = 2_500;
@@ -24,14 +24,7 @@ async fn a_revocation_refuses_everything_at_once_and_ends_5500_slots_in_slices_o
     let c = ConcertId::parse(id).unwrap();
     let total = SESSIONS + TOKENS;
     queue(&store, &c, 0, total).await;
-    let mut admitted = Vec::with_capacity(total);
-    let mut iat_ms = 0;
-    while admitted.len() < total {
-        let got = store.admit(&c, admit_request(1000, 0)).await.unwrap().expect("no lease involved");
-        assert!(!got.fans.is_empty(), "admission stalled at {}", admitted.len());
-        iat_ms = got.iat_ms.div_euclid(1000) * 1000;
-        admitted.extend(got.fans);
-    }
+    let (admitted, iat_ms) = admit_all(&store, &c, total).await;
     let mut sids = HashSet::new();
     for (i, (user, exp)) in admitted.iter().take(SESSIONS).enumerate() {
         let sid = format!("r{i:05x}");
