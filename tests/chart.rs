@@ -33,7 +33,12 @@ fn tool(rel: &str) -> PathBuf {
     p
 }
 
-/// The defaults (None), then every `ci/*.yaml`.
+/// The defaults with the one value they cannot choose (`trustedProxies`): ci/default-values.yaml.
+fn defaults() -> PathBuf {
+    chart().join("ci/default-values.yaml")
+}
+
+/// Every `ci/*.yaml`, the defaults first.
 fn value_sets() -> Vec<Option<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(chart().join("ci"))
         .unwrap()
@@ -42,7 +47,8 @@ fn value_sets() -> Vec<Option<PathBuf>> {
         .collect();
     files.sort();
     assert!(files.len() >= 3, "ci/ holds the values files: {files:?}");
-    std::iter::once(None).chain(files.into_iter().map(Some)).collect()
+    files.sort_by_key(|p| *p != defaults());
+    files.into_iter().map(Some).collect()
 }
 
 fn helm(args: &[&str], values: Option<&Path>) -> Result<String, String> {
@@ -183,7 +189,7 @@ fn consumers_are_capped_at_the_partitions_and_the_optional_parts_match_their_sou
     let objs = objects(&render(Some(&full), &[]).unwrap());
     // 30 asked for, 12 partitions.
     assert_eq!(named(&objs, "Deployment", "qg-queuegate-consumer")["spec"]["replicas"], 12);
-    let few = objects(&render(None, &["consumer.replicas=2", "kafka.partitions=24"]).unwrap());
+    let few = objects(&render(Some(&defaults()), &["consumer.replicas=2", "kafka.partitions=24"]).unwrap());
     assert_eq!(named(&few, "Deployment", "qg-queuegate-consumer")["spec"]["replicas"], 2);
 
     // One source for the alerts: grafana/alerts.yml's groups, as they are.
@@ -265,9 +271,15 @@ fn wrong_values_fail_at_install_naming_the_value() {
         ("fanIdentity=trusted-header", "fanIdHeader"),
         ("gateExample.enabled=true", "publicUrl"),
     ] {
-        let e = render(None, &[set]).expect_err(set);
+        let e = render(Some(&defaults()), &[set]).expect_err(set);
         assert!(e.contains(says), "{set}: {e}");
     }
+    // Issue 36: behind an ingress (the default), an empty trustedProxies put every fan in the
+    // controller pod's one per-address budget; the chart now asks for the choice.
+    let e = render(None, &[]).expect_err("the defaults alone");
+    assert!(e.contains("trustedProxies") && e.contains("behindProxy"), "the defaults alone: {e}");
+    let direct = render(None, &["behindProxy=false"]).expect("fans straight to the gateways need no proxy CIDRs");
+    assert!(!direct.contains("QUEUEGATE_TRUSTED_PROXIES"), "no proxy believed when there is none");
 }
 
 /// The rendered container's environment as the kubelet would give it: values as they are,
@@ -320,7 +332,7 @@ async fn the_rendered_pods_start_queuegate_become_ready_and_stop_cleanly_within_
         format!("redis.prefix={}", names.prefix),
     ];
     let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
-    let objs = objects(&render(None, &sets).unwrap());
+    let objs = objects(&render(Some(&defaults()), &sets).unwrap());
     let secret = named(&objs, "Secret", "qg-queuegate");
     let keys = std::env::temp_dir().join(format!("qg-chart-keys-{}", std::process::id()));
     std::fs::create_dir_all(&keys).unwrap();

@@ -51,6 +51,9 @@ app.kubernetes.io/component: {{ . }}
 {{- if and (eq .Values.fanIdentity "jwt") (not .Values.jwt.jwks) (not .Values.secrets.fanJwtSecret) (not .Values.secrets.existingSecret) -}}
 {{- fail "fanIdentity jwt needs jwt.jwks or secrets.fanJwtSecret" -}}
 {{- end -}}
+{{- if and .Values.behindProxy (not .Values.trustedProxies) -}}
+{{- fail "trustedProxies is empty while behindProxy is true: every fan would share the proxy's one per-address join budget (QUEUEGATE_RATE_LIMIT_PER_IP); set trustedProxies to the CIDRs of your ingress controller's pods (e.g. 10.0.0.0/8), or behindProxy=false when fans connect to the gateways directly" -}}
+{{- end -}}
 {{- if and (eq .Values.fanIdentity "trusted-header") (not .Values.fanIdHeader) -}}
 {{- fail "fanIdentity trusted-header needs fanIdHeader" -}}
 {{- end -}}
