@@ -471,17 +471,13 @@ struct Rotation {
 async fn rotate_webhook_secret(
     admin: web::Data<Admin>,
     path: web::Path<(ConcertId, String)>,
-    body: web::Bytes,
+    req: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (id, hook) = path.into_inner();
-    let keep = if body.iter().all(u8::is_ascii_whitespace) {
-        PREVIOUS_SECRET_DEFAULT_SECONDS
-    } else {
-        let r: Rotation = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::BadRequest(format!("the rotation's body: {e} (expected {{\"previousValidSeconds\": N}})"))
-        })?;
-        r.previous_valid_seconds.unwrap_or(PREVIOUS_SECRET_DEFAULT_SECONDS)
-    };
+    // The one JSON reader (4 KiB, 5 s, application/json); no body: the default.
+    let r: Rotation = read_json(&req, payload, Some(Rotation { previous_valid_seconds: None })).await?;
+    let keep = r.previous_valid_seconds.unwrap_or(PREVIOUS_SECRET_DEFAULT_SECONDS);
     if keep > PREVIOUS_SECRET_MAX_SECONDS {
         return Err(ApiError::BadRequest(format!(
             "previousValidSeconds: {keep} is more than {PREVIOUS_SECRET_MAX_SECONDS} (7 days)"
