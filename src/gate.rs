@@ -4,7 +4,7 @@
 //! request (nginx `auth_request`, Caddy `forward_auth`, Traefik `forwardAuth`, …) and lets the
 //! request through only on a 200:
 //!
-//! 1. the cookie `qg_<concertId>` holds a live session → 200, `X-Queuegate-User`; the session's
+//! 1. the cookie `__Host-qg_<concertId>` (any of its values) holds a live session → 200, `X-Queuegate-User`; the session's
 //!    idle timer restarts. From memory: the cookie is signed ([`cookie`]), and this gateway
 //!    knows each concert's revocation epoch and recently ended sessions ([`known`], learned every
 //!    second); Redis is asked only when this gateway has not written the session's last-seen
@@ -207,13 +207,17 @@ pub(crate) async fn check(
     let settings = gw.cache.settings(&concert).ok_or_else(|| ApiError::NotFound(format!("no concert {concert}")))?;
     let idle_ms = i64::from(settings.session_idle_seconds) * 1000;
     let now = crate::clock::now_ms();
+    // Every value of the cookie's name is tried: the first that opens (signed for this concert) is
+    // the fan's; others (planted, stale) are ignored.
+    let name = cookie::name(&concert);
     let presented = req
         .headers()
         .get_all(header::COOKIE)
         .filter_map(|v| v.to_str().ok())
-        .find_map(|h| cookie::find(h, &cookie::name(&concert)).map(str::to_owned));
+        .flat_map(|h| cookie::find_all(h, &name))
+        .find_map(|v| gw.gate.cookies.open(&concert, v));
     let mut ended = None;
-    if let Some(c) = presented.as_deref().and_then(|v| gw.gate.cookies.open(&concert, v)) {
+    if let Some(c) = presented {
         match session(&gw, &c, idle_ms, now).await? {
             Some(expires) => {
                 let outcome = if expires.1 { "session" } else { "session_checked" };

@@ -116,11 +116,24 @@ async fn no_session_goes_to_the_room_with_return_and_an_admission_token_is_excha
         assert!(set.contains(attr), "{set}");
     }
     let cookie = session_cookie(&r);
-    assert!(cookie.starts_with("qg_g="), "{cookie}");
+    assert!(cookie.starts_with("__Host-qg_g="), "{cookie}");
+    assert!(!set.contains("Domain"), "a __Host- cookie has no Domain: {set}");
     for _ in 0..3 {
         let r = gate(&app, "g", "/cart", Some(&cookie)).await;
         assert_eq!((r.status().as_u16(), header(&r, "x-queuegate-user")), (200, "ana".into()));
     }
+    // A value of the same name planted before the real one (cookie tossing from a sibling
+    // subdomain, a stale session) does not lock ana out: every value is tried (issue 36).
+    let planted = format!("__Host-qg_g=1.g.mallory.forged; {cookie}");
+    let r = gate(&app, "g", "/cart", Some(&planted)).await;
+    assert_eq!(
+        (r.status().as_u16(), header(&r, "x-queuegate-user")),
+        (200, "ana".into()),
+        "the real value after a planted one"
+    );
+    // The name without its prefix is not the gate's cookie any more.
+    let unprefixed = cookie.replacen("__Host-qg_g=", "qg_g=", 1);
+    assert_eq!(gate(&app, "g", "/cart", Some(&unprefixed)).await.status(), 401);
 
     // The same token again, from another client without the cookie: spent.
     let r = gate(&app, "g", &format!("/book?queuegate_token={ana}"), None).await;
@@ -136,9 +149,9 @@ async fn no_session_goes_to_the_room_with_return_and_an_admission_token_is_excha
     // A forged cookie (ben's name on ana's signature), and ana's cookie for another concert.
     let forged = cookie.replace(".ana.", ".ben.");
     assert_eq!(gate(&app, "g", "/cart", Some(&forged)).await.status(), 401);
-    let elsewhere = cookie.replacen("qg_g=", "qg_g2=", 1);
+    let elsewhere = cookie.replacen("__Host-qg_g=", "__Host-qg_g2=", 1);
     assert_eq!(gate(&app, "g2", "/cart", Some(&elsewhere)).await.status(), 401);
-    let relabelled = cookie.replacen("qg_g=1.g.", "qg_g2=1.g2.", 1);
+    let relabelled = cookie.replacen("__Host-qg_g=1.g.", "__Host-qg_g2=1.g2.", 1);
     assert_eq!(gate(&app, "g2", "/cart", Some(&relabelled)).await.status(), 401);
     // Ben's token still works for ben.
     let r = gate(&app, "g", &format!("/?queuegate_token={ben}"), None).await;

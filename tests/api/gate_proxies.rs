@@ -89,7 +89,7 @@ async fn walk(proxy: &Proxy, app: &TestApp, concert: &str) {
     let token = admitted(app, concert, "dana").await;
     let r = get(&format!("{}/book?seat=2&queuegate_token={token}", proxy.url), None, None).await;
     let cookie = set_cookie(&r).expect("the session cookie reaches the browser");
-    assert!(cookie.starts_with(&format!("qg_{concert}=")), "{cookie}");
+    assert!(cookie.starts_with(&format!("__Host-qg_{concert}=")), "{cookie}");
     if r.status() == 302 {
         // Caddy: back to the same page without the token, cookie set.
         assert_eq!(location(&r), back);
