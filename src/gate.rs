@@ -31,9 +31,11 @@ use crate::store::sessions::{ExchangeRequest, Refused, NEWS_PAGE};
 
 pub mod cookie;
 pub mod known;
+pub mod refused;
 
 use cookie::{CookieKey, SessionCookie};
 use known::{Known, Verdict};
+use refused::RefusedTokens;
 
 /// The query parameter that carries an admission token back to the booking site.
 pub const TOKEN_PARAM: &str = "queuegate_token";
@@ -46,12 +48,16 @@ const NEWS_PAGES_PER_ROUND: usize = 10;
 pub struct Gate {
     pub cookies: CookieKey,
     pub known: Known,
+    /// Admission tokens Redis refused: refused again from memory.
+    pub refused: RefusedTokens,
     /// `QUEUEGATE_PUBLIC_URL`, without a trailing slash.
     public_url: Option<String>,
     /// The concerts' settings (`sessionMaxSeconds`: how long ended sessions are remembered).
     cache: crate::concerts::ConcertCache,
     /// `queuegate_gate_ended_sessions_remembered`.
     remembered: prometheus::IntGauge,
+    /// `queuegate_gate_refused_tokens_remembered`.
+    refused_remembered: prometheus::IntGauge,
 }
 
 impl Gate {
@@ -60,13 +66,16 @@ impl Gate {
         public_url: Option<&str>,
         cache: crate::concerts::ConcertCache,
         remembered: prometheus::IntGauge,
+        refused_remembered: prometheus::IntGauge,
     ) -> Self {
         Gate {
             cookies: CookieKey::new(secret),
             known: Known::default(),
+            refused: RefusedTokens::default(),
             public_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),
             cache,
             remembered,
+            refused_remembered,
         }
     }
 
@@ -96,6 +105,8 @@ impl Gate {
         }
         self.known.prune(now);
         self.remembered.set(self.known.ended_count() as i64);
+        self.refused.prune(now);
+        self.refused_remembered.set(self.refused.len() as i64);
         Ok(())
     }
 }
@@ -294,6 +305,9 @@ async fn exchange(
         return Ok(Err("token"));
     }
     let Ok(user) = UserId::parse(claims.sub) else { return Ok(Err("token")) };
+    if let Some(why) = gw.gate.refused.get(&claims.jti, now) {
+        return Ok(Err(why));
+    }
     let sid = uuid::Uuid::new_v4().simple().to_string();
     let req = ExchangeRequest {
         user: &user,
@@ -317,10 +331,16 @@ async fn exchange(
             };
             Ok((c, s.deadline_ms))
         }
-        Err(Refused::Revoked) => Err("revoked"),
-        Err(Refused::Spent) => Err("spent"),
-        Err(Refused::Completed | Refused::Ended) => Err("session"),
-        Err(Refused::NotAdmitted) => Err("token"),
+        Err(refused) => {
+            let why = match refused {
+                Refused::Revoked => "revoked",
+                Refused::Spent => "spent",
+                Refused::Completed | Refused::Ended => "session",
+                Refused::NotAdmitted => "token",
+            };
+            gw.gate.refused.remember(&claims.jti, why, req.exp_ms, now);
+            Err(why)
+        }
     })
 }
 
@@ -426,13 +446,13 @@ mod tests {
     fn the_room_url_is_built_from_the_public_url_and_survives_any_host_header() {
         let c = ConcertId::parse("tour").unwrap();
         let original = url::Url::parse("https://shop.example/b?x=1&queuegate_token=t").unwrap();
-        let gate = Gate::new(b"s", Some("https://queue.example/"), Default::default(), gauge());
+        let gate = Gate::new(b"s", Some("https://queue.example/"), Default::default(), gauge(), gauge());
         let req = actix_web::test::TestRequest::default().to_http_request();
         assert_eq!(
             room_url(&gate, &req, &c, Some(&original), Some("spent")),
             "https://queue.example/c/tour?return=https%3A%2F%2Fshop.example%2Fb%3Fx%3D1&ended=spent"
         );
-        let bare = Gate::new(b"s", None, Default::default(), gauge());
+        let bare = Gate::new(b"s", None, Default::default(), gauge(), gauge());
         for host in ["queue.internal:8080", "a b", "x/y?z", ""] {
             let req = actix_web::test::TestRequest::default().insert_header(("host", host)).to_http_request();
             assert!(room_url(&bare, &req, &c, None, None).ends_with("/c/tour"), "{host}");

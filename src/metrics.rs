@@ -40,6 +40,7 @@ pub struct Metrics {
     pub gate_sessions: IntGaugeVec,
     /// Ended gate sessions this gateway remembers (each for its concert's sessionMaxSeconds).
     pub gate_ended_remembered: IntGauge,
+    pub gate_refused_remembered: IntGauge,
     pub admissions: IntCounterVec,
     /// Admission rounds this process finished (each looks at every open concert).
     pub admission_rounds: prometheus::IntCounter,
@@ -107,6 +108,11 @@ impl Metrics {
             gate_ended_remembered: IntGauge::new(
                 "queuegate_gate_ended_sessions_remembered",
                 "Ended gate sessions this gateway remembers, to refuse their cookies without asking Redis",
+            )
+            .expect("valid metric"),
+            gate_refused_remembered: IntGauge::new(
+                "queuegate_gate_refused_tokens_remembered",
+                "Admission tokens Redis refused that this gateway remembers, to refuse them again without asking (at most 100,000)",
             )
             .expect("valid metric"),
             view_fans: IntGauge::new(
@@ -426,6 +432,7 @@ impl Metrics {
             Box::new(m.open_streams.clone()),
             Box::new(m.view_fans.clone()),
             Box::new(m.gate_ended_remembered.clone()),
+            Box::new(m.gate_refused_remembered.clone()),
             Box::new(m.events_published.clone()),
             Box::new(m.webhook_deliveries.clone()),
             Box::new(m.webhook_delay.clone()),

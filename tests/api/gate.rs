@@ -340,3 +340,43 @@ async fn sessions_live_across_gateways_and_a_revocation_ends_them_on_every_gatew
     assert_eq!(r.status(), 401);
     assert!(header(&r, "x-queuegate-room").ends_with("&ended=revoked"), "{}", header(&r, "x-queuegate-room"));
 }
+
+/// A token Redis refused is refused again from the gateway's memory until it expires (issue 36
+/// item 8: a spent token replayed in a loop cost an `exchange.lua` call per request). Shown by
+/// making Redis forget the spending: the gateway that saw the refusal still refuses, one that
+/// never saw it asks Redis, which now lets the token in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_refused_once_is_refused_again_without_asking_redis() {
+    use base64::Engine;
+    let names = Names::new();
+    names.create_topics(3).await;
+    let same = |s: &mut queuegate::config::Settings| {
+        s.http.public_url = Some(PUBLIC.into());
+        s.admission.admission_key_file = vec![crate::common::admission_key_file().into()];
+    };
+    let app = spawn_role(&names, Role::Run, same).await;
+    app.open_concert("rf").await;
+    placed(&app, "rf", &["cy"]).await;
+    let token = admit(&app, "rf", 1).await.remove(0).1;
+    let uri = format!("/book?queuegate_token={token}");
+    assert_eq!(gate(&app, "rf", &uri, None).await.status(), 200, "exchanged once");
+    let r = gate(&app, "rf", &uri, None).await;
+    assert!(header(&r, "x-queuegate-room").ends_with("&ended=spent"), "Redis said spent");
+
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    let jti = claims["jti"].as_str().unwrap();
+    let _: i64 =
+        names.redis(redis::cmd("ZREM").arg(names.key("rf", queuegate::store::keys::Part::Spent)).arg(jti)).await;
+    let _: i64 =
+        names.redis(redis::cmd("HDEL").arg(names.key("rf", queuegate::store::keys::Part::Sessions)).arg("cy")).await;
+    for _ in 0..20 {
+        let r = gate(&app, "rf", &uri, None).await;
+        assert_eq!(r.status(), 401);
+        assert!(header(&r, "x-queuegate-room").ends_with("&ended=spent"), "refused from memory");
+    }
+    let other = spawn_role(&names, Role::Gateway, same).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await; // its concert cache
+    assert_eq!(gate(&other, "rf", &uri, None).await.status(), 200, "Redis, asked, would have let it in");
+}
