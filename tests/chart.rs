@@ -278,6 +278,14 @@ fn wrong_values_fail_at_install_naming_the_value() {
     // controller pod's one per-address budget; the chart now asks for the choice.
     let e = render(None, &[]).expect_err("the defaults alone");
     assert!(e.contains("trustedProxies") && e.contains("behindProxy"), "the defaults alone: {e}");
+    // An upgrade rendered where the chart cannot read its Secret back (helm template, GitOps)
+    // would generate new secrets and log every fan out: refused, naming the way out.
+    let e =
+        helm(&["template", "qg", "--namespace", "sale", "--is-upgrade"], Some(&defaults())).expect_err("is-upgrade");
+    assert!(e.contains("secrets.existingSecret"), "an upgrade without the Secret: {e}");
+    let existing = chart().join("ci/existing-secret-values.yaml");
+    helm(&["template", "qg", "--namespace", "sale", "--is-upgrade"], Some(&existing))
+        .expect("an existing Secret upgrades");
     let direct = render(None, &["behindProxy=false"]).expect("fans straight to the gateways need no proxy CIDRs");
     assert!(!direct.contains("QUEUEGATE_TRUSTED_PROXIES"), "no proxy believed when there is none");
 }
