@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use queuegate::store::keys::Part;
 
-use crate::checker::{admitted, admitted_at_least, redis_conn, wait_for};
+use crate::checker::{admitted, admitted_at_least, join_like_a_client, redis_conn, wait_for};
 use crate::common::events_topic::{distinct_ids, read_events, Behaviour, Receiver};
 use crate::common::redis_url as shared_redis;
 use crate::common::{free_port, wait_for_port, ADMIN_TOKEN};
@@ -28,11 +28,11 @@ impl Tally {
     }
 }
 
-/// Joins `users` through `base`, `concurrency` at a time, as a fan's client would: a 503 is
-/// retried after its Retry-After (the contract's answer to load; a join is idempotent), up to
-/// three tries. Answers: the fans that got 202, and how many ended without one while the join
-/// may still have reached Kafka (no answer at all, or a last 503: the broker may have written a
-/// record whose acknowledgement was lost).
+/// Joins `users` through `base`, `concurrency` at a time, as a fan's client would
+/// ([`join_like_a_client`], 503s tried again after their Retry-After). Answers: the fans that
+/// got 202, and how many ended without one while the join may still have reached Kafka (no
+/// answer at all, a 408, or a last 503: the broker may have written a record whose
+/// acknowledgement was lost).
 async fn burst(base: String, users: Vec<String>, concurrency: usize, tally: Arc<Tally>) -> (HashSet<String>, usize) {
     let client = reqwest::Client::new();
     let gate = Arc::new(tokio::sync::Semaphore::new(concurrency));
@@ -42,24 +42,12 @@ async fn burst(base: String, users: Vec<String>, concurrency: usize, tally: Arc<
         let (client, url, tally) = (client.clone(), format!("{base}/v1/concerts/ev/queue"), tally.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
-            let mut status = 0;
-            for _ in 0..3 {
-                let r = client
-                    .post(&url)
-                    .json(&serde_json::json!({"userId": user}))
-                    .timeout(Duration::from_secs(10))
-                    .send()
-                    .await;
-                status = r.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
-                tally.add(status);
-                let Ok(r) = r else { break };
-                if status != 503 {
-                    break;
-                }
-                let after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-                tokio::time::sleep(Duration::from_secs(after.unwrap_or(1))).await;
+            let body = serde_json::json!({"userId": user});
+            let tried = join_like_a_client(&client, &url, &body, true, Duration::from_secs(10)).await;
+            for status in &tried.answers {
+                tally.add(*status);
             }
-            (user, status)
+            (user, tried.answers.last().copied().unwrap_or(0))
         }));
     }
     let (mut accepted, mut unproven) = (HashSet::new(), 0);
@@ -68,7 +56,7 @@ async fn burst(base: String, users: Vec<String>, concurrency: usize, tally: Arc<
             (u, 202) => {
                 accepted.insert(u);
             }
-            (_, 0 | 503) => unproven += 1,
+            (_, 0 | 408 | 503) => unproven += 1,
             _ => {}
         }
     }
