@@ -640,7 +640,11 @@ async fn listed_in(app: &TestApp, concert: &str, lane: &str, user: &str) -> bool
 async fn the_console_draws_the_sale_report_and_lists_the_webhook_deliveries_within_its_own_csp() {
     let names = Names::new();
     create_topics(&names, 1).await;
-    let app = spawn_role(&names, Role::Run, |s| s.identity.fan_identity = Some(FanIdentityMode::Body)).await;
+    let app = spawn_role(&names, Role::Run, |s| {
+        s.identity.fan_identity = Some(FanIdentityMode::Body);
+        common::allow_loopback_webhooks(s);
+    })
+    .await;
     let concert = "report-night";
     // An endpoint nobody listens on: every delivery fails and waits for its retry.
     let dead = format!("http://127.0.0.1:{}/hook", common::free_port());
