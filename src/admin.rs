@@ -330,10 +330,10 @@ async fn put_concert(
     let body: ConcertSettings = read_json(&req, payload, None).await?;
     body.validate().map_err(ApiError::BadRequest)?;
     // No webhook into queuegate's own network (docs/security.md): a literal internal address,
-    // a metadata name, or a name that resolves only to internal addresses is refused.
-    for hook in &body.webhooks {
-        admin.egress.check_url(&hook.url).await.map_err(ApiError::BadRequest)?;
-    }
+    // a metadata name, or a name that resolves only to internal addresses is refused. The names
+    // are looked up at once, so a PUT waits for one lookup's bound, not one per webhook.
+    let checks = futures_util::future::join_all(body.webhooks.iter().map(|h| admin.egress.check_url(&h.url))).await;
+    checks.into_iter().collect::<Result<(), String>>().map_err(ApiError::BadRequest)?;
     // A scheduled concert keeps its opensAt until the cut has placed its pre-queue: without it
     // nothing would ever queue the held fans.
     let old = admin.store.get_concert(&id).await?;

@@ -687,7 +687,7 @@ async fn the_console_draws_the_sale_report_and_lists_the_webhook_deliveries_with
     let cells = b.expect_text(&row, WAIT, |t| !t.is_empty(), "the webhook row").await;
     assert!(cells.contains(&dead) && cells.contains("whsec_") && cells.contains('…'), "masked secret: {cells}");
     b.click("#rform button").await;
-    b.expect_text("#drows", WAIT, |t| t.contains("failed"), "the failed deliveries").await;
+    b.expect_text("#drows", WAIT, |t| t.contains("failed (connect-failed)"), "the failed deliveries, by class").await;
     b.resize(1280, 900).await;
     b.eval("document.getElementById('report').scrollIntoView();", json!([])).await;
     b.screenshot("0-console-report").await;
