@@ -601,6 +601,8 @@ mod tests {
         // Allowed, the receiver's own failures are told apart (coarsely).
         let allowed = EgressPolicy::new(&parse_networks("127.0.0.1").unwrap().0);
         assert_eq!(post(&allowed, &format!("http://127.0.0.1:{closed_port}/")).await, "connect-failed");
+        // A plain-HTTP answer to a TLS handshake.
+        assert_eq!(post(&allowed, &format!("https://127.0.0.1:{open_port}/")).await, "tls");
     }
 
     #[test]
