@@ -44,6 +44,8 @@ pub struct Admin {
     kafka: KafkaProbe,
     /// Draining and failed tasks: /readyz answers 503 on either.
     health: Arc<Health>,
+    /// Where webhooks may point (`QUEUEGATE_WEBHOOK_ALLOW_NETWORKS`): checked at registration.
+    egress: crate::events::egress::EgressPolicy,
 }
 
 impl Admin {
@@ -56,7 +58,22 @@ impl Admin {
         kafka: KafkaProbe,
         health: Arc<Health>,
     ) -> Self {
-        Admin { store, cache, metrics, keys, admin_token: Credentials::new(admin_token), kafka, health }
+        Admin {
+            store,
+            cache,
+            metrics,
+            keys,
+            admin_token: Credentials::new(admin_token),
+            kafka,
+            health,
+            egress: Default::default(),
+        }
+    }
+
+    /// The networks webhooks may point to besides public ones (`QUEUEGATE_WEBHOOK_ALLOW_NETWORKS`).
+    pub fn with_webhook_egress(mut self, egress: crate::events::egress::EgressPolicy) -> Self {
+        self.egress = egress;
+        self
     }
 
     /// Whether the presented bearer token is the admin token (constant time).
@@ -312,6 +329,11 @@ async fn put_concert(
     let id = id.into_inner();
     let body: ConcertSettings = read_json(&req, payload, None).await?;
     body.validate().map_err(ApiError::BadRequest)?;
+    // No webhook into queuegate's own network (docs/security.md): a literal internal address,
+    // a metadata name, or a name that resolves only to internal addresses is refused. The names
+    // are looked up at once, so a PUT waits for one lookup's bound, not one per webhook.
+    let checks = futures_util::future::join_all(body.webhooks.iter().map(|h| admin.egress.check_url(&h.url))).await;
+    checks.into_iter().collect::<Result<(), String>>().map_err(ApiError::BadRequest)?;
     // A scheduled concert keeps its opensAt until the cut has placed its pre-queue: without it
     // nothing would ever queue the held fans.
     let old = admin.store.get_concert(&id).await?;

@@ -241,15 +241,18 @@ impl Application {
             }
             None => kafka.readiness_probe()?,
         };
-        let admin_state = web::Data::new(Admin::new(
-            admin_store.clone(),
-            cache.clone(),
-            metrics.clone(),
-            keys,
-            settings.security.admin_token.as_ref(),
-            kafka_probe,
-            health.clone(),
-        ));
+        let admin_state = web::Data::new(
+            Admin::new(
+                admin_store.clone(),
+                cache.clone(),
+                metrics.clone(),
+                keys,
+                settings.security.admin_token.as_ref(),
+                kafka_probe,
+                health.clone(),
+            )
+            .with_webhook_egress(crate::events::egress::EgressPolicy::new(&settings.events.webhook_allow_networks.0)),
+        );
         let m = web::Data::new(metrics.clone());
         let listener_info = Listener { name: "admin", routes: admin::ROUTES };
         let admin = HttpServer::new(move || {

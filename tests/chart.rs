@@ -221,6 +221,43 @@ fn consumers_are_capped_at_the_partitions_and_the_optional_parts_match_their_sou
         json!([{"podSelector": {}}, {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}])
     );
 
+    // The consumers' egress (they deliver webhooks): DNS, Kafka, Redis and the webhook networks
+    // only; public addresses minus every internal range, plus the networks the operator allowed,
+    // which queuegate is told too.
+    let egress = named(&objs, "NetworkPolicy", "qg-queuegate-consumer-egress");
+    assert_eq!(egress["spec"]["policyTypes"], json!(["Egress"]));
+    assert_eq!(egress["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"], "consumer");
+    let rules = egress["spec"]["egress"].as_array().unwrap();
+    assert_eq!(rules.len(), 4, "DNS, Kafka, Redis, webhooks: {rules:?}");
+    assert!(rules.iter().all(|r| !r["to"].as_array().unwrap().is_empty()), "no rule open to everywhere");
+    assert_eq!(rules[0]["ports"], json!([{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]));
+    assert_eq!(rules[1]["ports"], json!([{"port": 9093, "protocol": "TCP"}]), "Kafka");
+    assert_eq!(rules[2]["ports"][0], json!({"port": 6379, "protocol": "TCP"}), "Redis");
+    let blocks: Vec<&Value> = rules[3]["to"].as_array().unwrap().iter().map(|p| &p["ipBlock"]).collect();
+    assert!(rules[3].get("ports").is_none(), "webhooks on any port");
+    let v4 = blocks.iter().find(|b| b["cidr"] == "0.0.0.0/0").unwrap();
+    for internal in ["10.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"]
+    {
+        assert!(v4["except"].as_array().unwrap().contains(&json!(internal)), "{internal} excepted");
+    }
+    let v6 = blocks.iter().find(|b| b["cidr"] == "::/0").unwrap();
+    for internal in ["::/96", "fc00::/7", "fe80::/10"] {
+        assert!(v6["except"].as_array().unwrap().contains(&json!(internal)), "{internal} excepted");
+    }
+    assert!(blocks.iter().any(|b| b["cidr"] == "10.40.0.0/16" && b.get("except").is_none()), "the allowed CRM network");
+    for d in ["qg-queuegate-consumer", "qg-queuegate-gateway"] {
+        let env = named(&objs, "Deployment", d)["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+        let allow = env.as_array().unwrap().iter().find(|e| e["name"] == "QUEUEGATE_WEBHOOK_ALLOW_NETWORKS").unwrap();
+        assert_eq!(allow["value"], "10.40.0.0/16,fd00:40::/64", "{d}");
+        let parsed = queuegate::events::egress::parse_networks(allow["value"].as_str().unwrap());
+        assert!(parsed.is_ok(), "queuegate takes what the chart renders: {parsed:?}");
+    }
+    let default = objects(&render(None, &[]).unwrap());
+    assert!(
+        of_kind(&default, "NetworkPolicy").iter().all(|n| n["metadata"]["name"] != "qg-queuegate-consumer-egress"),
+        "off by default"
+    );
+
     // The gate example asks the gateway's Service, and sends fans to the room with ?return=.
     let ingress = named(&objs, "Ingress", "qg-queuegate-gate-example");
     let a = &ingress["metadata"]["annotations"];
@@ -270,6 +307,7 @@ fn wrong_values_fail_at_install_naming_the_value() {
         ("terminationGracePeriodSeconds=30", "terminationGracePeriodSeconds"),
         ("fanIdentity=trusted-header", "fanIdHeader"),
         ("gateExample.enabled=true", "publicUrl"),
+        ("networkPolicy.consumerEgress.enabled=true", "consumerEgress.kafka.to"),
     ] {
         let e = render(Some(&defaults()), &[set]).expect_err(set);
         assert!(e.contains(says), "{set}: {e}");

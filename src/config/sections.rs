@@ -678,6 +678,13 @@ pub struct EventsSettings {
     /// it. 0: never suspended.
     #[arg(long, env = "QUEUEGATE_WEBHOOK_SUSPEND_AFTER_SECONDS", default_value_t = 3_600)]
     pub webhook_suspend_after_seconds: u64,
+
+    /// Networks (CIDRs or addresses, comma separated) webhooks may be sent to although they are
+    /// loopback, private, link-local, unique-local, CGNAT or otherwise internal; every other
+    /// internal address is refused at registration (400) and at delivery (docs/security.md).
+    #[arg(long, env = "QUEUEGATE_WEBHOOK_ALLOW_NETWORKS", default_value = "",
+          value_parser = crate::events::egress::parse_networks)]
+    pub webhook_allow_networks: crate::events::egress::AllowNetworks,
 }
 
 impl EventsSettings {

@@ -35,3 +35,4 @@ mod stadium;
 mod store_model;
 mod stream_budget;
 mod webhook_caps;
+mod webhook_egress;

@@ -669,7 +669,11 @@ async fn listed_in(app: &TestApp, concert: &str, lane: &str, user: &str) -> bool
 async fn the_console_draws_the_sale_report_and_lists_the_webhook_deliveries_within_its_own_csp() {
     let names = Names::new();
     create_topics(&names, 1).await;
-    let app = spawn_role(&names, Role::Run, |s| s.identity.fan_identity = Some(FanIdentityMode::Body)).await;
+    let app = spawn_role(&names, Role::Run, |s| {
+        s.identity.fan_identity = Some(FanIdentityMode::Body);
+        common::allow_loopback_webhooks(s);
+    })
+    .await;
     let concert = "report-night";
     // An endpoint nobody listens on: every delivery fails and waits for its retry.
     let dead = format!("http://127.0.0.1:{}/hook", common::free_port());
@@ -712,7 +716,7 @@ async fn the_console_draws_the_sale_report_and_lists_the_webhook_deliveries_with
     let cells = b.expect_text(&row, WAIT, |t| !t.is_empty(), "the webhook row").await;
     assert!(cells.contains(&dead) && cells.contains("whsec_") && cells.contains('…'), "masked secret: {cells}");
     b.click("#rform button").await;
-    b.expect_text("#drows", WAIT, |t| t.contains("failed"), "the failed deliveries").await;
+    b.expect_text("#drows", WAIT, |t| t.contains("failed (connect-failed)"), "the failed deliveries, by class").await;
     b.resize(1280, 900).await;
     b.eval("document.getElementById('report').scrollIntoView();", json!([])).await;
     b.screenshot("0-console-report").await;

@@ -11,6 +11,7 @@ use queuegate::store::keys::Part;
 use crate::checker::{admitted, admitted_at_least, join_like_a_client, redis_conn, wait_for};
 use crate::common::events_topic::{distinct_ids, read_events, Behaviour, Receiver};
 use crate::common::redis_url as shared_redis;
+use crate::common::LOOPBACK_WEBHOOKS;
 use crate::common::{free_port, wait_for_port, ADMIN_TOKEN};
 use crate::procs::{kill9, KillOnDrop, Scenario};
 
@@ -88,7 +89,10 @@ async fn applied_at_least(sc: &Scenario, n: u64, tally: &Tally, what: &str) -> u
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_a_gateway_a_consumer_and_the_admitter_mid_burst_leaves_no_change_without_its_event() {
     let sc = Scenario::new(6, shared_redis()).await;
-    let gw = Arc::new(sc.spawn_gateway(|_| {}).await);
+    // The receiver is on loopback: both the admin API (registration) and the consumers
+    // (delivery) must allow it.
+    let gw = Arc::new(sc.spawn_gateway(crate::common::allow_loopback_webhooks).await);
+    let loopback_webhooks = [(LOOPBACK_WEBHOOKS.0, LOOPBACK_WEBHOOKS.1.to_owned())];
     // A webhook endpoint for every admission: its deliveries survive the kills too.
     let hook = Receiver::start(Behaviour::Ok).await;
     let hook_url = hook.url.clone();
@@ -109,7 +113,7 @@ async fn kill_9_of_a_gateway_a_consumer_and_the_admitter_mid_burst_leaves_no_cha
         }
     };
     put("open").await;
-    let mut consumer = KillOnDrop(sc.spawn_consumer(200));
+    let mut consumer = KillOnDrop(sc.spawn_consumer_with(200, &loopback_webhooks));
 
     // 1. A gateway process killed mid-burst.
     let port = free_port();
@@ -136,7 +140,7 @@ async fn kill_9_of_a_gateway_a_consumer_and_the_admitter_mid_burst_leaves_no_cha
     let mut redis = redis_conn(sc.redis_url()).await.expect("redis");
     let adm = sc.names.key("ev", Part::Adm);
     let before = admitted(&mut redis, &adm).await;
-    let mut consumer = KillOnDrop(sc.spawn_consumer(200));
+    let mut consumer = KillOnDrop(sc.spawn_consumer_with(200, &loopback_webhooks));
     admitted_at_least(&mut redis, &adm, before + 300, Duration::from_secs(60))
         .await
         .expect("the second consumer admits");
@@ -146,7 +150,7 @@ async fn kill_9_of_a_gateway_a_consumer_and_the_admitter_mid_burst_leaves_no_cha
     assert_eq!(tally.seen().get(&0), None, "the in-process gateway answers every join: {:?}", tally.seen());
     let unanswered = unanswered + unproven_later;
     accepted.extend(more);
-    let _consumer = KillOnDrop(sc.spawn_consumer(200));
+    let _consumer = KillOnDrop(sc.spawn_consumer_with(200, &loopback_webhooks));
 
     // Every accepted fan placed (and perhaps some whose answer the killed gateway never sent),
     // then admission stopped (one more event) and the outbox drained.

@@ -237,6 +237,10 @@ volumes:
 {{ include "queuegate.secretEnv" (dict "ctx" $ "name" "QUEUEGATE_TOKEN_SECRET" "key" "token-secret") }}
 {{ include "queuegate.secretEnv" (dict "ctx" $ "name" "QUEUEGATE_REDIS_URL" "key" "redis-url") }}
 {{ include "queuegate.secretEnv" (dict "ctx" $ "name" "QUEUEGATE_KAFKA_PROPERTIES" "key" "kafka-properties" "optional" true) }}
+{{- with $.Values.webhookAllowNetworks }}
+- name: QUEUEGATE_WEBHOOK_ALLOW_NETWORKS
+  value: {{ join "," . | quote }}
+{{- end }}
 {{- with $.Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
