@@ -252,7 +252,7 @@ fn consumers_are_capped_at_the_partitions_and_the_optional_parts_match_their_sou
         let parsed = queuegate::events::egress::parse_networks(allow["value"].as_str().unwrap());
         assert!(parsed.is_ok(), "queuegate takes what the chart renders: {parsed:?}");
     }
-    let default = objects(&render(None, &[]).unwrap());
+    let default = objects(&render(Some(&defaults()), &[]).unwrap());
     assert!(
         of_kind(&default, "NetworkPolicy").iter().all(|n| n["metadata"]["name"] != "qg-queuegate-consumer-egress"),
         "off by default"
