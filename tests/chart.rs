@@ -212,13 +212,22 @@ fn consumers_are_capped_at_the_partitions_and_the_optional_parts_match_their_sou
         assert_eq!(&metrics["metadata"]["labels"][k], v, "the ServiceMonitor selects the metrics Service");
     }
 
-    // The admin port: from this namespace and the monitoring namespace only.
+    // The admin port: from the monitoring namespace and the pods labelled as admin clients only,
+    // never from every pod of the namespace (issue 36: `podSelector: {}` let any pod admit,
+    // revoke and sell out with a leaked token, and read /metrics).
     let np = named(&objs, "NetworkPolicy", "qg-queuegate");
     let admin_rule =
         np["spec"]["ingress"].as_array().unwrap().iter().find(|r| r["ports"][0]["port"] == "admin").unwrap();
     assert_eq!(
         admin_rule["from"],
-        json!([{"podSelector": {}}, {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}])
+        json!([
+            {"podSelector": {"matchLabels": {"queuegate-admin": "true"}}},
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+        ])
+    );
+    assert!(
+        admin_rule["from"].as_array().unwrap().iter().all(|p| p["podSelector"] != json!({})),
+        "not every pod of the namespace"
     );
 
     // The consumers' egress (they deliver webhooks): DNS, Kafka, Redis and the webhook networks
