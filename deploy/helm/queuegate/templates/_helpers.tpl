@@ -114,7 +114,9 @@ containers:
     env:
       {{- include "queuegate.env" (dict "ctx" $ "role" .role) | nindent 6 }}
     # Kafka or Redis trouble never restarts a pod: liveness asks only whether the process
-    # answers; readiness (/readyz: can this role do its work) takes it out of the Service.
+    # answers; readiness (/readyz) takes it out of the Service only when it can do nothing
+    # (Redis down, draining): Kafka down is 200 "degraded", so the gate stays up
+    # (docs/operations.md#readiness-degraded-not-down).
     startupProbe:
       httpGet: { path: /healthz, port: admin }
       periodSeconds: 2
