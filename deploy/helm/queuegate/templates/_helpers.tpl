@@ -189,6 +189,8 @@ volumes:
   value: {{ $.Values.kafka.group | quote }}
 - name: QUEUEGATE_EVENTS_TOPIC
   value: {{ $.Values.kafka.eventsTopic | quote }}
+- name: QUEUEGATE_EVENTS_OUTBOX_MAX
+  value: {{ $.Values.kafka.eventsOutboxMax | quote }}
 - name: QUEUEGATE_REDIS_PREFIX
   value: {{ $.Values.redis.prefix | quote }}
 {{- if not (kindIs "invalid" $.Values.redis.minReplicas) }}
