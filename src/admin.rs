@@ -198,10 +198,16 @@ struct Readiness {
     /// Why Redis is not ready (unreachable, no answer in time); never a secret.
     #[serde(skip_serializing_if = "Option::is_none")]
     redis_error: Option<String>,
-    /// Shards short of replicas, or without a live primary: degraded, not a reason to take this
-    /// instance out of service (joins need Kafka; other shards' concerts are served).
+    /// What this instance cannot do now while it does the rest, in name order (docs/operations.md,
+    /// "Readiness"): `events` (the events topic is missing or unwritable: events wait in the
+    /// outboxes), `kafka` (the brokers do not answer: joins answer 503, nothing is placed),
+    /// `redisShards` (see `degradedShards`). Absent when there is nothing.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    degraded: Vec<crate::store::DegradedShard>,
+    degraded: Vec<&'static str>,
+    /// Shards short of replicas, or without a live primary: degraded, not a reason to take this
+    /// instance out of service (other shards' concerts are served).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    degraded_shards: Vec<crate::store::DegradedShard>,
     kafka: bool,
     draining: bool,
     /// The background task that failed, when one did: the process is shutting down.
@@ -214,20 +220,24 @@ const READY_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long readiness waits for Kafka's metadata.
 const READY_KAFKA_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// 200 while this instance can do its work: Kafka answers (within [`READY_KAFKA_TIMEOUT`]: a
-/// gateway makes joins durable there, a consumer reads them), Redis answers (within
-/// [`READY_REDIS_TIMEOUT`]: status reads, writes), no background task has failed and the
-/// process is not draining. A Redis shard short of replicas or down is listed in `degraded`
-/// (and counted by `queuegate_redis_under_replicated_shards` / `_down_shards`) without turning
-/// the answer to 503: every gateway would leave the load balancer for a fault that only delays
-/// placement on one shard. The two are asked side by side, so a probe has its answer within
-/// about two seconds whatever is down.
+/// 200 while this instance can do any of its work; `degraded` names what it cannot. Every role
+/// needs Redis (placement, admission, status, sessions, rooms, the concerts themselves), so
+/// Redis not answering within [`READY_REDIS_TIMEOUT`] is a 503, as are draining and a failed
+/// background task. Kafka not answering within [`READY_KAFKA_TIMEOUT`] is `degraded: ["kafka"]`
+/// and still 200: a gateway goes on serving the gate, status, streams and rooms (joins answer
+/// 503 with Retry-After), a consumer goes on admitting and ending sessions. Taking every
+/// gateway out of the load balancer because the brokers stall would take the booking site's
+/// gate down with them, and with it every shopper already inside. A missing events topic
+/// (`events`) and Redis shards short of replicas or down (`redisShards`, counted by
+/// `queuegate_redis_under_replicated_shards` / `_down_shards`) are degraded too. Kafka and
+/// Redis are asked side by side, so a probe has its answer within about two seconds whatever
+/// is down.
 async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
     let draining = admin.health.is_draining();
     let failed_task = admin.health.failure();
     let probe = admin.kafka.clone();
     let kafka = tokio::task::spawn_blocking(move || probe.reachable(READY_KAFKA_TIMEOUT));
-    let (redis_error, degraded) = match tokio::time::timeout(READY_REDIS_TIMEOUT, admin.store.health()).await {
+    let (redis_error, degraded_shards) = match tokio::time::timeout(READY_REDIS_TIMEOUT, admin.store.health()).await {
         Ok(Ok(h)) => {
             admin.metrics.observe_redis_health(&h);
             (None, h.degraded)
@@ -237,8 +247,16 @@ async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
     };
     let redis = redis_error.is_none();
     let kafka = kafka.await.unwrap_or(false);
-    let ready = redis && kafka && !draining && failed_task.is_none();
-    let body = Readiness { ready, redis, redis_error, degraded, kafka, draining, failed_task };
+    let mut degraded = admin.health.degraded();
+    if !kafka {
+        degraded.push("kafka");
+    }
+    if !degraded_shards.is_empty() {
+        degraded.push("redisShards");
+    }
+    degraded.sort_unstable();
+    let ready = redis && !draining && failed_task.is_none();
+    let body = Readiness { ready, redis, redis_error, degraded, degraded_shards, kafka, draining, failed_task };
     if ready {
         HttpResponse::Ok().json(body)
     } else {

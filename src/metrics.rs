@@ -61,6 +61,13 @@ pub struct Metrics {
     pub view_fans: IntGauge,
     /// Events the outbox relay published to the events topic.
     pub events_published: prometheus::IntCounter,
+    /// Events dropped instead of published, by reason (outbox_full: a concert's outbox at
+    /// QUEUEGATE_EVENTS_OUTBOX_MAX while the events topic could not be written).
+    pub events_dropped: IntCounterVec,
+    /// Entries in each concert's outbox, as this process's relay last looked.
+    pub events_outbox_entries: IntGaugeVec,
+    /// 1 while this process's relay finds the events topic missing or unwritable.
+    pub events_topic_unwritable: IntGauge,
     /// Webhook delivery attempts, by outcome (delivered, failed, gave_up).
     pub webhook_deliveries: IntCounterVec,
     /// Seconds from a change to its webhook's successful delivery.
@@ -257,6 +264,27 @@ impl Metrics {
                 "Events the outbox relay of this process published to QUEUEGATE_EVENTS_TOPIC (a re-publish after a crash counts again)",
             )
             .expect("valid metric"),
+            events_dropped: IntCounterVec::new(
+                Opts::new(
+                    "queuegate_events_dropped_total",
+                    "Events dropped instead of published, by reason: outbox_full (a concert's outbox at QUEUEGATE_EVENTS_OUTBOX_MAX entries while the events topic could not be written: its oldest entries were deleted), counted by the relay that took the count",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            events_outbox_entries: IntGaugeVec::new(
+                Opts::new(
+                    "queuegate_events_outbox_entries",
+                    "Entries waiting in each concert's outbox (at most QUEUEGATE_EVENTS_OUTBOX_MAX), as this process's relay last looked",
+                ),
+                &["concert"],
+            )
+            .expect("valid metric"),
+            events_topic_unwritable: IntGauge::new(
+                "queuegate_events_topic_unwritable",
+                "1 while this process's relay finds QUEUEGATE_EVENTS_TOPIC missing or unwritable (checked every 10 s); events wait in the outboxes meanwhile",
+            )
+            .expect("valid metric"),
             webhook_deliveries: IntCounterVec::new(
                 Opts::new(
                     "queuegate_webhook_deliveries_total",
@@ -392,6 +420,7 @@ impl Metrics {
         for reason in ["full", "suspended"] {
             m.webhook_dropped.with_label_values(&[reason]);
         }
+        m.events_dropped.with_label_values(&["outbox_full"]);
         for outcome in ["delivered", "failed", "gave_up"] {
             m.webhook_deliveries.with_label_values(&[outcome]);
         }
@@ -434,6 +463,9 @@ impl Metrics {
             Box::new(m.gate_ended_remembered.clone()),
             Box::new(m.gate_refused_remembered.clone()),
             Box::new(m.events_published.clone()),
+            Box::new(m.events_dropped.clone()),
+            Box::new(m.events_outbox_entries.clone()),
+            Box::new(m.events_topic_unwritable.clone()),
             Box::new(m.webhook_deliveries.clone()),
             Box::new(m.webhook_delay.clone()),
             Box::new(m.webhook_dropped.clone()),

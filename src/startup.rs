@@ -90,7 +90,9 @@ impl Application {
 
         // Separate pools per part: actix workers run their own runtimes, and a Redis connection
         // lives on the runtime that opened it, so the consumer never shares one with a listener.
-        let new_store = || QueueStore::new(&settings.redis);
+        // Every store caps the outboxes its scripts write at QUEUEGATE_EVENTS_OUTBOX_MAX.
+        let new_store =
+            || QueueStore::new(&settings.redis).map(|s| s.with_outbox_max(settings.events.events_outbox_max));
         let admin_store = new_store()?;
 
         let budget = ConnectionBudget::of_this_process(http.max_stream_memory_mb);
@@ -384,13 +386,12 @@ impl Application {
                 Duration::from_millis(settings.admission.admission_tick_ms),
                 settings.admission.admission_lease_ms,
             )
-            .with_order(probe, settings.admission.clock_skew_ms as i64)
-            .with_relay(crate::events::relay::Relay::new(
-                &kafka,
-                &settings.events,
-                admin_store.clone(),
-                metrics.clone(),
-            )?);
+            .with_order(probe, settings.admission.clock_skew_ms as i64);
+            let relay =
+                crate::events::relay::Relay::new(&kafka, &settings.events, admin_store.clone(), metrics.clone())?;
+            // Whether the events topic can be written: at start and every 10 s (`degraded: events`).
+            tasks.spawn("events topic check", relay.clone().watch_topic(health.clone(), stop.clone()));
+            let admitter = admitter.with_relay(relay);
             let worker = crate::events::hooks::EventsWorker::new(
                 &kafka,
                 &settings.consumer,

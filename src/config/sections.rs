@@ -645,6 +645,14 @@ pub struct EventsSettings {
     #[arg(long, env = "QUEUEGATE_EVENTS_TOPIC", default_value = "queue.events")]
     pub events_topic: String,
 
+    /// Most entries each concert's outbox (the events waiting for the events topic, in Redis)
+    /// may hold; past it, each new entry drops the oldest one, counted in
+    /// queuegate_events_dropped_total{reason="outbox_full"}. An entry holds one change of up to
+    /// 1,000 fans (at most ~80 KB), most hold a few: only reached while the events topic cannot
+    /// be written.
+    #[arg(long, env = "QUEUEGATE_EVENTS_OUTBOX_MAX", default_value_t = 10_000)]
+    pub events_outbox_max: u64,
+
     /// How long a webhook endpoint may take to answer one delivery before it counts as failed (ms).
     #[arg(long, env = "QUEUEGATE_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
     pub webhook_timeout_ms: u64,
@@ -692,6 +700,7 @@ impl EventsSettings {
         if self.events_topic.is_empty() || self.events_topic.len() > 249 {
             return Err(bad("QUEUEGATE_EVENTS_TOPIC", "must be a Kafka topic name (1 to 249 characters)"));
         }
+        check_range("QUEUEGATE_EVENTS_OUTBOX_MAX", self.events_outbox_max, 1..=10_000_000)?;
         if self.webhook_timeout_ms == 0 {
             return Err(bad("QUEUEGATE_WEBHOOK_TIMEOUT_MS", "must be more than 0"));
         }

@@ -283,6 +283,31 @@ impl QueueStore {
         timed(redis::cmd("XDEL").arg(self.key(concert, Part::Outbox)).arg(ids).query_async::<()>(&mut c)).await
     }
 
+    /// The concert's outbox length and the events its cap dropped since the last call (the
+    /// report's `d:pending`, outbox.lua), which this call takes: each dropped event is returned
+    /// by one call only, whichever instance makes it. Two or three O(1) commands.
+    pub async fn outbox_take_drops(&self, concert: &ConcertId) -> Result<(u64, u64), StoreError> {
+        let mut c = self.conn().await?;
+        let report = self.key(concert, Part::Report);
+        let (len, pending): (u64, Option<u64>) = timed(
+            redis::pipe()
+                .cmd("XLEN")
+                .arg(self.key(concert, Part::Outbox))
+                .cmd("HGET")
+                .arg(&report)
+                .arg("d:pending")
+                .query_async(&mut c),
+        )
+        .await?;
+        let dropped = pending.unwrap_or(0);
+        if dropped > 0 {
+            // Taken by subtracting what was read: drops counted meanwhile stay for the next call.
+            let n = i64::try_from(dropped).unwrap_or(i64::MAX);
+            timed(redis::cmd("HINCRBY").arg(&report).arg("d:pending").arg(-n).query_async::<()>(&mut c)).await?;
+        }
+        Ok((len, dropped))
+    }
+
     /// Entries waiting in the concert's outbox.
     pub async fn outbox_len(&self, concert: &ConcertId) -> Result<u64, StoreError> {
         let mut c = self.conn().await?;
@@ -529,6 +554,7 @@ fn parse_report(fields: Vec<(String, u64)>) -> ReportData {
             ("a", "older", _) => r.admissions_older = v,
             ("o", "older", _) => r.left_older = v,
             ("j" | "a" | "o", _, _) => {} // `from`, `to`: the window's bounds
+            ("d", _, _) => {}             // `d:pending`: the relay's (outbox_take_drops)
             ("w", "n", _) => r.waits.count = v,
             ("w", "sum", _) => r.waits.sum = v,
             ("w", "min", _) => r.waits.min = Some(v),

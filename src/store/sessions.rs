@@ -24,18 +24,14 @@ pub(super) struct Scripts {
 }
 
 impl Scripts {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(outbox_max: u64) -> Self {
         Scripts {
-            exchange: Script::new(concat!(include_str!("outbox.lua"), include_str!("exchange.lua"))),
+            exchange: super::with_outbox(outbox_max, &[include_str!("exchange.lua")]),
             touch: Script::new(include_str!("touch.lua")),
-            sweep: Script::new(concat!(
-                include_str!("outbox.lua"),
-                include_str!("slots.lua"),
-                include_str!("sweep.lua")
-            )),
-            end: Script::new(concat!(include_str!("outbox.lua"), include_str!("end_session.lua"))),
+            sweep: super::with_outbox(outbox_max, &[include_str!("slots.lua"), include_str!("sweep.lua")]),
+            end: super::with_outbox(outbox_max, &[include_str!("end_session.lua")]),
             revoke: Script::new(include_str!("revoke.lua")),
-            revoke_slice: Script::new(concat!(include_str!("outbox.lua"), include_str!("revoke_slice.lua"))),
+            revoke_slice: super::with_outbox(outbox_max, &[include_str!("revoke_slice.lua")]),
             news: Script::new(include_str!("gate_news.lua")),
         }
     }

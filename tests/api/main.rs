@@ -20,6 +20,7 @@ mod lanes;
 mod openapi;
 mod order;
 mod order_model;
+mod outbox;
 mod pages;
 mod parked;
 mod proxies;

@@ -114,7 +114,9 @@ containers:
     env:
       {{- include "queuegate.env" (dict "ctx" $ "role" .role) | nindent 6 }}
     # Kafka or Redis trouble never restarts a pod: liveness asks only whether the process
-    # answers; readiness (/readyz: can this role do its work) takes it out of the Service.
+    # answers; readiness (/readyz) takes it out of the Service only when it can do nothing
+    # (Redis down, draining): Kafka down is 200 "degraded", so the gate stays up
+    # (docs/operations.md#readiness-degraded-not-down).
     startupProbe:
       httpGet: { path: /healthz, port: admin }
       periodSeconds: 2
@@ -187,6 +189,8 @@ volumes:
   value: {{ $.Values.kafka.group | quote }}
 - name: QUEUEGATE_EVENTS_TOPIC
   value: {{ $.Values.kafka.eventsTopic | quote }}
+- name: QUEUEGATE_EVENTS_OUTBOX_MAX
+  value: {{ $.Values.kafka.eventsOutboxMax | quote }}
 - name: QUEUEGATE_REDIS_PREFIX
   value: {{ $.Values.redis.prefix | quote }}
 {{- if not (kindIs "invalid" $.Values.redis.minReplicas) }}
