@@ -61,6 +61,7 @@ pub struct Metrics {
     pub view_fans: IntGauge,
     /// Events the outbox relay published to the events topic.
     pub events_published: prometheus::IntCounter,
+    pub events_unsealed: prometheus::IntCounter,
     /// Events dropped instead of published, by reason (outbox_full: a concert's outbox at
     /// QUEUEGATE_EVENTS_OUTBOX_MAX while the events topic could not be written).
     pub events_dropped: IntCounterVec,
@@ -257,6 +258,11 @@ impl Metrics {
             admissions: IntCounterVec::new(
                 Opts::new("queuegate_admissions_total", "Fans admitted by this process, by mode (auto, manual)"),
                 &["mode"],
+            )
+            .expect("valid metric"),
+            events_unsealed: prometheus::IntCounter::new(
+                "queuegate_events_unsealed_total",
+                "Records of the events topic shaped like events but without the relay's seal: not queued for webhooks (something else writes to the topic)",
             )
             .expect("valid metric"),
             events_published: prometheus::IntCounter::new(
@@ -463,6 +469,7 @@ impl Metrics {
             Box::new(m.gate_ended_remembered.clone()),
             Box::new(m.gate_refused_remembered.clone()),
             Box::new(m.events_published.clone()),
+            Box::new(m.events_unsealed.clone()),
             Box::new(m.events_dropped.clone()),
             Box::new(m.events_outbox_entries.clone()),
             Box::new(m.events_topic_unwritable.clone()),

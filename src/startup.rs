@@ -387,8 +387,14 @@ impl Application {
                 settings.admission.admission_lease_ms,
             )
             .with_order(probe, settings.admission.clock_skew_ms as i64);
-            let relay =
-                crate::events::relay::Relay::new(&kafka, &settings.events, admin_store.clone(), metrics.clone())?;
+            let seal = crate::events::EventSeal::new(settings.security.token_secret_bytes());
+            let relay = crate::events::relay::Relay::new(
+                &kafka,
+                &settings.events,
+                admin_store.clone(),
+                metrics.clone(),
+                seal.clone(),
+            )?;
             // Whether the events topic can be written: at start and every 10 s (`degraded: events`).
             tasks.spawn("events topic check", relay.clone().watch_topic(health.clone(), stop.clone()));
             let admitter = admitter.with_relay(relay);
@@ -398,6 +404,7 @@ impl Application {
                 &settings.events,
                 admin_store.clone(),
                 cache.clone(),
+                seal,
             )?;
             tasks.spawn("events worker", worker.run(stop.clone()));
             let deliveries = crate::events::hooks::Deliveries::new(

@@ -65,6 +65,8 @@ pub struct EventsWorker {
     cache: ConcertCache,
     caps: WebhookCaps,
     metrics: Metrics,
+    /// Only records with the relay's seal are queued for webhooks.
+    seal: super::EventSeal,
 }
 
 impl EventsWorker {
@@ -74,6 +76,7 @@ impl EventsWorker {
         settings: &EventsSettings,
         store: QueueStore,
         cache: ConcertCache,
+        seal: super::EventSeal,
     ) -> anyhow::Result<Self> {
         let c: StreamConsumer<KafkaContext> =
             kafka.events_consumer(consumer).create_with_context(kafka.context(crate::kafka::ClientRole::Events))?;
@@ -89,6 +92,7 @@ impl EventsWorker {
             cache,
             caps,
             metrics: kafka.metrics().clone(),
+            seal,
         })
     }
 
@@ -136,13 +140,21 @@ impl EventsWorker {
                 if !wanted {
                     continue;
                 }
-                match Event::from_kafka(m.headers(), m.payload()) {
-                    Some(e) => by_concert.entry(e.concert.clone()).or_default().push(e),
-                    None => tracing::warn!(
+                match Event::from_kafka(m.headers(), m.payload(), &self.seal) {
+                    Ok(e) => by_concert.entry(e.concert.clone()).or_default().push(e),
+                    Err(super::NotTaken::NotAnEvent) => tracing::warn!(
                         partition = m.partition(),
                         offset = m.offset(),
                         "a record of the events topic is not a queuegate event; skipped"
                     ),
+                    Err(super::NotTaken::Unsealed) => {
+                        self.metrics.events_unsealed.inc();
+                        tracing::warn!(
+                            partition = m.partition(),
+                            offset = m.offset(),
+                            "a record of the events topic has no valid seal of queuegate's relay (something else writes to the topic, or another token secret); not queued for webhooks"
+                        );
+                    }
                 }
             }
             if read == 0 {

@@ -105,6 +105,8 @@ pub struct Relay {
     /// False while the last topic check found the events topic missing or unwritable: nothing
     /// is published (it could only fail), the outboxes keep the events within their cap.
     topic_writable: Arc<AtomicBool>,
+    /// What every record is sealed with, so the events worker takes only ours.
+    seal: super::EventSeal,
     /// `QUEUEGATE_EVENTS_OUTBOX_MAX`, for the log.
     outbox_max: u64,
 }
@@ -115,6 +117,7 @@ impl Relay {
         settings: &EventsSettings,
         store: QueueStore,
         metrics: Metrics,
+        seal: super::EventSeal,
     ) -> anyhow::Result<Self> {
         let mut config = kafka.producer();
         // The relay's records need not leave within 5 ms (the join's linger): fuller batches cost
@@ -134,6 +137,7 @@ impl Relay {
         let context = RelayContext { inner: kafka.context(ClientRole::Events), acks: acks.clone() };
         let producer = config.create_with_context(context)?;
         Ok(Relay {
+            seal,
             producer: Arc::new(producer),
             acks,
             sent: Arc::new(AtomicU64::new(0)),
@@ -228,7 +232,7 @@ impl Relay {
                     let record = BaseRecord::to(&self.topic)
                         .key(concert.as_str())
                         .payload(event.payload)
-                        .headers(event.kafka_headers(&source));
+                        .headers(event.kafka_headers(&source, &self.seal));
                     match self.producer.send(record) {
                         Ok(()) => {
                             self.sent.fetch_add(1, Ordering::AcqRel);

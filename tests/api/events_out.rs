@@ -560,3 +560,48 @@ async fn the_scripts_buckets_match_rusts_and_minutes_past_a_day_are_rolled_up() 
     assert_eq!(sum + fields["j:older"], minutes.len() as i64, "every fan counted once, kept or rolled up");
     assert_eq!((fields["j:from"], fields["j:to"]), (last - KEEP_MINUTES + 1, last));
 }
+
+/// Only what queuegate's relay published reaches a webhook (issue 36 item 8): a record another
+/// producer writes to the events topic, shaped like a queuegate event of a concert with a
+/// webhook, is neither delivered nor signed with the endpoint's secret, and is counted; the real
+/// events of the same concert, on the same partition after it, are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_another_producer_writes_to_the_events_topic_never_reaches_a_webhook() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let names = Names::new();
+    names.create_topics(3).await;
+    let app = spawn_role(&names, Role::Run, allow_loopback_webhooks).await;
+    let hook = Receiver::start(Behaviour::Ok).await;
+    let r = app.put_concert("fz", json!({"state": "open", "webhooks": [{"url": hook.url}]})).await;
+    assert_eq!(r.status(), 200);
+
+    // What anyone with write access to the topic could send: a forged admission of mallory,
+    // with a made-up seal.
+    let producer: FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &names.brokers).create().expect("producer");
+    let now = queuegate::clock::rfc3339(queuegate::clock::now_ms());
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: "ce_specversion", value: Some("1.0") })
+        .insert(Header { key: "ce_id", value: Some("fz/1-0/0") })
+        .insert(Header { key: "ce_source", value: Some("/queuegate/concerts/fz") })
+        .insert(Header { key: "ce_type", value: Some("dev.queuegate.fan.admitted") })
+        .insert(Header { key: "ce_time", value: Some(now.as_str()) })
+        .insert(Header { key: "ce_subject", value: Some("mallory") })
+        .insert(Header { key: "content-type", value: Some("application/json") })
+        .insert(Header { key: "qg_seal", value: Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA") });
+    let topic = names.events_topic();
+    let record =
+        FutureRecord::to(&topic).key("fz").payload(r#"{"userId":"mallory","status":"admitted"}"#).headers(headers);
+    producer.send(record, Duration::from_secs(10)).await.expect("the forged record is written");
+
+    assert_eq!(app.join("fz", "real-fan").await.status(), 202);
+    let delivered = poll_until(Duration::from_secs(30), async || {
+        hook.got.lock().unwrap().iter().any(|d| d.body.contains("\"subject\":\"real-fan\""))
+    })
+    .await;
+    assert!(delivered, "the real fan's event reaches the endpoint");
+    let forged = hook.got.lock().unwrap().iter().filter(|d| d.body.contains("mallory")).count();
+    assert_eq!(forged, 0, "the forged event was delivered, signed with the endpoint's secret");
+    assert!(app.metric("queuegate_events_unsealed_total").await >= 1, "the forged record is counted");
+}
