@@ -46,6 +46,8 @@ pub struct Admin {
     health: Arc<Health>,
     /// Where webhooks may point (`QUEUEGATE_WEBHOOK_ALLOW_NETWORKS`): checked at registration.
     egress: crate::events::egress::EgressPolicy,
+    /// Encrypts the webhook secrets Redis holds.
+    at_rest: crate::events::at_rest::SecretBox,
 }
 
 impl Admin {
@@ -57,8 +59,10 @@ impl Admin {
         admin_token: Option<&Secret>,
         kafka: KafkaProbe,
         health: Arc<Health>,
+        at_rest: crate::events::at_rest::SecretBox,
     ) -> Self {
         Admin {
+            at_rest,
             store,
             cache,
             metrics,
@@ -381,7 +385,7 @@ async fn put_concert(
     }
     let mut body = body;
     let old_hooks = old.map(|c| c.settings.webhooks).unwrap_or_default();
-    let created = webhook_ids(&admin.store, &id, &mut body.webhooks, &old_hooks).await?;
+    let created = webhook_ids(&admin.store, &admin.at_rest, &id, &mut body.webhooks, &old_hooks).await?;
     let concert = admin.store.put_concert(&id, &body).await?;
     admin.cache.set(&id, concert.settings.clone());
     tracing::info!(concert = %id, state = concert.settings.state.as_str(), "concert updated");
@@ -400,6 +404,7 @@ async fn put_concert(
 /// PUT leaves out are forgotten with their pending deliveries.
 async fn webhook_ids(
     store: &QueueStore,
+    at_rest: &crate::events::at_rest::SecretBox,
     concert: &ConcertId,
     hooks: &mut [crate::concerts::WebhookSettings],
     old: &[crate::concerts::WebhookSettings],
@@ -421,7 +426,7 @@ async fn webhook_ids(
             None => {
                 hook.id = format!("wh_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
                 let secret = crate::events::new_secret();
-                store.set_webhook_secret(concert, &hook.id, &secret, None).await?;
+                store.set_webhook_secret(concert, &hook.id, &secret, None, at_rest).await?;
                 hook.secret = crate::events::mask(&secret);
                 created.push((hook.id.clone(), secret));
             }
@@ -529,7 +534,7 @@ async fn rotate_webhook_secret(
     };
     let secret = crate::events::new_secret();
     let until = (keep > 0).then(|| crate::clock::now_ms() + keep as i64 * 1000);
-    admin.store.set_webhook_secret(&id, &hook, &secret, until).await?;
+    admin.store.set_webhook_secret(&id, &hook, &secret, until, &admin.at_rest).await?;
     h.secret = crate::events::mask(&secret);
     let concert = admin.store.put_concert(&id, &c.settings).await?;
     admin.cache.set(&id, concert.settings);

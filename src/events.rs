@@ -20,6 +20,7 @@ use sha2::Sha256;
 
 use crate::ids::ConcertId;
 
+pub mod at_rest;
 pub mod egress;
 pub mod hooks;
 pub mod relay;

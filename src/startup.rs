@@ -252,6 +252,7 @@ impl Application {
                 settings.security.admin_token.as_ref(),
                 kafka_probe,
                 health.clone(),
+                crate::events::at_rest::SecretBox::new(settings.security.token_secret_bytes()),
             )
             .with_webhook_egress(crate::events::egress::EgressPolicy::new(&settings.events.webhook_allow_networks.0)),
         );
@@ -412,6 +413,7 @@ impl Application {
                 cache.clone(),
                 metrics.clone(),
                 &settings.events,
+                crate::events::at_rest::SecretBox::new(settings.security.token_secret_bytes()),
             )?;
             tasks.spawn("webhook delivery", deliveries.run(stop.clone()));
             let stop = stop.clone();

@@ -233,6 +233,8 @@ pub struct Deliveries {
     client: reqwest::Client,
     /// Where deliveries may connect (`QUEUEGATE_WEBHOOK_ALLOW_NETWORKS`).
     egress: EgressPolicy,
+    /// Opens the secrets Redis holds encrypted.
+    at_rest: super::at_rest::SecretBox,
 }
 
 impl Deliveries {
@@ -241,6 +243,7 @@ impl Deliveries {
         cache: ConcertCache,
         metrics: Metrics,
         settings: &EventsSettings,
+        at_rest: super::at_rest::SecretBox,
     ) -> anyhow::Result<Self> {
         let egress = EgressPolicy::new(&settings.webhook_allow_networks.0);
         let client = delivery_client(
@@ -248,7 +251,7 @@ impl Deliveries {
             egress.clone(),
             super::egress::system_lookup(),
         )?;
-        Ok(Deliveries { store, cache, metrics, settings: settings.clone(), client, egress })
+        Ok(Deliveries { store, cache, metrics, settings: settings.clone(), client, egress, at_rest })
     }
 
     pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
@@ -317,7 +320,13 @@ impl Deliveries {
             let mut attempts: Vec<Attempt> =
                 given_up.iter().map(|(id, tried)| self.expired(&hook, id, *tried, now)).collect();
             if !claimed.is_empty() {
-                match self.store.webhook_secret(&concert, &hook, crate::clock::now_ms()).await.ok().flatten() {
+                match self
+                    .store
+                    .webhook_secret(&concert, &hook, crate::clock::now_ms(), &self.at_rest)
+                    .await
+                    .ok()
+                    .flatten()
+                {
                     Some(secret) => {
                         let sends = claimed.iter().map(|d| self.deliver(&hook, &url, &secret, d));
                         attempts.extend(futures_util::future::join_all(sends).await);

@@ -330,6 +330,7 @@ impl QueueStore {
         concert: &ConcertId,
         hook: &str,
         now_ms: i64,
+        at_rest: &crate::events::at_rest::SecretBox,
     ) -> Result<Option<WebhookSecret>, StoreError> {
         let mut c = self.conn().await?;
         let (current, previous): (Option<String>, Option<String>) = timed(
@@ -340,11 +341,23 @@ impl QueueStore {
                 .query_async(&mut c),
         )
         .await?;
+        let (c_id, open) = (concert.as_str(), |stored: &str| at_rest.open(concert.as_str(), hook, stored));
         let previous = previous.and_then(|p| {
             let (until, secret) = p.split_once(':')?;
-            (until.parse::<i64>().ok()? > now_ms).then(|| secret.to_owned())
+            (until.parse::<i64>().ok()? > now_ms).then(|| open(secret)).flatten()
         });
-        Ok(current.map(|current| WebhookSecret { current, previous }))
+        let Some(current) = current else { return Ok(None) };
+        match open(&current) {
+            Some(current) => Ok(Some(WebhookSecret { current, previous })),
+            None => {
+                tracing::error!(
+                    concert = c_id,
+                    webhook = hook,
+                    "a webhook's stored secret does not open with this token secret; rotate it"
+                );
+                Ok(None)
+            }
+        }
     }
 
     /// Sets one webhook's secret; the one it replaces stays valid until `previous_until_ms`
@@ -355,13 +368,14 @@ impl QueueStore {
         hook: &str,
         secret: &str,
         previous_until_ms: Option<i64>,
+        at_rest: &crate::events::at_rest::SecretBox,
     ) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
         let key = self.key(concert, Part::WebhookSecrets);
         let previous_field = format!("{hook}:previous");
         let old: Option<String> = timed(redis::cmd("HGET").arg(&key).arg(hook).query_async(&mut c)).await?;
         let mut pipe = redis::pipe();
-        pipe.atomic().hset(&key, hook, secret);
+        pipe.atomic().hset(&key, hook, at_rest.seal(concert.as_str(), hook, secret));
         match (old, previous_until_ms) {
             (Some(old), Some(until)) => pipe.hset(&key, &previous_field, format!("{until}:{old}")),
             _ => pipe.hdel(&key, &previous_field),

@@ -605,3 +605,36 @@ async fn a_record_another_producer_writes_to_the_events_topic_never_reaches_a_we
     assert_eq!(forged, 0, "the forged event was delivered, signed with the endpoint's secret");
     assert!(app.metric("queuegate_events_unsealed_total").await >= 1, "the forged record is counted");
 }
+
+/// Webhook secrets are encrypted at rest (issue 36 item 8): Redis holds neither the current
+/// secret nor the one a rotation keeps valid in the clear, while deliveries are still signed
+/// with them (the Standard Webhooks library verifies them in the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_holds_webhook_secrets_encrypted_never_in_the_clear() {
+    let names = Names::new();
+    names.create_topics(1).await;
+    let app = spawn_role(&names, Role::Gateway, |_| {}).await;
+    // A public address whose one type never happens here: nothing is sent off the machine.
+    let hook = json!({"url": "https://93.184.216.34/hook", "types": ["dev.queuegate.fan.admitted"]});
+    let created: Value =
+        app.put_concert("sec", json!({"state": "open", "webhooks": [hook]})).await.json().await.unwrap();
+    let (id, first) =
+        (created["webhooks"][0]["id"].as_str().unwrap(), created["webhooks"][0]["secret"].as_str().unwrap());
+    let key = names.key("sec", queuegate::store::keys::Part::WebhookSecrets);
+    let stored: String = names.redis(redis::cmd("HGET").arg(&key).arg(id)).await;
+    assert!(stored.starts_with("v1:") && !stored.contains(first) && !stored.contains("whsec_"), "{stored}");
+    let r = app
+        .client
+        .post(format!("{}/admin/v1/concerts/sec/webhooks/{id}/secret", app.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let second: Value = r.json().await.unwrap();
+    let second = second["secret"].as_str().unwrap();
+    let all: HashMap<String, String> = names.redis(redis::cmd("HGETALL").arg(&key)).await;
+    assert_eq!(all.len(), 2, "the current secret and the one still valid: {all:?}");
+    for (field, value) in &all {
+        assert!(!value.contains(first) && !value.contains(second) && !value.contains("whsec_"), "{field}: {value}");
+    }
+}
