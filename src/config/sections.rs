@@ -468,9 +468,10 @@ impl std::fmt::Debug for RedisSettings {
 #[command(next_help_heading = "Admission")]
 pub struct AdmissionSettings {
     /// PKCS#8 PEM files with the Ed25519 private keys of admission tokens, comma separated
-    /// (`queuegate keygen PATH`, or `openssl genpkey -algorithm ed25519 -out key.pem`): the first
-    /// signs, all are published in the JWKS and verify, so rotating is "new.pem,old.pem". The
-    /// same on every instance. Required unless --insecure-dev (then a random per-process key).
+    /// (`queuegate keygen PATH`, or `openssl genpkey -algorithm ed25519 -out key.pem`); a file
+    /// may hold several PEM blocks. The first key signs, all are published in the JWKS and
+    /// verify, so rotating is `cat new.pem old.pem > key.pem` (or "new.pem,old.pem"). The same
+    /// on every instance. Required unless --insecure-dev (then a random per-process key).
     #[arg(long, env = "QUEUEGATE_ADMISSION_KEY_FILE", value_delimiter = ',')]
     pub admission_key_file: Vec<PathBuf>,
 
