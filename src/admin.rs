@@ -51,6 +51,7 @@ pub struct Admin {
 }
 
 impl Admin {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: QueueStore,
         cache: ConcertCache,
