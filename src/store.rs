@@ -28,7 +28,7 @@ mod replicas;
 pub mod sessions;
 pub mod view;
 
-pub use fair::{Cut, FairState};
+pub use fair::{Cut, CutStep, FairState, CUT_SLICE};
 pub use lanes::{code_hash, CodeCheck};
 pub use replicas::{DegradedShard, RedisHealth, Replication, Writer, Written};
 
@@ -210,7 +210,7 @@ struct Scripts {
     page: Script,
     admit: Script,
     view: Script,
-    shuffle: Script,
+    cut: Script,
     remove: Script,
     lease: Script,
     counts: Script,
@@ -264,7 +264,7 @@ impl QueueStore {
                 counts: Script::new(include_str!("store/counts.lua")),
                 complete: Script::new(concat!(include_str!("store/outbox.lua"), include_str!("store/complete.lua"))),
                 view: Script::new(include_str!("store/view.lua")),
-                shuffle: Script::new(concat!(include_str!("store/outbox.lua"), include_str!("store/shuffle.lua"))),
+                cut: Script::new(concat!(include_str!("store/outbox.lua"), include_str!("store/cut.lua"))),
                 confirm: Script::new(include_str!("store/confirm.lua")),
                 release: Script::new(concat!(include_str!("store/outbox.lua"), include_str!("store/release.lua"))),
                 sessions: sessions::Scripts::new(),
