@@ -254,7 +254,7 @@ impl Admitter {
     /// A scheduled concert's cut, once the watermark has passed opensAt (see
     /// docs/guarantees.md, "The fair start"): every join accepted before opensAt is then held in
     /// Redis, and the pre-queue is queued in the seed's order under the concert's admitter
-    /// lease, in slices of at most 1,000 fans a Redis call ([`QueueStore::cut`]); the fans who
+    /// lease, in slices of at most 500 fans a Redis call ([`QueueStore::cut`]); the fans who
     /// joined after it are staged and placed in stamp order once the whole pre-queue is queued.
     /// The cut runs to its end in this round (renewing the lease); one interrupted (a crash, the
     /// lease lost) is resumed by whichever instance holds the lease next.

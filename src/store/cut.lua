@@ -30,7 +30,7 @@
 --             O(SLICE log n).
 -- Every step returns {0} when the lease is not the caller's and {2} when the cut was done already.
 -- Commands are chunked by CHUNK values, far below unpack()'s ~8,000.
-local SLICE, CHUNK = 1000, 500
+local SLICE, CHUNK = 500, 500
 local step = ARGV[1]
 if ARGV[2] ~= '' and redis.call('GET', KEYS[9]) ~= ARGV[2] then
   return {0}
