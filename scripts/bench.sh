@@ -18,8 +18,9 @@
 #   (scripts/bench_events.sh)
 #   lanes: joins/s with two lanes vs one, watchers over two lanes, 100,000 codes uploaded
 #   (scripts/bench_lanes.sh); a pre-queue
-#   of 100,000 fans cut at opensAt (scripts/bench_fairstart.sh); a million fans through one
-#   process (scripts/bench_stadium.sh); last of all
+#   of 100,000 fans cut at opensAt (scripts/bench_fairstart.sh); the cut alone of a 1,000,000-fan
+#   pre-queue on a Redis of its own (scripts/bench_cut.sh); a million fans through one process
+#   (scripts/bench_stadium.sh); last of all
 #   the 30-minute soak with faults (scripts/soak.sh).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -206,6 +207,9 @@ scripts/bench_events.sh "$OUT"
 
 log "the fair start (scripts/bench_fairstart.sh)"
 scripts/bench_fairstart.sh "$OUT"
+
+log "the cut of a 1,000,000-fan pre-queue (scripts/bench_cut.sh)"
+scripts/bench_cut.sh "$OUT"
 
 log "the stadium: ${STADIUM_FANS:-1000000} fans through one process (scripts/bench_stadium.sh)"
 scripts/bench_stadium.sh "$OUT"

@@ -8,7 +8,7 @@
 # the clock skew, then until the consumer passed the topic's watermarks) the pre-queue is queued
 # in the seed's order; the burst example waits until every accepted fan is in the queue and
 # checks nobody is missing or doubled. Reported: how long after opensAt the positions were exact
-# (the fairness document's shuffledAt), how long the cut's Redis call took, memory per held fan,
+# (the fairness document's shuffledAt), how long the cut took and in how many Redis calls, memory per held fan,
 # and `queuegate verify-shuffle` on the result. Results in <run-dir>/fairstart/summary.json.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -79,16 +79,16 @@ out, opens_ms, mem0, mem1, held, verify = sys.argv[1:]
 fair = json.load(open(f"{out}/fairness.json"))
 burst = json.load(open(f"{out}/burst.json"))
 shuffled = datetime.datetime.fromisoformat(fair["shuffledAt"].replace("Z", "+00:00")).timestamp() * 1000
-cut_ms = None
+cut_ms = cut_calls = None
 for line in open(f"{out}/consumer.log"):
     if "fair start" in line:
-        cut_ms = json.loads(line).get("ms")
+        cut_ms, cut_calls = json.loads(line).get("ms"), json.loads(line).get("calls")
 summary = {
     "fans": burst["fans"], "accepted": burst["accepted"], "held_at_opens_at": int(held),
     "missing": burst["missing_in_redis"], "doubled": burst["duplicated_in_redis"],
     "prequeued": fair.get("prequeued"), "late": fair.get("late"),
     "exact_after_opens_at_s": round((shuffled - int(opens_ms)) / 1000, 2),
-    "cut_call_ms": cut_ms,
+    "cut_ms": cut_ms, "cut_calls": cut_calls,
     "redis_bytes_per_held_fan": round((int(mem1) - int(mem0)) / max(int(held), 1)),
     "verify_shuffle": verify,
 }

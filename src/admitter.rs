@@ -253,29 +253,31 @@ impl Admitter {
 
     /// A scheduled concert's cut, once the watermark has passed opensAt (see
     /// docs/guarantees.md, "The fair start"): every join accepted before opensAt is then held in
-    /// Redis, and the pre-queue is queued in the seed's order (once, under the concert's
-    /// admitter lease); the fans who joined after it are staged and placed in stamp order.
+    /// Redis, and the pre-queue is queued in the seed's order under the concert's admitter
+    /// lease, in slices of at most 500 fans a Redis call ([`QueueStore::cut`]); the fans who
+    /// joined after it are staged and placed in stamp order once the whole pre-queue is queued.
+    /// The cut runs to its end in this round (renewing the lease); one interrupted (a crash, the
+    /// lease lost) is resumed by whichever instance holds the lease next.
     async fn fair_start(&self, id: &ConcertId, lane: &Lane, s: &ConcertSettings, watermark: i64) -> anyhow::Result<()> {
         let Some(opens_at) = s.opens_at else { return Ok(()) };
-        if watermark < opens_at {
-            return Ok(());
-        }
         let fair = self.store.fair_state(id, lane).await?;
-        if fair.shuffled_at_ms.is_some() {
+        // A cut that has begun goes on to its end even if opensAt was moved since: the
+        // pre-queue it froze is the one the old opensAt made.
+        if fair.shuffled_at_ms.is_some() || (watermark < opens_at && fair.cut_at_ms.is_none()) {
             return Ok(());
         }
-        let Some(lease) = self.store.lease(id, &self.instance, self.lease_ms).await? else { return Ok(()) };
         let seed = fair.seed.ok_or_else(|| anyhow::anyhow!("no seed was drawn for concert {id}"))?;
-        let (pre, _) = self.store.prequeue(id, lane).await?;
-        let ordered = crate::fairness::order(&seed, &pre).ok_or_else(|| anyhow::anyhow!("the seed is not hex"))?;
         let started = std::time::Instant::now();
-        match self.store.cut(id, lane, &ordered, &crate::fairness::list_hash(&pre), &lease).await? {
-            Cut::Done { prequeued, after } => tracing::info!(
-                concert = %id, %lane, prequeued, after, ms = started.elapsed().as_millis() as u64,
+        match self.store.cut(id, lane, &seed, &self.instance, self.lease_ms).await? {
+            Cut::Done { prequeued, after, calls } => tracing::info!(
+                concert = %id, %lane, prequeued, after, calls, resumed_at = fair.cut_moved,
+                ms = started.elapsed().as_millis() as u64,
                 "fair start: the pre-queue is queued in the seed's order"
             ),
             Cut::AlreadyDone => {}
-            Cut::NotLeader => tracing::info!(concert = %id, "admitter lease lost before the cut"),
+            Cut::NotLeader => {
+                tracing::info!(concert = %id, %lane, "fair start: the cut is another instance's (or its lease was lost)")
+            }
         }
         Ok(())
     }

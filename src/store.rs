@@ -28,7 +28,7 @@ mod replicas;
 pub mod sessions;
 pub mod view;
 
-pub use fair::{Cut, FairState};
+pub use fair::{Cut, CutStep, FairState, CUT_SLICE};
 pub use lanes::{code_hash, CodeCheck};
 pub use replicas::{DegradedShard, RedisHealth, Replication, Writer, Written};
 
@@ -242,7 +242,7 @@ struct Scripts {
     page: Script,
     admit: Script,
     view: Script,
-    shuffle: Script,
+    cut: Script,
     remove: Script,
     lease: Script,
     counts: Script,
@@ -268,7 +268,7 @@ impl Scripts {
             counts: Script::new(include_str!("store/counts.lua")),
             complete: with_outbox(outbox_max, &[include_str!("store/complete.lua")]),
             view: Script::new(include_str!("store/view.lua")),
-            shuffle: with_outbox(outbox_max, &[include_str!("store/shuffle.lua")]),
+            cut: with_outbox(outbox_max, &[include_str!("store/cut.lua")]),
             confirm: Script::new(include_str!("store/confirm.lua")),
             release: with_outbox(outbox_max, &[include_str!("store/release.lua")]),
             concert_event: outbox_source(outbox_max, &[include_str!("store/concert_event.lua")]),

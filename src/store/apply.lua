@@ -9,7 +9,7 @@
 -- KEYS[6] seen     HASH  userId -> when the fan last showed life (ms)
 -- KEYS[7] hold     HASH  userId -> joinedAt: a scheduled concert's pre-queue, before the cut
 -- KEYS[8] post     LIST  userIds who joined at or after opensAt, before the cut, in order
--- KEYS[9] fair     HASH  the fair start's state (shuffledAt once the cut is done)
+-- KEYS[9] fair     HASH  the fair start's state (cutAt once the cut began, shuffledAt once done)
 -- KEYS[10] writers HASH  writer id -> how many calls that writer made on this concert
 -- KEYS[11] staged  ZSET  userId -> accepted stamp (ms): fans waiting for the watermark
 -- KEYS[12] order   HASH  `releasedTo` (the highest stamp placed so far), `late`
@@ -30,10 +30,11 @@
 -- all the same, placed by the next release behind everyone placed so far (so no
 -- placed fan ever moves back), and counted as `late`.
 --
--- A concert with `opensAt` whose cut has not happened yet holds its new fans instead: all in
+-- A concert with `opensAt` whose cut has not begun yet holds its new fans instead: all in
 -- `hold`, those who joined at or after opensAt (by the gateway's accepted time in the record)
--- also in `post`. The cut (shuffle.lua) queues the others in the published random order and
--- stages `post`.
+-- also in `post`. The cut (cut.lua, in slices) stages `post` and queues the others in the
+-- published random order. A fan applied once the cut began is staged; one stamped before
+-- opensAt is then `late` (counted in `fair`).
 --
 -- Returns {appended, duplicates, calls, late}: `calls` is the writer's counter in `writers`
 -- after this call (0 without a writer). It is bumped in the same atomic call as the joins, so a
@@ -85,7 +86,10 @@ for first = 1, #users, CHUNK do
 end
 
 local opens = tonumber(redis.call('HGET', KEYS[5], 'opensAt') or '')
-local holding = opens ~= nil and redis.call('HEXISTS', KEYS[9], 'shuffledAt') == 0
+-- Held until the cut begins (`cutAt`, cut.lua): from then on the pre-queue is frozen, and a new
+-- fan is staged, placed by release.lua only once the cut is done, behind the whole pre-queue.
+local cut = redis.call('HMGET', KEYS[9], 'shuffledAt', 'cutAt')
+local holding = opens ~= nil and not cut[1] and not cut[2]
 local released = tonumber(redis.call('HGET', KEYS[12], 'releasedTo') or '')
 local appended, duplicates, late, late_fair = 0, 0, 0, 0
 local hset, hold, post, stage, lanes = {}, {}, {}, {}, {}

@@ -40,8 +40,8 @@ pub enum Part {
     Hold,
     /// LIST of held userIds who joined at or after `opensAt`, in order.
     Post,
-    /// HASH of the fair start: `seed`, `commitment`, `cutOffsets`, `shuffledAt`, `listHash`,
-    /// `prequeued`, `late`.
+    /// HASH of the fair start: `seed`, `commitment`, `cutOffsets`; the cut's progress (`cutAt`,
+    /// `cutPost`, `cutHash`, `cutN`, `cutMoved`); `shuffledAt`, `listHash`, `prequeued`, `late`.
     Fair,
     /// HASH writer id → how many apply and confirm calls that consumer writer made on the
     /// concert: a node whose count is below what the writer saw lost some of its writes.

@@ -13,7 +13,7 @@
 -- (the watermark only grows, and a fan staged after a release has a stamp at or above the W of
 -- that release unless it was late), so releases need no lease: a call with an older W places a
 -- prefix of what a newer one would, and appending keeps every placed fan's position from ever
--- growing. A scheduled concert waits for its cut (shuffle.lua), which places the pre-queue first.
+-- growing. A scheduled concert waits until its cut (cut.lua, in slices) has placed the whole pre-queue.
 --
 -- Returns {placed, stillStaged, oldestStagedStamp or -1}.
 local w = tonumber(ARGV[1])

@@ -273,10 +273,11 @@ async fn passthrough_admits_on_arrival_and_reject_turns_joins_away_for_maintenan
 async fn the_cut_happens_once_and_a_stale_or_unleased_cut_writes_nothing() {
     use queuegate::concerts::ConcertSettings;
     use queuegate::ids::{ConcertId, Lane, UserId};
-    use queuegate::store::Cut;
+    use queuegate::store::{Cut, CutStep};
     let names = Names::new();
     let store = names.store();
     let c = ConcertId::parse("c").unwrap();
+    let general = Lane::general();
     let opens_at = queuegate::clock::now_ms() + 60_000;
     let settings = ConcertSettings { opens_at: Some(opens_at), ..ConcertSettings::open() };
     store.put_concert(&c, &settings).await.unwrap();
@@ -287,49 +288,69 @@ async fn the_cut_happens_once_and_a_stale_or_unleased_cut_writes_nothing() {
         before.iter().map(|u| (u, opens_at - 1_000)).chain(after.iter().map(|u| (u, opens_at + 1_000))).collect();
     store.apply(&c, &joins).await.unwrap();
     store.apply(&c, &joins).await.unwrap(); // a redelivery holds nobody twice
-    let seed = store.fair_state(&c, &Lane::general()).await.unwrap().seed.unwrap();
-    let read = async || {
-        let (pre, post) = store.prequeue(&c, &Lane::general()).await.unwrap();
-        assert_eq!(post, 5);
-        (queuegate::fairness::order(&seed, &pre).unwrap(), queuegate::fairness::list_hash(&pre))
-    };
-    let (ordered, hash) = read().await;
-    assert_eq!(ordered.len(), 50);
+    let seed = store.fair_state(&c, &general).await.unwrap().seed.unwrap();
 
-    // Not the lease holder: nothing happens.
+    // Not the lease holder: nothing happens, not even the cut's beginning.
     let lease = store.lease(&c, "instance-a", 5_000).await.unwrap().expect("a free lease");
-    assert_eq!(store.cut(&c, &Lane::general(), &ordered, &hash, "instance-b:1").await.unwrap(), Cut::NotLeader);
+    assert_eq!(store.cut(&c, &general, &seed, "instance-b", 5_000).await.unwrap(), Cut::NotLeader);
+    assert_eq!(store.cut_begin(&c, &general, "instance-b:1").await.unwrap(), CutStep::NotLeader);
     assert!(store.waiting_list(&c).await.unwrap().is_empty());
+    assert_eq!(store.fair_state(&c, &general).await.unwrap().cut_at_ms, None, "the cut has not begun");
 
-    // A fan held since the pre-queue was read: the cut refuses, having written nothing.
+    // A fan held before the cut begins is one of the pre-queue.
     let straggler = fan(99);
     store.apply(&c, &[(&straggler, opens_at - 500)]).await.unwrap();
-    let stale = store.cut(&c, &Lane::general(), &ordered, &hash, &lease).await.unwrap_err();
-    assert!(stale.to_string().contains("STALE"), "{stale}");
+    assert_eq!(
+        store.cut_begin(&c, &general, &lease).await.unwrap(),
+        CutStep::Begun { held: 56, post: 5, moved: 0, prequeued: None }
+    );
+    // Steps out of turn, or that do not match what is stored, refuse, having written nothing.
+    let refused = |r: Result<CutStep, queuegate::store::StoreError>| {
+        let e = r.expect_err("a stale step is refused");
+        assert!(e.to_string().contains("STALE"), "{e}");
+    };
+    refused(store.cut_slice(&c, &general, 0, &[], &lease).await);
+    assert_eq!(store.cut_stage_post(&c, &general, &lease).await.unwrap(), CutStep::Staged { staged: 5, left: 0 });
+    let held = store.held(&c, &general).await.unwrap();
+    assert_eq!(held.len(), 51);
+    let hash = queuegate::fairness::list_hash(&held);
+    refused(store.cut_commit(&c, &general, &hash, 50, &lease).await);
+    assert_eq!(
+        store.cut_commit(&c, &general, &hash, 51, &lease).await.unwrap(),
+        CutStep::Committed { prequeued: 51, moved: 0 }
+    );
+    let ordered = queuegate::fairness::order(&seed, &held).unwrap();
+    refused(store.cut_slice(&c, &general, 1, &ordered[..10], &lease).await);
+    refused(store.cut_slice(&c, &general, 0, &[ordered[0].clone(), ordered[0].clone()], &lease).await);
     assert!(store.waiting_list(&c).await.unwrap().is_empty());
 
-    let (ordered, hash) = read().await;
-    assert_eq!(
-        store.cut(&c, &Lane::general(), &ordered, &hash, &lease).await.unwrap(),
-        Cut::Done { prequeued: 51, after: 5 }
-    );
-    assert_eq!(store.cut(&c, &Lane::general(), &ordered, &hash, &lease).await.unwrap(), Cut::AlreadyDone);
+    // A fan applied while the cut is in progress is staged, not held: after the whole pre-queue.
+    let during = fan(98);
+    store.apply(&c, &[(&during, opens_at + 500)]).await.unwrap();
+    let Cut::Done { prequeued, after: staged_after, .. } =
+        store.cut(&c, &general, &seed, "instance-a", 5_000).await.unwrap()
+    else {
+        panic!("the lease holder finishes the cut")
+    };
+    assert_eq!((prequeued, staged_after), (51, 5));
+    assert_eq!(store.cut(&c, &general, &seed, "instance-a", 5_000).await.unwrap(), Cut::AlreadyDone);
     assert_eq!(store.waiting_list(&c).await.unwrap(), ordered, "those after opensAt are staged for the watermark");
-    let r = store.release(&c, &Lane::general(), opens_at + 1_000).await.unwrap();
-    assert_eq!((r.placed, r.staged), (0, 5), "none is placed before the watermark passes its stamp");
-    let r = store.release(&c, &Lane::general(), opens_at + 1_001).await.unwrap();
+    let r = store.release(&c, &general, opens_at + 1_000).await.unwrap();
+    assert_eq!((r.placed, r.staged), (1, 5), "none is placed before the watermark passes its stamp");
+    let r = store.release(&c, &general, opens_at + 1_001).await.unwrap();
     assert_eq!((r.placed, r.staged), (5, 0));
     let queue = store.waiting_list(&c).await.unwrap();
     assert_eq!(queue[..51], ordered[..]);
-    let tail: std::collections::HashSet<&str> = queue[51..].iter().map(String::as_str).collect();
+    assert_eq!(queue[51], "f98");
+    let tail: std::collections::HashSet<&str> = queue[52..].iter().map(String::as_str).collect();
     assert_eq!(tail, after.iter().map(|u| u.as_str()).collect());
 
     // After the cut a record stamped before opensAt (a clock off by more than the skew) is
     // queued at the tail and counted, never lost.
     let very_late = fan(100);
     store.apply(&c, &[(&very_late, opens_at - 2_000)]).await.unwrap();
-    store.release(&c, &Lane::general(), opens_at + 2_000).await.unwrap();
+    store.release(&c, &general, opens_at + 2_000).await.unwrap();
     assert_eq!(store.waiting_list(&c).await.unwrap().last().map(String::as_str), Some("f100"));
-    assert_eq!(store.late_joins(&c, &Lane::general()).await.unwrap(), 1, "placed behind fans stamped after it");
-    assert_eq!(store.fair_state(&c, &Lane::general()).await.unwrap().late, 1);
+    assert_eq!(store.late_joins(&c, &general).await.unwrap(), 1, "placed behind fans stamped after it");
+    assert_eq!(store.fair_state(&c, &general).await.unwrap().late, 1);
 }
