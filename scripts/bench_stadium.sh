@@ -17,8 +17,8 @@
 #   webhook:   the dead endpoint's pending deliveries and bytes against its caps, drops counted;
 #   slowlog:   the slowest Redis calls of the run on this run's keys (SLOWLOG, threshold 1 ms
 #              for the run, restored after).
-# The cut of a million-fan pre-queue is scripts/bench_fairstart.sh with FAIR_FANS=1000000;
-# memory per open stream is scripts/bench_watchers.sh.
+# The cut of a million-fan pre-queue is scripts/bench_cut.sh; memory per open stream is
+# scripts/bench_watchers.sh.
 # Results in <run-dir>/stadium/summary.json (scripts/bench_report.py renders them).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -112,6 +112,11 @@ wrk -t2 -c64 -d15s --latency -H "Authorization: Bearer $TOKEN" \
   http://127.0.0.1:8080/v1/concerts/stadium/queue/stadium-poller > "$OUT/wrk-status.txt"
 grep -E 'Requests/sec|99%' "$OUT/wrk-status.txt" >&2 || true
 
+log "waiting for the events of the burst to be relayed (at most 300 s), then Redis idle for 10 s"
+for _ in $(seq 1 60); do
+  E0=$(metric queuegate_events_published_total); sleep 5; E1=$(metric queuegate_events_published_total)
+  [ "$E0" = "$E1" ] && [ "$(rcli XLEN "$PREFIX:{stadium}:outbox")" = "0" ] && break
+done
 log "Redis idle for 10 s"
 C0=$(redis_commands); sleep 10; C1=$(redis_commands)
 

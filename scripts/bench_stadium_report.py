@@ -36,8 +36,8 @@ webhook to an endpoint that accepts and never answers, for the whole run. SLOWLO
 | the dead webhook: pending deliveries, bytes, dropped | {s['webhook_pending']:,}, {s['webhook_pending_bytes'] / 2**20:.1f} MiB, {s['webhook_dropped']:,} | within the caps (10,000, 16 MiB) |
 | Redis calls over 10 ms (this run's keys) | {s['redis_calls_over_10ms']} (slowest: {slow}) | none: {met(slowest_ms <= 10)} |
 
-The cut of a million-fan pre-queue is the fair start's step run with `FAIR_FANS=1000000`, and a
-gateway's memory per open stream is in "Watching at scale".
+The cut of a million-fan pre-queue has its own section (scripts/bench_cut.sh), and a gateway's
+memory per open stream is in "Watching: status streams at scale".
 
 """
 
