@@ -28,6 +28,7 @@ pub mod limits;
 mod published;
 mod status;
 pub mod views;
+pub mod writes;
 
 pub use status::FanStatus;
 
@@ -63,6 +64,9 @@ pub struct Gateway {
     published: published::Published,
     /// The gate in front of the booking site: session cookies, what this gateway knows of sessions.
     pub gate: crate::gate::Gate,
+    /// `QUEUEGATE_PUBLIC_URL`'s origin: state-changing requests from it are the gateway's own
+    /// ([`writes`]).
+    public_origin: Option<url::Origin>,
 }
 
 /// Fans the views of one gateway track at most (about 150 bytes each); past it, fans' statuses
@@ -117,6 +121,7 @@ impl Gateway {
             )),
             published: Default::default(),
             gate,
+            public_origin: writes::public_origin(http.public_url.as_deref()),
         }
     }
 }
@@ -175,12 +180,10 @@ pub const OPENAPI: &str = include_str!("gateway/openapi.json");
 /// The document this gateway serves: [`OPENAPI`] with the join body as its identity mode takes
 /// it — `userId` required in body mode, refused in anonymous mode, optional in jwt and
 /// trusted-header mode — so a generated client (or a fuzzer) sends what this gateway accepts.
+/// The body itself is required in every mode (`{}` at least): a join must say it is JSON.
 pub fn openapi_for(mode: crate::config::FanIdentityMode) -> String {
     use crate::config::FanIdentityMode as M;
     let mut doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("the OpenAPI document is JSON");
-    if mode == M::Body {
-        doc["paths"]["/v1/concerts/{concertId}/queue"]["post"]["requestBody"]["required"] = true.into();
-    }
     let join = &mut doc["components"]["schemas"]["JoinRequest"];
     match mode {
         M::Body => join["required"] = serde_json::json!(["userId"]),

@@ -211,14 +211,17 @@ pub async fn read_json_up_to<T: serde::de::DeserializeOwned>(
     if body.is_empty() {
         return empty.ok_or_else(|| ApiError::BadRequest("request body is not valid: a JSON body is required".into()));
     }
-    let json = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
-        let essence = ct.split(';').next().unwrap_or("").trim();
-        essence.eq_ignore_ascii_case("application/json") || essence.to_ascii_lowercase().ends_with("+json")
-    });
+    let json = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(is_json);
     if !json {
         return Err(ApiError::UnsupportedMediaType);
     }
     parse_json(&body)
+}
+
+/// Whether a `Content-Type` value is JSON: `application/json` or a `+json` type, any parameters.
+pub fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json") || essence.to_ascii_lowercase().ends_with("+json")
 }
 
 /// For `#[serde(default, deserialize_with = "crate::problem::present")]`: an optional field

@@ -198,6 +198,7 @@ impl Application {
                     .app_data(gw.clone())
                     .app_data(m.clone())
                     .app_data(listener_info)
+                    .wrap(actix_web::middleware::from_fn(gateway::writes::guard))
                     .wrap(actix_web::middleware::from_fn(observe))
                     .wrap(nosniff())
                     .configure(gateway::routes)

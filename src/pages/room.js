@@ -329,7 +329,8 @@ async function room(id) {
     if (!window.EventSource) return void poll();
     let ticket;
     try {
-      const auth = { method: "POST", headers: { Authorization: `Bearer ${entry.token}` }, cache: "no-store" };
+      // Every POST is JSON (the gateway refuses others: docs/security.md), even without a body.
+      const auth = { method: "POST", headers: { Authorization: `Bearer ${entry.token}`, "Content-Type": "application/json" }, cache: "no-store" };
       ticket = (await getJSON(`${base()}/events/ticket`, auth)).body.ticket;
     } catch (e) {
       reconnecting(true);
