@@ -44,9 +44,13 @@ pub struct Admin {
     kafka: KafkaProbe,
     /// Draining and failed tasks: /readyz answers 503 on either.
     health: Arc<Health>,
+    /// Hashes lane codes as the gateways look them up.
+    codes: crate::store::CodeKey,
 }
 
 impl Admin {
+    /// The admin handlers' shared state; `token_secret` keys the hashes lane codes are stored as.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: QueueStore,
         cache: ConcertCache,
@@ -55,8 +59,10 @@ impl Admin {
         admin_token: Option<&Secret>,
         kafka: KafkaProbe,
         health: Arc<Health>,
+        token_secret: &[u8],
     ) -> Self {
-        Admin { store, cache, metrics, keys, admin_token: Credentials::new(admin_token), kafka, health }
+        let codes = crate::store::CodeKey::new(token_secret);
+        Admin { store, cache, metrics, keys, admin_token: Credentials::new(admin_token), kafka, health, codes }
     }
 
     /// Whether the presented bearer token is the admin token (constant time).
@@ -721,7 +727,16 @@ async fn add_codes(
             crate::gateway::MAX_CODE_CHARS
         )));
     }
-    let added = admin.store.add_codes(&id, &lane, &body.codes).await?;
+    if let Some(i) = body.codes.iter().position(|code| !crate::store::strong_enough(code)) {
+        return Err(ApiError::BadRequest(format!(
+            "codes[{i}] is too easy to guess: a code needs at least {} characters and {} bits by its \
+             length times log2 of the alphabet of the character classes it uses (digits 10, lower case 26, \
+             upper case 26, other visible ASCII 32), e.g. 10 characters of a 32-symbol alphabet; nothing was added",
+            crate::store::MIN_CODE_CHARS,
+            crate::store::MIN_CODE_BITS
+        )));
+    }
+    let added = admin.store.add_codes(&id, &lane, &admin.codes, &body.codes).await?;
     let (total, used) = admin.store.code_counts(&id, &lane).await?;
     tracing::info!(concert = %id, %lane, added, total, "lane codes uploaded");
     Ok(HttpResponse::Ok().json(serde_json::json!({ "added": added, "total": total, "used": used })))

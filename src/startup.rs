@@ -250,6 +250,7 @@ impl Application {
             settings.security.admin_token.as_ref(),
             kafka_probe,
             health.clone(),
+            settings.security.token_secret_bytes(),
         ));
         let m = web::Data::new(metrics.clone());
         let listener_info = Listener { name: "admin", routes: admin::ROUTES };

@@ -614,7 +614,7 @@ async fn a_fan_club_fan_joins_its_lane_with_a_code_the_operator_uploaded_and_wat
     b.type_into("#user", "club-fan").await;
     b.type_into("#code", "FC-0000-0000").await;
     b.click("#joinbtn").await;
-    b.expect_text("#error", WAIT, |t| t.starts_with("This code is not one of this lane's codes"), "a wrong code").await;
+    b.expect_text("#error", WAIT, |t| t.starts_with("This code does not open this lane"), "a wrong code").await;
     b.type_into("#code", "FC-CCCC-3333").await;
     b.click("#joinbtn").await;
     b.expect_text("#position", WAIT, |t| t == "#3", "third in the fan-club lane").await;
