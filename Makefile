@@ -13,7 +13,7 @@ up:
 	@scripts/up.sh
 
 ## test: start Kafka and Redis, single and clustered (reusing running ones), install test
-## tools, then every test with cargo-nextest, and beside it the api tests again on the
+## tools, then every test with cargo-nextest, and after them the api tests again on the
 ## three-broker Kafka and the Redis Cluster (scripts/test.sh; JUnit reports in .local/nextest/)
 test: services services-cluster
 	@scripts/services.sh tools

@@ -89,23 +89,42 @@ async fn main() -> anyhow::Result<()> {
     }
     let key = queuegate::store::keys::Keys::new(&prefix)
         .concert(&queuegate::ids::ConcertId::parse(concert.as_str())?, queuegate::store::keys::Part::Waiting);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let (mut missing, mut duplicated, drained_after, drained_since_start);
-    loop {
-        let lrange = redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).clone();
-        let list: Vec<String> = match (&mut one, &mut cluster) {
-            (Some(c), _) => lrange.query_async(c).await?,
-            (_, Some(c)) => lrange.query_async(c).await?,
+    let deadline = Instant::now() + Duration::from_secs(arg("--drain-seconds", "120").parse()?);
+    let ours_prefix = format!("burst-{run}-");
+    // Every Redis call bounded (a million fans must not cost one 50 MB LRANGE): the list's
+    // length is polled until it holds every accepted fan, then it is read in pages of 10,000.
+    async fn query<T: redis::FromRedisValue>(
+        one: &mut Option<redis::aio::MultiplexedConnection>,
+        cluster: &mut Option<redis::cluster_async::ClusterConnection>,
+        cmd: &redis::Cmd,
+    ) -> redis::RedisResult<T> {
+        match (one, cluster) {
+            (Some(c), _) => cmd.query_async(c).await,
+            (_, Some(c)) => cmd.query_async(c).await,
             _ => unreachable!("one of the two is set above"),
-        };
-        let ours: Vec<&String> = list.iter().filter(|u| u.starts_with(&format!("burst-{run}-"))).collect();
-        let distinct: HashSet<&String> = ours.iter().copied().collect();
-        duplicated = ours.len() - distinct.len();
-        missing = accepted.iter().filter(|u| !distinct.contains(u)).count();
-        if missing == 0 || Instant::now() > deadline {
-            drained_after = last_accept.elapsed().as_secs_f64();
-            drained_since_start = started.elapsed().as_secs_f64();
-            break;
+        }
+    }
+    let (mut missing, mut duplicated, mut drained_after, mut drained_since_start);
+    loop {
+        let len: usize = query(&mut one, &mut cluster, redis::cmd("LLEN").arg(&key)).await?;
+        drained_after = last_accept.elapsed().as_secs_f64();
+        drained_since_start = started.elapsed().as_secs_f64();
+        if len >= accepted.len() || Instant::now() > deadline {
+            let mut seen: HashSet<String> = HashSet::with_capacity(accepted.len());
+            duplicated = 0;
+            for from in (0..len).step_by(10_000) {
+                let page: Vec<String> =
+                    query(&mut one, &mut cluster, redis::cmd("LRANGE").arg(&key).arg(from).arg(from + 9_999)).await?;
+                for u in page.into_iter().filter(|u| u.starts_with(&ours_prefix)) {
+                    if !seen.insert(u) {
+                        duplicated += 1;
+                    }
+                }
+            }
+            missing = accepted.iter().filter(|u| !seen.contains(*u)).count();
+            if missing == 0 || Instant::now() > deadline {
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

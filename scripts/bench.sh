@@ -18,7 +18,8 @@
 #   (scripts/bench_events.sh)
 #   lanes: joins/s with two lanes vs one, watchers over two lanes, 100,000 codes uploaded
 #   (scripts/bench_lanes.sh); a pre-queue
-#   of 100,000 fans cut at opensAt (scripts/bench_fairstart.sh); last of all
+#   of 100,000 fans cut at opensAt (scripts/bench_fairstart.sh); a million fans through one
+#   process (scripts/bench_stadium.sh); last of all
 #   the 30-minute soak with faults (scripts/soak.sh).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -205,6 +206,9 @@ scripts/bench_events.sh "$OUT"
 
 log "the fair start (scripts/bench_fairstart.sh)"
 scripts/bench_fairstart.sh "$OUT"
+
+log "the stadium: ${STADIUM_FANS:-1000000} fans through one process (scripts/bench_stadium.sh)"
+scripts/bench_stadium.sh "$OUT"
 
 log "the gate (scripts/bench_gate.sh)"
 scripts/bench_gate.sh "$OUT"

@@ -44,8 +44,8 @@ warm-up; {len(on)} runs each, alternating on, off, off, on, ...; "off" is the bu
 events out, `EVENTS_OFF_REV`): on {joins(on)} joins/s, off {joins(off)} joins/s, their sums:
 **{s['ratio']:.3f}×** (target ≥ 0.9×: {met(s['ratio'] >= 0.9)}); answers other than 202: {s['non2xx']['on']} on,
 {s['non2xx']['off']} off. The join path itself is unchanged (gateway → Kafka → 202); what events add runs
-beside it on the same two cores: the outbox entries and the report's lines the release script
-writes (an entry per 1,000 fans placed, a report line per fan), the relay producing one record
+beside it on the same two cores: the outbox entries the release script writes (an entry per
+1,000 fans placed, and the report's fixed-size counters, nothing per fan), the relay producing one record
 per fan, and the events worker reading them (and passing over those of concerts without
 webhooks). Events
 the consumer published by the end of each "on" run (joins placed, plus the concert's update):

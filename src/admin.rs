@@ -44,12 +44,15 @@ pub struct Admin {
     kafka: KafkaProbe,
     /// Draining and failed tasks: /readyz answers 503 on either.
     health: Arc<Health>,
+    /// Where webhooks may point (`QUEUEGATE_WEBHOOK_ALLOW_NETWORKS`): checked at registration.
+    egress: crate::events::egress::EgressPolicy,
+    /// Encrypts the webhook secrets Redis holds.
+    at_rest: crate::events::at_rest::SecretBox,
     /// Hashes lane codes as the gateways look them up.
     codes: crate::store::CodeKey,
 }
 
 impl Admin {
-    /// The admin handlers' shared state; `token_secret` keys the hashes lane codes are stored as.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: QueueStore,
@@ -59,10 +62,27 @@ impl Admin {
         admin_token: Option<&Secret>,
         kafka: KafkaProbe,
         health: Arc<Health>,
-        token_secret: &[u8],
+        at_rest: crate::events::at_rest::SecretBox,
+        codes: crate::store::CodeKey,
     ) -> Self {
-        let codes = crate::store::CodeKey::new(token_secret);
-        Admin { store, cache, metrics, keys, admin_token: Credentials::new(admin_token), kafka, health, codes }
+        Admin {
+            at_rest,
+            codes,
+            store,
+            cache,
+            metrics,
+            keys,
+            admin_token: Credentials::new(admin_token),
+            kafka,
+            health,
+            egress: Default::default(),
+        }
+    }
+
+    /// The networks webhooks may point to besides public ones (`QUEUEGATE_WEBHOOK_ALLOW_NETWORKS`).
+    pub fn with_webhook_egress(mut self, egress: crate::events::egress::EgressPolicy) -> Self {
+        self.egress = egress;
+        self
     }
 
     /// Whether the presented bearer token is the admin token (constant time).
@@ -187,10 +207,16 @@ struct Readiness {
     /// Why Redis is not ready (unreachable, no answer in time); never a secret.
     #[serde(skip_serializing_if = "Option::is_none")]
     redis_error: Option<String>,
-    /// Shards short of replicas, or without a live primary: degraded, not a reason to take this
-    /// instance out of service (joins need Kafka; other shards' concerts are served).
+    /// What this instance cannot do now while it does the rest, in name order (docs/operations.md,
+    /// "Readiness"): `events` (the events topic is missing or unwritable: events wait in the
+    /// outboxes), `kafka` (the brokers do not answer: joins answer 503, nothing is placed),
+    /// `redisShards` (see `degradedShards`). Absent when there is nothing.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    degraded: Vec<crate::store::DegradedShard>,
+    degraded: Vec<&'static str>,
+    /// Shards short of replicas, or without a live primary: degraded, not a reason to take this
+    /// instance out of service (other shards' concerts are served).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    degraded_shards: Vec<crate::store::DegradedShard>,
     kafka: bool,
     draining: bool,
     /// The background task that failed, when one did: the process is shutting down.
@@ -203,20 +229,24 @@ const READY_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long readiness waits for Kafka's metadata.
 const READY_KAFKA_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// 200 while this instance can do its work: Kafka answers (within [`READY_KAFKA_TIMEOUT`]: a
-/// gateway makes joins durable there, a consumer reads them), Redis answers (within
-/// [`READY_REDIS_TIMEOUT`]: status reads, writes), no background task has failed and the
-/// process is not draining. A Redis shard short of replicas or down is listed in `degraded`
-/// (and counted by `queuegate_redis_under_replicated_shards` / `_down_shards`) without turning
-/// the answer to 503: every gateway would leave the load balancer for a fault that only delays
-/// placement on one shard. The two are asked side by side, so a probe has its answer within
-/// about two seconds whatever is down.
+/// 200 while this instance can do any of its work; `degraded` names what it cannot. Every role
+/// needs Redis (placement, admission, status, sessions, rooms, the concerts themselves), so
+/// Redis not answering within [`READY_REDIS_TIMEOUT`] is a 503, as are draining and a failed
+/// background task. Kafka not answering within [`READY_KAFKA_TIMEOUT`] is `degraded: ["kafka"]`
+/// and still 200: a gateway goes on serving the gate, status, streams and rooms (joins answer
+/// 503 with Retry-After), a consumer goes on admitting and ending sessions. Taking every
+/// gateway out of the load balancer because the brokers stall would take the booking site's
+/// gate down with them, and with it every shopper already inside. A missing events topic
+/// (`events`) and Redis shards short of replicas or down (`redisShards`, counted by
+/// `queuegate_redis_under_replicated_shards` / `_down_shards`) are degraded too. Kafka and
+/// Redis are asked side by side, so a probe has its answer within about two seconds whatever
+/// is down.
 async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
     let draining = admin.health.is_draining();
     let failed_task = admin.health.failure();
     let probe = admin.kafka.clone();
     let kafka = tokio::task::spawn_blocking(move || probe.reachable(READY_KAFKA_TIMEOUT));
-    let (redis_error, degraded) = match tokio::time::timeout(READY_REDIS_TIMEOUT, admin.store.health()).await {
+    let (redis_error, degraded_shards) = match tokio::time::timeout(READY_REDIS_TIMEOUT, admin.store.health()).await {
         Ok(Ok(h)) => {
             admin.metrics.observe_redis_health(&h);
             (None, h.degraded)
@@ -226,8 +256,16 @@ async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
     };
     let redis = redis_error.is_none();
     let kafka = kafka.await.unwrap_or(false);
-    let ready = redis && kafka && !draining && failed_task.is_none();
-    let body = Readiness { ready, redis, redis_error, degraded, kafka, draining, failed_task };
+    let mut degraded = admin.health.degraded();
+    if !kafka {
+        degraded.push("kafka");
+    }
+    if !degraded_shards.is_empty() {
+        degraded.push("redisShards");
+    }
+    degraded.sort_unstable();
+    let ready = redis && !draining && failed_task.is_none();
+    let body = Readiness { ready, redis, redis_error, degraded, degraded_shards, kafka, draining, failed_task };
     if ready {
         HttpResponse::Ok().json(body)
     } else {
@@ -318,6 +356,11 @@ async fn put_concert(
     let id = id.into_inner();
     let body: ConcertSettings = read_json(&req, payload, None).await?;
     body.validate().map_err(ApiError::BadRequest)?;
+    // No webhook into queuegate's own network (docs/security.md): a literal internal address,
+    // a metadata name, or a name that resolves only to internal addresses is refused. The names
+    // are looked up at once, so a PUT waits for one lookup's bound, not one per webhook.
+    let checks = futures_util::future::join_all(body.webhooks.iter().map(|h| admin.egress.check_url(&h.url))).await;
+    checks.into_iter().collect::<Result<(), String>>().map_err(ApiError::BadRequest)?;
     // A scheduled concert keeps its opensAt until the cut has placed its pre-queue: without it
     // nothing would ever queue the held fans.
     let old = admin.store.get_concert(&id).await?;
@@ -347,7 +390,7 @@ async fn put_concert(
     }
     let mut body = body;
     let old_hooks = old.map(|c| c.settings.webhooks).unwrap_or_default();
-    let created = webhook_ids(&admin.store, &id, &mut body.webhooks, &old_hooks).await?;
+    let created = webhook_ids(&admin.store, &admin.at_rest, &id, &mut body.webhooks, &old_hooks).await?;
     let concert = admin.store.put_concert(&id, &body).await?;
     admin.cache.set(&id, concert.settings.clone());
     tracing::info!(concert = %id, state = concert.settings.state.as_str(), "concert updated");
@@ -366,6 +409,7 @@ async fn put_concert(
 /// PUT leaves out are forgotten with their pending deliveries.
 async fn webhook_ids(
     store: &QueueStore,
+    at_rest: &crate::events::at_rest::SecretBox,
     concert: &ConcertId,
     hooks: &mut [crate::concerts::WebhookSettings],
     old: &[crate::concerts::WebhookSettings],
@@ -387,7 +431,7 @@ async fn webhook_ids(
             None => {
                 hook.id = format!("wh_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
                 let secret = crate::events::new_secret();
-                store.set_webhook_secret(concert, &hook.id, &secret, None).await?;
+                store.set_webhook_secret(concert, &hook.id, &secret, None, at_rest).await?;
                 hook.secret = crate::events::mask(&secret);
                 created.push((hook.id.clone(), secret));
             }
@@ -477,17 +521,13 @@ struct Rotation {
 async fn rotate_webhook_secret(
     admin: web::Data<Admin>,
     path: web::Path<(ConcertId, String)>,
-    body: web::Bytes,
+    req: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (id, hook) = path.into_inner();
-    let keep = if body.iter().all(u8::is_ascii_whitespace) {
-        PREVIOUS_SECRET_DEFAULT_SECONDS
-    } else {
-        let r: Rotation = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::BadRequest(format!("the rotation's body: {e} (expected {{\"previousValidSeconds\": N}})"))
-        })?;
-        r.previous_valid_seconds.unwrap_or(PREVIOUS_SECRET_DEFAULT_SECONDS)
-    };
+    // The one JSON reader (4 KiB, 5 s, application/json); no body: the default.
+    let r: Rotation = read_json(&req, payload, Some(Rotation { previous_valid_seconds: None })).await?;
+    let keep = r.previous_valid_seconds.unwrap_or(PREVIOUS_SECRET_DEFAULT_SECONDS);
     if keep > PREVIOUS_SECRET_MAX_SECONDS {
         return Err(ApiError::BadRequest(format!(
             "previousValidSeconds: {keep} is more than {PREVIOUS_SECRET_MAX_SECONDS} (7 days)"
@@ -499,7 +539,7 @@ async fn rotate_webhook_secret(
     };
     let secret = crate::events::new_secret();
     let until = (keep > 0).then(|| crate::clock::now_ms() + keep as i64 * 1000);
-    admin.store.set_webhook_secret(&id, &hook, &secret, until).await?;
+    admin.store.set_webhook_secret(&id, &hook, &secret, until, &admin.at_rest).await?;
     h.secret = crate::events::mask(&secret);
     let concert = admin.store.put_concert(&id, &c.settings).await?;
     admin.cache.set(&id, concert.settings);

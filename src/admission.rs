@@ -7,9 +7,10 @@
 //! keeps only those times, and every instance with the same key re-creates the identical token
 //! when a fan reads its status.
 //!
-//! Several keys may be configured (`QUEUEGATE_ADMISSION_KEY_FILE=new.pem,old.pem`): the first
-//! signs, all are published in the JWKS and accepted when verifying, so a key rotation does not
-//! invalidate tokens already issued.
+//! Several keys may be configured, as several PEM blocks in one file (new first, then old) or as
+//! several files (`QUEUEGATE_ADMISSION_KEY_FILE=new.pem,old.pem`): the first key signs, all are
+//! published in the JWKS and accepted when verifying, so a key rotation does not invalidate
+//! tokens already issued.
 
 use std::path::Path;
 
@@ -74,17 +75,27 @@ struct Header<'a> {
 }
 
 impl AdmissionKeys {
-    /// Loads PKCS#8 PEM Ed25519 private keys (`openssl genpkey -algorithm ed25519`); the first
-    /// signs. Tokens carry `aud: audience`.
+    /// Loads PKCS#8 PEM Ed25519 private keys (`openssl genpkey -algorithm ed25519`), each file
+    /// holding one or more PEM blocks, in order; the first key signs. Tokens carry
+    /// `aud: audience`.
     pub fn from_pem_files(paths: &[impl AsRef<Path>], audience: &str) -> anyhow::Result<Self> {
         anyhow::ensure!(!paths.is_empty(), "no key file given");
         let mut keys = Vec::new();
         for path in paths {
             let path = path.as_ref();
             let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let signing = SigningKey::from_pkcs8_pem(&pem)
-                .map_err(|e| anyhow::anyhow!("{} is not a PKCS#8 PEM Ed25519 private key: {e}", path.display()))?;
-            keys.push(Key::new(signing));
+            let blocks = pem_blocks(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            for (i, block) in blocks.iter().enumerate() {
+                let signing = SigningKey::from_pkcs8_pem(block).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{} (key {} of {}) is not a PKCS#8 PEM Ed25519 private key: {e}",
+                        path.display(),
+                        i + 1,
+                        blocks.len()
+                    )
+                })?;
+                keys.push(Key::new(signing));
+            }
         }
         Ok(AdmissionKeys { keys, audience: audience.to_owned() })
     }
@@ -203,6 +214,36 @@ impl Key {
     }
 }
 
+/// Splits a PEM file into its blocks (`-----BEGIN …-----` to `-----END …-----`), in order.
+/// Refuses a file with no block, an unterminated block, or text between blocks, so a key pasted
+/// without its boundary lines is an error rather than a key silently left out.
+fn pem_blocks(pem: &str) -> Result<Vec<String>, String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for (n, line) in pem.lines().enumerate() {
+        let trimmed = line.trim();
+        match current.as_mut() {
+            None if trimmed.is_empty() => {}
+            None if trimmed.starts_with("-----BEGIN ") => current = Some(format!("{trimmed}\n")),
+            None => return Err(format!("line {} is outside any -----BEGIN/-----END block", n + 1)),
+            Some(block) => {
+                block.push_str(trimmed);
+                block.push('\n');
+                if trimmed.starts_with("-----END ") {
+                    blocks.push(current.take().expect("inside a block"));
+                }
+            }
+        }
+    }
+    if current.is_some() {
+        return Err("the last PEM block has no -----END line".into());
+    }
+    if blocks.is_empty() {
+        return Err("no PEM block (-----BEGIN PRIVATE KEY-----) in the file".into());
+    }
+    Ok(blocks)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +286,42 @@ mod tests {
         assert_eq!(after.jwks()["keys"][1]["kid"], before.kid());
         std::fs::remove_file(old).unwrap();
         std::fs::remove_file(new).unwrap();
+    }
+
+    #[test]
+    fn a_rotation_in_one_file_loads_every_key_in_order() {
+        let dir = std::env::temp_dir();
+        let (old, new, both) = (
+            dir.join(format!("qg-old-{}.pem", uuid::Uuid::new_v4())),
+            dir.join(format!("qg-new-{}.pem", uuid::Uuid::new_v4())),
+            dir.join(format!("qg-both-{}.pem", uuid::Uuid::new_v4())),
+        );
+        AdmissionKeys::generate_pem_file(&old).unwrap();
+        AdmissionKeys::generate_pem_file(&new).unwrap();
+        let before = AdmissionKeys::from_pem_files(&[&old], "booking").unwrap();
+        let issued_before = before.issue("c", "u", 0, i64::MAX / 2);
+        // What an operator does to the chart's one mounted file: `cat new.pem old.pem`.
+        let concatenated = std::fs::read_to_string(&new).unwrap() + "\n" + &std::fs::read_to_string(&old).unwrap();
+        std::fs::write(&both, &concatenated).unwrap();
+        let after = AdmissionKeys::from_pem_files(&[&both], "booking").expect("two PEM blocks in one file load");
+        let new_only = AdmissionKeys::from_pem_files(&[&new], "booking").unwrap();
+        assert_eq!(after.kid(), new_only.kid(), "the file's first key signs");
+        assert!(after.verify(&issued_before, 1).is_ok(), "a token of the second key still verifies");
+        assert_eq!(after.jwks()["keys"].as_array().unwrap().len(), 2, "both keys are published");
+        assert_eq!(after.jwks()["keys"][1]["kid"], before.kid());
+
+        let truncated = concatenated.trim_end().trim_end_matches("-----END PRIVATE KEY-----").to_owned();
+        std::fs::write(&both, truncated).unwrap();
+        let err = AdmissionKeys::from_pem_files(&[&both], "booking").err().expect("an unterminated block is refused");
+        assert!(format!("{err:#}").contains("no -----END"), "{err:#}");
+        std::fs::write(&both, "MC4CAQAwBQYDK2VwBCIEI\n").unwrap();
+        assert!(
+            AdmissionKeys::from_pem_files(&[&both], "booking").is_err(),
+            "Base64 without boundary lines is refused"
+        );
+        for p in [old, new, both] {
+            std::fs::remove_file(p).unwrap();
+        }
     }
 
     #[test]

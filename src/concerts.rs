@@ -90,7 +90,7 @@ pub const MAX_POW_DIFFICULTY: u8 = 24;
 pub const MAX_WAITING: u32 = 100_000_000;
 
 /// `maxWaiting` when a concert does not set it: a million fans, about 240 MB of Redis at the
-/// soak's ~240 bytes per waiting fan (docs/operations.md), so a concert without a cap (an
+/// soak's ~240 bytes per waiting fan (docs/redis.md), so a concert without a cap (an
 /// anonymous room without proof of work, say) cannot be grown without bound by one botnet.
 /// `0` still means no cap, for an operator who sets it on purpose.
 pub const DEFAULT_MAX_WAITING: u32 = 1_000_000;

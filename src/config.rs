@@ -373,6 +373,7 @@ mod tests {
             setting_refused(&["--insecure-dev", "--kafka-max-poll-interval-ms", "9999"]),
             "QUEUEGATE_KAFKA_MAX_POLL_INTERVAL_MS"
         );
+        assert_eq!(setting_refused(&["--insecure-dev", "--events-outbox-max", "0"]), "QUEUEGATE_EVENTS_OUTBOX_MAX");
     }
 
     #[test]

@@ -20,9 +20,64 @@ use sha2::Sha256;
 
 use crate::ids::ConcertId;
 
+pub mod at_rest;
+pub mod egress;
 pub mod hooks;
 pub mod relay;
 pub mod report;
+
+/// The seal the relay puts on every record it publishes (header `qg_seal`): an HMAC-SHA256 of
+/// the event's attributes and data under a key derived from `QUEUEGATE_TOKEN_SECRET`. The
+/// events worker queues for webhooks only sealed records, so whoever can write to the events
+/// topic (another service, a leaked Kafka credential) cannot make queuegate sign and deliver an
+/// event it never made (a forged `fan.admitted` to a booking site's webhook).
+#[derive(Clone)]
+pub struct EventSeal {
+    mac: Hmac<Sha256>,
+}
+
+/// The header of the seal.
+pub const SEAL_HEADER: &str = "qg_seal";
+
+impl EventSeal {
+    pub fn new(token_secret: &[u8]) -> Self {
+        let mut derive = Hmac::<Sha256>::new_from_slice(token_secret).expect("HMAC takes keys of any length");
+        derive.update(b"queuegate events relay seal v1");
+        let key = derive.finalize().into_bytes();
+        EventSeal { mac: Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes keys of any length") }
+    }
+
+    fn mac(&self, id: &str, ce_type: &str, time: &str, subject: Option<&str>, payload: &[u8]) -> Hmac<Sha256> {
+        let mut m = self.mac.clone();
+        for part in [id.as_bytes(), ce_type.as_bytes(), time.as_bytes(), subject.unwrap_or("").as_bytes()] {
+            m.update(&(part.len() as u64).to_be_bytes());
+            m.update(part);
+        }
+        m.update(payload);
+        m
+    }
+
+    /// The seal of one event (base64url, 43 characters).
+    pub fn seal(&self, id: &str, ce_type: &str, time: &str, subject: Option<&str>, payload: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(self.mac(id, ce_type, time, subject, payload).finalize().into_bytes())
+    }
+
+    /// Whether `seal` is this event's (compared in constant time).
+    pub fn verify(&self, e: &Event, seal: &str) -> bool {
+        let Ok(tag) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(seal) else { return false };
+        self.mac(&e.id, &e.ce_type, &e.time, e.subject.as_deref(), &e.payload).verify_slice(&tag).is_ok()
+    }
+}
+
+/// Why a record of the events topic was not taken as an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotTaken {
+    /// Not a queuegate event at all (headers or data missing).
+    NotAnEvent,
+    /// Shaped like one, without a valid seal: not published by queuegate's relay.
+    Unsealed,
+}
 
 /// The prefix of every event type.
 pub const TYPE_PREFIX: &str = "dev.queuegate.";
@@ -229,8 +284,10 @@ pub struct EventRef<'a> {
 impl EventRef<'_> {
     /// The headers of the Kafka record in binary content mode; `source` is
     /// [`source`]`(concert)`, made once by the caller for a batch.
-    pub fn kafka_headers(&self, source: &str) -> OwnedHeaders {
-        let mut h = OwnedHeaders::new_with_capacity(7)
+    pub fn kafka_headers(&self, source: &str, seal: &EventSeal) -> OwnedHeaders {
+        let sealed = seal.seal(self.id, self.ce_type, self.time, self.subject, self.payload);
+        let mut h = OwnedHeaders::new_with_capacity(8)
+            .insert(Header { key: SEAL_HEADER, value: Some(sealed.as_str()) })
             .insert(Header { key: "ce_specversion", value: Some("1.0") })
             .insert(Header { key: "ce_id", value: Some(self.id) })
             .insert(Header { key: "ce_source", value: Some(source) })
@@ -252,7 +309,7 @@ pub fn source(concert: &ConcertId) -> String {
 impl Event {
     /// The headers of the Kafka record in binary content mode; `source` is
     /// [`source`]`(&self.concert)`.
-    pub fn kafka_headers(&self, source: &str) -> OwnedHeaders {
+    pub fn kafka_headers(&self, source: &str, seal: &EventSeal) -> OwnedHeaders {
         EventRef {
             id: &self.id,
             ce_type: &self.ce_type,
@@ -260,14 +317,18 @@ impl Event {
             subject: self.subject.as_deref(),
             payload: &self.payload,
         }
-        .kafka_headers(source)
+        .kafka_headers(source, seal)
     }
 
-    /// From a record of the events topic (binary content mode); None for a record that is not
-    /// one of ours.
-    pub fn from_kafka<H: Headers>(headers: Option<&H>, payload: Option<&[u8]>) -> Option<Event> {
-        let headers = headers?;
-        let (mut id, mut ce_type, mut time, mut subject) = (None, None, None, None);
+    /// From a record of the events topic (binary content mode), taken only with the relay's
+    /// seal ([`EventSeal`]).
+    pub fn from_kafka<H: Headers>(
+        headers: Option<&H>,
+        payload: Option<&[u8]>,
+        seal: &EventSeal,
+    ) -> Result<Event, NotTaken> {
+        let headers = headers.ok_or(NotTaken::NotAnEvent)?;
+        let (mut id, mut ce_type, mut time, mut subject, mut sealed) = (None, None, None, None, None);
         for h in headers.iter() {
             let value = || h.value.and_then(|v| std::str::from_utf8(v).ok()).map(str::to_owned);
             match h.key {
@@ -275,19 +336,27 @@ impl Event {
                 "ce_type" => ce_type = value(),
                 "ce_time" => time = value(),
                 "ce_subject" => subject = value(),
+                SEAL_HEADER => sealed = value(),
                 _ => {}
             }
         }
-        let (id, time) = (id?, time?);
-        Some(Event {
-            concert: ConcertId::parse(id.split('/').next()?).ok()?,
-            ce_type: ce_type?,
-            time_ms: crate::clock::parse_rfc3339(&time)?,
-            time,
-            subject,
-            payload: payload?.to_vec(),
-            id,
-        })
+        let event = (|| {
+            let (id, time) = (id?, time?);
+            Some(Event {
+                concert: ConcertId::parse(id.split('/').next()?).ok()?,
+                ce_type: ce_type?,
+                time_ms: crate::clock::parse_rfc3339(&time)?,
+                time,
+                subject,
+                payload: payload?.to_vec(),
+                id,
+            })
+        })()
+        .ok_or(NotTaken::NotAnEvent)?;
+        match sealed {
+            Some(s) if seal.verify(&event, &s) => Ok(event),
+            _ => Err(NotTaken::Unsealed),
+        }
     }
 
     /// The data, parsed.
@@ -420,9 +489,18 @@ mod tests {
             ..Default::default()
         };
         let event = e.events(&concert()).remove(0);
-        let headers = event.kafka_headers(&source(&event.concert));
-        let back = Event::from_kafka(Some(&headers), Some(&event.payload)).unwrap();
+        let seal = EventSeal::new(b"token secret");
+        let headers = event.kafka_headers(&source(&event.concert), &seal);
+        let back = Event::from_kafka(Some(&headers), Some(&event.payload), &seal).unwrap();
         assert_eq!(back, event);
+        // Another key's seal, a changed byte of the data, no seal at all: not taken.
+        let other = EventSeal::new(b"another secret");
+        assert_eq!(Event::from_kafka(Some(&headers), Some(&event.payload), &other), Err(NotTaken::Unsealed));
+        let mut changed = event.payload.clone();
+        changed[1] ^= 1;
+        assert_eq!(Event::from_kafka(Some(&headers), Some(&changed), &seal), Err(NotTaken::Unsealed));
+        let bare = OwnedHeaders::new().insert(Header { key: "ce_id", value: Some(event.id.as_str()) });
+        assert_eq!(Event::from_kafka(Some(&bare), Some(&event.payload), &seal), Err(NotTaken::NotAnEvent));
         assert_eq!(back.kind(), "admitted");
         assert_eq!(back.data()["expiresAt"], "2024-12-06T02:03:20.123Z");
         let body: Value = serde_json::from_str(&back.structured().unwrap()).unwrap();

@@ -4,7 +4,7 @@
 //! request (nginx `auth_request`, Caddy `forward_auth`, Traefik `forwardAuth`, …) and lets the
 //! request through only on a 200:
 //!
-//! 1. the cookie `qg_<concertId>` holds a live session → 200, `X-Queuegate-User`; the session's
+//! 1. the cookie `__Host-qg_<concertId>` (any of its values) holds a live session → 200, `X-Queuegate-User`; the session's
 //!    idle timer restarts. From memory: the cookie is signed ([`cookie`]), and this gateway
 //!    knows each concert's revocation epoch and recently ended sessions ([`known`], learned every
 //!    second); Redis is asked only when this gateway has not written the session's last-seen
@@ -27,27 +27,37 @@ use serde::{Deserialize, Serialize};
 use crate::gateway::Gateway;
 use crate::ids::{ConcertId, UserId};
 use crate::problem::ApiError;
-use crate::store::sessions::{ExchangeRequest, Refused};
+use crate::store::sessions::{ExchangeRequest, Refused, NEWS_PAGE};
 
 pub mod cookie;
 pub mod known;
+pub mod refused;
 
 use cookie::{CookieKey, SessionCookie};
 use known::{Known, Verdict};
+use refused::RefusedTokens;
 
 /// The query parameter that carries an admission token back to the booking site.
 pub const TOKEN_PARAM: &str = "queuegate_token";
+
+/// The most pages of ended sessions one gateway reads per concert per round (a round a second):
+/// 10,000 ended sessions a second per concert, the rest in the next rounds.
+const NEWS_PAGES_PER_ROUND: usize = 10;
 
 /// The gate's state in one gateway.
 pub struct Gate {
     pub cookies: CookieKey,
     pub known: Known,
+    /// Admission tokens Redis refused: refused again from memory.
+    pub refused: RefusedTokens,
     /// `QUEUEGATE_PUBLIC_URL`, without a trailing slash.
     public_url: Option<String>,
     /// The concerts' settings (`sessionMaxSeconds`: how long ended sessions are remembered).
     cache: crate::concerts::ConcertCache,
     /// `queuegate_gate_ended_sessions_remembered`.
     remembered: prometheus::IntGauge,
+    /// `queuegate_gate_refused_tokens_remembered`.
+    refused_remembered: prometheus::IntGauge,
 }
 
 impl Gate {
@@ -56,13 +66,16 @@ impl Gate {
         public_url: Option<&str>,
         cache: crate::concerts::ConcertCache,
         remembered: prometheus::IntGauge,
+        refused_remembered: prometheus::IntGauge,
     ) -> Self {
         Gate {
             cookies: CookieKey::new(secret),
             known: Known::default(),
+            refused: RefusedTokens::default(),
             public_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),
             cache,
             remembered,
+            refused_remembered,
         }
     }
 
@@ -75,9 +88,15 @@ impl Gate {
     ) -> Result<(), crate::store::StoreError> {
         let now = crate::clock::now_ms();
         for id in concerts {
-            let news = store.gate_news(id, self.known.since(id)).await?;
             let max_s = self.cache.settings(id).map_or(86_400, |s| s.session_max_seconds);
-            self.known.learn(id, news, i64::from(max_s) * 1000, now);
+            // A burst (an operator's revocation, a sweep after a stall) is read in pages; what
+            // does not fit in this round's pages is read in the next round's, from where it stopped.
+            for _ in 0..NEWS_PAGES_PER_ROUND {
+                let news = store.gate_news(id, self.known.since(id), NEWS_PAGE).await?;
+                if !self.known.learn(id, news, i64::from(max_s) * 1000, now) {
+                    break;
+                }
+            }
         }
         for d in self.known.due(now) {
             if store.touch(&d.concert, &d.user, &d.sid, d.idle_ms, d.age_ms).await?.is_none() {
@@ -86,6 +105,8 @@ impl Gate {
         }
         self.known.prune(now);
         self.remembered.set(self.known.ended_count() as i64);
+        self.refused.prune(now);
+        self.refused_remembered.set(self.refused.len() as i64);
         Ok(())
     }
 }
@@ -197,13 +218,17 @@ pub(crate) async fn check(
     let settings = gw.cache.settings(&concert).ok_or_else(|| ApiError::NotFound(format!("no concert {concert}")))?;
     let idle_ms = i64::from(settings.session_idle_seconds) * 1000;
     let now = crate::clock::now_ms();
+    // Every value of the cookie's name is tried: the first that opens (signed for this concert) is
+    // the fan's; others (planted, stale) are ignored.
+    let name = cookie::name(&concert);
     let presented = req
         .headers()
         .get_all(header::COOKIE)
         .filter_map(|v| v.to_str().ok())
-        .find_map(|h| cookie::find(h, &cookie::name(&concert)).map(str::to_owned));
+        .flat_map(|h| cookie::find_all(h, &name))
+        .find_map(|v| gw.gate.cookies.open(&concert, v));
     let mut ended = None;
-    if let Some(c) = presented.as_deref().and_then(|v| gw.gate.cookies.open(&concert, v)) {
+    if let Some(c) = presented {
         match session(&gw, &c, idle_ms, now).await? {
             Some(expires) => {
                 let outcome = if expires.1 { "session" } else { "session_checked" };
@@ -280,6 +305,9 @@ async fn exchange(
         return Ok(Err("token"));
     }
     let Ok(user) = UserId::parse(claims.sub) else { return Ok(Err("token")) };
+    if let Some(why) = gw.gate.refused.get(&claims.jti, now) {
+        return Ok(Err(why));
+    }
     let sid = uuid::Uuid::new_v4().simple().to_string();
     let req = ExchangeRequest {
         user: &user,
@@ -303,10 +331,16 @@ async fn exchange(
             };
             Ok((c, s.deadline_ms))
         }
-        Err(Refused::Revoked) => Err("revoked"),
-        Err(Refused::Spent) => Err("spent"),
-        Err(Refused::Completed | Refused::Ended) => Err("session"),
-        Err(Refused::NotAdmitted) => Err("token"),
+        Err(refused) => {
+            let why = match refused {
+                Refused::Revoked => "revoked",
+                Refused::Spent => "spent",
+                Refused::Completed | Refused::Ended => "session",
+                Refused::NotAdmitted => "token",
+            };
+            gw.gate.refused.remember(&claims.jti, why, req.exp_ms, now);
+            Err(why)
+        }
     })
 }
 
@@ -412,13 +446,13 @@ mod tests {
     fn the_room_url_is_built_from_the_public_url_and_survives_any_host_header() {
         let c = ConcertId::parse("tour").unwrap();
         let original = url::Url::parse("https://shop.example/b?x=1&queuegate_token=t").unwrap();
-        let gate = Gate::new(b"s", Some("https://queue.example/"), Default::default(), gauge());
+        let gate = Gate::new(b"s", Some("https://queue.example/"), Default::default(), gauge(), gauge());
         let req = actix_web::test::TestRequest::default().to_http_request();
         assert_eq!(
             room_url(&gate, &req, &c, Some(&original), Some("spent")),
             "https://queue.example/c/tour?return=https%3A%2F%2Fshop.example%2Fb%3Fx%3D1&ended=spent"
         );
-        let bare = Gate::new(b"s", None, Default::default(), gauge());
+        let bare = Gate::new(b"s", None, Default::default(), gauge(), gauge());
         for host in ["queue.internal:8080", "a b", "x/y?z", ""] {
             let req = actix_web::test::TestRequest::default().insert_header(("host", host)).to_http_request();
             assert!(room_url(&bare, &req, &c, None, None).ends_with("/c/tour"), "{host}");

@@ -105,6 +105,7 @@ impl Gateway {
             http.public_url.as_deref(),
             cache.clone(),
             metrics.gate_ended_remembered.clone(),
+            metrics.gate_refused_remembered.clone(),
         );
         Gateway {
             producer,

@@ -40,6 +40,7 @@ pub struct Metrics {
     pub gate_sessions: IntGaugeVec,
     /// Ended gate sessions this gateway remembers (each for its concert's sessionMaxSeconds).
     pub gate_ended_remembered: IntGauge,
+    pub gate_refused_remembered: IntGauge,
     pub admissions: IntCounterVec,
     /// Admission rounds this process finished (each looks at every open concert).
     pub admission_rounds: prometheus::IntCounter,
@@ -60,6 +61,14 @@ pub struct Metrics {
     pub view_fans: IntGauge,
     /// Events the outbox relay published to the events topic.
     pub events_published: prometheus::IntCounter,
+    pub events_unsealed: prometheus::IntCounter,
+    /// Events dropped instead of published, by reason (outbox_full: a concert's outbox at
+    /// QUEUEGATE_EVENTS_OUTBOX_MAX while the events topic could not be written).
+    pub events_dropped: IntCounterVec,
+    /// Entries in each concert's outbox, as this process's relay last looked.
+    pub events_outbox_entries: IntGaugeVec,
+    /// 1 while this process's relay finds the events topic missing or unwritable.
+    pub events_topic_unwritable: IntGauge,
     /// Webhook delivery attempts, by outcome (delivered, failed, gave_up).
     pub webhook_deliveries: IntCounterVec,
     /// Seconds from a change to its webhook's successful delivery.
@@ -107,6 +116,11 @@ impl Metrics {
             gate_ended_remembered: IntGauge::new(
                 "queuegate_gate_ended_sessions_remembered",
                 "Ended gate sessions this gateway remembers, to refuse their cookies without asking Redis",
+            )
+            .expect("valid metric"),
+            gate_refused_remembered: IntGauge::new(
+                "queuegate_gate_refused_tokens_remembered",
+                "Admission tokens Redis refused that this gateway remembers, to refuse them again without asking (at most 100,000)",
             )
             .expect("valid metric"),
             view_fans: IntGauge::new(
@@ -246,9 +260,35 @@ impl Metrics {
                 &["mode"],
             )
             .expect("valid metric"),
+            events_unsealed: prometheus::IntCounter::new(
+                "queuegate_events_unsealed_total",
+                "Records of the events topic shaped like events but without the relay's seal: not queued for webhooks (something else writes to the topic)",
+            )
+            .expect("valid metric"),
             events_published: prometheus::IntCounter::new(
                 "queuegate_events_published_total",
                 "Events the outbox relay of this process published to QUEUEGATE_EVENTS_TOPIC (a re-publish after a crash counts again)",
+            )
+            .expect("valid metric"),
+            events_dropped: IntCounterVec::new(
+                Opts::new(
+                    "queuegate_events_dropped_total",
+                    "Events dropped instead of published, by reason: outbox_full (a concert's outbox at QUEUEGATE_EVENTS_OUTBOX_MAX entries while the events topic could not be written: its oldest entries were deleted), counted by the relay that took the count",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            events_outbox_entries: IntGaugeVec::new(
+                Opts::new(
+                    "queuegate_events_outbox_entries",
+                    "Entries waiting in each concert's outbox (at most QUEUEGATE_EVENTS_OUTBOX_MAX), as this process's relay last looked",
+                ),
+                &["concert"],
+            )
+            .expect("valid metric"),
+            events_topic_unwritable: IntGauge::new(
+                "queuegate_events_topic_unwritable",
+                "1 while this process's relay finds QUEUEGATE_EVENTS_TOPIC missing or unwritable (checked every 10 s); events wait in the outboxes meanwhile",
             )
             .expect("valid metric"),
             webhook_deliveries: IntCounterVec::new(
@@ -386,6 +426,7 @@ impl Metrics {
         for reason in ["full", "suspended"] {
             m.webhook_dropped.with_label_values(&[reason]);
         }
+        m.events_dropped.with_label_values(&["outbox_full"]);
         for outcome in ["delivered", "failed", "gave_up"] {
             m.webhook_deliveries.with_label_values(&[outcome]);
         }
@@ -426,7 +467,12 @@ impl Metrics {
             Box::new(m.open_streams.clone()),
             Box::new(m.view_fans.clone()),
             Box::new(m.gate_ended_remembered.clone()),
+            Box::new(m.gate_refused_remembered.clone()),
             Box::new(m.events_published.clone()),
+            Box::new(m.events_unsealed.clone()),
+            Box::new(m.events_dropped.clone()),
+            Box::new(m.events_outbox_entries.clone()),
+            Box::new(m.events_topic_unwritable.clone()),
             Box::new(m.webhook_deliveries.clone()),
             Box::new(m.webhook_delay.clone()),
             Box::new(m.webhook_dropped.clone()),

@@ -90,7 +90,9 @@ impl Application {
 
         // Separate pools per part: actix workers run their own runtimes, and a Redis connection
         // lives on the runtime that opened it, so the consumer never shares one with a listener.
-        let new_store = || QueueStore::new(&settings.redis);
+        // Every store caps the outboxes its scripts write at QUEUEGATE_EVENTS_OUTBOX_MAX.
+        let new_store =
+            || QueueStore::new(&settings.redis).map(|s| s.with_outbox_max(settings.events.events_outbox_max));
         let admin_store = new_store()?;
 
         let budget = ConnectionBudget::of_this_process(http.max_stream_memory_mb);
@@ -242,16 +244,20 @@ impl Application {
             }
             None => kafka.readiness_probe()?,
         };
-        let admin_state = web::Data::new(Admin::new(
-            admin_store.clone(),
-            cache.clone(),
-            metrics.clone(),
-            keys,
-            settings.security.admin_token.as_ref(),
-            kafka_probe,
-            health.clone(),
-            settings.security.token_secret_bytes(),
-        ));
+        let admin_state = web::Data::new(
+            Admin::new(
+                admin_store.clone(),
+                cache.clone(),
+                metrics.clone(),
+                keys,
+                settings.security.admin_token.as_ref(),
+                kafka_probe,
+                health.clone(),
+                crate::events::at_rest::SecretBox::new(settings.security.token_secret_bytes()),
+                crate::store::CodeKey::new(settings.security.token_secret_bytes()),
+            )
+            .with_webhook_egress(crate::events::egress::EgressPolicy::new(&settings.events.webhook_allow_networks.0)),
+        );
         let m = web::Data::new(metrics.clone());
         let listener_info = Listener { name: "admin", routes: admin::ROUTES };
         let admin = HttpServer::new(move || {
@@ -383,19 +389,25 @@ impl Application {
                 Duration::from_millis(settings.admission.admission_tick_ms),
                 settings.admission.admission_lease_ms,
             )
-            .with_order(probe, settings.admission.clock_skew_ms as i64)
-            .with_relay(crate::events::relay::Relay::new(
+            .with_order(probe, settings.admission.clock_skew_ms as i64);
+            let seal = crate::events::EventSeal::new(settings.security.token_secret_bytes());
+            let relay = crate::events::relay::Relay::new(
                 &kafka,
                 &settings.events,
                 admin_store.clone(),
                 metrics.clone(),
-            )?);
+                seal.clone(),
+            )?;
+            // Whether the events topic can be written: at start and every 10 s (`degraded: events`).
+            tasks.spawn("events topic check", relay.clone().watch_topic(health.clone(), stop.clone()));
+            let admitter = admitter.with_relay(relay);
             let worker = crate::events::hooks::EventsWorker::new(
                 &kafka,
                 &settings.consumer,
                 &settings.events,
                 admin_store.clone(),
                 cache.clone(),
+                seal,
             )?;
             tasks.spawn("events worker", worker.run(stop.clone()));
             let deliveries = crate::events::hooks::Deliveries::new(
@@ -403,6 +415,7 @@ impl Application {
                 cache.clone(),
                 metrics.clone(),
                 &settings.events,
+                crate::events::at_rest::SecretBox::new(settings.security.token_secret_bytes()),
             )?;
             tasks.spawn("webhook delivery", deliveries.run(stop.clone()));
             let stop = stop.clone();

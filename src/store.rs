@@ -185,6 +185,24 @@ pub struct AdmitRequest<'a> {
     pub request: Option<&'a RequestId>,
 }
 
+impl AdmitRequest<'static> {
+    /// A manual admission of at most `max` fans with tokens of `ttl_ms`: no slots, no rate,
+    /// no lease, no abandonment, the general lane. Change what differs with struct update:
+    /// `AdmitRequest { max_active: 10, ..AdmitRequest::manual(5, 600_000) }`.
+    pub fn manual(max: u32, ttl_ms: i64) -> Self {
+        AdmitRequest {
+            max,
+            ttl_ms,
+            max_active: 0,
+            abandon_after_ms: 0,
+            per_second: 0,
+            lease: None,
+            lanes: &[],
+            request: None,
+        }
+    }
+}
+
 /// Fans admitted by one call: (userId, token expiry ms), issued at `iat_ms`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admitted {
@@ -203,6 +221,20 @@ pub struct QueueEntry {
     pub joined_at_ms: i64,
 }
 
+/// Entries a concert's outbox holds at most unless told otherwise (the default of
+/// `QUEUEGATE_EVENTS_OUTBOX_MAX`).
+pub const DEFAULT_OUTBOX_MAX: u64 = 10_000;
+
+/// A script that writes the outbox: outbox.lua with its cap in front, then `parts`.
+fn with_outbox(outbox_max: u64, parts: &[&str]) -> Script {
+    Script::new(&outbox_source(outbox_max, parts))
+}
+
+/// The source of [`with_outbox`]'s script.
+fn outbox_source(outbox_max: u64, parts: &[&str]) -> String {
+    format!("local OUTBOX_MAX = {outbox_max}\n{}{}", include_str!("store/outbox.lua"), parts.concat())
+}
+
 /// The Lua scripts, hashed once.
 struct Scripts {
     apply: Script,
@@ -217,9 +249,34 @@ struct Scripts {
     complete: Script,
     confirm: Script,
     release: Script,
+    /// concert_event.lua's source, sent with EVAL inside put_concert's transaction.
+    concert_event: String,
     sessions: sessions::Scripts,
     codes: lanes::Scripts,
     events: events::Scripts,
+}
+
+impl Scripts {
+    fn new(outbox_max: u64) -> Self {
+        Scripts {
+            apply: Script::new(include_str!("store/apply.lua")),
+            status: Script::new(include_str!("store/status.lua")),
+            page: Script::new(include_str!("store/page.lua")),
+            admit: with_outbox(outbox_max, &[include_str!("store/slots.lua"), include_str!("store/admit.lua")]),
+            remove: with_outbox(outbox_max, &[include_str!("store/remove.lua")]),
+            lease: Script::new(include_str!("store/lease.lua")),
+            counts: Script::new(include_str!("store/counts.lua")),
+            complete: with_outbox(outbox_max, &[include_str!("store/complete.lua")]),
+            view: Script::new(include_str!("store/view.lua")),
+            shuffle: with_outbox(outbox_max, &[include_str!("store/shuffle.lua")]),
+            confirm: Script::new(include_str!("store/confirm.lua")),
+            release: with_outbox(outbox_max, &[include_str!("store/release.lua")]),
+            concert_event: outbox_source(outbox_max, &[include_str!("store/concert_event.lua")]),
+            sessions: sessions::Scripts::new(outbox_max),
+            codes: lanes::Scripts::new(),
+            events: events::Scripts::new(),
+        }
+    }
 }
 
 /// Handle on the Redis queue store; cheap to clone.
@@ -242,7 +299,8 @@ fn stored_user(v: &redis::Value) -> Result<UserId, StoreError> {
 }
 
 impl QueueStore {
-    /// Creates the connection pools from the Redis section (no connection is made until first use).
+    /// Creates the connection pools from the Redis section (no connection is made until first
+    /// use), with outboxes capped at [`DEFAULT_OUTBOX_MAX`] entries.
     pub fn new(settings: &RedisSettings) -> anyhow::Result<Self> {
         Ok(QueueStore {
             backend: Backend::new(settings)?,
@@ -250,28 +308,15 @@ impl QueueStore {
             replica_timeout: Duration::from_millis(settings.redis_replica_timeout_ms),
             replica_grace: Some(Duration::from_millis(settings.redis_replica_grace_ms)).filter(|d| !d.is_zero()),
             keys: Keys::new(&settings.redis_prefix),
-            scripts: Arc::new(Scripts {
-                apply: Script::new(include_str!("store/apply.lua")),
-                status: Script::new(include_str!("store/status.lua")),
-                page: Script::new(include_str!("store/page.lua")),
-                admit: Script::new(concat!(
-                    include_str!("store/outbox.lua"),
-                    include_str!("store/slots.lua"),
-                    include_str!("store/admit.lua")
-                )),
-                remove: Script::new(concat!(include_str!("store/outbox.lua"), include_str!("store/remove.lua"))),
-                lease: Script::new(include_str!("store/lease.lua")),
-                counts: Script::new(include_str!("store/counts.lua")),
-                complete: Script::new(concat!(include_str!("store/outbox.lua"), include_str!("store/complete.lua"))),
-                view: Script::new(include_str!("store/view.lua")),
-                shuffle: Script::new(concat!(include_str!("store/outbox.lua"), include_str!("store/shuffle.lua"))),
-                confirm: Script::new(include_str!("store/confirm.lua")),
-                release: Script::new(concat!(include_str!("store/outbox.lua"), include_str!("store/release.lua"))),
-                sessions: sessions::Scripts::new(),
-                codes: lanes::Scripts::new(),
-                events: events::Scripts::new(),
-            }),
+            scripts: Arc::new(Scripts::new(DEFAULT_OUTBOX_MAX)),
         })
+    }
+
+    /// The same store with each concert's outbox capped at `max` entries
+    /// (`QUEUEGATE_EVENTS_OUTBOX_MAX`, at least 1; outbox.lua).
+    pub fn with_outbox_max(mut self, max: u64) -> Self {
+        self.scripts = Arc::new(Scripts::new(max.max(1)));
+        self
     }
 
     /// The key scheme this store uses.
@@ -609,18 +654,13 @@ impl QueueStore {
         if let Some(m) = published.as_object_mut() {
             m.remove("webhooks");
         }
-        pipe.cmd("XADD")
-            .arg(self.key(id, Part::Outbox))
-            .arg("*")
-            .arg("t")
-            .arg(kind)
-            .arg("l")
-            .arg("")
-            .arg("u")
-            .arg("")
-            .arg("x")
-            .arg(published.to_string())
-            .ignore();
+        // EVAL, not EVALSHA: inside MULTI a missing script could not be loaded and retried. A
+        // concert changes at an operator's pace, so sending the source each time costs nothing.
+        pipe.cmd("EVAL").arg(&self.scripts.concert_event).arg(4);
+        for key in self.keys.outbox(id) {
+            pipe.arg(key);
+        }
+        pipe.arg(kind).arg(published.to_string()).ignore();
         timed(pipe.query_async::<()>(&mut c)).await?;
         if settings.opens_at.is_some() {
             // Scheduled: each lane's shuffle seed is drawn now, once, and only its hash is published.

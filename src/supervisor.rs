@@ -21,6 +21,9 @@ use tokio::task::JoinSet;
 pub struct Health {
     draining: AtomicBool,
     failed: Mutex<Option<TaskFailure>>,
+    /// Parts of the work this process cannot do now, found by its own tasks (`events`: the
+    /// events topic is missing or unwritable); `/readyz` lists them in `degraded`.
+    degraded: Mutex<std::collections::BTreeSet<&'static str>>,
 }
 
 /// A supervised task that ended when it should not have.
@@ -45,6 +48,22 @@ impl Health {
     /// The first task that failed, if any.
     pub fn failure(&self) -> Option<TaskFailure> {
         self.failed.lock().expect("never poisoned").clone()
+    }
+
+    /// Marks `part` degraded (or no longer): listed in `/readyz`'s `degraded`, never a 503.
+    /// Whether that changed anything.
+    pub fn set_degraded(&self, part: &'static str, degraded: bool) -> bool {
+        let mut parts = self.degraded.lock().expect("never poisoned");
+        if degraded {
+            parts.insert(part)
+        } else {
+            parts.remove(part)
+        }
+    }
+
+    /// The parts marked degraded, in name order.
+    pub fn degraded(&self) -> Vec<&'static str> {
+        self.degraded.lock().expect("never poisoned").iter().copied().collect()
     }
 
     fn record(&self, failure: TaskFailure) {

@@ -33,7 +33,12 @@ fn tool(rel: &str) -> PathBuf {
     p
 }
 
-/// The defaults (None), then every `ci/*.yaml`.
+/// The defaults with the one value they cannot choose (`trustedProxies`): ci/default-values.yaml.
+fn defaults() -> PathBuf {
+    chart().join("ci/default-values.yaml")
+}
+
+/// Every `ci/*.yaml`, the defaults first.
 fn value_sets() -> Vec<Option<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(chart().join("ci"))
         .unwrap()
@@ -42,7 +47,8 @@ fn value_sets() -> Vec<Option<PathBuf>> {
         .collect();
     files.sort();
     assert!(files.len() >= 3, "ci/ holds the values files: {files:?}");
-    std::iter::once(None).chain(files.into_iter().map(Some)).collect()
+    files.sort_by_key(|p| *p != defaults());
+    files.into_iter().map(Some).collect()
 }
 
 fn helm(args: &[&str], values: Option<&Path>) -> Result<String, String> {
@@ -183,7 +189,7 @@ fn consumers_are_capped_at_the_partitions_and_the_optional_parts_match_their_sou
     let objs = objects(&render(Some(&full), &[]).unwrap());
     // 30 asked for, 12 partitions.
     assert_eq!(named(&objs, "Deployment", "qg-queuegate-consumer")["spec"]["replicas"], 12);
-    let few = objects(&render(None, &["consumer.replicas=2", "kafka.partitions=24"]).unwrap());
+    let few = objects(&render(Some(&defaults()), &["consumer.replicas=2", "kafka.partitions=24"]).unwrap());
     assert_eq!(named(&few, "Deployment", "qg-queuegate-consumer")["spec"]["replicas"], 2);
 
     // One source for the alerts: grafana/alerts.yml's groups, as they are.
@@ -206,13 +212,59 @@ fn consumers_are_capped_at_the_partitions_and_the_optional_parts_match_their_sou
         assert_eq!(&metrics["metadata"]["labels"][k], v, "the ServiceMonitor selects the metrics Service");
     }
 
-    // The admin port: from this namespace and the monitoring namespace only.
+    // The admin port: from the monitoring namespace and the pods labelled as admin clients only,
+    // never from every pod of the namespace (issue 36: `podSelector: {}` let any pod admit,
+    // revoke and sell out with a leaked token, and read /metrics).
     let np = named(&objs, "NetworkPolicy", "qg-queuegate");
     let admin_rule =
         np["spec"]["ingress"].as_array().unwrap().iter().find(|r| r["ports"][0]["port"] == "admin").unwrap();
     assert_eq!(
         admin_rule["from"],
-        json!([{"podSelector": {}}, {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}])
+        json!([
+            {"podSelector": {"matchLabels": {"queuegate-admin": "true"}}},
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+        ])
+    );
+    assert!(
+        admin_rule["from"].as_array().unwrap().iter().all(|p| p["podSelector"] != json!({})),
+        "not every pod of the namespace"
+    );
+
+    // The consumers' egress (they deliver webhooks): DNS, Kafka, Redis and the webhook networks
+    // only; public addresses minus every internal range, plus the networks the operator allowed,
+    // which queuegate is told too.
+    let egress = named(&objs, "NetworkPolicy", "qg-queuegate-consumer-egress");
+    assert_eq!(egress["spec"]["policyTypes"], json!(["Egress"]));
+    assert_eq!(egress["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"], "consumer");
+    let rules = egress["spec"]["egress"].as_array().unwrap();
+    assert_eq!(rules.len(), 4, "DNS, Kafka, Redis, webhooks: {rules:?}");
+    assert!(rules.iter().all(|r| !r["to"].as_array().unwrap().is_empty()), "no rule open to everywhere");
+    assert_eq!(rules[0]["ports"], json!([{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]));
+    assert_eq!(rules[1]["ports"], json!([{"port": 9093, "protocol": "TCP"}]), "Kafka");
+    assert_eq!(rules[2]["ports"][0], json!({"port": 6379, "protocol": "TCP"}), "Redis");
+    let blocks: Vec<&Value> = rules[3]["to"].as_array().unwrap().iter().map(|p| &p["ipBlock"]).collect();
+    assert!(rules[3].get("ports").is_none(), "webhooks on any port");
+    let v4 = blocks.iter().find(|b| b["cidr"] == "0.0.0.0/0").unwrap();
+    for internal in ["10.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"]
+    {
+        assert!(v4["except"].as_array().unwrap().contains(&json!(internal)), "{internal} excepted");
+    }
+    let v6 = blocks.iter().find(|b| b["cidr"] == "::/0").unwrap();
+    for internal in ["::/96", "fc00::/7", "fe80::/10"] {
+        assert!(v6["except"].as_array().unwrap().contains(&json!(internal)), "{internal} excepted");
+    }
+    assert!(blocks.iter().any(|b| b["cidr"] == "10.40.0.0/16" && b.get("except").is_none()), "the allowed CRM network");
+    for d in ["qg-queuegate-consumer", "qg-queuegate-gateway"] {
+        let env = named(&objs, "Deployment", d)["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+        let allow = env.as_array().unwrap().iter().find(|e| e["name"] == "QUEUEGATE_WEBHOOK_ALLOW_NETWORKS").unwrap();
+        assert_eq!(allow["value"], "10.40.0.0/16,fd00:40::/64", "{d}");
+        let parsed = queuegate::events::egress::parse_networks(allow["value"].as_str().unwrap());
+        assert!(parsed.is_ok(), "queuegate takes what the chart renders: {parsed:?}");
+    }
+    let default = objects(&render(Some(&defaults()), &[]).unwrap());
+    assert!(
+        of_kind(&default, "NetworkPolicy").iter().all(|n| n["metadata"]["name"] != "qg-queuegate-consumer-egress"),
+        "off by default"
     );
 
     // The gate example asks the gateway's Service, and sends fans to the room with ?return=.
@@ -264,10 +316,25 @@ fn wrong_values_fail_at_install_naming_the_value() {
         ("terminationGracePeriodSeconds=30", "terminationGracePeriodSeconds"),
         ("fanIdentity=trusted-header", "fanIdHeader"),
         ("gateExample.enabled=true", "publicUrl"),
+        ("networkPolicy.consumerEgress.enabled=true", "consumerEgress.kafka.to"),
     ] {
-        let e = render(None, &[set]).expect_err(set);
+        let e = render(Some(&defaults()), &[set]).expect_err(set);
         assert!(e.contains(says), "{set}: {e}");
     }
+    // Issue 36: behind an ingress (the default), an empty trustedProxies put every fan in the
+    // controller pod's one per-address budget; the chart now asks for the choice.
+    let e = render(None, &[]).expect_err("the defaults alone");
+    assert!(e.contains("trustedProxies") && e.contains("behindProxy"), "the defaults alone: {e}");
+    // An upgrade rendered where the chart cannot read its Secret back (helm template, GitOps)
+    // would generate new secrets and log every fan out: refused, naming the way out.
+    let e =
+        helm(&["template", "qg", "--namespace", "sale", "--is-upgrade"], Some(&defaults())).expect_err("is-upgrade");
+    assert!(e.contains("secrets.existingSecret"), "an upgrade without the Secret: {e}");
+    let existing = chart().join("ci/existing-secret-values.yaml");
+    helm(&["template", "qg", "--namespace", "sale", "--is-upgrade"], Some(&existing))
+        .expect("an existing Secret upgrades");
+    let direct = render(None, &["behindProxy=false"]).expect("fans straight to the gateways need no proxy CIDRs");
+    assert!(!direct.contains("QUEUEGATE_TRUSTED_PROXIES"), "no proxy believed when there is none");
 }
 
 /// The rendered container's environment as the kubelet would give it: values as they are,
@@ -320,7 +387,7 @@ async fn the_rendered_pods_start_queuegate_become_ready_and_stop_cleanly_within_
         format!("redis.prefix={}", names.prefix),
     ];
     let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
-    let objs = objects(&render(None, &sets).unwrap());
+    let objs = objects(&render(Some(&defaults()), &sets).unwrap());
     let secret = named(&objs, "Secret", "qg-queuegate");
     let keys = std::env::temp_dir().join(format!("qg-chart-keys-{}", std::process::id()));
     std::fs::create_dir_all(&keys).unwrap();

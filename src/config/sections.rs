@@ -487,9 +487,10 @@ impl std::fmt::Debug for RedisSettings {
 #[command(next_help_heading = "Admission")]
 pub struct AdmissionSettings {
     /// PKCS#8 PEM files with the Ed25519 private keys of admission tokens, comma separated
-    /// (`queuegate keygen PATH`, or `openssl genpkey -algorithm ed25519 -out key.pem`): the first
-    /// signs, all are published in the JWKS and verify, so rotating is "new.pem,old.pem". The
-    /// same on every instance. Required unless --insecure-dev (then a random per-process key).
+    /// (`queuegate keygen PATH`, or `openssl genpkey -algorithm ed25519 -out key.pem`); a file
+    /// may hold several PEM blocks. The first key signs, all are published in the JWKS and
+    /// verify, so rotating is `cat new.pem old.pem > key.pem` (or "new.pem,old.pem"). The same
+    /// on every instance. Required unless --insecure-dev (then a random per-process key).
     #[arg(long, env = "QUEUEGATE_ADMISSION_KEY_FILE", value_delimiter = ',')]
     pub admission_key_file: Vec<PathBuf>,
 
@@ -664,6 +665,14 @@ pub struct EventsSettings {
     #[arg(long, env = "QUEUEGATE_EVENTS_TOPIC", default_value = "queue.events")]
     pub events_topic: String,
 
+    /// Most entries each concert's outbox (the events waiting for the events topic, in Redis)
+    /// may hold; past it, each new entry drops the oldest one, counted in
+    /// queuegate_events_dropped_total{reason="outbox_full"}. An entry holds one change of up to
+    /// 1,000 fans (at most ~80 KB), most hold a few: only reached while the events topic cannot
+    /// be written.
+    #[arg(long, env = "QUEUEGATE_EVENTS_OUTBOX_MAX", default_value_t = 10_000)]
+    pub events_outbox_max: u64,
+
     /// How long a webhook endpoint may take to answer one delivery before it counts as failed (ms).
     #[arg(long, env = "QUEUEGATE_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
     pub webhook_timeout_ms: u64,
@@ -697,6 +706,13 @@ pub struct EventsSettings {
     /// it. 0: never suspended.
     #[arg(long, env = "QUEUEGATE_WEBHOOK_SUSPEND_AFTER_SECONDS", default_value_t = 3_600)]
     pub webhook_suspend_after_seconds: u64,
+
+    /// Networks (CIDRs or addresses, comma separated) webhooks may be sent to although they are
+    /// loopback, private, link-local, unique-local, CGNAT or otherwise internal; every other
+    /// internal address is refused at registration (400) and at delivery (docs/security.md).
+    #[arg(long, env = "QUEUEGATE_WEBHOOK_ALLOW_NETWORKS", default_value = "",
+          value_parser = crate::events::egress::parse_networks)]
+    pub webhook_allow_networks: crate::events::egress::AllowNetworks,
 }
 
 impl EventsSettings {
@@ -704,6 +720,7 @@ impl EventsSettings {
         if self.events_topic.is_empty() || self.events_topic.len() > 249 {
             return Err(bad("QUEUEGATE_EVENTS_TOPIC", "must be a Kafka topic name (1 to 249 characters)"));
         }
+        check_range("QUEUEGATE_EVENTS_OUTBOX_MAX", self.events_outbox_max, 1..=10_000_000)?;
         if self.webhook_timeout_ms == 0 {
             return Err(bad("QUEUEGATE_WEBHOOK_TIMEOUT_MS", "must be more than 0"));
         }

@@ -23,6 +23,11 @@
 //! `QUEUEGATE_WEBHOOK_SUSPEND_AFTER_SECONDS` (and at least [`SUSPEND_MIN_FAILURES`] in a row) is
 //! suspended: nothing more is queued for it or sent to it until an operator resumes it
 //! (`POST /admin/v1/concerts/{concertId}/webhooks/{webhookId}/resume`).
+//!
+//! A delivery connects only to an address [`super::egress`] permits (checked at delivery, on
+//! the address connected to), and what it records is a coarse class ([`class_of`]: `ok`,
+//! `http-4xx`, `timeout`, `refused-address`, …), never the socket error or the exact status, so
+//! the deliveries listing tells nothing about what listens behind a refused address.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -33,6 +38,7 @@ use rdkafka::TopicPartitionList;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::egress::{CheckedResolver, EgressError, EgressPolicy, Lookup};
 use super::Event;
 use crate::concerts::ConcertCache;
 use crate::config::{ConsumerSettings, EventsSettings};
@@ -59,6 +65,8 @@ pub struct EventsWorker {
     cache: ConcertCache,
     caps: WebhookCaps,
     metrics: Metrics,
+    /// Only records with the relay's seal are queued for webhooks.
+    seal: super::EventSeal,
 }
 
 impl EventsWorker {
@@ -68,6 +76,7 @@ impl EventsWorker {
         settings: &EventsSettings,
         store: QueueStore,
         cache: ConcertCache,
+        seal: super::EventSeal,
     ) -> anyhow::Result<Self> {
         let c: StreamConsumer<KafkaContext> =
             kafka.events_consumer(consumer).create_with_context(kafka.context(crate::kafka::ClientRole::Events))?;
@@ -83,6 +92,7 @@ impl EventsWorker {
             cache,
             caps,
             metrics: kafka.metrics().clone(),
+            seal,
         })
     }
 
@@ -130,13 +140,21 @@ impl EventsWorker {
                 if !wanted {
                     continue;
                 }
-                match Event::from_kafka(m.headers(), m.payload()) {
-                    Some(e) => by_concert.entry(e.concert.clone()).or_default().push(e),
-                    None => tracing::warn!(
+                match Event::from_kafka(m.headers(), m.payload(), &self.seal) {
+                    Ok(e) => by_concert.entry(e.concert.clone()).or_default().push(e),
+                    Err(super::NotTaken::NotAnEvent) => tracing::warn!(
                         partition = m.partition(),
                         offset = m.offset(),
                         "a record of the events topic is not a queuegate event; skipped"
                     ),
+                    Err(super::NotTaken::Unsealed) => {
+                        self.metrics.events_unsealed.inc();
+                        tracing::warn!(
+                            partition = m.partition(),
+                            offset = m.offset(),
+                            "a record of the events topic has no valid seal of queuegate's relay (something else writes to the topic, or another token secret); not queued for webhooks"
+                        );
+                    }
                 }
             }
             if read == 0 {
@@ -213,6 +231,10 @@ pub struct Deliveries {
     metrics: Metrics,
     settings: EventsSettings,
     client: reqwest::Client,
+    /// Where deliveries may connect (`QUEUEGATE_WEBHOOK_ALLOW_NETWORKS`).
+    egress: EgressPolicy,
+    /// Opens the secrets Redis holds encrypted.
+    at_rest: super::at_rest::SecretBox,
 }
 
 impl Deliveries {
@@ -221,13 +243,15 @@ impl Deliveries {
         cache: ConcertCache,
         metrics: Metrics,
         settings: &EventsSettings,
+        at_rest: super::at_rest::SecretBox,
     ) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_millis(settings.webhook_timeout_ms))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("queuegate/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Deliveries { store, cache, metrics, settings: settings.clone(), client })
+        let egress = EgressPolicy::new(&settings.webhook_allow_networks.0);
+        let client = delivery_client(
+            Duration::from_millis(settings.webhook_timeout_ms),
+            egress.clone(),
+            super::egress::system_lookup(),
+        )?;
+        Ok(Deliveries { store, cache, metrics, settings: settings.clone(), client, egress, at_rest })
     }
 
     pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
@@ -296,7 +320,13 @@ impl Deliveries {
             let mut attempts: Vec<Attempt> =
                 given_up.iter().map(|(id, tried)| self.expired(&hook, id, *tried, now)).collect();
             if !claimed.is_empty() {
-                match self.store.webhook_secret(&concert, &hook, crate::clock::now_ms()).await.ok().flatten() {
+                match self
+                    .store
+                    .webhook_secret(&concert, &hook, crate::clock::now_ms(), &self.at_rest)
+                    .await
+                    .ok()
+                    .flatten()
+                {
                     Some(secret) => {
                         let sends = claimed.iter().map(|d| self.deliver(&hook, &url, &secret, d));
                         attempts.extend(futures_util::future::join_all(sends).await);
@@ -353,7 +383,7 @@ impl Deliveries {
             .collect::<Vec<_>>()
             .join(" ");
         let started = std::time::Instant::now();
-        let result = self
+        let request = self
             .client
             .post(url)
             .header("content-type", "application/json")
@@ -361,13 +391,13 @@ impl Deliveries {
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
             .body(d.body.clone())
-            .send()
-            .await;
-        let ms = started.elapsed().as_millis() as u64;
-        let (ok, status, error) = match &result {
-            Ok(r) => (r.status().is_success(), Some(r.status().as_u16()), None),
-            Err(e) => (false, None, Some(if e.is_timeout() { "timed out".to_owned() } else { root_cause(e) })),
+            .build();
+        let class = match request {
+            Ok(request) => send_checked(&self.client, &self.egress, request).await,
+            Err(_) => "request-failed",
         };
+        let ok = class == "ok";
+        let ms = started.elapsed().as_millis() as u64;
         let attempt = d.attempts + 1;
         let first = d.first_ms.unwrap_or(now);
         // The window counts from when the event was queued, not from the first attempt.
@@ -388,18 +418,12 @@ impl Deliveries {
                 self.metrics.webhook_delay.observe((crate::clock::now_ms() - at).max(0) as f64 / 1000.0);
             }
         } else {
-            tracing::info!(webhook = hook, event = %d.id, attempt, status, outcome, "webhook delivery failed");
+            tracing::info!(webhook = hook, event = %d.id, attempt, class, outcome, "webhook delivery failed");
         }
-        let mut log = json!({
-            "webhookId": hook, "eventId": d.id, "attempt": attempt, "outcome": outcome,
+        let log = json!({
+            "webhookId": hook, "eventId": d.id, "attempt": attempt, "outcome": outcome, "class": class,
             "at": crate::clock::rfc3339(now), "ms": ms,
         });
-        if let Some(s) = status {
-            log["status"] = json!(s);
-        }
-        if let Some(e) = error {
-            log["error"] = json!(e);
-        }
         let outcome = if ok {
             AttemptOutcome::Delivered
         } else if gave_up {
@@ -450,14 +474,67 @@ impl Drop for EndpointGauges {
     }
 }
 
-/// The innermost cause of a failed request ("Connection refused (os error 111)"), which says
-/// more to an operator than reqwest's "error sending request".
-fn root_cause(e: &reqwest::Error) -> String {
-    let mut cause: &dyn std::error::Error = e;
-    while let Some(inner) = cause.source() {
-        cause = inner;
+/// The client every delivery goes through: it resolves names only through [`CheckedResolver`]
+/// (so it connects only to addresses checked at that moment), follows no redirect (one could
+/// point anywhere) and uses no proxy (a proxy would resolve the name itself).
+pub fn delivery_client(timeout: Duration, egress: EgressPolicy, lookup: Lookup) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(std::sync::Arc::new(CheckedResolver { policy: egress, lookup }))
+        .user_agent(concat!("queuegate/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Sends one delivery unless its URL is a literal address `egress` refuses (the resolver never
+/// sees a literal), and says what became of it ([`class_of`]).
+pub async fn send_checked(client: &reqwest::Client, egress: &EgressPolicy, request: reqwest::Request) -> &'static str {
+    let literal = match request.url().host() {
+        Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+        _ => None,
+    };
+    if literal.is_some_and(|ip| !egress.permits(ip)) {
+        return "refused-address";
     }
-    cause.to_string()
+    class_of(&client.execute(request).await.map(|r| r.status()))
+}
+
+/// The class of an attempt's result, which is all the deliveries log and the log line keep:
+/// `ok` (2xx), `http-3xx` (redirects are not followed), `http-4xx`, `http-5xx`, `http-other`,
+/// `refused-address` (no connection was made: the address is internal), `dns-failed`,
+/// `connect-failed`, `tls`, `timeout`, `request-failed` (the connection broke off). The socket
+/// error's text and the exact status stay out: they would tell what listens where.
+pub fn class_of(result: &Result<reqwest::StatusCode, reqwest::Error>) -> &'static str {
+    let e = match result {
+        Ok(s) if s.is_success() => return "ok",
+        Ok(s) if s.is_redirection() => return "http-3xx",
+        Ok(s) if s.is_client_error() => return "http-4xx",
+        Ok(s) if s.is_server_error() => return "http-5xx",
+        Ok(_) => return "http-other",
+        Err(e) => e,
+    };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut tls = false;
+    while let Some(c) = cause {
+        match c.downcast_ref::<EgressError>() {
+            Some(EgressError::Refused) => return "refused-address",
+            Some(EgressError::Unresolved) => return "dns-failed",
+            None => {}
+        }
+        tls |= c.is::<native_tls::Error>();
+        cause = c.source();
+    }
+    if e.is_timeout() {
+        "timeout"
+    } else if tls {
+        "tls"
+    } else if e.is_connect() {
+        "connect-failed"
+    } else {
+        "request-failed"
+    }
 }
 
 /// The wait before attempt `attempt + 1` (ms): base · 2^(attempt−1), at most `max`, times a
@@ -472,7 +549,82 @@ pub fn backoff_ms(base: u64, max: u64, attempt: u32) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::backoff_ms;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::{backoff_ms, delivery_client, send_checked};
+    use crate::events::egress::{parse_networks, EgressPolicy, Lookup};
+
+    /// A receiver on loopback that counts the connections it accepts and answers each with 204.
+    async fn counting_receiver() -> (u16, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n").await;
+            }
+        });
+        (port, accepted)
+    }
+
+    /// A name whose DNS answers loopback at delivery time, whatever it answered at registration.
+    fn rebinding() -> Lookup {
+        Arc::new(|_name| Box::pin(async { Ok(vec!["127.0.0.1".parse().unwrap()]) }))
+    }
+
+    async fn post(egress: &EgressPolicy, url: &str) -> &'static str {
+        let client = delivery_client(Duration::from_secs(5), egress.clone(), rebinding()).unwrap();
+        let request = client.post(url).body("{}").build().unwrap();
+        send_checked(&client, egress, request).await
+    }
+
+    #[tokio::test]
+    async fn a_name_rebound_to_a_refused_address_at_delivery_gets_no_connection() {
+        let (port, accepted) = counting_receiver().await;
+        let refused = EgressPolicy::default();
+        let class = post(&refused, &format!("http://hooks.rebind.example:{port}/hook")).await;
+        assert_eq!(class, "refused-address", "the resolver refused the only address the name had");
+        let class = post(&refused, &format!("http://127.0.0.1:{port}/hook")).await;
+        assert_eq!(class, "refused-address", "a literal address is checked before sending");
+        let class = post(&refused, &format!("http://[::ffff:127.0.0.1]:{port}/hook")).await;
+        assert_eq!(class, "refused-address", "the IPv4-mapped form too");
+        assert_eq!(accepted.load(Ordering::SeqCst), 0, "no connection reached the receiver");
+
+        // The same name, with its network allowed: the receiver sees the connection, so it
+        // would have seen the refused ones.
+        let allowed = EgressPolicy::new(&parse_networks("127.0.0.0/8").unwrap().0);
+        assert_eq!(post(&allowed, &format!("http://hooks.rebind.example:{port}/hook")).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection, through the checked address");
+    }
+
+    #[tokio::test]
+    async fn a_refused_address_reads_the_same_whatever_listens_there() {
+        let (open_port, accepted) = counting_receiver().await;
+        let closed_port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let refused = EgressPolicy::default();
+        for port in [open_port, closed_port] {
+            for host in ["127.0.0.1", "hooks.rebind.example"] {
+                assert_eq!(post(&refused, &format!("http://{host}:{port}/")).await, "refused-address", "{host}:{port}");
+            }
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 0);
+        // Allowed, the receiver's own failures are told apart (coarsely).
+        let allowed = EgressPolicy::new(&parse_networks("127.0.0.1").unwrap().0);
+        assert_eq!(post(&allowed, &format!("http://127.0.0.1:{closed_port}/")).await, "connect-failed");
+        // A plain-HTTP answer to a TLS handshake.
+        assert_eq!(post(&allowed, &format!("https://127.0.0.1:{open_port}/")).await, "tls");
+    }
 
     #[test]
     fn backoff_doubles_up_to_its_cap_with_jitter() {

@@ -1,4 +1,6 @@
-//! The session cookie `qg_<concertId>`: who the fan is, which session, until when, signed.
+//! The session cookie `__Host-qg_<concertId>`: who the fan is, which session, until when, signed.
+//! The `__Host-` prefix makes browsers take it only from the booking host itself, over https,
+//! with `Path=/` and no `Domain`: a sibling subdomain cannot plant one (cookie tossing).
 //!
 //! Value: `1.<concertId>.<userId>.<sid>.<startedAt>.<maxAt>.<epoch>.<mac>`, where the mac is
 //! HMAC-SHA256 (under its own key, derived from `QUEUEGATE_TOKEN_SECRET`, so no entry token
@@ -80,15 +82,17 @@ impl CookieKey {
 
 /// The cookie's name for a concert.
 pub fn name(concert: &ConcertId) -> String {
-    format!("qg_{concert}")
+    format!("__Host-qg_{concert}")
 }
 
-/// The value of cookie `name` in a `Cookie` header (`a=1; b=2`), the first one when repeated.
-pub fn find<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+/// Every value of cookie `name` in a `Cookie` header (`a=1; b=2`), in order: a browser sends
+/// several of one name when more than one path or domain set it, so the gate tries each (one
+/// planted beside the real one must not lock the fan out).
+pub fn find_all<'a>(header: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     header
         .split(';')
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
+        .filter(move |(k, _)| *k == name)
         .map(|(_, v)| v.trim_matches('"'))
 }
 
@@ -127,9 +131,15 @@ mod tests {
 
     #[test]
     fn the_cookie_is_found_among_others() {
-        assert_eq!(find("a=1; qg_tour=v.1; b=2", "qg_tour"), Some("v.1"));
-        assert_eq!(find("qg_tourx=1;qg_tour=2", "qg_tour"), Some("2"));
-        assert_eq!(find("a=1", "qg_tour"), None);
+        let all = |h, n| find_all(h, n).collect::<Vec<_>>();
+        assert_eq!(all("a=1; qg_tour=v.1; b=2", "qg_tour"), ["v.1"]);
+        assert_eq!(all("qg_tourx=1;qg_tour=2", "qg_tour"), ["2"]);
+        assert_eq!(
+            all("qg_tour=planted; a=1; qg_tour=\"real\"", "qg_tour"),
+            ["planted", "real"],
+            "every value, in order"
+        );
+        assert!(all("a=1", "qg_tour").is_empty());
     }
 
     proptest! {

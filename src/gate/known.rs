@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 
 use crate::ids::{ConcertId, UserId};
+use crate::store::sessions::NewsCursor;
 
 /// How long an ended session is remembered while the concert's `sessionMaxSeconds` is not
 /// known here yet (the largest it may be: a day).
@@ -35,8 +36,11 @@ struct ConcertNews {
     order: VecDeque<(i64, Arc<str>)>,
     /// The concert's `sessionMaxSeconds` (ms), once told ([`Known::learn`]).
     session_max_ms: Option<i64>,
-    /// Redis's time of the last look: the next asks from a little before it.
+    /// Redis's time of the last look that reached the newest: the next asks from a little
+    /// before it.
     since_ms: Option<i64>,
+    /// Where the next page starts while a burst of ended sessions is being read in pages.
+    cursor: Option<NewsCursor>,
 }
 
 impl ConcertNews {
@@ -164,15 +168,25 @@ impl Known {
         self.concerts.lock().expect("never poisoned").entry(concert.clone()).or_default().remember(sid, now_ms);
     }
 
-    /// Where to ask the next news of `concert` from (Redis time, ms), with 2 s of overlap so a
-    /// session ended while the last look was in flight is not missed.
-    pub fn since(&self, concert: &ConcertId) -> i64 {
-        self.concerts.lock().expect("never poisoned").get(concert).and_then(|n| n.since_ms).map_or(0, |s| s - 2_000)
+    /// Where to ask the next news of `concert` from: the next page while a burst is being read,
+    /// else Redis's time of the last look with 2 s of overlap, so a session ended while the last
+    /// look was in flight is not missed.
+    pub fn since(&self, concert: &ConcertId) -> NewsCursor {
+        let concerts = self.concerts.lock().expect("never poisoned");
+        let n = concerts.get(concert);
+        n.and_then(|n| n.cursor)
+            .unwrap_or(NewsCursor { since_ms: n.and_then(|n| n.since_ms).map_or(0, |s| s - 2_000), skip: 0 })
     }
 
-    /// Takes in one look at a concert's news, and the concert's `sessionMaxSeconds` (ms): how
-    /// long its ended sessions are remembered.
-    pub fn learn(&self, concert: &ConcertId, news: crate::store::sessions::GateNews, session_max_ms: i64, now_ms: i64) {
+    /// Takes in one look (one page) at a concert's news, and the concert's `sessionMaxSeconds`
+    /// (ms): how long its ended sessions are remembered. True when there is a next page.
+    pub fn learn(
+        &self,
+        concert: &ConcertId,
+        news: crate::store::sessions::GateNews,
+        session_max_ms: i64,
+        now_ms: i64,
+    ) -> bool {
         let mut touched = self.touched.lock().expect("never poisoned");
         for sid in &news.ended {
             touched.remove(sid);
@@ -181,12 +195,16 @@ impl Known {
         let mut concerts = self.concerts.lock().expect("never poisoned");
         let n = concerts.entry(concert.clone()).or_default();
         n.epoch = n.epoch.max(news.epoch);
-        n.since_ms = Some(news.now_ms);
+        n.cursor = news.more;
+        if news.more.is_none() {
+            n.since_ms = Some(news.now_ms);
+        }
         n.session_max_ms = Some(session_max_ms.max(1));
         for sid in &news.ended {
             n.remember(sid, now_ms);
         }
         n.forget(now_ms);
+        news.more.is_some()
     }
 
     /// Forgets ended sessions past their concert's `sessionMaxSeconds` (and the cap), and
@@ -232,13 +250,28 @@ mod tests {
         assert_eq!(k.judge(&c, "a1", 0, 60_999, 60_000), Verdict::Fresh);
         assert_eq!(k.judge(&c, "a1", 0, 61_000, 60_000), Verdict::Ask, "time to write again");
         assert_eq!(k.judge(&c, "a1", 0, 61_001, 60_000), Verdict::Fresh, "one check writes, not every one in flight");
-        k.learn(&c, GateNews { epoch: 0, now_ms: 5_000, ended: vec!["a1".into()] }, 3_600_000, 2_000);
+        k.learn(&c, GateNews { epoch: 0, now_ms: 5_000, ended: vec!["a1".into()], more: None }, 3_600_000, 2_000);
         assert_eq!(k.judge(&c, "a1", 0, 2_001, 60_000), Verdict::Ended);
-        assert_eq!(k.since(&c), 3_000);
+        assert_eq!(k.since(&c), NewsCursor { since_ms: 3_000, skip: 0 });
         k.touched(&c, &u, "b2", 600_000, 2_000);
-        k.learn(&c, GateNews { epoch: 1, now_ms: 6_000, ended: vec![] }, 3_600_000, 2_500);
+        k.learn(&c, GateNews { epoch: 1, now_ms: 6_000, ended: vec![], more: None }, 3_600_000, 2_500);
         assert_eq!(k.judge(&c, "b2", 0, 2_600, 60_000), Verdict::Ended, "a revocation ends older epochs");
         assert_eq!(k.judge(&c, "b2", 1, 2_600, 60_000), Verdict::Fresh);
+    }
+
+    #[test]
+    fn a_burst_read_in_pages_continues_from_the_cursor_and_then_from_redis_time_again() {
+        let k = Known::default();
+        let c = ConcertId::parse("c").unwrap();
+        assert_eq!(k.since(&c), NewsCursor { since_ms: 0, skip: 0 }, "never looked: from the start");
+        k.learn(&c, GateNews { epoch: 0, now_ms: 9_000, ended: vec![], more: None }, 3_600_000, 0);
+        let next = NewsCursor { since_ms: 8_000, skip: 1_000 };
+        let more = GateNews { epoch: 0, now_ms: 9_500, ended: vec!["a".into()], more: Some(next) };
+        assert!(k.learn(&c, more, 3_600_000, 0), "a next page");
+        assert_eq!(k.since(&c), next, "the next page, without the overlap");
+        assert_eq!(k.judge(&c, "a", 0, 1, 1_000), Verdict::Ended, "a page's sessions are learned at once");
+        assert!(!k.learn(&c, GateNews { epoch: 0, now_ms: 9_900, ended: vec![], more: None }, 3_600_000, 0));
+        assert_eq!(k.since(&c), NewsCursor { since_ms: 7_900, skip: 0 }, "the newest reached: Redis's time, 2 s back");
     }
 
     #[test]
@@ -263,12 +296,12 @@ mod tests {
         let k = Known::default();
         let (c, u) = (ConcertId::parse("c").unwrap(), UserId::parse("u").unwrap());
         let max_ms = 60_000; // sessionMaxSeconds 60
-        k.learn(&c, GateNews { epoch: 0, now_ms: 1_000, ended: vec!["gone".into()] }, max_ms, 1_000);
+        k.learn(&c, GateNews { epoch: 0, now_ms: 1_000, ended: vec!["gone".into()], more: None }, max_ms, 1_000);
         k.ended(&c, "told", 2_000);
         assert_eq!(k.judge(&c, "gone", 0, 1_500, 1_000), Verdict::Ended);
         assert_eq!(k.ended_count(), 2);
         // Learned again in the next look's 2 s overlap: still remembered from the first time.
-        k.learn(&c, GateNews { epoch: 0, now_ms: 2_000, ended: vec!["gone".into()] }, max_ms, 2_000);
+        k.learn(&c, GateNews { epoch: 0, now_ms: 2_000, ended: vec!["gone".into()], more: None }, max_ms, 2_000);
         k.prune(60_999);
         assert_eq!(k.judge(&c, "gone", 0, 60_999, 1_000), Verdict::Ended, "within sessionMaxSeconds");
         k.prune(61_000);
@@ -291,7 +324,7 @@ mod tests {
         let over = 10;
         let sids: Vec<String> = (0..MAX_ENDED_PER_CONCERT + over).map(|i| format!("s{i}")).collect();
         for (i, chunk) in sids.chunks(10_000).enumerate() {
-            let news = GateNews { epoch: 0, now_ms: 0, ended: chunk.to_vec() };
+            let news = GateNews { epoch: 0, now_ms: 0, ended: chunk.to_vec(), more: None };
             k.learn(&c, news, 3_600_000, i as i64);
         }
         assert_eq!(k.ended_count(), MAX_ENDED_PER_CONCERT);

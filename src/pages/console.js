@@ -255,7 +255,7 @@ async function showReport() {
     el("td", { textContent: h.url }), el("td", { textContent: h.secret }), standing(h))));
   $("drows").replaceChildren(...d.deliveries.slice(0, 20).map((x) => el("tr", {}, el("td", { textContent: new Date(x.at).toLocaleTimeString() }),
     el("td", { textContent: x.webhookId }), el("td", { textContent: x.eventId }), el("td", { textContent: x.attempt }),
-    el("td", { textContent: `${x.outcome}${x.status ? ` (${x.status})` : ""}${x.error ? ` (${x.error})` : ""}` }))));
+    el("td", { textContent: `${x.outcome}${x.class ? ` (${x.class})` : ""}${x.error ? ` (${x.error})` : ""}` }))));
   $("report").hidden = false;
 }
 $("rform").addEventListener("submit", (ev) => { ev.preventDefault(); showReport().catch(report); });

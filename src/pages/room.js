@@ -282,7 +282,9 @@ async function room(id) {
   }
 
   // The page the gate sent the fan from, when it is on the booking site (redirectUrl's host or
-  // one of protectedHosts): never anywhere else (no open redirect).
+  // one of protectedHosts): never anywhere else (no open redirect), and never over a weaker
+  // scheme than redirectUrl's (or than this room's own https): the token must not travel in
+  // the clear because a link said http:.
   function returnTo() {
     const raw = sessionStorage.getItem(`${key}:return`);
     if (!raw) return null;
@@ -290,7 +292,9 @@ async function room(id) {
     try { u = new URL(raw); } catch (_) { return null; }
     const hosts = (info.protectedHosts || []).slice();
     if (info.redirectUrl) hosts.push(new URL(info.redirectUrl).host);
-    return (u.protocol === "https:" || u.protocol === "http:") && hosts.includes(u.host) ? u : null;
+    const scheme = info.redirectUrl ? new URL(info.redirectUrl).protocol : location.protocol === "https:" ? "https:" : null;
+    const allowed = scheme === "https:" ? ["https:"] : ["https:", "http:"];
+    return allowed.includes(u.protocol) && hosts.includes(u.host) ? u : null;
   }
 
   function reconnecting(on) { $("reconnecting").hidden = !on || done; }

@@ -283,6 +283,31 @@ impl QueueStore {
         timed(redis::cmd("XDEL").arg(self.key(concert, Part::Outbox)).arg(ids).query_async::<()>(&mut c)).await
     }
 
+    /// The concert's outbox length and the events its cap dropped since the last call (the
+    /// report's `d:pending`, outbox.lua), which this call takes: each dropped event is returned
+    /// by one call only, whichever instance makes it. Two or three O(1) commands.
+    pub async fn outbox_take_drops(&self, concert: &ConcertId) -> Result<(u64, u64), StoreError> {
+        let mut c = self.conn().await?;
+        let report = self.key(concert, Part::Report);
+        let (len, pending): (u64, Option<u64>) = timed(
+            redis::pipe()
+                .cmd("XLEN")
+                .arg(self.key(concert, Part::Outbox))
+                .cmd("HGET")
+                .arg(&report)
+                .arg("d:pending")
+                .query_async(&mut c),
+        )
+        .await?;
+        let dropped = pending.unwrap_or(0);
+        if dropped > 0 {
+            // Taken by subtracting what was read: drops counted meanwhile stay for the next call.
+            let n = i64::try_from(dropped).unwrap_or(i64::MAX);
+            timed(redis::cmd("HINCRBY").arg(&report).arg("d:pending").arg(-n).query_async::<()>(&mut c)).await?;
+        }
+        Ok((len, dropped))
+    }
+
     /// Entries waiting in the concert's outbox.
     pub async fn outbox_len(&self, concert: &ConcertId) -> Result<u64, StoreError> {
         let mut c = self.conn().await?;
@@ -305,6 +330,7 @@ impl QueueStore {
         concert: &ConcertId,
         hook: &str,
         now_ms: i64,
+        at_rest: &crate::events::at_rest::SecretBox,
     ) -> Result<Option<WebhookSecret>, StoreError> {
         let mut c = self.conn().await?;
         let (current, previous): (Option<String>, Option<String>) = timed(
@@ -315,11 +341,23 @@ impl QueueStore {
                 .query_async(&mut c),
         )
         .await?;
+        let (c_id, open) = (concert.as_str(), |stored: &str| at_rest.open(concert.as_str(), hook, stored));
         let previous = previous.and_then(|p| {
             let (until, secret) = p.split_once(':')?;
-            (until.parse::<i64>().ok()? > now_ms).then(|| secret.to_owned())
+            (until.parse::<i64>().ok()? > now_ms).then(|| open(secret)).flatten()
         });
-        Ok(current.map(|current| WebhookSecret { current, previous }))
+        let Some(current) = current else { return Ok(None) };
+        match open(&current) {
+            Some(current) => Ok(Some(WebhookSecret { current, previous })),
+            None => {
+                tracing::error!(
+                    concert = c_id,
+                    webhook = hook,
+                    "a webhook's stored secret does not open with this token secret; rotate it"
+                );
+                Ok(None)
+            }
+        }
     }
 
     /// Sets one webhook's secret; the one it replaces stays valid until `previous_until_ms`
@@ -330,13 +368,14 @@ impl QueueStore {
         hook: &str,
         secret: &str,
         previous_until_ms: Option<i64>,
+        at_rest: &crate::events::at_rest::SecretBox,
     ) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
         let key = self.key(concert, Part::WebhookSecrets);
         let previous_field = format!("{hook}:previous");
         let old: Option<String> = timed(redis::cmd("HGET").arg(&key).arg(hook).query_async(&mut c)).await?;
         let mut pipe = redis::pipe();
-        pipe.atomic().hset(&key, hook, secret);
+        pipe.atomic().hset(&key, hook, at_rest.seal(concert.as_str(), hook, secret));
         match (old, previous_until_ms) {
             (Some(old), Some(until)) => pipe.hset(&key, &previous_field, format!("{until}:{old}")),
             _ => pipe.hdel(&key, &previous_field),
@@ -529,6 +568,7 @@ fn parse_report(fields: Vec<(String, u64)>) -> ReportData {
             ("a", "older", _) => r.admissions_older = v,
             ("o", "older", _) => r.left_older = v,
             ("j" | "a" | "o", _, _) => {} // `from`, `to`: the window's bounds
+            ("d", _, _) => {}             // `d:pending`: the relay's (outbox_take_drops)
             ("w", "n", _) => r.waits.count = v,
             ("w", "sum", _) => r.waits.sum = v,
             ("w", "min", _) => r.waits.min = Some(v),

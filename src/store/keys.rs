@@ -50,6 +50,11 @@ pub enum Part {
     Sessions,
     /// ZSET session id → when it ended (ms): gateways learn of ended sessions from it.
     Ended,
+    /// ZSET: the slots a revocation set aside (`active` renamed), ended in slices
+    /// (revoke_slice.lua); absent when no revocation is being ended.
+    Revoking,
+    /// HASH: the sessions a revocation set aside (`sessions` renamed), with [`Part::Revoking`].
+    RevokingSessions,
     /// ZSET admission token id (jti) → its expiry (ms): tokens already exchanged for a session.
     Spent,
     /// HASH of the gate: `epoch` (bumped by a revocation), `revokedAt` (ms).
@@ -97,6 +102,8 @@ impl Part {
             Part::Writers => "writers",
             Part::Sessions => "sessions",
             Part::Ended => "ended",
+            Part::Revoking => "revoking",
+            Part::RevokingSessions => "revokingsessions",
             Part::Spent => "spent",
             Part::Gate => "gate",
             Part::Staged => "staged",

@@ -13,9 +13,21 @@
 -- The same call adds the change to the concert's report (GET .../report): every change is
 -- made once, here, so the report counts each event once without reading the events topic.
 --
+-- The cap (docs/events.md#when-the-events-topic-cannot-be-written): an outbox holds at most
+-- OUTBOX_MAX entries (QUEUEGATE_EVENTS_OUTBOX_MAX; the store puts `local OUTBOX_MAX = n` in
+-- front of this file). It fills only while the relay cannot write the events topic; past it,
+-- each new entry deletes the oldest ones (at most 2 per new entry, so a lowered cap is reached
+-- over the next writes, and a call's work stays bounded) and counts their events in the
+-- report's `d:pending` field, which the relay moves into queuegate_events_dropped_total. Oldest
+-- first because the newest changes say where fans and the concert stand now; the change itself
+-- (the queue, the session) is never refused for its event. Cost per new entry: XLEN, and per
+-- deleted entry one XRANGE COUNT 1, XDEL and HINCRBY, the deleted entry's `u` (at most 1,000
+-- userIds) scanned once.
+--
 -- outbox(k, kind, lane, users, extra): extra is a list (one word per fan), a number (the first
 -- fan's position) or nil. KEYS[k] is the outbox STREAM, followed by
 --   KEYS[k+1] report HASH  fixed-size whatever the sale's size (docs/events.md#the-sales-report):
+--                          `d:pending` events the cap dropped that no relay has counted yet;
 --                          `<kind>` changes of that kind; per minute (ms / 60000) `j:<minute>`
 --                          fans placed, `a:<minute>` admitted, `o:<minute>` who left the queue
 --                          (admitted, abandoned, removed), the last KEEP_MINUTES minutes of each
@@ -138,6 +150,28 @@ local function report(k, kind, id, users, first, last)
   end
 end
 
+-- Appends `fields` to the outbox KEYS[k] within its cap (see the header); the new entry's id.
+local function outbox_add(k, fields)
+  local id = redis.call('XADD', KEYS[k], '*', unpack(fields))
+  for _ = 1, 2 do
+    if redis.call('XLEN', KEYS[k]) <= OUTBOX_MAX then
+      break
+    end
+    -- OUTBOX_MAX >= 1 and the new entry is the newest: the oldest is never the one just added.
+    local oldest = redis.call('XRANGE', KEYS[k], '-', '+', 'COUNT', 1)[1]
+    local events, f = 1, oldest[2]
+    for i = 1, #f - 1, 2 do
+      if f[i] == 'u' and f[i + 1] ~= '' then
+        local _, spaces = string.gsub(f[i + 1], ' ', ' ')
+        events = spaces + 1
+      end
+    end
+    redis.call('XDEL', KEYS[k], oldest[1])
+    redis.call('HINCRBY', KEYS[k + 1], 'd:pending', events)
+  end
+  return id
+end
+
 local function outbox(k, kind, lane, users, extra)
   local CHUNK = 1000
   for first = 1, #users, CHUNK do
@@ -150,11 +184,11 @@ local function outbox(k, kind, lane, users, extra)
       fields[#fields + 1] = 'x'
       fields[#fields + 1] = table.concat(extra, ' ', first, last)
     end
-    local id = redis.call('XADD', KEYS[k], '*', unpack(fields))
+    local id = outbox_add(k, fields)
     report(k, kind, id, users, first, last)
   end
 end
 
 local function outbox_concert(k, kind, lane, detail)
-  redis.call('XADD', KEYS[k], '*', 't', kind, 'l', lane, 'u', '', 'x', detail)
+  outbox_add(k, {'t', kind, 'l', lane, 'u', '', 'x', detail})
 end

@@ -19,21 +19,19 @@ pub(super) struct Scripts {
     sweep: Script,
     end: Script,
     revoke: Script,
+    revoke_slice: Script,
     news: Script,
 }
 
 impl Scripts {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(outbox_max: u64) -> Self {
         Scripts {
-            exchange: Script::new(concat!(include_str!("outbox.lua"), include_str!("exchange.lua"))),
+            exchange: super::with_outbox(outbox_max, &[include_str!("exchange.lua")]),
             touch: Script::new(include_str!("touch.lua")),
-            sweep: Script::new(concat!(
-                include_str!("outbox.lua"),
-                include_str!("slots.lua"),
-                include_str!("sweep.lua")
-            )),
-            end: Script::new(concat!(include_str!("outbox.lua"), include_str!("end_session.lua"))),
-            revoke: Script::new(concat!(include_str!("outbox.lua"), include_str!("revoke.lua"))),
+            sweep: super::with_outbox(outbox_max, &[include_str!("slots.lua"), include_str!("sweep.lua")]),
+            end: super::with_outbox(outbox_max, &[include_str!("end_session.lua")]),
+            revoke: Script::new(include_str!("revoke.lua")),
+            revoke_slice: super::with_outbox(outbox_max, &[include_str!("revoke_slice.lua")]),
             news: Script::new(include_str!("gate_news.lua")),
         }
     }
@@ -103,7 +101,34 @@ pub struct GateNews {
     pub epoch: u64,
     pub now_ms: i64,
     pub ended: Vec<String>,
+    /// Where the next page starts when this one did not reach the newest (see [`NewsCursor`]).
+    pub more: Option<NewsCursor>,
 }
+
+/// Where a look at a concert's ended sessions starts: sessions ended at `since_ms` or later,
+/// skipping the first `skip` of those ended at exactly `since_ms` (a page already returned
+/// them; many sessions end in the same millisecond when an operator revokes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewsCursor {
+    pub since_ms: i64,
+    pub skip: u64,
+}
+
+/// The most set-aside slots one `revoke_slice.lua` call ends.
+pub const REVOKE_SLICE: u64 = 1_000;
+
+/// What one slice of a revocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevokeSlice {
+    pub sessions: u64,
+    pub tokens: u64,
+    /// Slots are still set aside: call again.
+    pub more: bool,
+}
+
+/// The most ended sessions one `gate_news` call returns (a bounded Redis call, well under a
+/// millisecond); a gateway reads a burst in pages ([`crate::gate::Gate::learn`]).
+pub const NEWS_PAGE: usize = 1_000;
 
 fn text(v: &redis::Value) -> Result<String, StoreError> {
     redis::from_redis_value_ref(v).map_err(|e| StoreError::Reply(e.to_string()))
@@ -215,30 +240,80 @@ impl QueueStore {
         Ok(ended == 1)
     }
 
-    /// The emergency stop (`revoke.lua`): (sessions ended, unexchanged tokens revoked).
+    /// The emergency stop: (sessions ended, unexchanged tokens revoked). Every token issued
+    /// before now and every session of an earlier epoch is refused at once (`revoke.lua`, O(1));
+    /// the sessions and tokens set aside are then ended in slices of at most 1,000 a call
+    /// (`revoke_slice.lua`), so a revocation of any size never holds Redis for long. An
+    /// earlier revocation still being ended (its caller gone mid-way) is finished first.
     pub async fn revoke_sessions(&self, concert: &ConcertId) -> Result<(u64, u64), StoreError> {
+        let (mut sessions, mut tokens) = (0, 0);
+        loop {
+            let set_aside = self.revoke_start(concert).await?;
+            loop {
+                let slice = self.revoke_slice(concert).await?;
+                sessions += slice.sessions;
+                tokens += slice.tokens;
+                if !slice.more {
+                    break;
+                }
+            }
+            if set_aside {
+                return Ok((sessions, tokens));
+            }
+        }
+    }
+
+    /// `revoke.lua`: refuses what was issued before now and sets the live slots aside; false
+    /// when an earlier revocation's slots are still set aside (end them, then call again).
+    pub async fn revoke_start(&self, concert: &ConcertId) -> Result<bool, StoreError> {
         let mut inv = self.scripts.sessions.revoke.prepare_invoke();
-        for part in [Part::Active, Part::Sessions, Part::Ended, Part::Gate] {
+        for part in [Part::Active, Part::Sessions, Part::Gate, Part::Revoking, Part::RevokingSessions] {
+            inv.key(self.key(concert, part));
+        }
+        let mut c = self.conn().await?;
+        let done: i64 = timed(inv.invoke_async(&mut c)).await?;
+        Ok(done == 1)
+    }
+
+    /// `revoke_slice.lua`: ends at most [`REVOKE_SLICE`] of the slots a revocation set aside.
+    pub async fn revoke_slice(&self, concert: &ConcertId) -> Result<RevokeSlice, StoreError> {
+        let mut inv = self.scripts.sessions.revoke_slice.prepare_invoke();
+        for part in [Part::Revoking, Part::RevokingSessions, Part::Ended] {
             inv.key(self.key(concert, part));
         }
         self.outbox_keys(&mut inv, concert);
         let mut c = self.conn().await?;
-        timed(inv.invoke_async(&mut c)).await
+        let (sessions, tokens, more): (u64, u64, i64) = timed(inv.invoke_async(&mut c)).await?;
+        Ok(RevokeSlice { sessions, tokens, more: more == 1 })
     }
 
-    /// The revocation epoch and the sessions ended since `since_ms` (`gate_news.lua`).
-    pub async fn gate_news(&self, concert: &ConcertId, since_ms: i64) -> Result<GateNews, StoreError> {
+    /// The revocation epoch and one page (at most `page` sids, oldest first) of the sessions
+    /// ended from `from` on (`gate_news.lua`).
+    pub async fn gate_news(&self, concert: &ConcertId, from: NewsCursor, page: usize) -> Result<GateNews, StoreError> {
         let mut inv = self.scripts.sessions.news.prepare_invoke();
-        inv.key(self.key(concert, Part::Gate)).key(self.key(concert, Part::Ended)).arg(since_ms);
+        inv.key(self.key(concert, Part::Gate))
+            .key(self.key(concert, Part::Ended))
+            .arg(from.since_ms)
+            .arg(from.skip)
+            .arg(page.max(1));
         let reply: Vec<redis::Value> = self.backend.shared(async |c| timed(inv.invoke_async(c)).await).await?;
         let mut it = reply.iter();
-        let (Some(epoch), Some(now)) = (it.next(), it.next()) else {
+        let (Some(epoch), Some(now), Some(next), Some(skip)) = (it.next(), it.next(), it.next(), it.next()) else {
             return Err(StoreError::Reply("gate news reply too short".into()));
         };
-        Ok(GateNews { epoch: int(epoch)? as u64, now_ms: int(now)?, ended: it.map(text).collect::<Result<_, _>>()? })
+        let next = int(next)?;
+        let more = (next >= 0).then(|| NewsCursor { since_ms: next, skip: int(skip).unwrap_or(0).max(0) as u64 });
+        Ok(GateNews {
+            epoch: int(epoch)? as u64,
+            now_ms: int(now)?,
+            ended: it.map(text).collect::<Result<_, _>>()?,
+            more,
+        })
     }
 
-    /// Live sessions, oldest first: (total, one page). O(sessions) — an operator's read.
+    /// Live sessions, oldest first: (total, one page). An operator's read: the sessions hash
+    /// is read with HSCAN, at most about 1,000 fields a call (never one HGETALL of up to
+    /// `maxActive` of them), and sorted here.
     pub async fn sessions(
         &self,
         concert: &ConcertId,
@@ -246,8 +321,21 @@ impl QueueStore {
         limit: usize,
     ) -> Result<(usize, Vec<Session>), StoreError> {
         let mut c = self.conn().await?;
-        let all: Vec<(String, String)> =
-            timed(redis::cmd("HGETALL").arg(self.key(concert, Part::Sessions)).query_async(&mut c)).await?;
+        let key = self.key(concert, Part::Sessions);
+        let mut all: Vec<(String, String)> = Vec::new();
+        let mut cursor = 0_u64;
+        loop {
+            let (next, page): (u64, Vec<(String, String)>) =
+                timed(redis::cmd("HSCAN").arg(&key).arg(cursor).arg("COUNT").arg(1000).query_async(&mut c)).await?;
+            all.extend(page);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        // HSCAN may return a field twice (the hash grew meanwhile): once each.
+        all.sort_unstable();
+        all.dedup_by(|a, b| a.0 == b.0);
         let mut sessions: Vec<Session> = all
             .into_iter()
             .filter_map(|(user, v)| {

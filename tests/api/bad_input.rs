@@ -81,3 +81,38 @@ async fn the_admin_api_refuses_missing_or_wrong_tokens_and_bad_input() {
     assert_problem(app.admin_get("/admin/v1/concerts/none/queue").await, 404, "none").await;
     assert_problem(app.admin_get("/admin/v1/concerts/c/queue/ghost").await, 404, "never joined").await;
 }
+
+/// The secret rotation reads its body through the one JSON reader like every other body
+/// (issue 36: it read up to 256 KiB of anything, with no time bound and no type check).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_rotation_reads_its_body_like_every_other_body() {
+    let app = spawn_app().await;
+    // A public address (registration refuses internal ones) whose one type never happens here:
+    // nothing is ever sent off the machine.
+    let hook = serde_json::json!({"url": "https://93.184.216.34/hook", "types": ["dev.queuegate.fan.admitted"]});
+    let body = serde_json::json!({"state": "open", "webhooks": [hook]});
+    let r = app.put_concert("rot", body).await;
+    assert_eq!(r.status(), 200);
+    let put: serde_json::Value = r.json().await.unwrap();
+    let hook = put["webhooks"][0]["id"].as_str().unwrap().to_owned();
+    let url = format!("{}/admin/v1/concerts/rot/webhooks/{hook}/secret", app.admin);
+    let post = |body: &'static str, ct: &'static str| {
+        app.client.post(&url).bearer_auth(ADMIN_TOKEN).header("content-type", ct).body(body).send()
+    };
+    assert_problem(post(r#"{"previousValidSeconds": 0}"#, "text/plain").await.unwrap(), 415, "application/json").await;
+    let big: &'static str =
+        Box::leak(format!(r#"{{"previousValidSeconds": 0, "pad": "{}"}}"#, "x".repeat(8192)).into());
+    assert_problem(post(big, "application/json").await.unwrap(), 413, "4096").await;
+    assert_problem(
+        post(r#"{"previousValidSeconds": "soon"}"#, "application/json").await.unwrap(),
+        400,
+        "previousValidSeconds",
+    )
+    .await;
+    let r = app.client.post(&url).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 200, "no body: the default overlap");
+    let r = post(r#"{"previousValidSeconds": 0}"#, "application/json").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let rotated: serde_json::Value = r.json().await.unwrap();
+    assert!(rotated["previousValidUntil"].is_null(), "{rotated}");
+}

@@ -11,7 +11,7 @@ use queuegate::config::Role;
 use serde_json::{json, Value};
 
 use crate::common::events_topic::{distinct_ids, read_events, Behaviour, Receiver};
-use crate::common::{free_port, poll_until, spawn_role, Names, TestApp, ADMIN_TOKEN};
+use crate::common::{allow_loopback_webhooks, free_port, poll_until, spawn_role, Names, TestApp, ADMIN_TOKEN};
 
 /// Runs tests/fixtures/events_check.py in `mode` over `lines`: what the libraries read.
 fn check_with_libraries(mode: &str, lines: &[Value]) -> Vec<Value> {
@@ -56,7 +56,11 @@ fn time_ms(event: &Value) -> i64 {
 async fn a_sales_changes_are_cloudevents_the_sdk_reads_and_webhooks_the_standard_library_verifies() {
     let names = Names::new();
     names.create_topics(3).await;
-    let app = spawn_role(&names, Role::Run, |s| s.http.public_url = Some("https://queue.example".into())).await;
+    let app = spawn_role(&names, Role::Run, |s| {
+        s.http.public_url = Some("https://queue.example".into());
+        allow_loopback_webhooks(s);
+    })
+    .await;
     let hook = Receiver::start(Behaviour::Ok).await;
     let body = json!({"state": "open", "redirectUrl": "https://shop.example/", "webhooks": [{"url": hook.url}]});
     let r = app.put_concert("c", body).await;
@@ -174,7 +178,7 @@ async fn a_sales_changes_are_cloudevents_the_sdk_reads_and_webhooks_the_standard
 
     let log = app.admin_json("/admin/v1/concerts/c/webhooks/deliveries").await;
     assert_eq!(log["webhooks"][0]["id"], webhook_id.as_str());
-    assert!(log["deliveries"].as_array().unwrap().iter().any(|d| d["outcome"] == "delivered" && d["status"] == 204));
+    assert!(log["deliveries"].as_array().unwrap().iter().any(|d| d["outcome"] == "delivered" && d["class"] == "ok"));
 
     // The report equals what the events say.
     let mut report = Value::Null;
@@ -246,6 +250,7 @@ async fn webhooks_get_everything_past_a_failing_a_hanging_and_a_dead_endpoint_an
         s.events.webhook_timeout_ms = 1_000;
         s.events.webhook_retry_base_ms = 200;
         s.events.webhook_retry_max_ms = 1_000;
+        allow_loopback_webhooks(s);
     };
     let app = spawn_role(&names, Role::Run, quick).await;
     let healthy = Receiver::start(Behaviour::Ok).await;
@@ -301,9 +306,13 @@ async fn webhooks_get_everything_past_a_failing_a_hanging_and_a_dead_endpoint_an
     let failed_with = |id: &str, pred: &dyn Fn(&Value) -> bool| {
         entries.iter().any(|d| d["webhookId"] == id && d["outcome"] == "failed" && pred(d))
     };
-    assert!(failed_with(&ids[1], &|d| d["status"] == 500), "the failing endpoint's 500s are in the log");
-    assert!(failed_with(&ids[2], &|d| d["error"] == "timed out"), "the hanging endpoint's timeouts are in the log");
-    assert!(failed_with(&ids[3], &|d| d["error"].is_string()), "the dead endpoint's refusals are in the log");
+    assert!(failed_with(&ids[1], &|d| d["class"] == "http-5xx"), "the failing endpoint's 500s are in the log");
+    assert!(failed_with(&ids[2], &|d| d["class"] == "timeout"), "the hanging endpoint's timeouts are in the log");
+    assert!(failed_with(&ids[3], &|d| d["class"] == "connect-failed"), "the dead endpoint's refusals are in the log");
+    assert!(
+        entries.iter().all(|d| d.get("status").is_none() && d.get("error").is_none()),
+        "classes only: no exact status, no socket error"
+    );
 
     // Rotating a secret: the new one is shown once and signs what follows; the one it replaced
     // signs too for a day (a receiver that has not switched yet keeps verifying), unless the
@@ -435,17 +444,7 @@ async fn the_reports_keys_stay_the_same_size_as_admissions_grow_and_its_percenti
         placed += r.placed;
     }
     let admit = async |n: u32| {
-        let req = AdmitRequest {
-            max: n,
-            ttl_ms: 600_000,
-            max_active: 0,
-            abandon_after_ms: 0,
-            per_second: 0,
-            lease: None,
-            request: None,
-            lanes: &[],
-        };
-        let got = store.admit(&c, req).await.unwrap().unwrap();
+        let got = store.admit(&c, AdmitRequest::manual(n, 600_000)).await.unwrap().unwrap();
         assert_eq!(got.fans.len(), n as usize);
     };
     // What the report's keys hold: every key of the concert whose name starts with `report`
@@ -560,4 +559,82 @@ async fn the_scripts_buckets_match_rusts_and_minutes_past_a_day_are_rolled_up() 
     let sum: i64 = kept.iter().map(|m| fields[&format!("j:{m}")]).sum();
     assert_eq!(sum + fields["j:older"], minutes.len() as i64, "every fan counted once, kept or rolled up");
     assert_eq!((fields["j:from"], fields["j:to"]), (last - KEEP_MINUTES + 1, last));
+}
+
+/// Only what queuegate's relay published reaches a webhook (issue 36 item 8): a record another
+/// producer writes to the events topic, shaped like a queuegate event of a concert with a
+/// webhook, is neither delivered nor signed with the endpoint's secret, and is counted; the real
+/// events of the same concert, on the same partition after it, are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_another_producer_writes_to_the_events_topic_never_reaches_a_webhook() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let names = Names::new();
+    names.create_topics(3).await;
+    let app = spawn_role(&names, Role::Run, allow_loopback_webhooks).await;
+    let hook = Receiver::start(Behaviour::Ok).await;
+    let r = app.put_concert("fz", json!({"state": "open", "webhooks": [{"url": hook.url}]})).await;
+    assert_eq!(r.status(), 200);
+
+    // What anyone with write access to the topic could send: a forged admission of mallory,
+    // with a made-up seal.
+    let producer: FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &names.brokers).create().expect("producer");
+    let now = queuegate::clock::rfc3339(queuegate::clock::now_ms());
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: "ce_specversion", value: Some("1.0") })
+        .insert(Header { key: "ce_id", value: Some("fz/1-0/0") })
+        .insert(Header { key: "ce_source", value: Some("/queuegate/concerts/fz") })
+        .insert(Header { key: "ce_type", value: Some("dev.queuegate.fan.admitted") })
+        .insert(Header { key: "ce_time", value: Some(now.as_str()) })
+        .insert(Header { key: "ce_subject", value: Some("mallory") })
+        .insert(Header { key: "content-type", value: Some("application/json") })
+        .insert(Header { key: "qg_seal", value: Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA") });
+    let topic = names.events_topic();
+    let record =
+        FutureRecord::to(&topic).key("fz").payload(r#"{"userId":"mallory","status":"admitted"}"#).headers(headers);
+    producer.send(record, Duration::from_secs(10)).await.expect("the forged record is written");
+
+    assert_eq!(app.join("fz", "real-fan").await.status(), 202);
+    let delivered = poll_until(Duration::from_secs(30), async || {
+        hook.got.lock().unwrap().iter().any(|d| d.body.contains("\"subject\":\"real-fan\""))
+    })
+    .await;
+    assert!(delivered, "the real fan's event reaches the endpoint");
+    let forged = hook.got.lock().unwrap().iter().filter(|d| d.body.contains("mallory")).count();
+    assert_eq!(forged, 0, "the forged event was delivered, signed with the endpoint's secret");
+    assert!(app.metric("queuegate_events_unsealed_total").await >= 1, "the forged record is counted");
+}
+
+/// Webhook secrets are encrypted at rest (issue 36 item 8): Redis holds neither the current
+/// secret nor the one a rotation keeps valid in the clear, while deliveries are still signed
+/// with them (the Standard Webhooks library verifies them in the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_holds_webhook_secrets_encrypted_never_in_the_clear() {
+    let names = Names::new();
+    names.create_topics(1).await;
+    let app = spawn_role(&names, Role::Gateway, |_| {}).await;
+    // A public address whose one type never happens here: nothing is sent off the machine.
+    let hook = json!({"url": "https://93.184.216.34/hook", "types": ["dev.queuegate.fan.admitted"]});
+    let created: Value =
+        app.put_concert("sec", json!({"state": "open", "webhooks": [hook]})).await.json().await.unwrap();
+    let (id, first) =
+        (created["webhooks"][0]["id"].as_str().unwrap(), created["webhooks"][0]["secret"].as_str().unwrap());
+    let key = names.key("sec", queuegate::store::keys::Part::WebhookSecrets);
+    let stored: String = names.redis(redis::cmd("HGET").arg(&key).arg(id)).await;
+    assert!(stored.starts_with("v1:") && !stored.contains(first) && !stored.contains("whsec_"), "{stored}");
+    let r = app
+        .client
+        .post(format!("{}/admin/v1/concerts/sec/webhooks/{id}/secret", app.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let second: Value = r.json().await.unwrap();
+    let second = second["secret"].as_str().unwrap();
+    let all: HashMap<String, String> = names.redis(redis::cmd("HGETALL").arg(&key)).await;
+    assert_eq!(all.len(), 2, "the current secret and the one still valid: {all:?}");
+    for (field, value) in &all {
+        assert!(!value.contains(first) && !value.contains(second) && !value.contains("whsec_"), "{field}: {value}");
+    }
 }

@@ -116,11 +116,24 @@ async fn no_session_goes_to_the_room_with_return_and_an_admission_token_is_excha
         assert!(set.contains(attr), "{set}");
     }
     let cookie = session_cookie(&r);
-    assert!(cookie.starts_with("qg_g="), "{cookie}");
+    assert!(cookie.starts_with("__Host-qg_g="), "{cookie}");
+    assert!(!set.contains("Domain"), "a __Host- cookie has no Domain: {set}");
     for _ in 0..3 {
         let r = gate(&app, "g", "/cart", Some(&cookie)).await;
         assert_eq!((r.status().as_u16(), header(&r, "x-queuegate-user")), (200, "ana".into()));
     }
+    // A value of the same name planted before the real one (cookie tossing from a sibling
+    // subdomain, a stale session) does not lock ana out: every value is tried (issue 36).
+    let planted = format!("__Host-qg_g=1.g.mallory.forged; {cookie}");
+    let r = gate(&app, "g", "/cart", Some(&planted)).await;
+    assert_eq!(
+        (r.status().as_u16(), header(&r, "x-queuegate-user")),
+        (200, "ana".into()),
+        "the real value after a planted one"
+    );
+    // The name without its prefix is not the gate's cookie any more.
+    let unprefixed = cookie.replacen("__Host-qg_g=", "qg_g=", 1);
+    assert_eq!(gate(&app, "g", "/cart", Some(&unprefixed)).await.status(), 401);
 
     // The same token again, from another client without the cookie: spent.
     let r = gate(&app, "g", &format!("/book?queuegate_token={ana}"), None).await;
@@ -136,9 +149,9 @@ async fn no_session_goes_to_the_room_with_return_and_an_admission_token_is_excha
     // A forged cookie (ben's name on ana's signature), and ana's cookie for another concert.
     let forged = cookie.replace(".ana.", ".ben.");
     assert_eq!(gate(&app, "g", "/cart", Some(&forged)).await.status(), 401);
-    let elsewhere = cookie.replacen("qg_g=", "qg_g2=", 1);
+    let elsewhere = cookie.replacen("__Host-qg_g=", "__Host-qg_g2=", 1);
     assert_eq!(gate(&app, "g2", "/cart", Some(&elsewhere)).await.status(), 401);
-    let relabelled = cookie.replacen("qg_g=1.g.", "qg_g2=1.g2.", 1);
+    let relabelled = cookie.replacen("__Host-qg_g=1.g.", "__Host-qg_g2=1.g2.", 1);
     assert_eq!(gate(&app, "g2", "/cart", Some(&relabelled)).await.status(), 401);
     // Ben's token still works for ben.
     let r = gate(&app, "g", &format!("/?queuegate_token={ben}"), None).await;
@@ -326,4 +339,44 @@ async fn sessions_live_across_gateways_and_a_revocation_ends_them_on_every_gatew
     let r = gate(&b, "r", &format!("/?queuegate_token={}", t("z")), None).await;
     assert_eq!(r.status(), 401);
     assert!(header(&r, "x-queuegate-room").ends_with("&ended=revoked"), "{}", header(&r, "x-queuegate-room"));
+}
+
+/// A token Redis refused is refused again from the gateway's memory until it expires (issue 36
+/// item 8: a spent token replayed in a loop cost an `exchange.lua` call per request). Shown by
+/// making Redis forget the spending: the gateway that saw the refusal still refuses, one that
+/// never saw it asks Redis, which now lets the token in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_refused_once_is_refused_again_without_asking_redis() {
+    use base64::Engine;
+    let names = Names::new();
+    names.create_topics(3).await;
+    let same = |s: &mut queuegate::config::Settings| {
+        s.http.public_url = Some(PUBLIC.into());
+        s.admission.admission_key_file = vec![crate::common::admission_key_file().into()];
+    };
+    let app = spawn_role(&names, Role::Run, same).await;
+    app.open_concert("rf").await;
+    placed(&app, "rf", &["cy"]).await;
+    let token = admit(&app, "rf", 1).await.remove(0).1;
+    let uri = format!("/book?queuegate_token={token}");
+    assert_eq!(gate(&app, "rf", &uri, None).await.status(), 200, "exchanged once");
+    let r = gate(&app, "rf", &uri, None).await;
+    assert!(header(&r, "x-queuegate-room").ends_with("&ended=spent"), "Redis said spent");
+
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    let jti = claims["jti"].as_str().unwrap();
+    let _: i64 =
+        names.redis(redis::cmd("ZREM").arg(names.key("rf", queuegate::store::keys::Part::Spent)).arg(jti)).await;
+    let _: i64 =
+        names.redis(redis::cmd("HDEL").arg(names.key("rf", queuegate::store::keys::Part::Sessions)).arg("cy")).await;
+    for _ in 0..20 {
+        let r = gate(&app, "rf", &uri, None).await;
+        assert_eq!(r.status(), 401);
+        assert!(header(&r, "x-queuegate-room").ends_with("&ended=spent"), "refused from memory");
+    }
+    let other = spawn_role(&names, Role::Gateway, same).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await; // its concert cache
+    assert_eq!(gate(&other, "rf", &uri, None).await.status(), 200, "Redis, asked, would have let it in");
 }

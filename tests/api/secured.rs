@@ -139,8 +139,9 @@ async fn kafka_over_sasl_ssl_with_scram_queues_fans_and_never_logs_the_password(
     assert!(queued, "five fans through SASL_SSL; logs:\n{logs}");
     assert!(!logs.contains(PASSWORD), "the Kafka password is in the logs");
 
-    // A wrong password: joins answer 503, not ready (the broker refuses the client), and neither
-    // password logged.
+    // A wrong password: joins answer 503 and readiness names kafka as degraded (the broker
+    // refuses the client; the instance still serves status, the gate and rooms, so it stays
+    // ready: docs/operations.md#readiness-degraded-not-down), and neither password logged.
     let log = certs.dir.join("refused.log");
     let (mut app, public, admin) = spawn_run(&names, &secured("wrong-Pa55word-never-logged"), &log);
     let client = reqwest::Client::new();
@@ -149,14 +150,21 @@ async fn kafka_over_sasl_ssl_with_scram_queues_fans_and_never_logs_the_password(
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let join = client.post(format!("{public}/v1/concerts/c/queue")).json(&serde_json::json!({"userId": "late"}));
     let refused = join.send().await.unwrap().status().as_u16();
-    let ready = reqwest::get(format!("{admin}/readyz")).await.unwrap().status().as_u16();
+    let ready = reqwest::get(format!("{admin}/readyz")).await.unwrap();
+    let ready = (ready.status().as_u16(), ready.json::<serde_json::Value>().await.unwrap());
     let _ = app.kill();
     let _ = app.wait();
     let logs = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
-        (refused, ready),
-        (503, 503),
-        "joins and readiness fail when Kafka refuses the credentials; logs:\n{logs}"
+        (refused, ready.0, ready.1["kafka"].clone()),
+        (503, 200, false.into()),
+        "joins fail and readiness says kafka when Kafka refuses the credentials: {}; logs:\n{logs}",
+        ready.1
+    );
+    assert!(
+        ready.1["degraded"].as_array().is_some_and(|d| d.iter().any(|p| p == "kafka")),
+        "degraded names kafka: {}",
+        ready.1
     );
     assert!(!logs.contains("wrong-Pa55word-never-logged") && !logs.contains(PASSWORD));
 }

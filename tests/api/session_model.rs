@@ -106,7 +106,7 @@ proptest! {
                         }
                     }
                     Op::Admit(k) => {
-                        let req = AdmitRequest { max: k, ttl_ms: 600_000, max_active: MAX_ACTIVE, abandon_after_ms: 0, per_second: 0, lease: None, request: None, lanes: &[] };
+                        let req = AdmitRequest { max_active: MAX_ACTIVE, ..AdmitRequest::manual(k, 600_000) };
                         let got = store.admit(&c, req).await.unwrap().expect("no lease involved");
                         let free = MAX_ACTIVE as usize - m.in_use();
                         let n = (k as usize).min(free).min(m.waiting.len());
@@ -153,7 +153,7 @@ proptest! {
                         if m.tokens.contains_key(&u) || m.sessions.contains_key(&u) {
                             names.redis::<()>(redis::cmd("ZADD").arg(&active).arg(1).arg(fan(u).as_str())).await;
                         }
-                        let req = AdmitRequest { max: 0, ttl_ms: 600_000, max_active: MAX_ACTIVE, abandon_after_ms: 0, per_second: 0, lease: None, request: None, lanes: &[] };
+                        let req = AdmitRequest { max_active: MAX_ACTIVE, ..AdmitRequest::manual(0, 600_000) };
                         let got = store.admit(&c, req).await.unwrap().expect("no lease involved");
                         prop_assert!(got.fans.is_empty());
                         prop_assert_eq!(got.sessions_ended, (u64::from(m.sessions.remove(&u).is_some()), 0), "f{}", u);
@@ -205,16 +205,7 @@ async fn a_deadline_passing_between_the_sweep_and_the_admission_ends_the_session
         store.apply(&c, &[(&fan(u), 1)]).await.unwrap();
     }
     store.release(&c, &Lane::general(), 2).await.unwrap();
-    let admit = |max| AdmitRequest {
-        max,
-        ttl_ms: 600_000,
-        max_active: 1,
-        abandon_after_ms: 0,
-        per_second: 0,
-        lease: None,
-        request: None,
-        lanes: &[],
-    };
+    let admit = |max| AdmitRequest { max_active: 1, ..AdmitRequest::manual(max, 600_000) };
     let got = store.admit(&c, admit(5)).await.unwrap().unwrap();
     assert_eq!(got.fans.len(), 1, "one slot");
     let (user, exp) = got.fans[0].clone();

@@ -168,16 +168,7 @@ async fn sold_out_reaches_a_thousand_streams_at_once_stops_admission_and_open_ag
     app.admission_rounds(3).await;
     let store = app.names.store();
     let id = ConcertId::parse(concert).unwrap();
-    let req = AdmitRequest {
-        max: 10,
-        ttl_ms: 60_000,
-        max_active: 0,
-        abandon_after_ms: 0,
-        per_second: 0,
-        lease: None,
-        request: None,
-        lanes: &[],
-    };
+    let req = AdmitRequest::manual(10, 60_000);
     assert!(store.admit(&id, req).await.unwrap().unwrap().fans.is_empty(), "admit.lua admits nobody while sold out");
     assert_eq!(listing(&app, concert).await, before, "nobody admitted, nobody moved");
 

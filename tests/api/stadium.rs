@@ -24,25 +24,16 @@ const REMEMBER_MS: i64 = 3_660_000;
 /// The design's bound on any one Redis call (and Redis's default `slowlog-log-slower-than`).
 const SLOW_US: i64 = 10_000;
 
-fn fan(i: usize) -> UserId {
+pub(crate) fn fan(i: usize) -> UserId {
     UserId::parse(format!("f{i}")).unwrap()
 }
 
-fn admit_request(max: u32, max_active: u32) -> AdmitRequest<'static> {
-    AdmitRequest {
-        max,
-        ttl_ms: 600_000,
-        max_active,
-        abandon_after_ms: 0,
-        per_second: 0,
-        lease: None,
-        request: None,
-        lanes: &[],
-    }
+pub(crate) fn admit_request(max: u32, max_active: u32) -> AdmitRequest<'static> {
+    AdmitRequest { max_active, ..AdmitRequest::manual(max, 600_000) }
 }
 
 /// Queues fans `from..to` through the store's own joins and placement (stamp order).
-async fn queue(store: &QueueStore, c: &ConcertId, from: usize, to: usize) {
+pub(crate) async fn queue(store: &QueueStore, c: &ConcertId, from: usize, to: usize) {
     let users: Vec<UserId> = (from..to).map(fan).collect();
     for chunk in users.chunks(1000) {
         let joins: Vec<(&UserId, i64)> = chunk.iter().map(|u| (u, 1_000)).collect();
@@ -54,6 +45,20 @@ async fn queue(store: &QueueStore, c: &ConcertId, from: usize, to: usize) {
         assert!(r.placed > 0, "placement stalled at {placed} of {}", to - from);
         placed += r.placed;
     }
+}
+
+/// Admits the first `n` fans queued, 1,000 a call, as the admitter does: (each fan with its
+/// token's expiry in ms, the last call's issue time rounded down to the second as tokens carry it).
+pub(crate) async fn admit_all(store: &QueueStore, c: &ConcertId, n: usize) -> (Vec<(UserId, i64)>, i64) {
+    let mut admitted = Vec::with_capacity(n);
+    let mut iat_ms = 0;
+    while admitted.len() < n {
+        let got = store.admit(c, admit_request(1000, 0)).await.unwrap().expect("no lease involved");
+        assert!(!got.fans.is_empty(), "admission stalled at {} of {n}", admitted.len());
+        iat_ms = got.iat_ms.div_euclid(1000) * 1000;
+        admitted.extend(got.fans);
+    }
+    (admitted, iat_ms)
 }
 
 /// The script calls on our keys that Redis logged as slower than [`SLOW_US`] since `since_s`
@@ -83,7 +88,7 @@ async fn slow_calls(names: &Names, since_s: i64) -> Vec<(i64, String)> {
 }
 
 /// The outbox's entries of `kind`: every fan in them with its word (`x`).
-async fn outbox_fans(names: &Names, concert: &str, kind: &str) -> Vec<(String, String)> {
+pub(crate) async fn outbox_fans(names: &Names, concert: &str, kind: &str) -> Vec<(String, String)> {
     let key = names.key(concert, Part::Outbox);
     let mut fans = Vec::new();
     let mut from = "-".to_owned();
@@ -118,14 +123,7 @@ async fn a_sweep_frees_20000_due_tokens_and_5000_due_sessions_in_bounded_slices_
 
     // 25,000 fans queued and admitted, as the store does it (1,000 per admission call).
     queue(&store, &c, 0, total).await;
-    let mut admitted = Vec::with_capacity(total);
-    let mut iat_ms = 0;
-    while admitted.len() < total {
-        let got = store.admit(&c, admit_request(1000, 0)).await.unwrap().expect("no lease involved");
-        assert!(!got.fans.is_empty(), "admission stalled at {}", admitted.len());
-        iat_ms = got.iat_ms.div_euclid(1000) * 1000;
-        admitted.extend(got.fans);
-    }
+    let (admitted, iat_ms) = admit_all(&store, &c, total).await;
     // The first 5,000 exchange their token for a gate session: half with a maximum of 1 ms (so
     // they end at their maximum), half with an hour (they end idle).
     let mut sids = HashMap::new();

@@ -171,10 +171,7 @@ proptest! {
                         }
                     }
                     Op::Admit(k) => {
-                        let req = AdmitRequest {
-                            max: *k, ttl_ms: 600_000, max_active: 0, abandon_after_ms: 0, per_second: 0,
-                            lease: None, request: None, lanes: &lanes,
-                        };
+                        let req = AdmitRequest { lanes: &lanes, ..AdmitRequest::manual(*k, 600_000) };
                         let got = store.admit(&c, req).await.unwrap().expect("no lease involved");
                         let want = m.admit(*k as usize);
                         let got_users: Vec<UserId> = got.fans.iter().map(|(u, _)| u.clone()).collect();

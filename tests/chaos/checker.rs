@@ -21,6 +21,56 @@ pub struct Burst {
     pub slowest: Duration,
 }
 
+/// One fan's join as a client makes it, up to three tries: no answer at all, or a 408 (the
+/// server timed out reading the request head and did nothing with it), is tried again at once;
+/// with `retry_503`, a 503 (the contract's answer to load) is tried again after its
+/// `Retry-After`. A join is idempotent, so a retry never queues a fan twice.
+pub async fn join_like_a_client(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+    retry_503: bool,
+    timeout: Duration,
+) -> Tried {
+    let mut tried = Tried { answers: Vec::new(), last_sent_ms: 0, slowest: Duration::ZERO };
+    for _ in 0..3 {
+        tried.last_sent_ms = queuegate::clock::now_ms();
+        let started = std::time::Instant::now();
+        let sent = client.post(url).json(body).timeout(timeout).send().await;
+        tried.slowest = tried.slowest.max(started.elapsed());
+        let status = sent.as_ref().map_or(0, |r| r.status().as_u16());
+        tried.answers.push(status);
+        match sent {
+            Err(e) => eprintln!("join {body} got no answer ({e}); trying again"),
+            Ok(_) if status == 408 => eprintln!("join {body} got 408; trying again"),
+            Ok(r) if status == 503 && retry_503 => {
+                let after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                tokio::time::sleep(Duration::from_secs(after.unwrap_or(1))).await;
+            }
+            Ok(_) => break,
+        }
+    }
+    tried
+}
+
+/// What one fan's client saw ([`join_like_a_client`]).
+#[derive(Debug, Clone)]
+pub struct Tried {
+    /// Every answer, in order (0: none at all).
+    pub answers: Vec<u16>,
+    /// When the last try was sent (ms): for the one that got its 202, when the fan joined.
+    pub last_sent_ms: i64,
+    /// The longest any one try took to be answered.
+    pub slowest: Duration,
+}
+
+impl Tried {
+    /// The answer that counts: the last one, where a 408 (nothing done) counts as none.
+    pub fn status(&self) -> u16 {
+        self.answers.last().copied().filter(|s| *s != 408).unwrap_or(0)
+    }
+}
+
 /// Sends one join per entry of `users` (repeats allowed), spread round-robin over `gateways`,
 /// at most `concurrency` at once.
 pub async fn join_all(gateways: &[Arc<TestApp>], concert: &str, users: Vec<String>, concurrency: usize) -> Burst {
@@ -42,33 +92,12 @@ pub async fn join_all_in(
         let url = format!("{}/v1/concerts/{concert}/queue", gw.http());
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
-            // A transport error (no answer at all) or a 408 is retried like a browser would; a join
-            // is idempotent. Only answers count as statuses.
-            let mut status = 0;
-            let mut slowest = Duration::ZERO;
-            for _ in 0..3 {
-                let started = std::time::Instant::now();
-                let sent = gw
-                    .client
-                    .post(&url)
-                    .json(&match &lane {
-                        Some(lane) => serde_json::json!({ "userId": user, "lane": lane }),
-                        None => serde_json::json!({ "userId": user }),
-                    })
-                    .timeout(Duration::from_secs(30))
-                    .send()
-                    .await;
-                slowest = slowest.max(started.elapsed());
-                match sent {
-                    // 408: the server timed out reading the request head and did nothing with it.
-                    Ok(r) if r.status() == 408 => eprintln!("join of {user} got 408; retrying"),
-                    Ok(r) => {
-                        status = r.status().as_u16();
-                        break;
-                    }
-                    Err(e) => eprintln!("join of {user} got no answer ({e}); retrying"),
-                }
-            }
+            let body = match &lane {
+                Some(lane) => serde_json::json!({ "userId": user, "lane": lane }),
+                None => serde_json::json!({ "userId": user }),
+            };
+            let tried = join_like_a_client(&gw.client, &url, &body, false, Duration::from_secs(30)).await;
+            let (status, slowest) = (tried.status(), tried.slowest);
             (user, status, slowest)
         }));
     }

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use queuegate::store::keys::Part;
 
-use crate::checker::{admitted, admitted_at_least, redis_conn, wait_for};
+use crate::checker::{admitted, admitted_at_least, join_like_a_client, redis_conn, wait_for};
 use crate::common::events_topic::{distinct_ids, read_events, Behaviour, Receiver};
 use crate::common::redis_url as shared_redis;
+use crate::common::LOOPBACK_WEBHOOKS;
 use crate::common::{free_port, wait_for_port, ADMIN_TOKEN};
 use crate::procs::{kill9, KillOnDrop, Scenario};
 
@@ -28,11 +29,11 @@ impl Tally {
     }
 }
 
-/// Joins `users` through `base`, `concurrency` at a time, as a fan's client would: a 503 is
-/// retried after its Retry-After (the contract's answer to load; a join is idempotent), up to
-/// three tries. Answers: the fans that got 202, and how many ended without one while the join
-/// may still have reached Kafka (no answer at all, or a last 503: the broker may have written a
-/// record whose acknowledgement was lost).
+/// Joins `users` through `base`, `concurrency` at a time, as a fan's client would
+/// ([`join_like_a_client`], 503s tried again after their Retry-After). Answers: the fans that
+/// got 202, and how many ended without one while the join may still have reached Kafka (no
+/// answer at all, a 408, or a last 503: the broker may have written a record whose
+/// acknowledgement was lost).
 async fn burst(base: String, users: Vec<String>, concurrency: usize, tally: Arc<Tally>) -> (HashSet<String>, usize) {
     let client = reqwest::Client::new();
     let gate = Arc::new(tokio::sync::Semaphore::new(concurrency));
@@ -42,24 +43,12 @@ async fn burst(base: String, users: Vec<String>, concurrency: usize, tally: Arc<
         let (client, url, tally) = (client.clone(), format!("{base}/v1/concerts/ev/queue"), tally.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
-            let mut status = 0;
-            for _ in 0..3 {
-                let r = client
-                    .post(&url)
-                    .json(&serde_json::json!({"userId": user}))
-                    .timeout(Duration::from_secs(10))
-                    .send()
-                    .await;
-                status = r.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
-                tally.add(status);
-                let Ok(r) = r else { break };
-                if status != 503 {
-                    break;
-                }
-                let after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-                tokio::time::sleep(Duration::from_secs(after.unwrap_or(1))).await;
+            let body = serde_json::json!({"userId": user});
+            let tried = join_like_a_client(&client, &url, &body, true, Duration::from_secs(10)).await;
+            for status in &tried.answers {
+                tally.add(*status);
             }
-            (user, status)
+            (user, tried.answers.last().copied().unwrap_or(0))
         }));
     }
     let (mut accepted, mut unproven) = (HashSet::new(), 0);
@@ -68,7 +57,7 @@ async fn burst(base: String, users: Vec<String>, concurrency: usize, tally: Arc<
             (u, 202) => {
                 accepted.insert(u);
             }
-            (_, 0 | 503) => unproven += 1,
+            (_, 0 | 408 | 503) => unproven += 1,
             _ => {}
         }
     }
@@ -100,7 +89,10 @@ async fn applied_at_least(sc: &Scenario, n: u64, tally: &Tally, what: &str) -> u
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_a_gateway_a_consumer_and_the_admitter_mid_burst_leaves_no_change_without_its_event() {
     let sc = Scenario::new(6, shared_redis()).await;
-    let gw = Arc::new(sc.spawn_gateway(|_| {}).await);
+    // The receiver is on loopback: both the admin API (registration) and the consumers
+    // (delivery) must allow it.
+    let gw = Arc::new(sc.spawn_gateway(crate::common::allow_loopback_webhooks).await);
+    let loopback_webhooks = [(LOOPBACK_WEBHOOKS.0, LOOPBACK_WEBHOOKS.1.to_owned())];
     // A webhook endpoint for every admission: its deliveries survive the kills too.
     let hook = Receiver::start(Behaviour::Ok).await;
     let hook_url = hook.url.clone();
@@ -121,7 +113,7 @@ async fn kill_9_of_a_gateway_a_consumer_and_the_admitter_mid_burst_leaves_no_cha
         }
     };
     put("open").await;
-    let mut consumer = KillOnDrop(sc.spawn_consumer(200));
+    let mut consumer = KillOnDrop(sc.spawn_consumer_with(200, &loopback_webhooks));
 
     // 1. A gateway process killed mid-burst.
     let port = free_port();
@@ -148,7 +140,7 @@ async fn kill_9_of_a_gateway_a_consumer_and_the_admitter_mid_burst_leaves_no_cha
     let mut redis = redis_conn(sc.redis_url()).await.expect("redis");
     let adm = sc.names.key("ev", Part::Adm);
     let before = admitted(&mut redis, &adm).await;
-    let mut consumer = KillOnDrop(sc.spawn_consumer(200));
+    let mut consumer = KillOnDrop(sc.spawn_consumer_with(200, &loopback_webhooks));
     admitted_at_least(&mut redis, &adm, before + 300, Duration::from_secs(60))
         .await
         .expect("the second consumer admits");
@@ -158,7 +150,7 @@ async fn kill_9_of_a_gateway_a_consumer_and_the_admitter_mid_burst_leaves_no_cha
     assert_eq!(tally.seen().get(&0), None, "the in-process gateway answers every join: {:?}", tally.seen());
     let unanswered = unanswered + unproven_later;
     accepted.extend(more);
-    let _consumer = KillOnDrop(sc.spawn_consumer(200));
+    let _consumer = KillOnDrop(sc.spawn_consumer_with(200, &loopback_webhooks));
 
     // Every accepted fan placed (and perhaps some whose answer the killed gateway never sent),
     // then admission stopped (one more event) and the outbox drained.

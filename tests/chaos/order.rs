@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use queuegate::store::keys::Part;
 
-use crate::checker::{check, redis_conn};
+use crate::checker::{check, join_like_a_client, redis_conn};
 use crate::common::{redis_url as shared_redis, signal, Names, TestApp};
 use crate::procs::{kill9, KillOnDrop, Scenario};
 
@@ -265,21 +265,11 @@ async fn two_gateways_300_ms_apart_place_fans_within_the_skew_of_when_they_joine
         let user = format!("g-{i:05}");
         tasks.push(tokio::spawn(async move {
             // As a fan's client: a 503 (the contract's answer to load, with Retry-After) is
-            // retried after the time it names, up to three tries. The join that counts is the
-            // one that got its 202, so that is when this fan was sent.
-            let mut answers = Vec::new();
-            for _ in 0..3 {
-                let sent_ms = now_ms();
-                let r = client.post(&url).json(&serde_json::json!({ "userId": user })).send().await;
-                let status = r.as_ref().map(|r| r.status().as_u16()).unwrap_or(0);
-                answers.push(status);
-                let after = r.ok().and_then(|r| r.headers().get("retry-after")?.to_str().ok()?.parse::<u64>().ok());
-                if status != 503 {
-                    return (user, answers, sent_ms);
-                }
-                tokio::time::sleep(Duration::from_secs(after.unwrap_or(1))).await;
-            }
-            (user, answers, now_ms())
+            // tried again after the time it names. The join that counts is the one that got its
+            // 202, so that is when this fan was sent.
+            let body = serde_json::json!({ "userId": user });
+            let tried = join_like_a_client(&client, &url, &body, true, Duration::from_secs(30)).await;
+            (user, tried.answers, tried.last_sent_ms)
         }));
     }
     let mut sent: HashMap<String, i64> = HashMap::new();

@@ -59,13 +59,15 @@ pub fn start_nginx(http: &str) -> Proxy {
 }
 
 /// nginx with `deploy/nginx/queuegate-gate.conf` included, unchanged, in the booking site's
-/// server; `queuegate` is a gateway's host:port, or several separated by commas (nginx takes
-/// them in turn).
+/// server, beside a location of the site's own (a regex one, `~ \.php$`, which nginx prefers
+/// to the file's `location /`); `queuegate` is a gateway's host:port, or several separated by
+/// commas (nginx takes them in turn).
 pub fn nginx(queuegate: &str, booking: u16, concert: &str) -> Proxy {
     let servers: String = queuegate.split(',').map(|s| format!("server {s}; ")).collect();
     start_nginx(&format!(
         "  upstream queuegate {{ {servers}}}\n  upstream booking {{ server 127.0.0.1:{booking}; }}\n\
-         server {{\n    listen 127.0.0.1:{{port}};\n    set $queuegate_concert {concert};\n    include {include};\n  }}",
+         server {{\n    listen 127.0.0.1:{{port}};\n    set $queuegate_concert {concert};\n    include {include};\n    \
+         location ~ \\.php$ {{ proxy_pass http://booking; }}\n  }}",
         include = repo("deploy/nginx/queuegate-gate.conf").display()
     ))
 }

@@ -28,6 +28,16 @@ use tokio_util::sync::CancellationToken;
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const TOKEN_SECRET: &str = "test-token-secret-0123456789-0123456789";
 
+/// Webhook receivers of the tests listen on loopback, which queuegate refuses unless
+/// `QUEUEGATE_WEBHOOK_ALLOW_NETWORKS` lists it: the setting for a spawned process.
+pub const LOOPBACK_WEBHOOKS: (&str, &str) = ("QUEUEGATE_WEBHOOK_ALLOW_NETWORKS", "127.0.0.0/8");
+
+/// The same for an in-process application's settings.
+pub fn allow_loopback_webhooks(s: &mut Settings) {
+    s.events.webhook_allow_networks =
+        queuegate::events::egress::parse_networks(LOOPBACK_WEBHOOKS.1).expect("a literal network");
+}
+
 /// Brokers of the test environment (the Makefile's default unless overridden).
 pub fn brokers() -> String {
     std::env::var("QUEUEGATE_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -72,6 +82,7 @@ impl Names {
     }
 
     /// The environment of a `queuegate` process with these names (for spawned binaries).
+    /// Webhooks to loopback receivers need [`LOOPBACK_WEBHOOKS`] besides.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("QUEUEGATE_KAFKA_BROKERS", self.brokers.clone()),

@@ -128,6 +128,12 @@ impl PrivateKafka {
         );
     }
 
+    /// Sends `signal` (`-STOP`, `-CONT`, `-9`) to the broker's process.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the broker is running");
+        super::signal(child.id(), signal);
+    }
+
     /// SIGTERM and wait: a controlled broker shutdown.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

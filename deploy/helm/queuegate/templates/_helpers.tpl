@@ -51,6 +51,9 @@ app.kubernetes.io/component: {{ . }}
 {{- if and (eq .Values.fanIdentity "jwt") (not .Values.jwt.jwks) (not .Values.secrets.fanJwtSecret) (not .Values.secrets.existingSecret) -}}
 {{- fail "fanIdentity jwt needs jwt.jwks or secrets.fanJwtSecret" -}}
 {{- end -}}
+{{- if and .Values.behindProxy (not .Values.trustedProxies) -}}
+{{- fail "trustedProxies is empty while behindProxy is true: every fan would share the proxy's one per-address join budget (QUEUEGATE_RATE_LIMIT_PER_IP); set trustedProxies to the CIDRs of your ingress controller's pods (e.g. 10.0.0.0/8), or behindProxy=false when fans connect to the gateways directly" -}}
+{{- end -}}
 {{- if and (eq .Values.fanIdentity "trusted-header") (not .Values.fanIdHeader) -}}
 {{- fail "fanIdentity trusted-header needs fanIdHeader" -}}
 {{- end -}}
@@ -111,7 +114,9 @@ containers:
     env:
       {{- include "queuegate.env" (dict "ctx" $ "role" .role) | nindent 6 }}
     # Kafka or Redis trouble never restarts a pod: liveness asks only whether the process
-    # answers; readiness (/readyz: can this role do its work) takes it out of the Service.
+    # answers; readiness (/readyz) takes it out of the Service only when it can do nothing
+    # (Redis down, draining): Kafka down is 200 "degraded", so the gate stays up
+    # (docs/operations.md#readiness-degraded-not-down).
     startupProbe:
       httpGet: { path: /healthz, port: admin }
       periodSeconds: 2
@@ -184,6 +189,8 @@ volumes:
   value: {{ $.Values.kafka.group | quote }}
 - name: QUEUEGATE_EVENTS_TOPIC
   value: {{ $.Values.kafka.eventsTopic | quote }}
+- name: QUEUEGATE_EVENTS_OUTBOX_MAX
+  value: {{ $.Values.kafka.eventsOutboxMax | quote }}
 - name: QUEUEGATE_REDIS_PREFIX
   value: {{ $.Values.redis.prefix | quote }}
 {{- if not (kindIs "invalid" $.Values.redis.minReplicas) }}
@@ -234,6 +241,10 @@ volumes:
 {{ include "queuegate.secretEnv" (dict "ctx" $ "name" "QUEUEGATE_TOKEN_SECRET" "key" "token-secret") }}
 {{ include "queuegate.secretEnv" (dict "ctx" $ "name" "QUEUEGATE_REDIS_URL" "key" "redis-url") }}
 {{ include "queuegate.secretEnv" (dict "ctx" $ "name" "QUEUEGATE_KAFKA_PROPERTIES" "key" "kafka-properties" "optional" true) }}
+{{- with $.Values.webhookAllowNetworks }}
+- name: QUEUEGATE_WEBHOOK_ALLOW_NETWORKS
+  value: {{ join "," . | quote }}
+{{- end }}
 {{- with $.Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
