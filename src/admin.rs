@@ -48,6 +48,8 @@ pub struct Admin {
     egress: crate::events::egress::EgressPolicy,
     /// Encrypts the webhook secrets Redis holds.
     at_rest: crate::events::at_rest::SecretBox,
+    /// Hashes lane codes as the gateways look them up.
+    codes: crate::store::CodeKey,
 }
 
 impl Admin {
@@ -61,9 +63,11 @@ impl Admin {
         kafka: KafkaProbe,
         health: Arc<Health>,
         at_rest: crate::events::at_rest::SecretBox,
+        codes: crate::store::CodeKey,
     ) -> Self {
         Admin {
             at_rest,
+            codes,
             store,
             cache,
             metrics,
@@ -763,7 +767,16 @@ async fn add_codes(
             crate::gateway::MAX_CODE_CHARS
         )));
     }
-    let added = admin.store.add_codes(&id, &lane, &body.codes).await?;
+    if let Some(i) = body.codes.iter().position(|code| !crate::store::strong_enough(code)) {
+        return Err(ApiError::BadRequest(format!(
+            "codes[{i}] is too easy to guess: a code needs at least {} characters and {} bits by its \
+             length times log2 of the alphabet of the character classes it uses (digits 10, lower case 26, \
+             upper case 26, other visible ASCII 32), e.g. 10 characters of a 32-symbol alphabet; nothing was added",
+            crate::store::MIN_CODE_CHARS,
+            crate::store::MIN_CODE_BITS
+        )));
+    }
+    let added = admin.store.add_codes(&id, &lane, &admin.codes, &body.codes).await?;
     let (total, used) = admin.store.code_counts(&id, &lane).await?;
     tracing::info!(concert = %id, %lane, added, total, "lane codes uploaded");
     Ok(HttpResponse::Ok().json(serde_json::json!({ "added": added, "total": total, "used": used })))

@@ -256,6 +256,10 @@ pub struct ConcertSettings {
     /// `redirectUrl`'s: the room sends an admitted fan back to a `return` URL only on these.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protected_hosts: Vec<String>,
+    /// Origins (`scheme://host[:port]`) besides the gateway's own whose pages may send this
+    /// concert's state-changing requests (joins) from a browser (src/gateway/writes.rs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
     /// What fans are told when the concert is `soldout` (the join's 410 and every waiting fan's
     /// status); the room shows its own words in the fan's language when it is not set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -304,6 +308,18 @@ pub const DEFAULT_SESSION_IDLE_SECONDS: u32 = 600;
 pub const DEFAULT_SESSION_MAX_SECONDS: u32 = 3600;
 /// Most `protectedHosts` a concert lists.
 pub const MAX_PROTECTED_HOSTS: usize = 20;
+/// Most `allowedOrigins` a concert lists.
+pub const MAX_ALLOWED_ORIGINS: usize = 20;
+
+/// Whether `o` is an origin as a browser's `Origin` header writes it: `http` or `https`, a host,
+/// an optional port other than the scheme's default, lower case, nothing else (no path, not
+/// even `/`), so a plain string comparison with the header decides.
+fn is_origin(o: &str) -> bool {
+    o.len() <= 261
+        && url::Url::parse(o).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https") && u.username().is_empty() && u.origin().ascii_serialization() == o
+        })
+}
 
 fn default_session_idle() -> u32 {
     DEFAULT_SESSION_IDLE_SECONDS
@@ -354,6 +370,7 @@ impl ConcertSettings {
             session_idle_seconds: DEFAULT_SESSION_IDLE_SECONDS,
             session_max_seconds: DEFAULT_SESSION_MAX_SECONDS,
             protected_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
             sold_out_message: None,
             lanes: Vec::new(),
             webhooks: Vec::new(),
@@ -460,6 +477,14 @@ impl ConcertSettings {
         if let Some(bad) = self.protected_hosts.iter().find(|h| !is_host(h)) {
             return Err(format!("protectedHosts: {bad:?} is not a lower-case host or host:port"));
         }
+        if self.allowed_origins.len() > MAX_ALLOWED_ORIGINS {
+            return Err(format!("allowedOrigins lists at most {MAX_ALLOWED_ORIGINS} origins"));
+        }
+        if let Some(bad) = self.allowed_origins.iter().find(|o| !is_origin(o)) {
+            return Err(format!(
+                "allowedOrigins: {bad:?} is not an origin written scheme://host[:port] (http or https, lower case, no path, no default port)"
+            ));
+        }
         if let Some(url) = &self.redirect_url {
             web_url(url).ok_or("redirectUrl must be an absolute http:// or https:// URL of at most 2048 characters")?;
         }
@@ -533,6 +558,7 @@ impl ConcertSettings {
             ("sessionIdleSeconds", self.session_idle_seconds.to_string()),
             ("sessionMaxSeconds", self.session_max_seconds.to_string()),
             ("protectedHosts", self.protected_hosts.join(",")),
+            ("allowedOrigins", self.allowed_origins.join(",")),
             ("soldOutMessage", self.sold_out_message.clone().unwrap_or_default()),
             (
                 "lanes",
@@ -612,6 +638,9 @@ impl Concert {
                 session_max_seconds: num("sessionMaxSeconds", DEFAULT_SESSION_MAX_SECONDS),
                 protected_hosts: get("protectedHosts")
                     .map(|v| v.split(',').filter(|h| !h.is_empty()).map(str::to_owned).collect())
+                    .unwrap_or_default(),
+                allowed_origins: get("allowedOrigins")
+                    .map(|v| v.split(',').filter(|o| !o.is_empty()).map(str::to_owned).collect())
                     .unwrap_or_default(),
                 sold_out_message: text("soldOutMessage"),
                 lanes: get("lanes").and_then(|v| serde_json::from_str(v).ok()).unwrap_or_default(),
@@ -694,6 +723,12 @@ impl ConcertCache {
             .filter(|(_, s)| s.max_waiting > 0)
             .map(|(id, s)| (id.clone(), s.lane_names()))
             .collect()
+    }
+
+    /// Whether concert `id` lists `origin` in its `allowedOrigins` (an exact match: both are
+    /// written as a browser writes an `Origin` header).
+    pub fn allows_origin(&self, id: &ConcertId, origin: &str) -> bool {
+        self.read().states.get(id).is_some_and(|s| s.allowed_origins.iter().any(|o| o == origin))
     }
 
     /// The lane `name` of concert `id`, if it has one.
@@ -781,6 +816,28 @@ mod tests {
     }
 
     #[test]
+    fn allowed_origins_are_written_as_a_browser_writes_an_origin() {
+        for good in ["https://shop.example", "http://127.0.0.1:8443", "http://[::1]:8080", "https://a-b.example:1"] {
+            assert!(is_origin(good), "{good}");
+        }
+        for bad in [
+            "",
+            "shop.example",
+            "https://shop.example/",
+            "https://shop.example/x",
+            "https://Shop.example",
+            "https://shop.example:443",
+            "https://u@shop.example",
+            "ftp://shop.example",
+            "null",
+        ] {
+            assert!(!is_origin(bad), "{bad}");
+        }
+        let s = ConcertSettings { allowed_origins: vec!["https://shop.example/".into()], ..ConcertSettings::open() };
+        assert!(s.validate().unwrap_err().contains("allowedOrigins"));
+    }
+
+    #[test]
     fn protected_hosts_are_bare_lower_case_hosts() {
         for good in ["shop.example", "127.0.0.1:8443", "[::1]:8080", "a-b.example:1"] {
             assert!(is_host(good), "{good}");
@@ -813,6 +870,7 @@ mod tests {
             session_idle_seconds: 45,
             session_max_seconds: 900,
             protected_hosts: vec!["shop.example".into(), "127.0.0.1:8443".into()],
+            allowed_origins: vec!["https://shop.example".into(), "http://127.0.0.1:8443".into()],
             sold_out_message: Some("매진 — sold out,\nsee you next time".into()),
             lanes: vec![
                 LaneSettings { name: Lane::parse("fanclub").unwrap(), share: 70, access: LaneAccess::Code },

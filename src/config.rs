@@ -210,6 +210,8 @@ impl Settings {
         s.http.rate_limit_per_ip = 0;
         s.http.fan_joins_per_second = 0;
         s.http.fan_status_per_second = 0;
+        s.http.code_failures_per_client = 0;
+        s.http.code_failures_per_lane = 0;
         s.kafka.kafka_topic = topic.to_owned();
         s.kafka.kafka_group = group.to_owned();
         s.events.events_topic = format!("{topic}.events");

@@ -28,6 +28,7 @@ pub mod limits;
 mod published;
 mod status;
 pub mod views;
+pub mod writes;
 
 pub use status::FanStatus;
 
@@ -63,6 +64,13 @@ pub struct Gateway {
     published: published::Published,
     /// The gate in front of the booking site: session cookies, what this gateway knows of sessions.
     pub gate: crate::gate::Gate,
+    /// `QUEUEGATE_PUBLIC_URL`'s origin: state-changing requests from it are the gateway's own
+    /// ([`writes`]).
+    public_origin: Option<url::Origin>,
+    /// Hashes lane codes as the admin listener stored them.
+    codes: crate::store::CodeKey,
+    /// The failure budgets of code joins and how long a code is held for a join in flight.
+    code_budgets: crate::store::CodeBudgets,
 }
 
 /// Fans the views of one gateway track at most (about 150 bytes each); past it, fans' statuses
@@ -89,6 +97,9 @@ impl Gateway {
         http: &crate::config::HttpSettings,
         stop: tokio_util::sync::CancellationToken,
     ) -> Self {
+        // A code is held for a join while its produce may still succeed, plus a margin for a
+        // stalled process: a hold that lapses first could let another fan take the code.
+        let code_hold_ms = producer.delivery_timeout().as_millis() as u64 + 30_000;
         let gate = crate::gate::Gate::new(
             gate_secret,
             http.public_url.as_deref(),
@@ -118,6 +129,14 @@ impl Gateway {
             )),
             published: Default::default(),
             gate,
+            public_origin: writes::public_origin(http.public_url.as_deref()),
+            codes: crate::store::CodeKey::new(gate_secret),
+            code_budgets: crate::store::CodeBudgets {
+                per_client: http.code_failures_per_client,
+                per_lane: http.code_failures_per_lane,
+                window_ms: u64::from(http.code_failure_window_seconds) * 1000,
+                hold_ms: code_hold_ms,
+            },
         }
     }
 }
@@ -176,12 +195,10 @@ pub const OPENAPI: &str = include_str!("gateway/openapi.json");
 /// The document this gateway serves: [`OPENAPI`] with the join body as its identity mode takes
 /// it — `userId` required in body mode, refused in anonymous mode, optional in jwt and
 /// trusted-header mode — so a generated client (or a fuzzer) sends what this gateway accepts.
+/// The body itself is required in every mode (`{}` at least): a join must say it is JSON.
 pub fn openapi_for(mode: crate::config::FanIdentityMode) -> String {
     use crate::config::FanIdentityMode as M;
     let mut doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("the OpenAPI document is JSON");
-    if mode == M::Body {
-        doc["paths"]["/v1/concerts/{concertId}/queue"]["post"]["requestBody"]["required"] = true.into();
-    }
     let join = &mut doc["components"]["schemas"]["JoinRequest"];
     match mode {
         M::Body => join["required"] = serde_json::json!(["userId"]),
@@ -254,39 +271,69 @@ pub fn valid_code(code: &str) -> bool {
     (1..=MAX_CODE_CHARS).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// A code held for a join in flight: bound for good once the join is durable, freed when
+/// Kafka did not take it ([`settle_code`]).
+struct HeldCode<'a> {
+    lane: &'a Lane,
+    code: &'a str,
+}
+
+/// The client address as code failure budgets key it: the join rate limit's key (an IPv6
+/// address by its /64), an opaque hop by a hash of it.
+fn client_label(client: Option<crate::identity::ClientKey>) -> String {
+    use crate::identity::ClientKey;
+    match client {
+        Some(ClientKey::Ip(ip)) => ip.to_string(),
+        Some(ClientKey::Opaque(hop)) => {
+            use sha2::Digest;
+            format!("h:{}", &crate::fairness::hex(&sha2::Sha256::digest(hop.as_bytes()))[..32])
+        }
+        None => "unknown".to_owned(),
+    }
+}
+
 /// Whether `user` may take a place in `lane` of `concert` (its access: open, a code, a claim of
-/// the fan's identity token); 403 with the reason otherwise.
-async fn check_lane_access(
+/// the fan's identity token); 403 with the reason otherwise, 429 once the client's or the lane's
+/// budget of wrong codes is spent. A code newly held for this join comes back to be settled.
+#[allow(clippy::too_many_arguments)]
+async fn check_lane_access<'a>(
     gw: &Gateway,
     req: &HttpRequest,
     concert: &ConcertId,
-    lane: &crate::concerts::LaneSettings,
+    lane: &'a crate::concerts::LaneSettings,
     user: &UserId,
-    code: Option<&str>,
-) -> Result<(), ApiError> {
+    code: Option<&'a str>,
+    client: &str,
+    now_ms: i64,
+) -> Result<Option<HeldCode<'a>>, ApiError> {
     use crate::concerts::LaneAccess;
     use crate::store::CodeCheck;
     let name = &lane.name;
     match &lane.access {
-        LaneAccess::Open => Ok(()),
+        LaneAccess::Open => Ok(None),
         LaneAccess::Code => {
             let refused = |slug, detail: String| Err(ApiError::LaneRefused { slug, detail });
-            match gw.store.bind_code(concert, name, user, code).await? {
-                CodeCheck::Ok | CodeCheck::Elsewhere => Ok(()),
+            match gw.store.bind_code(concert, name, user, code, &gw.codes, client, gw.code_budgets, now_ms).await? {
+                CodeCheck::Ok | CodeCheck::Elsewhere => Ok(None),
+                CodeCheck::Held => Ok(code.map(|code| HeldCode { lane: name, code })),
                 CodeCheck::Required => {
                     refused("code-required", format!("lane {name} asks for a code: send it as code"))
                 }
-                CodeCheck::Unknown => refused("code-unknown", format!("this code is not one of lane {name}'s codes")),
-                CodeCheck::Used => {
-                    refused("code-used", format!("this code of lane {name} is already used by another fan"))
-                }
+                // Unknown and another fan's alike: a guess learns nothing from the answer.
+                CodeCheck::Refused => refused(
+                    "code-refused",
+                    format!("this code does not let a fan into lane {name}: it is not one of the lane's codes, or another fan's"),
+                ),
+                CodeCheck::Limited { retry_after_ms } => Err(ApiError::CodeBudgetSpent {
+                    retry_after_secs: retry_after_ms.div_ceil(1000).max(1),
+                }),
             }
         }
         LaneAccess::Claim { name: claim, value } => {
             let holds = gw.identity.mode() == crate::config::FanIdentityMode::Jwt
                 && bearer(req).is_some_and(|t| crate::identity::jwt::JwtVerifier::has_claim(t, claim, value));
             if holds {
-                Ok(())
+                Ok(None)
             } else {
                 Err(ApiError::LaneRefused {
                     slug: "claim-missing",
@@ -294,6 +341,20 @@ async fn check_lane_access(
                 })
             }
         }
+    }
+}
+
+/// Settles a code held for the join `rec`: bound for good when the join is `durable`, freed when
+/// Kafka did not take it, so the fan's retry (in anonymous mode under a new id) may use it. A
+/// join answered 503 after a delivery timeout may still land; its place then holds no code, and
+/// the code is one fan's again. When Redis cannot be reached, the hold lapses by itself.
+async fn settle_code(gw: &Gateway, rec: &EntryRecord, held: &HeldCode<'_>, durable: bool) {
+    match gw.store.settle_code(&rec.concert_id, held.lane, &rec.user_id, held.code, &gw.codes, durable).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(concert = %rec.concert_id, lane = %held.lane, user = %rec.user_id, durable,
+            "a code's hold lapsed before its join was settled; another fan took the code"),
+        Err(e) => tracing::warn!(concert = %rec.concert_id, lane = %held.lane, error = %e, durable,
+            "a held code could not be settled; its hold lapses by itself"),
     }
 }
 
@@ -324,7 +385,8 @@ async fn join(
             "request body is not valid: code must be 1 to {MAX_CODE_CHARS} visible ASCII characters"
         )));
     }
-    gw.limits.join_from(gw.identity.proxies().client_key(&req))?;
+    let client = gw.identity.proxies().client_key(&req);
+    gw.limits.join_from(client.clone())?;
     let now_ms = crate::clock::now_ms();
     let joiner = gw.identity.identify(&req, body.user_id, &concert_id, &gw.tokens, now_ms)?;
     let user_id = joiner.user;
@@ -368,7 +430,9 @@ async fn join(
     if joiner.new_anonymous && pow_difficulty > 0 {
         check_proof_of_work(&gw, &concert_id, pow_difficulty, body.pow.as_ref(), now_ms).await?;
     }
-    check_lane_access(&gw, &req, &concert_id, &lane, &user_id, body.code.as_deref()).await?;
+    let held =
+        check_lane_access(&gw, &req, &concert_id, &lane, &user_id, body.code.as_deref(), &client_label(client), now_ms)
+            .await?;
 
     let trace = TraceContext::from_request(&req);
     let rec = EntryRecord {
@@ -393,6 +457,9 @@ async fn join(
         Err(ProduceError::Kafka(_)) => "kafka_error",
     };
     gw.metrics.produce_duration.with_label_values(&[outcome]).observe(started.elapsed().as_secs_f64());
+    if let Some(h) = &held {
+        settle_code(&gw, &rec, h, sent.is_ok()).await;
+    }
     match sent {
         Ok(d) => {
             tracing::debug!(trace_id = %trace.trace_id, concert = %rec.concert_id, user = %rec.user_id,

@@ -17,8 +17,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
-    /// 403 for a lane's access: the slug says which refusal (`code-required`, `code-unknown`,
-    /// `code-used`, `claim-missing`), so a client can tell the fan what to do.
+    /// 403 for a lane's access: the slug says which refusal (`code-required`, `code-refused`,
+    /// `claim-missing`), so a client can tell the fan what to do.
     #[error("{detail}")]
     LaneRefused { slug: &'static str, detail: String },
     /// 410: the concert is sold out; the detail is its `soldOutMessage`.
@@ -34,6 +34,10 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("too many requests")]
     RateLimited { retry_after_secs: u64 },
+    /// 429 (problem type `rate-limited`) once the wrong lane codes from a client address or for
+    /// a lane spent their budget (src/store/code_bind.lua).
+    #[error("too many wrong codes from this address or for this lane; try again in {retry_after_secs} s")]
+    CodeBudgetSpent { retry_after_secs: u64 },
     #[error("{detail}")]
     Unavailable { detail: String, retry_after_secs: u64 },
     #[error("internal error")]
@@ -67,7 +71,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
             ApiError::PayloadTooLarge { .. } => ("payload-too-large", "Payload too large"),
             ApiError::UnsupportedMediaType => ("unsupported-media-type", "Unsupported media type"),
-            ApiError::RateLimited { .. } => ("rate-limited", "Too many requests"),
+            ApiError::RateLimited { .. } | ApiError::CodeBudgetSpent { .. } => ("rate-limited", "Too many requests"),
             ApiError::Unavailable { .. } => ("unavailable", "Service unavailable"),
             ApiError::Internal(_) => ("internal", "Internal server error"),
         }
@@ -75,9 +79,9 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<u64> {
         match self {
-            ApiError::RateLimited { retry_after_secs } | ApiError::Unavailable { retry_after_secs, .. } => {
-                Some(*retry_after_secs)
-            }
+            ApiError::RateLimited { retry_after_secs }
+            | ApiError::CodeBudgetSpent { retry_after_secs }
+            | ApiError::Unavailable { retry_after_secs, .. } => Some(*retry_after_secs),
             _ => None,
         }
     }
@@ -110,7 +114,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::CodeBudgetSpent { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -211,14 +215,17 @@ pub async fn read_json_up_to<T: serde::de::DeserializeOwned>(
     if body.is_empty() {
         return empty.ok_or_else(|| ApiError::BadRequest("request body is not valid: a JSON body is required".into()));
     }
-    let json = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
-        let essence = ct.split(';').next().unwrap_or("").trim();
-        essence.eq_ignore_ascii_case("application/json") || essence.to_ascii_lowercase().ends_with("+json")
-    });
+    let json = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(is_json);
     if !json {
         return Err(ApiError::UnsupportedMediaType);
     }
     parse_json(&body)
+}
+
+/// Whether a `Content-Type` value is JSON: `application/json` or a `+json` type, any parameters.
+pub fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json") || essence.to_ascii_lowercase().ends_with("+json")
 }
 
 /// For `#[serde(default, deserialize_with = "crate::problem::present")]`: an optional field

@@ -68,6 +68,11 @@ impl EntryProducer {
         })
     }
 
+    /// The longest a [`send`](Self::send) waits for the broker's acknowledgement.
+    pub fn delivery_timeout(&self) -> Duration {
+        self.delivery_timeout
+    }
+
     /// Produces `rec` keyed `{userId}:{concertId}` and waits for the broker's acknowledgement.
     /// `headers` go along with the record (trace context).
     pub async fn send(&self, rec: &EntryRecord, headers: &[(&str, &str)]) -> Result<Delivered, ProduceError> {

@@ -74,7 +74,7 @@ pub fn label(table: &'static [Endpoint], path: &str) -> &'static str {
 }
 
 /// Whether `path` matches `pattern`, where a `{name}` segment matches any non-empty segment.
-fn matches(pattern: &str, path: &str) -> bool {
+pub fn matches(pattern: &str, path: &str) -> bool {
     let mut want = pattern.split('/');
     let mut got = path.split('/');
     loop {

@@ -200,6 +200,7 @@ impl Application {
                     .app_data(gw.clone())
                     .app_data(m.clone())
                     .app_data(listener_info)
+                    .wrap(actix_web::middleware::from_fn(gateway::writes::guard))
                     .wrap(actix_web::middleware::from_fn(observe))
                     .wrap(nosniff())
                     .configure(gateway::routes)
@@ -253,6 +254,7 @@ impl Application {
                 kafka_probe,
                 health.clone(),
                 crate::events::at_rest::SecretBox::new(settings.security.token_secret_bytes()),
+                crate::store::CodeKey::new(settings.security.token_secret_bytes()),
             )
             .with_webhook_egress(crate::events::egress::EgressPolicy::new(&settings.events.webhook_allow_networks.0)),
         );

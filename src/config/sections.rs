@@ -67,6 +67,22 @@ pub struct HttpSettings {
     #[arg(long, env = "QUEUEGATE_RATE_LIMIT_PER_IP", default_value_t = 20)]
     pub rate_limit_per_ip: u32,
 
+    /// Wrong lane codes (unknown or another fan's) one client address may send to a concert
+    /// within QUEUEGATE_CODE_FAILURE_WINDOW_SECONDS before its code joins answer 429; counted in
+    /// Redis, so every gateway shares the budget. 0: no limit.
+    #[arg(long, env = "QUEUEGATE_CODE_FAILURES_PER_CLIENT", default_value_t = 10)]
+    pub code_failures_per_client: u32,
+
+    /// Wrong codes a lane takes from all clients together within the window before its code
+    /// joins answer 429 (against guessing from many addresses). 0: no limit.
+    #[arg(long, env = "QUEUEGATE_CODE_FAILURES_PER_LANE", default_value_t = 1000)]
+    pub code_failures_per_lane: u32,
+
+    /// The window of the code failure budgets (s): a budget spent refills when its window, which
+    /// starts at its first failure, ends.
+    #[arg(long, env = "QUEUEGATE_CODE_FAILURE_WINDOW_SECONDS", default_value_t = 300)]
+    pub code_failure_window_seconds: u32,
+
     /// Joins per second one fan (one concert and userId) may make; a rejoin is harmless but
     /// costs a Kafka record. 0: no limit.
     #[arg(long, env = "QUEUEGATE_FAN_JOINS_PER_SECOND", default_value_t = 2)]
@@ -125,6 +141,9 @@ impl HttpSettings {
         check_range("QUEUEGATE_MAX_EVENT_STREAMS", self.max_event_streams, 0..=1_000_000)?;
         check_range("QUEUEGATE_MAX_STREAM_MEMORY_MB", self.max_stream_memory_mb, 0..=1_048_576)?;
         check_range("QUEUEGATE_CONCERT_REFRESH_MS", self.concert_refresh_ms, 1..=600_000)?;
+        check_range("QUEUEGATE_CODE_FAILURES_PER_CLIENT", self.code_failures_per_client, 0..=1_000_000)?;
+        check_range("QUEUEGATE_CODE_FAILURES_PER_LANE", self.code_failures_per_lane, 0..=100_000_000)?;
+        check_range("QUEUEGATE_CODE_FAILURE_WINDOW_SECONDS", self.code_failure_window_seconds, 1..=86_400)?;
         check_range("QUEUEGATE_SHUTDOWN_GRACE_SECONDS", self.shutdown_grace_seconds, 0..=3600)
     }
 }

@@ -6,7 +6,7 @@ const enc = encodeURIComponent;
 // What PUT /admin/v1/concerts/{id} takes back of what GET shows.
 const SETTINGS = ["state", "admitPerSecond", "maxActive", "tokenTtlSeconds", "abandonAfterSeconds", "maxWaiting",
   "powDifficulty", "opensAt", "closesAt", "queueingMethod", "name", "redirectUrl", "logoUrl", "brandColor", "backgroundColor",
-  "sessionIdleSeconds", "sessionMaxSeconds", "protectedHosts", "soldOutMessage", "lanes", "webhooks"];
+  "sessionIdleSeconds", "sessionMaxSeconds", "protectedHosts", "allowedOrigins", "soldOutMessage", "lanes", "webhooks"];
 let token = sessionStorage.getItem("qg:admin"), concerts = new Map(), timer = null;
 
 async function api(method, path, body) {

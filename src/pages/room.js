@@ -30,8 +30,8 @@ const T = {
     gateEnded: { session: "Your booking session has ended.", spent: "This admission link has already been used.",
       revoked: "The organiser has closed the booking site for now.", token: "This admission link is not valid." },
     lane: (n) => `Lane: ${n}`, inLane: (n) => `in lane ${n}`, code: "Your presale code", noLane: (n) => `This concert has no lane ${n}.`,
-    refused: { "code-required": "This lane needs a presale code.", "code-unknown": "This code is not one of this lane's codes. Check it and try again.",
-      "code-used": "This code has already been used by someone else.", "claim-missing": "Your account is not in this lane's group." },
+    refused: { "code-required": "This lane needs a presale code.", "code-refused": "This code does not open this lane: it is not one of its codes, or someone else has used it. Check it and try again.",
+      "claim-missing": "Your account is not in this lane's group." },
   },
   ko: {
     other: "English", rooms: "대기실", noRooms: "지금 대기열을 받는 공연이 없습니다.", concertId: "공연",
@@ -59,8 +59,8 @@ const T = {
     gateEnded: { session: "예매 세션이 종료되었습니다.", spent: "이미 사용된 입장 링크입니다.",
       revoked: "주최 측이 예매 사이트를 잠시 닫았습니다.", token: "유효하지 않은 입장 링크입니다." },
     lane: (n) => `대기 줄: ${n}`, inLane: (n) => `${n} 대기 줄`, code: "선예매 코드", noLane: (n) => `이 공연에는 ${n} 대기 줄이 없습니다.`,
-    refused: { "code-required": "이 대기 줄은 선예매 코드가 필요합니다.", "code-unknown": "이 대기 줄의 코드가 아닙니다. 확인 후 다시 입력해 주세요.",
-      "code-used": "다른 분이 이미 사용한 코드입니다.", "claim-missing": "이 대기 줄의 대상 회원이 아닙니다." },
+    refused: { "code-required": "이 대기 줄은 선예매 코드가 필요합니다.", "code-refused": "이 대기 줄에 쓸 수 없는 코드입니다. 이 줄의 코드가 아니거나 다른 분이 이미 사용했습니다. 확인 후 다시 입력해 주세요.",
+      "claim-missing": "이 대기 줄의 대상 회원이 아닙니다." },
   },
 };
 let lang = localStorage.getItem("qg:lang") ||
@@ -333,7 +333,8 @@ async function room(id) {
     if (!window.EventSource) return void poll();
     let ticket;
     try {
-      const auth = { method: "POST", headers: { Authorization: `Bearer ${entry.token}` }, cache: "no-store" };
+      // Every POST is JSON (the gateway refuses others: docs/security.md), even without a body.
+      const auth = { method: "POST", headers: { Authorization: `Bearer ${entry.token}`, "Content-Type": "application/json" }, cache: "no-store" };
       ticket = (await getJSON(`${base()}/events/ticket`, auth)).body.ticket;
     } catch (e) {
       reconnecting(true);

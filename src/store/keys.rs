@@ -188,6 +188,17 @@ impl Keys {
         format!("{}:{{{}}}:wh{}:{}", self.prefix, concert, part, webhook)
     }
 
+    /// STRING: wrong lane codes one client (its address, as the join rate limit keys it) sent
+    /// to `concert` within the current window; expires with it (code_bind.lua).
+    pub fn code_failures_of_client(&self, concert: &ConcertId, client: &str) -> String {
+        format!("{}:{{{}}}:codefail:{}", self.prefix, concert, client)
+    }
+
+    /// STRING: wrong codes `lane` of `concert` took within the current window; expires with it.
+    pub fn code_failures_of_lane(&self, concert: &ConcertId, lane: &Lane) -> String {
+        format!("{}:{{{}}}:codefail@{}", self.prefix, concert, lane)
+    }
+
     /// The SET of every concert id.
     pub fn registry(&self) -> String {
         format!("{}:concerts", self.prefix)

@@ -42,9 +42,10 @@ async fn the_status_stream_pushes_waiting_then_admitted() {
     let stream = format!("{}/v1/concerts/c/queue/fan/events", app.http());
     let r = app.client.get(format!("{stream}?token={token}")).send().await.unwrap();
     crate::helpers::assert_problem(r, 401, "not taken in a URL").await;
-    let r = app.client.post(format!("{stream}/ticket")).send().await.unwrap();
+    let ticket = || app.client.post(format!("{stream}/ticket")).header("content-type", "application/json");
+    let r = ticket().send().await.unwrap();
     crate::helpers::assert_problem(r, 401, "entry token").await;
-    let r = app.client.post(format!("{stream}/ticket")).bearer_auth(token).send().await.unwrap();
+    let r = ticket().bearer_auth(token).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "no-store");
     let ticket: Value = r.json().await.unwrap();

@@ -197,8 +197,14 @@ async fn in_anonymous_mode_the_gateway_names_the_fan_and_a_returning_fan_keeps_i
     // Rejoining with the entry token (a reload, a second tab): the same fan.
     let again = accepted(join_with(&app, "c", Some(&token), json!({})).await).await;
     assert_eq!(again["userId"], user.as_str());
-    // An empty body is a join too.
-    let empty = app.client.post(format!("{}/v1/concerts/c/queue", app.http())).send().await.unwrap();
+    // An empty body is a join too (still declared JSON: docs/security.md, cross-site joins).
+    let empty = app
+        .client
+        .post(format!("{}/v1/concerts/c/queue", app.http()))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
     let other = accepted(empty).await;
     assert_ne!(other["userId"], user.as_str(), "a new fan gets a new id");
     // Nobody picks an id, and one fan's token reads no one else's status.
@@ -215,7 +221,12 @@ async fn in_trusted_header_mode_only_a_trusted_proxy_names_the_fan() {
         s.identity.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     })
     .await;
-    let r = trusted.client.post(format!("{}/v1/concerts/c/queue", trusted.http())).header("x-fan-id", "carol").send();
+    let r = trusted
+        .client
+        .post(format!("{}/v1/concerts/c/queue", trusted.http()))
+        .header("x-fan-id", "carol")
+        .header("content-type", "application/json")
+        .send();
     assert_eq!(accepted(r.await.unwrap()).await["userId"], "carol");
     let r = trusted
         .client
@@ -230,6 +241,7 @@ async fn in_trusted_header_mode_only_a_trusted_proxy_names_the_fan() {
         for v in pair {
             headers.append("x-fan-id", v.parse().unwrap());
         }
+        headers.insert("content-type", "application/json".parse().unwrap());
         let r = trusted.client.post(format!("{}/v1/concerts/c/queue", trusted.http())).headers(headers).send();
         assert_problem(r.await.unwrap(), 401, "more than once").await;
     }
@@ -240,8 +252,12 @@ async fn in_trusted_header_mode_only_a_trusted_proxy_names_the_fan() {
         s.identity.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
     })
     .await;
-    let r =
-        untrusted.client.post(format!("{}/v1/concerts/c/queue", untrusted.http())).header("x-fan-id", "carol").send();
+    let r = untrusted
+        .client
+        .post(format!("{}/v1/concerts/c/queue", untrusted.http()))
+        .header("x-fan-id", "carol")
+        .header("content-type", "application/json")
+        .send();
     assert_problem(r.await.unwrap(), 401, "trusted proxies").await;
 }
 

@@ -72,7 +72,7 @@ async fn a_code_binds_to_one_fan_across_two_racing_gateways_and_only_its_owner_r
             202 => winners.push(i),
             403 => {
                 let p: Value = r.json().await.unwrap();
-                assert_eq!(p["type"], "urn:queuegate:problem:code-used", "{p}");
+                assert_eq!(p["type"], "urn:queuegate:problem:code-refused", "{p}");
             }
             s => panic!("racer{i}: {s}"),
         }
@@ -84,21 +84,18 @@ async fn a_code_binds_to_one_fan_across_two_racing_gateways_and_only_its_owner_r
     for gw in [&a, &b] {
         assert_eq!(join_in(gw, "p", json!({"userId": owner, "lane": "fanclub", "code": codes[0]})).await.status(), 202);
     }
-    let p = assert_problem(
+    // Another fan's code and a made-up one get the same answer, word for word: a guess learns
+    // nothing (before: code-used and code-unknown told a live code from a dead one).
+    let used = assert_problem(
         join_in(&b, "p", json!({"userId": "late", "lane": "fanclub", "code": codes[0]})).await,
         403,
-        "already used by another fan",
+        "not one of the lane's codes, or another fan's",
     )
     .await;
-    assert_eq!(p["type"], "urn:queuegate:problem:code-used");
-    // Made up, missing: each says which.
-    let p = assert_problem(
-        join_in(&a, "p", json!({"userId": "m", "lane": "fanclub", "code": "NOPE-0000"})).await,
-        403,
-        "not one of",
-    )
-    .await;
-    assert_eq!(p["type"], "urn:queuegate:problem:code-unknown");
+    assert_eq!(used["type"], "urn:queuegate:problem:code-refused");
+    let unknown = join_in(&a, "p", json!({"userId": "late", "lane": "fanclub", "code": "NOPE-0000"})).await;
+    let unknown = assert_problem(unknown, 403, "").await;
+    assert_eq!(used, unknown, "unknown and used answer the same");
     let p =
         assert_problem(join_in(&a, "p", json!({"userId": "m", "lane": "fanclub"})).await, 403, "asks for a code").await;
     assert_eq!(p["type"], "urn:queuegate:problem:code-required");
@@ -365,4 +362,177 @@ async fn the_fair_start_shuffles_each_lanes_prequeue_with_its_own_published_seed
         app.client.get(format!("{}/v1/concerts/f/fairness?lane=vip", app.http())).send().await.unwrap().status(),
         404
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_too_easy_to_guess_is_refused_at_upload_naming_the_rule() {
+    let names = Names::new();
+    create_topics(&names, 1).await;
+    let app = spawn_role(&names, Role::Run, |_| {}).await;
+    assert_eq!(app.put_concert("w", presale()).await.status(), 200);
+    // Nine characters; ten lower-case letters (47 bits); fifteen digits (49.8 bits). Before: all taken.
+    for weak in ["7K3M9QX2P", "abcdefghjk", "012345678901234"] {
+        let codes = vec!["7K3M9QX2PA".to_owned(), weak.to_owned()];
+        let p = assert_problem(upload(&app, "w", "fanclub", &codes).await, 400, "codes[1] is too easy to guess").await;
+        let detail = p["detail"].as_str().unwrap();
+        assert!(detail.contains("at least 10 characters") && detail.contains("50 bits"), "{detail}");
+    }
+    let c = app.admin_json("/admin/v1/concerts/w").await;
+    assert_eq!(c["laneCounts"][0]["codes"], 0, "a refused upload adds nothing: {c}");
+    // Ten of a 32-symbol alphabet (Crockford's base 32), eleven lower-case letters, sixteen digits.
+    let strong: Vec<String> = ["7K3M9QX2PA", "abcdefghjkm", "0123456789012345"].map(String::from).to_vec();
+    let up: Value = upload(&app, "w", "fanclub", &strong).await.json().await.unwrap();
+    assert_eq!(up["added"], 3, "{up}");
+}
+
+/// A join with a code from client address `from` (behind the trusted proxy 127.0.0.1).
+async fn code_join(app: &TestApp, from: &str, user: &str, code: &str) -> reqwest::Response {
+    send(
+        app.client
+            .post(format!("{}/v1/concerts/b/queue", app.http()))
+            .header("x-forwarded-for", from)
+            .json(&json!({"userId": user, "lane": "fanclub", "code": code})),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_codes_spend_budgets_per_address_and_per_lane_that_two_gateways_share() {
+    let names = Names::new();
+    create_topics(&names, 1).await;
+    let tweak = |s: &mut queuegate::config::Settings| {
+        s.http.code_failures_per_client = 10;
+        s.http.code_failures_per_lane = 25;
+        s.http.code_failure_window_seconds = 300;
+        s.identity.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    };
+    let a = spawn_role(&names, Role::Run, tweak).await;
+    let b = spawn_role(&names, Role::Gateway, tweak).await;
+    assert_eq!(a.put_concert("b", presale()).await.status(), 200);
+    let codes: Vec<String> = (0..4).map(|i| format!("GOOD-{i:04}-x7Qp")).collect();
+    assert_eq!(upload(&a, "b", "fanclub", &codes).await.status(), 200);
+    let knows = poll_until(Duration::from_secs(10), async || {
+        join_in(&b, "b", json!({"userId": "probe", "lane": "general"})).await.status() == 202
+    })
+    .await;
+    assert!(knows, "gateway b knows the concert");
+
+    // 200 guesses from one address, every other one through each gateway: the budget is one,
+    // in Redis, so ten are judged and the rest answered 429 (before: 200 judged).
+    let (mut refused, mut limited) = (0, 0);
+    for i in 0..200 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let r = code_join(gw, "203.0.113.1", &format!("g{i}"), &format!("GUESS-{i:05}-zz")).await;
+        match r.status().as_u16() {
+            403 => refused += 1,
+            429 => {
+                let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+                assert!((1..=300).contains(&wait), "Retry-After {wait}: within the window");
+                let p = assert_problem(r, 429, "too many wrong codes").await;
+                assert_eq!(p["type"], "urn:queuegate:problem:rate-limited");
+                limited += 1;
+            }
+            s => panic!("guess {i}: {s}"),
+        }
+    }
+    assert_eq!((refused, limited), (10, 190), "one budget of 10 for the address across both gateways");
+    // Spent is spent, even for a right code; another address has its own budget.
+    assert_eq!(code_join(&b, "203.0.113.1", "right", &codes[0]).await.status(), 429);
+    assert_eq!(code_join(&b, "203.0.113.2", "right", &codes[0]).await.status(), 202);
+
+    // The lane's budget (25) counts every address: 10 more from a second, 5 from a third, then
+    // the lane answers 429 to anyone's code, right ones too; its open lane is not affected.
+    for (from, n) in [("203.0.113.3", 10), ("203.0.113.4", 5)] {
+        for i in 0..n {
+            let user = format!("h{}-{i}", from.replace('.', "_"));
+            let r = code_join(&a, from, &user, &format!("GUESS-{i:05}-yy")).await;
+            assert_eq!(r.status(), 403, "{from} guess {i}");
+        }
+    }
+    let r = code_join(&a, "203.0.113.4", "h-last", "GUESS-99999-yy").await;
+    assert_problem(r, 429, "for this lane").await;
+    assert_eq!(code_join(&b, "203.0.113.5", "fresh", &codes[1]).await.status(), 429, "the lane's budget is spent");
+    assert_eq!(join_in(&b, "b", json!({"userId": "fresh", "lane": "general"})).await.status(), 202);
+
+    // Bounded: one counter per address and one per lane, each expiring with its window.
+    let client = format!("{}:{{b}}:codefail:203.0.113.1", names.prefix);
+    let lane = format!("{}:{{b}}:codefail@fanclub", names.prefix);
+    for key in [client, lane] {
+        let ttl: i64 = names.redis(redis::cmd("PTTL").arg(&key)).await;
+        assert!(ttl > 0 && ttl <= 300_000, "{key}: PTTL {ttl}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_stored_unkeyed_by_an_earlier_release_still_joins_and_moves_to_its_keyed_hash() {
+    let names = Names::new();
+    create_topics(&names, 1).await;
+    let app = spawn_role(&names, Role::Run, |_| {}).await;
+    assert_eq!(app.put_concert("l", presale()).await.status(), 200);
+    // How a release before keyed hashes stored two codes: unkeyed SHA-256, one bound already.
+    let key = names.lane_key("l", "fanclub", queuegate::store::keys::Part::Codes);
+    let (old, bound) = ("OLD-0001-x7Qp", "OLD-0002-x7Qp");
+    let (old_hash, bound_hash) = (queuegate::store::code_hash(old), queuegate::store::code_hash(bound));
+    let _: () = names.redis(redis::cmd("HSET").arg(&key).arg(&old_hash).arg("").arg(&bound_hash).arg("earlier")).await;
+    // Uploading them again adds nothing and frees nobody.
+    let up: Value = upload(&app, "l", "fanclub", &[old.to_owned(), bound.to_owned()]).await.json().await.unwrap();
+    assert_eq!(up["added"], 0, "{up}");
+    assert_eq!(join_in(&app, "l", json!({"userId": "other", "lane": "fanclub", "code": bound})).await.status(), 403);
+    assert_eq!(join_in(&app, "l", json!({"userId": "newcomer", "lane": "fanclub", "code": old})).await.status(), 202);
+    assert_eq!(join_in(&app, "l", json!({"userId": "earlier", "lane": "fanclub", "code": bound})).await.status(), 202);
+    // Both moved to their keyed hashes, bindings and all: nothing unkeyed is left.
+    let fields: Vec<String> = names.redis(redis::cmd("HKEYS").arg(&key)).await;
+    assert_eq!(fields.len(), 2, "{fields:?}");
+    assert!(!fields.contains(&old_hash) && !fields.contains(&bound_hash), "{fields:?}");
+    let owners: Vec<String> = names.redis(redis::cmd("HVALS").arg(&key)).await;
+    assert!(owners.contains(&"newcomer".to_owned()) && owners.contains(&"earlier".to_owned()), "{owners:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_code_whose_join_kafka_did_not_take_is_not_spent_and_the_same_code_joins_after() {
+    use crate::common::private_kafka::PrivateKafka;
+    let kafka = PrivateKafka::start();
+    let names = Names::on(kafka.brokers(), crate::helpers::redis_url());
+    create_topics(&names, 1).await;
+    let app = spawn_role(&names, Role::Run, |s| {
+        s.identity.fan_identity = Some(FanIdentityMode::Anonymous);
+        s.kafka.kafka_delivery_timeout_ms = 3_000;
+    })
+    .await;
+    assert_eq!(app.put_concert("k", presale()).await.status(), 200);
+    let code = "KAFKA-0001-x7Qp";
+    assert_eq!(upload(&app, "k", "fanclub", &[code.to_owned()]).await.status(), 200);
+    let anonymous = async |body: Value| join_in(&app, "k", body).await;
+    // The private broker takes joins (its first answers may be 503 while it elects leaders).
+    let up =
+        poll_until(Duration::from_secs(60), async || anonymous(json!({"lane": "general"})).await.status() == 202).await;
+    assert!(up, "the private broker takes a join within 60 s");
+
+    // The opening second: the broker does not answer, the join with the code gets 503.
+    crate::common::signal(kafka.pid(), "-STOP");
+    let r = anonymous(json!({"lane": "fanclub", "code": code})).await;
+    crate::common::signal(kafka.pid(), "-CONT");
+    assert_problem(r, 503, "durable").await;
+
+    // The fan tries again, as the 503's Retry-After says: in anonymous mode it is a new fan (the
+    // 503 carried no entry token), and the same code lets it in (before: 403, the code was
+    // bound for good to the fan Kafka never took).
+    let mut last = (0, String::new());
+    let joined = poll_until(Duration::from_secs(60), async || {
+        let r = anonymous(json!({"lane": "fanclub", "code": code})).await;
+        last = (r.status().as_u16(), r.text().await.unwrap());
+        last.0 != 503
+    })
+    .await;
+    assert!(joined, "the broker came back within 60 s: {last:?}");
+    assert_eq!(last.0, 202, "the retry with the same code: {}", last.1);
+    let user = serde_json::from_str::<Value>(&last.1).unwrap()["userId"].as_str().unwrap().to_owned();
+    let placed = poll_until(Duration::from_secs(60), async || {
+        let r = app.admin_get(&format!("/admin/v1/concerts/k/queue/{user}")).await;
+        r.status() == 200 && r.json::<Value>().await.unwrap()["lane"] == "fanclub"
+    })
+    .await;
+    assert!(placed, "the fan who got 202 waits in the fan-club lane");
+    let c = app.admin_json("/admin/v1/concerts/k").await;
+    assert_eq!(c["laneCounts"][0]["codesUsed"], 1, "the code is bound once: {c}");
 }

@@ -6,6 +6,7 @@ mod admission;
 mod bad_input;
 #[path = "../common/mod.rs"]
 mod common;
+mod cross_site;
 mod cut;
 mod dead_letters;
 mod events;

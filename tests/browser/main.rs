@@ -643,7 +643,7 @@ async fn a_fan_club_fan_joins_its_lane_with_a_code_the_operator_uploaded_and_wat
     b.type_into("#user", "club-fan").await;
     b.type_into("#code", "FC-0000-0000").await;
     b.click("#joinbtn").await;
-    b.expect_text("#error", WAIT, |t| t.starts_with("This code is not one of this lane's codes"), "a wrong code").await;
+    b.expect_text("#error", WAIT, |t| t.starts_with("This code does not open this lane"), "a wrong code").await;
     b.type_into("#code", "FC-CCCC-3333").await;
     b.click("#joinbtn").await;
     b.expect_text("#position", WAIT, |t| t == "#3", "third in the fan-club lane").await;
@@ -721,4 +721,97 @@ async fn the_console_draws_the_sale_report_and_lists_the_webhook_deliveries_with
     b.eval("document.getElementById('report').scrollIntoView();", json!([])).await;
     b.screenshot("0-console-report").await;
     assert!(errors(&b.console().await, &[]).is_empty(), "no CSP or script errors: {:?}", b.console().await);
+}
+
+/// A page of another site, on 127.0.0.2 (another site to the browser than the gateway's
+/// 127.0.0.1): on load it tries the three ways a page can send its visitor's browser to join
+/// `join_url` — `fetch` in no-cors mode (text/plain, no preflight), `fetch` with JSON (needs a
+/// CORS preflight), and an HTML form posted into an iframe — and writes what it saw in `#done`.
+async fn another_site(join_url: String) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.2:0").expect("127.0.0.2 is loopback too");
+    let port = listener.local_addr().unwrap().port();
+    let page = format!(
+        r#"<!doctype html><html lang="en"><title>Another site</title><link rel="icon" href="data:,">
+<form id="f" method="post" enctype="text/plain" action="{join_url}" target="sink"><input type="hidden" name='{{"a":"' value='"}}'></form>
+<iframe name="sink" title="sink"></iframe><p id="done"></p>
+<script>
+(async () => {{
+  const out = [];
+  try {{ await fetch("{join_url}", {{ method: "POST", mode: "no-cors", body: "" }}); out.push("no-cors sent"); }}
+  catch (e) {{ out.push("no-cors failed"); }}
+  try {{ const r = await fetch("{join_url}", {{ method: "POST", headers: {{ "Content-Type": "application/json" }}, body: "{{}}" }}); out.push("json " + r.status); }}
+  catch (e) {{ out.push("json blocked"); }}
+  document.getElementById("f").submit();
+  document.getElementById("done").textContent = out.join(", ") + ", form sent";
+}})();
+</script>"#
+    );
+    let server = HttpServer::new(move || {
+        let page = page.clone();
+        App::new().route(
+            "/",
+            web::get().to(move || {
+                let page = page.clone();
+                async move { HttpResponse::Ok().content_type("text/html; charset=utf-8").body(page) }
+            }),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .expect("the other site listens")
+    .run();
+    tokio::spawn(server);
+    format!("http://127.0.0.2:{port}")
+}
+
+/// The join requests the gateway answered with `status` so far (0 before the first).
+async fn joins_answered(app: &TestApp, status: u16) -> u64 {
+    let text = app.client.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
+    let series = format!(
+        "queuegate_http_requests_total{{listener=\"public\",route=\"/v1/concerts/{{concertId}}/queue\",status=\"{status}\"}} "
+    );
+    text.lines().find_map(|l| l.strip_prefix(&series)).map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_on_another_site_cannot_make_its_visitors_join_even_from_an_origin_the_concert_allows() {
+    let names = Names::new();
+    create_topics(&names, 1).await;
+    let app = spawn_role(&names, Role::Run, |s| s.identity.fan_identity = Some(FanIdentityMode::Anonymous)).await;
+    app.open_concert("x").await;
+    let other = another_site(format!("{}/v1/concerts/x/queue", app.http())).await;
+    let b = Browser::start(&shots("cross-site"), "en-US").await;
+
+    // The visitor opens the other site's page: every way it tries is refused before any fan is
+    // made (before: the no-cors POST made a new fan, admitted in turn and holding a slot).
+    b.goto(&format!("{other}/")).await;
+    let done = b.expect_text("#done", WAIT, |t| t.ends_with("form sent"), "the page's attempts").await;
+    assert_eq!(done, "no-cors sent, json blocked, form sent", "the JSON fetch dies at its preflight");
+    let refused = poll_until(WAIT, async || joins_answered(&app, 403).await >= 2).await;
+    assert!(
+        refused,
+        "the gateway refused the no-cors POST and the form (403 seen: {})",
+        joins_answered(&app, 403).await
+    );
+    assert!(joins_answered(&app, 405).await >= 1, "the JSON fetch's preflight got 405: no CORS");
+    b.screenshot("0-refused").await;
+
+    // A join of the gateway's own (no Origin: a client that is no browser page) is the one fan;
+    // once it is placed, the consumer has passed anything sent before it.
+    let control = app.client.post(format!("{}/v1/concerts/x/queue", app.http())).json(&json!({})).send().await.unwrap();
+    assert_eq!(control.status(), 202);
+    app.wait_for_records(1).await;
+    assert_eq!(app.admin_json("/admin/v1/concerts/x").await["waiting"], 1, "no fan from the other site");
+
+    // The concert lists the other site: its requests pass the origin check, and still are not
+    // JSON (415); a JSON fetch still dies at the preflight, which queuegate does not answer.
+    let body = json!({"state": "open", "allowedOrigins": [other]});
+    assert_eq!(app.put_concert("x", body).await.status(), 200);
+    b.refresh().await;
+    let done = b.expect_text("#done", WAIT, |t| t.ends_with("form sent"), "the page's attempts, again").await;
+    assert_eq!(done, "no-cors sent, json blocked, form sent");
+    let unsupported = poll_until(WAIT, async || joins_answered(&app, 415).await >= 2).await;
+    assert!(unsupported, "the listed origin's text/plain POSTs got 415 (seen: {})", joins_answered(&app, 415).await);
+    assert_eq!(joins_answered(&app, 202).await, 1, "only the control join was accepted");
+    b.screenshot("1-allowed-origin-still-not-json").await;
 }

@@ -102,6 +102,11 @@ impl PrivateKafka {
         c
     }
 
+    /// The broker's process id (for SIGSTOP/SIGCONT through [`super::signal`]).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the broker runs").id()
+    }
+
     pub fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }

@@ -1,0 +1,128 @@
+//! The public listener's state-changing requests (every endpoint of [`super::ROUTES`] that is
+//! not a GET): JSON only, and only from the gateway's own origin or one the concert allows.
+//!
+//! Why: a join needs no credential in anonymous mode, so without these checks any web page can
+//! make each visitor's browser join a concert as a new fan (an HTML form, or `fetch` in
+//! `no-cors` mode, sends a POST with a "simple" content type and no preflight). Two checks,
+//! either of which stops it:
+//!
+//! - `Content-Type: application/json` (or `+json`) is required, an empty body included (415):
+//!   a browser sends that content type to another origin only after a CORS preflight, which
+//!   queuegate does not answer (an `OPTIONS` is a 405 like any other method it does not serve).
+//! - `Sec-Fetch-Site: cross-site`, or an `Origin` that is neither `QUEUEGATE_PUBLIC_URL`'s
+//!   origin nor the request's own `Host`, is refused (403) unless the concert lists that origin
+//!   in `allowedOrigins`. A request without `Origin` (curl, k6, a booking site's server) passes:
+//!   browsers send it on every cross-origin POST.
+//!
+//! Runs as a middleware before the handlers, so no handler (and no future one) can forget it.
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::{header, Method};
+use actix_web::middleware::Next;
+use actix_web::{web, ResponseError};
+
+use super::Gateway;
+use crate::ids::ConcertId;
+use crate::problem::ApiError;
+
+/// The middleware: refuses a state-changing public request that is not JSON (415) or comes from
+/// a foreign origin (403), before any handler runs.
+pub async fn guard(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    if *req.method() == Method::GET || *req.method() == Method::HEAD {
+        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+    }
+    // Only the endpoints the table serves with this method: a method a path does not serve
+    // stays a 405 with Allow, an unknown path a 404.
+    if !super::ROUTES.iter().any(|e| e.method == req.method() && crate::routes::matches(e.path, req.path())) {
+        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+    }
+    let Some(gw) = req.app_data::<web::Data<Gateway>>().cloned() else {
+        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+    };
+    match check(&gw, req.request()) {
+        Ok(()) => next.call(req).await.map(ServiceResponse::map_into_left_body),
+        Err(e) => {
+            let res = e.error_response();
+            Ok(req.into_response(res).map_into_right_body())
+        }
+    }
+}
+
+/// The two checks of a state-changing request: where it comes from (403), then what it carries (415).
+fn check(gw: &Gateway, req: &actix_web::HttpRequest) -> Result<(), ApiError> {
+    let headers = req.headers();
+    let origin = headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("null"));
+    let cross_site = headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    let own = origin.is_none_or(|o| own_origin(o, gw.public_origin.as_ref(), host(req)));
+    if (cross_site || !own) && !allowed_by_concert(gw, req.path(), origin) {
+        let from = origin.unwrap_or("another site");
+        return Err(ApiError::Forbidden(format!(
+            "requests from {from} are not accepted here: a state-changing request must come from this \
+             gateway's own pages, or from an origin the concert lists in allowedOrigins"
+        )));
+    }
+    let json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(crate::problem::is_json);
+    if !json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    Ok(())
+}
+
+/// The host (and port) the client addressed: `Host`, or the authority of an HTTP/2 request.
+fn host(req: &actix_web::HttpRequest) -> Option<&str> {
+    req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+/// Whether `origin` is the gateway's own: `QUEUEGATE_PUBLIC_URL`'s origin, or the origin whose
+/// host and port are the request's `Host` (a missing port being the origin scheme's default).
+fn own_origin(origin: &str, public: Option<&url::Origin>, host: Option<&str>) -> bool {
+    let Ok(o) = url::Url::parse(origin) else { return false };
+    if !matches!(o.scheme(), "http" | "https") {
+        return false;
+    }
+    if public.is_some_and(|p| *p == o.origin()) {
+        return true;
+    }
+    let Some(host) = host else { return false };
+    let Ok(h) = url::Url::parse(&format!("{}://{host}", o.scheme())) else { return false };
+    h.host_str().is_some_and(|hh| Some(hh) == o.host_str())
+        && h.port_or_known_default() == o.port_or_known_default()
+        && h.path() == "/"
+}
+
+/// Whether the concert named in `path` (`/v1/concerts/{concertId}/…`) lists `origin` in its
+/// `allowedOrigins`.
+fn allowed_by_concert(gw: &Gateway, path: &str, origin: Option<&str>) -> bool {
+    let Some(origin) = origin else { return false };
+    let Some(id) = path.strip_prefix("/v1/concerts/").and_then(|rest| rest.split('/').next()) else { return false };
+    ConcertId::parse(id).is_ok_and(|c| gw.cache.allows_origin(&c, origin))
+}
+
+/// The origin of `QUEUEGATE_PUBLIC_URL` (checked at start), if set.
+pub(super) fn public_origin(public_url: Option<&str>) -> Option<url::Origin> {
+    public_url.and_then(|u| url::Url::parse(u).ok()).map(|u| u.origin())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_origin;
+
+    #[test]
+    fn the_own_origin_is_the_public_url_s_or_the_host_the_client_addressed() {
+        let public = super::public_origin(Some("https://queue.example.com/base"));
+        assert!(own_origin("https://queue.example.com", public.as_ref(), Some("10.0.0.7:8080")));
+        assert!(!own_origin("http://queue.example.com", public.as_ref(), Some("10.0.0.7:8080")), "another scheme");
+        assert!(own_origin("http://127.0.0.1:8080", None, Some("127.0.0.1:8080")));
+        assert!(own_origin("https://q.example", None, Some("q.example")), "the scheme's default port");
+        assert!(own_origin("https://q.example", None, Some("Q.example:443")));
+        assert!(!own_origin("http://127.0.0.1:9090", None, Some("127.0.0.1:8080")), "another port");
+        assert!(!own_origin("https://evil.example", None, Some("q.example")));
+        assert!(!own_origin("null", None, Some("q.example")), "an opaque origin is nobody's");
+        assert!(!own_origin("https://q.example", None, None));
+        assert!(!own_origin("https://q.example", None, Some("q.example/x")), "a Host with a path is no host");
+    }
+}
