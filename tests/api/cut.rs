@@ -14,14 +14,13 @@ use queuegate::ids::{ConcertId, Lane, UserId};
 use queuegate::store::keys::Part;
 use queuegate::store::{Cut, CutStep, QueueStore, Standing, CUT_SLICE};
 
-use crate::helpers::{poll_until, Names, RawRedis};
+use crate::helpers::{poll_until, Names};
+use crate::stadium::SLOW_US;
 
 /// Fans in the big pre-queue.
 const PREQUEUE: usize = 200_000;
 /// Fans who joined at or after opensAt before the cut began (`post`).
 const POST: usize = 1_500;
-/// Redis's default `slowlog-log-slower-than`: the calls SLOWLOG shows.
-const SLOW_US: i64 = 10_000;
 
 fn fan(prefix: &str, i: usize) -> UserId {
     UserId::parse(format!("{prefix}{i}")).unwrap()
@@ -46,39 +45,26 @@ async fn scheduled(store: &QueueStore, c: &ConcertId) -> i64 {
 
 /// The cut's script calls on our keys that Redis logged as slower than [`SLOW_US`] since
 /// `since_s` (unix seconds): (duration µs, step, arguments in all). On a cluster, every seed node.
-/// SLOWLOG keeps a call's first 31 arguments and then "... (N more arguments)".
 async fn slow_cut_calls(names: &Names, since_s: i64) -> Vec<(i64, String, usize)> {
-    let nodes =
-        queuegate::config::sections::cluster_nodes(&names.redis_url).unwrap_or_else(|| vec![names.redis_url.clone()]);
     let mut slow = Vec::new();
-    for node in nodes {
-        let mut c = RawRedis::connect(&node, Duration::from_secs(10)).await.expect("redis node");
-        let log: Vec<Vec<redis::Value>> = match c.query(redis::cmd("SLOWLOG").arg("GET").arg(128)).await {
-            Ok(v) => v,
-            Err(e) => panic!("SLOWLOG GET on {node}: {e}"),
-        };
-        for entry in log {
-            let (Some(at), Some(us), Some(args)) = (entry.get(1), entry.get(2), entry.get(3)) else { continue };
-            let at: i64 = redis::from_redis_value_ref(at).expect("a time");
-            let us: i64 = redis::from_redis_value_ref(us).expect("a duration");
-            let args: Vec<String> = redis::from_redis_value_ref(args).expect("arguments");
-            // EVALSHA sha 15 <15 keys> step lease lane ...: the cut's call on our keys.
-            let step = args.get(18).cloned().unwrap_or_default();
-            let ours = args.get(3).is_some_and(|k| k.contains(&names.prefix)) && args.get(2).is_some_and(|n| n == "15");
-            if at < since_s || us < SLOW_US || !ours || !["begin", "post", "commit", "slice"].contains(&step.as_str()) {
-                continue;
-            }
-            let more = args
-                .last()
-                .and_then(|a| a.strip_prefix("... ("))
-                .and_then(|a| a.split(' ').next())
-                .and_then(|n| n.parse::<usize>().ok());
-            let total = match more {
-                Some(n) => args.len() - 1 + n,
-                None => args.len(),
-            };
-            slow.push((us, step, total));
+    for (us, args) in crate::stadium::slowlog(names, since_s).await {
+        // EVALSHA sha 15 <15 keys> step lease lane ...: the cut's call on our keys.
+        let step = args.get(18).cloned().unwrap_or_default();
+        let ours = args.get(3).is_some_and(|k| k.contains(&names.prefix)) && args.get(2).is_some_and(|n| n == "15");
+        if !ours || !["begin", "post", "commit", "slice"].contains(&step.as_str()) {
+            continue;
         }
+        // SLOWLOG keeps a call's first 31 arguments and then "... (N more arguments)".
+        let more = args
+            .last()
+            .and_then(|a| a.strip_prefix("... ("))
+            .and_then(|a| a.split(' ').next())
+            .and_then(|n| n.parse::<usize>().ok());
+        let total = match more {
+            Some(n) => args.len() - 1 + n,
+            None => args.len(),
+        };
+        slow.push((us, step, total));
     }
     slow
 }

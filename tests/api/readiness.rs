@@ -158,7 +158,7 @@ async fn a_stalled_kafka_keeps_the_gate_and_readiness_up_and_turns_joins_to_503_
     );
     let admitted: serde_json::Value = gateway.admit(concert, 1).await.json().await.unwrap();
     let token = admitted["admitted"][0]["admissionToken"].as_str().expect("dana admitted").to_owned();
-    let booking = start_booking();
+    let booking = crate::gate_proxies::start_booking();
     let proxy = nginx(gateway.http().trim_start_matches("http://"), booking, concert);
     let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let r = browser.get(format!("{}/book?queuegate_token={token}", proxy.url)).send().await.unwrap();
@@ -220,23 +220,6 @@ async fn a_stalled_kafka_keeps_the_gate_and_readiness_up_and_turns_joins_to_503_
     }
     gateway.shutdown().await.expect("the gateway shuts down cleanly");
     consumer.shutdown().await.expect("the consumer shuts down cleanly");
-}
-
-/// The booking site behind the gate: answers every page with who the gate said the fan is.
-fn start_booking() -> u16 {
-    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-    async fn booking(req: HttpRequest) -> HttpResponse {
-        let user = req.headers().get("x-queuegate-user").and_then(|v| v.to_str().ok()).unwrap_or("nobody");
-        HttpResponse::Ok().body(format!("booking {} for {user}", req.path()))
-    }
-    let port = crate::common::free_port();
-    let server = HttpServer::new(|| App::new().default_service(web::to(booking)))
-        .workers(1)
-        .bind(("127.0.0.1", port))
-        .expect("the booking stand-in binds")
-        .run();
-    tokio::spawn(server);
-    port
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

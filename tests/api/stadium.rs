@@ -22,7 +22,7 @@ const SESSIONS: usize = 5_000;
 /// What the admitter gives `sweep_sessions` (`sessionMaxSeconds` of an hour, plus a minute).
 const REMEMBER_MS: i64 = 3_660_000;
 /// The design's bound on any one Redis call (and Redis's default `slowlog-log-slower-than`).
-const SLOW_US: i64 = 10_000;
+pub(crate) const SLOW_US: i64 = 10_000;
 
 pub(crate) fn fan(i: usize) -> UserId {
     UserId::parse(format!("f{i}")).unwrap()
@@ -61,9 +61,10 @@ pub(crate) async fn admit_all(store: &QueueStore, c: &ConcertId, n: usize) -> (V
     (admitted, iat_ms)
 }
 
-/// The script calls on our keys that Redis logged as slower than [`SLOW_US`] since `since_s`
-/// (unix seconds): (duration µs, command and first arguments). On a cluster, every seed node.
-async fn slow_calls(names: &Names, since_s: i64) -> Vec<(i64, String)> {
+/// Every call Redis logged as slower than [`SLOW_US`] since `since_s` (unix seconds) with one of
+/// our keys among its arguments: (duration µs, arguments as SLOWLOG keeps them: the first 31,
+/// then "... (N more arguments)"). On a cluster, every seed node.
+pub(crate) async fn slowlog(names: &Names, since_s: i64) -> Vec<(i64, Vec<String>)> {
     let nodes =
         queuegate::config::sections::cluster_nodes(&names.redis_url).unwrap_or_else(|| vec![names.redis_url.clone()]);
     let mut slow = Vec::new();
@@ -80,11 +81,16 @@ async fn slow_calls(names: &Names, since_s: i64) -> Vec<(i64, String)> {
             let us: i64 = redis::from_redis_value_ref(us).expect("a duration");
             let args: Vec<String> = redis::from_redis_value_ref(args).expect("arguments");
             if at >= since_s && us >= SLOW_US && args.iter().any(|a| a.contains(&names.prefix)) {
-                slow.push((us, args.iter().take(4).cloned().collect::<Vec<_>>().join(" ")));
+                slow.push((us, args));
             }
         }
     }
     slow
+}
+
+/// [`slowlog`], each call as its duration and its command with the first arguments.
+async fn slow_calls(names: &Names, since_s: i64) -> Vec<(i64, String)> {
+    slowlog(names, since_s).await.into_iter().map(|(us, args)| (us, args[..args.len().min(4)].join(" "))).collect()
 }
 
 /// The outbox's entries of `kind`: every fan in them with its word (`x`).
