@@ -15,7 +15,7 @@ use queuegate::store::keys::Part;
 use queuegate::store::{Cut, CutStep, QueueStore, Standing, CUT_SLICE};
 
 use crate::helpers::{poll_until, Names};
-use crate::stadium::SLOW_US;
+use crate::stadium::{outbox_fans, SLOW_US};
 
 /// Fans in the big pre-queue.
 const PREQUEUE: usize = 200_000;
@@ -71,25 +71,9 @@ async fn slow_cut_calls(names: &Names, since_s: i64) -> Vec<(i64, String, usize)
 
 /// The outbox's `placed` fans, in the order of their entries, and the `concert.shuffled` details.
 async fn outbox(names: &Names, concert: &str) -> (Vec<String>, Vec<String>) {
-    let key = names.key(concert, Part::Outbox);
-    let (mut placed, mut shuffled) = (Vec::new(), Vec::new());
-    let mut from = "-".to_owned();
-    loop {
-        let page: Vec<(String, HashMap<String, String>)> =
-            names.redis(redis::cmd("XRANGE").arg(&key).arg(&from).arg("+").arg("COUNT").arg(500)).await;
-        for (_, entry) in &page {
-            let field = |f: &str| entry.get(f).cloned().unwrap_or_default();
-            match field("t").as_str() {
-                "placed" => placed.extend(field("u").split(' ').map(str::to_owned)),
-                "concert.shuffled" => shuffled.push(field("x")),
-                _ => {}
-            }
-        }
-        match page.last() {
-            Some((last, _)) if page.len() == 500 => from = format!("({last}"),
-            _ => return (placed, shuffled),
-        }
-    }
+    let placed = outbox_fans(names, concert, "placed").await.into_iter().map(|(u, _)| u).collect();
+    let shuffled = outbox_fans(names, concert, "concert.shuffled").await.into_iter().map(|(_, x)| x).collect();
+    (placed, shuffled)
 }
 
 /// The lane's whole queue, head first, read in pages (a test's check; the store reads no more
