@@ -53,7 +53,7 @@ use held::{Held, Partition};
 
 /// The Kafka → Redis mover.
 pub struct EntryConsumer {
-    consumer: StreamConsumer<KafkaContext>,
+    consumer: crate::kafka::GroupConsumer<StreamConsumer<KafkaContext>>,
     /// Makes the transactional producer (again, after a failed transaction).
     kafka: KafkaClients,
     txn: Option<FutureProducer<KafkaContext>>,
@@ -165,7 +165,7 @@ impl EntryConsumer {
         consumer.subscribe(&[topic]).map_err(|e| anyhow::anyhow!("subscribing to {topic}: {e}"))?;
         let metrics_for_held = metrics.clone();
         Ok(EntryConsumer {
-            consumer,
+            consumer: crate::kafka::GroupConsumer::new(consumer, ClientRole::Consumer),
             kafka: kafka.clone(),
             txn: None,
             store,
@@ -693,26 +693,33 @@ impl EntryConsumer {
         let cgm = self.consumer.group_metadata().ok_or_else(|| anyhow::anyhow!("consumer has no group metadata"))?;
         let dead: Vec<(OwnedMessage, InvalidRecord)> = dead.iter().map(|(m, w)| ((*m).clone(), (*w).clone())).collect();
         let dlt = self.dlt_topic.clone();
-        let result = tokio::task::spawn_blocking(move || -> Result<(), rdkafka::error::KafkaError> {
-            txn.begin_transaction()?;
-            let run = || -> Result<(), rdkafka::error::KafkaError> {
-                for (m, why) in &dead {
-                    let detail = why.to_string();
-                    let headers = OwnedHeaders::new_with_capacity(6)
-                        .insert(Header { key: "qg-dlt-reason", value: Some(why.code()) })
-                        .insert(Header { key: "qg-dlt-detail", value: Some(detail.as_str()) });
-                    // The delivery future is not awaited: commit_transaction flushes and fails
-                    // the transaction if any of its records failed.
-                    txn.send_result(copy_of(m, &dlt, headers)).map_err(|(e, _)| e)?;
-                }
-                txn.send_offsets_to_transaction(&offsets, &cgm, TXN_TIMEOUT)?;
-                txn.commit_transaction(TXN_TIMEOUT)
-            };
-            run().inspect_err(|_| {
-                let _ = txn.abort_transaction(TXN_TIMEOUT);
-            })
-        })
-        .await?;
+        // Three calls of at most TXN_TIMEOUT each, and the abort: bounded, whatever librdkafka does.
+        let result = crate::kafka::off_runtime(
+            "transaction",
+            TXN_TIMEOUT * 5,
+            move || -> Result<(), rdkafka::error::KafkaError> {
+                txn.begin_transaction()?;
+                let run = || -> Result<(), rdkafka::error::KafkaError> {
+                    for (m, why) in &dead {
+                        let detail = why.to_string();
+                        let headers = OwnedHeaders::new_with_capacity(6)
+                            .insert(Header { key: "qg-dlt-reason", value: Some(why.code()) })
+                            .insert(Header { key: "qg-dlt-detail", value: Some(detail.as_str()) });
+                        // The delivery future is not awaited: commit_transaction flushes and fails
+                        // the transaction if any of its records failed.
+                        txn.send_result(copy_of(m, &dlt, headers)).map_err(|(e, _)| e)?;
+                    }
+                    txn.send_offsets_to_transaction(&offsets, &cgm, TXN_TIMEOUT)?;
+                    txn.commit_transaction(TXN_TIMEOUT)
+                };
+                run().inspect_err(|_| {
+                    let _ = txn.abort_transaction(TXN_TIMEOUT);
+                })
+            },
+        )
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r.map_err(anyhow::Error::from));
         if result.is_err() {
             // Any failed transaction retires this producer. A failed abort (the broker was away)
             // leaves librdkafka's transaction state needing an abort that may never succeed, and
@@ -720,7 +727,8 @@ impl EntryConsumer {
             // A fresh producer's init_transactions bumps the epoch of the same transactional id,
             // which aborts whatever the old one left open and fences it.
             if let Some(old) = self.txn.take() {
-                tokio::task::spawn_blocking(move || drop(old));
+                // Destroying it may wait on the broker too: on a thread of its own.
+                let _ = std::thread::Builder::new().name("kafka-retire".into()).spawn(move || drop(old));
             }
         }
         Ok(result?)
@@ -737,7 +745,8 @@ impl EntryConsumer {
             .transactional(ClientRole::Transactions, group)
             .create_with_context(self.kafka.context(ClientRole::Transactions))?;
         let init = p.clone();
-        tokio::task::spawn_blocking(move || init.init_transactions(TXN_TIMEOUT)).await??;
+        crate::kafka::off_runtime("init_transactions", TXN_TIMEOUT * 2, move || init.init_transactions(TXN_TIMEOUT))
+            .await??;
         self.txn = Some(p.clone());
         Ok(p)
     }

@@ -57,6 +57,7 @@ pub fn replay(
         .replay_consumer(&group)
         .create_with_context(kafka.context(ClientRole::Replay))
         .context("creating the DLT consumer")?;
+    let consumer = crate::kafka::GroupConsumer::new(consumer, ClientRole::Replay);
     consumer.subscribe(&[&dlt]).with_context(|| format!("subscribing to {dlt}"))?;
     let producer: Option<ThreadedProducer<KafkaContext>> = if opts.dry_run {
         None

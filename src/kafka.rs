@@ -209,13 +209,93 @@ impl KafkaClients {
     }
 }
 
+/// How long dropping a group consumer waits for librdkafka to close it (leave the group, settle
+/// its commits) before going on without it.
+pub const CONSUMER_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// A consumer of a group whose drop is bounded in time. Dropping an rdkafka consumer closes it:
+/// it polls until the group coordinator has seen it leave, and with every broker gone that never
+/// happens (seen: a process whose broker had been killed hung at exit for ten minutes, a tokio
+/// worker stuck in the consumer's drop). Here the close runs on a thread of its own; the drop
+/// waits for it at most [`CONSUMER_CLOSE_GRACE`], then goes on and leaves the thread to finish when
+/// the broker answers again, or to end with the process. With a broker that answers, the close
+/// takes milliseconds and the group rebalances at once, as before.
+pub struct GroupConsumer<C: Send + 'static> {
+    inner: Option<C>,
+    role: &'static str,
+}
+
+impl<C: Send + 'static> GroupConsumer<C> {
+    pub fn new(consumer: C, role: ClientRole) -> Self {
+        GroupConsumer { inner: Some(consumer), role: role.as_str() }
+    }
+}
+
+impl<C: Send + 'static> std::ops::Deref for GroupConsumer<C> {
+    type Target = C;
+    fn deref(&self) -> &C {
+        self.inner.as_ref().expect("present until dropped")
+    }
+}
+
+impl<C: Send + 'static> Drop for GroupConsumer<C> {
+    fn drop(&mut self) {
+        let Some(consumer) = self.inner.take() else { return };
+        let (closed_tx, closed_rx) = std::sync::mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new().name(format!("close-{}", self.role)).spawn(move || {
+            drop(consumer);
+            let _ = closed_tx.send(());
+        });
+        if spawned.is_err() {
+            tracing::warn!(role = self.role, "no thread to close the Kafka consumer on; leaving it open");
+            return;
+        }
+        if closed_rx.recv_timeout(CONSUMER_CLOSE_GRACE).is_err() {
+            tracing::warn!(
+                role = self.role,
+                grace_ms = CONSUMER_CLOSE_GRACE.as_millis() as u64,
+                "the Kafka consumer did not close in time (no broker answers); going on without it"
+            );
+        }
+    }
+}
+
+/// A blocking librdkafka call that did not return within its bound.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} did not return within {1:?} (no broker answers); its thread is left to finish")]
+pub struct Stuck(pub &'static str, pub Duration);
+
+/// Runs the blocking librdkafka call `f` on a thread of its own and waits for it at most `bound`.
+/// The transactional calls take a timeout but do not always keep it: a
+/// `send_offsets_to_transaction` given 10 s was still blocked minutes after its broker had been
+/// killed. On tokio's blocking pool such a call also holds the runtime's shutdown for ever (a
+/// landing CI run hung ten minutes so); here it holds only its own thread, which ends when the
+/// call returns, or with the process. The caller treats [`Stuck`] as a failure of the call.
+pub async fn off_runtime<T: Send + 'static>(
+    what: &'static str,
+    bound: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Stuck> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name(format!("kafka-{what}")).spawn(move || {
+        let _ = done_tx.send(f());
+    });
+    if spawned.is_err() {
+        return Err(Stuck(what, Duration::ZERO));
+    }
+    match tokio::time::timeout(bound, done_rx).await {
+        Ok(Ok(v)) => Ok(v),
+        _ => Err(Stuck(what, bound)),
+    }
+}
+
 /// What the consumer group has committed: the stamps of the placement watermark
 /// ([`crate::watermark`], for the entry topic) and whether the parked joins are all applied (for
 /// the parked-joins topic). A plain consumer with the group's id that never subscribes: it only
 /// asks the group coordinator for the committed offsets.
 #[derive(Clone)]
 pub struct CutProbe {
-    consumer: std::sync::Arc<BaseConsumer<KafkaContext>>,
+    consumer: std::sync::Arc<GroupConsumer<BaseConsumer<KafkaContext>>>,
     topic: String,
 }
 
@@ -232,7 +312,10 @@ impl CutProbe {
             .set("isolation.level", "read_uncommitted")
             .create_with_context(clients.context(ClientRole::Consumer))
             .map_err(|e| anyhow::anyhow!("creating the fair start's offset probe: {e}"))?;
-        Ok(CutProbe { consumer: std::sync::Arc::new(c), topic: clients.settings().kafka_topic.clone() })
+        Ok(CutProbe {
+            consumer: std::sync::Arc::new(GroupConsumer::new(c, ClientRole::Consumer)),
+            topic: clients.settings().kafka_topic.clone(),
+        })
     }
 
     /// The same question about the parked joins: the parked-joins topic and the group that
@@ -242,7 +325,10 @@ impl CutProbe {
             .parked_consumer(consumer)
             .create_with_context(clients.context(ClientRole::Parking))
             .map_err(|e| anyhow::anyhow!("creating the parked joins' offset probe: {e}"))?;
-        Ok(CutProbe { consumer: std::sync::Arc::new(c), topic: clients.settings().parked_topic() })
+        Ok(CutProbe {
+            consumer: std::sync::Arc::new(GroupConsumer::new(c, ClientRole::Parking)),
+            topic: clients.settings().parked_topic(),
+        })
     }
 
     /// The concerts of the records the group has not consumed yet (from its committed offset to

@@ -30,7 +30,7 @@ use crate::store::QueueStore;
 const BATCH: usize = 500;
 
 pub struct ParkedReplayer {
-    consumer: StreamConsumer<KafkaContext>,
+    consumer: crate::kafka::GroupConsumer<StreamConsumer<KafkaContext>>,
     store: QueueStore,
     metrics: Metrics,
     /// Concerts whose offsets wait for Redis replicas, as in the main loop (see [`super::held`]).
@@ -52,7 +52,13 @@ impl ParkedReplayer {
             .create_with_context(kafka.context(ClientRole::Parking))
             .map_err(|e| anyhow::anyhow!("creating the parked joins' consumer: {e}"))?;
         consumer.subscribe(&[&topic]).map_err(|e| anyhow::anyhow!("subscribing to {topic}: {e}"))?;
-        Ok(ParkedReplayer { consumer, store, metrics, held: Held::new(None), position: HashMap::new() })
+        Ok(ParkedReplayer {
+            consumer: crate::kafka::GroupConsumer::new(consumer, crate::kafka::ClientRole::Parking),
+            store,
+            metrics,
+            held: Held::new(None),
+            position: HashMap::new(),
+        })
     }
 
     /// Runs until `stop` is cancelled.

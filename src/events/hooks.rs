@@ -58,7 +58,7 @@ pub const SUSPEND_MIN_FAILURES: u32 = 10;
 
 /// Reads the events topic into the webhooks' queues.
 pub struct EventsWorker {
-    consumer: StreamConsumer<KafkaContext>,
+    consumer: crate::kafka::GroupConsumer<StreamConsumer<KafkaContext>>,
     /// The one topic it reads.
     topic: String,
     store: QueueStore,
@@ -86,7 +86,7 @@ impl EventsWorker {
             max_pending_bytes: settings.webhook_max_pending_bytes,
         };
         Ok(EventsWorker {
-            consumer: c,
+            consumer: crate::kafka::GroupConsumer::new(c, crate::kafka::ClientRole::Events),
             topic: settings.events_topic.clone(),
             store,
             cache,

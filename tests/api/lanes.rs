@@ -535,4 +535,6 @@ async fn a_code_whose_join_kafka_did_not_take_is_not_spent_and_the_same_code_joi
     assert!(placed, "the fan who got 202 waits in the fan-club lane");
     let c = app.admin_json("/admin/v1/concerts/k").await;
     assert_eq!(c["laneCounts"][0]["codesUsed"], 1, "the code is bound once: {c}");
+    // Stopped while its private broker still answers (the broker is killed when `kafka` drops).
+    app.shutdown().await.expect("clean shutdown");
 }
