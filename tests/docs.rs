@@ -162,6 +162,19 @@ fn settings() -> BTreeMap<String, Setting> {
     out
 }
 
+/// Every long flag of every subcommand (`--insecure-dev`, `--dry-run`, `--help`).
+fn flags() -> BTreeSet<String> {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut out = BTreeSet::new();
+    let mut stack = vec![cmd];
+    while let Some(cmd) = stack.pop() {
+        out.extend(cmd.get_arguments().filter_map(|a| a.get_long()).map(|l| format!("--{l}")));
+        stack.extend(cmd.get_subcommands().cloned());
+    }
+    out
+}
+
 /// Whether the code takes `value` for the setting: clap parses it and validation names no
 /// problem with this setting (the other settings keep their defaults, under --insecure-dev).
 fn accepted(env: &str, s: &Setting, value: &str) -> bool {
@@ -281,6 +294,27 @@ fn every_setting_a_doc_names_exists_with_the_flag_default_and_bounds_of_the_code
             if let Some(s) = settings.get(env) {
                 tabled.insert(env.to_owned());
                 check_setting_row(&mut f, &doc.path, l.no, &cells, env, s);
+            }
+        }
+    }
+    // A flag in code (`--insecure-dev`, `--kafka-property …`): queuegate's, or one that an
+    // example program, a script or a test passes or takes.
+    let mut others = walk(&root().join("examples"));
+    others.extend(walk(&root().join("scripts")));
+    others.extend(walk(&root().join("tests")).into_iter().filter(|f| !f.ends_with("docs.rs")));
+    let others: String = others.iter().filter_map(|f| std::fs::read_to_string(f).ok()).collect();
+    let flags = flags();
+    let flag = Regex::new(r"^--[a-z][a-z0-9-]*").unwrap();
+    for doc in docs() {
+        for (no, code) in doc.code() {
+            for m in code.split(" ; ").filter_map(|span| flag.find(span)) {
+                if !flags.contains(m.as_str()) && !others.contains(m.as_str()) {
+                    f.add(
+                        &doc.path,
+                        no,
+                        format!("{} is no flag of queuegate, nor in examples/, scripts/ or tests/", m.as_str()),
+                    );
+                }
             }
         }
     }
