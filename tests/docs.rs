@@ -736,4 +736,5 @@ fn anchors_are_the_ones_github_makes() {
     assert!(resolve(&dir, "a.md#sold-out-1").is_ok());
     assert!(resolve(&dir, "a.md#not-a-heading").is_err());
     assert!(resolve(&dir, "b.md").is_err());
+    std::fs::remove_dir_all(&dir).ok();
 }
