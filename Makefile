@@ -12,10 +12,14 @@ CLUSTER_REDIS := redis+cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002
 up:
 	@scripts/up.sh
 
-## test: start Kafka and Redis, single and clustered (reusing running ones), install test
-## tools, then every test with cargo-nextest, and after them the api tests again on the
-## three-broker Kafka and the Redis Cluster (scripts/test.sh; JUnit reports in .local/nextest/)
-test: services services-cluster
+## test: check the prerequisites, start Kafka and Redis, single and clustered (reusing running
+## ones), install test tools, then every test with cargo-nextest, and after them the api tests
+## again on the three-broker Kafka and the Redis Cluster (scripts/test.sh; JUnit reports in
+## .local/nextest/)
+test:
+	@scripts/services.sh check test
+	@scripts/services.sh up
+	@scripts/cluster.sh up
 	@scripts/services.sh tools
 	@CLUSTER_BROKERS=$(CLUSTER_BROKERS) CLUSTER_REDIS=$(CLUSTER_REDIS) scripts/test.sh
 

@@ -189,6 +189,7 @@ stop_pid() { # file
 
 case "${1:-up}" in
   up)
+    "$ROOT/scripts/services.sh" check services
     redis_up
     kafka_up
     log "ready: Kafka $(bootstrap); Redis Cluster redis+cluster://$HOST:$RPORT,$HOST:$((RPORT + 1)),$HOST:$((RPORT + 2))"

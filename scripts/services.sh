@@ -4,6 +4,8 @@
 #   scripts/services.sh up      start both in the background (reusing any already answering), create topics
 #   scripts/services.sh down    stop what this script started
 #   scripts/services.sh status  say what answers
+#   scripts/services.sh check [SCOPE...]  name, in one line, every prerequisite missing for
+#                               services, build, up, tools or test (the default: all of make test)
 #   scripts/services.sh nextest build the test runner (cargo-nextest) into .local/cargo/bin
 #   scripts/services.sh tools   install what the tests need besides the services (prometheus,
 #                               faketime, chromium, chromedriver, nginx; schemathesis and
@@ -329,6 +331,59 @@ install_nextest() {
   local one; one=$(mktemp -d); cp "$bin" "$one/"; keep "cargo-nextest-$NEXTEST_VERSION" "$one"; rm -rf "$one"
 }
 
+# --- prerequisites -----------------------------------------------------------------------------
+
+# at_least HAVE WANT: whether version HAVE (1.89.0) is WANT (1.89) or newer.
+at_least() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -1)" = "$2" ]; }
+
+# built NAME VERSION: whether a tool go_install makes is already built, or cached.
+built() { [ -f "$LOCAL/go/$1-$2" ] || { [ -n "$CACHE" ] && [ -f "$CACHE/$1-$2/.complete" ]; }; }
+
+# check_prerequisites SCOPE...: what README.md lists, checked before anything starts; every one
+# missing is named in one line. Scopes: services (make services: Kafka, Redis, and the OpenSSL
+# headers it installs for the build), build (cargo builds queuegate), up (make up), tools
+# (scripts/services.sh tools), test (make test: services, build and tools).
+check_prerequisites() {
+  local scopes=" $* " missing=() need_apt=no
+  [[ $scopes == *" test "* ]] && scopes+=" services build tools "
+  [[ $scopes == *" up "* ]] && scopes+=" services build "
+  if [[ $scopes == *" services "* ]]; then
+    local java_major
+    java_major=$(java -version 2>&1 | sed -n 's/.* version "\([0-9]*\).*/\1/p' | head -1 || true)
+    [ "${java_major:-0}" -ge 17 ] || missing+=("Java 17+ (java)")
+    [ -f "$KAFKA_LIBS/.complete" ] || { [ -n "$CACHE" ] && [ -f "$CACHE/kafka-$KAFKA_VERSION-libs/.complete" ]; } \
+      || command -v mvn >/dev/null || missing+=("Maven (mvn)")
+    command -v redis-server >/dev/null && pkg-config --exists openssl 2>/dev/null || need_apt=yes
+  fi
+  if [[ $scopes == *" build "* ]]; then
+    local rust; rust=$(rustc --version 2>/dev/null | awk '{print $2}' || true)
+    [ -n "$rust" ] && at_least "$rust" 1.89 || missing+=("Rust 1.89+ (rustc and cargo, from rustup.rs)")
+    command -v cc >/dev/null && command -v make >/dev/null || missing+=("a C compiler and make (Debian: build-essential)")
+  fi
+  if [[ $scopes == *" up "* ]]; then
+    command -v curl >/dev/null || missing+=("curl")
+    command -v openssl >/dev/null || missing+=("openssl")
+  fi
+  if [[ $scopes == *" tools "* ]]; then
+    command -v openssl >/dev/null || missing+=("openssl")
+    if ! built caddy "$CADDY_VERSION" || ! built helm "$HELM_VERSION"; then
+      local go; go=$(go env GOVERSION 2>/dev/null || true); go=${go#go}
+      [ -n "$go" ] && at_least "$go" 1.26 || missing+=("Go 1.26+ (go; go.dev/dl, Debian's golang-go is older)")
+    fi
+    [ -x "$LOCAL/venv/bin/pip" ] || python3 -c 'import ensurepip' 2>/dev/null \
+      || missing+=("Python 3 with venv (Debian: python3-venv)")
+    command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v faketime >/dev/null \
+      && command -v chromium >/dev/null && command -v chromedriver >/dev/null && [ -x /usr/sbin/nginx ] || need_apt=yes
+  fi
+  if [ "$need_apt" = yes ]; then
+    command -v apt-get >/dev/null || missing+=("apt-get (for Debian's packages it installs)")
+    [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null || missing+=("root or sudo (for apt-get)")
+  fi
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local list; list=$(printf '%s; ' "${missing[@]}")
+  die "missing: ${list%; } (README.md lists what a machine needs)"
+}
+
 # --- commands ----------------------------------------------------------------------------------
 
 stop_pidfile() {
@@ -346,6 +401,7 @@ stop_pidfile() {
 
 case "${1:-up}" in
   up)
+    check_prerequisites services
     build_deps
     # Fetched even when a running broker is reused: the fault-injection tests start private
     # brokers from these jars.
@@ -366,6 +422,7 @@ case "${1:-up}" in
   fetch) fetch_kafka ;;
   cluster-id) new_cluster_id ;;
   nextest) install_nextest ;;
-  tools) install_tools; install_schemathesis; install_caddy; install_helm; install_kubernetes_validate; install_event_libraries ;;
-  *) die "usage: $0 up|down|status|fetch|nextest|tools|cluster-id" ;;
+  check) shift; check_prerequisites "${@:-test}" ;;
+  tools) check_prerequisites tools; install_tools; install_schemathesis; install_caddy; install_helm; install_kubernetes_validate; install_event_libraries ;;
+  *) die "usage: $0 up|down|status|check [services|build|up|tools|test]|fetch|nextest|tools|cluster-id" ;;
 esac

@@ -5,6 +5,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
+scripts/services.sh check up
 status_before=$(scripts/services.sh status)
 scripts/services.sh up
 

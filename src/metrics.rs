@@ -115,7 +115,7 @@ impl Metrics {
                 .expect("valid metric"),
             gate_ended_remembered: IntGauge::new(
                 "queuegate_gate_ended_sessions_remembered",
-                "Ended gate sessions this gateway remembers, to refuse their cookies without asking Redis",
+                "Ended gate sessions this gateway remembers (per concert at most 100,000, each for its sessionMaxSeconds), to refuse their cookies without asking Redis",
             )
             .expect("valid metric"),
             gate_refused_remembered: IntGauge::new(
@@ -145,14 +145,14 @@ impl Metrics {
             produce_duration: HistogramVec::new(
                 HistogramOpts::new(
                     "queuegate_produce_duration_seconds",
-                    "Time from produce to broker acknowledgement, by outcome",
+                    "Time from produce to broker acknowledgement, by outcome: acked, overloaded, queue_full, timeout, kafka_error",
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
                 &["outcome"],
             )
             .expect("valid metric"),
             produce_errors: IntCounterVec::new(
-                Opts::new("queuegate_produce_errors_total", "Joins that could not be produced, by reason"),
+                Opts::new("queuegate_produce_errors_total", "Joins that could not be produced, by reason: overloaded (QUEUEGATE_MAX_IN_FLIGHT reached), queue_full, timeout, kafka_error"),
                 &["reason"],
             )
             .expect("valid metric"),
@@ -164,7 +164,7 @@ impl Metrics {
             consumer_records: IntCounterVec::new(
                 Opts::new(
                     "queuegate_consumer_records_total",
-                    "Records the consumer handled, by outcome (appended, duplicate, dead_lettered; parked: copied to <topic>.parked, counted again when applied back)",
+                    "Records the consumer handled, by outcome (appended: staged for placement; duplicate; dead_lettered; late: staged below a stamp already placed; parked: copied to <topic>.parked, counted again when applied back)",
                 ),
                 &["outcome"],
             )
@@ -176,13 +176,13 @@ impl Metrics {
             )
             .expect("valid metric"),
             redis_duration: HistogramVec::new(
-                HistogramOpts::new("queuegate_redis_call_duration_seconds", "Redis call duration, by operation")
+                HistogramOpts::new("queuegate_redis_call_duration_seconds", "Redis call duration, by operation: apply (a consumer batch), status (a fan's read from Redis), view and outcomes (the gateways' per-concert view refreshes)")
                     .buckets(LATENCY_BUCKETS.to_vec()),
                 &["op"],
             )
             .expect("valid metric"),
             consumer_retries: IntCounterVec::new(
-                Opts::new("queuegate_consumer_retries_total", "Consumer retries after a passing failure, by stage"),
+                Opts::new("queuegate_consumer_retries_total", "Consumer retries after a passing failure, by stage: redis, commit"),
                 &["stage"],
             )
             .expect("valid metric"),
@@ -221,7 +221,7 @@ impl Metrics {
             .expect("valid metric"),
             redis_under_replicated_shards: IntGauge::new(
                 "queuegate_redis_under_replicated_shards",
-                "Redis shards (primaries) with fewer replicas in sync than QUEUEGATE_REDIS_MIN_REPLICAS: degraded, still serving",
+                "Redis shards (primaries) with fewer replicas in sync than QUEUEGATE_REDIS_MIN_REPLICAS: degraded, still serving (every 5 s and at each /readyz)",
             )
             .expect("valid metric"),
             redis_down_shards: IntGauge::new(
@@ -251,7 +251,7 @@ impl Metrics {
             )
             .expect("valid metric"),
             gate_sessions: IntGaugeVec::new(
-                Opts::new("queuegate_gate_sessions", "Live gate sessions per concert (each holds a maxActive slot)"),
+                Opts::new("queuegate_gate_sessions", "Live gate sessions per concert (each holds a maxActive slot; refreshed every 5 s)"),
                 &["concert"],
             )
             .expect("valid metric"),
@@ -376,17 +376,17 @@ impl Metrics {
             )
             .expect("valid metric"),
             consumer_lag: IntGaugeVec::new(
-                Opts::new("queuegate_consumer_lag_records", "Records behind the partition's end, per assigned partition (librdkafka statistics)"),
+                Opts::new("queuegate_consumer_lag_records", "Records on the broker this consumer has not yet taken, per assigned partition (librdkafka statistics, every 5 s)"),
                 &["topic", "partition"],
             )
             .expect("valid metric"),
             kafka_queued: IntGaugeVec::new(
-                Opts::new("queuegate_kafka_client_queued_messages", "Messages in a Kafka client's queues, by client role (librdkafka statistics)"),
+                Opts::new("queuegate_kafka_client_queued_messages", "Messages in a Kafka client's queues, by client role (librdkafka statistics, every 5 s)"),
                 &["client"],
             )
             .expect("valid metric"),
             kafka_broker_rtt: GaugeVec::new(
-                Opts::new("queuegate_kafka_broker_rtt_seconds", "Average broker round-trip time seen by a Kafka client, by client role (librdkafka statistics)"),
+                Opts::new("queuegate_kafka_broker_rtt_seconds", "Average broker round-trip time seen by a Kafka client, by client role (librdkafka statistics, every 5 s)"),
                 &["client"],
             )
             .expect("valid metric"),
@@ -430,59 +430,65 @@ impl Metrics {
         for outcome in ["delivered", "failed", "gave_up"] {
             m.webhook_deliveries.with_label_values(&[outcome]);
         }
-        for c in [
-            Box::new(m.http_requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(m.http_duration.clone()),
-            Box::new(m.produce_duration.clone()),
-            Box::new(m.produce_errors.clone()),
-            Box::new(m.produce_in_flight.clone()),
-            Box::new(m.consumer_records.clone()),
-            Box::new(m.consumer_batch_size.clone()),
-            Box::new(m.redis_duration.clone()),
-            Box::new(m.consumer_retries.clone()),
-            Box::new(m.consumer_rebalances.clone()),
-            Box::new(m.consumer_quarantined.clone()),
-            Box::new(m.consumer_carried.clone()),
-            Box::new(m.consumer_parked_concerts.clone()),
-            Box::new(m.consumer_held_concerts.clone()),
-            Box::new(m.consumer_held_seconds.clone()),
-            Box::new(m.redis_under_replicated_shards.clone()),
-            Box::new(m.redis_down_shards.clone()),
-            Box::new(m.watermark_age.clone()),
-            Box::new(m.order_held_fans.clone()),
-            Box::new(m.order_placed.clone()),
-            Box::new(m.gate_checks.clone()),
-            Box::new(m.gate_sessions_started.clone()),
-            Box::new(m.gate_sessions_ended.clone()),
-            Box::new(m.gate_sessions.clone()),
-            Box::new(m.admissions.clone()),
-            Box::new(m.admission_rounds.clone()),
-            Box::new(m.concert_fans.clone()),
-            Box::new(m.lane_fans.clone()),
-            Box::new(m.consumer_lag.clone()),
-            Box::new(m.kafka_queued.clone()),
-            Box::new(m.kafka_broker_rtt.clone()),
-            Box::new(m.status_reads.clone()),
-            Box::new(m.stream_events.clone()),
-            Box::new(m.open_streams.clone()),
-            Box::new(m.view_fans.clone()),
-            Box::new(m.gate_ended_remembered.clone()),
-            Box::new(m.gate_refused_remembered.clone()),
-            Box::new(m.events_published.clone()),
-            Box::new(m.events_unsealed.clone()),
-            Box::new(m.events_dropped.clone()),
-            Box::new(m.events_outbox_entries.clone()),
-            Box::new(m.events_topic_unwritable.clone()),
-            Box::new(m.webhook_deliveries.clone()),
-            Box::new(m.webhook_delay.clone()),
-            Box::new(m.webhook_dropped.clone()),
-            Box::new(m.webhook_pending.clone()),
-            Box::new(m.webhook_pending_bytes.clone()),
-            Box::new(m.webhook_suspended_endpoints.clone()),
-        ] {
+        for c in m.collectors() {
             m.registry.register(c).expect("metric names are unique");
         }
         m
+    }
+
+    /// Every metric of the process, registered by [`Metrics::new`]; the metrics table of
+    /// docs/operations.md is generated from them, in this order (tests/docs.rs).
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.http_requests.clone()),
+            Box::new(self.http_duration.clone()),
+            Box::new(self.produce_duration.clone()),
+            Box::new(self.produce_errors.clone()),
+            Box::new(self.produce_in_flight.clone()),
+            Box::new(self.consumer_records.clone()),
+            Box::new(self.consumer_batch_size.clone()),
+            Box::new(self.redis_duration.clone()),
+            Box::new(self.consumer_retries.clone()),
+            Box::new(self.consumer_rebalances.clone()),
+            Box::new(self.consumer_quarantined.clone()),
+            Box::new(self.consumer_carried.clone()),
+            Box::new(self.consumer_parked_concerts.clone()),
+            Box::new(self.consumer_held_concerts.clone()),
+            Box::new(self.consumer_held_seconds.clone()),
+            Box::new(self.redis_under_replicated_shards.clone()),
+            Box::new(self.redis_down_shards.clone()),
+            Box::new(self.watermark_age.clone()),
+            Box::new(self.order_held_fans.clone()),
+            Box::new(self.order_placed.clone()),
+            Box::new(self.gate_checks.clone()),
+            Box::new(self.gate_sessions_started.clone()),
+            Box::new(self.gate_sessions_ended.clone()),
+            Box::new(self.gate_sessions.clone()),
+            Box::new(self.admissions.clone()),
+            Box::new(self.admission_rounds.clone()),
+            Box::new(self.concert_fans.clone()),
+            Box::new(self.lane_fans.clone()),
+            Box::new(self.consumer_lag.clone()),
+            Box::new(self.kafka_queued.clone()),
+            Box::new(self.kafka_broker_rtt.clone()),
+            Box::new(self.status_reads.clone()),
+            Box::new(self.stream_events.clone()),
+            Box::new(self.open_streams.clone()),
+            Box::new(self.view_fans.clone()),
+            Box::new(self.gate_ended_remembered.clone()),
+            Box::new(self.gate_refused_remembered.clone()),
+            Box::new(self.events_published.clone()),
+            Box::new(self.events_unsealed.clone()),
+            Box::new(self.events_dropped.clone()),
+            Box::new(self.events_outbox_entries.clone()),
+            Box::new(self.events_topic_unwritable.clone()),
+            Box::new(self.webhook_deliveries.clone()),
+            Box::new(self.webhook_delay.clone()),
+            Box::new(self.webhook_dropped.clone()),
+            Box::new(self.webhook_pending.clone()),
+            Box::new(self.webhook_pending_bytes.clone()),
+            Box::new(self.webhook_suspended_endpoints.clone()),
+        ]
     }
 
     /// The Prometheus text exposition of every metric.

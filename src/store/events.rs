@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use redis::Script;
 
 use super::conn::timed;
+use super::keys::webhook_part::{ALL as WEBHOOK_PARTS, BODY, DUE, LOG, QUEUED, STATE, TRIES};
 use super::keys::Part;
 use super::{QueueStore, StoreError};
 use crate::events::OutboxEntry;
@@ -26,14 +27,6 @@ impl Scripts {
         }
     }
 }
-
-/// The parts of a webhook endpoint's delivery keys (`Keys::webhook`).
-const DUE: &str = "due";
-const BODY: &str = "body";
-const TRIES: &str = "tries";
-const QUEUED: &str = "queued";
-const STATE: &str = "state";
-const LOG: &str = "log";
 
 /// Deliveries queued per call of webhook_enqueue.lua (bounded work per call).
 const ENQUEUE_CHUNK: usize = 500;
@@ -470,7 +463,7 @@ impl QueueStore {
             return Ok(false);
         }
         let mut inv = self.scripts.events.record.prepare_invoke();
-        for part in [DUE, BODY, TRIES, QUEUED, STATE, LOG] {
+        for part in WEBHOOK_PARTS {
             inv.key(self.keys.webhook(concert, hook, part));
         }
         inv.arg(now_ms).arg(policy.after_ms).arg(policy.min_failures).arg(LOG_KEPT);

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use crate::ids::{ConcertId, Lane, RequestId};
 
-/// One of a concert's keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One of a concert's keys. `ValueEnum` gives the list of every part (`Part::value_variants`),
+/// which the doc checker (tests/docs.rs) holds docs/redis.md's key table against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Part {
     /// HASH userId → joinedAt (ms); presence means "has ever been queued" (dedup).
     Joined,
@@ -135,6 +136,24 @@ impl Part {
     }
 }
 
+/// The parts of a webhook endpoint's delivery keys ([`Keys::webhook`]).
+pub mod webhook_part {
+    /// ZSET event id → when to try next (ms).
+    pub const DUE: &str = "due";
+    /// HASH event id → the request body.
+    pub const BODY: &str = "body";
+    /// HASH event id → attempts so far, first attempt's time.
+    pub const TRIES: &str = "tries";
+    /// ZSET event id → when it was queued (ms).
+    pub const QUEUED: &str = "queued";
+    /// HASH: its pending bytes, suspension, run of failures, drops.
+    pub const STATE: &str = "state";
+    /// LIST of its latest attempts, JSON, newest first.
+    pub const LOG: &str = "log";
+    /// Every part.
+    pub const ALL: [&str; 6] = [DUE, BODY, TRIES, QUEUED, STATE, LOG];
+}
+
 /// Builds the keys under one prefix (`QUEUEGATE_REDIS_PREFIX`).
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -179,11 +198,7 @@ impl Keys {
         format!("{}:{{{}}}:pow:{}", self.prefix, concert, nonce)
     }
 
-    /// One of a webhook's delivery keys: `due` (ZSET event id → when to try next, ms), `body`
-    /// (HASH event id → the request body), `tries` (HASH event id → attempts so far, first
-    /// attempt's time), `queued` (ZSET event id → when it was queued, ms), `state` (HASH: its
-    /// pending bytes, suspension, run of failures, drops), `log` (LIST of its latest attempts,
-    /// JSON, newest first).
+    /// One of a webhook's delivery keys; `part` is one of [`webhook_part`].
     pub fn webhook(&self, concert: &ConcertId, webhook: &str, part: &str) -> String {
         format!("{}:{{{}}}:wh{}:{}", self.prefix, concert, part, webhook)
     }
