@@ -563,6 +563,11 @@ async fn a_token_link_opened_in_another_browser_profile_gives_it_no_session_whil
     // A waits and is admitted; the room's link back (A's token and bind in it) is what A is sent to.
     a.goto(&format!("{}/book?seat=7", proxy.url)).await;
     a.expect_text("#title", WAIT, |t| t == "Fixation Night", "A sent to the room").await;
+    // The room would send A on by itself 2.5 s after the admission; a loaded machine can take
+    // longer than that between two WebDriver calls, so the test holds that one timer and A
+    // presses the room's own "Continue to booking" button once B has tried the link.
+    let hold = "const st = window.setTimeout; window.setTimeout = (f, ms, ...r) => ms === 2500 ? 0 : st(f, ms, ...r);";
+    a.eval(hold, json!([])).await;
     a.click("#joinbtn").await;
     a.expect_text("#state", WAIT, |t| t == "It's your turn!", "A admitted").await;
     let link = a.eval("return document.getElementById('go').href;", json!([])).await;
@@ -584,7 +589,8 @@ async fn a_token_link_opened_in_another_browser_profile_gives_it_no_session_whil
     let sessions = app.admin_json(&format!("/admin/v1/concerts/{concert}/sessions")).await;
     assert_eq!(sessions["total"], 0, "nobody inside yet: {sessions}");
 
-    // A, sent on by its room (now or a moment ago): inside, as A, with the token B could not use.
+    // A goes on from its room: inside, as A, with the token B could not use.
+    a.click("#go").await;
     a.expect_text("#verdict", WAIT, |t| t.starts_with("booking /book for "), "A on the booking page").await;
     let fan = a.text("#verdict").await.rsplit(' ').next().unwrap().to_owned();
     assert_ne!(fan, "nobody");
