@@ -138,7 +138,10 @@ fn rss_kib(pid: &str) -> Res<i64> {
 async fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
     let t = Target {
-        http: reqwest::Client::builder().pool_max_idle_per_host(128).redirect(reqwest::redirect::Policy::none()).build()?,
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(128)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?,
         public: args[2].clone(),
         admin: args[3].clone(),
         token: args[4].clone(),

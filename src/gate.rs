@@ -302,32 +302,33 @@ pub(crate) async fn check(
     // browser that waited (checked first: an HMAC, before any signature check or Redis call).
     let original = original_url(&req);
     if let Some((token, original)) = original.as_ref().and_then(|u| Some((param(u, TOKEN_PARAM)?, u))) {
-        let bound = settings.session_binding == SessionBinding::None || browser_waited(&gw.gate, &req, &concert, original);
+        let bound =
+            settings.session_binding == SessionBinding::None || browser_waited(&gw.gate, &req, &concert, original);
         match bound {
             false => ended = Some("browser"),
             true => match exchange(&gw, &concert, &settings, &token, now).await? {
-            Ok((c, deadline)) => {
-                let value = gw.gate.cookies.seal(&c);
-                let max_age = ((c.max_at_ms - now) / 1000).max(1);
-                let set = format!(
-                    "{}={value}; HttpOnly; Secure; SameSite={}; Path=/; Max-Age={max_age}",
-                    cookie::name(&concert),
-                    settings.session_cookie_same_site.attribute()
-                );
-                gw.metrics.gate_sessions_started.inc();
-                tracing::info!(concert = %concert, user = %c.user, "admission token exchanged for a gate session");
-                let mut ok = let_in(&gw, &c.user, deadline, "exchanged");
-                ok.insert_header((header::SET_COOKIE, set));
-                // A proxy that relays only refusals to the browser (Caddy's forward_auth) would
-                // drop a cookie on a 200: in redirect mode the fan is sent back to the same
-                // page without the token, with the cookie; the next request passes on it.
-                if q.redirect {
-                    ok.status(actix_web::http::StatusCode::FOUND)
-                        .insert_header((header::LOCATION, without_token(original).as_str().to_owned()));
+                Ok((c, deadline)) => {
+                    let value = gw.gate.cookies.seal(&c);
+                    let max_age = ((c.max_at_ms - now) / 1000).max(1);
+                    let set = format!(
+                        "{}={value}; HttpOnly; Secure; SameSite={}; Path=/; Max-Age={max_age}",
+                        cookie::name(&concert),
+                        settings.session_cookie_same_site.attribute()
+                    );
+                    gw.metrics.gate_sessions_started.inc();
+                    tracing::info!(concert = %concert, user = %c.user, "admission token exchanged for a gate session");
+                    let mut ok = let_in(&gw, &c.user, deadline, "exchanged");
+                    ok.insert_header((header::SET_COOKIE, set));
+                    // A proxy that relays only refusals to the browser (Caddy's forward_auth) would
+                    // drop a cookie on a 200: in redirect mode the fan is sent back to the same
+                    // page without the token, with the cookie; the next request passes on it.
+                    if q.redirect {
+                        ok.status(actix_web::http::StatusCode::FOUND)
+                            .insert_header((header::LOCATION, without_token(original).as_str().to_owned()));
+                    }
+                    return Ok(ok.finish());
                 }
-                return Ok(ok.finish());
-            }
-            Err(why) => ended = Some(why),
+                Err(why) => ended = Some(why),
             },
         }
     }

@@ -129,9 +129,6 @@ mod tests {
         let c = ConcertId::parse("tour").unwrap();
         assert_eq!(name(&c), "__Host-qgb_tour");
         assert!(!name(&c).starts_with("__Host-qg_"), "session cookies are __Host-qg_<concertId>");
-        assert_eq!(
-            set_cookie(&c, "n"),
-            "__Host-qgb_tour=n; HttpOnly; Secure; SameSite=Lax; Path=/; Max-Age=86400"
-        );
+        assert_eq!(set_cookie(&c, "n"), "__Host-qgb_tour=n; HttpOnly; Secure; SameSite=Lax; Path=/; Max-Age=86400");
     }
 }

@@ -53,9 +53,8 @@ impl Limits {
     /// The limits of `http`; `behind_proxies`: whether `QUEUEGATE_TRUSTED_PROXIES` names any,
     /// which decides the gate's default (see [`HttpSettings::gate_checks_per_client`]).
     pub fn new(http: &HttpSettings, behind_proxies: bool) -> Self {
-        let gate = http
-            .gate_checks_per_client
-            .unwrap_or(if behind_proxies { DEFAULT_GATE_CHECKS_PER_CLIENT } else { 0 });
+        let gate =
+            http.gate_checks_per_client.unwrap_or(if behind_proxies { DEFAULT_GATE_CHECKS_PER_CLIENT } else { 0 });
         Limits {
             joins_per_client: keyed(http.rate_limit_per_ip),
             gate_per_client: keyed(gate),

@@ -444,7 +444,10 @@ async fn a_token_link_opened_in_another_browser_gives_it_no_session_and_stays_go
     assert_eq!(r.status(), 401);
     let room = header(&r, "x-queuegate-room");
     assert!(room.ends_with("&ended=browser"), "{room}");
-    assert!(!room.contains(&token) && !room.contains("queuegate_bind"), "neither the token nor ann's bind travels on: {room}");
+    assert!(
+        !room.contains(&token) && !room.contains("queuegate_bind"),
+        "neither the token nor ann's bind travels on: {room}"
+    );
     assert!(r.headers().get("set-cookie").is_none());
     assert!(header(&r, "x-queuegate-user").is_empty());
     let problem: Value = r.json().await.unwrap();

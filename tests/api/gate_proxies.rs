@@ -92,8 +92,10 @@ async fn walk(proxy: &Proxy, app: &TestApp, concert: &str) {
     let back = format!("{}/book?seat=2", proxy.url);
     let bound = format!("{back}&queuegate_bind=");
     assert!(
-        location(&r)
-            .starts_with(&format!("{room}{}", url::form_urlencoded::byte_serialize(bound.as_bytes()).collect::<String>())),
+        location(&r).starts_with(&format!(
+            "{room}{}",
+            url::form_urlencoded::byte_serialize(bound.as_bytes()).collect::<String>()
+        )),
         "{}",
         location(&r)
     );

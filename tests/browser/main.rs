@@ -578,8 +578,13 @@ async fn a_token_link_opened_in_another_browser_profile_gives_it_no_session_whil
 
     // The link in B: the room, told the link is not for this browser; no session for B.
     b.goto(&link).await;
-    b.expect_text("#gate", WAIT, |t| t.starts_with("This admission link works only in the browser that waited"), "B told why")
-        .await;
+    b.expect_text(
+        "#gate",
+        WAIT,
+        |t| t.starts_with("This admission link works only in the browser that waited"),
+        "B told why",
+    )
+    .await;
     let at = b.url().await;
     assert!(at.starts_with(&format!("{public}/c/{concert}?return=")) && at.ends_with("&ended=browser"), "{at}");
     assert!(!at.contains("queuegate_token"), "the token does not follow B into the room: {at}");
@@ -598,7 +603,11 @@ async fn a_token_link_opened_in_another_browser_profile_gives_it_no_session_whil
     a.expect_text("#verdict", WAIT, |t| t == format!("booking /cart for {fan}"), "A's session holds").await;
     a.screenshot("2-a-inside").await;
     let sessions = app.admin_json(&format!("/admin/v1/concerts/{concert}/sessions")).await;
-    assert_eq!((sessions["total"].clone(), sessions["sessions"][0]["userId"].clone()), (json!(1), json!(fan)), "{sessions}");
+    assert_eq!(
+        (sessions["total"].clone(), sessions["sessions"][0]["userId"].clone()),
+        (json!(1), json!(fan)),
+        "{sessions}"
+    );
     // And B, given the link again after A went in, is still nobody inside.
     b.goto(&link).await;
     b.expect_text("#gate", WAIT, |t| t.starts_with("This admission link works only"), "B refused again").await;
