@@ -90,12 +90,25 @@ impl Target {
         Ok(tokens)
     }
 
-    /// Exchanges a token at the gate as nginx would ask: the session cookie (`name=value`).
+    /// Exchanges a token at the gate as nginx would ask, in a browser the gate first sent to the
+    /// room (its nonce cookie and the bind in `return`): the session cookie (`name=value`).
     async fn exchange(http: &reqwest::Client, gate: &str, token: &str) -> Res<String> {
+        let to_room = http
+            .get(format!("{gate}?redirect=true"))
+            .header("X-Original-URI", "/book")
+            .header("X-Forwarded-Host", "shop.example")
+            .send()
+            .await?;
+        let nonce = to_room.headers().get("set-cookie").ok_or("no nonce cookie")?.to_str()?;
+        let nonce = nonce.split(';').next().unwrap_or_default().to_owned();
+        let room = url::Url::parse(to_room.headers().get("location").ok_or("no room")?.to_str()?)?;
+        let back = room.query_pairs().find(|(k, _)| k == "return").ok_or("no return")?.1.into_owned();
+        let back = url::Url::parse(&back)?;
         let r = http
             .get(gate)
-            .header("X-Original-URI", format!("/book?queuegate_token={token}"))
+            .header("X-Original-URI", format!("{}?{}&queuegate_token={token}", back.path(), back.query().unwrap_or("")))
             .header("X-Forwarded-Host", "shop.example")
+            .header("Cookie", nonce)
             .send()
             .await?;
         let set = r.headers().get("set-cookie").ok_or(format!("no cookie: {}", r.status()))?.to_str()?;
@@ -125,7 +138,10 @@ fn rss_kib(pid: &str) -> Res<i64> {
 async fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
     let t = Target {
-        http: reqwest::Client::builder().pool_max_idle_per_host(128).build()?,
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(128)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?,
         public: args[2].clone(),
         admin: args[3].clone(),
         token: args[4].clone(),

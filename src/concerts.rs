@@ -80,6 +80,74 @@ impl QueueingMethod {
     }
 }
 
+/// The `SameSite` attribute of a concert's gate session cookie (`sessionCookieSameSite`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CookieSameSite {
+    /// `SameSite=Lax` (the default): the cookie rides on the booking site's own requests and on
+    /// top-level GET navigations from other sites, never on another site's POST.
+    #[default]
+    Lax,
+    /// `SameSite=None`: also on cross-site POSTs and subrequests, such as a payment provider's
+    /// form posting the fan back to the booking site (3-D Secure). Costs Lax's CSRF shield: the
+    /// booking site must then protect its own forms.
+    None,
+}
+
+impl CookieSameSite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CookieSameSite::Lax => "lax",
+            CookieSameSite::None => "none",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "lax" => Some(CookieSameSite::Lax),
+            "none" => Some(CookieSameSite::None),
+            _ => None,
+        }
+    }
+    /// As the `Set-Cookie` attribute writes it.
+    pub fn attribute(self) -> &'static str {
+        match self {
+            CookieSameSite::Lax => "Lax",
+            CookieSameSite::None => "None",
+        }
+    }
+}
+
+/// Whether the gate exchanges an admission token only in the browser that waited for it
+/// (`sessionBinding`, src/gate/binding.rs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionBinding {
+    /// Only a browser holding the nonce the gate gave it when it sent it to the room (the
+    /// default): a token link opened anywhere else is refused and the token stays unspent.
+    #[default]
+    Browser,
+    /// Any browser that brings the token (no protection against session fixation through a
+    /// shared link): for proxies that cannot relay the gate's redirect to the room, such as
+    /// ingress-nginx's `auth-signin`.
+    None,
+}
+
+impl SessionBinding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionBinding::Browser => "browser",
+            SessionBinding::None => "none",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "browser" => Some(SessionBinding::Browser),
+            "none" => Some(SessionBinding::None),
+            _ => None,
+        }
+    }
+}
+
 /// Largest `maxActive` (the OpenAPI schema states the same bound).
 pub const MAX_ACTIVE: u32 = 1_000_000;
 
@@ -252,6 +320,12 @@ pub struct ConcertSettings {
     /// A gate session ends this long after it started, however busy.
     #[serde(default = "default_session_max")]
     pub session_max_seconds: u32,
+    /// `SameSite` of the gate's session cookie: `lax` (default) or `none`.
+    #[serde(default)]
+    pub session_cookie_same_site: CookieSameSite,
+    /// `browser` (default): a token is exchanged only in the browser that waited; `none`: in any.
+    #[serde(default)]
+    pub session_binding: SessionBinding,
     /// Hosts (`host` or `host:port`) of the booking site the gate protects besides
     /// `redirectUrl`'s: the room sends an admitted fan back to a `return` URL only on these.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -369,6 +443,8 @@ impl ConcertSettings {
             background_color: None,
             session_idle_seconds: DEFAULT_SESSION_IDLE_SECONDS,
             session_max_seconds: DEFAULT_SESSION_MAX_SECONDS,
+            session_cookie_same_site: CookieSameSite::Lax,
+            session_binding: SessionBinding::Browser,
             protected_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             sold_out_message: None,
@@ -557,6 +633,8 @@ impl ConcertSettings {
             ("backgroundColor", self.background_color.clone().unwrap_or_default()),
             ("sessionIdleSeconds", self.session_idle_seconds.to_string()),
             ("sessionMaxSeconds", self.session_max_seconds.to_string()),
+            ("sessionCookieSameSite", self.session_cookie_same_site.as_str().to_owned()),
+            ("sessionBinding", self.session_binding.as_str().to_owned()),
             ("protectedHosts", self.protected_hosts.join(",")),
             ("allowedOrigins", self.allowed_origins.join(",")),
             ("soldOutMessage", self.sold_out_message.clone().unwrap_or_default()),
@@ -636,6 +714,11 @@ impl Concert {
                 background_color: text("backgroundColor"),
                 session_idle_seconds: num("sessionIdleSeconds", DEFAULT_SESSION_IDLE_SECONDS),
                 session_max_seconds: num("sessionMaxSeconds", DEFAULT_SESSION_MAX_SECONDS),
+                session_cookie_same_site: get("sessionCookieSameSite")
+                    .and_then(CookieSameSite::parse)
+                    .unwrap_or_default(),
+                // Unreadable: the safer, bound exchange.
+                session_binding: get("sessionBinding").and_then(SessionBinding::parse).unwrap_or_default(),
                 protected_hosts: get("protectedHosts")
                     .map(|v| v.split(',').filter(|h| !h.is_empty()).map(str::to_owned).collect())
                     .unwrap_or_default(),
@@ -869,6 +952,8 @@ mod tests {
             background_color: None,
             session_idle_seconds: 45,
             session_max_seconds: 900,
+            session_cookie_same_site: CookieSameSite::None,
+            session_binding: SessionBinding::None,
             protected_hosts: vec!["shop.example".into(), "127.0.0.1:8443".into()],
             allowed_origins: vec!["https://shop.example".into(), "http://127.0.0.1:8443".into()],
             sold_out_message: Some("매진 — sold out,\nsee you next time".into()),

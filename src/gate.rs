@@ -9,12 +9,17 @@
 //!    knows each concert's revocation epoch and recently ended sessions ([`known`], learned every
 //!    second); Redis is asked only when this gateway has not written the session's last-seen
 //!    time for a tenth of its idle time;
-//! 2. the original URL carries `queuegate_token=<admission token>` (the room sent the fan back)
-//!    → the token is exchanged, once, for a session (`exchange.lua`) → 200 with `Set-Cookie`
-//!    (with `?redirect=true`: a 302 to the same URL without the token, with `Set-Cookie`, for
-//!    proxies that hand only refusals to the browser);
-//! 3. otherwise → 401 with `X-Queuegate-Room: <QUEUEGATE_PUBLIC_URL>/c/{concertId}?return=<the
-//!    original URL>` (or a 302 there with `?redirect=true`).
+//! 2. otherwise the check counts against the client's budget ([`crate::gateway::limits`]: 429
+//!    when spent); a live session never does;
+//! 3. the original URL carries `queuegate_token=<admission token>` (the room sent the fan back)
+//!    and `queuegate_bind`, which one of this browser's nonce cookies matches ([`binding`]: only
+//!    the browser that waited; a link opened anywhere else is refused and the token stays
+//!    unspent) → the token is exchanged, once, for a session (`exchange.lua`) → 200 with
+//!    `Set-Cookie` (with `?redirect=true`: a 302 to the same URL without the token, with
+//!    `Set-Cookie`, for proxies that hand only refusals to the browser);
+//! 4. otherwise → 401 with `X-Queuegate-Room: <QUEUEGATE_PUBLIC_URL>/c/{concertId}?return=<the
+//!    original URL>` (or a 302 there with `?redirect=true`, which also gives the browser its
+//!    nonce cookie and names it in `return`).
 //!
 //! A session holds one of the concert's `maxActive` slots (src/store/sessions.rs) until it is
 //! idle for `sessionIdleSeconds`, reaches `sessionMaxSeconds`, is completed by the booking site,
@@ -24,15 +29,18 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde::{Deserialize, Serialize};
 
+use crate::concerts::SessionBinding;
 use crate::gateway::Gateway;
 use crate::ids::{ConcertId, UserId};
 use crate::problem::ApiError;
 use crate::store::sessions::{ExchangeRequest, Refused, NEWS_PAGE};
 
+pub mod binding;
 pub mod cookie;
 pub mod known;
 pub mod refused;
 
+use binding::BindKey;
 use cookie::{CookieKey, SessionCookie};
 use known::{Known, Verdict};
 use refused::RefusedTokens;
@@ -47,6 +55,8 @@ const NEWS_PAGES_PER_ROUND: usize = 10;
 /// The gate's state in one gateway.
 pub struct Gate {
     pub cookies: CookieKey,
+    /// Binds an exchange to the browser that waited ([`binding`]).
+    pub binds: BindKey,
     pub known: Known,
     /// Admission tokens Redis refused: refused again from memory.
     pub refused: RefusedTokens,
@@ -70,6 +80,7 @@ impl Gate {
     ) -> Self {
         Gate {
             cookies: CookieKey::new(secret),
+            binds: BindKey::new(secret),
             known: Known::default(),
             refused: RefusedTokens::default(),
             public_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),
@@ -138,11 +149,15 @@ fn original_url(req: &HttpRequest) -> Option<url::Url> {
     url::Url::parse(&format!("{proto}://{host}{uri}")).ok()
 }
 
-/// `url` without the admission token (a spent token must not travel on).
+/// `url` without the admission token and the bind (a spent token must not travel on; a bind is
+/// written afresh for the browser at hand).
 fn without_token(url: &url::Url) -> url::Url {
     let mut out = url.clone();
-    let kept: Vec<(String, String)> =
-        url.query_pairs().filter(|(k, _)| k != TOKEN_PARAM).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != TOKEN_PARAM && k != binding::BIND_PARAM)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
     if kept.is_empty() {
         out.set_query(None);
     } else {
@@ -151,13 +166,34 @@ fn without_token(url: &url::Url) -> url::Url {
     out
 }
 
-/// The room's URL for a fan sent away from `original` (`why`: what ended, when something did).
+/// The value of query parameter `name` in `url`, if it has one.
+fn param(url: &url::Url, name: &str) -> Option<String> {
+    url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// Every value of cookie `name` the request carries, over all its `Cookie` headers.
+fn cookies<'a>(req: &'a HttpRequest, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    req.headers().get_all(header::COOKIE).filter_map(|v| v.to_str().ok()).flat_map(move |h| cookie::find_all(h, name))
+}
+
+/// Whether this browser is the one `original`'s token was sent to: one of its nonce cookies
+/// matches the URL's bind ([`binding`]).
+fn browser_waited(gate: &Gate, req: &HttpRequest, concert: &ConcertId, original: &url::Url) -> bool {
+    let Some(bind) = param(original, binding::BIND_PARAM) else { return false };
+    let name = binding::name(concert);
+    let found = cookies(req, &name).any(|nonce| gate.binds.matches(concert, nonce, &bind));
+    found
+}
+
+/// The room's URL for a fan sent away from `original` (`why`: what ended, when something did;
+/// `bind`: the bind of the browser's nonce, written into `return`).
 fn room_url(
     gate: &Gate,
     req: &HttpRequest,
     concert: &ConcertId,
     original: Option<&url::Url>,
     why: Option<&str>,
+    bind: Option<&str>,
 ) -> String {
     let base = gate.public_url.clone().unwrap_or_else(|| {
         let host = req.connection_info().host().to_owned();
@@ -167,7 +203,11 @@ fn room_url(
     let mut room = url::Url::parse(&format!("{base}/c/{concert}"))
         .unwrap_or_else(|_| url::Url::parse(&format!("http://localhost/c/{concert}")).expect("a valid URL"));
     if let Some(o) = original {
-        room.query_pairs_mut().append_pair("return", without_token(o).as_str());
+        let mut back = without_token(o);
+        if let Some(b) = bind {
+            back.query_pairs_mut().append_pair(binding::BIND_PARAM, b);
+        }
+        room.query_pairs_mut().append_pair("return", back.as_str());
     }
     if let Some(why) = why {
         room.query_pairs_mut().append_pair("ended", why);
@@ -176,18 +216,38 @@ fn room_url(
 }
 
 /// The answer that sends the fan to the room: 401 with `X-Queuegate-Room`, or a 302 there.
+///
+/// The 302 goes to the browser itself (nginx's `@queuegate_room`, Caddy, Traefik, Envoy), so it
+/// also gives the browser a nonce when it has none ([`binding`]) and names it in `return`; the
+/// 401 is read by a proxy (nginx's `auth_request`, which then asks again with `?redirect=true`)
+/// and sets nothing, so one browser is never handed two nonces for one request.
 fn to_room(gw: &Gateway, req: &HttpRequest, concert: &ConcertId, redirect: bool, why: Option<&str>) -> HttpResponse {
     let original = original_url(req);
-    let room = room_url(&gw.gate, req, concert, original.as_ref(), why);
-    gw.metrics.gate_checks.with_label_values(&[why.map_or("to_room", |_| "ended")]).inc();
+    let name = binding::name(concert);
+    let held = cookies(req, &name).find(|v| binding::well_formed(v)).map(str::to_owned);
+    let minted = (redirect && held.is_none()).then(binding::new_nonce);
+    let bind = held.as_ref().or(minted.as_ref()).map(|n| gw.gate.binds.bind(concert, n));
+    let room = room_url(&gw.gate, req, concert, original.as_ref(), why, bind.as_deref());
+    let outcome = match why {
+        None => "to_room",
+        Some("browser") => "unbound",
+        Some(_) => "ended",
+    };
+    gw.metrics.gate_checks.with_label_values(&[outcome]).inc();
     let value = HeaderValue::from_str(&room).expect("a URL is a valid header value");
     if redirect {
-        return HttpResponse::Found()
-            .insert_header((header::LOCATION, value))
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .finish();
+        let mut found = HttpResponse::Found();
+        found.insert_header((header::LOCATION, value)).insert_header((header::CACHE_CONTROL, "no-store"));
+        if let Some(nonce) = &minted {
+            found.insert_header((header::SET_COOKIE, binding::set_cookie(concert, nonce)));
+        }
+        return found.finish();
     }
     let detail = match why {
+        Some("browser") => format!(
+            "the admission token in this URL was sent to the browser that waited for it in concert {concert}'s room, \
+             not to this one: no session; the fan waits in the room"
+        ),
         Some(why) => format!("no live session for concert {concert} ({why}); the fan waits in the room"),
         None => format!("no session for concert {concert}; the fan waits in the room"),
     };
@@ -221,12 +281,7 @@ pub(crate) async fn check(
     // Every value of the cookie's name is tried: the first that opens (signed for this concert) is
     // the fan's; others (planted, stale) are ignored.
     let name = cookie::name(&concert);
-    let presented = req
-        .headers()
-        .get_all(header::COOKIE)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|h| cookie::find_all(h, &name))
-        .find_map(|v| gw.gate.cookies.open(&concert, v));
+    let presented = cookies(&req, &name).find_map(|v| gw.gate.cookies.open(&concert, v));
     let mut ended = None;
     if let Some(c) = presented {
         match session(&gw, &c, idle_ms, now).await? {
@@ -237,32 +292,44 @@ pub(crate) async fn check(
             None => ended = Some("session"),
         }
     }
-    // The room sent the fan back with an admission token: exchange it, once.
-    if let Some(token) =
-        original_url(&req).and_then(|u| u.query_pairs().find(|(k, _)| k == TOKEN_PARAM).map(|(_, v)| v.into_owned()))
-    {
-        match exchange(&gw, &concert, &settings, &token, now).await? {
-            Ok((c, deadline)) => {
-                let value = gw.gate.cookies.seal(&c);
-                let max_age = ((c.max_at_ms - now) / 1000).max(1);
-                let set = format!(
-                    "{}={value}; HttpOnly; Secure; SameSite=Lax; Path=/; Max-Age={max_age}",
-                    cookie::name(&concert)
-                );
-                gw.metrics.gate_sessions_started.inc();
-                tracing::info!(concert = %concert, user = %c.user, "admission token exchanged for a gate session");
-                let mut ok = let_in(&gw, &c.user, deadline, "exchanged");
-                ok.insert_header((header::SET_COOKIE, set));
-                // A proxy that relays only refusals to the browser (Caddy's forward_auth) would
-                // drop a cookie on a 200: in redirect mode the fan is sent back to the same
-                // page without the token, with the cookie; the next request passes on it.
-                if let Some(clean) = q.redirect.then(|| original_url(&req)).flatten() {
-                    ok.status(actix_web::http::StatusCode::FOUND)
-                        .insert_header((header::LOCATION, without_token(&clean).as_str().to_owned()));
+    // No live session: what follows costs a signature check or Redis, so it counts against the
+    // client's budget (a live session, the bulk of a busy site's checks, never does).
+    if let Err(limited) = gw.limits.gate_from(gw.identity.proxies().client_key(&req)) {
+        gw.metrics.gate_checks.with_label_values(&["limited"]).inc();
+        return Err(limited);
+    }
+    // The room sent the fan back with an admission token: exchange it, once, and only in the
+    // browser that waited (checked first: an HMAC, before any signature check or Redis call).
+    let original = original_url(&req);
+    if let Some((token, original)) = original.as_ref().and_then(|u| Some((param(u, TOKEN_PARAM)?, u))) {
+        let bound =
+            settings.session_binding == SessionBinding::None || browser_waited(&gw.gate, &req, &concert, original);
+        match bound {
+            false => ended = Some("browser"),
+            true => match exchange(&gw, &concert, &settings, &token, now).await? {
+                Ok((c, deadline)) => {
+                    let value = gw.gate.cookies.seal(&c);
+                    let max_age = ((c.max_at_ms - now) / 1000).max(1);
+                    let set = format!(
+                        "{}={value}; HttpOnly; Secure; SameSite={}; Path=/; Max-Age={max_age}",
+                        cookie::name(&concert),
+                        settings.session_cookie_same_site.attribute()
+                    );
+                    gw.metrics.gate_sessions_started.inc();
+                    tracing::info!(concert = %concert, user = %c.user, "admission token exchanged for a gate session");
+                    let mut ok = let_in(&gw, &c.user, deadline, "exchanged");
+                    ok.insert_header((header::SET_COOKIE, set));
+                    // A proxy that relays only refusals to the browser (Caddy's forward_auth) would
+                    // drop a cookie on a 200: in redirect mode the fan is sent back to the same
+                    // page without the token, with the cookie; the next request passes on it.
+                    if q.redirect {
+                        ok.status(actix_web::http::StatusCode::FOUND)
+                            .insert_header((header::LOCATION, without_token(original).as_str().to_owned()));
+                    }
+                    return Ok(ok.finish());
                 }
-                return Ok(ok.finish());
-            }
-            Err(why) => ended = Some(why),
+                Err(why) => ended = Some(why),
+            },
         }
     }
     Ok(to_room(&gw, &req, &concert, q.redirect, ended))
@@ -449,13 +516,19 @@ mod tests {
         let gate = Gate::new(b"s", Some("https://queue.example/"), Default::default(), gauge(), gauge());
         let req = actix_web::test::TestRequest::default().to_http_request();
         assert_eq!(
-            room_url(&gate, &req, &c, Some(&original), Some("spent")),
+            room_url(&gate, &req, &c, Some(&original), Some("spent"), None),
             "https://queue.example/c/tour?return=https%3A%2F%2Fshop.example%2Fb%3Fx%3D1&ended=spent"
+        );
+        // A stale bind is dropped from `return`, the browser's own written in its place.
+        let stale = url::Url::parse("https://shop.example/b?queuegate_bind=old&x=1&queuegate_token=t").unwrap();
+        assert_eq!(
+            room_url(&gate, &req, &c, Some(&stale), None, Some("new")),
+            "https://queue.example/c/tour?return=https%3A%2F%2Fshop.example%2Fb%3Fx%3D1%26queuegate_bind%3Dnew"
         );
         let bare = Gate::new(b"s", None, Default::default(), gauge(), gauge());
         for host in ["queue.internal:8080", "a b", "x/y?z", ""] {
             let req = actix_web::test::TestRequest::default().insert_header(("host", host)).to_http_request();
-            assert!(room_url(&bare, &req, &c, None, None).ends_with("/c/tour"), "{host}");
+            assert!(room_url(&bare, &req, &c, None, None, None).ends_with("/c/tour"), "{host}");
         }
     }
 

@@ -100,6 +100,7 @@ impl Gateway {
         // A code is held for a join while its produce may still succeed, plus a margin for a
         // stalled process: a hold that lapses first could let another fan take the code.
         let code_hold_ms = producer.delivery_timeout().as_millis() as u64 + 30_000;
+        let limits = limits::Limits::new(http, identity.proxies().any());
         let gate = crate::gate::Gate::new(
             gate_secret,
             http.public_url.as_deref(),
@@ -118,7 +119,7 @@ impl Gateway {
             identity,
             site,
             challenges,
-            limits: limits::Limits::new(http),
+            limits,
             fan_streams: Default::default(),
             status_reads: tokio::sync::Semaphore::new(MAX_STATUS_READS_IN_FLIGHT),
             streams: std::sync::Arc::new(tokio::sync::Semaphore::new(http.max_event_streams)),

@@ -222,6 +222,11 @@ impl TrustedProxies {
         TrustedProxies { nets, header }
     }
 
+    /// Whether any proxy is trusted (`QUEUEGATE_TRUSTED_PROXIES` is set).
+    pub fn any(&self) -> bool {
+        !self.nets.is_empty()
+    }
+
     /// Whether `ip` (canonicalised first) is one of the trusted proxies.
     pub fn trusts(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);

@@ -31,7 +31,7 @@ pub struct Metrics {
     pub consumer_held_seconds: prometheus::Gauge,
     pub redis_under_replicated_shards: IntGauge,
     pub redis_down_shards: IntGauge,
-    /// Gate checks by outcome (session, session_checked, exchanged, to_room, ended).
+    /// Gate checks by outcome (session, session_checked, exchanged, to_room, ended, unbound, limited).
     pub gate_checks: IntCounterVec,
     pub gate_sessions_started: prometheus::IntCounter,
     /// Gate sessions ended by reason (idle, max, completed, operator, revoked).
@@ -232,7 +232,7 @@ impl Metrics {
             gate_checks: IntCounterVec::new(
                 Opts::new(
                     "queuegate_gate_checks_total",
-                    "Gate checks by outcome: session (live, from memory), session_checked (live, asked Redis), exchanged (an admission token became a session), to_room (no session), ended (a session or token that ended or was refused)",
+                    "Gate checks by outcome: session (live, from memory), session_checked (live, asked Redis), exchanged (an admission token became a session), to_room (no session), ended (a session or token that ended or was refused), unbound (an admission token brought by a browser other than the one that waited: refused, unspent), limited (429: the client's QUEUEGATE_GATE_CHECKS_PER_CLIENT spent)",
                 ),
                 &["outcome"],
             )
@@ -417,7 +417,7 @@ impl Metrics {
         for kind in ["status", "heartbeat", "reconnect"] {
             m.stream_events.with_label_values(&[kind]);
         }
-        for outcome in ["session", "session_checked", "exchanged", "to_room", "ended"] {
+        for outcome in ["session", "session_checked", "exchanged", "to_room", "ended", "unbound", "limited"] {
             m.gate_checks.with_label_values(&[outcome]);
         }
         for reason in ["idle", "max", "completed", "operator", "revoked"] {

@@ -67,6 +67,15 @@ pub struct HttpSettings {
     #[arg(long, env = "QUEUEGATE_RATE_LIMIT_PER_IP", default_value_t = 20)]
     pub rate_limit_per_ip: u32,
 
+    /// Gate checks per second one client may make that do not pass on a live session (token
+    /// exchanges, refusals, visitors sent to the room), by IP address like
+    /// QUEUEGATE_RATE_LIMIT_PER_IP; past it the gate answers 429. A live session's checks never
+    /// count. 0: no limit. Unset: 100 when QUEUEGATE_TRUSTED_PROXIES is set, no limit when it is
+    /// not (every check then comes from the proxy's one address: the budget would be the whole
+    /// site's).
+    #[arg(long, env = "QUEUEGATE_GATE_CHECKS_PER_CLIENT")]
+    pub gate_checks_per_client: Option<u32>,
+
     /// Wrong lane codes (unknown or another fan's) one client address may send to a concert
     /// within QUEUEGATE_CODE_FAILURE_WINDOW_SECONDS before its code joins answer 429; counted in
     /// Redis, so every gateway shares the budget. 0: no limit.

@@ -1,7 +1,8 @@
 //! How much one client and one fan may take from the front door.
 //!
-//! Three keyed rate limits (governor's GCRA, one small entry per key): joins per client address
-//! (IPv6 by /64, the address behind trusted proxies), joins per fan, and status reads per fan.
+//! Four keyed rate limits (governor's GCRA, one small entry per key): joins per client address
+//! (IPv6 by /64, the address behind trusted proxies), gate checks without a live session per
+//! client address, joins per fan, and status reads per fan.
 //! Their memory is bounded by [`Limits::prune`], which the supervised task "rate limiter
 //! pruning" calls every few seconds: a key whose budget is full again is indistinguishable from
 //! one never seen, so it is dropped. Streams per fan are counted in [`FanStreams`].
@@ -23,6 +24,7 @@ type FanKey = (ConcertId, UserId);
 /// The front door's rate limits; a limit of 0 is off.
 pub struct Limits {
     joins_per_client: Option<DefaultKeyedRateLimiter<ClientKey>>,
+    gate_per_client: Option<DefaultKeyedRateLimiter<ClientKey>>,
     joins_per_fan: Option<DefaultKeyedRateLimiter<FanKey>>,
     status_per_fan: Option<DefaultKeyedRateLimiter<FanKey>>,
 }
@@ -44,10 +46,18 @@ fn check<K: std::hash::Hash + Eq + Clone>(
     })
 }
 
+/// `QUEUEGATE_GATE_CHECKS_PER_CLIENT` when it is not set and proxies are trusted.
+pub const DEFAULT_GATE_CHECKS_PER_CLIENT: u32 = 100;
+
 impl Limits {
-    pub fn new(http: &HttpSettings) -> Self {
+    /// The limits of `http`; `behind_proxies`: whether `QUEUEGATE_TRUSTED_PROXIES` names any,
+    /// which decides the gate's default (see [`HttpSettings::gate_checks_per_client`]).
+    pub fn new(http: &HttpSettings, behind_proxies: bool) -> Self {
+        let gate =
+            http.gate_checks_per_client.unwrap_or(if behind_proxies { DEFAULT_GATE_CHECKS_PER_CLIENT } else { 0 });
         Limits {
             joins_per_client: keyed(http.rate_limit_per_ip),
+            gate_per_client: keyed(gate),
             joins_per_fan: keyed(http.fan_joins_per_second),
             status_per_fan: keyed(http.fan_status_per_second),
         }
@@ -57,6 +67,14 @@ impl Limits {
     pub fn join_from(&self, client: Option<ClientKey>) -> Result<(), ApiError> {
         match client {
             Some(key) => check(&self.joins_per_client, || key),
+            None => Ok(()),
+        }
+    }
+
+    /// A gate check from `client` that did not pass on a live session.
+    pub fn gate_from(&self, client: Option<ClientKey>) -> Result<(), ApiError> {
+        match client {
+            Some(key) => check(&self.gate_per_client, || key),
             None => Ok(()),
         }
     }
@@ -80,13 +98,15 @@ impl Limits {
             }
         }
         prune_one(&self.joins_per_client);
+        prune_one(&self.gate_per_client);
         prune_one(&self.joins_per_fan);
         prune_one(&self.status_per_fan);
     }
 
-    /// Keys held right now, over all three limits (for tests and metrics).
+    /// Keys held right now, over all four limits (for tests and metrics).
     pub fn keys_held(&self) -> usize {
         self.joins_per_client.as_ref().map_or(0, |l| l.len())
+            + self.gate_per_client.as_ref().map_or(0, |l| l.len())
             + self.joins_per_fan.as_ref().map_or(0, |l| l.len())
             + self.status_per_fan.as_ref().map_or(0, |l| l.len())
     }
@@ -130,7 +150,7 @@ mod tests {
     fn pruning_forgets_clients_whose_budget_is_full_again() {
         let mut http = crate::config::Settings::for_test("t", "g", "p").http;
         http.rate_limit_per_ip = 1000;
-        let limits = Limits::new(&http);
+        let limits = Limits::new(&http, false);
         for i in 0..5000u32 {
             limits.join_from(Some(ClientKey::Ip(IpAddr::from(i.to_be_bytes())))).unwrap();
         }
@@ -141,10 +161,31 @@ mod tests {
     }
 
     #[test]
+    fn the_gate_budget_is_per_client_and_off_by_default_without_trusted_proxies() {
+        let ip = |s: &str| Some(ClientKey::Ip(s.parse().unwrap()));
+        let mut http = crate::config::Settings::for_test("t", "g", "p").http;
+        http.gate_checks_per_client = None;
+        let open = Limits::new(&http, false);
+        assert!((0..1000).all(|_| open.gate_from(ip("10.0.0.1")).is_ok()), "one proxy's address is the whole site");
+        let behind = Limits::new(&http, true);
+        let n = DEFAULT_GATE_CHECKS_PER_CLIENT as usize;
+        let burst: Vec<bool> = (0..n + 1).map(|_| behind.gate_from(ip("198.51.100.7")).is_ok()).collect();
+        assert!(burst[..n].iter().all(|ok| *ok) && !burst[n], "the default budget, then 429");
+        assert!(behind.gate_from(ip("198.51.100.8")).is_ok(), "another client has its own");
+        http.gate_checks_per_client = Some(2);
+        let set = Limits::new(&http, false);
+        let checks: Vec<bool> = (0..3).map(|_| set.gate_from(ip("10.0.0.1")).is_ok()).collect();
+        assert_eq!(checks, [true, true, false], "a value set applies whatever the proxies");
+        http.gate_checks_per_client = Some(0);
+        let off = Limits::new(&http, true);
+        assert!((0..1000).all(|_| off.gate_from(ip("10.0.0.1")).is_ok()), "0: off");
+    }
+
+    #[test]
     fn one_fan_cannot_rejoin_or_poll_past_its_budget_while_others_can() {
         let mut http = crate::config::Settings::for_test("t", "g", "p").http;
         (http.fan_joins_per_second, http.fan_status_per_second) = (2, 3);
-        let limits = Limits::new(&http);
+        let limits = Limits::new(&http, false);
         let (c, fan, other) =
             (ConcertId::parse("c").unwrap(), UserId::parse("fan").unwrap(), UserId::parse("o").unwrap());
         let joins: Vec<bool> = (0..3).map(|_| limits.join_of(&c, &fan).is_ok()).collect();

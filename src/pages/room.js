@@ -28,7 +28,9 @@ const T = {
     say: (s, p) => p ? `${s}. Position ${p}.` : `${s}.`, you: (u) => `Your place: ${u}`,
     busy: (s) => `Busy right now — trying again in ${s} s. Keep this page open.`, checking: "Checking your browser…", failed: "Something went wrong",
     gateEnded: { session: "Your booking session has ended.", spent: "This admission link has already been used.",
-      revoked: "The organiser has closed the booking site for now.", token: "This admission link is not valid." },
+      revoked: "The organiser has closed the booking site for now.", token: "This admission link is not valid.",
+      browser: "This admission link works only in the browser that waited in the queue for it, so it was not used here." },
+    continueHere: "You were let through in this browser: continue to the booking site with the button.",
     lane: (n) => `Lane: ${n}`, inLane: (n) => `in lane ${n}`, code: "Your presale code", noLane: (n) => `This concert has no lane ${n}.`,
     refused: { "code-required": "This lane needs a presale code.", "code-refused": "This code does not open this lane: it is not one of its codes, or someone else has used it. Check it and try again.",
       "claim-missing": "Your account is not in this lane's group." },
@@ -57,7 +59,9 @@ const T = {
     say: (s, p) => p ? `${s}. ${p}번째.` : `${s}.`, you: (u) => `내 자리: ${u}`,
     busy: (s) => `지금 혼잡합니다 — ${s}초 후 다시 시도합니다. 이 페이지를 열어 두세요.`, checking: "브라우저를 확인하는 중…", failed: "문제가 발생했습니다",
     gateEnded: { session: "예매 세션이 종료되었습니다.", spent: "이미 사용된 입장 링크입니다.",
-      revoked: "주최 측이 예매 사이트를 잠시 닫았습니다.", token: "유효하지 않은 입장 링크입니다." },
+      revoked: "주최 측이 예매 사이트를 잠시 닫았습니다.", token: "유효하지 않은 입장 링크입니다.",
+      browser: "이 입장 링크는 대기열에서 기다린 브라우저에서만 쓸 수 있어 여기서는 사용되지 않았습니다." },
+    continueHere: "이 브라우저에서 입장이 허용되었습니다. 버튼을 눌러 예매 사이트로 이동하세요.",
     lane: (n) => `대기 줄: ${n}`, inLane: (n) => `${n} 대기 줄`, code: "선예매 코드", noLane: (n) => `이 공연에는 ${n} 대기 줄이 없습니다.`,
     refused: { "code-required": "이 대기 줄은 선예매 코드가 필요합니다.", "code-refused": "이 대기 줄에 쓸 수 없는 코드입니다. 이 줄의 코드가 아니거나 다른 분이 이미 사용했습니다. 확인 후 다시 입력해 주세요.",
       "claim-missing": "이 대기 줄의 대상 회원이 아닙니다." },
@@ -272,6 +276,11 @@ async function room(id) {
     // Booking sites that check the token themselves read it as admissionToken (docs/security.md).
     if (!back) to.searchParams.set("admissionToken", s.admissionToken);
     $("go").href = to.href;
+    // A token link was refused because this browser did not wait for it (the gate gave this
+    // browser its own nonce on the way here, named in `return`): this browser's own admission
+    // goes on at the fan's click, never by itself, so a browser that cannot keep the gate's
+    // cookie is never bounced between the room and the site.
+    if (gateEnded === "browser") { $("eta").textContent = t("continueHere"); return; }
     // A session that just ended spent this token: going back would only return here.
     if (gateEnded) {
       $("state").textContent = $("gate").textContent;

@@ -92,7 +92,7 @@ async fn a_sales_changes_are_cloudevents_the_sdk_reads_and_webhooks_the_standard
     assert_eq!(app.admin_delete("/admin/v1/concerts/c/queue/f5").await.status(), 204);
     // f1 goes through the gate (a session starts) and an operator ends it; the emergency stop
     // then revokes f2's token, never used.
-    let r = crate::gate::gate(&app, "c", &format!("/?queuegate_token={}", admitted[1].1), None).await;
+    let r = crate::gate::exchange(&app, "c", "/", &admitted[1].1).await;
     assert!(r.headers().get("set-cookie").is_some(), "a session for f1: {}", r.status());
     assert_eq!(app.admin_delete("/admin/v1/concerts/c/sessions/f1").await.status(), 204);
     let r = app
@@ -395,7 +395,7 @@ async fn a_token_left_unused_and_a_session_left_idle_are_events_too() {
     }
     let admitted = admission_tokens(&app, "x", 2).await;
     let idle = &admitted.iter().find(|(u, _)| u == "idle").unwrap().1;
-    let r = crate::gate::gate(&app, "x", &format!("/?queuegate_token={idle}"), None).await;
+    let r = crate::gate::exchange(&app, "x", "/", idle).await;
     assert!(r.headers().get("set-cookie").is_some(), "a session: {}", r.status());
     // The admission rounds' sweep frees both slots once their time has passed.
     let records = read_events(&names.brokers, &names.events_topic(), Duration::from_secs(30), |r| {

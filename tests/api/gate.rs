@@ -30,6 +30,36 @@ pub(crate) async fn gate(gw: &TestApp, concert: &str, uri: &str, cookie: Option<
     r.send().await.unwrap()
 }
 
+/// A browser the gate sent to the room from `uri` (the `?redirect=true` 302, as nginx's
+/// `@queuegate_room` and Caddy ask it): its nonce cookie (`name=value`) and the path and query
+/// of the `return` URL, which names that nonce (`queuegate_bind`). The room sends the fan back
+/// there with the token added.
+pub(crate) async fn waited(gw: &TestApp, concert: &str, uri: &str) -> (String, String) {
+    let r = client()
+        .get(format!("{}/v1/concerts/{concert}/gate?redirect=true", gw.http()))
+        .header("X-Original-URI", uri)
+        .header("X-Forwarded-Host", "shop.example")
+        .header("X-Forwarded-Proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "{uri}: to the room");
+    let set = header(&r, "set-cookie");
+    assert!(set.starts_with(&format!("__Host-qgb_{concert}=")), "a nonce for this browser: {set}");
+    let room = url::Url::parse(&header(&r, "location")).unwrap();
+    let back = room.query_pairs().find(|(k, _)| k == "return").expect("return").1.into_owned();
+    let back = url::Url::parse(&back).unwrap();
+    assert!(back.query_pairs().any(|(k, _)| k == "queuegate_bind"), "{back}");
+    (set.split(';').next().unwrap().to_owned(), format!("{}?{}", back.path(), back.query().unwrap()))
+}
+
+/// The room sends the fan who waited (in a browser the gate first sent there from `uri`) back
+/// with `token`: the gate check of that request, with that browser's nonce.
+pub(crate) async fn exchange(gw: &TestApp, concert: &str, uri: &str, token: &str) -> reqwest::Response {
+    let (nonce, back) = waited(gw, concert, uri).await;
+    gate(gw, concert, &format!("{back}&queuegate_token={token}"), Some(&nonce)).await
+}
+
 /// The `name=value` part of the response's session cookie.
 fn session_cookie(r: &reqwest::Response) -> String {
     let set = r.headers().get("set-cookie").expect("a session cookie").to_str().unwrap();
@@ -104,10 +134,19 @@ async fn no_session_goes_to_the_room_with_return_and_an_admission_token_is_excha
         .await
         .unwrap();
     assert_eq!(r.status(), 302);
-    assert_eq!(header(&r, "location"), "https://queue.example/c/g?return=https%3A%2F%2Fshop.example%2Fbook");
+    // The 302 reaches the browser: it gets its nonce, and `return` names it (queuegate_bind).
+    let nonce = header(&r, "set-cookie");
+    assert!(nonce.starts_with("__Host-qgb_g="), "{nonce}");
+    assert!(nonce.ends_with("; HttpOnly; Secure; SameSite=Lax; Path=/; Max-Age=86400"), "{nonce}");
+    assert!(
+        header(&r, "location")
+            .starts_with("https://queue.example/c/g?return=https%3A%2F%2Fshop.example%2Fbook%3Fqueuegate_bind%3D"),
+        "{}",
+        header(&r, "location")
+    );
 
     // The room sent ana back with her token: exchanged for a session; the token leaves the URL.
-    let r = gate(&app, "g", &format!("/book?seat=3&queuegate_token={ana}"), None).await;
+    let r = exchange(&app, "g", "/book?seat=3", ana).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-queuegate-user"), "ana");
     assert!(!header(&r, "x-queuegate-session-expires").is_empty());
@@ -135,14 +174,14 @@ async fn no_session_goes_to_the_room_with_return_and_an_admission_token_is_excha
     let unprefixed = cookie.replacen("__Host-qg_g=", "qg_g=", 1);
     assert_eq!(gate(&app, "g", "/cart", Some(&unprefixed)).await.status(), 401);
 
-    // The same token again, from another client without the cookie: spent.
-    let r = gate(&app, "g", &format!("/book?queuegate_token={ana}"), None).await;
+    // The same token again, in another browser that waited (its own nonce): spent.
+    let r = exchange(&app, "g", "/book", ana).await;
     assert_eq!(r.status(), 401);
     assert!(header(&r, "x-queuegate-room").ends_with("&ended=spent"), "{}", header(&r, "x-queuegate-room"));
     assert!(!header(&r, "x-queuegate-room").contains(ana.as_str()), "a spent token does not travel on");
     // Another concert's token, and garbage, are no tokens for this one.
     for bad in [g2_token.as_str(), "not-a-token"] {
-        let r = gate(&app, "g", &format!("/book?queuegate_token={bad}"), None).await;
+        let r = exchange(&app, "g", "/book", bad).await;
         assert_eq!(r.status(), 401);
         assert!(header(&r, "x-queuegate-room").ends_with("&ended=token"));
     }
@@ -154,7 +193,7 @@ async fn no_session_goes_to_the_room_with_return_and_an_admission_token_is_excha
     let relabelled = cookie.replacen("__Host-qg_g=1.g.", "__Host-qg_g2=1.g2.", 1);
     assert_eq!(gate(&app, "g2", "/cart", Some(&relabelled)).await.status(), 401);
     // Ben's token still works for ben.
-    let r = gate(&app, "g", &format!("/?queuegate_token={ben}"), None).await;
+    let r = exchange(&app, "g", "/", ben).await;
     assert_eq!(header(&r, "x-queuegate-user"), "ben");
     assert!(app.metric("queuegate_gate_checks_total{outcome=\"exchanged\"}").await >= 2);
 }
@@ -194,8 +233,8 @@ async fn sessions_hold_the_max_active_slots_until_idle_completed_or_ended_by_an_
     .await;
     assert_eq!(first.len(), 2, "{first:?}");
     let ((i1, t1), (i2, t2)) = (first[0].clone(), first[1].clone());
-    let s1 = session_cookie(&gate(&app, "m", &format!("/?queuegate_token={t1}"), None).await);
-    let s2 = session_cookie(&gate(&app, "m", &format!("/?queuegate_token={t2}"), None).await);
+    let s1 = session_cookie(&exchange(&app, "m", "/", &t1).await);
+    let s2 = session_cookie(&exchange(&app, "m", "/", &t2).await);
     app.admission_rounds(10).await;
     assert_eq!(admitted_count(&app, "m").await, 2, "two sessions hold both slots");
 
@@ -219,7 +258,7 @@ async fn sessions_hold_the_max_active_slots_until_idle_completed_or_ended_by_an_
     .await;
     assert_eq!(third.len(), 1, "{third:?}");
     let (i3, t3) = third[0].clone();
-    let s3 = session_cookie(&gate(&app, "m", &format!("/?queuegate_token={t3}"), None).await);
+    let s3 = session_cookie(&exchange(&app, "m", "/", &t3).await);
 
     // The booking site completes f1 by the id the gate gave it: f1's slot goes to f4.
     let done = app
@@ -243,7 +282,7 @@ async fn sessions_hold_the_max_active_slots_until_idle_completed_or_ended_by_an_
     .await;
     assert_eq!(fourth.len(), 1, "{fourth:?}");
     let (i4, t4) = fourth[0].clone();
-    let _s4 = session_cookie(&gate(&app, "m", &format!("/?queuegate_token={t4}"), None).await);
+    let _s4 = session_cookie(&exchange(&app, "m", "/", &t4).await);
 
     // An operator ends the third fan's session: its slot goes to the last fan.
     let listed = app.admin_json("/admin/v1/concerts/m/sessions").await;
@@ -278,8 +317,8 @@ async fn sessions_live_across_gateways_and_a_revocation_ends_them_on_every_gatew
     placed(&a, "r", &["x", "y", "z", "w"]).await;
     let t: std::collections::HashMap<String, String> = admit(&a, "r", 4).await.into_iter().collect();
     let t = |u: &str| t[u].clone();
-    let cx = session_cookie(&gate(&a, "r", &format!("/?queuegate_token={}", t("x")), None).await);
-    let cy = session_cookie(&gate(&b, "r", &format!("/?queuegate_token={}", t("y")), None).await);
+    let cx = session_cookie(&exchange(&a, "r", "/", &t("x")).await);
+    let cy = session_cookie(&exchange(&b, "r", "/", &t("y")).await);
     assert_eq!(gate(&b, "r", "/", Some(&cx)).await.status(), 200, "a session from A is good on B");
     assert_eq!(gate(&a, "r", "/", Some(&cy)).await.status(), 200, "and one from B on A");
 
@@ -317,7 +356,7 @@ async fn sessions_live_across_gateways_and_a_revocation_ends_them_on_every_gatew
     assert_eq!(gate(&b, "r", "/", Some(&cy)).await.status(), 401, "y went idle");
 
     // The emergency stop: w's session and z's unexchanged token end, on both gateways.
-    let cw = session_cookie(&gate(&b, "r", &format!("/?queuegate_token={}", t("w")), None).await);
+    let cw = session_cookie(&exchange(&b, "r", "/", &t("w")).await);
     assert_eq!(gate(&a, "r", "/", Some(&cw)).await.status(), 200);
     let r = a
         .client
@@ -336,7 +375,7 @@ async fn sessions_live_across_gateways_and_a_revocation_ends_them_on_every_gatew
     let took = revoked.elapsed();
     println!("gate revocation: refused by both gateways {:.2} s after the call", took.as_secs_f64());
     assert!(refused_everywhere && took <= Duration::from_secs(2), "refused by every gateway within 2 s: {took:?}");
-    let r = gate(&b, "r", &format!("/?queuegate_token={}", t("z")), None).await;
+    let r = exchange(&b, "r", "/", &t("z")).await;
     assert_eq!(r.status(), 401);
     assert!(header(&r, "x-queuegate-room").ends_with("&ended=revoked"), "{}", header(&r, "x-queuegate-room"));
 }
@@ -358,9 +397,10 @@ async fn a_token_refused_once_is_refused_again_without_asking_redis() {
     app.open_concert("rf").await;
     placed(&app, "rf", &["cy"]).await;
     let token = admit(&app, "rf", 1).await.remove(0).1;
-    let uri = format!("/book?queuegate_token={token}");
-    assert_eq!(gate(&app, "rf", &uri, None).await.status(), 200, "exchanged once");
-    let r = gate(&app, "rf", &uri, None).await;
+    let (nonce, back) = waited(&app, "rf", "/book").await;
+    let uri = format!("{back}&queuegate_token={token}");
+    assert_eq!(gate(&app, "rf", &uri, Some(&nonce)).await.status(), 200, "exchanged once");
+    let r = gate(&app, "rf", &uri, Some(&nonce)).await;
     assert!(header(&r, "x-queuegate-room").ends_with("&ended=spent"), "Redis said spent");
 
     let payload = token.split('.').nth(1).unwrap();
@@ -372,11 +412,195 @@ async fn a_token_refused_once_is_refused_again_without_asking_redis() {
     let _: i64 =
         names.redis(redis::cmd("HDEL").arg(names.key("rf", queuegate::store::keys::Part::Sessions)).arg("cy")).await;
     for _ in 0..20 {
-        let r = gate(&app, "rf", &uri, None).await;
+        let r = gate(&app, "rf", &uri, Some(&nonce)).await;
         assert_eq!(r.status(), 401);
         assert!(header(&r, "x-queuegate-room").ends_with("&ended=spent"), "refused from memory");
     }
     let other = spawn_role(&names, Role::Gateway, same).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await; // its concert cache
-    assert_eq!(gate(&other, "rf", &uri, None).await.status(), 200, "Redis, asked, would have let it in");
+    assert_eq!(gate(&other, "rf", &uri, Some(&nonce)).await.status(), 200, "Redis, asked, would have let it in");
+}
+
+/// Session fixation (issue 36 item 6): the link the room sends ana to, opened in another browser
+/// (a victim the link was passed to), gives that browser no session — without cookies, with a
+/// nonce of its own, through a proxy that relays the 302 — and ana's token stays unspent: her
+/// own browser is let in with it afterwards. A concert with `sessionBinding: "none"` (for
+/// ingress-nginx) takes the token from any browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_link_opened_in_another_browser_gives_it_no_session_and_stays_good_for_the_fan_who_waited() {
+    let names = Names::new();
+    names.create_topics(3).await;
+    let app = spawn_role(&names, Role::Run, |s| s.http.public_url = Some(PUBLIC.into())).await;
+    app.open_concert("fx").await;
+    app.open_concert("fy").await;
+    placed(&app, "fx", &["ann"]).await;
+    placed(&app, "fy", &["amy"]).await;
+    let token = admit(&app, "fx", 1).await.remove(0).1;
+    let (ann, back) = waited(&app, "fx", "/book?seat=1").await;
+    let link = format!("{back}&queuegate_token={token}");
+
+    // No cookie at all: 401 to the room (which says why), no Set-Cookie.
+    let r = gate(&app, "fx", &link, None).await;
+    assert_eq!(r.status(), 401);
+    let room = header(&r, "x-queuegate-room");
+    assert!(room.ends_with("&ended=browser"), "{room}");
+    assert!(
+        !room.contains(&token) && !room.contains("queuegate_bind"),
+        "neither the token nor ann's bind travels on: {room}"
+    );
+    assert!(r.headers().get("set-cookie").is_none());
+    assert!(header(&r, "x-queuegate-user").is_empty());
+    let problem: Value = r.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("browser that waited"), "{problem}");
+    // The same through a proxy that relays the gate's answer (?redirect=true): to the room with
+    // a nonce of its own, never a session cookie.
+    let r = client()
+        .get(format!("{}/v1/concerts/fx/gate?redirect=true", app.http()))
+        .header("X-Original-URI", &link)
+        .header("X-Forwarded-Host", "shop.example")
+        .header("X-Forwarded-Proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert!(header(&r, "location").ends_with("&ended=browser"), "{}", header(&r, "location"));
+    assert!(header(&r, "set-cookie").starts_with("__Host-qgb_fx="), "{}", header(&r, "set-cookie"));
+    // A browser that has a nonce of its own (it visited the site too), ann's nonce planted
+    // under another concert's name, ann's nonce with another concert's bind, a made-up nonce:
+    // none is ann's browser.
+    let (other, _) = waited(&app, "fx", "/").await;
+    let elsewhere = ann.replacen("__Host-qgb_fx=", "__Host-qgb_fy=", 1);
+    let made_up = "__Host-qgb_fx=AAAAAAAAAAAAAAAAAAAAAA".to_owned();
+    for cookie in [other.as_str(), elsewhere.as_str(), made_up.as_str()] {
+        let r = gate(&app, "fx", &link, Some(cookie)).await;
+        assert_eq!(r.status(), 401, "{cookie}");
+        assert!(header(&r, "x-queuegate-room").ends_with("&ended=browser"), "{cookie}");
+    }
+    let (_, fy_back) = waited(&app, "fy", "/").await;
+    let fy_bind = fy_back.split("queuegate_bind=").nth(1).unwrap();
+    let r = gate(&app, "fx", &format!("/book?queuegate_bind={fy_bind}&queuegate_token={token}"), Some(&ann)).await;
+    assert_eq!(r.status(), 401, "a bind is for one concert");
+    let r = gate(&app, "fx", &format!("/book?queuegate_token={token}"), Some(&ann)).await;
+    assert_eq!(r.status(), 401, "a link without its bind");
+    assert!(app.metric("queuegate_gate_checks_total{outcome=\"unbound\"}").await >= 6);
+    assert_eq!(app.metric("queuegate_gate_checks_total{outcome=\"exchanged\"}").await, 0);
+
+    // Ann's own browser: in, as ann, with the token nobody else could spend.
+    let r = gate(&app, "fx", &link, Some(&ann)).await;
+    assert_eq!((r.status().as_u16(), header(&r, "x-queuegate-user")), (200, "ann".into()));
+    assert!(header(&r, "set-cookie").starts_with("__Host-qg_fx="), "{}", header(&r, "set-cookie"));
+
+    // sessionBinding "none": the token from any browser (the switch for ingress-nginx).
+    let r = app.put_concert("fy", json!({"state": "open", "sessionBinding": "none"})).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let amy = admit(&app, "fy", 1).await.remove(0).1;
+    let r = poll_gate_until_200(&app, "fy", &format!("/?queuegate_token={amy}")).await;
+    assert_eq!(header(&r, "x-queuegate-user"), "amy");
+    let r = app.put_concert("fy", json!({"state": "open", "sessionBinding": "always"})).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("sessionBinding"));
+}
+
+/// The gate's answer to `uri` once the gateway's concert cache has the latest settings (a PATCH
+/// reaches the cache within a refresh).
+async fn poll_gate_until_200(app: &TestApp, concert: &str, uri: &str) -> reqwest::Response {
+    let mut last = None;
+    let ok = poll_until(Duration::from_secs(10), async || {
+        let r = gate(app, concert, uri, None).await;
+        let done = r.status() == 200;
+        last = Some(r);
+        done
+    })
+    .await;
+    let r = last.unwrap();
+    assert!(ok, "{uri}: 200 within 10 s, last {} {}", r.status(), header(&r, "x-queuegate-room"));
+    r
+}
+
+/// `sessionCookieSameSite` (issue 36 item 8): `lax` by default, `none` for booking sites whose
+/// payment provider posts the fan back cross-site; anything else is refused naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_cookie_is_same_site_lax_unless_the_concert_asks_for_none() {
+    let names = Names::new();
+    names.create_topics(3).await;
+    let app = spawn_role(&names, Role::Run, |s| s.http.public_url = Some(PUBLIC.into())).await;
+    let r = app.put_concert("ss", json!({"state": "open", "sessionCookieSameSite": "none"})).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(app.admin_json("/admin/v1/concerts/ss").await["sessionCookieSameSite"], "none");
+    app.open_concert("sl").await;
+    assert_eq!(app.admin_json("/admin/v1/concerts/sl").await["sessionCookieSameSite"], "lax", "the default");
+    placed(&app, "ss", &["pay"]).await;
+    placed(&app, "sl", &["lax"]).await;
+    let r = exchange(&app, "ss", "/pay", &admit(&app, "ss", 1).await[0].1).await;
+    assert_eq!(r.status(), 200);
+    let set = header(&r, "set-cookie");
+    assert!(set.starts_with("__Host-qg_ss=") && set.contains("; Secure; SameSite=None; Path=/;"), "{set}");
+    let r = exchange(&app, "sl", "/", &admit(&app, "sl", 1).await[0].1).await;
+    let set = header(&r, "set-cookie");
+    assert!(set.contains("; Secure; SameSite=Lax; Path=/;"), "{set}");
+    for bad in [json!("strict"), json!("None"), json!(1)] {
+        let r = app.put_concert("sl", json!({"state": "open", "sessionCookieSameSite": bad})).await;
+        assert_eq!(r.status(), 400, "{bad}");
+        assert!(r.text().await.unwrap().contains("sessionCookieSameSite"), "{bad}: names the field");
+    }
+}
+
+/// The gate's per-client budget (issue 36 item 8): behind a trusted proxy, a burst of checks
+/// without a session from one client address gets 429 with Retry-After, while another address
+/// behind the same proxy, and a live session from the limited address, pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_gate_checks_from_one_client_is_limited_while_another_client_and_live_sessions_pass() {
+    let names = Names::new();
+    names.create_topics(3).await;
+    let app = spawn_role(&names, Role::Run, |s| {
+        s.http.public_url = Some(PUBLIC.into());
+        s.identity.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        s.http.gate_checks_per_client = Some(2);
+    })
+    .await;
+    app.open_concert("gl").await;
+    placed(&app, "gl", &["lee"]).await;
+    // Lee gets a session from 203.0.113.7 before the burst (two checks of its budget).
+    let token = admit(&app, "gl", 1).await.remove(0).1;
+    let from = |ip: &'static str, uri: String, cookie: Option<String>| {
+        let app = &app;
+        async move {
+            let mut r = client()
+                .get(format!("{}/v1/concerts/gl/gate", app.http()))
+                .header("X-Original-URI", uri)
+                .header("X-Forwarded-Host", "shop.example")
+                .header("X-Forwarded-For", format!("198.51.100.1, {ip}"));
+            if let Some(c) = cookie {
+                r = r.header("Cookie", c);
+            }
+            r.send().await.unwrap()
+        }
+    };
+    let (nonce, back) = waited(&app, "gl", "/").await;
+    let r = from("203.0.113.7", format!("{back}&queuegate_token={token}"), Some(nonce)).await;
+    assert_eq!(r.status(), 200);
+    let session = session_cookie(&r);
+
+    // 2 a second: a burst of 60 is limited unless it took half a minute.
+    let (mut answers, started) = (Vec::new(), Instant::now());
+    for _ in 0..60 {
+        answers.push(from("203.0.113.7", "/book".into(), None).await);
+    }
+    let refilled = (started.elapsed().as_secs_f64() * 2.0).ceil() as usize;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.contains(&429), "limited: {statuses:?}");
+    let passed = statuses.iter().filter(|s| **s == 401).count();
+    assert!(passed <= 2 + refilled, "at most the budget and its refill pass: {passed} > 2 + {refilled}: {statuses:?}");
+    let limited = answers.iter().find(|r| r.status() == 429).unwrap();
+    let wait: u64 = header(limited, "retry-after").parse().expect("Retry-After in seconds");
+    assert!((1..=2).contains(&wait), "{wait}");
+    assert_eq!(header(limited, "content-type"), "application/problem+json");
+    assert!(app.metric("queuegate_gate_checks_total{outcome=\"limited\"}").await >= 1);
+
+    // Another client behind the same proxy has its own budget; lee's session never counts.
+    assert_eq!(from("203.0.113.8", "/book".into(), None).await.status(), 401, "another address: to the room");
+    for _ in 0..10 {
+        let r = from("203.0.113.7", "/cart".into(), Some(session.clone())).await;
+        assert_eq!((r.status().as_u16(), header(&r, "x-queuegate-user")), (200, "lee".into()));
+    }
 }

@@ -56,6 +56,20 @@ fn set_cookie(r: &reqwest::Response) -> Option<String> {
     r.headers().get("set-cookie").map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
 }
 
+/// A browser without a session asks the proxy for `page` and is sent to the room (302): the
+/// nonce cookie the gate gave it (`name=value`) and the full `return` URL, which names that
+/// nonce; the room sends the fan back there with the admission token added.
+pub(crate) async fn sent_to_room(proxy: &Proxy, page: &str) -> (String, String) {
+    let r = get(&format!("{}{page}", proxy.url), None, None).await;
+    assert_eq!(r.status(), 302, "{page}: to the room");
+    let nonce = set_cookie(&r).expect("the gate's nonce reaches the browser with the 302");
+    assert!(nonce.starts_with("__Host-qgb_"), "{nonce}");
+    let room = url::Url::parse(&location(&r)).unwrap();
+    let back = room.query_pairs().find(|(k, _)| k == "return").expect("return").1.into_owned();
+    assert!(back.starts_with(&format!("{}{page}", proxy.url)) && back.contains("queuegate_bind="), "{back}");
+    (nonce, back)
+}
+
 /// A fan who joined, was placed and admitted: their admission token.
 async fn admitted(app: &TestApp, concert: &str, user: &str) -> String {
     assert_eq!(app.join(concert, user).await.status(), 202);
@@ -76,9 +90,14 @@ async fn walk(proxy: &Proxy, app: &TestApp, concert: &str) {
     let r = get(&format!("{}/book?seat=2", proxy.url), None, None).await;
     assert_eq!(r.status(), 302);
     let back = format!("{}/book?seat=2", proxy.url);
-    assert_eq!(
-        location(&r),
-        format!("{room}{}", url::form_urlencoded::byte_serialize(back.as_bytes()).collect::<String>())
+    let bound = format!("{back}&queuegate_bind=");
+    assert!(
+        location(&r).starts_with(&format!(
+            "{room}{}",
+            url::form_urlencoded::byte_serialize(bound.as_bytes()).collect::<String>()
+        )),
+        "{}",
+        location(&r)
     );
     // A made-up user header does not get anyone in, nor does a page a location of the site's
     // own serves (nginx: a regex location, which the gate once left open; issue 36).
@@ -86,9 +105,21 @@ async fn walk(proxy: &Proxy, app: &TestApp, concert: &str) {
     let r = get(&format!("{}/checkout.php", proxy.url), None, Some("mallory")).await;
     assert_eq!(r.status(), 302, "a location of the site's own is gated too");
 
-    // The room sends the admitted fan back with the token: in, with a session cookie.
+    // The room sends the admitted fan back with the token. The link opened in another browser
+    // (passed on, or planted by someone who wants a victim to shop as them): no session, back
+    // to the room with a nonce of its own, and the token is not spent (issue 36 item 6).
     let token = admitted(app, concert, "dana").await;
-    let r = get(&format!("{}/book?seat=2&queuegate_token={token}", proxy.url), None, None).await;
+    let (nonce, dana_back) = sent_to_room(proxy, "/book?seat=2").await;
+    let link = format!("{dana_back}&queuegate_token={token}");
+    let (other, _) = sent_to_room(proxy, "/").await;
+    for cookie in [None, Some(other.as_str())] {
+        let r = get(&link, cookie, None).await;
+        assert_eq!(r.status(), 302, "{cookie:?}");
+        assert!(location(&r).starts_with(&room) && location(&r).ends_with("&ended=browser"), "{}", location(&r));
+        assert!(set_cookie(&r).is_none_or(|c| c.starts_with("__Host-qgb_")), "never a session: {:?}", set_cookie(&r));
+    }
+    // Dana's own browser: in, with a session cookie.
+    let r = get(&link, Some(&nonce), None).await;
     let cookie = set_cookie(&r).expect("the session cookie reaches the browser");
     assert!(cookie.starts_with(&format!("__Host-qg_{concert}=")), "{cookie}");
     if r.status() == 302 {
@@ -105,8 +136,8 @@ async fn walk(proxy: &Proxy, app: &TestApp, concert: &str) {
         assert!(body.ends_with("for dana"), "the site hears the gate's word, not the client's: {body}");
     }
 
-    // The same token again, from another browser: back to the room.
-    let r = get(&format!("{}/book?queuegate_token={token}", proxy.url), None, None).await;
+    // The same token again, in dana's browser without the session: spent, back to the room.
+    let r = get(&link, Some(&nonce), None).await;
     assert_eq!(r.status(), 302);
     assert!(location(&r).starts_with(&room) && location(&r).ends_with("&ended=spent"), "{}", location(&r));
     // A forged cookie (another fan's name on dana's signature).
@@ -133,7 +164,14 @@ async fn walk(proxy: &Proxy, app: &TestApp, concert: &str) {
 async fn app_for(concert: &str) -> TestApp {
     let names = Names::new();
     names.create_topics(3).await;
-    let app = spawn_role(&names, Role::Run, |s| s.http.public_url = Some(PUBLIC.into())).await;
+    // The proxies reach the gate from loopback: trusted, so the gate's per-client budget (its
+    // default of 100 a second) keys on the fans' addresses they forward.
+    let app = spawn_role(&names, Role::Run, |s| {
+        s.http.public_url = Some(PUBLIC.into());
+        s.identity.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        s.http.gate_checks_per_client = None;
+    })
+    .await;
     assert_eq!(app.put_concert(concert, json!({"state": "open"})).await.status(), 200);
     app
 }
@@ -216,7 +254,8 @@ async fn behind_nginx_two_gateways_keep_max_active_and_a_revocation_empties_the_
                 }
                 let s: Value = a.status("gm", f, &entry[f]).await.json().await.unwrap();
                 if let Some(t) = s["admissionToken"].as_str() {
-                    let r = get(&format!("{}/book?queuegate_token={t}", proxy.url), None, None).await;
+                    let (nonce, back) = sent_to_room(&proxy, "/book").await;
+                    let r = get(&format!("{back}&queuegate_token={t}"), Some(&nonce), None).await;
                     assert_eq!(r.status(), 200, "{f} let in through nginx");
                     inside.insert(f, set_cookie(&r).expect("a session cookie"));
                 }

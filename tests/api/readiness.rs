@@ -161,7 +161,8 @@ async fn a_stalled_kafka_keeps_the_gate_and_readiness_up_and_turns_joins_to_503_
     let booking = crate::gate_proxies::start_booking();
     let proxy = nginx(gateway.http().trim_start_matches("http://"), booking, concert);
     let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let r = browser.get(format!("{}/book?queuegate_token={token}", proxy.url)).send().await.unwrap();
+    let (nonce, back) = crate::gate_proxies::sent_to_room(&proxy, "/book").await;
+    let r = browser.get(format!("{back}&queuegate_token={token}")).header("Cookie", nonce).send().await.unwrap();
     assert_eq!(r.status(), 200, "the admission token is exchanged for a session");
     let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
     let page = async |path: &str| -> (u16, String) {

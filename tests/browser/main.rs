@@ -503,16 +503,115 @@ async fn gated_session(app: &TestApp, concert: &str) -> String {
     })
     .await;
     assert!(admitted, "{user} admitted");
-    let r = app
-        .client
-        .get(format!("{}/v1/concerts/{concert}/gate", app.http()))
-        .header("X-Original-URI", format!("/?queuegate_token={token}"))
+    // Its browser: sent to the room first (the nonce and the bind), then back with the token.
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let gate = format!("{}/v1/concerts/{concert}/gate", app.http());
+    let r = http
+        .get(format!("{gate}?redirect=true"))
+        .header("X-Original-URI", "/")
         .header("X-Forwarded-Host", "shop.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let nonce = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let room = url::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let back = url::Url::parse(&room.query_pairs().find(|(k, _)| k == "return").unwrap().1).unwrap();
+    let r = http
+        .get(&gate)
+        .header("X-Original-URI", format!("/?{}&queuegate_token={token}", back.query().unwrap()))
+        .header("X-Forwarded-Host", "shop.example")
+        .header("Cookie", nonce)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     user
+}
+
+/// Session fixation (issue 36 item 6), in two Chromium profiles (two chromedriver sessions, each
+/// with its own user-data-dir): fan A asks for the booking site through nginx, waits in the
+/// room and is admitted; the URL the room sends A to (the admission token in it), opened in
+/// profile B, gives B no session: B lands in the room, which says why, and the booking site
+/// never hears from B. A is let in with the same token, and B stays out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_link_opened_in_another_browser_profile_gives_it_no_session_while_the_fan_who_waited_goes_in() {
+    let names = Names::new();
+    create_topics(&names, 1).await;
+    let port = free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let app = app_on(&names, port, |s| {
+        s.identity.fan_identity = Some(FanIdentityMode::Anonymous);
+        s.http.public_url = Some(public.clone());
+    })
+    .await;
+    let concert = "fixation";
+    let booking = gated_booking_site().await;
+    let proxy = common::gate_proxies::nginx(&format!("127.0.0.1:{port}"), booking, concert);
+    let body = json!({"state": "open", "name": "Fixation Night", "redirectUrl": format!("{}/", proxy.url),
+                      "admitPerSecond": 5, "sessionIdleSeconds": 120});
+    let r = app.put_concert(concert, body).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let dir = shots("fixation");
+    let a = Browser::start_in_profile(&dir.join("a"), "en-US", &dir.join("profile-a")).await;
+    let b = Browser::start_in_profile(&dir.join("b"), "en-US", &dir.join("profile-b")).await;
+
+    // B has been to the booking site too (it holds a nonce of its own): no help to it below.
+    b.goto(&format!("{}/book?seat=1", proxy.url)).await;
+    b.expect_text("#title", WAIT, |t| t == "Fixation Night", "B sent to the room").await;
+
+    // A waits and is admitted; the room's link back (A's token and bind in it) is what A is sent to.
+    a.goto(&format!("{}/book?seat=7", proxy.url)).await;
+    a.expect_text("#title", WAIT, |t| t == "Fixation Night", "A sent to the room").await;
+    // The room would send A on by itself 2.5 s after the admission; a loaded machine can take
+    // longer than that between two WebDriver calls, so the test holds that one timer and A
+    // presses the room's own "Continue to booking" button once B has tried the link.
+    let hold = "const st = window.setTimeout; window.setTimeout = (f, ms, ...r) => ms === 2500 ? 0 : st(f, ms, ...r);";
+    a.eval(hold, json!([])).await;
+    a.click("#joinbtn").await;
+    a.expect_text("#state", WAIT, |t| t == "It's your turn!", "A admitted").await;
+    let link = a.eval("return document.getElementById('go').href;", json!([])).await;
+    let link = link.as_str().unwrap_or_default().to_owned();
+    assert!(link.starts_with(&format!("{}/book?seat=7&queuegate_bind=", proxy.url)), "{link}");
+    assert!(link.contains("queuegate_token="), "{link}");
+    a.screenshot("0-a-admitted").await;
+
+    // The link in B: the room, told the link is not for this browser; no session for B.
+    b.goto(&link).await;
+    b.expect_text(
+        "#gate",
+        WAIT,
+        |t| t.starts_with("This admission link works only in the browser that waited"),
+        "B told why",
+    )
+    .await;
+    let at = b.url().await;
+    assert!(at.starts_with(&format!("{public}/c/{concert}?return=")) && at.ends_with("&ended=browser"), "{at}");
+    assert!(!at.contains("queuegate_token"), "the token does not follow B into the room: {at}");
+    b.screenshot("1-b-refused").await;
+    b.goto(&format!("{}/cart", proxy.url)).await;
+    b.expect_text("#title", WAIT, |t| t == "Fixation Night", "B still has no session").await;
+    let sessions = app.admin_json(&format!("/admin/v1/concerts/{concert}/sessions")).await;
+    assert_eq!(sessions["total"], 0, "nobody inside yet: {sessions}");
+
+    // A goes on from its room: inside, as A, with the token B could not use.
+    a.click("#go").await;
+    a.expect_text("#verdict", WAIT, |t| t.starts_with("booking /book for "), "A on the booking page").await;
+    let fan = a.text("#verdict").await.rsplit(' ').next().unwrap().to_owned();
+    assert_ne!(fan, "nobody");
+    a.goto(&format!("{}/cart", proxy.url)).await;
+    a.expect_text("#verdict", WAIT, |t| t == format!("booking /cart for {fan}"), "A's session holds").await;
+    a.screenshot("2-a-inside").await;
+    let sessions = app.admin_json(&format!("/admin/v1/concerts/{concert}/sessions")).await;
+    assert_eq!(
+        (sessions["total"].clone(), sessions["sessions"][0]["userId"].clone()),
+        (json!(1), json!(fan)),
+        "{sessions}"
+    );
+    // And B, given the link again after A went in, is still nobody inside.
+    b.goto(&link).await;
+    b.expect_text("#gate", WAIT, |t| t.starts_with("This admission link works only"), "B refused again").await;
+    assert_eq!(app.admin_json(&format!("/admin/v1/concerts/{concert}/sessions")).await["total"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

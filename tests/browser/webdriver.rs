@@ -38,6 +38,18 @@ impl Browser {
     /// Starts chromedriver and a headless chromium with a phone-sized window, in `lang`;
     /// screenshots go to `shots`.
     pub async fn start(shots: &Path, lang: &str) -> Browser {
+        Browser::start_with(shots, lang, None).await
+    }
+
+    /// As [`Browser::start`], in its own browser profile at `profile` (emptied first): a second
+    /// person's browser, sharing no cookies or storage with any other.
+    pub async fn start_in_profile(shots: &Path, lang: &str, profile: &Path) -> Browser {
+        let _ = std::fs::remove_dir_all(profile);
+        std::fs::create_dir_all(profile).expect("profile folder");
+        Browser::start_with(shots, lang, Some(profile)).await
+    }
+
+    async fn start_with(shots: &Path, lang: &str, profile: Option<&Path>) -> Browser {
         std::fs::create_dir_all(shots).expect("screenshot folder");
         let port = crate::common::free_port();
         let log = std::fs::File::create(shots.join("chromedriver.log")).expect("driver log");
@@ -49,14 +61,26 @@ impl Browser {
             .expect("chromedriver starts");
         assert!(crate::common::wait_for_port(port, Duration::from_secs(20)), "chromedriver did not listen");
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        let mut args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--window-size=412,915".into(),
+            format!("--lang={lang}"),
+            "--no-first-run".into(),
+            "--disable-background-networking".into(),
+            "--disable-search-engine-choice-screen".into(),
+        ];
+        if let Some(p) = profile {
+            args.push(format!("--user-data-dir={}", p.display()));
+        }
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:loggingPrefs": {"browser": "ALL"},
             "goog:chromeOptions": {
                 "binary": program("chromium"),
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--window-size=412,915", format!("--lang={lang}"), "--no-first-run",
-                         "--disable-background-networking", "--disable-search-engine-choice-screen"],
+                "args": args,
                 "prefs": {"intl.accept_languages": lang}
             }
         }}});
