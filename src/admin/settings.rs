@@ -377,6 +377,33 @@ mod tests {
         assert!(e.contains("unknown field"), "{e}");
     }
 
+    /// The OpenAPI document writes the patch's schema out (OpenAPI 3.0 cannot say "this schema,
+    /// nullable"); this keeps it the settings' schema with every field but `state` nullable.
+    #[test]
+    fn the_documented_patch_schema_is_the_settings_schema_with_null_for_a_default() {
+        let doc: Value = serde_json::from_str(crate::gateway::OPENAPI).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let (settings, patch) = (&schemas["ConcertSettings"]["properties"], &schemas["ConcertPatch"]["properties"]);
+        assert_eq!(schemas["ConcertPatch"].get("required"), None, "a patch names what it changes");
+        let names = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(names(patch), names(settings));
+        for (name, p) in patch.as_object().unwrap() {
+            let mut p = p.clone();
+            if name == "state" {
+                assert_eq!(p.get("nullable"), None, "state has no default");
+            } else {
+                assert_eq!(p["nullable"], true, "{name}: null gives the default");
+                if let Some(values) = p.get_mut("enum").and_then(Value::as_array_mut) {
+                    assert_eq!(values.pop(), Some(Value::Null), "{name}: null among the values");
+                }
+                if settings[name].get("nullable").is_none() {
+                    p.as_object_mut().unwrap().remove("nullable");
+                }
+            }
+            assert_eq!(&p, &settings[name], "{name}");
+        }
+    }
+
     #[test]
     fn if_match_is_a_star_or_a_list_of_entity_tags_and_weak_ones_never_match() {
         assert_eq!(IfMatch::parse("*").unwrap(), IfMatch::Any);
