@@ -30,7 +30,7 @@ const ATTEMPTS: u32 = 5;
 /// What a write does to the stored settings.
 enum Change {
     /// `PUT`: these settings, whole.
-    Replace(ConcertSettings),
+    Replace(Box<ConcertSettings>),
     /// `PATCH`: the stored settings with this merge patch applied.
     Merge(Value),
 }
@@ -49,7 +49,7 @@ pub(super) async fn put_concert(
     }
     let body: ConcertSettings = read_json(&req, payload, None).await?;
     let condition = IfMatch::of(&req)?;
-    write(&admin, &id.into_inner(), condition.as_ref(), Change::Replace(body)).await
+    write(&admin, &id.into_inner(), condition.as_ref(), Change::Replace(Box::new(body))).await
 }
 
 /// `PATCH /admin/v1/concerts/{concertId}` with an `application/merge-patch+json` body: the
@@ -95,7 +95,7 @@ async fn write(
             condition.check(id, old.as_ref())?;
         }
         let body = match &change {
-            Change::Replace(body) => body.clone(),
+            Change::Replace(body) => (**body).clone(),
             Change::Merge(patch) => merged(old.as_ref().map(|c| &c.settings), patch)?,
         };
         let expect = old.as_ref().map_or(Expect::Absent, |c| Expect::Version(c.version));
