@@ -79,12 +79,13 @@ for _ in $(seq 1 150); do curl -fsS "$ADMIN/readyz" >/dev/null 2>&1 && break; sl
 curl -fsS "$ADMIN/readyz" >/dev/null || { log "queuegate not ready"; tail -20 "$OUT/run.log" >&2; exit 1; }
 sleep 3 # the consumer joins its group
 
-settings() { # admitPerSecond maxActive -> the concert's settings (the webhook kept in every PUT)
-  printf '{"state":"open","maxWaiting":0,"admitPerSecond":%s,"maxActive":%s,"tokenTtlSeconds":5,"webhooks":[{"url":"http://127.0.0.1:%s/hook"}]}' \
-    "$1" "$2" "$HOOK_PORT"
-}
 curl -fsS -X PUT "$ADMIN/admin/v1/concerts/stadium" -H "$AUTH" -H 'Content-Type: application/json' \
-  -d "$(settings 0 0)" > "$OUT/concert.json"
+  -d "{\"state\":\"open\",\"maxWaiting\":0,\"tokenTtlSeconds\":5,\"webhooks\":[{\"url\":\"http://127.0.0.1:$HOOK_PORT/hook\"}]}" \
+  > "$OUT/concert.json"
+rates() { # admitPerSecond maxActive: a merge patch of these two alone (the webhook and the rest are kept)
+  curl -fsS -X PATCH "$ADMIN/admin/v1/concerts/stadium" -H "$AUTH" -H 'Content-Type: application/merge-patch+json' \
+    -d "{\"admitPerSecond\":$1,\"maxActive\":$2}" > /dev/null
+}
 sleep 2 # the concert cache refreshes every second
 rcli CONFIG SET slowlog-log-slower-than 1000 >/dev/null
 rcli CONFIG SET slowlog-max-len 4096 >/dev/null
@@ -129,8 +130,7 @@ curl -fsS -o /dev/null -w '%{http_code} %{time_total}\n' -X DELETE -H "$AUTH" \
   "$ADMIN/admin/v1/concerts/stadium/queue/$MID" > "$OUT/removal.time"
 
 log "admission at $RATE/s, 5-second tokens holding slots"
-curl -fsS -X PUT "$ADMIN/admin/v1/concerts/stadium" -H "$AUTH" -H 'Content-Type: application/json' \
-  -d "$(settings "$RATE" 1000000)" > /dev/null
+rates "$RATE" 1000000
 sleep 12 # past the first tokens' expiry: slots fall due every second from here
 A0=$(metric queuegate_admissions_total); sleep 10; A1=$(metric queuegate_admissions_total)
 log "admitted $(( (A1 - A0) / 10 ))/s; stopping the process for 6 s while tokens expire"
@@ -138,8 +138,7 @@ kill -STOP "$QG"; sleep 6; kill -CONT "$QG"
 sleep 2
 A2=$(metric queuegate_admissions_total); sleep 10; A3=$(metric queuegate_admissions_total)
 log "after the stall: $(( (A3 - A2) / 10 ))/s"
-curl -fsS -X PUT "$ADMIN/admin/v1/concerts/stadium" -H "$AUTH" -H 'Content-Type: application/json' \
-  -d "$(settings 0 0)" > /dev/null
+rates 0 0
 
 WH_PENDING=$(metric queuegate_webhook_pending)
 WH_BYTES=$(metric queuegate_webhook_pending_bytes)

@@ -25,6 +25,10 @@ use crate::routes::Endpoint;
 use crate::store::{QueueStore, Standing};
 use crate::supervisor::Health;
 
+mod settings;
+
+pub use settings::{merge_patch, MERGE_PATCH};
+
 /// Largest page of the queue listing.
 pub const MAX_PAGE: u64 = 1000;
 
@@ -102,7 +106,12 @@ pub static ROUTES: &[Endpoint] = &[
     Endpoint { method: Method::GET, path: "/admin/console.js", handler: |r| r.to(crate::pages::console_js) },
     Endpoint { method: Method::GET, path: "/admin/pages.css", handler: |r| r.to(crate::pages::css) },
     Endpoint { method: Method::GET, path: "/admin/v1/concerts", handler: |r| r.to(list_concerts) },
-    Endpoint { method: Method::PUT, path: "/admin/v1/concerts/{concertId}", handler: |r| r.to(put_concert) },
+    Endpoint { method: Method::PUT, path: "/admin/v1/concerts/{concertId}", handler: |r| r.to(settings::put_concert) },
+    Endpoint {
+        method: Method::PATCH,
+        path: "/admin/v1/concerts/{concertId}",
+        handler: |r| r.to(settings::patch_concert),
+    },
     Endpoint { method: Method::GET, path: "/admin/v1/concerts/{concertId}", handler: |r| r.to(get_concert) },
     Endpoint { method: Method::GET, path: "/admin/v1/concerts/{concertId}/queue", handler: |r| r.to(queue_page) },
     Endpoint {
@@ -298,6 +307,9 @@ struct ConcertView {
     lane_counts: Vec<LaneCountsView>,
     created_at: String,
     updated_at: String,
+    /// The concert's `ETag` (as `GET` answers it for this concert), so a client that read the
+    /// list can send `If-Match` too.
+    etag: String,
 }
 
 /// One lane's counts, as the admin API shows them.
@@ -342,105 +354,10 @@ async fn view(store: &QueueStore, c: Concert) -> Result<ConcertView, ApiError> {
         sessions: counts.sessions,
         created_at: crate::clock::rfc3339(c.created_at_ms),
         updated_at: crate::clock::rfc3339(c.updated_at_ms),
+        etag: c.etag(),
         concert_id: c.id,
         settings: c.settings,
     })
-}
-
-async fn put_concert(
-    admin: web::Data<Admin>,
-    req: HttpRequest,
-    id: web::Path<ConcertId>,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let body: ConcertSettings = read_json(&req, payload, None).await?;
-    body.validate().map_err(ApiError::BadRequest)?;
-    // No webhook into queuegate's own network (docs/security.md): a literal internal address,
-    // a metadata name, or a name that resolves only to internal addresses is refused. The names
-    // are looked up at once, so a PUT waits for one lookup's bound, not one per webhook.
-    let checks = futures_util::future::join_all(body.webhooks.iter().map(|h| admin.egress.check_url(&h.url))).await;
-    checks.into_iter().collect::<Result<(), String>>().map_err(ApiError::BadRequest)?;
-    // A scheduled concert keeps its opensAt until the cut has placed its pre-queue: without it
-    // nothing would ever queue the held fans.
-    let old = admin.store.get_concert(&id).await?;
-    if body.opens_at.is_none() {
-        if let Some(old) = old.as_ref().filter(|c| c.settings.opens_at.is_some()) {
-            for lane in old.settings.lanes().iter() {
-                if admin.store.fair_state(&id, &lane.name).await?.shuffled_at_ms.is_none() {
-                    return Err(ApiError::Conflict(format!(
-                        "concert {id} is scheduled to open at {}: opensAt can be moved but not removed before the cut",
-                        crate::clock::rfc3339(old.settings.opens_at.unwrap_or_default())
-                    )));
-                }
-            }
-        }
-    }
-    // A lane taken away while fans are in it would strand them: it goes once it is empty.
-    if let Some(old) = &old {
-        for lane in old.settings.lanes().iter().filter(|l| body.lane(&l.name).is_none()) {
-            let fans = admin.store.lane_population(&id, &lane.name).await?;
-            if fans > 0 {
-                return Err(ApiError::Conflict(format!(
-                    "lane {} of concert {id} still holds {fans} fans; it can be taken out of lanes once it is empty",
-                    lane.name
-                )));
-            }
-        }
-    }
-    let mut body = body;
-    let old_hooks = old.map(|c| c.settings.webhooks).unwrap_or_default();
-    let created = webhook_ids(&admin.store, &admin.at_rest, &id, &mut body.webhooks, &old_hooks).await?;
-    let concert = admin.store.put_concert(&id, &body).await?;
-    admin.cache.set(&id, concert.settings.clone());
-    tracing::info!(concert = %id, state = concert.settings.state.as_str(), "concert updated");
-    let mut shown = view(&admin.store, concert).await?;
-    // A new endpoint's secret is shown in this answer only.
-    for hook in shown.settings.webhooks.iter_mut() {
-        if let Some((_, secret)) = created.iter().find(|(id, _)| id == &hook.id) {
-            hook.secret = secret.clone();
-        }
-    }
-    Ok(HttpResponse::Ok().json(shown))
-}
-
-/// Gives the webhooks of a PUT their ids and secrets: one already there (by id, or by URL) keeps
-/// its own; a new one gets a fresh id and secret (returned, to be shown once). The endpoints the
-/// PUT leaves out are forgotten with their pending deliveries.
-async fn webhook_ids(
-    store: &QueueStore,
-    at_rest: &crate::events::at_rest::SecretBox,
-    concert: &ConcertId,
-    hooks: &mut [crate::concerts::WebhookSettings],
-    old: &[crate::concerts::WebhookSettings],
-) -> Result<Vec<(String, String)>, ApiError> {
-    let mut created = Vec::new();
-    for hook in hooks.iter_mut() {
-        let known = old.iter().find(|h| if hook.id.is_empty() { h.url == hook.url } else { h.id == hook.id });
-        match known {
-            Some(h) => {
-                hook.id = h.id.clone();
-                hook.secret = h.secret.clone();
-            }
-            None if !hook.id.is_empty() => {
-                return Err(ApiError::BadRequest(format!(
-                    "webhooks: concert {concert} has no webhook {:?}; leave id out to create one",
-                    hook.id
-                )));
-            }
-            None => {
-                hook.id = format!("wh_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
-                let secret = crate::events::new_secret();
-                store.set_webhook_secret(concert, &hook.id, &secret, None, at_rest).await?;
-                hook.secret = crate::events::mask(&secret);
-                created.push((hook.id.clone(), secret));
-            }
-        }
-    }
-    for gone in old.iter().filter(|h| !hooks.iter().any(|k| k.id == h.id)) {
-        store.forget_webhook(concert, &gone.id).await?;
-    }
-    Ok(created)
 }
 
 async fn report(admin: web::Data<Admin>, id: web::Path<ConcertId>) -> Result<HttpResponse, ApiError> {
@@ -533,16 +450,30 @@ async fn rotate_webhook_secret(
             "previousValidSeconds: {keep} is more than {PREVIOUS_SECRET_MAX_SECONDS} (7 days)"
         )));
     }
-    let mut c = existing(&admin, &id).await?;
-    let Some(h) = c.settings.webhooks.iter_mut().find(|h| h.id == hook) else {
-        return Err(ApiError::NotFound(format!("concert {id} has no webhook {hook}")));
-    };
     let secret = crate::events::new_secret();
     let until = (keep > 0).then(|| crate::clock::now_ms() + keep as i64 * 1000);
+    // The masked secret is part of the settings: written only over the version read, so a
+    // settings write from another gateway in between is never undone (read again instead).
+    // The secret itself is set once that is stored: a failure in between leaves the old
+    // secret signing (the mask a moment ahead of it), and a retry rotates from the old one.
+    let mut stored = false;
+    for _ in 0..5 {
+        let mut c = existing(&admin, &id).await?;
+        let Some(h) = c.settings.webhooks.iter_mut().find(|h| h.id == hook) else {
+            return Err(ApiError::NotFound(format!("concert {id} has no webhook {hook}")));
+        };
+        h.secret = crate::events::mask(&secret);
+        let expect = crate::store::Expect::Version(c.version);
+        if let Some(concert) = admin.store.put_concert_if(&id, &c.settings, expect).await? {
+            admin.cache.set(&id, concert.settings);
+            stored = true;
+            break;
+        }
+    }
+    if !stored {
+        return Err(ApiError::unavailable(format!("concert {id} kept changing during the rotation; send it again")));
+    }
     admin.store.set_webhook_secret(&id, &hook, &secret, until, &admin.at_rest).await?;
-    h.secret = crate::events::mask(&secret);
-    let concert = admin.store.put_concert(&id, &c.settings).await?;
-    admin.cache.set(&id, concert.settings);
     tracing::info!(concert = %id, webhook = %hook, previous_valid_seconds = keep, "webhook secret rotated");
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "id": hook,
@@ -565,7 +496,8 @@ async fn existing(admin: &Admin, id: &ConcertId) -> Result<Concert, ApiError> {
 
 async fn get_concert(admin: web::Data<Admin>, id: web::Path<ConcertId>) -> Result<HttpResponse, ApiError> {
     let c = existing(&admin, &id).await?;
-    Ok(HttpResponse::Ok().json(view(&admin.store, c).await?))
+    let etag = c.etag();
+    Ok(HttpResponse::Ok().insert_header((actix_web::http::header::ETAG, etag)).json(view(&admin.store, c).await?))
 }
 
 #[derive(Debug, Deserialize)]

@@ -685,6 +685,19 @@ pub struct Concert {
     pub settings: ConcertSettings,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// Counts the writes of its settings (the hash's `version` field, raised by every write in
+    /// the same script: src/store/concert_put.lua); 0 for a hash written before versions.
+    pub version: u64,
+}
+
+impl Concert {
+    /// The strong `ETag` of the stored settings: their version, with the creation time so a
+    /// tag of one concert never matches another concert that happens to be at the same version.
+    /// It changes with every write of the settings, whichever gateway made it, and with nothing
+    /// else (the counts a `GET` shows beside the settings are not part of what it tags).
+    pub fn etag(&self) -> String {
+        format!("\"{}-{}\"", self.created_at_ms, self.version)
+    }
 }
 
 impl Concert {
@@ -731,6 +744,7 @@ impl Concert {
             },
             created_at_ms: get("createdAt").and_then(|v| v.parse().ok()).unwrap_or(0),
             updated_at_ms: get("updatedAt").and_then(|v| v.parse().ok()).unwrap_or(0),
+            version: get("version").and_then(|v| v.parse().ok()).unwrap_or(0),
         }
     }
 }

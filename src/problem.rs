@@ -32,6 +32,13 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("request body must be application/json")]
     UnsupportedMediaType,
+    /// 415 for a `PATCH` whose body is not a JSON Merge Patch; the answer says what it takes
+    /// (`Accept-Patch`, RFC 5789).
+    #[error("a PATCH body must be application/merge-patch+json (RFC 7396 JSON Merge Patch)")]
+    NotMergePatch,
+    /// 412: `If-Match` names a copy of the resource that is no longer the stored one.
+    #[error("{0}")]
+    PreconditionFailed(String),
     #[error("too many requests")]
     RateLimited { retry_after_secs: u64 },
     /// 429 (problem type `rate-limited`) once the wrong lane codes from a client address or for
@@ -70,7 +77,10 @@ impl ApiError {
             ApiError::RequestTimeout => ("request-timeout", "Request timeout"),
             ApiError::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
             ApiError::PayloadTooLarge { .. } => ("payload-too-large", "Payload too large"),
-            ApiError::UnsupportedMediaType => ("unsupported-media-type", "Unsupported media type"),
+            ApiError::UnsupportedMediaType | ApiError::NotMergePatch => {
+                ("unsupported-media-type", "Unsupported media type")
+            }
+            ApiError::PreconditionFailed(_) => ("precondition-failed", "Precondition failed"),
             ApiError::RateLimited { .. } | ApiError::CodeBudgetSpent { .. } => ("rate-limited", "Too many requests"),
             ApiError::Unavailable { .. } => ("unavailable", "Service unavailable"),
             ApiError::Internal(_) => ("internal", "Internal server error"),
@@ -113,7 +123,8 @@ impl ResponseError for ApiError {
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType | ApiError::NotMergePatch => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::RateLimited { .. } | ApiError::CodeBudgetSpent { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -147,6 +158,9 @@ impl ResponseError for ApiError {
             }
             ApiError::MethodNotAllowed { allow } => {
                 resp.insert_header((header::ALLOW, allow.as_str()));
+            }
+            ApiError::NotMergePatch => {
+                resp.insert_header(("accept-patch", crate::admin::MERGE_PATCH));
             }
             _ => {}
         }

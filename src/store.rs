@@ -249,8 +249,7 @@ struct Scripts {
     complete: Script,
     confirm: Script,
     release: Script,
-    /// concert_event.lua's source, sent with EVAL inside put_concert's transaction.
-    concert_event: String,
+    concert_put: Script,
     sessions: sessions::Scripts,
     codes: lanes::Scripts,
     events: events::Scripts,
@@ -271,12 +270,23 @@ impl Scripts {
             cut: with_outbox(outbox_max, &[include_str!("store/cut.lua")]),
             confirm: Script::new(include_str!("store/confirm.lua")),
             release: with_outbox(outbox_max, &[include_str!("store/release.lua")]),
-            concert_event: outbox_source(outbox_max, &[include_str!("store/concert_event.lua")]),
+            concert_put: with_outbox(outbox_max, &[include_str!("store/concert_put.lua")]),
             sessions: sessions::Scripts::new(outbox_max),
             codes: lanes::Scripts::new(),
             events: events::Scripts::new(),
         }
     }
+}
+
+/// What a concert settings write expects to find stored ([`QueueStore::put_concert_if`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Anything: the write happens whatever is stored.
+    Any,
+    /// No concert of that id yet.
+    Absent,
+    /// The concert at this version ([`Concert::version`](crate::concerts::Concert::version)).
+    Version(u64),
 }
 
 /// Handle on the Redis queue store; cheap to clone.
@@ -630,21 +640,25 @@ impl QueueStore {
             .await
     }
 
-    /// Creates or updates a concert's settings; returns what is stored.
+    /// Creates or updates a concert's settings, whatever is stored; returns what is stored.
     pub async fn put_concert(&self, id: &ConcertId, settings: &ConcertSettings) -> Result<Concert, StoreError> {
-        let mut c = self.conn().await?;
+        let stored = self.put_concert_if(id, settings, Expect::Any).await?;
+        stored.ok_or_else(|| StoreError::Reply("an unconditional write was refused".into()))
+    }
+
+    /// Creates or updates a concert's settings if the stored concert is what `expect` says
+    /// (checked and written in one script, concert_put.lua, so a writer on another gateway
+    /// cannot slip in between); returns what is stored, or None when the expectation did not
+    /// hold and nothing was written. The change's event goes to the outbox in the same call.
+    pub async fn put_concert_if(
+        &self,
+        id: &ConcertId,
+        settings: &ConcertSettings,
+        expect: Expect,
+    ) -> Result<Option<Concert>, StoreError> {
         let now = crate::clock::now_ms();
-        let fields = settings.to_fields();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset_nx(self.key(id, Part::Concert), "createdAt", now)
-            .ignore()
-            .hset_multiple(self.key(id, Part::Concert), &fields)
-            .ignore()
-            .hset(self.key(id, Part::Concert), "updatedAt", now)
-            .ignore();
-        // The change's event, in the same transaction (outbox.lua): the settings without the
-        // webhooks, which are the operator's business, not the events' readers'.
+        // The change's event: the settings without the webhooks, which are the operator's
+        // business, not the events' readers'.
         let kind = if settings.state == crate::concerts::ConcertState::SoldOut {
             "concert.soldout"
         } else {
@@ -654,14 +668,24 @@ impl QueueStore {
         if let Some(m) = published.as_object_mut() {
             m.remove("webhooks");
         }
-        // EVAL, not EVALSHA: inside MULTI a missing script could not be loaded and retried. A
-        // concert changes at an operator's pace, so sending the source each time costs nothing.
-        pipe.cmd("EVAL").arg(&self.scripts.concert_event).arg(4);
+        let mut inv = self.scripts.concert_put.prepare_invoke();
         for key in self.keys.outbox(id) {
-            pipe.arg(key);
+            inv.key(key);
         }
-        pipe.arg(kind).arg(published.to_string()).ignore();
-        timed(pipe.query_async::<()>(&mut c)).await?;
+        let expected = match expect {
+            Expect::Any => String::new(),
+            Expect::Absent => "-".to_owned(),
+            Expect::Version(v) => v.to_string(),
+        };
+        inv.arg(expected).arg(now).arg(kind).arg(published.to_string());
+        for (field, value) in settings.to_fields() {
+            inv.arg(field).arg(value);
+        }
+        let mut c = self.conn().await?;
+        let version: i64 = timed(inv.invoke_async(&mut c)).await?;
+        if version < 0 {
+            return Ok(None);
+        }
         if settings.opens_at.is_some() {
             // Scheduled: each lane's shuffle seed is drawn now, once, and only its hash is published.
             for lane in settings.lanes().iter() {
@@ -672,7 +696,7 @@ impl QueueStore {
         // itself so a listed concert always has settings.
         timed(redis::cmd("SADD").arg(self.keys.registry()).arg(id.as_str()).query_async::<()>(&mut c)).await?;
         drop(c);
-        self.get_concert(id).await?.ok_or_else(|| StoreError::Reply("concert vanished after write".into()))
+        self.get_concert(id).await?.map(Some).ok_or_else(|| StoreError::Reply("concert vanished after write".into()))
     }
 
     /// One concert's settings, or None when it does not exist.

@@ -3,20 +3,20 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;
-// What PUT /admin/v1/concerts/{id} takes back of what GET shows.
-const SETTINGS = ["state", "admitPerSecond", "maxActive", "tokenTtlSeconds", "abandonAfterSeconds", "maxWaiting",
-  "powDifficulty", "opensAt", "closesAt", "queueingMethod", "name", "redirectUrl", "logoUrl", "brandColor", "backgroundColor",
-  "sessionIdleSeconds", "sessionMaxSeconds", "protectedHosts", "allowedOrigins", "soldOutMessage", "lanes", "webhooks"];
 let token = sessionStorage.getItem("qg:admin"), concerts = new Map(), timer = null;
 
-async function api(method, path, body) {
+// A refused If-Match: someone else changed the concert since this page showed it.
+class Stale extends Error {}
+
+async function api(method, path, body, headers = {}) {
   const r = await fetch(`/admin/v1${path}`, {
     method, cache: "no-store",
-    headers: Object.assign({ Authorization: `Bearer ${token}` }, body ? { "Content-Type": "application/json" } : {}),
+    headers: Object.assign({ Authorization: `Bearer ${token}` }, body ? { "Content-Type": "application/json" } : {}, headers),
     body: body ? JSON.stringify(body) : undefined,
   });
   if (r.status === 401) { signOut(); throw new Error("The admin token was refused."); }
   const out = r.status === 204 ? {} : await r.json();
+  if (r.status === 412) throw new Stale(out.detail);
   if (!r.ok) throw new Error(out.detail || `HTTP ${r.status}`);
   $("error").textContent = "";
   return out;
@@ -39,10 +39,20 @@ function el(tag, props = {}, ...kids) {
   return e;
 }
 
-async function change(id, patch) {
-  const c = concerts.get(id), body = {};
-  for (const k of SETTINGS) if (c[k] !== undefined) body[k] = c[k];
-  await api("PUT", `/concerts/${enc(id)}`, Object.assign(body, patch));
+// Changes the fields `patch` names and nothing else (a JSON Merge Patch), over the copy the
+// operator saw: `etag` is the ETag of what the page showed when the operator began (the last
+// refresh's, or the one taken when the confirmation or the rate box was opened). If someone
+// else changed the concert since, nothing is saved: the page says so and shows it afresh.
+async function change(id, patch, etag) {
+  const headers = { "Content-Type": "application/merge-patch+json", "If-Match": etag || concerts.get(id).etag };
+  try {
+    await api("PATCH", `/concerts/${enc(id)}`, patch, headers);
+    $("stale").textContent = "";
+  } catch (e) {
+    if (!(e instanceof Stale)) throw e;
+    $("stale").textContent = `${id} was changed by someone else since this page showed it, so your change was not saved. ` +
+      "The page now shows it as it is: check it and try again.";
+  }
   await refresh();
 }
 
@@ -56,7 +66,7 @@ function row(id) {
   // Sold out is not undone by a slip of the mouse: every waiting fan is told at once.
   const sure = el("span", { className: "sure", hidden: true },
     `Every fan waiting in ${id} is told it is sold out (places are kept). `,
-    Object.assign(act("Yes, sold out", () => { sure.hidden = true; return change(id, { state: "soldout" }); }), { className: "danger" }),
+    Object.assign(act("Yes, sold out", () => { sure.hidden = true; return change(id, { state: "soldout" }, sure.dataset.etag); }), { className: "danger" }),
     act("Cancel", async () => { sure.hidden = true; }));
   const tr = el("tr", { dataset: { concert: id } },
     el("th", { scope: "row" }, el("span", { className: "cid" }), el("br"), el("small", { className: "muted cname" })),
@@ -64,14 +74,20 @@ function row(id) {
     el("td", {},
       el("div", { className: "acts" }, act("Open", () => change(id, { state: "open" })),
         act("Pause", () => change(id, { state: "paused" })), act("Close", () => change(id, { state: "closed" })),
-        Object.assign(act("Sold out…", async () => { sure.hidden = false; }), { className: "danger" })),
+        Object.assign(act("Sold out…", async () => { sure.dataset.etag = concerts.get(id).etag; sure.hidden = false; }), { className: "danger" })),
       sure,
-      el("div", { className: "acts" }, rate, act("Set rate", () => change(id, { admitPerSecond: Number(rate.value) }))),
+      el("div", { className: "acts" }, rate, act("Set rate", () => {
+        const etag = rate.dataset.etag;
+        delete rate.dataset.etag;
+        return change(id, { admitPerSecond: Number(rate.value) }, etag);
+      })),
       el("div", { className: "acts" }, count, act("Admit", async () => {
         const r = await api("POST", `/concerts/${enc(id)}/admit`, { count: Number(count.value) });
         $("found").textContent = `Admitted ${r.admitted.length} in ${id}.`;
         await refresh();
       }))));
+  // The rate being typed was read from the copy shown when the box was entered.
+  rate.addEventListener("focus", () => { rate.dataset.etag = concerts.get(id).etag; });
   tr.querySelector(".cid").textContent = id;
   return tr;
 }

@@ -25,6 +25,7 @@ mod order_model;
 mod outbox;
 mod pages;
 mod parked;
+mod patch;
 mod proxies;
 mod readiness;
 mod replicas;

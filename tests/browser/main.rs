@@ -250,7 +250,7 @@ async fn a_fan_waits_keeps_the_place_through_a_reload_and_a_restart_and_lands_on
     b.expect_text(&format!("{row} td[data-k=state]"), WAIT, |t| t == "paused", "paused").await;
     let paused = app.admin_json(&format!("/admin/v1/concerts/{concert}")).await;
     assert_eq!(paused["state"], "paused");
-    assert_eq!(paused["name"], "Seoul Night 2026", "the console's PUT keeps the other settings");
+    assert_eq!(paused["name"], "Seoul Night 2026", "the console's PATCH keeps the other settings");
     assert_eq!(paused["redirectUrl"], format!("{booking}/book?from=queue"));
     b.click(&format!("{row} button[data-act=Open]")).await;
     b.expect_text(&format!("{row} td[data-k=state]"), WAIT, |t| t == "open", "open again").await;
@@ -661,6 +661,52 @@ async fn the_operator_sells_out_from_the_console_and_the_waiting_fan_is_told_in_
     let hidden = b.eval("return document.getElementById('joinbox').hidden;", json!([])).await;
     assert_eq!(hidden, json!(true), "no join while sold out");
     assert!(errors(&b.console().await, &[]).is_empty(), "{:?}", b.console().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_consoles_edit_one_concert_and_the_save_over_a_stale_copy_is_refused_with_a_message_and_reloaded() {
+    let names = Names::new();
+    create_topics(&names, 1).await;
+    let app = spawn_role(&names, Role::Run, |_| {}).await;
+    let concert = "two-desks";
+    let body = json!({"state": "open", "admitPerSecond": 3, "name": "Two Desks"});
+    assert_eq!(app.put_concert(concert, body).await.status(), 200);
+    let row = format!("tr[data-concert=\"{concert}\"]");
+    let b = Browser::start(&shots("two-consoles"), "en-US").await;
+    let first = signed_in_console(&b, &app).await;
+    b.expect_text(&format!("{row} td[data-k=state]"), WAIT, |t| t == "open", "the first console shows it").await;
+    let second = signed_in_console(&b, &app).await;
+    b.expect_text(&format!("{row} td[data-k=state]"), WAIT, |t| t == "open", "the second console shows it").await;
+
+    // The second operator asks to sell out (the confirmation holds the copy they saw) ...
+    b.click(&format!("{row} button[data-act=\"Sold out…\"]")).await;
+    // ... while the first pauses the concert.
+    b.switch_to(&first).await;
+    b.click(&format!("{row} button[data-act=Pause]")).await;
+    b.expect_text(&format!("{row} td[data-k=state]"), WAIT, |t| t == "paused", "the first console's save").await;
+    assert_eq!(app.admin_json(&format!("/admin/v1/concerts/{concert}")).await["state"], "paused");
+
+    // The second confirms over its stale copy: refused, told why, and shown the concert as it is.
+    b.switch_to(&second).await;
+    b.click(&format!("{row} button[data-act=\"Yes, sold out\"]")).await;
+    let told = b.expect_text("#stale", WAIT, |t| t.contains("changed by someone else"), "the refusal").await;
+    assert!(told.starts_with(concert) && told.contains("not saved"), "{told}");
+    b.expect_text(&format!("{row} td[data-k=state]"), WAIT, |t| t == "paused", "the reloaded state").await;
+    b.screenshot("0-second-console-refused").await;
+    let stored = app.admin_json(&format!("/admin/v1/concerts/{concert}")).await;
+    assert_eq!(stored["state"], "paused", "the stale save changed nothing: {stored}");
+    assert_eq!((stored["admitPerSecond"].as_u64(), stored["name"].as_str()), (Some(3), Some("Two Desks")));
+
+    // Asked again over what it now shows, the save goes through and the message goes away.
+    b.click(&format!("{row} button[data-act=\"Sold out…\"]")).await;
+    b.click(&format!("{row} button[data-act=\"Yes, sold out\"]")).await;
+    b.expect_text(&format!("{row} td[data-k=state]"), WAIT, |t| t == "soldout", "the second save").await;
+    assert_eq!(b.text("#stale").await, "", "the message is gone");
+    b.screenshot("1-second-console-saved").await;
+    // The browser reports the refused PATCH (412) as a failed load; nothing else.
+    assert!(errors(&b.console().await, &["412"]).is_empty(), "{:?}", b.console().await);
+    drop(b);
+    app.shutdown().await.unwrap();
 }
 
 /// The room sends an admitted fan back to the page the gate sent them from only over
