@@ -392,7 +392,9 @@ fn every_metric_a_doc_names_is_registered() {
         for l in doc.lines() {
             for c in name.captures_iter(l.text) {
                 let n = &c[1];
-                if ![queuegate::gate::TOKEN_PARAM, queuegate::gate::binding::BIND_PARAM].contains(&n) && !known.contains(n) {
+                if ![queuegate::gate::TOKEN_PARAM, queuegate::gate::binding::BIND_PARAM].contains(&n)
+                    && !known.contains(n)
+                {
                     f.add(&doc.path, l.no, format!("{n} is not a metric the registry registers (src/metrics.rs)"));
                 }
             }

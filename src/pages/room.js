@@ -276,10 +276,7 @@ async function room(id) {
     // Booking sites that check the token themselves read it as admissionToken (docs/security.md).
     if (!back) to.searchParams.set("admissionToken", s.admissionToken);
     $("go").href = to.href;
-    // A token link was refused because this browser did not wait for it (the gate gave this
-    // browser its own nonce on the way here, named in `return`): this browser's own admission
-    // goes on at the fan's click, never by itself, so a browser that cannot keep the gate's
-    // cookie is never bounced between the room and the site.
+    // A link refused here (not this browser's): go on at the fan's click only (docs/gate.md).
     if (gateEnded === "browser") { $("eta").textContent = t("continueHere"); return; }
     // A session that just ended spent this token: going back would only return here.
     if (gateEnded) {
@@ -290,10 +287,8 @@ async function room(id) {
     setTimeout(() => location.assign(to.href), 2500);
   }
 
-  // The page the gate sent the fan from, when it is on the booking site (redirectUrl's host or
-  // one of protectedHosts): never anywhere else (no open redirect), and never over a weaker
-  // scheme than redirectUrl's (or than this room's own https): the token must not travel in
-  // the clear because a link said http:.
+  // Back to the page the gate sent the fan from, on the booking site only, never over a weaker
+  // scheme than redirectUrl's or this room's (docs/security.md).
   function returnTo() {
     const raw = sessionStorage.getItem(`${key}:return`);
     if (!raw) return null;
@@ -331,10 +326,8 @@ async function room(id) {
     timer = setTimeout(() => poll(etag, next), next * 1000);
   }
 
-  // The stream's URL carries a ticket (this fan's stream only, 60 s) bought with the entry
-  // token, never the entry token itself. The browser's own reconnect would reuse a stale
-  // ticket, so every reconnect is ours: a fresh ticket after a jittered delay; after a few
-  // failures in a row, polling (which says why, or backs off until the gateway is back).
+  // The stream's URL carries a 60 s ticket, never the entry token; every reconnect is ours (a
+  // fresh ticket after a jittered delay), then polling after a few failures (docs/pages.md).
   let failures = 0;
   async function watch() {
     stop();
