@@ -9,10 +9,12 @@
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod admin_tokens;
 pub mod identity;
 mod secret;
 pub mod sections;
 
+pub use admin_tokens::{AdminRole, NamedToken};
 pub use identity::{ClientIpHeader, FanIdentityMode, IdentitySettings};
 pub use secret::Secret;
 pub use sections::{

@@ -18,6 +18,7 @@ use crate::concerts::{Concert, ConcertSettings};
 use crate::config::RedisSettings;
 use crate::ids::{ConcertId, Lane, RequestId, UserId};
 
+mod audit;
 mod conn;
 pub mod events;
 mod fair;
@@ -251,6 +252,7 @@ struct Scripts {
     release: Script,
     /// concert_event.lua's source, sent with EVAL inside put_concert's transaction.
     concert_event: String,
+    audit: Script,
     sessions: sessions::Scripts,
     codes: lanes::Scripts,
     events: events::Scripts,
@@ -272,6 +274,7 @@ impl Scripts {
             confirm: Script::new(include_str!("store/confirm.lua")),
             release: with_outbox(outbox_max, &[include_str!("store/release.lua")]),
             concert_event: outbox_source(outbox_max, &[include_str!("store/concert_event.lua")]),
+            audit: with_outbox(outbox_max, &[include_str!("store/audit.lua")]),
             sessions: sessions::Scripts::new(outbox_max),
             codes: lanes::Scripts::new(),
             events: events::Scripts::new(),
