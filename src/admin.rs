@@ -389,6 +389,9 @@ async fn put_concert(
     if caller.as_ref().is_none_or(|c| c.role < crate::config::AdminRole::Admin)
         && !access::webhooks_unchanged(&body.webhooks, old_hooks)
     {
+        admin.metrics.admin_refused.with_label_values(&["role"]).inc();
+        tracing::warn!(token = caller.as_ref().map_or("?", |c| &*c.name), concert = %id,
+            "admin PUT refused: it would change the webhooks, which needs the admin role");
         return Err(ApiError::Forbidden(format!(
             "webhooks: creating, changing or deleting a webhook needs the admin role; the token {} is {} \
              (send the concert's webhooks back as GET shows them to leave them as they are)",

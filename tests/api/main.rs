@@ -29,6 +29,7 @@ mod proxies;
 mod readiness;
 mod replicas;
 mod revoke;
+mod roles;
 mod schemathesis;
 mod secured;
 mod security;
