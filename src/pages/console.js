@@ -267,7 +267,7 @@ async function showReport() {
   };
   $("arows").replaceChildren(...a.actions.map((x) => el("tr", { dataset: { event: x.eventId } },
     el("td", { textContent: new Date(x.at).toLocaleTimeString() }), el("td", { textContent: x.tokenName }),
-    el("td", { textContent: x.role }), el("td", { textContent: `${x.method} ${x.path}` }), el("td", { textContent: changed(x) }))));
+    el("td", { textContent: x.role }), el("td", { textContent: `${x.method} ${x.path}` }), el("td", { className: "change", textContent: changed(x) }))));
   $("aempty").hidden = a.actions.length > 0;
   $("report").hidden = false;
 }

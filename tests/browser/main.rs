@@ -770,6 +770,7 @@ async fn a_viewer_sees_in_the_console_activity_who_paused_the_sale_and_cannot_pa
     assert_eq!(n, 2, "the opening (admin) and the pause (dash-op), newest first: {rows}");
     let first = b.eval("return document.querySelector('#arows tr td:nth-child(2)').textContent;", json!([])).await;
     assert_eq!(first, "dash-op", "newest first");
+    b.resize(1280, 900).await;
     b.eval("document.getElementById('activity').scrollIntoView();", json!([])).await;
     b.screenshot("0-console-activity").await;
 
