@@ -10,8 +10,8 @@
 //! (`queuegate_admin_refused_total`), and never takes a place in the list, so the
 //! lowest-privileged token cannot push real changes out of it.
 //!
-//! What a record holds: the token's name and role, the method, the route (its pattern and the
-//! path), the concert, the status, the change (the request's JSON body, with secrets redacted:
+//! What a record holds: the token's name and role, the method, the route (`PUT
+//! /admin/v1/concerts/{concertId}`: method and pattern) and the path called, the concert, the status, the change (the request's JSON body, with secrets redacted:
 //! [`redact`]; a code upload only its count) and, for some calls, what came of it (`result`).
 
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
@@ -94,7 +94,10 @@ fn action(e: &Endpoint, caller: &Caller, req: &HttpRequest, concert: &ConcertId,
         "tokenName": &*caller.name,
         "role": caller.role.as_str(),
         "method": e.method.as_str(),
-        "route": e.path,
+        // Method and pattern, as OpenAPI names an operation. Not the bare pattern: a string
+        // starting with "/" reads as a URL of the API to tools that follow them (schemathesis
+        // would call `/admin/v1/concerts/{concertId}` with the braces as the id).
+        "route": format!("{} {}", e.method, e.path),
         "path": req.path(),
         "status": status,
         "change": change,
@@ -177,7 +180,8 @@ fn default_limit() -> u64 {
 }
 
 /// `GET /admin/v1/concerts/{concertId}/audit?offset=0&limit=100` — the concert's recorded
-/// changes, newest first: `{"total","offset","actions":[{"eventId","at",…the record}]}`.
+/// changes, newest first: `{"total","offset","actions":[{"eventId","at",…the record but its
+/// concertId}]}`.
 /// `limit` 1..1000, `offset` 0..the list's cap; one LLEN and one LRANGE of at most `limit`.
 pub(super) async fn list(
     admin: web::Data<Admin>,
@@ -201,6 +205,8 @@ pub(super) async fn list(
             let outbox_id = outbox_id.as_str()?;
             let ms: i64 = outbox_id.split('-').next()?.parse().ok()?;
             m.insert("eventId".into(), json!(format!("{}/{outbox_id}/0", c.id)));
+            // The list is the concert's: its id is in the URL (the event carries it).
+            m.remove("concertId");
             m.insert("at".into(), json!(crate::clock::rfc3339(ms)));
             Some(v)
         })

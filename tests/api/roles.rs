@@ -206,15 +206,15 @@ async fn a_viewer_reads_an_operator_runs_the_sale_and_only_an_admin_touches_webh
     assert_eq!(
         who,
         [
-            ("admin", "/admin/v1/concerts/{concertId}"),
-            ("dash-op", "/admin/v1/concerts/{concertId}"),
-            ("dash-op", "/admin/v1/concerts/{concertId}"),
-            ("dash-op", "/admin/v1/concerts/{concertId}/admit"),
-            ("dash-op", "/admin/v1/concerts/{concertId}/queue/{userId}"),
-            ("ops-admin", "/admin/v1/concerts/{concertId}/lanes/{lane}/codes"),
-            ("ops-admin", "/admin/v1/concerts/{concertId}/webhooks/{webhookId}/secret"),
-            ("ops-admin", "/admin/v1/concerts/{concertId}/sessions/revoke"),
-            ("ops-admin", "/admin/v1/concerts/{concertId}"),
+            ("admin", "PUT /admin/v1/concerts/{concertId}"),
+            ("dash-op", "PUT /admin/v1/concerts/{concertId}"),
+            ("dash-op", "PUT /admin/v1/concerts/{concertId}"),
+            ("dash-op", "POST /admin/v1/concerts/{concertId}/admit"),
+            ("dash-op", "DELETE /admin/v1/concerts/{concertId}/queue/{userId}"),
+            ("ops-admin", "POST /admin/v1/concerts/{concertId}/lanes/{lane}/codes"),
+            ("ops-admin", "POST /admin/v1/concerts/{concertId}/webhooks/{webhookId}/secret"),
+            ("ops-admin", "POST /admin/v1/concerts/{concertId}/sessions/revoke"),
+            ("ops-admin", "PUT /admin/v1/concerts/{concertId}"),
         ],
         "every change that succeeded, oldest last in the list: {list:#}"
     );
@@ -272,7 +272,7 @@ async fn a_change_by_dash_op_is_a_cloudevent_with_its_name_and_an_entry_of_the_a
     assert_eq!(d["tokenName"], "dash-op");
     assert_eq!(d["role"], "operator");
     assert_eq!(d["method"], "PUT");
-    assert_eq!(d["route"], "/admin/v1/concerts/{concertId}");
+    assert_eq!(d["route"], "PUT /admin/v1/concerts/{concertId}");
     assert_eq!(d["path"], "/admin/v1/concerts/tour");
     assert_eq!(d["concertId"], "tour");
     assert_eq!(d["status"], 200);
