@@ -1,6 +1,11 @@
 //! The admin listener: operators create and watch concert queues; probes and Prometheus read
-//! health and metrics. Everything under `/admin/` needs `Authorization: Bearer $QUEUEGATE_ADMIN_TOKEN`,
-//! except the console's own files (`crate::pages::CONSOLE_PATHS`), which hold no data.
+//! health and metrics. Everything under `/admin/` needs `Authorization: Bearer <admin token>`
+//! (`QUEUEGATE_ADMIN_TOKEN` or a named token of `QUEUEGATE_ADMIN_TOKENS_FILE`, each with its
+//! role: [`access`]), except the console's own files (`crate::pages::CONSOLE_PATHS`), which
+//! hold no data. Every change that succeeds is recorded ([`audit`]).
+
+pub mod access;
+pub mod audit;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::admission::AdmissionKeys;
 use crate::concerts::{Concert, ConcertCache, ConcertSettings, ConcertState};
-use crate::config::Secret;
 use crate::gateway::FanStatus;
-use crate::identity::{bearer, Credentials};
+use crate::identity::bearer;
 use crate::ids::{ConcertId, Lane, RequestId, UserId};
 use crate::kafka::KafkaProbe;
 use crate::metrics::Metrics;
@@ -42,8 +46,10 @@ pub struct Admin {
     pub metrics: Metrics,
     /// Signs the admission tokens manual admission hands out.
     pub keys: AdmissionKeys,
-    /// The admin token (none configured under --insecure-dev without a token: open).
-    admin_token: Credentials,
+    /// The admin tokens and who each one is (none configured under --insecure-dev: open).
+    tokens: access::AdminTokens,
+    /// Actions each concert's audit list keeps (`QUEUEGATE_ADMIN_AUDIT_KEPT`).
+    audit_kept: u64,
     /// Asks Kafka for metadata, for readiness.
     kafka: KafkaProbe,
     /// Draining and failed tasks: /readyz answers 503 on either.
@@ -63,7 +69,7 @@ impl Admin {
         cache: ConcertCache,
         metrics: Metrics,
         keys: AdmissionKeys,
-        admin_token: Option<&Secret>,
+        tokens: access::AdminTokens,
         kafka: KafkaProbe,
         health: Arc<Health>,
         at_rest: crate::events::at_rest::SecretBox,
@@ -76,7 +82,8 @@ impl Admin {
             cache,
             metrics,
             keys,
-            admin_token: Credentials::new(admin_token),
+            tokens,
+            audit_kept: audit::DEFAULT_KEPT,
             kafka,
             health,
             egress: Default::default(),
@@ -89,9 +96,10 @@ impl Admin {
         self
     }
 
-    /// Whether the presented bearer token is the admin token (constant time).
-    fn authorized(&self, presented: Option<&str>) -> bool {
-        self.admin_token.accepts(presented)
+    /// Actions each concert's audit list keeps (`QUEUEGATE_ADMIN_AUDIT_KEPT`).
+    pub fn with_audit_kept(mut self, kept: u64) -> Self {
+        self.audit_kept = kept;
+        self
     }
 }
 
@@ -146,6 +154,7 @@ pub static ROUTES: &[Endpoint] = &[
         handler: |r| r.to(crate::gate::end),
     },
     Endpoint { method: Method::GET, path: "/admin/v1/concerts/{concertId}/report", handler: |r| r.to(report) },
+    Endpoint { method: Method::GET, path: "/admin/v1/concerts/{concertId}/audit", handler: |r| r.to(audit::list) },
     Endpoint {
         method: Method::GET,
         path: "/admin/v1/concerts/{concertId}/webhooks/deliveries",
@@ -167,16 +176,21 @@ pub static ROUTES: &[Endpoint] = &[
 /// no data) at the top, everything else under `/admin` inside one scope that
 /// [`require_admin_token`] wraps. The guard sits where routing decides, so any spelling of a
 /// path that the router sends to an admin handler (`/%61dmin/…`) meets it, and an unknown
-/// path under `/admin` is 401 without the token (no probing for which ones exist).
+/// path under `/admin` is 401 without the token (no probing for which ones exist). Each route
+/// of the scope carries its own guard too ([`access::route_guard`]): the role it needs, and the
+/// audit record of a change.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     crate::problem::configure_extractors(cfg);
-    for resource in crate::routes::resources(ROUTES, "", |e| !guarded(e.path)) {
+    for resource in crate::routes::resources(ROUTES, "", |e| !guarded(e.path), |_, r| r) {
         cfg.service(resource);
     }
     let mut scope = web::scope(ADMIN_SCOPE)
         .wrap(actix_web::middleware::from_fn(require_admin_token))
         .default_service(web::to(crate::routes::not_found));
-    for resource in crate::routes::resources(ROUTES, ADMIN_SCOPE, |e| guarded(e.path)) {
+    let per_route = |e: &'static Endpoint, r: actix_web::Route| {
+        r.wrap(actix_web::middleware::from_fn(move |req, next| access::route_guard(e, req, next)))
+    };
+    for resource in crate::routes::resources(ROUTES, ADMIN_SCOPE, |e| guarded(e.path), per_route) {
         scope = scope.service(resource);
     }
     cfg.service(scope);
@@ -191,16 +205,20 @@ pub fn guarded(path: &str) -> bool {
     path.starts_with("/admin/") && !crate::pages::CONSOLE_PATHS.contains(&path)
 }
 
-/// Refuses every request that reached the admin scope without the admin token. It runs after
-/// routing chose the scope, so it judges what the router decoded, not how the client spelt it.
+/// Refuses every request that reached the admin scope without an admin token, and tells the
+/// routes inside who the caller is ([`access::Caller`] in the request's extensions). It runs
+/// after routing chose the scope, so it judges what the router decoded, not how the client
+/// spelt it.
 async fn require_admin_token(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
     let admin = req.app_data::<web::Data<Admin>>().expect("admin state is registered").clone();
-    if !admin.authorized(bearer(req.request())) {
+    let Some(caller) = admin.tokens.identify(bearer(req.request())) else {
+        admin.metrics.admin_refused.with_label_values(&["token"]).inc();
         return Err(ApiError::Unauthorized("the admin token is missing or wrong".into()).into());
-    }
+    };
+    actix_web::HttpMessage::extensions_mut(&req).insert(caller);
     Ok(next.call(req).await?.map_into_boxed_body())
 }
 
@@ -621,7 +639,7 @@ async fn admit(
             c.settings.state.as_str()
         )));
     }
-    let req = crate::store::AdmitRequest {
+    let admit = crate::store::AdmitRequest {
         max: body.count,
         ttl_ms: i64::from(c.settings.token_ttl_seconds) * 1000,
         max_active: c.settings.max_active,
@@ -631,7 +649,7 @@ async fn admit(
         request: body.request_id.as_ref(),
         lanes: &c.settings.lane_shares(),
     };
-    let admitted = admin.store.admit(&c.id, req).await?.expect("manual admission holds no lease to lose");
+    let admitted = admin.store.admit(&c.id, admit).await?.expect("manual admission holds no lease to lose");
     admin.metrics.admissions.with_label_values(&["manual"]).inc_by(admitted.fans.len() as u64);
     let views: Vec<AdmittedView> = admitted
         .fans
@@ -643,6 +661,7 @@ async fn admit(
         })
         .collect();
     tracing::info!(concert = %c.id, admitted = views.len(), "manual admission");
+    audit::note_result(&req, serde_json::json!({ "admitted": views.len() }));
     Ok(HttpResponse::Ok().json(serde_json::json!({ "admitted": views })))
 }
 
@@ -710,6 +729,9 @@ async fn add_codes(
     }
     let added = admin.store.add_codes(&id, &lane, &admin.codes, &body.codes).await?;
     let (total, used) = admin.store.code_counts(&id, &lane).await?;
+    // The record gets the count, never a code.
+    audit::note_change(&req, serde_json::json!({ "codes": body.codes.len() }));
+    audit::note_result(&req, serde_json::json!({ "added": added, "total": total }));
     tracing::info!(concert = %id, %lane, added, total, "lane codes uploaded");
     Ok(HttpResponse::Ok().json(serde_json::json!({ "added": added, "total": total, "used": used })))
 }

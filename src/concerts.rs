@@ -360,7 +360,8 @@ pub struct WebhookSettings {
     pub id: String,
     /// An absolute http:// or https:// URL.
     pub url: String,
-    /// The event types delivered (`dev.queuegate.fan.admitted`, …); empty: all of them.
+    /// The event types delivered (`dev.queuegate.fan.admitted`, …); empty: all of them but
+    /// those delivered only when named (`crate::events::OPT_IN`: `dev.queuegate.admin.action`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub types: Vec<String>,
     /// The secret, masked (`whsec_ab…`): shown whole only in the answer that created or
@@ -372,7 +373,11 @@ pub struct WebhookSettings {
 impl WebhookSettings {
     /// Whether events of type `ce_type` go to this endpoint.
     pub fn wants(&self, ce_type: &str) -> bool {
-        self.types.is_empty() || self.types.iter().any(|t| t == ce_type)
+        if self.types.is_empty() {
+            !crate::events::OPT_IN.contains(&ce_type)
+        } else {
+            self.types.iter().any(|t| t == ce_type)
+        }
     }
 }
 
@@ -891,6 +896,20 @@ mod tests {
 
     fn c() -> ConcertId {
         ConcertId::parse("c").unwrap()
+    }
+
+    #[test]
+    fn a_webhook_without_types_gets_everything_but_the_admin_actions_which_it_must_name() {
+        let hook = |types: &[&str]| WebhookSettings {
+            id: String::new(),
+            url: "https://h.example/".into(),
+            types: types.iter().map(|t| t.to_string()).collect(),
+            secret: String::new(),
+        };
+        assert!(hook(&[]).wants("dev.queuegate.fan.admitted"));
+        assert!(!hook(&[]).wants("dev.queuegate.admin.action"));
+        assert!(hook(&["dev.queuegate.admin.action"]).wants("dev.queuegate.admin.action"));
+        assert!(!hook(&["dev.queuegate.admin.action"]).wants("dev.queuegate.fan.admitted"));
     }
 
     fn open() -> ConcertSettings {

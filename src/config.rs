@@ -9,10 +9,12 @@
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod admin_tokens;
 pub mod identity;
 mod secret;
 pub mod sections;
 
+pub use admin_tokens::{AdminRole, NamedToken};
 pub use identity::{ClientIpHeader, FanIdentityMode, IdentitySettings};
 pub use secret::Secret;
 pub use sections::{
@@ -256,6 +258,33 @@ mod tests {
             setting_refused(&["--token-secret", &"x".repeat(32), "--admission-key-file", "k.pem"]),
             "QUEUEGATE_ADMIN_TOKEN"
         );
+    }
+
+    #[test]
+    fn a_tokens_file_stands_beside_or_instead_of_the_admin_token_and_a_bad_one_names_its_setting() {
+        let dir = std::env::temp_dir().join(format!("qg-config-tokens-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.json");
+        std::fs::write(&good, r#"[{"name":"dash","role":"viewer","token":"dash-token-0123456789"}]"#).unwrap();
+        let bad = dir.join("bad.json");
+        std::fs::write(&bad, r#"[{"name":"dash","role":"viewer","token":"short"}]"#).unwrap();
+        let base = ["--fan-identity", "anonymous", "--admission-key-file", "k.pem", "--token-secret"];
+        let with = |file: &std::path::Path, admin: bool| {
+            let mut v: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+            v.push("x".repeat(32));
+            v.extend(["--admin-tokens-file".to_owned(), file.display().to_string()]);
+            if admin {
+                v.extend(["--admin-token".to_owned(), "0123456789abcdef".to_owned()]);
+            }
+            parse(&v.iter().map(String::as_str).collect::<Vec<_>>()).validate_for(Role::Run)
+        };
+        with(&good, true).expect("beside the admin token");
+        with(&good, false).expect("instead of it");
+        assert_eq!(with(&bad, true).unwrap_err().setting, "QUEUEGATE_ADMIN_TOKENS_FILE");
+        assert_eq!(with(&dir.join("missing.json"), false).unwrap_err().setting, "QUEUEGATE_ADMIN_TOKENS_FILE");
+        let s = ["--insecure-dev", "--admin-tokens-file", good.to_str().unwrap()];
+        assert_eq!(setting_refused(&s), "QUEUEGATE_TOKEN_SECRET", "named tokens need a token secret");
+        assert_eq!(setting_refused(&["--insecure-dev", "--admin-audit-kept", "0"]), "QUEUEGATE_ADMIN_AUDIT_KEPT");
     }
 
     #[test]

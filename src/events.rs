@@ -95,7 +95,16 @@ pub const TYPES: &[&str] = &[
     "dev.queuegate.concert.updated",
     "dev.queuegate.concert.shuffled",
     "dev.queuegate.concert.soldout",
+    ADMIN_ACTION,
 ];
+
+/// An operator's change through the admin API (src/admin/audit.rs). Delivered to a webhook only
+/// when its `types` name it ([`OPT_IN`]).
+pub const ADMIN_ACTION: &str = "dev.queuegate.admin.action";
+
+/// Event types a webhook gets only when its `types` name them, not by default (an empty
+/// `types`): who changed what is the operators' business, not every receiver's.
+pub const OPT_IN: &[&str] = &[ADMIN_ACTION];
 
 /// One change, as published to the events topic and as read back from it: its CloudEvents
 /// attributes and its data, JSON bytes (built once by the relay, never parsed on the way to a
@@ -197,7 +206,7 @@ impl OutboxEntry {
         let time = crate::clock::rfc3339(self.time_ms());
         let mut id = String::new();
         let mut payload = Vec::new();
-        if self.kind.starts_with("concert.") {
+        if self.kind.starts_with("concert.") || self.kind.starts_with("admin.") {
             let mut data = match self.kind.as_str() {
                 "concert.shuffled" => {
                     let mut n = self.extra.split(':').map(|v| v.parse::<u64>().unwrap_or(0));
@@ -364,7 +373,7 @@ impl Event {
         serde_json::from_slice(&self.payload).unwrap_or(Value::Null)
     }
 
-    /// The short kind: `placed`, `admitted`, …, `concert.updated`.
+    /// The short kind: `placed`, `admitted`, …, `concert.updated`, `admin.action`.
     pub fn kind(&self) -> &str {
         let t = self.ce_type.strip_prefix(TYPE_PREFIX).unwrap_or(&self.ce_type);
         t.strip_prefix("fan.").unwrap_or(t)
@@ -476,6 +485,24 @@ mod tests {
         assert_eq!(events[0].data()["concertId"], "tour-1");
         assert_eq!(events[0].subject, None);
         assert!(TYPES.contains(&events[0].ce_type.as_str()));
+    }
+
+    #[test]
+    fn an_admin_action_is_a_concert_wide_event_carrying_the_record() {
+        let e = OutboxEntry {
+            id: "7-1".into(),
+            kind: "admin.action".into(),
+            extra: r#"{"tokenName":"dash-op","role":"operator","method":"PUT"}"#.into(),
+            ..Default::default()
+        };
+        let events = e.events(&concert());
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].ce_type, ADMIN_ACTION);
+        assert_eq!(events[0].id, "tour-1/7-1/0");
+        assert_eq!(events[0].data()["tokenName"], "dash-op");
+        assert_eq!(events[0].data()["concertId"], "tour-1");
+        assert_eq!(events[0].subject, None);
+        assert!(TYPES.contains(&ADMIN_ACTION) && OPT_IN.contains(&ADMIN_ACTION));
     }
 
     #[test]

@@ -481,6 +481,7 @@ pub(crate) async fn end(
 /// `POST /admin/v1/concerts/{concertId}/sessions/revoke` — the emergency stop.
 pub(crate) async fn revoke(
     admin: web::Data<crate::admin::Admin>,
+    req: actix_web::HttpRequest,
     concert: web::Path<ConcertId>,
 ) -> Result<HttpResponse, ApiError> {
     let concert = concert.into_inner();
@@ -490,6 +491,7 @@ pub(crate) async fn revoke(
     let (sessions, tokens) = admin.store.revoke_sessions(&concert).await?;
     admin.metrics.gate_sessions_ended.with_label_values(&["revoked"]).inc_by(sessions);
     tracing::warn!(concert = %concert, sessions, tokens, "every gate session and unexchanged admission token revoked");
+    crate::admin::audit::note_result(&req, serde_json::json!({ "sessionsEnded": sessions, "tokensRevoked": tokens }));
     Ok(HttpResponse::Ok().json(serde_json::json!({ "sessionsEnded": sessions, "tokensRevoked": tokens })))
 }
 

@@ -179,6 +179,25 @@ impl Credentials {
         // Every credential is compared, whichever matches.
         self.0.iter().fold(subtle::Choice::from(0), |any, want| any | want.ct_eq(&got)).into()
     }
+
+    /// Which credential `presented` is (its index in the order given to [`Credentials::new`]),
+    /// in constant time: every credential is compared and the index chosen without a branch on
+    /// the secret, so the time tells neither whether nor which one matched. None when none
+    /// does (or none is configured: callers decide what an empty set means).
+    pub fn matching(&self, presented: Option<&str>) -> Option<usize> {
+        use sha2::Digest;
+        use subtle::{ConditionallySelectable, ConstantTimeEq};
+        let presented = presented?;
+        let got: [u8; 32] = sha2::Sha256::digest(presented.as_bytes()).into();
+        let mut found = subtle::Choice::from(0);
+        let mut index = 0u64;
+        for (i, want) in self.0.iter().enumerate() {
+            let eq = want.ct_eq(&got);
+            index.conditional_assign(&(i as u64), eq);
+            found |= eq;
+        }
+        bool::from(found).then_some(index as usize)
+    }
 }
 
 /// A body `userId` may restate the authenticated identity, never differ from it (403).
@@ -470,6 +489,20 @@ mod tests {
         assert!(!creds.accepts(Some("")));
         assert!(!creds.accepts(None));
         assert!(Credentials::new([]).accepts(None), "none configured (--insecure-dev): open");
+    }
+
+    #[test]
+    fn matching_names_which_credential_was_presented_and_none_for_any_other() {
+        let s = ["first-token-0123456789", "second-token-0123456789", "third-token-0123456789"]
+            .map(crate::config::Secret::new);
+        let creds = Credentials::new(s.iter());
+        assert_eq!(creds.matching(Some("first-token-0123456789")), Some(0));
+        assert_eq!(creds.matching(Some("second-token-0123456789")), Some(1));
+        assert_eq!(creds.matching(Some("third-token-0123456789")), Some(2));
+        assert_eq!(creds.matching(Some("third-token-012345678")), None, "a prefix is not the token");
+        assert_eq!(creds.matching(Some("")), None);
+        assert_eq!(creds.matching(None), None);
+        assert_eq!(Credentials::new([]).matching(Some("x")), None, "an empty set matches nothing");
     }
 
     #[test]

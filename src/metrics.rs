@@ -81,6 +81,12 @@ pub struct Metrics {
     pub webhook_pending_bytes: IntGaugeVec,
     /// Webhook endpoints this process delivers for that are suspended.
     pub webhook_suspended_endpoints: IntGauge,
+    /// Admin changes answered 2xx, by whether their audit record was written (recorded, failed).
+    pub admin_actions: IntCounterVec,
+    /// Audit records dropped from the tail of a concert's list at QUEUEGATE_ADMIN_AUDIT_KEPT.
+    pub admin_audit_trimmed: prometheus::IntCounter,
+    /// Admin calls refused by reason: token (none, or unknown: 401), role (below the route's: 403).
+    pub admin_refused: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -109,6 +115,27 @@ impl Metrics {
                     "Frames sent on status streams, by kind: status, heartbeat, reconnect",
                 ),
                 &["kind"],
+            )
+            .expect("valid metric"),
+            admin_actions: IntCounterVec::new(
+                Opts::new(
+                    "queuegate_admin_actions_total",
+                    "Admin changes answered 2xx, by whether their audit record (list and event) was written: recorded, failed",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
+            admin_audit_trimmed: prometheus::IntCounter::new(
+                "queuegate_admin_audit_trimmed_total",
+                "Oldest audit records dropped from concerts' audit lists at QUEUEGATE_ADMIN_AUDIT_KEPT",
+            )
+            .expect("valid metric"),
+            admin_refused: IntCounterVec::new(
+                Opts::new(
+                    "queuegate_admin_refused_total",
+                    "Admin calls refused: token (missing or unknown, 401), role (the token's role is below the route's, 403)",
+                ),
+                &["reason"],
             )
             .expect("valid metric"),
             open_streams: IntGauge::new("queuegate_status_streams_open", "Status streams open on this gateway")
@@ -427,6 +454,12 @@ impl Metrics {
             m.webhook_dropped.with_label_values(&[reason]);
         }
         m.events_dropped.with_label_values(&["outbox_full"]);
+        for outcome in ["recorded", "failed"] {
+            m.admin_actions.with_label_values(&[outcome]);
+        }
+        for reason in ["token", "role"] {
+            m.admin_refused.with_label_values(&[reason]);
+        }
         for outcome in ["delivered", "failed", "gave_up"] {
             m.webhook_deliveries.with_label_values(&[outcome]);
         }
@@ -488,6 +521,9 @@ impl Metrics {
             Box::new(self.webhook_pending.clone()),
             Box::new(self.webhook_pending_bytes.clone()),
             Box::new(self.webhook_suspended_endpoints.clone()),
+            Box::new(self.admin_actions.clone()),
+            Box::new(self.admin_audit_trimmed.clone()),
+            Box::new(self.admin_refused.clone()),
         ]
     }
 

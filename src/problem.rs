@@ -225,7 +225,11 @@ pub async fn read_json_up_to<T: serde::de::DeserializeOwned>(
         }
         Ok(body)
     };
-    let body = tokio::time::timeout(BODY_READ_TIMEOUT, read).await.map_err(|_| ApiError::RequestTimeout)??;
+    let body = tokio::time::timeout(BODY_READ_TIMEOUT, read).await.map_err(|_| ApiError::RequestTimeout)??.freeze();
+    // An admin change keeps what it read for its audit record (the route's guard asks for it).
+    if let Some(kept) = actix_web::HttpMessage::extensions_mut(req).get_mut::<KeptBody>() {
+        kept.0 = Some(body.clone());
+    }
     if body.is_empty() {
         return empty.ok_or_else(|| ApiError::BadRequest("request body is not valid: a JSON body is required".into()));
     }
@@ -235,6 +239,11 @@ pub async fn read_json_up_to<T: serde::de::DeserializeOwned>(
     }
     parse_json(&body)
 }
+
+/// The body [`read_json`] read, kept for a request whose extensions hold one (an admin change,
+/// for its audit record: `admin::audit`); the bytes are shared, not copied.
+#[derive(Debug, Default)]
+pub struct KeptBody(pub Option<actix_web::web::Bytes>);
 
 /// Whether a `Content-Type` value is JSON: `application/json` or a `+json` type, any parameters.
 pub fn is_json(content_type: &str) -> bool {

@@ -23,18 +23,20 @@ pub struct Endpoint {
 /// Registers every endpoint of `table` (one resource per path, so a path with several methods
 /// answers 405 with `Allow` for the others), and the problem+json 404 for everything else.
 pub fn register(cfg: &mut web::ServiceConfig, table: &'static [Endpoint]) {
-    for resource in resources(table, "", |_| true) {
+    for resource in resources(table, "", |_| true, |_, r| r) {
         cfg.service(resource);
     }
     cfg.default_service(web::to(not_found));
 }
 
 /// One resource per distinct path of the endpoints of `table` that `keep` selects, each
-/// registered at its path with `prefix` taken off (for a scope mounted at `prefix`).
+/// registered at its path with `prefix` taken off (for a scope mounted at `prefix`); `wrap`
+/// may put middleware around each endpoint's route (the admin routes' own guard).
 pub fn resources(
     table: &'static [Endpoint],
     prefix: &'static str,
     keep: impl Fn(&Endpoint) -> bool,
+    wrap: impl Fn(&'static Endpoint, actix_web::Route) -> actix_web::Route,
 ) -> Vec<actix_web::Resource> {
     let mut paths: Vec<&'static str> = table.iter().filter(|e| keep(e)).map(|e| e.path).collect();
     paths.dedup();
@@ -44,7 +46,7 @@ pub fn resources(
             let allow = allowed(table, path);
             let mut resource = web::resource(path.strip_prefix(prefix).unwrap_or(path));
             for e in table.iter().filter(|e| e.path == path) {
-                resource = resource.route((e.handler)(web::route().method(e.method.clone())));
+                resource = resource.route(wrap(e, (e.handler)(web::route().method(e.method.clone()))));
             }
             resource.default_service(web::to(move || {
                 let allow = allow.clone();

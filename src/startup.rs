@@ -78,6 +78,7 @@ impl Application {
     pub async fn build(settings: Settings, role: Role) -> anyhow::Result<Self> {
         settings.validate_for(role)?;
         let keys = settings.admission.keys()?;
+        let admin_tokens = settings.security.admin_tokens()?;
         let metrics = Metrics::new();
         let kafka = KafkaClients::new(&settings.kafka, metrics.clone());
         let cache = ConcertCache::default();
@@ -250,13 +251,14 @@ impl Application {
                 cache.clone(),
                 metrics.clone(),
                 keys,
-                settings.security.admin_token.as_ref(),
+                crate::admin::access::AdminTokens::new(settings.security.admin_token.as_ref(), &admin_tokens),
                 kafka_probe,
                 health.clone(),
                 crate::events::at_rest::SecretBox::new(settings.security.token_secret_bytes()),
                 crate::store::CodeKey::new(settings.security.token_secret_bytes()),
             )
-            .with_webhook_egress(crate::events::egress::EgressPolicy::new(&settings.events.webhook_allow_networks.0)),
+            .with_webhook_egress(crate::events::egress::EgressPolicy::new(&settings.events.webhook_allow_networks.0))
+            .with_audit_kept(settings.security.admin_audit_kept),
         );
         let m = web::Data::new(metrics.clone());
         let listener_info = Listener { name: "admin", routes: admin::ROUTES };

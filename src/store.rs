@@ -18,6 +18,7 @@ use crate::concerts::{Concert, ConcertSettings};
 use crate::config::RedisSettings;
 use crate::ids::{ConcertId, Lane, RequestId, UserId};
 
+mod audit;
 mod conn;
 pub mod events;
 mod fair;
@@ -250,6 +251,7 @@ struct Scripts {
     confirm: Script,
     release: Script,
     concert_put: Script,
+    audit: Script,
     sessions: sessions::Scripts,
     codes: lanes::Scripts,
     events: events::Scripts,
@@ -271,6 +273,7 @@ impl Scripts {
             confirm: Script::new(include_str!("store/confirm.lua")),
             release: with_outbox(outbox_max, &[include_str!("store/release.lua")]),
             concert_put: with_outbox(outbox_max, &[include_str!("store/concert_put.lua")]),
+            audit: with_outbox(outbox_max, &[include_str!("store/audit.lua")]),
             sessions: sessions::Scripts::new(outbox_max),
             codes: lanes::Scripts::new(),
             events: events::Scripts::new(),

@@ -368,12 +368,24 @@ fn pod_env(deployment: &Value, secret: &Value, keys: &Path) -> (Vec<String>, Vec
                 std::fs::write(&path, base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap();
                 path.display().to_string()
             }
+            "QUEUEGATE_ADMIN_TOKENS_FILE" => {
+                assert_eq!(value, "/keys/admin-tokens.json");
+                let items = &deployment["spec"]["template"]["spec"]["volumes"][0]["secret"]["items"];
+                assert!(items.as_array().unwrap().iter().any(|i| i["key"] == "admin-tokens.json"), "mounted: {items}");
+                let b64 = secret["data"]["admin-tokens.json"].as_str().unwrap();
+                let path = keys.join("admin-tokens.json");
+                std::fs::write(&path, base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap();
+                path.display().to_string()
+            }
             _ => value,
         };
         env.push((name, value));
     }
     (args, env, admin)
 }
+
+/// A viewer's token the pods' test puts in `secrets.adminTokens`.
+const VIEWER: &str = "chart-viewer-token-0123456789";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rendered_pods_start_queuegate_become_ready_and_stop_cleanly_within_their_grace() {
@@ -385,6 +397,9 @@ async fn the_rendered_pods_start_queuegate_become_ready_and_stop_cleanly_within_
         format!("kafka.group={}", names.group),
         format!("redis.url={}", names.redis_url),
         format!("redis.prefix={}", names.prefix),
+        // A named viewer token, from the Secret's admin-tokens.json (QUEUEGATE_ADMIN_TOKENS_FILE).
+        "secrets.adminTokens[0].name=dash,secrets.adminTokens[0].role=viewer".to_owned(),
+        format!("secrets.adminTokens[0].token={VIEWER}"),
     ];
     let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
     let objs = objects(&render(Some(&defaults()), &sets).unwrap());
@@ -421,6 +436,18 @@ async fn the_rendered_pods_start_queuegate_become_ready_and_stop_cleanly_within_
         let r =
             client.get(format!("http://127.0.0.1:{admin}/admin/v1/concerts")).bearer_auth("x").send().await.unwrap();
         assert_eq!(r.status(), 401, "{role}");
+        // The named viewer reads, and changes nothing.
+        let r =
+            client.get(format!("http://127.0.0.1:{admin}/admin/v1/concerts")).bearer_auth(VIEWER).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{role}: the viewer reads");
+        let r = client
+            .put(format!("http://127.0.0.1:{admin}/admin/v1/concerts/chart-c"))
+            .bearer_auth(VIEWER)
+            .json(&json!({"state": "open"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{role}: the viewer changes nothing");
         // SIGTERM, as the kubelet sends it after the preStop pause: a clean exit within the grace.
         common::signal(child.id(), "-TERM");
         let stopping = Instant::now();

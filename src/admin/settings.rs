@@ -49,7 +49,8 @@ pub(super) async fn put_concert(
     }
     let body: ConcertSettings = read_json(&req, payload, None).await?;
     let condition = IfMatch::of(&req)?;
-    write(&admin, &id.into_inner(), condition.as_ref(), Change::Replace(Box::new(body))).await
+    let caller = super::access::caller_of(&req);
+    write(&admin, &id.into_inner(), condition.as_ref(), caller.as_ref(), Change::Replace(Box::new(body))).await
 }
 
 /// `PATCH /admin/v1/concerts/{concertId}` with an `application/merge-patch+json` body: the
@@ -69,7 +70,8 @@ pub(super) async fn patch_concert(
         return Err(ApiError::BadRequest("state has no default: it can be changed, not removed".into()));
     }
     let condition = IfMatch::of(&req)?;
-    write(&admin, &id.into_inner(), condition.as_ref(), Change::Merge(patch)).await
+    let caller = super::access::caller_of(&req);
+    write(&admin, &id.into_inner(), condition.as_ref(), caller.as_ref(), Change::Merge(patch)).await
 }
 
 /// The essence of the request's `Content-Type` (`application/json` of `application/json; charset=utf-8`).
@@ -84,6 +86,7 @@ async fn write(
     admin: &Admin,
     id: &ConcertId,
     condition: Option<&IfMatch>,
+    caller: Option<&super::access::Caller>,
     change: Change,
 ) -> Result<HttpResponse, ApiError> {
     for _ in 0..ATTEMPTS {
@@ -99,7 +102,7 @@ async fn write(
             Change::Merge(patch) => merged(old.as_ref().map(|c| &c.settings), patch)?,
         };
         let expect = old.as_ref().map_or(Expect::Absent, |c| Expect::Version(c.version));
-        match checked_write(admin, id, old, body, expect).await? {
+        match checked_write(admin, id, old, body, expect, caller).await? {
             Some(answer) => return Ok(answer),
             None if condition.is_some() => {
                 return Err(ApiError::PreconditionFailed(format!(
@@ -155,8 +158,26 @@ async fn checked_write(
     old: Option<Concert>,
     mut body: ConcertSettings,
     expect: Expect,
+    caller: Option<&super::access::Caller>,
 ) -> Result<Option<HttpResponse>, ApiError> {
     body.validate().map_err(ApiError::BadRequest)?;
+    // Webhooks are the admin's (they send the sale's events out, signed, to any receiver): an
+    // operator's write leaves them as they are (a PATCH that does not name them, or a PUT that
+    // sends them back as GET shows them), or is refused before anything is written.
+    let old_hooks = old.as_ref().map_or(&[][..], |c| &c.settings.webhooks[..]);
+    if caller.is_none_or(|c| c.role < crate::config::AdminRole::Admin)
+        && !super::access::webhooks_unchanged(&body.webhooks, old_hooks)
+    {
+        admin.metrics.admin_refused.with_label_values(&["role"]).inc();
+        tracing::warn!(token = caller.map_or("?", |c| &*c.name), concert = %id,
+            "admin write refused: it would change the webhooks, which needs the admin role");
+        return Err(ApiError::Forbidden(format!(
+            "webhooks: creating, changing or deleting a webhook needs the admin role; the token {} is {} \
+             (leave webhooks out of a PATCH, or send them back as GET shows them, to leave them as they are)",
+            caller.map_or("?", |c| &c.name),
+            caller.map_or("unknown", |c| c.role.as_str()),
+        )));
+    }
     // No webhook into queuegate's own network (docs/security.md): a literal internal address,
     // a metadata name, or a name that resolves only to internal addresses is refused. The names
     // are looked up at once, so a write waits for one lookup's bound, not one per webhook.

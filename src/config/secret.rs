@@ -38,6 +38,13 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// Read from a settings file (`QUEUEGATE_ADMIN_TOKENS_FILE`) as a plain JSON string.
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <String as serde::Deserialize>::deserialize(d).map(Secret)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Secret;

@@ -567,6 +567,19 @@ pub struct SecuritySettings {
     #[arg(long, env = "QUEUEGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
 
+    /// A JSON file of named admin tokens with a role each:
+    /// `[{"name":"dash","role":"viewer","token":"…"}, …]` (roles viewer, operator, admin; tokens
+    /// 16+ characters, names and tokens unique). Beside QUEUEGATE_ADMIN_TOKEN, which is role
+    /// admin, named "admin". Read at start-up.
+    #[arg(long, env = "QUEUEGATE_ADMIN_TOKENS_FILE")]
+    pub admin_tokens_file: Option<PathBuf>,
+
+    /// Recorded admin changes each concert's audit list keeps (1..100000); past it the oldest
+    /// is dropped (counted in queuegate_admin_audit_trimmed_total). Every change is also an
+    /// event on the events topic.
+    #[arg(long, env = "QUEUEGATE_ADMIN_AUDIT_KEPT", default_value_t = crate::admin::audit::DEFAULT_KEPT)]
+    pub admin_audit_kept: u64,
+
     /// Secret (32+ bytes) that signs fans' entry tokens; the same on every instance. Required unless --insecure-dev.
     #[arg(long, env = "QUEUEGATE_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<Secret>,
@@ -583,7 +596,7 @@ pub struct SecuritySettings {
 
 /// The example secrets of scripts/up.sh (and of the docs' curl examples) contain this; they
 /// are refused without --insecure-dev, so an example never guards a real on-sale.
-const EXAMPLE_MARK: &str = "change-me";
+pub(crate) const EXAMPLE_MARK: &str = "change-me";
 
 impl SecuritySettings {
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -605,19 +618,39 @@ impl SecuritySettings {
         if self.admin_token.is_some() && self.token_secret.is_none() {
             return Err(bad("QUEUEGATE_TOKEN_SECRET", "is required whenever QUEUEGATE_ADMIN_TOKEN is set"));
         }
+        if self.admin_tokens_file.is_some() && self.token_secret.is_none() {
+            return Err(bad("QUEUEGATE_TOKEN_SECRET", "is required whenever QUEUEGATE_ADMIN_TOKENS_FILE is set"));
+        }
         match &self.admin_token {
             Some(t) if t.expose().len() < 16 => {
                 return Err(bad("QUEUEGATE_ADMIN_TOKEN", "must be at least 16 characters"))
             }
-            None if !self.insecure_dev => return Err(bad("QUEUEGATE_ADMIN_TOKEN", required)),
+            // The tokens file alone is enough: its admins hold the keys.
+            None if !self.insecure_dev && self.admin_tokens_file.is_none() => {
+                return Err(bad(
+                    "QUEUEGATE_ADMIN_TOKEN",
+                    "is required (or QUEUEGATE_ADMIN_TOKENS_FILE, or --insecure-dev for local use)",
+                ))
+            }
             _ => {}
         }
+        check_range("QUEUEGATE_ADMIN_AUDIT_KEPT", self.admin_audit_kept, crate::admin::audit::KEPT_RANGE)?;
+        self.admin_tokens()?;
         match &self.token_secret {
             Some(s) if s.expose().len() < 32 => return Err(bad("QUEUEGATE_TOKEN_SECRET", "must be at least 32 bytes")),
             None if !self.insecure_dev => return Err(bad("QUEUEGATE_TOKEN_SECRET", required)),
             _ => {}
         }
         Ok(())
+    }
+
+    /// The named admin tokens of `QUEUEGATE_ADMIN_TOKENS_FILE` (none without it), read and
+    /// checked ([`super::admin_tokens`]).
+    pub fn admin_tokens(&self) -> Result<Vec<super::admin_tokens::NamedToken>, ConfigError> {
+        match &self.admin_tokens_file {
+            None => Ok(Vec::new()),
+            Some(path) => super::admin_tokens::read(path, self.admin_token.as_ref(), self.insecure_dev),
+        }
     }
 
     /// The secret that signs entry tokens (the dev secret only under --insecure-dev).

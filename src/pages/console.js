@@ -245,7 +245,8 @@ function chart(id, points, bars) {
 }
 async function showReport() {
   const id = $("rc").value;
-  const [r, d] = await Promise.all([api("GET", `/concerts/${enc(id)}/report`), api("GET", `/concerts/${enc(id)}/webhooks/deliveries`)]);
+  const [r, d, a] = await Promise.all([api("GET", `/concerts/${enc(id)}/report`), api("GET", `/concerts/${enc(id)}/webhooks/deliveries`),
+    api("GET", `/concerts/${enc(id)}/audit?limit=50`)]);
   const order = ["placed", "admitted", "session.started", "session.ended", "completed", "expired", "abandoned", "removed"];
   $("rcounts").textContent = order.map((k) => `${k} ${(r.counts[k] || 0).toLocaleString("en")}`).join(" · ");
   const w = r.waitMs, s = (ms) => (ms === null || ms === undefined ? "—" : `${(ms / 1000).toFixed(1)} s`);
@@ -272,6 +273,18 @@ async function showReport() {
   $("drows").replaceChildren(...d.deliveries.slice(0, 20).map((x) => el("tr", {}, el("td", { textContent: new Date(x.at).toLocaleTimeString() }),
     el("td", { textContent: x.webhookId }), el("td", { textContent: x.eventId }), el("td", { textContent: x.attempt }),
     el("td", { textContent: `${x.outcome}${x.class ? ` (${x.class})` : ""}${x.error ? ` (${x.error})` : ""}` }))));
+  // Who changed what: the audit list, newest first (secrets were redacted when recorded).
+  const changed = (x) => {
+    const parts = [];
+    if (x.change !== null && x.change !== undefined) parts.push(JSON.stringify(x.change));
+    if (x.result) parts.push(`→ ${JSON.stringify(x.result)}`);
+    const text = parts.join(" ");
+    return text.length > 200 ? `${text.slice(0, 199)}…` : text;
+  };
+  $("arows").replaceChildren(...a.actions.map((x) => el("tr", { dataset: { event: x.eventId } },
+    el("td", { textContent: new Date(x.at).toLocaleTimeString() }), el("td", { textContent: x.tokenName }),
+    el("td", { textContent: x.role }), el("td", { textContent: `${x.method} ${x.path}` }), el("td", { className: "change", textContent: changed(x) }))));
+  $("aempty").hidden = a.actions.length > 0;
   $("report").hidden = false;
 }
 $("rform").addEventListener("submit", (ev) => { ev.preventDefault(); showReport().catch(report); });

@@ -80,6 +80,9 @@ pub enum Part {
     Report,
     /// HASH webhook id → its signing secret (`whsec_…`).
     WebhookSecrets,
+    /// LIST of the concert's recorded admin changes, newest first, capped at
+    /// `QUEUEGATE_ADMIN_AUDIT_KEPT` (audit.lua): each the action's JSON with its `outboxId`.
+    Audit,
 }
 
 impl Part {
@@ -114,6 +117,7 @@ impl Part {
             Part::Outbox => "outbox",
             Part::Report => "report",
             Part::WebhookSecrets => "whsecrets",
+            Part::Audit => "audit",
         }
     }
 

@@ -14,7 +14,7 @@ use crate::common::events_topic::{distinct_ids, read_events, Behaviour, Receiver
 use crate::common::{allow_loopback_webhooks, free_port, poll_until, spawn_role, Names, TestApp, ADMIN_TOKEN};
 
 /// Runs tests/fixtures/events_check.py in `mode` over `lines`: what the libraries read.
-fn check_with_libraries(mode: &str, lines: &[Value]) -> Vec<Value> {
+pub(crate) fn check_with_libraries(mode: &str, lines: &[Value]) -> Vec<Value> {
     let root = env!("CARGO_MANIFEST_DIR");
     let mut child = std::process::Command::new(format!("{root}/.local/venv/bin/python"))
         .arg(format!("{root}/tests/fixtures/events_check.py"))
@@ -107,20 +107,29 @@ async fn a_sales_changes_are_cloudevents_the_sdk_reads_and_webhooks_the_standard
     assert_eq!(app.put_concert("c", sold_out).await.status(), 200);
 
     // 1 concert.updated + 6 placed + 3 admitted + 1 completed + 1 removed + 1 session.started
-    // + 1 session.ended + 1 expired (revoked) + 1 concert.soldout.
+    // + 1 session.ended + 1 expired (revoked) + 1 concert.soldout; and the six admin calls that
+    // made changes (two PUTs, the admission, the removal, the session ended, the revocation),
+    // each a dev.queuegate.admin.action.
     let records =
-        read_events(&names.brokers, &names.events_topic(), Duration::from_secs(30), |r| distinct_ids(r) >= 16).await;
-    assert_eq!(distinct_ids(&records), 16, "{records:#?}");
+        read_events(&names.brokers, &names.events_topic(), Duration::from_secs(30), |r| distinct_ids(r) >= 22).await;
+    assert_eq!(distinct_ids(&records), 22, "{records:#?}");
     assert!(records.iter().all(|r| r.key.as_deref() == Some("c")), "keyed by concertId");
     let lines: Vec<Value> =
         records.iter().map(|r| json!({"headers": r.headers, "key": r.key, "value": r.value})).collect();
     let events = check_with_libraries("kafka", &lines);
     let mut by_type: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut seen = BTreeSet::new();
+    let (mut admin_ids, mut admin_actions) = (BTreeSet::new(), Vec::new());
     for e in events {
         assert_eq!(e["specversion"], "1.0");
         assert_eq!(e["source"], "/queuegate/concerts/c");
         assert_eq!(e["datacontenttype"], "application/json");
+        if e["type"] == "dev.queuegate.admin.action" {
+            if admin_ids.insert(e["id"].as_str().unwrap().to_owned()) {
+                admin_actions.push(e);
+            }
+            continue;
+        }
         if seen.insert(e["id"].as_str().unwrap().to_owned()) {
             by_type.entry(e["type"].as_str().unwrap().to_owned()).or_default().push(e);
         }
@@ -149,6 +158,30 @@ async fn a_sales_changes_are_cloudevents_the_sdk_reads_and_webhooks_the_standard
     assert_eq!(updated[0]["data"]["state"], "open");
     assert!(updated[0]["data"].get("webhooks").is_none(), "webhook URLs stay out of the events");
     assert_eq!(updated[0]["subject"], Value::Null);
+    // The admin actions, in the order they were made, each by the admin token.
+    let calls: Vec<String> = admin_actions
+        .iter()
+        .map(|a| {
+            assert_eq!((a["data"]["tokenName"].as_str(), a["data"]["role"].as_str()), (Some("admin"), Some("admin")));
+            format!("{} {}", a["data"]["method"].as_str().unwrap(), a["data"]["path"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "PUT /admin/v1/concerts/c",
+            "POST /admin/v1/concerts/c/admit",
+            "DELETE /admin/v1/concerts/c/queue/f5",
+            "DELETE /admin/v1/concerts/c/sessions/f1",
+            "POST /admin/v1/concerts/c/sessions/revoke",
+            "PUT /admin/v1/concerts/c",
+        ],
+        "one admin action per change, in order"
+    );
+    assert!(
+        admin_actions.iter().all(|a| !a["data"].to_string().contains(&secret)),
+        "no webhook secret in an admin action"
+    );
 
     // Every event reaches the webhook, and the Standard Webhooks library verifies each one.
     let ok = poll_until(Duration::from_secs(30), async || hook.ids().len() >= 16).await;
@@ -169,7 +202,7 @@ async fn a_sales_changes_are_cloudevents_the_sdk_reads_and_webhooks_the_standard
             v["id"].as_str().unwrap().to_owned()
         })
         .collect();
-    assert_eq!(hook_ids, seen, "the webhook got exactly the events of the topic");
+    assert_eq!(hook_ids, seen, "the webhook got exactly the events of the topic but the admin actions (opt-in)");
     // A forged signature is refused by the library (the check can fail).
     let mut forged = deliveries[0].clone();
     forged["secret"] = json!(queuegate::events::new_secret());

@@ -30,6 +30,7 @@ mod proxies;
 mod readiness;
 mod replicas;
 mod revoke;
+mod roles;
 mod schemathesis;
 mod secured;
 mod security;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::helpers::{raw_http, spawn_app, ADMIN_TOKEN};
 
 /// Ways of writing `/admin` that a router, a proxy or a client may treat as the same path.
-const SPELLINGS: &[(&str, &str)] = &[
+pub(crate) const SPELLINGS: &[(&str, &str)] = &[
     ("/admin", "/%61dmin"),
     ("/admin", "/adm%69n"),
     ("/admin", "/%61%64%6d%69%6e"),

@@ -868,6 +868,86 @@ async fn the_console_draws_the_sale_report_and_lists_the_webhook_deliveries_with
     assert!(errors(&b.console().await, &[]).is_empty(), "no CSP or script errors: {:?}", b.console().await);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_sees_in_the_console_activity_who_paused_the_sale_and_cannot_pause_it_again() {
+    let names = Names::new();
+    create_topics(&names, 1).await;
+    let dir = std::env::temp_dir().join(format!("qg-console-tokens-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("admin-tokens.json");
+    const VIEWER: &str = "console-viewer-token-0123456789";
+    const OPERATOR: &str = "console-operator-token-0123456789";
+    let tokens = json!([
+        {"name": "dash", "role": "viewer", "token": VIEWER},
+        {"name": "dash-op", "role": "operator", "token": OPERATOR},
+    ]);
+    std::fs::write(&file, tokens.to_string()).unwrap();
+    let app = spawn_role(&names, Role::Run, |s| {
+        s.identity.fan_identity = Some(FanIdentityMode::Body);
+        s.security.admin_tokens_file = Some(file);
+    })
+    .await;
+    let concert = "activity-night";
+    app.open_concert(concert).await;
+    let r = app
+        .client
+        .put(format!("{}/admin/v1/concerts/{concert}", app.admin))
+        .bearer_auth(OPERATOR)
+        .json(&json!({"state": "paused", "name": "Activity night"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The viewer signs in with its own token and opens the concert's report and activity.
+    let b = Browser::start(&shots("activity"), "en-US").await;
+    let tab = b.new_tab().await;
+    b.switch_to(&tab).await;
+    b.goto(&format!("{}/admin/", app.admin)).await;
+    b.type_into("#token", VIEWER).await;
+    b.click("#login button").await;
+    b.type_into("#rc", concert).await;
+    b.click("#rform button").await;
+    let rows = b.expect_text("#arows", WAIT, |t| t.contains("dash-op"), "dash-op's change in the activity list").await;
+    assert!(rows.contains("operator") && rows.contains(&format!("PUT /admin/v1/concerts/{concert}")), "{rows}");
+    assert!(rows.contains("\"state\":\"paused\""), "the change as recorded: {rows}");
+    let n = b.eval("return document.querySelectorAll('#arows tr').length;", json!([])).await;
+    assert_eq!(n, 2, "the opening (admin) and the pause (dash-op), newest first: {rows}");
+    let first = b.eval("return document.querySelector('#arows tr td:nth-child(2)').textContent;", json!([])).await;
+    assert_eq!(first, "dash-op", "newest first");
+    b.resize(1280, 900).await;
+    b.eval("document.getElementById('activity').scrollIntoView();", json!([])).await;
+    b.screenshot("0-console-activity").await;
+
+    // Open is the viewer's to press, but not to do: the API's 403 is shown, nothing changes.
+    let open = format!("tr[data-concert=\"{concert}\"] button[data-act=\"Open\"]");
+    b.expect_text(&format!("tr[data-concert=\"{concert}\"]"), WAIT, |t| t.contains("paused"), "the concert's row")
+        .await;
+    // The error line is cleared by the next refresh (every second): what it showed is kept.
+    b.eval(
+        "window.shown = []; new MutationObserver(() => { const t = document.getElementById('error').textContent; \
+         if (t) window.shown.push(t); }).observe(document.getElementById('error'), {childList: true, characterData: true, subtree: true});",
+        json!([]),
+    )
+    .await;
+    b.click(&open).await;
+    let mut shown = Value::Null;
+    let refused = poll_until(WAIT, async || {
+        shown = b.eval("return window.shown;", json!([])).await;
+        shown.as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    assert!(refused, "the console showed no error after the viewer pressed Open: {shown}");
+    let error = shown[0].as_str().unwrap();
+    assert!(error.contains("needs the operator role") && error.contains("dash is viewer"), "{error}");
+    assert_eq!(app.admin_json(&format!("/admin/v1/concerts/{concert}")).await["state"], "paused");
+    assert!(
+        errors(&b.console().await, &["403"]).is_empty(),
+        "no script errors beyond the 403 itself: {:?}",
+        b.console().await
+    );
+}
+
 /// A page of another site, on 127.0.0.2 (another site to the browser than the gateway's
 /// 127.0.0.1): on load it tries the three ways a page can send its visitor's browser to join
 /// `join_url` — `fetch` in no-cors mode (text/plain, no preflight), `fetch` with JSON (needs a

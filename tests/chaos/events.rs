@@ -183,7 +183,8 @@ async fn kill_9_of_a_gateway_a_consumer_and_the_admitter_mid_burst_leaves_no_cha
         redis.query(redis::cmd("HGETALL").arg(sc.names.key("ev", Part::State))).await.unwrap();
     let admitted_fans: BTreeSet<String> =
         states.iter().filter(|(_, s)| s.starts_with("a:")).map(|(u, _)| u.clone()).collect();
-    let expected = joined.len() + admitted_fans.len() + 2; // + concert.updated (open, paused)
+    // + concert.updated (open, paused), and the two admin actions that made them.
+    let expected = joined.len() + admitted_fans.len() + 2 + 2;
 
     let records = read_events(&sc.names.brokers, &sc.names.events_topic(), Duration::from_secs(60), |r| {
         distinct_ids(r) >= expected
@@ -222,6 +223,7 @@ async fn kill_9_of_a_gateway_a_consumer_and_the_admitter_mid_burst_leaves_no_cha
     assert!(doubled.is_empty(), "a fan's change published under two ce_ids: {doubled:?}");
     assert_eq!(subjects("dev.queuegate.concert.updated").len(), 1);
     assert_eq!(ids_of[&("dev.queuegate.concert.updated", "")].len(), 2, "open, then paused");
+    assert_eq!(ids_of[&("dev.queuegate.admin.action", "")].len(), 2, "the two PUTs, recorded");
     assert_eq!(distinct_ids(&records), expected, "nothing else was published");
 
     // The report, kept by the scripts with each change, counted every change once whichever

@@ -153,6 +153,10 @@ volumes:
       items:
         - key: admission-key.pem
           path: admission-key.pem
+        {{- if include "queuegate.adminTokens" $ }}
+        - key: admin-tokens.json
+          path: admin-tokens.json
+        {{- end }}
   - name: tmp
     emptyDir:
       sizeLimit: 64Mi
@@ -199,6 +203,10 @@ volumes:
 {{- end }}
 - name: QUEUEGATE_ADMISSION_KEY_FILE
   value: /keys/admission-key.pem
+{{- if include "queuegate.adminTokens" $ }}
+- name: QUEUEGATE_ADMIN_TOKENS_FILE
+  value: /keys/admin-tokens.json
+{{- end }}
 {{- if eq .role "gateway" }}
 - name: QUEUEGATE_FAN_IDENTITY
   value: {{ $.Values.fanIdentity | quote }}
@@ -248,4 +256,14 @@ volumes:
 {{- with $.Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{- /* "true" when the Secret carries admin-tokens.json (the chart's own: secrets.adminTokens;
+       an existing one: secrets.adminTokensInExistingSecret), else empty. */ -}}
+{{- define "queuegate.adminTokens" -}}
+{{- if .Values.secrets.existingSecret -}}
+{{- if .Values.secrets.adminTokensInExistingSecret }}true{{ end -}}
+{{- else if .Values.secrets.adminTokens -}}
+true
+{{- end -}}
 {{- end -}}
