@@ -731,7 +731,7 @@ impl EntryConsumer {
                 let _ = std::thread::Builder::new().name("kafka-retire".into()).spawn(move || drop(old));
             }
         }
-        Ok(result?)
+        result
     }
 
     /// The transactional producer, created and initialised on first use (and after a failed transaction).
