@@ -70,6 +70,7 @@ async fn settings_of(app: &TestApp, token: &str, concert: &str) -> Value {
         "laneCounts",
         "createdAt",
         "updatedAt",
+        "etag",
     ] {
         m.remove(k);
     }
@@ -230,6 +231,31 @@ async fn a_viewer_reads_an_operator_runs_the_sale_and_only_an_admin_touches_webh
     assert_eq!(codes_action["result"]["added"], 2);
     let first = &list["actions"][8];
     assert_eq!(first["change"]["webhooks"][0]["url"], format!("{}/…", hook.url.trim_end_matches("/hook")));
+
+    // A PATCH (what the console's switches send) is the operator's when it leaves the webhooks
+    // out, and the admin's when it names them, as a PUT is.
+    let patch = async |token: &str, body: Value| {
+        app.client
+            .patch(format!("{}/admin/v1/concerts/c", app.admin))
+            .bearer_auth(token)
+            .header("Content-Type", "application/merge-patch+json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("admin PATCH")
+    };
+    let r = patch(OPERATOR, json!({"state": "paused"})).await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    assert_eq!(settings_of(&app, ADMIN, "c").await["webhooks"].as_array().unwrap().len(), 2, "webhooks kept");
+    assert_problem(patch(OPERATOR, json!({"webhooks": []})).await, 403, "needs the admin role").await;
+    assert_problem(patch(VIEWER, json!({"state": "open"})).await, 403, "role").await;
+    assert_eq!(patch(ADMIN, json!({"webhooks": null})).await.status(), 200);
+    let left = settings_of(&app, ADMIN, "c").await;
+    assert_eq!(
+        left.get("webhooks").and_then(Value::as_array).map_or(0, Vec::len),
+        0,
+        "the admin's patch removed them: {left}"
+    );
 }
 
 /// Runs tests/fixtures/events_check.py over the records: what the CloudEvents SDK reads.
