@@ -740,3 +740,54 @@ fn anchors_are_the_ones_github_makes() {
     assert!(resolve(&dir, "b.md").is_err());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The threat model
+
+#[test]
+fn every_row_of_the_threat_model_names_tests_that_exist() {
+    let sources: Vec<(String, String)> = walk(&root().join("tests"))
+        .into_iter()
+        .chain(walk(&root().join("src")))
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .map(|p| (p.file_stem().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
+        .collect();
+    let span = Regex::new("`([a-z_0-9:]+)`").unwrap();
+    let doc = docs().into_iter().find(|d| d.path == "docs/security.md").unwrap();
+    let mut f = Findings::new("threat model");
+    let mut rows = 0;
+    let mut header = false;
+    for l in doc.lines() {
+        if l.text.starts_with("| asset | attacker | control | test |") {
+            header = true;
+            continue;
+        }
+        if !header || l.text.starts_with("|---") {
+            continue;
+        }
+        if !l.text.starts_with('|') {
+            break;
+        }
+        rows += 1;
+        let cells: Vec<&str> = l.text.trim_matches('|').split(" | ").collect();
+        let Some(test) = cells.get(3).filter(|_| cells.len() == 4) else {
+            f.add(&doc.path, l.no, "a row without its four cells (asset, attacker, control, test)");
+            continue;
+        };
+        let names: Vec<&str> = span.captures_iter(test).map(|c| c.get(1).unwrap().as_str()).collect();
+        if names.is_empty() {
+            f.add(&doc.path, l.no, "a row that names no test");
+        }
+        for name in names {
+            let parts: Vec<&str> = name.split("::").collect();
+            let func = format!("fn {}(", parts.last().unwrap());
+            // `module::…::test`: the test is in a file named after its first module.
+            let found = sources.iter().any(|(stem, text)| (parts.len() == 1 || stem == parts[0]) && text.contains(&func));
+            if !found {
+                f.add(&doc.path, l.no, format!("the test {name} does not exist"));
+            }
+        }
+    }
+    assert!(rows >= 10, "docs/security.md's threat model has {rows} rows");
+    f.assert_none();
+}
