@@ -782,7 +782,8 @@ fn every_row_of_the_threat_model_names_tests_that_exist() {
             let parts: Vec<&str> = name.split("::").collect();
             let func = format!("fn {}(", parts.last().unwrap());
             // `module::…::test`: the test is in a file named after its first module.
-            let found = sources.iter().any(|(stem, text)| (parts.len() == 1 || stem == parts[0]) && text.contains(&func));
+            let found =
+                sources.iter().any(|(stem, text)| (parts.len() == 1 || stem == parts[0]) && text.contains(&func));
             if !found {
                 f.add(&doc.path, l.no, format!("the test {name} does not exist"));
             }
