@@ -19,7 +19,8 @@ pub use identity::{ClientIpHeader, FanIdentityMode, IdentitySettings};
 pub use secret::Secret;
 pub use sections::{
     check_properties, AdmissionSettings, ConsumerSettings, EventsSettings, HttpSettings, KafkaProperty, KafkaSettings,
-    LogFormat, RedisSettings, SecuritySettings, TelemetrySettings, SESSION_TIMEOUT_MS,
+    LogFormat, RedisSettings, SecuritySettings, TelemetrySettings, ADMIN_AUDIT_KEPT_DEFAULT, ADMIN_AUDIT_KEPT_RANGE,
+    SESSION_TIMEOUT_MS,
 };
 
 /// queuegate: a waiting-queue gateway for concert ticket on-sales.
