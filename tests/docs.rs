@@ -5,7 +5,7 @@
 //! The truth comes from the code, never from a list kept here: the settings from clap's command
 //! (src/config) and its validation, probed at each documented bound; the metrics from the
 //! registry (src/metrics.rs); the routes from the OpenAPI document (which a unit test in
-//! src/routes.rs holds equal to the route tables); the Redis keys from the key scheme
+//! src/startup/route_tables.rs holds equal to the route tables); the Redis keys from the key scheme
 //! (src/store/keys.rs); make targets from the Makefile; files from the tree; alerts from
 //! grafana/alerts.yml. The metrics table of docs/operations.md is generated from the registry:
 //! `DOCS_WRITE=1 cargo test --test docs` rewrites it. Needs neither Kafka nor Redis.

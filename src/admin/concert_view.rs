@@ -23,7 +23,7 @@ pub(super) struct ConcertView {
     /// Skipped at admission because they stopped polling.
     abandoned: u64,
     removed: u64,
-    /// Live gate sessions (src/gate.rs); each holds one of the `active` slots.
+    /// Live gate sessions (src/gate.rs, src/gateway/gate_check.rs); each holds one of the `active` slots.
     sessions: u64,
     /// Per lane: waiting, admitted (and a code lane's codes), in the concert's lane order.
     lane_counts: Vec<LaneCountsView>,
