@@ -10,11 +10,14 @@
 use clap::{Args, Parser, Subcommand};
 
 pub mod admin_tokens;
+mod error;
 pub mod identity;
 mod secret;
 pub mod sections;
 
 pub use admin_tokens::{AdminRole, NamedToken};
+pub(crate) use error::bad;
+pub use error::ConfigError;
 pub use identity::{ClientIpHeader, FanIdentityMode, IdentitySettings};
 pub use secret::Secret;
 pub use sections::{
@@ -165,18 +168,6 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     #[command(flatten)]
     pub events: EventsSettings,
-}
-
-/// A configuration problem, named by the setting that has it.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {setting}: {reason}")]
-pub struct ConfigError {
-    pub setting: &'static str,
-    pub reason: String,
-}
-
-pub(crate) fn bad(setting: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError { setting, reason: reason.into() }
 }
 
 impl Settings {

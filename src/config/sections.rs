@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::{bad, ConfigError, Secret};
+use super::error::{bad, ConfigError};
+use super::secret::{Secret, EXAMPLE_MARK};
 
 /// Checks that `value` lies in `range`; the error names `setting` and states the range itself,
 /// so the message and the check can never disagree.
@@ -597,10 +598,6 @@ pub struct SecuritySettings {
     #[arg(long, env = "QUEUEGATE_INSECURE_DEV")]
     pub insecure_dev: bool,
 }
-
-/// The example secrets of scripts/up.sh (and of the docs' curl examples) contain this; they
-/// are refused without --insecure-dev, so an example never guards a real on-sale.
-pub(crate) const EXAMPLE_MARK: &str = "change-me";
 
 impl SecuritySettings {
     pub fn validate(&self) -> Result<(), ConfigError> {
