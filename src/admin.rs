@@ -33,8 +33,6 @@ use crate::problem::{read_json, ApiError};
 use crate::routes::Endpoint;
 use concert_view::{existing, view};
 
-pub use crate::problem::MERGE_PATCH;
-pub use crate::routes::{MAX_OFFSET, MAX_PAGE};
 pub use settings::merge_patch;
 pub use state::Admin;
 

@@ -40,7 +40,6 @@ mod status;
 pub mod views;
 pub mod writes;
 
-pub use crate::openapi::OPENAPI;
 pub use state::{Gateway, MAX_STATUS_READS_IN_FLIGHT, MAX_VIEW_FANS};
 
 /// The public listener's endpoints: the router, the metrics' route labels and the OpenAPI

@@ -419,7 +419,7 @@ fn path_matches(pattern: &str, path: &str, prefix: bool) -> bool {
 
 #[test]
 fn every_route_a_doc_names_is_in_the_openapi_document() {
-    let doc: serde_json::Value = serde_json::from_str(queuegate::gateway::OPENAPI).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(queuegate::openapi::OPENAPI).unwrap();
     let mut routes: Vec<(String, String)> = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys().filter(|k| *k != "servers" && *k != "parameters") {

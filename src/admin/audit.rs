@@ -53,7 +53,7 @@ pub fn note_result(req: &HttpRequest, result: Value) {
 /// (`queuegate_admin_actions_total{outcome="failed"}`).
 pub(super) async fn record(admin: &Admin, e: &'static Endpoint, caller: &Caller, req: &HttpRequest, status: u16) {
     let Some(concert) = req.match_info().get("concertId").and_then(|c| ConcertId::parse(c).ok()) else {
-        // Every changing route names its concert (a unit test of access.rs holds them to it).
+        // Every changing route names its concert (a unit test of src/admin.rs holds them to it).
         tracing::error!(route = e.path, "an admin change without a concert cannot be recorded");
         admin.metrics.admin_actions.with_label_values(&["failed"]).inc();
         return;

@@ -128,6 +128,6 @@ impl Gateway {
 pub const MAX_STATUS_READS_IN_FLIGHT: usize = 1024;
 
 /// The origin of `QUEUEGATE_PUBLIC_URL` (checked at start), if set.
-pub fn public_origin(public_url: Option<&str>) -> Option<url::Origin> {
+pub(super) fn public_origin(public_url: Option<&str>) -> Option<url::Origin> {
     public_url.and_then(|u| url::Url::parse(u).ok()).map(|u| u.origin())
 }
