@@ -26,38 +26,3 @@ pub fn openapi_for(mode: crate::config::FanIdentityMode) -> String {
     }
     doc.to_string()
 }
-
-#[cfg(test)]
-mod tests {
-    use super::openapi_for;
-    use crate::config::FanIdentityMode as M;
-
-    fn join_schema(mode: M) -> serde_json::Value {
-        let doc: serde_json::Value = serde_json::from_str(&openapi_for(mode)).unwrap();
-        assert!(doc["info"]["description"].as_str().unwrap().contains(mode.as_str()));
-        doc["components"]["schemas"]["JoinRequest"].clone()
-    }
-
-    #[test]
-    fn the_served_join_body_is_what_the_gateway_s_identity_mode_accepts() {
-        let body = join_schema(M::Body);
-        assert_eq!(body["required"], serde_json::json!(["userId"]), "{{}} is refused in body mode");
-        let doc: serde_json::Value = serde_json::from_str(&openapi_for(M::Body)).unwrap();
-        assert_eq!(doc["paths"]["/v1/concerts/{concertId}/queue"]["post"]["requestBody"]["required"], true);
-        let anonymous = join_schema(M::Anonymous);
-        assert!(anonymous["properties"].get("userId").is_none(), "{anonymous}");
-        assert_eq!(anonymous["not"]["required"], serde_json::json!(["userId"]));
-        for mode in [M::Jwt, M::TrustedHeader] {
-            let s = join_schema(mode);
-            assert!(s["properties"].get("userId").is_some() && s.get("required").is_none(), "{s}");
-        }
-        assert_eq!(
-            body["properties"]["pow"]["properties"]["solution"]["maxLength"],
-            crate::gateway::challenge::MAX_SOLUTION_LEN
-        );
-        assert_eq!(
-            body["properties"]["pow"]["properties"]["challenge"]["maxLength"],
-            crate::gateway::challenge::MAX_CHALLENGE_LEN
-        );
-    }
-}
