@@ -3,105 +3,38 @@
 //! (`QUEUEGATE_ADMIN_TOKEN` or a named token of `QUEUEGATE_ADMIN_TOKENS_FILE`, each with its
 //! role: [`access`]), except the console's own files (`crate::pages::CONSOLE_PATHS`), which
 //! hold no data. Every change that succeeds is recorded ([`audit`]).
+//!
+//! The admin listener, one way down: this file holds its route table ([`ROUTES`]), the two
+//! guards, the probes, the metrics, the concert list and reports, and the webhooks' calls; the
+//! other handlers are in `queue`, `sessions`, `settings` and [`audit`]. They all take the
+//! listener's state, [`state::Admin`], which imports no handler; [`access`] (who the caller is)
+//! and the domain modules below import no listener.
 
 pub mod access;
 pub mod audit;
+mod concert_view;
+mod queue;
+mod sessions;
+mod settings;
+pub mod state;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::{web, HttpRequest, HttpResponse};
-use serde::{Deserialize, Serialize};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use serde::Serialize;
 
-use crate::admission::AdmissionKeys;
-use crate::concerts::{Concert, ConcertCache, ConcertSettings, ConcertState};
-use crate::gateway::FanStatus;
 use crate::identity::bearer;
-use crate::ids::{ConcertId, Lane, RequestId, UserId};
-use crate::kafka::KafkaProbe;
-use crate::metrics::Metrics;
+use crate::ids::ConcertId;
 use crate::problem::{read_json, ApiError};
 use crate::routes::Endpoint;
-use crate::store::{QueueStore, Standing};
-use crate::supervisor::Health;
+use concert_view::{existing, view};
 
-mod settings;
-
-pub use settings::{merge_patch, MERGE_PATCH};
-
-/// Largest page of the queue listing.
-pub const MAX_PAGE: u64 = 1000;
-
-/// Largest `offset` of the queue listing (documented as the schema's maximum).
-pub const MAX_OFFSET: u64 = 1_000_000_000;
-
-/// Everything the admin handlers share.
-pub struct Admin {
-    pub store: QueueStore,
-    pub cache: ConcertCache,
-    pub metrics: Metrics,
-    /// Signs the admission tokens manual admission hands out.
-    pub keys: AdmissionKeys,
-    /// The admin tokens and who each one is (none configured under --insecure-dev: open).
-    tokens: access::AdminTokens,
-    /// Actions each concert's audit list keeps (`QUEUEGATE_ADMIN_AUDIT_KEPT`).
-    audit_kept: u64,
-    /// Asks Kafka for metadata, for readiness.
-    kafka: KafkaProbe,
-    /// Draining and failed tasks: /readyz answers 503 on either.
-    health: Arc<Health>,
-    /// Where webhooks may point (`QUEUEGATE_WEBHOOK_ALLOW_NETWORKS`): checked at registration.
-    egress: crate::events::egress::EgressPolicy,
-    /// Encrypts the webhook secrets Redis holds.
-    at_rest: crate::events::at_rest::SecretBox,
-    /// Hashes lane codes as the gateways look them up.
-    codes: crate::store::CodeKey,
-}
-
-impl Admin {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        store: QueueStore,
-        cache: ConcertCache,
-        metrics: Metrics,
-        keys: AdmissionKeys,
-        tokens: access::AdminTokens,
-        kafka: KafkaProbe,
-        health: Arc<Health>,
-        at_rest: crate::events::at_rest::SecretBox,
-        codes: crate::store::CodeKey,
-    ) -> Self {
-        Admin {
-            at_rest,
-            codes,
-            store,
-            cache,
-            metrics,
-            keys,
-            tokens,
-            audit_kept: audit::DEFAULT_KEPT,
-            kafka,
-            health,
-            egress: Default::default(),
-        }
-    }
-
-    /// The networks webhooks may point to besides public ones (`QUEUEGATE_WEBHOOK_ALLOW_NETWORKS`).
-    pub fn with_webhook_egress(mut self, egress: crate::events::egress::EgressPolicy) -> Self {
-        self.egress = egress;
-        self
-    }
-
-    /// Actions each concert's audit list keeps (`QUEUEGATE_ADMIN_AUDIT_KEPT`).
-    pub fn with_audit_kept(mut self, kept: u64) -> Self {
-        self.audit_kept = kept;
-        self
-    }
-}
+pub use settings::merge_patch;
+pub use state::Admin;
 
 /// The admin listener's endpoints: the router, the metrics' route labels and the OpenAPI test
 /// all read this table. Everything under `/admin/` but the console's files needs the admin token
@@ -121,37 +54,41 @@ pub static ROUTES: &[Endpoint] = &[
         handler: |r| r.to(settings::patch_concert),
     },
     Endpoint { method: Method::GET, path: "/admin/v1/concerts/{concertId}", handler: |r| r.to(get_concert) },
-    Endpoint { method: Method::GET, path: "/admin/v1/concerts/{concertId}/queue", handler: |r| r.to(queue_page) },
+    Endpoint {
+        method: Method::GET,
+        path: "/admin/v1/concerts/{concertId}/queue",
+        handler: |r| r.to(queue::queue_page),
+    },
     Endpoint {
         method: Method::GET,
         path: "/admin/v1/concerts/{concertId}/queue/{userId}",
-        handler: |r| r.to(queue_user),
+        handler: |r| r.to(queue::queue_user),
     },
     Endpoint {
         method: Method::DELETE,
         path: "/admin/v1/concerts/{concertId}/queue/{userId}",
-        handler: |r| r.to(remove),
+        handler: |r| r.to(queue::remove),
     },
-    Endpoint { method: Method::POST, path: "/admin/v1/concerts/{concertId}/admit", handler: |r| r.to(admit) },
+    Endpoint { method: Method::POST, path: "/admin/v1/concerts/{concertId}/admit", handler: |r| r.to(queue::admit) },
     Endpoint {
         method: Method::POST,
         path: "/admin/v1/concerts/{concertId}/lanes/{lane}/codes",
-        handler: |r| r.to(add_codes),
+        handler: |r| r.to(queue::add_codes),
     },
     Endpoint {
         method: Method::GET,
         path: "/admin/v1/concerts/{concertId}/sessions",
-        handler: |r| r.to(crate::gate::list),
+        handler: |r| r.to(sessions::list),
     },
     Endpoint {
         method: Method::POST,
         path: "/admin/v1/concerts/{concertId}/sessions/revoke",
-        handler: |r| r.to(crate::gate::revoke),
+        handler: |r| r.to(sessions::revoke),
     },
     Endpoint {
         method: Method::DELETE,
         path: "/admin/v1/concerts/{concertId}/sessions/{userId}",
-        handler: |r| r.to(crate::gate::end),
+        handler: |r| r.to(sessions::end),
     },
     Endpoint { method: Method::GET, path: "/admin/v1/concerts/{concertId}/report", handler: |r| r.to(report) },
     Endpoint { method: Method::GET, path: "/admin/v1/concerts/{concertId}/audit", handler: |r| r.to(audit::list) },
@@ -188,7 +125,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .wrap(actix_web::middleware::from_fn(require_admin_token))
         .default_service(web::to(crate::routes::not_found));
     let per_route = |e: &'static Endpoint, r: actix_web::Route| {
-        r.wrap(actix_web::middleware::from_fn(move |req, next| access::route_guard(e, req, next)))
+        r.wrap(actix_web::middleware::from_fn(move |req, next| route_guard(e, req, next)))
     };
     for resource in crate::routes::resources(ROUTES, ADMIN_SCOPE, |e| guarded(e.path), per_route) {
         scope = scope.service(resource);
@@ -220,6 +157,45 @@ async fn require_admin_token(
     };
     actix_web::HttpMessage::extensions_mut(&req).insert(caller);
     Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+/// The route's own guard, for the endpoint `e`: refuses a caller below the route's role (403,
+/// logged with the token's name and counted), and records a change that succeeded in the audit
+/// trail ([`audit`]) before the answer goes out, so an answered change is a recorded one
+/// (unless recording failed, which is logged and counted: the change is made either way).
+async fn route_guard(
+    e: &'static Endpoint,
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let admin = req.app_data::<web::Data<Admin>>().expect("admin state is registered").clone();
+    let Some(caller) = req.extensions().get::<access::Caller>().cloned() else {
+        return Err(ApiError::Unauthorized("the admin token is missing or wrong".into()).into());
+    };
+    let need = access::required_role(&e.method, e.path);
+    if caller.role < need {
+        admin.metrics.admin_refused.with_label_values(&["role"]).inc();
+        tracing::warn!(token = %caller.name, role = caller.role.as_str(), method = %e.method, route = e.path,
+            "admin call refused: the token's role is below the route's");
+        return Err(ApiError::Forbidden(format!(
+            "{} {} needs the {} role; the token {} is {}",
+            e.method,
+            e.path,
+            need.as_str(),
+            caller.name,
+            caller.role.as_str()
+        ))
+        .into());
+    }
+    if !access::changes(&e.method) {
+        return next.call(req).await;
+    }
+    req.extensions_mut().insert(crate::problem::KeptBody::default());
+    let res = next.call(req).await?;
+    if res.status().is_success() {
+        audit::record(&admin, e, &caller, res.request(), res.status().as_u16()).await;
+    }
+    Ok(res)
 }
 
 async fn healthz() -> HttpResponse {
@@ -302,80 +278,6 @@ async fn readyz(admin: web::Data<Admin>) -> HttpResponse {
 
 async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(admin.metrics.render())
-}
-
-/// A concert with its counts, as the admin API shows it.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ConcertView {
-    concert_id: ConcertId,
-    #[serde(flatten)]
-    settings: ConcertSettings,
-    waiting: u64,
-    /// Admitted since the concert began.
-    admitted: u64,
-    /// Admitted fans holding a slot now (token neither expired nor completed).
-    active: u64,
-    /// Skipped at admission because they stopped polling.
-    abandoned: u64,
-    removed: u64,
-    /// Live gate sessions (src/gate.rs); each holds one of the `active` slots.
-    sessions: u64,
-    /// Per lane: waiting, admitted (and a code lane's codes), in the concert's lane order.
-    lane_counts: Vec<LaneCountsView>,
-    created_at: String,
-    updated_at: String,
-    /// The concert's `ETag` (as `GET` answers it for this concert), so a client that read the
-    /// list can send `If-Match` too.
-    etag: String,
-}
-
-/// One lane's counts, as the admin API shows them.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct LaneCountsView {
-    name: Lane,
-    waiting: u64,
-    admitted: u64,
-    /// A code lane's codes: uploaded, and bound to a fan.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    codes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    codes_used: Option<u64>,
-}
-
-async fn view(store: &QueueStore, c: Concert) -> Result<ConcertView, ApiError> {
-    let counts = store.counts(&c.id, &c.settings.lane_names()).await?;
-    let mut lane_counts = Vec::with_capacity(counts.lanes.len());
-    for (l, settings) in counts.lanes.iter().zip(c.settings.lanes().iter()) {
-        let (codes, codes_used) = if settings.access == crate::concerts::LaneAccess::Code {
-            let (n, used) = store.code_counts(&c.id, &l.name).await?;
-            (Some(n), Some(used))
-        } else {
-            (None, None)
-        };
-        lane_counts.push(LaneCountsView {
-            name: l.name.clone(),
-            waiting: l.waiting,
-            admitted: l.admitted,
-            codes,
-            codes_used,
-        });
-    }
-    Ok(ConcertView {
-        lane_counts,
-        waiting: counts.waiting,
-        admitted: counts.admitted,
-        active: counts.active,
-        abandoned: counts.abandoned,
-        removed: counts.removed,
-        sessions: counts.sessions,
-        created_at: crate::clock::rfc3339(c.created_at_ms),
-        updated_at: crate::clock::rfc3339(c.updated_at_ms),
-        etag: c.etag(),
-        concert_id: c.id,
-        settings: c.settings,
-    })
 }
 
 async fn report(admin: web::Data<Admin>, id: web::Path<ConcertId>) -> Result<HttpResponse, ApiError> {
@@ -508,230 +410,56 @@ async fn list_concerts(admin: web::Data<Admin>) -> Result<HttpResponse, ApiError
     Ok(HttpResponse::Ok().json(serde_json::json!({ "concerts": out })))
 }
 
-async fn existing(admin: &Admin, id: &ConcertId) -> Result<Concert, ApiError> {
-    admin.store.get_concert(id).await?.ok_or_else(|| ApiError::NotFound(format!("no concert {id}")))
-}
-
 async fn get_concert(admin: web::Data<Admin>, id: web::Path<ConcertId>) -> Result<HttpResponse, ApiError> {
     let c = existing(&admin, &id).await?;
     let etag = c.etag();
     Ok(HttpResponse::Ok().insert_header((actix_web::http::header::ETAG, etag)).json(view(&admin.store, c).await?))
 }
 
-#[derive(Debug, Deserialize)]
-struct PageQuery {
-    /// The lane to list (`general` when absent).
-    #[serde(default)]
-    lane: Option<Lane>,
-    #[serde(default)]
-    offset: u64,
-    #[serde(default = "default_limit")]
-    limit: u64,
-}
+#[cfg(test)]
+mod tests {
+    use super::access::{changes, required_role};
+    use crate::config::AdminRole;
+    use actix_web::http::Method;
 
-fn default_limit() -> u64 {
-    100
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct EntryView {
-    position: u64,
-    user_id: UserId,
-    joined_at: String,
-}
-
-async fn queue_page(
-    admin: web::Data<Admin>,
-    id: web::Path<ConcertId>,
-    q: web::Query<PageQuery>,
-) -> Result<HttpResponse, ApiError> {
-    if q.limit == 0 || q.limit > MAX_PAGE {
-        return Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_PAGE}")));
-    }
-    if q.offset > MAX_OFFSET {
-        return Err(ApiError::BadRequest(format!("offset must be between 0 and {MAX_OFFSET}")));
-    }
-    let c = existing(&admin, &id).await?;
-    let lane = q.lane.clone().unwrap_or_else(Lane::general);
-    if c.settings.lane(&lane).is_none() {
-        return Err(ApiError::NotFound(format!("concert {} has no lane {lane}", c.id)));
-    }
-    let (total, entries) = admin.store.page(&c.id, &lane, q.offset, q.limit).await?;
-    let entries: Vec<EntryView> = entries
-        .into_iter()
-        .map(|e| EntryView {
-            position: e.position,
-            user_id: e.user_id,
-            joined_at: crate::clock::rfc3339(e.joined_at_ms),
-        })
-        .collect();
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "lane": lane, "total": total, "offset": q.offset, "entries": entries })))
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct UserView {
-    user_id: UserId,
-    status: &'static str,
-    /// The lane the fan's place is (or was) in.
-    lane: Lane,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    position: Option<u64>,
-    joined_at: String,
-}
-
-async fn queue_user(admin: web::Data<Admin>, path: web::Path<(ConcertId, UserId)>) -> Result<HttpResponse, ApiError> {
-    let (concert_id, user_id) = path.into_inner();
-    let c = existing(&admin, &concert_id).await?;
-    let (standing, lane, now_ms) = admin.store.standing(&c.id, &c.settings.lane_names(), &user_id, 0).await?;
-    let joined_at_ms = match &standing {
-        Standing::Unknown => return Err(ApiError::NotFound(format!("{user_id} never joined concert {concert_id}"))),
-        Standing::Waiting { joined_at_ms, .. }
-        | Standing::Left { joined_at_ms, .. }
-        | Standing::Held { joined_at_ms, .. } => *joined_at_ms,
-    };
-    let status = FanStatus::new(standing, now_ms, &c.id, &user_id, None);
-    Ok(HttpResponse::Ok().json(UserView {
-        user_id,
-        status: status.status,
-        lane,
-        position: status.position,
-        joined_at: crate::clock::rfc3339(joined_at_ms),
-    }))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct AdmitBody {
-    count: u32,
-    /// Makes the call safe to retry: the same request id returns the same fans and tokens.
-    #[serde(default, deserialize_with = "crate::problem::present")]
-    request_id: Option<RequestId>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct AdmittedView {
-    user_id: UserId,
-    admission_token: String,
-    expires_at: String,
-}
-
-/// `POST /admin/v1/concerts/{concertId}/admit {"count":n}` — admits up to n fans from the head
-/// now, whatever the rate, within `maxActive` when the concert sets it.
-async fn admit(
-    admin: web::Data<Admin>,
-    req: HttpRequest,
-    id: web::Path<ConcertId>,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let body: AdmitBody = read_json(&req, payload, None).await?;
-    let c = existing(&admin, &id).await?;
-    if !(1..=MAX_PAGE as u32).contains(&body.count) {
-        return Err(ApiError::BadRequest(format!("count must be between 1 and {MAX_PAGE}")));
-    }
-    if c.settings.state != ConcertState::Open {
-        return Err(ApiError::Conflict(format!(
-            "concert {} is {}; admission is stopped",
-            c.id,
-            c.settings.state.as_str()
-        )));
-    }
-    let admit = crate::store::AdmitRequest {
-        max: body.count,
-        ttl_ms: i64::from(c.settings.token_ttl_seconds) * 1000,
-        max_active: c.settings.max_active,
-        abandon_after_ms: i64::from(c.settings.abandon_after_seconds) * 1000,
-        per_second: 0,
-        lease: None,
-        request: body.request_id.as_ref(),
-        lanes: &c.settings.lane_shares(),
-    };
-    let admitted = admin.store.admit(&c.id, admit).await?.expect("manual admission holds no lease to lose");
-    admin.metrics.admissions.with_label_values(&["manual"]).inc_by(admitted.fans.len() as u64);
-    let views: Vec<AdmittedView> = admitted
-        .fans
-        .into_iter()
-        .map(|(user, exp)| AdmittedView {
-            admission_token: admin.keys.issue(&c.id, &user, admitted.iat_ms, exp),
-            expires_at: crate::clock::rfc3339(exp),
-            user_id: user,
-        })
-        .collect();
-    tracing::info!(concert = %c.id, admitted = views.len(), "manual admission");
-    audit::note_result(&req, serde_json::json!({ "admitted": views.len() }));
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "admitted": views })))
-}
-
-/// `DELETE /admin/v1/concerts/{concertId}/queue/{userId}` — 204, or 404 when not waiting.
-async fn remove(admin: web::Data<Admin>, path: web::Path<(ConcertId, UserId)>) -> Result<HttpResponse, ApiError> {
-    let (concert_id, user_id) = path.into_inner();
-    let c = existing(&admin, &concert_id).await?;
-    if admin.store.remove(&c.id, &user_id).await? {
-        tracing::info!(concert = %c.id, user = %user_id, "fan removed from the queue");
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(ApiError::NotFound(format!("{user_id} is not waiting in concert {concert_id}")))
-    }
-}
-
-/// Most codes in one upload.
-pub const MAX_CODES_PER_UPLOAD: usize = 10_000;
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CodesBody {
-    codes: Vec<String>,
-}
-
-/// `POST /admin/v1/concerts/{concertId}/lanes/{lane}/codes` `{"codes":[…]}`: adds codes to a
-/// lane whose access is `code` (up to [`MAX_CODES_PER_UPLOAD`] per call; stored hashed; a code
-/// uploaded again keeps its binding). 200 `{"added","total","used"}`.
-async fn add_codes(
-    admin: web::Data<Admin>,
-    req: HttpRequest,
-    path: web::Path<(ConcertId, Lane)>,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let (id, lane) = path.into_inner();
-    let body: CodesBody =
-        crate::problem::read_json_up_to(&req, payload, None, crate::problem::MAX_CODES_BODY_BYTES).await?;
-    let c = existing(&admin, &id).await?;
-    match c.settings.lane(&lane) {
-        None => return Err(ApiError::NotFound(format!("concert {id} has no lane {lane}"))),
-        Some(l) if l.access != crate::concerts::LaneAccess::Code => {
-            return Err(ApiError::Conflict(format!(
-                "lane {lane} of concert {id} is {}, not code: it takes no codes",
-                l.access.as_text()
-            )))
+    #[test]
+    fn every_admin_route_needs_the_role_the_contract_gives_it() {
+        use AdminRole::*;
+        let mut seen = Vec::new();
+        for e in super::ROUTES.iter().filter(|e| super::guarded(e.path)) {
+            seen.push((e.method.as_str(), e.path, required_role(&e.method, e.path)));
         }
-        Some(_) => {}
+        let want = [
+            ("GET", "/admin/v1/concerts", Viewer),
+            ("PUT", "/admin/v1/concerts/{concertId}", Operator),
+            ("PATCH", "/admin/v1/concerts/{concertId}", Operator),
+            ("GET", "/admin/v1/concerts/{concertId}", Viewer),
+            ("GET", "/admin/v1/concerts/{concertId}/queue", Viewer),
+            ("GET", "/admin/v1/concerts/{concertId}/queue/{userId}", Viewer),
+            ("DELETE", "/admin/v1/concerts/{concertId}/queue/{userId}", Operator),
+            ("POST", "/admin/v1/concerts/{concertId}/admit", Operator),
+            ("POST", "/admin/v1/concerts/{concertId}/lanes/{lane}/codes", Admin),
+            ("GET", "/admin/v1/concerts/{concertId}/sessions", Viewer),
+            ("POST", "/admin/v1/concerts/{concertId}/sessions/revoke", Admin),
+            ("DELETE", "/admin/v1/concerts/{concertId}/sessions/{userId}", Operator),
+            ("GET", "/admin/v1/concerts/{concertId}/report", Viewer),
+            ("GET", "/admin/v1/concerts/{concertId}/audit", Viewer),
+            ("GET", "/admin/v1/concerts/{concertId}/webhooks/deliveries", Viewer),
+            ("POST", "/admin/v1/concerts/{concertId}/webhooks/{webhookId}/secret", Admin),
+            ("POST", "/admin/v1/concerts/{concertId}/webhooks/{webhookId}/resume", Admin),
+        ];
+        seen.sort();
+        let mut want = want.to_vec();
+        want.sort();
+        assert_eq!(seen, want, "a new admin route needs its role stated here");
+        assert_eq!(required_role(&Method::PATCH, "/admin/v1/anything/new"), Admin, "closed unless named");
+        assert!(!changes(&Method::GET) && !changes(&Method::HEAD) && changes(&Method::PUT) && changes(&Method::DELETE));
     }
-    if body.codes.is_empty() || body.codes.len() > MAX_CODES_PER_UPLOAD {
-        return Err(ApiError::BadRequest(format!("codes must hold 1 to {MAX_CODES_PER_UPLOAD} codes")));
+
+    #[test]
+    fn changing_routes_all_name_a_concert_so_each_change_has_an_audit_list() {
+        for e in super::ROUTES.iter().filter(|e| changes(&e.method)) {
+            assert!(e.path.starts_with("/admin/v1/concerts/{concertId}"), "{} {} has no concert", e.method, e.path);
+        }
     }
-    if let Some(i) = body.codes.iter().position(|code| !crate::gateway::valid_code(code)) {
-        return Err(ApiError::BadRequest(format!(
-            "codes[{i}] must be 1 to {} visible ASCII characters",
-            crate::gateway::MAX_CODE_CHARS
-        )));
-    }
-    if let Some(i) = body.codes.iter().position(|code| !crate::store::strong_enough(code)) {
-        return Err(ApiError::BadRequest(format!(
-            "codes[{i}] is too easy to guess: a code needs at least {} characters and {} bits by its \
-             length times log2 of the alphabet of the character classes it uses (digits 10, lower case 26, \
-             upper case 26, other visible ASCII 32), e.g. 10 characters of a 32-symbol alphabet; nothing was added",
-            crate::store::MIN_CODE_CHARS,
-            crate::store::MIN_CODE_BITS
-        )));
-    }
-    let added = admin.store.add_codes(&id, &lane, &admin.codes, &body.codes).await?;
-    let (total, used) = admin.store.code_counts(&id, &lane).await?;
-    // The record gets the count, never a code.
-    audit::note_change(&req, serde_json::json!({ "codes": body.codes.len() }));
-    audit::note_result(&req, serde_json::json!({ "added": added, "total": total }));
-    tracing::info!(concert = %id, %lane, added, total, "lane codes uploaded");
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "added": added, "total": total, "used": used })))
 }

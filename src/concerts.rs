@@ -314,7 +314,7 @@ pub struct ConcertSettings {
     /// The waiting room's background colour (`#rrggbb`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background_color: Option<String>,
-    /// A gate session ends when no gate check came for this long (src/gate.rs).
+    /// A gate session ends when no gate check came for this long (src/gateway/gate_check.rs).
     #[serde(default = "default_session_idle")]
     pub session_idle_seconds: u32,
     /// A gate session ends this long after it started, however busy.

@@ -10,16 +10,20 @@
 use clap::{Args, Parser, Subcommand};
 
 pub mod admin_tokens;
+mod error;
 pub mod identity;
 mod secret;
 pub mod sections;
 
 pub use admin_tokens::{AdminRole, NamedToken};
+pub(crate) use error::bad;
+pub use error::ConfigError;
 pub use identity::{ClientIpHeader, FanIdentityMode, IdentitySettings};
 pub use secret::Secret;
 pub use sections::{
     check_properties, AdmissionSettings, ConsumerSettings, EventsSettings, HttpSettings, KafkaProperty, KafkaSettings,
-    LogFormat, RedisSettings, SecuritySettings, TelemetrySettings, SESSION_TIMEOUT_MS,
+    LogFormat, RedisSettings, SecuritySettings, TelemetrySettings, ADMIN_AUDIT_KEPT_DEFAULT, ADMIN_AUDIT_KEPT_RANGE,
+    SESSION_TIMEOUT_MS,
 };
 
 /// queuegate: a waiting-queue gateway for concert ticket on-sales.
@@ -164,18 +168,6 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     #[command(flatten)]
     pub events: EventsSettings,
-}
-
-/// A configuration problem, named by the setting that has it.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {setting}: {reason}")]
-pub struct ConfigError {
-    pub setting: &'static str,
-    pub reason: String,
-}
-
-pub(crate) fn bad(setting: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError { setting, reason: reason.into() }
 }
 
 impl Settings {

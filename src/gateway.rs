@@ -3,144 +3,44 @@
 //! A join is validated, checked against the cached concert state (no Redis round trip), produced
 //! to Kafka and answered 202 only once the broker acknowledged it. Reading a status needs the
 //! entry token handed out with the 202.
+//!
+//! The public listener, one way down: this file holds its route table ([`ROUTES`]), the join,
+//! the challenge, `/openapi.json` and the guard of state-changing requests; the other handlers
+//! are in `status`, `events` and `gate_check` (and the pages in `crate::pages`). They all take
+//! the listener's state, [`state::Gateway`], which imports no handler; below it are the
+//! listener's own parts ([`views`], [`limits`], [`mod@challenge`], `published`) and the domain
+//! modules (`crate::gate`, `crate::fan_status`, `crate::store`, …), none of which imports a
+//! listener.
 
 use std::time::Instant;
 
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde::{Deserialize, Serialize};
 
-use crate::admission::AdmissionKeys;
-use crate::concerts::{ConcertCache, JoinCheck};
-use crate::identity::{bearer, FanIdentity};
+use crate::concerts::JoinCheck;
+use crate::identity::bearer;
 use crate::ids::{ConcertId, EntryRecord, Lane, UserId};
-use crate::metrics::Metrics;
 use crate::problem::ApiError;
-use crate::producer::{EntryProducer, ProduceError};
+use crate::producer::ProduceError;
 use crate::routes::Endpoint;
-use crate::store::QueueStore;
-use crate::token::EntryTokens;
+use crate::store::{valid_code, MAX_CODE_CHARS};
 use crate::trace::TraceContext;
 
 pub mod challenge;
 mod events;
+mod gate_check;
 pub mod limits;
 mod published;
+pub mod state;
 mod status;
 pub mod views;
 pub mod writes;
 
-pub use status::FanStatus;
-
-/// Everything the public handlers share; one per process.
-pub struct Gateway {
-    pub producer: EntryProducer,
-    pub store: QueueStore,
-    pub cache: ConcertCache,
-    pub tokens: EntryTokens,
-    pub keys: AdmissionKeys,
-    pub metrics: Metrics,
-    /// Who a joining fan is.
-    pub identity: FanIdentity,
-    /// `/openapi.json` for this gateway's identity mode ([`openapi_for`]), made once at start.
-    openapi: web::Bytes,
-    /// Who may complete an admission: the booking site's token (and the admin token).
-    pub site: crate::identity::Credentials,
-    /// Proof-of-work challenges for anonymous joins.
-    pub challenges: challenge::Challenges,
-    /// Joins per client and per fan, status reads per fan.
-    pub limits: limits::Limits,
-    /// Open status streams per fan (at most [`events::MAX_STREAMS_PER_FAN`] each).
-    fan_streams: limits::FanStreams,
-    /// Status reads waiting for Redis at once ([`MAX_STATUS_READS_IN_FLIGHT`]).
-    pub status_reads: tokio::sync::Semaphore,
-    /// Permits for open status streams (SSE).
-    pub streams: std::sync::Arc<tokio::sync::Semaphore>,
-    /// Cancelled at shutdown: ends the status streams.
-    pub stop: tokio_util::sync::CancellationToken,
-    /// The per-concert views status streams and polls are answered from.
-    pub views: std::sync::Arc<views::Views>,
-    /// What the fairness endpoint publishes, from memory.
-    published: published::Published,
-    /// The gate in front of the booking site: session cookies, what this gateway knows of sessions.
-    pub gate: crate::gate::Gate,
-    /// `QUEUEGATE_PUBLIC_URL`'s origin: state-changing requests from it are the gateway's own
-    /// ([`writes`]).
-    public_origin: Option<url::Origin>,
-    /// Hashes lane codes as the admin listener stored them.
-    codes: crate::store::CodeKey,
-    /// The failure budgets of code joins and how long a code is held for a join in flight.
-    code_budgets: crate::store::CodeBudgets,
-}
-
-/// Fans the views of one gateway track at most (about 150 bytes each); past it, fans' statuses
-/// are read from Redis one by one.
-pub const MAX_VIEW_FANS: usize = 500_000;
-
-impl Gateway {
-    /// The front door's shared state. `site` is who may complete admissions (the booking site's
-    /// token and the admin token); `challenges` signs proof-of-work challenges (with the token
-    /// secret, the same on every gateway). Both are required: there is no open default.
-    /// `http` bounds the streams and sets the limits; `stop` ends the streams at shutdown.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        producer: EntryProducer,
-        store: QueueStore,
-        cache: ConcertCache,
-        tokens: EntryTokens,
-        keys: AdmissionKeys,
-        metrics: Metrics,
-        identity: FanIdentity,
-        site: crate::identity::Credentials,
-        challenges: challenge::Challenges,
-        gate_secret: &[u8],
-        http: &crate::config::HttpSettings,
-        stop: tokio_util::sync::CancellationToken,
-    ) -> Self {
-        // A code is held for a join while its produce may still succeed, plus a margin for a
-        // stalled process: a hold that lapses first could let another fan take the code.
-        let code_hold_ms = producer.delivery_timeout().as_millis() as u64 + 30_000;
-        let limits = limits::Limits::new(http, identity.proxies().any());
-        let gate = crate::gate::Gate::new(
-            gate_secret,
-            http.public_url.as_deref(),
-            cache.clone(),
-            metrics.gate_ended_remembered.clone(),
-            metrics.gate_refused_remembered.clone(),
-        );
-        Gateway {
-            producer,
-            store,
-            cache,
-            tokens,
-            keys,
-            metrics,
-            openapi: openapi_for(identity.mode()).into(),
-            identity,
-            site,
-            challenges,
-            limits,
-            fan_streams: Default::default(),
-            status_reads: tokio::sync::Semaphore::new(MAX_STATUS_READS_IN_FLIGHT),
-            streams: std::sync::Arc::new(tokio::sync::Semaphore::new(http.max_event_streams)),
-            stop,
-            views: std::sync::Arc::new(views::Views::new(
-                std::time::Duration::from_millis(http.view_refresh_ms),
-                MAX_VIEW_FANS,
-            )),
-            published: Default::default(),
-            gate,
-            public_origin: writes::public_origin(http.public_url.as_deref()),
-            codes: crate::store::CodeKey::new(gate_secret),
-            code_budgets: crate::store::CodeBudgets {
-                per_client: http.code_failures_per_client,
-                per_lane: http.code_failures_per_lane,
-                window_ms: u64::from(http.code_failure_window_seconds) * 1000,
-                hold_ms: code_hold_ms,
-            },
-        }
-    }
-}
+pub use state::{Gateway, MAX_STATUS_READS_IN_FLIGHT, MAX_VIEW_FANS};
 
 /// The public listener's endpoints: the router, the metrics' route labels and the OpenAPI
 /// test all read this table.
@@ -174,12 +74,8 @@ pub static ROUTES: &[Endpoint] = &[
         handler: |r| r.to(status::complete),
     },
     Endpoint { method: Method::GET, path: "/v1/concerts/{concertId}/fairness", handler: |r| r.to(status::fairness) },
-    Endpoint { method: Method::GET, path: "/v1/concerts/{concertId}/gate", handler: |r| r.to(crate::gate::check) },
-    Endpoint {
-        method: Method::GET,
-        path: "/v1/concerts/{concertId}/challenge",
-        handler: |r| r.to(challenge::challenge),
-    },
+    Endpoint { method: Method::GET, path: "/v1/concerts/{concertId}/gate", handler: |r| r.to(gate_check::check) },
+    Endpoint { method: Method::GET, path: "/v1/concerts/{concertId}/challenge", handler: |r| r.to(challenge) },
     Endpoint { method: Method::GET, path: "/.well-known/jwks.json", handler: |r| r.to(status::jwks) },
     Endpoint { method: Method::GET, path: "/openapi.json", handler: |r| r.to(openapi) },
 ];
@@ -190,34 +86,55 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     crate::routes::register(cfg, ROUTES);
 }
 
-/// The OpenAPI 3 description of both listeners, as written (every identity mode at once).
-pub const OPENAPI: &str = include_str!("gateway/openapi.json");
-
-/// The document this gateway serves: [`OPENAPI`] with the join body as its identity mode takes
-/// it — `userId` required in body mode, refused in anonymous mode, optional in jwt and
-/// trusted-header mode — so a generated client (or a fuzzer) sends what this gateway accepts.
-/// The body itself is required in every mode (`{}` at least): a join must say it is JSON.
-pub fn openapi_for(mode: crate::config::FanIdentityMode) -> String {
-    use crate::config::FanIdentityMode as M;
-    let mut doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("the OpenAPI document is JSON");
-    let join = &mut doc["components"]["schemas"]["JoinRequest"];
-    match mode {
-        M::Body => join["required"] = serde_json::json!(["userId"]),
-        M::Anonymous => {
-            join["properties"].as_object_mut().expect("JoinRequest has properties").remove("userId");
-            join["not"] = serde_json::json!({"required": ["userId"]});
-        }
-        M::Jwt | M::TrustedHeader => {}
-    }
-    let note = format!(" This gateway runs fan identity mode `{}`.", mode.as_str());
-    if let Some(d) = doc["info"]["description"].as_str().map(|d| d.to_owned() + &note) {
-        doc["info"]["description"] = d.into();
-    }
-    doc.to_string()
-}
-
 async fn openapi(gw: web::Data<Gateway>) -> HttpResponse {
     HttpResponse::Ok().content_type("application/json").body(gw.openapi.clone())
+}
+
+/// `GET /v1/concerts/{concertId}/challenge` — a challenge to solve before an anonymous join.
+/// 404 for an unknown concert; difficulty 0 when the concert asks for no proof of work.
+async fn challenge(gw: web::Data<Gateway>, concert: web::Path<ConcertId>) -> Result<HttpResponse, ApiError> {
+    let concert = concert.into_inner();
+    let settings = gw.cache.settings(&concert).ok_or_else(|| ApiError::NotFound(format!("no concert {concert}")))?;
+    let (challenge, expires_ms) = gw.challenges.issue(&concert, settings.pow_difficulty, crate::clock::now_ms());
+    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(ChallengeView {
+        challenge,
+        difficulty: settings.pow_difficulty,
+        expires_at: crate::clock::rfc3339(expires_ms),
+    }))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ChallengeView {
+    challenge: String,
+    difficulty: u8,
+    expires_at: String,
+}
+
+/// The middleware of the state-changing requests ([`writes`]): refuses a public request that is
+/// not JSON (415) or comes from a foreign origin (403), before any handler runs.
+pub async fn writes_guard(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    if *req.method() == Method::GET || *req.method() == Method::HEAD {
+        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+    }
+    // Only the endpoints the table serves with this method: a method a path does not serve
+    // stays a 405 with Allow, an unknown path a 404.
+    if !ROUTES.iter().any(|e| e.method == req.method() && crate::routes::matches(e.path, req.path())) {
+        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+    }
+    let Some(gw) = req.app_data::<web::Data<Gateway>>().cloned() else {
+        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+    };
+    match writes::check(&gw, req.request()) {
+        Ok(()) => next.call(req).await.map(ServiceResponse::map_into_left_body),
+        Err(e) => {
+            let res = e.error_response();
+            Ok(req.into_response(res).map_into_right_body())
+        }
+    }
 }
 
 /// A new anonymous fan's proof of work for a concert that asks for `difficulty` bits: a valid
@@ -241,11 +158,6 @@ async fn check_proof_of_work(
     Ok(())
 }
 
-/// Status reads one process lets wait for Redis at once. A healthy Redis answers in well under
-/// a millisecond, so even 45,000 reads/s keep a few dozen in flight; a thousand waiting means
-/// Redis is slow, and more would only queue behind it.
-pub const MAX_STATUS_READS_IN_FLIGHT: usize = 1024;
-
 /// A join's body: empty, `{}`, or `{"userId"}` (required in body mode, an optional restatement
 /// of the identity in jwt and trusted-header mode, refused in anonymous mode).
 #[derive(Debug, Default, Deserialize)]
@@ -262,14 +174,6 @@ struct JoinBody {
     /// The lane's code, where the lane asks for one.
     #[serde(default, deserialize_with = "crate::problem::present")]
     code: Option<String>,
-}
-
-/// Longest lane code, in characters.
-pub const MAX_CODE_CHARS: usize = 64;
-
-/// Whether `code` has the shape of a lane code: 1 to [`MAX_CODE_CHARS`] visible ASCII characters.
-pub fn valid_code(code: &str) -> bool {
-    (1..=MAX_CODE_CHARS).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// A code held for a join in flight: bound for good once the join is durable, freed when
@@ -486,8 +390,8 @@ async fn join(
 
 #[cfg(test)]
 mod tests {
-    use super::openapi_for;
     use crate::config::FanIdentityMode as M;
+    use crate::openapi::openapi_for;
 
     fn join_schema(mode: M) -> serde_json::Value {
         let doc: serde_json::Value = serde_json::from_str(&openapi_for(mode)).unwrap();

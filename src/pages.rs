@@ -12,7 +12,7 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
 use crate::concerts::{ConcertSettings, ConcertState, QueueingMethod};
-use crate::gateway::Gateway;
+use crate::gateway::state::Gateway;
 use crate::ids::ConcertId;
 use crate::problem::ApiError;
 

@@ -160,7 +160,7 @@ impl ResponseError for ApiError {
                 resp.insert_header((header::ALLOW, allow.as_str()));
             }
             ApiError::NotMergePatch => {
-                resp.insert_header(("accept-patch", crate::admin::MERGE_PATCH));
+                resp.insert_header(("accept-patch", MERGE_PATCH));
             }
             _ => {}
         }
@@ -244,6 +244,9 @@ pub async fn read_json_up_to<T: serde::de::DeserializeOwned>(
 /// for its audit record: `admin::audit`); the bytes are shared, not copied.
 #[derive(Debug, Default)]
 pub struct KeptBody(pub Option<actix_web::web::Bytes>);
+
+/// The one media type a `PATCH` takes (RFC 7396).
+pub const MERGE_PATCH: &str = "application/merge-patch+json";
 
 /// Whether a `Content-Type` value is JSON: `application/json` or a `+json` type, any parameters.
 pub fn is_json(content_type: &str) -> bool {

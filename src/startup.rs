@@ -201,7 +201,7 @@ impl Application {
                     .app_data(gw.clone())
                     .app_data(m.clone())
                     .app_data(listener_info)
-                    .wrap(actix_web::middleware::from_fn(gateway::writes::guard))
+                    .wrap(actix_web::middleware::from_fn(gateway::writes_guard))
                     .wrap(actix_web::middleware::from_fn(observe))
                     .wrap(nosniff())
                     .configure(gateway::routes)
@@ -751,6 +751,9 @@ pub async fn cancel_on_signal(stop: CancellationToken) {
 fn nosniff() -> actix_web::middleware::DefaultHeaders {
     actix_web::middleware::DefaultHeaders::new().add((actix_web::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
 }
+
+#[cfg(test)]
+mod route_tables;
 
 #[cfg(test)]
 mod tests {

@@ -30,7 +30,10 @@ pub mod sessions;
 pub mod view;
 
 pub use fair::{Cut, CutStep, FairState, CUT_SLICE};
-pub use lanes::{code_hash, strong_enough, CodeBudgets, CodeCheck, CodeKey, MIN_CODE_BITS, MIN_CODE_CHARS};
+pub use lanes::{
+    code_hash, strong_enough, valid_code, CodeBudgets, CodeCheck, CodeKey, MAX_CODE_CHARS, MIN_CODE_BITS,
+    MIN_CODE_CHARS,
+};
 pub use replicas::{DegradedShard, RedisHealth, Replication, Writer, Written};
 
 use conn::{timed, Backend};

@@ -5,7 +5,7 @@
 //! The truth comes from the code, never from a list kept here: the settings from clap's command
 //! (src/config) and its validation, probed at each documented bound; the metrics from the
 //! registry (src/metrics.rs); the routes from the OpenAPI document (which a unit test in
-//! src/routes.rs holds equal to the route tables); the Redis keys from the key scheme
+//! src/startup/route_tables.rs holds equal to the route tables); the Redis keys from the key scheme
 //! (src/store/keys.rs); make targets from the Makefile; files from the tree; alerts from
 //! grafana/alerts.yml. The metrics table of docs/operations.md is generated from the registry:
 //! `DOCS_WRITE=1 cargo test --test docs` rewrites it. Needs neither Kafka nor Redis.
@@ -419,7 +419,7 @@ fn path_matches(pattern: &str, path: &str, prefix: bool) -> bool {
 
 #[test]
 fn every_route_a_doc_names_is_in_the_openapi_document() {
-    let doc: serde_json::Value = serde_json::from_str(queuegate::gateway::OPENAPI).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(queuegate::openapi::OPENAPI).unwrap();
     let mut routes: Vec<(String, String)> = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys().filter(|k| *k != "servers" && *k != "parameters") {

@@ -1,26 +1,21 @@
 //! Who is calling the admin API, and what that caller may do (docs/security.md, "Admin tokens
 //! and roles").
 //!
-//! Two checks, each where routing has decided: the `/admin` scope's guard
-//! ([`super::require_admin_token`]) finds the caller by the bearer token (401 for none or an
-//! unknown one, on every path of the scope, known or not), and each route's own guard
-//! ([`route_guard`]) holds the caller against the role the route needs ([`required_role`]):
-//! 403 below it. The route's guard sits on the route itself, so whatever spelling of a path the
+//! Two checks, each where routing has decided (both in src/admin.rs): the `/admin` scope's
+//! guard ([`super::require_admin_token`]) finds the caller by the bearer token (401 for none or
+//! an unknown one, on every path of the scope, known or not), and each route's own guard
+//! ([`super::route_guard`]) holds the caller against the role the route needs
+//! ([`required_role`]): 403 below it. The route's guard sits on the route itself, so whatever spelling of a path the
 //! router sends to a handler meets the check of that handler's route.
 
 use std::sync::Arc;
 
-use actix_web::body::BoxBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
-use actix_web::middleware::Next;
-use actix_web::{web, HttpMessage};
+use actix_web::HttpMessage;
 
 use crate::config::admin_tokens::ADMIN_TOKEN_NAME;
 use crate::config::{AdminRole, NamedToken, Secret};
 use crate::identity::Credentials;
-use crate::problem::ApiError;
-use crate::routes::Endpoint;
 
 /// The caller of an admin request, once its token is known: put in the request's extensions
 /// by the scope's guard, read by the route's guard, the handlers and the audit trail.
@@ -99,45 +94,6 @@ pub fn caller_of(req: &actix_web::HttpRequest) -> Option<Caller> {
     req.extensions().get::<Caller>().cloned()
 }
 
-/// The route's own guard, for the endpoint `e`: refuses a caller below the route's role (403,
-/// logged with the token's name and counted), and records a change that succeeded in the audit
-/// trail ([`super::audit`]) before the answer goes out, so an answered change is a recorded one
-/// (unless recording failed, which is logged and counted: the change is made either way).
-pub async fn route_guard(
-    e: &'static Endpoint,
-    req: ServiceRequest,
-    next: Next<BoxBody>,
-) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let admin = req.app_data::<web::Data<super::Admin>>().expect("admin state is registered").clone();
-    let Some(caller) = req.extensions().get::<Caller>().cloned() else {
-        return Err(ApiError::Unauthorized("the admin token is missing or wrong".into()).into());
-    };
-    let need = required_role(&e.method, e.path);
-    if caller.role < need {
-        admin.metrics.admin_refused.with_label_values(&["role"]).inc();
-        tracing::warn!(token = %caller.name, role = caller.role.as_str(), method = %e.method, route = e.path,
-            "admin call refused: the token's role is below the route's");
-        return Err(ApiError::Forbidden(format!(
-            "{} {} needs the {} role; the token {} is {}",
-            e.method,
-            e.path,
-            need.as_str(),
-            caller.name,
-            caller.role.as_str()
-        ))
-        .into());
-    }
-    if !changes(&e.method) {
-        return next.call(req).await;
-    }
-    req.extensions_mut().insert(crate::problem::KeptBody::default());
-    let res = next.call(req).await?;
-    if res.status().is_success() {
-        super::audit::record(&admin, e, &caller, res.request(), res.status().as_u16()).await;
-    }
-    Ok(res)
-}
-
 /// Whether the webhooks of a concert's `PUT` (`new`, as sent) leave the concert's webhooks
 /// (`old`) as they are: the same endpoints (each named by its id, or by its URL when sent
 /// without one, as the `PUT` itself matches them), with the same URLs and types, none added,
@@ -182,47 +138,6 @@ mod tests {
         assert_eq!(file_only.identify(None), None);
         let open = AdminTokens::new(None, &[]);
         assert_eq!(open.identify(None).map(|c| c.role), Some(AdminRole::Admin), "--insecure-dev without tokens");
-    }
-
-    #[test]
-    fn every_admin_route_needs_the_role_the_contract_gives_it() {
-        use AdminRole::*;
-        let mut seen = Vec::new();
-        for e in super::super::ROUTES.iter().filter(|e| super::super::guarded(e.path)) {
-            seen.push((e.method.as_str(), e.path, required_role(&e.method, e.path)));
-        }
-        let want = [
-            ("GET", "/admin/v1/concerts", Viewer),
-            ("PUT", "/admin/v1/concerts/{concertId}", Operator),
-            ("PATCH", "/admin/v1/concerts/{concertId}", Operator),
-            ("GET", "/admin/v1/concerts/{concertId}", Viewer),
-            ("GET", "/admin/v1/concerts/{concertId}/queue", Viewer),
-            ("GET", "/admin/v1/concerts/{concertId}/queue/{userId}", Viewer),
-            ("DELETE", "/admin/v1/concerts/{concertId}/queue/{userId}", Operator),
-            ("POST", "/admin/v1/concerts/{concertId}/admit", Operator),
-            ("POST", "/admin/v1/concerts/{concertId}/lanes/{lane}/codes", Admin),
-            ("GET", "/admin/v1/concerts/{concertId}/sessions", Viewer),
-            ("POST", "/admin/v1/concerts/{concertId}/sessions/revoke", Admin),
-            ("DELETE", "/admin/v1/concerts/{concertId}/sessions/{userId}", Operator),
-            ("GET", "/admin/v1/concerts/{concertId}/report", Viewer),
-            ("GET", "/admin/v1/concerts/{concertId}/audit", Viewer),
-            ("GET", "/admin/v1/concerts/{concertId}/webhooks/deliveries", Viewer),
-            ("POST", "/admin/v1/concerts/{concertId}/webhooks/{webhookId}/secret", Admin),
-            ("POST", "/admin/v1/concerts/{concertId}/webhooks/{webhookId}/resume", Admin),
-        ];
-        seen.sort();
-        let mut want = want.to_vec();
-        want.sort();
-        assert_eq!(seen, want, "a new admin route needs its role stated here");
-        assert_eq!(required_role(&Method::PATCH, "/admin/v1/anything/new"), Admin, "closed unless named");
-        assert!(!changes(&Method::GET) && !changes(&Method::HEAD) && changes(&Method::PUT) && changes(&Method::DELETE));
-    }
-
-    #[test]
-    fn changing_routes_all_name_a_concert_so_each_change_has_an_audit_list() {
-        for e in super::super::ROUTES.iter().filter(|e| changes(&e.method)) {
-            assert!(e.path.starts_with("/admin/v1/concerts/{concertId}"), "{} {} has no concert", e.method, e.path);
-        }
     }
 
     fn hook(id: &str, url: &str, types: &[&str]) -> WebhookSettings {

@@ -1,6 +1,6 @@
 //! Who did what: every admin change that succeeded, recorded (docs/admin.md, "Who did what").
 //!
-//! The route's guard ([`super::access::route_guard`]) calls [`record`] after a changing call
+//! The route's guard ([`super::route_guard`]) calls [`record`] after a changing call
 //! answered 2xx and before the answer goes out. One Lua call (`src/store/audit.lua`) writes the
 //! action into the concert's outbox, from where the relay publishes it as the CloudEvent
 //! `dev.queuegate.admin.action` like every other event, and pushes it onto the concert's audit
@@ -19,14 +19,12 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::access::Caller;
-use super::Admin;
+use crate::admin::concert_view::existing;
+use crate::admin::state::Admin;
+use crate::config::ADMIN_AUDIT_KEPT_RANGE;
 use crate::ids::ConcertId;
 use crate::problem::ApiError;
-use crate::routes::Endpoint;
-
-/// Default and bounds of `QUEUEGATE_ADMIN_AUDIT_KEPT`: actions each concert's audit list keeps.
-pub const DEFAULT_KEPT: u64 = 1000;
-pub const KEPT_RANGE: std::ops::RangeInclusive<u64> = 1..=100_000;
+use crate::routes::{Endpoint, MAX_PAGE};
 
 /// Bodies up to this size are recorded as they were sent (redacted); a larger one by its size.
 /// The admin bodies are within 4 KiB but for code uploads, which are recorded by count.
@@ -55,7 +53,7 @@ pub fn note_result(req: &HttpRequest, result: Value) {
 /// (`queuegate_admin_actions_total{outcome="failed"}`).
 pub(super) async fn record(admin: &Admin, e: &'static Endpoint, caller: &Caller, req: &HttpRequest, status: u16) {
     let Some(concert) = req.match_info().get("concertId").and_then(|c| ConcertId::parse(c).ok()) else {
-        // Every changing route names its concert (a unit test of access.rs holds them to it).
+        // Every changing route names its concert (a unit test of src/admin.rs holds them to it).
         tracing::error!(route = e.path, "an admin change without a concert cannot be recorded");
         admin.metrics.admin_actions.with_label_values(&["failed"]).inc();
         return;
@@ -188,13 +186,13 @@ pub(super) async fn list(
     id: web::Path<ConcertId>,
     q: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    if q.limit == 0 || q.limit > super::MAX_PAGE {
-        return Err(ApiError::BadRequest(format!("limit must be between 1 and {}", super::MAX_PAGE)));
+    if q.limit == 0 || q.limit > MAX_PAGE {
+        return Err(ApiError::BadRequest(format!("limit must be between 1 and {}", MAX_PAGE)));
     }
-    if q.offset > *KEPT_RANGE.end() {
-        return Err(ApiError::BadRequest(format!("offset must be between 0 and {}", KEPT_RANGE.end())));
+    if q.offset > *ADMIN_AUDIT_KEPT_RANGE.end() {
+        return Err(ApiError::BadRequest(format!("offset must be between 0 and {}", ADMIN_AUDIT_KEPT_RANGE.end())));
     }
-    let c = super::existing(&admin, &id).await?;
+    let c = existing(&admin, &id).await?;
     let (total, entries) = admin.store.admin_actions(&c.id, q.offset, q.limit).await?;
     let actions: Vec<Value> = entries
         .iter()

@@ -13,14 +13,12 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
 
-use super::{view, Admin};
+use crate::admin::concert_view::view;
+use crate::admin::state::Admin;
 use crate::concerts::{Concert, ConcertSettings, WebhookSettings};
 use crate::ids::ConcertId;
-use crate::problem::{read_json, ApiError};
+use crate::problem::{read_json, ApiError, MERGE_PATCH};
 use crate::store::{Expect, QueueStore};
-
-/// The one media type a `PATCH` takes (RFC 7396).
-pub const MERGE_PATCH: &str = "application/merge-patch+json";
 
 /// How many times a write without `If-Match` starts again when another write got in between
 /// its read and its write. Each round is a handful of Redis calls; concerts change at an
@@ -402,7 +400,7 @@ mod tests {
     /// nullable"); this keeps it the settings' schema with every field but `state` nullable.
     #[test]
     fn the_documented_patch_schema_is_the_settings_schema_with_null_for_a_default() {
-        let doc: Value = serde_json::from_str(crate::gateway::OPENAPI).unwrap();
+        let doc: Value = serde_json::from_str(crate::openapi::OPENAPI).unwrap();
         let schemas = &doc["components"]["schemas"];
         let (settings, patch) = (&schemas["ConcertSettings"]["properties"], &schemas["ConcertPatch"]["properties"]);
         assert_eq!(schemas["ConcertPatch"].get("required"), None, "a patch names what it changes");

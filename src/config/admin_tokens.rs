@@ -10,7 +10,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{bad, ConfigError, Secret};
+use super::error::{bad, ConfigError};
+use super::secret::{Secret, EXAMPLE_MARK};
 
 /// The setting this file is named by.
 pub const SETTING: &str = "QUEUEGATE_ADMIN_TOKENS_FILE";
@@ -123,7 +124,7 @@ pub fn parse(text: &str, admin_token: Option<&Secret>, insecure_dev: bool) -> Re
                 format!("entry {i} ({name}): token must be at least {MIN_TOKEN_CHARS} characters"),
             ));
         }
-        if !insecure_dev && token.expose().contains(super::sections::EXAMPLE_MARK) {
+        if !insecure_dev && token.expose().contains(EXAMPLE_MARK) {
             return Err(bad(SETTING, format!("entry {i} ({name}): token is an example value (it says change-me)")));
         }
         if let Some(other) = out.iter().find(|t| t.name == name) {

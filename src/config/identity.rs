@@ -3,8 +3,9 @@
 use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 
+use super::error::{bad, ConfigError};
+use super::secret::Secret;
 use super::sections::check_range;
-use super::{bad, ConfigError, Secret};
 
 /// How the gateway learns who is joining (`QUEUEGATE_FAN_IDENTITY`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -4,6 +4,10 @@
 
 use std::fmt;
 
+/// The example secrets of scripts/up.sh (and of the docs' curl examples) contain this; they
+/// are refused without --insecure-dev, so an example never guards a real on-sale.
+pub(crate) const EXAMPLE_MARK: &str = "change-me";
+
 /// A secret string. Read it with [`Secret::expose`], at the one place that needs the value.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::{bad, ConfigError, Secret};
+use super::error::{bad, ConfigError};
+use super::secret::{Secret, EXAMPLE_MARK};
 
 /// Checks that `value` lies in `range`; the error names `setting` and states the range itself,
 /// so the message and the check can never disagree.
@@ -559,6 +560,10 @@ impl AdmissionSettings {
 /// instances agree on entry tokens. Never accepted without --insecure-dev.
 const DEV_TOKEN_SECRET: &str = "queuegate-insecure-dev-secret-do-not-use-in-production";
 
+/// Default and bounds of `QUEUEGATE_ADMIN_AUDIT_KEPT`: actions each concert's audit list keeps.
+pub const ADMIN_AUDIT_KEPT_DEFAULT: u64 = 1000;
+pub const ADMIN_AUDIT_KEPT_RANGE: RangeInclusive<u64> = 1..=100_000;
+
 /// Who may call the admin API, and the secret behind fans' entry tokens.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Security")]
@@ -577,7 +582,7 @@ pub struct SecuritySettings {
     /// Recorded admin changes each concert's audit list keeps (1..100000); past it the oldest
     /// is dropped (counted in queuegate_admin_audit_trimmed_total). Every change is also an
     /// event on the events topic.
-    #[arg(long, env = "QUEUEGATE_ADMIN_AUDIT_KEPT", default_value_t = crate::admin::audit::DEFAULT_KEPT)]
+    #[arg(long, env = "QUEUEGATE_ADMIN_AUDIT_KEPT", default_value_t = ADMIN_AUDIT_KEPT_DEFAULT)]
     pub admin_audit_kept: u64,
 
     /// Secret (32+ bytes) that signs fans' entry tokens; the same on every instance. Required unless --insecure-dev.
@@ -593,10 +598,6 @@ pub struct SecuritySettings {
     #[arg(long, env = "QUEUEGATE_INSECURE_DEV")]
     pub insecure_dev: bool,
 }
-
-/// The example secrets of scripts/up.sh (and of the docs' curl examples) contain this; they
-/// are refused without --insecure-dev, so an example never guards a real on-sale.
-pub(crate) const EXAMPLE_MARK: &str = "change-me";
 
 impl SecuritySettings {
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -634,7 +635,7 @@ impl SecuritySettings {
             }
             _ => {}
         }
-        check_range("QUEUEGATE_ADMIN_AUDIT_KEPT", self.admin_audit_kept, crate::admin::audit::KEPT_RANGE)?;
+        check_range("QUEUEGATE_ADMIN_AUDIT_KEPT", self.admin_audit_kept, ADMIN_AUDIT_KEPT_RANGE)?;
         self.admin_tokens()?;
         match &self.token_secret {
             Some(s) if s.expose().len() < 32 => return Err(bad("QUEUEGATE_TOKEN_SECRET", "must be at least 32 bytes")),

@@ -2,7 +2,8 @@
 //! anonymous fan spend CPU time before it gets a place, so a bot cannot take thousands of places
 //! for free; a fan's browser spends a second or so.
 //!
-//! `GET /v1/concerts/{concertId}/challenge` hands out a signed, expiring challenge:
+//! `GET /v1/concerts/{concertId}/challenge` (a handler of the public listener, in src/gateway.rs)
+//! hands out a signed, expiring challenge:
 //! `base64url("{concert}:{nonce}:{expires}:{difficulty}") "." base64url(HMAC-SHA256)` under the
 //! token secret (domain-separated from entry tokens). The join carries
 //! `{"pow":{"challenge":"…","solution":"…"}}`, where SHA-256 of `challenge ":" solution` must
@@ -10,15 +11,12 @@
 //! Redis `SET NX` (the nonce, kept until the challenge expires), so a solution works once, on any
 //! gateway: a replayed, expired, forged or wrong solution is 403.
 
-use actix_web::http::header;
-use actix_web::{web, HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::Gateway;
 use crate::ids::ConcertId;
 use crate::problem::ApiError;
 
@@ -65,14 +63,6 @@ impl Solved {
 pub struct Verified {
     pub nonce: String,
     pub expires_ms: i64,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ChallengeView {
-    challenge: String,
-    difficulty: u8,
-    expires_at: String,
 }
 
 fn forbidden(detail: &str) -> ApiError {
@@ -154,19 +144,6 @@ impl Challenges {
         }
         Ok(Verified { nonce: nonce.to_owned(), expires_ms })
     }
-}
-
-/// `GET /v1/concerts/{concertId}/challenge` — a challenge to solve before an anonymous join.
-/// 404 for an unknown concert; difficulty 0 when the concert asks for no proof of work.
-pub(super) async fn challenge(gw: web::Data<Gateway>, concert: web::Path<ConcertId>) -> Result<HttpResponse, ApiError> {
-    let concert = concert.into_inner();
-    let settings = gw.cache.settings(&concert).ok_or_else(|| ApiError::NotFound(format!("no concert {concert}")))?;
-    let (challenge, expires_ms) = gw.challenges.issue(&concert, settings.pow_difficulty, crate::clock::now_ms());
-    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(ChallengeView {
-        challenge,
-        difficulty: settings.pow_difficulty,
-        expires_at: crate::clock::rfc3339(expires_ms),
-    }))
 }
 
 #[cfg(test)]

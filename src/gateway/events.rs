@@ -28,9 +28,9 @@ use futures_util::stream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::status::FanStatus;
 use super::views::Watching;
-use super::Gateway;
+use crate::fan_status::FanStatus;
+use crate::gateway::state::Gateway;
 use crate::identity::bearer;
 use crate::ids::{ConcertId, UserId};
 use crate::problem::ApiError;

@@ -262,7 +262,7 @@ impl Views {
             let abandon_ms = settings.as_ref().map_or(0, |s| u64::from(s.abandon_after_seconds) * 1000);
             let lanes = settings.as_ref().map_or_else(|| vec![Lane::general()], |s| s.lane_names());
             let sold_out = settings.and_then(|s| s.sold_out()).map(Arc::from);
-            let now = Settings { lanes, record_every: super::status::poll_record_every(abandon_ms), sold_out };
+            let now = Settings { lanes, record_every: crate::fan_status::poll_record_every(abandon_ms), sold_out };
             self.refresh_one(store, metrics, id, v, now)
         });
         let results = futures_util::future::join_all(rounds).await;

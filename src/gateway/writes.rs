@@ -14,46 +14,17 @@
 //!   in `allowedOrigins`. A request without `Origin` (curl, k6, a booking site's server) passes:
 //!   browsers send it on every cross-origin POST.
 //!
-//! Runs as a middleware before the handlers, so no handler (and no future one) can forget it.
+//! Runs as a middleware before the handlers ([`super::writes_guard`]), so no handler (and no
+//! future one) can forget it.
 
-use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::{header, Method};
-use actix_web::middleware::Next;
-use actix_web::{web, ResponseError};
+use actix_web::http::header;
 
-use super::Gateway;
+use crate::gateway::state::Gateway;
 use crate::ids::ConcertId;
 use crate::problem::ApiError;
 
-/// The middleware: refuses a state-changing public request that is not JSON (415) or comes from
-/// a foreign origin (403), before any handler runs.
-pub async fn guard(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    if *req.method() == Method::GET || *req.method() == Method::HEAD {
-        return next.call(req).await.map(ServiceResponse::map_into_left_body);
-    }
-    // Only the endpoints the table serves with this method: a method a path does not serve
-    // stays a 405 with Allow, an unknown path a 404.
-    if !super::ROUTES.iter().any(|e| e.method == req.method() && crate::routes::matches(e.path, req.path())) {
-        return next.call(req).await.map(ServiceResponse::map_into_left_body);
-    }
-    let Some(gw) = req.app_data::<web::Data<Gateway>>().cloned() else {
-        return next.call(req).await.map(ServiceResponse::map_into_left_body);
-    };
-    match check(&gw, req.request()) {
-        Ok(()) => next.call(req).await.map(ServiceResponse::map_into_left_body),
-        Err(e) => {
-            let res = e.error_response();
-            Ok(req.into_response(res).map_into_right_body())
-        }
-    }
-}
-
 /// The two checks of a state-changing request: where it comes from (403), then what it carries (415).
-fn check(gw: &Gateway, req: &actix_web::HttpRequest) -> Result<(), ApiError> {
+pub(super) fn check(gw: &Gateway, req: &actix_web::HttpRequest) -> Result<(), ApiError> {
     let headers = req.headers();
     let origin = headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("null"));
     let cross_site = headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
@@ -102,18 +73,13 @@ fn allowed_by_concert(gw: &Gateway, path: &str, origin: Option<&str>) -> bool {
     ConcertId::parse(id).is_ok_and(|c| gw.cache.allows_origin(&c, origin))
 }
 
-/// The origin of `QUEUEGATE_PUBLIC_URL` (checked at start), if set.
-pub(super) fn public_origin(public_url: Option<&str>) -> Option<url::Origin> {
-    public_url.and_then(|u| url::Url::parse(u).ok()).map(|u| u.origin())
-}
-
 #[cfg(test)]
 mod tests {
     use super::own_origin;
 
     #[test]
     fn the_own_origin_is_the_public_url_s_or_the_host_the_client_addressed() {
-        let public = super::public_origin(Some("https://queue.example.com/base"));
+        let public = crate::gateway::state::public_origin(Some("https://queue.example.com/base"));
         assert!(own_origin("https://queue.example.com", public.as_ref(), Some("10.0.0.7:8080")));
         assert!(!own_origin("http://queue.example.com", public.as_ref(), Some("10.0.0.7:8080")), "another scheme");
         assert!(own_origin("http://127.0.0.1:8080", None, Some("127.0.0.1:8080")));

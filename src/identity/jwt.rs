@@ -333,3 +333,53 @@ mod claim_tests {
         assert!(!JwtVerifier::has_claim("a.%%%.c", "tier", "gold"));
     }
 }
+
+#[cfg(test)]
+mod prepared_tests {
+    use jsonwebtoken::Algorithm;
+
+    use super::prepared::prepared_keys;
+    use super::{fan_keys, JwtVerifier};
+
+    fn claims(sub: &str, exp_from_now: i64) -> serde_json::Value {
+        let now = crate::clock::now_ms() / 1000;
+        serde_json::json!({"sub": sub, "iss": "https://tickets.example", "aud": "queuegate", "exp": now + exp_from_now})
+    }
+
+    #[tokio::test]
+    async fn eddsa_es256_and_rs256_verify_through_prepared_keys_and_refuse_what_they_refused_before() {
+        for alg in [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256] {
+            let (header, key, jwk) = fan_keys::signer(alg, "k");
+            let jwks = std::env::temp_dir().join(format!("qg-prepared-{}-{alg:?}.json", std::process::id()));
+            std::fs::write(&jwks, serde_json::json!({ "keys": [jwk] }).to_string()).unwrap();
+            let mut settings = crate::config::Settings::for_test("t", "g", "p").identity;
+            settings.fan_jwt_jwks = Some(jwks.display().to_string());
+            settings.fan_jwt_issuer = Some("https://tickets.example".into());
+            settings.fan_jwt_audience = Some("queuegate".into());
+            let verifier = JwtVerifier::new(&settings).await.unwrap();
+            std::fs::remove_file(&jwks).unwrap();
+
+            let token = |c: &serde_json::Value| jsonwebtoken::encode(&header, c, &key).unwrap();
+            assert_eq!(verifier.verify(&token(&claims("ann", 600))).unwrap().as_str(), "ann", "{alg:?}");
+            let prepared = prepared_keys();
+            assert!(prepared >= 1, "{alg:?}: the key was prepared");
+            assert_eq!(verifier.verify(&token(&claims("ben", 600))).unwrap().as_str(), "ben", "{alg:?}");
+
+            // A flipped signature bit, a payload from another token, an expired token.
+            let good = token(&claims("ann", 600));
+            let (signed, sig) = good.rsplit_once('.').unwrap();
+            let mut bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig).unwrap();
+            bytes[5] ^= 1;
+            let flipped = format!(
+                "{signed}.{}",
+                base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
+            );
+            assert!(verifier.verify(&flipped).is_err(), "{alg:?}: flipped signature");
+            let other = token(&claims("mallory", 600));
+            let (head, _) = good.split_once('.').unwrap();
+            let spliced = format!("{head}.{}.{sig}", other.split('.').nth(1).unwrap());
+            assert!(verifier.verify(&spliced).is_err(), "{alg:?}: another payload under ann's signature");
+            assert!(verifier.verify(&token(&claims("ann", -600))).is_err(), "{alg:?}: expired");
+        }
+    }
+}

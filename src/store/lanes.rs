@@ -103,6 +103,14 @@ pub const MIN_CODE_BITS: f64 = 50.0;
 /// Characters a code must have at least.
 pub const MIN_CODE_CHARS: usize = 10;
 
+/// Longest lane code, in characters.
+pub const MAX_CODE_CHARS: usize = 64;
+
+/// Whether `code` has the shape of a lane code: 1 to [`MAX_CODE_CHARS`] visible ASCII characters.
+pub fn valid_code(code: &str) -> bool {
+    (1..=MAX_CODE_CHARS).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// Whether `code` is strong enough to upload: at least [`MIN_CODE_CHARS`] characters, and its
 /// length times log2 of the alphabet of the character classes it uses (digits 10, lower case
 /// 26, upper case 26, other visible ASCII 32) at least [`MIN_CODE_BITS`]. An estimate that

@@ -1,4 +1,4 @@
-//! Gate sessions in Redis (see src/gate.rs for the flow).
+//! Gate sessions in Redis (see src/gateway/gate_check.rs for the flow).
 //!
 //! A session lives in the concert's `active` ZSET, the same set that holds unexchanged admission
 //! tokens, scored by when its slot frees itself: so `maxActive` counts live sessions plus

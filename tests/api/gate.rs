@@ -1,5 +1,5 @@
-//! The gate (src/gate.rs) asked as a reverse proxy asks it, with the proxy's headers; the real
-//! nginx and Caddy in front of a booking site are in `gate_proxies.rs`.
+//! The gate (src/gateway/gate_check.rs) asked as a reverse proxy asks it, with the proxy's
+//! headers; the real nginx and Caddy in front of a booking site are in `gate_proxies.rs`.
 
 use std::time::{Duration, Instant};
 
