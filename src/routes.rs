@@ -18,6 +18,33 @@ pub const MAX_PAGE: u64 = 1000;
 /// Largest `offset` of the queue listing (documented as the schema's maximum).
 pub const MAX_OFFSET: u64 = 1_000_000_000;
 
+/// `?offset&limit` of a listing (the queue, the sessions, the audit list): `offset` 0 by
+/// default, `limit` 100.
+#[derive(Debug, serde::Deserialize)]
+pub struct Page {
+    #[serde(default)]
+    pub offset: u64,
+    #[serde(default = "Page::default_limit")]
+    pub limit: u64,
+}
+
+impl Page {
+    fn default_limit() -> u64 {
+        100
+    }
+
+    /// `limit` 1..=[`MAX_PAGE`] and `offset` 0..=`max_offset`, or a 400 naming the bound.
+    pub fn checked(&self, max_offset: u64) -> Result<&Self, ApiError> {
+        if self.limit == 0 || self.limit > MAX_PAGE {
+            return Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_PAGE}")));
+        }
+        if self.offset > max_offset {
+            return Err(ApiError::BadRequest(format!("offset must be between 0 and {max_offset}")));
+        }
+        Ok(self)
+    }
+}
+
 /// One method on one path pattern, and the handler that serves it.
 pub struct Endpoint {
     pub method: Method,
@@ -112,5 +139,17 @@ mod tests {
         assert!(!matches("/v1/concerts/{concertId}/queue", "/v1/concerts/c/queue/u"));
         assert!(!matches("/v1/concerts/{concertId}/queue/{userId}", "/v1/concerts/c/queue"));
         assert!(!matches("/readyz", "/readyzz"));
+    }
+
+    #[test]
+    fn a_page_takes_limits_from_one_to_the_max_and_offsets_up_to_the_listings_bound() {
+        let page = |offset, limit| super::Page { offset, limit };
+        assert!(page(0, 1).checked(5).is_ok() && page(5, super::MAX_PAGE).checked(5).is_ok());
+        for (offset, limit, named) in [(0, 0, "limit"), (0, super::MAX_PAGE + 1, "limit"), (6, 1, "offset")] {
+            let e = page(offset, limit).checked(5).unwrap_err().to_string();
+            assert!(e.contains(named), "{offset}/{limit}: {e}");
+        }
+        let q = actix_web::web::Query::<super::Page>::from_query("lane=fanclub").unwrap().into_inner();
+        assert_eq!((q.offset, q.limit), (0, 100), "defaults, and another listing's parameter is left to it");
     }
 }

@@ -15,7 +15,6 @@
 //! [`redact`]; a code upload only its count) and, for some calls, what came of it (`result`).
 
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::access::Caller;
@@ -24,7 +23,7 @@ use crate::admin::state::Admin;
 use crate::config::ADMIN_AUDIT_KEPT_RANGE;
 use crate::ids::ConcertId;
 use crate::problem::ApiError;
-use crate::routes::{Endpoint, MAX_PAGE};
+use crate::routes::{Endpoint, Page};
 
 /// Bodies up to this size are recorded as they were sent (redacted); a larger one by its size.
 /// The admin bodies are within 4 KiB but for code uploads, which are recorded by count.
@@ -165,18 +164,6 @@ fn without_userinfo(s: String) -> String {
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct AuditQuery {
-    #[serde(default)]
-    offset: u64,
-    #[serde(default = "default_limit")]
-    limit: u64,
-}
-
-fn default_limit() -> u64 {
-    100
-}
-
 /// `GET /admin/v1/concerts/{concertId}/audit?offset=0&limit=100` — the concert's recorded
 /// changes, newest first: `{"total","offset","actions":[{"eventId","at",…the record but its
 /// concertId}]}`.
@@ -184,14 +171,9 @@ fn default_limit() -> u64 {
 pub(super) async fn list(
     admin: web::Data<Admin>,
     id: web::Path<ConcertId>,
-    q: web::Query<AuditQuery>,
+    q: web::Query<Page>,
 ) -> Result<HttpResponse, ApiError> {
-    if q.limit == 0 || q.limit > MAX_PAGE {
-        return Err(ApiError::BadRequest(format!("limit must be between 1 and {}", MAX_PAGE)));
-    }
-    if q.offset > *ADMIN_AUDIT_KEPT_RANGE.end() {
-        return Err(ApiError::BadRequest(format!("offset must be between 0 and {}", ADMIN_AUDIT_KEPT_RANGE.end())));
-    }
+    let q = q.checked(*ADMIN_AUDIT_KEPT_RANGE.end())?;
     let c = existing(&admin, &id).await?;
     let (total, entries) = admin.store.admin_actions(&c.id, q.offset, q.limit).await?;
     let actions: Vec<Value> = entries

@@ -11,22 +11,15 @@ use crate::concerts::ConcertState;
 use crate::fan_status::FanStatus;
 use crate::ids::{ConcertId, Lane, RequestId, UserId};
 use crate::problem::{read_json, ApiError};
-use crate::routes::{MAX_OFFSET, MAX_PAGE};
+use crate::routes::{Page, MAX_OFFSET, MAX_PAGE};
 use crate::store::Standing;
 
+/// `?lane` of the queue listing (beside its [`Page`]).
 #[derive(Debug, Deserialize)]
-pub(super) struct PageQuery {
+pub(super) struct LaneQuery {
     /// The lane to list (`general` when absent).
     #[serde(default)]
     lane: Option<Lane>,
-    #[serde(default)]
-    offset: u64,
-    #[serde(default = "default_limit")]
-    limit: u64,
-}
-
-fn default_limit() -> u64 {
-    100
 }
 
 #[derive(Serialize)]
@@ -40,16 +33,12 @@ struct EntryView {
 pub(super) async fn queue_page(
     admin: web::Data<Admin>,
     id: web::Path<ConcertId>,
-    q: web::Query<PageQuery>,
+    q: web::Query<Page>,
+    lane: web::Query<LaneQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    if q.limit == 0 || q.limit > MAX_PAGE {
-        return Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_PAGE}")));
-    }
-    if q.offset > MAX_OFFSET {
-        return Err(ApiError::BadRequest(format!("offset must be between 0 and {MAX_OFFSET}")));
-    }
+    let q = q.checked(MAX_OFFSET)?;
     let c = existing(&admin, &id).await?;
-    let lane = q.lane.clone().unwrap_or_else(Lane::general);
+    let lane = lane.into_inner().lane.unwrap_or_else(Lane::general);
     if c.settings.lane(&lane).is_none() {
         return Err(ApiError::NotFound(format!("concert {} has no lane {lane}", c.id)));
     }

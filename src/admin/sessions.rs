@@ -2,25 +2,13 @@
 //! and revoking every session and unexchanged admission token at once (docs/gate.md).
 
 use actix_web::{web, HttpResponse};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::audit;
 use crate::admin::state::Admin;
 use crate::ids::{ConcertId, UserId};
 use crate::problem::ApiError;
-use crate::routes::{MAX_OFFSET, MAX_PAGE};
-
-#[derive(Debug, Deserialize)]
-pub(super) struct SessionsQuery {
-    #[serde(default)]
-    offset: usize,
-    #[serde(default = "default_limit")]
-    limit: usize,
-}
-
-fn default_limit() -> usize {
-    100
-}
+use crate::routes::{Page, MAX_OFFSET};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -35,19 +23,14 @@ struct SessionView {
 pub(super) async fn list(
     admin: web::Data<Admin>,
     concert: web::Path<ConcertId>,
-    q: web::Query<SessionsQuery>,
+    q: web::Query<Page>,
 ) -> Result<HttpResponse, ApiError> {
-    if q.limit == 0 || q.limit as u64 > MAX_PAGE {
-        return Err(ApiError::BadRequest(format!("limit must be between 1 and {}", MAX_PAGE)));
-    }
-    if q.offset as u64 > MAX_OFFSET {
-        return Err(ApiError::BadRequest(format!("offset must be between 0 and {}", MAX_OFFSET)));
-    }
+    let q = q.checked(MAX_OFFSET)?;
     let concert = concert.into_inner();
     let c =
         admin.store.get_concert(&concert).await?.ok_or_else(|| ApiError::NotFound(format!("no concert {concert}")))?;
     let idle_ms = i64::from(c.settings.session_idle_seconds) * 1000;
-    let (total, page) = admin.store.sessions(&concert, q.offset, q.limit).await?;
+    let (total, page) = admin.store.sessions(&concert, q.offset as usize, q.limit as usize).await?;
     let sessions: Vec<SessionView> = page
         .into_iter()
         .map(|s| SessionView {
