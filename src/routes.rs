@@ -15,7 +15,7 @@ use crate::problem::ApiError;
 /// Largest page of a listing (the admin listener's queue, sessions and audit lists).
 pub const MAX_PAGE: u64 = 1000;
 
-/// Largest `offset` of the queue listing (documented as the schema's maximum).
+/// Largest `offset` of the queue and sessions listings (documented as the schema's maximum).
 pub const MAX_OFFSET: u64 = 1_000_000_000;
 
 /// `?offset&limit` of a listing (the queue, the sessions, the audit list): `offset` 0 by

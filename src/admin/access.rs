@@ -69,7 +69,7 @@ impl AdminTokens {
 /// operator's where named here (concerts, admission, removing a fan, ending one session) and
 /// otherwise the admin's: webhooks (rotate, resume), lane codes, the revocation of every session,
 /// and any changing route not named here, so a new one is closed until someone opens it.
-/// (A `PUT` of a concert that changes its webhooks needs the admin too: [`webhooks_unchanged`].)
+/// (A `PUT` or `PATCH` of a concert that changes its webhooks needs the admin too: [`webhooks_unchanged`].)
 pub fn required_role(method: &Method, path: &str) -> AdminRole {
     if method == Method::GET || method == Method::HEAD {
         return AdminRole::Viewer;
@@ -94,7 +94,7 @@ pub fn caller_of(req: &actix_web::HttpRequest) -> Option<Caller> {
     req.extensions().get::<Caller>().cloned()
 }
 
-/// Whether the webhooks of a concert's `PUT` (`new`, as sent) leave the concert's webhooks
+/// Whether the webhooks of a concert's `PUT` or `PATCH` (`new`, as written) leave the concert's webhooks
 /// (`old`) as they are: the same endpoints (each named by its id, or by its URL when sent
 /// without one, as the `PUT` itself matches them), with the same URLs and types, none added,
 /// none left out. An operator's `PUT` must (what `GET` shows, sent back, does); creating,
