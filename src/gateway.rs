@@ -128,7 +128,7 @@ pub async fn writes_guard(
     let Some(gw) = req.app_data::<web::Data<Gateway>>().cloned() else {
         return next.call(req).await.map(ServiceResponse::map_into_left_body);
     };
-    match writes::check(&gw, req.request()) {
+    match writes::check(&gw.cache, gw.public_origin.as_ref(), req.request()) {
         Ok(()) => next.call(req).await.map(ServiceResponse::map_into_left_body),
         Err(e) => {
             let res = e.error_response();

@@ -125,6 +125,16 @@ mod tests {
     }
 
     #[test]
+    fn a_nonce_is_twenty_two_base64url_characters() {
+        assert!(well_formed("abcdefghijklmnopqrst-_"), "letters, digits, - and _");
+        for bad in
+            ["abcdefghijklmnopqrst-", "abcdefghijklmnopqrst-_x", "abcdefghijklmnopqrst+/", "abcdefghijklmnopqrst _"]
+        {
+            assert!(!well_formed(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn the_nonce_cookie_never_shares_a_name_with_a_session_cookie() {
         let c = ConcertId::parse("tour").unwrap();
         assert_eq!(name(&c), "__Host-qgb_tour");

@@ -88,4 +88,18 @@ mod tests {
         assert_eq!(r.get("t0", 1_002), None);
         assert_eq!(r.get(&format!("t{}", MAX_REFUSED + 4), 1_002), Some("revoked"));
     }
+
+    #[test]
+    fn pruning_forgets_a_token_at_its_expiry_and_keeps_the_rest() {
+        let r = RefusedTokens::default();
+        r.remember("a", "spent", 1_000, 0);
+        r.remember("b", "revoked", 2_000, 0);
+        r.prune(999);
+        assert_eq!(r.len(), 2, "nothing expired yet");
+        r.prune(1_000);
+        assert_eq!(r.len(), 1, "the first at its expiry");
+        assert_eq!(r.get("b", 1_000), Some("revoked"));
+        r.prune(2_000);
+        assert!(r.is_empty());
+    }
 }

@@ -269,6 +269,16 @@ mod tests {
     }
 
     #[test]
+    fn a_code_is_one_to_sixty_four_visible_ascii_characters() {
+        for good in ["a", "FC-0000-x7Qp!~", "x".repeat(MAX_CODE_CHARS).as_str()] {
+            assert!(valid_code(good), "{good}");
+        }
+        for bad in ["", "x".repeat(MAX_CODE_CHARS + 1).as_str(), "two words", "tab\there", "caf\u{e9}"] {
+            assert!(!valid_code(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn codes_need_ten_characters_and_fifty_bits_by_their_alphabet() {
         for strong in ["7K3M9QX2PA", "FC-0000-x7Qp", "abcdefghjkm", "0123456789012345", "a1b2c3d4e5"] {
             assert!(strong_enough(strong), "{strong}");
