@@ -41,7 +41,24 @@ impl PrivateKafka {
     }
 
     /// With a SASL_SSL listener too (see [`SaslSsl`]).
+    ///
+    /// The two ports are picked free, then bound by the broker seconds later; a client's
+    /// ephemeral port can take one meanwhile, so a broker that stops on `Address already in use`
+    /// is started again on fresh ports (three tries).
     pub fn start_with(secure: Option<SaslSsl<'_>>) -> Self {
+        for attempt in 1.. {
+            match Self::try_start(secure.as_ref()) {
+                Ok(k) => return k,
+                Err(e) if e.contains("Address already in use") && attempt < 3 => {
+                    eprintln!("private Kafka: a port was taken before the broker bound it; again on fresh ports")
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        unreachable!()
+    }
+
+    fn try_start(secure: Option<&SaslSsl<'_>>) -> Result<Self, String> {
         let (port, controller_port) = (free_port(), free_port());
         let dir = std::env::temp_dir().join(format!("qgchaos-kafka-{port}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -89,8 +106,8 @@ impl PrivateKafka {
         let status = format.stdout(Stdio::null()).status().expect("java runs");
         assert!(status.success(), "kafka storage format failed");
         let mut k = PrivateKafka { port, controller_port, dir, child: None };
-        k.spawn();
-        k
+        k.try_spawn()?;
+        Ok(k)
     }
 
     fn java(dir: &std::path::Path) -> Command {
@@ -112,20 +129,44 @@ impl PrivateKafka {
     }
 
     pub fn spawn(&mut self) {
+        if let Err(e) = self.try_spawn() {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts the broker and waits (60 s at most) until it takes connections; otherwise the
+    /// reason, with the last lines of its log (`broker.log` in its directory).
+    fn try_spawn(&mut self) -> Result<(), String> {
+        let log = std::fs::File::create(self.dir.join("broker.log")).expect("the broker's log");
         let child = Self::java(&self.dir)
             .arg("kafka.Kafka")
             .arg(self.dir.join("server.properties"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().expect("the broker's log"))
+            .stderr(log)
             .spawn()
             .expect("java runs");
         self.child = Some(child);
-        assert!(
-            wait_for_port(self.port, Duration::from_secs(60)),
-            "private Kafka did not start on {} (controller {})",
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        let exited = loop {
+            if wait_for_port(self.port, Duration::from_millis(500)) {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.as_mut().expect("the broker runs").try_wait() {
+                self.child = None;
+                break format!("exited ({status})");
+            }
+            if std::time::Instant::now() >= until {
+                break "did not take connections within 60 s".to_owned();
+            }
+        };
+        let text = std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+        Err(format!(
+            "private Kafka on {} (controller {}) {exited}; the last lines of its log:\n{}",
             self.port,
-            self.controller_port
-        );
+            self.controller_port,
+            tail.join("\n")
+        ))
     }
 
     /// Sends `signal` (`-STOP`, `-CONT`, `-9`) to the broker's process.
