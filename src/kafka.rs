@@ -250,7 +250,15 @@ impl<C: Send + 'static> Drop for GroupConsumer<C> {
             tracing::warn!(role = self.role, "no thread to close the Kafka consumer on; leaving it open");
             return;
         }
-        if closed_rx.recv_timeout(CONSUMER_CLOSE_GRACE).is_err() {
+        // On a worker of tokio's multi-threaded runtime, the wait hands the worker's other
+        // tasks to another worker first (block_in_place), so they are not held up to the grace
+        // with it; elsewhere (a current-thread runtime, a plain thread) it just waits.
+        let wait = || closed_rx.recv_timeout(CONSUMER_CLOSE_GRACE).is_err();
+        let late = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(wait),
+            _ => wait(),
+        };
+        if late {
             tracing::warn!(
                 role = self.role,
                 grace_ms = CONSUMER_CLOSE_GRACE.as_millis() as u64,
@@ -527,6 +535,45 @@ impl ConsumerContext for KafkaContext {
 mod tests {
     use super::*;
     use crate::config::KafkaProperty;
+
+    /// Stands in for a consumer whose close never hears from a broker: its drop takes 10 s.
+    struct NeverCloses;
+    impl Drop for NeverCloses {
+        fn drop(&mut self) {
+            std::thread::sleep(Duration::from_secs(10));
+        }
+    }
+
+    #[test]
+    fn dropping_a_consumer_that_cannot_close_waits_the_grace_and_keeps_the_workers_other_tasks_running() {
+        // One worker: while the drop waits, the ticker beside it can only run if the wait gave
+        // the worker's tasks away (block_in_place).
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let (ticks, waited) = rt.block_on(async {
+            let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let t = ticks.clone();
+            let ticker = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    t.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let consumer = GroupConsumer::new(NeverCloses, ClientRole::Consumer);
+            let dropped = tokio::spawn(async move {
+                let began = std::time::Instant::now();
+                drop(consumer);
+                began.elapsed()
+            });
+            let at_drop = ticks.load(std::sync::atomic::Ordering::Relaxed);
+            let waited = dropped.await.unwrap();
+            let ticks = ticks.load(std::sync::atomic::Ordering::Relaxed) - at_drop;
+            ticker.abort();
+            (ticks, waited)
+        });
+        assert!(waited >= CONSUMER_CLOSE_GRACE && waited < Duration::from_secs(9), "the drop took {waited:?}");
+        assert!(ticks >= 10, "the worker's other task ticked {ticks} times in the {waited:?} the drop waited");
+    }
 
     #[test]
     fn every_client_gets_the_brokers_and_the_pass_through_properties() {

@@ -583,7 +583,8 @@ impl QueueStore {
         Ok(Some(Admitted { iat_ms, fans, sessions_ended }))
     }
 
-    /// Removes a waiting fan; false when the fan was not waiting. O(n) (LREM), an operator action.
+    /// Removes a waiting fan; false when the fan was not waiting. O(log n): the fan leaves the
+    /// ranking at once and its entry in the waiting LIST is skipped by admission (remove.lua).
     pub async fn remove(&self, concert: &ConcertId, user: &UserId) -> Result<bool, StoreError> {
         // The fan's lane, first: a fan never changes lanes, so it cannot be stale by the removal.
         let mut c = self.conn().await?;
@@ -595,7 +596,7 @@ impl QueueStore {
             None => Lane::general(),
         };
         let mut inv = self.scripts.remove.prepare_invoke();
-        for part in [Part::Waiting, Part::Rank, Part::State, Part::Adm, Part::Gone] {
+        for part in [Part::Rank, Part::State, Part::Adm, Part::Gone] {
             inv.key(self.lane_key(concert, &lane, part));
         }
         self.outbox_keys(&mut inv, concert);
@@ -639,11 +640,22 @@ impl QueueStore {
         self.waiting_list_in(concert, &Lane::general()).await
     }
 
-    /// The raw waiting LIST of `lane`, head first (tests and tools; O(n)).
+    /// The waiting LIST of `lane`, head first, without the entries of fans removed from the
+    /// middle (remove.lua leaves those for admission to skip): the order admission takes fans
+    /// in (tests and tools; O(n)).
     pub async fn waiting_list_in(&self, concert: &ConcertId, lane: &Lane) -> Result<Vec<String>, StoreError> {
         let mut c = self.conn().await?;
-        timed(redis::cmd("LRANGE").arg(self.lane_key(concert, lane, Part::Waiting)).arg(0).arg(-1).query_async(&mut c))
-            .await
+        let list: Vec<String> = timed(
+            redis::cmd("LRANGE").arg(self.lane_key(concert, lane, Part::Waiting)).arg(0).arg(-1).query_async(&mut c),
+        )
+        .await?;
+        if list.is_empty() {
+            return Ok(list);
+        }
+        let ranked: Vec<Option<f64>> =
+            timed(redis::cmd("ZMSCORE").arg(self.lane_key(concert, lane, Part::Rank)).arg(&list).query_async(&mut c))
+                .await?;
+        Ok(list.into_iter().zip(ranked).filter_map(|(u, r)| r.map(|_| u)).collect())
     }
 
     /// Creates or updates a concert's settings, whatever is stored; returns what is stored.

@@ -108,22 +108,49 @@ if wrr_text then
 end
 for _, l in ipairs(lanes) do
   l.cur = tonumber(wrr[l.name] or 0)
-  l.left = redis.call('LLEN', l.waiting)
-  l.admitted, l.scanned = 0, 0
+  l.left = redis.call('ZCARD', l.rank)
+  l.admitted, l.scanned, l.popped = 0, 0, 0
   l.in_users, l.in_exp, l.out_users = {}, {}, {}
   l.sfx = ''
   if l.name ~= 'general' then l.sfx = '@' .. l.name end
 end
 
 local admitted, scanned, skipped = 0, 0, 0
--- Fans are taken in batches, each with a fixed number of commands (LPOP with a count, one ZREM,
--- HMGET, HSET and ZADD) rather than five per fan: Redis's work per round does not grow with the
--- fans it admits (and with AOF `always`, every write command is appended to the AOF).
+-- Fans are taken in batches, each with a fixed number of commands (LRANGE, ZMSCORE and LTRIM,
+-- then one ZREM, HMGET, HSET and ZADD) rather than five per fan: Redis's work per round does not
+-- grow with the fans it admits (and with AOF `always`, every write command is appended to the AOF).
 -- A batch is at most 1000 fans (the loop below scans at most 1000 per call), so its unpack()s
 -- take at most 2,000 values, far below Lua's limit (~8,000).
+-- The LIST still holds the entries of fans removed from the middle (remove.lua takes them out of
+-- `rank` only, never walking the LIST): they are dropped as they reach the head, unadmitted and
+-- uncounted, at most about STALE per call; a lane's count (`left`) is its `rank`, the fans really
+-- there, so the lanes' shares are kept as if the removed had never been in the LIST. The head is
+-- read before it is trimmed, so no fan past the last one taken leaves the LIST.
+local STALE = 5000
+local stale = 0
 local function take(l, count)
-  local users = redis.call('LPOP', l.waiting, count)
-  if not users then return end
+  local users = {}
+  local size = count
+  while #users < count and stale < STALE do
+    local head = redis.call('LRANGE', l.waiting, 0, size - 1)
+    if #head == 0 then break end
+    local ranked = redis.call('ZMSCORE', l.rank, unpack(head))
+    local used = 0
+    for i, user in ipairs(head) do
+      if #users == count then break end
+      used = i
+      if ranked[i] then
+        users[#users + 1] = user
+      else
+        stale = stale + 1
+      end
+    end
+    redis.call('LTRIM', l.waiting, used, -1)
+    l.popped = l.popped + used
+    -- Stale entries met: look further ahead next time (at most 1000 at once).
+    size = math.min(1000, math.max(count - #users, size * 4))
+  end
+  if #users == 0 then return end
   scanned = scanned + #users
   l.scanned = l.scanned + #users
   l.left = l.left - #users
@@ -163,7 +190,7 @@ local function take(l, count)
   end
 end
 
-while admitted < n and scanned < 1000 do
+while admitted < n and scanned < 1000 and stale < STALE do
   -- This batch's fans, lane by lane, in the smooth weighted order.
   local want = math.min(n - admitted, 1000 - scanned)
   local alloc, any = {}, false
@@ -195,7 +222,7 @@ local tau = 30000
 for _, l in ipairs(lanes) do
   outbox(14, 'admitted', l.name, l.in_users, l.in_exp)
   outbox(14, 'abandoned', l.name, l.out_users)
-  if l.scanned > 0 then
+  if l.popped > 0 then
     local head = redis.call('ZRANGE', l.rank, 0, 0, 'WITHSCORES')
     if head[2] then
       redis.call('ZREMRANGEBYSCORE', l.gone, '-inf', '(' .. head[2])

@@ -140,7 +140,7 @@ end
 if k > 0 then
   local abandon = tonumber(redis.call('HGET', KEYS[7], 'abandonAfterSeconds') or '0') > 0
   local seq = tonumber(redis.call('GET', KEYS[5]) or '0')
-  local placed, first_position = {}, redis.call('LLEN', KEYS[3]) + 1
+  local placed, first_position = {}, redis.call('ZCARD', KEYS[4]) + 1
   for first = 5, #ARGV, CHUNK do
     local last = math.min(first + CHUNK - 1, #ARGV)
     local zadd, seen = {}, {}

@@ -30,7 +30,7 @@ if placed > 0 then
   local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
   local abandon = tonumber(redis.call('HGET', KEYS[6], 'abandonAfterSeconds') or '0') > 0
   local seq = tonumber(redis.call('GET', KEYS[5]) or '0')
-  local users, first_position = {}, redis.call('LLEN', KEYS[3]) + 1
+  local users, first_position = {}, redis.call('ZCARD', KEYS[4]) + 1
   local CHUNK = 500
   for first = 1, #due, 2 * CHUNK do
     local last = math.min(first + 2 * CHUNK - 1, #due)

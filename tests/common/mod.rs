@@ -300,7 +300,14 @@ pub async fn spawn_with(
         names: names.clone(),
         http,
         admin,
-        client: reqwest::Client::builder().pool_max_idle_per_host(512).build().expect("client"),
+        // Idle connections are dropped before actix's 5 s keep-alive closes them: a request sent
+        // on a connection the server is closing fails with IncompleteMessage (seen after a test's
+        // Redis pause left the pool idle for longer than that).
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(512)
+            .pool_idle_timeout(Duration::from_secs(3))
+            .build()
+            .expect("client"),
         store: names.store(),
         stop,
         task: Some(task),
