@@ -7,7 +7,7 @@
 # (examples/loadgen), 20 s each, with the CPU time of every process over each step; a burst of
 # 50,000 unique fans (examples/burst) checked in the Redis Cluster. Results in
 # <run-dir>/cluster/; scripts/bench_report.py turns them into a section of docs/benchmarks.md
-# and the per-join costs docs/operations.md uses.
+# and the per-join costs docs/explain-costs.md uses.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"

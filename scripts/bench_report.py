@@ -236,7 +236,7 @@ twice {burst['duplicated_in_redis']}; the last one was there {burst['last_in_red
 Every request asks for the same fan, who keeps asking: after that fan's first read on the gateway
 (one EVALSHA, O(log n)), each is answered from the gateway's view of the concert, refreshed every
 `QUEUEGATE_VIEW_REFRESH_MS` whatever the number of fans asking, with no Redis call per lookup
-(src/gateway/views.rs; docs/redis.md, "Watching: what a gateway's view costs"). So this measures
+(src/gateway/views.rs; docs/reference-redis.md, "A gateway's view"). So this measures
 the gateway's HTTP path, the entry-token check and the view, not Redis.
 
 ## Every accepted join in Redis, exactly once
@@ -275,7 +275,7 @@ path (each answer's `send` also runs the receiver's side of the stack), then act
 dispatcher, the librdkafka produce call and the delivery report's wake-up, JSON and metrics —
 no single user-space function above 3%. More joins per second on these two cores would have to
 come from the load generator or the broker; on a real deployment the gateway has its cores to
-itself and scales out (docs/operations.md).
+itself and scales out (docs/explain-costs.md).
 
 The broker's share has a fixed part: librdkafka lingers per partition, so with 12 partitions
 and a 5 ms linger the gateway sends up to ~2,400 produce requests a second whatever the join
@@ -288,7 +288,7 @@ documented default for real deployments, where they set how far consumers can sc
 
 ## Settings the benchmark ran with
 
-The settings that matter for this run, all at their defaults (docs/configuration.md):
+The settings that matter for this run, all at their defaults (docs/reference-settings.md):
 
 | setting | value | effect |
 |---|---|---|
@@ -388,7 +388,7 @@ the last 202; missing {cb['missing_in_redis']}, doubled {cb['duplicated_in_redis
 Three JVMs replicating every record between themselves saturate this machine near 3,000-4,000
 joins/s (the single broker above does ~22,000): the brokers take most of the two cores and the
 rest queues (latency grows with the offered rate). The per-join costs here are upper bounds for
-hosts of their own; docs/operations.md sizes deployments from both sets of figures.
+hosts of their own; docs/explain-costs.md sizes deployments from both sets of figures.
 
 """
     doc = doc.replace("## Settings the benchmark ran with", cluster_section + "## Settings the benchmark ran with")

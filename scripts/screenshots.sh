@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the browser tests (services must be up: `make services`) and copies their screenshots to
-# docs/screenshots/, where the README and docs/pages.md show them.
+# docs/screenshots/, where the README and docs/explain-design.md show them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --locked --test browser -- --test-threads=1

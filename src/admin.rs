@@ -210,7 +210,7 @@ struct Readiness {
     /// Why Redis is not ready (unreachable, no answer in time); never a secret.
     #[serde(skip_serializing_if = "Option::is_none")]
     redis_error: Option<String>,
-    /// What this instance cannot do now while it does the rest, in name order (docs/operations.md,
+    /// What this instance cannot do now while it does the rest, in name order (docs/reference-metrics.md,
     /// "Readiness"): `events` (the events topic is missing or unwritable: events wait in the
     /// outboxes), `kafka` (the brokers do not answer: joins answer 503, nothing is placed),
     /// `redisShards` (see `degradedShards`). Absent when there is nothing.
@@ -307,7 +307,7 @@ async fn webhook_deliveries(admin: web::Data<Admin>, id: web::Path<ConcertId>) -
     Ok(HttpResponse::Ok().json(serde_json::json!({"webhooks": hooks, "deliveries": deliveries})))
 }
 
-/// A webhook endpoint's queue and standing as the admin API shows them (docs/events.md).
+/// A webhook endpoint's queue and standing as the admin API shows them (docs/howto-events.md).
 fn webhook_standing(s: &crate::store::events::WebhookState) -> serde_json::Value {
     serde_json::json!({
         "pending": s.pending,

@@ -252,7 +252,7 @@ impl Admitter {
     }
 
     /// A scheduled concert's cut, once the watermark has passed opensAt (see
-    /// docs/guarantees.md, "The fair start"): every join accepted before opensAt is then held in
+    /// docs/explain-guarantees.md, "The fair start"): every join accepted before opensAt is then held in
     /// Redis, and the pre-queue is queued in the seed's order under the concert's admitter
     /// lease, in slices of at most 500 fans a Redis call ([`QueueStore::cut`]); the fans who
     /// joined after it are staged and placed in stamp order once the whole pre-queue is queued.

@@ -158,7 +158,7 @@ pub const MAX_POW_DIFFICULTY: u8 = 24;
 pub const MAX_WAITING: u32 = 100_000_000;
 
 /// `maxWaiting` when a concert does not set it: a million fans, about 240 MB of Redis at the
-/// soak's ~240 bytes per waiting fan (docs/redis.md), so a concert without a cap (an
+/// soak's ~240 bytes per waiting fan (docs/explain-costs.md), so a concert without a cap (an
 /// anonymous room without proof of work, say) cannot be grown without bound by one botnet.
 /// `0` still means no cap, for an operator who sets it on purpose.
 pub const DEFAULT_MAX_WAITING: u32 = 1_000_000;
@@ -302,7 +302,7 @@ pub struct ConcertSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Where the waiting room sends an admitted fan: the booking site's page, which receives the
-    /// admission token as the `admissionToken` query parameter (docs/security.md, "Arriving from the waiting room").
+    /// admission token as the `admissionToken` query parameter (docs/howto-booking-site.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect_url: Option<String>,
     /// The waiting room's logo: an `https://` URL or a path on the gateway.
@@ -342,7 +342,7 @@ pub struct ConcertSettings {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lanes: Vec<LaneSettings>,
     /// Endpoints that receive the concert's events by the Standard Webhooks specification
-    /// (docs/events.md).
+    /// (docs/howto-events.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<WebhookSettings>,
 }

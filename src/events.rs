@@ -1,4 +1,4 @@
-//! Events out (docs/events.md): every change of a fan or a concert as a CloudEvents 1.0 record
+//! Events out (docs/howto-events.md): every change of a fan or a concert as a CloudEvents 1.0 record
 //! on the events topic, webhooks by the Standard Webhooks specification, and the sale's report.
 //!
 //! The changes are made by Lua scripts, and each script records its changes in the concert's

@@ -6,7 +6,7 @@
 //! message = userId). Then the list hash (SHA-256 of the pre-queue's userIds sorted bytewise,
 //! each followed by a newline) and the seed itself are published. Whoever has the admin listing
 //! (or their own place in it) can recompute both hashes and the order: `queuegate
-//! verify-shuffle`, or the few lines of Python in docs/guarantees.md. The seed cannot be chosen
+//! verify-shuffle`, or the few lines of Python in docs/explain-guarantees.md. The seed cannot be chosen
 //! after the list is known (it was committed to before anyone joined), and the list cannot be
 //! chosen after the seed is known (it is secret until the cut).
 

@@ -1,4 +1,4 @@
-//! The gate: queuegate in front of the booking site (docs/gate.md).
+//! The gate: queuegate in front of the booking site (docs/explain-design.md).
 //!
 //! What the gate is made of, below both listeners: each gateway's [`Gate`] (the signed session
 //! cookie: [`cookie`]; the bind of an admission token to the browser that waited: [`binding`];

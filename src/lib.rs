@@ -5,7 +5,7 @@
 //! from Kafka into the Redis queue [`store`], exactly once in effect; [`admin`] lets operators
 //! run the [`concerts`]. [`startup`] wires the roles together, with every background task under
 //! the [`supervisor`]; [`kafka`] configures every Kafka client and [`routes`] holds the route
-//! tables' machinery. See `docs/development.md` for the module map, `docs/` for the guarantees.
+//! tables' machinery. See `docs/development.md` and `docs/explain-design.md` for the module map, `docs/` for the guarantees.
 
 pub mod admin;
 pub mod admission;

@@ -470,7 +470,7 @@ impl Metrics {
     }
 
     /// Every metric of the process, registered by [`Metrics::new`]; the metrics table of
-    /// docs/operations.md is generated from them, in this order (tests/docs.rs).
+    /// docs/reference-metrics.md is generated from them, in this order (tests/docs.rs).
     pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
         vec![
             Box::new(self.http_requests.clone()),

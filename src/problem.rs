@@ -107,7 +107,7 @@ pub struct Problem<'a> {
     pub detail: String,
 }
 
-/// Problem type URIs are URNs under this prefix; docs/http.md lists them.
+/// Problem type URIs are URNs under this prefix; docs/reference-http.md lists them.
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:queuegate:problem:";
 
 impl ResponseError for ApiError {

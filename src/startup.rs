@@ -489,8 +489,8 @@ impl Application {
 /// What one open status stream costs a gateway (bytes), with margin: its TCP connection's actix
 /// buffers (8 KiB to read and 8 KiB to write, fixed in actix-http), the stream's state and
 /// future, its place in the concert's view and the response's body. Measured as the growth of
-/// a gateway's RSS from 5,000 to 8,000 open streams, ~20.6 KB (docs/operations.md, "What a
-/// status stream costs"), plus margin.
+/// a gateway's RSS from 5,000 to 8,000 open streams, ~20.6 KB (docs/explain-costs.md, "Status
+/// streams"), plus margin.
 pub const STREAM_BYTES: u64 = 24 * 1024;
 
 /// What a gateway holds before any stream (MiB): runtimes, pools, Kafka's producer, the

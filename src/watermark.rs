@@ -1,7 +1,7 @@
 //! First come, first placed: the watermark across the entry topic's partitions.
 //!
 //! A fan is placed only once every partition has passed its accepted stamp, so nobody accepted
-//! earlier can still be on the way (docs/guarantees.md §3). How far a partition has passed is
+//! earlier can still be on the way (docs/explain-guarantees.md §3). How far a partition has passed is
 //! published by whoever consumes it, with its offsets: each commit of the consumer group carries,
 //! in the committed offset's metadata, the highest stamp the consumer has applied from that
 //! partition ([`encode`]). Partitions with no joins still move: every consumer appends a *tick*

@@ -7,7 +7,7 @@
 //! registry (src/metrics.rs); the routes from the OpenAPI document (which a unit test in
 //! src/startup/route_tables.rs holds equal to the route tables); the Redis keys from the key scheme
 //! (src/store/keys.rs); make targets from the Makefile; files from the tree; alerts from
-//! grafana/alerts.yml. The metrics table of docs/operations.md is generated from the registry:
+//! grafana/alerts.yml. The metrics table of docs/reference-metrics.md is generated from the registry:
 //! `DOCS_WRITE=1 cargo test --test docs` rewrites it. Needs neither Kafka nor Redis.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -319,7 +319,7 @@ fn every_setting_a_doc_names_exists_with_the_flag_default_and_bounds_of_the_code
         }
     }
     for env in settings.keys().filter(|e| !tabled.contains(*e)) {
-        f.add("docs/configuration.md", 0, format!("{env} has no row in a settings table"));
+        f.add("docs/reference-settings.md", 0, format!("{env} has no row in a settings table"));
     }
     f.assert_none();
 }
@@ -355,7 +355,7 @@ fn metrics_table() -> String {
 
 #[test]
 fn the_metrics_table_is_the_one_the_registry_generates() {
-    let rel = "docs/operations.md";
+    let rel = "docs/reference-metrics.md";
     let text = read(rel);
     let (Some(b), Some(e)) = (text.find(METRICS_BEGIN), text.find(METRICS_END)) else {
         panic!("{rel} has no metrics table between\n{METRICS_BEGIN}\n{METRICS_END}");
@@ -496,14 +496,14 @@ fn every_redis_key_a_doc_names_is_in_the_key_scheme_and_redis_md_lists_every_key
                 let n = key_name(&c[1]);
                 if !names.contains(&n) {
                     f.add(&doc.path, l.no, format!("qg:{} is no key of the key scheme (src/store/keys.rs)", &c[1]));
-                } else if doc.path == "docs/redis.md" && l.text.starts_with('|') {
+                } else if doc.path == "docs/reference-redis.md" && l.text.starts_with('|') {
                     in_redis_md.insert(n);
                 }
             }
         }
     }
     for n in names.difference(&in_redis_md) {
-        f.add("docs/redis.md", 0, format!("the key table has no row for the {n} key (src/store/keys.rs)"));
+        f.add("docs/reference-redis.md", 0, format!("the key table has no row for the {n} key (src/store/keys.rs)"));
     }
     f.assert_none();
 }
@@ -753,7 +753,7 @@ fn every_row_of_the_threat_model_names_tests_that_exist() {
         .map(|p| (p.file_stem().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
         .collect();
     let span = Regex::new("`([a-z_0-9:]+)`").unwrap();
-    let doc = docs().into_iter().find(|d| d.path == "docs/security.md").unwrap();
+    let doc = docs().into_iter().find(|d| d.path == "docs/explain-security.md").unwrap();
     let mut f = Findings::new("threat model");
     let mut rows = 0;
     let mut header = false;
@@ -789,6 +789,6 @@ fn every_row_of_the_threat_model_names_tests_that_exist() {
             }
         }
     }
-    assert!(rows >= 10, "docs/security.md's threat model has {rows} rows");
+    assert!(rows >= 10, "docs/explain-security.md's threat model has {rows} rows");
     f.assert_none();
 }

@@ -1,4 +1,4 @@
-//! Who is calling the admin API, and what that caller may do (docs/security.md, "Admin tokens
+//! Who is calling the admin API, and what that caller may do (docs/explain-security.md, "Admin tokens
 //! and roles").
 //!
 //! Two checks, each where routing has decided (both in src/admin.rs): the `/admin` scope's

@@ -1,4 +1,4 @@
-//! Who did what: every admin change that succeeded, recorded (docs/admin.md, "Who did what").
+//! Who did what: every admin change that succeeded, recorded (docs/reference-http.md, "The audit trail").
 //!
 //! The route's guard ([`super::route_guard`]) calls [`record`] after a changing call
 //! answered 2xx and before the answer goes out. One Lua call (`src/store/audit.lua`) writes the

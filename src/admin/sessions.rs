@@ -1,5 +1,5 @@
 //! The operators' side of the gate, on the admin listener: a concert's live sessions, ending one,
-//! and revoking every session and unexchanged admission token at once (docs/gate.md).
+//! and revoking every session and unexchanged admission token at once (docs/explain-design.md, "The gate").
 
 use actix_web::{web, HttpResponse};
 use serde::Serialize;

@@ -1,6 +1,6 @@
 //! Writing a concert's settings: `PUT` replaces them, `PATCH` changes the fields a JSON Merge
 //! Patch (RFC 7396) names; both honour `If-Match` against the concert's `ETag`
-//! ([`Concert::etag`]). docs/admin.md, "One field at a time", is the operator's side of this.
+//! ([`Concert::etag`]). docs/reference-http.md, "Writing settings: PUT, PATCH, ETag", is the operator's side of this.
 //!
 //! Every write is a read, the checks a `PUT` has always made (the settings, the webhooks' egress,
 //! a scheduled concert's `opensAt`, lanes still holding fans), then a write that Redis carries
@@ -176,7 +176,7 @@ async fn checked_write(
             caller.map_or("unknown", |c| c.role.as_str()),
         )));
     }
-    // No webhook into queuegate's own network (docs/security.md): a literal internal address,
+    // No webhook into queuegate's own network (docs/explain-security.md): a literal internal address,
     // a metadata name, or a name that resolves only to internal addresses is refused. The names
     // are looked up at once, so a write waits for one lookup's bound, not one per webhook.
     let checks = futures_util::future::join_all(body.webhooks.iter().map(|h| admin.egress.check_url(&h.url))).await;

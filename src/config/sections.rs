@@ -523,7 +523,7 @@ pub struct AdmissionSettings {
     /// The most the clocks of any two instances differ, plus the few ms from a gateway's
     /// accepted stamp to the broker (ms). Fans are placed in the order of their stamps once
     /// every partition has passed them by this much: fans accepted more than this apart are
-    /// never placed out of order, and placement waits about this long (docs/guarantees.md §3).
+    /// never placed out of order, and placement waits about this long (docs/explain-guarantees.md §3).
     #[arg(long, env = "QUEUEGATE_CLOCK_SKEW_MS", default_value_t = 1000)]
     pub clock_skew_ms: u64,
 }
@@ -699,7 +699,7 @@ mod tests {
     }
 }
 
-/// Events out: the events topic and webhook delivery (docs/events.md).
+/// Events out: the events topic and webhook delivery (docs/howto-events.md).
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Events")]
 pub struct EventsSettings {
@@ -752,7 +752,7 @@ pub struct EventsSettings {
 
     /// Networks (CIDRs or addresses, comma separated) webhooks may be sent to although they are
     /// loopback, private, link-local, unique-local, CGNAT or otherwise internal; every other
-    /// internal address is refused at registration (400) and at delivery (docs/security.md).
+    /// internal address is refused at registration (400) and at delivery (docs/explain-security.md).
     #[arg(long, env = "QUEUEGATE_WEBHOOK_ALLOW_NETWORKS", default_value = "",
           value_parser = crate::events::egress::parse_networks)]
     pub webhook_allow_networks: crate::events::egress::AllowNetworks,

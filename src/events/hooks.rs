@@ -15,7 +15,7 @@
 //! (jitter), until `QUEUEGATE_WEBHOOK_GIVE_UP_SECONDS` after the event was queued (attempted or
 //! not: the claim gives up what is that old). The schedule is in Redis, so it survives restarts.
 //!
-//! Everything an endpoint holds is capped (docs/events.md, "Caps, give-up and suspension"):
+//! Everything an endpoint holds is capped (docs/howto-events.md, "Caps, give-up and suspension"):
 //! webhook_enqueue.lua queues a delivery only while the endpoint has fewer than
 //! `QUEUEGATE_WEBHOOK_MAX_PENDING` pending and their bodies stay within
 //! `QUEUEGATE_WEBHOOK_MAX_PENDING_BYTES`, else drops it (`queuegate_webhook_dropped_total`), in

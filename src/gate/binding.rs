@@ -1,4 +1,4 @@
-//! The exchange bound to the browser that waited (docs/gate.md, "Only the browser that waited").
+//! The exchange bound to the browser that waited (docs/explain-design.md, "Only the browser that waited").
 //!
 //! Without it, any browser redeems whatever admission token its URL carries: a link with an
 //! attacker's `?queuegate_token=` makes a victim shop under the attacker's `X-Queuegate-User`

@@ -89,7 +89,7 @@ pub(super) struct TicketQuery {
 }
 
 /// What one open stream holds between frames, kept small: thousands of these live in a gateway
-/// (docs/operations.md, "Sizing": what an open stream costs).
+/// (docs/explain-costs.md, "Status streams").
 struct StreamState {
     /// The gateway, the concert and the fan, and the fan's claim on a stream.
     slot: FanStreamSlot,

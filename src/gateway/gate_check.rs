@@ -1,4 +1,4 @@
-//! The gate's check, on the public listener: `GET /v1/concerts/{concertId}/gate` (docs/gate.md).
+//! The gate's check, on the public listener: `GET /v1/concerts/{concertId}/gate` (docs/explain-design.md, "The gate").
 //!
 //! The booking site's reverse proxy asks `GET /v1/concerts/{concertId}/gate` before every
 //! request (nginx `auth_request`, Caddy `forward_auth`, Traefik `forwardAuth`, …) and lets the

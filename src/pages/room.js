@@ -1,4 +1,4 @@
-// queuegate's waiting room (/c/{concertId}) and list of rooms (/). No framework; see docs/pages.md.
+// queuegate's waiting room (/c/{concertId}) and list of rooms (/); docs/explain-design.md.
 "use strict";
 const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;
@@ -265,7 +265,7 @@ async function room(id) {
     }
   }
 
-  // Admitted: on to the booking site with the admission token (docs/security.md), with a
+  // Admitted: on to the booking site with the token (docs/howto-booking-site.md), with a
   // button in case the redirect is blocked.
   function admitted(s) {
     $("turn").hidden = false;
@@ -273,10 +273,10 @@ async function room(id) {
     if ((!info.redirectUrl && !back) || !s.admissionToken) { $("eta").textContent = t("noRedirect"); $("go").hidden = true; return; }
     const to = back || new URL(info.redirectUrl);
     to.searchParams.set("queuegate_token", s.admissionToken);
-    // Booking sites that check the token themselves read it as admissionToken (docs/security.md).
+    // Sites that check the token themselves read it as admissionToken (docs/howto-booking-site.md).
     if (!back) to.searchParams.set("admissionToken", s.admissionToken);
     $("go").href = to.href;
-    // A link refused here (not this browser's): go on at the fan's click only (docs/gate.md).
+    // A link refused here (not this browser's): on at the fan's click only (docs/explain-design.md).
     if (gateEnded === "browser") { $("eta").textContent = t("continueHere"); return; }
     // A session that just ended spent this token: going back would only return here.
     if (gateEnded) {
@@ -288,7 +288,7 @@ async function room(id) {
   }
 
   // Back to the page the gate sent the fan from, on the booking site only, never over a weaker
-  // scheme than redirectUrl's or this room's (docs/security.md).
+  // scheme than redirectUrl's or this room's (docs/explain-design.md).
   function returnTo() {
     const raw = sessionStorage.getItem(`${key}:return`);
     if (!raw) return null;
@@ -327,7 +327,7 @@ async function room(id) {
   }
 
   // The stream's URL carries a 60 s ticket, never the entry token; every reconnect is ours (a
-  // fresh ticket after a jittered delay), then polling after a few failures (docs/pages.md).
+  // fresh ticket after a jittered delay), then polling after some failures (docs/explain-design.md).
   let failures = 0;
   async function watch() {
     stop();
@@ -335,7 +335,7 @@ async function room(id) {
     if (!window.EventSource) return void poll();
     let ticket;
     try {
-      // Every POST is JSON (the gateway refuses others: docs/security.md), even without a body.
+      // Every POST is JSON (others are refused: docs/explain-security.md), even without a body.
       const auth = { method: "POST", headers: { Authorization: `Bearer ${entry.token}`, "Content-Type": "application/json" }, cache: "no-store" };
       ticket = (await getJSON(`${base()}/events/ticket`, auth)).body.ticket;
     } catch (e) {

@@ -23,7 +23,7 @@
 -- concert, in one lane: one already in `joined` (placed or held in any lane), in `lanes` (staged
 -- in a lane other than general) or staged in general is a duplicate, whatever lane it names now.
 --
--- First come, first placed (docs/guarantees.md §3): a new fan is not placed here but *staged*,
+-- First come, first placed (docs/explain-guarantees.md §3): a new fan is not placed here but *staged*,
 -- scored by the gateway's accepted stamp; release.lua places the staged fans in stamp order
 -- once every partition of the entry topic has passed their stamp (the watermark). A fan whose
 -- stamp is below one already placed (`releasedTo`) came too late for its place: it is staged

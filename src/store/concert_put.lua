@@ -1,7 +1,7 @@
 -- A concert's settings written, with its change as an event in its outbox, in one atomic call
 -- (QueueStore::put_concert_if). The check of what the writer read and the write are one script,
 -- so two writers on any gateways cannot both succeed against the same version (If-Match, and a
--- PATCH's read-merge-write: docs/admin.md, "One field at a time"). outbox.lua is in front of it.
+-- PATCH's read-merge-write: docs/reference-http.md, "Writing settings"). outbox.lua is in front of it.
 -- KEYS[1..4] the outbox's keys (outbox.lua: outbox, report, joined, concert); KEYS[4] is the
 --            concert HASH written here
 -- ARGV[1] what the writer expects: '' anything; '-' no concert yet; 'n' the concert at version n

@@ -238,7 +238,7 @@ impl QueueStore {
         })
     }
 
-    /// The whole cut, as the admitter of `instance` runs it (docs/guarantees.md, "The fair
+    /// The whole cut, as the admitter of `instance` runs it (docs/explain-guarantees.md, "The fair
     /// start"), in bounded calls: takes the lease (renewed every third of `lease_ms`), begins,
     /// stages `post` slice by slice, reads the pre-queue (HSCAN pages), records its hash, then
     /// queues it in the seed's order slice by slice. Resumes a cut another instance left: the

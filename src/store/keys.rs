@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::ids::{ConcertId, Lane, RequestId};
 
 /// One of a concert's keys. `ValueEnum` gives the list of every part (`Part::value_variants`),
-/// which the doc checker (tests/docs.rs) holds docs/redis.md's key table against.
+/// which the doc checker (tests/docs.rs) holds docs/reference-redis.md's key table against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Part {
     /// HASH userId → joinedAt (ms); presence means "has ever been queued" (dedup).

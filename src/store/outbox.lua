@@ -1,4 +1,4 @@
--- The transactional outbox (docs/events.md), prepended to every script that changes a fan or
+-- The transactional outbox (docs/howto-events.md), prepended to every script that changes a fan or
 -- a concert: the change and its record in the concert's `outbox` STREAM are one atomic call,
 -- so a crash after the script can lose neither. The event relay (src/events/relay.rs) turns
 -- each entry into CloudEvents on the events topic and only then deletes it.
@@ -13,7 +13,7 @@
 -- The same call adds the change to the concert's report (GET .../report): every change is
 -- made once, here, so the report counts each event once without reading the events topic.
 --
--- The cap (docs/events.md#when-the-events-topic-cannot-be-written): an outbox holds at most
+-- The cap (docs/howto-events.md#when-the-events-topic-cannot-be-written): an outbox holds at most
 -- OUTBOX_MAX entries (QUEUEGATE_EVENTS_OUTBOX_MAX; the store puts `local OUTBOX_MAX = n` in
 -- front of this file). It fills only while the relay cannot write the events topic; past it,
 -- each new entry deletes the oldest ones (at most 2 per new entry, so a lowered cap is reached
@@ -26,7 +26,7 @@
 --
 -- outbox(k, kind, lane, users, extra): extra is a list (one word per fan), a number (the first
 -- fan's position) or nil. KEYS[k] is the outbox STREAM, followed by
---   KEYS[k+1] report HASH  fixed-size whatever the sale's size (docs/events.md#the-sales-report):
+--   KEYS[k+1] report HASH  fixed-size whatever the sale's size (docs/howto-events.md#the-sales-report):
 --                          `d:pending` events the cap dropped that no relay has counted yet;
 --                          `<kind>` changes of that kind; per minute (ms / 60000) `j:<minute>`
 --                          fans placed, `a:<minute>` admitted, `o:<minute>` who left the queue

@@ -5,7 +5,7 @@
 -- KEYS[7] seen HASH   KEYS[8] order HASH (releasedTo: the highest stamp placed; late)   KEYS[9] fair HASH (shuffledAt)
 -- KEYS[10] outbox STREAM, KEYS[11..13] the report's keys (outbox.lua): `placed` entries (with the first fan's position)
 -- ARGV[1] the watermark W (ms): every partition of the entry topic has passed it, so every
---         join accepted before W has been staged (docs/guarantees.md §3)
+--         join accepted before W has been staged (docs/explain-guarantees.md §3)
 -- ARGV[2] the most fans to place in this call   ARGV[3] the lane's name
 --
 -- Fans with a stamp below W are appended to the queue in (stamp, userId) order: the sorted

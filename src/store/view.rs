@@ -1,5 +1,5 @@
 //! A concert's queue as a gateway sees it between reads, so that watching costs Redis the same
-//! whether ten fans watch or a hundred thousand (see view.lua and docs/redis.md).
+//! whether ten fans watch or a hundred thousand (see view.lua and docs/reference-redis.md).
 //!
 //! Every fan who reaches the queue gets the concert's next sequence number; admission takes fans
 //! from the head in that order; an operator's removal from the middle leaves its number in the

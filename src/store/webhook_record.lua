@@ -3,7 +3,7 @@
 -- at its retry time, each goes to the endpoint's log; then the endpoint's failing streak:
 -- any success ends it; a batch of failures starts it or lengthens it, and an endpoint whose
 -- attempts have all failed for ARGV[2] ms and at least ARGV[3] times in a row is suspended
--- (docs/events.md, "Caps, give-up and suspension"). A batch is at most 32 attempts plus what
+-- (docs/howto-events.md, "Caps, give-up and suspension"). A batch is at most 32 attempts plus what
 -- one claim gave up (bounded by the claim's count).
 --
 -- KEYS[1] due ZSET   KEYS[2] body HASH   KEYS[3] tries HASH   KEYS[4] queued ZSET

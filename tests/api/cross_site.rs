@@ -73,7 +73,7 @@ async fn a_join_must_be_json_and_from_the_gateway_s_own_origin_or_one_the_concer
     assert_problem(r, 403, "evil.example").await;
 
     // No CORS: a preflight is a 405 like any method the path does not serve, so a browser on
-    // another origin never sends a JSON join whatever allowedOrigins says (docs/security.md).
+    // another origin never sends a JSON join whatever allowedOrigins says (docs/explain-security.md).
     let pre = app
         .client
         .request(reqwest::Method::OPTIONS, &join_url)

@@ -197,7 +197,7 @@ async fn in_anonymous_mode_the_gateway_names_the_fan_and_a_returning_fan_keeps_i
     // Rejoining with the entry token (a reload, a second tab): the same fan.
     let again = accepted(join_with(&app, "c", Some(&token), json!({})).await).await;
     assert_eq!(again["userId"], user.as_str());
-    // An empty body is a join too (still declared JSON: docs/security.md, cross-site joins).
+    // An empty body is a join too (still declared JSON: docs/explain-security.md, cross-site requests).
     let empty = app
         .client
         .post(format!("{}/v1/concerts/c/queue", app.http()))

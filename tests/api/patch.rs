@@ -1,7 +1,7 @@
 //! Issue 37: one field at a time. `PATCH /admin/v1/concerts/{concertId}` takes a JSON Merge
 //! Patch (RFC 7396) and keeps what it does not name; `GET` answers an `ETag`, and `PUT` and
 //! `PATCH` with `If-Match` refuse a stale copy with 412, checked and written in one Redis script
-//! so two gateways cannot both win (docs/admin.md, "One field at a time").
+//! so two gateways cannot both win (docs/reference-http.md, "Writing settings").
 
 use std::time::Duration;
 

@@ -141,7 +141,7 @@ async fn kafka_over_sasl_ssl_with_scram_queues_fans_and_never_logs_the_password(
 
     // A wrong password: joins answer 503 and readiness names kafka as degraded (the broker
     // refuses the client; the instance still serves status, the gate and rooms, so it stays
-    // ready: docs/operations.md#readiness-degraded-not-down), and neither password logged.
+    // ready: docs/reference-metrics.md#readiness), and neither password logged.
     let log = certs.dir.join("refused.log");
     let (mut app, public, admin) = spawn_run(&names, &secured("wrong-Pa55word-never-logged"), &log);
     let client = reqwest::Client::new();

@@ -3,7 +3,7 @@
 //! metric and no alert. Now each endpoint's queue is capped by count and bytes (what does not
 //! fit is dropped and counted), give-up counts from when the event was queued, and an endpoint
 //! whose every attempt fails for QUEUEGATE_WEBHOOK_SUSPEND_AFTER_SECONDS is suspended until an
-//! operator resumes it (docs/events.md, "Caps, give-up and suspension").
+//! operator resumes it (docs/howto-events.md, "Caps, give-up and suspension").
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

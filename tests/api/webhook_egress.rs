@@ -1,4 +1,4 @@
-//! Webhooks never into queuegate's own network (docs/security.md): an internal address is
+//! Webhooks never into queuegate's own network (docs/explain-security.md): an internal address is
 //! refused at registration (400 naming the field) unless `QUEUEGATE_WEBHOOK_ALLOW_NETWORKS`
 //! lists its network, and checked again at delivery, on the address connected to; what the
 //! deliveries listing records is a class, never the socket's error or the exact status.

@@ -4,7 +4,7 @@
 //! Each test saves a screenshot of every state it reaches to `target/browser/<test>/`; the set
 //! in docs/screenshots/ is copied from there (`scripts/screenshots.sh`). The time from pressing
 //! "join" to the page's first status is printed (`first status after join`) and reported in
-//! docs/pages.md; it is measured, not asserted.
+//! docs/explain-costs.md; it is measured, not asserted.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -28,7 +28,7 @@ fn shots(test: &str) -> PathBuf {
 }
 
 /// The booking site's page a room sends an admitted fan to: it verifies `admissionToken` against
-/// the gateway's JWKS only, as docs/security.md tells a booking site to, and says what it
+/// the gateway's JWKS only, as docs/howto-booking-site.md tells a booking site to, and says what it
 /// found in `#verdict`.
 async fn booking_site(jwks_url: String) -> String {
     let port = free_port();

@@ -135,7 +135,7 @@ impl Report {
     }
 
     /// Nobody missing, nobody twice, positions 1..n; fans in Redis without a 202 only among the
-    /// `answered_503` joins whose acknowledgement a broker failure lost (docs/guarantees.md: a
+    /// `answered_503` joins whose acknowledgement a broker failure lost (docs/explain-guarantees.md: a
     /// 503 does not prove the record was not written; the fan's retry is deduplicated).
     pub fn assert_exact_allowing_lost_acks(&self, answered_503: usize) {
         assert_eq!((self.missing, self.duplicated), (0, 0), "{self}");

@@ -116,7 +116,7 @@ impl PrivateRedisCluster {
         let child = cmd
             .args(["--bind", "127.0.0.1", "--cluster-port", &bus.to_string()])
             .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"])
-            // As docs/operations.md advises: the other shards serve while one is wholly down.
+            // As docs/explain-guarantees.md advises: the other shards serve while one is wholly down.
             .args(["--cluster-require-full-coverage", "no"])
             .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
             .arg("--dir")

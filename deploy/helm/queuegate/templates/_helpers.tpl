@@ -116,7 +116,7 @@ containers:
     # Kafka or Redis trouble never restarts a pod: liveness asks only whether the process
     # answers; readiness (/readyz) takes it out of the Service only when it can do nothing
     # (Redis down, draining): Kafka down is 200 "degraded", so the gate stays up
-    # (docs/operations.md#readiness-degraded-not-down).
+    # (docs/reference-metrics.md#readiness).
     startupProbe:
       httpGet: { path: /healthz, port: admin }
       periodSeconds: 2
