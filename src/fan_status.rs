@@ -25,8 +25,9 @@ pub struct FanStatus {
     /// When the admission token expires (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admission_expires_at: Option<String>,
-    /// While pending or waiting: when a polling fan should ask again (s). Farther back, less
-    /// often; answers come from the gateway's view of the queue, not from a Redis call.
+    /// While pending, waiting, in the pre-queue or told `soldout`: when a polling fan should ask
+    /// again (s). Farther back, less often; answers come from the gateway's view of the queue,
+    /// not from a Redis call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_after_seconds: Option<u64>,
     /// In a pre-queue: when sales open (RFC 3339), and the seconds to go.
