@@ -255,7 +255,9 @@ impl<C: Send + 'static> Drop for GroupConsumer<C> {
         // with it; elsewhere (a current-thread runtime, a plain thread) it just waits.
         let wait = || closed_rx.recv_timeout(CONSUMER_CLOSE_GRACE).is_err();
         let late = match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(wait),
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
             _ => wait(),
         };
         if late {

@@ -124,7 +124,10 @@ impl IdentitySettings {
         check_range("QUEUEGATE_ENTRY_TOKEN_TTL_SECONDS", self.entry_token_ttl_seconds, 60..=604_800)?;
         let Some(mode) = self.mode(insecure_dev) else {
             if serves_fans {
-                return Err(bad(MODE, "is required: jwt, anonymous, trusted-header or body (see docs/explain-security.md)"));
+                return Err(bad(
+                    MODE,
+                    "is required: jwt, anonymous, trusted-header or body (see docs/explain-security.md)",
+                ));
             }
             return Ok(());
         };

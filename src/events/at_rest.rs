@@ -50,10 +50,7 @@ impl SecretBox {
     pub fn open(&self, concert: &str, hook: &str, stored: &str) -> Option<String> {
         let Some(b64) = stored.strip_prefix(PREFIX) else { return Some(stored.to_owned()) };
         let raw = URL_SAFE_NO_PAD.decode(b64).ok()?;
-        if raw.len() < 12 {
-            return None;
-        }
-        let (nonce, sealed) = raw.split_at(12);
+        let (nonce, sealed) = raw.split_at_checked(12)?;
         let aad = Self::aad(concert, hook);
         let plain = self.cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: &aad }).ok()?;
         String::from_utf8(plain).ok()
@@ -73,6 +70,10 @@ mod tests {
         assert_eq!(b.open("tour", "wh_1", &stored).as_deref(), Some("whsec_abc"));
         assert_eq!(b.open("tour", "wh_2", &stored), None, "moved to another webhook");
         assert_eq!(b.open("other", "wh_1", &stored), None, "moved to another concert");
+        // Shorter than a nonce, a nonce alone, a nonce without its tag: none opens, none panics.
+        for raw in [&[7u8; 5][..], &[7u8; 12][..], &[7u8; 27][..]] {
+            assert_eq!(b.open("tour", "wh_1", &format!("v1:{}", URL_SAFE_NO_PAD.encode(raw))), None);
+        }
         assert_eq!(SecretBox::new(b"another").open("tour", "wh_1", &stored), None, "another token secret");
         let mut tampered = stored.clone();
         tampered.pop();

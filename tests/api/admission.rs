@@ -170,7 +170,10 @@ async fn removing_a_waiting_fan_moves_everyone_behind_up_by_one() {
     let s: Value = app.status("c", "f1", &tokens[1]).await.json().await.unwrap();
     assert_eq!(s["status"], "removed");
     let s: Value = app.status("c", "f3", &tokens[3]).await.json().await.unwrap();
-    assert_eq!((s["status"].as_str(), s["position"].as_u64(), s["queueLength"].as_u64()), (Some("waiting"), Some(1), Some(1)));
+    assert_eq!(
+        (s["status"].as_str(), s["position"].as_u64(), s["queueLength"].as_u64()),
+        (Some("waiting"), Some(1), Some(1))
+    );
     // A fan placed after the removal is counted from the fans left, not from the LIST's length.
     let r: Value = app.join("c", "f4").await.json().await.unwrap();
     app.wait_for_records(5).await;
