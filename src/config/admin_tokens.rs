@@ -212,6 +212,18 @@ mod tests {
     }
 
     #[test]
+    fn a_file_of_exactly_the_most_tokens_and_the_shortest_token_is_taken_one_more_is_refused() {
+        let file = |n: usize| {
+            let entries: Vec<String> =
+                (0..n).map(|i| format!(r#"{{"name":"t{i}","role":"viewer","token":"token-{i:0>10}"}}"#)).collect();
+            format!("[{}]", entries.join(","))
+        };
+        assert_eq!("token-0000000000".len(), MIN_TOKEN_CHARS);
+        assert_eq!(parse(&file(MAX_TOKENS), None, false).unwrap().len(), MAX_TOKENS);
+        assert!(refused(&file(MAX_TOKENS + 1)).contains(&format!("holds 101 tokens, more than {MAX_TOKENS}")));
+    }
+
+    #[test]
     fn an_unreadable_file_names_the_setting_and_the_path() {
         let e = read(Path::new("/nonexistent/tokens.json"), None, false).unwrap_err();
         assert_eq!(e.setting, SETTING);
