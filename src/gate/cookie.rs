@@ -127,6 +127,11 @@ mod tests {
         }
         assert_eq!(key.open(&c.concert, ""), None);
         assert_eq!(key.open(&c.concert, "1.tour.alice"), None);
+        // Signed with our key but with a session id that is empty or not hex: refused all the same.
+        for sid in ["", "not-hex", "0g"] {
+            let odd = SessionCookie { sid: sid.to_owned(), ..c.clone() };
+            assert_eq!(key.open(&c.concert, &key.seal(&odd)), None, "sid {sid:?}");
+        }
     }
 
     #[test]
