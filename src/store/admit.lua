@@ -109,7 +109,7 @@ end
 for _, l in ipairs(lanes) do
   l.cur = tonumber(wrr[l.name] or 0)
   l.left = redis.call('ZCARD', l.rank)
-  l.admitted, l.scanned, l.popped = 0, 0, 0
+  l.admitted, l.popped = 0, 0
   l.in_users, l.in_exp, l.out_users = {}, {}, {}
   l.sfx = ''
   if l.name ~= 'general' then l.sfx = '@' .. l.name end
@@ -152,7 +152,6 @@ local function take(l, count)
   end
   if #users == 0 then return end
   scanned = scanned + #users
-  l.scanned = l.scanned + #users
   l.left = l.left - #users
   redis.call('ZREM', l.rank, unpack(users))
   local seen, joined

@@ -160,7 +160,8 @@ impl PrivateKafka {
             }
         };
         let text = std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(20)..];
         Err(format!(
             "private Kafka on {} (controller {}) {exited}; the last lines of its log:\n{}",
             self.port,
