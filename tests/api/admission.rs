@@ -169,16 +169,24 @@ async fn removing_a_waiting_fan_moves_everyone_behind_up_by_one() {
     assert_eq!(users, vec!["f0", "f2"]);
     let s: Value = app.status("c", "f1", &tokens[1]).await.json().await.unwrap();
     assert_eq!(s["status"], "removed");
-    let s: Value = app.status("c", "f3", &tokens[3]).await.json().await.unwrap();
-    assert_eq!(
-        (s["status"].as_str(), s["position"].as_u64(), s["queueLength"].as_u64()),
-        (Some("waiting"), Some(1), Some(1))
-    );
+    // The gateway answers from its view of the queue, refreshed every view interval: the next
+    // refresh shows f3 at the head.
+    let mut s = Value::Null;
+    let at_head = poll_until(Duration::from_secs(10), async || {
+        s = app.status("c", "f3", &tokens[3]).await.json().await.unwrap();
+        (s["status"].as_str(), s["position"].as_u64(), s["queueLength"].as_u64()) == (Some("waiting"), Some(1), Some(1))
+    })
+    .await;
+    assert!(at_head, "f3 waiting at position 1 of 1 after f0 and f2 were admitted; its status: {s}");
     // A fan placed after the removal is counted from the fans left, not from the LIST's length.
     let r: Value = app.join("c", "f4").await.json().await.unwrap();
     app.wait_for_records(5).await;
-    let s: Value = app.status("c", "f4", r["token"].as_str().unwrap()).await.json().await.unwrap();
-    assert_eq!((s["status"].as_str(), s["position"].as_u64()), (Some("waiting"), Some(2)));
+    let placed = poll_until(Duration::from_secs(10), async || {
+        s = app.status("c", "f4", r["token"].as_str().unwrap()).await.json().await.unwrap();
+        (s["status"].as_str(), s["position"].as_u64()) == (Some("waiting"), Some(2))
+    })
+    .await;
+    assert!(placed, "f4 waiting at position 2 behind f3; its status: {s}");
     let is_f4 = |r: &crate::common::events_topic::Record| {
         r.header("ce_type") == "dev.queuegate.fan.placed" && r.header("ce_subject") == "f4"
     };
