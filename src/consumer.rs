@@ -25,7 +25,7 @@
 //! joins parked, whoever parked them. A copy parked twice (a crash between parking and committing) is a
 //! duplicate the apply script ignores, like any replay.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,11 @@ pub struct EntryConsumer {
     /// partition's share of the watermark ([`crate::watermark`]).
     stamps: HashMap<Partition, i64>,
     ticks: Ticks,
+    /// Every partition this consumer paused and has not resumed, assigned now or not.
+    /// librdkafka keeps an application's pause on a partition through a revocation and a later
+    /// assignment of it, so resuming only what is assigned at the time would leave a partition
+    /// that was revoked mid-outage paused for good when it comes back.
+    paused: HashSet<Partition>,
 }
 
 /// The consumer's ticks: a record with only its clock, to each partition it owns, so that a
@@ -186,6 +191,7 @@ impl EntryConsumer {
                 last: Instant::now().checked_sub(Duration::from_secs(60)).unwrap_or_else(Instant::now),
                 last_join: Instant::now(),
             },
+            paused: HashSet::new(),
         })
     }
 
@@ -267,7 +273,6 @@ impl EntryConsumer {
             }
             let joins: Vec<(&UserId, i64)> = group.joins.iter().map(|(u, at)| (u, *at)).collect();
             let mut backoff = Backoff::new();
-            let mut paused = None;
             let failing_since = Instant::now();
             loop {
                 let started = Instant::now();
@@ -295,9 +300,7 @@ impl EntryConsumer {
                             tracing::debug!(trace_id = trace.as_deref().unwrap_or("-"), concert = %group.concert, user = %user,
                                 "join applied to Redis");
                         }
-                        if paused.take().is_some() {
-                            self.resume();
-                        }
+                        self.resume();
                         break;
                     }
                     Err(e) if e.is_permanent() && backoff.attempts() + 1 >= PERMANENT_ATTEMPTS => {
@@ -309,9 +312,7 @@ impl EntryConsumer {
                         self.metrics.consumer_quarantined.inc_by(group.records.len() as u64);
                         let why = InvalidRecord::StoreRejected(e.to_string());
                         parked.extend(group.records.iter().map(|&i| (&msgs[i], why.clone())));
-                        if paused.take().is_some() {
-                            self.resume();
-                        }
+                        self.resume();
                         break;
                     }
                     Err(e)
@@ -327,16 +328,14 @@ impl EntryConsumer {
                             p.concerts.insert(group.concert.clone());
                             self.metrics.consumer_parked_concerts.set(p.concerts.len() as i64);
                         }
-                        if paused.take().is_some() {
-                            self.resume();
-                        }
+                        self.resume();
                         break;
                     }
                     Err(e) => {
                         self.metrics.consumer_retries.with_label_values(&["redis"]).inc();
                         if backoff.attempts() == 0 {
                             tracing::warn!(error = %e, concert = %group.concert, "Redis write failed; pausing partitions and retrying with backoff, not committing");
-                            paused = self.pause();
+                            self.pause();
                         }
                         if !self.wait_polling(&mut backoff, stop).await {
                             return false;
@@ -601,26 +600,35 @@ impl EntryConsumer {
 
     /// Pauses every assigned partition: while Redis is retried nothing new is fetched, but the
     /// consumer keeps polling (see [`wait_polling`](Self::wait_polling)) so it stays in the group
-    /// however long the outage lasts. Returns what was paused.
-    fn pause(&self) -> Option<TopicPartitionList> {
-        let tpl = self.consumer.assignment().ok()?;
+    /// however long the outage lasts. What it paused is remembered until [`resume`](Self::resume).
+    fn pause(&mut self) {
+        let Ok(tpl) = self.consumer.assignment() else { return };
         match self.consumer.pause(&tpl) {
-            Ok(()) => Some(tpl),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not pause partitions");
-                None
-            }
+            Ok(()) => self.paused.extend(partitions_of(&tpl)),
+            Err(e) => tracing::warn!(error = %e, "could not pause partitions"),
         }
     }
 
-    /// Resumes every partition assigned now, including those assigned while Redis was failing
-    /// (they were paused as they arrived, see [`wait_polling`](Self::wait_polling)); they fetch
-    /// from where the application left off.
-    fn resume(&self) {
-        let Ok(tpl) = self.consumer.assignment() else { return };
-        if let Err(e) = self.consumer.resume(&tpl) {
+    /// Resumes every partition this consumer paused, whether it is assigned now or was revoked
+    /// meanwhile (it may come back), and every partition assigned now (assigned while Redis was
+    /// failing, they were paused as they arrived, see [`wait_polling`](Self::wait_polling)); they
+    /// fetch from where the application left off. Nothing to do when nothing was paused.
+    fn resume(&mut self) {
+        if self.paused.is_empty() {
+            return;
+        }
+        let mut all = self.consumer.assignment().unwrap_or_default();
+        for (topic, partition) in &self.paused {
+            if all.find_partition(topic, *partition).is_none() {
+                all.add_partition(topic, *partition);
+            }
+        }
+        // librdkafka resumes each partition it knows and marks the others; nothing here can be
+        // retried usefully, so the set is forgotten either way.
+        if let Err(e) = self.consumer.resume(&all) {
             tracing::warn!(error = %e, "could not resume partitions");
         }
+        self.paused.clear();
     }
 
     /// Waits out the next backoff delay while polling the consumer, so heartbeats, rebalances and
@@ -650,7 +658,7 @@ impl EntryConsumer {
                     }
                     self.metrics.consumer_carried.set(self.carry.len() as i64);
                     // Whatever was assigned since the pause is paused now.
-                    let _ = self.pause();
+                    self.pause();
                 }
                 Err(e) => tracing::debug!(error = %e, "consumer poll error while paused"),
             }
@@ -750,6 +758,11 @@ impl EntryConsumer {
         self.txn = Some(p.clone());
         Ok(p)
     }
+}
+
+/// The (topic, partition) pairs of `tpl`.
+fn partitions_of(tpl: &TopicPartitionList) -> impl Iterator<Item = Partition> + '_ {
+    tpl.elements().into_iter().map(|e| (e.topic().to_owned(), e.partition()))
 }
 
 /// A copy of `m` (key and payload) for `topic` — a dead letter, a parked join — with `headers`
