@@ -60,6 +60,10 @@ pub enum QueueingMethod {
     Passthrough,
     /// Maintenance: joins get 503 with a message; those already queued keep their places.
     Reject,
+    /// For a gate kept on all year: a visitor without a session is let straight in (a session
+    /// at once, no room) while nobody waits, a `maxActive` slot is free and `admitPerSecond`
+    /// allows; otherwise the room, as `fifo` (src/store/enter.lua).
+    Standby,
 }
 
 impl QueueingMethod {
@@ -68,6 +72,7 @@ impl QueueingMethod {
             QueueingMethod::Fifo => "fifo",
             QueueingMethod::Passthrough => "passthrough",
             QueueingMethod::Reject => "reject",
+            QueueingMethod::Standby => "standby",
         }
     }
     fn parse(s: &str) -> Option<Self> {
@@ -75,6 +80,7 @@ impl QueueingMethod {
             "fifo" => Some(QueueingMethod::Fifo),
             "passthrough" => Some(QueueingMethod::Passthrough),
             "reject" => Some(QueueingMethod::Reject),
+            "standby" => Some(QueueingMethod::Standby),
             _ => None,
         }
     }
@@ -295,9 +301,17 @@ pub struct ConcertSettings {
     /// When joins stop (ms; RFC 3339 in the API): 409 from then on; admission goes on.
     #[serde(default, with = "crate::clock::rfc3339_opt", skip_serializing_if = "Option::is_none")]
     pub closes_at: Option<i64>,
-    /// `fifo` (default), `passthrough` or `reject`.
+    /// `fifo` (default), `passthrough`, `reject` or `standby`.
     #[serde(default)]
     pub queueing_method: QueueingMethod,
+    /// Every visitor without a session goes to the room, whatever the method (the emergency
+    /// switch of a gate kept on in `standby`); live sessions go on.
+    #[serde(default)]
+    pub queue_all: bool,
+    /// Requests the gate lets through without a session or a slot: client addresses and path
+    /// prefixes of the protected site.
+    #[serde(default, skip_serializing_if = "Bypass::is_empty")]
+    pub bypass: Bypass,
     /// The concert's name, shown on its waiting room (`/c/{concertId}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -349,6 +363,63 @@ pub struct ConcertSettings {
 
 /// Most webhooks a concert has.
 pub const MAX_WEBHOOKS: usize = 10;
+
+/// Most entries of each of `bypass`'s lists.
+pub const MAX_BYPASS: usize = 50;
+
+/// What passes a concert's gate without a session (`bypass`): requests from these client
+/// networks (the operator's office, monitoring) and to these path prefixes of the protected site
+/// (static assets, health checks).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Bypass {
+    /// Networks written `address/prefix` (IPv4 or IPv6), or single addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cidrs: Vec<String>,
+    /// Path prefixes, each starting with `/`; matched against the original request's path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+}
+
+impl Bypass {
+    pub fn is_empty(&self) -> bool {
+        self.cidrs.is_empty() && self.paths.is_empty()
+    }
+
+    /// Whether a request from `client` (when known) to `path` passes: "cidr" or "path".
+    pub fn passes(&self, client: Option<std::net::IpAddr>, path: &str) -> Option<&'static str> {
+        if let Some(ip) = client {
+            let ip = crate::identity::canonical(ip);
+            if self.cidrs.iter().filter_map(|c| parse_network(c)).any(|n| n.contains(&ip)) {
+                return Some("cidr");
+            }
+        }
+        self.paths.iter().any(|p| path.starts_with(p.as_str())).then_some("path")
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.cidrs.len() > MAX_BYPASS || self.paths.len() > MAX_BYPASS {
+            return Err(format!("bypass lists at most {MAX_BYPASS} cidrs and {MAX_BYPASS} paths"));
+        }
+        if let Some(bad) = self.cidrs.iter().find(|c| parse_network(c).is_none()) {
+            return Err(format!("bypass.cidrs: {bad:?} is not a network written address/prefix or an address"));
+        }
+        let bad_path = |p: &String| {
+            !p.starts_with('/') || p.len() > 256 || p.chars().any(|c| c.is_control() || c.is_whitespace() || c == '?')
+        };
+        if let Some(bad) = self.paths.iter().find(|p| bad_path(p)) {
+            return Err(format!(
+                "bypass.paths: {bad:?} is not a path prefix (starting with /, at most 256 characters, no query)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `address/prefix` or a lone address (a /32 or /128).
+fn parse_network(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>().ok().or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
 
 /// One webhook endpoint of a concert.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -441,6 +512,8 @@ impl ConcertSettings {
             opens_at: None,
             closes_at: None,
             queueing_method: QueueingMethod::Fifo,
+            queue_all: false,
+            bypass: Bypass::default(),
             name: None,
             redirect_url: None,
             logo_url: None,
@@ -610,6 +683,7 @@ impl ConcertSettings {
                 ));
             }
         }
+        self.bypass.validate()?;
         for (field, colour) in [("brandColor", &self.brand_color), ("backgroundColor", &self.background_color)] {
             if colour.as_deref().is_some_and(|c| !is_hex_colour(c)) {
                 return Err(format!("{field} must be a colour written #rrggbb"));
@@ -631,6 +705,15 @@ impl ConcertSettings {
             ("opensAt", self.opens_at.map_or(String::new(), |t| t.to_string())),
             ("closesAt", self.closes_at.map_or(String::new(), |t| t.to_string())),
             ("queueingMethod", self.queueing_method.as_str().to_owned()),
+            ("queueAll", self.queue_all.to_string()),
+            (
+                "bypass",
+                if self.bypass.is_empty() {
+                    String::new()
+                } else {
+                    serde_json::to_string(&self.bypass).expect("bypass serialises")
+                },
+            ),
             ("name", self.name.clone().unwrap_or_default()),
             ("redirectUrl", self.redirect_url.clone().unwrap_or_default()),
             ("logoUrl", self.logo_url.clone().unwrap_or_default()),
@@ -725,6 +808,9 @@ impl Concert {
                 opens_at: get("opensAt").and_then(|v| v.parse().ok()),
                 closes_at: get("closesAt").and_then(|v| v.parse().ok()),
                 queueing_method: get("queueingMethod").and_then(QueueingMethod::parse).unwrap_or_default(),
+                // Unreadable: true, the safer (everyone to the room).
+                queue_all: get("queueAll").is_some_and(|v| v != "false"),
+                bypass: get("bypass").and_then(|v| serde_json::from_str(v).ok()).unwrap_or_default(),
                 name: text("name"),
                 redirect_url: text("redirectUrl"),
                 logo_url: text("logoUrl"),
@@ -817,12 +903,18 @@ impl ConcertCache {
         self.write().waiting = waiting;
     }
 
-    /// The concerts whose waiting count matters to joins (`maxWaiting` set).
+    /// Fans waiting in `id` at the last refresh, when this gateway counts them (see [`capped`](Self::capped)).
+    pub fn waiting(&self, id: &ConcertId) -> Option<u64> {
+        self.read().waiting.get(id).copied()
+    }
+
+    /// The concerts whose waiting count a gateway refreshes: those that cap it (`maxWaiting`
+    /// set), and those in `standby` (whether a site is queueing now shows on the concert).
     pub fn capped(&self) -> Vec<(ConcertId, Vec<Lane>)> {
         self.read()
             .states
             .iter()
-            .filter(|(_, s)| s.max_waiting > 0)
+            .filter(|(_, s)| s.max_waiting > 0 || s.queueing_method == QueueingMethod::Standby)
             .map(|(id, s)| (id.clone(), s.lane_names()))
             .collect()
     }
@@ -977,7 +1069,9 @@ mod tests {
             pow_difficulty: 12,
             opens_at: Some(1_795_000_000_000),
             closes_at: None,
-            queueing_method: QueueingMethod::Passthrough,
+            queueing_method: QueueingMethod::Standby,
+            queue_all: true,
+            bypass: Bypass { cidrs: vec!["10.1.0.0/16".into(), "2001:db8::1".into()], paths: vec!["/static/".into()] },
             name: Some("Tour 2026 — 서울".into()),
             redirect_url: Some("https://tickets.example/book?x=1".into()),
             logo_url: Some("/favicon.ico".into()),
@@ -1011,6 +1105,43 @@ mod tests {
         assert_eq!(json["lanes"][1]["access"], "claim:tier=gold");
         let back: ConcertSettings = serde_json::from_value(json).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn bypass_matches_networks_and_path_prefixes_and_refuses_what_is_not_one() {
+        let b = Bypass {
+            cidrs: vec!["10.1.0.0/16".into(), "192.0.2.7".into(), "2001:db8::/32".into()],
+            paths: vec!["/static/".into(), "/healthz".into()],
+        };
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(b.passes(ip("10.1.255.3"), "/book"), Some("cidr"));
+        assert_eq!(b.passes(ip("::ffff:10.1.0.9"), "/book"), Some("cidr"), "an IPv4 client on an IPv6 socket");
+        assert_eq!(b.passes(ip("10.2.0.1"), "/book"), None);
+        assert_eq!(b.passes(ip("192.0.2.7"), "/book"), Some("cidr"));
+        assert_eq!(b.passes(ip("192.0.2.8"), "/book"), None, "a lone address is a /32");
+        assert_eq!(b.passes(ip("2001:db8:ffff::1"), "/"), Some("cidr"));
+        assert_eq!(b.passes(ip("2001:db9::1"), "/"), None);
+        assert_eq!(b.passes(None, "/static/app.js"), Some("path"));
+        assert_eq!(b.passes(ip("10.2.0.1"), "/healthz"), Some("path"));
+        assert_eq!(b.passes(ip("10.2.0.1"), "/statics"), None);
+        let all = Bypass { cidrs: vec!["0.0.0.0/0".into()], paths: vec![] };
+        assert_eq!(all.passes(ip("203.0.113.1"), "/"), Some("cidr"), "a /0 holds every address of its family");
+        assert_eq!(all.passes(ip("2001:db8::1"), "/"), None);
+        let check = |cidrs: &[&str], paths: &[&str]| {
+            Bypass {
+                cidrs: cidrs.iter().map(|s| s.to_string()).collect(),
+                paths: paths.iter().map(|s| s.to_string()).collect(),
+            }
+            .validate()
+        };
+        assert!(check(&["10.0.0.0/8", "::1", "fe80::/10"], &["/", "/a/b"]).is_ok());
+        for bad in ["10.0.0.0/33", "10.0.0.0/", "10.0.0.0/+8", "shop.example", "::/129", ""] {
+            assert!(check(&[bad], &[]).unwrap_err().contains("bypass.cidrs"), "{bad}");
+        }
+        for bad in ["static/", "/a b", "/a?x=1", ""] {
+            assert!(check(&[], &[bad]).unwrap_err().contains("bypass.paths"), "{bad}");
+        }
+        assert!(check(&vec!["10.0.0.1"; MAX_BYPASS + 1], &[]).is_err());
     }
 
     #[test]

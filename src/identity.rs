@@ -263,19 +263,33 @@ impl TrustedProxies {
     /// client writes to the left of that, or in any other header, is never believed. With every
     /// hop trusted (or no header) the key is the peer.
     pub fn client_key(&self, req: &HttpRequest) -> Option<ClientKey> {
+        Some(match self.client(req)? {
+            Ok(ip) => ClientKey::Ip(limit_key(ip)),
+            Err(hop) => ClientKey::Opaque(opaque(&hop)),
+        })
+    }
+
+    /// The client's address, read as [`client_key`](Self::client_key) reads it, whole (not
+    /// widened to a limit's key); None when the client's hop is not an address.
+    pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
+        self.client(req)?.ok()
+    }
+
+    /// The client as [`client_key`](Self::client_key) documents it: its address, or the hop that
+    /// is not one.
+    fn client(&self, req: &HttpRequest) -> Option<Result<IpAddr, String>> {
         let peer = canonical(req.peer_addr()?.ip());
         if !self.trusts(peer) {
-            return Some(ClientKey::Ip(limit_key(peer)));
+            return Some(Ok(peer));
         }
-        let hops = self.hops(req);
-        for hop in hops.iter().rev() {
+        for hop in self.hops(req).iter().rev() {
             match parse_node(hop) {
                 Some(ip) if self.trusts(ip) => continue,
-                Some(ip) => return Some(ClientKey::Ip(limit_key(ip))),
-                None => return Some(ClientKey::Opaque(opaque(hop))),
+                Some(ip) => return Some(Ok(canonical(ip))),
+                None => return Some(Err(hop.clone())),
             }
         }
-        Some(ClientKey::Ip(limit_key(peer)))
+        Some(Ok(peer))
     }
 
     /// The hops of the configured header, client first, over every line of it.

@@ -34,6 +34,7 @@ pub struct Metrics {
     /// Gate checks by outcome (session, session_checked, exchanged, to_room, ended, unbound, limited).
     pub gate_checks: IntCounterVec,
     pub gate_sessions_started: prometheus::IntCounter,
+    pub gate_direct_refused: IntCounterVec,
     /// Gate sessions ended by reason (idle, max, completed, operator, revoked).
     pub gate_sessions_ended: IntCounterVec,
     /// Live gate sessions per concert.
@@ -259,14 +260,22 @@ impl Metrics {
             gate_checks: IntCounterVec::new(
                 Opts::new(
                     "queuegate_gate_checks_total",
-                    "Gate checks by outcome: session (live, from memory), session_checked (live, asked Redis), exchanged (an admission token became a session), to_room (no session), ended (a session or token that ended or was refused), unbound (an admission token brought by a browser other than the one that waited: refused, unspent), limited (429: the client's QUEUEGATE_GATE_CHECKS_PER_CLIENT spent)",
+                    "Gate checks by outcome: session (live, from memory), session_checked (live, asked Redis), exchanged (an admission token became a session), direct (standby let a visitor straight in), bypass (the concert's bypass rules let it through without a session), to_room (no session), ended (a session or token that ended or was refused), unbound (an admission token brought by a browser other than the one that waited: refused, unspent), limited (429: the client's QUEUEGATE_GATE_CHECKS_PER_CLIENT spent)",
                 ),
                 &["outcome"],
             )
             .expect("valid metric"),
             gate_sessions_started: prometheus::IntCounter::new(
                 "queuegate_gate_sessions_started_total",
-                "Gate sessions started (admission tokens exchanged) by this gateway",
+                "Gate sessions started (admission tokens exchanged, standby's direct entries) by this gateway",
+            )
+            .expect("valid metric"),
+            gate_direct_refused: IntCounterVec::new(
+                Opts::new(
+                    "queuegate_gate_direct_refused_total",
+                    "Standby visitors sent to the room instead of straight in, by why: closed (not open, not standby, queueAll, before opensAt), waiting (someone is queued), settling (someone was sent to the room under 5 s ago), full (maxActive), rate (admitPerSecond)",
+                ),
+                &["why"],
             )
             .expect("valid metric"),
             gate_sessions_ended: IntCounterVec::new(
@@ -444,8 +453,13 @@ impl Metrics {
         for kind in ["status", "heartbeat", "reconnect"] {
             m.stream_events.with_label_values(&[kind]);
         }
-        for outcome in ["session", "session_checked", "exchanged", "to_room", "ended", "unbound", "limited"] {
+        for outcome in
+            ["session", "session_checked", "exchanged", "direct", "bypass", "to_room", "ended", "unbound", "limited"]
+        {
             m.gate_checks.with_label_values(&[outcome]);
+        }
+        for why in ["closed", "waiting", "settling", "full", "rate"] {
+            m.gate_direct_refused.with_label_values(&[why]);
         }
         for reason in ["idle", "max", "completed", "operator", "revoked"] {
             m.gate_sessions_ended.with_label_values(&[reason]);
@@ -495,6 +509,7 @@ impl Metrics {
             Box::new(self.order_placed.clone()),
             Box::new(self.gate_checks.clone()),
             Box::new(self.gate_sessions_started.clone()),
+            Box::new(self.gate_direct_refused.clone()),
             Box::new(self.gate_sessions_ended.clone()),
             Box::new(self.gate_sessions.clone()),
             Box::new(self.admissions.clone()),

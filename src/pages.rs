@@ -130,6 +130,12 @@ struct RoomInfo<'a> {
     /// asking for a code where its access is `code`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     lanes: Vec<RoomLane>,
+    /// `fifo`, `passthrough`, `reject` or `standby`.
+    queueing_method: &'static str,
+    /// Whether a visitor of the gated site goes through the room now: false only in `standby`
+    /// while nobody waits (at this gateway's last count) and `queueAll` is off. A site may show
+    /// its own banner by it.
+    queueing: bool,
 }
 
 /// A lane as the room shows it: its name and what it asks of a fan (`open`, `code`, `claim`;
@@ -168,6 +174,10 @@ fn room_info<'a>(gw: &Gateway, id: &'a ConcertId, s: &'a ConcertSettings, now_ms
                 },
             })
             .collect(),
+        queueing_method: s.queueing_method.as_str(),
+        queueing: s.queueing_method != QueueingMethod::Standby
+            || s.queue_all
+            || gw.cache.waiting(id).is_none_or(|w| w > 0),
     }
 }
 

@@ -25,7 +25,7 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde::Deserialize;
 
-use crate::concerts::SessionBinding;
+use crate::concerts::{ConcertState, QueueingMethod, SessionBinding};
 use crate::gate::cookie::{self, SessionCookie};
 use crate::gate::known::Verdict;
 use crate::gate::{binding, browser_waited, cookies, original_url, param, room_url, without_token, TOKEN_PARAM};
@@ -117,6 +117,17 @@ pub(super) async fn check(
             None => ended = Some("session"),
         }
     }
+    // The operator's bypass rules: through without a session or a slot, before any budget (a
+    // page's static assets would spend it).
+    if !settings.bypass.is_empty() {
+        let path = original_url(&req).map(|u| u.path().to_owned()).unwrap_or_default();
+        if let Some(how) = settings.bypass.passes(gw.identity.proxies().client_ip(&req), &path) {
+            gw.metrics.gate_checks.with_label_values(&["bypass"]).inc();
+            let mut ok = HttpResponse::Ok();
+            ok.insert_header(("X-Queuegate-Bypass", how)).insert_header((header::CACHE_CONTROL, "no-store"));
+            return Ok(ok.finish());
+        }
+    }
     // No live session: what follows costs a signature check or Redis, so it counts against the
     // client's budget (a live session, the bulk of a busy site's checks, never does).
     if let Err(limited) = gw.limits.gate_from(gw.identity.proxies().client_key(&req)) {
@@ -133,31 +144,92 @@ pub(super) async fn check(
             false => ended = Some("browser"),
             true => match exchange(&gw, &concert, &settings, &token, now).await? {
                 Ok((c, deadline)) => {
-                    let value = gw.gate.cookies.seal(&c);
-                    let max_age = ((c.max_at_ms - now) / 1000).max(1);
-                    let set = format!(
-                        "{}={value}; HttpOnly; Secure; SameSite={}; Path=/; Max-Age={max_age}",
-                        cookie::name(&concert),
-                        settings.session_cookie_same_site.attribute()
-                    );
-                    gw.metrics.gate_sessions_started.inc();
                     tracing::info!(concert = %concert, user = %c.user, "admission token exchanged for a gate session");
-                    let mut ok = let_in(&gw, &c.user, deadline, "exchanged");
-                    ok.insert_header((header::SET_COOKIE, set));
-                    // A proxy that relays only refusals to the browser (Caddy's forward_auth) would
-                    // drop a cookie on a 200: in redirect mode the fan is sent back to the same
-                    // page without the token, with the cookie; the next request passes on it.
-                    if q.redirect {
-                        ok.status(actix_web::http::StatusCode::FOUND)
-                            .insert_header((header::LOCATION, without_token(original).as_str().to_owned()));
-                    }
-                    return Ok(ok.finish());
+                    return Ok(started(&gw, &settings, &c, deadline, now, q.redirect.then_some(original), "exchanged"));
                 }
                 Err(why) => ended = Some(why),
             },
         }
     }
+    // Standby: straight in while nobody waits and there is room (src/store/enter.lua).
+    let standby = settings.queueing_method == QueueingMethod::Standby
+        && !settings.queue_all
+        && settings.state == ConcertState::Open
+        && !settings.scheduled_at(now);
+    if standby {
+        if let Some((c, deadline)) = direct(&gw, &concert, &settings, now).await {
+            let back = original.as_ref().filter(|_| q.redirect);
+            return Ok(started(&gw, &settings, &c, deadline, now, back, "direct"));
+        }
+    }
     Ok(to_room(&gw, &req, &concert, q.redirect, ended))
+}
+
+/// A session just started (`outcome`: "exchanged" or "direct"): 200 with its cookie, or with
+/// `back` (the `?redirect=true` mode) a 302 there without the token, with the cookie. A proxy that
+/// relays only refusals to the browser (Caddy's forward_auth) would drop a cookie on a 200; so the
+/// fan is sent back to the same page with it, and the next request passes on it.
+fn started(
+    gw: &Gateway,
+    settings: &crate::concerts::ConcertSettings,
+    c: &SessionCookie,
+    deadline: i64,
+    now: i64,
+    back: Option<&url::Url>,
+    outcome: &str,
+) -> HttpResponse {
+    let value = gw.gate.cookies.seal(c);
+    let max_age = ((c.max_at_ms - now) / 1000).max(1);
+    let set = format!(
+        "{}={value}; HttpOnly; Secure; SameSite={}; Path=/; Max-Age={max_age}",
+        cookie::name(&c.concert),
+        settings.session_cookie_same_site.attribute()
+    );
+    gw.metrics.gate_sessions_started.inc();
+    let mut ok = let_in(gw, &c.user, deadline, outcome);
+    ok.insert_header((header::SET_COOKIE, set));
+    if let Some(back) = back {
+        ok.status(actix_web::http::StatusCode::FOUND)
+            .insert_header((header::LOCATION, without_token(back).as_str().to_owned()));
+    }
+    ok.finish()
+}
+
+/// Standby's direct entry for a visitor without a session: the new session, or None (someone
+/// waits, no slot, no budget, the method changed, or Redis did not answer: the room, as `fifo`).
+async fn direct(
+    gw: &Gateway,
+    concert: &ConcertId,
+    settings: &crate::concerts::ConcertSettings,
+    now: i64,
+) -> Option<(SessionCookie, i64)> {
+    let user = UserId::parse(uuid::Uuid::now_v7().simple().to_string()).expect("a UUID is a valid id");
+    let sid = uuid::Uuid::new_v4().simple().to_string();
+    let idle_ms = i64::from(settings.session_idle_seconds) * 1000;
+    let max_ms = i64::from(settings.session_max_seconds) * 1000;
+    match gw.store.enter(concert, &settings.lane_names(), &user, &sid, idle_ms, max_ms).await {
+        Ok(Ok(s)) => {
+            gw.gate.known.touched(concert, &user, &sid, idle_ms, now);
+            tracing::debug!(concert = %concert, user = %user, "standby: a visitor let straight in");
+            let c = SessionCookie {
+                concert: concert.clone(),
+                user,
+                sid,
+                started_ms: s.started_ms,
+                max_at_ms: s.max_at_ms,
+                epoch: s.epoch,
+            };
+            Some((c, s.deadline_ms))
+        }
+        Ok(Err(why)) => {
+            gw.metrics.gate_direct_refused.with_label_values(&[why.as_str()]).inc();
+            None
+        }
+        Err(e) => {
+            tracing::warn!(concert = %concert, error = %e, "standby: Redis did not answer; the visitor goes to the room");
+            None
+        }
+    }
 }
 
 /// Whether the session in `c` is live: (when its slot frees itself unless used, answered from

@@ -15,6 +15,7 @@ use crate::ids::{ConcertId, UserId};
 
 pub(super) struct Scripts {
     exchange: Script,
+    enter: Script,
     touch: Script,
     sweep: Script,
     end: Script,
@@ -27,6 +28,7 @@ impl Scripts {
     pub(super) fn new(outbox_max: u64) -> Self {
         Scripts {
             exchange: super::with_outbox(outbox_max, &[include_str!("exchange.lua")]),
+            enter: super::with_outbox(outbox_max, &[include_str!("slots.lua"), include_str!("enter.lua")]),
             touch: Script::new(include_str!("touch.lua")),
             sweep: super::with_outbox(outbox_max, &[include_str!("slots.lua"), include_str!("sweep.lua")]),
             end: super::with_outbox(outbox_max, &[include_str!("end_session.lua")]),
@@ -81,6 +83,33 @@ impl Refused {
             Refused::Completed => "completed",
             Refused::NotAdmitted => "not-admitted",
             Refused::Ended => "ended",
+        }
+    }
+}
+
+/// Why standby did not let a visitor straight in (`enter.lua`): each sends the visitor to the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direct {
+    /// Not open, not `standby`, `queueAll`, or before `opensAt`.
+    Closed,
+    /// Someone is staged, queued or held in a lane.
+    Waiting,
+    /// A visitor was sent to the room moments ago and may not be in the queue yet.
+    Settling,
+    /// Every `maxActive` slot is in use.
+    Full,
+    /// `admitPerSecond`'s budget is spent.
+    Rate,
+}
+
+impl Direct {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direct::Closed => "closed",
+            Direct::Waiting => "waiting",
+            Direct::Settling => "settling",
+            Direct::Full => "full",
+            Direct::Rate => "rate",
         }
     }
 }
@@ -176,6 +205,49 @@ impl QueueStore {
             "completed" => Refused::Completed,
             "ended" => Refused::Ended,
             _ => Refused::NotAdmitted,
+        }))
+    }
+
+    /// Standby's direct entry (`enter.lua`): a session at once for a visitor of `concert`
+    /// (`user`, new), or why not ([`Direct`]). `lanes`: the concert's lanes, all of which must be
+    /// empty.
+    pub async fn enter(
+        &self,
+        concert: &ConcertId,
+        lanes: &[crate::ids::Lane],
+        user: &UserId,
+        sid: &str,
+        idle_ms: i64,
+        max_ms: i64,
+    ) -> Result<Result<Started, Direct>, StoreError> {
+        let mut inv = self.scripts.sessions.enter.prepare_invoke();
+        for part in
+            [Part::Concert, Part::Active, Part::Sessions, Part::Ended, Part::Adm, Part::State, Part::Gate, Part::Staged]
+        {
+            inv.key(self.key(concert, part));
+        }
+        self.outbox_keys(&mut inv, concert);
+        for lane in lanes {
+            inv.key(self.lane_key(concert, lane, Part::Rank)).key(self.lane_key(concert, lane, Part::Hold));
+        }
+        inv.arg(user.as_str()).arg(sid).arg(idle_ms).arg(max_ms);
+        let mut c = self.conn().await?;
+        let reply: Vec<redis::Value> = timed(inv.invoke_async(&mut c)).await?;
+        let at = |i: usize| reply.get(i).ok_or_else(|| StoreError::Reply(format!("enter reply too short: {reply:?}")));
+        if int(at(0)?)? == 1 {
+            return Ok(Ok(Started {
+                started_ms: int(at(2)?)?,
+                max_at_ms: int(at(3)?)?,
+                epoch: int(at(4)?)? as u64,
+                deadline_ms: int(at(5)?)?,
+            }));
+        }
+        Ok(Err(match text(at(1)?)?.as_str() {
+            "waiting" => Direct::Waiting,
+            "settling" => Direct::Settling,
+            "full" => Direct::Full,
+            "rate" => Direct::Rate,
+            _ => Direct::Closed,
         }))
     }
 

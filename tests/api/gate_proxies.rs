@@ -2,10 +2,12 @@
 //! (tests/common/gate_proxies.rs starts them), each in front of a stand-in booking site that
 //! echoes who the gate said the fan is.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use queuegate::config::Role;
+use queuegate::store::keys::Part;
 use serde_json::{json, Value};
 
 use crate::common::gate_proxies::{caddy, nginx, repo, Proxy};
@@ -345,4 +347,196 @@ async fn behind_nginx_two_gateways_keep_max_active_and_a_revocation_empties_the_
         out && sent_at <= Duration::from_secs(2),
         "everyone sent back within 2 s: {out}, the checks that saw it sent {sent_at:?} after the revocation"
     );
+}
+
+/// One visitor of the standby test: whether the gate let it straight in, and when (from the
+/// test's start) it asked and was let in.
+#[derive(Debug, Clone)]
+struct Visit {
+    user: String,
+    direct: bool,
+    arrived: Duration,
+    joined: Option<Duration>,
+    inside: Duration,
+}
+
+/// A visitor of the site behind nginx: straight in (200 with a session cookie), or sent to the
+/// room (302), where it joins as the room does, waits for its turn and comes back with its
+/// admission token; then it browses for `browse` and leaves (its session ends idle).
+async fn visit(a: Arc<TestApp>, proxy: String, user: String, start: Instant, browse: Duration) -> Visit {
+    let arrived = start.elapsed();
+    let r = get(&format!("{proxy}/book"), None, None).await;
+    let (cookie, joined) = match r.status().as_u16() {
+        200 => (set_cookie(&r).expect("a direct entry brings its session cookie"), None),
+        302 => {
+            let nonce = set_cookie(&r).expect("the gate's nonce with the 302");
+            let room = url::Url::parse(&location(&r)).unwrap();
+            let back = room.query_pairs().find(|(k, _)| k == "return").expect("return").1.into_owned();
+            let joined: Value = a.join("sb", &user).await.json().await.unwrap();
+            let entry = joined["token"].as_str().expect("an entry token").to_owned();
+            let joined = start.elapsed();
+            let mut token = None;
+            let deadline = Instant::now() + Duration::from_secs(150);
+            while token.is_none() && Instant::now() < deadline {
+                let s: Value = a.status("sb", &user, &entry).await.json().await.unwrap();
+                token = s["admissionToken"].as_str().map(str::to_owned);
+                if token.is_none() {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+            let token = token.unwrap_or_else(|| panic!("{user} admitted within 150 s of joining"));
+            let r = get(&format!("{back}&queuegate_token={token}"), Some(&nonce), None).await;
+            assert_eq!(r.status(), 200, "{user} let in with its admission token");
+            (set_cookie(&r).expect("a session cookie"), Some(joined))
+        }
+        s => panic!("{user}: the gate answered {s} through nginx"),
+    };
+    let inside = start.elapsed();
+    let until = Instant::now() + browse;
+    while Instant::now() < until {
+        let r = get(&format!("{proxy}/cart"), Some(&cookie), None).await;
+        assert_eq!(r.status(), 200, "{user} browses on its session");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Visit { user, direct: joined.is_none(), arrived, joined, inside }
+}
+
+/// Standby behind nginx with two gateways (issue 38): 200 visitors over 20 s at a site with
+/// `maxActive` 50, each browsing 4 s and leaving. The first 50 go straight in (no room); once the
+/// site is full the rest go to the room and queue; once the queue is empty and slots are free,
+/// visitors go straight in again. Read from Redis every 100 ms throughout: never more than 50
+/// sessions and slots, and no direct entry while anyone was queued (so nobody who waited was
+/// passed by one). The emergency switch `queueAll` then sends the next visitor to the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_standby_lets_visitors_straight_in_until_full_then_queues_then_lets_them_in_again() {
+    let names = Names::new();
+    names.create_topics(3).await;
+    let same = |s: &mut queuegate::config::Settings| {
+        s.http.public_url = Some(PUBLIC.into());
+        s.http.gate_checks_per_client = None;
+        s.admission.admission_key_file = vec![crate::common::admission_key_file().into()];
+    };
+    let a = Arc::new(spawn_role(&names, Role::Run, same).await);
+    let b = spawn_role(&names, Role::Gateway, same).await;
+    // Idle 8 s: a browsing visitor checks every 0.5 s, so only a stall of 7.5 s on a loaded
+    // machine could end a session in use.
+    let body = json!({"state": "open", "queueingMethod": "standby", "maxActive": 50, "admitPerSecond": 100,
+        "sessionIdleSeconds": 8});
+    assert_eq!(a.put_concert("sb", body).await.status(), 200);
+    let booking = start_booking();
+    let upstreams = format!("{},{}", a.http().trim_start_matches("http://"), b.http().trim_start_matches("http://"));
+    let proxy = nginx(&upstreams, booking, "sb");
+    tokio::time::sleep(Duration::from_millis(800)).await; // B's concert cache
+
+    // Redis, every 100 ms: sessions, slots, fans queued, direct entries so far.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // On a thread of its own, so the visitors' tasks never delay a sample.
+    let sampler = {
+        let (names, stop) = (names.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut samples: Vec<(u64, u64, u64, u64)> = Vec::new();
+            let client = redis::Client::open(names.redis_url.as_str()).unwrap();
+            let mut c = client.get_connection().unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut pipe = redis::pipe();
+                pipe.cmd("HLEN").arg(names.key("sb", Part::Sessions));
+                pipe.cmd("ZCARD").arg(names.key("sb", Part::Active));
+                pipe.cmd("ZCARD").arg(names.key("sb", Part::Rank));
+                pipe.cmd("HGET").arg(names.key("sb", Part::Adm)).arg("direct");
+                let (s, act, q, d): (u64, u64, u64, Option<u64>) = pipe.query(&mut c).unwrap();
+                samples.push((s, act, q, d.unwrap_or(0)));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            samples
+        })
+    };
+
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let at = Duration::from_millis(100 * i);
+        tokio::time::sleep(at.saturating_sub(start.elapsed())).await;
+        let (a, proxy) = (a.clone(), proxy.url.clone());
+        tasks.push(tokio::spawn(visit(a, proxy, format!("v-{i:03}"), start, Duration::from_secs(4))));
+    }
+    let mut visits = Vec::new();
+    for t in tasks {
+        visits.push(t.await.unwrap());
+    }
+    // The queue is empty and the sessions have ended: straight in again (after the settling time
+    // since the last visitor sent to the room).
+    let empty = poll_until(Duration::from_secs(60), async || {
+        let q: u64 = names.redis(redis::cmd("ZCARD").arg(names.key("sb", Part::Rank))).await;
+        let act: u64 = names.redis(redis::cmd("ZCARD").arg(names.key("sb", Part::Active))).await;
+        q == 0 && act < 50
+    })
+    .await;
+    assert!(empty, "the queue drained");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut later = Vec::new();
+    for i in 0..5 {
+        later.push(visit(a.clone(), proxy.url.clone(), format!("late-{i}"), start, Duration::ZERO).await);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let samples = sampler.join().unwrap();
+
+    let direct: Vec<&Visit> = visits.iter().filter(|v| v.direct).collect();
+    let waited: Vec<&Visit> = visits.iter().filter(|v| !v.direct).collect();
+    let peak_sessions = samples.iter().map(|s| s.0).max().unwrap();
+    let peak_slots = samples.iter().map(|s| s.1).max().unwrap();
+    let passed: Vec<_> =
+        samples.windows(2).filter(|w| w[1].3 > w[0].3 && w[0].2 > 0 && w[1].2 > 0).map(|w| (w[0], w[1])).collect();
+    let waits: Vec<u64> = waited.iter().map(|v| (v.inside - v.joined.unwrap()).as_millis() as u64).collect::<Vec<_>>();
+    println!(
+        "standby behind nginx: {} straight in, {} through the room (waits p50 {} ms, max {} ms), then {} of 5 straight in; peak {} sessions, {} slots, {} samples",
+        direct.len(),
+        waited.len(),
+        waits.get(waits.len() / 2).copied().unwrap_or(0),
+        waits.last().copied().unwrap_or(0),
+        later.iter().filter(|v| v.direct).count(),
+        peak_sessions,
+        peak_slots,
+        samples.len()
+    );
+    assert!(visits[..50].iter().all(|v| v.direct), "the first 50 straight in: {:?}", &visits[..50]);
+    assert!(!waited.is_empty(), "once full, visitors went to the room");
+    assert!(
+        peak_sessions <= 50 && peak_slots <= 50,
+        "at most maxActive inside: {peak_sessions} sessions, {peak_slots} slots"
+    );
+    assert_eq!(peak_sessions, 50, "the site filled");
+    assert!(passed.is_empty(), "direct entries while fans were queued (before, after): {passed:?}");
+    // A visitor sent to the room is never passed by a later arrival let straight in before it
+    // was let in itself (give or take the 0.25 s of its status polls).
+    for w in &waited {
+        let overtaken: Vec<&str> = direct
+            .iter()
+            .filter(|d| d.arrived > w.arrived && d.inside + Duration::from_millis(500) < w.inside)
+            .map(|d| d.user.as_str())
+            .collect();
+        assert!(
+            overtaken.is_empty(),
+            "{} (arrived {:?}, in {:?}) was passed by {overtaken:?}",
+            w.user,
+            w.arrived,
+            w.inside
+        );
+    }
+    assert!(later.iter().all(|v| v.direct), "straight in again once the queue is empty: {later:?}");
+
+    // The emergency switch: everyone without a session to the room, whatever the method.
+    let r = a
+        .client
+        .patch(format!("{}/admin/v1/concerts/sb", a.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("Content-Type", "application/merge-patch+json")
+        .body(r#"{"queueAll": true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let info: Value = a.client.get(format!("{}/v1/concerts/sb", a.http())).send().await.unwrap().json().await.unwrap();
+    assert_eq!((info["queueingMethod"].as_str(), info["queueing"].as_bool()), (Some("standby"), Some(true)), "{info}");
+    let r = get(&format!("{}/book", proxy.url), None, None).await;
+    assert_eq!(r.status(), 302, "queueAll: to the room");
 }
