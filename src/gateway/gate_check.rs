@@ -195,6 +195,29 @@ fn started(
     ok.finish()
 }
 
+/// The cookie of a session Redis just started, and when its slot frees itself unless used; this
+/// gateway remembers it as just seen.
+fn new_session(
+    gw: &Gateway,
+    concert: &ConcertId,
+    user: UserId,
+    sid: String,
+    s: &crate::store::sessions::Started,
+    idle_ms: i64,
+    now: i64,
+) -> (SessionCookie, i64) {
+    gw.gate.known.touched(concert, &user, &sid, idle_ms, now);
+    let c = SessionCookie {
+        concert: concert.clone(),
+        user,
+        sid,
+        started_ms: s.started_ms,
+        max_at_ms: s.max_at_ms,
+        epoch: s.epoch,
+    };
+    (c, s.deadline_ms)
+}
+
 /// Standby's direct entry for a visitor without a session: the new session, or None (someone
 /// waits, no slot, no budget, the method changed, or Redis did not answer: the room, as `fifo`).
 async fn direct(
@@ -209,17 +232,8 @@ async fn direct(
     let max_ms = i64::from(settings.session_max_seconds) * 1000;
     match gw.store.enter(concert, &settings.lane_names(), &user, &sid, idle_ms, max_ms).await {
         Ok(Ok(s)) => {
-            gw.gate.known.touched(concert, &user, &sid, idle_ms, now);
             tracing::debug!(concert = %concert, user = %user, "standby: a visitor let straight in");
-            let c = SessionCookie {
-                concert: concert.clone(),
-                user,
-                sid,
-                started_ms: s.started_ms,
-                max_at_ms: s.max_at_ms,
-                epoch: s.epoch,
-            };
-            Some((c, s.deadline_ms))
+            Some(new_session(gw, concert, user, sid, &s, idle_ms, now))
         }
         Ok(Err(why)) => {
             gw.metrics.gate_direct_refused.with_label_values(&[why.as_str()]).inc();
@@ -283,18 +297,7 @@ async fn exchange(
         sid: &sid,
     };
     Ok(match gw.store.exchange(concert, req).await? {
-        Ok(s) => {
-            gw.gate.known.touched(concert, &user, &sid, req.idle_ms, now);
-            let c = SessionCookie {
-                concert: concert.clone(),
-                user,
-                sid,
-                started_ms: s.started_ms,
-                max_at_ms: s.max_at_ms,
-                epoch: s.epoch,
-            };
-            Ok((c, s.deadline_ms))
-        }
+        Ok(s) => Ok(new_session(gw, concert, user.clone(), sid.clone(), &s, req.idle_ms, now)),
         Err(refused) => {
             let why = match refused {
                 Refused::Revoked => "revoked",

@@ -167,6 +167,21 @@ fn int(v: &redis::Value) -> Result<i64, StoreError> {
     redis::from_redis_value_ref(v).map_err(|e| StoreError::Reply(e.to_string()))
 }
 
+/// A reply `{1, sid, startedAt, maxAt, epoch, deadline}` (a session started: exchange.lua,
+/// enter.lua) or `{0, why}`.
+fn started_or_why(reply: &[redis::Value], script: &str) -> Result<Result<Started, String>, StoreError> {
+    let at = |i: usize| reply.get(i).ok_or_else(|| StoreError::Reply(format!("{script} reply too short: {reply:?}")));
+    if int(at(0)?)? == 1 {
+        return Ok(Ok(Started {
+            started_ms: int(at(2)?)?,
+            max_at_ms: int(at(3)?)?,
+            epoch: int(at(4)?)? as u64,
+            deadline_ms: int(at(5)?)?,
+        }));
+    }
+    Ok(Err(text(at(1)?)?))
+}
+
 impl QueueStore {
     /// Exchanges an admission token (already verified: signature, expiry, concert) for a
     /// session, once (`exchange.lua`).
@@ -189,17 +204,7 @@ impl QueueStore {
             .arg(req.sid);
         let mut c = self.conn().await?;
         let reply: Vec<redis::Value> = timed(inv.invoke_async(&mut c)).await?;
-        let at =
-            |i: usize| reply.get(i).ok_or_else(|| StoreError::Reply(format!("exchange reply too short: {reply:?}")));
-        if int(at(0)?)? == 1 {
-            return Ok(Ok(Started {
-                started_ms: int(at(2)?)?,
-                max_at_ms: int(at(3)?)?,
-                epoch: int(at(4)?)? as u64,
-                deadline_ms: int(at(5)?)?,
-            }));
-        }
-        Ok(Err(match text(at(1)?)?.as_str() {
+        Ok(started_or_why(&reply, "exchange")?.map_err(|why| match why.as_str() {
             "revoked" => Refused::Revoked,
             "spent" => Refused::Spent,
             "completed" => Refused::Completed,
@@ -233,16 +238,7 @@ impl QueueStore {
         inv.arg(user.as_str()).arg(sid).arg(idle_ms).arg(max_ms);
         let mut c = self.conn().await?;
         let reply: Vec<redis::Value> = timed(inv.invoke_async(&mut c)).await?;
-        let at = |i: usize| reply.get(i).ok_or_else(|| StoreError::Reply(format!("enter reply too short: {reply:?}")));
-        if int(at(0)?)? == 1 {
-            return Ok(Ok(Started {
-                started_ms: int(at(2)?)?,
-                max_at_ms: int(at(3)?)?,
-                epoch: int(at(4)?)? as u64,
-                deadline_ms: int(at(5)?)?,
-            }));
-        }
-        Ok(Err(match text(at(1)?)?.as_str() {
+        Ok(started_or_why(&reply, "enter")?.map_err(|why| match why.as_str() {
             "waiting" => Direct::Waiting,
             "settling" => Direct::Settling,
             "full" => Direct::Full,
