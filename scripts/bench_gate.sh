@@ -10,7 +10,10 @@
 #   2. examples/gate_sessions: GATE_FANS (20,000) fans join, are admitted and exchange their
 #      tokens for sessions: Redis memory and gateway RSS per session; then nobody checks again,
 #      and the time until the admission rounds have ended them for idleness
-#      (sessionIdleSeconds GATE_IDLE, 20).
+#      (sessionIdleSeconds GATE_IDLE, 20);
+#   3. standby's direct entries (a second concert, `queueingMethod: "standby"`, maxActive
+#      1,000,000, no rate): wrk's gate checks without a cookie, each a new visitor let straight in, next to step
+#      1's checks of a live session; Redis calls (INFO commandstats: EVALSHA) per direct entry.
 # Results in <run-dir>/gate/; scripts/bench_report.py renders them.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -70,4 +73,16 @@ curl -fsS -X DELETE "http://127.0.0.1:8195/admin/v1/concerts/gb/sessions/wrk-fan
 log "$FANS sessions, their memory, and their end for idleness ($IDLE s)"
 ./target/release/examples/gate_sessions sessions http://127.0.0.1:8095 http://127.0.0.1:8195 "$ADMIN_TOKEN" gb \
   "$FANS" "$IDLE" "$GW" "$REDIS_PORT" "$OUT/summary.json"
+log "standby: direct entries (wrk -t2 -c64 -d15s, no cookie: each check a new visitor let straight in)"
+curl -fsS -X PUT "http://127.0.0.1:8195/admin/v1/concerts/gs" -H "Authorization: Bearer $ADMIN_TOKEN" \
+  -H 'Content-Type: application/json' \
+  -d '{"state":"open","queueingMethod":"standby","maxActive":1000000,"sessionIdleSeconds":5,"sessionMaxSeconds":60,"maxWaiting":0}' >/dev/null
+sleep 2 # the gateway's concert cache
+evalsha() { redis-cli -p "$REDIS_PORT" INFO commandstats | tr -d '\r' | sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),.*/\1/p'; }
+direct() { curl -fsS http://127.0.0.1:8195/metrics | sed -n 's/^queuegate_gate_checks_total{outcome="direct"} //p'; }
+calls_before=$(evalsha); direct_before=$(direct)
+wrk -t2 -c64 -d15s --latency -H "X-Original-URI: /book" -H "X-Forwarded-Host: shop.example" \
+  http://127.0.0.1:8095/v1/concerts/gs/gate > "$OUT/wrk-direct.txt"
+calls_after=$(evalsha); direct_after=$(direct)
+printf '{"evalsha": %s, "direct": %s}\n' "$((calls_after - calls_before))" "$(awk -v a="$direct_after" -v b="$direct_before" 'BEGIN { printf "%d", a - b }')" > "$OUT/direct.json"
 log "done: $OUT"

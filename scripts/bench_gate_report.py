@@ -53,7 +53,25 @@ keeps one entry of about 150 bytes per session it has seen). Then nobody checked
 {s['late_last_s']:.2f} s after their idle time ({100 * max(s['late_first_s'], s['late_last_s']) / idle:.1f} %;
 target ≤ 10 %: {met(max(s['late_first_s'], s['late_last_s']) <= idle / 10)}), as measured by polling the
 concert's session count every 250 ms.
+{standby(d, g)}
+"""
 
+
+def standby(d, session):
+    """Step 3, when the run has it: standby's direct entries against step 1's session checks."""
+    if not (d / "wrk-direct.txt").exists():
+        return ""
+    w, counts = wrk(d / "wrk-direct.txt"), json.loads((d / "direct.json").read_text())
+    ratio, calls = w["rps"] / session["rps"], counts["evalsha"] / max(counts["direct"], 1)
+    met = lambda ok: "met" if ok else "**not met**"  # noqa: E731
+    return f"""
+Standby (issue 38): gate checks without a cookie on a concert in `standby` (`maxActive` 1,000,000,
+no rate), each a new visitor let straight in with a session (`wrk -t2 -c64 -d15s`): **{w['rps']:,.0f}
+direct entries/s**, p99 {w['p99']:.1f} ms, non-2xx {w['non2xx']}; {counts['direct']:,} counted as
+`outcome="direct"`. Against the checks of a live session above: **{ratio:.2f}×** (target ≥ 0.5×:
+{met(ratio >= 0.5)}). Redis calls (EVALSHA, every background task's included) per direct entry:
+**{calls:.3f}** (target ≤ 1: {met(calls <= 1.0)}). A visitor of an idle gated site waits one gate
+check (this p99, plus the proxy's hop) before the site answers: no room, no redirect.
 """
 
 

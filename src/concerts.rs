@@ -386,15 +386,21 @@ impl Bypass {
         self.cidrs.is_empty() && self.paths.is_empty()
     }
 
-    /// Whether a request from `client` (when known) to `path` passes: "cidr" or "path".
-    pub fn passes(&self, client: Option<std::net::IpAddr>, path: &str) -> Option<&'static str> {
+    /// Whether a request from `client` (when known) to `path` (when canonical) passes: "cidr" or
+    /// "path". A prefix matches whole segments: `/healthz` matches `/healthz` and `/healthz/x`,
+    /// never `/healthz.php`; `/static/` matches everything under it.
+    pub fn passes(&self, client: Option<std::net::IpAddr>, path: Option<&str>) -> Option<&'static str> {
         if let Some(ip) = client {
             let ip = crate::identity::canonical(ip);
             if self.cidrs.iter().filter_map(|c| parse_network(c)).any(|n| n.contains(&ip)) {
                 return Some("cidr");
             }
         }
-        self.paths.iter().any(|p| path.starts_with(p.as_str())).then_some("path")
+        let path = path?;
+        let under = |p: &str| {
+            path.strip_prefix(p).is_some_and(|rest| rest.is_empty() || p.ends_with('/') || rest.starts_with('/'))
+        };
+        self.paths.iter().any(|p| under(p)).then_some("path")
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -684,6 +690,11 @@ impl ConcertSettings {
             }
         }
         self.bypass.validate()?;
+        if self.queueing_method == QueueingMethod::Standby && self.max_active == 0 {
+            // Every visitor without a cookie would start a session: Redis would hold one per
+            // request for sessionIdleSeconds, without a bound.
+            return Err("queueingMethod standby needs maxActive (the most visitors inside at once)".into());
+        }
         for (field, colour) in [("brandColor", &self.brand_color), ("backgroundColor", &self.background_color)] {
             if colour.as_deref().is_some_and(|c| !is_hex_colour(c)) {
                 return Err(format!("{field} must be a colour written #rrggbb"));
@@ -1114,19 +1125,23 @@ mod tests {
             paths: vec!["/static/".into(), "/healthz".into()],
         };
         let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
-        assert_eq!(b.passes(ip("10.1.255.3"), "/book"), Some("cidr"));
-        assert_eq!(b.passes(ip("::ffff:10.1.0.9"), "/book"), Some("cidr"), "an IPv4 client on an IPv6 socket");
-        assert_eq!(b.passes(ip("10.2.0.1"), "/book"), None);
-        assert_eq!(b.passes(ip("192.0.2.7"), "/book"), Some("cidr"));
-        assert_eq!(b.passes(ip("192.0.2.8"), "/book"), None, "a lone address is a /32");
-        assert_eq!(b.passes(ip("2001:db8:ffff::1"), "/"), Some("cidr"));
-        assert_eq!(b.passes(ip("2001:db9::1"), "/"), None);
-        assert_eq!(b.passes(None, "/static/app.js"), Some("path"));
-        assert_eq!(b.passes(ip("10.2.0.1"), "/healthz"), Some("path"));
-        assert_eq!(b.passes(ip("10.2.0.1"), "/statics"), None);
+        let p = Some;
+        assert_eq!(b.passes(ip("10.1.255.3"), p("/book")), Some("cidr"));
+        assert_eq!(b.passes(ip("::ffff:10.1.0.9"), p("/book")), Some("cidr"), "an IPv4 client on an IPv6 socket");
+        assert_eq!(b.passes(ip("10.2.0.1"), p("/book")), None);
+        assert_eq!(b.passes(ip("192.0.2.7"), p("/book")), Some("cidr"));
+        assert_eq!(b.passes(ip("192.0.2.8"), p("/book")), None, "a lone address is a /32");
+        assert_eq!(b.passes(ip("2001:db8:ffff::1"), p("/")), Some("cidr"));
+        assert_eq!(b.passes(ip("2001:db9::1"), p("/")), None);
+        assert_eq!(b.passes(None, p("/static/app.js")), Some("path"));
+        assert_eq!(b.passes(ip("10.2.0.1"), p("/healthz")), Some("path"));
+        assert_eq!(b.passes(ip("10.2.0.1"), p("/healthz/deep")), Some("path"));
+        assert_eq!(b.passes(ip("10.2.0.1"), p("/healthz.php")), None, "whole segments only");
+        assert_eq!(b.passes(ip("10.2.0.1"), p("/statics")), None);
+        assert_eq!(b.passes(ip("10.2.0.1"), None), None, "a path that is not canonical is gated");
         let all = Bypass { cidrs: vec!["0.0.0.0/0".into()], paths: vec![] };
-        assert_eq!(all.passes(ip("203.0.113.1"), "/"), Some("cidr"), "a /0 holds every address of its family");
-        assert_eq!(all.passes(ip("2001:db8::1"), "/"), None);
+        assert_eq!(all.passes(ip("203.0.113.1"), p("/")), Some("cidr"), "a /0 holds every address of its family");
+        assert_eq!(all.passes(ip("2001:db8::1"), p("/")), None);
         let check = |cidrs: &[&str], paths: &[&str]| {
             Bypass {
                 cidrs: cidrs.iter().map(|s| s.to_string()).collect(),

@@ -623,12 +623,12 @@ impl EntryConsumer {
                 all.add_partition(topic, *partition);
             }
         }
-        // librdkafka resumes each partition it knows and marks the others; nothing here can be
-        // retried usefully, so the set is forgotten either way.
-        if let Err(e) = self.consumer.resume(&all) {
-            tracing::warn!(error = %e, "could not resume partitions");
+        // librdkafka resumes each partition it knows and marks the others. On an error the set
+        // is kept, so the next resume tries again.
+        match self.consumer.resume(&all) {
+            Ok(()) => self.paused.clear(),
+            Err(e) => tracing::warn!(error = %e, "could not resume partitions"),
         }
-        self.paused.clear();
     }
 
     /// Waits out the next backoff delay while polling the consumer, so heartbeats, rebalances and

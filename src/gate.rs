@@ -126,6 +126,28 @@ pub(crate) fn original_url(req: &HttpRequest) -> Option<url::Url> {
     url::Url::parse(&format!("{proto}://{host}{uri}")).ok()
 }
 
+/// The path of the original request exactly as the proxy sent it (nginx's `X-Original-URI`,
+/// `X-Forwarded-Uri`, or the path of ingress-nginx's `X-Original-URL`), when it is canonical:
+/// starting with `/`, without an empty, `.` or `..` segment (a trailing `/` aside) and without
+/// `%`, `\` or `;`. Bypass rules match only such a path, so no spelling that the booking site
+/// reads as another path (`/static//../book.php`, `/static/..%2fbook`, `/static/..;/book`) can
+/// pass for a bypassed one; anything else is gated.
+pub(crate) fn canonical_path(req: &HttpRequest) -> Option<String> {
+    let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
+    let raw = match h("x-original-uri").or_else(|| h("x-forwarded-uri")) {
+        Some(uri) => uri,
+        None => {
+            let rest = h("x-original-url")?.split_once("://")?.1;
+            &rest[rest.find('/')?..]
+        }
+    };
+    let path = raw.split(['?', '#']).next()?;
+    let segments: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+    let last = segments.len() - 1;
+    let bad_segment = segments.iter().enumerate().any(|(i, s)| (s.is_empty() && i != last) || *s == "." || *s == "..");
+    (!bad_segment && !path.contains(['%', '\\', ';'])).then(|| path.to_owned())
+}
+
 /// `url` without the admission token and the bind (a spent token must not travel on; a bind is
 /// written afresh for the browser at hand).
 pub(crate) fn without_token(url: &url::Url) -> url::Url {
@@ -195,6 +217,35 @@ pub(crate) fn room_url(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_canonical_path_is_offered_to_the_bypass_rules() {
+        let path = |uri: &str| {
+            let req = actix_web::test::TestRequest::default().insert_header(("x-original-uri", uri)).to_http_request();
+            canonical_path(&req)
+        };
+        assert_eq!(path("/static/app.js?v=1").as_deref(), Some("/static/app.js"));
+        assert_eq!(path("/static/").as_deref(), Some("/static/"));
+        assert_eq!(path("/").as_deref(), Some("/"));
+        for bad in [
+            "/static//../book.php",
+            "/static/../book",
+            "/static/./x",
+            "/static/..%2fbook",
+            "/static/..;/book",
+            "/static\\..\\book",
+            "//static/x",
+            "static/x",
+            "/a//b",
+        ] {
+            assert_eq!(path(bad), None, "{bad}");
+        }
+        let ingress = actix_web::test::TestRequest::default()
+            .insert_header(("x-original-url", "https://shop.example/static/x.css?y=1"))
+            .to_http_request();
+        assert_eq!(canonical_path(&ingress).as_deref(), Some("/static/x.css"));
+        assert_eq!(canonical_path(&actix_web::test::TestRequest::default().to_http_request()), None);
+    }
 
     #[test]
     fn the_token_is_taken_out_of_the_return_url_and_the_rest_kept() {

@@ -132,9 +132,9 @@ struct RoomInfo<'a> {
     lanes: Vec<RoomLane>,
     /// `fifo`, `passthrough`, `reject` or `standby`.
     queueing_method: &'static str,
-    /// Whether a visitor of the gated site goes through the room now: false only in `standby`
-    /// while nobody waits (at this gateway's last count) and `queueAll` is off. A site may show
-    /// its own banner by it.
+    /// Whether a visitor of the gated site goes through the room now: false only while `standby`
+    /// may let visitors straight in (open, not before `opensAt`, `queueAll` off, nobody waiting
+    /// at this gateway's last count). A site may show its own banner by it.
     queueing: bool,
 }
 
@@ -177,6 +177,8 @@ fn room_info<'a>(gw: &Gateway, id: &'a ConcertId, s: &'a ConcertSettings, now_ms
         queueing_method: s.queueing_method.as_str(),
         queueing: s.queueing_method != QueueingMethod::Standby
             || s.queue_all
+            || s.state != ConcertState::Open
+            || s.scheduled_at(now_ms)
             || gw.cache.waiting(id).is_none_or(|w| w > 0),
     }
 }

@@ -118,13 +118,22 @@ pub(super) async fn check(
         }
     }
     // The operator's bypass rules: through without a session or a slot, before any budget (a
-    // page's static assets would spend it).
+    // page's static assets would spend it). A client address counts only when a trusted proxy
+    // vouched for it (else it is the proxy's own, every visitor's); a path only as the proxy sent
+    // it and only when canonical (crate::gate::canonical_path).
     if !settings.bypass.is_empty() {
-        let path = original_url(&req).map(|u| u.path().to_owned()).unwrap_or_default();
-        if let Some(how) = settings.bypass.passes(gw.identity.proxies().client_ip(&req), &path) {
+        let proxies = gw.identity.proxies();
+        let client =
+            proxies.peer_trusted(&req).then(|| proxies.client_ip(&req)).flatten().filter(|ip| !proxies.trusts(*ip));
+        let path = crate::gate::canonical_path(&req);
+        if let Some(how) = settings.bypass.passes(client, path.as_deref()) {
             gw.metrics.gate_checks.with_label_values(&["bypass"]).inc();
             let mut ok = HttpResponse::Ok();
-            ok.insert_header(("X-Queuegate-Bypass", how)).insert_header((header::CACHE_CONTROL, "no-store"));
+            // An empty user, so a proxy that copies the header from this answer (Caddy's
+            // copy_headers, Envoy's allowed_upstream_headers) overwrites one the client wrote.
+            ok.insert_header(("X-Queuegate-User", ""))
+                .insert_header(("X-Queuegate-Bypass", how))
+                .insert_header((header::CACHE_CONTROL, "no-store"));
             return Ok(ok.finish());
         }
     }
@@ -151,12 +160,17 @@ pub(super) async fn check(
             },
         }
     }
-    // Standby: straight in while nobody waits and there is room (src/store/enter.lua).
+    // Standby: straight in while nobody waits and there is room (src/store/enter.lua). Not for a
+    // browser whose session or token just ended or was refused (a revocation, an operator's end:
+    // it goes to the room, as under fifo), and not while this gateway last counted fans waiting.
     let standby = settings.queueing_method == QueueingMethod::Standby
         && !settings.queue_all
         && settings.state == ConcertState::Open
-        && !settings.scheduled_at(now);
-    if standby {
+        && !settings.scheduled_at(now)
+        && ended.is_none();
+    if standby && gw.cache.waiting(&concert).is_some_and(|w| w > 0) {
+        gw.metrics.gate_direct_refused.with_label_values(&["waiting"]).inc();
+    } else if standby {
         if let Some((c, deadline)) = direct(&gw, &concert, &settings, now).await {
             let back = original.as_ref().filter(|_| q.redirect);
             return Ok(started(&gw, &settings, &c, deadline, now, back, "direct"));
@@ -230,17 +244,23 @@ async fn direct(
     let sid = uuid::Uuid::new_v4().simple().to_string();
     let idle_ms = i64::from(settings.session_idle_seconds) * 1000;
     let max_ms = i64::from(settings.session_max_seconds) * 1000;
-    match gw.store.enter(concert, &settings.lane_names(), &user, &sid, idle_ms, max_ms).await {
-        Ok(Ok(s)) => {
+    let entered = match gw.store.enter(concert, &settings.lane_names(), &user, &sid, idle_ms, max_ms).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(concert = %concert, error = %e, "standby: Redis did not answer; the visitor goes to the room");
+            return None;
+        }
+    };
+    for (reason, n) in [("idle", entered.ended_idle), ("max", entered.ended_max)] {
+        gw.metrics.gate_sessions_ended.with_label_values(&[reason]).inc_by(n);
+    }
+    match entered.outcome {
+        Ok(s) => {
             tracing::debug!(concert = %concert, user = %user, "standby: a visitor let straight in");
             Some(new_session(gw, concert, user, sid, &s, idle_ms, now))
         }
-        Ok(Err(why)) => {
+        Err(why) => {
             gw.metrics.gate_direct_refused.with_label_values(&[why.as_str()]).inc();
-            None
-        }
-        Err(e) => {
-            tracing::warn!(concert = %concert, error = %e, "standby: Redis did not answer; the visitor goes to the room");
             None
         }
     }

@@ -68,6 +68,12 @@ function row(id) {
     `Every fan waiting in ${id} is told it is sold out (places are kept). `,
     Object.assign(act("Yes, sold out", () => { sure.hidden = true; return change(id, { state: "soldout" }, sure.dataset.etag); }), { className: "danger" }),
     act("Cancel", async () => { sure.hidden = true; }));
+  // Queue everyone (the emergency switch of a gate kept on in standby): every visitor without a
+  // session goes to the room from the next request; asked twice too.
+  const qsure = el("span", { className: "sure", hidden: true },
+    `Every visitor of ${id}'s site without a session goes to the room from the next request (live sessions go on). `,
+    Object.assign(act("Yes, queue everyone", () => { qsure.hidden = true; return change(id, { queueAll: true }, qsure.dataset.etag); }), { className: "danger" }),
+    act("Cancel", async () => { qsure.hidden = true; }));
   const tr = el("tr", { dataset: { concert: id } },
     el("th", { scope: "row" }, el("span", { className: "cid" }), el("br"), el("small", { className: "muted cname" })),
     cell("state"), cell("waiting", "n"), cell("admitted", "n"), cell("active", "n"), cell("sessions", "n"), cell("admitPerSecond", "n"), cell("head"),
@@ -76,6 +82,10 @@ function row(id) {
         act("Pause", () => change(id, { state: "paused" })), act("Close", () => change(id, { state: "closed" })),
         Object.assign(act("Sold out…", async () => { sure.dataset.etag = concerts.get(id).etag; sure.hidden = false; }), { className: "danger" })),
       sure,
+      el("div", { className: "acts" },
+        Object.assign(act("Queue all…", async () => { qsure.dataset.etag = concerts.get(id).etag; qsure.hidden = false; }), { className: "danger" }),
+        act("Stop queuing all", () => change(id, { queueAll: false }))),
+      qsure,
       el("div", { className: "acts" }, rate, act("Set rate", () => {
         const etag = rate.dataset.etag;
         delete rate.dataset.etag;
@@ -110,6 +120,9 @@ async function refresh() {
         if (k === "head") { td.replaceChildren(...(heads[i] || ["—"]).map((h) => el("div", { textContent: h }))); continue; }
         td.textContent = k === "state" && c.opensAt && Date.parse(c.opensAt) > Date.now() ? `${c.state} (opens ${new Date(c.opensAt).toLocaleString()})`
           : typeof c[k] === "number" ? c[k].toLocaleString("en") : c[k];
+        // How visitors of the gated site get in: standby lets them straight in while there is room.
+        if (k === "state" && c.queueingMethod === "standby") td.append(el("div", { className: "muted", textContent: "standby" }));
+        if (k === "state" && c.queueAll) td.append(el("div", { className: "muted", textContent: "queuing everyone" }));
         // With lanes, each lane's own count under the concert's.
         if ((k === "waiting" || k === "admitted") && (c.laneCounts || []).length > 1) {
           td.append(...c.laneCounts.map((l) => el("div", { className: "muted", textContent: `${l.name} ${l[k].toLocaleString("en")}` +
@@ -120,6 +133,8 @@ async function refresh() {
       for (const [act, state] of [["Open", "open"], ["Pause", "paused"], ["Close", "closed"], ["Sold out…", "soldout"]]) {
         tr.querySelector(`button[data-act="${act}"]`).disabled = c.state === state;
       }
+      tr.querySelector('button[data-act="Queue all…"]').disabled = !!c.queueAll;
+      tr.querySelector('button[data-act="Stop queuing all"]').hidden = !c.queueAll;
       const rate = tr.querySelector("input.rate");
       if (document.activeElement !== rate) rate.value = c.admitPerSecond;
     });

@@ -10,14 +10,20 @@
 -- KEYS[5] adm HASH: the rate bucket shared with admit.lua (bucketAt, bucketCarry); `direct`
 --                 counts direct entries; `standbyShutAt` the last refusal for a reason that
 --                 sends visitors to the queue
--- KEYS[6] state HASH   KEYS[7] gate HASH (epoch)   KEYS[8] staged ZSET (joins not yet placed)
--- KEYS[9] outbox STREAM, KEYS[10..12] the report's keys (outbox.lua): `session.started`, and
+-- KEYS[6] gate HASH (epoch)
+-- KEYS[7] outbox STREAM, KEYS[8..10] the report's keys (outbox.lua): `session.started`, and
 --                 what freeing due slots ends (`session.ended`, `expired`)
--- KEYS[13 ..] each lane's rank ZSET and hold HASH (the pre-queue), in pairs
+-- KEYS[11 ..] each lane's rank ZSET, hold HASH (the pre-queue) and staged ZSET (joins waiting
+--                 for the watermark), in threes
+--
+-- Nothing is written to `state`: a visitor let straight in was never a fan of the queue, and an
+-- always-on gate would add an entry per visitor for ever. The booking site completes its
+-- session all the same (complete.lua ends a session that has no state).
 -- ARGV[1] the visitor's new userId   ARGV[2] the new session id   ARGV[3] idle (ms)   ARGV[4] max (ms)
 --
--- Returns {1, sid, startedAt, maxAt, epoch, deadline} for a new session (as exchange.lua), or
--- {0, why}: 'closed' (not open, not standby, queueAll, or before opensAt), 'waiting' (someone is staged, queued
+-- Returns {1, sid, startedAt, maxAt, epoch, deadline, idle, maxed} for a new session (as
+-- exchange.lua, then the sessions freeing due slots ended for idleness and at their maximum), or
+-- {0, why, idle, maxed}: 'closed' (not open, not standby, queueAll, or before opensAt), 'waiting' (someone is staged, queued
 -- or held in any lane), 'settling' (a refusal below was less than SETTLE_MS ago: visitors it
 -- sent to the room may not have reached the queue yet), 'full' (maxActive slots in use), 'rate'
 -- (the admission budget is spent). Bounded work: free_slots' slice, then O(lanes + log n).
@@ -38,24 +44,24 @@ end
 local max_active = tonumber(cfg[4] or '0') or 0
 local rate = tonumber(cfg[5] or '0') or 0
 
+local idle_ended, maxed_ended = free_slots(KEYS[2], KEYS[3], KEYS[4], 7, now)
+local shut_at = tonumber(redis.call('HGET', KEYS[5], 'standbyShutAt') or '0')
+
+-- Written at most once a second, so refusals during a sale cost one write a second, not one each.
 local function shut(why)
-  redis.call('HSET', KEYS[5], 'standbyShutAt', now)
-  return {0, why}
+  if now - shut_at >= 1000 then
+    redis.call('HSET', KEYS[5], 'standbyShutAt', now)
+  end
+  return {0, why, idle_ended, maxed_ended}
 end
 
-free_slots(KEYS[2], KEYS[3], KEYS[4], 9, now)
-
-if redis.call('ZCARD', KEYS[8]) > 0 then
-  return shut('waiting')
-end
-for k = 13, #KEYS, 2 do
-  if redis.call('ZCARD', KEYS[k]) > 0 or redis.call('HLEN', KEYS[k + 1]) > 0 then
+for k = 11, #KEYS, 3 do
+  if redis.call('ZCARD', KEYS[k]) > 0 or redis.call('HLEN', KEYS[k + 1]) > 0 or redis.call('ZCARD', KEYS[k + 2]) > 0 then
     return shut('waiting')
   end
 end
-local shut_at = tonumber(redis.call('HGET', KEYS[5], 'standbyShutAt') or '0')
 if now - shut_at < SETTLE_MS then
-  return {0, 'settling'}
+  return {0, 'settling', idle_ended, maxed_ended}
 end
 if max_active > 0 and redis.call('ZCARD', KEYS[2]) >= max_active then
   return shut('full')
@@ -76,9 +82,7 @@ local max_at = now + max
 local deadline = math.min(now + idle, max_at)
 redis.call('ZADD', KEYS[2], deadline, user)
 redis.call('HSET', KEYS[3], user, sid .. ':' .. now .. ':' .. now .. ':' .. max_at)
--- Admitted and exchanged in one step: the booking site completes it like any other.
-redis.call('HSET', KEYS[6], user, 'a:' .. now .. ':' .. max_at)
 redis.call('HINCRBY', KEYS[5], 'direct', 1)
-outbox(9, 'session.started', '', {user}, {max_at})
-local epoch = tonumber(redis.call('HGET', KEYS[7], 'epoch') or '0')
-return {1, sid, now, max_at, epoch, deadline}
+outbox(7, 'session.started', '', {user}, {max_at})
+local epoch = tonumber(redis.call('HGET', KEYS[6], 'epoch') or '0')
+return {1, sid, now, max_at, epoch, deadline, idle_ended, maxed_ended}

@@ -87,6 +87,15 @@ impl Refused {
     }
 }
 
+/// What one `enter.lua` call did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entered {
+    pub outcome: Result<Started, Direct>,
+    /// Sessions it ended on the way (due slots freed first), for idleness and at their maximum.
+    pub ended_idle: u64,
+    pub ended_max: u64,
+}
+
 /// Why standby did not let a visitor straight in (`enter.lua`): each sends the visitor to the room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direct {
@@ -214,8 +223,8 @@ impl QueueStore {
     }
 
     /// Standby's direct entry (`enter.lua`): a session at once for a visitor of `concert`
-    /// (`user`, new), or why not ([`Direct`]). `lanes`: the concert's lanes, all of which must be
-    /// empty.
+    /// (`user`, new), or why not ([`Direct`]); with the sessions the call ended on the way (it
+    /// frees due slots first). `lanes`: the concert's lanes, all of which must be empty.
     pub async fn enter(
         &self,
         concert: &ConcertId,
@@ -224,27 +233,34 @@ impl QueueStore {
         sid: &str,
         idle_ms: i64,
         max_ms: i64,
-    ) -> Result<Result<Started, Direct>, StoreError> {
+    ) -> Result<Entered, StoreError> {
         let mut inv = self.scripts.sessions.enter.prepare_invoke();
-        for part in
-            [Part::Concert, Part::Active, Part::Sessions, Part::Ended, Part::Adm, Part::State, Part::Gate, Part::Staged]
-        {
+        for part in [Part::Concert, Part::Active, Part::Sessions, Part::Ended, Part::Adm, Part::Gate] {
             inv.key(self.key(concert, part));
         }
         self.outbox_keys(&mut inv, concert);
         for lane in lanes {
-            inv.key(self.lane_key(concert, lane, Part::Rank)).key(self.lane_key(concert, lane, Part::Hold));
+            for part in [Part::Rank, Part::Hold, Part::Staged] {
+                inv.key(self.lane_key(concert, lane, part));
+            }
         }
         inv.arg(user.as_str()).arg(sid).arg(idle_ms).arg(max_ms);
         let mut c = self.conn().await?;
         let reply: Vec<redis::Value> = timed(inv.invoke_async(&mut c)).await?;
-        Ok(started_or_why(&reply, "enter")?.map_err(|why| match why.as_str() {
+        let count = |i: usize| reply.get(i).map_or(Ok(0), int).map(|n| n.max(0) as u64);
+        let (ended_idle, ended_max) = match reply.len() {
+            8 => (count(6)?, count(7)?),
+            4 => (count(2)?, count(3)?),
+            _ => (0, 0),
+        };
+        let outcome = started_or_why(&reply, "enter")?.map_err(|why| match why.as_str() {
             "waiting" => Direct::Waiting,
             "settling" => Direct::Settling,
             "full" => Direct::Full,
             "rate" => Direct::Rate,
             _ => Direct::Closed,
-        }))
+        });
+        Ok(Entered { outcome, ended_idle, ended_max })
     }
 
     /// A gate check of a live session (`touch.lua`): the slot's new deadline, or None when the

@@ -604,3 +604,115 @@ async fn a_burst_of_gate_checks_from_one_client_is_limited_while_another_client_
         assert_eq!((r.status().as_u16(), header(&r, "x-queuegate-user")), (200, "lee".into()));
     }
 }
+
+/// Standby's rules one at a time (issue 38), on one gateway: fans waiting in the queue keep every
+/// visitor out of direct entry even with free slots and nothing refused before; once the queue
+/// is empty (everyone admitted) and the settling time has passed, a visitor goes straight in
+/// with a session like any other; a revocation sends that browser to the room (its ended cookie
+/// gets no new session); standby without `maxActive` is refused naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_lets_nobody_past_a_waiting_fan_and_a_revoked_browser_goes_to_the_room() {
+    let names = Names::new();
+    names.create_topics(3).await;
+    let app = spawn_role(&names, Role::Run, |s| s.http.public_url = Some(PUBLIC.into())).await;
+    let unbounded = app.put_concert("sw", json!({"state": "open", "queueingMethod": "standby"})).await;
+    crate::helpers::assert_problem(unbounded, 400, "maxActive").await;
+    // One admission a second: 20 fans wait for about 20 s with most of the 100 slots free.
+    let body = json!({"state": "open", "queueingMethod": "standby", "maxActive": 100, "admitPerSecond": 1,
+        "sessionIdleSeconds": 120});
+    assert_eq!(app.put_concert("sw", body).await.status(), 200);
+    let fans: Vec<String> = (0..20).map(|i| format!("w{i:02}")).collect();
+    placed(&app, "sw", &fans.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let waiting = app.admin_json("/admin/v1/concerts/sw").await["waiting"].as_u64().unwrap();
+    assert!(waiting >= 10, "fans wait: {waiting}");
+    let r = gate(&app, "sw", "/book", None).await;
+    assert_eq!(r.status(), 401, "fans wait: the room, though slots are free");
+    assert!(header(&r, "x-queuegate-room").contains("/c/sw"));
+    assert!(app.metric("queuegate_gate_direct_refused_total{why=\"waiting\"}").await >= 1);
+
+    // Everyone admitted: nobody waits now.
+    let r = app
+        .client
+        .patch(format!("{}/admin/v1/concerts/sw", app.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("Content-Type", "application/merge-patch+json")
+        .body(r#"{"admitPerSecond": 1000}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let drained =
+        poll_until(Duration::from_secs(20), async || app.admin_json("/admin/v1/concerts/sw").await["waiting"] == 0)
+            .await;
+    assert!(drained, "the queue drained");
+    tokio::time::sleep(Duration::from_secs(7)).await; // past the settling time and the cache's count
+    let r = gate(&app, "sw", "/book", None).await;
+    assert_eq!(r.status(), 200, "straight in");
+    let visitor = header(&r, "x-queuegate-user");
+    let cookie = session_cookie(&r);
+    assert_eq!(gate(&app, "sw", "/cart", Some(&cookie)).await.status(), 200, "the session holds");
+    let sessions = app.admin_json("/admin/v1/concerts/sw/sessions").await;
+    assert_eq!(sessions["sessions"][0]["userId"], visitor.as_str(), "{sessions}");
+    assert_eq!(app.metric("queuegate_gate_checks_total{outcome=\"direct\"}").await, 1);
+
+    let r = app
+        .client
+        .post(format!("{}/admin/v1/concerts/sw/sessions/revoke", app.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let out =
+        poll_until(Duration::from_secs(3), async || gate(&app, "sw", "/cart", Some(&cookie)).await.status() == 401)
+            .await;
+    assert!(out, "the revoked browser goes to the room, not straight back in");
+    assert_eq!(app.metric("queuegate_gate_checks_total{outcome=\"direct\"}").await, 1, "no second direct entry");
+}
+
+/// Bypass rules (issue 38): a path prefix passes without a session, only as whole segments and
+/// only when the path is canonical as the proxy sent it (a spelling the booking site reads as
+/// another page is gated); a client network passes only when a trusted proxy names the client,
+/// never on the proxy's own address; a bypassed answer carries an empty X-Queuegate-User.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bypass_passes_canonical_paths_under_a_prefix_and_clients_a_trusted_proxy_names() {
+    let names = Names::new();
+    names.create_topics(3).await;
+    let app = spawn_role(&names, Role::Run, |s| {
+        s.http.public_url = Some(PUBLIC.into());
+        s.identity.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        s.http.gate_checks_per_client = Some(0);
+    })
+    .await;
+    let body = json!({"state": "open", "bypass": {"paths": ["/static/", "/healthz"], "cidrs": ["203.0.113.0/24", "127.0.0.1"]}});
+    assert_eq!(app.put_concert("bp", body).await.status(), 200);
+    let check = |uri: &'static str, xff: Option<&'static str>| {
+        let app = &app;
+        async move {
+            let mut r = client()
+                .get(format!("{}/v1/concerts/bp/gate", app.http()))
+                .header("X-Original-URI", uri)
+                .header("X-Forwarded-Host", "shop.example");
+            if let Some(x) = xff {
+                r = r.header("X-Forwarded-For", x);
+            }
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), header(&r, "x-queuegate-bypass"), r.headers().get("x-queuegate-user").cloned())
+        }
+    };
+    let (status, how, user) = check("/static/app.js?v=3", None).await;
+    assert_eq!((status, how.as_str()), (200, "path"));
+    assert_eq!(user.as_ref().map(|v| v.as_bytes()), Some(&b""[..]), "an empty user overwrites a client's");
+    assert_eq!(check("/healthz", None).await.0, 200);
+    assert_eq!(check("/healthz/deep", None).await.0, 200);
+    for gated in ["/healthz.php", "/static//../book.php", "/static/..%2fbook", "/static/..;/book", "/book"] {
+        assert_eq!(check(gated, None).await.0, 401, "{gated} is gated");
+    }
+    // The client behind the trusted proxy (127.0.0.1, the test's own address).
+    let (status, how, _) = check("/book", Some("198.51.100.9, 203.0.113.40")).await;
+    assert_eq!((status, how.as_str()), (200, "cidr"), "a client in the network");
+    assert_eq!(check("/book", Some("203.0.113.40, 198.51.100.9")).await.0, 401, "the client is the last hop not ours");
+    // 127.0.0.1 is listed, but it is the proxy: without a client named, nobody passes on it.
+    assert_eq!(check("/book", None).await.0, 401, "the proxy's own address is no client's");
+    assert!(app.metric("queuegate_gate_checks_total{outcome=\"bypass\"}").await >= 4);
+}

@@ -1040,3 +1040,81 @@ async fn a_page_on_another_site_cannot_make_its_visitors_join_even_from_an_origi
     assert_eq!(joins_answered(&app, 202).await, 1, "only the control join was accepted");
     b.screenshot("1-allowed-origin-still-not-json").await;
 }
+
+/// Standby behind nginx in Chromium (issue 38): a visitor of the idle gated site sees the site at
+/// once, without the room; with the one `maxActive` slot held, a second person's browser gets
+/// the room; the booking site completes the first visitor's session; the operator's "Queue all…"
+/// in the console, confirmed, sends the second visitor to the room though the slot is free and
+/// the settling time has passed; "Stop queuing all" lets it
+/// straight in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_standby_the_idle_gated_site_opens_at_once_then_the_room_when_full_or_after_the_consoles_queue_all() {
+    let names = Names::new();
+    create_topics(&names, 1).await;
+    let port = free_port();
+    let public = format!("http://127.0.0.1:{port}");
+    let app = app_on(&names, port, |s| {
+        s.identity.fan_identity = Some(FanIdentityMode::Anonymous);
+        s.http.public_url = Some(public.clone());
+    })
+    .await;
+    let concert = "standby-night";
+    let booking = gated_booking_site().await;
+    let proxy = common::gate_proxies::nginx(&format!("127.0.0.1:{port}"), booking, concert);
+    let body = json!({"state": "open", "name": "Standby Night", "redirectUrl": format!("{}/", proxy.url),
+                      "queueingMethod": "standby", "maxActive": 1, "admitPerSecond": 5, "sessionIdleSeconds": 120});
+    let r = app.put_concert(concert, body).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let dir = shots("standby");
+    let a = Browser::start_in_profile(&dir.join("a"), "en-US", &dir.join("profile-a")).await;
+    let b = Browser::start_in_profile(&dir.join("b"), "en-US", &dir.join("profile-b")).await;
+    let page = format!("{}/book?seat=7", proxy.url);
+
+    // Nobody waits, the slot is free: straight onto the booking page.
+    a.goto(&page).await;
+    a.expect_text("#verdict", WAIT, |t| t.starts_with("booking /book for "), "the site at once").await;
+    assert!(a.url().await.starts_with(&page), "no room on the way: {}", a.url().await);
+    let fan = a.text("#verdict").await.rsplit(' ').next().unwrap().to_owned();
+    a.screenshot("0-straight-in").await;
+    // The slot is held: the next person gets the room (and does not join).
+    b.goto(&page).await;
+    b.expect_text("#title", WAIT, |t| t == "Standby Night", "full: the room").await;
+    assert!(b.url().await.starts_with(&format!("{public}/c/{concert}?return=")), "{}", b.url().await);
+    b.screenshot("1-full-room").await;
+
+    // The operator queues everyone, then the slot frees itself and the settling time passes.
+    signed_in_console(&a, &app).await;
+    let row = format!("tr[data-concert=\"{concert}\"]");
+    a.expect_text(&format!("{row} td[data-k=state]"), WAIT, |t| t.contains("standby"), "the method shown").await;
+    a.click(&format!("{row} button[data-act=\"Queue all…\"]")).await;
+    a.screenshot("2-console-queue-all-confirm").await;
+    a.click(&format!("{row} button[data-act=\"Yes, queue everyone\"]")).await;
+    a.expect_text(&format!("{row} td[data-k=state]"), WAIT, |t| t.contains("queuing everyone"), "queue all on").await;
+    a.screenshot("3-console-queuing-everyone").await;
+    // The booking site completes the visitor it was told of (X-Queuegate-User): a session
+    // standby started is completed like any other, and its slot frees.
+    let done = app
+        .client
+        .post(format!("{}/v1/concerts/{concert}/admission/complete", app.http()))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"userId": fan}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 204, "{}", done.text().await.unwrap());
+    assert_eq!(app.admin_json(&format!("/admin/v1/concerts/{concert}")).await["sessions"], 0);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    b.goto(&page).await;
+    b.expect_text("#title", WAIT, |t| t == "Standby Night", "queue all: the room though the slot is free").await;
+    let info: Value =
+        app.client.get(format!("{}/v1/concerts/{concert}", app.http())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(info["queueing"], true, "{info}");
+
+    // Off again: straight in.
+    a.click(&format!("{row} button[data-act=\"Stop queuing all\"]")).await;
+    a.expect_text(&format!("{row} td[data-k=state]"), WAIT, |t| !t.contains("queuing everyone"), "queue all off").await;
+    b.goto(&page).await;
+    b.expect_text("#verdict", WAIT, |t| t.starts_with("booking /book for "), "straight in again").await;
+    b.screenshot("4-straight-in-again").await;
+    assert!(errors(&a.console().await, &["401", "favicon"]).is_empty(), "{:?}", a.console().await);
+}
