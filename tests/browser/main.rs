@@ -411,20 +411,27 @@ async fn gated_booking_site() -> u16 {
     port
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn through_nginx_the_booking_url_leads_to_the_room_and_back_with_a_session_until_it_goes_idle() {
-    let names = Names::new();
-    create_topics(&names, 1).await;
+/// An anonymous-mode gateway (its public URL its own address) with the shipped nginx gate for
+/// `concert` in front of the booking stand-in: the app, the proxy and the public URL.
+async fn gated(names: &Names, concert: &str) -> (TestApp, common::gate_proxies::Proxy, String) {
+    create_topics(names, 1).await;
     let port = free_port();
     let public = format!("http://127.0.0.1:{port}");
-    let app = app_on(&names, port, |s| {
+    let app = app_on(names, port, |s| {
         s.identity.fan_identity = Some(FanIdentityMode::Anonymous);
         s.http.public_url = Some(public.clone());
     })
     .await;
-    let concert = "gated-night";
     let booking = gated_booking_site().await;
     let proxy = common::gate_proxies::nginx(&format!("127.0.0.1:{port}"), booking, concert);
+    (app, proxy, public)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_nginx_the_booking_url_leads_to_the_room_and_back_with_a_session_until_it_goes_idle() {
+    let names = Names::new();
+    let concert = "gated-night";
+    let (app, proxy, public) = gated(&names, concert).await;
     let settings = |idle: u32| {
         json!({"state": "open", "name": "Gated Night", "redirectUrl": format!("{}/", proxy.url),
                "admitPerSecond": 5, "sessionIdleSeconds": idle})
@@ -537,17 +544,8 @@ async fn gated_session(app: &TestApp, concert: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_link_opened_in_another_browser_profile_gives_it_no_session_while_the_fan_who_waited_goes_in() {
     let names = Names::new();
-    create_topics(&names, 1).await;
-    let port = free_port();
-    let public = format!("http://127.0.0.1:{port}");
-    let app = app_on(&names, port, |s| {
-        s.identity.fan_identity = Some(FanIdentityMode::Anonymous);
-        s.http.public_url = Some(public.clone());
-    })
-    .await;
     let concert = "fixation";
-    let booking = gated_booking_site().await;
-    let proxy = common::gate_proxies::nginx(&format!("127.0.0.1:{port}"), booking, concert);
+    let (app, proxy, public) = gated(&names, concert).await;
     let body = json!({"state": "open", "name": "Fixation Night", "redirectUrl": format!("{}/", proxy.url),
                       "admitPerSecond": 5, "sessionIdleSeconds": 120});
     let r = app.put_concert(concert, body).await;
@@ -1045,22 +1043,12 @@ async fn a_page_on_another_site_cannot_make_its_visitors_join_even_from_an_origi
 /// once, without the room; with the one `maxActive` slot held, a second person's browser gets
 /// the room; the booking site completes the first visitor's session; the operator's "Queue all…"
 /// in the console, confirmed, sends the second visitor to the room though the slot is free and
-/// the settling time has passed; "Stop queuing all" lets it
-/// straight in again.
+/// the settling time has passed; "Stop queuing all" lets it straight in again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_standby_the_idle_gated_site_opens_at_once_then_the_room_when_full_or_after_the_consoles_queue_all() {
     let names = Names::new();
-    create_topics(&names, 1).await;
-    let port = free_port();
-    let public = format!("http://127.0.0.1:{port}");
-    let app = app_on(&names, port, |s| {
-        s.identity.fan_identity = Some(FanIdentityMode::Anonymous);
-        s.http.public_url = Some(public.clone());
-    })
-    .await;
     let concert = "standby-night";
-    let booking = gated_booking_site().await;
-    let proxy = common::gate_proxies::nginx(&format!("127.0.0.1:{port}"), booking, concert);
+    let (app, proxy, public) = gated(&names, concert).await;
     let body = json!({"state": "open", "name": "Standby Night", "redirectUrl": format!("{}/", proxy.url),
                       "queueingMethod": "standby", "maxActive": 1, "admitPerSecond": 5, "sessionIdleSeconds": 120});
     let r = app.put_concert(concert, body).await;
