@@ -18,10 +18,8 @@ up:
 ## .local/nextest/)
 test:
 	@scripts/services.sh check test
-	@scripts/services.sh up
-	@scripts/cluster.sh up
-	@scripts/services.sh tools
-	@CLUSTER_BROKERS=$(CLUSTER_BROKERS) CLUSTER_REDIS=$(CLUSTER_REDIS) scripts/test.sh
+	@scripts/services.sh build-deps
+	@SETUP=1 CLUSTER_BROKERS=$(CLUSTER_BROKERS) CLUSTER_REDIS=$(CLUSTER_REDIS) scripts/test.sh
 
 ## bench: measure on this machine (run by hand); writes docs/benchmarks.md and docs/bench-latency.png
 bench:

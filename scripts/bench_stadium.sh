@@ -16,7 +16,12 @@
 #              expire, and the rate over the 10 s after it runs again;
 #   webhook:   the dead endpoint's pending deliveries and bytes against its caps, drops counted;
 #   slowlog:   the slowest Redis calls of the run on this run's keys (SLOWLOG, threshold 1 ms
-#              for the run, restored after).
+#              for the run, restored after; read and emptied after each step, so it never
+#              overflows and its own entries are not counted as the fans' memory).
+# Redis gets a core of its own (STADIUM_PIN_REDIS=1, the default on two or more cores: taskset
+# puts Redis on the last core and Kafka, queuegate and the load clients on the others), as it has
+# in production: SLOWLOG times a call by the wall clock, so on a shared core a call waiting for
+# the CPU would be logged as slow.
 # The cut of a million-fan pre-queue is scripts/bench_cut.sh; memory per open stream is
 # scripts/bench_watchers.sh.
 # Results in <run-dir>/stadium/summary.json (scripts/bench_report.py renders them).
@@ -32,7 +37,8 @@ RATE=${STADIUM_ADMIT_RATE:-3000}
 log() { printf '[bench-stadium %s] %s\n' "$(date +%T)" "$*" >&2; }
 
 TOPIC=qgstadium-$RUN
-QUEUEGATE_KAFKA_TOPIC=$TOPIC scripts/services.sh up
+EVENTS_TOPIC=qgstadium-events-$RUN # its own: the events of earlier runs' concert "stadium" are not this run's
+QUEUEGATE_KAFKA_TOPIC=$TOPIC QUEUEGATE_EVENTS_TOPIC=$EVENTS_TOPIC scripts/services.sh up
 cargo build --release --locked --bin queuegate --example burst
 command -v wrk >/dev/null || { sudo_=""; [ "$(id -u)" -ne 0 ] && sudo_=sudo; $sudo_ apt-get install -y -qq wrk >/dev/null; }
 
@@ -44,7 +50,7 @@ HOOK_PORT=${STADIUM_HOOK_PORT:-18099}
 export QUEUEGATE_LOG=warn QUEUEGATE_REDIS_PREFIX=$PREFIX QUEUEGATE_ADMIN_TOKEN=$ADMIN_TOKEN \
   QUEUEGATE_TOKEN_SECRET=bench-token-secret-0123456789-0123456789 QUEUEGATE_RATE_LIMIT_PER_IP=0 \
   QUEUEGATE_FAN_JOINS_PER_SECOND=0 QUEUEGATE_FAN_STATUS_PER_SECOND=0 QUEUEGATE_INSECURE_DEV=true \
-  QUEUEGATE_FAN_IDENTITY=body QUEUEGATE_KAFKA_TOPIC=$TOPIC QUEUEGATE_KAFKA_GROUP=$PREFIX \
+  QUEUEGATE_FAN_IDENTITY=body QUEUEGATE_KAFKA_TOPIC=$TOPIC QUEUEGATE_EVENTS_TOPIC=$EVENTS_TOPIC QUEUEGATE_KAFKA_GROUP=$PREFIX \
   QUEUEGATE_WEBHOOK_ALLOW_NETWORKS=127.0.0.0/8
 REDIS_PORT=${REDIS_PORT:-6379}
 rcli() { redis-cli -p "$REDIS_PORT" "$@" | tr -d '\r'; }
@@ -64,11 +70,29 @@ while True:
     c, _ = s.accept(); held.append(c)
 PY
 HOOK=$!
+CORES=$(nproc)
+PIN=${STADIUM_PIN_REDIS:-$([ "$CORES" -ge 2 ] && echo 1 || echo 0)}
+ON_OTHERS=()
+if [ "$PIN" = 1 ]; then
+  REDIS_CORE=$((CORES - 1))
+  OTHERS=0-$((REDIS_CORE - 1))
+  taskset -a -p -c "$REDIS_CORE" "$(cat .local/run/redis.pid)" >/dev/null
+  taskset -a -p -c "$OTHERS" "$(cat .local/run/kafka.pid)" >/dev/null
+  taskset -a -p -c "$OTHERS" "$HOOK" >/dev/null
+  ON_OTHERS=(taskset -c "$OTHERS")
+  log "Redis pinned to core $REDIS_CORE; Kafka, queuegate and the load clients to $OTHERS"
+fi
+unpin() {
+  [ "$PIN" = 1 ] || return 0
+  taskset -a -p -c "0-$((CORES - 1))" "$(cat .local/run/redis.pid)" >/dev/null 2>&1 || true
+  taskset -a -p -c "0-$((CORES - 1))" "$(cat .local/run/kafka.pid)" >/dev/null 2>&1 || true
+}
 SLOW_BEFORE=$(rcli CONFIG GET slowlog-log-slower-than | tail -1)
 LEN_BEFORE=$(rcli CONFIG GET slowlog-max-len | tail -1)
-./target/release/queuegate run > "$OUT/run.log" 2>&1 &
+"${ON_OTHERS[@]}" ./target/release/queuegate run > "$OUT/run.log" 2>&1 &
 QG=$!
 cleanup() {
+  unpin
   kill -CONT "$QG" 2>/dev/null || true
   kill "$QG" "$HOOK" 2>/dev/null || true
   rcli CONFIG SET slowlog-log-slower-than "$SLOW_BEFORE" >/dev/null || true
@@ -88,16 +112,51 @@ rates() { # admitPerSecond maxActive: a merge patch of these two alone (the webh
 }
 sleep 2 # the concert cache refreshes every second
 rcli CONFIG SET slowlog-log-slower-than 1000 >/dev/null
-rcli CONFIG SET slowlog-max-len 4096 >/dev/null
+rcli CONFIG SET slowlog-max-len 100000 >/dev/null
 rcli SLOWLOG RESET >/dev/null
+# Moves SLOWLOG's entries on this run's keys into $OUT/slowlog.tsv (µs, command, first key) and
+# empties it.
+drain_slowlog() {
+  python3 - "$PREFIX" "$REDIS_PORT" >> "$OUT/slowlog.tsv" <<'PY'
+import socket, sys
+prefix, port = sys.argv[1], int(sys.argv[2])
+s = socket.create_connection(("127.0.0.1", port))
+f = s.makefile("rb")
+def send(*args):
+    s.sendall(("*%d\r\n" % len(args) + "".join("$%d\r\n%s\r\n" % (len(a), a) for a in args)).encode())
+def read():
+    line = f.readline()
+    t, rest = line[:1], line[1:-2]
+    if t in (b"+", b"-"):
+        return rest.decode()
+    if t == b":":
+        return int(rest)
+    if t == b"$":
+        n = int(rest)
+        return None if n < 0 else f.read(n + 2)[:-2].decode("utf-8", "replace")
+    if t == b"*":
+        n = int(rest)
+        return None if n < 0 else [read() for _ in range(n)]
+    raise ValueError(line)
+send("SLOWLOG", "GET", "-1"); entries = read()
+send("SLOWLOG", "RESET"); read()
+for e in entries:
+    us, args = e[2], e[3]
+    key = next((str(a) for a in args if prefix in str(a)), None)
+    if key is not None:
+        print(f"{us}\t{args[0]}\t{key.replace(prefix + ':', '')[:100]}")
+PY
+}
+: > "$OUT/slowlog.tsv"
 MEM0=$(used_memory)
 
 log "burst: $FANS unique fans, 256 connections"
-./target/release/examples/burst --concert stadium --fans "$FANS" --connections 256 --drain-seconds 900 \
+"${ON_OTHERS[@]}" ./target/release/examples/burst --concert stadium --fans "$FANS" --connections 256 --drain-seconds 900 \
   --redis "redis://127.0.0.1:$REDIS_PORT" --prefix "$PREFIX" > "$OUT/burst.json" 2> "$OUT/burst.stderr"
 cat "$OUT/burst.json" >&2
-sleep 5 # the outbox relayed, the report written
-MEM1=$(used_memory)
+sleep 5
+drain_slowlog
+MEM1=$(used_memory) # the outbox may still hold events the relay has not published yet
 grep -E '^Vm(RSS|HWM)' "/proc/$QG/status" > "$OUT/rss.txt"
 WAITING=$(rcli LLEN "$PREFIX:{stadium}:waiting")
 
@@ -109,15 +168,19 @@ for _ in $(seq 1 100); do
     | grep -q '"waiting"' && break
   sleep 0.2
 done
-wrk -t2 -c64 -d15s --latency -H "Authorization: Bearer $TOKEN" \
+"${ON_OTHERS[@]}" wrk -t2 -c64 -d15s --latency -H "Authorization: Bearer $TOKEN" \
   http://127.0.0.1:8080/v1/concerts/stadium/queue/stadium-poller > "$OUT/wrk-status.txt"
 grep -E 'Requests/sec|99%' "$OUT/wrk-status.txt" >&2 || true
 
-log "waiting for the events of the burst to be relayed (at most 300 s), then Redis idle for 10 s"
+log "waiting for the events of the burst to be relayed and offered to the webhook (at most 300 s), then Redis idle for 10 s"
+hooked() { echo "$(metric queuegate_webhook_dropped_total) $(metric queuegate_webhook_pending)"; }
 for _ in $(seq 1 60); do
-  E0=$(metric queuegate_events_published_total); sleep 5; E1=$(metric queuegate_events_published_total)
-  [ "$E0" = "$E1" ] && [ "$(rcli XLEN "$PREFIX:{stadium}:outbox")" = "0" ] && break
+  E0=$(metric queuegate_events_published_total); H0=$(hooked); sleep 5
+  E1=$(metric queuegate_events_published_total); H1=$(hooked)
+  [ "$E0" = "$E1" ] && [ "$H0" = "$H1" ] && [ "$(rcli XLEN "$PREFIX:{stadium}:outbox")" = "0" ] && break
 done
+drain_slowlog
+MEM_REST=$(used_memory) # a million waiting, every event relayed
 log "Redis idle for 10 s"
 C0=$(redis_commands); sleep 10; C1=$(redis_commands)
 
@@ -143,13 +206,14 @@ rates 0 0
 WH_PENDING=$(metric queuegate_webhook_pending)
 WH_BYTES=$(metric queuegate_webhook_pending_bytes)
 WH_DROPPED=$(metric queuegate_webhook_dropped_total)
+drain_slowlog
 MEM2=$(used_memory)
 grep -c -E 'WARN|ERROR' "$OUT/run.log" > "$OUT/warnings.count" || true
 
-python3 - "$OUT" "$PREFIX" "$MEM0" "$MEM1" "$MEM2" "$C0" "$C1" "$A0" "$A1" "$A2" "$A3" "$WAITING" \
+python3 - "$OUT" "$PREFIX" "$MEM0" "$MEM1" "$MEM_REST" "$MEM2" "$PIN" "$C0" "$C1" "$A0" "$A1" "$A2" "$A3" "$WAITING" \
   "$WH_PENDING" "$WH_BYTES" "$WH_DROPPED" <<'PY'
-import json, re, sys
-(out, prefix, mem0, mem1, mem2, c0, c1, a0, a1, a2, a3, waiting, wh_pending, wh_bytes, wh_dropped) = sys.argv[1:]
+import collections, json, re, sys
+(out, prefix, mem0, mem1, mem_rest, mem2, pin, c0, c1, a0, a1, a2, a3, waiting, wh_pending, wh_bytes, wh_dropped) = sys.argv[1:]
 burst = json.load(open(f"{out}/burst.json"))
 rss = {l.split(':')[0]: int(l.split()[1]) for l in open(f"{out}/rss.txt")}
 wrk = open(f"{out}/wrk-status.txt").read()
@@ -159,33 +223,10 @@ def wrk_ms(label):
         return None
     v, unit = float(m.group(1)), m.group(2)
     return round(v / 1000 if unit == "us" else v * 1000 if unit == "s" else v, 2)
-# SLOWLOG read over RESP (each entry: id, unix time, duration µs, arguments, client, name).
-def resp(port, *args):
-    import socket
-    s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(("*%d\r\n" % len(args) + "".join("$%d\r\n%s\r\n" % (len(a), a) for a in args)).encode())
-    f = s.makefile("rb")
-    def read():
-        line = f.readline()
-        t, rest = line[:1], line[1:-2]
-        if t in (b"+", b"-"):
-            return rest.decode()
-        if t == b":":
-            return int(rest)
-        if t == b"$":
-            n = int(rest)
-            return None if n < 0 else f.read(n + 2)[:-2].decode("utf-8", "replace")
-        if t == b"*":
-            n = int(rest)
-            return None if n < 0 else [read() for _ in range(n)]
-        raise ValueError(line)
-    return read()
 slow = []
-for e in resp(int(__import__("os").environ.get("REDIS_PORT", "6379")), "SLOWLOG", "GET", "4096"):
-    us, args = e[2], e[3]
-    if any(prefix in str(a) for a in args):
-        key = next((str(a) for a in args if prefix in str(a)), "")
-        slow.append((us, f"{args[0]} {key.replace(prefix + ':', '')}"[:120]))
+for line in open(f"{out}/slowlog.tsv"):
+    us, cmd, key = line.rstrip("\n").split("\t")
+    slow.append((int(us), f"{cmd} {key}"[:120]))
 slow.sort(reverse=True)
 fans = max(int(burst["accepted"]), 1)
 summary = {
@@ -195,7 +236,9 @@ summary = {
     "missing": burst["missing_in_redis"], "doubled": burst["duplicated_in_redis"],
     "placed_after_last_202_s": round(burst["last_in_redis_after_last_202_seconds"], 2),
     "waiting": int(waiting),
-    "redis_bytes_per_fan": round((int(mem1) - int(mem0)) / fans),
+    "redis_bytes_per_fan": round((int(mem_rest) - int(mem0)) / fans),
+    "redis_bytes_per_fan_before_relay": round((int(mem1) - int(mem0)) / fans),
+    "redis_pinned_to_own_core": pin == "1",
     "redis_used_memory_end_mb": round(int(mem2) / 2**20),
     "rss_mb": round(rss.get("VmRSS", 0) / 1024), "rss_peak_mb": round(rss.get("VmHWM", 0) / 1024),
     "status_p99_ms": wrk_ms("99%"), "status_p50_ms": wrk_ms("50%"),
@@ -210,6 +253,9 @@ summary = {
     "webhook_dropped": int(wh_dropped),
     "slowest_redis_calls_us": slow[:8],
     "redis_calls_over_10ms": sum(1 for us, _ in slow if us >= 10_000),
+    "redis_calls_over_1ms": len(slow),
+    "redis_calls_over_10ms_by_call": dict(collections.Counter(c for us, c in slow if us >= 10_000).most_common(10)),
+    "redis_calls_over_1ms_by_call": dict(collections.Counter(c for us, c in slow).most_common(10)),
     "warnings_in_log": int(open(f"{out}/warnings.count").read().strip() or 0),
 }
 json.dump(summary, open(f"{out}/summary.json", "w"), indent=1)

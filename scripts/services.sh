@@ -420,9 +420,10 @@ case "${1:-up}" in
     redis_ping && echo "redis: up ($REDIS_HOST:$REDIS_PORT)" || echo "redis: down"
     ;;
   fetch) fetch_kafka ;;
+  build-deps) check_prerequisites build; build_deps ;;
   cluster-id) new_cluster_id ;;
   nextest) install_nextest ;;
   check) shift; check_prerequisites "${@:-test}" ;;
   tools) check_prerequisites tools; install_tools; install_schemathesis; install_caddy; install_helm; install_kubernetes_validate; install_event_libraries ;;
-  *) die "usage: $0 up|down|status|check [services|build|up|tools|test]|fetch|nextest|tools|cluster-id" ;;
+  *) die "usage: $0 up|down|status|check [services|build|up|tools|test]|fetch|build-deps|nextest|tools|cluster-id" ;;
 esac

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Every test, as `make test` runs them (after `make services services-cluster` and
-# `scripts/services.sh tools`): cargo-nextest (.config/nextest.toml) runs all targets on the
+# Every test, as `make test` runs them: with SETUP=1 (what `make test` passes) the tests are
+# built while the services, the clusters and the test tools start (`scripts/services.sh up`,
+# `scripts/cluster.sh up`, `scripts/services.sh tools`: mostly waiting on the JVM and downloads,
+# so the build has the cores), else they must be up already. Then cargo-nextest (.config/nextest.toml) runs all targets on the
 # single-node services, then the api tests again on the three-broker Kafka and the Redis
 # Cluster. Nothing is retried; each run writes a JUnit report of every test's time:
 #   .local/nextest/default/junit.xml   all targets, single-node Kafka and Redis
@@ -17,8 +19,24 @@ CLUSTER_REDIS=${CLUSTER_REDIS:-redis+cluster://127.0.0.1:7000,127.0.0.1:7001,127
 log() { printf '[test] %s\n' "$*" >&2; }
 
 # Build once, before the runs.
-log "building the tests"
-cargo test --all-targets --locked --no-run --quiet
+if [ "${SETUP:-0}" = 1 ]; then
+  mkdir -p .local
+  log "building the tests while the services start (log: .local/test-build.log)"
+  built=$(date +%s)
+  cargo test --all-targets --locked --no-run --quiet > .local/test-build.log 2>&1 &
+  build=$!
+  setup_status=0
+  { scripts/services.sh up && scripts/cluster.sh up && scripts/services.sh tools; } || setup_status=$?
+  build_status=0
+  wait "$build" || build_status=$?
+  cat .local/test-build.log >&2
+  [ "$build_status" -eq 0 ] || { log "the test build failed"; exit "$build_status"; }
+  [ "$setup_status" -eq 0 ] || { log "starting the services failed"; exit "$setup_status"; }
+  log "set up and built in $(( $(date +%s) - built )) s"
+else
+  log "building the tests"
+  cargo test --all-targets --locked --no-run --quiet
+fi
 started=$(date +%s)
 
 mkdir -p .local/nextest

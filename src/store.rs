@@ -34,7 +34,7 @@ pub use lanes::{
     code_hash, strong_enough, valid_code, CodeBudgets, CodeCheck, CodeKey, MAX_CODE_CHARS, MIN_CODE_BITS,
     MIN_CODE_CHARS,
 };
-pub use replicas::{DegradedShard, RedisHealth, Replication, Writer, Written};
+pub use replicas::{DegradedShard, RedisHealth, Replication, Writer, Written, APPLY_MAX};
 
 use conn::{timed, Backend};
 use keys::{Keys, Part};

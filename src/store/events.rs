@@ -29,7 +29,7 @@ impl Scripts {
 }
 
 /// Deliveries queued per call of webhook_enqueue.lua (bounded work per call).
-const ENQUEUE_CHUNK: usize = 500;
+const ENQUEUE_CHUNK: usize = 250;
 
 /// A concert's report as stored (outbox.lua keeps it): a fixed-size hash, whatever the sale's
 /// size (no member per fan or per admission).

@@ -40,8 +40,8 @@ impl Scripts {
 }
 
 /// `sweep.lua` calls one [`QueueStore::sweep_sessions`] makes at most (each frees at most
-/// 1,000 due slots).
-pub const SWEEP_SLICES: usize = 20;
+/// 500 due slots, slots.lua).
+pub const SWEEP_SLICES: usize = 40;
 
 /// What the exchange of an admission token asks.
 #[derive(Debug, Clone, Copy)]
@@ -287,7 +287,7 @@ impl QueueStore {
     /// Ends the sessions whose deadline passed and frees expired tokens' slots (`sweep.lua`):
     /// (ended for idleness, ended at their maximum).
     ///
-    /// Each `sweep.lua` call frees one bounded slice (at most 1,000 slots, slots.lua), so no
+    /// Each `sweep.lua` call frees one bounded slice (at most 500 slots, slots.lua), so no
     /// Redis call grows with the backlog; this calls again while slots are still due, up to
     /// [`SWEEP_SLICES`] calls (20,000 slots) per admission round. A bigger backlog (a stalled
     /// admitter, a burst of short tokens) drains over the next rounds, 20,000 a round.

@@ -8,7 +8,7 @@
 -- accepts (~8,000 values: a backlog of 10,000 due slots unpacked at once wedged the concert's
 -- sweep and admission for good, issue 35). A bigger backlog is freed by the next calls:
 -- sessions.rs's sweep calls again while `more` says some are still due.
-local SLOTS_PER_CALL = 1000
+local SLOTS_PER_CALL = 500
 local SLOTS_CHUNK = 500
 
 -- free_slots(active ZSET, sessions HASH, ended ZSET, k the outbox's index in KEYS, now ms)

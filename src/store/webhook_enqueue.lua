@@ -1,6 +1,6 @@
 -- Queues deliveries for one webhook endpoint, within its caps, in one atomic call: however many
 -- events workers queue at once, the endpoint never holds more than the caps (docs/howto-events.md,
--- "Caps, give-up and suspension"). The caller sends at most 500 deliveries per call, so each
+-- "Caps, give-up and suspension"). The caller sends at most 250 deliveries per call, so each
 -- call does bounded work whatever the backlog.
 --
 -- KEYS[1] due ZSET event id -> when to try next (ms)   KEYS[2] body HASH event id -> body

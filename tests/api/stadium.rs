@@ -231,3 +231,39 @@ async fn a_sweep_frees_20000_due_tokens_and_5000_due_sessions_in_bounded_slices_
     assert_eq!(got, want, "the next fans are admitted into the freed slots");
     assert_eq!(store.sweep_sessions(&c, REMEMBER_MS).await.unwrap(), (0, 0), "nothing left due");
 }
+
+/// A consumer batch is written in apply.lua calls of at most `APPLY_MAX` fans (no call's work
+/// grows with `QUEUEGATE_CONSUMER_BATCH`), and the calls together keep what one call promised:
+/// a fan twice in the batch, in different calls, is staged once, and the batch replayed (a crash
+/// after some of its calls) adds nobody.
+#[tokio::test]
+async fn a_consumer_batch_of_2000_joins_is_written_in_calls_of_at_most_500_fans_and_stays_idempotent() {
+    use queuegate::store::{Writer, APPLY_MAX};
+    let names = Names::new();
+    let store = names.store();
+    let c = ConcertId::parse("batch").unwrap();
+    let mut users: Vec<UserId> = (0..2000).map(fan).collect();
+    // Fans of the first and second call again, in the fourth.
+    users[1500] = fan(3);
+    users[1999] = fan(700);
+    let joins: Vec<(&UserId, i64)> = users.iter().enumerate().map(|(i, u)| (u, 1_000 + i as i64)).collect();
+    let mut writer = Writer::new();
+    let calls = |names: Names| async move {
+        let counts: HashMap<String, i64> =
+            names.redis(redis::cmd("HGETALL").arg(names.key("batch", Part::Writers))).await;
+        counts.into_values().collect::<Vec<_>>()
+    };
+
+    let w = store.apply_as(&mut writer, &c, &Lane::general(), &joins, false).await.unwrap();
+    assert_eq!((w.applied.appended, w.applied.duplicates), (1998, 2), "two fans in the batch twice");
+    assert!(!w.lost_earlier);
+    assert_eq!(APPLY_MAX, 500);
+    assert_eq!(calls(names.clone()).await, vec![4], "2,000 joins in four calls of 500");
+    let staged: usize = names.redis(redis::cmd("ZCARD").arg(names.key("batch", Part::Staged))).await;
+    assert_eq!(staged, 1998);
+
+    let again = store.apply_as(&mut writer, &c, &Lane::general(), &joins, false).await.unwrap();
+    assert_eq!((again.applied.appended, again.applied.duplicates), (0, 2000), "the replay adds nobody");
+    assert!(!again.lost_earlier, "the writer's count only grew");
+    assert_eq!(calls(names.clone()).await, vec![8]);
+}
