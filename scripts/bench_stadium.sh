@@ -144,7 +144,7 @@ for e in entries:
     us, args = e[2], e[3]
     key = next((str(a) for a in args if prefix in str(a)), None)
     if key is not None:
-        print(f"{us}\t{args[0]}\t{key.replace(prefix + ':', '')[:100]}")
+        print(f"{us}\t{args[0]}\t{key.replace(prefix + ':', '')[:100]}\t{e[1]}")
 PY
 }
 : > "$OUT/slowlog.tsv"
@@ -211,9 +211,9 @@ MEM2=$(used_memory)
 grep -c -E 'WARN|ERROR' "$OUT/run.log" > "$OUT/warnings.count" || true
 
 python3 - "$OUT" "$PREFIX" "$MEM0" "$MEM1" "$MEM_REST" "$MEM2" "$PIN" "$C0" "$C1" "$A0" "$A1" "$A2" "$A3" "$WAITING" \
-  "$WH_PENDING" "$WH_BYTES" "$WH_DROPPED" <<'PY'
+  "$WH_PENDING" "$WH_BYTES" "$WH_DROPPED" "$RUN" <<'PY'
 import collections, json, re, sys
-(out, prefix, mem0, mem1, mem_rest, mem2, pin, c0, c1, a0, a1, a2, a3, waiting, wh_pending, wh_bytes, wh_dropped) = sys.argv[1:]
+(out, prefix, mem0, mem1, mem_rest, mem2, pin, c0, c1, a0, a1, a2, a3, waiting, wh_pending, wh_bytes, wh_dropped, run_t0) = sys.argv[1:]
 burst = json.load(open(f"{out}/burst.json"))
 rss = {l.split(':')[0]: int(l.split()[1]) for l in open(f"{out}/rss.txt")}
 wrk = open(f"{out}/wrk-status.txt").read()
@@ -223,10 +223,33 @@ def wrk_ms(label):
         return None
     v, unit = float(m.group(1)), m.group(2)
     return round(v / 1000 if unit == "us" else v * 1000 if unit == "s" else v, 2)
-slow = []
+slow, when = [], {}
 for line in open(f"{out}/slowlog.tsv"):
-    us, cmd, key = line.rstrip("\n").split("\t")
+    us, cmd, key, at = line.rstrip("\n").split("\t")
     slow.append((int(us), f"{cmd} {key}"[:120]))
+    when.setdefault(slow[-1], []).append(int(at))
+# Redis's AOF rewrites of the run (its log: a fork, then seconds of copy-on-write in the parent),
+# to tell which slow calls fell inside one.
+import datetime, os
+rewrites, started = [], None
+log_path = os.environ.get("REDIS_LOG", ".local/redis/redis.log")
+if os.path.exists(log_path):
+    for line in open(log_path, errors="replace"):
+        m = re.search(r"(\d\d \w\w\w \d{4} \d\d:\d\d:\d\d)\.\d+ \* (Background append only file rewriting started|Background AOF rewrite finished)", line)
+        if not m:
+            continue
+        t = datetime.datetime.strptime(m.group(1), "%d %b %Y %H:%M:%S").replace(tzinfo=datetime.timezone.utc).timestamp()
+        if "started" in m.group(2):
+            started = t
+        elif started is not None:
+            rewrites.append((started - 1, t + 2))
+            started = None
+def in_rewrite(at):
+    return any(a <= at <= b for a, b in rewrites)
+over = [(us, c) for us, c in slow if us >= 10_000]
+over_at = []
+for us, c in over:
+    over_at.append(when[(us, c)].pop(0))
 slow.sort(reverse=True)
 fans = max(int(burst["accepted"]), 1)
 summary = {
@@ -253,6 +276,8 @@ summary = {
     "webhook_dropped": int(wh_dropped),
     "slowest_redis_calls_us": slow[:8],
     "redis_calls_over_10ms": sum(1 for us, _ in slow if us >= 10_000),
+    "redis_calls_over_10ms_outside_aof_rewrites": sum(1 for at in over_at if not in_rewrite(at)),
+    "aof_rewrites_during_run": sum(1 for a, b in rewrites if b >= int(run_t0)),
     "redis_calls_over_1ms": len(slow),
     "redis_calls_over_10ms_by_call": dict(collections.Counter(c for us, c in slow if us >= 10_000).most_common(10)),
     "redis_calls_over_1ms_by_call": dict(collections.Counter(c for us, c in slow).most_common(10)),
