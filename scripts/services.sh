@@ -315,6 +315,19 @@ install_event_libraries() {
   touch "$mark"
 }
 
+# From npm, into .local/axe: axe-core, which the browser tests run in Chromium on every state of
+# the room and the console (WCAG 2.2 A and AA; tests/browser/webdriver.rs). Pinned.
+AXE_VERSION=4.14.1
+install_axe() {
+  local dir="$LOCAL/axe"
+  [ -f "$dir/node_modules/axe-core/axe.min.js" ] && [ -f "$dir/axe-core-$AXE_VERSION" ] && return 0
+  log "installing axe-core $AXE_VERSION from npm into ${dir#$ROOT/}"
+  mkdir -p "$dir"
+  npm install --silent --no-audit --no-fund --prefix "$dir" "axe-core@$AXE_VERSION" >/dev/null \
+    || die "npm install axe-core failed"
+  touch "$dir/axe-core-$AXE_VERSION"
+}
+
 # From crates.io, into .local/cargo/bin: cargo-nextest, the runner `make test` uses
 # (scripts/test.sh, .config/nextest.toml): a process and a deadline per test, no retries, a
 # JUnit report of every test's time. Pinned; built once (a debug build: a few minutes less to
@@ -372,6 +385,7 @@ check_prerequisites() {
     fi
     [ -x "$LOCAL/venv/bin/pip" ] || python3 -c 'import ensurepip' 2>/dev/null \
       || missing+=("Python 3 with venv (Debian: python3-venv)")
+    [ -f "$LOCAL/axe/axe-core-$AXE_VERSION" ] || command -v npm >/dev/null || missing+=("Node.js with npm (for axe-core)")
     command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v faketime >/dev/null \
       && command -v chromium >/dev/null && command -v chromedriver >/dev/null && [ -x /usr/sbin/nginx ] || need_apt=yes
   fi
@@ -424,6 +438,6 @@ case "${1:-up}" in
   cluster-id) new_cluster_id ;;
   nextest) install_nextest ;;
   check) shift; check_prerequisites "${@:-test}" ;;
-  tools) check_prerequisites tools; install_tools; install_schemathesis; install_caddy; install_helm; install_kubernetes_validate; install_event_libraries ;;
+  tools) check_prerequisites tools; install_tools; install_schemathesis; install_caddy; install_helm; install_kubernetes_validate; install_event_libraries; install_axe ;;
   *) die "usage: $0 up|down|status|check [services|build|up|tools|test]|fetch|build-deps|nextest|tools|cluster-id" ;;
 esac

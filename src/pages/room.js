@@ -25,7 +25,7 @@ const T = {
     etaNone: "Estimated wait: we will know once the line moves.",
     abandon: (m) => `Keep this page open: fans who leave it for more than ${m} minute${m === 1 ? "" : "s"} lose their place.`,
     redirecting: "Taking you to the booking site…", noRedirect: "Go back to the booking site to continue.",
-    say: (s, p) => p ? `${s}. Position ${p}.` : `${s}.`, you: (u) => `Your place: ${u}`,
+    say: (s, p) => p ? `${s}. Position ${p}.` : sentence(s), you: (u) => `Your place: ${u}`,
     busy: (s) => `Busy right now — trying again in ${s} s. Keep this page open.`, checking: "Checking your browser…", failed: "Something went wrong",
     gateEnded: { session: "Your booking session has ended.", spent: "This admission link has already been used.",
       revoked: "The organiser has closed the booking site for now.", token: "This admission link is not valid.",
@@ -56,7 +56,7 @@ const T = {
     etaNone: "예상 대기 시간: 대기열이 움직이면 알려 드립니다.",
     abandon: (m) => `이 페이지를 열어 두세요. ${m}분 넘게 떠나 있으면 순서를 잃습니다.`,
     redirecting: "예매 사이트로 이동합니다…", noRedirect: "예매 사이트로 돌아가 계속하세요.",
-    say: (s, p) => p ? `${s}. ${p}번째.` : `${s}.`, you: (u) => `내 자리: ${u}`,
+    say: (s, p) => p ? `${s}. ${p}번째.` : sentence(s), you: (u) => `내 자리: ${u}`,
     busy: (s) => `지금 혼잡합니다 — ${s}초 후 다시 시도합니다. 이 페이지를 열어 두세요.`, checking: "브라우저를 확인하는 중…", failed: "문제가 발생했습니다",
     gateEnded: { session: "예매 세션이 종료되었습니다.", spent: "이미 사용된 입장 링크입니다.",
       revoked: "주최 측이 예매 사이트를 잠시 닫았습니다.", token: "유효하지 않은 입장 링크입니다.",
@@ -69,6 +69,8 @@ const T = {
 };
 let lang = localStorage.getItem("qg:lang") ||
   ((navigator.languages || [navigator.language]).some((l) => /^ko\b/i.test(l)) ? "ko" : "en");
+// A state said alone ends as a sentence, once ("It's your turn!", not "It's your turn!.").
+function sentence(s) { return /[.!?…]$/.test(s) ? s : `${s}.`; }
 const t = (k, ...a) => { const v = T[lang][k]; return typeof v === "function" ? v(...a) : v; };
 let redraw = () => {};
 function translate() {

@@ -19,7 +19,7 @@ use queuegate::config::{FanIdentityMode, Role, Secret, Settings};
 use serde_json::{json, Value};
 
 use common::{create_topics, free_port, poll_until, spawn_role, Names, TestApp, ADMIN_TOKEN};
-use webdriver::Browser;
+use webdriver::{Browser, ENTER, TAB};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -157,11 +157,13 @@ async fn a_fan_waits_keeps_the_place_through_a_reload_and_a_restart_and_lands_on
     b.goto(&format!("{}/", app.http())).await;
     b.expect_text("#list a", WAIT, |t| t == "Seoul Night 2026", "the room is listed").await;
     b.screenshot("0-rooms").await;
+    b.assert_accessible("the list of rooms").await;
 
     b.goto(&format!("{}/c/{concert}", app.http())).await;
     b.expect_text("#title", WAIT, |t| t == "Seoul Night 2026", "the concert's name").await;
     assert!(b.text("#abandon").await.contains("10 minutes"), "the abandonment rule is shown");
     b.screenshot("1-room").await;
+    b.assert_accessible("the room before the join").await;
     b.click("#joinbtn").await;
     b.expect_text("#position", WAIT, |t| t == "#3", "third in line").await;
     assert_eq!(b.text("#state").await, "You are in line");
@@ -177,6 +179,12 @@ async fn a_fan_waits_keeps_the_place_through_a_reload_and_a_restart_and_lands_on
         m["qg-waiting"] - m["qg-join"]
     );
     b.screenshot("2-waiting").await;
+    b.assert_accessible("the room, waiting").await;
+    // The check sees what it should: an image without a text alternative is a violation.
+    b.eval("const i = document.createElement('img'); i.id = 'axe-probe'; i.src = '/favicon.ico'; document.body.appendChild(i);", json!([])).await;
+    let found = b.accessibility_violations().await;
+    assert!(found.iter().any(|v| v["id"] == "image-alt"), "axe-core reports the probe: {found:?}");
+    b.eval("document.getElementById('axe-probe').remove();", json!([])).await;
 
     // A reload keeps the place: no second join, the same position.
     b.refresh().await;
@@ -189,6 +197,7 @@ async fn a_fan_waits_keeps_the_place_through_a_reload_and_a_restart_and_lands_on
     app.shutdown().await.expect("clean shutdown");
     b.expect_text("#reconnecting", WAIT, |t| t.contains("reconnecting"), "reconnecting is shown").await;
     b.screenshot("3-reconnecting").await;
+    b.assert_accessible("the room, reconnecting").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let app = app_on(&names, port, anonymous).await;
     b.expect_text("#reconnecting", Duration::from_secs(40), str::is_empty, "reconnected").await;
@@ -207,6 +216,7 @@ async fn a_fan_waits_keeps_the_place_through_a_reload_and_a_restart_and_lands_on
     assert!(b.text(&format!("{row} td[data-k=head]")).await.starts_with(&format!("#1 {}", ahead[0])));
     b.resize(1280, 800).await;
     b.screenshot("4-console").await;
+    b.assert_accessible("the console").await;
     b.resize(412, 915).await;
 
     // Look up the first fan and remove them: ours moves up to #2.
@@ -311,12 +321,14 @@ async fn a_signed_in_fan_of_a_scheduled_concert_sees_the_countdown_and_the_pre_q
     b.expect_text("#joinbtn", WAIT, |t| t == "대기열 입장", "the join button, in Korean").await;
     assert_eq!(b.url().await, room, "the identity token is taken out of the address");
     b.screenshot("1-countdown-ko").await;
+    b.assert_accessible("the pre-queue countdown, in Korean").await;
     b.click("#joinbtn").await;
     b.expect_text("#state", WAIT, |t| t == "사전 대기열에 있습니다", "in the pre-queue").await;
     assert!(!b.text("#clock").await.is_empty(), "the countdown goes on in the pre-queue");
     let fan = app.admin_json(&format!("/admin/v1/concerts/{concert}/queue/kim-1")).await;
     assert_eq!(fan["status"], "prequeue", "the page's fan is the token's subject: {fan}");
     b.screenshot("2-prequeue-ko").await;
+    b.assert_accessible("the pre-queue, in Korean").await;
 
     // The language switch, and a reload that keeps the place.
     b.click("#lang").await;
@@ -324,6 +336,7 @@ async fn a_signed_in_fan_of_a_scheduled_concert_sees_the_countdown_and_the_pre_q
     b.refresh().await;
     b.expect_text("#state", WAIT, |t| t == "You are in the pre-queue", "kept across a reload, in English").await;
     b.screenshot("3-prequeue-en").await;
+    b.assert_accessible("the pre-queue").await;
     assert_eq!(errors(&b.console().await, &[]), Vec::<String>::new(), "console errors");
     drop(b);
     app.shutdown().await.unwrap();
@@ -467,6 +480,7 @@ async fn through_nginx_the_booking_url_leads_to_the_room_and_back_with_a_session
     b.expect_text("#state", WAIT, |t| t == "Your booking session has ended.", "the room says the session ended").await;
     assert!(b.text("#go").await.is_empty(), "no way back on a spent token");
     b.screenshot("3-session-ended").await;
+    b.assert_accessible("the room after the session ended").await;
     assert!(b.url().await.contains("ended=session"), "{}", b.url().await);
     assert!(errors(&b.console().await, &["401", "favicon"]).is_empty(), "{:?}", b.console().await);
 
@@ -483,11 +497,13 @@ async fn through_nginx_the_booking_url_leads_to_the_room_and_back_with_a_session
     b.click("#sform button").await;
     b.expect_text("#scount", WAIT, |t| t == format!("2 live sessions in {concert}"), "the list").await;
     b.screenshot("4-console-sessions").await;
+    b.assert_accessible("the console's sessions").await;
     b.click(&format!("#srows tr[data-user=\"{}\"] button", others[0])).await;
     b.expect_text("#scount", WAIT, |t| t == format!("1 live session in {concert}"), "one ended").await;
     assert_eq!(app.admin_delete(&format!("/admin/v1/concerts/{concert}/sessions/{}", others[0])).await.status(), 404);
     b.click("#revoke").await;
     b.screenshot("5-console-revoke-confirm").await;
+    b.assert_accessible("the console's revoke confirmation").await;
     b.click("#confirm").await;
     b.expect_text("#sdone", WAIT, |t| t.contains("1 sessions ended"), "revoked").await;
     b.expect_text("#scount", WAIT, |t| t == format!("0 live sessions in {concert}"), "none left").await;
@@ -587,6 +603,7 @@ async fn a_token_link_opened_in_another_browser_profile_gives_it_no_session_whil
     assert!(at.starts_with(&format!("{public}/c/{concert}?return=")) && at.ends_with("&ended=browser"), "{at}");
     assert!(!at.contains("queuegate_token"), "the token does not follow B into the room: {at}");
     b.screenshot("1-b-refused").await;
+    b.assert_accessible("the room refusing a token link").await;
     b.goto(&format!("{}/cart", proxy.url)).await;
     b.expect_text("#title", WAIT, |t| t == "Fixation Night", "B still has no session").await;
     let sessions = app.admin_json(&format!("/admin/v1/concerts/{concert}/sessions")).await;
@@ -635,10 +652,12 @@ async fn the_operator_sells_out_from_the_console_and_the_waiting_fan_is_told_in_
     b.expect_text(&format!("{row} td[data-k=waiting]"), WAIT, |t| t == "1", "the waiting count").await;
     b.click(&format!("{row} button[data-act=\"Sold out…\"]")).await;
     b.screenshot("0-console-sold-out-confirm").await;
+    b.assert_accessible("the console's sold-out confirmation").await;
     assert_eq!(app.admin_json(&format!("/admin/v1/concerts/{concert}")).await["state"], "open", "not before the yes");
     b.click(&format!("{row} button[data-act=\"Yes, sold out\"]")).await;
     b.expect_text(&format!("{row} td[data-k=state]"), WAIT, |t| t == "soldout", "the state").await;
     b.screenshot("1-console-sold-out").await;
+    b.assert_accessible("the console, sold out").await;
 
     // The fan's page, told at once: our words and the organiser's, then in Korean.
     b.switch_to(&room).await;
@@ -647,10 +666,12 @@ async fn the_operator_sells_out_from_the_console_and_the_waiting_fan_is_told_in_
     assert!(note.starts_with("All tickets are sold.") && note.ends_with(message), "{note}");
     assert_eq!(b.text("#position").await, "", "no position while sold out");
     b.screenshot("2-room-sold-out").await;
+    b.assert_accessible("the room, sold out").await;
     b.click("#lang").await;
     b.expect_text("#state", WAIT, |t| t == "매진되었습니다.", "sold out in Korean").await;
     assert!(b.text("#eta").await.starts_with("모든 티켓이 판매되었습니다."));
     b.screenshot("3-room-sold-out-ko").await;
+    b.assert_accessible("the room, sold out, in Korean").await;
     // A fan arriving now (this browser forgets its place: the language stays): the phase says
     // so, with the organiser's words, and there is no join.
     b.eval("localStorage.removeItem(arguments[0]);", json!([format!("qg:{concert}")])).await;
@@ -691,6 +712,7 @@ async fn two_consoles_edit_one_concert_and_the_save_over_a_stale_copy_is_refused
     assert!(told.starts_with(concert) && told.contains("not saved"), "{told}");
     b.expect_text(&format!("{row} td[data-k=state]"), WAIT, |t| t == "paused", "the reloaded state").await;
     b.screenshot("0-second-console-refused").await;
+    b.assert_accessible("the console refusing a stale save").await;
     let stored = app.admin_json(&format!("/admin/v1/concerts/{concert}")).await;
     assert_eq!(stored["state"], "paused", "the stale save changed nothing: {stored}");
     assert_eq!((stored["admitPerSecond"].as_u64(), stored["name"].as_str()), (Some(3), Some("Two Desks")));
@@ -758,6 +780,7 @@ async fn a_fan_club_fan_joins_its_lane_with_a_code_the_operator_uploaded_and_wat
     b.click("#cform button").await;
     b.expect_text("#cdone", WAIT, |t| t.starts_with("3 new codes in presale/fanclub"), "the upload's report").await;
     b.screenshot("0-console-codes").await;
+    b.assert_accessible("the console's lane codes").await;
 
     // Two fan-club fans and three others are in line already.
     let join = async |user: &str, lane: &str, code: Option<&str>| {
@@ -792,6 +815,7 @@ async fn a_fan_club_fan_joins_its_lane_with_a_code_the_operator_uploaded_and_wat
     b.expect_text("#position", WAIT, |t| t == "#3", "third in the fan-club lane").await;
     assert_eq!(b.text("#lane").await, "in lane fanclub");
     b.screenshot("1-room-lane").await;
+    b.assert_accessible("the room's lane form").await;
 
     // One admission goes to the fan club (70/30 starts there): the fan moves up in its lane.
     assert_eq!(app.admit(concert, 1).await.status(), 200);
@@ -799,6 +823,7 @@ async fn a_fan_club_fan_joins_its_lane_with_a_code_the_operator_uploaded_and_wat
     b.click("#lang").await;
     b.expect_text("#lane", WAIT, |t| t == "fanclub 대기 줄", "the lane in Korean").await;
     b.screenshot("2-room-lane-ko").await;
+    b.assert_accessible("the room's lane form, in Korean").await;
     assert!(errors(&b.console().await, &["403"]).is_empty(), "{:?}", b.console().await);
 }
 
@@ -863,6 +888,7 @@ async fn the_console_draws_the_sale_report_and_lists_the_webhook_deliveries_with
     b.resize(1280, 900).await;
     b.eval("document.getElementById('report').scrollIntoView();", json!([])).await;
     b.screenshot("0-console-report").await;
+    b.assert_accessible("the console's report").await;
     assert!(errors(&b.console().await, &[]).is_empty(), "no CSP or script errors: {:?}", b.console().await);
 }
 
@@ -916,6 +942,7 @@ async fn a_viewer_sees_in_the_console_activity_who_paused_the_sale_and_cannot_pa
     b.resize(1280, 900).await;
     b.eval("document.getElementById('activity').scrollIntoView();", json!([])).await;
     b.screenshot("0-console-activity").await;
+    b.assert_accessible("the console's activity").await;
 
     // Open is the viewer's to press, but not to do: the API's 403 is shown, nothing changes.
     let open = format!("tr[data-concert=\"{concert}\"] button[data-act=\"Open\"]");
@@ -1069,6 +1096,7 @@ async fn in_standby_the_idle_gated_site_opens_at_once_then_the_room_when_full_or
     b.expect_text("#title", WAIT, |t| t == "Standby Night", "full: the room").await;
     assert!(b.url().await.starts_with(&format!("{public}/c/{concert}?return=")), "{}", b.url().await);
     b.screenshot("1-full-room").await;
+    b.assert_accessible("the room of a full standby site").await;
 
     // The operator queues everyone, then the slot frees itself and the settling time passes.
     signed_in_console(&a, &app).await;
@@ -1076,6 +1104,7 @@ async fn in_standby_the_idle_gated_site_opens_at_once_then_the_room_when_full_or
     a.expect_text(&format!("{row} td[data-k=state]"), WAIT, |t| t.contains("standby"), "the method shown").await;
     a.click(&format!("{row} button[data-act=\"Queue all…\"]")).await;
     a.screenshot("2-console-queue-all-confirm").await;
+    a.assert_accessible("the console's queue-all confirmation").await;
     a.click(&format!("{row} button[data-act=\"Yes, queue everyone\"]")).await;
     a.expect_text(&format!("{row} td[data-k=state]"), WAIT, |t| t.contains("queuing everyone"), "queue all on").await;
     a.screenshot("3-console-queuing-everyone").await;
@@ -1105,4 +1134,51 @@ async fn in_standby_the_idle_gated_site_opens_at_once_then_the_room_when_full_or
     b.expect_text("#verdict", WAIT, |t| t.starts_with("booking /book for "), "straight in again").await;
     b.screenshot("4-straight-in-again").await;
     assert!(errors(&a.console().await, &["401", "favicon"]).is_empty(), "{:?}", a.console().await);
+}
+
+/// The whole path by keyboard alone (WCAG 2.1.1): Tab to the join button, Enter, then the place
+/// and the turn, each said once to screen readers through the page's polite live region (and
+/// not again while nothing meaningful changes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_joins_by_keyboard_alone_and_a_screen_reader_hears_the_place_and_the_turn_once_each() {
+    let names = Names::new();
+    create_topics(&names, 1).await;
+    let app = app_on(&names, free_port(), |s| s.identity.fan_identity = Some(FanIdentityMode::Anonymous)).await;
+    let concert = "keys";
+    let r = app.put_concert(concert, json!({"state": "open", "name": "Keyboard Night"})).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    let b = Browser::start(&shots("keyboard"), "en-US").await;
+    b.goto(&format!("{}/c/{concert}", app.http())).await;
+    b.expect_text("#title", WAIT, |t| t == "Keyboard Night", "the concert's name").await;
+    let mut path = Vec::new();
+    while b.focused().await != "joinbtn" {
+        assert!(path.len() < 10, "Tab never reaches the join button: {path:?}");
+        b.press(TAB).await;
+        path.push(b.focused().await);
+    }
+    b.screenshot("0-join-focused").await;
+    b.press(ENTER).await;
+    b.expect_text("#position", WAIT, |t| t == "#1", "first in line").await;
+    let said = b.expect_text("#say", WAIT, |t| !t.is_empty(), "the place said").await;
+    assert_eq!(said, "You are in line. Position 1.");
+    assert_eq!(b.eval("return document.getElementById('say').getAttribute('aria-live');", json!([])).await, "polite");
+    // Updates keep coming (the stream's heartbeats and refreshes); the words stay as they were.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(b.text("#position").await, "#1");
+    assert_eq!(
+        b.eval("return document.getElementById('say').textContent;", json!([])).await,
+        said.as_str(),
+        "nothing meaningful changed, nothing said again"
+    );
+    b.assert_accessible("the room, joined by keyboard").await;
+
+    assert_eq!(app.admit(concert, 1).await.status(), 200);
+    b.expect_text("#state", WAIT, |t| t == "It's your turn!", "the turn").await;
+    let turn = b.eval("return document.getElementById('say').textContent;", json!([])).await;
+    assert_eq!(turn, "It's your turn!", "the turn is said, once punctuated");
+    b.screenshot("1-turn").await;
+    b.assert_accessible("the room, admitted").await;
+    drop(b);
+    app.shutdown().await.unwrap();
 }

@@ -16,6 +16,10 @@ use serde_json::{json, Value};
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A headless chromium session; the driver is killed on drop.
+/// WebDriver's key codes.
+pub const TAB: &str = "\u{E004}";
+pub const ENTER: &str = "\u{E007}";
+
 pub struct Browser {
     http: reqwest::Client,
     session: String,
@@ -154,6 +158,23 @@ impl Browser {
         self.post(&format!("/element/{e}/value"), json!({ "text": text })).await;
     }
 
+    /// Presses and releases one key on whatever has the focus, as a keyboard does (WebDriver
+    /// actions; `key` is a character or a WebDriver key code such as TAB, ENTER).
+    pub async fn press(&self, key: &str) {
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard",
+            "actions": [{"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]}]});
+        self.post("/actions", actions).await;
+    }
+
+    /// The id of the element that has the focus ("" for none or one without an id).
+    pub async fn focused(&self) -> String {
+        self.eval("return document.activeElement ? document.activeElement.id : '';", json!([]))
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     /// Chooses the file at `path` in the file input `css`.
     pub async fn attach(&self, css: &str, path: &Path) {
         let e = self.element(css).await;
@@ -163,6 +184,61 @@ impl Browser {
     /// Runs `script` (a function body; `arguments` are `args`) and returns what it returns.
     pub async fn eval(&self, script: &str, args: Value) -> Value {
         self.post("/execute/sync", json!({ "script": script, "args": args })).await
+    }
+
+    /// Runs axe-core (`scripts/services.sh tools` installs it into .local/axe) on the page as
+    /// it stands, against WCAG 2.0-2.2 A and AA, and panics listing every violation: rule,
+    /// impact, help and the elements it names. `state` says which page and state in the message.
+    /// The script is sent as the WebDriver script itself (so the page's CSP, which forbids
+    /// eval, does not apply to it).
+    pub async fn assert_accessible(&self, state: &str) {
+        let violations = self.accessibility_violations().await;
+        if !violations.is_empty() {
+            self.screenshot(&format!("axe-{state}")).await;
+        }
+        assert!(
+            violations.is_empty(),
+            "axe-core: {} WCAG A/AA violation(s) on {state} ({}):\n{}",
+            violations.len(),
+            self.url().await,
+            violations
+                .iter()
+                .map(|v| format!(
+                    "- {} ({}): {}\n    {}",
+                    v["id"],
+                    v["impact"],
+                    v["help"],
+                    v["nodes"]
+                        .as_array()
+                        .map(|n| n
+                            .iter()
+                            .map(|x| x.as_str().unwrap_or_default().replace('\n', " "))
+                            .collect::<Vec<_>>()
+                            .join("\n    "))
+                        .unwrap_or_default()
+                ))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
+    /// axe-core's WCAG 2.0-2.2 A and AA violations on the page as it stands (id, impact, help,
+    /// nodes).
+    pub async fn accessibility_violations(&self) -> Vec<Value> {
+        let axe = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/.local/axe/node_modules/axe-core/axe.min.js"
+        ))
+        .expect("axe-core in .local/axe (scripts/services.sh tools installs it)");
+        let script = format!(
+            "{axe}\nconst done = arguments[arguments.length - 1];\n\
+             axe.run(document, {{ runOnly: {{ type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa'] }} }})\n\
+               .then(r => done(r.violations.map(v => ({{ id: v.id, impact: v.impact, help: v.help, \
+                 nodes: v.nodes.slice(0, 5).map(n => n.target.join(' ') + ': ' + n.failureSummary) }}))))\n\
+               .catch(e => done([{{ id: 'axe-error', impact: 'error', help: String(e), nodes: [] }}]));"
+        );
+        let violations = self.post("/execute/async", json!({ "script": script, "args": [] })).await;
+        violations.as_array().cloned().expect("axe-core's answer is a list")
     }
 
     /// Waits (up to `within`) until `css`'s text satisfies `ok`; the last text either way.
