@@ -69,8 +69,7 @@ const T = {
 };
 let lang = localStorage.getItem("qg:lang") ||
   ((navigator.languages || [navigator.language]).some((l) => /^ko\b/i.test(l)) ? "ko" : "en");
-// A state said alone ends as a sentence, once ("It's your turn!", not "It's your turn!.").
-function sentence(s) { return /[.!?…]$/.test(s) ? s : `${s}.`; }
+const sentence = (s) => /[.!?…]$/.test(s) ? s : s + "."; // not "It's your turn!."
 const t = (k, ...a) => { const v = T[lang][k]; return typeof v === "function" ? v(...a) : v; };
 let redraw = () => {};
 function translate() {
@@ -275,10 +274,10 @@ async function room(id) {
     if ((!info.redirectUrl && !back) || !s.admissionToken) { $("eta").textContent = t("noRedirect"); $("go").hidden = true; return; }
     const to = back || new URL(info.redirectUrl);
     to.searchParams.set("queuegate_token", s.admissionToken);
-    // Sites that check the token themselves read it as admissionToken (docs/howto-booking-site.md).
+    // Sites that check the token themselves read it as admissionToken.
     if (!back) to.searchParams.set("admissionToken", s.admissionToken);
     $("go").href = to.href;
-    // A link refused here (not this browser's): on at the fan's click only (docs/explain-design.md).
+    // A link refused here (not this browser's): on at the fan's click only.
     if (gateEnded === "browser") { $("eta").textContent = t("continueHere"); return; }
     // A session that just ended spent this token: going back would only return here.
     if (gateEnded) {
