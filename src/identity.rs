@@ -103,10 +103,7 @@ impl FanIdentity {
         }
         Ok(match bearer(req).and_then(|t| tokens.holder(concert, t, now_ms)) {
             Some(user) => Joiner { user, new_anonymous: false },
-            None => Joiner {
-                user: UserId::parse(uuid::Uuid::now_v7().simple().to_string()).expect("a UUID is a valid id"),
-                new_anonymous: true,
-            },
+            None => Joiner { user: UserId::fresh(), new_anonymous: true },
         })
     }
 
@@ -269,6 +266,14 @@ impl TrustedProxies {
         })
     }
 
+    /// The address of a client that a trusted proxy named (the peer is a trusted proxy, and the
+    /// hop it vouched for is an address it does not trust): None for a direct client (its
+    /// address is whoever connects) and for the proxy itself, so an address-based rule never
+    /// matches every visitor behind a proxy.
+    pub fn named_client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
+        self.peer_trusted(req).then(|| self.client_ip(req)).flatten().filter(|ip| !self.trusts(*ip))
+    }
+
     /// The client's address, read as [`client_key`](Self::client_key) reads it, whole (not
     /// widened to a limit's key); None when the client's hop is not an address.
     pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
@@ -391,6 +396,19 @@ mod tests {
         assert_eq!(p.client_key(&all_ours), ip("10.0.0.2"), "every hop trusted: the peer");
         let none = request("10.0.0.2:1000", &[]);
         assert_eq!(p.client_key(&none), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn a_named_client_is_one_a_trusted_proxy_vouched_for_never_a_direct_peer_or_the_proxy_itself() {
+        let p = proxies(ClientIpHeader::XForwardedFor);
+        let named = request("10.0.0.2:1000", &[("x-forwarded-for", "6.6.6.6, 198.51.100.7")]);
+        assert_eq!(p.named_client_ip(&named), Some("198.51.100.7".parse().unwrap()));
+        let direct = request("198.51.100.7:1000", &[("x-forwarded-for", "198.51.100.8")]);
+        assert_eq!(p.named_client_ip(&direct), None, "a direct client names itself: not vouched for");
+        let proxy_only = request("10.0.0.2:1000", &[]);
+        assert_eq!(p.named_client_ip(&proxy_only), None, "the proxy's own address is every visitor's");
+        let all_ours = request("10.0.0.2:1000", &[("x-forwarded-for", "10.1.1.1")]);
+        assert_eq!(p.named_client_ip(&all_ours), None);
     }
 
     #[test]

@@ -89,6 +89,14 @@ pub struct InvalidId {
     pub field: &'static str,
 }
 
+impl UserId {
+    /// A new id the gateway assigns (an anonymous fan, a visitor standby lets straight in): a
+    /// UUIDv7, ordered by time, 32 hex digits.
+    pub fn fresh() -> Self {
+        UserId::parse(uuid::Uuid::now_v7().simple().to_string()).expect("a UUID is a valid id")
+    }
+}
+
 impl<K: IdKind> Id<K> {
     /// Checks `value` against the contract.
     pub fn parse(value: impl AsRef<str> + Into<Box<str>>) -> Result<Self, InvalidId> {

@@ -122,9 +122,7 @@ pub(super) async fn check(
     // vouched for it (else it is the proxy's own, every visitor's); a path only as the proxy sent
     // it and only when canonical (crate::gate::canonical_path).
     if !settings.bypass.is_empty() {
-        let proxies = gw.identity.proxies();
-        let client =
-            proxies.peer_trusted(&req).then(|| proxies.client_ip(&req)).flatten().filter(|ip| !proxies.trusts(*ip));
+        let client = gw.identity.proxies().named_client_ip(&req);
         let path = crate::gate::canonical_path(&req);
         if let Some(how) = settings.bypass.passes(client, path.as_deref()) {
             gw.metrics.gate_checks.with_label_values(&["bypass"]).inc();
@@ -151,7 +149,7 @@ pub(super) async fn check(
             settings.session_binding == SessionBinding::None || browser_waited(&gw.gate, &req, &concert, original);
         match bound {
             false => ended = Some("browser"),
-            true => match exchange(&gw, &concert, &settings, &token, now).await? {
+            true => match exchange(&gw, &concert, &settings, &token, idle_ms, now).await? {
                 Ok((c, deadline)) => {
                     tracing::info!(concert = %concert, user = %c.user, "admission token exchanged for a gate session");
                     return Ok(started(&gw, &settings, &c, deadline, now, q.redirect.then_some(original), "exchanged"));
@@ -171,7 +169,7 @@ pub(super) async fn check(
     if standby && gw.cache.waiting(&concert).is_some_and(|w| w > 0) {
         gw.metrics.gate_direct_refused.with_label_values(&["waiting"]).inc();
     } else if standby {
-        if let Some((c, deadline)) = direct(&gw, &concert, &settings, now).await {
+        if let Some((c, deadline)) = direct(&gw, &concert, &settings, idle_ms, now).await {
             let back = original.as_ref().filter(|_| q.redirect);
             return Ok(started(&gw, &settings, &c, deadline, now, back, "direct"));
         }
@@ -238,11 +236,11 @@ async fn direct(
     gw: &Gateway,
     concert: &ConcertId,
     settings: &crate::concerts::ConcertSettings,
+    idle_ms: i64,
     now: i64,
 ) -> Option<(SessionCookie, i64)> {
-    let user = UserId::parse(uuid::Uuid::now_v7().simple().to_string()).expect("a UUID is a valid id");
+    let user = UserId::fresh();
     let sid = uuid::Uuid::new_v4().simple().to_string();
-    let idle_ms = i64::from(settings.session_idle_seconds) * 1000;
     let max_ms = i64::from(settings.session_max_seconds) * 1000;
     let entered = match gw.store.enter(concert, &settings.lane_names(), &user, &sid, idle_ms, max_ms).await {
         Ok(e) => e,
@@ -296,6 +294,7 @@ async fn exchange(
     concert: &ConcertId,
     settings: &crate::concerts::ConcertSettings,
     token: &str,
+    idle_ms: i64,
     now: i64,
 ) -> Result<Result<(SessionCookie, i64), &'static str>, ApiError> {
     let Ok(claims) = gw.keys.verify(token, now) else { return Ok(Err("token")) };
@@ -312,7 +311,7 @@ async fn exchange(
         jti: &claims.jti,
         iat_ms: claims.iat * 1000,
         exp_ms: claims.exp * 1000,
-        idle_ms: i64::from(settings.session_idle_seconds) * 1000,
+        idle_ms,
         max_ms: i64::from(settings.session_max_seconds) * 1000,
         sid: &sid,
     };
