@@ -35,7 +35,7 @@ for _ in $(seq 1 100); do redis-cli -p "$PORT" PING >/dev/null 2>&1 && break; sl
 # core a call waiting for the CPU would be logged as slow.
 CORES=$(nproc)
 ON_OTHERS=()
-if [ "${CUT_PIN_REDIS:-$([ "$CORES" -ge 2 ] && echo 1 || echo 0)}" = 1 ]; then
+if [ "$CORES" -ge 2 ] && [ "${CUT_PIN_REDIS:-1}" = 1 ]; then
   taskset -a -p -c "$((CORES - 1))" "$(cat "$OUT/redis/redis.pid")" >/dev/null
   ON_OTHERS=(taskset -c "0-$((CORES - 2))")
   log "Redis pinned to core $((CORES - 1)), the cut to 0-$((CORES - 2))"

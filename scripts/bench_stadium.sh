@@ -71,21 +71,26 @@ while True:
 PY
 HOOK=$!
 CORES=$(nproc)
-PIN=${STADIUM_PIN_REDIS:-$([ "$CORES" -ge 2 ] && echo 1 || echo 0)}
+PIN=0
+[ "$CORES" -ge 2 ] && [ "${STADIUM_PIN_REDIS:-1}" = 1 ] && PIN=1
 ON_OTHERS=()
+REDIS_PID=$(rcli INFO server | awk -F: '/^process_id:/ {print $2}')
+KAFKA_PID=$(cat .local/run/kafka.pid 2>/dev/null || true)
+kill -0 "${KAFKA_PID:-0}" 2>/dev/null || KAFKA_PID="" # a broker services.sh did not start is left alone
+trap 'kill "$HOOK" 2>/dev/null || true' EXIT
 if [ "$PIN" = 1 ]; then
   REDIS_CORE=$((CORES - 1))
   OTHERS=0-$((REDIS_CORE - 1))
-  taskset -a -p -c "$REDIS_CORE" "$(cat .local/run/redis.pid)" >/dev/null
-  taskset -a -p -c "$OTHERS" "$(cat .local/run/kafka.pid)" >/dev/null
+  taskset -a -p -c "$REDIS_CORE" "$REDIS_PID" >/dev/null
+  [ -z "$KAFKA_PID" ] || taskset -a -p -c "$OTHERS" "$KAFKA_PID" >/dev/null
   taskset -a -p -c "$OTHERS" "$HOOK" >/dev/null
   ON_OTHERS=(taskset -c "$OTHERS")
   log "Redis pinned to core $REDIS_CORE; Kafka, queuegate and the load clients to $OTHERS"
 fi
 unpin() {
   [ "$PIN" = 1 ] || return 0
-  taskset -a -p -c "0-$((CORES - 1))" "$(cat .local/run/redis.pid)" >/dev/null 2>&1 || true
-  taskset -a -p -c "0-$((CORES - 1))" "$(cat .local/run/kafka.pid)" >/dev/null 2>&1 || true
+  taskset -a -p -c "0-$((CORES - 1))" "$REDIS_PID" >/dev/null 2>&1 || true
+  [ -z "$KAFKA_PID" ] || taskset -a -p -c "0-$((CORES - 1))" "$KAFKA_PID" >/dev/null 2>&1 || true
 }
 SLOW_BEFORE=$(rcli CONFIG GET slowlog-log-slower-than | tail -1)
 LEN_BEFORE=$(rcli CONFIG GET slowlog-max-len | tail -1)
@@ -238,7 +243,7 @@ if os.path.exists(log_path):
         m = re.search(r"(\d\d \w\w\w \d{4} \d\d:\d\d:\d\d)\.\d+ \* (Background append only file rewriting started|Background AOF rewrite finished)", line)
         if not m:
             continue
-        t = datetime.datetime.strptime(m.group(1), "%d %b %Y %H:%M:%S").replace(tzinfo=datetime.timezone.utc).timestamp()
+        t = datetime.datetime.strptime(m.group(1), "%d %b %Y %H:%M:%S").timestamp() # Redis logs local time
         if "started" in m.group(2):
             started = t
         elif started is not None:

@@ -7,9 +7,11 @@
 #   scripts/services.sh check [SCOPE...]  name, in one line, every prerequisite missing for
 #                               services, build, up, tools or test (the default: all of make test)
 #   scripts/services.sh nextest build the test runner (cargo-nextest) into .local/cargo/bin
+#   scripts/services.sh build-deps  install the build's Debian packages (OpenSSL headers, pkg-config)
 #   scripts/services.sh tools   install what the tests need besides the services (prometheus,
-#                               faketime, chromium, chromedriver, nginx; schemathesis and
-#                               kubernetes-validate from PyPI; Caddy and helm from the Go proxy)
+#                               faketime, chromium, chromedriver, nginx; schemathesis,
+#                               kubernetes-validate, cloudevents and standardwebhooks from PyPI;
+#                               axe-core from npm; Caddy and helm from the Go proxy)
 #
 # Honours QUEUEGATE_KAFKA_BROKERS (default 127.0.0.1:9092) and QUEUEGATE_REDIS_URL
 # (default redis://127.0.0.1:6379). Everything it downloads or writes lives under .local/.

@@ -20,6 +20,7 @@ log() { printf '[test] %s\n' "$*" >&2; }
 
 # Build once, before the runs.
 if [ "${SETUP:-0}" = 1 ]; then
+  scripts/services.sh build-deps # the build's own packages first (once; quick when there)
   mkdir -p .local
   log "building the tests while the services start (log: .local/test-build.log)"
   built=$(date +%s)

@@ -154,9 +154,10 @@ impl QueueStore {
     /// Stages the fans in `joins` (userId, joinedAt ms, in read order) who were never queued
     /// for `concert` (release.lua places them), as `writer`, in atomic script calls of at most
     /// [`APPLY_MAX`] fans each (so no call's work grows with the batch), and says whether the
-    /// writer's writes on the concert reached the replicas (one `WAIT` after the last call, at
-    /// most `QUEUEGATE_REDIS_REPLICA_TIMEOUT_MS`: the calls go to one primary, so it covers
-    /// them all) and whether a failover lost earlier ones. A failure part-way leaves the
+    /// writer's writes on the concert reached the replicas and whether a failover lost earlier
+    /// ones. The calls and one `WAIT` (at most `QUEUEGATE_REDIS_REPLICA_TIMEOUT_MS`) go in one
+    /// pipeline on one connection, so to one node: the `WAIT` covers every call, and the
+    /// writer's count is checked call by call on that node. A failure part-way leaves the
     /// earlier calls' fans staged; the batch's replay finds them there (duplicates).
     ///
     /// `wait` false skips the `WAIT` (a concert whose shard is known to be short of replicas:
@@ -170,32 +171,33 @@ impl QueueStore {
         wait: bool,
     ) -> Result<Written, StoreError> {
         let keys = self.apply_keys(concert, lane);
-        let mut applied = Applied::default();
-        let mut lost_earlier = false;
-        let mut replication = Replication::Unasked;
         // An empty batch still makes its one call (it bumps the writer's counter).
         let chunks: Vec<&[(&UserId, i64)]> =
             if joins.is_empty() { vec![&[]] } else { joins.chunks(APPLY_MAX).collect() };
-        for (i, chunk) in chunks.iter().enumerate() {
-            let mut cmd = evalsha(&self.scripts.apply, &keys);
-            cmd.arg(&writer.id).arg(if lane.is_general() { "" } else { lane.as_str() });
-            for (user, at) in chunk.iter() {
-                cmd.arg(user.as_str()).arg(*at);
-            }
-            let last = i + 1 == chunks.len();
-            let timeout = (wait && last).then_some(self.replica_timeout);
-            let (reply, acked) = self.with_wait(&self.scripts.apply, cmd, timeout).await?;
+        let cmds = chunks
+            .iter()
+            .map(|chunk| {
+                let mut cmd = evalsha(&self.scripts.apply, &keys);
+                cmd.arg(&writer.id).arg(if lane.is_general() { "" } else { lane.as_str() });
+                for (user, at) in chunk.iter() {
+                    cmd.arg(user.as_str()).arg(*at);
+                }
+                cmd
+            })
+            .collect();
+        let timeout = wait.then_some(self.replica_timeout);
+        let (replies, acked) = self.with_wait(&self.scripts.apply, cmds, timeout).await?;
+        let mut applied = Applied::default();
+        let mut lost_earlier = false;
+        for reply in replies {
             let (appended, duplicates, calls, late): (u64, u64, i64, u64) =
                 redis::from_redis_value(reply).map_err(|e| StoreError::Reply(e.to_string()))?;
             applied.appended += appended;
             applied.duplicates += duplicates;
             applied.late += late;
             lost_earlier |= writer.saw(concert, calls);
-            if last && wait {
-                replication = self.judge(acked);
-            }
         }
-        Ok(Written { applied, replication, lost_earlier })
+        Ok(Written { applied, replication: if wait { self.judge(acked) } else { Replication::Unasked }, lost_earlier })
     }
 
     /// Asks again whether `writer`'s writes on `concert` reached the replicas: bumps its counter
@@ -213,8 +215,9 @@ impl QueueStore {
         }
         let mut cmd = evalsha(&self.scripts.confirm, &[self.key(concert, Part::Writers)]);
         cmd.arg(&writer.id);
-        let (reply, acked) =
-            self.with_wait(&self.scripts.confirm, cmd, Some(timeout.min(self.replica_timeout))).await?;
+        let (mut replies, acked) =
+            self.with_wait(&self.scripts.confirm, vec![cmd], Some(timeout.min(self.replica_timeout))).await?;
+        let reply = replies.pop().ok_or_else(|| StoreError::Reply("no script reply".into()))?;
         let calls: i64 = redis::from_redis_value(reply).map_err(|e| StoreError::Reply(e.to_string()))?;
         Ok((self.judge(acked), writer.saw(concert, calls)))
     }
@@ -236,22 +239,25 @@ impl QueueStore {
         self.min_replicas > 0
     }
 
-    /// Runs `cmd` (an EVALSHA of `script`) and, when replicas are asked for and `wait` is
-    /// given, `WAIT` (at most `wait`) in one pipeline on one connection (so on one node): the
-    /// script's reply and the replicas that acknowledged. A node that lacks the script
+    /// Runs `cmds` (EVALSHAs of `script` on one concert's keys) and, when replicas are asked
+    /// for and `wait` is given, `WAIT` (at most `wait`) in one pipeline on one connection (so on
+    /// one node): the scripts' replies, in order, and the replicas that acknowledged. A node that lacks the script
     /// (restarted, promoted) gets it loaded, once.
     async fn with_wait(
         &self,
         script: &Script,
-        cmd: Cmd,
+        cmds: Vec<Cmd>,
         wait: Option<Duration>,
-    ) -> Result<(Value, Option<u32>), StoreError> {
+    ) -> Result<(Vec<Value>, Option<u32>), StoreError> {
         let wait = wait.filter(|_| self.min_replicas > 0);
+        let n = cmds.len();
         let mut pipe = redis::pipe();
         // Each command's error comes back as its own value (without this, as one "pipeline
         // failure" without the server's error code, which decides retry or dead letter).
         pipe.ignore_errors();
-        pipe.add_command(cmd);
+        for cmd in cmds {
+            pipe.add_command(cmd);
+        }
         if let Some(t) = wait {
             // WAIT's timeout 0 means "for ever".
             pipe.cmd("WAIT").arg(self.min_replicas).arg((t.as_millis() as u64).max(1));
@@ -276,8 +282,10 @@ impl QueueStore {
         } else {
             None
         };
-        let v = reply.pop().ok_or_else(|| StoreError::Reply("no script reply".into()))?;
-        Ok((v, acked))
+        if reply.len() != n {
+            return Err(StoreError::Reply(format!("{} script replies for {n} calls", reply.len())));
+        }
+        Ok((reply, acked))
     }
 
     /// How the shards stand: on a cluster from one node's `CLUSTER SHARDS` (the cluster's own

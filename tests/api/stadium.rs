@@ -47,7 +47,7 @@ pub(crate) async fn queue(store: &QueueStore, c: &ConcertId, from: usize, to: us
     }
 }
 
-/// Admits the first `n` fans queued, 1,000 a call, as the admitter does: (each fan with its
+/// Admits the first `n` fans queued, 1,000 a call (the admitter makes calls of 500): (each fan with its
 /// token's expiry in ms, the last call's issue time rounded down to the second as tokens carry it).
 pub(crate) async fn admit_all(store: &QueueStore, c: &ConcertId, n: usize) -> (Vec<(UserId, i64)>, i64) {
     let mut admitted = Vec::with_capacity(n);
@@ -127,7 +127,7 @@ async fn a_sweep_frees_20000_due_tokens_and_5000_due_sessions_in_bounded_slices_
     let active = names.key(id, Part::Active);
     let total = TOKENS + SESSIONS;
 
-    // 25,000 fans queued and admitted, as the store does it (1,000 per admission call).
+    // 25,000 fans queued and admitted through the store (1,000 per admission call).
     queue(&store, &c, 0, total).await;
     let (admitted, iat_ms) = admit_all(&store, &c, total).await;
     // The first 5,000 exchange their token for a gate session: half with a maximum of 1 ms (so

@@ -15,11 +15,11 @@ use serde_json::{json, Value};
 /// The W3C key of an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-/// A headless chromium session; the driver is killed on drop.
 /// WebDriver's key codes.
 pub const TAB: &str = "\u{E004}";
 pub const ENTER: &str = "\u{E007}";
 
+/// A headless chromium session; the driver is killed on drop.
 pub struct Browser {
     http: reqwest::Client,
     session: String,
