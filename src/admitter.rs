@@ -213,18 +213,18 @@ impl Admitter {
         let max =
             if s.admit_per_second > 0 && !passthrough { s.admit_per_second.min(MAX_PER_CALL) } else { MAX_PER_CALL };
         let lanes = s.lane_shares();
+        let req = AdmitRequest {
+            max,
+            ttl_ms: i64::from(s.token_ttl_seconds) * 1000,
+            max_active: s.max_active,
+            abandon_after_ms: i64::from(s.abandon_after_seconds) * 1000,
+            // Passthrough lets everyone through at each round: no rate bucket.
+            per_second: if passthrough { 0 } else { s.admit_per_second },
+            lease: Some(&lease),
+            request: None,
+            lanes: &lanes,
+        };
         for _ in 0..CALLS_PER_ROUND {
-            let req = AdmitRequest {
-                max,
-                ttl_ms: i64::from(s.token_ttl_seconds) * 1000,
-                max_active: s.max_active,
-                abandon_after_ms: i64::from(s.abandon_after_seconds) * 1000,
-                // Passthrough lets everyone through at each round: no rate bucket.
-                per_second: if passthrough { 0 } else { s.admit_per_second },
-                lease: Some(&lease),
-                request: None,
-                lanes: &lanes,
-            };
             let admitted = self.store.admit(id, req).await?;
             if let Some(a) = &admitted {
                 self.sessions_ended(id, a.sessions_ended);

@@ -227,9 +227,10 @@ impl EntryConsumer {
                 }
             }
             // Take what else arrives within the linger (from the first record), up to the batch
-            // size. Every batch is one Redis call per 500 fans of a concert and one Kafka transaction, and the
-            // transaction is most of the broker's work for the consumer, so under load a short
-            // linger buys far fewer, bigger transactions for a few ms of latency.
+            // size. Every batch is one Redis pipeline per concert (a script call per 500 fans) and
+            // one Kafka transaction, and the transaction is most of the broker's work for the
+            // consumer, so under load a short linger buys far fewer, bigger transactions for a few
+            // ms of latency.
             let deadline = tokio::time::Instant::now() + self.linger;
             while msgs.len() < self.batch_max {
                 let next = match self.consumer.recv().now_or_never() {

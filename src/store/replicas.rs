@@ -241,8 +241,8 @@ impl QueueStore {
 
     /// Runs `cmds` (EVALSHAs of `script` on one concert's keys) and, when replicas are asked
     /// for and `wait` is given, `WAIT` (at most `wait`) in one pipeline on one connection (so on
-    /// one node): the scripts' replies, in order, and the replicas that acknowledged. A node that lacks the script
-    /// (restarted, promoted) gets it loaded, once.
+    /// one node): the scripts' replies, in order, and the replicas that acknowledged. A node
+    /// that lacks the script (restarted, promoted) gets it loaded, once.
     async fn with_wait(
         &self,
         script: &Script,
