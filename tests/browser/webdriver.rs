@@ -146,9 +146,22 @@ impl Browser {
         r.ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
     }
 
+    /// Clicks `css` as it is on the page now. An element found and then replaced before the
+    /// click (the document swapped by a redirect that finished late on a busy machine: "stale
+    /// element reference") is found again, as a person clicks the button they see now; a few
+    /// tries, then the error.
     pub async fn click(&self, css: &str) {
-        let e = self.element(css).await;
-        self.post(&format!("/element/{e}/click"), json!({})).await;
+        for _ in 0..5 {
+            let e = self.element(css).await;
+            match self.cmd(reqwest::Method::POST, &format!("/element/{e}/click"), Some(json!({}))).await {
+                Ok(_) => return,
+                Err(err) if err.contains("stale element reference") => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(err) => panic!("click {css}: {err}"),
+            }
+        }
+        panic!("click {css}: the element went stale five times in a row on {}", self.url().await);
     }
 
     /// Clears `css` and types `text` into it.
