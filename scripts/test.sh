@@ -4,9 +4,9 @@
 # `scripts/cluster.sh up`, `scripts/services.sh tools`: mostly waiting on the JVM and downloads,
 # so the build has the cores), else they must be up already. Then cargo-nextest (.config/nextest.toml) runs all targets on the
 # single-node services, then the api tests again on the three-broker Kafka and the Redis
-# Cluster. Nothing is retried; each run writes a JUnit report of every test's time:
+# Cluster (but those of the HTTP layer and the proxies: the cluster profile's default-filter). Nothing is retried; each run writes a JUnit report of every test's time:
 #   .local/nextest/default/junit.xml   all targets, single-node Kafka and Redis
-#   .local/nextest/cluster/junit.xml   the api tests on the clusters
+#   .local/nextest/cluster/junit.xml   the api tests on the clusters (the profile's filter)
 # Extra arguments go to both runs (e.g. `scripts/test.sh -E 'test(join)'`).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

@@ -171,17 +171,31 @@ $("remove").addEventListener("click", async () => {
 });
 
 // Gate sessions of one concert: the list, ending one, and the emergency stop (two steps).
+// One row per session, made once and kept while the session lives: each refresh (every second)
+// rewrites the times only, so an End button being pressed or holding the focus survives it.
+const srows = new Map();
+let sfor = "";
 async function showSessions() {
   const id = $("sc").value;
   const r = await api("GET", `/concerts/${enc(id)}/sessions?limit=100`);
   $("scount").textContent = `${r.total.toLocaleString("en")} live session${r.total === 1 ? "" : "s"} in ${id}`;
   const time = (s) => new Date(s).toLocaleTimeString();
-  $("srows").replaceChildren(...r.sessions.map((s) => el("tr", { dataset: { user: s.userId } },
-    el("td", { textContent: s.userId }), el("td", { textContent: time(s.startedAt) }),
-    el("td", { textContent: time(s.lastSeenAt) }), el("td", { textContent: time(s.expiresAt) }),
-    el("td", {}, el("button", { type: "button", textContent: "End", dataset: { act: "end" }, onclick: () =>
-      api("DELETE", `/concerts/${enc(id)}/sessions/${enc(s.userId)}`)
-        .then(() => { $("sdone").textContent = `${s.userId}'s session in ${id} ended.`; return showSessions(); }).catch(report) })))));
+  const body = $("srows");
+  if (sfor !== id) { srows.clear(); body.replaceChildren(); sfor = id; }
+  const live = new Set(r.sessions.map((s) => s.userId));
+  for (const [user, tr] of srows) if (!live.has(user)) { tr.remove(); srows.delete(user); }
+  r.sessions.forEach((s, i) => {
+    let tr = srows.get(s.userId);
+    if (!tr) {
+      tr = el("tr", { dataset: { user: s.userId } }, el("td", { textContent: s.userId }), el("td"), el("td"), el("td"),
+        el("td", {}, el("button", { type: "button", textContent: "End", dataset: { act: "end" }, onclick: () =>
+          api("DELETE", `/concerts/${enc(id)}/sessions/${enc(s.userId)}`)
+            .then(() => { $("sdone").textContent = `${s.userId}'s session in ${id} ended.`; return showSessions(); }).catch(report) })));
+      srows.set(s.userId, tr);
+    }
+    [s.startedAt, s.lastSeenAt, s.expiresAt].forEach((t, k) => { tr.cells[k + 1].textContent = time(t); });
+    if (body.rows[i] !== tr) body.insertBefore(tr, body.rows[i] || null);
+  });
   $("sessions").hidden = false;
 }
 

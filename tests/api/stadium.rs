@@ -47,7 +47,7 @@ pub(crate) async fn queue(store: &QueueStore, c: &ConcertId, from: usize, to: us
     }
 }
 
-/// Admits the first `n` fans queued, 1,000 a call (the admitter makes calls of 500): (each fan with its
+/// Admits the first `n` fans queued, 1,000 a call (the admitter makes calls of 250): (each fan with its
 /// token's expiry in ms, the last call's issue time rounded down to the second as tokens carry it).
 pub(crate) async fn admit_all(store: &QueueStore, c: &ConcertId, n: usize) -> (Vec<(UserId, i64)>, i64) {
     let mut admitted = Vec::with_capacity(n);

@@ -498,7 +498,20 @@ async fn through_nginx_the_booking_url_leads_to_the_room_and_back_with_a_session
     b.expect_text("#scount", WAIT, |t| t == format!("2 live sessions in {concert}"), "the list").await;
     b.screenshot("4-console-sessions").await;
     b.assert_accessible("the console's sessions").await;
-    b.click(&format!("#srows tr[data-user=\"{}\"] button", others[0])).await;
+    // The operator's keyboard on an End button keeps it through the list's refreshes (every
+    // second; the list used to be rebuilt each time, dropping the focus and any press under way),
+    // and Enter ends that session.
+    let end = format!("#srows tr[data-user=\"{}\"] button", others[0]);
+    b.eval("document.querySelector(arguments[0]).focus()", json!([end])).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let focused = b
+        .eval(
+            "const e = document.activeElement; return e && e.closest('tr') ? e.closest('tr').dataset.user : ''",
+            json!([]),
+        )
+        .await;
+    assert_eq!(focused, json!(others[0]), "the End button kept the focus through two refreshes");
+    b.press(ENTER).await;
     b.expect_text("#scount", WAIT, |t| t == format!("1 live session in {concert}"), "one ended").await;
     assert_eq!(app.admin_delete(&format!("/admin/v1/concerts/{concert}/sessions/{}", others[0])).await.status(), 404);
     b.click("#revoke").await;
